@@ -1,0 +1,224 @@
+//! The `#[repr(C)]` types that the eBPF programs (`tracer-ebpf`) and the
+//! userspace tracer (`memtrace`) both read: map keys and values, ring-buffer
+//! events, loss counters and the attach-cookie encoding. Nothing else lives
+//! here; both sides must agree on every byte, so every type is plain old data.
+#![no_std]
+
+/// Which allocator entry point a uprobe is attached to. Passed to the single
+/// generic entry program as the uprobe's attach cookie, so one BPF program
+/// serves every allocation function.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AllocFn {
+    /// `malloc(size)`, `valloc(size)`, `pvalloc(size)`: size in arg 0.
+    Malloc = 1,
+    /// `calloc(nmemb, size)`: product of arg 0 and arg 1 (overflow ⇒ not recorded).
+    Calloc = 2,
+    /// `realloc(ptr, size)`.
+    Realloc = 3,
+    /// `reallocarray(ptr, nmemb, size)`.
+    ReallocArray = 4,
+    /// `posix_memalign(void **memptr, align, size)`: result written to `*memptr`, returns 0.
+    PosixMemalign = 5,
+    /// `aligned_alloc(align, size)`, `memalign(align, size)`: size in arg 1.
+    AlignedAlloc = 6,
+}
+
+impl AllocFn {
+    pub const fn from_cookie(cookie: u64) -> Option<AllocFn> {
+        Some(match cookie {
+            1 => AllocFn::Malloc,
+            2 => AllocFn::Calloc,
+            3 => AllocFn::Realloc,
+            4 => AllocFn::ReallocArray,
+            5 => AllocFn::PosixMemalign,
+            6 => AllocFn::AlignedAlloc,
+            _ => return None,
+        })
+    }
+}
+
+/// Stack id used when the stack could not be captured (stack map full, hash
+/// collision, unwinding failure). The bytes are still accounted, under this
+/// pseudo stack, so that a lost stack never loses bytes.
+pub const UNKNOWN_STACK: u32 = u32::MAX;
+
+/// Key of the live-allocation map: one entry per outstanding heap block.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct LiveKey {
+    pub tgid: u32,
+    pub _pad: u32,
+    pub addr: u64,
+}
+
+/// Value of the live-allocation map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LiveAlloc {
+    /// Requested size in bytes.
+    pub size: u64,
+    /// `bpf_ktime_get_ns()` at the allocation's return.
+    pub timestamp_ns: u64,
+    /// Stack id in the stack-trace map, or [`UNKNOWN_STACK`].
+    pub stack_id: u32,
+    pub _pad: u32,
+}
+
+/// Key of the per-stack totals map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StackKey {
+    pub tgid: u32,
+    pub stack_id: u32,
+}
+
+/// Per-stack running totals, updated with atomic adds by the probes.
+/// `outstanding = allocated - freed`, kept separately so readers see a
+/// consistent pair even while probes run.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StackTotals {
+    pub allocated_bytes: u64,
+    pub allocations: u64,
+    pub freed_bytes: u64,
+    pub frees: u64,
+}
+
+/// State of an allocator call between its entry and return probe, keyed by
+/// thread id (`bpf_get_current_pid_tgid()`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct InFlight {
+    /// User stack pointer at the outermost call's entry; a later entry with
+    /// a *higher* stack pointer proves the recorded call never returned
+    /// (longjmp, thread cancellation) and replaces it.
+    pub entry_sp: u64,
+    /// Number of nested probed calls still open on this thread (glibc's
+    /// realloc(NULL, n) tail-calls malloc, for example); only the outermost
+    /// call is accounted.
+    pub depth: u32,
+    /// [`AllocFn`] as u32.
+    pub func: u32,
+    /// Requested size in bytes (calloc/reallocarray: already multiplied).
+    pub size: u64,
+    /// realloc: old pointer. posix_memalign: the `memptr` out-parameter.
+    pub ptr: u64,
+    /// realloc: the old block's record, taken out of the live map at entry so
+    /// that a concurrent malloc reusing the address cannot be confused with
+    /// it. `old.size == 0 && old_valid == 0` when the old block was unknown.
+    pub old: LiveAlloc,
+    pub old_valid: u32,
+    pub _pad: u32,
+}
+
+/// Arguments of an mmap/munmap/mremap syscall between enter and exit.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SyscallArgs {
+    /// [`MmapEventKind`] as u32.
+    pub kind: u32,
+    pub _pad: u32,
+    pub addr: u64,
+    pub len: u64,
+    /// mremap: new length.
+    pub new_len: u64,
+}
+
+/// Kind of a memory-mapping event sent to userspace.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MmapEventKind {
+    Mmap = 1,
+    Munmap = 2,
+    Mremap = 3,
+}
+
+/// Maximum user frames captured for a mapping event (the kernel limit for
+/// `bpf_get_stack` is `PERF_MAX_STACK_DEPTH` = 127).
+pub const MAX_FRAMES: usize = 127;
+
+/// A successful anonymous mmap, a munmap, or an mremap made by a traced
+/// process outside any allocator call, sent through the ring buffer. Mapping
+/// calls are rare compared to malloc, and range arithmetic (partial munmap,
+/// mremap moves) is exact and simple in userspace, so they are accounted
+/// there. mmap events carry the user stack.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct MmapEvent {
+    /// [`MmapEventKind`] as u32.
+    pub kind: u32,
+    pub tgid: u32,
+    pub timestamp_ns: u64,
+    /// mmap: returned address. munmap: start. mremap: old address.
+    pub addr: u64,
+    /// mmap/munmap: length. mremap: old length.
+    pub len: u64,
+    /// mremap: new address (the syscall's return value).
+    pub new_addr: u64,
+    /// mremap: new length.
+    pub new_len: u64,
+    /// The word at the user stack pointer when the syscall was made: the
+    /// return address into the direct caller when the syscall came from a
+    /// libc wrapper that does not touch the stack (glibc's mmap does not).
+    pub user_sp_word: u64,
+    /// Number of valid entries in `frames`.
+    pub nr_frames: u32,
+    pub _pad: u32,
+    /// User stack, innermost first; `frames[0]` is the syscall instruction.
+    pub frames: [u64; MAX_FRAMES],
+}
+
+/// Loss and diagnostic counters, one slot each in a per-CPU array. Userspace
+/// sums the CPUs. Every way an event can be dropped has a counter here.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stat {
+    /// An allocation could not be recorded: the live-allocation map was full.
+    LiveMapFull = 0,
+    /// A stack could not be captured (stack map full or hash collision); the
+    /// bytes went to the unknown-stack bucket.
+    StackLost = 1,
+    /// The per-stack totals map was full; the allocation is not recorded in
+    /// the live map either, so its free cannot create a phantom.
+    StackTotalsFull = 2,
+    /// A return probe fired with no entry recorded for the thread (probes
+    /// attached mid-call, or the in-flight map was full).
+    ReturnWithoutEntry = 3,
+    /// An entry was found stale (its call never returned: longjmp,
+    /// cancellation) and was replaced.
+    StaleEntry = 4,
+    /// The in-flight map was full; the call was not traced.
+    InFlightFull = 5,
+    /// An allocator returned an address that was still recorded live: the
+    /// old block's free was missed (e.g. freed through an unprobed path). The
+    /// old record is counted as freed, never as a leak.
+    AddressReused = 6,
+    /// A mapping event could not be sent: ring buffer full.
+    RingBufFull = 7,
+    /// Frees of addresses not recorded (allocated before attach, or by an
+    /// unprobed allocator). Not a loss, but reported.
+    FreeUnknown = 8,
+    /// Allocation calls that failed (NULL / non-zero return): not recorded.
+    FailedAlloc = 9,
+    /// Mapping syscalls made inside an allocator call and so attributed to
+    /// that call rather than counted again.
+    NestedMapping = 10,
+}
+
+/// Number of [`Stat`] slots.
+pub const STAT_COUNT: u32 = 11;
+
+/// Configuration written by userspace before the programs run.
+/// The set of traced process ids is kept in the `TARGETS` map.
+pub const MAX_TARGETS: u32 = 4096;
+
+#[cfg(feature = "user")]
+mod user {
+    use super::*;
+    // SAFETY: all of these are #[repr(C)] plain old data with explicit padding.
+    unsafe impl aya::Pod for LiveKey {}
+    unsafe impl aya::Pod for LiveAlloc {}
+    unsafe impl aya::Pod for StackKey {}
+    unsafe impl aya::Pod for StackTotals {}
+}

@@ -1,0 +1,189 @@
+//! Allocator uprobes. One generic entry program serves every allocation
+//! function (the attach cookie says which one, see `tracer_common::AllocFn`),
+//! one return program completes them, and `free` has an entry probe only.
+//!
+//! Hot-path cost per malloc+free pair, beyond the trap itself: entry = 1
+//! lookup + 1 insert in INFLIGHT; return = INFLIGHT lookup + delete, stack id,
+//! STACK_TOTALS lookup, LIVE lookup + insert; free = LIVE lookup + delete +
+//! STACK_TOTALS lookup.
+
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
+        generated::bpf_get_attach_cookie,
+    },
+    macros::{uprobe, uretprobe},
+    programs::{ProbeContext, RetProbeContext},
+    EbpfContext,
+};
+use tracer_common::{AllocFn, InFlight, Stat};
+
+use crate::{
+    maps::{account_free, count, record_alloc, restore_live, take_live, INFLIGHT},
+    stack::user_stack_id,
+};
+
+#[inline(always)]
+fn arg(ctx: &ProbeContext, n: usize) -> u64 {
+    ctx.arg::<u64>(n).unwrap_or(0)
+}
+
+/// `a * b`, or 0 when it overflows (the call then fails and is not recorded).
+/// Done on 32-bit halves: LLVM turns `checked_mul` and the division check
+/// into a 128-bit multiply (`__multi3`), which BPF lacks.
+#[inline(always)]
+fn product(a: u64, b: u64) -> u64 {
+    let (a_hi, a_lo) = (a >> 32, a & 0xffff_ffff);
+    let (b_hi, b_lo) = (b >> 32, b & 0xffff_ffff);
+    if a_hi != 0 && b_hi != 0 {
+        return 0;
+    }
+    // One of the high halves is zero, so each term is below 2^64.
+    let cross = a_hi * b_lo + a_lo * b_hi;
+    if cross >> 32 != 0 {
+        return 0;
+    }
+    let low = a_lo * b_lo;
+    let total = low.wrapping_add(cross << 32);
+    if total < low {
+        0
+    } else {
+        total
+    }
+}
+
+#[uprobe]
+pub fn alloc_enter(ctx: ProbeContext) -> u32 {
+    try_alloc_enter(&ctx);
+    0
+}
+
+#[inline(always)]
+fn try_alloc_enter(ctx: &ProbeContext) {
+    let tid = bpf_get_current_pid_tgid();
+    // SAFETY: ctx.regs is the probe's register set.
+    let sp = unsafe { (*ctx.regs).rsp };
+    if let Some(open) = INFLIGHT.get_ptr_mut(&tid) {
+        // SAFETY: valid map value pointer for this thread only.
+        let open = unsafe { &mut *open };
+        if sp <= open.entry_sp {
+            // Called from inside an open allocator call (or tail-called by
+            // it, same stack pointer): the outermost call accounts for it.
+            open.depth += 1;
+            return;
+        }
+        // The open call's frame is gone: it never returned.
+        count(Stat::StaleEntry);
+    }
+    // SAFETY: the cookie helper only reads the probe's attach cookie.
+    let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
+    let Some(func) = AllocFn::from_cookie(cookie) else {
+        return;
+    };
+    let (size, ptr) = match func {
+        AllocFn::Malloc => (arg(ctx, 0), 0),
+        // Overflowing products make the call fail; size 0 is never used then.
+        AllocFn::Calloc => (product(arg(ctx, 0), arg(ctx, 1)), 0),
+        AllocFn::Realloc => (arg(ctx, 1), arg(ctx, 0)),
+        AllocFn::ReallocArray => (product(arg(ctx, 1), arg(ctx, 2)), arg(ctx, 0)),
+        AllocFn::PosixMemalign => (arg(ctx, 2), arg(ctx, 0)),
+        AllocFn::AlignedAlloc => (arg(ctx, 1), 0),
+    };
+    let mut call = InFlight {
+        entry_sp: sp,
+        depth: 0,
+        func: func as u32,
+        size,
+        ptr,
+        ..InFlight::default()
+    };
+    if matches!(func, AllocFn::Realloc | AllocFn::ReallocArray) && ptr != 0 {
+        // Take the old block out now: once realloc frees it internally,
+        // another thread may be handed the same address before we return.
+        if let Some(old) = take_live((tid >> 32) as u32, ptr) {
+            call.old = old;
+            call.old_valid = 1;
+        }
+    }
+    if INFLIGHT.insert(&tid, &call, 0).is_err() {
+        count(Stat::InFlightFull);
+        if call.old_valid != 0 {
+            restore_live((tid >> 32) as u32, ptr, &call.old);
+        }
+    }
+}
+
+#[uretprobe]
+pub fn alloc_return(ctx: RetProbeContext) -> u32 {
+    try_alloc_return(&ctx);
+    0
+}
+
+#[inline(always)]
+fn try_alloc_return(ctx: &RetProbeContext) {
+    let tid = bpf_get_current_pid_tgid();
+    let tgid = (tid >> 32) as u32;
+    let Some(open) = INFLIGHT.get_ptr_mut(&tid) else {
+        count(Stat::ReturnWithoutEntry);
+        return;
+    };
+    // SAFETY: valid map value pointer for this thread only.
+    let call = unsafe {
+        if (*open).depth > 0 {
+            (*open).depth -= 1;
+            return;
+        }
+        *open
+    };
+    let _ = INFLIGHT.remove(&tid);
+    let ret: u64 = ctx.ret();
+    let Some(func) = AllocFn::from_cookie(call.func as u64) else {
+        return;
+    };
+    let addr = match func {
+        AllocFn::PosixMemalign => {
+            if ret != 0 {
+                0
+            } else {
+                // SAFETY: reads the caller's out-parameter; failure = 0.
+                unsafe { bpf_probe_read_user(call.ptr as *const u64).unwrap_or(0) }
+            }
+        }
+        _ => ret,
+    };
+    let reallocating = matches!(func, AllocFn::Realloc | AllocFn::ReallocArray);
+    if addr == 0 {
+        if reallocating && call.old_valid != 0 {
+            if call.size == 0 {
+                // realloc(p, 0) freed p.
+                account_free(tgid, &call.old);
+            } else {
+                // Failed realloc: p is still valid and still outstanding.
+                restore_live(tgid, call.ptr, &call.old);
+            }
+        }
+        count(Stat::FailedAlloc);
+        return;
+    }
+    if reallocating && call.old_valid != 0 {
+        account_free(tgid, &call.old);
+    }
+    let stack_id = user_stack_id(ctx);
+    // SAFETY: plain helper call.
+    let now = unsafe { bpf_ktime_get_ns() };
+    record_alloc(tgid, addr, call.size, stack_id, now);
+}
+
+#[uprobe]
+pub fn free_enter(ctx: ProbeContext) -> u32 {
+    let addr = arg(&ctx, 0);
+    if addr == 0 {
+        return 0;
+    }
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    match take_live(tgid, addr) {
+        Some(record) => account_free(tgid, &record),
+        None => count(Stat::FreeUnknown),
+    }
+    0
+}

@@ -1,0 +1,24 @@
+//! memtrace's eBPF programs: allocator uprobes (`alloc`), anonymous-mapping
+//! syscall tracepoints (`mapping`), the maps they account into (`maps`) and
+//! stack capture (`stack`). Built for `bpfel-unknown-none` by tracer/build.rs
+//! and embedded in the `memtrace` binary.
+#![no_std]
+#![no_main]
+// Atomic adds on map values (the BPF target has no AtomicU64::fetch_add).
+#![allow(internal_features)]
+#![feature(core_intrinsics)]
+
+mod alloc;
+mod mapping;
+mod maps;
+mod stack;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,152 @@
+//! Anonymous-mapping syscalls (mmap/munmap/mremap) of traced processes, seen
+//! through the syscall tracepoints so that runtimes bypassing libc are seen
+//! too. Calls made inside an open allocator call belong to that call (glibc
+//! serves large mallocs and grows arenas with them) and are skipped. The
+//! rest go to userspace through the ring buffer, where the range arithmetic
+//! (partial munmap, mremap moves) is done exactly; they are rare next to
+//! malloc. Every syscall on the node pays one TARGETS lookup (~50 ns).
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use tracer_common::{MmapEvent, MmapEventKind, Stat, SyscallArgs};
+
+use crate::{
+    maps::{count, is_target, EVENTS, INFLIGHT, SYSCALL_ARGS},
+    stack::{copy_user_stack, user_sp_word},
+};
+
+const MAP_ANONYMOUS: u64 = 0x20;
+/// Offsets in the syscall tracepoints' records (see the tracefs `format`
+/// files): arguments start at 16, one u64 each; `ret` of sys_exit is at 16.
+const ARG0: usize = 16;
+
+#[inline(always)]
+fn arg(ctx: &TracePointContext, n: usize) -> u64 {
+    // SAFETY: offsets within the syscall tracepoint record.
+    unsafe { ctx.read_at::<u64>(ARG0 + 8 * n).unwrap_or(0) }
+}
+
+/// Records the syscall's arguments for its exit, if the thread belongs to a
+/// target and is not inside an allocator call.
+#[inline(always)]
+fn remember(kind: MmapEventKind, addr: u64, len: u64, new_len: u64) {
+    let tid = bpf_get_current_pid_tgid();
+    if !is_target((tid >> 32) as u32) {
+        return;
+    }
+    if kind != MmapEventKind::Munmap && INFLIGHT.get_ptr(&tid).is_some() {
+        count(Stat::NestedMapping);
+        return;
+    }
+    let args = SyscallArgs {
+        kind: kind as u32,
+        _pad: 0,
+        addr,
+        len,
+        new_len,
+    };
+    let _ = SYSCALL_ARGS.insert(&tid, &args, 0);
+}
+
+#[tracepoint]
+pub fn sys_enter_mmap(ctx: TracePointContext) -> u32 {
+    if arg(&ctx, 3) & MAP_ANONYMOUS != 0 {
+        remember(MmapEventKind::Mmap, 0, arg(&ctx, 1), 0);
+    }
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_munmap(ctx: TracePointContext) -> u32 {
+    remember(MmapEventKind::Munmap, arg(&ctx, 0), arg(&ctx, 1), 0);
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_mremap(ctx: TracePointContext) -> u32 {
+    remember(
+        MmapEventKind::Mremap,
+        arg(&ctx, 0),
+        arg(&ctx, 1),
+        arg(&ctx, 2),
+    );
+    0
+}
+
+/// Shared by the three sys_exit programs: sends the completed call.
+#[inline(always)]
+fn complete(ctx: &TracePointContext) {
+    let tid = bpf_get_current_pid_tgid();
+    // Cheap miss for every non-target syscall: one lookup in a small map.
+    let Some(args) = SYSCALL_ARGS.get_ptr(&tid) else {
+        return;
+    };
+    // SAFETY: valid map value; copied before the delete.
+    let args = unsafe { *args };
+    let _ = SYSCALL_ARGS.remove(&tid);
+    // SAFETY: `ret` is at offset 16 of every sys_exit record.
+    let ret = unsafe { ctx.read_at::<i64>(ARG0).unwrap_or(-1) };
+    let kind = args.kind;
+    let failed = if kind == MmapEventKind::Munmap as u32 {
+        ret != 0
+    } else {
+        (-4095..0).contains(&ret)
+    };
+    if failed {
+        return;
+    }
+    let Some(mut entry) = EVENTS.reserve::<MmapEvent>(0) else {
+        count(Stat::RingBufFull);
+        return;
+    };
+    let event = entry.as_mut_ptr();
+    // SAFETY: `event` points to reserved ring-buffer memory of the right size;
+    // every field is written before submit.
+    unsafe {
+        (*event).kind = kind;
+        (*event).tgid = (tid >> 32) as u32;
+        (*event).timestamp_ns = bpf_ktime_get_ns();
+        (*event)._pad = 0;
+        if kind == MmapEventKind::Mmap as u32 {
+            (*event).addr = ret as u64;
+            (*event).len = args.len;
+            (*event).new_addr = 0;
+            (*event).new_len = 0;
+            (*event).user_sp_word = user_sp_word();
+            (*event).nr_frames = copy_user_stack(ctx, &mut (*event).frames);
+        } else {
+            (*event).addr = args.addr;
+            (*event).len = args.len;
+            (*event).new_addr = if kind == MmapEventKind::Mremap as u32 {
+                ret as u64
+            } else {
+                0
+            };
+            (*event).new_len = args.new_len;
+            (*event).user_sp_word = 0;
+            (*event).nr_frames = 0;
+        }
+    }
+    entry.submit(0);
+}
+
+#[tracepoint]
+pub fn sys_exit_mmap(ctx: TracePointContext) -> u32 {
+    complete(&ctx);
+    0
+}
+
+#[tracepoint]
+pub fn sys_exit_munmap(ctx: TracePointContext) -> u32 {
+    complete(&ctx);
+    0
+}
+
+#[tracepoint]
+pub fn sys_exit_mremap(ctx: TracePointContext) -> u32 {
+    complete(&ctx);
+    0
+}

@@ -1,0 +1,174 @@
+//! The BPF maps of kernel-side accounting and the small helpers that update
+//! them. Costs quoted are per call on this machine kind (hash map lookups are
+//! a jhash of the key plus a bucket walk: ~50-100 ns; per-CPU array slots
+//! are a pointer offset: ~10 ns).
+//!
+//! Sizes here are defaults; userspace overrides the big ones at load time
+//! (`--max-live`, `--max-stacks`).
+
+use aya_ebpf::{
+    macros::map,
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace},
+};
+use core::intrinsics::{atomic_xadd, AtomicOrdering};
+use tracer_common::{
+    InFlight, LiveAlloc, LiveKey, StackKey, StackTotals, Stat, SyscallArgs, MAX_TARGETS, STAT_COUNT,
+};
+
+/// Process ids (tgid) being traced. Only the syscall tracepoints consult it:
+/// uprobes are attached per process, so the kernel filters them for free.
+#[map]
+pub static TARGETS: HashMap<u32, u8> = HashMap::with_max_entries(MAX_TARGETS, 0);
+
+/// Allocator calls between entry and return, by thread. LRU so that threads
+/// killed inside malloc cannot fill it for good.
+#[map]
+pub static INFLIGHT: LruHashMap<u64, InFlight> = LruHashMap::with_max_entries(16384, 0);
+
+/// Every outstanding heap block: (tgid, address) → size, stack, timestamp.
+#[map]
+pub static LIVE: HashMap<LiveKey, LiveAlloc> = HashMap::with_max_entries(262_144, 0);
+
+/// Running totals per (tgid, stack id). Userspace reads this every interval.
+#[map]
+pub static STACK_TOTALS: HashMap<StackKey, StackTotals> = HashMap::with_max_entries(32_768, 0);
+
+/// User stacks, deduplicated by the kernel (`bpf_get_stackid`).
+#[map]
+pub static STACKS: StackTrace = StackTrace::with_max_entries(16_384, 0);
+
+/// Loss and diagnostic counters, indexed by [`Stat`].
+#[map]
+pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STAT_COUNT, 0);
+
+/// mmap/munmap/mremap arguments between syscall enter and exit, by thread.
+#[map]
+pub static SYSCALL_ARGS: LruHashMap<u64, SyscallArgs> = LruHashMap::with_max_entries(4096, 0);
+
+/// Mapping events for userspace (see `tracer_common::MmapEvent`, ~1 KiB each).
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
+
+/// Bumps a loss/diagnostic counter. Per-CPU slot, no atomics needed: ~10 ns.
+#[inline(always)]
+pub fn count(stat: Stat) {
+    if let Some(slot) = STATS.get_ptr_mut(stat as u32) {
+        // SAFETY: the slot belongs to this CPU and the program runs with
+        // migration disabled.
+        unsafe { *slot += 1 };
+    }
+}
+
+/// Whether the current process is a target of the syscall tracepoints.
+/// One hash lookup (~50 ns), paid by every mmap/munmap/mremap on the node.
+#[inline(always)]
+pub fn is_target(tgid: u32) -> bool {
+    TARGETS.get_ptr(tgid).is_some()
+}
+
+#[inline(always)]
+fn atomic_add(field: *mut u64, value: u64) {
+    // SAFETY: `field` points into a map value that lives as long as the map.
+    // A BPF atomic add (lock xadd, ~20 ns) keeps concurrent CPUs consistent;
+    // core's AtomicU64::fetch_add is not available on the BPF target.
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(field, value) };
+}
+
+/// Accounts `record` as freed in its stack's totals. One hash lookup.
+#[inline(always)]
+pub fn account_free(tgid: u32, record: &LiveAlloc) {
+    let key = StackKey {
+        tgid,
+        stack_id: record.stack_id,
+    };
+    if let Some(totals) = STACK_TOTALS.get_ptr_mut(&key) {
+        // SAFETY: valid map value pointer; fields updated atomically.
+        unsafe {
+            atomic_add(&raw mut (*totals).freed_bytes, record.size);
+            atomic_add(&raw mut (*totals).frees, 1);
+        }
+    }
+}
+
+/// Takes the live record of `addr` out of the live map, if there is one.
+/// One lookup plus one delete (~150 ns).
+#[inline(always)]
+pub fn take_live(tgid: u32, addr: u64) -> Option<LiveAlloc> {
+    let key = LiveKey {
+        tgid,
+        _pad: 0,
+        addr,
+    };
+    let record = LIVE.get_ptr(&key)?;
+    // SAFETY: a valid map value; copied out before the delete.
+    let record = unsafe { *record };
+    let _ = LIVE.remove(&key);
+    Some(record)
+}
+
+/// Records a new block: the live entry first, then the stack totals, so that
+/// a block counted in the totals always has a live entry for its free to
+/// find (a failed insert therefore loses an allocation, never invents one).
+/// Cost: totals lookup (+ insert the first time a stack is seen), live
+/// lookup for address reuse, live insert: ~250 ns.
+#[inline(always)]
+pub fn record_alloc(tgid: u32, addr: u64, size: u64, stack_id: u32, now: u64) {
+    let stack_key = StackKey { tgid, stack_id };
+    let totals = match STACK_TOTALS.get_ptr_mut(&stack_key) {
+        Some(t) => t,
+        None => {
+            let _ = STACK_TOTALS.insert(&stack_key, &StackTotals::default(), BPF_NOEXIST);
+            match STACK_TOTALS.get_ptr_mut(&stack_key) {
+                Some(t) => t,
+                None => {
+                    count(Stat::StackTotalsFull);
+                    return;
+                }
+            }
+        }
+    };
+    // An address handed out again while still recorded means its free was
+    // missed: count the old block as freed, never as a leak.
+    if let Some(old) = take_live(tgid, addr) {
+        count(Stat::AddressReused);
+        account_free(tgid, &old);
+    }
+    let key = LiveKey {
+        tgid,
+        _pad: 0,
+        addr,
+    };
+    let record = LiveAlloc {
+        size,
+        timestamp_ns: now,
+        stack_id,
+        _pad: 0,
+    };
+    if LIVE.insert(&key, &record, 0).is_err() {
+        count(Stat::LiveMapFull);
+        return;
+    }
+    // SAFETY: valid map value pointer; fields updated atomically.
+    unsafe {
+        atomic_add(&raw mut (*totals).allocated_bytes, size);
+        atomic_add(&raw mut (*totals).allocations, 1);
+    }
+}
+
+/// Puts a record back (a failed realloc leaves its old block valid).
+#[inline(always)]
+pub fn restore_live(tgid: u32, addr: u64, record: &LiveAlloc) {
+    let key = LiveKey {
+        tgid,
+        _pad: 0,
+        addr,
+    };
+    if LIVE.insert(&key, record, 0).is_err() {
+        // The block stays counted in its stack's totals but can no longer be
+        // freed: count it freed now rather than leave a phantom.
+        count(Stat::LiveMapFull);
+        account_free(tgid, record);
+    }
+}
+
+const BPF_NOEXIST: u64 = 1;

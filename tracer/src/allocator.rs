@@ -1,0 +1,131 @@
+//! Allocator discovery: which mapped ELF files implement the allocator, and
+//! the file offset of each entry point to probe in them.
+
+use std::{collections::BTreeMap, fs, path::Path};
+
+use anyhow::{Context, Result};
+use object::{Object, ObjectSegment, ObjectSymbol, SymbolKind};
+use tracer_common::AllocFn;
+
+/// What a probed function does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    Alloc(AllocFn),
+    Free,
+}
+
+/// The functions memtrace hooks, by symbol name. Several names may share an
+/// address (glibc's aligned_alloc and memalign); each address is probed once.
+pub const HOOKED: &[(&str, Hook)] = &[
+    ("malloc", Hook::Alloc(AllocFn::Malloc)),
+    ("calloc", Hook::Alloc(AllocFn::Calloc)),
+    ("realloc", Hook::Alloc(AllocFn::Realloc)),
+    ("reallocarray", Hook::Alloc(AllocFn::ReallocArray)),
+    ("posix_memalign", Hook::Alloc(AllocFn::PosixMemalign)),
+    ("aligned_alloc", Hook::Alloc(AllocFn::AlignedAlloc)),
+    ("memalign", Hook::Alloc(AllocFn::AlignedAlloc)),
+    ("valloc", Hook::Alloc(AllocFn::Malloc)),
+    ("pvalloc", Hook::Alloc(AllocFn::Malloc)),
+    ("free", Hook::Free),
+];
+
+/// One place to attach a probe.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProbePoint {
+    pub symbol: &'static str,
+    pub hook: Hook,
+    /// Offset in the file (what the kernel's uprobe API takes).
+    pub file_offset: u64,
+}
+
+/// Probe points of the allocator implemented in the ELF file at `path`:
+/// empty unless it defines both `malloc` and `free`.
+pub fn probe_points(path: &Path) -> Result<Vec<ProbePoint>> {
+    let data = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let file =
+        object::File::parse(&*data).with_context(|| format!("parsing ELF {}", path.display()))?;
+    let mut addresses: BTreeMap<&'static str, u64> = BTreeMap::new();
+    for symbol in file.dynamic_symbols().chain(file.symbols()) {
+        if !symbol.is_definition() || symbol.kind() != SymbolKind::Text || symbol.address() == 0 {
+            continue;
+        }
+        let Ok(name) = symbol.name() else { continue };
+        // Versioned names from .symtab look like "malloc@@GLIBC_2.2.5".
+        let name = name.split('@').next().unwrap_or(name);
+        if let Some(&(hooked, _)) = HOOKED.iter().find(|(n, _)| *n == name) {
+            addresses.entry(hooked).or_insert(symbol.address());
+        }
+    }
+    if !(addresses.contains_key("malloc") && addresses.contains_key("free")) {
+        return Ok(Vec::new());
+    }
+    let mut points: Vec<ProbePoint> = Vec::new();
+    for &(symbol, hook) in HOOKED {
+        let Some(&vaddr) = addresses.get(symbol) else {
+            continue;
+        };
+        let Some(file_offset) = file_offset(&file, vaddr) else {
+            continue;
+        };
+        if points.iter().any(|p| p.file_offset == file_offset) {
+            continue; // alias of a function already probed
+        }
+        points.push(ProbePoint {
+            symbol,
+            hook,
+            file_offset,
+        });
+    }
+    Ok(points)
+}
+
+/// Translates a virtual address of the ELF into a file offset through the
+/// loadable segment containing it.
+fn file_offset(file: &object::File, vaddr: u64) -> Option<u64> {
+    file.segments().find_map(|seg| {
+        let (offset, size) = seg.file_range();
+        (seg.address() <= vaddr && vaddr < seg.address() + size)
+            .then(|| offset + (vaddr - seg.address()))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn system_libc() -> &'static Path {
+        Path::new("/lib/x86_64-linux-gnu/libc.so.6")
+    }
+
+    #[test]
+    fn finds_glibc_allocator_and_dedups_aliases() {
+        let points = probe_points(system_libc()).unwrap();
+        let names: Vec<_> = points.iter().map(|p| p.symbol).collect();
+        for expected in [
+            "malloc",
+            "calloc",
+            "realloc",
+            "free",
+            "posix_memalign",
+            "aligned_alloc",
+        ] {
+            assert!(
+                names.contains(&expected),
+                "{expected} missing from {names:?}"
+            );
+        }
+        // glibc's memalign is an alias of aligned_alloc: probed once.
+        assert!(!names.contains(&"memalign"), "{names:?}");
+        let mut offsets: Vec<_> = points.iter().map(|p| p.file_offset).collect();
+        offsets.sort();
+        offsets.dedup();
+        assert_eq!(offsets.len(), points.len());
+    }
+
+    #[test]
+    fn ignores_files_without_an_allocator() {
+        let exe = std::env::current_exe().unwrap();
+        // The test binary imports malloc from libc but does not define it.
+        assert!(probe_points(&exe).unwrap().is_empty());
+    }
+}

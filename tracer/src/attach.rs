@@ -1,0 +1,139 @@
+//! Loading the embedded eBPF object and attaching its programs: the mapping
+//! syscall tracepoints once, and the allocator uprobes per (process,
+//! allocator file). Dropping [`Probes`] detaches everything.
+
+use std::{collections::HashSet, num::NonZeroU32, path::Path};
+
+use anyhow::{Context, Result};
+use aya::{
+    maps::HashMap as BpfHashMap,
+    programs::{
+        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope},
+        TracePoint, UProbe,
+    },
+    Ebpf, EbpfLoader,
+};
+
+use crate::allocator::{Hook, ProbePoint};
+
+/// Object built by tracer/build.rs from tracer-ebpf.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
+
+const TRACEPOINTS: &[&str] = &[
+    "sys_enter_mmap",
+    "sys_exit_mmap",
+    "sys_enter_munmap",
+    "sys_exit_munmap",
+    "sys_enter_mremap",
+    "sys_exit_mremap",
+];
+
+/// The loaded programs and maps.
+pub struct Probes {
+    pub bpf: Ebpf,
+    /// (pid, file) pairs already hooked.
+    attached: HashSet<(u32, std::path::PathBuf)>,
+}
+
+/// Map sizes chosen on the command line.
+pub struct Capacity {
+    pub max_live: u32,
+    pub max_stacks: u32,
+}
+
+impl Probes {
+    pub fn load(capacity: &Capacity) -> Result<Probes> {
+        let mut bpf = EbpfLoader::new()
+            .map_max_entries("LIVE", capacity.max_live)
+            .map_max_entries("STACKS", capacity.max_stacks)
+            // Stacks of every target share the stack map but have totals
+            // per process; leave room for a few processes per stack.
+            .map_max_entries("STACK_TOTALS", capacity.max_stacks.saturating_mul(2))
+            .load(EBPF_OBJECT)
+            .context("loading the eBPF programs into the kernel")?;
+        for name in ["alloc_enter", "alloc_return", "free_enter"] {
+            uprobe(&mut bpf, name)?
+                .load()
+                .with_context(|| format!("loading eBPF program {name} (verifier)"))?;
+        }
+        for &name in TRACEPOINTS {
+            let tp: &mut TracePoint = bpf
+                .program_mut(name)
+                .with_context(|| format!("program {name} missing from the eBPF object"))?
+                .try_into()?;
+            tp.load()
+                .with_context(|| format!("loading eBPF program {name} (verifier)"))?;
+            tp.attach("syscalls", name)
+                .with_context(|| format!("attaching tracepoint syscalls/{name}"))?;
+        }
+        Ok(Probes {
+            bpf,
+            attached: HashSet::new(),
+        })
+    }
+
+    /// Makes `pid`'s mapping syscalls count.
+    pub fn add_target(&mut self, pid: u32) -> Result<()> {
+        let mut targets: BpfHashMap<_, u32, u8> =
+            BpfHashMap::try_from(self.bpf.map_mut("TARGETS").context("TARGETS map missing")?)?;
+        targets
+            .insert(pid, 1, 0)
+            .with_context(|| format!("registering pid {pid} as a target"))
+    }
+
+    /// Hooks the allocator implemented in `file` for process `pid` only
+    /// (other processes mapping the same file never trap). Returns false if
+    /// this pair was already hooked.
+    pub fn attach_allocator(
+        &mut self,
+        pid: u32,
+        file: &Path,
+        points: &[ProbePoint],
+    ) -> Result<bool> {
+        if !self.attached.insert((pid, file.to_path_buf())) {
+            return Ok(false);
+        }
+        let scope = UProbeScope::OneProcess(NonZeroU32::new(pid).context("pid 0")?);
+        for point in points {
+            let location = UProbeAttachLocation::AbsoluteOffset(point.file_offset);
+            let what = || {
+                format!(
+                    "attaching to {} in {} (pid {pid})",
+                    point.symbol,
+                    file.display()
+                )
+            };
+            match point.hook {
+                Hook::Alloc(func) => {
+                    let entry = UProbeAttachPoint {
+                        location,
+                        cookie: Some(func as u64),
+                    };
+                    uprobe(&mut self.bpf, "alloc_enter")?
+                        .attach(entry, file, scope)
+                        .with_context(what)?;
+                    uprobe(&mut self.bpf, "alloc_return")?
+                        .attach(
+                            UProbeAttachLocation::AbsoluteOffset(point.file_offset),
+                            file,
+                            scope,
+                        )
+                        .with_context(what)?;
+                }
+                Hook::Free => {
+                    uprobe(&mut self.bpf, "free_enter")?
+                        .attach(location, file, scope)
+                        .with_context(what)?;
+                }
+            }
+        }
+        Ok(true)
+    }
+}
+
+fn uprobe<'a>(bpf: &'a mut Ebpf, name: &str) -> Result<&'a mut UProbe> {
+    Ok(bpf
+        .program_mut(name)
+        .with_context(|| format!("program {name} missing from the eBPF object"))?
+        .try_into()?)
+}

@@ -1,0 +1,175 @@
+//! Command-line interface: the options, their parsing and validation, and
+//! the one-line error format for bad input.
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::{Parser, ValueEnum};
+
+/// Parses durations like `30s`, `5m`, `1h30m`, `500ms`.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("{e} (expected e.g. 500ms, 5s, 2m, 1h)"))?;
+    if d.is_zero() {
+        return Err("must be greater than zero".into());
+    }
+    Ok(d)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Human-readable report.
+    Text,
+    /// Machine-readable report (see README for the schema).
+    Json,
+}
+
+/// Find memory leaks in running processes with eBPF, without restarting or
+/// instrumenting them.
+///
+/// memtrace hooks the target's allocator (malloc, calloc, realloc,
+/// posix_memalign, aligned_alloc, free, ...) and its anonymous mmap/munmap
+/// calls, keeps what is still outstanding per call stack in the kernel, and
+/// every interval reports the stacks whose unfreed bytes keep growing.
+/// Needs root (or CAP_BPF + CAP_PERFMON + CAP_SYS_PTRACE).
+#[derive(Debug, Parser)]
+#[command(
+    name = "memtrace",
+    version,
+    after_help = "EXAMPLES:
+    sudo memtrace --pid 1234                      trace pid 1234 until Ctrl-C
+    sudo memtrace -p 1234 -p 5678 --duration 2m   two processes for two minutes
+    sudo memtrace --format json -o leak.json --pid 1234
+    sudo memtrace -- ./myprog --its-args           start ./myprog traced from its first malloc
+    sudo memtrace --interval 1s --top 5 -- python3 app.py
+
+Ctrl-C (or SIGTERM) stops tracing and prints the final report; so does the
+exit of every target. In `-- CMD` mode memtrace exits 0 when CMD exits, and
+stops CMD (SIGTERM) if --duration ends first."
+)]
+pub struct Cli {
+    /// Process id to trace (repeat for several processes).
+    #[arg(short, long = "pid", value_name = "PID")]
+    pub pids: Vec<u32>,
+
+    /// Stop after this long (e.g. 30s, 5m). Default: until Ctrl-C or every target exits.
+    #[arg(short, long, value_parser = parse_duration, value_name = "DURATION")]
+    pub duration: Option<Duration>,
+
+    /// How often the kernel-side totals are sampled into the per-stack series.
+    #[arg(short, long, default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
+    pub interval: Duration,
+
+    /// Number of stacks in the report.
+    #[arg(short = 'n', long, default_value_t = 10, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub top: u32,
+
+    /// Report format.
+    #[arg(short, long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+
+    /// Write the report to FILE instead of stdout.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// Capacity of the kernel's live-allocation table (blocks outstanding at
+    /// once, all targets together). Allocations beyond it are counted as
+    /// lost, never as leaks. ~100 bytes of kernel memory each.
+    #[arg(long, default_value_t = 262_144, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1024..=(1 << 24)))]
+    pub max_live: u32,
+
+    /// Capacity of the kernel's stack table (distinct allocation stacks).
+    /// ~1 KiB of kernel memory each.
+    #[arg(long, default_value_t = 16_384, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(256..=(1 << 20)))]
+    pub max_stacks: u32,
+
+    /// Command to start and trace from its first allocation.
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+impl Cli {
+    /// Parses the command line. Help and version go to stdout as usual; any
+    /// other problem becomes a single `memtrace: error: ...` line and exit
+    /// code 2.
+    pub fn parse_or_exit() -> Cli {
+        match Cli::try_parse() {
+            Ok(cli) => match cli.validate() {
+                Ok(()) => cli,
+                Err(msg) => usage_error(&msg),
+            },
+            Err(e) => match e.kind() {
+                clap::error::ErrorKind::DisplayHelp
+                | clap::error::ErrorKind::DisplayVersion
+                | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => e.exit(),
+                _ => usage_error(&one_line(&e.to_string())),
+            },
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        match (self.pids.is_empty(), self.command.is_empty()) {
+            (true, true) => {
+                Err("nothing to trace: give --pid PID or a command after `--` (see --help)".into())
+            }
+            (false, false) => Err("give either --pid or a command after `--`, not both".into()),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// First meaningful line of a clap error, without its `error: ` prefix.
+fn one_line(msg: &str) -> String {
+    let line = msg.lines().find(|l| !l.trim().is_empty()).unwrap_or(msg);
+    line.trim().trim_start_matches("error: ").to_string()
+}
+
+fn usage_error(msg: &str) -> ! {
+    eprintln!("memtrace: error: {msg}");
+    std::process::exit(2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("10").is_err());
+    }
+
+    #[test]
+    fn pid_and_command_are_exclusive() {
+        let cli = Cli::try_parse_from(["memtrace", "-p", "1", "--", "ls"]).unwrap();
+        assert!(cli.validate().is_err());
+        let cli = Cli::try_parse_from(["memtrace"]).unwrap();
+        assert!(cli.validate().is_err());
+        let cli = Cli::try_parse_from(["memtrace", "--", "ls", "-l"]).unwrap();
+        assert_eq!(cli.command, ["ls", "-l"]);
+        assert!(cli.validate().is_ok());
+    }
+
+    #[test]
+    fn clap_errors_become_one_line() {
+        let err = Cli::try_parse_from(["memtrace", "-p", "1", "--duration", "soon"]).unwrap_err();
+        let line = one_line(&err.to_string());
+        assert!(
+            line.starts_with("invalid value 'soon' for '--duration"),
+            "{line}"
+        );
+        assert!(!line.contains('\n'));
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,191 @@
+//! `memtrace -- CMD`: starts CMD held just before exec, so that probes are in
+//! place before its first allocation, and finds the libraries it will load.
+//!
+//! The child is forked before the async runtime starts (fork in a
+//! multi-threaded process is unsafe) and blocks reading a pipe; `release`
+//! lets it exec. If memtrace dies before that, the pipe closes and the child
+//! exits 127 without ever running CMD untraced.
+
+use std::{
+    env,
+    ffi::CString,
+    fs,
+    os::{
+        fd::{AsRawFd, FromRawFd, OwnedFd},
+        unix::{ffi::OsStrExt, fs::PermissionsExt},
+    },
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{bail, Context, Result};
+
+/// A forked child waiting to exec CMD.
+pub struct HeldChild {
+    pub pid: u32,
+    pub program: PathBuf,
+    go: Option<OwnedFd>,
+}
+
+/// Resolves `name` like execvp would: as a path if it has a slash, else
+/// through $PATH.
+pub fn resolve_program(name: &str) -> Result<PathBuf> {
+    let is_exec = |p: &Path| {
+        fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if name.contains('/') {
+        let p = PathBuf::from(name);
+        if !p.exists() {
+            bail!("command not found: {name}");
+        }
+        if !is_exec(&p) {
+            bail!("{name} is not an executable file");
+        }
+        return Ok(p);
+    }
+    let path = env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| is_exec(p))
+        .with_context(|| format!("command not found: {name}"))
+}
+
+/// Forks a child that will exec `argv` once released.
+pub fn spawn_held(argv: &[String]) -> Result<HeldChild> {
+    let program = resolve_program(&argv[0])?;
+    let c_program = CString::new(program.as_os_str().as_bytes()).context("NUL in command")?;
+    let c_args: Vec<CString> = argv
+        .iter()
+        .map(|a| CString::new(a.as_bytes()))
+        .collect::<Result<_, _>>()
+        .context("NUL in command arguments")?;
+    let mut c_argv: Vec<*const libc::c_char> = c_args.iter().map(|a| a.as_ptr()).collect();
+    c_argv.push(std::ptr::null());
+
+    let mut fds = [0; 2];
+    // SAFETY: fds is a valid array of two ints.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("pipe2");
+    }
+    let (read_fd, write_fd) = (fds[0], fds[1]);
+    // SAFETY: fork; the child only calls async-signal-safe functions
+    // (read, execv, _exit) on memory prepared before the fork.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(std::io::Error::last_os_error()).context("fork");
+    }
+    if pid == 0 {
+        // SAFETY: async-signal-safe calls only.
+        unsafe {
+            libc::close(write_fd);
+            let mut byte = 0u8;
+            let n = libc::read(read_fd, (&raw mut byte).cast(), 1);
+            if n != 1 {
+                libc::_exit(127);
+            }
+            libc::execv(c_program.as_ptr(), c_argv.as_ptr());
+            libc::_exit(127);
+        }
+    }
+    // SAFETY: read_fd is ours to close; write_fd is owned from here on.
+    let go = unsafe {
+        libc::close(read_fd);
+        OwnedFd::from_raw_fd(write_fd)
+    };
+    Ok(HeldChild {
+        pid: pid as u32,
+        program,
+        go: Some(go),
+    })
+}
+
+impl HeldChild {
+    /// Lets the child exec CMD.
+    pub fn release(&mut self) -> Result<()> {
+        if let Some(go) = self.go.take() {
+            // SAFETY: writing one byte from a valid buffer to our pipe.
+            let n = unsafe { libc::write(go.as_raw_fd(), b"g".as_ptr().cast(), 1) };
+            if n != 1 {
+                return Err(std::io::Error::last_os_error()).context("releasing the child");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The shared libraries `program` will load, as its dynamic loader resolves
+/// them (`ld.so --list`, the mechanism behind ldd), plus the program itself
+/// (whose own allocator counts for static binaries).
+pub fn libraries_of(program: &Path) -> Result<Vec<PathBuf>> {
+    let mut found = vec![program.to_path_buf()];
+    let data = fs::read(program).with_context(|| format!("reading {}", program.display()))?;
+    let Some(interp) = interpreter(&data) else {
+        return Ok(found); // statically linked
+    };
+    let out = Command::new(&interp)
+        .arg("--list")
+        .arg(program)
+        .output()
+        .with_context(|| format!("running {interp} --list {}", program.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    found.extend(parse_loader_list(&text));
+    found.push(PathBuf::from(interp));
+    found.sort();
+    found.dedup();
+    Ok(found)
+}
+
+/// Paths from `ld.so --list` output (`\tlibc.so.6 => /lib/.../libc.so.6 (0x...)`).
+fn parse_loader_list(text: &str) -> Vec<PathBuf> {
+    text.lines()
+        .filter_map(|line| {
+            let rest = line.split_once("=>").map_or(line, |(_, r)| r).trim();
+            let path = rest.split(" (").next()?.trim();
+            path.starts_with('/').then(|| PathBuf::from(path))
+        })
+        .collect()
+}
+
+/// The ELF's PT_INTERP, if any.
+fn interpreter(data: &[u8]) -> Option<String> {
+    use object::read::elf::{FileHeader, ProgramHeader};
+    let header = object::elf::FileHeader64::<object::Endianness>::parse(data).ok()?;
+    let endian = header.endian().ok()?;
+    header
+        .program_headers(endian, data)
+        .ok()?
+        .iter()
+        .find_map(|ph| ph.interpreter(endian, data).ok().flatten())
+        .map(|bytes| String::from_utf8_lossy(bytes).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_loader_output() {
+        let text = "\tlinux-vdso.so.1 (0x00007ffc)\n\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f)\n\t/lib64/ld-linux-x86-64.so.2 (0x00007f2)\n";
+        assert_eq!(
+            parse_loader_list(text),
+            [
+                PathBuf::from("/lib/x86_64-linux-gnu/libc.so.6"),
+                PathBuf::from("/lib64/ld-linux-x86-64.so.2")
+            ]
+        );
+    }
+
+    #[test]
+    fn finds_libc_of_a_dynamic_program() {
+        let libs = libraries_of(&resolve_program("ls").unwrap()).unwrap();
+        assert!(libs.iter().any(|p| p.ends_with("libc.so.6")), "{libs:?}");
+    }
+
+    #[test]
+    fn missing_commands_are_one_line_errors() {
+        let err = resolve_program("no-such-command-xyz")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "command not found: no-such-command-xyz");
+    }
+}

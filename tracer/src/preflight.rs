@@ -1,0 +1,72 @@
+//! Checks before anything is loaded, each failing with one line that names
+//! the fix: privileges, kernel BTF, and tracefs (mounted here if missing,
+//! since aya resolves tracepoint ids through it).
+
+use std::{ffi::CString, fs, path::Path};
+
+use anyhow::{bail, Context, Result};
+
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+/// Effective capability bits of this process.
+fn effective_caps() -> Result<u64> {
+    let status = fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
+    let hex = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .context("no CapEff in /proc/self/status")?;
+    u64::from_str_radix(hex.trim(), 16).context("parsing CapEff")
+}
+
+pub fn check_privileges() -> Result<()> {
+    let caps = effective_caps()?;
+    let has = |cap: u32| caps & (1u64 << cap) != 0;
+    if !(has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON))) {
+        bail!(
+            "memtrace needs root, or the CAP_BPF and CAP_PERFMON capabilities, to load eBPF \
+             programs: run it with sudo"
+        );
+    }
+    Ok(())
+}
+
+pub fn check_btf() -> Result<()> {
+    if !Path::new("/sys/kernel/btf/vmlinux").exists() {
+        bail!(
+            "this kernel has no BTF (/sys/kernel/btf/vmlinux is missing): memtrace needs a kernel \
+             built with CONFIG_DEBUG_INFO_BTF=y"
+        );
+    }
+    Ok(())
+}
+
+/// Makes sure tracefs is mounted where aya looks for it.
+pub fn ensure_tracefs() -> Result<()> {
+    for dir in ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"] {
+        if Path::new(dir).join("events").is_dir() {
+            return Ok(());
+        }
+    }
+    let target = "/sys/kernel/tracing";
+    let c = |s: &str| CString::new(s).expect("no NUL");
+    // SAFETY: valid NUL-terminated strings; mount(2) has no other preconditions.
+    let rc = unsafe {
+        libc::mount(
+            c("tracefs").as_ptr(),
+            c(target).as_ptr(),
+            c("tracefs").as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        bail!(
+            "tracefs is not mounted and mounting it on {target} failed ({}): run `mount -t tracefs \
+             nodev {target}`",
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,427 @@
+//! A tracing session: attaches to the targets, then every interval drains
+//! the kernel's totals into the aggregator, applies mapping events as they
+//! arrive, keeps the targets' mappings for symbolization, and ends — on
+//! Ctrl-C, SIGTERM, --duration or the exit of every target — with the final
+//! report.
+
+use std::{
+    io::{IsTerminal, Write},
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+use aya::maps::{MapData, RingBuf};
+use tokio::{
+    io::unix::AsyncFd,
+    signal::unix::{signal, SignalKind},
+};
+use tracer_common::{MmapEvent, MmapEventKind, STAT_COUNT};
+
+use crate::{
+    aggregate::{Aggregator, StackIdentity, StackKind},
+    allocator,
+    attach::{Capacity, Probes},
+    cli::{Cli, Format},
+    drain::{self, StackCache},
+    launch::{self, HeldChild},
+    mappings::MappingTracker,
+    report::{self, ReportContext, TargetReport},
+    symbolize::Symbolizer,
+    target::{self, TargetInfo},
+    units,
+};
+
+/// Samples kept per stack: at the default 5 s interval, one hour.
+const MAX_SAMPLES: usize = 720;
+/// How often target liveness and mappings are refreshed.
+const HOUSEKEEPING: Duration = Duration::from_millis(200);
+
+struct Target {
+    info: TargetInfo,
+    allocators: Vec<String>,
+    exited: bool,
+}
+
+/// Everything a running session owns.
+struct Session {
+    probes: Probes,
+    targets: Vec<Target>,
+    child: Option<HeldChild>,
+    stacks: StackCache,
+    agg: Aggregator,
+    mappings: MappingTracker,
+    symbolizer: Symbolizer,
+    stats: [u64; STAT_COUNT as usize],
+    started: Instant,
+}
+
+pub async fn run(cli: Cli, child: Option<HeldChild>) -> Result<()> {
+    let capacity = Capacity {
+        max_live: cli.max_live,
+        max_stacks: cli.max_stacks,
+    };
+    let mut probes = Probes::load(&capacity)?;
+    let mut targets = Vec::new();
+    match &child {
+        Some(c) => targets.push(attach_command(&mut probes, c)?),
+        None => {
+            for &pid in &cli.pids {
+                targets.push(attach_pid(&mut probes, pid)?);
+            }
+        }
+    }
+    let events = drain::take_events(&mut probes.bpf)?;
+    let mut session = Session {
+        probes,
+        targets,
+        child,
+        stacks: StackCache::default(),
+        agg: Aggregator::new(MAX_SAMPLES),
+        mappings: MappingTracker::default(),
+        symbolizer: Symbolizer::new(),
+        stats: [0; STAT_COUNT as usize],
+        started: Instant::now(),
+    };
+    for t in &session.targets {
+        session.symbolizer.refresh(t.info.pid);
+    }
+    announce(&session, &cli);
+    if let Some(c) = session.child.as_mut() {
+        c.release()?;
+    }
+    // SAFETY: the ring buffer owns its fd and is moved into the AsyncFd,
+    // which keeps it open until it deregisters it.
+    let mut events = unsafe { AsyncFd::register(events) }
+        .map_err(|e| e.into_parts().1)
+        .context("polling the event ring buffer")?;
+    session.event_loop(&cli, &mut events).await?;
+
+    // Final drain: whatever arrived since the last tick.
+    drain::drain_events(events.get_mut(), |e| session.on_mapping_event(e));
+    session.sample()?;
+    session.stop_child();
+    let report = session.report(&cli);
+    let text = match cli.format {
+        Format::Text => report::text::render(&report),
+        Format::Json => report::json::render(&report),
+    };
+    write_output(&cli.output, &text)
+}
+
+fn announce(session: &Session, cli: &Cli) {
+    let what: Vec<String> = session
+        .targets
+        .iter()
+        .map(|t| {
+            format!(
+                "pid {} ({}) via {}",
+                t.info.pid,
+                t.info.comm,
+                t.allocators.join(", ")
+            )
+        })
+        .collect();
+    let until = match cli.duration {
+        Some(d) => format!("for {}", humantime::format_duration(d)),
+        None => "until Ctrl-C".to_string(),
+    };
+    eprintln!("memtrace: tracing {} {until}", what.join(", "));
+}
+
+/// Hooks every allocator mapped by a running process.
+fn attach_pid(probes: &mut Probes, pid: u32) -> Result<Target> {
+    let info = target::inspect(pid)?;
+    let maps = target::read_maps(pid)?;
+    let mut files: Vec<&str> = maps
+        .iter()
+        .filter(|m| m.executable && m.is_file())
+        .filter_map(|m| m.path.as_deref())
+        .collect();
+    files.sort();
+    files.dedup();
+    probes.add_target(pid)?;
+    let mut allocators = Vec::new();
+    for file in files {
+        let host = target::host_path(pid, file);
+        let Ok(points) = allocator::probe_points(&host) else {
+            continue; // unreadable or not ELF: nothing to hook there
+        };
+        if points.is_empty() {
+            continue;
+        }
+        probes.attach_allocator(pid, &host, &points)?;
+        allocators.push(file.to_string());
+    }
+    if allocators.is_empty() {
+        bail!(
+            "no allocator symbols (malloc/free) found in pid {pid} ({}): none of its mapped \
+             files exports them",
+            info.comm
+        );
+    }
+    Ok(Target {
+        info,
+        allocators,
+        exited: false,
+    })
+}
+
+/// Hooks the allocator of a held child's program before it execs.
+fn attach_command(probes: &mut Probes, child: &HeldChild) -> Result<Target> {
+    let pid = child.pid;
+    probes.add_target(pid)?;
+    let mut allocators = Vec::new();
+    for file in launch::libraries_of(&child.program)? {
+        let points = allocator::probe_points(&file)
+            .with_context(|| format!("reading symbols of {}", file.display()))?;
+        if points.is_empty() {
+            continue;
+        }
+        probes.attach_allocator(pid, &file, &points)?;
+        allocators.push(file.display().to_string());
+    }
+    let comm = child
+        .program
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if allocators.is_empty() {
+        bail!(
+            "no allocator symbols (malloc/free) found in {} or the libraries it loads",
+            child.program.display()
+        );
+    }
+    let exe = std::fs::canonicalize(&child.program).unwrap_or(child.program.clone());
+    Ok(Target {
+        info: TargetInfo {
+            pid,
+            comm,
+            exe: Some(exe.display().to_string()),
+        },
+        allocators,
+        exited: false,
+    })
+}
+
+impl Session {
+    async fn event_loop(
+        &mut self,
+        cli: &Cli,
+        events: &mut AsyncFd<RingBuf<MapData>>,
+    ) -> Result<()> {
+        let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+        let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+        let mut tick =
+            tokio::time::interval_at(tokio::time::Instant::now() + cli.interval, cli.interval);
+        let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
+        let deadline = cli.duration.map(|d| tokio::time::Instant::now() + d);
+        let progress = std::io::stderr().is_terminal();
+        loop {
+            tokio::select! {
+                _ = sigint.recv() => break,
+                _ = sigterm.recv() => break,
+                _ = sleep_until(deadline) => break,
+                guard = events.readable_mut() => {
+                    let mut guard = guard.context("waiting for mapping events")?;
+                    drain::drain_events(guard.get_inner_mut(), |e| self.on_mapping_event(e));
+                    guard.clear_ready();
+                }
+                _ = tick.tick() => {
+                    self.sample()?;
+                    if progress {
+                        self.print_progress();
+                    }
+                }
+                _ = housekeeping.tick() => {
+                    if self.housekeeping() {
+                        break; // every target has exited
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Refreshes mappings of live targets and notes exits. True once every
+    /// target has exited.
+    fn housekeeping(&mut self) -> bool {
+        if let Some(child) = &self.child {
+            reap(child.pid);
+        }
+        for t in &mut self.targets {
+            if t.exited {
+                continue;
+            }
+            if target::is_alive(t.info.pid) {
+                self.symbolizer.refresh(t.info.pid);
+            } else {
+                t.exited = true;
+                self.mappings.forget(t.info.pid);
+            }
+        }
+        self.targets.iter().all(|t| t.exited)
+    }
+
+    /// Reads the kernel's totals and appends a sample to every series.
+    fn sample(&mut self) -> Result<()> {
+        let kernel = drain::read_totals(&self.probes.bpf)?;
+        self.stats = kernel.stats;
+        for (key, totals) in kernel.stacks {
+            let stack = match self.agg.heap_stack(&key) {
+                Some(i) => i,
+                None => {
+                    let frames = self.stacks.frames(&self.probes.bpf, key.stack_id)?.to_vec();
+                    self.agg.intern_heap(key, &frames)
+                }
+            };
+            self.agg.update(stack, totals);
+        }
+        let mapped: Vec<_> = self.mappings.totals().map(|(s, t)| (s, *t)).collect();
+        for (stack, totals) in mapped {
+            self.agg.update(stack, totals);
+        }
+        self.agg.sample(self.started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    fn on_mapping_event(&mut self, e: &MmapEvent) {
+        let pid = e.tgid;
+        match e.kind {
+            k if k == MmapEventKind::Mmap as u32 => {
+                let frames = self.mmap_caller_frames(e);
+                let stack = self.agg.intern(StackIdentity {
+                    pid,
+                    kind: StackKind::Mmap,
+                    frames,
+                });
+                self.mappings.mmap(pid, e.addr, e.len, stack);
+            }
+            k if k == MmapEventKind::Munmap as u32 => self.mappings.unmap(pid, e.addr, e.len),
+            k if k == MmapEventKind::Mremap as u32 => self
+                .mappings
+                .mremap(pid, e.addr, e.len, e.new_addr, e.new_len),
+            _ => {}
+        }
+    }
+
+    /// The stack of an mmap, starting at the function that called it. The
+    /// kernel's frame-pointer walk from the syscall starts inside the libc
+    /// wrapper and skips the wrapper's caller (the wrapper has no frame);
+    /// the word at the stack pointer is that caller's return address. So
+    /// when the syscall instruction is in a shared library, frame 0 is
+    /// replaced by it. A syscall made directly by the program (Go, static
+    /// binaries) keeps its frames as they are.
+    fn mmap_caller_frames(&mut self, e: &MmapEvent) -> Vec<u64> {
+        let n = (e.nr_frames as usize).min(e.frames.len());
+        let frames = &e.frames[..n];
+        let Some(&first) = frames.first() else {
+            return Vec::new();
+        };
+        let pid = e.tgid;
+        if self.symbolizer.mapping(pid, first).is_none() {
+            self.symbolizer.refresh(pid);
+        }
+        let exe = self
+            .targets
+            .iter()
+            .find(|t| t.info.pid == pid)
+            .and_then(|t| t.info.exe.clone());
+        let in_library = self
+            .symbolizer
+            .mapping(pid, first)
+            .is_some_and(|m| m.is_file() && m.path != exe);
+        if in_library && e.user_sp_word != 0 {
+            std::iter::once(e.user_sp_word)
+                .chain(frames[1..].iter().copied())
+                .collect()
+        } else {
+            frames.to_vec()
+        }
+    }
+
+    fn print_progress(&self) {
+        let outstanding: u64 = self.agg.stacks.iter().map(|s| s.outstanding_bytes()).sum();
+        eprintln!(
+            "memtrace: {:>6.1}s  {} outstanding in {} stacks",
+            self.started.elapsed().as_secs_f64(),
+            units::bytes(outstanding),
+            self.agg.stacks.len()
+        );
+    }
+
+    /// In `-- CMD` mode, stops CMD if it still runs (SIGTERM, then SIGKILL
+    /// after 2 s) and reaps it.
+    fn stop_child(&mut self) {
+        let Some(child) = &self.child else { return };
+        let pid = child.pid as i32;
+        if target::is_alive(child.pid) {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+            let until = Instant::now() + Duration::from_secs(2);
+            while target::is_alive(child.pid) && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if target::is_alive(child.pid) {
+                // SAFETY: as above.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+        // SAFETY: blocking wait for our own child.
+        unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+        for t in &mut self.targets {
+            t.exited = true;
+        }
+    }
+
+    fn report(&mut self, cli: &Cli) -> report::Report {
+        for t in &mut self.targets {
+            t.exited |= !target::is_alive(t.info.pid);
+        }
+        let targets = self
+            .targets
+            .iter()
+            .map(|t| TargetReport {
+                pid: t.info.pid,
+                comm: t.info.comm.clone(),
+                exe: t.info.exe.clone(),
+                exited: t.exited,
+                allocators: t.allocators.clone(),
+            })
+            .collect();
+        let ctx = ReportContext {
+            duration_secs: self.started.elapsed().as_secs_f64(),
+            interval_secs: cli.interval.as_secs_f64(),
+            targets,
+            stats: &self.stats,
+            top: cli.top as usize,
+        };
+        report::build(ctx, &self.agg, &mut self.symbolizer)
+    }
+}
+
+/// Reaps our child if it has exited (non-blocking), so it shows as gone.
+fn reap(pid: u32) {
+    // SAFETY: non-blocking wait for our own child.
+    unsafe { libc::waitpid(pid as i32, std::ptr::null_mut(), libc::WNOHANG) };
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn write_output(output: &Option<PathBuf>, text: &str) -> Result<()> {
+    match output {
+        Some(path) => std::fs::write(path, text)
+            .with_context(|| format!("writing the report to {}", path.display())),
+        None => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(text.as_bytes())
+                .and_then(|()| out.flush())
+                .context("writing the report")
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! Target processes: validating a pid, its name and executable, and its
+//! memory mappings from `/proc/PID/maps`. Files a target maps are opened
+//! through `/proc/PID/root` so processes in other mount namespaces
+//! (containers) resolve to their own files.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+
+/// What the report says about a target.
+#[derive(Clone, Debug, Serialize)]
+pub struct TargetInfo {
+    pub pid: u32,
+    pub comm: String,
+    pub exe: Option<String>,
+}
+
+/// Validates that `pid` is a traceable user process and describes it.
+pub fn inspect(pid: u32) -> Result<TargetInfo> {
+    let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+    let stat = match fs::read_to_string(proc_dir.join("stat")) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!("pid {pid} does not exist")
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading /proc/{pid}/stat")),
+    };
+    // /proc/PID/stat: "pid (comm) state ppid ... flags ..."; comm may hold spaces.
+    let close = stat.rfind(')').context("malformed /proc/PID/stat")?;
+    let comm = stat[stat.find('(').map_or(0, |i| i + 1)..close].to_string();
+    let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+    let state = fields.first().copied().unwrap_or("?");
+    let flags: u64 = fields.get(6).and_then(|f| f.parse().ok()).unwrap_or(0);
+    const PF_KTHREAD: u64 = 0x0020_0000;
+    if flags & PF_KTHREAD != 0 {
+        bail!("pid {pid} ({comm}) is a kernel thread: it has no user-space allocator to trace");
+    }
+    if state == "Z" || state == "X" {
+        bail!("pid {pid} ({comm}) has already exited (zombie)");
+    }
+    let exe = fs::read_link(proc_dir.join("exe"))
+        .ok()
+        .map(|p| p.to_string_lossy().into_owned());
+    Ok(TargetInfo { pid, comm, exe })
+}
+
+/// Whether the process still exists (and is not a zombie).
+pub fn is_alive(pid: u32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
+/// One line of `/proc/PID/maps`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mapping {
+    pub start: u64,
+    pub end: u64,
+    pub offset: u64,
+    pub executable: bool,
+    /// The mapped file, or a pseudo name like `[heap]`, `[vdso]`; None for
+    /// anonymous memory.
+    pub path: Option<String>,
+}
+
+impl Mapping {
+    pub fn contains(&self, addr: u64) -> bool {
+        (self.start..self.end).contains(&addr)
+    }
+
+    /// Whether the mapping is backed by a regular file (not `[heap]` etc.).
+    pub fn is_file(&self) -> bool {
+        self.path.as_deref().is_some_and(|p| p.starts_with('/'))
+    }
+}
+
+/// Parses `/proc/PID/maps` text.
+pub fn parse_maps(text: &str) -> Vec<Mapping> {
+    text.lines()
+        .filter_map(|line| {
+            let mut parts = line.splitn(6, ' ');
+            let range = parts.next()?;
+            let perms = parts.next()?;
+            let offset = parts.next()?;
+            let _dev = parts.next()?;
+            let _inode = parts.next()?;
+            let path = parts.next().map(str::trim).filter(|p| !p.is_empty());
+            let (start, end) = range.split_once('-')?;
+            Some(Mapping {
+                start: u64::from_str_radix(start, 16).ok()?,
+                end: u64::from_str_radix(end, 16).ok()?,
+                offset: u64::from_str_radix(offset, 16).ok()?,
+                executable: perms.as_bytes().get(2) == Some(&b'x'),
+                path: path.map(|p| p.trim_end_matches(" (deleted)").to_string()),
+            })
+        })
+        .collect()
+}
+
+pub fn read_maps(pid: u32) -> Result<Vec<Mapping>> {
+    let text = fs::read_to_string(format!("/proc/{pid}/maps"))
+        .with_context(|| format!("reading /proc/{pid}/maps"))?;
+    Ok(parse_maps(&text))
+}
+
+/// Path through which memtrace opens a file that `pid` maps as `path`: the
+/// process's own root, so that containers resolve to their own files.
+/// Falls back to the plain path when the process is gone or shares our root.
+pub fn host_path(pid: u32, path: &str) -> PathBuf {
+    let root = PathBuf::from(format!("/proc/{pid}/root"));
+    match fs::read_link(&root) {
+        Ok(r) if r == Path::new("/") => PathBuf::from(path),
+        Ok(_) => root.join(path.trim_start_matches('/')),
+        Err(_) => PathBuf::from(path),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_maps_lines() {
+        let text = "\
+55d0c0a00000-55d0c0a01000 r--p 00000000 fe:01 123  /usr/bin/leaky
+55d0c0a01000-55d0c0a02000 r-xp 00001000 fe:01 123  /usr/bin/leaky
+7f0000000000-7f0000021000 rw-p 00000000 00:00 0 
+7ffd1000-7ffd3000 r-xp 00000000 00:00 0                          [vdso]
+7f1000000000-7f1000001000 r-xp 00002000 fe:01 9 /tmp/x (deleted)
+";
+        let maps = parse_maps(text);
+        assert_eq!(maps.len(), 5);
+        assert_eq!(maps[1].start, 0x55d0c0a01000);
+        assert_eq!(maps[1].offset, 0x1000);
+        assert!(maps[1].executable && !maps[0].executable);
+        assert_eq!(maps[1].path.as_deref(), Some("/usr/bin/leaky"));
+        assert_eq!(maps[2].path, None);
+        assert!(!maps[3].is_file());
+        assert_eq!(maps[4].path.as_deref(), Some("/tmp/x"));
+    }
+
+    #[test]
+    fn inspects_self_and_rejects_missing_pid() {
+        let me = inspect(std::process::id()).unwrap();
+        assert!(!me.comm.is_empty());
+        let err = inspect(u32::MAX - 1).unwrap_err().to_string();
+        assert!(err.contains("does not exist"), "{err}");
+    }
+}

@@ -1,0 +1,122 @@
+//! Process and path helpers shared by every task: where the workspace and
+//! its target dir are, how child commands are run (streamed, with one-line
+//! errors), and who we are running as.
+
+use std::{
+    env,
+    ffi::OsString,
+    io::ErrorKind,
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{bail, Context, Result};
+
+/// The workspace root: the parent of this crate's manifest dir, so `cargo
+/// xtask` behaves the same from any working directory.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask/ has a parent directory")
+        .to_path_buf()
+}
+
+/// Cargo's target dir, honouring `CARGO_TARGET_DIR` like cargo does.
+pub fn target_dir() -> PathBuf {
+    let root = workspace_root();
+    ["CARGO_TARGET_DIR", "CARGO_BUILD_TARGET_DIR"]
+        .into_iter()
+        .find_map(env::var_os)
+        .filter(|dir| !dir.is_empty())
+        .map_or_else(|| root.join("target"), |dir| root.join(dir))
+}
+
+/// `target/release/memtrace`, as produced by `cargo xtask build`.
+pub fn memtrace_bin() -> PathBuf {
+    target_dir().join("release").join("memtrace")
+}
+
+/// A `cargo` command running in the workspace root. Uses the cargo that
+/// launched us (`$CARGO`) so the same toolchain is used throughout.
+pub fn cargo() -> Command {
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(workspace_root());
+    cmd
+}
+
+/// Print a section header, e.g. `==> clippy`.
+pub fn step(name: &str) {
+    eprintln!("==> {name}");
+}
+
+/// Render a command the way a user would type it (program name only).
+pub fn display(cmd: &Command) -> String {
+    let program = Path::new(cmd.get_program())
+        .file_name()
+        .unwrap_or(cmd.get_program())
+        .to_string_lossy()
+        .into_owned();
+    std::iter::once(program)
+        .chain(cmd.get_args().map(|a| a.to_string_lossy().into_owned()))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Run `cmd` with inherited stdio (its output streams straight through) and
+/// fail with one line if it cannot be started or exits unsuccessfully.
+pub fn run(cmd: &mut Command) -> Result<()> {
+    let shown = display(cmd);
+    eprintln!("    $ {shown}");
+    let status = match cmd.status() {
+        Ok(status) => status,
+        Err(err) if err.kind() == ErrorKind::NotFound => bail!(
+            "`{}` not found on PATH (needed for `{shown}`)",
+            cmd.get_program().to_string_lossy()
+        ),
+        Err(err) => return Err(err).with_context(|| format!("failed to start `{shown}`")),
+    };
+    if !status.success() {
+        bail!("`{shown}` failed ({status})");
+    }
+    Ok(())
+}
+
+/// Run `cmd` and return its stdout; fails with one line (including the first
+/// line of stderr) if it cannot be started or exits unsuccessfully.
+pub fn stdout_of(cmd: &mut Command) -> Result<String> {
+    let shown = display(cmd);
+    let out = match cmd.output() {
+        Ok(out) => out,
+        Err(err) if err.kind() == ErrorKind::NotFound => bail!(
+            "`{}` not found on PATH (needed for `{shown}`)",
+            cmd.get_program().to_string_lossy()
+        ),
+        Err(err) => return Err(err).with_context(|| format!("failed to start `{shown}`")),
+    };
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let first = stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+        bail!("`{shown}` failed ({}): {}", out.status, first.trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Whether we run with effective uid 0 (needed to load eBPF programs).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Find an executable on `PATH`.
+pub fn which(name: &str) -> Option<PathBuf> {
+    let path = env::var_os("PATH")?;
+    env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| {
+            candidate
+                .metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}

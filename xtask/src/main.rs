@@ -1,0 +1,78 @@
+//! `cargo xtask`: developer and CI tasks for memtrace. This file only wires
+//! the command line to the task modules and turns errors into one line.
+
+mod build;
+mod cmd;
+mod demo;
+mod lint;
+mod prereqs;
+mod test;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Developer and CI tasks for memtrace (run as `cargo xtask <TASK>`).
+///
+/// Works from any directory inside the repository.
+#[derive(Parser, Debug)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand, Debug)]
+enum Task {
+    /// Install missing prerequisites, then build target/release/memtrace.
+    ///
+    /// Prerequisites: a `stable` rustc built on LLVM 22, its `rust-src`
+    /// component (added with rustup if missing) and bpf-linker 0.10.4
+    /// (installed with `cargo install --locked` if missing or a different
+    /// version, ~1.5 min). tracer/build.rs then compiles the eBPF program and
+    /// embeds it into the binary.
+    Build,
+
+    /// Build memtrace, then trace a small leaking demo program.
+    ///
+    /// Compiles tests/workloads/demo_leak.c to target/xtask/demo_leak and runs
+    /// `memtrace --interval 3s --duration <DURATION> -- target/xtask/demo_leak`,
+    /// printing memtrace's report on stdout. memtrace needs root; when not
+    /// root it is started through sudo.
+    Demo(demo::DemoArgs),
+
+    /// Build, lint, then run the workspace tests. Must run as root.
+    ///
+    /// Steps: `cargo xtask build`, `cargo fmt --all -- --check`,
+    /// `cargo clippy --workspace --all-targets -- -D warnings`, then
+    /// `cargo test --workspace --release` with MEMTRACE_BIN pointing at
+    /// target/release/memtrace. Stops at the first failing step.
+    Test(test::TestArgs),
+
+    /// Check formatting (`cargo fmt --check`) and run clippy with -D warnings.
+    ///
+    /// Runs `cargo fmt --all -- --check`, `rustfmt --check` on the eBPF crate
+    /// (tracer-ebpf is outside the workspace) and `cargo clippy --workspace
+    /// --all-targets -- -D warnings`. Checks the eBPF build prerequisites
+    /// first, because clippy compiles tracer/build.rs.
+    Lint,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.task {
+        Task::Build => build::run().map(drop),
+        Task::Demo(args) => demo::run(args),
+        Task::Test(args) => test::run(args),
+        Task::Lint => lint::run(true),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // `{:#}` joins the context chain into a single line.
+            let msg = format!("{err:#}").replace('\n', " ");
+            eprintln!("error: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
