@@ -2,7 +2,7 @@
 //! interval, stack frames for newly seen stack ids, and mapping events from
 //! the ring buffer as they arrive.
 
-use std::collections::HashMap;
+use std::collections::{hash_map::Entry, HashMap};
 
 use anyhow::{Context, Result};
 use aya::{
@@ -44,21 +44,25 @@ pub struct StackCache {
 
 impl StackCache {
     pub fn frames(&mut self, bpf: &Ebpf, stack_id: u32) -> Result<&[u64]> {
-        if !self.frames.contains_key(&stack_id) {
-            let frames = if stack_id == UNKNOWN_STACK {
-                Vec::new()
-            } else {
-                let map: StackTraceMap<_> =
-                    StackTraceMap::try_from(bpf.map("STACKS").context("STACKS map missing")?)?;
-                match map.get(&stack_id, 0) {
-                    Ok(trace) => trace.frames().iter().map(|f| f.ip).collect(),
-                    Err(_) => Vec::new(),
-                }
-            };
-            self.frames.insert(stack_id, frames);
-        }
-        Ok(&self.frames[&stack_id])
+        let frames = match self.frames.entry(stack_id) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => e.insert(read_stack(bpf, stack_id)?),
+        };
+        Ok(frames)
     }
+}
+
+/// The frames of a kernel stack id (empty when lost or unknown).
+fn read_stack(bpf: &Ebpf, stack_id: u32) -> Result<Vec<u64>> {
+    if stack_id == UNKNOWN_STACK {
+        return Ok(Vec::new());
+    }
+    let map: StackTraceMap<_> =
+        StackTraceMap::try_from(bpf.map("STACKS").context("STACKS map missing")?)?;
+    Ok(match map.get(&stack_id, 0) {
+        Ok(trace) => trace.frames().iter().map(|f| f.ip).collect(),
+        Err(_) => Vec::new(),
+    })
 }
 
 /// The ring buffer of mapping events, taken out of the loaded object.

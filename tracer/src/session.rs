@@ -53,6 +53,8 @@ struct Session {
     mappings: MappingTracker,
     symbolizer: Symbolizer,
     stats: [u64; STAT_COUNT as usize],
+    /// Anonymous mappings made by the dynamic loader for itself, not counted.
+    loader_mappings: u64,
     started: Instant,
 }
 
@@ -81,6 +83,7 @@ pub async fn run(cli: Cli, child: Option<HeldChild>) -> Result<()> {
         mappings: MappingTracker::default(),
         symbolizer: Symbolizer::new(),
         stats: [0; STAT_COUNT as usize],
+        loader_mappings: 0,
         started: Instant::now(),
     };
     for t in &session.targets {
@@ -289,7 +292,10 @@ impl Session {
         let pid = e.tgid;
         match e.kind {
             k if k == MmapEventKind::Mmap as u32 => {
-                let frames = self.mmap_caller_frames(e);
+                let Some(frames) = self.mmap_caller_frames(e) else {
+                    self.loader_mappings += 1;
+                    return;
+                };
                 let stack = self.agg.intern(StackIdentity {
                     pid,
                     kind: StackKind::Mmap,
@@ -311,16 +317,24 @@ impl Session {
     /// the word at the stack pointer is that caller's return address. So
     /// when the syscall instruction is in a shared library, frame 0 is
     /// replaced by it. A syscall made directly by the program (Go, static
-    /// binaries) keeps its frames as they are.
-    fn mmap_caller_frames(&mut self, e: &MmapEvent) -> Vec<u64> {
+    /// binaries) keeps its frames as they are. None for mappings the dynamic
+    /// loader makes for itself (zero-fill of loaded libraries, its private
+    /// malloc): loader bookkeeping, not the program's memory.
+    fn mmap_caller_frames(&mut self, e: &MmapEvent) -> Option<Vec<u64>> {
         let n = (e.nr_frames as usize).min(e.frames.len());
-        let frames = &e.frames[..n];
+        // The frame-pointer walk ends with a zero when it leaves code built
+        // with frame pointers; such entries are not frames.
+        let frames: Vec<u64> = e.frames[..n].iter().copied().take_while(|&f| f != 0).collect();
         let Some(&first) = frames.first() else {
-            return Vec::new();
+            return Some(Vec::new());
         };
         let pid = e.tgid;
         if self.symbolizer.mapping(pid, first).is_none() {
             self.symbolizer.refresh(pid);
+        }
+        let module = self.symbolizer.mapping(pid, first).and_then(|m| m.path.as_deref());
+        if module.is_some_and(is_dynamic_loader) {
+            return None;
         }
         let exe = self
             .targets
@@ -331,13 +345,13 @@ impl Session {
             .symbolizer
             .mapping(pid, first)
             .is_some_and(|m| m.is_file() && m.path != exe);
-        if in_library && e.user_sp_word != 0 {
+        Some(if in_library && e.user_sp_word != 0 {
             std::iter::once(e.user_sp_word)
                 .chain(frames[1..].iter().copied())
                 .collect()
         } else {
-            frames.to_vec()
-        }
+            frames
+        })
     }
 
     fn print_progress(&self) {
@@ -394,10 +408,18 @@ impl Session {
             interval_secs: cli.interval.as_secs_f64(),
             targets,
             stats: &self.stats,
+            loader_mappings: self.loader_mappings,
             top: cli.top as usize,
         };
         report::build(ctx, &self.agg, &mut self.symbolizer)
     }
+}
+
+/// Whether a mapped file is a dynamic loader (glibc's ld-linux, musl's
+/// ld-musl).
+fn is_dynamic_loader(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    name.starts_with("ld-linux") || name.starts_with("ld-musl") || name == "ld.so"
 }
 
 /// Reaps our child if it has exited (non-blocking), so it shows as gone.

@@ -147,7 +147,7 @@ mod tests {
 
     #[inline(never)]
     fn marker_function_for_symbolizer_test() -> u64 {
-        marker_function_for_symbolizer_test as usize as u64
+        marker_function_for_symbolizer_test as *const () as u64
     }
 
     #[test]

@@ -104,6 +104,8 @@ pub struct Counters {
     /// mmap/mremap calls made inside allocator calls (counted once, as the
     /// allocation that caused them).
     pub nested_mappings: u64,
+    /// Anonymous mappings the dynamic loader made for itself (not counted).
+    pub loader_mappings: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -128,6 +130,7 @@ pub struct ReportContext<'a> {
     pub interval_secs: f64,
     pub targets: Vec<TargetReport>,
     pub stats: &'a [u64],
+    pub loader_mappings: u64,
     pub top: usize,
 }
 
@@ -188,6 +191,7 @@ pub fn build(ctx: ReportContext<'_>, agg: &Aggregator, symbolizer: &mut Symboliz
             free_unknown: stat(Stat::FreeUnknown),
             failed_allocations: stat(Stat::FailedAlloc),
             nested_mappings: stat(Stat::NestedMapping),
+            loader_mappings: ctx.loader_mappings,
         },
         stacks,
     }

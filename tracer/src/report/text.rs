@@ -71,18 +71,15 @@ pub fn render(report: &Report) -> String {
 }
 
 fn stack(w: &mut String, rank: usize, s: &StackReport) {
-    let verdict = serde_json::to_value(s.verdict)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default();
+    let verdict = name_of(&s.verdict);
+    let kind = name_of(&s.kind);
     let _ = writeln!(
         w,
-        "#{rank} {} in {} allocations, {} [{verdict}]  pid {} {:?}",
+        "#{rank} {} in {} allocations, {} [{verdict}]  pid {} {kind}",
         bytes(s.outstanding_bytes),
         s.outstanding_allocations,
         rate_per_min(s.growth_bytes_per_sec),
         s.pid,
-        s.kind
     );
     if s.frames.is_empty() {
         let _ = writeln!(w, "    [stack not captured]");
@@ -101,4 +98,13 @@ fn stack(w: &mut String, rank: usize, s: &StackReport) {
             .unwrap_or("?");
         let _ = writeln!(w, "    {:#014x} {function}{location} ({module})", f.address);
     }
+}
+
+/// The serde name of a unit enum variant (`growing`, `heap`), so text and
+/// JSON always use the same words.
+fn name_of<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
 }
