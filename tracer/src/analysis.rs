@@ -37,12 +37,24 @@ pub fn growth_bytes_per_sec(samples: &VecDeque<Sample>) -> f64 {
     }
 }
 
-/// `growing` when the stack holds memory, its trend is upward and it ends
-/// the window higher than it started; `stable` otherwise.
+/// `growing` when the stack ends the window higher than it started, trends
+/// upward, and grew in at least two intervals (one step up — a thread stack,
+/// a buffer made once — is not growth; with a single interval in the
+/// window, that one step is all the evidence there is). `stable` otherwise.
 pub fn verdict(samples: &VecDeque<Sample>, growth: f64) -> Verdict {
-    match (samples.front(), samples.back()) {
-        (Some(first), Some(last)) if last.bytes > first.bytes && growth > 0.0 => Verdict::Growing,
-        _ => Verdict::Stable,
+    let (Some(first), Some(last)) = (samples.front(), samples.back()) else {
+        return Verdict::Stable;
+    };
+    let steps_up = samples
+        .iter()
+        .zip(samples.iter().skip(1))
+        .filter(|(a, b)| b.bytes > a.bytes)
+        .count();
+    let enough_steps = steps_up >= 2 || samples.len() <= 2;
+    if last.bytes > first.bytes && growth > 0.0 && enough_steps {
+        Verdict::Growing
+    } else {
+        Verdict::Stable
     }
 }
 
@@ -69,6 +81,13 @@ mod tests {
         let flat = series(&[(0.0, 500), (1.0, 500), (2.0, 500)]);
         assert_eq!(growth_bytes_per_sec(&flat), 0.0);
         assert_eq!(verdict(&flat, 0.0), Verdict::Stable);
+        let once = series(&[(0.0, 0), (1.0, 8192), (2.0, 8192), (3.0, 8192)]);
+        assert_eq!(verdict(&once, growth_bytes_per_sec(&once)), Verdict::Stable);
+        let short = series(&[(0.0, 0), (0.4, 8192)]);
+        assert_eq!(
+            verdict(&short, growth_bytes_per_sec(&short)),
+            Verdict::Growing
+        );
         let freed = series(&[(0.0, 0), (1.0, 4096), (2.0, 0)]);
         assert_eq!(
             verdict(&freed, growth_bytes_per_sec(&freed)),

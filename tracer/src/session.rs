@@ -324,7 +324,11 @@ impl Session {
         let n = (e.nr_frames as usize).min(e.frames.len());
         // The frame-pointer walk ends with a zero when it leaves code built
         // with frame pointers; such entries are not frames.
-        let frames: Vec<u64> = e.frames[..n].iter().copied().take_while(|&f| f != 0).collect();
+        let frames: Vec<u64> = e.frames[..n]
+            .iter()
+            .copied()
+            .take_while(|&f| f != 0)
+            .collect();
         let Some(&first) = frames.first() else {
             return Some(Vec::new());
         };
@@ -332,7 +336,10 @@ impl Session {
         if self.symbolizer.mapping(pid, first).is_none() {
             self.symbolizer.refresh(pid);
         }
-        let module = self.symbolizer.mapping(pid, first).and_then(|m| m.path.as_deref());
+        let module = self
+            .symbolizer
+            .mapping(pid, first)
+            .and_then(|m| m.path.as_deref());
         if module.is_some_and(is_dynamic_loader) {
             return None;
         }

@@ -106,9 +106,15 @@ pub fn parse_maps(text: &str) -> Vec<Mapping> {
 }
 
 pub fn read_maps(pid: u32) -> Result<Vec<Mapping>> {
-    let text = fs::read_to_string(format!("/proc/{pid}/maps"))
-        .with_context(|| format!("reading /proc/{pid}/maps"))?;
-    Ok(parse_maps(&text))
+    let path = format!("/proc/{pid}/maps");
+    match fs::read_to_string(&path) {
+        Ok(text) => Ok(parse_maps(&text)),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => bail!(
+            "cannot read {path}: permission denied (memtrace needs root or CAP_SYS_PTRACE over \
+             pid {pid}; a security module may protect it)"
+        ),
+        Err(e) => Err(e).with_context(|| format!("reading {path}")),
+    }
 }
 
 /// Path through which memtrace opens a file that `pid` maps as `path`: the
