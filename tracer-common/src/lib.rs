@@ -204,10 +204,13 @@ pub enum Stat {
     /// Mapping syscalls made inside an allocator call and so attributed to
     /// that call rather than counted again.
     NestedMapping = 10,
+    /// Anonymous PROT_NONE mappings: address-space reservations (glibc
+    /// arenas, Go, the JVM), not memory; not counted.
+    Reservation = 11,
 }
 
 /// Number of [`Stat`] slots.
-pub const STAT_COUNT: u32 = 11;
+pub const STAT_COUNT: u32 = 12;
 
 /// Configuration written by userspace before the programs run.
 /// The set of traced process ids is kept in the `TARGETS` map.

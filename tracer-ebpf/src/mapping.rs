@@ -19,6 +19,9 @@ use crate::{
 };
 
 const MAP_ANONYMOUS: u64 = 0x20;
+const PROT_READ: u64 = 0x1;
+const PROT_WRITE: u64 = 0x2;
+const PROT_EXEC: u64 = 0x4;
 /// Offsets in the syscall tracepoints' records (see the tracefs `format`
 /// files): arguments start at 16, one u64 each; `ret` of sys_exit is at 16.
 const ARG0: usize = 16;
@@ -51,11 +54,23 @@ fn remember(kind: MmapEventKind, addr: u64, len: u64, new_len: u64) {
     let _ = SYSCALL_ARGS.insert(&tid, &args, 0);
 }
 
+/// Counts anonymous mappings that are memory. A PROT_NONE mapping is an
+/// address-space reservation (glibc reserves each new arena that way — even
+/// from inside free(), which has no return probe to mark it nested — and so
+/// do Go and the JVM); the memory is committed later and, for allocator
+/// arenas, counted block by block through malloc.
 #[tracepoint]
 pub fn sys_enter_mmap(ctx: TracePointContext) -> u32 {
-    if arg(&ctx, 3) & MAP_ANONYMOUS != 0 {
-        remember(MmapEventKind::Mmap, 0, arg(&ctx, 1), 0);
+    if arg(&ctx, 3) & MAP_ANONYMOUS == 0 {
+        return 0;
     }
+    if arg(&ctx, 2) & (PROT_READ | PROT_WRITE | PROT_EXEC) == 0 {
+        if is_target((bpf_get_current_pid_tgid() >> 32) as u32) {
+            count(Stat::Reservation);
+        }
+        return 0;
+    }
+    remember(MmapEventKind::Mmap, 0, arg(&ctx, 1), 0);
     0
 }
 

@@ -106,6 +106,9 @@ pub struct Counters {
     pub nested_mappings: u64,
     /// Anonymous mappings the dynamic loader made for itself (not counted).
     pub loader_mappings: u64,
+    /// PROT_NONE anonymous mappings: address-space reservations, not memory
+    /// (not counted).
+    pub reservations: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -192,6 +195,7 @@ pub fn build(ctx: ReportContext<'_>, agg: &Aggregator, symbolizer: &mut Symboliz
             failed_allocations: stat(Stat::FailedAlloc),
             nested_mappings: stat(Stat::NestedMapping),
             loader_mappings: ctx.loader_mappings,
+            reservations: stat(Stat::Reservation),
         },
         stacks,
     }

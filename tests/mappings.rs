@@ -1,0 +1,58 @@
+//! Anonymous mmap accounting in `-- CMD` mode: fully unmapped regions leave
+//! nothing outstanding, and partial munmaps (at both ends, and a hole that
+//! splits a region) leave exactly the bytes still mapped.
+
+use memtrace_integration::{compile_c, run_memtrace_cmd};
+
+const KIB: u64 = 1024;
+
+/// munmap_regions.c: map_and_unmap() maps and unmaps 16 x 64 KiB.
+const FULL_REGIONS: u64 = 16;
+/// munmap_regions.c: partial_unmap() maps 4 x 1 MiB, unmaps the first and
+/// last 256 KiB of each and a 256 KiB hole in the middle of the first.
+const PARTIAL_REMAINING: u64 = 4 * 512 * KIB - 256 * KIB;
+
+#[test]
+fn munmap_removes_regions() {
+    let report = run_memtrace_cmd(&["--duration", "30s"], &[compile_c("munmap_regions")]);
+    let ctx = report.describe();
+    report.assert_target("munmap_regions", None);
+
+    let partial = report.function_summary("partial_unmap");
+    assert!(
+        partial.stacks > 0 && partial.kinds.len() == 1 && partial.kinds.contains("mmap"),
+        "partial_unmap should be reported as mmap stack(s), got {} stacks of kinds {:?}\n{ctx}",
+        partial.stacks,
+        partial.kinds
+    );
+    assert_eq!(
+        partial.totals.outstanding_bytes, PARTIAL_REMAINING,
+        "partial_unmap outstanding_bytes: 3 x 512 KiB + 2 x 128 KiB still mapped\n{ctx}"
+    );
+
+    let full = report.function_summary("map_and_unmap");
+    if full.stacks > 0 {
+        let t = &full.totals;
+        assert_eq!(
+            (t.outstanding_bytes, t.outstanding_allocations),
+            (0, 0),
+            "map_and_unmap unmapped everything: (outstanding_bytes, outstanding_allocations)\n{ctx}"
+        );
+        assert_eq!(
+            (t.allocations, t.allocated_bytes, t.freed_bytes),
+            (
+                FULL_REGIONS,
+                FULL_REGIONS * 64 * KIB,
+                FULL_REGIONS * 64 * KIB
+            ),
+            "map_and_unmap (allocations, allocated_bytes, freed_bytes)\n{ctx}"
+        );
+        assert!(
+            full.kinds.len() == 1 && full.kinds.contains("mmap"),
+            "map_and_unmap kind {:?}\n{ctx}",
+            full.kinds
+        );
+    }
+    report.assert_no_losses();
+    report.assert_consistent();
+}

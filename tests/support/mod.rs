@@ -1,0 +1,121 @@
+//! Support code shared by the memtrace integration tests.
+//!
+//! The tests run the real `memtrace` binary (real eBPF, real processes; they
+//! must run as root) against small C workloads from `tests/workloads/` that
+//! the tests compile themselves. Nothing here ever skips a test: a missing
+//! binary, a compiler failure or a memtrace that cannot load its BPF programs
+//! is a test failure with the full command output in the message.
+//!
+//! - [`compile_c`] builds a workload with the fixed flags
+//!   (`-O0 -g -fno-omit-frame-pointer -pthread`), cached by content.
+//! - [`Workload`] is a workload spawned by the test (for `--pid` mode), with
+//!   line handshakes on its stdout and signals.
+//! - [`Tracer`] is a running `memtrace`; [`Tracer::wait_tracing`] waits for
+//!   its `memtrace: tracing` stderr line.
+//! - [`run_memtrace`] and [`run_memtrace_cmd`] are one-shot runs.
+//! - [`Report`] is the parsed, schema-checked JSON report, with lookups by
+//!   `frames[0].function` and whole-report consistency checks.
+//! - [`assert_within`] compares with a stated relative tolerance.
+
+mod compile;
+mod process;
+mod report;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use compile::{compile_c, CFLAGS};
+pub use process::{
+    run_memtrace, run_memtrace_cmd, trace_pid, RunOutput, Tracer, Workload, CMD_TIMEOUT, JSON_ARGS,
+    TRACING_TIMEOUT,
+};
+pub use report::{
+    Frame, FunctionSummary, Report, Stack, Target, Totals, ALLOCATOR_SYMBOLS, LOSS_COUNTERS, TOP,
+};
+
+/// The workspace root: the parent of this crate's manifest directory.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent directory")
+        .to_path_buf()
+}
+
+/// The memtrace binary under test: `$MEMTRACE_BIN` if set, else
+/// `<workspace root>/target/release/memtrace`. Panics if it does not exist.
+pub fn memtrace_bin() -> PathBuf {
+    let path = match std::env::var_os("MEMTRACE_BIN") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => workspace_root().join("target/release/memtrace"),
+    };
+    assert!(
+        path.is_file(),
+        "memtrace binary not found at {} (set MEMTRACE_BIN, or build it with \
+         `cargo xtask build`)",
+        path.display()
+    );
+    path
+}
+
+/// A new, empty directory under the temp dir for one test's files
+/// (`<temp>/memtrace-integration/scratch-<pid>-<n>-<tag>`). Remove it with
+/// `std::fs::remove_dir_all` when done.
+pub fn scratch_dir(tag: &str) -> PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let dir = std::env::temp_dir()
+        .join("memtrace-integration")
+        .join(format!(
+            "scratch-{}-{}-{tag}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)
+        .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+    dir
+}
+
+/// `n` seconds.
+pub fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+/// Asserts that `actual` is within ±`pct` percent of `expected`; `what`
+/// names the quantity in the failure message, `context` is appended to it
+/// (typically [`Report::describe`]).
+#[track_caller]
+pub fn assert_within(what: &str, actual: u64, expected: u64, pct: f64, context: &str) {
+    let tolerance = expected as f64 * pct / 100.0;
+    let lo = expected as f64 - tolerance;
+    let hi = expected as f64 + tolerance;
+    let a = actual as f64;
+    assert!(
+        a >= lo && a <= hi,
+        "{what}: got {actual}, expected {expected} ± {pct}% (allowed {lo:.0}..={hi:.0})\n{context}"
+    );
+}
+
+/// Whether `line` contains `token` delimited by non-alphanumeric characters
+/// (so pid 123 does not match inside 41234).
+pub fn contains_token(line: &str, token: &str) -> bool {
+    line.match_indices(token).any(|(i, _)| {
+        let before = line[..i].chars().next_back();
+        let after = line[i + token.len()..].chars().next();
+        !before.is_some_and(|c| c.is_ascii_alphanumeric())
+            && !after.is_some_and(|c| c.is_ascii_alphanumeric())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_matching() {
+        assert!(contains_token("pid 123 (x)", "123"));
+        assert!(contains_token("123", "123"));
+        assert!(!contains_token("pid 41234", "123"));
+        assert!(!contains_token("0x123a", "123"));
+    }
+}

@@ -1,0 +1,132 @@
+//! Multi-threaded accounting in `-- CMD` mode: four threads leaking at once
+//! are counted exactly, blocks allocated on one thread and freed on another
+//! leave nothing outstanding, and the arena glibc maps inside a thread's
+//! first free() is not reported as an mmap leak.
+
+use memtrace_integration::{compile_c, run_memtrace_cmd};
+
+const KIB: u64 = 1024;
+const MIB: u64 = 1024 * KIB;
+
+/// threads.c: 4 threads x 1000 calls of thread_leak(), 100 bytes each.
+const LEAK_THREADS: u64 = 4;
+const LEAKS_PER_THREAD: u64 = 1000;
+const LEAK_SIZE: u64 = 100;
+/// threads.c: cross_alloc() mallocs 1000 x 256 bytes, freed by another thread.
+const CROSS_COUNT: u64 = 1000;
+
+#[test]
+fn threads_and_cross_thread_frees() {
+    let report = run_memtrace_cmd(&["--duration", "30s"], &[compile_c("threads")]);
+    let ctx = report.describe();
+    report.assert_target("threads", None);
+
+    let leak = report.function_summary("thread_leak");
+    let t = &leak.totals;
+    assert!(
+        leak.stacks > 0 && leak.kinds.len() == 1 && leak.kinds.contains("heap"),
+        "thread_leak should be reported as heap stack(s), got {} stacks of kinds {:?}\n{ctx}",
+        leak.stacks,
+        leak.kinds
+    );
+    assert_eq!(
+        (
+            t.outstanding_bytes,
+            t.outstanding_allocations,
+            t.allocations
+        ),
+        (
+            LEAK_THREADS * LEAKS_PER_THREAD * LEAK_SIZE,
+            LEAK_THREADS * LEAKS_PER_THREAD,
+            LEAK_THREADS * LEAKS_PER_THREAD
+        ),
+        "thread_leak (outstanding_bytes, outstanding_allocations, allocations), exact\n{ctx}"
+    );
+
+    let cross = report.function_summary("cross_alloc");
+    if cross.stacks > 0 {
+        let t = &cross.totals;
+        assert_eq!(
+            (t.outstanding_bytes, t.allocations, t.frees),
+            (0, CROSS_COUNT, CROSS_COUNT),
+            "cross_alloc: blocks freed on the consumer thread: (outstanding_bytes, \
+             allocations, frees)\n{ctx}"
+        );
+    }
+    assert!(
+        report.totals.frees >= CROSS_COUNT,
+        "totals.frees should include the {CROSS_COUNT} cross-thread frees\n{ctx}"
+    );
+    report.assert_no_losses();
+    report.assert_consistent();
+}
+
+/// free_first.c: make_blocks() mallocs 10 x 1000 bytes, another thread frees
+/// them (its first allocator call).
+const FREE_FIRST_BLOCKS: u64 = 10;
+
+/// glibc malloc internals that make mappings for the allocator's own use
+/// (new arenas, heap growth); a mapping made by them inside an allocator
+/// call belongs to that call, never to an "mmap" stack of its own.
+const MALLOC_INTERNALS: &[&str] = &[
+    "alloc_new_heap",
+    "new_heap",
+    "_int_new_arena",
+    "arena_get2",
+    "tcache_init",
+    "sysmalloc",
+    "_int_malloc",
+    "_int_free",
+    "malloc",
+    "__libc_malloc",
+    "free",
+    "__libc_free",
+];
+
+#[test]
+fn arena_created_inside_free_is_not_an_mmap_leak() {
+    let report = run_memtrace_cmd(&["--duration", "30s"], &[compile_c("free_first")]);
+    let ctx = report.describe();
+    report.assert_target("free_first", None);
+
+    let made = report.function_summary("make_blocks");
+    if made.stacks > 0 {
+        let t = &made.totals;
+        assert_eq!(
+            (t.outstanding_bytes, t.allocations, t.frees),
+            (0, FREE_FIRST_BLOCKS, FREE_FIRST_BLOCKS),
+            "make_blocks: all blocks freed by the other thread: (outstanding_bytes, \
+             allocations, frees)\n{ctx}"
+        );
+    }
+    assert!(
+        report.totals.frees >= FREE_FIRST_BLOCKS,
+        "totals.frees should include the {FREE_FIRST_BLOCKS} frees\n{ctx}"
+    );
+    for s in report.stacks.iter().filter(|s| s.kind == "mmap") {
+        let internal: Vec<&str> = s
+            .functions()
+            .into_iter()
+            .filter(|f| MALLOC_INTERNALS.contains(f))
+            .collect();
+        assert!(
+            internal.is_empty(),
+            "a mapping made inside the allocator (by {internal:?}) is reported as an mmap \
+             stack: {}\n{ctx}",
+            s.summary()
+        );
+    }
+    let mmap_outstanding: u64 = report
+        .stacks
+        .iter()
+        .filter(|s| s.kind == "mmap")
+        .map(|s| s.outstanding_bytes)
+        .sum();
+    assert!(
+        mmap_outstanding <= MIB,
+        "mmap-kind stacks hold {mmap_outstanding} bytes; the only mapping the program makes \
+         itself is a 256 KiB thread stack (glibc's 64 MiB arena belongs to free())\n{ctx}"
+    );
+    report.assert_no_losses();
+    report.assert_consistent();
+}
