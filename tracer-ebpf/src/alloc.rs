@@ -72,8 +72,14 @@ fn try_alloc_enter(ctx: &ProbeContext) {
             open.depth += 1;
             return;
         }
-        // The open call's frame is gone: it never returned.
+        // The open call's frame is gone: it never returned. A realloc's old
+        // block goes back to the live map: dropping it would leave its bytes
+        // outstanding forever (if the address was in fact freed and handed
+        // out again, the new allocation will count it freed).
         count(Stat::StaleEntry);
+        if open.old_valid != 0 {
+            restore_live((tid >> 32) as u32, open.ptr, &open.old);
+        }
     }
     // SAFETY: the cookie helper only reads the probe's attach cookie.
     let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };

@@ -96,7 +96,7 @@ impl Cli {
     /// code 2.
     pub fn parse_or_exit() -> Cli {
         match Cli::try_parse() {
-            Ok(cli) => match cli.validate() {
+            Ok(mut cli) => match cli.validate() {
                 Ok(()) => cli,
                 Err(msg) => usage_error(&msg),
             },
@@ -109,7 +109,13 @@ impl Cli {
         }
     }
 
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&mut self) -> Result<(), String> {
+        let me = std::process::id();
+        if self.pids.contains(&me) {
+            return Err(format!("pid {me} is memtrace itself"));
+        }
+        self.pids.sort_unstable();
+        self.pids.dedup();
         match (self.pids.is_empty(), self.command.is_empty()) {
             (true, true) => {
                 Err("nothing to trace: give --pid PID or a command after `--` (see --help)".into())
@@ -147,11 +153,17 @@ mod tests {
 
     #[test]
     fn pid_and_command_are_exclusive() {
-        let cli = Cli::try_parse_from(["memtrace", "-p", "1", "--", "ls"]).unwrap();
+        let mut cli = Cli::try_parse_from(["memtrace", "-p", "1", "--", "ls"]).unwrap();
         assert!(cli.validate().is_err());
-        let cli = Cli::try_parse_from(["memtrace"]).unwrap();
+        let mut cli = Cli::try_parse_from(["memtrace"]).unwrap();
         assert!(cli.validate().is_err());
-        let cli = Cli::try_parse_from(["memtrace", "--", "ls", "-l"]).unwrap();
+        let mut cli = Cli::try_parse_from(["memtrace", "-p", "7", "-p", "3", "-p", "7"]).unwrap();
+        assert!(cli.validate().is_ok());
+        assert_eq!(cli.pids, [3, 7]);
+        let me = std::process::id().to_string();
+        let mut cli = Cli::try_parse_from(["memtrace", "-p", &me]).unwrap();
+        assert!(cli.validate().unwrap_err().contains("memtrace itself"));
+        let mut cli = Cli::try_parse_from(["memtrace", "--", "ls", "-l"]).unwrap();
         assert_eq!(cli.command, ["ls", "-l"]);
         assert!(cli.validate().is_ok());
     }

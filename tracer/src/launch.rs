@@ -25,6 +25,9 @@ pub struct HeldChild {
     pub pid: u32,
     pub program: PathBuf,
     go: Option<OwnedFd>,
+    /// Set once waited for: its pid may then belong to another process and
+    /// must never be signalled again.
+    reaped: bool,
 }
 
 /// Resolves `name` like execvp would: as a path if it has a slash, else
@@ -96,6 +99,7 @@ pub fn spawn_held(argv: &[String]) -> Result<HeldChild> {
         pid: pid as u32,
         program,
         go: Some(go),
+        reaped: false,
     })
 }
 
@@ -110,6 +114,37 @@ impl HeldChild {
             }
         }
         Ok(())
+    }
+    /// Reaps the child if it has exited (never blocks). True once reaped.
+    pub fn try_reap(&mut self) -> bool {
+        if !self.reaped {
+            // SAFETY: non-blocking wait for our own child.
+            let rc = unsafe { libc::waitpid(self.pid as i32, std::ptr::null_mut(), libc::WNOHANG) };
+            self.reaped = rc == self.pid as i32;
+        }
+        self.reaped
+    }
+
+    /// Stops the child if it still runs (SIGTERM, then SIGKILL after
+    /// `grace`) and reaps it.
+    pub fn stop(&mut self, grace: std::time::Duration) {
+        if self.try_reap() {
+            return;
+        }
+        // SAFETY: signalling our own, not yet reaped, child.
+        unsafe { libc::kill(self.pid as i32, libc::SIGTERM) };
+        let until = std::time::Instant::now() + grace;
+        while !self.try_reap() && std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        if !self.reaped {
+            // SAFETY: as above; then a blocking wait for it.
+            unsafe {
+                libc::kill(self.pid as i32, libc::SIGKILL);
+                libc::waitpid(self.pid as i32, std::ptr::null_mut(), 0);
+            }
+            self.reaped = true;
+        }
     }
 }
 

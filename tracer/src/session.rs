@@ -249,8 +249,8 @@ impl Session {
     /// Refreshes mappings of live targets and notes exits. True once every
     /// target has exited.
     fn housekeeping(&mut self) -> bool {
-        if let Some(child) = &self.child {
-            reap(child.pid);
+        if let Some(child) = &mut self.child {
+            child.try_reap();
         }
         for t in &mut self.targets {
             if t.exited {
@@ -374,22 +374,8 @@ impl Session {
     /// In `-- CMD` mode, stops CMD if it still runs (SIGTERM, then SIGKILL
     /// after 2 s) and reaps it.
     fn stop_child(&mut self) {
-        let Some(child) = &self.child else { return };
-        let pid = child.pid as i32;
-        if target::is_alive(child.pid) {
-            // SAFETY: signalling our own child.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
-            let until = Instant::now() + Duration::from_secs(2);
-            while target::is_alive(child.pid) && Instant::now() < until {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            if target::is_alive(child.pid) {
-                // SAFETY: as above.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
-        }
-        // SAFETY: blocking wait for our own child.
-        unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+        let Some(child) = &mut self.child else { return };
+        child.stop(Duration::from_secs(2));
         for t in &mut self.targets {
             t.exited = true;
         }
@@ -427,12 +413,6 @@ impl Session {
 fn is_dynamic_loader(path: &str) -> bool {
     let name = path.rsplit('/').next().unwrap_or(path);
     name.starts_with("ld-linux") || name.starts_with("ld-musl") || name == "ld.so"
-}
-
-/// Reaps our child if it has exited (non-blocking), so it shows as gone.
-fn reap(pid: u32) {
-    // SAFETY: non-blocking wait for our own child.
-    unsafe { libc::waitpid(pid as i32, std::ptr::null_mut(), libc::WNOHANG) };
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
