@@ -32,12 +32,25 @@ pub const CFLAGS: &[&str] = &[
 /// place, so concurrent tests and test binaries never see a partial file.
 /// Panics with the compiler's output on failure.
 pub fn compile_c(name: &str) -> PathBuf {
-    static CACHE: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
+    compile_c_with(name, &[])
+}
+
+/// Like [`compile_c`], with `extra` flags after [`CFLAGS`] (e.g. `-static`,
+/// `-s`); the flags are part of the cache key and of the output directory's
+/// hash, so one workload can be built several ways.
+pub fn compile_c_with(name: &str, extra: &[&str]) -> PathBuf {
+    /// (workload name, extra flags) -> executable.
+    type Cache = HashMap<(String, Vec<String>), PathBuf>;
+    static CACHE: OnceLock<Mutex<Cache>> = OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
 
+    let key = (
+        name.to_string(),
+        extra.iter().map(|f| f.to_string()).collect::<Vec<_>>(),
+    );
     let cache = CACHE.get_or_init(Default::default);
     let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(path) = cache.get(name) {
+    if let Some(path) = cache.get(&key) {
         return path.clone();
     }
 
@@ -56,6 +69,7 @@ pub fn compile_c(name: &str) -> PathBuf {
     }
     cc.hash(&mut hasher);
     CFLAGS.hash(&mut hasher);
+    extra.hash(&mut hasher);
 
     let out_dir = env::temp_dir()
         .join("memtrace-integration")
@@ -72,6 +86,7 @@ pub fn compile_c(name: &str) -> PathBuf {
         ));
         let output = Command::new(&cc)
             .args(CFLAGS)
+            .args(extra)
             .arg("-o")
             .arg(&tmp)
             .arg(&src)
@@ -84,7 +99,12 @@ pub fn compile_c(name: &str) -> PathBuf {
                 "compiling {} failed ({}):\n{cc} {} -o {} {}\n{stderr}",
                 src.display(),
                 output.status,
-                CFLAGS.join(" "),
+                CFLAGS
+                    .iter()
+                    .chain(extra)
+                    .copied()
+                    .collect::<Vec<_>>()
+                    .join(" "),
                 tmp.display(),
                 src.display()
             );
@@ -97,6 +117,6 @@ pub fn compile_c(name: &str) -> PathBuf {
         });
     }
 
-    cache.insert(name.to_string(), exe.clone());
+    cache.insert(key, exe.clone());
     exe
 }

@@ -8,6 +8,7 @@
 //!
 //! - [`compile_c`] builds a workload with the fixed flags
 //!   (`-O0 -g -fno-omit-frame-pointer -pthread`), cached by content.
+//!   [`compile_c_with`] adds flags (e.g. `-static -s`).
 //! - [`Workload`] is a workload spawned by the test (for `--pid` mode), with
 //!   line handshakes on its stdout and signals.
 //! - [`Tracer`] is a running `memtrace`; [`Tracer::wait_tracing`] waits for
@@ -24,7 +25,7 @@ mod report;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use compile::{compile_c, CFLAGS};
+pub use compile::{compile_c, compile_c_with, CFLAGS};
 pub use process::{
     run_memtrace, run_memtrace_cmd, trace_pid, RunOutput, Tracer, Workload, CMD_TIMEOUT, JSON_ARGS,
     TRACING_TIMEOUT,

@@ -551,6 +551,27 @@ impl Workload {
         }
     }
 
+    /// Waits up to `timeout` for the workload to exit on its own and reaps
+    /// it; panics (with what it printed) if it is still running then.
+    #[track_caller]
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.run.try_wait() {
+                return status;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "workload {} (pid {}) did not exit within {timeout:?}\n{}",
+                    self.name,
+                    self.pid(),
+                    self.run.snapshot()
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Sends signal `sig` to the workload.
     #[track_caller]
     pub fn signal(&self, sig: i32) {

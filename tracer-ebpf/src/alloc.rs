@@ -159,14 +159,16 @@ fn try_alloc_return(ctx: &RetProbeContext) {
     };
     let reallocating = matches!(func, AllocFn::Realloc | AllocFn::ReallocArray);
     if addr == 0 {
-        if reallocating && call.old_valid != 0 {
-            if call.size == 0 {
-                // realloc(p, 0) freed p.
+        if reallocating && call.size == 0 {
+            // realloc(p, 0) freed p: a success, not a failed call.
+            if call.old_valid != 0 {
                 account_free(tgid, &call.old);
-            } else {
-                // Failed realloc: p is still valid and still outstanding.
-                restore_live(tgid, call.ptr, &call.old);
             }
+            return;
+        }
+        if reallocating && call.old_valid != 0 {
+            // Failed realloc: p is still valid and still outstanding.
+            restore_live(tgid, call.ptr, &call.old);
         }
         count(Stat::FailedAlloc);
         return;
@@ -186,10 +188,22 @@ pub fn free_enter(ctx: ProbeContext) -> u32 {
     if addr == 0 {
         return 0;
     }
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let tid = bpf_get_current_pid_tgid();
+    let tgid = (tid >> 32) as u32;
     match take_live(tgid, addr) {
         Some(record) => account_free(tgid, &record),
-        None => count(Stat::FreeUnknown),
+        // Misses only: one more lookup to tell glibc's realloc(p, 0) — which
+        // frees p internally after its entry probe took p's record — from a
+        // free of a block allocated before tracing.
+        None => {
+            let inside_realloc_of_addr = INFLIGHT
+                .get_ptr(&tid)
+                // SAFETY: valid map value pointer for this thread only.
+                .is_some_and(|open| unsafe { (*open).ptr == addr && (*open).old_valid != 0 });
+            if !inside_realloc_of_addr {
+                count(Stat::FreeUnknown);
+            }
+        }
     }
     0
 }

@@ -101,8 +101,8 @@ pub struct Counters {
     pub free_unknown: u64,
     /// Allocation calls that failed (returned NULL).
     pub failed_allocations: u64,
-    /// mmap/mremap calls made inside allocator calls (counted once, as the
-    /// allocation that caused them).
+    /// mmap/mremap calls (attempts, failed ones included) made inside
+    /// allocator calls: counted once, as the allocation that caused them.
     pub nested_mappings: u64,
     /// Anonymous mappings the dynamic loader made for itself (not counted).
     pub loader_mappings: u64,
