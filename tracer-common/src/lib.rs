@@ -102,6 +102,10 @@ pub struct InFlight {
     pub func: u32,
     /// Requested size in bytes (calloc/reallocarray: already multiplied).
     pub size: u64,
+    /// `bpf_ktime_get_ns()` at the entry: an entry open for over a second
+    /// cannot be the caller of a nested call (those follow within
+    /// microseconds); it lost its return and is stale.
+    pub entry_ns: u64,
     /// realloc: old pointer. posix_memalign: the `memptr` out-parameter.
     pub ptr: u64,
     /// realloc: the old block's record, taken out of the live map at entry so
@@ -109,7 +113,9 @@ pub struct InFlight {
     /// it. `old.size == 0 && old_valid == 0` when the old block was unknown.
     pub old: LiveAlloc,
     pub old_valid: u32,
-    pub _pad: u32,
+    /// The size computation overflowed (calloc, reallocarray): the call
+    /// fails; a NULL return is then not `realloc(p, 0)`.
+    pub size_overflow: u32,
 }
 
 /// Arguments of an mmap/munmap/mremap syscall between enter and exit.
@@ -132,6 +138,10 @@ pub enum MmapEventKind {
     Mmap = 1,
     Munmap = 2,
     Mremap = 3,
+    /// Kernel side only: a MAP_FIXED mapping that is not counted itself
+    /// (PROT_NONE, file-backed) but replaces whatever was in its range;
+    /// sent to userspace as [`MmapEventKind::Munmap`] when it succeeds.
+    FixedReplace = 4,
 }
 
 /// Maximum user frames captured for a mapping event (the kernel limit for
@@ -207,10 +217,13 @@ pub enum Stat {
     /// Anonymous PROT_NONE mappings: address-space reservations (glibc
     /// arenas, Go, the JVM), not memory; not counted.
     Reservation = 11,
+    /// Allocator calls made inside another probed allocator call (glibc's
+    /// realloc(NULL, n) tail-calls malloc): accounted by the outer call.
+    NestedCall = 12,
 }
 
 /// Number of [`Stat`] slots.
-pub const STAT_COUNT: u32 = 12;
+pub const STAT_COUNT: u32 = 13;
 
 /// Configuration written by userspace before the programs run.
 /// The set of traced process ids is kept in the `TARGETS` map.

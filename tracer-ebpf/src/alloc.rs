@@ -28,29 +28,32 @@ fn arg(ctx: &ProbeContext, n: usize) -> u64 {
     ctx.arg::<u64>(n).unwrap_or(0)
 }
 
-/// `a * b`, or 0 when it overflows (the call then fails and is not recorded).
-/// Done on 32-bit halves: LLVM turns `checked_mul` and the division check
-/// into a 128-bit multiply (`__multi3`), which BPF lacks.
+/// `a * b`, or None when it overflows. Done on 32-bit halves: LLVM turns
+/// `checked_mul` and a division check into a 128-bit multiply
+/// (`__multi3`), which BPF lacks.
 #[inline(always)]
-fn product(a: u64, b: u64) -> u64 {
+fn product(a: u64, b: u64) -> Option<u64> {
     let (a_hi, a_lo) = (a >> 32, a & 0xffff_ffff);
     let (b_hi, b_lo) = (b >> 32, b & 0xffff_ffff);
     if a_hi != 0 && b_hi != 0 {
-        return 0;
+        return None;
     }
     // One of the high halves is zero, so each term is below 2^64.
     let cross = a_hi * b_lo + a_lo * b_hi;
     if cross >> 32 != 0 {
-        return 0;
+        return None;
     }
     let low = a_lo * b_lo;
     let total = low.wrapping_add(cross << 32);
     if total < low {
-        0
+        None
     } else {
-        total
+        Some(total)
     }
 }
+
+/// An entry open longer than this lost its return (see `InFlight::entry_ns`).
+const STALE_AFTER_NS: u64 = 1_000_000_000;
 
 #[uprobe]
 pub fn alloc_enter(ctx: ProbeContext) -> u32 {
@@ -63,16 +66,20 @@ fn try_alloc_enter(ctx: &ProbeContext) {
     let tid = bpf_get_current_pid_tgid();
     // SAFETY: ctx.regs is the probe's register set.
     let sp = unsafe { (*ctx.regs).rsp };
+    // SAFETY: plain helper call (~20 ns).
+    let now = unsafe { bpf_ktime_get_ns() };
     if let Some(open) = INFLIGHT.get_ptr_mut(&tid) {
         // SAFETY: valid map value pointer for this thread only.
         let open = unsafe { &mut *open };
-        if sp <= open.entry_sp {
+        if sp <= open.entry_sp && now.wrapping_sub(open.entry_ns) < STALE_AFTER_NS {
             // Called from inside an open allocator call (or tail-called by
             // it, same stack pointer): the outermost call accounts for it.
             open.depth += 1;
+            count(Stat::NestedCall);
             return;
         }
-        // The open call's frame is gone: it never returned. A realloc's old
+        // The open call's frame is gone (or it has been open far longer than
+        // any allocator call takes): it never returned. A realloc's old
         // block goes back to the live map: dropping it would leave its bytes
         // outstanding forever (if the address was in fact freed and handed
         // out again, the new allocation will count it freed).
@@ -86,21 +93,24 @@ fn try_alloc_enter(ctx: &ProbeContext) {
     let Some(func) = AllocFn::from_cookie(cookie) else {
         return;
     };
+    // Overflowing products make the call fail (and are flagged so that its
+    // NULL is not mistaken for realloc(p, 0)).
     let (size, ptr) = match func {
-        AllocFn::Malloc => (arg(ctx, 0), 0),
-        // Overflowing products make the call fail; size 0 is never used then.
+        AllocFn::Malloc => (Some(arg(ctx, 0)), 0),
         AllocFn::Calloc => (product(arg(ctx, 0), arg(ctx, 1)), 0),
-        AllocFn::Realloc => (arg(ctx, 1), arg(ctx, 0)),
+        AllocFn::Realloc => (Some(arg(ctx, 1)), arg(ctx, 0)),
         AllocFn::ReallocArray => (product(arg(ctx, 1), arg(ctx, 2)), arg(ctx, 0)),
-        AllocFn::PosixMemalign => (arg(ctx, 2), arg(ctx, 0)),
-        AllocFn::AlignedAlloc => (arg(ctx, 1), 0),
+        AllocFn::PosixMemalign => (Some(arg(ctx, 2)), arg(ctx, 0)),
+        AllocFn::AlignedAlloc => (Some(arg(ctx, 1)), 0),
     };
     let mut call = InFlight {
         entry_sp: sp,
         depth: 0,
         func: func as u32,
-        size,
+        size: size.unwrap_or(0),
+        entry_ns: now,
         ptr,
+        size_overflow: size.is_none() as u32,
         ..InFlight::default()
     };
     if matches!(func, AllocFn::Realloc | AllocFn::ReallocArray) && ptr != 0 {
@@ -159,7 +169,7 @@ fn try_alloc_return(ctx: &RetProbeContext) {
     };
     let reallocating = matches!(func, AllocFn::Realloc | AllocFn::ReallocArray);
     if addr == 0 {
-        if reallocating && call.size == 0 {
+        if reallocating && call.size == 0 && call.size_overflow == 0 {
             // realloc(p, 0) freed p: a success, not a failed call.
             if call.old_valid != 0 {
                 account_free(tgid, &call.old);

@@ -19,6 +19,7 @@ use crate::{
 };
 
 const MAP_ANONYMOUS: u64 = 0x20;
+const MAP_FIXED: u64 = 0x10;
 const PROT_READ: u64 = 0x1;
 const PROT_WRITE: u64 = 0x2;
 const PROT_EXEC: u64 = 0x4;
@@ -40,7 +41,11 @@ fn remember(kind: MmapEventKind, addr: u64, len: u64, new_len: u64) {
     if !is_target((tid >> 32) as u32) {
         return;
     }
-    if kind != MmapEventKind::Munmap && INFLIGHT.get_ptr(&tid).is_some() {
+    // Mappings created inside an allocator call belong to it. Releases
+    // (munmap, MAP_FIXED replacement) always go through: they only ever
+    // release ranges userspace recorded.
+    let creates = kind == MmapEventKind::Mmap || kind == MmapEventKind::Mremap;
+    if creates && INFLIGHT.get_ptr(&tid).is_some() {
         count(Stat::NestedMapping);
         return;
     }
@@ -61,16 +66,21 @@ fn remember(kind: MmapEventKind, addr: u64, len: u64, new_len: u64) {
 /// arenas, counted block by block through malloc.
 #[tracepoint]
 pub fn sys_enter_mmap(ctx: TracePointContext) -> u32 {
-    if arg(&ctx, 3) & MAP_ANONYMOUS == 0 {
+    let flags = arg(&ctx, 3);
+    let accessible = arg(&ctx, 2) & (PROT_READ | PROT_WRITE | PROT_EXEC) != 0;
+    if flags & MAP_ANONYMOUS != 0 && accessible {
+        remember(MmapEventKind::Mmap, 0, arg(&ctx, 1), 0);
         return 0;
     }
-    if arg(&ctx, 2) & (PROT_READ | PROT_WRITE | PROT_EXEC) == 0 {
-        if is_target((bpf_get_current_pid_tgid() >> 32) as u32) {
-            count(Stat::Reservation);
-        }
-        return 0;
+    if flags & MAP_ANONYMOUS != 0 && is_target((bpf_get_current_pid_tgid() >> 32) as u32) {
+        count(Stat::Reservation);
     }
-    remember(MmapEventKind::Mmap, 0, arg(&ctx, 1), 0);
+    // Not counted itself, but a MAP_FIXED mapping replaces what was there:
+    // memory decommitted by mapping PROT_NONE over it (JVM, V8), or a file
+    // mapped over anonymous memory, is released.
+    if flags & MAP_FIXED != 0 {
+        remember(MmapEventKind::FixedReplace, arg(&ctx, 0), arg(&ctx, 1), 0);
+    }
     0
 }
 
@@ -104,7 +114,7 @@ fn complete(ctx: &TracePointContext) {
     let _ = SYSCALL_ARGS.remove(&tid);
     // SAFETY: `ret` is at offset 16 of every sys_exit record.
     let ret = unsafe { ctx.read_at::<i64>(ARG0).unwrap_or(-1) };
-    let kind = args.kind;
+    let mut kind = args.kind;
     let failed = if kind == MmapEventKind::Munmap as u32 {
         ret != 0
     } else {
@@ -112,6 +122,9 @@ fn complete(ctx: &TracePointContext) {
     };
     if failed {
         return;
+    }
+    if kind == MmapEventKind::FixedReplace as u32 {
+        kind = MmapEventKind::Munmap as u32;
     }
     let Some(mut entry) = EVENTS.reserve::<MmapEvent>(0) else {
         count(Stat::RingBufFull);

@@ -94,37 +94,38 @@ impl Probes {
             return Ok(false);
         }
         let scope = UProbeScope::OneProcess(NonZeroU32::new(pid).context("pid 0")?);
-        for point in points {
+        let what = |point: &ProbePoint| {
+            format!(
+                "attaching to {} in {} (pid {pid})",
+                point.symbol,
+                file.display()
+            )
+        };
+        // Order matters while the target runs: free first, so every block
+        // recorded later has its free seen; then return probes, so every
+        // recorded entry sees its return (an entry without one would make
+        // later calls at that depth look nested); entries last.
+        for point in points.iter().filter(|p| p.hook == Hook::Free) {
             let location = UProbeAttachLocation::AbsoluteOffset(point.file_offset);
-            let what = || {
-                format!(
-                    "attaching to {} in {} (pid {pid})",
-                    point.symbol,
-                    file.display()
-                )
-            };
-            match point.hook {
-                Hook::Alloc(func) => {
-                    let entry = UProbeAttachPoint {
-                        location,
-                        cookie: Some(func as u64),
-                    };
-                    uprobe(&mut self.bpf, "alloc_enter")?
-                        .attach(entry, file, scope)
-                        .with_context(what)?;
-                    uprobe(&mut self.bpf, "alloc_return")?
-                        .attach(
-                            UProbeAttachLocation::AbsoluteOffset(point.file_offset),
-                            file,
-                            scope,
-                        )
-                        .with_context(what)?;
-                }
-                Hook::Free => {
-                    uprobe(&mut self.bpf, "free_enter")?
-                        .attach(location, file, scope)
-                        .with_context(what)?;
-                }
+            uprobe(&mut self.bpf, "free_enter")?
+                .attach(location, file, scope)
+                .with_context(|| what(point))?;
+        }
+        for point in points.iter().filter(|p| p.hook != Hook::Free) {
+            let location = UProbeAttachLocation::AbsoluteOffset(point.file_offset);
+            uprobe(&mut self.bpf, "alloc_return")?
+                .attach(location, file, scope)
+                .with_context(|| what(point))?;
+        }
+        for point in points {
+            if let Hook::Alloc(func) = point.hook {
+                let entry = UProbeAttachPoint {
+                    location: UProbeAttachLocation::AbsoluteOffset(point.file_offset),
+                    cookie: Some(func as u64),
+                };
+                uprobe(&mut self.bpf, "alloc_enter")?
+                    .attach(entry, file, scope)
+                    .with_context(|| what(point))?;
             }
         }
         Ok(true)

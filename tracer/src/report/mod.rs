@@ -109,6 +109,9 @@ pub struct Counters {
     /// PROT_NONE anonymous mappings: address-space reservations, not memory
     /// (not counted).
     pub reservations: u64,
+    /// Allocator calls made inside another probed allocator call (glibc's
+    /// realloc(NULL, n) tail-calls malloc): accounted once, by the outer call.
+    pub nested_calls: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -196,6 +199,7 @@ pub fn build(ctx: ReportContext<'_>, agg: &Aggregator, symbolizer: &mut Symboliz
             nested_mappings: stat(Stat::NestedMapping),
             loader_mappings: ctx.loader_mappings,
             reservations: stat(Stat::Reservation),
+            nested_calls: stat(Stat::NestedCall),
         },
         stacks,
     }
