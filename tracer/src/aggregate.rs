@@ -33,6 +33,9 @@ pub struct Sample {
     pub t: f64,
     pub bytes: u64,
     pub count: u64,
+    /// The zero a new stack's series starts from (true by construction:
+    /// nothing of it was outstanding before), not a measurement.
+    pub origin: bool,
 }
 
 pub struct StackSeries {
@@ -86,6 +89,7 @@ impl Aggregator {
             t: self.last_sample_t,
             bytes: 0,
             count: 0,
+            origin: true,
         };
         self.stacks.push(StackSeries {
             identity: identity.clone(),
@@ -123,6 +127,7 @@ impl Aggregator {
                 t,
                 bytes: s.outstanding_bytes(),
                 count: s.outstanding_allocations(),
+                origin: false,
             };
             if s.samples.len() == self.max_samples {
                 s.samples.pop_front();
@@ -174,7 +179,8 @@ mod tests {
             Sample {
                 t: 6.0,
                 bytes: 0,
-                count: 0
+                count: 0,
+                origin: true
             }
         );
     }

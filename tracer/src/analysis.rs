@@ -15,9 +15,28 @@ pub enum Verdict {
     Stable,
 }
 
-/// Bytes per second, by least squares over the samples (0 with fewer than
+/// Samples that are measurements: a series' synthetic starting zero only
+/// counts while there are too few measurements to say anything else.
+fn evidence(samples: &VecDeque<Sample>) -> Vec<Sample> {
+    let measured: Vec<Sample> = samples.iter().filter(|s| !s.origin).copied().collect();
+    if measured.len() >= MIN_MEASUREMENTS {
+        measured
+    } else {
+        samples.iter().copied().collect()
+    }
+}
+
+/// Fewer measurements than this and a stack's appearance is all the
+/// evidence there is (short runs, stacks seen late).
+const MIN_MEASUREMENTS: usize = 3;
+
+/// Bytes per second, by least squares over the evidence (0 with fewer than
 /// two distinct sample times).
 pub fn growth_bytes_per_sec(samples: &VecDeque<Sample>) -> f64 {
+    slope(&evidence(samples))
+}
+
+fn slope(samples: &[Sample]) -> f64 {
     let n = samples.len() as f64;
     if samples.len() < 2 {
         return 0.0;
@@ -37,21 +56,26 @@ pub fn growth_bytes_per_sec(samples: &VecDeque<Sample>) -> f64 {
     }
 }
 
-/// `growing` when the stack ends the window higher than it started, trends
-/// upward, and grew in at least two intervals (one step up — a thread stack,
-/// a buffer made once — is not growth; with a single interval in the
-/// window, that one step is all the evidence there is). `stable` otherwise.
+/// `growing` when, over the evidence, the stack trends upward, ends higher
+/// than it started by more than its largest drop (so a full cache jittering
+/// around its size is not growth), and grew in at least two intervals (one
+/// step — a thread stack, a buffer made once — is not growth). With too few
+/// measurements to tell (see [`MIN_MEASUREMENTS`]), holding memory that
+/// appeared while tracing is `growing`. `stable` otherwise.
 pub fn verdict(samples: &VecDeque<Sample>, growth: f64) -> Verdict {
-    let (Some(first), Some(last)) = (samples.front(), samples.back()) else {
+    let evidence = evidence(samples);
+    let (Some(first), Some(last)) = (evidence.first(), evidence.last()) else {
         return Verdict::Stable;
     };
-    let steps_up = samples
-        .iter()
-        .zip(samples.iter().skip(1))
-        .filter(|(a, b)| b.bytes > a.bytes)
-        .count();
-    let enough_steps = steps_up >= 2 || samples.len() <= 2;
-    if last.bytes > first.bytes && growth > 0.0 && enough_steps {
+    let steps = || evidence.iter().zip(evidence.iter().skip(1));
+    let steps_up = steps().filter(|(a, b)| b.bytes > a.bytes).count();
+    let largest_drop = steps()
+        .map(|(a, b)| a.bytes.saturating_sub(b.bytes))
+        .max()
+        .unwrap_or(0);
+    let short = evidence.iter().any(|s| s.origin);
+    let grew = last.bytes.saturating_sub(first.bytes) > largest_drop;
+    if growth > 0.0 && grew && (short || steps_up >= 2) {
         Verdict::Growing
     } else {
         Verdict::Stable
@@ -62,10 +86,17 @@ pub fn verdict(samples: &VecDeque<Sample>, growth: f64) -> Verdict {
 mod tests {
     use super::*;
 
+    /// A series whose first point is the synthetic origin.
     fn series(points: &[(f64, u64)]) -> VecDeque<Sample> {
         points
             .iter()
-            .map(|&(t, bytes)| Sample { t, bytes, count: 0 })
+            .enumerate()
+            .map(|(i, &(t, bytes))| Sample {
+                t,
+                bytes,
+                count: 0,
+                origin: i == 0 && bytes == 0,
+            })
             .collect()
     }
 
@@ -87,6 +118,18 @@ mod tests {
         assert_eq!(
             verdict(&short, growth_bytes_per_sec(&short)),
             Verdict::Growing
+        );
+        // A full cache jittering around 100 blocks is not growth.
+        let cache = series(&[
+            (0.0, 0),
+            (5.0, 6400),
+            (10.0, 6336),
+            (15.0, 6400),
+            (20.0, 6464),
+        ]);
+        assert_eq!(
+            verdict(&cache, growth_bytes_per_sec(&cache)),
+            Verdict::Stable
         );
         let freed = series(&[(0.0, 0), (1.0, 4096), (2.0, 0)]);
         assert_eq!(

@@ -28,9 +28,9 @@ pub enum Format {
 ///
 /// memtrace hooks the target's allocator (malloc, calloc, realloc,
 /// posix_memalign, aligned_alloc, free, ...) and its anonymous mmap/munmap
-/// calls, keeps what is still outstanding per call stack in the kernel, and
-/// every interval reports the stacks whose unfreed bytes keep growing.
-/// Needs root (or CAP_BPF + CAP_PERFMON + CAP_SYS_PTRACE).
+/// calls, keeps what is still outstanding per call stack in the kernel,
+/// samples it every interval, and at the end reports the stacks holding the
+/// most unfreed memory and whether they keep growing. Needs root.
 #[derive(Debug, Parser)]
 #[command(
     name = "memtrace",
@@ -44,7 +44,8 @@ pub enum Format {
 
 Ctrl-C (or SIGTERM) stops tracing and prints the final report; so does the
 exit of every target. In `-- CMD` mode memtrace exits 0 when CMD exits, and
-stops CMD (SIGTERM) if --duration ends first."
+stops CMD (SIGTERM) if --duration ends first; CMD shares memtrace's stdout,
+so use -o FILE for a clean JSON report. Processes CMD forks are not traced."
 )]
 pub struct Cli {
     /// Process id to trace (repeat for several processes).
@@ -79,8 +80,10 @@ pub struct Cli {
           value_parser = clap::value_parser!(u32).range(1024..=(1 << 24)))]
     pub max_live: u32,
 
-    /// Capacity of the kernel's stack table (distinct allocation stacks).
-    /// ~1 KiB of kernel memory each.
+    /// Size of the kernel's stack table (distinct allocation stacks), ~1 KiB
+    /// of kernel memory each. It is a hash table without chaining: stacks
+    /// colliding in it are lost (counted as stack_lost, bytes kept under an
+    /// unknown stack) before it is full.
     #[arg(long, default_value_t = 16_384, value_name = "N",
           value_parser = clap::value_parser!(u32).range(256..=(1 << 20)))]
     pub max_stacks: u32,

@@ -152,8 +152,21 @@ impl HeldChild {
 /// them (`ld.so --list`, the mechanism behind ldd), plus the program itself
 /// (whose own allocator counts for static binaries).
 pub fn libraries_of(program: &Path) -> Result<Vec<PathBuf>> {
-    let mut found = vec![program.to_path_buf()];
     let data = fs::read(program).with_context(|| format!("reading {}", program.display()))?;
+    // A script: what runs is its interpreter (`#!/usr/bin/env python3` is
+    // env, which execs python3). Scripts can chain (pyenv shims): follow a
+    // few levels.
+    let mut program = program.to_path_buf();
+    let mut data = data;
+    for _ in 0..4 {
+        let Some(interpreter) = shebang_interpreter(&data)? else {
+            break;
+        };
+        program = interpreter;
+        data = fs::read(&program).with_context(|| format!("reading {}", program.display()))?;
+    }
+    let program = program.as_path();
+    let mut found = vec![program.to_path_buf()];
     let Some(interp) = interpreter(&data) else {
         return Ok(found); // statically linked
     };
@@ -168,6 +181,26 @@ pub fn libraries_of(program: &Path) -> Result<Vec<PathBuf>> {
     found.sort();
     found.dedup();
     Ok(found)
+}
+
+/// The program a `#!` script runs: its interpreter, or for `env` the
+/// command env runs (options like `-S` skipped). None if not a script.
+fn shebang_interpreter(data: &[u8]) -> Result<Option<PathBuf>> {
+    let Some(rest) = data.strip_prefix(b"#!") else {
+        return Ok(None);
+    };
+    let line = rest.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    let mut words = line.split_whitespace();
+    let Some(interpreter) = words.next() else {
+        return Ok(None);
+    };
+    if interpreter.rsplit('/').next() == Some("env") {
+        if let Some(cmd) = words.find(|w| !w.starts_with('-') && !w.contains('=')) {
+            return resolve_program(cmd).map(Some);
+        }
+    }
+    Ok(Some(PathBuf::from(interpreter)))
 }
 
 /// Paths from `ld.so --list` output (`\tlibc.so.6 => /lib/.../libc.so.6 (0x...)`).
@@ -214,6 +247,26 @@ mod tests {
     fn finds_libc_of_a_dynamic_program() {
         let libs = libraries_of(&resolve_program("ls").unwrap()).unwrap();
         assert!(libs.iter().any(|p| p.ends_with("libc.so.6")), "{libs:?}");
+    }
+
+    #[test]
+    fn scripts_run_their_interpreter() {
+        assert_eq!(shebang_interpreter(b"\x7fELF").unwrap(), None);
+        assert_eq!(
+            shebang_interpreter(b"#!/bin/sh -e\necho").unwrap(),
+            Some(PathBuf::from("/bin/sh"))
+        );
+        let via_env = shebang_interpreter(b"#!/usr/bin/env -S sh -x\n")
+            .unwrap()
+            .unwrap();
+        assert!(via_env.ends_with("sh"), "{via_env:?}");
+        let dir = std::env::temp_dir().join(format!("memtrace-script-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let script = dir.join("s.sh");
+        std::fs::write(&script, "#!/bin/sh\necho hi\n").unwrap();
+        let libs = libraries_of(&script).unwrap();
+        assert!(libs.iter().any(|p| p.ends_with("libc.so.6")), "{libs:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

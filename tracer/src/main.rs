@@ -25,7 +25,7 @@ mod units;
 
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse_or_exit();
@@ -33,10 +33,17 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line: the error and its context chain.
-            eprintln!("memtrace: error: {e:#}");
+            note(&format!("error: {e:#}"));
             ExitCode::FAILURE
         }
     }
+}
+
+/// Writes `memtrace: MSG` to stderr, ignoring a closed stderr (eprintln!
+/// would panic on EPIPE).
+pub fn note(msg: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "memtrace: {msg}");
 }
 
 fn run(cli: cli::Cli) -> Result<()> {
@@ -45,6 +52,11 @@ fn run(cli: cli::Cli) -> Result<()> {
     preflight::ensure_tracefs()?;
     for &pid in &cli.pids {
         target::inspect(pid)?;
+    }
+    // A report that cannot be written is found out now, not after tracing.
+    if let Some(path) = &cli.output {
+        std::fs::File::create(path)
+            .with_context(|| format!("cannot write the report to {}", path.display()))?;
     }
     // Fork CMD (held before exec) while still single-threaded.
     let child = match cli.command.is_empty() {

@@ -48,6 +48,9 @@ pub fn ensure_tracefs() -> Result<()> {
         if Path::new(dir).join("events").is_dir() {
             return Ok(());
         }
+        if fs::metadata(dir).is_ok() && fs::read_dir(dir).is_err() {
+            bail!("cannot read tracefs at {dir} (permission denied): run memtrace as root");
+        }
     }
     let target = "/sys/kernel/tracing";
     let c = |s: &str| CString::new(s).expect("no NUL");

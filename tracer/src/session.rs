@@ -34,8 +34,12 @@ use crate::{
 
 /// Samples kept per stack: at the default 5 s interval, one hour.
 const MAX_SAMPLES: usize = 720;
-/// How often target liveness and mappings are refreshed.
+/// How often target liveness is checked (a read of /proc/PID/stat).
 const HOUSEKEEPING: Duration = Duration::from_millis(200);
+/// Mappings are re-read every this many housekeeping ticks (1 s), and at
+/// every tick during the first second, while a started command loads its
+/// libraries. Symbolization misses refresh on demand too.
+const MAPS_EVERY: u64 = 5;
 
 struct Target {
     info: TargetInfo,
@@ -55,6 +59,7 @@ struct Session {
     stats: [u64; STAT_COUNT as usize],
     /// Anonymous mappings made by the dynamic loader for itself, not counted.
     loader_mappings: u64,
+    housekeeping_ticks: u64,
     started: Instant,
 }
 
@@ -84,6 +89,7 @@ pub async fn run(cli: Cli, child: Option<HeldChild>) -> Result<()> {
         symbolizer: Symbolizer::new(),
         stats: [0; STAT_COUNT as usize],
         loader_mappings: 0,
+        housekeeping_ticks: 0,
         started: Instant::now(),
     };
     for t in &session.targets {
@@ -129,32 +135,31 @@ fn announce(session: &Session, cli: &Cli) {
         Some(d) => format!("for {}", humantime::format_duration(d)),
         None => "until Ctrl-C".to_string(),
     };
-    eprintln!("memtrace: tracing {} {until}", what.join(", "));
+    crate::note(&format!("tracing {} {until}", what.join(", ")));
 }
 
 /// Hooks every allocator mapped by a running process.
 fn attach_pid(probes: &mut Probes, pid: u32) -> Result<Target> {
     let info = target::inspect(pid)?;
     let maps = target::read_maps(pid)?;
-    let mut files: Vec<&str> = maps
-        .iter()
-        .filter(|m| m.executable && m.is_file())
-        .filter_map(|m| m.path.as_deref())
-        .collect();
-    files.sort();
-    files.dedup();
     probes.add_target(pid)?;
-    let mut allocators = Vec::new();
-    for file in files {
-        let host = target::host_path(pid, file);
-        let Ok(points) = allocator::probe_points(&host) else {
+    let mut allocators: Vec<String> = Vec::new();
+    for mapping in maps.iter().filter(|m| m.executable) {
+        let (Some(name), Some(file)) = (&mapping.path, target::mapped_file_path(pid, mapping))
+        else {
+            continue;
+        };
+        if allocators.contains(name) {
+            continue;
+        }
+        let Ok(points) = allocator::probe_points(&file) else {
             continue; // unreadable or not ELF: nothing to hook there
         };
         if points.is_empty() {
             continue;
         }
-        probes.attach_allocator(pid, &host, &points)?;
-        allocators.push(file.to_string());
+        probes.attach_allocator(pid, &file, &points)?;
+        allocators.push(name.clone());
     }
     if allocators.is_empty() {
         bail!(
@@ -252,12 +257,17 @@ impl Session {
         if let Some(child) = &mut self.child {
             child.try_reap();
         }
+        self.housekeeping_ticks += 1;
+        let refresh_maps =
+            self.housekeeping_ticks <= MAPS_EVERY || self.housekeeping_ticks % MAPS_EVERY == 0;
         for t in &mut self.targets {
             if t.exited {
                 continue;
             }
             if target::is_alive(t.info.pid) {
-                self.symbolizer.refresh(t.info.pid);
+                if refresh_maps {
+                    self.symbolizer.refresh(t.info.pid);
+                }
             } else {
                 t.exited = true;
                 self.mappings.forget(t.info.pid);
@@ -363,12 +373,12 @@ impl Session {
 
     fn print_progress(&self) {
         let outstanding: u64 = self.agg.stacks.iter().map(|s| s.outstanding_bytes()).sum();
-        eprintln!(
-            "memtrace: {:>6.1}s  {} outstanding in {} stacks",
+        crate::note(&format!(
+            "{:>6.1}s  {} outstanding in {} stacks",
             self.started.elapsed().as_secs_f64(),
             units::bytes(outstanding),
             self.agg.stacks.len()
-        );
+        ));
     }
 
     /// In `-- CMD` mode, stops CMD if it still runs (SIGTERM, then SIGKILL
@@ -428,9 +438,11 @@ fn write_output(output: &Option<PathBuf>, text: &str) -> Result<()> {
             .with_context(|| format!("writing the report to {}", path.display())),
         None => {
             let mut out = std::io::stdout().lock();
-            out.write_all(text.as_bytes())
-                .and_then(|()| out.flush())
-                .context("writing the report")
+            match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+                // The reader went away (`| head`): nothing left to do.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+                r => r.context("writing the report"),
+            }
         }
     }
 }

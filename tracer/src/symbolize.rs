@@ -4,7 +4,7 @@
 //! blazesym resolves those from the ELF symbols and DWARF, caching every
 //! binary it parsed. Results are cached per (file, offset).
 
-use std::collections::HashMap;
+use std::{collections::HashMap, path::PathBuf};
 
 use blazesym::symbolize::{
     source::{Elf, Source},
@@ -39,7 +39,7 @@ struct Resolved {
 pub struct Symbolizer {
     blaze: Blaze,
     maps: HashMap<u32, Vec<Mapping>>,
-    cache: HashMap<(String, u64), Resolved>,
+    cache: HashMap<(PathBuf, u64), Resolved>,
 }
 
 impl Default for Symbolizer {
@@ -68,12 +68,16 @@ impl Symbolizer {
         let Ok(fresh) = target::read_maps(pid) else {
             return;
         };
+        // /proc/PID/maps is sorted by address; the overlap test is a binary
+        // search, so a process with 100k mappings stays cheap.
         let old = self.maps.remove(&pid).unwrap_or_default();
-        let mut merged = fresh.clone();
-        merged.extend(
-            old.into_iter()
-                .filter(|o| !fresh.iter().any(|n| n.start < o.end && o.start < n.end)),
-        );
+        let overlaps_fresh = |o: &Mapping| {
+            let i = fresh.partition_point(|n| n.end <= o.start);
+            fresh.get(i).is_some_and(|n| n.start < o.end)
+        };
+        let kept: Vec<Mapping> = old.into_iter().filter(|o| !overlaps_fresh(o)).collect();
+        let mut merged = fresh;
+        merged.extend(kept);
         merged.sort_by_key(|m| m.start);
         self.maps.insert(pid, merged);
     }
@@ -85,9 +89,21 @@ impl Symbolizer {
         maps[..i].last().filter(|m| m.contains(addr))
     }
 
-    /// Resolves a stack of return addresses (innermost first).
+    /// Resolves a stack of return addresses (innermost first). A
+    /// frame-pointer walk that strays into code without frame pointers reads
+    /// data as return addresses: the stack ends at the first address outside
+    /// any executable mapping (frame 0 is kept, as unknown, even then).
     pub fn frames(&mut self, pid: u32, addrs: &[u64]) -> Vec<Frame> {
-        addrs.iter().map(|&a| self.frame(pid, a)).collect()
+        let in_code = |s: &Self, a: u64| {
+            s.mapping(pid, a.saturating_sub(1))
+                .is_some_and(|m| m.executable)
+        };
+        let keep = addrs
+            .iter()
+            .enumerate()
+            .take_while(|&(i, &a)| i == 0 || in_code(self, a))
+            .count();
+        addrs[..keep].iter().map(|&a| self.frame(pid, a)).collect()
     }
 
     fn frame(&mut self, pid: u32, address: u64) -> Frame {
@@ -103,12 +119,12 @@ impl Symbolizer {
                 module: None,
             };
         };
-        let resolved = match mapping.path.as_deref() {
-            Some(path) if mapping.is_file() => {
+        let resolved = match target::mapped_file_path(pid, &mapping) {
+            Some(file) => {
                 let offset = lookup - mapping.start + mapping.offset;
-                self.resolve(pid, path, offset)
+                self.resolve(file, offset)
             }
-            _ => Resolved::default(),
+            None => Resolved::default(),
         };
         Frame {
             address,
@@ -119,12 +135,12 @@ impl Symbolizer {
         }
     }
 
-    fn resolve(&mut self, pid: u32, path: &str, offset: u64) -> Resolved {
-        let key = (path.to_string(), offset);
+    fn resolve(&mut self, file: PathBuf, offset: u64) -> Resolved {
+        let key = (file, offset);
         if let Some(r) = self.cache.get(&key) {
             return r.clone();
         }
-        let src = Source::Elf(Elf::new(target::host_path(pid, path)));
+        let src = Source::Elf(Elf::new(&key.0));
         let resolved = match self.blaze.symbolize_single(&src, Input::FileOffset(offset)) {
             Ok(Symbolized::Sym(sym)) => Resolved {
                 function: Some(sym.name.to_string()),
@@ -157,14 +173,16 @@ mod tests {
         sym.refresh(pid);
         // +1: frames are return addresses; the symbolizer looks one byte back.
         let addr = marker_function_for_symbolizer_test() + 1;
-        let f = sym.frames(pid, &[addr, 0x10])[..].to_vec();
+        let f = sym.frames(pid, &[addr, 0x10, addr]);
         let name = f[0].function.as_deref().unwrap_or_default();
         assert!(
             name.contains("marker_function_for_symbolizer_test"),
             "{f:?}"
         );
         assert!(f[0].module.as_deref().is_some_and(|m| m.starts_with('/')));
-        assert_eq!(f[1].function, None);
-        assert_eq!(f[1].module, None);
+        // 0x10 is no code: the stack ends there.
+        assert_eq!(f.len(), 1, "{f:?}");
+        let f = sym.frames(pid, &[0x10]);
+        assert_eq!((f[0].function.clone(), f[0].module.clone()), (None, None));
     }
 }

@@ -42,6 +42,14 @@ pub fn inspect(pid: u32) -> Result<TargetInfo> {
     if state == "Z" || state == "X" {
         bail!("pid {pid} ({comm}) has already exited (zombie)");
     }
+    let status = fs::read_to_string(proc_dir.join("status")).unwrap_or_default();
+    let tgid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse::<u32>().ok());
+    if let Some(tgid) = tgid.filter(|&t| t != pid) {
+        bail!("{pid} is a thread of process {tgid} ({comm}): trace the process with --pid {tgid}");
+    }
     let exe = fs::read_link(proc_dir.join("exe"))
         .ok()
         .map(|p| p.to_string_lossy().into_owned());
@@ -69,6 +77,10 @@ pub struct Mapping {
     /// The mapped file, or a pseudo name like `[heap]`, `[vdso]`; None for
     /// anonymous memory.
     pub path: Option<String>,
+    /// The file was deleted or replaced on disk since it was mapped (a
+    /// library upgraded under a running process): opening `path` would give
+    /// another file.
+    pub deleted: bool,
 }
 
 impl Mapping {
@@ -99,6 +111,7 @@ pub fn parse_maps(text: &str) -> Vec<Mapping> {
                 end: u64::from_str_radix(end, 16).ok()?,
                 offset: u64::from_str_radix(offset, 16).ok()?,
                 executable: perms.as_bytes().get(2) == Some(&b'x'),
+                deleted: path.is_some_and(|p| p.ends_with(" (deleted)")),
                 path: path.map(|p| p.trim_end_matches(" (deleted)").to_string()),
             })
         })
@@ -115,6 +128,21 @@ pub fn read_maps(pid: u32) -> Result<Vec<Mapping>> {
         ),
         Err(e) => Err(e).with_context(|| format!("reading {path}")),
     }
+}
+
+/// Path through which memtrace opens the file behind `mapping` of `pid`.
+/// A file deleted or replaced since it was mapped is reached through
+/// `/proc/PID/map_files`, which still leads to the mapped inode (so probes
+/// land in the code the process actually runs).
+pub fn mapped_file_path(pid: u32, mapping: &Mapping) -> Option<PathBuf> {
+    let path = mapping.path.as_deref().filter(|_| mapping.is_file())?;
+    if mapping.deleted {
+        return Some(PathBuf::from(format!(
+            "/proc/{pid}/map_files/{:x}-{:x}",
+            mapping.start, mapping.end
+        )));
+    }
+    Some(host_path(pid, path))
 }
 
 /// Path through which memtrace opens a file that `pid` maps as `path`: the
@@ -151,6 +179,7 @@ mod tests {
         assert_eq!(maps[2].path, None);
         assert!(!maps[3].is_file());
         assert_eq!(maps[4].path.as_deref(), Some("/tmp/x"));
+        assert!(maps[4].deleted && !maps[1].deleted);
     }
 
     #[test]

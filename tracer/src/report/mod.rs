@@ -48,7 +48,10 @@ pub struct Totals {
     pub frees: u64,
     pub allocated_bytes: u64,
     pub freed_bytes: u64,
+    /// Stacks seen while tracing.
     pub stacks: u64,
+    /// Stacks with outstanding memory at the end.
+    pub stacks_holding_memory: u64,
 }
 
 /// Events memtrace could not account. Non-zero values mean the report is
@@ -97,7 +100,9 @@ impl Losses {
 /// Informational counters (not losses).
 #[derive(Debug, Default, Serialize)]
 pub struct Counters {
-    /// Frees of blocks allocated before tracing started (or elsewhere).
+    /// Frees of blocks memtrace never saw allocated: allocated before
+    /// tracing started, or by allocator internals (glibc frees its
+    /// per-thread caches when threads exit).
     pub free_unknown: u64,
     /// Allocation calls that failed (returned NULL).
     pub failed_allocations: u64,
@@ -151,6 +156,7 @@ pub fn build(ctx: ReportContext<'_>, agg: &Aggregator, symbolizer: &mut Symboliz
         totals.allocated_bytes += s.totals.allocated_bytes;
         totals.freed_bytes += s.totals.freed_bytes;
         totals.stacks += 1;
+        totals.stacks_holding_memory += u64::from(s.outstanding_bytes() > 0);
     }
     let mut order: Vec<usize> = (0..agg.stacks.len())
         .filter(|&i| agg.stacks[i].outstanding_bytes() > 0)

@@ -38,7 +38,7 @@ pub fn render(report: &Report) -> String {
         "outstanding: {} in {} allocations from {} stacks ({} allocations, {} frees while tracing)",
         bytes(tot.outstanding_bytes),
         tot.outstanding_allocations,
-        tot.stacks,
+        tot.stacks_holding_memory,
         tot.allocations,
         tot.frees
     );
