@@ -258,8 +258,8 @@ impl Session {
             child.try_reap();
         }
         self.housekeeping_ticks += 1;
-        let refresh_maps =
-            self.housekeeping_ticks <= MAPS_EVERY || self.housekeeping_ticks % MAPS_EVERY == 0;
+        let refresh_maps = self.housekeeping_ticks <= MAPS_EVERY
+            || self.housekeeping_ticks.is_multiple_of(MAPS_EVERY);
         for t in &mut self.targets {
             if t.exited {
                 continue;
