@@ -138,6 +138,8 @@ pub enum MmapEventKind {
     Mmap = 1,
     Munmap = 2,
     Mremap = 3,
+    /// A target called exec: its old image's memory is gone.
+    Exec = 5,
     /// Kernel side only: a MAP_FIXED mapping that is not counted itself
     /// (PROT_NONE, file-backed) but replaces whatever was in its range;
     /// sent to userspace as [`MmapEventKind::Munmap`] when it succeeds.

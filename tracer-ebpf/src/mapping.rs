@@ -178,3 +178,36 @@ pub fn sys_exit_mremap(ctx: TracePointContext) -> u32 {
     complete(&ctx);
     0
 }
+
+/// exec() of a target replaces its address space: everything the old image
+/// held is gone. Userspace drops the old image's blocks and regions and
+/// looks for the new image's allocator. One TARGETS lookup per exec on the
+/// node.
+#[tracepoint]
+pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if !is_target(tgid) {
+        return 0;
+    }
+    let Some(mut entry) = EVENTS.reserve::<MmapEvent>(0) else {
+        count(Stat::RingBufFull);
+        return 0;
+    };
+    let event = entry.as_mut_ptr();
+    // SAFETY: reserved ring-buffer memory of the right size; the fields
+    // userspace reads for an exec event are all written.
+    unsafe {
+        (*event).kind = MmapEventKind::Exec as u32;
+        (*event).tgid = tgid;
+        (*event).timestamp_ns = bpf_ktime_get_ns();
+        (*event).addr = 0;
+        (*event).len = 0;
+        (*event).new_addr = 0;
+        (*event).new_len = 0;
+        (*event).user_sp_word = 0;
+        (*event).nr_frames = 0;
+        (*event)._pad = 0;
+    }
+    entry.submit(0);
+    0
+}

@@ -19,13 +19,14 @@ use crate::allocator::{Hook, ProbePoint};
 /// Object built by tracer/build.rs from tracer-ebpf.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
 
-const TRACEPOINTS: &[&str] = &[
-    "sys_enter_mmap",
-    "sys_exit_mmap",
-    "sys_enter_munmap",
-    "sys_exit_munmap",
-    "sys_enter_mremap",
-    "sys_exit_mremap",
+const TRACEPOINTS: &[(&str, &str)] = &[
+    ("syscalls", "sys_enter_mmap"),
+    ("syscalls", "sys_exit_mmap"),
+    ("syscalls", "sys_enter_munmap"),
+    ("syscalls", "sys_exit_munmap"),
+    ("syscalls", "sys_enter_mremap"),
+    ("syscalls", "sys_exit_mremap"),
+    ("sched", "sched_process_exec"),
 ];
 
 /// The loaded programs and maps.
@@ -56,15 +57,15 @@ impl Probes {
                 .load()
                 .with_context(|| format!("loading eBPF program {name} (verifier)"))?;
         }
-        for &name in TRACEPOINTS {
+        for &(category, name) in TRACEPOINTS {
             let tp: &mut TracePoint = bpf
                 .program_mut(name)
                 .with_context(|| format!("program {name} missing from the eBPF object"))?
                 .try_into()?;
             tp.load()
                 .with_context(|| format!("loading eBPF program {name} (verifier)"))?;
-            tp.attach("syscalls", name)
-                .with_context(|| format!("attaching tracepoint syscalls/{name}"))?;
+            tp.attach(category, name)
+                .with_context(|| format!("attaching tracepoint {category}/{name}"))?;
         }
         Ok(Probes {
             bpf,

@@ -9,7 +9,9 @@ use aya::{
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf, StackTraceMap},
     Ebpf,
 };
-use tracer_common::{MmapEvent, StackKey, StackTotals, STAT_COUNT, UNKNOWN_STACK};
+use tracer_common::{
+    LiveAlloc, LiveKey, MmapEvent, StackKey, StackTotals, STAT_COUNT, UNKNOWN_STACK,
+};
 
 /// Everything the kernel has accumulated, read in one pass.
 pub struct KernelTotals {
@@ -82,4 +84,38 @@ pub fn drain_events(ring: &mut RingBuf<MapData>, mut sink: impl FnMut(&MmapEvent
         let event = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<MmapEvent>()) };
         sink(&event);
     }
+}
+
+/// After `tgid` called exec (at `exec_ns`), the blocks its old image had
+/// outstanding no longer exist. Removes them from the kernel's live table
+/// and returns what they amount to per stack, to be counted as released.
+/// Blocks the new image allocated since (later timestamps) are kept. One
+/// pass over the live table: rare, and bounded by --max-live.
+pub fn release_image(
+    bpf: &mut Ebpf,
+    tgid: u32,
+    exec_ns: u64,
+) -> Result<Vec<(StackKey, StackTotals)>> {
+    let mut live: BpfHashMap<_, LiveKey, LiveAlloc> =
+        BpfHashMap::try_from(bpf.map_mut("LIVE").context("LIVE map missing")?)?;
+    let old: Vec<(LiveKey, LiveAlloc)> = live
+        .iter()
+        .filter_map(Result::ok)
+        .filter(|(k, v)| k.tgid == tgid && v.timestamp_ns < exec_ns)
+        .collect();
+    let mut released: HashMap<StackKey, StackTotals> = HashMap::new();
+    for (key, block) in old {
+        // Already gone means the kernel accounted it (address reused).
+        if live.remove(&key).is_ok() {
+            let t = released
+                .entry(StackKey {
+                    tgid,
+                    stack_id: block.stack_id,
+                })
+                .or_default();
+            t.freed_bytes += block.size;
+            t.frees += 1;
+        }
+    }
+    Ok(released.into_iter().collect())
 }

@@ -95,6 +95,21 @@ impl MappingTracker {
         }
     }
 
+    /// The process called exec: every region of the old image is released.
+    pub fn release_all(&mut self, pid: u32) {
+        let Some(regions) = self.regions.remove(&pid) else {
+            return;
+        };
+        for (start, piece) in regions {
+            let gone = self.drop_piece(piece.origin);
+            let t = self.totals.entry(piece.stack).or_default();
+            t.freed_bytes += piece.end - start;
+            if gone {
+                t.frees += 1;
+            }
+        }
+    }
+
     /// A process is gone: its regions stop existing but keep their totals
     /// (memory held at exit is what a leak report wants to show).
     pub fn forget(&mut self, pid: u32) {
@@ -224,6 +239,19 @@ mod tests {
         t.mmap(1, 0x10000, 8 * KIB, 2);
         assert_eq!(outstanding(&t, 1), (0, 0));
         assert_eq!(outstanding(&t, 2), (8 * KIB, 1));
+    }
+
+    #[test]
+    fn exec_releases_every_region() {
+        let mut t = MappingTracker::default();
+        t.mmap(1, 0x100000, 1024 * KIB, 1);
+        t.unmap(1, 0x100000 + 256 * KIB, 256 * KIB); // split in two pieces
+        t.mmap(1, 0x900000, 8 * KIB, 2);
+        t.mmap(2, 0x900000, 8 * KIB, 3);
+        t.release_all(1);
+        assert_eq!(outstanding(&t, 1), (0, 0));
+        assert_eq!(outstanding(&t, 2), (0, 0));
+        assert_eq!(outstanding(&t, 3), (8 * KIB, 1));
     }
 
     #[test]

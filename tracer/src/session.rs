@@ -5,6 +5,7 @@
 //! report.
 
 use std::{
+    collections::HashMap,
     io::{IsTerminal, Write},
     path::PathBuf,
     time::{Duration, Instant},
@@ -16,7 +17,7 @@ use tokio::{
     io::unix::AsyncFd,
     signal::unix::{signal, SignalKind},
 };
-use tracer_common::{MmapEvent, MmapEventKind, STAT_COUNT};
+use tracer_common::{MmapEvent, MmapEventKind, StackKey, StackTotals, STAT_COUNT};
 
 use crate::{
     aggregate::{Aggregator, StackIdentity, StackKind},
@@ -60,6 +61,8 @@ struct Session {
     /// Anonymous mappings made by the dynamic loader for itself, not counted.
     loader_mappings: u64,
     housekeeping_ticks: u64,
+    /// Per kernel stack: blocks released by an exec of their process.
+    exec_released: HashMap<StackKey, StackTotals>,
     started: Instant,
 }
 
@@ -90,6 +93,7 @@ pub async fn run(cli: Cli, child: Option<HeldChild>) -> Result<()> {
         stats: [0; STAT_COUNT as usize],
         loader_mappings: 0,
         housekeeping_ticks: 0,
+        exec_released: HashMap::new(),
         started: Instant::now(),
     };
     for t in &session.targets {
@@ -288,6 +292,15 @@ impl Session {
                     self.agg.intern_heap(key, &frames)
                 }
             };
+            let totals = match self.exec_released.get(&key) {
+                // Blocks an exec'd image left behind count as released.
+                Some(r) => StackTotals {
+                    freed_bytes: totals.freed_bytes + r.freed_bytes,
+                    frees: totals.frees + r.frees,
+                    ..totals
+                },
+                None => totals,
+            };
             self.agg.update(stack, totals);
         }
         let mapped: Vec<_> = self.mappings.totals().map(|(s, t)| (s, *t)).collect();
@@ -317,7 +330,52 @@ impl Session {
             k if k == MmapEventKind::Mremap as u32 => self
                 .mappings
                 .mremap(pid, e.addr, e.len, e.new_addr, e.new_len),
+            k if k == MmapEventKind::Exec as u32 => self.on_exec(pid, e.timestamp_ns),
             _ => {}
+        }
+    }
+
+    /// A target called exec: what its old image held is released, its
+    /// mappings and name are re-read, and the new image's allocator is
+    /// hooked if it is another file (the same libc stays hooked: probes are
+    /// per file and process, and survive exec).
+    fn on_exec(&mut self, pid: u32, exec_ns: u64) {
+        match drain::release_image(&mut self.probes.bpf, pid, exec_ns) {
+            Ok(released) => {
+                for (key, t) in released {
+                    let r = self.exec_released.entry(key).or_default();
+                    r.freed_bytes += t.freed_bytes;
+                    r.frees += t.frees;
+                }
+            }
+            Err(e) => crate::note(&format!("warning: pid {pid} exec'd: {e:#}")),
+        }
+        self.mappings.release_all(pid);
+        self.symbolizer.forget(pid);
+        self.symbolizer.refresh(pid);
+        let Some(t) = self.targets.iter_mut().find(|t| t.info.pid == pid) else {
+            return;
+        };
+        if let Ok(info) = target::inspect(pid) {
+            t.info = info;
+        }
+        let exe = PathBuf::from(format!("/proc/{pid}/exe"));
+        let Ok(libraries) = launch::libraries_of(&exe) else {
+            return;
+        };
+        for file in libraries {
+            let Ok(points) = allocator::probe_points(&file) else {
+                continue;
+            };
+            if points.is_empty() {
+                continue;
+            }
+            let name = file.display().to_string();
+            match self.probes.attach_allocator(pid, &file, &points) {
+                Ok(true) if !t.allocators.contains(&name) => t.allocators.push(name),
+                Ok(_) => {}
+                Err(e) => crate::note(&format!("warning: pid {pid} exec'd: {e:#}")),
+            }
         }
     }
 

@@ -82,6 +82,11 @@ impl Symbolizer {
         self.maps.insert(pid, merged);
     }
 
+    /// Drops `pid`'s mappings (its address space was replaced by exec).
+    pub fn forget(&mut self, pid: u32) {
+        self.maps.remove(&pid);
+    }
+
     /// The mapping of `pid` containing `addr`, if known.
     pub fn mapping(&self, pid: u32, addr: u64) -> Option<&Mapping> {
         let maps = self.maps.get(&pid)?;
