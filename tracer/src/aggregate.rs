@@ -1,7 +1,8 @@
 //! Aggregation: one series per allocation stack. Stacks from the kernel's
 //! heap accounting and from userspace mapping accounting are interned into
 //! one table; every interval each stack gets a sample of its outstanding
-//! bytes and count, kept for a bounded window.
+//! bytes and count. A series has at most `max_samples` points: when full,
+//! every other one is dropped, so it spans the whole run in bounded memory.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -129,8 +130,14 @@ impl Aggregator {
                 count: s.outstanding_allocations(),
                 origin: false,
             };
-            if s.samples.len() == self.max_samples {
-                s.samples.pop_front();
+            if s.samples.len() >= self.max_samples {
+                // Full: keep every other sample. The series still spans the
+                // whole run, at half the resolution, in bounded memory.
+                let mut i = 0;
+                s.samples.retain(|_| {
+                    i += 1;
+                    i % 2 == 1
+                });
             }
             s.samples.push_back(sample);
         }
@@ -165,9 +172,12 @@ mod tests {
             agg.sample(n as f64);
         }
         let s = &agg.stacks[i];
-        assert_eq!(s.samples.len(), 4);
+        // origin,1,2,3 full at the 4th sample: decimated to origin,2 then
+        // 4,5 appended; full again at 6: origin,4 then 6.
+        let times: Vec<f64> = s.samples.iter().map(|x| x.t).collect();
+        assert_eq!(times, [0.0, 4.0, 6.0]);
+        assert!(s.samples[0].origin);
         assert_eq!(s.samples.back().unwrap().bytes, 540);
-        assert_eq!(s.samples.front().unwrap().t, 3.0);
         // A stack first seen later starts from the previous sample time.
         let j = agg.intern(StackIdentity {
             pid: 5,

@@ -33,8 +33,8 @@ use crate::{
     units,
 };
 
-/// Samples kept per stack: at the default 5 s interval, one hour.
-const MAX_SAMPLES: usize = 720;
+/// Points kept per stack series (~4 KiB); longer runs are decimated.
+const MAX_SAMPLES: usize = 120;
 /// How often target liveness is checked (a read of /proc/PID/stat).
 const HOUSEKEEPING: Duration = Duration::from_millis(200);
 /// Mappings are re-read every this many housekeeping ticks (1 s), and at
