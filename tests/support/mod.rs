@@ -10,10 +10,12 @@
 //!   (`-O0 -g -fno-omit-frame-pointer -pthread`), cached by content.
 //!   [`compile_c_with`] adds flags (e.g. `-static -s`).
 //! - [`Workload`] is a workload spawned by the test (for `--pid` mode), with
-//!   line handshakes on its stdout and signals.
+//!   line handshakes on its stdout and signals ([`Workload::spawn_with_env`]
+//!   sets environment variables).
 //! - [`Tracer`] is a running `memtrace`; [`Tracer::wait_tracing`] waits for
 //!   its `memtrace: tracing` stderr line.
-//! - [`run_memtrace`] and [`run_memtrace_cmd`] are one-shot runs.
+//! - [`run_memtrace`] and [`run_memtrace_cmd`] are one-shot runs;
+//!   [`run_memtrace_stdout_closed`] runs with a stdout nobody reads.
 //! - [`Report`] is the parsed, schema-checked JSON report, with lookups by
 //!   `frames[0].function` and whole-report consistency checks.
 //! - [`assert_within`] compares with a stated relative tolerance.
@@ -27,8 +29,8 @@ use std::time::Duration;
 
 pub use compile::{compile_c, compile_c_with, CFLAGS};
 pub use process::{
-    run_memtrace, run_memtrace_cmd, trace_pid, RunOutput, Tracer, Workload, CMD_TIMEOUT, JSON_ARGS,
-    TRACING_TIMEOUT,
+    run_memtrace, run_memtrace_cmd, run_memtrace_stdout_closed, trace_pid, RunOutput, Tracer,
+    Workload, CMD_TIMEOUT, JSON_ARGS, TRACING_TIMEOUT,
 };
 pub use report::{
     Frame, FunctionSummary, Report, Stack, Target, Totals, ALLOCATOR_SYMBOLS, LOSS_COUNTERS, TOP,

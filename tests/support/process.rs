@@ -234,6 +234,16 @@ impl RunOutput {
     }
 }
 
+/// How [`Running::spawn_with`] starts a process, beyond program and args.
+#[derive(Default)]
+struct SpawnOptions {
+    /// Added to (or overriding) the inherited environment.
+    env: Vec<(OsString, OsString)>,
+    /// Give the process a stdout pipe whose read end is closed at once
+    /// (nothing is captured from stdout).
+    close_stdout: bool,
+}
+
 /// A process started by a test in its own process group, with stdout and
 /// stderr captured.
 struct Running {
@@ -252,16 +262,55 @@ impl Running {
         stdout_lines: Option<Sender<String>>,
         stderr_lines: Option<Sender<String>>,
     ) -> Running {
-        let command = command_line(program, args);
+        Running::spawn_with(
+            program,
+            args,
+            &SpawnOptions::default(),
+            stdout_lines,
+            stderr_lines,
+        )
+    }
+
+    fn spawn_with(
+        program: &Path,
+        args: &[OsString],
+        options: &SpawnOptions,
+        stdout_lines: Option<Sender<String>>,
+        stderr_lines: Option<Sender<String>>,
+    ) -> Running {
+        let mut command = command_line(program, args);
+        if !options.env.is_empty() {
+            let env: Vec<String> = options
+                .env
+                .iter()
+                .map(|(k, v)| {
+                    let mut kv = k.clone();
+                    kv.push("=");
+                    kv.push(v);
+                    quote(&kv)
+                })
+                .collect();
+            command = format!("{} {command}", env.join(" "));
+        }
         let mut child = Command::new(program)
             .args(args)
+            .envs(options.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start `{command}`: {e}"));
-        let stdout = Collector::start(child.stdout.take().expect("piped stdout"), stdout_lines);
+        let child_stdout = child.stdout.take().expect("piped stdout");
+        let stdout = if options.close_stdout {
+            // The read end is closed right after the spawn: the child's
+            // writes to stdout fail with EPIPE (or raise SIGPIPE).
+            drop(child_stdout);
+            command.push_str(" >&- (stdout: a pipe whose read end is closed)");
+            Collector::start(std::io::empty(), stdout_lines)
+        } else {
+            Collector::start(child_stdout, stdout_lines)
+        };
         let stderr = Collector::start(child.stderr.take().expect("piped stderr"), stderr_lines);
         let pgid = i32::try_from(child.id()).expect("pid fits in i32");
         Running {
@@ -386,6 +435,19 @@ pub fn run_memtrace<S: AsRef<OsStr>>(args: &[S], timeout: Duration) -> RunOutput
     Running::spawn(&memtrace_bin(), &args, None, None).wait(timeout)
 }
 
+/// Like [`run_memtrace`], but memtrace's stdout is a pipe whose read end
+/// the test closes right after the spawn: every write memtrace (or a
+/// `-- CMD` child sharing its stdout) makes there fails with EPIPE.
+/// `RunOutput::stdout` is empty.
+pub fn run_memtrace_stdout_closed<S: AsRef<OsStr>>(args: &[S], timeout: Duration) -> RunOutput {
+    let args: Vec<OsString> = args.iter().map(|a| a.as_ref().to_os_string()).collect();
+    let options = SpawnOptions {
+        close_stdout: true,
+        ..SpawnOptions::default()
+    };
+    Running::spawn_with(&memtrace_bin(), &args, &options, None, None).wait(timeout)
+}
+
 /// Runs `memtrace JSON_ARGS... extra... -- cmd...`, asserts it succeeded and
 /// returns the parsed report. The workload must not write to stdout, which
 /// it shares with memtrace's report.
@@ -505,10 +567,28 @@ pub struct Workload {
 impl Workload {
     /// Starts `exe args...`.
     pub fn spawn<S: AsRef<OsStr>>(exe: &Path, args: &[S]) -> Workload {
+        Workload::spawn_with_env(exe, args, &[] as &[(&str, &str)])
+    }
+
+    /// Starts `exe args...` with `env` added to (or overriding) the test's
+    /// environment, e.g. `[("LD_LIBRARY_PATH", dir)]`.
+    pub fn spawn_with_env<S, K, V>(exe: &Path, args: &[S], env: &[(K, V)]) -> Workload
+    where
+        S: AsRef<OsStr>,
+        K: AsRef<OsStr>,
+        V: AsRef<OsStr>,
+    {
         let args: Vec<OsString> = args.iter().map(|a| a.as_ref().to_os_string()).collect();
+        let options = SpawnOptions {
+            env: env
+                .iter()
+                .map(|(k, v)| (k.as_ref().to_os_string(), v.as_ref().to_os_string()))
+                .collect(),
+            close_stdout: false,
+        };
         let (tx, rx) = mpsc::channel();
         Workload {
-            run: Running::spawn(exe, &args, Some(tx), None),
+            run: Running::spawn_with(exe, &args, &options, Some(tx), None),
             name: exe.file_name().map_or_else(
                 || exe.display().to_string(),
                 |n| n.to_string_lossy().into_owned(),
@@ -524,6 +604,30 @@ impl Workload {
     /// File name of the executable (its comm).
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Waits for the next stdout line and returns it; panics (with what
+    /// the workload printed) if it exits or `timeout` passes first.
+    #[track_caller]
+    pub fn next_line(&mut self, timeout: Duration) -> String {
+        match self.lines.recv_timeout(timeout) {
+            Ok(line) => line,
+            Err(e) => {
+                let status = self.run.try_wait();
+                panic!(
+                    "workload {} (pid {}) printed no line within {timeout:?} ({}; {})\n{}",
+                    self.name,
+                    self.pid(),
+                    if e == RecvTimeoutError::Timeout {
+                        "timed out"
+                    } else {
+                        "stdout closed"
+                    },
+                    status.map_or("still running".to_string(), |s| describe_status(&s)),
+                    self.run.snapshot()
+                );
+            }
+        }
     }
 
     /// Waits for a stdout line equal to `want`; panics (with what the
