@@ -45,7 +45,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
     compile_workload(&source, &workload)?;
 
     cmd::step(&format!(
-        "trace demo_leak for {} (report every {INTERVAL})",
+        "trace demo_leak for {} (sampled every {INTERVAL})",
         args.duration
     ));
     let mut trace = match &sudo {
