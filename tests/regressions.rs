@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 
 use memtrace_integration::{
     compile_c, run_memtrace, run_memtrace_cmd, run_memtrace_stdout_closed, scratch_dir, secs,
-    trace_pid, Report, RunOutput, Workload, CMD_TIMEOUT, JSON_ARGS,
+    trace_pid, RunOutput, Workload, CMD_TIMEOUT, JSON_ARGS,
 };
 
 const KIB: u64 = 1024;
@@ -41,18 +41,6 @@ fn pid_json_args(duration: &str) -> Vec<&str> {
         "--top",
         "100",
     ]
-}
-
-/// `counters.<name>` of a report (panics if missing or not a count).
-#[track_caller]
-fn counter(report: &Report, name: &str) -> u64 {
-    report.json["counters"][name].as_u64().unwrap_or_else(|| {
-        panic!(
-            "report has no integer counters.{name}: counters = {}\n{}",
-            report.json["counters"],
-            report.describe()
-        )
-    })
 }
 
 /// Asserts `out` failed with a non-zero exit code and wrote exactly one
@@ -172,7 +160,7 @@ fn prot_none_map_fixed_decommits() {
         "totals (outstanding_bytes, outstanding_allocations): the reservation and the \
          decommits are not memory, and the program allocates nothing else\n{ctx}"
     );
-    let reservations = counter(&report, "reservations");
+    let reservations = report.counter("reservations");
     assert!(
         reservations > DECOMMIT_CYCLES,
         "counters.reservations {reservations} should count the 64 MiB PROT_NONE reservation \
@@ -208,7 +196,7 @@ fn reallocarray_overflow_is_a_failed_call() {
          outstanding_allocations, frees)\n{ctx}"
     );
     assert_eq!(
-        counter(&report, "failed_allocations"),
+        report.counter("failed_allocations"),
         1,
         "counters.failed_allocations: the overflowing reallocarray is the program's only \
          failing allocator call\n{ctx}"

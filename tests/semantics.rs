@@ -51,18 +51,6 @@ fn semantics_report() -> &'static Report {
     })
 }
 
-/// `counters.<name>` of a report (panics if missing or not a count).
-#[track_caller]
-fn counter(report: &Report, name: &str) -> u64 {
-    report.json["counters"][name].as_u64().unwrap_or_else(|| {
-        panic!(
-            "report has no integer counters.{name}: counters = {}\n{}",
-            report.json["counters"],
-            report.describe()
-        )
-    })
-}
-
 /// Asserts that no stack's frames[0] is `function` (nothing recorded).
 #[track_caller]
 fn assert_absent(report: &Report, function: &str, why: &str) {
@@ -137,7 +125,7 @@ fn realloc_to_zero_is_a_free() {
     // free of an unknown address nor a failed allocation (failed calls are
     // counted exactly in failed_calls_are_not_recorded).
     assert_eq!(
-        counter(report, "free_unknown"),
+        report.counter("free_unknown"),
         0,
         "counters.free_unknown: in -- CMD mode every freed block was allocated while \
          tracing; realloc(p, 0) of malloc_then_zero_realloc frees a known block\n{ctx}"
@@ -162,7 +150,7 @@ fn failed_realloc_keeps_the_block() {
         report.describe()
     );
     assert!(
-        counter(report, "failed_allocations") >= 1,
+        report.counter("failed_allocations") >= 1,
         "counters.failed_allocations should count the failed realloc\n{}",
         report.describe()
     );
@@ -178,7 +166,7 @@ fn failed_calls_are_not_recorded() {
     );
     assert_absent(report, "fail_malloc_huge", "malloc(SIZE_MAX) returns NULL");
     assert_eq!(
-        counter(report, "failed_allocations"),
+        report.counter("failed_allocations"),
         FAILED_CALLS,
         "counters.failed_allocations: the workload makes exactly {FAILED_CALLS} failing calls \
          (realloc(p, 1 << 60), calloc(SIZE_MAX / 2, 4), malloc(SIZE_MAX)); realloc(p, 0) is a \
@@ -252,7 +240,7 @@ fn prot_none_mapping_is_a_reservation() {
         "a 1 MiB PROT_NONE mapping reserves address space, it is not memory",
     );
     assert!(
-        counter(report, "reservations") >= 1,
+        report.counter("reservations") >= 1,
         "counters.reservations should count reserve_only's PROT_NONE mapping\n{}",
         report.describe()
     );

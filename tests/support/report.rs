@@ -366,6 +366,18 @@ impl Report {
 
     /// Multi-line human summary (command, targets, totals, losses, every
     /// stack) for failure messages.
+    /// `counters.<name>` of the report (panics if missing or not a count).
+    #[track_caller]
+    pub fn counter(&self, name: &str) -> u64 {
+        self.json["counters"][name].as_u64().unwrap_or_else(|| {
+            panic!(
+                "report has no integer counters.{name}: counters = {}\n{}",
+                self.json["counters"],
+                self.describe()
+            )
+        })
+    }
+
     pub fn describe(&self) -> String {
         let mut s = String::new();
         let _ = writeln!(s, "--- report of: {} ---", self.command);
