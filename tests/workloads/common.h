@@ -8,6 +8,7 @@
 #define MEMTRACE_WORKLOAD_COMMON_H
 
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -28,5 +29,29 @@ static inline void sleep_ms(long ms) {
         perror(msg);                                                           \
         exit(2);                                                               \
     } while (0)
+
+static volatile sig_atomic_t go_signalled;
+
+static void on_go_signal(int sig) {
+    (void)sig;
+    go_signalled = 1;
+}
+
+/*
+ * Installs a SIGUSR1 handler, prints "ready" on stdout (the test waits for
+ * it, then attaches memtrace) and waits for SIGUSR1 (the test's go). The
+ * first printf allocates stdout's buffer: before tracing, as intended.
+ */
+static inline void wait_for_go(void) {
+    struct sigaction sa = {0};
+    sa.sa_handler = on_go_signal;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGUSR1, &sa, NULL) != 0)
+        die("sigaction");
+    printf("ready\n");
+    fflush(stdout);
+    while (!go_signalled)
+        sleep_ms(10);
+}
 
 #endif

@@ -22,13 +22,8 @@
 
 #include "common.h"
 
-static volatile sig_atomic_t go;
 static void **kept;
 
-static void on_usr1(int sig) {
-    (void)sig;
-    go = 1;
-}
 
 __attribute__((noinline)) void *leak_fixed(size_t size) {
     void *p = malloc(size);
@@ -52,18 +47,7 @@ int main(int argc, char **argv) {
     if (!kept)
         die("calloc");
 
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_usr1;
-    sigemptyset(&sa.sa_mask);
-    if (sigaction(SIGUSR1, &sa, NULL) != 0)
-        die("sigaction");
-
-    printf("ready\n");
-    fflush(stdout);
-
-    while (!go)
-        sleep_ms(10);
+    wait_for_go();
 
     for (long i = 0; i < count; i++) {
         kept[i] = leak_fixed(size);

@@ -22,13 +22,8 @@
 #define LEAK_COUNT 20
 #define LEAK_SIZE 1000
 
-static volatile sig_atomic_t go;
 static void *kept[LEAK_COUNT];
 
-static void on_usr1(int sig) {
-    (void)sig;
-    go = 1;
-}
 
 __attribute__((noinline)) void *leak_then_exit(void) {
     void *p = malloc(LEAK_SIZE);
@@ -39,18 +34,7 @@ __attribute__((noinline)) void *leak_then_exit(void) {
 }
 
 int main(void) {
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_usr1;
-    sigemptyset(&sa.sa_mask);
-    if (sigaction(SIGUSR1, &sa, NULL) != 0)
-        die("sigaction");
-
-    printf("ready\n");
-    fflush(stdout);
-
-    while (!go)
-        sleep_ms(10);
+    wait_for_go();
 
     for (int i = 0; i < LEAK_COUNT; i++)
         kept[i] = leak_then_exit();

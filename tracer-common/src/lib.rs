@@ -58,7 +58,7 @@ pub struct LiveKey {
 pub struct LiveAlloc {
     /// Requested size in bytes.
     pub size: u64,
-    /// `bpf_ktime_get_ns()` at the allocation's return.
+    /// `bpf_ktime_get_ns()` at the allocation call's entry.
     pub timestamp_ns: u64,
     /// Stack id in the stack-trace map, or [`UNKNOWN_STACK`].
     pub stack_id: u32,

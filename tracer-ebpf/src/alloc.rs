@@ -187,9 +187,8 @@ fn try_alloc_return(ctx: &RetProbeContext) {
         account_free(tgid, &call.old);
     }
     let stack_id = user_stack_id(ctx);
-    // SAFETY: plain helper call.
-    let now = unsafe { bpf_ktime_get_ns() };
-    record_alloc(tgid, addr, call.size, stack_id, now);
+    // The entry's timestamp serves as the block's: one clock read per call.
+    record_alloc(tgid, addr, call.size, stack_id, call.entry_ns);
 }
 
 #[uprobe]

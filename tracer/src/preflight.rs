@@ -24,10 +24,7 @@ pub fn check_privileges() -> Result<()> {
     let caps = effective_caps()?;
     let has = |cap: u32| caps & (1u64 << cap) != 0;
     if !(has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON))) {
-        bail!(
-            "memtrace needs root, or the CAP_BPF and CAP_PERFMON capabilities, to load eBPF \
-             programs: run it with sudo"
-        );
+        bail!("root is needed to load eBPF programs and attach uprobes: run memtrace with sudo");
     }
     Ok(())
 }
