@@ -16,7 +16,7 @@
 //! - a target whose libc was replaced on disk (`(deleted)` in its maps,
 //!   replaced_libc.c) is hooked through `/proc/PID/map_files`;
 //! - a cache that fills up, then only replaces entries (full_cache.c), is
-//!   `stable`, not growth, while a steady leak next to it is `growing`.
+//!   a `plateau`, never a leak, while a steady leak next to it is a `leak`.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -466,8 +466,11 @@ const STEADY_LEAKS: u64 = 350;
 const STEADY_LEAK_SIZE: u64 = 1000;
 
 #[test]
-fn full_cache_is_stable_next_to_a_steady_leak() {
-    let report = run_memtrace_cmd(&["--duration", "60s"], &[compile_c("full_cache")]);
+fn full_cache_is_a_plateau_next_to_a_steady_leak() {
+    let report = run_memtrace_cmd(
+        &["--duration", "60s", "--interval", "1s"],
+        &[compile_c("full_cache")],
+    );
     let ctx = report.describe();
 
     let cache = report.stack_of("cache_insert");
@@ -489,9 +492,9 @@ fn full_cache_is_stable_next_to_a_steady_leak() {
         "cache_insert: (kind, outstanding_bytes, outstanding_allocations, allocations, frees)\n{ctx}"
     );
     assert_eq!(
-        cache.verdict, "stable",
+        cache.verdict, "plateau",
         "cache_insert: a cache full after ~0.1 s whose entries are only replaced afterwards \
-         (its samples jittering between 199 and 200 entries) is not growth\n{ctx}"
+         (its samples jittering between 199 and 200 entries) grew, then stayed flat\n{ctx}"
     );
 
     let steady = report.stack_of("steady_leak");
@@ -505,8 +508,8 @@ fn full_cache_is_stable_next_to_a_steady_leak() {
         "steady_leak: (kind, outstanding_bytes, outstanding_allocations)\n{ctx}"
     );
     assert_eq!(
-        steady.verdict, "growing",
-        "steady_leak: 1000 bytes every 20 ms for ~7 s is growth\n{ctx}"
+        steady.verdict, "leak",
+        "steady_leak: 1000 bytes every 20 ms for ~7 s, none freed, is a leak\n{ctx}"
     );
     report.assert_target("full_cache", None);
     report.assert_no_losses();

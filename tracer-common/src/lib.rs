@@ -45,7 +45,7 @@ pub const UNKNOWN_STACK: u32 = u32::MAX;
 
 /// Key of the live-allocation map: one entry per outstanding heap block.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct LiveKey {
     pub tgid: u32,
     pub _pad: u32,

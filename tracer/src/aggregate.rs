@@ -1,8 +1,10 @@
 //! Aggregation: one series per allocation stack. Stacks from the kernel's
 //! heap accounting and from userspace mapping accounting are interned into
 //! one table; every interval each stack gets a sample of its outstanding
-//! bytes and count. A series has at most `max_samples` points: when full,
-//! every other one is dropped, so it spans the whole run in bounded memory.
+//! bytes and count, and the ages of its live allocations. A series has at
+//! most `max_samples` points: when full, every other one is dropped, so it
+//! spans the whole run in bounded memory (the same rule bounds the
+//! per-process memory series, see [`push_bounded`]).
 
 use std::collections::{HashMap, VecDeque};
 
@@ -39,11 +41,49 @@ pub struct Sample {
     pub origin: bool,
 }
 
+/// Upper edges (seconds) of the age buckets of live bytes; the last bucket
+/// is open-ended.
+pub const AGE_EDGES: [f64; 4] = [10.0, 60.0, 600.0, 3600.0];
+pub const AGE_BUCKETS: usize = AGE_EDGES.len() + 1;
+
+/// Ages of one stack's live allocations at one time (from the kernel's
+/// per-allocation timestamps, or the mmap event's for mappings).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct AgeStats {
+    /// Age of the oldest live allocation (0 with none).
+    pub oldest_secs: f64,
+    pub bytes: [u64; AGE_BUCKETS],
+    pub allocations: [u64; AGE_BUCKETS],
+    /// Bytes and allocations at least `--min-age` old.
+    pub old_bytes: u64,
+    pub old_allocations: u64,
+}
+
+impl AgeStats {
+    /// Counts one live allocation of `bytes`, `age_secs` old; `allocations`
+    /// is 0 for a further piece of an allocation already counted.
+    pub fn add(&mut self, age_secs: f64, bytes: u64, allocations: u64, min_age_secs: f64) {
+        let bucket = AGE_EDGES
+            .iter()
+            .position(|&edge| age_secs < edge)
+            .unwrap_or(AGE_EDGES.len());
+        self.bytes[bucket] += bytes;
+        self.allocations[bucket] += allocations;
+        self.oldest_secs = self.oldest_secs.max(age_secs);
+        if age_secs >= min_age_secs {
+            self.old_bytes += bytes;
+            self.old_allocations += allocations;
+        }
+    }
+}
+
 pub struct StackSeries {
     pub identity: StackIdentity,
     /// Latest cumulative totals.
     pub totals: StackTotals,
     pub samples: VecDeque<Sample>,
+    /// Ages of the live allocations at the latest sample.
+    pub ages: AgeStats,
 }
 
 impl StackSeries {
@@ -64,16 +104,20 @@ pub struct Aggregator {
     pub stacks: Vec<StackSeries>,
     /// Samples kept per stack; older ones are dropped.
     max_samples: usize,
+    /// A sample closer than this to the previous one replaces it (the final
+    /// sample right after an interval's).
+    min_gap: f64,
     last_sample_t: f64,
 }
 
 impl Aggregator {
-    pub fn new(max_samples: usize) -> Self {
+    pub fn new(max_samples: usize, min_gap: f64) -> Self {
         Aggregator {
             index: HashMap::new(),
             heap_index: HashMap::new(),
             stacks: Vec::new(),
             max_samples: max_samples.max(2),
+            min_gap,
             last_sample_t: 0.0,
         }
     }
@@ -96,6 +140,7 @@ impl Aggregator {
             identity: identity.clone(),
             totals: StackTotals::default(),
             samples: VecDeque::from([origin]),
+            ages: AgeStats::default(),
         });
         self.index.insert(identity, i);
         i
@@ -121,8 +166,14 @@ impl Aggregator {
         self.stacks[stack].totals = totals;
     }
 
+    /// Sets a stack's live-allocation ages.
+    pub fn set_ages(&mut self, stack: usize, ages: AgeStats) {
+        self.stacks[stack].ages = ages;
+    }
+
     /// Appends a sample of every stack's current outstanding memory.
     pub fn sample(&mut self, t: f64) {
+        let replace = t - self.last_sample_t < self.min_gap;
         for s in &mut self.stacks {
             let sample = Sample {
                 t,
@@ -130,19 +181,31 @@ impl Aggregator {
                 count: s.outstanding_allocations(),
                 origin: false,
             };
-            if s.samples.len() >= self.max_samples {
-                // Full: keep every other sample. The series still spans the
-                // whole run, at half the resolution, in bounded memory.
-                let mut i = 0;
-                s.samples.retain(|_| {
-                    i += 1;
-                    i % 2 == 1
-                });
+            if replace
+                && s.samples
+                    .back()
+                    .is_some_and(|b| !b.origin && b.t == self.last_sample_t)
+            {
+                s.samples.pop_back();
             }
-            s.samples.push_back(sample);
+            push_bounded(&mut s.samples, sample, self.max_samples);
         }
         self.last_sample_t = t;
     }
+}
+
+/// Appends to a series of at most `max` points. When full, every other
+/// point is dropped first (the first is kept): the series still spans the
+/// whole run, at half the resolution.
+pub fn push_bounded<T>(series: &mut VecDeque<T>, point: T, max: usize) {
+    if series.len() >= max.max(2) {
+        let mut i = 0;
+        series.retain(|_| {
+            i += 1;
+            i % 2 == 1
+        });
+    }
+    series.push_back(point);
 }
 
 #[cfg(test)]
@@ -160,7 +223,7 @@ mod tests {
 
     #[test]
     fn series_start_at_zero_and_stay_bounded() {
-        let mut agg = Aggregator::new(4);
+        let mut agg = Aggregator::new(4, 0.25);
         let key = StackKey {
             tgid: 5,
             stack_id: 9,
@@ -193,5 +256,26 @@ mod tests {
                 origin: true
             }
         );
+        // The final sample right after an interval's replaces it.
+        agg.update(i, totals(800, 60));
+        agg.sample(6.1);
+        let s = &agg.stacks[i];
+        let times: Vec<f64> = s.samples.iter().map(|x| x.t).collect();
+        assert_eq!(times, [0.0, 4.0, 6.1]);
+        assert_eq!(s.samples.back().unwrap().bytes, 740);
+        assert_eq!(agg.stacks[j].samples.len(), 2);
+    }
+
+    #[test]
+    fn ages_fill_buckets() {
+        let mut a = AgeStats::default();
+        a.add(3.0, 100, 1, 5.0);
+        a.add(30.0, 200, 1, 5.0);
+        a.add(30.0, 50, 0, 5.0); // second piece of the same mapping
+        a.add(7200.0, 1, 1, 5.0);
+        assert_eq!(a.bytes, [100, 250, 0, 0, 1]);
+        assert_eq!(a.allocations, [1, 1, 0, 0, 1]);
+        assert_eq!((a.old_bytes, a.old_allocations), (251, 2));
+        assert_eq!(a.oldest_secs, 7200.0);
     }
 }

@@ -1,141 +1,542 @@
-//! Analysis of per-stack series: growth rate and the verdict. (Growth is the
-//! least-squares slope over the kept window; verdicts are `growing` or
-//! `stable` until the leak/plateau classifier lands.)
-
-use std::collections::VecDeque;
+//! Analysis of a series of outstanding bytes: its growth statistics and the
+//! verdict — `leak`, `plateau`, `growing` or `stable` — with a one-line
+//! reason. The same statistics serve per-stack series and per-process RSS.
+//!
+//! The rules, in order (all on the series since it last left its starting
+//! level, so a leak that started late is judged on its own span):
+//! - `plateau`: it rose by more than 5 % of its peak, and then stayed within
+//!   that band for at least a third of the window (and two intervals).
+//! - `stable`: no significant growth — the net rise stays within the band,
+//!   or the trend is neither clear of the noise (the Theil–Sen trend over
+//!   the window exceeds three times the scatter around it) nor significant
+//!   by the Mann–Kendall test (one-sided, p < 0.005; this one sees a rising
+//!   sawtooth whose teeth are taller than its rise).
+//! - `leak`: significant growth over at least four intervals, in every third
+//!   of the window, not slowing down (the last third grew at least a third
+//!   as much as the first), in most intervals (60 %), and the oldest live
+//!   allocation is at least half as old as the growth — old allocations
+//!   keep accumulating.
+//! - `growing`: significant growth that misses one of the leak rules (too
+//!   short, slowing, irregular, or only young allocations live); the reason
+//!   says which.
 
 use serde::Serialize;
 
-use crate::aggregate::Sample;
+use crate::{
+    aggregate::Sample,
+    units::{bytes, rate_per_min},
+};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Verdict {
+    Leak,
     Growing,
+    Plateau,
     Stable,
 }
 
-/// Samples that are measurements: a series' synthetic starting zero only
-/// counts while there are too few measurements to say anything else.
-fn evidence(samples: &VecDeque<Sample>) -> Vec<Sample> {
-    let measured: Vec<Sample> = samples.iter().filter(|s| !s.origin).copied().collect();
-    if measured.len() >= MIN_MEASUREMENTS {
-        measured
+/// A change smaller than this share of the series' peak is not material.
+const BAND: f64 = 0.05;
+/// The trend must exceed this many times the scatter around it.
+const SIGNIFICANCE: f64 = 3.0;
+/// Fewest intervals of growth that can make a leak.
+const MIN_LEAK_INTERVALS: usize = 4;
+/// A plateau is flat for at least this share of the window.
+const SUSTAINED: f64 = 1.0 / 3.0;
+/// A leak grows in at least this share of its intervals.
+const MOSTLY: f64 = 0.6;
+/// Scale of the median absolute deviation to a normal standard deviation.
+const MAD_SCALE: f64 = 1.4826;
+/// Mann–Kendall z above which a rising trend is significant (one-sided
+/// p < 0.005).
+const Z_CRITICAL: f64 = 2.576;
+
+/// Growth statistics and verdict of one series.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Analysis {
+    pub verdict: Verdict,
+    pub reason: String,
+    /// Theil–Sen slope over the active window, bytes per second.
+    pub growth_bytes_per_sec: f64,
+    /// Steps between consecutive samples, and how many of them went up.
+    pub intervals: u64,
+    pub grew_intervals: u64,
+    /// Net growth in the first and the last third of the active window.
+    pub early_growth_bytes: i64,
+    pub late_growth_bytes: i64,
+}
+
+/// Analyses a series (the first point may be a stack's starting zero: that
+/// is a true measurement — nothing of it was outstanding then).
+/// `oldest_age_secs` is the age of the oldest live allocation when known.
+pub fn analyse<'a>(
+    samples: impl IntoIterator<Item = &'a Sample>,
+    oldest_age_secs: Option<f64>,
+) -> Analysis {
+    let points: Vec<(f64, f64)> = samples.into_iter().map(|s| (s.t, s.bytes as f64)).collect();
+    analyse_points(&points, oldest_age_secs)
+}
+
+/// [`analyse`] on `(seconds, bytes)` points.
+pub fn analyse_points(points: &[(f64, f64)], oldest_age_secs: Option<f64>) -> Analysis {
+    let mut a = Analysis {
+        verdict: Verdict::Stable,
+        reason: String::new(),
+        growth_bytes_per_sec: 0.0,
+        intervals: points.len().saturating_sub(1) as u64,
+        grew_intervals: ups(points) as u64,
+        early_growth_bytes: 0,
+        late_growth_bytes: 0,
+    };
+    let (Some(&first), Some(&last)) = (points.first(), points.last()) else {
+        a.reason = "no samples".into();
+        return a;
+    };
+    if points.len() < 2 {
+        a.reason = "one sample: nothing to compare yet".into();
+        return a;
+    }
+    let peak = points.iter().map(|p| p.1).fold(0.0, f64::max);
+    let band = BAND * peak;
+    let span = last.0 - first.0;
+
+    // The active window starts where the series last sat at its starting
+    // level before it first moved away from it.
+    let start = points
+        .iter()
+        .position(|p| (p.1 - first.1).abs() > band)
+        .map_or(0, |i| i - 1);
+    let active = &points[start..];
+    let active_span = last.0 - active[0].0;
+    let slope = theil_sen(active);
+    a.growth_bytes_per_sec = slope;
+    let thirds = thirds(active);
+    a.early_growth_bytes = thirds[0] as i64;
+    a.late_growth_bytes = thirds[2] as i64;
+    let net = last.1 - active[0].1;
+    let scatter = scatter(active, slope);
+    let significant = net > band
+        && slope > 0.0
+        && (slope * active_span > SIGNIFICANCE * scatter || mann_kendall_z(active) > Z_CRITICAL);
+
+    let tail = flat_tail(points, band);
+    let tail_start = points[tail];
+    let tail_secs = last.0 - tail_start.0;
+    let tail_steps = points.len() - 1 - tail;
+    let tail_level = median(points[tail..].iter().map(|p| p.1).collect());
+    if tail_level - first.1 > band && tail_steps >= 2 && tail_secs >= SUSTAINED * span {
+        a.verdict = Verdict::Plateau;
+        a.reason = format!(
+            "grew to {} by {:.0} s, then flat for {:.0} s ({}/{} intervals)",
+            bytes(tail_level as u64),
+            tail_start.0,
+            tail_secs,
+            tail_steps,
+            a.intervals
+        );
+        return a;
+    }
+    if !significant {
+        a.reason = if last.1 <= band && peak > 0.0 {
+            format!(
+                "back to {} after peaking at {}",
+                bytes(last.1 as u64),
+                bytes(peak as u64)
+            )
+        } else if net <= band {
+            format!(
+                "no net growth over {} intervals ({} → {})",
+                a.intervals,
+                bytes(first.1 as u64),
+                bytes(last.1 as u64)
+            )
+        } else {
+            format!(
+                "no sustained growth: trend {} is within the scatter (±{}) of {} intervals",
+                rate_per_min(slope),
+                bytes(scatter as u64),
+                a.intervals
+            )
+        };
+        return a;
+    }
+
+    let active_steps = active.len() - 1;
+    let active_ups = ups(active);
+    let evidence = format!(
+        "grew in {active_ups}/{active_steps} intervals, {}",
+        rate_per_min(slope)
+    );
+    let age = oldest_age_secs.map(|s| format!(", oldest live {}", secs(s)));
+    let old_enough = oldest_age_secs.is_none_or(|s| s >= 0.5 * active_span);
+    a.verdict = Verdict::Growing;
+    a.reason = if active_steps < MIN_LEAK_INTERVALS {
+        format!(
+            "{evidence}; too few intervals to call a leak ({active_steps} of {MIN_LEAK_INTERVALS})"
+        )
+    } else if thirds.iter().any(|&g| g <= 0.0) || thirds[2] < thirds[0] / 3.0 {
+        format!(
+            "{evidence}, but slowing or uneven: {} in the first third, {} in the last",
+            signed(thirds[0]),
+            signed(thirds[2])
+        )
+    } else if (active_ups as f64) < MOSTLY * active_steps as f64 {
+        format!("{evidence}: irregular growth")
+    } else if !old_enough {
+        format!(
+            "{evidence}, but nothing older than {} is live: a backlog that drains, not (yet) \
+             a leak",
+            secs(oldest_age_secs.unwrap_or(0.0))
+        )
     } else {
-        samples.iter().copied().collect()
-    }
+        a.verdict = Verdict::Leak;
+        format!("{evidence}{}", age.unwrap_or_default())
+    };
+    a
 }
 
-/// Fewer measurements than this and a stack's appearance is all the
-/// evidence there is (short runs, stacks seen late).
-const MIN_MEASUREMENTS: usize = 3;
-
-/// Bytes per second, by least squares over the evidence (0 with fewer than
-/// two distinct sample times).
-pub fn growth_bytes_per_sec(samples: &VecDeque<Sample>) -> f64 {
-    slope(&evidence(samples))
+/// Steps that went up.
+fn ups(points: &[(f64, f64)]) -> usize {
+    points.windows(2).filter(|w| w[1].1 > w[0].1).count()
 }
 
-fn slope(samples: &[Sample]) -> f64 {
-    let n = samples.len() as f64;
-    if samples.len() < 2 {
-        return 0.0;
+/// Median of pairwise slopes (Theil–Sen): robust to a few outlying samples.
+/// 0 with fewer than two distinct times.
+pub fn theil_sen(points: &[(f64, f64)]) -> f64 {
+    let mut slopes = Vec::with_capacity(points.len() * points.len().saturating_sub(1) / 2);
+    for (i, a) in points.iter().enumerate() {
+        for b in &points[i + 1..] {
+            let dt = b.0 - a.0;
+            if dt > f64::EPSILON {
+                slopes.push((b.1 - a.1) / dt);
+            }
+        }
     }
-    let mean_t = samples.iter().map(|s| s.t).sum::<f64>() / n;
-    let mean_b = samples.iter().map(|s| s.bytes as f64).sum::<f64>() / n;
-    let (mut cov, mut var) = (0.0, 0.0);
-    for s in samples {
-        let dt = s.t - mean_t;
-        cov += dt * (s.bytes as f64 - mean_b);
-        var += dt * dt;
-    }
-    if var <= f64::EPSILON {
+    if slopes.is_empty() {
         0.0
     } else {
-        cov / var
+        median(slopes)
     }
 }
 
-/// `growing` when, over the evidence, the stack trends upward, ends higher
-/// than it started by more than its largest drop (so a full cache jittering
-/// around its size is not growth), and grew in at least two intervals (one
-/// step — a thread stack, a buffer made once — is not growth). With too few
-/// measurements to tell (see [`MIN_MEASUREMENTS`]), holding memory that
-/// appeared while tracing is `growing`. `stable` otherwise.
-pub fn verdict(samples: &VecDeque<Sample>, growth: f64) -> Verdict {
-    let evidence = evidence(samples);
-    let (Some(first), Some(last)) = (evidence.first(), evidence.last()) else {
-        return Verdict::Stable;
-    };
-    let steps = || evidence.iter().zip(evidence.iter().skip(1));
-    let steps_up = steps().filter(|(a, b)| b.bytes > a.bytes).count();
-    let largest_drop = steps()
-        .map(|(a, b)| a.bytes.saturating_sub(b.bytes))
-        .max()
-        .unwrap_or(0);
-    let short = evidence.iter().any(|s| s.origin);
-    let grew = last.bytes.saturating_sub(first.bytes) > largest_drop;
-    if growth > 0.0 && grew && (short || steps_up >= 2) {
-        Verdict::Growing
-    } else {
-        Verdict::Stable
+/// The Mann–Kendall trend statistic as a z-score (with continuity
+/// correction; the tie correction of the variance is left out, which only
+/// makes the test more conservative).
+fn mann_kendall_z(points: &[(f64, f64)]) -> f64 {
+    let n = points.len() as f64;
+    if points.len() < 3 {
+        return 0.0;
     }
+    let mut s = 0.0;
+    for (i, a) in points.iter().enumerate() {
+        for b in &points[i + 1..] {
+            s += (b.1 - a.1).signum() * f64::from(b.1 != a.1);
+        }
+    }
+    let var = n * (n - 1.0) * (2.0 * n + 5.0) / 18.0;
+    if s > 0.0 {
+        (s - 1.0) / var.sqrt()
+    } else if s < 0.0 {
+        (s + 1.0) / var.sqrt()
+    } else {
+        0.0
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    let mid = v.len() / 2;
+    let (_, &mut upper, _) = v.select_nth_unstable_by(mid, f64::total_cmp);
+    if v.len() % 2 == 1 {
+        upper
+    } else {
+        let lower = v[..mid].iter().copied().fold(f64::MIN, f64::max);
+        (lower + upper) / 2.0
+    }
+}
+
+/// Robust scatter of the points around the line of `slope`: the scaled
+/// median absolute deviation of the residuals.
+fn scatter(points: &[(f64, f64)], slope: f64) -> f64 {
+    let intercept = median(points.iter().map(|p| p.1 - slope * p.0).collect());
+    let residuals = points
+        .iter()
+        .map(|p| (p.1 - slope * p.0 - intercept).abs())
+        .collect();
+    MAD_SCALE * median(residuals)
+}
+
+/// Net growth in each third of the points' time span; a step belongs to the
+/// third holding its midpoint.
+fn thirds(points: &[(f64, f64)]) -> [f64; 3] {
+    let mut out = [0.0; 3];
+    let (Some(first), Some(last)) = (points.first(), points.last()) else {
+        return out;
+    };
+    let span = last.0 - first.0;
+    if span <= 0.0 {
+        return out;
+    }
+    for w in points.windows(2) {
+        let mid = (w[0].0 + w[1].0) / 2.0 - first.0;
+        let third = ((mid / span * 3.0) as usize).min(2);
+        out[third] += w[1].1 - w[0].1;
+    }
+    out
+}
+
+/// Index where the longest flat suffix starts: all its points within `band`
+/// of each other, and not rising at every step (a slow steady climb is not
+/// flat, however small its steps). The last point alone if none.
+fn flat_tail(points: &[(f64, f64)], band: f64) -> usize {
+    let last = points.len() - 1;
+    let (mut lo, mut hi) = (points[last].1, points[last].1);
+    let mut rising = true;
+    let mut start = last;
+    for k in (0..last).rev() {
+        let y = points[k].1;
+        lo = lo.min(y);
+        hi = hi.max(y);
+        rising &= points[k + 1].1 > y;
+        let len = last - k + 1;
+        if hi - lo > band || (rising && len >= 3) {
+            break;
+        }
+        start = k;
+    }
+    start
+}
+
+fn secs(s: f64) -> String {
+    if s < 120.0 {
+        format!("{s:.0} s")
+    } else if s < 7200.0 {
+        format!("{:.0} min", s / 60.0)
+    } else {
+        format!("{:.1} h", s / 3600.0)
+    }
+}
+
+fn signed(b: f64) -> String {
+    let sign = if b < 0.0 { "-" } else { "+" };
+    format!("{sign}{}", bytes(b.abs() as u64))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A series whose first point is the synthetic origin.
-    fn series(points: &[(f64, u64)]) -> VecDeque<Sample> {
-        points
+    /// `values` sampled every `dt` seconds from t = 0.
+    fn series(dt: f64, values: &[f64]) -> Vec<(f64, f64)> {
+        values
             .iter()
             .enumerate()
-            .map(|(i, &(t, bytes))| Sample {
-                t,
-                bytes,
-                count: 0,
-                origin: i == 0 && bytes == 0,
-            })
+            .map(|(i, &v)| (i as f64 * dt, v))
             .collect()
     }
 
-    #[test]
-    fn linear_growth_is_measured_exactly() {
-        let s = series(&[(0.0, 0), (1.0, 1000), (2.0, 2000), (3.0, 3000)]);
-        assert!((growth_bytes_per_sec(&s) - 1000.0).abs() < 1e-9);
-        assert_eq!(verdict(&s, growth_bytes_per_sec(&s)), Verdict::Growing);
+    fn verdict(points: &[(f64, f64)], age: Option<f64>) -> Analysis {
+        analyse_points(points, age)
+    }
+
+    /// Deterministic pseudo-random jitter in [-1, 1] (splitmix64).
+    fn jitter(i: usize) -> f64 {
+        let mut z = (i as u64)
+            .wrapping_add(1)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        (z % 2001) as f64 / 1000.0 - 1.0
     }
 
     #[test]
-    fn flat_or_freed_is_stable() {
-        let flat = series(&[(0.0, 500), (1.0, 500), (2.0, 500)]);
-        assert_eq!(growth_bytes_per_sec(&flat), 0.0);
-        assert_eq!(verdict(&flat, 0.0), Verdict::Stable);
-        let once = series(&[(0.0, 0), (1.0, 8192), (2.0, 8192), (3.0, 8192)]);
-        assert_eq!(verdict(&once, growth_bytes_per_sec(&once)), Verdict::Stable);
-        let short = series(&[(0.0, 0), (0.4, 8192)]);
+    fn theil_sen_ignores_an_outlier() {
+        let mut p = series(1.0, &[0.0, 10.0, 20.0, 30.0, 40.0, 50.0]);
+        assert!((theil_sen(&p) - 10.0).abs() < 1e-9);
+        p[3].1 = 10_000.0;
+        assert!((theil_sen(&p) - 10.0).abs() < 1e-9);
+        assert_eq!(theil_sen(&p[..1]), 0.0);
+    }
+
+    #[test]
+    fn ramp_is_a_leak() {
+        // 4 KiB per second from attach, sampled every 5 s for 20 s.
+        let p = series(5.0, &[0.0, 20480.0, 40960.0, 61440.0, 81920.0]);
+        let a = verdict(&p, Some(19.5));
+        assert_eq!(a.verdict, Verdict::Leak, "{a:?}");
+        assert!((a.growth_bytes_per_sec - 4096.0).abs() < 1e-6);
+        assert_eq!((a.intervals, a.grew_intervals), (4, 4));
         assert_eq!(
-            verdict(&short, growth_bytes_per_sec(&short)),
+            a.reason,
+            "grew in 4/4 intervals, +240.0 KiB/min, oldest live 20 s"
+        );
+        assert_eq!((a.early_growth_bytes, a.late_growth_bytes), (20480, 20480));
+        // Without age information the growth alone decides.
+        assert_eq!(verdict(&p, None).verdict, Verdict::Leak);
+    }
+
+    #[test]
+    fn noisy_ramp_is_a_leak() {
+        let values: Vec<f64> = (0..30)
+            .map(|i| (i as f64 * 1000.0 + 300.0 * jitter(i)).max(0.0))
+            .collect();
+        let a = verdict(&series(1.0, &values), Some(29.0));
+        assert_eq!(a.verdict, Verdict::Leak, "{a:?}");
+        assert!((a.growth_bytes_per_sec - 1000.0).abs() < 50.0, "{a:?}");
+    }
+
+    #[test]
+    fn too_short_is_growing() {
+        let a = verdict(&series(5.0, &[0.0, 4096.0, 8192.0]), Some(10.0));
+        assert_eq!(a.verdict, Verdict::Growing, "{a:?}");
+        assert!(a.reason.contains("too few intervals"), "{}", a.reason);
+        // A stack that appeared in the last interval.
+        assert_eq!(
+            verdict(&series(1.0, &[0.0, 8192.0]), None).verdict,
             Verdict::Growing
         );
-        // A full cache jittering around 100 blocks is not growth.
-        let cache = series(&[
-            (0.0, 0),
-            (5.0, 6400),
-            (10.0, 6336),
-            (15.0, 6400),
-            (20.0, 6464),
-        ]);
+    }
+
+    #[test]
+    fn step_is_a_plateau() {
+        let mut v = vec![0.0; 4];
+        v.extend([8192.0; 8]);
+        let a = verdict(&series(1.0, &v), Some(8.0));
+        assert_eq!(a.verdict, Verdict::Plateau, "{a:?}");
         assert_eq!(
-            verdict(&cache, growth_bytes_per_sec(&cache)),
-            Verdict::Stable
+            a.reason,
+            "grew to 8.0 KiB by 4 s, then flat for 7 s (7/11 intervals)"
         );
-        let freed = series(&[(0.0, 0), (1.0, 4096), (2.0, 0)]);
-        assert_eq!(
-            verdict(&freed, growth_bytes_per_sec(&freed)),
-            Verdict::Stable
+        // A step in the last intervals is too recent to call flat.
+        let mut v = vec![0.0; 10];
+        v.extend([8192.0; 2]);
+        assert_eq!(verdict(&series(1.0, &v), None).verdict, Verdict::Growing);
+    }
+
+    #[test]
+    fn plateau_after_ramp() {
+        // A cache filling over 5 s, then replacing entries (jitter ±1 %).
+        let values: Vec<f64> = (0..21)
+            .map(|i| {
+                if i <= 5 {
+                    i as f64 * 51_200.0
+                } else {
+                    256_000.0 + 2_560.0 * jitter(i)
+                }
+            })
+            .collect();
+        let a = verdict(&series(1.0, &values), Some(20.0));
+        assert_eq!(a.verdict, Verdict::Plateau, "{a:?}");
+        assert!(a.reason.starts_with("grew to 25"), "{}", a.reason);
+        // Early in the run, while it is still filling, it is growth.
+        let a = verdict(&series(1.0, &values[..5]), Some(4.0));
+        assert_eq!(a.verdict, Verdict::Leak, "{a:?}");
+    }
+
+    #[test]
+    fn sawtooth_is_stable() {
+        // A buffer that fills and is flushed every 4 intervals.
+        let values: Vec<f64> = (0..24).map(|i| (i % 4) as f64 * 1000.0).collect();
+        let a = verdict(&series(1.0, &values), Some(3.0));
+        assert_eq!(a.verdict, Verdict::Stable, "{a:?}");
+    }
+
+    #[test]
+    fn rising_sawtooth_is_growing_or_leak() {
+        // The same buffer, leaking 500 bytes per flush.
+        let values: Vec<f64> = (0..24)
+            .map(|i| (i % 4) as f64 * 1000.0 + (i / 4) as f64 * 500.0)
+            .collect();
+        let a = verdict(&series(1.0, &values), Some(23.0));
+        assert!(
+            matches!(a.verdict, Verdict::Growing | Verdict::Leak),
+            "{a:?}"
         );
-        assert_eq!(growth_bytes_per_sec(&series(&[(1.0, 7)])), 0.0);
+    }
+
+    #[test]
+    fn noise_is_stable() {
+        // Churn: whatever happens to be in flight at each sample.
+        let values: Vec<f64> = (0..20).map(|i| 5000.0 + 4000.0 * jitter(i)).collect();
+        let a = verdict(&series(1.0, &values), Some(0.5));
+        assert_eq!(a.verdict, Verdict::Stable, "{a:?}");
+        // The same from a starting zero (a churn stack's first samples).
+        let mut v = vec![0.0];
+        v.extend([300.0, 120.0, 500.0, 0.0, 250.0]);
+        let a = verdict(&series(1.0, &v), Some(0.1));
+        assert_eq!(a.verdict, Verdict::Stable, "{a:?}");
+        let flat = series(1.0, &[500.0; 5]);
+        assert_eq!(verdict(&flat, None).verdict, Verdict::Stable);
+        let freed = series(1.0, &[0.0, 4096.0, 0.0]);
+        let a = verdict(&freed, None);
+        assert_eq!(a.verdict, Verdict::Stable);
+        assert_eq!(a.reason, "back to 0 B after peaking at 4.0 KiB");
+    }
+
+    #[test]
+    fn random_churn_is_rarely_called_growth() {
+        // 1000 series of 20 samples of pure noise around a level: how often
+        // does noise alone pass for growth?
+        let mut called = 0;
+        for seed in 0..1000 {
+            let values: Vec<f64> = (0..20)
+                .map(|i| 50_000.0 + 30_000.0 * jitter(seed * 20 + i))
+                .collect();
+            let a = verdict(&series(1.0, &values), Some(1.0));
+            called += usize::from(a.verdict != Verdict::Stable);
+        }
+        assert!(called <= 10, "{called}/1000 noise series not stable");
+    }
+
+    #[test]
+    fn late_starting_leak() {
+        // Flat for 12 s, then a steady leak for 8 s.
+        let values: Vec<f64> = (0..21)
+            .map(|i| {
+                if i < 12 {
+                    0.0
+                } else {
+                    (i - 12) as f64 * 2048.0
+                }
+            })
+            .collect();
+        let a = verdict(&series(1.0, &values), Some(8.0));
+        assert_eq!(a.verdict, Verdict::Leak, "{a:?}");
+        assert!((a.growth_bytes_per_sec - 2048.0).abs() < 1e-6);
+        // Judged on its own span: its first third grew too.
+        assert_eq!(a.early_growth_bytes, 6144);
+        // Only two intervals into it, too early.
+        let a = verdict(&series(1.0, &values[..15]), Some(2.0));
+        assert_eq!(a.verdict, Verdict::Growing, "{a:?}");
+    }
+
+    #[test]
+    fn slowing_growth_is_not_a_leak() {
+        // Approaching a cap: halves the distance every interval.
+        let values: Vec<f64> = (0..8).map(|i| 100_000.0 * (1.0 - 0.5f64.powi(i))).collect();
+        let a = verdict(&series(1.0, &values), Some(7.0));
+        assert_ne!(a.verdict, Verdict::Leak, "{a:?}");
+    }
+
+    #[test]
+    fn young_backlog_is_growing() {
+        let p = series(5.0, &[0.0, 20480.0, 40960.0, 61440.0, 81920.0]);
+        let a = verdict(&p, Some(2.0));
+        assert_eq!(a.verdict, Verdict::Growing, "{a:?}");
+        assert!(a.reason.contains("backlog"), "{}", a.reason);
+    }
+
+    #[test]
+    fn slow_climb_on_a_big_base_is_not_flat() {
+        // A full 1 MiB cache plus a 1 KiB-per-interval leak on one stack.
+        let mut v = vec![0.0];
+        v.extend((0..20).map(|i| 1_048_576.0 + i as f64 * 1024.0));
+        let a = verdict(&series(1.0, &v), Some(20.0));
+        assert_ne!(a.verdict, Verdict::Plateau, "{a:?}");
+        assert_ne!(a.verdict, Verdict::Stable, "{a:?}");
     }
 }

@@ -15,6 +15,47 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// Parses a growth rate like `50MiB/h`, `1.5GiB/h`, `200KiB/min`, `4096/s`
+/// (IEC or SI units, per s|min|h) into bytes per hour.
+fn parse_rate(s: &str) -> Result<f64, String> {
+    const HINT: &str = "expected a size per time, e.g. 50MiB/h, 200KiB/min, 4096B/s";
+    let (size, per) = s.split_once('/').ok_or(HINT)?;
+    let per_hour = match per.trim() {
+        "s" | "sec" => 3600.0,
+        "m" | "min" => 60.0,
+        "h" | "hour" => 1.0,
+        _ => return Err(HINT.into()),
+    };
+    let size = size.trim();
+    let split = size
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(size.len());
+    let (number, unit) = size.split_at(split);
+    let number: f64 = number.parse().map_err(|_| HINT)?;
+    let unit = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "kib" => 1024.0,
+        "m" | "mb" => 1e6,
+        "mib" => 1024.0 * 1024.0,
+        "g" | "gb" => 1e9,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        _ => return Err(HINT.into()),
+    };
+    Ok(number * unit * per_hour)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SortBy {
+    /// Fastest-growing stacks first (robust slope of outstanding bytes).
+    Growth,
+    /// Most outstanding bytes first.
+    Outstanding,
+    /// Most outstanding allocations first.
+    Count,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     /// Human-readable report.
@@ -29,8 +70,11 @@ pub enum Format {
 /// memtrace hooks the target's allocator (malloc, calloc, realloc,
 /// posix_memalign, aligned_alloc, free, ...) and its anonymous mmap/munmap
 /// calls, keeps what is still outstanding per call stack in the kernel,
-/// samples it every interval, and at the end reports the stacks holding the
-/// most unfreed memory and whether they keep growing. Needs root.
+/// samples it every interval, and reports the stacks whose unfreed memory
+/// keeps growing, each with a verdict and its evidence: leak (keeps growing,
+/// old allocations accumulate), plateau (grew, then flat: a cache that
+/// filled), growing (too short or noisy to call) or stable. On a terminal
+/// it shows a live table every interval. Needs root.
 #[derive(Debug, Parser)]
 #[command(
     name = "memtrace",
@@ -41,6 +85,7 @@ pub enum Format {
     sudo memtrace --format json -o leak.json --pid 1234
     sudo memtrace -- ./myprog --its-args           start ./myprog traced from its first malloc
     sudo memtrace --interval 1s --top 5 -- python3 app.py
+    sudo memtrace -p 1234 --min-age 1m --sort outstanding   only blocks older than a minute
 
 Ctrl-C (or SIGTERM) stops tracing and prints the final report; so does the
 exit of every target. In `-- CMD` mode memtrace exits 0 when CMD exits, and
@@ -64,6 +109,20 @@ pub struct Cli {
     #[arg(short = 'n', long, default_value_t = 10, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..))]
     pub top: u32,
+
+    /// Order of the stacks in the report and the live view.
+    #[arg(short, long, value_enum, default_value_t = SortBy::Growth)]
+    pub sort: SortBy,
+
+    /// Hide allocations younger than this (e.g. 30s, 5m): stacks show only
+    /// the bytes outstanding for at least that long.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub min_age: Option<Duration>,
+
+    /// Flag a process whose RSS grows faster than this, whatever its stacks
+    /// show.
+    #[arg(long, default_value = "50MiB/h", value_parser = parse_rate, value_name = "RATE")]
+    pub rss_alert: f64,
 
     /// Report format.
     #[arg(short, long, value_enum, default_value_t = Format::Text)]
@@ -152,6 +211,17 @@ mod tests {
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("ten").is_err());
         assert!(parse_duration("10").is_err());
+    }
+
+    #[test]
+    fn rates() {
+        assert_eq!(parse_rate("50MiB/h"), Ok(50.0 * 1024.0 * 1024.0));
+        assert_eq!(parse_rate("1KiB/min"), Ok(60.0 * 1024.0));
+        assert_eq!(parse_rate("2/s"), Ok(7200.0));
+        assert_eq!(parse_rate("1.5 GB/h"), Ok(1.5e9));
+        assert!(parse_rate("50MiB").is_err());
+        assert!(parse_rate("fast/h").is_err());
+        assert!(parse_rate("5XB/h").is_err());
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Reading kernel-side accounting: per-stack totals and loss counters every
-//! interval, stack frames for newly seen stack ids, and mapping events from
-//! the ring buffer as they arrive.
+//! interval, the ages of live allocations, stack frames for newly seen
+//! stack ids, and mapping events from the ring buffer as they arrive.
 
 use std::collections::{hash_map::Entry, HashMap};
 
@@ -12,6 +12,8 @@ use aya::{
 use tracer_common::{
     LiveAlloc, LiveKey, MmapEvent, StackKey, StackTotals, STAT_COUNT, UNKNOWN_STACK,
 };
+
+use crate::aggregate::AgeStats;
 
 /// Everything the kernel has accumulated, read in one pass.
 pub struct KernelTotals {
@@ -35,6 +37,126 @@ pub fn read_totals(bpf: &Ebpf) -> Result<KernelTotals> {
         *slot = per_cpu.get(&(i as u32), 0)?.iter().sum();
     }
     Ok(KernelTotals { stacks, stats })
+}
+
+/// The kernel's clock for allocation timestamps (`bpf_ktime_get_ns`:
+/// CLOCK_MONOTONIC), now.
+pub fn kernel_now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Ages of the live heap allocations, per stack: one pass over the kernel's
+/// live table, bounded by --max-live. Read in batches (BPF_MAP_LOOKUP_BATCH,
+/// ~0.1 µs per block; 262,144 blocks take ~30 ms) where the kernel has it,
+/// else one block at a time (two syscalls, ~2.4 µs per block measured
+/// here). Blocks freed during the pass are skipped.
+pub fn read_live_ages(bpf: &Ebpf, min_age_secs: f64) -> Result<HashMap<StackKey, AgeStats>> {
+    let map = bpf.map("LIVE").context("LIVE map missing")?;
+    let now = kernel_now_ns();
+    let mut ages: HashMap<StackKey, AgeStats> = HashMap::new();
+    let mut add = |key: &LiveKey, block: &LiveAlloc| {
+        let age = now.saturating_sub(block.timestamp_ns) as f64 / 1e9;
+        ages.entry(StackKey {
+            tgid: key.tgid,
+            stack_id: block.stack_id,
+        })
+        .or_default()
+        .add(age, block.size, 1, min_age_secs);
+    };
+    let batched = match map {
+        aya::maps::Map::HashMap(data) => lookup_batch(data, &mut add).is_ok(),
+        _ => false,
+    };
+    if !batched {
+        let live: BpfHashMap<_, LiveKey, LiveAlloc> = BpfHashMap::try_from(map)?;
+        for (key, block) in live.iter().filter_map(Result::ok) {
+            add(&key, &block);
+        }
+    }
+    Ok(ages)
+}
+
+/// Entries per BPF_MAP_LOOKUP_BATCH call. A hash bucket must fit in one
+/// batch (else ENOSPC); buckets hold a handful of entries.
+const BATCH: usize = 4096;
+
+/// Visits every entry of a BPF hash map with BPF_MAP_LOOKUP_BATCH (aya 0.14
+/// has no batch API). Err if the kernel refuses the command before anything
+/// was visited, so the caller can fall back to iterating.
+fn lookup_batch(
+    map: &MapData,
+    visit: &mut impl FnMut(&LiveKey, &LiveAlloc),
+) -> std::io::Result<()> {
+    use std::os::fd::{AsFd, AsRawFd};
+    /// `union bpf_attr`, the `batch` member used by BPF_MAP_*_BATCH.
+    #[repr(C)]
+    #[derive(Default)]
+    struct BatchAttr {
+        in_batch: u64,
+        out_batch: u64,
+        keys: u64,
+        values: u64,
+        count: u32,
+        map_fd: u32,
+        elem_flags: u64,
+        flags: u64,
+    }
+    const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+    let fd = map.fd().as_fd().as_raw_fd();
+    let mut keys = vec![LiveKey::default(); BATCH];
+    let mut values = vec![LiveAlloc::default(); BATCH];
+    // The hash map's batch token: a bucket index.
+    let (mut token, mut next) = (0u32, 0u32);
+    let mut first = true;
+    loop {
+        let mut attr = BatchAttr {
+            in_batch: if first {
+                0
+            } else {
+                &token as *const u32 as u64
+            },
+            out_batch: &mut next as *mut u32 as u64,
+            keys: keys.as_mut_ptr() as u64,
+            values: values.as_mut_ptr() as u64,
+            count: BATCH as u32,
+            map_fd: fd as u32,
+            ..BatchAttr::default()
+        };
+        // SAFETY: the attr points at buffers of `count` keys and values of
+        // the map's key and value types, and at u32 batch tokens, all alive
+        // for the call; the kernel writes at most `count` of each.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_MAP_LOOKUP_BATCH,
+                &mut attr as *mut BatchAttr,
+                size_of::<BatchAttr>() as u32,
+            )
+        };
+        let err = (rc < 0).then(std::io::Error::last_os_error);
+        let done = match &err {
+            None => false,
+            Some(e) if e.raw_os_error() == Some(libc::ENOENT) => true,
+            Some(e) if first => return Err(std::io::Error::new(e.kind(), e.to_string())),
+            // A later failure: what was visited stands; stop there.
+            Some(_) => true,
+        };
+        let n = (attr.count as usize).min(BATCH);
+        for (k, v) in keys[..n].iter().zip(&values[..n]) {
+            visit(k, v);
+        }
+        if done {
+            return Ok(());
+        }
+        token = next;
+        first = false;
+    }
 }
 
 /// Frames of kernel stack ids, read once per id (ids are never reused while

@@ -2,9 +2,11 @@
 //! (not by their allocator): region arithmetic for mmap, partial munmap,
 //! MAP_FIXED replacement and mremap moves, per allocation stack.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use tracer_common::StackTotals;
+
+use crate::aggregate::AgeStats;
 
 /// Opaque stack handle chosen by the caller (the aggregator's stack index).
 pub type StackRef = usize;
@@ -16,6 +18,8 @@ struct Piece {
     /// The mmap call this piece comes from: a region split by a partial
     /// munmap is still one allocation until its last piece goes.
     origin: u64,
+    /// When that mmap happened (kernel monotonic ns).
+    since_ns: u64,
 }
 
 /// Live anonymous regions of every target and what they add up to per stack.
@@ -30,8 +34,8 @@ pub struct MappingTracker {
 }
 
 impl MappingTracker {
-    /// A successful anonymous mmap of `[addr, addr+len)`.
-    pub fn mmap(&mut self, pid: u32, addr: u64, len: u64, stack: StackRef) {
+    /// A successful anonymous mmap of `[addr, addr+len)` at `since_ns`.
+    pub fn mmap(&mut self, pid: u32, addr: u64, len: u64, stack: StackRef, since_ns: u64) {
         if len == 0 {
             return;
         }
@@ -46,6 +50,7 @@ impl MappingTracker {
                 end: addr + len,
                 stack,
                 origin,
+                since_ns,
             },
         );
         let t = self.totals.entry(stack).or_default();
@@ -124,6 +129,21 @@ impl MappingTracker {
         self.totals.iter().map(|(s, t)| (*s, t))
     }
 
+    /// Ages of the live regions at `now_ns`, per stack; a region split by
+    /// partial unmaps counts as one allocation.
+    pub fn ages(&self, now_ns: u64, min_age_secs: f64) -> HashMap<StackRef, AgeStats> {
+        let mut ages: HashMap<StackRef, AgeStats> = HashMap::new();
+        let mut counted = HashSet::new();
+        for (start, piece) in self.regions.values().flatten() {
+            let age = now_ns.saturating_sub(piece.since_ns) as f64 / 1e9;
+            let new = u64::from(counted.insert(piece.origin));
+            ages.entry(piece.stack)
+                .or_default()
+                .add(age, piece.end - start, new, min_age_secs);
+        }
+        ages
+    }
+
     fn insert_piece(&mut self, pid: u32, start: u64, piece: Piece) {
         *self.pieces_of.entry(piece.origin).or_default() += 1;
         self.regions.entry(pid).or_default().insert(start, piece);
@@ -193,7 +213,7 @@ mod tests {
     #[test]
     fn full_unmap_frees_everything() {
         let mut t = MappingTracker::default();
-        t.mmap(1, 0x10000, 64 * KIB, 7);
+        t.mmap(1, 0x10000, 64 * KIB, 7, 0);
         assert_eq!(outstanding(&t, 7), (64 * KIB, 1));
         t.unmap(1, 0x10000, 64 * KIB);
         assert_eq!(outstanding(&t, 7), (0, 0));
@@ -203,7 +223,7 @@ mod tests {
     fn partial_unmaps_keep_the_rest() {
         let mut t = MappingTracker::default();
         let base = 0x100000;
-        t.mmap(1, base, 1024 * KIB, 1);
+        t.mmap(1, base, 1024 * KIB, 1, 0);
         t.unmap(1, base, 256 * KIB); // head
         t.unmap(1, base + 768 * KIB, 256 * KIB); // tail
         assert_eq!(outstanding(&t, 1), (512 * KIB, 1));
@@ -216,7 +236,7 @@ mod tests {
     #[test]
     fn unknown_ranges_and_other_pids_are_ignored() {
         let mut t = MappingTracker::default();
-        t.mmap(1, 0x10000, 4 * KIB, 1);
+        t.mmap(1, 0x10000, 4 * KIB, 1, 0);
         t.unmap(2, 0x10000, 4 * KIB);
         t.unmap(1, 0x90000, 4 * KIB);
         assert_eq!(outstanding(&t, 1), (4 * KIB, 1));
@@ -225,8 +245,8 @@ mod tests {
     #[test]
     fn unmap_spanning_several_regions() {
         let mut t = MappingTracker::default();
-        t.mmap(1, 0x10000, 4 * KIB, 1);
-        t.mmap(1, 0x11000, 4 * KIB, 2);
+        t.mmap(1, 0x10000, 4 * KIB, 1, 0);
+        t.mmap(1, 0x11000, 4 * KIB, 2, 0);
         t.unmap(1, 0x10800, 4 * KIB);
         assert_eq!(outstanding(&t, 1), (2 * KIB, 1));
         assert_eq!(outstanding(&t, 2), (2 * KIB, 1));
@@ -235,8 +255,8 @@ mod tests {
     #[test]
     fn fixed_mapping_replaces_old_region() {
         let mut t = MappingTracker::default();
-        t.mmap(1, 0x10000, 8 * KIB, 1);
-        t.mmap(1, 0x10000, 8 * KIB, 2);
+        t.mmap(1, 0x10000, 8 * KIB, 1, 0);
+        t.mmap(1, 0x10000, 8 * KIB, 2, 0);
         assert_eq!(outstanding(&t, 1), (0, 0));
         assert_eq!(outstanding(&t, 2), (8 * KIB, 1));
     }
@@ -244,10 +264,10 @@ mod tests {
     #[test]
     fn exec_releases_every_region() {
         let mut t = MappingTracker::default();
-        t.mmap(1, 0x100000, 1024 * KIB, 1);
+        t.mmap(1, 0x100000, 1024 * KIB, 1, 0);
         t.unmap(1, 0x100000 + 256 * KIB, 256 * KIB); // split in two pieces
-        t.mmap(1, 0x900000, 8 * KIB, 2);
-        t.mmap(2, 0x900000, 8 * KIB, 3);
+        t.mmap(1, 0x900000, 8 * KIB, 2, 0);
+        t.mmap(2, 0x900000, 8 * KIB, 3, 0);
         t.release_all(1);
         assert_eq!(outstanding(&t, 1), (0, 0));
         assert_eq!(outstanding(&t, 2), (0, 0));
@@ -255,9 +275,24 @@ mod tests {
     }
 
     #[test]
+    fn ages_count_a_split_region_once() {
+        let mut t = MappingTracker::default();
+        t.mmap(1, 0x100000, 1024 * KIB, 1, 1_000_000_000);
+        t.unmap(1, 0x100000 + 256 * KIB, 256 * KIB);
+        t.mmap(1, 0x900000, 8 * KIB, 2, 20_000_000_000);
+        let ages = t.ages(31_000_000_000, 15.0);
+        let a = ages[&1];
+        assert_eq!(a.oldest_secs, 30.0);
+        assert_eq!((a.bytes[1], a.allocations[1]), (768 * KIB, 1));
+        assert_eq!((a.old_bytes, a.old_allocations), (768 * KIB, 1));
+        let b = ages[&2];
+        assert_eq!((b.bytes[1], b.allocations[1], b.old_bytes), (8 * KIB, 1, 0));
+    }
+
+    #[test]
     fn mremap_moves_and_resizes() {
         let mut t = MappingTracker::default();
-        t.mmap(1, 0x10000, 8 * KIB, 3);
+        t.mmap(1, 0x10000, 8 * KIB, 3, 0);
         t.mremap(1, 0x10000, 8 * KIB, 0x80000, 32 * KIB);
         assert_eq!(outstanding(&t, 3), (32 * KIB, 1));
         t.unmap(1, 0x10000, 8 * KIB); // old place is no longer ours

@@ -5,7 +5,7 @@
 //! report.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     io::{IsTerminal, Write},
     path::PathBuf,
     time::{Duration, Instant},
@@ -20,14 +20,14 @@ use tokio::{
 use tracer_common::{MmapEvent, MmapEventKind, StackKey, StackTotals, STAT_COUNT};
 
 use crate::{
-    aggregate::{Aggregator, StackIdentity, StackKind},
+    aggregate::{self, Aggregator, StackIdentity, StackKind},
     allocator,
     attach::{Capacity, Probes},
     cli::{Cli, Format},
     drain::{self, StackCache},
     launch::{self, HeldChild},
     mappings::MappingTracker,
-    report::{self, ReportContext, TargetReport},
+    report::{self, MemoryReport, MemorySample, ReportContext, TargetReport},
     symbolize::Symbolizer,
     target::{self, TargetInfo},
     units,
@@ -46,6 +46,9 @@ struct Target {
     info: TargetInfo,
     allocators: Vec<String>,
     exited: bool,
+    /// Resident memory at every sample while it lives (bounded like the
+    /// stack series).
+    memory: VecDeque<MemorySample>,
 }
 
 /// Everything a running session owns.
@@ -87,7 +90,7 @@ pub async fn run(cli: Cli, child: Option<HeldChild>) -> Result<()> {
         targets,
         child,
         stacks: StackCache::default(),
-        agg: Aggregator::new(MAX_SAMPLES),
+        agg: Aggregator::new(MAX_SAMPLES, cli.interval.as_secs_f64() / 4.0),
         mappings: MappingTracker::default(),
         symbolizer: Symbolizer::new(),
         stats: [0; STAT_COUNT as usize],
@@ -98,6 +101,10 @@ pub async fn run(cli: Cli, child: Option<HeldChild>) -> Result<()> {
     };
     for t in &session.targets {
         session.symbolizer.refresh(t.info.pid);
+    }
+    if session.child.is_none() {
+        // (A held child is still a copy of memtrace until it execs.)
+        session.sample_memory(0.0, &cli);
     }
     announce(&session, &cli);
     if let Some(c) = session.child.as_mut() {
@@ -112,7 +119,7 @@ pub async fn run(cli: Cli, child: Option<HeldChild>) -> Result<()> {
 
     // Final drain: whatever arrived since the last tick.
     drain::drain_events(events.get_mut(), |e| session.on_mapping_event(e));
-    session.sample()?;
+    session.sample(&cli)?;
     session.stop_child();
     let report = session.report(&cli);
     let text = match cli.format {
@@ -176,6 +183,7 @@ fn attach_pid(probes: &mut Probes, pid: u32) -> Result<Target> {
         info,
         allocators,
         exited: false,
+        memory: VecDeque::new(),
     })
 }
 
@@ -213,6 +221,7 @@ fn attach_command(probes: &mut Probes, child: &HeldChild) -> Result<Target> {
         },
         allocators,
         exited: false,
+        memory: VecDeque::new(),
     })
 }
 
@@ -240,7 +249,7 @@ impl Session {
                     guard.clear_ready();
                 }
                 _ = tick.tick() => {
-                    self.sample()?;
+                    self.sample(cli)?;
                     if progress {
                         self.print_progress();
                     }
@@ -280,8 +289,9 @@ impl Session {
         self.targets.iter().all(|t| t.exited)
     }
 
-    /// Reads the kernel's totals and appends a sample to every series.
-    fn sample(&mut self) -> Result<()> {
+    /// Reads the kernel's totals and the ages of live allocations, appends
+    /// a sample to every series, and reads the targets' resident memory.
+    fn sample(&mut self, cli: &Cli) -> Result<()> {
         let kernel = drain::read_totals(&self.probes.bpf)?;
         self.stats = kernel.stats;
         for (key, totals) in kernel.stacks {
@@ -307,7 +317,64 @@ impl Session {
         for (stack, totals) in mapped {
             self.agg.update(stack, totals);
         }
-        self.agg.sample(self.started.elapsed().as_secs_f64());
+        self.read_ages(cli)?;
+        let t = self.started.elapsed().as_secs_f64();
+        self.agg.sample(t);
+        self.sample_memory(t, cli);
+        Ok(())
+    }
+
+    /// Appends the targets' resident memory (and what their traced stacks
+    /// hold) at `t` to their memory series.
+    fn sample_memory(&mut self, t: f64, cli: &Cli) {
+        for target in &mut self.targets {
+            if target.exited {
+                continue;
+            }
+            let Some((rss, anon)) = target::memory_usage(target.info.pid) else {
+                continue;
+            };
+            let pid = target.info.pid;
+            let traced = self
+                .agg
+                .stacks
+                .iter()
+                .filter(|s| s.identity.pid == pid)
+                .map(|s| s.outstanding_bytes())
+                .sum();
+            let sample = MemorySample {
+                t,
+                rss_bytes: rss,
+                anon_bytes: anon,
+                traced_bytes: traced,
+            };
+            if target
+                .memory
+                .back()
+                .is_some_and(|b| t - b.t < cli.interval.as_secs_f64() / 4.0)
+            {
+                target.memory.pop_back(); // the final sample right after a tick's
+            }
+            aggregate::push_bounded(&mut target.memory, sample, MAX_SAMPLES);
+        }
+    }
+
+    /// Sets every stack's live-allocation ages: heap blocks from the
+    /// kernel's timestamps, mappings from their mmap events'. Stacks with
+    /// nothing live get empty ages.
+    fn read_ages(&mut self, cli: &Cli) -> Result<()> {
+        let min_age = cli.min_age.map_or(f64::INFINITY, |d| d.as_secs_f64());
+        for i in 0..self.agg.stacks.len() {
+            self.agg.set_ages(i, aggregate::AgeStats::default());
+        }
+        for (key, ages) in drain::read_live_ages(&self.probes.bpf, min_age)? {
+            if let Some(i) = self.agg.heap_stack(&key) {
+                self.agg.set_ages(i, ages);
+            }
+        }
+        for (stack, ages) in self.mappings.ages(drain::kernel_now_ns(), min_age) {
+            self.agg.set_ages(stack, ages);
+        }
         Ok(())
     }
 
@@ -324,7 +391,8 @@ impl Session {
                     kind: StackKind::Mmap,
                     frames,
                 });
-                self.mappings.mmap(pid, e.addr, e.len, stack);
+                self.mappings
+                    .mmap(pid, e.addr, e.len, stack, e.timestamp_ns);
             }
             k if k == MmapEventKind::Munmap as u32 => self.mappings.unmap(pid, e.addr, e.len),
             k if k == MmapEventKind::Mremap as u32 => self
@@ -462,6 +530,8 @@ impl Session {
                 exe: t.info.exe.clone(),
                 exited: t.exited,
                 allocators: t.allocators.clone(),
+                memory: (!t.memory.is_empty())
+                    .then(|| MemoryReport::new(t.memory.iter().copied().collect(), cli.rss_alert)),
             })
             .collect();
         let ctx = ReportContext {
@@ -471,6 +541,8 @@ impl Session {
             stats: &self.stats,
             loader_mappings: self.loader_mappings,
             top: cli.top as usize,
+            sort: cli.sort,
+            min_age_secs: cli.min_age.map(|d| d.as_secs_f64()),
         };
         report::build(ctx, &self.agg, &mut self.symbolizer)
     }

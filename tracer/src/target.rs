@@ -67,6 +67,24 @@ pub fn is_alive(pid: u32) -> bool {
     }
 }
 
+/// Resident memory of a process from `/proc/PID/status`: (RSS, anonymous
+/// RSS) in bytes. None once it is gone (or for a zombie, which has none).
+pub fn memory_usage(pid: u32) -> Option<(u64, u64)> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    parse_memory(&status)
+}
+
+fn parse_memory(status: &str) -> Option<(u64, u64)> {
+    let kib = |field: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|k| k * 1024)
+    };
+    Some((kib("VmRSS:")?, kib("RssAnon:")?))
+}
+
 /// One line of `/proc/PID/maps`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Mapping {
@@ -160,6 +178,15 @@ pub fn host_path(pid: u32, path: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn memory_from_status() {
+        let status = "Name:\tx\nVmRSS:\t    2048 kB\nRssAnon:\t     512 kB\nRssFile:\t 1536 kB\n";
+        assert_eq!(parse_memory(status), Some((2048 * 1024, 512 * 1024)));
+        assert_eq!(parse_memory("Name:\tzombie\n"), None);
+        let me = memory_usage(std::process::id()).expect("own status");
+        assert!(me.0 > 0 && me.1 <= me.0);
+    }
 
     #[test]
     fn parses_maps_lines() {

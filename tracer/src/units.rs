@@ -22,6 +22,12 @@ pub fn rate_per_min(bytes_per_sec: f64) -> String {
     format!("{sign}{}/min", bytes(per_min.abs().round() as u64))
 }
 
+/// Signed rate per hour: `+50.0 MiB/h`.
+pub fn rate_per_hour(bytes_per_hour: f64) -> String {
+    let sign = if bytes_per_hour < 0.0 { "-" } else { "+" };
+    format!("{sign}{}/h", bytes(bytes_per_hour.abs().round() as u64))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -34,5 +40,6 @@ mod tests {
         assert_eq!(bytes(8 << 20), "8.0 MiB");
         assert_eq!(rate_per_min(1024.0 / 60.0), "+1.0 KiB/min");
         assert_eq!(rate_per_min(-2.0), "-120 B/min");
+        assert_eq!(rate_per_hour(50.0 * 1048576.0), "+50.0 MiB/h");
     }
 }

@@ -1,5 +1,6 @@
 //! The report model: one serde structure that every renderer reads, built
-//! from the aggregated series, the loss counters and symbolized stacks.
+//! from the aggregated series, their analysis (verdicts), the targets'
+//! memory series, the loss counters and symbolized stacks.
 
 pub mod json;
 pub mod text;
@@ -8,19 +9,24 @@ use serde::Serialize;
 use tracer_common::Stat;
 
 use crate::{
-    aggregate::{Aggregator, StackKind},
-    analysis::{self, Verdict},
+    aggregate::{Aggregator, StackKind, StackSeries, AGE_BUCKETS, AGE_EDGES},
+    analysis::{self, Analysis, Verdict},
+    cli::SortBy,
     symbolize::{Frame, Symbolizer},
 };
 
 /// Bumped when a field changes meaning or disappears.
-pub const REPORT_VERSION: u32 = 1;
+pub const REPORT_VERSION: u32 = 2;
 
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub version: u32,
     pub duration_secs: f64,
     pub interval_secs: f64,
+    /// How `stacks` are ordered.
+    pub sort: SortBy,
+    /// With `--min-age`: stacks count only allocations at least this old.
+    pub min_age_secs: Option<f64>,
     pub targets: Vec<TargetReport>,
     pub totals: Totals,
     pub losses: Losses,
@@ -37,6 +43,61 @@ pub struct TargetReport {
     pub exited: bool,
     /// Allocator files hooked in it.
     pub allocators: Vec<String>,
+    /// Its resident memory over time (None when /proc could not tell).
+    pub memory: Option<MemoryReport>,
+}
+
+/// One reading of a process's resident memory.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct MemorySample {
+    /// Seconds since tracing started.
+    pub t: f64,
+    pub rss_bytes: u64,
+    /// Anonymous resident memory (heap, anonymous mappings).
+    pub anon_bytes: u64,
+    /// Outstanding bytes of its traced stacks at that time.
+    pub traced_bytes: u64,
+}
+
+/// A process's resident memory over the run and how much of its growth the
+/// traced stacks explain.
+#[derive(Debug, Serialize)]
+pub struct MemoryReport {
+    pub samples: Vec<MemorySample>,
+    pub rss_growth_bytes_per_hour: f64,
+    pub anon_growth_bytes_per_hour: f64,
+    pub traced_growth_bytes_per_hour: f64,
+    /// Traced growth / anonymous RSS growth (None while anonymous RSS does
+    /// not grow). Above 1 when traced blocks are not all touched yet.
+    pub explained_share: Option<f64>,
+    /// RSS grows faster than the threshold (`--rss-alert`).
+    pub alert: bool,
+    pub alert_threshold_bytes_per_hour: f64,
+}
+
+impl MemoryReport {
+    pub fn new(samples: Vec<MemorySample>, threshold_per_hour: f64) -> MemoryReport {
+        let per_hour = |f: fn(&MemorySample) -> u64| {
+            let points: Vec<(f64, f64)> = samples.iter().map(|s| (s.t, f(s) as f64)).collect();
+            (analysis::analyse_points(&points, None), 3600.0)
+        };
+        let (rss, h) = per_hour(|s| s.rss_bytes);
+        let (anon, _) = per_hour(|s| s.anon_bytes);
+        let (traced, _) = per_hour(|s| s.traced_bytes);
+        let rss_rate = rss.growth_bytes_per_sec * h;
+        let anon_rate = anon.growth_bytes_per_sec * h;
+        let traced_rate = traced.growth_bytes_per_sec * h;
+        let grows = |a: &Analysis| matches!(a.verdict, Verdict::Leak | Verdict::Growing);
+        MemoryReport {
+            rss_growth_bytes_per_hour: rss_rate,
+            anon_growth_bytes_per_hour: anon_rate,
+            traced_growth_bytes_per_hour: traced_rate,
+            explained_share: (grows(&anon) && anon_rate > 0.0).then(|| traced_rate / anon_rate),
+            alert: grows(&rss) && rss_rate > threshold_per_hour,
+            alert_threshold_bytes_per_hour: threshold_per_hour,
+            samples,
+        }
+    }
 }
 
 /// Sums over every stack (not only the ones shown).
@@ -123,16 +184,46 @@ pub struct Counters {
 pub struct StackReport {
     pub pid: u32,
     pub kind: StackKind,
+    /// Outstanding now (with `--min-age`: only allocations at least that old).
     pub outstanding_bytes: u64,
     pub outstanding_allocations: u64,
     pub allocated_bytes: u64,
     pub freed_bytes: u64,
     pub allocations: u64,
     pub frees: u64,
-    pub growth_bytes_per_sec: f64,
     pub verdict: Verdict,
+    pub verdict_reason: String,
+    /// Robust (Theil–Sen) slope of the outstanding bytes since the series
+    /// last left its starting level.
+    pub growth_bytes_per_sec: f64,
+    pub intervals: u64,
+    pub grew_intervals: u64,
+    pub early_growth_bytes: i64,
+    pub late_growth_bytes: i64,
+    /// Age of the oldest live allocation (None when none is live).
+    pub oldest_age_secs: Option<f64>,
+    /// Live bytes by age.
+    pub age_histogram: Vec<AgeBucket>,
+    /// Outstanding memory at every sample (bounded: decimated on long runs).
+    pub series: Vec<SeriesPoint>,
     /// Innermost first; frames[0] is the function that called the allocator.
     pub frames: Vec<Frame>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AgeBucket {
+    pub min_secs: f64,
+    /// None for the last, open-ended bucket.
+    pub max_secs: Option<f64>,
+    pub bytes: u64,
+    pub allocations: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SeriesPoint {
+    pub t: f64,
+    pub bytes: u64,
+    pub allocations: u64,
 }
 
 /// Inputs of a report other than the aggregated stacks.
@@ -143,6 +234,55 @@ pub struct ReportContext<'a> {
     pub stats: &'a [u64],
     pub loader_mappings: u64,
     pub top: usize,
+    pub sort: SortBy,
+    pub min_age_secs: Option<f64>,
+}
+
+/// A stack's analysis and the outstanding memory the report shows for it.
+pub struct Ranked<'a> {
+    pub series: &'a StackSeries,
+    pub analysis: Analysis,
+    pub bytes: u64,
+    pub allocations: u64,
+}
+
+/// Analyses every stack holding memory (at least `min_age` old, if given)
+/// and orders them by `sort`; ties by outstanding bytes.
+pub fn rank(agg: &Aggregator, sort: SortBy, min_age_secs: Option<f64>) -> Vec<Ranked<'_>> {
+    let mut ranked: Vec<Ranked<'_>> = agg
+        .stacks
+        .iter()
+        .filter_map(|s| {
+            let (bytes, allocations) = match min_age_secs {
+                Some(_) => (s.ages.old_bytes, s.ages.old_allocations),
+                None => (s.outstanding_bytes(), s.outstanding_allocations()),
+            };
+            (bytes > 0).then(|| Ranked {
+                series: s,
+                analysis: analysis::analyse(&s.samples, oldest_age(s)),
+                bytes,
+                allocations,
+            })
+        })
+        .collect();
+    ranked.sort_by(|a, b| {
+        let primary = match sort {
+            SortBy::Growth => b
+                .analysis
+                .growth_bytes_per_sec
+                .total_cmp(&a.analysis.growth_bytes_per_sec),
+            SortBy::Outstanding => std::cmp::Ordering::Equal,
+            SortBy::Count => b.allocations.cmp(&a.allocations),
+        };
+        primary.then(b.bytes.cmp(&a.bytes))
+    });
+    ranked
+}
+
+/// Age of a stack's oldest live allocation, if it has live allocations
+/// with known ages.
+fn oldest_age(s: &StackSeries) -> Option<f64> {
+    (s.ages.allocations.iter().sum::<u64>() > 0).then_some(s.ages.oldest_secs)
 }
 
 pub fn build(ctx: ReportContext<'_>, agg: &Aggregator, symbolizer: &mut Symbolizer) -> Report {
@@ -158,35 +298,17 @@ pub fn build(ctx: ReportContext<'_>, agg: &Aggregator, symbolizer: &mut Symboliz
         totals.stacks += 1;
         totals.stacks_holding_memory += u64::from(s.outstanding_bytes() > 0);
     }
-    let mut order: Vec<usize> = (0..agg.stacks.len())
-        .filter(|&i| agg.stacks[i].outstanding_bytes() > 0)
-        .collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(agg.stacks[i].outstanding_bytes()));
-    let stacks = order
+    let stacks = rank(agg, ctx.sort, ctx.min_age_secs)
         .into_iter()
         .take(ctx.top)
-        .map(|i| {
-            let s = &agg.stacks[i];
-            let growth = analysis::growth_bytes_per_sec(&s.samples);
-            StackReport {
-                pid: s.identity.pid,
-                kind: s.identity.kind,
-                outstanding_bytes: s.outstanding_bytes(),
-                outstanding_allocations: s.outstanding_allocations(),
-                allocated_bytes: s.totals.allocated_bytes,
-                freed_bytes: s.totals.freed_bytes,
-                allocations: s.totals.allocations,
-                frees: s.totals.frees,
-                growth_bytes_per_sec: growth,
-                verdict: analysis::verdict(&s.samples, growth),
-                frames: symbolizer.frames(s.identity.pid, &s.identity.frames),
-            }
-        })
+        .map(|r| stack_report(r, symbolizer))
         .collect();
     Report {
         version: REPORT_VERSION,
         duration_secs: ctx.duration_secs,
         interval_secs: ctx.interval_secs,
+        sort: ctx.sort,
+        min_age_secs: ctx.min_age_secs,
         targets: ctx.targets,
         totals,
         losses: Losses {
@@ -208,5 +330,47 @@ pub fn build(ctx: ReportContext<'_>, agg: &Aggregator, symbolizer: &mut Symboliz
             nested_calls: stat(Stat::NestedCall),
         },
         stacks,
+    }
+}
+
+fn stack_report(r: Ranked<'_>, symbolizer: &mut Symbolizer) -> StackReport {
+    let s = r.series;
+    let a = r.analysis;
+    let age_histogram = (0..AGE_BUCKETS)
+        .map(|i| AgeBucket {
+            min_secs: if i == 0 { 0.0 } else { AGE_EDGES[i - 1] },
+            max_secs: AGE_EDGES.get(i).copied(),
+            bytes: s.ages.bytes[i],
+            allocations: s.ages.allocations[i],
+        })
+        .collect();
+    StackReport {
+        pid: s.identity.pid,
+        kind: s.identity.kind,
+        outstanding_bytes: r.bytes,
+        outstanding_allocations: r.allocations,
+        allocated_bytes: s.totals.allocated_bytes,
+        freed_bytes: s.totals.freed_bytes,
+        allocations: s.totals.allocations,
+        frees: s.totals.frees,
+        verdict: a.verdict,
+        verdict_reason: a.reason,
+        growth_bytes_per_sec: a.growth_bytes_per_sec,
+        intervals: a.intervals,
+        grew_intervals: a.grew_intervals,
+        early_growth_bytes: a.early_growth_bytes,
+        late_growth_bytes: a.late_growth_bytes,
+        oldest_age_secs: oldest_age(s),
+        age_histogram,
+        series: s
+            .samples
+            .iter()
+            .map(|p| SeriesPoint {
+                t: p.t,
+                bytes: p.bytes,
+                allocations: p.count,
+            })
+            .collect(),
+        frames: symbolizer.frames(s.identity.pid, &s.identity.frames),
     }
 }

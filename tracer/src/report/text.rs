@@ -1,10 +1,11 @@
-//! Text renderer: a header (targets, duration, totals, losses), then the top
-//! stacks with their frames, innermost first.
+//! Text renderer: a header (targets and their memory, duration, totals,
+//! losses, verdict counts), then the top stacks, each with its verdict, the
+//! reason for it and its frames, innermost first.
 
 use std::fmt::Write;
 
-use super::{Report, StackReport};
-use crate::units::{bytes, rate_per_min};
+use super::{MemoryReport, Report, StackReport};
+use crate::units::{bytes, rate_per_hour, rate_per_min};
 
 pub fn render(report: &Report) -> String {
     let mut out = String::new();
@@ -31,6 +32,9 @@ pub fn render(report: &Report) -> String {
                 t.allocators.join(", ")
             }
         );
+        if let Some(m) = &t.memory {
+            memory(w, t.pid, m);
+        }
     }
     let tot = &report.totals;
     let _ = writeln!(
@@ -58,10 +62,26 @@ pub fn render(report: &Report) -> String {
         let _ = writeln!(w, "no outstanding allocations were made while tracing");
         return out;
     }
+    let mut counts: Vec<(String, usize)> = Vec::new();
+    for s in &report.stacks {
+        let v = name_of(&s.verdict);
+        match counts.iter_mut().find(|(name, _)| *name == v) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((v, 1)),
+        }
+    }
+    counts.sort();
+    let counts: Vec<String> = counts.iter().map(|(v, n)| format!("{n} {v}")).collect();
+    let aged = report
+        .min_age_secs
+        .map(|s| format!(", counting only allocations older than {s:.0} s"))
+        .unwrap_or_default();
     let _ = writeln!(
         w,
-        "top {} stacks by outstanding bytes:",
-        report.stacks.len()
+        "top {} stacks by {}{aged} ({}):",
+        report.stacks.len(),
+        name_of(&report.sort),
+        counts.join(", ")
     );
     for (i, s) in report.stacks.iter().enumerate() {
         let _ = writeln!(w);
@@ -75,12 +95,13 @@ fn stack(w: &mut String, rank: usize, s: &StackReport) {
     let kind = name_of(&s.kind);
     let _ = writeln!(
         w,
-        "#{rank} {} in {} allocations, {} [{verdict}]  pid {} {kind}",
+        "#{rank} [{verdict}] {} in {} allocations, {}  pid {} {kind}",
         bytes(s.outstanding_bytes),
         s.outstanding_allocations,
         rate_per_min(s.growth_bytes_per_sec),
         s.pid,
     );
+    let _ = writeln!(w, "    {}", s.verdict_reason);
     if s.frames.is_empty() {
         let _ = writeln!(w, "    [stack not captured]");
     }
@@ -100,9 +121,36 @@ fn stack(w: &mut String, rank: usize, s: &StackReport) {
     }
 }
 
+fn memory(w: &mut String, pid: u32, m: &MemoryReport) {
+    let Some(last) = m.samples.last() else { return };
+    let explained = match m.explained_share {
+        Some(share) => format!(
+            "; traced stacks explain {:.0}% of the anonymous growth",
+            share * 100.0
+        ),
+        None => String::new(),
+    };
+    let _ = writeln!(
+        w,
+        "    memory: RSS {} ({}), anonymous {} ({}){explained}",
+        bytes(last.rss_bytes),
+        rate_per_hour(m.rss_growth_bytes_per_hour),
+        bytes(last.anon_bytes),
+        rate_per_hour(m.anon_growth_bytes_per_hour),
+    );
+    if m.alert {
+        let _ = writeln!(
+            w,
+            "    ALERT: pid {pid}'s RSS grows {}, above the {} threshold (--rss-alert)",
+            rate_per_hour(m.rss_growth_bytes_per_hour),
+            rate_per_hour(m.alert_threshold_bytes_per_hour).trim_start_matches('+'),
+        );
+    }
+}
+
 /// The serde name of a unit enum variant (`growing`, `heap`), so text and
 /// JSON always use the same words.
-fn name_of<T: serde::Serialize>(value: &T) -> String {
+pub(crate) fn name_of<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_value(value)
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))
