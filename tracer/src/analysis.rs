@@ -57,7 +57,8 @@ const Z_CRITICAL: f64 = 2.576;
 pub struct Analysis {
     pub verdict: Verdict,
     pub reason: String,
-    /// Theil–Sen slope over the active window, bytes per second.
+    /// Theil–Sen slope over the active window (for a plateau: over its flat
+    /// part), bytes per second.
     pub growth_bytes_per_sec: f64,
     /// Steps between consecutive samples, and how many of them went up.
     pub intervals: u64,
@@ -127,6 +128,8 @@ pub fn analyse_points(points: &[(f64, f64)], oldest_age_secs: Option<f64>) -> An
     let tail_level = median(points[tail..].iter().map(|p| p.1).collect());
     if tail_level - first.1 > band && tail_steps >= 2 && tail_secs >= SUSTAINED * span {
         a.verdict = Verdict::Plateau;
+        // Its growth now is that of the flat part, not of the fill.
+        a.growth_bytes_per_sec = theil_sen(&points[tail..]);
         a.reason = format!(
             "grew to {} by {:.0} s, then flat for {:.0} s ({}/{} intervals)",
             bytes(tail_level as u64),

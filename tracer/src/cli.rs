@@ -128,6 +128,11 @@ pub struct Cli {
     #[arg(short, long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
 
+    /// No live table on a terminal: one plain line per interval instead
+    /// (what memtrace prints when stdout is not a terminal).
+    #[arg(long)]
+    pub no_live: bool,
+
     /// Write the report to FILE instead of stdout.
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,

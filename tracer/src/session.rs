@@ -6,7 +6,7 @@
 
 use std::{
     collections::{HashMap, VecDeque},
-    io::{IsTerminal, Write},
+    io::Write,
     path::PathBuf,
     time::{Duration, Instant},
 };
@@ -27,10 +27,9 @@ use crate::{
     drain::{self, StackCache},
     launch::{self, HeldChild},
     mappings::MappingTracker,
-    report::{self, MemoryReport, MemorySample, ReportContext, TargetReport},
+    report::{self, live::Live, MemoryReport, MemorySample, ReportContext, TargetReport},
     symbolize::Symbolizer,
     target::{self, TargetInfo},
-    units,
 };
 
 /// Points kept per stack series (~4 KiB); longer runs are decimated.
@@ -115,13 +114,16 @@ pub async fn run(cli: Cli, child: Option<HeldChild>) -> Result<()> {
     let mut events = unsafe { AsyncFd::register(events) }
         .map_err(|e| e.into_parts().1)
         .context("polling the event ring buffer")?;
-    session.event_loop(&cli, &mut events).await?;
+    let json_on_stdout = cli.format == Format::Json && cli.output.is_none();
+    let mut live = Live::choose(!cli.no_live, json_on_stdout);
+    session.event_loop(&cli, &mut events, &mut live).await?;
+    live.finish();
 
     // Final drain: whatever arrived since the last tick.
     drain::drain_events(events.get_mut(), |e| session.on_mapping_event(e));
     session.sample(&cli)?;
     session.stop_child();
-    let report = session.report(&cli);
+    let report = session.report(&cli, cli.top as usize);
     let text = match cli.format {
         Format::Text => report::text::render(&report),
         Format::Json => report::json::render(&report),
@@ -230,6 +232,7 @@ impl Session {
         &mut self,
         cli: &Cli,
         events: &mut AsyncFd<RingBuf<MapData>>,
+        live: &mut Live,
     ) -> Result<()> {
         let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
         let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
@@ -237,7 +240,6 @@ impl Session {
             tokio::time::interval_at(tokio::time::Instant::now() + cli.interval, cli.interval);
         let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
         let deadline = cli.duration.map(|d| tokio::time::Instant::now() + d);
-        let progress = std::io::stderr().is_terminal();
         loop {
             tokio::select! {
                 _ = sigint.recv() => break,
@@ -250,9 +252,9 @@ impl Session {
                 }
                 _ = tick.tick() => {
                     self.sample(cli)?;
-                    if progress {
-                        self.print_progress();
-                    }
+                    let rows = live.rows(self.targets.len(), cli.top as usize);
+                    let report = self.report(cli, rows);
+                    live.draw(&report);
                 }
                 _ = housekeeping.tick() => {
                     if self.housekeeping() {
@@ -497,16 +499,6 @@ impl Session {
         })
     }
 
-    fn print_progress(&self) {
-        let outstanding: u64 = self.agg.stacks.iter().map(|s| s.outstanding_bytes()).sum();
-        crate::note(&format!(
-            "{:>6.1}s  {} outstanding in {} stacks",
-            self.started.elapsed().as_secs_f64(),
-            units::bytes(outstanding),
-            self.agg.stacks.len()
-        ));
-    }
-
     /// In `-- CMD` mode, stops CMD if it still runs (SIGTERM, then SIGKILL
     /// after 2 s) and reaps it.
     fn stop_child(&mut self) {
@@ -517,7 +509,8 @@ impl Session {
         }
     }
 
-    fn report(&mut self, cli: &Cli) -> report::Report {
+    /// The report as of now, with the `top` first stacks.
+    fn report(&mut self, cli: &Cli, top: usize) -> report::Report {
         for t in &mut self.targets {
             t.exited |= !target::is_alive(t.info.pid);
         }
@@ -540,7 +533,7 @@ impl Session {
             targets,
             stats: &self.stats,
             loader_mappings: self.loader_mappings,
-            top: cli.top as usize,
+            top,
             sort: cli.sort,
             min_age_secs: cli.min_age.map(|d| d.as_secs_f64()),
         };

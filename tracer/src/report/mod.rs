@@ -3,6 +3,7 @@
 //! memory series, the loss counters and symbolized stacks.
 
 pub mod json;
+pub mod live;
 pub mod text;
 
 use serde::Serialize;
@@ -194,7 +195,7 @@ pub struct StackReport {
     pub verdict: Verdict,
     pub verdict_reason: String,
     /// Robust (Theil–Sen) slope of the outstanding bytes since the series
-    /// last left its starting level.
+    /// left its starting level (for a plateau: over its flat part).
     pub growth_bytes_per_sec: f64,
     pub intervals: u64,
     pub grew_intervals: u64,
