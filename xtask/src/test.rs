@@ -30,6 +30,7 @@ pub fn run(args: TestArgs) -> Result<()> {
     }
 
     let bin = build::run()?;
+    ensure_test_tools()?;
 
     if !args.no_lint {
         lint::run(false)?;
@@ -44,4 +45,28 @@ pub fn run(args: TestArgs) -> Result<()> {
     )?;
     eprintln!("==> all steps passed");
     Ok(())
+}
+
+/// Programs the integration tests drive, by Debian package: gcc compiles
+/// the workloads, tmux is the real terminal of the live-view test.
+const TEST_TOOLS: [(&str, &str); 2] = [("gcc", "gcc"), ("tmux", "tmux")];
+
+/// Installs the test tools that are missing (with apt-get, as root).
+fn ensure_test_tools() -> Result<()> {
+    let missing: Vec<&str> = TEST_TOOLS
+        .iter()
+        .filter(|(program, _)| cmd::which(program).is_none())
+        .map(|&(_, package)| package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    cmd::step(&format!("installing test tools: {}", missing.join(" ")));
+    cmd::run(std::process::Command::new("apt-get").args(["update", "-q"]))?;
+    cmd::run(
+        std::process::Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
 }
