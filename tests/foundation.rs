@@ -87,8 +87,12 @@ fn pid_mode_reports_growing_leak() {
     // the 6 s window: it grew, then stayed flat for half of the window.
     assert_eq!(top.verdict, "plateau", "leak_fixed verdict\n{ctx}");
     assert!(
-        top.growth_bytes_per_sec > 0.0,
-        "leak_fixed growth_bytes_per_sec should be > 0\n{ctx}"
+        top.verdict_reason.contains("then flat"),
+        "leak_fixed's reason should say it stopped growing\n{ctx}"
+    );
+    assert_eq!(
+        top.growth_bytes_per_sec, 0.0,
+        "a plateau's growth is that of its flat part\n{ctx}"
     );
     assert_eq!(
         top.frames.get(1).and_then(|f| f.function.as_deref()),
@@ -132,7 +136,21 @@ fn text_format_names_function_and_pid() {
     let out = tracer.finish(secs(60));
     out.assert_success();
 
-    let lines: Vec<&str> = out.stdout.lines().collect();
+    // Piped stdout: one plain line per interval, then the report.
+    let report_at = out
+        .stdout
+        .find("memtrace report:")
+        .unwrap_or_else(|| panic!("no text report on stdout\n{}", out.describe()));
+    let progress = out.stdout[..report_at]
+        .lines()
+        .filter(|l| l.contains(" outstanding in "))
+        .count();
+    assert!(
+        (3..=5).contains(&progress),
+        "expected a line per 1 s interval of the 4 s run before the report, got {progress}\n{}",
+        out.describe()
+    );
+    let lines: Vec<&str> = out.stdout[report_at..].lines().collect();
     let function_line = lines
         .iter()
         .position(|l| l.contains("leak_fixed"))

@@ -467,10 +467,7 @@ const STEADY_LEAK_SIZE: u64 = 1000;
 
 #[test]
 fn full_cache_is_a_plateau_next_to_a_steady_leak() {
-    let report = run_memtrace_cmd(
-        &["--duration", "60s", "--interval", "1s"],
-        &[compile_c("full_cache")],
-    );
+    let report = run_memtrace_cmd(&["--duration", "60s"], &[compile_c("full_cache")]);
     let ctx = report.describe();
 
     let cache = report.stack_of("cache_insert");

@@ -16,8 +16,10 @@
 //!   its `memtrace: tracing` stderr line.
 //! - [`run_memtrace`] and [`run_memtrace_cmd`] are one-shot runs;
 //!   [`run_memtrace_stdout_closed`] runs with a stdout nobody reads.
-//! - [`Report`] is the parsed, schema-checked JSON report, with lookups by
-//!   `frames[0].function` and whole-report consistency checks.
+//! - [`Report`] is the parsed, schema-checked JSON report (version
+//!   [`REPORT_VERSION`]: verdicts with their evidence — series, age
+//!   histogram, oldest live allocation — and each target's memory), with
+//!   lookups by `frames[0].function` and whole-report consistency checks.
 //! - [`assert_within`] compares with a stated relative tolerance.
 
 mod compile;
@@ -33,7 +35,9 @@ pub use process::{
     Workload, CMD_TIMEOUT, JSON_ARGS, TRACING_TIMEOUT,
 };
 pub use report::{
-    Frame, FunctionSummary, Report, Stack, Target, Totals, ALLOCATOR_SYMBOLS, LOSS_COUNTERS, TOP,
+    AgeBucket, Frame, FunctionSummary, MemorySample, Report, SeriesPoint, Stack, Target,
+    TargetMemory, Totals, AGE_BUCKETS, ALLOCATOR_SYMBOLS, LOSS_COUNTERS, REPORT_VERSION, SORT_KEYS,
+    TIME_SLACK_SECS, TOP, VERDICTS,
 };
 
 /// The workspace root: the parent of this crate's manifest directory.

@@ -9,6 +9,33 @@ use serde_json::{Map, Value};
 /// The `--top` used by every JSON test run ([`crate::JSON_ARGS`]).
 pub const TOP: usize = 100;
 
+/// The report schema version these checks implement.
+pub const REPORT_VERSION: u64 = 2;
+
+/// Every value of `stacks[].verdict`.
+pub const VERDICTS: &[&str] = &["leak", "plateau", "growing", "stable"];
+
+/// Every value of the top-level `sort` (`--sort`).
+pub const SORT_KEYS: &[&str] = &["growth", "outstanding", "count"];
+
+/// Blocks by which a running target's `age_histogram` may differ from
+/// its stack's outstanding allocations (see [`Report::stack_problems`]).
+pub const HISTOGRAM_SLACK_BLOCKS: u64 = 2;
+
+/// The buckets of `stacks[].age_histogram`, in order: `(min_secs,
+/// max_secs)`, `None` for the last, unbounded one.
+pub const AGE_BUCKETS: &[(f64, Option<f64>)] = &[
+    (0.0, Some(10.0)),
+    (10.0, Some(60.0)),
+    (60.0, Some(600.0)),
+    (600.0, Some(3600.0)),
+    (3600.0, None),
+];
+
+/// Slack for comparing report-time ages and sample times with
+/// `duration_secs` (the report is built a moment after tracing stops).
+pub const TIME_SLACK_SECS: f64 = 2.0;
+
 /// Allocator and mapping entry points; `frames[0]` must never be one of
 /// these (it is the function that called the allocator).
 pub const ALLOCATOR_SYMBOLS: &[&str] = &[
@@ -75,10 +102,47 @@ pub struct Stack {
     pub freed_bytes: u64,
     pub allocations: u64,
     pub frees: u64,
+    /// Growth rate in bytes per second (Theil–Sen).
     pub growth_bytes_per_sec: f64,
+    /// One of [`VERDICTS`].
     pub verdict: String,
+    /// Why, in words (never empty).
+    pub verdict_reason: String,
+    /// Steps in the series.
+    pub intervals: u64,
+    /// Steps of the series that went up.
+    pub grew_intervals: u64,
+    /// Growth over the first third of the stack's window.
+    pub early_growth_bytes: i64,
+    /// Growth over the last third of the stack's window.
+    pub late_growth_bytes: i64,
+    /// Age of the oldest live allocation at report time.
+    pub oldest_age_secs: Option<f64>,
+    /// Live bytes by age, the [`AGE_BUCKETS`] in order.
+    pub age_histogram: Vec<AgeBucket>,
+    /// Outstanding memory over time, oldest first.
+    pub series: Vec<SeriesPoint>,
     /// Innermost first.
     pub frames: Vec<Frame>,
+}
+
+/// One entry of `stacks[].age_histogram`: live memory allocated between
+/// `min_secs` and `max_secs` (unbounded when `None`) ago.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgeBucket {
+    pub min_secs: f64,
+    pub max_secs: Option<f64>,
+    pub bytes: u64,
+    pub allocations: u64,
+}
+
+/// One point of `stacks[].series`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesPoint {
+    /// Seconds since tracing started.
+    pub t: f64,
+    pub bytes: u64,
+    pub allocations: u64,
 }
 
 impl Stack {
@@ -93,6 +157,63 @@ impl Stack {
             .iter()
             .map(|f| f.function.as_deref().unwrap_or("?"))
             .collect()
+    }
+
+    /// The age bucket starting at `min_secs` (one of [`AGE_BUCKETS`]).
+    #[track_caller]
+    pub fn age_bucket(&self, min_secs: f64) -> &AgeBucket {
+        self.age_histogram
+            .iter()
+            .find(|b| b.min_secs == min_secs)
+            .unwrap_or_else(|| {
+                panic!(
+                    "no age_histogram bucket starts at {min_secs}: {:?}",
+                    self.age_histogram
+                )
+            })
+    }
+
+    /// Steps of the series: `(before, after)`.
+    pub fn steps(&self) -> impl Iterator<Item = (&SeriesPoint, &SeriesPoint)> {
+        self.series.iter().zip(self.series.iter().skip(1))
+    }
+
+    /// The series as `t:bytes` pairs (for failure messages).
+    pub fn series_text(&self) -> String {
+        self.series
+            .iter()
+            .map(|p| format!("{:.1}:{}", p.t, p.bytes))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// The verdict's evidence on one line (for failure messages).
+    pub fn evidence(&self) -> String {
+        let buckets: Vec<String> = self
+            .age_histogram
+            .iter()
+            .map(|b| {
+                format!(
+                    "[{}..{}) {}B/{}",
+                    b.min_secs,
+                    b.max_secs.map_or("inf".to_string(), |m| m.to_string()),
+                    b.bytes,
+                    b.allocations
+                )
+            })
+            .collect();
+        format!(
+            "{} ({:?}) intervals {}/{} grew, early {:+}B late {:+}B, oldest {}, ages {}",
+            self.verdict,
+            self.verdict_reason,
+            self.grew_intervals,
+            self.intervals,
+            self.early_growth_bytes,
+            self.late_growth_bytes,
+            self.oldest_age_secs
+                .map_or("none".to_string(), |a| format!("{a:.2}s")),
+            buckets.join(" ")
+        )
     }
 
     /// One-line summary for failure messages.
@@ -145,11 +266,38 @@ impl Totals {
 }
 
 /// One entry of `targets`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Target {
     pub pid: u32,
     pub comm: String,
     pub exe: String,
+    /// Whether it had exited when the report was made.
+    pub exited: bool,
+    /// The process's own memory over time, when memtrace sampled it.
+    pub memory: Option<TargetMemory>,
+}
+
+/// `targets[].memory`: the process's RSS next to what memtrace traced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetMemory {
+    pub samples: Vec<MemorySample>,
+    pub rss_growth_bytes_per_hour: f64,
+    pub anon_growth_bytes_per_hour: f64,
+    pub traced_growth_bytes_per_hour: f64,
+    /// Share of the growth the traced stacks explain, when defined.
+    pub explained_share: Option<f64>,
+    /// Whether the growth crossed `--rss-alert`.
+    pub alert: bool,
+    pub alert_threshold_bytes_per_hour: f64,
+}
+
+/// One entry of `targets[].memory.samples`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemorySample {
+    /// Seconds since tracing started.
+    pub t: f64,
+    pub rss_bytes: u64,
+    pub anon_bytes: u64,
 }
 
 /// The stacks whose `frames[0].function` is one function, summed.
@@ -166,6 +314,11 @@ pub struct FunctionSummary {
 pub struct Report {
     pub version: u64,
     pub duration_secs: f64,
+    /// How `stacks` are ordered: one of [`SORT_KEYS`].
+    pub sort: String,
+    /// `--min-age`: when set, stacks count only allocations at least this
+    /// old, and stacks without any are left out.
+    pub min_age_secs: Option<f64>,
     pub targets: Vec<Target>,
     pub totals: Totals,
     pub losses: BTreeMap<String, u64>,
@@ -236,6 +389,47 @@ impl<'a> Obj<'a> {
         }
     }
 
+    fn i64(&self, key: &str) -> Result<i64, String> {
+        let v = self.field(key)?;
+        v.as_i64()
+            .ok_or_else(|| format!("{}.{key}: expected an integer, got {v}", self.path))
+    }
+
+    fn bool(&self, key: &str) -> Result<bool, String> {
+        let v = self.field(key)?;
+        v.as_bool()
+            .ok_or_else(|| format!("{}.{key}: expected true or false, got {v}", self.path))
+    }
+
+    /// A finite number.
+    fn finite(&self, key: &str) -> Result<f64, String> {
+        let v = self.f64(key)?;
+        if v.is_finite() {
+            Ok(v)
+        } else {
+            Err(format!("{}.{key}: {v} is not finite", self.path))
+        }
+    }
+
+    fn opt_f64(&self, key: &str) -> Result<Option<f64>, String> {
+        match self.field(key)? {
+            Value::Null => Ok(None),
+            v => v
+                .as_f64()
+                .map(Some)
+                .ok_or_else(|| format!("{}.{key}: expected a number or null, got {v}", self.path)),
+        }
+    }
+
+    /// The objects of array `key`, with their paths.
+    fn objects(&self, key: &str) -> Result<Vec<Obj<'a>>, String> {
+        self.array(key)?
+            .iter()
+            .enumerate()
+            .map(|(i, v)| Obj::new(format!("{}.{key}[{i}]", self.path), v))
+            .collect()
+    }
+
     fn opt_u64(&self, key: &str) -> Result<Option<u64>, String> {
         match self.field(key)? {
             Value::Null => Ok(None),
@@ -292,11 +486,39 @@ fn parse_stack(o: &Obj) -> Result<Stack, String> {
         ));
     }
     let verdict = o.string("verdict")?;
-    if verdict != "growing" && verdict != "stable" {
+    if !VERDICTS.contains(&verdict.as_str()) {
         return Err(format!(
-            "{}.verdict: expected \"growing\" or \"stable\", got {verdict:?}",
+            "{}.verdict: expected one of {VERDICTS:?}, got {verdict:?}",
             o.path
         ));
+    }
+    let verdict_reason = o.string("verdict_reason")?;
+    if verdict_reason.trim().is_empty() {
+        return Err(format!("{}.verdict_reason: empty", o.path));
+    }
+    let age_histogram = parse_age_histogram(o)?;
+    let series = o
+        .objects("series")?
+        .iter()
+        .map(|p| {
+            Ok(SeriesPoint {
+                t: p.finite("t")?,
+                bytes: p.u64("bytes")?,
+                allocations: p.u64("allocations")?,
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    if series.is_empty() {
+        return Err(format!("{}.series: empty", o.path));
+    }
+    let oldest_age_secs = o.opt_f64("oldest_age_secs")?;
+    if let Some(age) = oldest_age_secs {
+        if !age.is_finite() || age < 0.0 {
+            return Err(format!(
+                "{}.oldest_age_secs: {age} is not a non-negative age",
+                o.path
+            ));
+        }
     }
     let frames = o
         .array("frames")?
@@ -313,9 +535,76 @@ fn parse_stack(o: &Obj) -> Result<Stack, String> {
         freed_bytes: o.u64("freed_bytes")?,
         allocations: o.u64("allocations")?,
         frees: o.u64("frees")?,
-        growth_bytes_per_sec: o.f64("growth_bytes_per_sec")?,
+        growth_bytes_per_sec: o.finite("growth_bytes_per_sec")?,
         verdict,
+        verdict_reason,
+        intervals: o.u64("intervals")?,
+        grew_intervals: o.u64("grew_intervals")?,
+        early_growth_bytes: o.i64("early_growth_bytes")?,
+        late_growth_bytes: o.i64("late_growth_bytes")?,
+        oldest_age_secs,
+        age_histogram,
+        series,
         frames,
+    })
+}
+
+/// `age_histogram`: exactly the [`AGE_BUCKETS`], in order.
+fn parse_age_histogram(o: &Obj) -> Result<Vec<AgeBucket>, String> {
+    let buckets = o
+        .objects("age_histogram")?
+        .iter()
+        .map(|b| {
+            Ok(AgeBucket {
+                min_secs: b.f64("min_secs")?,
+                max_secs: b.opt_f64("max_secs")?,
+                bytes: b.u64("bytes")?,
+                allocations: b.u64("allocations")?,
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let bounds: Vec<(f64, Option<f64>)> =
+        buckets.iter().map(|b| (b.min_secs, b.max_secs)).collect();
+    if bounds != AGE_BUCKETS {
+        return Err(format!(
+            "{}.age_histogram: buckets (min_secs, max_secs) {bounds:?}, expected {AGE_BUCKETS:?}",
+            o.path
+        ));
+    }
+    Ok(buckets)
+}
+
+fn parse_memory(o: &Obj) -> Result<TargetMemory, String> {
+    let samples = o
+        .objects("samples")?
+        .iter()
+        .map(|m| {
+            Ok(MemorySample {
+                t: m.finite("t")?,
+                rss_bytes: m.u64("rss_bytes")?,
+                anon_bytes: m.u64("anon_bytes")?,
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let explained_share = o.opt_f64("explained_share")?;
+    if explained_share.is_some_and(|x| !x.is_finite()) {
+        return Err(format!("{}.explained_share: not finite", o.path));
+    }
+    let alert_threshold_bytes_per_hour = o.finite("alert_threshold_bytes_per_hour")?;
+    if alert_threshold_bytes_per_hour < 0.0 {
+        return Err(format!(
+            "{}.alert_threshold_bytes_per_hour: {alert_threshold_bytes_per_hour} is negative",
+            o.path
+        ));
+    }
+    Ok(TargetMemory {
+        samples,
+        rss_growth_bytes_per_hour: o.finite("rss_growth_bytes_per_hour")?,
+        anon_growth_bytes_per_hour: o.finite("anon_growth_bytes_per_hour")?,
+        traced_growth_bytes_per_hour: o.finite("traced_growth_bytes_per_hour")?,
+        explained_share,
+        alert: o.bool("alert")?,
+        alert_threshold_bytes_per_hour,
     })
 }
 
@@ -326,17 +615,38 @@ impl Report {
         let json: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
         let top = Obj::new("report", &json)?;
         let version = top.u64("version")?;
-        let duration_secs = top.f64("duration_secs")?;
+        if version != REPORT_VERSION {
+            return Err(format!(
+                "report.version: {version}, these checks implement version {REPORT_VERSION}"
+            ));
+        }
+        let duration_secs = top.finite("duration_secs")?;
+        let sort = top.string("sort")?;
+        if !SORT_KEYS.contains(&sort.as_str()) {
+            return Err(format!(
+                "report.sort: expected one of {SORT_KEYS:?}, got {sort:?}"
+            ));
+        }
+        let min_age_secs = top.opt_f64("min_age_secs")?;
+        if min_age_secs.is_some_and(|m| !m.is_finite() || m < 0.0) {
+            return Err(format!(
+                "report.min_age_secs: {min_age_secs:?} is not a non-negative age"
+            ));
+        }
         let targets = top
-            .array("targets")?
+            .objects("targets")?
             .iter()
-            .enumerate()
-            .map(|(i, t)| {
-                let o = Obj::new(format!("report.targets[{i}]"), t)?;
+            .map(|o| {
+                let memory = match o.field("memory")? {
+                    Value::Null => None,
+                    _ => Some(parse_memory(&o.child("memory")?)?),
+                };
                 Ok(Target {
                     pid: o.u32("pid")?,
                     comm: o.string("comm")?,
                     exe: o.string("exe")?,
+                    exited: o.bool("exited")?,
+                    memory,
                 })
             })
             .collect::<Result<Vec<_>, String>>()?;
@@ -355,6 +665,8 @@ impl Report {
         Ok(Report {
             version,
             duration_secs,
+            sort,
+            min_age_secs,
             targets,
             totals,
             losses,
@@ -364,8 +676,6 @@ impl Report {
         })
     }
 
-    /// Multi-line human summary (command, targets, totals, losses, every
-    /// stack) for failure messages.
     /// `counters.<name>` of the report (panics if missing or not a count).
     #[track_caller]
     pub fn counter(&self, name: &str) -> u64 {
@@ -378,19 +688,45 @@ impl Report {
         })
     }
 
+    /// Multi-line human summary (command, targets, totals, losses, every
+    /// stack with its verdict's evidence and series) for failure messages.
     pub fn describe(&self) -> String {
         let mut s = String::new();
         let _ = writeln!(s, "--- report of: {} ---", self.command);
         let _ = writeln!(
             s,
-            "version {} duration {:.2}s targets {:?}",
-            self.version, self.duration_secs, self.targets
+            "version {} duration {:.2}s sort {} min_age {:?}",
+            self.version, self.duration_secs, self.sort, self.min_age_secs
         );
+        for t in &self.targets {
+            let _ = writeln!(s, "target pid {} comm {:?} exe {:?}", t.pid, t.comm, t.exe);
+            if let Some(m) = &t.memory {
+                let samples: Vec<String> = m
+                    .samples
+                    .iter()
+                    .map(|x| format!("{:.1}:{}/{}", x.t, x.rss_bytes, x.anon_bytes))
+                    .collect();
+                let _ = writeln!(
+                    s,
+                    "  memory: rss {:.0}B/h anon {:.0}B/h traced {:.0}B/h explained {:?} \
+                     alert {} (threshold {:.0}B/h); t:rss/anon {}",
+                    m.rss_growth_bytes_per_hour,
+                    m.anon_growth_bytes_per_hour,
+                    m.traced_growth_bytes_per_hour,
+                    m.explained_share,
+                    m.alert,
+                    m.alert_threshold_bytes_per_hour,
+                    samples.join(" ")
+                );
+            }
+        }
         let _ = writeln!(s, "totals {:?}", self.totals);
         let _ = writeln!(s, "losses {:?}", self.losses);
         let _ = writeln!(s, "stacks ({}):", self.stacks.len());
         for (i, st) in self.stacks.iter().enumerate() {
             let _ = writeln!(s, "  #{i} {}", st.summary());
+            let _ = writeln!(s, "      {}", st.evidence());
+            let _ = writeln!(s, "      series t:bytes {}", st.series_text());
         }
         s
     }
@@ -522,38 +858,85 @@ impl Report {
 
     /// Problems with rules every report must satisfy (empty if none):
     /// - `outstanding_bytes == allocated_bytes - freed_bytes`, for the
-    ///   totals and every stack;
-    /// - for heap stacks, `outstanding_allocations == allocations - frees`;
-    /// - stacks sorted by `outstanding_bytes`, descending, at most [`TOP`];
+    ///   totals and every stack (`<=` with `--min-age`, which leaves young
+    ///   allocations out of the stacks' outstanding counts);
+    /// - for heap stacks, `outstanding_allocations == allocations - frees`
+    ///   (`<=` with `--min-age`);
+    /// - stacks sorted by the report's `sort` key, descending
+    ///   (`growth_bytes_per_sec`, `outstanding_bytes` or
+    ///   `outstanding_allocations`), at most [`TOP`];
     /// - when fewer than [`TOP`] stacks are listed (none cut off), their
-    ///   outstanding bytes add up to `totals.outstanding_bytes` and their
-    ///   allocations/frees do not exceed the totals';
+    ///   outstanding bytes add up to `totals.outstanding_bytes` (at most,
+    ///   with `--min-age`) and their allocations/frees do not exceed the
+    ///   totals';
     /// - every stack's pid is a target's;
-    /// - `frames[0]` is never an allocator entry point itself.
+    /// - `frames[0]` is never an allocator entry point itself;
+    /// - the verdict's evidence, per stack: see [`Report::stack_problems`].
     pub fn consistency_problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
         let t = &self.totals;
-        if t.allocated_bytes.checked_sub(t.freed_bytes) != Some(t.outstanding_bytes) {
+        let filtered = self.min_age_secs.is_some();
+        let t_unfreed = t.allocated_bytes.checked_sub(t.freed_bytes);
+        let t_ok = if filtered {
+            t_unfreed.is_some_and(|u| t.outstanding_bytes <= u)
+        } else {
+            t_unfreed == Some(t.outstanding_bytes)
+        };
+        if !t_ok {
             problems.push(format!(
-                "totals: outstanding_bytes {} != allocated_bytes {} - freed_bytes {}",
-                t.outstanding_bytes, t.allocated_bytes, t.freed_bytes
+                "totals: outstanding_bytes {} {} allocated_bytes {} - freed_bytes {}",
+                t.outstanding_bytes,
+                if filtered {
+                    "> (or freed > allocated)"
+                } else {
+                    "!="
+                },
+                t.allocated_bytes,
+                t.freed_bytes
             ));
         }
         let pids: BTreeSet<u32> = self.targets.iter().map(|t| t.pid).collect();
         for (i, s) in self.stacks.iter().enumerate() {
-            if s.allocated_bytes.checked_sub(s.freed_bytes) != Some(s.outstanding_bytes) {
+            let unfreed = s.allocated_bytes.checked_sub(s.freed_bytes);
+            let ok = if filtered {
+                unfreed.is_some_and(|u| s.outstanding_bytes <= u)
+            } else {
+                unfreed == Some(s.outstanding_bytes)
+            };
+            if !ok {
                 problems.push(format!(
-                    "stacks[{i}]: outstanding_bytes {} != allocated_bytes {} - freed_bytes {}",
-                    s.outstanding_bytes, s.allocated_bytes, s.freed_bytes
+                    "stacks[{i}]: outstanding_bytes {} {} allocated_bytes {} - freed_bytes {}",
+                    s.outstanding_bytes,
+                    if filtered {
+                        "> (or freed > allocated)"
+                    } else {
+                        "!="
+                    },
+                    s.allocated_bytes,
+                    s.freed_bytes
                 ));
             }
-            if s.kind == "heap"
-                && s.allocations.checked_sub(s.frees) != Some(s.outstanding_allocations)
-            {
-                problems.push(format!(
-                    "stacks[{i}] (heap): outstanding_allocations {} != allocations {} - frees {}",
-                    s.outstanding_allocations, s.allocations, s.frees
-                ));
+            if s.kind == "heap" {
+                let live = s.allocations.checked_sub(s.frees);
+                let ok = if filtered {
+                    live.is_some_and(|l| s.outstanding_allocations <= l)
+                } else {
+                    live == Some(s.outstanding_allocations)
+                };
+                if !ok {
+                    problems.push(format!(
+                        "stacks[{i}] (heap): outstanding_allocations {} {} allocations {} - \
+                         frees {}",
+                        s.outstanding_allocations,
+                        if filtered {
+                            "> (or frees > allocations)"
+                        } else {
+                            "!="
+                        },
+                        s.allocations,
+                        s.frees
+                    ));
+                }
             }
             if !pids.contains(&s.pid) {
                 problems.push(format!(
@@ -568,14 +951,33 @@ impl Report {
                     ));
                 }
             }
+            problems.extend(
+                self.stack_problems(s)
+                    .into_iter()
+                    .map(|p| format!("stacks[{i}] ({}): {p}", s.function().unwrap_or("?"))),
+            );
         }
+        let key = |s: &Stack| -> f64 {
+            match self.sort.as_str() {
+                "outstanding" => s.outstanding_bytes as f64,
+                "count" => s.outstanding_allocations as f64,
+                _ => s.growth_bytes_per_sec,
+            }
+        };
+        let key_name = match self.sort.as_str() {
+            "outstanding" => "outstanding_bytes",
+            "count" => "outstanding_allocations",
+            _ => "growth_bytes_per_sec",
+        };
         for (i, pair) in self.stacks.windows(2).enumerate() {
-            if pair[0].outstanding_bytes < pair[1].outstanding_bytes {
+            if key(&pair[0]) < key(&pair[1]) {
                 problems.push(format!(
-                    "stacks not sorted by outstanding_bytes: stacks[{i}] has {} < stacks[{}] {}",
-                    pair[0].outstanding_bytes,
+                    "stacks not sorted by {key_name} (sort {:?}): stacks[{i}] has {} < \
+                     stacks[{}] {}",
+                    self.sort,
+                    key(&pair[0]),
                     i + 1,
-                    pair[1].outstanding_bytes
+                    key(&pair[1])
                 ));
             }
         }
@@ -590,11 +992,18 @@ impl Report {
             for s in &self.stacks {
                 sum.add(s);
             }
-            if sum.outstanding_bytes != t.outstanding_bytes {
+            let ok = if filtered {
+                sum.outstanding_bytes <= t.outstanding_bytes
+            } else {
+                sum.outstanding_bytes == t.outstanding_bytes
+            };
+            if !ok {
                 problems.push(format!(
-                    "sum of stacks' outstanding_bytes {} != totals.outstanding_bytes {} \
+                    "sum of stacks' outstanding_bytes {} {} totals.outstanding_bytes {} \
                      (no stack was cut off by --top)",
-                    sum.outstanding_bytes, t.outstanding_bytes
+                    sum.outstanding_bytes,
+                    if filtered { ">" } else { "!=" },
+                    t.outstanding_bytes
                 ));
             }
             if sum.allocations > t.allocations || sum.frees > t.frees {
@@ -602,6 +1011,186 @@ impl Report {
                     "stacks count more allocations/frees ({}/{}) than totals ({}/{})",
                     sum.allocations, sum.frees, t.allocations, t.frees
                 ));
+            }
+        }
+        for (i, target) in self.targets.iter().enumerate() {
+            if let Some(m) = &target.memory {
+                for (j, pair) in m.samples.windows(2).enumerate() {
+                    if pair[1].t < pair[0].t {
+                        problems.push(format!(
+                            "targets[{i}].memory.samples[{}].t {} < samples[{j}].t {}",
+                            j + 1,
+                            pair[1].t,
+                            pair[0].t
+                        ));
+                    }
+                }
+            }
+        }
+        problems
+    }
+
+    /// Problems with one stack's verdict evidence (empty if none):
+    /// - listed stacks hold memory (`outstanding_bytes > 0`, and
+    ///   `outstanding_allocations > 0`);
+    /// - `series`: times non-decreasing, within `0..=duration_secs` (plus
+    ///   [`TIME_SLACK_SECS`]); the first point has 0 bytes in 0 allocations
+    ///   (nothing was outstanding before tracing or before the stack first
+    ///   appeared); the last point is the stack's `outstanding_bytes` and
+    ///   `outstanding_allocations` (at least them, with `--min-age`);
+    /// - `intervals` is the number of steps of the series (its length - 1)
+    ///   and `grew_intervals` how many of them went up;
+    /// - `age_histogram`'s bytes and allocations add up to
+    ///   `outstanding_bytes` and `outstanding_allocations` (at least them
+    ///   with `--min-age`: the histogram may cover every live allocation);
+    ///   while a target still runs, the allocations may differ by
+    ///   [`HISTOGRAM_SLACK_BLOCKS`] (or 1 %), the blocks allocated or freed
+    ///   between the two kernel reads;
+    /// - `oldest_age_secs` is set, at most `duration_secs` (plus
+    ///   [`TIME_SLACK_SECS`]; only allocations made while tracing are
+    ///   known), at least `--min-age`, and falls in the oldest non-empty
+    ///   age bucket (within [`TIME_SLACK_SECS`] of its bounds).
+    pub fn stack_problems(&self, s: &Stack) -> Vec<String> {
+        let mut problems = Vec::new();
+        let filtered = self.min_age_secs.is_some();
+        let horizon = self.duration_secs + TIME_SLACK_SECS;
+        if s.outstanding_bytes == 0 || s.outstanding_allocations == 0 {
+            problems.push(format!(
+                "listed with outstanding_bytes {} in {} allocations: listed stacks hold memory",
+                s.outstanding_bytes, s.outstanding_allocations
+            ));
+        }
+
+        for (j, (a, b)) in s.steps().enumerate() {
+            if b.t < a.t {
+                problems.push(format!(
+                    "series[{}].t {} < series[{j}].t {}",
+                    j + 1,
+                    b.t,
+                    a.t
+                ));
+            }
+        }
+        if let (Some(first), Some(last)) = (s.series.first(), s.series.last()) {
+            if first.t < 0.0 || last.t > horizon {
+                problems.push(format!(
+                    "series spans {}..{} s, outside 0..=duration_secs {} (+{TIME_SLACK_SECS})",
+                    first.t, last.t, self.duration_secs
+                ));
+            }
+            if first.bytes != 0 || first.allocations != 0 {
+                problems.push(format!(
+                    "series[0] has {} bytes in {} allocations: it should be 0 (nothing of the \
+                     stack was outstanding before it first appeared)",
+                    first.bytes, first.allocations
+                ));
+            }
+            let ok = if filtered {
+                last.bytes >= s.outstanding_bytes && last.allocations >= s.outstanding_allocations
+            } else {
+                last.bytes == s.outstanding_bytes && last.allocations == s.outstanding_allocations
+            };
+            if !ok {
+                problems.push(format!(
+                    "the series ends at {} bytes in {} allocations, {} outstanding_bytes {} in \
+                     outstanding_allocations {}",
+                    last.bytes,
+                    last.allocations,
+                    if filtered {
+                        "less than (--min-age)"
+                    } else {
+                        "not"
+                    },
+                    s.outstanding_bytes,
+                    s.outstanding_allocations
+                ));
+            }
+        }
+        let steps = s.series.len().saturating_sub(1) as u64;
+        let up = s.steps().filter(|(a, b)| b.bytes > a.bytes).count() as u64;
+        if s.intervals != steps || s.grew_intervals != up {
+            problems.push(format!(
+                "intervals {} / grew_intervals {}: the series ({} points) has {steps} steps, \
+                 {up} of them up",
+                s.intervals,
+                s.grew_intervals,
+                s.series.len()
+            ));
+        }
+
+        let bytes: u64 = s.age_histogram.iter().map(|b| b.bytes).sum();
+        let allocations: u64 = s.age_histogram.iter().map(|b| b.allocations).sum();
+        // The ages are read from the kernel right after the totals: on a
+        // target still running, blocks allocated or freed in between make
+        // the two differ by a few blocks (README: JSON report). Exact once
+        // every target has exited.
+        let running = self.targets.iter().any(|t| !t.exited);
+        let slack = if running {
+            HISTOGRAM_SLACK_BLOCKS.max(s.outstanding_allocations / 100)
+        } else {
+            0
+        };
+        let ok = if filtered {
+            allocations + slack >= s.outstanding_allocations
+                && (slack > 0 || bytes >= s.outstanding_bytes)
+        } else if allocations == s.outstanding_allocations {
+            bytes == s.outstanding_bytes
+        } else {
+            allocations.abs_diff(s.outstanding_allocations) <= slack
+        };
+        if !ok {
+            problems.push(format!(
+                "age_histogram adds up to {bytes} bytes in {allocations} allocations, {} \
+                 outstanding_bytes {} in outstanding_allocations {}",
+                if filtered {
+                    "less than (--min-age)"
+                } else {
+                    "not"
+                },
+                s.outstanding_bytes,
+                s.outstanding_allocations
+            ));
+        }
+        for b in &s.age_histogram {
+            if (b.bytes == 0) != (b.allocations == 0) {
+                problems.push(format!(
+                    "age bucket from {} s: {} bytes in {} allocations",
+                    b.min_secs, b.bytes, b.allocations
+                ));
+            }
+        }
+        match s.oldest_age_secs {
+            None if s.outstanding_allocations > 0 => problems.push(format!(
+                "oldest_age_secs is null with {} outstanding allocations",
+                s.outstanding_allocations
+            )),
+            None => {}
+            Some(age) => {
+                if age > horizon {
+                    problems.push(format!(
+                        "oldest_age_secs {age} is more than duration_secs {} \
+                         (+{TIME_SLACK_SECS}): only allocations made while tracing are known",
+                        self.duration_secs
+                    ));
+                }
+                if let Some(min_age) = self.min_age_secs {
+                    if age < min_age {
+                        problems.push(format!(
+                            "oldest_age_secs {age} is less than --min-age {min_age}"
+                        ));
+                    }
+                }
+                if let Some(b) = s.age_histogram.iter().rev().find(|b| b.allocations > 0) {
+                    let above_min = age >= b.min_secs - TIME_SLACK_SECS;
+                    let below_max = b.max_secs.is_none_or(|m| age <= m + TIME_SLACK_SECS);
+                    if !above_min || !below_max {
+                        problems.push(format!(
+                            "oldest_age_secs {age} is not in the oldest non-empty age bucket \
+                             {}..{:?} s",
+                            b.min_secs, b.max_secs
+                        ));
+                    }
+                }
             }
         }
         problems
@@ -624,13 +1213,37 @@ impl Report {
 mod tests {
     use super::*;
 
-    fn stack(function: &str, kind: &str, outstanding: u64, allocs: u64) -> Value {
+    /// A stack that grew to `outstanding` bytes in `allocs` allocations,
+    /// all younger than 10 s, at `growth` bytes per second.
+    fn stack_growing(
+        function: &str,
+        kind: &str,
+        outstanding: u64,
+        allocs: u64,
+        growth: f64,
+    ) -> Value {
         serde_json::json!({
             "pid": 7, "kind": kind,
             "outstanding_bytes": outstanding, "outstanding_allocations": allocs,
             "allocated_bytes": outstanding, "freed_bytes": 0,
             "allocations": allocs, "frees": 0,
-            "growth_bytes_per_sec": 1.5, "verdict": "growing",
+            "growth_bytes_per_sec": growth, "verdict": "growing",
+            "verdict_reason": "grew in 2/2 intervals",
+            "intervals": 2, "grew_intervals": 2,
+            "early_growth_bytes": 1, "late_growth_bytes": 1,
+            "oldest_age_secs": 1.5,
+            "age_histogram": [
+                {"min_secs": 0.0, "max_secs": 10.0, "bytes": outstanding, "allocations": allocs},
+                {"min_secs": 10.0, "max_secs": 60.0, "bytes": 0, "allocations": 0},
+                {"min_secs": 60.0, "max_secs": 600.0, "bytes": 0, "allocations": 0},
+                {"min_secs": 600.0, "max_secs": 3600.0, "bytes": 0, "allocations": 0},
+                {"min_secs": 3600.0, "max_secs": null, "bytes": 0, "allocations": 0}
+            ],
+            "series": [
+                {"t": 0.0, "bytes": 0, "allocations": 0},
+                {"t": 1.0, "bytes": outstanding / 2, "allocations": allocs / 2},
+                {"t": 2.0, "bytes": outstanding, "allocations": allocs}
+            ],
             "frames": [
                 {"address": "0x1000", "function": function, "file": "a.c", "line": 3,
                  "module": "/bin/a"},
@@ -640,7 +1253,11 @@ mod tests {
         })
     }
 
-    fn report(stacks: Vec<Value>) -> Value {
+    fn stack(function: &str, kind: &str, outstanding: u64, allocs: u64) -> Value {
+        stack_growing(function, kind, outstanding, allocs, 1.5)
+    }
+
+    fn report_sorted(stacks: Vec<Value>, sort: &str) -> Value {
         let out: u64 = stacks
             .iter()
             .map(|s| s["outstanding_bytes"].as_u64().unwrap())
@@ -650,13 +1267,23 @@ mod tests {
             .map(|s| s["allocations"].as_u64().unwrap())
             .sum();
         serde_json::json!({
-            "version": 1, "duration_secs": 2.0,
-            "targets": [{"pid": 7, "comm": "a", "exe": "/bin/a"}],
+            "version": 2, "duration_secs": 2.0, "sort": sort, "min_age_secs": null,
+            "targets": [{"pid": 7, "comm": "a", "exe": "/bin/a", "exited": true, "memory": null}],
             "totals": {"outstanding_bytes": out, "outstanding_allocations": n,
                        "allocations": n, "frees": 0, "allocated_bytes": out, "freed_bytes": 0},
             "losses": {"live_map_full": 0},
             "stacks": stacks
         })
+    }
+
+    fn report(stacks: Vec<Value>) -> Value {
+        report_sorted(stacks, "outstanding")
+    }
+
+    fn problems(json: &Value) -> Vec<String> {
+        Report::parse(&json.to_string(), "m")
+            .unwrap()
+            .consistency_problems()
     }
 
     #[test]
@@ -670,13 +1297,47 @@ mod tests {
         assert_eq!(r.stacks.len(), 3);
         assert_eq!(r.stacks[0].frames[0].address, 0x1000);
         assert_eq!(r.stacks[0].frames[1].function, None);
+        assert_eq!(r.stacks[0].series.len(), 3);
+        assert_eq!(r.stacks[0].age_bucket(0.0).bytes, 300);
+        assert_eq!(r.stacks[0].age_bucket(3600.0).max_secs, None);
+        assert_eq!(r.sort, "outstanding");
+        assert_eq!(r.min_age_secs, None);
+        assert_eq!(r.targets[0].memory, None);
         let a = r.function_summary("leak_a");
         assert_eq!((a.stacks, a.totals.outstanding_bytes), (2, 400));
         assert!(r.function_mismatches("leak_a", "heap", 400, 4).is_empty());
         assert_eq!(r.function_mismatches("leak_b", "heap", 200, 1).len(), 1);
         assert_eq!(r.function_mismatches("absent", "heap", 1, 1).len(), 1);
-        assert!(r.consistency_problems().is_empty());
+        assert!(
+            r.consistency_problems().is_empty(),
+            "{:?}",
+            r.consistency_problems()
+        );
         r.assert_target("a", Some(7));
+        assert!(r
+            .describe()
+            .contains("series t:bytes 0.0:0 1.0:150 2.0:300"));
+    }
+
+    #[test]
+    fn parses_target_memory() {
+        let mut json = report(vec![stack("f", "heap", 10, 2)]);
+        json["targets"][0]["memory"] = serde_json::json!({
+            "samples": [{"t": 0.0, "rss_bytes": 100, "anon_bytes": 50},
+                        {"t": 1.0, "rss_bytes": 200, "anon_bytes": 150}],
+            "rss_growth_bytes_per_hour": 360000.0, "anon_growth_bytes_per_hour": 360000.0,
+            "traced_growth_bytes_per_hour": 3600.0, "explained_share": 0.01,
+            "alert": true, "alert_threshold_bytes_per_hour": 1000.0
+        });
+        let r = Report::parse(&json.to_string(), "m").unwrap();
+        let m = r.targets[0].memory.as_ref().unwrap();
+        assert_eq!(
+            (m.samples.len(), m.alert, m.explained_share),
+            (2, true, Some(0.01))
+        );
+        assert!(r.consistency_problems().is_empty());
+        json["targets"][0]["memory"]["alert"] = Value::from(1);
+        assert!(Report::parse(&json.to_string(), "m").is_err());
     }
 
     #[test]
@@ -694,6 +1355,45 @@ mod tests {
         json.as_object_mut().unwrap().remove("totals");
         let err = Report::parse(&json.to_string(), "m").unwrap_err();
         assert!(err.contains("totals"), "{err}");
+
+        for verdict in VERDICTS {
+            let mut json = report(vec![stack("f", "heap", 1, 1)]);
+            json["stacks"][0]["verdict"] = Value::from(*verdict);
+            assert!(Report::parse(&json.to_string(), "m").is_ok(), "{verdict}");
+        }
+        let mut json = report(vec![stack("f", "heap", 1, 1)]);
+        json["stacks"][0]["verdict"] = Value::from("leaking");
+        let err = Report::parse(&json.to_string(), "m").unwrap_err();
+        assert!(err.contains("stacks[0].verdict"), "{err}");
+
+        let mut json = report(vec![stack("f", "heap", 1, 1)]);
+        json["stacks"][0]["verdict_reason"] = Value::from(" ");
+        let err = Report::parse(&json.to_string(), "m").unwrap_err();
+        assert!(err.contains("verdict_reason"), "{err}");
+
+        let mut json = report(vec![stack("f", "heap", 1, 1)]);
+        json["stacks"][0]["age_histogram"][4]["max_secs"] = Value::from(7200.0);
+        let err = Report::parse(&json.to_string(), "m").unwrap_err();
+        assert!(err.contains("age_histogram"), "{err}");
+
+        let mut json = report(vec![stack("f", "heap", 1, 1)]);
+        json["stacks"][0]["series"] = serde_json::json!([]);
+        assert!(Report::parse(&json.to_string(), "m").is_err());
+
+        let mut json = report(vec![stack("f", "heap", 1, 1)]);
+        json["stacks"][0]["early_growth_bytes"] = Value::from(-5);
+        assert!(Report::parse(&json.to_string(), "m").is_ok());
+        json["stacks"][0]["late_growth_bytes"] = Value::from(0.5);
+        assert!(Report::parse(&json.to_string(), "m").is_err());
+
+        let mut json = report(vec![]);
+        json["sort"] = Value::from("size");
+        assert!(Report::parse(&json.to_string(), "m").is_err());
+
+        let mut json = report(vec![]);
+        json["version"] = Value::from(1);
+        let err = Report::parse(&json.to_string(), "m").unwrap_err();
+        assert!(err.contains("version"), "{err}");
     }
 
     #[test]
@@ -703,8 +1403,7 @@ mod tests {
             stack("f", "heap", 1, 1),
             stack("malloc", "heap", 5, 1),
         ]);
-        let r = Report::parse(&json.to_string(), "m").unwrap();
-        let problems = r.consistency_problems();
+        let problems = problems(&json);
         assert!(
             problems.iter().any(|p| p.contains("not sorted")),
             "{problems:?}"
@@ -717,12 +1416,123 @@ mod tests {
         // Totals that do not add up.
         let mut json = report(vec![stack("f", "heap", 10, 1)]);
         json["totals"]["outstanding_bytes"] = Value::from(11);
-        let r = Report::parse(&json.to_string(), "m").unwrap();
         assert_eq!(
-            r.consistency_problems().len(),
+            super::tests::problems(&json).len(),
             2,
             "{:?}",
-            r.consistency_problems()
+            super::tests::problems(&json)
+        );
+    }
+
+    #[test]
+    fn detects_evidence_inconsistencies() {
+        let one = |edit: &dyn Fn(&mut Value), needle: &str| {
+            let mut json = report(vec![stack("f", "heap", 100, 4)]);
+            edit(&mut json["stacks"][0]);
+            let problems = problems(&json);
+            assert!(
+                problems.len() == 1 && problems[0].contains(needle),
+                "expected one problem about {needle:?}: {problems:?}"
+            );
+        };
+        one(
+            &|s| s["age_histogram"][0]["bytes"] = Value::from(99),
+            "age_histogram adds up",
+        );
+        one(
+            &|s| {
+                s["age_histogram"][0]["bytes"] = Value::from(75);
+                s["age_histogram"][0]["allocations"] = Value::from(3);
+                s["age_histogram"][1]["bytes"] = Value::from(25);
+                s["age_histogram"][1]["allocations"] = Value::from(1);
+            },
+            "oldest_age_secs 1.5 is not in",
+        );
+        one(
+            &|s| s["series"][2]["bytes"] = Value::from(90),
+            "the series ends at 90 bytes",
+        );
+        one(&|s| s["series"][0]["bytes"] = Value::from(1), "series[0]");
+        one(&|s| s["intervals"] = Value::from(3), "intervals 3");
+        one(
+            &|s| s["grew_intervals"] = Value::from(1),
+            "grew_intervals 1",
+        );
+        one(&|s| s["series"][1]["t"] = Value::from(2.5), "series[2].t");
+        one(
+            &|s| s["oldest_age_secs"] = Value::Null,
+            "oldest_age_secs is null",
+        );
+        one(
+            &|s| s["oldest_age_secs"] = Value::from(5.0),
+            "more than duration_secs",
+        );
+    }
+
+    #[test]
+    fn checks_the_order_of_each_sort_key() {
+        // Growth order: a slow big stack after a fast small one.
+        let stacks = vec![
+            stack_growing("fast", "heap", 10, 1, 100.0),
+            stack_growing("slow", "heap", 1000, 2, 1.0),
+        ];
+        assert!(problems(&report_sorted(stacks.clone(), "growth")).is_empty());
+        let p = problems(&report_sorted(stacks.clone(), "outstanding"));
+        assert!(p.len() == 1 && p[0].contains("outstanding_bytes"), "{p:?}");
+        let p = problems(&report_sorted(stacks, "count"));
+        assert!(
+            p.len() == 1 && p[0].contains("outstanding_allocations"),
+            "{p:?}"
+        );
+        let stacks = vec![
+            stack_growing("slow", "heap", 1000, 2, 1.0),
+            stack_growing("fast", "heap", 10, 1, 100.0),
+        ];
+        let p = problems(&report_sorted(stacks, "growth"));
+        assert!(
+            p.len() == 1 && p[0].contains("growth_bytes_per_sec"),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn min_age_counts_only_old_allocations() {
+        // 3 of 4 allocations (75 of 100 bytes) are older than --min-age 5 s.
+        let mut json = report(vec![stack("f", "heap", 100, 4)]);
+        json["min_age_secs"] = Value::from(5.0);
+        let s = &mut json["stacks"][0];
+        s["outstanding_bytes"] = Value::from(75);
+        s["outstanding_allocations"] = Value::from(3);
+        s["oldest_age_secs"] = Value::from(8.0);
+        s["age_histogram"][0]["bytes"] = Value::from(75);
+        s["age_histogram"][0]["allocations"] = Value::from(3);
+        let json = {
+            let mut j = json;
+            j["duration_secs"] = Value::from(9.0);
+            j
+        };
+        assert!(problems(&json).is_empty(), "{:?}", problems(&json));
+        // The histogram may cover every live allocation, young ones too.
+        let mut json = json;
+        json["stacks"][0]["age_histogram"][0]["bytes"] = Value::from(100);
+        json["stacks"][0]["age_histogram"][0]["allocations"] = Value::from(4);
+        assert!(problems(&json).is_empty(), "{:?}", problems(&json));
+        // But not fewer than the stack's outstanding ones.
+        json["stacks"][0]["age_histogram"][0]["bytes"] = Value::from(50);
+        json["stacks"][0]["age_histogram"][0]["allocations"] = Value::from(2);
+        let p = problems(&json);
+        assert!(
+            p.len() == 1 && p[0].contains("less than (--min-age)"),
+            "{p:?}"
+        );
+        // The oldest allocation shown is at least --min-age old.
+        json["stacks"][0]["age_histogram"][0]["bytes"] = Value::from(75);
+        json["stacks"][0]["age_histogram"][0]["allocations"] = Value::from(3);
+        json["min_age_secs"] = Value::from(9.0);
+        let p = problems(&json);
+        assert!(
+            p.len() == 1 && p[0].contains("less than --min-age"),
+            "{p:?}"
         );
     }
 }

@@ -115,16 +115,6 @@ impl MappingTracker {
         }
     }
 
-    /// A process is gone: its regions stop existing but keep their totals
-    /// (memory held at exit is what a leak report wants to show).
-    pub fn forget(&mut self, pid: u32) {
-        if let Some(regions) = self.regions.remove(&pid) {
-            for piece in regions.values() {
-                self.pieces_of.remove(&piece.origin);
-            }
-        }
-    }
-
     pub fn totals(&self) -> impl Iterator<Item = (StackRef, &StackTotals)> {
         self.totals.iter().map(|(s, t)| (*s, t))
     }

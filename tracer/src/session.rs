@@ -284,8 +284,9 @@ impl Session {
                     self.symbolizer.refresh(t.info.pid);
                 }
             } else {
+                // Its regions stay recorded: memory held at exit (and its
+                // ages) is what the report shows.
                 t.exited = true;
-                self.mappings.forget(t.info.pid);
             }
         }
         self.targets.iter().all(|t| t.exited)
