@@ -5,7 +5,9 @@
 //!   then only replacing its oldest entry: `plateau`, never `leak`;
 //! - `leak`: 4 KiB leaked every 50 ms: `leak`;
 //! - `churn`: 4 blocks of varying sizes malloc'd and freed every tick,
-//!   nothing kept: absent from the report (or `stable`);
+//!   nothing kept: absent from the report (or `stable`); and request-scoped
+//!   blocks living 50 ms - 1 s, ~42 in flight at any sample, the amount
+//!   jittering: `stable`;
 //! - `all`: the three at once, each with its own verdict in one report.
 //!
 //! Also: the text format shows each stack's verdict and reason; `--sort
@@ -40,6 +42,12 @@ const CACHE_OLDEST_SECS: f64 = 12.8;
 const LEAK_SIZE: u64 = 4 * KIB;
 /// verdict_mix.c churn_work: 4 blocks malloc'd and freed per tick.
 const CHURN_ALLOCATIONS_PER_TICK: f64 = 4.0;
+/// verdict_mix.c serve_request: 0-8 requests start per tick (mean 4), each
+/// block freed 1-20 ticks later, so none is older than 1 s and at most
+/// 8 * 20 are in flight.
+const REQUESTS_PER_TICK: f64 = 4.0;
+const REQUEST_MAX_AGE_SECS: f64 = 1.0;
+const REQUESTS_MAX_IN_FLIGHT: u64 = 160;
 
 /// Deadline for a traced run, from memtrace's start: attaching (several
 /// instances load their programs at once), `--duration`, detaching.
@@ -205,6 +213,38 @@ fn assert_churn_absent_or_stable(report: &Report, ctx: &str) {
     }
 }
 
+/// The request-scoped blocks of verdict_mix.c are always some in flight,
+/// never old, and their amount jitters without a trend: `stable`.
+#[track_caller]
+fn assert_requests_stable<'r>(report: &'r Report, ctx: &str) -> &'r Stack {
+    let requests = report.stack_of("serve_request");
+    assert_verdict(
+        requests,
+        "stable",
+        "serve_request's blocks live at most 1 s; ~42 are in flight at any sample",
+        ctx,
+    );
+    assert!(
+        requests.outstanding_allocations <= REQUESTS_MAX_IN_FLIGHT,
+        "serve_request: {} blocks outstanding, at most {REQUESTS_MAX_IN_FLIGHT} can be in \
+         flight\n{ctx}",
+        requests.outstanding_allocations
+    );
+    let oldest = requests.oldest_age_secs.unwrap_or(0.0);
+    assert!(
+        oldest <= REQUEST_MAX_AGE_SECS + 0.2,
+        "serve_request: oldest live block {oldest} s old, none lives over 1 s\n{ctx}"
+    );
+    assert_within(
+        "serve_request allocations: 4 per tick on average (±10%)",
+        requests.allocations,
+        (report.duration_secs * TICKS_PER_SEC * REQUESTS_PER_TICK).round() as u64,
+        RATE_TOLERANCE_PCT,
+        ctx,
+    );
+    requests
+}
+
 /// Index in `stacks` of the only stack whose frames[0] is `function`.
 #[track_caller]
 fn position(report: &Report, function: &str) -> usize {
@@ -346,7 +386,7 @@ fn steady_leak_is_a_leak() {
 }
 
 #[test]
-fn churn_is_absent_or_stable() {
+fn churn_is_stable() {
     let report = start(
         "churn",
         &json_args(&["--interval", "1s", "--duration", "20s"]),
@@ -354,20 +394,22 @@ fn churn_is_absent_or_stable() {
     .report();
     let ctx = report.describe();
     assert_churn_absent_or_stable(&report, &ctx);
-    // The churn was traced: 4 allocations per tick, all freed.
+    let requests = assert_requests_stable(&report, &ctx);
+    // churn_work was traced: 4 allocations per tick, all freed.
     assert_within(
-        "totals.allocations: 4 per tick (±10%)",
-        report.totals.allocations,
+        "totals.allocations - serve_request's: churn_work's 4 per tick (±10%)",
+        report.totals.allocations - requests.allocations,
         (report.duration_secs * TICKS_PER_SEC * CHURN_ALLOCATIONS_PER_TICK).round() as u64,
         RATE_TOLERANCE_PCT,
         &ctx,
     );
     assert!(
-        report.totals.frees + 4 >= report.totals.allocations,
-        "totals.frees {} should be totals.allocations {} (but for the blocks of a tick in \
-         progress): churn_work frees every block it allocates\n{ctx}",
+        report.totals.frees + 4 + requests.outstanding_allocations >= report.totals.allocations,
+        "totals.frees {} should be totals.allocations {} but for the requests in flight ({}) \
+         and the blocks of a tick in progress: churn_work frees every block it allocates\n{ctx}",
         report.totals.frees,
-        report.totals.allocations
+        report.totals.allocations,
+        requests.outstanding_allocations
     );
 }
 
@@ -441,6 +483,7 @@ fn mixed_workload_gets_one_verdict_per_stack_in_json_and_text() {
     let cache = assert_cache_plateau(&report, &ctx);
     let leak = assert_steady_leak(&report, &ctx);
     assert_churn_absent_or_stable(&report, &ctx);
+    assert_requests_stable(&report, &ctx);
     assert_eq!(
         report.top().function(),
         Some("leak_steady"),
@@ -562,6 +605,11 @@ fn min_age_hides_young_allocations() {
         report.stacks_of("churn_work").is_empty(),
         "churn_work: none of its blocks lives 5 s (each is freed within its 50 ms tick), so \
          --min-age 5s leaves its stack out\n{ctx}"
+    );
+    assert!(
+        report.stacks_of("serve_request").is_empty(),
+        "serve_request: none of its blocks lives over 1 s, so --min-age 5s leaves its stack \
+         out\n{ctx}"
     );
 
     // The leak: only the blocks leaked before the last 5 s.

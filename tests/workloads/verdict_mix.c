@@ -33,6 +33,13 @@
  *   the microseconds of a tick's work, so a sample (almost) never sees any
  *   of it: expected, the stack absent from the report (no outstanding
  *   bytes), or stable.
+ * - serve_request(size) (churn, all): request-scoped blocks with lifetimes:
+ *   every tick starts 0-8 requests (uniform, mean 4), each mallocing one
+ *   block of 256 B - 4 KiB that is freed 1-20 ticks later (50 ms - 1 s),
+ *   all drawn from a fixed-seed xorshift generator (the same sequence every
+ *   run). About 42 blocks (~90 KB) are in flight at any moment, the amount
+ *   jittering by ~20 % from one sample to the next; no block outlives 1 s
+ *   and at most 8 * 20 = 160 are in flight. Expected verdict: stable.
  *
  * Stops by itself after 10 minutes (exit 0). Writes nothing after "ready";
  * clock_gettime, clock_nanosleep and memset do not allocate.
@@ -116,6 +123,51 @@ __attribute__((noinline)) void churn_work(unsigned long tick) {
         free(blocks[(3 * k) % CHURN_BLOCKS]);
 }
 
+#define REQUEST_SLOTS 256
+#define REQUEST_MAX_START 8
+#define REQUEST_MAX_TICKS 20
+
+static struct {
+    void *block;
+    unsigned long until; /* the tick that frees it */
+} requests[REQUEST_SLOTS];
+static unsigned long rng_state = 0x2545f4914f6cdd1dUL;
+
+/* xorshift64: deterministic, allocation-free. */
+static unsigned long next_random(void) {
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return rng_state;
+}
+
+__attribute__((noinline)) void *serve_request(size_t size) {
+    void *p = malloc(size);
+    if (!p)
+        die("malloc");
+    memset(p, 0x44, size);
+    return p;
+}
+
+/* Frees the requests that end this tick, then starts this tick's ones. */
+static void requests_step(unsigned long tick) {
+    for (int i = 0; i < REQUEST_SLOTS; i++) {
+        if (requests[i].block && requests[i].until <= tick) {
+            free(requests[i].block);
+            requests[i].block = NULL;
+        }
+    }
+    unsigned long starts = next_random() % (REQUEST_MAX_START + 1);
+    for (int i = 0; i < REQUEST_SLOTS && starts > 0; i++) {
+        if (requests[i].block)
+            continue;
+        size_t size = CHURN_UNIT * (1 + next_random() % CHURN_SIZES);
+        requests[i].until = tick + 1 + next_random() % REQUEST_MAX_TICKS;
+        requests[i].block = serve_request(size);
+        starts--;
+    }
+}
+
 static void usage(void) {
     fprintf(stderr, "usage: verdict_mix cache|leak|churn|all\n");
     exit(2);
@@ -145,8 +197,10 @@ int main(int argc, char **argv) {
             cache_step();
         if (do_leak)
             leak_steady();
-        if (do_churn)
+        if (do_churn) {
             churn_work(tick);
+            requests_step(tick);
+        }
         next.tv_nsec += TICK_MS * 1000000L;
         if (next.tv_nsec >= 1000000000L) {
             next.tv_nsec -= 1000000000L;
