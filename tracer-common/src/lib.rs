@@ -67,7 +67,7 @@ pub struct LiveAlloc {
 
 /// Key of the per-stack totals map.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct StackKey {
     pub tgid: u32,
     pub stack_id: u32,

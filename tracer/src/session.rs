@@ -34,6 +34,9 @@ use crate::{
 
 /// Points kept per stack series (~4 KiB); longer runs are decimated.
 const MAX_SAMPLES: usize = 120;
+/// Reads of totals and ages tried for one quiet snapshot (see
+/// `Session::read_kernel`).
+const SNAPSHOT_TRIES: u32 = 3;
 /// How often target liveness is checked (a read of /proc/PID/stat).
 const HOUSEKEEPING: Duration = Duration::from_millis(200);
 /// Mappings are re-read every this many housekeeping ticks (1 s), and at
@@ -295,7 +298,7 @@ impl Session {
     /// Reads the kernel's totals and the ages of live allocations, appends
     /// a sample to every series, and reads the targets' resident memory.
     fn sample(&mut self, cli: &Cli) -> Result<()> {
-        let kernel = drain::read_totals(&self.probes.bpf)?;
+        let (kernel, ages) = self.read_kernel(cli)?;
         self.stats = kernel.stats;
         for (key, totals) in kernel.stacks {
             let stack = match self.agg.heap_stack(&key) {
@@ -320,7 +323,7 @@ impl Session {
         for (stack, totals) in mapped {
             self.agg.update(stack, totals);
         }
-        self.read_ages(cli)?;
+        self.set_ages(cli, ages);
         let t = self.started.elapsed().as_secs_f64();
         self.agg.sample(t);
         self.sample_memory(t, cli);
@@ -362,15 +365,40 @@ impl Session {
         }
     }
 
+    /// Reads the kernel's per-stack totals and the ages of its live blocks
+    /// as one snapshot: the totals are read again after the ages, and the
+    /// pair is retried (up to [`SNAPSHOT_TRIES`] times) while they changed
+    /// in between, so a stack's age histogram adds up to its outstanding
+    /// blocks unless the target allocates without pause.
+    fn read_kernel(
+        &self,
+        cli: &Cli,
+    ) -> Result<(drain::KernelTotals, HashMap<StackKey, aggregate::AgeStats>)> {
+        let min_age = cli.min_age.map_or(f64::INFINITY, |d| d.as_secs_f64());
+        let bpf = &self.probes.bpf;
+        let mut before = drain::read_totals(bpf)?;
+        let mut tries = 0;
+        loop {
+            let ages = drain::read_live_ages(bpf, min_age)?;
+            let after = drain::read_totals(bpf)?;
+            tries += 1;
+            let quiet = same_totals(&before.stacks, &after.stacks);
+            if quiet || tries == SNAPSHOT_TRIES {
+                return Ok((after, ages));
+            }
+            before = after;
+        }
+    }
+
     /// Sets every stack's live-allocation ages: heap blocks from the
     /// kernel's timestamps, mappings from their mmap events'. Stacks with
     /// nothing live get empty ages.
-    fn read_ages(&mut self, cli: &Cli) -> Result<()> {
+    fn set_ages(&mut self, cli: &Cli, heap: HashMap<StackKey, aggregate::AgeStats>) {
         let min_age = cli.min_age.map_or(f64::INFINITY, |d| d.as_secs_f64());
         for i in 0..self.agg.stacks.len() {
             self.agg.set_ages(i, aggregate::AgeStats::default());
         }
-        for (key, ages) in drain::read_live_ages(&self.probes.bpf, min_age)? {
+        for (key, ages) in heap {
             if let Some(i) = self.agg.heap_stack(&key) {
                 self.agg.set_ages(i, ages);
             }
@@ -378,7 +406,6 @@ impl Session {
         for (stack, ages) in self.mappings.ages(drain::kernel_now_ns(), min_age) {
             self.agg.set_ages(stack, ages);
         }
-        Ok(())
     }
 
     fn on_mapping_event(&mut self, e: &MmapEvent) {
@@ -539,6 +566,14 @@ impl Session {
             min_age_secs: cli.min_age.map(|d| d.as_secs_f64()),
         };
         report::build(ctx, &self.agg, &mut self.symbolizer)
+    }
+}
+
+/// Whether two reads of the per-stack totals are the same.
+fn same_totals(a: &[(StackKey, StackTotals)], b: &[(StackKey, StackTotals)]) -> bool {
+    a.len() == b.len() && {
+        let a: HashMap<_, _> = a.iter().copied().collect();
+        b.iter().all(|(k, t)| a.get(k) == Some(t))
     }
 }
 
