@@ -729,3 +729,54 @@ fn rss_alert_reports_the_process_memory_growth() {
          process's growth\n{ctx}"
     );
 }
+
+/// rss_only.c: 64 KiB of program break, written, every 50 ms (sleep-paced,
+/// so a little slower): ~4.4 GiB/h of anonymous memory no allocator call
+/// made.
+const RSS_ONLY_PER_HOUR: u64 = 64 * KIB * 20 * 3600;
+
+#[test]
+fn rss_growth_no_stack_explains_still_alerts() {
+    let mut workload = Workload::spawn(&compile_c("rss_only"), &[] as &[&str]);
+    workload.expect_line("ready", secs(10));
+    let tracer = trace_pid(
+        workload.pid(),
+        &json_args(&["--interval", "1s", "--duration", "10s"]),
+    );
+    workload.signal(libc::SIGUSR1);
+    let out = tracer.finish(secs(RUN_TIMEOUT_SECS));
+    out.assert_success();
+    let report = out.report();
+    let ctx = report.describe();
+    report.assert_consistent();
+    assert!(
+        report.stacks_of("grow_heap_directly").is_empty(),
+        "sbrk is not an allocator call memtrace hooks: no stack of grow_heap_directly\n{ctx}"
+    );
+    let memory = report.targets[0]
+        .memory
+        .as_ref()
+        .unwrap_or_else(|| panic!("targets[0].memory should be set\n{ctx}"));
+    assert!(
+        memory.alert,
+        "targets[0].memory.alert: anonymous RSS grows ~4.4 GiB/h, far above the default \
+         50 MiB/h, though no traced stack grows\n{ctx}"
+    );
+    // Sleep-paced ticks run a little slow: at least 75 % of the nominal rate.
+    let anon = memory.anon_growth_bytes_per_hour;
+    assert!(
+        anon >= 0.75 * RSS_ONLY_PER_HOUR as f64 && anon <= 1.05 * RSS_ONLY_PER_HOUR as f64,
+        "targets[0].memory.anon_growth_bytes_per_hour {anon}: expected 75-105 % of \
+         {RSS_ONLY_PER_HOUR}\n{ctx}"
+    );
+    assert!(
+        memory.traced_growth_bytes_per_hour.abs() < MIB as f64,
+        "targets[0].memory.traced_growth_bytes_per_hour {}: nothing traced grows\n{ctx}",
+        memory.traced_growth_bytes_per_hour
+    );
+    assert!(
+        memory.explained_share.is_none_or(|s| s < 0.01),
+        "targets[0].memory.explained_share {:?}: the traced stacks explain none of it\n{ctx}",
+        memory.explained_share
+    );
+}
