@@ -268,73 +268,9 @@ fn clip(line: &str, width: usize) -> String {
 mod tests {
     use super::*;
     use crate::{
-        aggregate::StackKind,
         analysis::Verdict,
-        cli::SortBy,
-        report::{Counters, Losses, SeriesPoint, Totals},
-        symbolize::Frame,
+        report::fixtures::{report, stack},
     };
-
-    fn stack(function: &str, verdict: Verdict, series: &[u64]) -> StackReport {
-        StackReport {
-            pid: 7,
-            kind: StackKind::Heap,
-            outstanding_bytes: *series.last().unwrap(),
-            outstanding_allocations: 3,
-            allocated_bytes: 0,
-            freed_bytes: 0,
-            allocations: 3,
-            frees: 0,
-            verdict,
-            verdict_reason: String::new(),
-            growth_bytes_per_sec: 1024.0 / 60.0,
-            intervals: 0,
-            grew_intervals: 0,
-            early_growth_bytes: 0,
-            late_growth_bytes: 0,
-            oldest_age_secs: None,
-            age_histogram: Vec::new(),
-            series: series
-                .iter()
-                .enumerate()
-                .map(|(i, &bytes)| SeriesPoint {
-                    t: i as f64,
-                    bytes,
-                    allocations: 0,
-                })
-                .collect(),
-            frames: ["leaky", "main"]
-                .iter()
-                .map(|f| Frame {
-                    address: 0x1000,
-                    function: Some(f.to_string()),
-                    file: None,
-                    line: None,
-                    module: None,
-                })
-                .take(if function.is_empty() { 0 } else { 2 })
-                .collect(),
-        }
-    }
-
-    fn report(stacks: Vec<StackReport>) -> Report {
-        Report {
-            version: 2,
-            duration_secs: 12.0,
-            interval_secs: 1.0,
-            sort: SortBy::Growth,
-            min_age_secs: None,
-            targets: Vec::new(),
-            totals: Totals {
-                outstanding_bytes: 2048,
-                stacks_holding_memory: 2,
-                ..Totals::default()
-            },
-            losses: Losses::default(),
-            counters: Counters::default(),
-            stacks,
-        }
-    }
 
     #[test]
     fn sparkline_scales_to_the_peak() {

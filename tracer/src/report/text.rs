@@ -156,3 +156,71 @@ pub(crate) fn name_of<T: serde::Serialize>(value: &T) -> String {
         .and_then(|v| v.as_str().map(str::to_string))
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        analysis::Verdict,
+        report::{
+            fixtures::{report, stack},
+            MemorySample, TargetReport,
+        },
+    };
+
+    #[test]
+    fn verdict_reason_and_memory_alert() {
+        let mut leak = stack("leaky", Verdict::Leak, &[0, 1024, 2048]);
+        leak.verdict_reason = "grew in 2/2 intervals, +1.0 KiB/min, oldest live 2 s".into();
+        let mut r = report(vec![leak, stack("", Verdict::Plateau, &[0, 5, 5])]);
+        let samples = vec![
+            MemorySample {
+                t: 0.0,
+                rss_bytes: 1 << 20,
+                anon_bytes: 1 << 19,
+                traced_bytes: 0,
+            },
+            MemorySample {
+                t: 3600.0,
+                rss_bytes: 101 << 20,
+                anon_bytes: 100 << 20,
+                traced_bytes: 0,
+            },
+        ];
+        r.targets.push(TargetReport {
+            pid: 7,
+            comm: "leaky".into(),
+            exe: Some("/bin/leaky".into()),
+            exited: false,
+            allocators: vec!["libc.so.6".into()],
+            memory: Some(MemoryReport::new(samples, 50.0 * 1048576.0)),
+        });
+        let text = render(&r);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[2],
+            "    memory: RSS 101.0 MiB (+100.0 MiB/h), anonymous 100.0 MiB (+99.5 MiB/h); traced \
+             stacks explain 0% of the anonymous growth",
+            "{text}"
+        );
+        assert_eq!(
+            lines[3],
+            "    ALERT: pid 7's RSS grows +100.0 MiB/h, above the 50.0 MiB/h threshold \
+             (--rss-alert)",
+            "{text}"
+        );
+        assert!(
+            text.contains("top 2 stacks by growth (1 leak, 1 plateau):"),
+            "{text}"
+        );
+        let leak_at = lines
+            .iter()
+            .position(|l| l.starts_with("#1 [leak] 2.0 KiB"))
+            .unwrap();
+        assert_eq!(
+            lines[leak_at + 1],
+            "    grew in 2/2 intervals, +1.0 KiB/min, oldest live 2 s"
+        );
+        assert!(lines[leak_at + 2].ends_with(" leaky (?)"), "{text}");
+    }
+}
