@@ -22,14 +22,14 @@
 //!   short, slowing, irregular, or only young allocations live); the reason
 //!   says which.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{
     aggregate::Sample,
     units::{bytes, rate_per_min},
 };
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Verdict {
     Leak,

@@ -45,7 +45,7 @@ fn parse_rate(s: &str) -> Result<f64, String> {
     Ok(number * unit * per_hour)
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SortBy {
     /// Fastest-growing stacks first (robust slope of outstanding bytes).
@@ -53,6 +53,20 @@ pub enum SortBy {
     /// Most outstanding bytes first.
     Outstanding,
     /// Most outstanding allocations first.
+    Count,
+}
+
+/// What a flamegraph's (and folded stacks') widths measure.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Weight {
+    /// Bytes still outstanding.
+    #[default]
+    Outstanding,
+    /// Growth rate, bytes per hour (stacks that do not grow are left out).
+    Growth,
+    /// Bytes allocated while tracing, freed or not.
+    Allocated,
+    /// Allocations still outstanding.
     Count,
 }
 

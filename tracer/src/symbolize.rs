@@ -10,14 +10,14 @@ use blazesym::symbolize::{
     source::{Elf, Source},
     Input, Symbolized, Symbolizer as Blaze,
 };
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::target::{self, Mapping};
 
 /// One resolved frame. Unknown parts are None, never invented.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Frame {
-    #[serde(serialize_with = "hex")]
+    #[serde(serialize_with = "hex", deserialize_with = "from_hex")]
     pub address: u64,
     pub function: Option<String>,
     pub file: Option<String>,
@@ -27,6 +27,13 @@ pub struct Frame {
 
 fn hex<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&format!("{v:#x}"))
+}
+
+fn from_hex<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let text = String::deserialize(d)?;
+    let digits = text.strip_prefix("0x").unwrap_or(&text);
+    u64::from_str_radix(digits, 16)
+        .map_err(|_| serde::de::Error::custom(format!("not a hex address: {text:?}")))
 }
 
 #[derive(Clone, Default)]

@@ -2,24 +2,28 @@
 //! from the aggregated series, their analysis (verdicts), the targets'
 //! memory series, the loss counters and symbolized stacks.
 
+pub mod diff;
+pub mod folded;
 pub mod json;
 pub mod live;
+pub mod pprof;
+pub mod svg;
 pub mod text;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tracer_common::Stat;
 
 use crate::{
     aggregate::{Aggregator, StackKind, StackSeries, AGE_BUCKETS, AGE_EDGES},
     analysis::{self, Analysis, Verdict},
-    cli::SortBy,
+    cli::{SortBy, Weight},
     symbolize::{Frame, Symbolizer},
 };
 
 /// Bumped when a field changes meaning or disappears.
 pub const REPORT_VERSION: u32 = 2;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Report {
     pub version: u32,
     pub duration_secs: f64,
@@ -35,7 +39,7 @@ pub struct Report {
     pub stacks: Vec<StackReport>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct TargetReport {
     pub pid: u32,
     pub comm: String,
@@ -49,7 +53,7 @@ pub struct TargetReport {
 }
 
 /// One reading of a process's resident memory.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MemorySample {
     /// Seconds since tracing started.
     pub t: f64,
@@ -62,7 +66,7 @@ pub struct MemorySample {
 
 /// A process's resident memory over the run and how much of its growth the
 /// traced stacks explain.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct MemoryReport {
     pub samples: Vec<MemorySample>,
     pub rss_growth_bytes_per_hour: f64,
@@ -102,7 +106,7 @@ impl MemoryReport {
 }
 
 /// Sums over every stack (not only the ones shown).
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Totals {
     pub outstanding_bytes: u64,
     pub outstanding_allocations: u64,
@@ -119,7 +123,7 @@ pub struct Totals {
 /// Events memtrace could not account. Non-zero values mean the report is
 /// incomplete (never inflated: a lost allocation is missing, a lost free
 /// cannot create a leak).
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Losses {
     /// Allocations not recorded: live-allocation table full (`--max-live`).
     pub live_map_full: u64,
@@ -160,7 +164,7 @@ impl Losses {
 }
 
 /// Informational counters (not losses).
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Counters {
     /// Frees of blocks memtrace never saw allocated: allocated before
     /// tracing started, or by allocator internals (glibc frees its
@@ -181,7 +185,7 @@ pub struct Counters {
     pub nested_calls: u64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct StackReport {
     pub pid: u32,
     pub kind: StackKind,
@@ -211,7 +215,7 @@ pub struct StackReport {
     pub frames: Vec<Frame>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct AgeBucket {
     pub min_secs: f64,
     /// None for the last, open-ended bucket.
@@ -220,7 +224,7 @@ pub struct AgeBucket {
     pub allocations: u64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct SeriesPoint {
     pub t: f64,
     pub bytes: u64,
@@ -331,6 +335,51 @@ pub fn build(ctx: ReportContext<'_>, agg: &Aggregator, symbolizer: &mut Symboliz
             nested_calls: stat(Stat::NestedCall),
         },
         stacks,
+    }
+}
+
+/// Reads a JSON report saved earlier (a snapshot) for offline rendering.
+pub fn load(path: &std::path::Path) -> anyhow::Result<Report> {
+    use anyhow::Context;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading {}", path.display()))?;
+    let version = serde_json::from_str::<serde_json::Value>(&text)
+        .with_context(|| format!("{} is not JSON", path.display()))?
+        .get("version")
+        .and_then(serde_json::Value::as_u64);
+    if version != Some(u64::from(REPORT_VERSION)) {
+        anyhow::bail!(
+            "{} is not a memtrace JSON report of version {REPORT_VERSION} (found version {})",
+            path.display(),
+            version.map_or("none".to_string(), |v| v.to_string())
+        );
+    }
+    serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a valid memtrace report", path.display()))
+}
+
+/// A frame's name in stack-based formats (folded, flamegraph, pprof
+/// functions, diff keys): the function, else `module+0xaddress`, else the
+/// address.
+pub fn frame_name(f: &Frame) -> String {
+    match (&f.function, &f.module) {
+        (Some(function), _) => function.clone(),
+        (None, Some(module)) => format!(
+            "{}+{:#x}",
+            module.rsplit('/').next().unwrap_or(module),
+            f.address
+        ),
+        (None, None) => format!("{:#x}", f.address),
+    }
+}
+
+/// A stack's weight in stack-based formats (0 leaves it out).
+pub fn weight(s: &StackReport, weight: Weight) -> u64 {
+    match weight {
+        Weight::Outstanding => s.outstanding_bytes,
+        Weight::Growth => (s.growth_bytes_per_sec * 3600.0).round().max(0.0) as u64,
+        Weight::Allocated => s.allocated_bytes,
+        Weight::Count => s.outstanding_allocations,
     }
 }
 
