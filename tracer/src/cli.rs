@@ -3,7 +3,7 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use clap::{Parser, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Parses durations like `30s`, `5m`, `1h30m`, `500ms`.
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -74,8 +74,84 @@ pub enum Weight {
 pub enum Format {
     /// Human-readable report.
     Text,
-    /// Machine-readable report (see README for the schema).
+    /// Machine-readable report, a complete snapshot (see README for the schema).
     Json,
+    /// Interactive flamegraph (SVG), widths by --weight.
+    Svg,
+    /// Folded stacks (flamegraph.pl, inferno, speedscope), weights by --weight.
+    Folded,
+    /// gzip-compressed pprof profile (go tool pprof, Pyroscope, Parca, Grafana).
+    Pprof,
+}
+
+/// Where and how reports are written; shared by tracing and the offline
+/// subcommands.
+#[derive(Debug, Clone, Args)]
+pub struct OutputArgs {
+    /// Report format. Default: from each --output file's extension, else text.
+    #[arg(short, long, value_enum)]
+    pub format: Option<Format>,
+
+    /// Write the report to FILE instead of stdout; repeat for several
+    /// outputs of one run. The format follows the extension (.json, .svg,
+    /// .folded or .txt, .pb.gz) unless --format says otherwise.
+    #[arg(short, long = "output", value_name = "FILE")]
+    pub outputs: Vec<PathBuf>,
+
+    /// What flamegraph widths and folded weights measure.
+    #[arg(short, long, value_enum, default_value_t = Weight::Outstanding)]
+    pub weight: Weight,
+
+    /// Number of stacks in the text report and the live view (default 10).
+    /// JSON, SVG, folded and pprof outputs hold every stack holding memory
+    /// unless --top is given.
+    #[arg(short = 'n', long, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub top: Option<u32>,
+}
+
+/// Stacks in a text report or the live view without --top.
+pub const DEFAULT_TOP: usize = 10;
+
+impl OutputArgs {
+    /// Stacks shown in text.
+    pub fn text_top(&self) -> usize {
+        self.top.map_or(DEFAULT_TOP, |n| n as usize)
+    }
+}
+
+/// Offline subcommands: they read saved reports, trace nothing and need no
+/// privileges.
+#[derive(Debug, Subcommand)]
+pub enum Offline {
+    /// Render a saved JSON report (a snapshot) in any format.
+    #[command(after_help = "EXAMPLES:
+    memtrace report leak.json                       the text report again
+    memtrace report leak.json -o leak.svg           flamegraph of it
+    memtrace report leak.json -o leak.pb.gz         for go tool pprof, Pyroscope, Parca")]
+    Report {
+        /// A JSON report written by memtrace (--format json / -o FILE.json).
+        #[arg(value_name = "SNAPSHOT.json")]
+        snapshot: PathBuf,
+        #[command(flatten)]
+        out: OutputArgs,
+    },
+    /// Compare two snapshots: what grew, what is new, what went away, per
+    /// stack (matched by frames, whatever the pids).
+    #[command(after_help = "EXAMPLES:
+    memtrace diff before.json after.json            per-stack deltas, largest growth first
+    memtrace diff before.json after.json -o d.svg   differential flamegraph (red grew)
+    memtrace diff a.folded b.folded --format json   folded stacks work too")]
+    Diff {
+        /// The earlier snapshot: a JSON report, or folded stacks.
+        #[arg(value_name = "BEFORE")]
+        before: PathBuf,
+        /// The later snapshot.
+        #[arg(value_name = "AFTER")]
+        after: PathBuf,
+        #[command(flatten)]
+        out: OutputArgs,
+    },
 }
 
 /// Find memory leaks in running processes with eBPF, without restarting or
@@ -93,6 +169,7 @@ pub enum Format {
 #[command(
     name = "memtrace",
     version,
+    args_conflicts_with_subcommands = true,
     after_help = "EXAMPLES:
     sudo memtrace --pid 1234                      trace pid 1234 until Ctrl-C
     sudo memtrace -p 1234 -p 5678 --duration 2m   two processes for two minutes
@@ -100,6 +177,10 @@ pub enum Format {
     sudo memtrace -- ./myprog --its-args           start ./myprog traced from its first malloc
     sudo memtrace --interval 1s --top 5 -- python3 app.py
     sudo memtrace -p 1234 --min-age 1m --sort outstanding   only blocks older than a minute
+    sudo memtrace -p 1234 -d 30s -o leak.svg      a flamegraph of what is outstanding
+    sudo memtrace -p 1234 -d 5m -o leak.json -o leak.svg -o leak.pb.gz
+    memtrace report leak.json --format text       render a saved snapshot (no root)
+    memtrace diff before.json after.json          what grew between two snapshots
 
 Ctrl-C (or SIGTERM) stops tracing and prints the final report; so does the
 exit of every target. In `-- CMD` mode memtrace exits 0 when CMD exits, and
@@ -107,6 +188,9 @@ stops CMD (SIGTERM) if --duration ends first; CMD shares memtrace's stdout,
 so use -o FILE for a clean JSON report. Processes CMD forks are not traced."
 )]
 pub struct Cli {
+    #[command(subcommand)]
+    pub offline: Option<Offline>,
+
     /// Process id to trace (repeat for several processes).
     #[arg(short, long = "pid", value_name = "PID")]
     pub pids: Vec<u32>,
@@ -118,11 +202,6 @@ pub struct Cli {
     /// How often the kernel-side totals are sampled into the per-stack series.
     #[arg(short, long, default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
     pub interval: Duration,
-
-    /// Number of stacks in the report.
-    #[arg(short = 'n', long, default_value_t = 10, value_name = "N",
-          value_parser = clap::value_parser!(u32).range(1..))]
-    pub top: u32,
 
     /// Order of the stacks in the report and the live view.
     #[arg(short, long, value_enum, default_value_t = SortBy::Growth)]
@@ -138,18 +217,13 @@ pub struct Cli {
     #[arg(long, default_value = "50MiB/h", value_parser = parse_rate, value_name = "RATE")]
     pub rss_alert: f64,
 
-    /// Report format.
-    #[arg(short, long, value_enum, default_value_t = Format::Text)]
-    pub format: Format,
-
     /// No live table on a terminal: one plain line per interval instead
     /// (what memtrace prints when stdout is not a terminal).
     #[arg(long)]
     pub no_live: bool,
 
-    /// Write the report to FILE instead of stdout.
-    #[arg(short, long, value_name = "FILE")]
-    pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub out: OutputArgs,
 
     /// Capacity of the kernel's live-allocation table (blocks outstanding at
     /// once, all targets together). Allocations beyond it are counted as
@@ -191,6 +265,15 @@ impl Cli {
     }
 
     fn validate(&mut self) -> Result<(), String> {
+        match &self.offline {
+            Some(Offline::Report { out, .. }) => {
+                return crate::output::plan(out, false).map(drop);
+            }
+            Some(Offline::Diff { out, .. }) => {
+                return crate::output::plan(out, true).map(drop);
+            }
+            None => crate::output::plan(&self.out, false)?,
+        };
         let me = std::process::id();
         if self.pids.contains(&me) {
             return Err(format!("pid {me} is memtrace itself"));

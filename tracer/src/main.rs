@@ -5,8 +5,9 @@
 //! `drain` reads kernel-side accounting → `mappings` accounts anonymous
 //! mappings → `aggregate` keeps a series per stack → `analysis` computes
 //! growth and verdicts → `symbolize` resolves frames → `report` builds the
-//! one report model that every renderer reads. `session` runs the loop;
-//! this file only wires.
+//! one report model that every renderer reads; `output` writes it in each
+//! format asked for. `session` runs the loop; `offline` renders and diffs
+//! saved reports. This file only wires.
 
 mod aggregate;
 mod allocator;
@@ -16,6 +17,8 @@ mod cli;
 mod drain;
 mod launch;
 mod mappings;
+mod offline;
+mod output;
 mod preflight;
 mod report;
 mod session;
@@ -25,11 +28,15 @@ mod units;
 
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse_or_exit();
-    match run(cli) {
+    let result = match &cli.offline {
+        Some(command) => offline::run(command),
+        None => run(cli),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line: the error and its context chain.
@@ -54,10 +61,8 @@ fn run(cli: cli::Cli) -> Result<()> {
         target::inspect(pid)?;
     }
     // A report that cannot be written is found out now, not after tracing.
-    if let Some(path) = &cli.output {
-        std::fs::File::create(path)
-            .with_context(|| format!("cannot write the report to {}", path.display()))?;
-    }
+    let outputs = output::plan(&cli.out, false).map_err(anyhow::Error::msg)?;
+    output::create_files(&outputs)?;
     // Fork CMD (held before exec) while still single-threaded.
     let child = match cli.command.is_empty() {
         true => None,
@@ -66,5 +71,5 @@ fn run(cli: cli::Cli) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(session::run(cli, child))
+    runtime.block_on(session::run(cli, outputs, child))
 }

@@ -6,7 +6,6 @@
 
 use std::{
     collections::{HashMap, VecDeque},
-    io::Write,
     path::PathBuf,
     time::{Duration, Instant},
 };
@@ -23,10 +22,11 @@ use crate::{
     aggregate::{self, Aggregator, StackIdentity, StackKind},
     allocator,
     attach::{Capacity, Probes},
-    cli::{Cli, Format},
+    cli::Cli,
     drain::{self, StackCache},
     launch::{self, HeldChild},
     mappings::MappingTracker,
+    output::{self, Output},
     report::{self, live::Live, MemoryReport, MemorySample, ReportContext, TargetReport},
     symbolize::Symbolizer,
     target::{self, TargetInfo},
@@ -71,7 +71,7 @@ struct Session {
     started: Instant,
 }
 
-pub async fn run(cli: Cli, child: Option<HeldChild>) -> Result<()> {
+pub async fn run(cli: Cli, outputs: Vec<Output>, child: Option<HeldChild>) -> Result<()> {
     let capacity = Capacity {
         max_live: cli.max_live,
         max_stacks: cli.max_stacks,
@@ -117,8 +117,7 @@ pub async fn run(cli: Cli, child: Option<HeldChild>) -> Result<()> {
     let mut events = unsafe { AsyncFd::register(events) }
         .map_err(|e| e.into_parts().1)
         .context("polling the event ring buffer")?;
-    let json_on_stdout = cli.format == Format::Json && cli.output.is_none();
-    let mut live = Live::choose(!cli.no_live, json_on_stdout);
+    let mut live = Live::choose(!cli.no_live, output::machine_on_stdout(&outputs));
     session.event_loop(&cli, &mut events, &mut live).await?;
     live.finish();
 
@@ -126,12 +125,8 @@ pub async fn run(cli: Cli, child: Option<HeldChild>) -> Result<()> {
     drain::drain_events(events.get_mut(), |e| session.on_mapping_event(e));
     session.sample(&cli)?;
     session.stop_child();
-    let report = session.report(&cli, cli.top as usize);
-    let text = match cli.format {
-        Format::Text => report::text::render(&report),
-        Format::Json => report::json::render(&report),
-    };
-    write_output(&cli.output, &text)
+    let report = session.report(&cli, output::stacks_needed(&cli.out, &outputs));
+    output::write_report(&report, &outputs, &cli.out)
 }
 
 fn announce(session: &Session, cli: &Cli) {
@@ -255,7 +250,7 @@ impl Session {
                 }
                 _ = tick.tick() => {
                     self.sample(cli)?;
-                    let rows = live.rows(self.targets.len(), cli.top as usize);
+                    let rows = live.rows(self.targets.len(), cli.out.text_top());
                     let report = self.report(cli, rows);
                     live.draw(&report);
                 }
@@ -588,20 +583,5 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
-    }
-}
-
-fn write_output(output: &Option<PathBuf>, text: &str) -> Result<()> {
-    match output {
-        Some(path) => std::fs::write(path, text)
-            .with_context(|| format!("writing the report to {}", path.display())),
-        None => {
-            let mut out = std::io::stdout().lock();
-            match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-                // The reader went away (`| head`): nothing left to do.
-                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-                r => r.context("writing the report"),
-            }
-        }
     }
 }

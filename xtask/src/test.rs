@@ -48,8 +48,9 @@ pub fn run(args: TestArgs) -> Result<()> {
 }
 
 /// Programs the integration tests drive, by Debian package: gcc compiles
-/// the workloads, tmux is the real terminal of the live-view test.
-const TEST_TOOLS: [(&str, &str); 2] = [("gcc", "gcc"), ("tmux", "tmux")];
+/// the workloads, tmux is the real terminal of the live-view test, go runs
+/// `go tool pprof` on memtrace's pprof output.
+const TEST_TOOLS: [(&str, &str); 3] = [("gcc", "gcc"), ("tmux", "tmux"), ("go", "golang-go")];
 
 /// Installs the test tools that are missing (with apt-get, as root).
 fn ensure_test_tools() -> Result<()> {

@@ -341,8 +341,8 @@ pub fn build(ctx: ReportContext<'_>, agg: &Aggregator, symbolizer: &mut Symboliz
 /// Reads a JSON report saved earlier (a snapshot) for offline rendering.
 pub fn load(path: &std::path::Path) -> anyhow::Result<Report> {
     use anyhow::Context;
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let version = serde_json::from_str::<serde_json::Value>(&text)
         .with_context(|| format!("{} is not JSON", path.display()))?
         .get("version")

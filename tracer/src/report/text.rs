@@ -7,7 +7,9 @@ use std::fmt::Write;
 use super::{MemoryReport, Report, StackReport};
 use crate::units::{bytes, rate_per_hour, rate_per_min};
 
-pub fn render(report: &Report) -> String {
+/// The report with its first `top` stacks.
+pub fn render(report: &Report, top: usize) -> String {
+    let stacks = &report.stacks[..report.stacks.len().min(top)];
     let mut out = String::new();
     let w = &mut out;
     let _ = writeln!(
@@ -58,12 +60,12 @@ pub fn render(report: &Report) -> String {
         );
     }
     let _ = writeln!(w);
-    if report.stacks.is_empty() {
+    if stacks.is_empty() {
         let _ = writeln!(w, "no outstanding allocations were made while tracing");
         return out;
     }
     let mut counts: Vec<(String, usize)> = Vec::new();
-    for s in &report.stacks {
+    for s in stacks {
         let v = name_of(&s.verdict);
         match counts.iter_mut().find(|(name, _)| *name == v) {
             Some((_, n)) => *n += 1,
@@ -79,11 +81,11 @@ pub fn render(report: &Report) -> String {
     let _ = writeln!(
         w,
         "top {} stacks by {}{aged} ({}):",
-        report.stacks.len(),
+        stacks.len(),
         name_of(&report.sort),
         counts.join(", ")
     );
-    for (i, s) in report.stacks.iter().enumerate() {
+    for (i, s) in stacks.iter().enumerate() {
         let _ = writeln!(w);
         stack(w, i + 1, s);
     }
@@ -195,7 +197,7 @@ mod tests {
             allocators: vec!["libc.so.6".into()],
             memory: Some(MemoryReport::new(samples, 50.0 * 1048576.0)),
         });
-        let text = render(&r);
+        let text = render(&r, 10);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
             lines[2],

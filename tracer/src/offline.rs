@@ -1,0 +1,81 @@
+//! The offline subcommands: `memtrace report` renders a saved JSON report
+//! (a snapshot) in any format, `memtrace diff` compares two snapshots (JSON
+//! reports or folded stacks). They read files only: no privileges needed.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+use crate::{
+    cli::{Offline, Weight},
+    output,
+    report::{self, diff, folded},
+};
+
+pub fn run(command: &Offline) -> Result<()> {
+    match command {
+        Offline::Report { snapshot, out } => {
+            let outputs = output::plan(out, false).map_err(anyhow::Error::msg)?;
+            let mut report = report::load(snapshot)?;
+            if let Some(n) = out.top {
+                report.stacks.truncate(n as usize);
+            }
+            output::create_files(&outputs)?;
+            output::write_report(&report, &outputs, out)
+        }
+        Offline::Diff { before, after, out } => {
+            let outputs = output::plan(out, true).map_err(anyhow::Error::msg)?;
+            let d = match (load_either(before)?, load_either(after)?) {
+                (Snapshot::Report(b), Snapshot::Report(a)) => diff::diff(&b, &a),
+                // A JSON report against folded stacks: compared as folded
+                // stacks of outstanding bytes.
+                (b, a) => diff::diff_folded(&b.into_folded(), &a.into_folded()),
+            };
+            let title = format!(
+                "memtrace diff: {} → {}",
+                file_name(before),
+                file_name(after)
+            );
+            output::create_files(&outputs)?;
+            output::write_diff(&d, &title, &outputs, out)
+        }
+    }
+}
+
+enum Snapshot {
+    Report(Box<report::Report>),
+    Folded(Vec<(Vec<String>, u64)>),
+}
+
+impl Snapshot {
+    fn into_folded(self) -> Vec<(Vec<String>, u64)> {
+        match self {
+            Snapshot::Report(r) => folded::stacks(&r, Weight::Outstanding),
+            Snapshot::Folded(f) => f,
+        }
+    }
+}
+
+/// A JSON report, or folded stacks (anything that does not start with `{`).
+fn load_either(path: &Path) -> Result<Snapshot> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    if text.trim_start().starts_with('{') {
+        Ok(Snapshot::Report(Box::new(report::load(path)?)))
+    } else {
+        let stacks = folded::parse(&text).with_context(|| {
+            format!(
+                "{} is neither a JSON report nor folded stacks",
+                path.display()
+            )
+        })?;
+        Ok(Snapshot::Folded(stacks))
+    }
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
