@@ -1,11 +1,14 @@
-//! Allocator discovery: which mapped ELF files implement the allocator, and
-//! the file offset of each entry point to probe in them.
+//! Allocator discovery: which mapped ELF files implement the allocator, the
+//! file offset of each entry point to probe in them, and (through
+//! `placement`) where in each function its entry-only probe goes.
 
 use std::{collections::BTreeMap, fs, path::Path};
 
 use anyhow::{Context, Result};
 use object::{Object, ObjectSegment, ObjectSymbol, SymbolKind};
 use tracer_common::AllocFn;
+
+use crate::placement;
 
 /// What a probed function does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,8 +37,13 @@ pub const HOOKED: &[(&str, Hook)] = &[
 pub struct ProbePoint {
     pub symbol: &'static str,
     pub hook: Hook,
-    /// Offset in the file (what the kernel's uprobe API takes).
+    /// Offset in the file of the function (what the kernel's uprobe API
+    /// takes); return probes and allocation entry probes go there.
     pub file_offset: u64,
+    /// Where an entry-only probe (free) goes: at or after `file_offset`.
+    pub entry_offset: u64,
+    /// Why there (for `--verbose`).
+    pub placement: String,
 }
 
 /// Probe points of the allocator implemented in the ELF file at `path`:
@@ -70,10 +78,25 @@ pub fn probe_points(path: &Path) -> Result<Vec<ProbePoint>> {
         if points.iter().any(|p| p.file_offset == file_offset) {
             continue; // alias of a function already probed
         }
+        let (entry_offset, placement) = match hook {
+            // Entry-only: free reads its pointer from rdi.
+            Hook::Free => {
+                let start = file_offset as usize;
+                let code = data.get(start..data.len().min(start + 64)).unwrap_or(&[]);
+                let p = placement::place(code, &[iced_x86::Register::RDI]);
+                (file_offset + p.offset, p.reason)
+            }
+            Hook::Alloc(_) => (
+                file_offset,
+                "+0: the return probe's place (the entry shares its trap)".to_string(),
+            ),
+        };
         points.push(ProbePoint {
             symbol,
             hook,
             file_offset,
+            entry_offset,
+            placement,
         });
     }
     Ok(points)
@@ -114,6 +137,9 @@ mod tests {
                 "{expected} missing from {names:?}"
             );
         }
+        // glibc 2.36's free starts with `test rdi,rdi; je`: probed at the je.
+        let free = points.iter().find(|p| p.symbol == "free").unwrap();
+        assert_eq!(free.entry_offset, free.file_offset + 3, "{free:?}");
         // glibc's memalign is an alias of aligned_alloc: probed once.
         assert!(!names.contains(&"memalign"), "{names:?}");
         let mut offsets: Vec<_> = points.iter().map(|p| p.file_offset).collect();

@@ -107,7 +107,7 @@ impl Probes {
         // recorded entry sees its return (an entry without one would make
         // later calls at that depth look nested); entries last.
         for point in points.iter().filter(|p| p.hook == Hook::Free) {
-            let location = UProbeAttachLocation::AbsoluteOffset(point.file_offset);
+            let location = UProbeAttachLocation::AbsoluteOffset(point.entry_offset);
             uprobe(&mut self.bpf, "free_enter")?
                 .attach(location, file, scope)
                 .with_context(|| what(point))?;

@@ -217,6 +217,10 @@ pub struct Cli {
     #[arg(long, default_value = "50MiB/h", value_parser = parse_rate, value_name = "RATE")]
     pub rss_alert: f64,
 
+    /// Say more on stderr: where each probe was placed in each function.
+    #[arg(short, long)]
+    pub verbose: bool,
+
     /// No live table on a terminal: one plain line per interval instead
     /// (what memtrace prints when stdout is not a terminal).
     #[arg(long)]

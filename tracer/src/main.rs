@@ -19,6 +19,7 @@ mod launch;
 mod mappings;
 mod offline;
 mod output;
+mod placement;
 mod preflight;
 mod report;
 mod session;

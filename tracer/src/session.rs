@@ -79,10 +79,10 @@ pub async fn run(cli: Cli, outputs: Vec<Output>, child: Option<HeldChild>) -> Re
     let mut probes = Probes::load(&capacity)?;
     let mut targets = Vec::new();
     match &child {
-        Some(c) => targets.push(attach_command(&mut probes, c)?),
+        Some(c) => targets.push(attach_command(&mut probes, c, cli.verbose)?),
         None => {
             for &pid in &cli.pids {
-                targets.push(attach_pid(&mut probes, pid)?);
+                targets.push(attach_pid(&mut probes, pid, cli.verbose)?);
             }
         }
     }
@@ -149,8 +149,24 @@ fn announce(session: &Session, cli: &Cli) {
     crate::note(&format!("tracing {} {until}", what.join(", ")));
 }
 
+/// With --verbose: where each function's probes went (see `placement`).
+fn describe_probes(verbose: bool, file: &std::path::Path, points: &[allocator::ProbePoint]) {
+    if !verbose {
+        return;
+    }
+    for p in points {
+        crate::note(&format!(
+            "{} in {} (file offset {:#x}): {}",
+            p.symbol,
+            file.display(),
+            p.file_offset,
+            p.placement
+        ));
+    }
+}
+
 /// Hooks every allocator mapped by a running process.
-fn attach_pid(probes: &mut Probes, pid: u32) -> Result<Target> {
+fn attach_pid(probes: &mut Probes, pid: u32, verbose: bool) -> Result<Target> {
     let info = target::inspect(pid)?;
     let maps = target::read_maps(pid)?;
     probes.add_target(pid)?;
@@ -170,6 +186,7 @@ fn attach_pid(probes: &mut Probes, pid: u32) -> Result<Target> {
             continue;
         }
         probes.attach_allocator(pid, &file, &points)?;
+        describe_probes(verbose, &file, &points);
         allocators.push(name.clone());
     }
     if allocators.is_empty() {
@@ -188,7 +205,7 @@ fn attach_pid(probes: &mut Probes, pid: u32) -> Result<Target> {
 }
 
 /// Hooks the allocator of a held child's program before it execs.
-fn attach_command(probes: &mut Probes, child: &HeldChild) -> Result<Target> {
+fn attach_command(probes: &mut Probes, child: &HeldChild, verbose: bool) -> Result<Target> {
     let pid = child.pid;
     probes.add_target(pid)?;
     let mut allocators = Vec::new();
@@ -199,6 +216,7 @@ fn attach_command(probes: &mut Probes, child: &HeldChild) -> Result<Target> {
             continue;
         }
         probes.attach_allocator(pid, &file, &points)?;
+        describe_probes(verbose, &file, &points);
         allocators.push(file.display().to_string());
     }
     let comm = child
