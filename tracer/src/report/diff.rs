@@ -562,20 +562,9 @@ pub fn svg(d: &Diff, title: &str) -> anyhow::Result<Vec<u8>> {
 mod tests {
     use super::*;
     use crate::report::{
-        fixtures::{report, stack},
-        StackReport, TargetReport, Totals,
+        fixtures::{report, stack, target},
+        StackReport, Totals,
     };
-
-    fn target(pid: u32, comm: &str) -> TargetReport {
-        TargetReport {
-            pid,
-            comm: comm.into(),
-            exe: None,
-            exited: false,
-            allocators: Vec::new(),
-            memory: None,
-        }
-    }
 
     /// A fixture stack of `pid` with the given frames (innermost first).
     fn at(pid: u32, names: &[&str], bytes: u64, verdict: Verdict) -> StackReport {

@@ -155,23 +155,9 @@ mod tests {
     use crate::{
         aggregate::StackKind,
         analysis::Verdict,
-        report::{
-            fixtures::{report, stack},
-            TargetReport,
-        },
+        report::fixtures::{report, stack, target},
         symbolize::Frame,
     };
-
-    fn target(pid: u32, comm: &str) -> TargetReport {
-        TargetReport {
-            pid,
-            comm: comm.into(),
-            exe: None,
-            exited: false,
-            allocators: Vec::new(),
-            memory: None,
-        }
-    }
 
     fn frame(name: &str) -> Frame {
         Frame {

@@ -431,6 +431,18 @@ pub(crate) mod fixtures {
     use super::*;
     use crate::{aggregate::StackKind, analysis::Verdict, cli::SortBy, symbolize::Frame};
 
+    /// A live target without memory series.
+    pub fn target(pid: u32, comm: &str) -> TargetReport {
+        TargetReport {
+            pid,
+            comm: comm.into(),
+            exe: None,
+            exited: false,
+            allocators: Vec::new(),
+            memory: None,
+        }
+    }
+
     pub fn stack(function: &str, verdict: Verdict, series: &[u64]) -> StackReport {
         StackReport {
             pid: 7,
