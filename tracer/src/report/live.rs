@@ -196,10 +196,6 @@ pub fn table(report: &Report, width: usize) -> String {
 /// stacks in the report.
 pub fn line(report: &Report) -> String {
     let tot = &report.totals;
-    let mut counts = [0usize; 4];
-    for s in &report.stacks {
-        counts[s.verdict as usize] += 1;
-    }
     let mut text = format!(
         "{:>6.1}s  {} outstanding in {} stacks",
         report.duration_secs,
@@ -217,12 +213,9 @@ pub fn line(report: &Report) -> String {
     }
     let _ = write!(
         text,
-        "; top {}: {} leak, {} growing, {} plateau, {} stable",
+        "; top {}: {}",
         report.stacks.len(),
-        counts[0],
-        counts[1],
-        counts[2],
-        counts[3]
+        super::verdict_counts(&report.stacks, true)
     );
     text
 }

@@ -338,6 +338,32 @@ pub fn build(ctx: ReportContext<'_>, agg: &Aggregator, symbolizer: &mut Symboliz
     }
 }
 
+/// How many of `stacks` have each verdict, most severe first: "1 leak,
+/// 2 plateau" (with `zeros`, every verdict is named, none or not).
+pub fn verdict_counts<'a>(
+    stacks: impl IntoIterator<Item = &'a StackReport>,
+    zeros: bool,
+) -> String {
+    const ALL: [Verdict; 4] = [
+        Verdict::Leak,
+        Verdict::Growing,
+        Verdict::Plateau,
+        Verdict::Stable,
+    ];
+    let mut counts = [0usize; ALL.len()];
+    for s in stacks {
+        if let Some(i) = ALL.iter().position(|v| *v == s.verdict) {
+            counts[i] += 1;
+        }
+    }
+    ALL.iter()
+        .zip(counts)
+        .filter(|&(_, n)| zeros || n > 0)
+        .map(|(v, n)| format!("{n} {}", text::name_of(v)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Reads a JSON report saved earlier (a snapshot) for offline rendering.
 pub fn load(path: &std::path::Path) -> anyhow::Result<Report> {
     use anyhow::Context;

@@ -18,7 +18,7 @@ use inferno::flamegraph::{
     FuncFrameAttrsMap, Options,
 };
 
-use super::{folded, text::name_of, weight, Report};
+use super::{folded, text::name_of, verdict_counts, weight, Report, StackReport};
 use crate::{analysis::Verdict, cli::Weight};
 
 /// The SVG flamegraph of a report; an empty one (nothing with a non-zero
@@ -127,33 +127,16 @@ fn title(report: &Report, w: Weight) -> String {
 
 /// Verdict counts of the stacks drawn and the colour legend.
 fn subtitle(report: &Report, w: Weight) -> String {
-    let all = [
-        Verdict::Leak,
-        Verdict::Growing,
-        Verdict::Plateau,
-        Verdict::Stable,
-    ];
-    let drawn: Vec<Verdict> = report
-        .stacks
-        .iter()
-        .filter(|s| weight(s, w) > 0)
-        .map(|s| s.verdict)
-        .collect();
+    let drawn: Vec<&StackReport> = report.stacks.iter().filter(|s| weight(s, w) > 0).collect();
     if drawn.is_empty() {
         return "no stacks".to_string();
     }
-    let counts: Vec<String> = all
-        .iter()
-        .map(|v| (v, drawn.iter().filter(|d| *d == v).count()))
-        .filter(|(_, n)| *n > 0)
-        .map(|(v, n)| format!("{n} {}", name_of(v)))
-        .collect();
     format!(
         "{} stack{} ({}); allocating functions by verdict: leak red, growing orange, plateau \
          amber, stable grey",
         drawn.len(),
         if drawn.len() == 1 { "" } else { "s" },
-        counts.join(", ")
+        verdict_counts(drawn, false)
     )
 }
 

@@ -64,16 +64,6 @@ pub fn render(report: &Report, top: usize) -> String {
         let _ = writeln!(w, "no outstanding allocations were made while tracing");
         return out;
     }
-    let mut counts: Vec<(String, usize)> = Vec::new();
-    for s in stacks {
-        let v = name_of(&s.verdict);
-        match counts.iter_mut().find(|(name, _)| *name == v) {
-            Some((_, n)) => *n += 1,
-            None => counts.push((v, 1)),
-        }
-    }
-    counts.sort();
-    let counts: Vec<String> = counts.iter().map(|(v, n)| format!("{n} {v}")).collect();
     let aged = report
         .min_age_secs
         .map(|s| format!(", counting only allocations older than {s:.0} s"))
@@ -83,7 +73,7 @@ pub fn render(report: &Report, top: usize) -> String {
         "top {} stacks by {}{aged} ({}):",
         stacks.len(),
         name_of(&report.sort),
-        counts.join(", ")
+        super::verdict_counts(stacks, false)
     );
     for (i, s) in stacks.iter().enumerate() {
         let _ = writeln!(w);
