@@ -181,23 +181,24 @@ impl Aggregator {
                 count: s.outstanding_allocations(),
                 origin: false,
             };
-            if replace
+            let replace_last = replace
                 && s.samples
                     .back()
-                    .is_some_and(|b| !b.origin && b.t == self.last_sample_t)
-            {
-                s.samples.pop_back();
-            }
-            push_bounded(&mut s.samples, sample, self.max_samples);
+                    .is_some_and(|b| !b.origin && b.t == self.last_sample_t);
+            push_bounded(&mut s.samples, sample, self.max_samples, replace_last);
         }
         self.last_sample_t = t;
     }
 }
 
-/// Appends to a series of at most `max` points. When full, every other
-/// point is dropped first (the first is kept): the series still spans the
-/// whole run, at half the resolution.
-pub fn push_bounded<T>(series: &mut VecDeque<T>, point: T, max: usize) {
+/// Appends to a series of at most `max` points, or replaces its last point
+/// (`replace_last`: a final sample taken right after an interval's). When
+/// full, every other point is dropped first (the first is kept): the series
+/// still spans the whole run, at half the resolution.
+pub fn push_bounded<T>(series: &mut VecDeque<T>, point: T, max: usize, replace_last: bool) {
+    if replace_last {
+        series.pop_back();
+    }
     if series.len() >= max.max(2) {
         let mut i = 0;
         series.retain(|_| {

@@ -268,6 +268,11 @@ impl Cli {
         }
     }
 
+    /// `--min-age` in seconds.
+    pub fn min_age_secs(&self) -> Option<f64> {
+        self.min_age.map(|d| d.as_secs_f64())
+    }
+
     fn validate(&mut self) -> Result<(), String> {
         match &self.offline {
             Some(Offline::Report { out, .. }) => {

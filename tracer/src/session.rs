@@ -92,7 +92,7 @@ pub async fn run(cli: Cli, outputs: Vec<Output>, child: Option<HeldChild>) -> Re
         targets,
         child,
         stacks: StackCache::default(),
-        agg: Aggregator::new(MAX_SAMPLES, cli.interval.as_secs_f64() / 4.0),
+        agg: Aggregator::new(MAX_SAMPLES, min_gap(&cli)),
         mappings: MappingTracker::default(),
         symbolizer: Symbolizer::new(),
         stats: [0; STAT_COUNT as usize],
@@ -367,14 +367,8 @@ impl Session {
                 anon_bytes: anon,
                 traced_bytes: traced,
             };
-            if target
-                .memory
-                .back()
-                .is_some_and(|b| t - b.t < cli.interval.as_secs_f64() / 4.0)
-            {
-                target.memory.pop_back(); // the final sample right after a tick's
-            }
-            aggregate::push_bounded(&mut target.memory, sample, MAX_SAMPLES);
+            let replace_last = target.memory.back().is_some_and(|b| t - b.t < min_gap(cli));
+            aggregate::push_bounded(&mut target.memory, sample, MAX_SAMPLES, replace_last);
         }
     }
 
@@ -387,7 +381,7 @@ impl Session {
         &self,
         cli: &Cli,
     ) -> Result<(drain::KernelTotals, HashMap<StackKey, aggregate::AgeStats>)> {
-        let min_age = cli.min_age.map_or(f64::INFINITY, |d| d.as_secs_f64());
+        let min_age = cli.min_age_secs().unwrap_or(f64::INFINITY);
         let bpf = &self.probes.bpf;
         let mut before = drain::read_totals(bpf)?;
         let mut tries = 0;
@@ -407,7 +401,7 @@ impl Session {
     /// kernel's timestamps, mappings from their mmap events'. Stacks with
     /// nothing live get empty ages.
     fn set_ages(&mut self, cli: &Cli, heap: HashMap<StackKey, aggregate::AgeStats>) {
-        let min_age = cli.min_age.map_or(f64::INFINITY, |d| d.as_secs_f64());
+        let min_age = cli.min_age_secs().unwrap_or(f64::INFINITY);
         for i in 0..self.agg.stacks.len() {
             self.agg.set_ages(i, aggregate::AgeStats::default());
         }
@@ -576,10 +570,16 @@ impl Session {
             loader_mappings: self.loader_mappings,
             top,
             sort: cli.sort,
-            min_age_secs: cli.min_age.map(|d| d.as_secs_f64()),
+            min_age_secs: cli.min_age_secs(),
         };
         report::build(ctx, &self.agg, &mut self.symbolizer)
     }
+}
+
+/// A sample closer than this to the previous one (the final sample right
+/// after an interval's) replaces it rather than making a short interval.
+fn min_gap(cli: &Cli) -> f64 {
+    cli.interval.as_secs_f64() / 4.0
 }
 
 /// Whether two reads of the per-stack totals are the same.
