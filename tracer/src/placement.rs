@@ -1,10 +1,11 @@
 //! Probe placement: where in a hooked function its entry-only probe goes.
 //!
 //! A uprobe costs ~0.75 µs when the kernel emulates the probed instruction
-//! (relative jumps, calls and conditional branches; `push` since Linux
-//! 6.13) and ~10 µs when it must single-step it out of line. glibc's
-//! `free` starts with `test %rdi,%rdi` (single-stepped) and then `je`
-//! (emulated): probing the `je` instead makes every free ~13× cheaper.
+//! (relative jumps, calls and conditional branches; `push` on recent
+//! kernels such as this project's 6.18) and ~10 µs when it must
+//! single-step it out of line. glibc's `free` starts with `test %rdi,%rdi`
+//! (single-stepped) and then `je` (emulated): probing the `je` instead took
+//! a traced malloc+free pair from 12.9 µs to 3.7 µs, measured here.
 //!
 //! The probe moves forward over straight-line code only: every instruction
 //! it passes executes normally and falls through (no branch, call or
@@ -79,7 +80,8 @@ pub fn place(code: &[u8], arguments: &[Register]) -> Placement {
 /// Whether the kernel's x86 uprobe code emulates this instruction instead
 /// of single-stepping it: relative branches and calls without prefixes
 /// (`branch_setup_xol_ops`), `push` of a 64-bit register
-/// (`push_setup_xol_ops`, Linux 6.13+).
+/// (`push_setup_xol_ops`, recent kernels; on an older one a probed push
+/// is single-stepped: slower, still correct).
 fn emulated(instr: &Instruction) -> bool {
     let plain_branch =
         (instr.is_jcc_short_or_near() || instr.is_jmp_short_or_near() || instr.is_call_near())
