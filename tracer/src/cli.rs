@@ -229,6 +229,11 @@ pub struct Cli {
     #[command(flatten)]
     pub out: OutputArgs,
 
+    /// Where the report goes, planned from the output options of the mode
+    /// run (checked while parsing).
+    #[arg(skip)]
+    pub outputs: Vec<crate::output::Output>,
+
     /// Capacity of the kernel's live-allocation table (blocks outstanding at
     /// once, all targets together). Allocations beyond it are counted as
     /// lost, never as leaks. ~100 bytes of kernel memory each.
@@ -274,15 +279,15 @@ impl Cli {
     }
 
     fn validate(&mut self) -> Result<(), String> {
-        match &self.offline {
-            Some(Offline::Report { out, .. }) => {
-                return crate::output::plan(out, false).map(drop);
-            }
-            Some(Offline::Diff { out, .. }) => {
-                return crate::output::plan(out, true).map(drop);
-            }
-            None => crate::output::plan(&self.out, false)?,
+        let (out, diff) = match &self.offline {
+            Some(Offline::Report { out, .. }) => (out, false),
+            Some(Offline::Diff { out, .. }) => (out, true),
+            None => (&self.out, false),
         };
+        self.outputs = crate::output::plan(out, diff)?;
+        if self.offline.is_some() {
+            return Ok(());
+        }
         let me = std::process::id();
         if self.pids.contains(&me) {
             return Err(format!("pid {me} is memtrace itself"));

@@ -34,7 +34,7 @@ use anyhow::Result;
 fn main() -> ExitCode {
     let cli = cli::Cli::parse_or_exit();
     let result = match &cli.offline {
-        Some(command) => offline::run(command),
+        Some(command) => offline::run(command, &cli.outputs),
         None => run(cli),
     };
     match result {
@@ -62,8 +62,7 @@ fn run(cli: cli::Cli) -> Result<()> {
         target::inspect(pid)?;
     }
     // A report that cannot be written is found out now, not after tracing.
-    let outputs = output::plan(&cli.out, false).map_err(anyhow::Error::msg)?;
-    output::create_files(&outputs)?;
+    output::create_files(&cli.outputs)?;
     // Fork CMD (held before exec) while still single-threaded.
     let child = match cli.command.is_empty() {
         true => None,
@@ -72,5 +71,5 @@ fn run(cli: cli::Cli) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(session::run(cli, outputs, child))
+    runtime.block_on(session::run(cli, child))
 }

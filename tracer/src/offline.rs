@@ -12,19 +12,18 @@ use crate::{
     report::{self, diff, folded},
 };
 
-pub fn run(command: &Offline) -> Result<()> {
+/// Runs an offline subcommand, writing to its planned `outputs`.
+pub fn run(command: &Offline, outputs: &[output::Output]) -> Result<()> {
     match command {
         Offline::Report { snapshot, out } => {
-            let outputs = output::plan(out, false).map_err(anyhow::Error::msg)?;
             let mut report = report::load(snapshot)?;
             if let Some(n) = out.top {
                 report.stacks.truncate(n as usize);
             }
-            output::create_files(&outputs)?;
-            output::write_report(&report, &outputs, out)
+            output::create_files(outputs)?;
+            output::write_report(&report, outputs, out)
         }
         Offline::Diff { before, after, out } => {
-            let outputs = output::plan(out, true).map_err(anyhow::Error::msg)?;
             let d = match (load_either(before)?, load_either(after)?) {
                 (Snapshot::Report(b), Snapshot::Report(a)) => diff::diff(&b, &a),
                 // A JSON report against folded stacks: compared as folded
@@ -36,8 +35,8 @@ pub fn run(command: &Offline) -> Result<()> {
                 file_name(before),
                 file_name(after)
             );
-            output::create_files(&outputs)?;
-            output::write_diff(&d, &title, &outputs, out)
+            output::create_files(outputs)?;
+            output::write_diff(&d, &title, outputs, out)
         }
     }
 }

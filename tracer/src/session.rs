@@ -26,7 +26,7 @@ use crate::{
     drain::{self, StackCache},
     launch::{self, HeldChild},
     mappings::MappingTracker,
-    output::{self, Output},
+    output,
     report::{self, live::Live, MemoryReport, MemorySample, ReportContext, TargetReport},
     symbolize::Symbolizer,
     target::{self, TargetInfo},
@@ -71,7 +71,8 @@ struct Session {
     started: Instant,
 }
 
-pub async fn run(cli: Cli, outputs: Vec<Output>, child: Option<HeldChild>) -> Result<()> {
+pub async fn run(cli: Cli, child: Option<HeldChild>) -> Result<()> {
+    let outputs = &cli.outputs;
     let capacity = Capacity {
         max_live: cli.max_live,
         max_stacks: cli.max_stacks,
@@ -117,7 +118,7 @@ pub async fn run(cli: Cli, outputs: Vec<Output>, child: Option<HeldChild>) -> Re
     let mut events = unsafe { AsyncFd::register(events) }
         .map_err(|e| e.into_parts().1)
         .context("polling the event ring buffer")?;
-    let mut live = Live::choose(!cli.no_live, output::machine_on_stdout(&outputs));
+    let mut live = Live::choose(!cli.no_live, output::machine_on_stdout(outputs));
     session.event_loop(&cli, &mut events, &mut live).await?;
     live.finish();
 
@@ -125,8 +126,8 @@ pub async fn run(cli: Cli, outputs: Vec<Output>, child: Option<HeldChild>) -> Re
     drain::drain_events(events.get_mut(), |e| session.on_mapping_event(e));
     session.sample(&cli)?;
     session.stop_child();
-    let report = session.report(&cli, output::stacks_needed(&cli.out, &outputs));
-    output::write_report(&report, &outputs, &cli.out)
+    let report = session.report(&cli, output::stacks_needed(&cli.out, outputs));
+    output::write_report(&report, outputs, &cli.out)
 }
 
 fn announce(session: &Session, cli: &Cli) {
