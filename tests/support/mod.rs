@@ -35,7 +35,7 @@ pub use process::{
     Workload, CMD_TIMEOUT, JSON_ARGS, TRACING_TIMEOUT,
 };
 pub use report::{
-    AgeBucket, Frame, FunctionSummary, MemorySample, Report, SeriesPoint, Stack, Target,
+    AgeBucket, Frame, FunctionSummary, MemorySample, OomKill, Report, SeriesPoint, Stack, Target,
     TargetMemory, Totals, AGE_BUCKETS, ALLOCATOR_SYMBOLS, LOSS_COUNTERS, REPORT_VERSION, SORT_KEYS,
     TIME_SLACK_SECS, TOP, VERDICTS,
 };

@@ -309,6 +309,20 @@ pub struct FunctionSummary {
     pub totals: Totals,
 }
 
+/// One entry of `oom_kills`: a process the kernel's OOM killer chose.
+#[derive(Debug, Clone)]
+pub struct OomKill {
+    pub pid: u32,
+    pub comm: String,
+    pub cgroup: Option<String>,
+    pub anon_rss_bytes: u64,
+    /// Whether memtrace traced it (only then are there stacks).
+    pub traced: bool,
+    pub traced_outstanding_bytes: u64,
+    /// Largest first.
+    pub top_stacks: Vec<Stack>,
+}
+
 /// A parsed, schema-checked `--format json` report.
 #[derive(Debug, Clone)]
 pub struct Report {
@@ -323,6 +337,7 @@ pub struct Report {
     pub totals: Totals,
     pub losses: BTreeMap<String, u64>,
     pub stacks: Vec<Stack>,
+    pub oom_kills: Vec<OomKill>,
     /// The whole document.
     pub json: Value,
     /// The memtrace command that produced it.
@@ -662,6 +677,31 @@ impl Report {
             .enumerate()
             .map(|(i, s)| parse_stack(&Obj::new(format!("report.stacks[{i}]"), s)?))
             .collect::<Result<Vec<_>, _>>()?;
+        let oom_kills = top
+            .objects("oom_kills")?
+            .iter()
+            .map(|o| {
+                let top_stacks = o
+                    .array("top_stacks")?
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| parse_stack(&Obj::new(format!("{}.top_stacks[{i}]", o.path), s)?))
+                    .collect::<Result<Vec<_>, String>>()?;
+                let cgroup = match o.field("cgroup")? {
+                    Value::Null => None,
+                    _ => Some(o.string("cgroup")?),
+                };
+                Ok(OomKill {
+                    pid: o.u32("pid")?,
+                    comm: o.string("comm")?,
+                    cgroup,
+                    anon_rss_bytes: o.u64("anon_rss_bytes")?,
+                    traced: o.bool("traced")?,
+                    traced_outstanding_bytes: o.u64("traced_outstanding_bytes")?,
+                    top_stacks,
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
         Ok(Report {
             version,
             duration_secs,
@@ -671,6 +711,7 @@ impl Report {
             totals,
             losses,
             stacks,
+            oom_kills,
             json,
             command: command.to_string(),
         })
@@ -1275,6 +1316,7 @@ mod tests {
             "totals": {"outstanding_bytes": out, "outstanding_allocations": n,
                        "allocations": n, "frees": 0, "allocated_bytes": out, "freed_bytes": 0},
             "losses": {"live_map_full": 0},
+            "oom_kills": [],
             "stacks": stacks
         })
     }

@@ -122,7 +122,7 @@ pub struct InFlight {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SyscallArgs {
-    /// [`MmapEventKind`] as u32.
+    /// [`EventKind`] as u32.
     pub kind: u32,
     pub _pad: u32,
     pub addr: u64,
@@ -131,19 +131,64 @@ pub struct SyscallArgs {
     pub new_len: u64,
 }
 
-/// Kind of a memory-mapping event sent to userspace.
+/// Kind of an event in the ring buffer. Every event starts with its kind
+/// (a u32): mapping kinds are [`MmapEvent`]s, process kinds
+/// [`ProcessEvent`]s. One ring buffer keeps them in order (an exec or exit
+/// comes after the mapping calls that preceded it).
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MmapEventKind {
+pub enum EventKind {
     Mmap = 1,
     Munmap = 2,
     Mremap = 3,
-    /// A target called exec: its old image's memory is gone.
-    Exec = 5,
     /// Kernel side only: a MAP_FIXED mapping that is not counted itself
     /// (PROT_NONE, file-backed) but replaces whatever was in its range;
-    /// sent to userspace as [`MmapEventKind::Munmap`] when it succeeds.
+    /// sent to userspace as [`EventKind::Munmap`] when it succeeds.
     FixedReplace = 4,
+    /// A process called exec: its old image's memory is gone (and, when
+    /// processes are being watched, it may now be one to trace).
+    Exec = 5,
+    /// A process (its main thread) exited.
+    Exit = 6,
+    /// The kernel's OOM killer chose a victim (`oom/mark_victim`).
+    OomVictim = 7,
+}
+
+impl EventKind {
+    pub const fn is_process(kind: u32) -> bool {
+        kind == EventKind::Exec as u32
+            || kind == EventKind::Exit as u32
+            || kind == EventKind::OomVictim as u32
+    }
+}
+
+/// An exec, an exit or an OOM kill, sent through the ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProcessEvent {
+    /// [`EventKind`] as u32.
+    pub kind: u32,
+    /// The process (exec, exit) or the OOM victim.
+    pub tgid: u32,
+    pub timestamp_ns: u64,
+    /// OOM: the process whose allocation made the kernel kill (often the
+    /// victim itself).
+    pub trigger_tgid: u32,
+    /// OOM: the victim's user id.
+    pub uid: u32,
+    /// OOM: the victim's memory when it was chosen, in KiB, as the
+    /// tracepoint reports it.
+    pub total_vm_kb: u64,
+    pub anon_rss_kb: u64,
+    pub file_rss_kb: u64,
+    pub shmem_rss_kb: u64,
+    pub pgtables_kb: u64,
+    /// OOM: the victim's `oom_score_adj` (-1000..1000).
+    pub oom_score_adj: i32,
+    pub _pad: u32,
+    /// The process's name (exec: the new one; OOM: the victim's), NUL
+    /// padded.
+    pub comm: [u8; 16],
 }
 
 /// Maximum user frames captured for a mapping event (the kernel limit for
@@ -158,7 +203,7 @@ pub const MAX_FRAMES: usize = 127;
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct MmapEvent {
-    /// [`MmapEventKind`] as u32.
+    /// [`EventKind`] as u32.
     pub kind: u32,
     pub tgid: u32,
     pub timestamp_ns: u64,
@@ -227,9 +272,20 @@ pub enum Stat {
 /// Number of [`Stat`] slots.
 pub const STAT_COUNT: u32 = 13;
 
-/// Configuration written by userspace before the programs run.
-/// The set of traced process ids is kept in the `TARGETS` map.
+/// Capacity of the `TARGETS` map (processes traced one by one).
 pub const MAX_TARGETS: u32 = 4096;
+
+/// Names of the eBPF programs' global settings, written by userspace at
+/// load time (`EbpfLoader::set_global`); each is a u32, 0 by default.
+pub mod config {
+    /// 1: every process is traced (`--all`); TARGETS is not consulted.
+    pub const TRACE_ALL: &str = "TRACE_ALL";
+    /// memtrace's own process id: never traced, whatever the mode.
+    pub const SELF_TGID: &str = "SELF_TGID";
+    /// 1: every exec on the node is reported (processes are being watched
+    /// for ones to trace), not only targets'.
+    pub const WATCH_EXEC: &str = "WATCH_EXEC";
+}
 
 #[cfg(feature = "user")]
 mod user {

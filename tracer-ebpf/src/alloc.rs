@@ -19,7 +19,7 @@ use aya_ebpf::{
 use tracer_common::{AllocFn, InFlight, Stat};
 
 use crate::{
-    maps::{account_free, count, record_alloc, restore_live, take_live, INFLIGHT},
+    maps::{account_free, count, is_self, record_alloc, restore_live, take_live, INFLIGHT},
     stack::user_stack_id,
 };
 
@@ -64,6 +64,9 @@ pub fn alloc_enter(ctx: ProbeContext) -> u32 {
 #[inline(always)]
 fn try_alloc_enter(ctx: &ProbeContext) {
     let tid = bpf_get_current_pid_tgid();
+    if is_self((tid >> 32) as u32) {
+        return; // with --all, memtrace's own calls trap too
+    }
     // SAFETY: ctx.regs is the probe's register set.
     let sp = unsafe { (*ctx.regs).rsp };
     // SAFETY: plain helper call (~20 ns).
@@ -139,6 +142,9 @@ pub fn alloc_return(ctx: RetProbeContext) -> u32 {
 fn try_alloc_return(ctx: &RetProbeContext) {
     let tid = bpf_get_current_pid_tgid();
     let tgid = (tid >> 32) as u32;
+    if is_self(tgid) {
+        return;
+    }
     let Some(open) = INFLIGHT.get_ptr_mut(&tid) else {
         count(Stat::ReturnWithoutEntry);
         return;
@@ -199,6 +205,9 @@ pub fn free_enter(ctx: ProbeContext) -> u32 {
     }
     let tid = bpf_get_current_pid_tgid();
     let tgid = (tid >> 32) as u32;
+    if is_self(tgid) {
+        return 0;
+    }
     match take_live(tgid, addr) {
         Some(record) => account_free(tgid, &record),
         // Misses only: one more lookup to tell glibc's realloc(p, 0) — which

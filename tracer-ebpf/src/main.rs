@@ -1,5 +1,6 @@
 //! memtrace's eBPF programs: allocator uprobes (`alloc`), anonymous-mapping
-//! syscall tracepoints (`mapping`), the maps they account into (`maps`) and
+//! syscall tracepoints (`mapping`), process lifecycle and OOM kills
+//! (`process`), the maps they account into (`maps`) and
 //! stack capture (`stack`). Built for `bpfel-unknown-none` by tracer/build.rs
 //! and embedded in the `memtrace` binary.
 #![no_std]
@@ -11,6 +12,7 @@
 mod alloc;
 mod mapping;
 mod maps;
+mod process;
 mod stack;
 
 #[cfg(not(test))]

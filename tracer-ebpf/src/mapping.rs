@@ -11,7 +11,7 @@ use aya_ebpf::{
     macros::tracepoint,
     programs::TracePointContext,
 };
-use tracer_common::{MmapEvent, MmapEventKind, Stat, SyscallArgs};
+use tracer_common::{EventKind, MmapEvent, Stat, SyscallArgs};
 
 use crate::{
     maps::{count, is_target, EVENTS, INFLIGHT, SYSCALL_ARGS},
@@ -36,7 +36,7 @@ fn arg(ctx: &TracePointContext, n: usize) -> u64 {
 /// Records the syscall's arguments for its exit, if the thread belongs to a
 /// target and is not inside an allocator call.
 #[inline(always)]
-fn remember(kind: MmapEventKind, addr: u64, len: u64, new_len: u64) {
+fn remember(kind: EventKind, addr: u64, len: u64, new_len: u64) {
     let tid = bpf_get_current_pid_tgid();
     if !is_target((tid >> 32) as u32) {
         return;
@@ -44,7 +44,7 @@ fn remember(kind: MmapEventKind, addr: u64, len: u64, new_len: u64) {
     // Mappings created inside an allocator call belong to it. Releases
     // (munmap, MAP_FIXED replacement) always go through: they only ever
     // release ranges userspace recorded.
-    let creates = kind == MmapEventKind::Mmap || kind == MmapEventKind::Mremap;
+    let creates = kind == EventKind::Mmap || kind == EventKind::Mremap;
     if creates && INFLIGHT.get_ptr(&tid).is_some() {
         count(Stat::NestedMapping);
         return;
@@ -69,7 +69,7 @@ pub fn sys_enter_mmap(ctx: TracePointContext) -> u32 {
     let flags = arg(&ctx, 3);
     let accessible = arg(&ctx, 2) & (PROT_READ | PROT_WRITE | PROT_EXEC) != 0;
     if flags & MAP_ANONYMOUS != 0 && accessible {
-        remember(MmapEventKind::Mmap, 0, arg(&ctx, 1), 0);
+        remember(EventKind::Mmap, 0, arg(&ctx, 1), 0);
         return 0;
     }
     if flags & MAP_ANONYMOUS != 0 && is_target((bpf_get_current_pid_tgid() >> 32) as u32) {
@@ -79,25 +79,20 @@ pub fn sys_enter_mmap(ctx: TracePointContext) -> u32 {
     // memory decommitted by mapping PROT_NONE over it (JVM, V8), or a file
     // mapped over anonymous memory, is released.
     if flags & MAP_FIXED != 0 {
-        remember(MmapEventKind::FixedReplace, arg(&ctx, 0), arg(&ctx, 1), 0);
+        remember(EventKind::FixedReplace, arg(&ctx, 0), arg(&ctx, 1), 0);
     }
     0
 }
 
 #[tracepoint]
 pub fn sys_enter_munmap(ctx: TracePointContext) -> u32 {
-    remember(MmapEventKind::Munmap, arg(&ctx, 0), arg(&ctx, 1), 0);
+    remember(EventKind::Munmap, arg(&ctx, 0), arg(&ctx, 1), 0);
     0
 }
 
 #[tracepoint]
 pub fn sys_enter_mremap(ctx: TracePointContext) -> u32 {
-    remember(
-        MmapEventKind::Mremap,
-        arg(&ctx, 0),
-        arg(&ctx, 1),
-        arg(&ctx, 2),
-    );
+    remember(EventKind::Mremap, arg(&ctx, 0), arg(&ctx, 1), arg(&ctx, 2));
     0
 }
 
@@ -115,7 +110,7 @@ fn complete(ctx: &TracePointContext) {
     // SAFETY: `ret` is at offset 16 of every sys_exit record.
     let ret = unsafe { ctx.read_at::<i64>(ARG0).unwrap_or(-1) };
     let mut kind = args.kind;
-    let failed = if kind == MmapEventKind::Munmap as u32 {
+    let failed = if kind == EventKind::Munmap as u32 {
         ret != 0
     } else {
         (-4095..0).contains(&ret)
@@ -123,8 +118,8 @@ fn complete(ctx: &TracePointContext) {
     if failed {
         return;
     }
-    if kind == MmapEventKind::FixedReplace as u32 {
-        kind = MmapEventKind::Munmap as u32;
+    if kind == EventKind::FixedReplace as u32 {
+        kind = EventKind::Munmap as u32;
     }
     let Some(mut entry) = EVENTS.reserve::<MmapEvent>(0) else {
         count(Stat::RingBufFull);
@@ -138,7 +133,7 @@ fn complete(ctx: &TracePointContext) {
         (*event).tgid = (tid >> 32) as u32;
         (*event).timestamp_ns = bpf_ktime_get_ns();
         (*event)._pad = 0;
-        if kind == MmapEventKind::Mmap as u32 {
+        if kind == EventKind::Mmap as u32 {
             (*event).addr = ret as u64;
             (*event).len = args.len;
             (*event).new_addr = 0;
@@ -148,7 +143,7 @@ fn complete(ctx: &TracePointContext) {
         } else {
             (*event).addr = args.addr;
             (*event).len = args.len;
-            (*event).new_addr = if kind == MmapEventKind::Mremap as u32 {
+            (*event).new_addr = if kind == EventKind::Mremap as u32 {
                 ret as u64
             } else {
                 0
@@ -176,38 +171,5 @@ pub fn sys_exit_munmap(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn sys_exit_mremap(ctx: TracePointContext) -> u32 {
     complete(&ctx);
-    0
-}
-
-/// exec() of a target replaces its address space: everything the old image
-/// held is gone. Userspace drops the old image's blocks and regions and
-/// looks for the new image's allocator. One TARGETS lookup per exec on the
-/// node.
-#[tracepoint]
-pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    if !is_target(tgid) {
-        return 0;
-    }
-    let Some(mut entry) = EVENTS.reserve::<MmapEvent>(0) else {
-        count(Stat::RingBufFull);
-        return 0;
-    };
-    let event = entry.as_mut_ptr();
-    // SAFETY: reserved ring-buffer memory of the right size; the fields
-    // userspace reads for an exec event are all written.
-    unsafe {
-        (*event).kind = MmapEventKind::Exec as u32;
-        (*event).tgid = tgid;
-        (*event).timestamp_ns = bpf_ktime_get_ns();
-        (*event).addr = 0;
-        (*event).len = 0;
-        (*event).new_addr = 0;
-        (*event).new_len = 0;
-        (*event).user_sp_word = 0;
-        (*event).nr_frames = 0;
-        (*event)._pad = 0;
-    }
-    entry.submit(0);
     0
 }

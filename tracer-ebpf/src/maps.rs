@@ -15,8 +15,38 @@ use tracer_common::{
     InFlight, LiveAlloc, LiveKey, StackKey, StackTotals, Stat, SyscallArgs, MAX_TARGETS, STAT_COUNT,
 };
 
-/// Process ids (tgid) being traced. Only the syscall tracepoints consult it:
-/// uprobes are attached per process, so the kernel filters them for free.
+/// Global settings (see `tracer_common::config`), patched by userspace at
+/// load time. Read with a volatile load so the compiler cannot fold the
+/// default; each read is one load from the program's .rodata (~1 ns).
+#[unsafe(no_mangle)]
+static TRACE_ALL: u32 = 0;
+#[unsafe(no_mangle)]
+static SELF_TGID: u32 = 0;
+#[unsafe(no_mangle)]
+static WATCH_EXEC: u32 = 0;
+
+#[inline(always)]
+fn setting(value: &u32) -> u32 {
+    // SAFETY: a plain read of a static.
+    unsafe { core::ptr::read_volatile(value) }
+}
+
+/// Whether `tgid` is memtrace itself, whose own allocations trap too when
+/// the allocator is probed for every process (`--all`); never traced.
+#[inline(always)]
+pub fn is_self(tgid: u32) -> bool {
+    tgid == setting(&SELF_TGID)
+}
+
+/// Whether every exec on the node is to be reported.
+#[inline(always)]
+pub fn watch_exec() -> bool {
+    setting(&WATCH_EXEC) != 0
+}
+
+/// Process ids (tgid) being traced. Only the tracepoints consult it (and
+/// not with `--all`): uprobes are attached per process, or for every
+/// process with `--all`, so the kernel filters them for free.
 #[map]
 pub static TARGETS: HashMap<u32, u8> = HashMap::with_max_entries(MAX_TARGETS, 0);
 
@@ -59,10 +89,14 @@ pub fn count(stat: Stat) {
     }
 }
 
-/// Whether the current process is a target of the syscall tracepoints.
-/// One hash lookup (~50 ns), paid by every mmap/munmap/mremap on the node.
+/// Whether the current process is a target of the tracepoints. One hash
+/// lookup (~50 ns), paid by every mmap/munmap/mremap on the node; with
+/// `--all`, two loads.
 #[inline(always)]
 pub fn is_target(tgid: u32) -> bool {
+    if setting(&TRACE_ALL) != 0 {
+        return !is_self(tgid);
+    }
     TARGETS.get_ptr(tgid).is_some()
 }
 

@@ -6,7 +6,7 @@
 //! spans the whole run in bounded memory (the same rule bounds the
 //! per-process memory series, see [`push_bounded`]).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 use tracer_common::{StackKey, StackTotals};
@@ -171,6 +171,39 @@ impl Aggregator {
         self.stacks[stack].ages = ages;
     }
 
+    /// Drops the stacks of processes that are gone (bounded memory on a
+    /// watched node). Returns where each old index went (None: dropped), for
+    /// holders of indices to follow.
+    pub fn remove_pids(&mut self, gone: &HashSet<u32>) -> Vec<Option<usize>> {
+        let mut remap = Vec::with_capacity(self.stacks.len());
+        let mut next = 0;
+        for s in &self.stacks {
+            match gone.contains(&s.identity.pid) {
+                true => remap.push(None),
+                false => {
+                    remap.push(Some(next));
+                    next += 1;
+                }
+            }
+        }
+        self.stacks.retain(|s| !gone.contains(&s.identity.pid));
+        self.index.retain(|_, i| match remap[*i] {
+            Some(n) => {
+                *i = n;
+                true
+            }
+            None => false,
+        });
+        self.heap_index.retain(|_, i| match remap[*i] {
+            Some(n) => {
+                *i = n;
+                true
+            }
+            None => false,
+        });
+        remap
+    }
+
     /// Appends a sample of every stack's current outstanding memory.
     pub fn sample(&mut self, t: f64) {
         let replace = t - self.last_sample_t < self.min_gap;
@@ -265,6 +298,24 @@ mod tests {
         assert_eq!(times, [0.0, 4.0, 6.1]);
         assert_eq!(s.samples.back().unwrap().bytes, 740);
         assert_eq!(agg.stacks[j].samples.len(), 2);
+    }
+
+    #[test]
+    fn removing_processes_keeps_the_others_indexed() {
+        let mut agg = Aggregator::new(4, 0.25);
+        let key = |tgid, stack_id| StackKey { tgid, stack_id };
+        agg.intern_heap(key(1, 1), &[1]);
+        agg.intern_heap(key(2, 1), &[1]);
+        let b = agg.intern_heap(key(1, 2), &[2]);
+        agg.update(b, totals(100, 0));
+        let remap = agg.remove_pids(&HashSet::from([2]));
+        assert_eq!(remap, [Some(0), None, Some(1)]);
+        assert_eq!(agg.stacks.len(), 2);
+        assert_eq!(agg.heap_stack(&key(1, 2)), Some(1));
+        assert_eq!(agg.heap_stack(&key(2, 1)), None);
+        assert_eq!(agg.stacks[1].outstanding_bytes(), 100);
+        let again = agg.intern_heap(key(1, 2), &[2]);
+        assert_eq!(again, 1);
     }
 
     #[test]

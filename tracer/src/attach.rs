@@ -1,76 +1,137 @@
-//! Loading the embedded eBPF object and attaching its programs: the mapping
-//! syscall tracepoints once, and the allocator uprobes per (process,
-//! allocator file). Dropping [`Probes`] detaches everything.
+//! Loading the embedded eBPF object and attaching its programs: the
+//! tracepoints once (the OOM killer's in every mode), and the allocator
+//! uprobes per (process, allocator file) — or per allocator file for every
+//! process with `--all`. Dropping [`Probes`] detaches everything.
 
-use std::{collections::HashSet, num::NonZeroU32, path::Path};
+use std::{
+    collections::{HashMap, HashSet},
+    num::NonZeroU32,
+    os::unix::fs::MetadataExt,
+    path::Path,
+};
 
 use anyhow::{Context, Result};
 use aya::{
     maps::HashMap as BpfHashMap,
     programs::{
-        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope},
+        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
         TracePoint, UProbe,
     },
     Ebpf, EbpfLoader,
 };
+use tracer_common::config;
 
-use crate::allocator::{Hook, ProbePoint};
+use crate::{
+    allocator::{Hook, ProbePoint},
+    watch::FileId,
+};
 
 /// Object built by tracer/build.rs from tracer-ebpf.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
 
-const TRACEPOINTS: &[(&str, &str)] = &[
-    ("syscalls", "sys_enter_mmap"),
-    ("syscalls", "sys_exit_mmap"),
-    ("syscalls", "sys_enter_munmap"),
-    ("syscalls", "sys_exit_munmap"),
-    ("syscalls", "sys_enter_mremap"),
-    ("syscalls", "sys_exit_mremap"),
-    ("sched", "sched_process_exec"),
+/// Tracepoints of allocation tracing: (category, name, program).
+const TRACEPOINTS: &[(&str, &str, &str)] = &[
+    ("syscalls", "sys_enter_mmap", "sys_enter_mmap"),
+    ("syscalls", "sys_exit_mmap", "sys_exit_mmap"),
+    ("syscalls", "sys_enter_munmap", "sys_enter_munmap"),
+    ("syscalls", "sys_exit_munmap", "sys_exit_munmap"),
+    ("syscalls", "sys_enter_mremap", "sys_enter_mremap"),
+    ("syscalls", "sys_exit_mremap", "sys_exit_mremap"),
+    ("sched", "sched_process_exec", "sched_process_exec"),
+    ("sched", "sched_process_exit", "sched_process_exit"),
 ];
+/// Attached in every mode.
+const OOM_TRACEPOINT: (&str, &str, &str) = ("oom", "mark_victim", "oom_mark_victim");
 
 /// The loaded programs and maps.
 pub struct Probes {
     pub bpf: Ebpf,
-    /// (pid, file) pairs already hooked.
-    attached: HashSet<(u32, std::path::PathBuf)>,
+    /// (process or every process, file) pairs already hooked.
+    attached: HashSet<(Option<u32>, FileId)>,
+    /// Links of probes attached for one process, dropped when it exits.
+    links: HashMap<u32, Vec<(&'static str, UProbeLinkId)>>,
 }
 
-/// Map sizes chosen on the command line.
-pub struct Capacity {
+/// How the programs are loaded: map sizes chosen on the command line and
+/// the global settings of the eBPF side.
+pub struct Settings {
     pub max_live: u32,
     pub max_stacks: u32,
+    /// Every process is traced (`--all`).
+    pub trace_all: bool,
+    /// Every exec on the node is reported (processes are watched).
+    pub watch_exec: bool,
+    /// Only the OOM tracepoint is attached (`--oom-only`).
+    pub oom_only: bool,
 }
 
 impl Probes {
-    pub fn load(capacity: &Capacity) -> Result<Probes> {
+    pub fn load(settings: &Settings) -> Result<Probes> {
+        let me = std::process::id();
+        let flag = |b: bool| b as u32;
+        let trace_all = flag(settings.trace_all);
+        let watch_exec = flag(settings.watch_exec);
         let mut bpf = EbpfLoader::new()
-            .map_max_entries("LIVE", capacity.max_live)
-            .map_max_entries("STACKS", capacity.max_stacks)
+            .override_global(config::SELF_TGID, &me, true)
+            .override_global(config::TRACE_ALL, &trace_all, true)
+            .override_global(config::WATCH_EXEC, &watch_exec, true)
+            .map_max_entries("LIVE", settings.max_live)
+            .map_max_entries("STACKS", settings.max_stacks)
             // Stacks of every target share the stack map but have totals
             // per process; leave room for a few processes per stack.
-            .map_max_entries("STACK_TOTALS", capacity.max_stacks.saturating_mul(2))
+            .map_max_entries("STACK_TOTALS", settings.max_stacks.saturating_mul(2))
             .load(EBPF_OBJECT)
             .context("loading the eBPF programs into the kernel")?;
-        for name in ["alloc_enter", "alloc_return", "free_enter"] {
-            uprobe(&mut bpf, name)?
-                .load()
-                .with_context(|| format!("loading eBPF program {name} (verifier)"))?;
-        }
-        for &(category, name) in TRACEPOINTS {
+        let tracepoints = match settings.oom_only {
+            true => &[][..],
+            false => TRACEPOINTS,
+        };
+        for &(category, name, program) in tracepoints.iter().chain([&OOM_TRACEPOINT]) {
             let tp: &mut TracePoint = bpf
-                .program_mut(name)
-                .with_context(|| format!("program {name} missing from the eBPF object"))?
+                .program_mut(program)
+                .with_context(|| format!("program {program} missing from the eBPF object"))?
                 .try_into()?;
             tp.load()
-                .with_context(|| format!("loading eBPF program {name} (verifier)"))?;
+                .with_context(|| format!("loading eBPF program {program} (verifier)"))?;
             tp.attach(category, name)
                 .with_context(|| format!("attaching tracepoint {category}/{name}"))?;
+        }
+        if !settings.oom_only {
+            for name in ["alloc_enter", "alloc_return", "free_enter"] {
+                uprobe(&mut bpf, name)?
+                    .load()
+                    .with_context(|| format!("loading eBPF program {name} (verifier)"))?;
+            }
         }
         Ok(Probes {
             bpf,
             attached: HashSet::new(),
+            links: HashMap::new(),
         })
+    }
+
+    /// Stops tracing `pid` (it exited): its tracepoint registration goes,
+    /// and its probes are detached on a helper thread (each uprobe detach
+    /// waits for the kernel, ~80 ms here; the session must not).
+    pub fn forget_target(&mut self, pid: u32) {
+        if let Ok(mut targets) =
+            BpfHashMap::<_, u32, u8>::try_from(self.bpf.map_mut("TARGETS").expect("TARGETS map"))
+        {
+            let _ = targets.remove(&pid);
+        }
+        self.attached.retain(|(p, _)| *p != Some(pid));
+        let Some(links) = self.links.remove(&pid) else {
+            return;
+        };
+        let mut owned = Vec::new();
+        for (program, id) in links {
+            if let Ok(p) = uprobe(&mut self.bpf, program) {
+                if let Ok(link) = p.take_link(id) {
+                    owned.push(link);
+                }
+            }
+        }
+        std::thread::spawn(move || drop(owned));
     }
 
     /// Makes `pid`'s mapping syscalls count.
@@ -83,25 +144,33 @@ impl Probes {
     }
 
     /// Hooks the allocator implemented in `file` for process `pid` only
-    /// (other processes mapping the same file never trap). Returns false if
-    /// this pair was already hooked.
+    /// (other processes mapping the same file never trap), or with `None`
+    /// for every process. Returns false if this pair was already hooked
+    /// (files are told apart by inode, whatever path names them).
     pub fn attach_allocator(
         &mut self,
-        pid: u32,
+        pid: Option<u32>,
         file: &Path,
         points: &[ProbePoint],
     ) -> Result<bool> {
-        if !self.attached.insert((pid, file.to_path_buf())) {
+        let meta =
+            std::fs::metadata(file).with_context(|| format!("opening {}", file.display()))?;
+        if !self.attached.insert((pid, (meta.dev(), meta.ino()))) {
             return Ok(false);
         }
-        let scope = UProbeScope::OneProcess(NonZeroU32::new(pid).context("pid 0")?);
+        let scope = match pid {
+            Some(pid) => UProbeScope::OneProcess(NonZeroU32::new(pid).context("pid 0")?),
+            None => UProbeScope::AllProcesses,
+        };
+        let whom = pid.map_or("every process".to_string(), |p| format!("pid {p}"));
         let what = |point: &ProbePoint| {
             format!(
-                "attaching to {} in {} (pid {pid})",
+                "attaching to {} in {} ({whom})",
                 point.symbol,
                 file.display()
             )
         };
+        let mut links = Vec::new();
         // Order matters while the target runs: free first, so every block
         // recorded later has its free seen; then each allocation function's
         // return probe right before its entry probe, so every recorded entry
@@ -115,25 +184,31 @@ impl Probes {
         // first).
         for point in points.iter().filter(|p| p.hook == Hook::Free) {
             let location = UProbeAttachLocation::AbsoluteOffset(point.entry_offset);
-            uprobe(&mut self.bpf, "free_enter")?
+            let id = uprobe(&mut self.bpf, "free_enter")?
                 .attach(location, file, scope)
                 .with_context(|| what(point))?;
+            links.push(("free_enter", id));
         }
         for point in points {
             let Hook::Alloc(func) = point.hook else {
                 continue;
             };
             let at = || UProbeAttachLocation::AbsoluteOffset(point.file_offset);
-            uprobe(&mut self.bpf, "alloc_return")?
+            let id = uprobe(&mut self.bpf, "alloc_return")?
                 .attach(at(), file, scope)
                 .with_context(|| what(point))?;
+            links.push(("alloc_return", id));
             let entry = UProbeAttachPoint {
                 location: at(),
                 cookie: Some(func as u64),
             };
-            uprobe(&mut self.bpf, "alloc_enter")?
+            let id = uprobe(&mut self.bpf, "alloc_enter")?
                 .attach(entry, file, scope)
                 .with_context(|| what(point))?;
+            links.push(("alloc_enter", id));
+        }
+        if let Some(pid) = pid {
+            self.links.entry(pid).or_default().extend(links);
         }
         Ok(true)
     }

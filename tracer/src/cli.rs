@@ -179,13 +179,20 @@ pub enum Offline {
     sudo memtrace -p 1234 --min-age 1m --sort outstanding   only blocks older than a minute
     sudo memtrace -p 1234 -d 30s -o leak.svg      a flamegraph of what is outstanding
     sudo memtrace -p 1234 -d 5m -o leak.json -o leak.svg -o leak.pb.gz
+    sudo memtrace --comm nginx -d 10m             every nginx process, present and future
+    sudo memtrace --container 3f2a9c -o c.json    the processes of one container
+    sudo memtrace --all -d 1m --top 20            the whole node (every malloc traps: see cost)
+    sudo memtrace --oom-only                      one line per OOM kill, until Ctrl-C
     memtrace report leak.json --format text       render a saved snapshot (no root)
     memtrace diff before.json after.json          what grew between two snapshots
 
 Ctrl-C (or SIGTERM) stops tracing and prints the final report; so does the
 exit of every target. In `-- CMD` mode memtrace exits 0 when CMD exits, and
 stops CMD (SIGTERM) if --duration ends first; CMD shares memtrace's stdout,
-so use -o FILE for a clean JSON report. Processes CMD forks are not traced."
+so use -o FILE for a clean JSON report. Processes CMD forks are not traced.
+Every mode watches the kernel's OOM killer: when it kills a traced process,
+the report starts with the stacks that held its memory (and with --pid, an
+OOM-killed target ends the run)."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -194,6 +201,37 @@ pub struct Cli {
     /// Process id to trace (repeat for several processes).
     #[arg(short, long = "pid", value_name = "PID")]
     pub pids: Vec<u32>,
+
+    /// Trace every process on the node (not memtrace itself), including
+    /// ones started later. The allocator is probed for all processes, so
+    /// every malloc on the node traps: memtrace measures and prints what
+    /// that costs. Prefer --comm/--cgroup/--container when you know what to
+    /// look at: only matching processes trap.
+    #[arg(long, conflicts_with_all = ["pids", "command", "oom_only"])]
+    pub all: bool,
+
+    /// Trace every process named NAME (its comm, as `ps -o comm` shows it),
+    /// now and as such processes start. Only they trap.
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["pids", "command", "all"])]
+    pub comm: Option<String>,
+
+    /// Trace every process in cgroup PATH or below it, now and as they
+    /// start (a cgroup path like /kubepods/burstable, or its directory
+    /// under /sys/fs/cgroup).
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["pids", "command", "all"])]
+    pub cgroup: Option<String>,
+
+    /// Trace every process of container ID (docker, containerd, cri-o; a
+    /// prefix of at least 4 hex digits, or a Kubernetes pod UID), now and
+    /// as they start.
+    #[arg(long, value_name = "ID", conflicts_with_all = ["pids", "command", "all"])]
+    pub container: Option<String>,
+
+    /// Only report OOM kills on the node as they happen, one line each
+    /// (JSON lines with --format json): no allocator probes, cheap enough to
+    /// leave running. (Every other mode reports OOM kills too.)
+    #[arg(long, conflicts_with_all = ["pids", "command", "all", "comm", "cgroup", "container"])]
+    pub oom_only: bool,
 
     /// Stop after this long (e.g. 30s, 5m). Default: until Ctrl-C or every target exits.
     #[arg(short, long, value_parser = parse_duration, value_name = "DURATION")]
@@ -294,14 +332,73 @@ impl Cli {
         }
         self.pids.sort_unstable();
         self.pids.dedup();
-        match (self.pids.is_empty(), self.command.is_empty()) {
-            (true, true) => {
-                Err("nothing to trace: give --pid PID or a command after `--` (see --help)".into())
+        if let Some(id) = &self.container {
+            // kubectl prints ids as `containerd://ID`.
+            let bare = id.split_once("://").map_or(id.as_str(), |(_, rest)| rest);
+            if bare.len() < 4 || !bare.chars().all(|c| c.is_ascii_hexdigit() || c == '-' || c == '_')
+            {
+                return Err(format!(
+                    "--container {id:?}: expected a container id (at least 4 hex digits) or a \
+                     pod UID"
+                ));
             }
+        }
+        if self
+            .comm
+            .as_deref()
+            .is_some_and(|c| c.is_empty() || c.len() > 15)
+        {
+            return Err("--comm: a process name has 1 to 15 characters (the kernel's comm)".into());
+        }
+        let watching = self.all || self.selection().is_some();
+        match (self.pids.is_empty(), self.command.is_empty()) {
+            _ if watching || self.oom_only => Ok(()),
+            (true, true) => Err(
+                "nothing to trace: give --pid PID, a command after `--`, --all, \
+                 --comm, --cgroup, --container or --oom-only (see --help)"
+                    .into(),
+            ),
             (false, false) => Err("give either --pid or a command after `--`, not both".into()),
             _ => Ok(()),
         }
     }
+
+    /// What to trace, decided by the options.
+    pub fn mode(&self) -> Mode {
+        if self.oom_only {
+            Mode::OomOnly
+        } else if self.all {
+            Mode::Watch(crate::watch::Selection::All)
+        } else if let Some(s) = self.selection() {
+            Mode::Watch(s)
+        } else if !self.command.is_empty() {
+            Mode::Command
+        } else {
+            Mode::Pids
+        }
+    }
+
+    fn selection(&self) -> Option<crate::watch::Selection> {
+        let filter = crate::watch::Filter {
+            comm: self.comm.clone(),
+            cgroup: self.cgroup.clone(),
+            container: self.container.clone(),
+        };
+        (!filter.is_empty()).then_some(crate::watch::Selection::Matching(filter))
+    }
+}
+
+/// What a run traces.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// The processes given with --pid.
+    Pids,
+    /// The command after `--`, from its first allocation.
+    Command,
+    /// Every process, or every matching one, now and as they start.
+    Watch(crate::watch::Selection),
+    /// Only OOM kills, one line each.
+    OomOnly,
 }
 
 /// First meaningful line of a clap error, without its `error: ` prefix.
@@ -355,6 +452,36 @@ mod tests {
         let mut cli = Cli::try_parse_from(["memtrace", "--", "ls", "-l"]).unwrap();
         assert_eq!(cli.command, ["ls", "-l"]);
         assert!(cli.validate().is_ok());
+    }
+
+    #[test]
+    fn modes() {
+        let mode = |args: &[&str]| {
+            let mut cli = Cli::try_parse_from(args).map_err(|e| e.to_string())?;
+            cli.validate()?;
+            Ok::<_, String>(cli.mode())
+        };
+        use crate::watch::{Filter, Selection};
+        assert_eq!(
+            mode(&["memtrace", "--all"]),
+            Ok(Mode::Watch(Selection::All))
+        );
+        assert_eq!(mode(&["memtrace", "--oom-only"]), Ok(Mode::OomOnly));
+        assert_eq!(mode(&["memtrace", "-p", "1"]), Ok(Mode::Pids));
+        assert_eq!(mode(&["memtrace", "--", "ls"]), Ok(Mode::Command));
+        assert_eq!(
+            mode(&["memtrace", "--comm", "nginx", "--container", "abcd12"]),
+            Ok(Mode::Watch(Selection::Matching(Filter {
+                comm: Some("nginx".into()),
+                cgroup: None,
+                container: Some("abcd12".into()),
+            })))
+        );
+        assert!(mode(&["memtrace", "--all", "-p", "1"]).is_err());
+        assert!(mode(&["memtrace", "--oom-only", "--all"]).is_err());
+        assert!(mode(&["memtrace", "--comm", "x", "--", "ls"]).is_err());
+        assert!(mode(&["memtrace", "--container", "zz"]).is_err());
+        assert!(mode(&["memtrace", "--comm", "a-name-far-too-long"]).is_err());
     }
 
     #[test]

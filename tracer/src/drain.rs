@@ -1,8 +1,9 @@
 //! Reading kernel-side accounting: per-stack totals and loss counters every
 //! interval, the ages of live allocations, stack frames for newly seen
-//! stack ids, and mapping events from the ring buffer as they arrive.
+//! stack ids, mapping and process events from the ring buffer as they
+//! arrive, and removing what exited processes left in the kernel's tables.
 
-use std::collections::{hash_map::Entry, HashMap};
+use std::collections::{hash_map::Entry, HashMap, HashSet};
 
 use anyhow::{Context, Result};
 use aya::{
@@ -10,7 +11,8 @@ use aya::{
     Ebpf, Pod,
 };
 use tracer_common::{
-    LiveAlloc, LiveKey, MmapEvent, StackKey, StackTotals, STAT_COUNT, UNKNOWN_STACK,
+    EventKind, LiveAlloc, LiveKey, MmapEvent, ProcessEvent, StackKey, StackTotals, STAT_COUNT,
+    UNKNOWN_STACK,
 };
 
 use crate::aggregate::AgeStats;
@@ -168,14 +170,21 @@ fn lookup_batch<K: Pod + Default, V: Pod + Default>(
     }
 }
 
-/// Frames of kernel stack ids, read once per id (ids are never reused while
-/// memtrace runs: nothing removes stacks from the map).
+/// Frames of kernel stack ids, read once per id (an id is only reused after
+/// [`purge_processes`] removed it, which says so).
 #[derive(Default)]
 pub struct StackCache {
     frames: HashMap<u32, Vec<u64>>,
 }
 
 impl StackCache {
+    /// Forgets ids removed from the kernel's stack table.
+    pub fn forget(&mut self, ids: &[u32]) {
+        for id in ids {
+            self.frames.remove(id);
+        }
+    }
+
     pub fn frames(&mut self, bpf: &Ebpf, stack_id: u32) -> Result<&[u64]> {
         let frames = match self.frames.entry(stack_id) {
             Entry::Occupied(e) => e.into_mut(),
@@ -204,17 +213,91 @@ pub fn take_events(bpf: &mut Ebpf) -> Result<RingBuf<MapData>> {
     Ok(RingBuf::try_from(map)?)
 }
 
-/// Pops every pending mapping event.
-pub fn drain_events(ring: &mut RingBuf<MapData>, mut sink: impl FnMut(&MmapEvent)) {
+/// An event from the ring buffer.
+pub enum Event {
+    Mapping(Box<MmapEvent>),
+    Process(ProcessEvent),
+}
+
+/// Pops every pending event.
+pub fn drain_events(ring: &mut RingBuf<MapData>, mut sink: impl FnMut(Event)) {
     while let Some(item) = ring.next() {
-        if item.len() < size_of::<MmapEvent>() {
-            continue;
+        if let Some(event) = parse_event(&item) {
+            sink(event);
         }
-        // SAFETY: the kernel wrote a whole MmapEvent (plain old data); the
-        // read is unaligned-safe.
-        let event = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<MmapEvent>()) };
-        sink(&event);
     }
+}
+
+fn parse_event(item: &[u8]) -> Option<Event> {
+    let kind = u32::from_ne_bytes(item.get(..4)?.try_into().ok()?);
+    // SAFETY (both reads): the kernel wrote a whole event of that kind
+    // (plain old data, size checked); the reads are unaligned-safe.
+    if EventKind::is_process(kind) {
+        (item.len() >= size_of::<ProcessEvent>())
+            .then(|| Event::Process(unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) }))
+    } else {
+        (item.len() >= size_of::<MmapEvent>()).then(|| {
+            Event::Mapping(Box::new(unsafe {
+                std::ptr::read_unaligned(item.as_ptr().cast())
+            }))
+        })
+    }
+}
+
+/// Removes what processes that exited left in the kernel's tables: their
+/// live blocks, their per-stack totals, and the stack traces no remaining
+/// process uses (so that a busy node's exits do not fill the stack table).
+/// Returns the stack ids removed: the kernel may hand them out again. One
+/// pass over each table, done at most once per interval for every exit
+/// since.
+pub fn purge_processes(bpf: &mut Ebpf, gone: &HashSet<u32>) -> Result<Vec<u32>> {
+    if gone.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut blocks = Vec::new();
+    visit_hash(
+        bpf.map("LIVE").context("LIVE map missing")?,
+        |k: &LiveKey, _: &LiveAlloc| {
+            if gone.contains(&k.tgid) {
+                blocks.push(*k);
+            }
+        },
+    )?;
+    let mut live: BpfHashMap<_, LiveKey, LiveAlloc> =
+        BpfHashMap::try_from(bpf.map_mut("LIVE").context("LIVE map missing")?)?;
+    for key in &blocks {
+        let _ = live.remove(key);
+    }
+    let mut dead = Vec::new();
+    let mut in_use = HashSet::new();
+    visit_hash(
+        bpf.map("STACK_TOTALS")
+            .context("STACK_TOTALS map missing")?,
+        |k: &StackKey, _: &StackTotals| match gone.contains(&k.tgid) {
+            true => dead.push(*k),
+            false => {
+                in_use.insert(k.stack_id);
+            }
+        },
+    )?;
+    let mut totals: BpfHashMap<_, StackKey, StackTotals> = BpfHashMap::try_from(
+        bpf.map_mut("STACK_TOTALS")
+            .context("STACK_TOTALS map missing")?,
+    )?;
+    for key in &dead {
+        let _ = totals.remove(key);
+    }
+    let mut ids: Vec<u32> = dead
+        .iter()
+        .map(|k| k.stack_id)
+        .filter(|id| *id != UNKNOWN_STACK && !in_use.contains(id))
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut stacks: StackTraceMap<_> =
+        StackTraceMap::try_from(bpf.map_mut("STACKS").context("STACKS map missing")?)?;
+    ids.retain(|id| stacks.remove(id).is_ok());
+    Ok(ids)
 }
 
 /// After `tgid` called exec (at `exec_ns`), the blocks its old image had

@@ -1,24 +1,27 @@
 //! memtrace: finds memory leaks in running processes with eBPF.
 //!
 //! Data flow, one module per stage: `target`/`allocator`/`launch` find what
-//! to hook → `attach` loads and attaches the eBPF programs (tracer-ebpf) →
+//! to hook (`watch` and `cgroup` on a watched node) → `attach` loads and attaches the eBPF programs (tracer-ebpf) →
 //! `drain` reads kernel-side accounting → `mappings` accounts anonymous
 //! mappings → `aggregate` keeps a series per stack → `analysis` computes
 //! growth and verdicts → `symbolize` resolves frames → `report` builds the
 //! one report model that every renderer reads; `output` writes it in each
-//! format asked for. `session` runs the loop; `offline` renders and diffs
-//! saved reports. This file only wires.
+//! format asked for. `session` runs the loop (`oom` describes OOM
+//! kills); `offline` renders and diffs saved reports. This file only wires.
 
 mod aggregate;
 mod allocator;
 mod analysis;
 mod attach;
+mod cgroup;
 mod cli;
 mod drain;
 mod launch;
 mod mappings;
 mod offline;
+mod oom;
 mod output;
+mod overhead;
 mod placement;
 mod preflight;
 mod report;
@@ -26,6 +29,7 @@ mod session;
 mod symbolize;
 mod target;
 mod units;
+mod watch;
 
 use std::process::ExitCode;
 
@@ -58,6 +62,7 @@ fn run(cli: cli::Cli) -> Result<()> {
     preflight::check_privileges()?;
     preflight::check_btf()?;
     preflight::ensure_tracefs()?;
+    preflight::raise_open_files_limit();
     for &pid in &cli.pids {
         target::inspect(pid)?;
     }

@@ -115,6 +115,30 @@ impl MappingTracker {
         }
     }
 
+    /// Forgets processes that are gone, and follows the stack handles that
+    /// moved (`remap[old]`, None for stacks dropped with them).
+    pub fn forget(&mut self, gone: &HashSet<u32>, remap: &[Option<StackRef>]) {
+        for pid in gone {
+            for piece in self
+                .regions
+                .remove(pid)
+                .into_iter()
+                .flat_map(|r| r.into_values())
+            {
+                self.drop_piece(piece.origin);
+            }
+        }
+        let follow = |s: StackRef| remap.get(s).copied().flatten();
+        for piece in self.regions.values_mut().flat_map(|r| r.values_mut()) {
+            // A live process's stacks are its own: they all stay.
+            piece.stack = follow(piece.stack).unwrap_or(piece.stack);
+        }
+        self.totals = std::mem::take(&mut self.totals)
+            .into_iter()
+            .filter_map(|(s, t)| Some((follow(s)?, t)))
+            .collect();
+    }
+
     pub fn totals(&self) -> impl Iterator<Item = (StackRef, &StackTotals)> {
         self.totals.iter().map(|(s, t)| (*s, t))
     }

@@ -1,6 +1,6 @@
 //! Checks before anything is loaded, each failing with one line that names
 //! the fix: privileges, kernel BTF, and tracefs (mounted here if missing,
-//! since aya resolves tracepoint ids through it).
+//! since aya resolves tracepoint ids through it); and the open-files limit.
 
 use std::{ffi::CString, fs, path::Path};
 
@@ -69,4 +69,23 @@ pub fn ensure_tracefs() -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Raises the soft limit on open files to the hard limit: the symbolizer
+/// keeps every mapped executable of the traced processes open (so stacks
+/// of processes that are gone still resolve), which on a watched node can
+/// be thousands of files. Failing to raise it only means fewer files kept.
+pub fn raise_open_files_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the struct they are given.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
 }

@@ -1,11 +1,13 @@
-//! A tracing session: attaches to the targets, then every interval drains
-//! the kernel's totals into the aggregator, applies mapping events as they
-//! arrive, keeps the targets' mappings for symbolization, and ends — on
-//! Ctrl-C, SIGTERM, --duration or the exit of every target — with the final
-//! report.
+//! A tracing session: attaches to the targets (given ones, or on a watched
+//! node every matching process as it appears), then every interval drains
+//! the kernel's totals into the aggregator, applies mapping and process
+//! events as they arrive (exec, exit, OOM kills), keeps the targets'
+//! mappings for symbolization, and ends — on Ctrl-C, SIGTERM, --duration,
+//! the exit of every target or the OOM kill of a --pid target — with the
+//! final report.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{BTreeMap, HashMap, HashSet, VecDeque},
     path::PathBuf,
     time::{Duration, Instant},
 };
@@ -16,20 +18,22 @@ use tokio::{
     io::unix::AsyncFd,
     signal::unix::{signal, SignalKind},
 };
-use tracer_common::{MmapEvent, MmapEventKind, StackKey, StackTotals, STAT_COUNT};
+use tracer_common::{EventKind, MmapEvent, ProcessEvent, StackKey, StackTotals, STAT_COUNT};
 
 use crate::{
     aggregate::{self, Aggregator, StackIdentity, StackKind},
     allocator,
-    attach::{Capacity, Probes},
-    cli::Cli,
-    drain::{self, StackCache},
+    attach::{Probes, Settings},
+    cgroup::{self, Container},
+    cli::{Cli, Format, Mode},
+    drain::{self, Event, StackCache},
     launch::{self, HeldChild},
     mappings::MappingTracker,
-    output,
-    report::{self, live::Live, MemoryReport, MemorySample, ReportContext, TargetReport},
+    oom, output, overhead,
+    report::{self, live::Live, MemoryReport, MemorySample, OomKill, ReportContext, TargetReport},
     symbolize::Symbolizer,
     target::{self, TargetInfo},
+    watch::{self, AllocatorFiles, Selection},
 };
 
 /// Points kept per stack series (~4 KiB); longer runs are decimated.
@@ -43,6 +47,14 @@ const HOUSEKEEPING: Duration = Duration::from_millis(200);
 /// every tick during the first second, while a started command loads its
 /// libraries. Symbolization misses refresh on demand too.
 const MAPS_EVERY: u64 = 5;
+/// On a watched node, a process that exec'd is looked at again every
+/// housekeeping tick for this long (its loader maps its libraries after the
+/// exec; a new allocator file gets hooked then).
+const AFTER_EXEC: Duration = Duration::from_secs(2);
+/// On a watched node, every process is looked at again this often
+/// (housekeeping ticks: 10 s): libraries loaded later, processes forked
+/// without exec.
+const RESCAN_EVERY: u64 = 50;
 
 struct Target {
     info: TargetInfo,
@@ -51,12 +63,53 @@ struct Target {
     /// Resident memory at every sample while it lives (bounded like the
     /// stack series).
     memory: VecDeque<MemorySample>,
+    cgroup: Option<String>,
+    container: Option<Container>,
+}
+
+impl Target {
+    fn new(info: TargetInfo, allocators: Vec<String>) -> Target {
+        let cgroup = cgroup::read(info.pid);
+        let container = cgroup.as_deref().and_then(cgroup::container_of);
+        Target {
+            info,
+            allocators,
+            exited: false,
+            memory: VecDeque::new(),
+            cgroup,
+            container,
+        }
+    }
+}
+
+/// A watched node (`--all`, `--comm`, `--cgroup`, `--container`).
+struct Watcher {
+    selection: Selection,
+    files: AllocatorFiles,
+    /// Processes that exec'd lately, looked at again every tick.
+    recent: HashMap<u32, Instant>,
+    /// Processes looked at that do not match (until they exec, or the next
+    /// full scan).
+    ignored: HashSet<u32>,
+    verbose: bool,
 }
 
 /// Everything a running session owns.
 struct Session {
+    mode: Mode,
     probes: Probes,
-    targets: Vec<Target>,
+    targets: BTreeMap<u32, Target>,
+    watcher: Option<Watcher>,
+    /// Processes that exited on a watched node: their state goes at the
+    /// next sample.
+    gone: HashSet<u32>,
+    oom_kills: VecDeque<OomKill>,
+    /// A --pid target was OOM-killed: the run ends.
+    finished: bool,
+    /// With --all: what tracing costs the node.
+    meter: Option<overhead::Meter>,
+    /// Watched processes whose state was dropped after they exited.
+    processes_dropped: u64,
     child: Option<HeldChild>,
     stacks: StackCache,
     agg: Aggregator,
@@ -73,24 +126,49 @@ struct Session {
 
 pub async fn run(cli: Cli, child: Option<HeldChild>) -> Result<()> {
     let outputs = &cli.outputs;
-    let capacity = Capacity {
+    let mode = cli.mode();
+    let watching = matches!(mode, Mode::Watch(_));
+    let settings = Settings {
         max_live: cli.max_live,
         max_stacks: cli.max_stacks,
+        trace_all: mode == Mode::Watch(Selection::All),
+        watch_exec: watching,
+        oom_only: mode == Mode::OomOnly,
     };
-    let mut probes = Probes::load(&capacity)?;
-    let mut targets = Vec::new();
-    match &child {
-        Some(c) => targets.push(attach_command(&mut probes, c, cli.verbose)?),
-        None => {
+    let mut probes = Probes::load(&settings)?;
+    let mut targets = BTreeMap::new();
+    match (&mode, &child) {
+        (Mode::Command, Some(c)) => {
+            targets.insert(c.pid, attach_command(&mut probes, c, cli.verbose)?);
+        }
+        (Mode::Pids, _) => {
             for &pid in &cli.pids {
-                targets.push(attach_pid(&mut probes, pid, cli.verbose)?);
+                targets.insert(pid, attach_pid(&mut probes, pid, cli.verbose)?);
             }
         }
+        _ => {}
     }
     let events = drain::take_events(&mut probes.bpf)?;
+    let watcher = match &mode {
+        Mode::Watch(selection) => Some(Watcher {
+            selection: selection.clone(),
+            files: AllocatorFiles::default(),
+            recent: HashMap::new(),
+            ignored: HashSet::new(),
+            verbose: cli.verbose,
+        }),
+        _ => None,
+    };
     let mut session = Session {
+        mode,
         probes,
         targets,
+        watcher,
+        gone: HashSet::new(),
+        oom_kills: VecDeque::new(),
+        finished: false,
+        meter: None,
+        processes_dropped: 0,
         child,
         stacks: StackCache::default(),
         agg: Aggregator::new(MAX_SAMPLES, min_gap(&cli)),
@@ -102,8 +180,32 @@ pub async fn run(cli: Cli, child: Option<HeldChild>) -> Result<()> {
         exec_released: HashMap::new(),
         started: Instant::now(),
     };
-    for t in &session.targets {
-        session.symbolizer.refresh(t.info.pid);
+    if let Some(w) = &mut session.watcher {
+        // memtrace's own allocator (the host's libc, as a rule) is known
+        // from the start: processes that exec are probed on it at once.
+        w.files.of(std::process::id());
+    }
+    if session.mode == Mode::Watch(Selection::All) {
+        // Timed before any probe goes in, and again after (see `overhead`).
+        session.meter = Some(overhead::Meter::start()?);
+    }
+    session.scan_node()?;
+    if let Some(meter) = &mut session.meter {
+        // memtrace's own allocator is hooked too (its calls return at once
+        // in the programs) so that the calibration times probed calls.
+        let me = std::process::id();
+        if let Some(w) = &mut session.watcher {
+            for file in w.files.of(me) {
+                session
+                    .probes
+                    .attach_allocator(None, &file.path, &file.points)?;
+            }
+        }
+        meter.calibrate();
+    }
+    let pids: Vec<u32> = session.targets.keys().copied().collect();
+    for pid in pids {
+        session.symbolizer.refresh(pid);
     }
     if session.child.is_none() {
         // (A held child is still a copy of memtrace until it execs.)
@@ -118,12 +220,25 @@ pub async fn run(cli: Cli, child: Option<HeldChild>) -> Result<()> {
     let mut events = unsafe { AsyncFd::register(events) }
         .map_err(|e| e.into_parts().1)
         .context("polling the event ring buffer")?;
-    let mut live = Live::choose(!cli.no_live, output::machine_on_stdout(outputs));
+    let mut live = match session.mode {
+        Mode::OomOnly => Live::choose(false, true),
+        _ => Live::choose(!cli.no_live, output::machine_on_stdout(outputs)),
+    };
     session.event_loop(&cli, &mut events, &mut live).await?;
     live.finish();
 
     // Final drain: whatever arrived since the last tick.
-    drain::drain_events(events.get_mut(), |e| session.on_mapping_event(e));
+    session.drain(&cli, events.get_mut())?;
+    if session.mode == Mode::OomOnly {
+        // The kills went out as they happened; files get the whole report.
+        let files: Vec<output::Output> = outputs
+            .iter()
+            .filter(|o| o.path.is_some())
+            .cloned()
+            .collect();
+        let report = session.report(&cli, 0);
+        return output::write_report(&report, &files, &cli.out);
+    }
     session.sample(&cli)?;
     session.stop_child();
     let report = session.report(&cli, output::stacks_needed(&cli.out, outputs));
@@ -131,9 +246,59 @@ pub async fn run(cli: Cli, child: Option<HeldChild>) -> Result<()> {
 }
 
 fn announce(session: &Session, cli: &Cli) {
+    let until = match cli.duration {
+        Some(d) => format!("for {}", humantime::format_duration(d)),
+        None => "until Ctrl-C".to_string(),
+    };
+    let hooked = || {
+        let mut files: Vec<&str> = session
+            .targets
+            .values()
+            .flat_map(|t| t.allocators.iter().map(String::as_str))
+            .collect();
+        files.sort_unstable();
+        files.dedup();
+        files.join(", ")
+    };
+    match &session.mode {
+        Mode::OomOnly => {
+            return crate::note(&format!("watching for OOM kills on this node {until}"));
+        }
+        Mode::Watch(Selection::All) => {
+            return crate::note(&format!(
+                "tracing every process ({} now) {until}; allocator probed for all processes in: {}",
+                session.targets.len(),
+                hooked()
+            ));
+        }
+        Mode::Watch(Selection::Matching(f)) => {
+            let mut criteria = Vec::new();
+            if let Some(c) = &f.comm {
+                criteria.push(format!("--comm {c}"));
+            }
+            if let Some(c) = &f.cgroup {
+                criteria.push(format!("--cgroup {c}"));
+            }
+            if let Some(c) = &f.container {
+                criteria.push(format!("--container {c}"));
+            }
+            let pids: Vec<String> = session.targets.keys().map(|p| p.to_string()).collect();
+            return crate::note(&format!(
+                "tracing processes matching {} as they appear {until} ({} now{})",
+                criteria.join(" "),
+                pids.len(),
+                if pids.is_empty() {
+                    String::new()
+                } else {
+                    format!(": pid {}", pids.join(", "))
+                }
+            ));
+        }
+        _ => {}
+    }
     let what: Vec<String> = session
         .targets
-        .iter()
+        .values()
         .map(|t| {
             format!(
                 "pid {} ({}) via {}",
@@ -143,10 +308,6 @@ fn announce(session: &Session, cli: &Cli) {
             )
         })
         .collect();
-    let until = match cli.duration {
-        Some(d) => format!("for {}", humantime::format_duration(d)),
-        None => "until Ctrl-C".to_string(),
-    };
     crate::note(&format!("tracing {} {until}", what.join(", ")));
 }
 
@@ -186,7 +347,7 @@ fn attach_pid(probes: &mut Probes, pid: u32, verbose: bool) -> Result<Target> {
         if points.is_empty() {
             continue;
         }
-        probes.attach_allocator(pid, &file, &points)?;
+        probes.attach_allocator(Some(pid), &file, &points)?;
         describe_probes(verbose, &file, &points);
         allocators.push(name.clone());
     }
@@ -197,12 +358,7 @@ fn attach_pid(probes: &mut Probes, pid: u32, verbose: bool) -> Result<Target> {
             info.comm
         );
     }
-    Ok(Target {
-        info,
-        allocators,
-        exited: false,
-        memory: VecDeque::new(),
-    })
+    Ok(Target::new(info, allocators))
 }
 
 /// Hooks the allocator of a held child's program before it execs.
@@ -216,7 +372,7 @@ fn attach_command(probes: &mut Probes, child: &HeldChild, verbose: bool) -> Resu
         if points.is_empty() {
             continue;
         }
-        probes.attach_allocator(pid, &file, &points)?;
+        probes.attach_allocator(Some(pid), &file, &points)?;
         describe_probes(verbose, &file, &points);
         allocators.push(file.display().to_string());
     }
@@ -232,16 +388,12 @@ fn attach_command(probes: &mut Probes, child: &HeldChild, verbose: bool) -> Resu
         );
     }
     let exe = std::fs::canonicalize(&child.program).unwrap_or(child.program.clone());
-    Ok(Target {
-        info: TargetInfo {
-            pid,
-            comm,
-            exe: Some(exe.display().to_string()),
-        },
-        allocators,
-        exited: false,
-        memory: VecDeque::new(),
-    })
+    let info = TargetInfo {
+        pid,
+        comm,
+        exe: Some(exe.display().to_string()),
+    };
+    Ok(Target::new(info, allocators))
 }
 
 impl Session {
@@ -263,36 +415,252 @@ impl Session {
                 _ = sigterm.recv() => break,
                 _ = sleep_until(deadline) => break,
                 guard = events.readable_mut() => {
-                    let mut guard = guard.context("waiting for mapping events")?;
-                    drain::drain_events(guard.get_inner_mut(), |e| self.on_mapping_event(e));
+                    let mut guard = guard.context("waiting for events")?;
+                    self.drain(cli, guard.get_inner_mut())?;
                     guard.clear_ready();
                 }
-                _ = tick.tick() => {
+                _ = tick.tick(), if self.mode != Mode::OomOnly => {
                     self.sample(cli)?;
                     let rows = live.rows(self.targets.len(), cli.out.text_top());
                     let report = self.report(cli, rows);
                     live.draw(&report);
                 }
                 _ = housekeeping.tick() => {
-                    if self.housekeeping() {
+                    if self.housekeeping()? {
                         break; // every target has exited
                     }
                 }
+            }
+            if self.finished {
+                break;
             }
         }
         Ok(())
     }
 
-    /// Refreshes mappings of live targets and notes exits. True once every
-    /// target has exited.
-    fn housekeeping(&mut self) -> bool {
+    /// Handles every pending event of the ring buffer.
+    fn drain(&mut self, cli: &Cli, ring: &mut RingBuf<MapData>) -> Result<()> {
+        let mut batch = Vec::new();
+        drain::drain_events(ring, |e| batch.push(e));
+        for event in batch {
+            match event {
+                Event::Mapping(e) => self.on_mapping_event(&e),
+                Event::Process(e) => self.on_process_event(cli, &e)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn on_process_event(&mut self, cli: &Cli, e: &ProcessEvent) -> Result<()> {
+        let pid = e.tgid;
+        match e.kind {
+            k if k == EventKind::Exec as u32 => {
+                if self.targets.contains_key(&pid) {
+                    self.on_exec(pid, e.timestamp_ns);
+                } else if let Some(w) = &mut self.watcher {
+                    w.ignored.remove(&pid);
+                    w.recent.insert(pid, Instant::now());
+                    self.consider(pid)?;
+                }
+            }
+            k if k == EventKind::Exit as u32 => self.on_exit(pid),
+            k if k == EventKind::OomVictim as u32 => self.on_oom(cli, e)?,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// A process exited. On a watched node everything about it goes (at the
+    /// next sample, in one pass over the kernel tables); a given target is
+    /// kept, with what it held when it exited.
+    fn on_exit(&mut self, pid: u32) {
+        let Some(w) = &mut self.watcher else {
+            return;
+        };
+        w.ignored.remove(&pid);
+        w.recent.remove(&pid);
+        if self.targets.remove(&pid).is_some() {
+            self.probes.forget_target(pid);
+            self.gone.insert(pid);
+        }
+    }
+
+    /// The OOM killer chose a victim: if it is traced, its stacks are read
+    /// from the kernel tables right away (they outlive the process until
+    /// memtrace drops them) and symbolized through the files kept open for
+    /// it. With --pid, an OOM-killed target ends the run.
+    fn on_oom(&mut self, cli: &Cli, e: &ProcessEvent) -> Result<()> {
+        let pid = e.tgid;
+        let t = self.started.elapsed().as_secs_f64();
+        let (cgroup_path, container) = match self.targets.get(&pid) {
+            Some(target) => (target.cgroup.clone(), target.container.clone()),
+            None => (cgroup::read(pid), None),
+        };
+        let mut kill = oom::kill_from_event(e, t, cgroup_path, container);
+        if self.targets.contains_key(&pid) {
+            self.sample(cli)?;
+            let (stacks, total) =
+                report::largest_stacks_of(&self.agg, &mut self.symbolizer, pid, oom::TOP_STACKS);
+            kill.traced = true;
+            kill.top_stacks = stacks;
+            kill.traced_outstanding_bytes = total;
+        }
+        if self.mode == Mode::OomOnly {
+            let line = match cli.out.format {
+                Some(Format::Json) => serde_json::to_string(&kill)?,
+                _ => oom::line(&kill),
+            };
+            output::write(None, format!("{line}\n").as_bytes())?;
+        } else {
+            crate::note(&oom::line(&kill));
+        }
+        if self.mode == Mode::Pids && kill.traced {
+            self.finished = true;
+        }
+        if self.oom_kills.len() == oom::MAX_KILLS {
+            self.oom_kills.pop_front();
+        }
+        self.oom_kills.push_back(kill);
+        Ok(())
+    }
+
+    /// On a watched node: looks at every process (at start, then every
+    /// [`RESCAN_EVERY`] ticks) and hooks the ones selected.
+    fn scan_node(&mut self) -> Result<()> {
+        let Some(w) = &mut self.watcher else {
+            return Ok(());
+        };
+        // Processes not selected are looked at again too: a cgroup move or
+        // a renamed process may select them now.
+        w.ignored.clear();
+        for pid in watch::pids() {
+            self.consider(pid)?;
+        }
+        Ok(())
+    }
+
+    /// On a watched node: makes `pid` a target if it is selected, or hooks
+    /// the allocator files it maps that are new since it was looked at.
+    fn consider(&mut self, pid: u32) -> Result<()> {
+        let Some(w) = &mut self.watcher else {
+            return Ok(());
+        };
+        if w.ignored.contains(&pid) {
+            return Ok(());
+        }
+        if !self.targets.contains_key(&pid) {
+            let Some(process) = watch::describe(pid) else {
+                return Ok(()); // gone, or a kernel thread
+            };
+            if !w.selection.matches(&process) {
+                w.ignored.insert(pid);
+                return Ok(());
+            }
+            let Ok(info) = target::inspect(pid) else {
+                return Ok(());
+            };
+            if !w.selection.system_wide() {
+                self.probes.add_target(pid)?;
+            }
+            let mut t = Target::new(info, Vec::new());
+            t.cgroup = process.cgroup;
+            t.container = process.container;
+            self.targets.insert(pid, t);
+            self.symbolizer.refresh(pid);
+            if !w.selection.system_wide() && w.recent.contains_key(&pid) {
+                // Just exec'd: its loader has not mapped its libraries yet.
+                // Probes for it on the allocator files already known are
+                // placed now (the kernel installs them when it maps one),
+                // so it is traced from its first malloc if it uses one of
+                // them; others are found as it maps them.
+                for file in w.files.host_files() {
+                    if let Err(e) =
+                        self.probes
+                            .attach_allocator(Some(pid), &file.path, &file.points)
+                    {
+                        crate::note(&format!("warning: pid {pid}: {e:#}"));
+                    }
+                }
+            }
+        }
+        self.attach_files(pid);
+        Ok(())
+    }
+
+    /// On a watched node: hooks the allocator files `pid` maps that are not
+    /// hooked yet (for every process with --all, else for `pid`). A file
+    /// that cannot be hooked is noted, not fatal: the node goes on.
+    fn attach_files(&mut self, pid: u32) {
+        let (Some(w), Some(t)) = (&mut self.watcher, self.targets.get_mut(&pid)) else {
+            return;
+        };
+        let scope = (!w.selection.system_wide()).then_some(pid);
+        for file in w.files.of(pid) {
+            match self
+                .probes
+                .attach_allocator(scope, &file.path, &file.points)
+            {
+                Ok(new) => {
+                    if new {
+                        describe_probes(w.verbose, &file.path, &file.points);
+                    }
+                    if !t.allocators.contains(&file.name) {
+                        t.allocators.push(file.name.clone());
+                    }
+                }
+                Err(e) => crate::note(&format!("warning: pid {pid}: {e:#}")),
+            }
+        }
+    }
+
+    /// Drops what processes that exited on a watched node left behind: in
+    /// the kernel tables, the series, the mapping regions and the
+    /// symbolizer.
+    fn purge_gone(&mut self) -> Result<()> {
+        if self.gone.is_empty() {
+            return Ok(());
+        }
+        let gone = std::mem::take(&mut self.gone);
+        self.processes_dropped += gone.len() as u64;
+        let ids = drain::purge_processes(&mut self.probes.bpf, &gone)?;
+        self.stacks.forget(&ids);
+        let remap = self.agg.remove_pids(&gone);
+        self.mappings.forget(&gone, &remap);
+        self.symbolizer.forget_processes(&gone);
+        self.exec_released.retain(|k, _| !gone.contains(&k.tgid));
+        Ok(())
+    }
+
+    /// Refreshes mappings of live targets and notes exits; on a watched
+    /// node, looks at processes that exec'd lately and, now and then, at
+    /// every process. True once every given target has exited.
+    fn housekeeping(&mut self) -> Result<bool> {
         if let Some(child) = &mut self.child {
             child.try_reap();
         }
         self.housekeeping_ticks += 1;
+        if let Some(w) = &mut self.watcher {
+            w.recent.retain(|_, at| at.elapsed() < AFTER_EXEC);
+            let recent: Vec<u32> = w.recent.keys().copied().collect();
+            for pid in recent {
+                self.consider(pid)?;
+                self.symbolizer.refresh(pid);
+            }
+            if self.housekeeping_ticks.is_multiple_of(RESCAN_EVERY) {
+                self.scan_node()?;
+                let pids: Vec<u32> = self.targets.keys().copied().collect();
+                for pid in pids {
+                    self.symbolizer.refresh(pid);
+                }
+            }
+            return Ok(false);
+        }
+        if self.mode == Mode::OomOnly {
+            return Ok(false);
+        }
         let refresh_maps = self.housekeeping_ticks <= MAPS_EVERY
             || self.housekeeping_ticks.is_multiple_of(MAPS_EVERY);
-        for t in &mut self.targets {
+        for t in self.targets.values_mut() {
             if t.exited {
                 continue;
             }
@@ -306,15 +674,27 @@ impl Session {
                 t.exited = true;
             }
         }
-        self.targets.iter().all(|t| t.exited)
+        Ok(self.targets.values().all(|t| t.exited))
     }
 
     /// Reads the kernel's totals and the ages of live allocations, appends
     /// a sample to every series, and reads the targets' resident memory.
     fn sample(&mut self, cli: &Cli) -> Result<()> {
+        self.purge_gone()?;
         let (kernel, ages) = self.read_kernel(cli)?;
         self.stats = kernel.stats;
         for (key, totals) in kernel.stacks {
+            if !self.targets.contains_key(&key.tgid) {
+                // --all: a process first seen by its allocations (forked
+                // without exec, or started between scans).
+                self.consider(key.tgid)?;
+                if !self.targets.contains_key(&key.tgid) {
+                    if self.watcher.is_some() && !target::is_alive(key.tgid) {
+                        self.gone.insert(key.tgid);
+                    }
+                    continue;
+                }
+            }
             let stack = match self.agg.heap_stack(&key) {
                 Some(i) => i,
                 None => {
@@ -347,7 +727,7 @@ impl Session {
     /// Appends the targets' resident memory (and what their traced stacks
     /// hold) at `t` to their memory series.
     fn sample_memory(&mut self, t: f64, cli: &Cli) {
-        for target in &mut self.targets {
+        for target in self.targets.values_mut() {
             if target.exited {
                 continue;
             }
@@ -418,8 +798,14 @@ impl Session {
 
     fn on_mapping_event(&mut self, e: &MmapEvent) {
         let pid = e.tgid;
+        if !self.targets.contains_key(&pid) && self.watcher.is_some() {
+            // --all: a process first seen by a mapping call.
+            if self.consider(pid).is_err() || !self.targets.contains_key(&pid) {
+                return;
+            }
+        }
         match e.kind {
-            k if k == MmapEventKind::Mmap as u32 => {
+            k if k == EventKind::Mmap as u32 => {
                 let Some(frames) = self.mmap_caller_frames(e) else {
                     self.loader_mappings += 1;
                     return;
@@ -432,11 +818,10 @@ impl Session {
                 self.mappings
                     .mmap(pid, e.addr, e.len, stack, e.timestamp_ns);
             }
-            k if k == MmapEventKind::Munmap as u32 => self.mappings.unmap(pid, e.addr, e.len),
-            k if k == MmapEventKind::Mremap as u32 => self
+            k if k == EventKind::Munmap as u32 => self.mappings.unmap(pid, e.addr, e.len),
+            k if k == EventKind::Mremap as u32 => self
                 .mappings
                 .mremap(pid, e.addr, e.len, e.new_addr, e.new_len),
-            k if k == MmapEventKind::Exec as u32 => self.on_exec(pid, e.timestamp_ns),
             _ => {}
         }
     }
@@ -459,7 +844,26 @@ impl Session {
         self.mappings.release_all(pid);
         self.symbolizer.forget(pid);
         self.symbolizer.refresh(pid);
-        let Some(t) = self.targets.iter_mut().find(|t| t.info.pid == pid) else {
+        if let Some(w) = &mut self.watcher {
+            // A watched node: the new program may not be selected any more
+            // (--comm); if it is, its libraries are hooked as it maps them.
+            let selected = watch::describe(pid).is_some_and(|p| w.selection.matches(&p));
+            if !selected {
+                w.ignored.insert(pid);
+                if self.targets.remove(&pid).is_some() {
+                    self.probes.forget_target(pid);
+                    self.gone.insert(pid);
+                }
+                return;
+            }
+            w.recent.insert(pid, Instant::now());
+            if let (Some(t), Ok(info)) = (self.targets.get_mut(&pid), target::inspect(pid)) {
+                t.info = info;
+            }
+            self.attach_files(pid);
+            return;
+        }
+        let Some(t) = self.targets.get_mut(&pid) else {
             return;
         };
         if let Ok(info) = target::inspect(pid) {
@@ -477,7 +881,7 @@ impl Session {
                 continue;
             }
             let name = file.display().to_string();
-            match self.probes.attach_allocator(pid, &file, &points) {
+            match self.probes.attach_allocator(Some(pid), &file, &points) {
                 Ok(true) if !t.allocators.contains(&name) => t.allocators.push(name),
                 Ok(_) => {}
                 Err(e) => crate::note(&format!("warning: pid {pid} exec'd: {e:#}")),
@@ -517,11 +921,7 @@ impl Session {
         if module.is_some_and(is_dynamic_loader) {
             return None;
         }
-        let exe = self
-            .targets
-            .iter()
-            .find(|t| t.info.pid == pid)
-            .and_then(|t| t.info.exe.clone());
+        let exe = self.targets.get(&pid).and_then(|t| t.info.exe.clone());
         let in_library = self
             .symbolizer
             .mapping(pid, first)
@@ -540,25 +940,34 @@ impl Session {
     fn stop_child(&mut self) {
         let Some(child) = &mut self.child else { return };
         child.stop(Duration::from_secs(2));
-        for t in &mut self.targets {
+        for t in self.targets.values_mut() {
             t.exited = true;
         }
     }
 
     /// The report as of now, with the `top` first stacks.
     fn report(&mut self, cli: &Cli, top: usize) -> report::Report {
-        for t in &mut self.targets {
+        for t in self.targets.values_mut() {
             t.exited |= !target::is_alive(t.info.pid);
         }
+        // On a watched node, the processes that allocated while traced (the
+        // others would only make the list long).
+        let with_stacks: HashSet<u32> = self.agg.stacks.iter().map(|s| s.identity.pid).collect();
         let targets = self
             .targets
-            .iter()
+            .values()
+            .filter(|t| self.watcher.is_none() || with_stacks.contains(&t.info.pid))
             .map(|t| TargetReport {
                 pid: t.info.pid,
                 comm: t.info.comm.clone(),
                 exe: t.info.exe.clone(),
+                cgroup: t.cgroup.clone(),
+                container: t.container.clone(),
                 exited: t.exited,
                 allocators: t.allocators.clone(),
+                outstanding_bytes: 0,
+                stacks_holding_memory: 0,
+                growing_stacks: 0,
                 memory: (!t.memory.is_empty())
                     .then(|| MemoryReport::new(t.memory.iter().copied().collect(), cli.rss_alert)),
             })
@@ -569,9 +978,12 @@ impl Session {
             targets,
             stats: &self.stats,
             loader_mappings: self.loader_mappings,
+            processes_dropped: self.processes_dropped,
             top,
             sort: cli.sort,
             min_age_secs: cli.min_age_secs(),
+            oom_kills: self.oom_kills.iter().cloned().collect(),
+            overhead: self.meter.as_ref().map(|m| m.read(&self.probes.bpf)),
         };
         report::build(ctx, &self.agg, &mut self.symbolizer)
     }

@@ -1,10 +1,17 @@
 //! Symbolization: addresses → function, file:line, module. Each target's
-//! mappings are snapshotted while it lives (so stacks of a process that has
-//! exited still resolve), addresses become (file, file offset), and
-//! blazesym resolves those from the ELF symbols and DWARF, caching every
-//! binary it parsed. Results are cached per (file, offset).
+//! mappings are snapshotted while it lives, and every executable file they
+//! map is kept open (once per file, by device and inode), so stacks of a
+//! process that has exited — an OOM-killed one, a container's that is gone
+//! — still resolve against the very files it ran. Addresses become (file,
+//! file offset), and blazesym resolves those from the ELF symbols and DWARF,
+//! caching every binary it parsed. Results are cached per (file, offset).
 
-use std::{collections::HashMap, path::PathBuf};
+use std::{
+    collections::{hash_map::Entry, HashMap, HashSet},
+    fs::File,
+    os::fd::AsRawFd,
+    path::PathBuf,
+};
 
 use blazesym::symbolize::{
     source::{Elf, Source},
@@ -43,10 +50,15 @@ struct Resolved {
     line: Option<u32>,
 }
 
+/// A mapped file, as /proc/PID/maps identifies it: (device, inode).
+type FileKey = (String, u64);
+
 pub struct Symbolizer {
     blaze: Blaze,
     maps: HashMap<u32, Vec<Mapping>>,
-    cache: HashMap<(PathBuf, u64), Resolved>,
+    /// Executable files the known mappings map, kept open.
+    files: HashMap<FileKey, File>,
+    cache: HashMap<(FileKey, u64), Resolved>,
 }
 
 impl Default for Symbolizer {
@@ -64,6 +76,7 @@ impl Symbolizer {
                 .enable_inlined_fns(false)
                 .build(),
             maps: HashMap::new(),
+            files: HashMap::new(),
             cache: HashMap::new(),
         }
     }
@@ -83,6 +96,15 @@ impl Symbolizer {
             fresh.get(i).is_some_and(|n| n.start < o.end)
         };
         let kept: Vec<Mapping> = old.into_iter().filter(|o| !overlaps_fresh(o)).collect();
+        for m in fresh.iter().filter(|m| m.executable && m.is_file()) {
+            if let Entry::Vacant(slot) = self.files.entry((m.dev.clone(), m.inode)) {
+                if let Some(file) =
+                    target::mapped_file_path(pid, m).and_then(|p| File::open(p).ok())
+                {
+                    slot.insert(file);
+                }
+            }
+        }
         let mut merged = fresh;
         merged.extend(kept);
         merged.sort_by_key(|m| m.start);
@@ -92,6 +114,20 @@ impl Symbolizer {
     /// Drops `pid`'s mappings (its address space was replaced by exec).
     pub fn forget(&mut self, pid: u32) {
         self.maps.remove(&pid);
+    }
+
+    /// Drops the mappings of processes that are gone, and closes the files
+    /// no remaining process maps.
+    pub fn forget_processes(&mut self, gone: &HashSet<u32>) {
+        self.maps.retain(|pid, _| !gone.contains(pid));
+        let used: HashSet<FileKey> = self
+            .maps
+            .values()
+            .flatten()
+            .map(|m| (m.dev.clone(), m.inode))
+            .collect();
+        self.files.retain(|key, _| used.contains(key));
+        self.cache.retain(|(key, _), _| used.contains(key));
     }
 
     /// The mapping of `pid` containing `addr`, if known.
@@ -131,12 +167,18 @@ impl Symbolizer {
                 module: None,
             };
         };
-        let resolved = match target::mapped_file_path(pid, &mapping) {
-            Some(file) => {
+        let key = (mapping.dev.clone(), mapping.inode);
+        let file = match self.files.get(&key) {
+            // The open file: still there when the process is gone.
+            Some(f) => Some(PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd()))),
+            None => target::mapped_file_path(pid, &mapping),
+        };
+        let resolved = match file {
+            Some(file) if mapping.is_file() => {
                 let offset = lookup - mapping.start + mapping.offset;
-                self.resolve(file, offset)
+                self.resolve(key, file, offset)
             }
-            None => Resolved::default(),
+            _ => Resolved::default(),
         };
         Frame {
             address,
@@ -147,12 +189,12 @@ impl Symbolizer {
         }
     }
 
-    fn resolve(&mut self, file: PathBuf, offset: u64) -> Resolved {
-        let key = (file, offset);
+    fn resolve(&mut self, file_key: FileKey, file: PathBuf, offset: u64) -> Resolved {
+        let key = (file_key, offset);
         if let Some(r) = self.cache.get(&key) {
             return r.clone();
         }
-        let src = Source::Elf(Elf::new(&key.0));
+        let src = Source::Elf(Elf::new(&file));
         let resolved = match self.blaze.symbolize_single(&src, Input::FileOffset(offset)) {
             Ok(Symbolized::Sym(sym)) => Resolved {
                 function: Some(sym.name.to_string()),

@@ -99,6 +99,10 @@ pub struct Mapping {
     /// library upgraded under a running process): opening `path` would give
     /// another file.
     pub deleted: bool,
+    /// Device (`major:minor` as maps prints it) and inode of the mapped
+    /// file: which file it is, whatever path or mount namespace names it.
+    pub dev: String,
+    pub inode: u64,
 }
 
 impl Mapping {
@@ -120,8 +124,8 @@ pub fn parse_maps(text: &str) -> Vec<Mapping> {
             let range = parts.next()?;
             let perms = parts.next()?;
             let offset = parts.next()?;
-            let _dev = parts.next()?;
-            let _inode = parts.next()?;
+            let dev = parts.next()?;
+            let inode = parts.next()?;
             let path = parts.next().map(str::trim).filter(|p| !p.is_empty());
             let (start, end) = range.split_once('-')?;
             Some(Mapping {
@@ -130,6 +134,8 @@ pub fn parse_maps(text: &str) -> Vec<Mapping> {
                 offset: u64::from_str_radix(offset, 16).ok()?,
                 executable: perms.as_bytes().get(2) == Some(&b'x'),
                 deleted: path.is_some_and(|p| p.ends_with(" (deleted)")),
+                dev: dev.to_string(),
+                inode: inode.parse().ok()?,
                 path: path.map(|p| p.trim_end_matches(" (deleted)").to_string()),
             })
         })
@@ -164,12 +170,16 @@ pub fn mapped_file_path(pid: u32, mapping: &Mapping) -> Option<PathBuf> {
 }
 
 /// Path through which memtrace opens a file that `pid` maps as `path`: the
-/// process's own root, so that containers resolve to their own files.
-/// Falls back to the plain path when the process is gone or shares our root.
+/// process's own root, so that containers resolve to their own files — also
+/// when only the mount namespace differs (a bind mount over a library). The
+/// plain path when the process shares memtrace's root and mounts (or is
+/// gone).
 pub fn host_path(pid: u32, path: &str) -> PathBuf {
     let root = PathBuf::from(format!("/proc/{pid}/root"));
+    let same_mounts = fs::read_link(format!("/proc/{pid}/ns/mnt")).ok()
+        == fs::read_link("/proc/self/ns/mnt").ok();
     match fs::read_link(&root) {
-        Ok(r) if r == Path::new("/") => PathBuf::from(path),
+        Ok(r) if r == Path::new("/") && same_mounts => PathBuf::from(path),
         Ok(_) => root.join(path.trim_start_matches('/')),
         Err(_) => PathBuf::from(path),
     }
@@ -207,6 +217,7 @@ mod tests {
         assert!(!maps[3].is_file());
         assert_eq!(maps[4].path.as_deref(), Some("/tmp/x"));
         assert!(maps[4].deleted && !maps[1].deleted);
+        assert_eq!((maps[1].dev.as_str(), maps[1].inode), ("fe:01", 123));
     }
 
     #[test]

@@ -10,6 +10,8 @@ pub mod pprof;
 pub mod svg;
 pub mod text;
 
+use std::collections::HashMap;
+
 use serde::{Deserialize, Serialize};
 use tracer_common::Stat;
 
@@ -36,7 +38,46 @@ pub struct Report {
     pub totals: Totals,
     pub losses: Losses,
     pub counters: Counters,
+    /// Processes the kernel's OOM killer chose while memtrace ran, in
+    /// order, with what held their memory when they were traced.
+    #[serde(default)]
+    pub oom_kills: Vec<OomKill>,
+    /// With --all: what tracing cost the node.
+    #[serde(default)]
+    pub overhead: Option<crate::overhead::Overhead>,
     pub stacks: Vec<StackReport>,
+}
+
+/// A process the kernel's OOM killer chose (`oom/mark_victim`), and, when
+/// memtrace traced it, the stacks holding its memory at that moment.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct OomKill {
+    /// Seconds since tracing started.
+    pub t: f64,
+    /// Wall-clock time of the kill (RFC 3339, UTC).
+    pub time: String,
+    pub pid: u32,
+    pub comm: String,
+    pub uid: u32,
+    /// The process whose allocation made the kernel kill (often the victim).
+    pub trigger_pid: u32,
+    /// The victim's memory when it was chosen, as the kernel reports it.
+    pub total_vm_bytes: u64,
+    pub anon_rss_bytes: u64,
+    pub file_rss_bytes: u64,
+    pub shmem_rss_bytes: u64,
+    pub pgtables_bytes: u64,
+    pub oom_score_adj: i32,
+    /// Its cgroup (None when it was gone before memtrace could read it and
+    /// was not traced).
+    pub cgroup: Option<String>,
+    pub container: Option<crate::cgroup::Container>,
+    /// Whether memtrace traced it (only then are there stacks).
+    pub traced: bool,
+    /// Outstanding bytes of all its traced stacks when it was chosen.
+    pub traced_outstanding_bytes: u64,
+    /// Its stacks holding the most memory then, largest first.
+    pub top_stacks: Vec<StackReport>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -44,10 +85,24 @@ pub struct TargetReport {
     pub pid: u32,
     pub comm: String,
     pub exe: Option<String>,
+    /// Its cgroup and the container that shows (watching modes; None when
+    /// not known).
+    #[serde(default)]
+    pub cgroup: Option<String>,
+    #[serde(default)]
+    pub container: Option<crate::cgroup::Container>,
     /// Whether the process exited before the report.
     pub exited: bool,
     /// Allocator files hooked in it.
     pub allocators: Vec<String>,
+    /// What its traced stacks hold at the end (all of them, not only the
+    /// ones shown), and how many of those grow (verdict leak or growing).
+    #[serde(default)]
+    pub outstanding_bytes: u64,
+    #[serde(default)]
+    pub stacks_holding_memory: u64,
+    #[serde(default)]
+    pub growing_stacks: u64,
     /// Its resident memory over time (None when /proc could not tell).
     pub memory: Option<MemoryReport>,
 }
@@ -183,9 +238,13 @@ pub struct Counters {
     /// Allocator calls made inside another probed allocator call (glibc's
     /// realloc(NULL, n) tail-calls malloc): accounted once, by the outer call.
     pub nested_calls: u64,
+    /// Watched processes that exited and whose state memtrace dropped
+    /// (kernel tables, series, mappings): what keeps a busy node bounded.
+    #[serde(default)]
+    pub processes_dropped: u64,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct StackReport {
     pub pid: u32,
     pub kind: StackKind,
@@ -215,7 +274,7 @@ pub struct StackReport {
     pub frames: Vec<Frame>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct AgeBucket {
     pub min_secs: f64,
     /// None for the last, open-ended bucket.
@@ -224,7 +283,7 @@ pub struct AgeBucket {
     pub allocations: u64,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SeriesPoint {
     pub t: f64,
     pub bytes: u64,
@@ -238,9 +297,12 @@ pub struct ReportContext<'a> {
     pub targets: Vec<TargetReport>,
     pub stats: &'a [u64],
     pub loader_mappings: u64,
+    pub processes_dropped: u64,
     pub top: usize,
     pub sort: SortBy,
     pub min_age_secs: Option<f64>,
+    pub oom_kills: Vec<OomKill>,
+    pub overhead: Option<crate::overhead::Overhead>,
 }
 
 /// A stack's analysis and the outstanding memory the report shows for it.
@@ -254,9 +316,20 @@ pub struct Ranked<'a> {
 /// Analyses every stack holding memory (at least `min_age` old, if given)
 /// and orders them by `sort`; ties by outstanding bytes.
 pub fn rank(agg: &Aggregator, sort: SortBy, min_age_secs: Option<f64>) -> Vec<Ranked<'_>> {
+    rank_where(agg, sort, min_age_secs, |_| true)
+}
+
+/// [`rank`] of the stacks `keep` selects.
+fn rank_where(
+    agg: &Aggregator,
+    sort: SortBy,
+    min_age_secs: Option<f64>,
+    keep: impl Fn(&StackSeries) -> bool,
+) -> Vec<Ranked<'_>> {
     let mut ranked: Vec<Ranked<'_>> = agg
         .stacks
         .iter()
+        .filter(|s| keep(s))
         .filter_map(|s| {
             let (bytes, allocations) = match min_age_secs {
                 Some(_) => (s.ages.old_bytes, s.ages.old_allocations),
@@ -290,6 +363,24 @@ fn oldest_age(s: &StackSeries) -> Option<f64> {
     (s.ages.allocations.iter().sum::<u64>() > 0).then_some(s.ages.oldest_secs)
 }
 
+/// The `top` stacks of process `pid` holding the most memory now, and what
+/// all its stacks hold (what an OOM kill report shows of the victim).
+pub fn largest_stacks_of(
+    agg: &Aggregator,
+    symbolizer: &mut Symbolizer,
+    pid: u32,
+    top: usize,
+) -> (Vec<StackReport>, u64) {
+    let ranked = rank_where(agg, SortBy::Outstanding, None, |s| s.identity.pid == pid);
+    let total = ranked.iter().map(|r| r.bytes).sum();
+    let stacks = ranked
+        .into_iter()
+        .take(top)
+        .map(|r| stack_report(r, symbolizer))
+        .collect();
+    (stacks, total)
+}
+
 pub fn build(ctx: ReportContext<'_>, agg: &Aggregator, symbolizer: &mut Symbolizer) -> Report {
     let stat = |s: Stat| ctx.stats.get(s as usize).copied().unwrap_or(0);
     let mut totals = Totals::default();
@@ -303,7 +394,25 @@ pub fn build(ctx: ReportContext<'_>, agg: &Aggregator, symbolizer: &mut Symboliz
         totals.stacks += 1;
         totals.stacks_holding_memory += u64::from(s.outstanding_bytes() > 0);
     }
-    let stacks = rank(agg, ctx.sort, ctx.min_age_secs)
+    let ranked = rank(agg, ctx.sort, ctx.min_age_secs);
+    let mut targets = ctx.targets;
+    let mut per_pid: HashMap<u32, (u64, u64, u64)> = HashMap::new();
+    for r in &ranked {
+        let e = per_pid.entry(r.series.identity.pid).or_default();
+        e.0 += r.bytes;
+        e.1 += 1;
+        e.2 += u64::from(matches!(
+            r.analysis.verdict,
+            Verdict::Leak | Verdict::Growing
+        ));
+    }
+    for t in &mut targets {
+        let (bytes, stacks, growing) = per_pid.get(&t.pid).copied().unwrap_or_default();
+        t.outstanding_bytes = bytes;
+        t.stacks_holding_memory = stacks;
+        t.growing_stacks = growing;
+    }
+    let stacks = ranked
         .into_iter()
         .take(ctx.top)
         .map(|r| stack_report(r, symbolizer))
@@ -314,7 +423,7 @@ pub fn build(ctx: ReportContext<'_>, agg: &Aggregator, symbolizer: &mut Symboliz
         interval_secs: ctx.interval_secs,
         sort: ctx.sort,
         min_age_secs: ctx.min_age_secs,
-        targets: ctx.targets,
+        targets,
         totals,
         losses: Losses {
             live_map_full: stat(Stat::LiveMapFull),
@@ -333,7 +442,10 @@ pub fn build(ctx: ReportContext<'_>, agg: &Aggregator, symbolizer: &mut Symboliz
             loader_mappings: ctx.loader_mappings,
             reservations: stat(Stat::Reservation),
             nested_calls: stat(Stat::NestedCall),
+            processes_dropped: ctx.processes_dropped,
         },
+        oom_kills: ctx.oom_kills,
+        overhead: ctx.overhead,
         stacks,
     }
 }
@@ -463,8 +575,13 @@ pub(crate) mod fixtures {
             pid,
             comm: comm.into(),
             exe: None,
+            cgroup: None,
+            container: None,
             exited: false,
             allocators: Vec::new(),
+            outstanding_bytes: 0,
+            stacks_holding_memory: 0,
+            growing_stacks: 0,
             memory: None,
         }
     }
@@ -525,6 +642,8 @@ pub(crate) mod fixtures {
                 ..Totals::default()
             },
             losses: Losses::default(),
+            oom_kills: Vec::new(),
+            overhead: None,
             counters: Counters::default(),
             stacks,
         }

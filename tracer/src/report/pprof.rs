@@ -444,10 +444,7 @@ mod tests {
     use std::io::Read;
 
     use super::*;
-    use crate::report::{
-        fixtures::{report, stack},
-        TargetReport,
-    };
+    use crate::report::fixtures::{report, stack, target};
 
     fn frame(address: u64, function: Option<&str>, line: Option<u32>, module: &str) -> Frame {
         Frame {
@@ -503,14 +500,9 @@ mod tests {
             frame(0x5000_2000, Some("main"), Some(40), "/usr/bin/app"),
         ];
         let mut r = report(vec![cache, leak]);
-        r.targets = vec![TargetReport {
-            pid: 7,
-            comm: "app".to_string(),
-            exe: Some("/usr/bin/app".to_string()),
-            exited: false,
-            allocators: Vec::new(),
-            memory: None,
-        }];
+        let mut app = target(7, "app");
+        app.exe = Some("/usr/bin/app".to_string());
+        r.targets = vec![app];
         r
     }
 

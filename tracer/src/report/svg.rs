@@ -170,10 +170,7 @@ pub(crate) fn seconds(secs: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::{
-        fixtures::{report, stack},
-        TargetReport,
-    };
+    use crate::report::fixtures::{report, stack, target};
 
     fn text(svg: &[u8]) -> String {
         String::from_utf8(svg.to_vec()).unwrap()
@@ -198,14 +195,7 @@ mod tests {
             stack("leaky", Verdict::Stable, &[5, 5]),
             growing,
         ]);
-        r.targets.push(TargetReport {
-            pid: 7,
-            comm: "demo_leak".into(),
-            exe: None,
-            exited: false,
-            allocators: Vec::new(),
-            memory: None,
-        });
+        r.targets.push(target(7, "demo_leak"));
         let svg = text(&render(&r, Weight::Outstanding).unwrap());
         assert!(svg.starts_with("<?xml"), "{svg}");
         assert!(svg.trim_end().ends_with("</svg>"));

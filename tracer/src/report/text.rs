@@ -1,10 +1,11 @@
-//! Text renderer: a header (targets and their memory, duration, totals,
+//! Text renderer: OOM kills first (the victim and the stacks that held its
+//! memory), then a header (targets and their memory, duration, totals,
 //! losses, verdict counts), then the top stacks, each with its verdict, the
 //! reason for it and its frames, innermost first.
 
 use std::fmt::Write;
 
-use super::{MemoryReport, Report, StackReport};
+use super::{MemoryReport, OomKill, Report, StackReport};
 use crate::units::{bytes, rate_per_hour, rate_per_min};
 
 /// The report with its first `top` stacks.
@@ -12,6 +13,9 @@ pub fn render(report: &Report, top: usize) -> String {
     let stacks = &report.stacks[..report.stacks.len().min(top)];
     let mut out = String::new();
     let w = &mut out;
+    for k in &report.oom_kills {
+        oom_kill(w, k);
+    }
     let _ = writeln!(
         w,
         "memtrace report: {} target{}, traced for {:.1} s (sampled every {:.1} s)",
@@ -20,7 +24,12 @@ pub fn render(report: &Report, top: usize) -> String {
         report.duration_secs,
         report.interval_secs
     );
-    for t in &report.targets {
+    // Largest holders first; a watched node can have many processes.
+    let mut targets: Vec<_> = report.targets.iter().collect();
+    if targets.len() > 1 {
+        targets.sort_by_key(|t| std::cmp::Reverse(t.outstanding_bytes));
+    }
+    for t in targets.iter().take(MAX_TARGETS_SHOWN) {
         let _ = writeln!(
             w,
             "  pid {} ({}) {}{}  allocator: {}",
@@ -34,9 +43,31 @@ pub fn render(report: &Report, top: usize) -> String {
                 t.allocators.join(", ")
             }
         );
+        if report.targets.len() > 1 {
+            let _ = writeln!(
+                w,
+                "    holds {} in {} stacks ({} growing)",
+                bytes(t.outstanding_bytes),
+                t.stacks_holding_memory,
+                t.growing_stacks
+            );
+        }
+        if let Some(c) = &t.container {
+            let _ = writeln!(w, "    container: {}", crate::oom::describe_container(c));
+        }
         if let Some(m) = &t.memory {
             memory(w, t.pid, m);
         }
+    }
+    if targets.len() > MAX_TARGETS_SHOWN {
+        let _ = writeln!(
+            w,
+            "  ... and {} more processes holding less (all of them are in the JSON report)",
+            targets.len() - MAX_TARGETS_SHOWN
+        );
+    }
+    if let Some(o) = &report.overhead {
+        overhead(w, o);
     }
     let tot = &report.totals;
     let _ = writeln!(
@@ -82,6 +113,38 @@ pub fn render(report: &Report, top: usize) -> String {
     out
 }
 
+/// Processes listed in the header (the ones holding the most).
+const MAX_TARGETS_SHOWN: usize = 8;
+
+/// Stacks shown per OOM kill (the JSON report has up to `oom::TOP_STACKS`).
+const OOM_STACKS_SHOWN: usize = 3;
+
+fn oom_kill(w: &mut String, k: &OomKill) {
+    let line = crate::oom::line(k);
+    let _ = writeln!(
+        w,
+        "!!! {} at +{:.1} s ({})",
+        line.split(';').next().unwrap_or(&line),
+        k.t,
+        k.time
+    );
+    if !k.traced {
+        let _ = writeln!(w, "    (not traced by memtrace: no stacks)");
+    } else if k.top_stacks.is_empty() {
+        let _ = writeln!(w, "    its traced stacks held nothing when it was chosen");
+    } else {
+        let _ = writeln!(
+            w,
+            "    its traced stacks held {} when it was chosen; the largest:",
+            bytes(k.traced_outstanding_bytes)
+        );
+        for (i, s) in k.top_stacks.iter().take(OOM_STACKS_SHOWN).enumerate() {
+            stack(w, i + 1, s);
+        }
+    }
+    let _ = writeln!(w);
+}
+
 fn stack(w: &mut String, rank: usize, s: &StackReport) {
     let verdict = name_of(&s.verdict);
     let kind = name_of(&s.kind);
@@ -111,6 +174,23 @@ fn stack(w: &mut String, rank: usize, s: &StackReport) {
             .unwrap_or("?");
         let _ = writeln!(w, "    {:#014x} {function}{location} ({module})", f.address);
     }
+}
+
+fn overhead(w: &mut String, o: &crate::overhead::Overhead) {
+    let _ = writeln!(
+        w,
+        "cost to the node: {} allocation calls and {} frees probed in {:.1} s; a probed \
+         malloc+free pair costs {:.1} µs more here ({:.0} ns unprobed) => ~{:.2} CPU-s, {:.2}% of \
+         {} CPUs",
+        o.allocation_calls,
+        o.frees,
+        o.seconds,
+        o.pair_overhead_ns / 1000.0,
+        o.pair_baseline_ns,
+        o.cpu_seconds,
+        o.cpu_share * 100.0,
+        o.cpus
+    );
 }
 
 fn memory(w: &mut String, pid: u32, m: &MemoryReport) {
@@ -155,8 +235,8 @@ mod tests {
     use crate::{
         analysis::Verdict,
         report::{
-            fixtures::{report, stack},
-            MemorySample, TargetReport,
+            fixtures::{report, stack, target},
+            MemorySample,
         },
     };
 
@@ -179,14 +259,11 @@ mod tests {
                 traced_bytes: 0,
             },
         ];
-        r.targets.push(TargetReport {
-            pid: 7,
-            comm: "leaky".into(),
-            exe: Some("/bin/leaky".into()),
-            exited: false,
-            allocators: vec!["libc.so.6".into()],
-            memory: Some(MemoryReport::new(samples, 50.0 * 1048576.0)),
-        });
+        let mut leaky = target(7, "leaky");
+        leaky.exe = Some("/bin/leaky".into());
+        leaky.allocators = vec!["libc.so.6".into()];
+        leaky.memory = Some(MemoryReport::new(samples, 50.0 * 1048576.0));
+        r.targets.push(leaky);
         let text = render(&r, 10);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(

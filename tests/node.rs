@@ -1,0 +1,479 @@
+//! OOM kills and watching a node: a traced process the kernel OOM-kills in
+//! a memory cgroup (its leaking stack is reported with the bytes it held),
+//! `--oom-only`'s one line per kill, `--all` attributing leaks to the right
+//! processes (one started after memtrace; a clean one shows none; memtrace
+//! never traces itself), a process whose libc is another file (a copy
+//! bind-mounted in a private mount namespace), and `--comm`/`--cgroup`
+//! selecting processes as they start.
+
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use memtrace_integration::{
+    compile_c, memtrace_bin, scratch_dir, Report, Tracer, Workload, TRACING_TIMEOUT,
+};
+
+const LINE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The memory limit of the OOM tests' cgroups.
+const LIMIT: u64 = 64 << 20;
+/// node_leak.c: bytes per leak_record() call.
+const RECORD: u64 = 2000;
+
+/// A memory cgroup with a limit, removed when dropped. cgroup v1's memory
+/// hierarchy where it is mounted (this machine kind), else v2's.
+struct MemoryCgroup {
+    dir: PathBuf,
+    /// The path a process in it shows in /proc/PID/cgroup.
+    path: String,
+}
+
+impl MemoryCgroup {
+    fn new(tag: &str, limit: u64) -> MemoryCgroup {
+        let name = format!("memtrace-test-{tag}-{}", std::process::id());
+        let v1 = Path::new("/sys/fs/cgroup/memory/memory.limit_in_bytes").exists();
+        let (base, limit_file) = if v1 {
+            ("/sys/fs/cgroup/memory", "memory.limit_in_bytes")
+        } else {
+            let unified = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+                .into_iter()
+                .find(|d| {
+                    std::fs::read_to_string(format!("{d}/cgroup.controllers"))
+                        .is_ok_and(|c| c.split_whitespace().any(|w| w == "memory"))
+                })
+                .expect("neither a cgroup v1 memory hierarchy nor a v2 memory controller");
+            (unified, "memory.max")
+        };
+        let dir = Path::new(base).join(&name);
+        let _ = std::fs::remove_dir(&dir);
+        std::fs::create_dir(&dir)
+            .unwrap_or_else(|e| panic!("cannot create cgroup {}: {e}", dir.display()));
+        std::fs::write(dir.join(limit_file), limit.to_string())
+            .unwrap_or_else(|e| panic!("cannot set {limit_file} in {}: {e}", dir.display()));
+        if !v1 {
+            let _ = std::fs::write(dir.join("memory.swap.max"), "0");
+        }
+        MemoryCgroup {
+            dir,
+            path: format!("/{name}"),
+        }
+    }
+
+    fn add(&self, pid: u32) {
+        std::fs::write(self.dir.join("cgroup.procs"), pid.to_string())
+            .unwrap_or_else(|e| panic!("cannot move pid {pid} into {}: {e}", self.dir.display()));
+    }
+}
+
+impl Drop for MemoryCgroup {
+    fn drop(&mut self) {
+        // Its processes are dead (OOM-killed, or killed by Workload's drop).
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.dir).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// Starts oom_hoard in a fresh cgroup limited to [`LIMIT`]; it waits for
+/// SIGUSR1 before hoarding.
+fn hoarder_in_cgroup(tag: &str) -> (Workload, MemoryCgroup) {
+    let exe = compile_c("oom_hoard");
+    let cgroup = MemoryCgroup::new(tag, LIMIT);
+    let mut w = Workload::spawn(&exe, &[] as &[&str]);
+    w.expect_line("ready", LINE_TIMEOUT);
+    cgroup.add(w.pid());
+    (w, cgroup)
+}
+
+#[test]
+fn oom_kill_of_a_traced_process_names_its_leaking_stack() {
+    let (mut hoarder, cgroup) = hoarder_in_cgroup("oom");
+    let pid = hoarder.pid();
+    let dir = scratch_dir("oom");
+    let json = dir.join("oom.json");
+    let json_arg = json.to_str().unwrap();
+    let mut tracer = Tracer::attach(&[pid], &["--no-live", "-o", json_arg]);
+    tracer.wait_tracing(TRACING_TIMEOUT);
+    hoarder.signal(libc::SIGUSR1);
+    let status = hoarder.wait_exit(Duration::from_secs(60));
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGKILL),
+        "oom_hoard should be OOM-killed (SIGKILL), got {status:?}"
+    );
+    // An OOM-killed --pid target ends the run by itself.
+    let out = tracer.finish(Duration::from_secs(60));
+    out.assert_success();
+    let ctx = out.describe();
+    assert!(
+        out.stderr
+            .contains(&format!("memtrace: OOM kill: pid {pid} (oom_hoard)")),
+        "the kill is noted on stderr as it happens\n{ctx}"
+    );
+    let text = std::fs::read_to_string(&json).unwrap();
+    let report = Report::parse(&text, "memtrace --pid (oom)").unwrap_or_else(|e| panic!("{e}"));
+    let rctx = report.describe();
+    assert_eq!(report.oom_kills.len(), 1, "{text}");
+    let kill = &report.oom_kills[0];
+    assert_eq!((kill.pid, kill.comm.as_str()), (pid, "oom_hoard"), "{text}");
+    assert!(kill.traced, "{text}");
+    assert_eq!(kill.cgroup.as_deref(), Some(cgroup.path.as_str()), "{text}");
+    // The kernel's anon RSS and the traced bytes are both close to the
+    // limit: 1 MiB chunks, killed when the cgroup reaches 64 MiB (a few
+    // MiB go to libc, page tables and the chunk being written).
+    assert!(
+        (LIMIT - (8 << 20)..=LIMIT + (1 << 20)).contains(&kill.anon_rss_bytes),
+        "anon RSS at the kill {} not within 8 MiB of the {LIMIT} limit\n{text}",
+        kill.anon_rss_bytes
+    );
+    let top = kill.top_stacks.first().expect("the victim's stacks");
+    assert_eq!(
+        top.functions()[..3],
+        ["hoard_chunk", "grow_hoard", "main"],
+        "{rctx}"
+    );
+    assert!(
+        (LIMIT - (8 << 20)..=LIMIT + (1 << 20)).contains(&top.outstanding_bytes),
+        "hoard_chunk held {} at the kill, expected within 8 MiB of {LIMIT}\n{rctx}",
+        top.outstanding_bytes
+    );
+    assert_eq!(
+        top.outstanding_bytes,
+        top.outstanding_allocations * (1 << 20)
+    );
+    assert!(kill.traced_outstanding_bytes >= top.outstanding_bytes);
+
+    // The text report starts with the kill (rendered offline from the
+    // snapshot, which keeps it).
+    let offline = std::process::Command::new(memtrace_bin())
+        .args(["report", json_arg])
+        .output()
+        .unwrap();
+    let rendered = String::from_utf8_lossy(&offline.stdout);
+    assert!(
+        rendered.starts_with(&format!(
+            "!!! OOM kill: pid {pid} (oom_hoard) uid 0 anon-rss "
+        )),
+        "{rendered}"
+    );
+    assert!(
+        rendered.contains("hoard_chunk at ")
+            && rendered.contains("when it was chosen; the largest:"),
+        "{rendered}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn oom_only_prints_a_line_per_kill() {
+    let (mut hoarder, cgroup) = hoarder_in_cgroup("oomonly");
+    let pid = hoarder.pid();
+    let mut tracer = Tracer::spawn(&["--oom-only".into(), "--duration".into(), "30s".into()]);
+    wait_stderr_prefix(&mut tracer, "memtrace: watching for OOM kills");
+    hoarder.signal(libc::SIGUSR1);
+    hoarder.wait_exit(Duration::from_secs(60));
+    // Not traced: the line comes at once, then memtrace is stopped.
+    std::thread::sleep(Duration::from_millis(500));
+    let memtrace = i32::try_from(tracer.pid()).unwrap();
+    // SAFETY: kill(2) of the child memtrace.
+    unsafe { libc::kill(memtrace, libc::SIGINT) };
+    let out = tracer.finish(Duration::from_secs(30));
+    out.assert_success();
+    let lines: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| l.contains(&format!("pid {pid} ")))
+        .collect();
+    assert_eq!(lines.len(), 1, "one line for the kill\n{}", out.describe());
+    let line = lines[0];
+    assert!(
+        line.starts_with(&format!("OOM kill: pid {pid} (oom_hoard) uid 0 anon-rss ")),
+        "{line}"
+    );
+    assert!(
+        line.ends_with(&format!(" cgroup {}", cgroup.path)),
+        "{line}"
+    );
+}
+
+/// Waits for a stderr line of memtrace starting with `prefix`.
+fn wait_stderr_prefix(tracer: &mut Tracer, prefix: &str) {
+    let deadline = std::time::Instant::now() + TRACING_TIMEOUT;
+    while std::time::Instant::now() < deadline {
+        if tracer.snapshot().lines().any(|l| l.starts_with(prefix)) {
+            return;
+        }
+        assert!(
+            tracer.is_running(),
+            "memtrace exited\n{}",
+            tracer.snapshot()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("no {prefix:?} line\n{}", tracer.snapshot());
+}
+
+/// Runs memtrace with `args` and `-o FILE.json`, calling `during` once it
+/// traces; returns the parsed report and memtrace's pid.
+fn trace_node(args: &[&str], during: impl FnOnce()) -> (Report, u32) {
+    let dir = scratch_dir("node");
+    let json = dir.join("node.json");
+    let mut all: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
+    all.extend([
+        "--no-live".into(),
+        "-o".into(),
+        json.clone().into_os_string(),
+    ]);
+    let mut tracer = Tracer::spawn(&all);
+    tracer.wait_tracing(TRACING_TIMEOUT);
+    let memtrace = tracer.pid();
+    during();
+    let out = tracer.finish(Duration::from_secs(120));
+    out.assert_success();
+    let text = std::fs::read_to_string(&json).unwrap();
+    let report = Report::parse(&text, &format!("memtrace {}", args.join(" ")))
+        .unwrap_or_else(|e| panic!("{e}\n{}", out.describe()));
+    let _ = std::fs::remove_dir_all(&dir);
+    (report, memtrace)
+}
+
+/// What `leak_record` holds in process `pid`.
+fn leaked_by(report: &Report, pid: u32) -> u64 {
+    let stacks: Vec<_> = report
+        .stacks_of("leak_record")
+        .into_iter()
+        .filter(|s| s.pid == pid)
+        .collect();
+    for s in &stacks {
+        // Every block is one 2000-byte record.
+        assert_eq!(s.outstanding_bytes, s.outstanding_allocations * RECORD);
+        assert_eq!(s.functions()[1], "main", "{}", report.describe());
+    }
+    stacks.iter().map(|s| s.outstanding_bytes).sum()
+}
+
+#[test]
+fn all_attributes_each_leak_to_its_process() {
+    let exe = compile_c("node_leak");
+    let mut early = Workload::spawn(&exe, &["leak"]);
+    let mut clean = Workload::spawn(&exe, &["clean"]);
+    early.expect_line("started", LINE_TIMEOUT);
+    clean.expect_line("started", LINE_TIMEOUT);
+    let mut late: Option<Workload> = None;
+    let (report, memtrace) = trace_node(&["--all", "--duration", "8s", "--interval", "2s"], || {
+        let mut w = Workload::spawn(&exe, &["leak"]);
+        w.expect_line("started", LINE_TIMEOUT);
+        late = Some(w);
+    });
+    let late = late.unwrap();
+    let ctx = report.describe();
+    // 50 records/s: the early one leaks during all 8 s, the late one from
+    // shortly after memtrace started.
+    let early_bytes = leaked_by(&report, early.pid());
+    let late_bytes = leaked_by(&report, late.pid());
+    assert!(
+        early_bytes >= 250 * RECORD,
+        "early leak {early_bytes}\n{ctx}"
+    );
+    assert!(late_bytes >= 150 * RECORD, "late leak {late_bytes}\n{ctx}");
+    let pids: Vec<u32> = report
+        .stacks_of("leak_record")
+        .iter()
+        .map(|s| s.pid)
+        .collect();
+    assert!(
+        pids.iter().all(|&p| p == early.pid() || p == late.pid()),
+        "leak_record only in the two leaking processes: {pids:?}\n{ctx}"
+    );
+    // The clean process churns: nothing of churn_record is outstanding,
+    // and nothing it holds grows.
+    let clean_stacks: Vec<_> = report
+        .stacks
+        .iter()
+        .filter(|s| s.pid == clean.pid())
+        .collect();
+    assert!(
+        clean_stacks
+            .iter()
+            .all(|s| s.function() != Some("churn_record")
+                && s.verdict != "leak"
+                && s.verdict != "growing"),
+        "clean process shows a leak\n{ctx}"
+    );
+    assert!(
+        clean_stacks
+            .iter()
+            .map(|s| s.outstanding_bytes)
+            .sum::<u64>()
+            < 4 * RECORD,
+        "{ctx}"
+    );
+    for s in report.stacks_of("leak_record") {
+        assert!(s.verdict == "leak" || s.verdict == "growing", "{ctx}");
+    }
+    // Both leakers are named among the targets, memtrace never.
+    for w in [&early, &late] {
+        assert!(
+            report
+                .targets
+                .iter()
+                .any(|t| t.pid == w.pid() && t.comm == "node_leak"),
+            "{ctx}"
+        );
+    }
+    assert!(report.targets.iter().all(|t| t.pid != memtrace), "{ctx}");
+    assert!(report.stacks.iter().all(|s| s.pid != memtrace), "{ctx}");
+    // What it cost the node is measured and reported.
+    let cost = &report.json["overhead"];
+    assert!(cost["allocation_calls"].as_u64().unwrap() >= 400, "{cost}");
+    assert!(cost["pair_overhead_ns"].as_f64().unwrap() > 100.0, "{cost}");
+    assert!(cost["cpu_share"].as_f64().unwrap() > 0.0, "{cost}");
+}
+
+#[test]
+fn all_hooks_a_libc_that_is_another_file() {
+    let exe = compile_c("node_leak");
+    let dir = scratch_dir("nslibc");
+    let host_libc = std::fs::canonicalize("/lib/x86_64-linux-gnu/libc.so.6").unwrap();
+    let copy = dir.join("libc.so.6");
+    std::fs::copy(&host_libc, &copy).unwrap();
+    // In a private mount namespace, the copy is bind-mounted over the
+    // host's libc: the process maps the same path, another inode.
+    let script = format!(
+        "mount --bind {} {} && exec {} leak 1500",
+        copy.display(),
+        host_libc.display(),
+        exe.display()
+    );
+    let mut inside: Option<Workload> = None;
+    let (report, _) = trace_node(&["--all", "--duration", "7s", "--interval", "1s"], || {
+        let mut w = Workload::spawn(Path::new("/usr/bin/unshare"), &["-m", "sh", "-c", &script]);
+        w.expect_line("ready", LINE_TIMEOUT);
+        let maps = std::fs::read_to_string(format!("/proc/{}/maps", w.pid())).unwrap();
+        let libc_line = maps
+            .lines()
+            .find(|l| l.ends_with(host_libc.to_str().unwrap()))
+            .expect("libc mapped");
+        let inode: u64 = libc_line
+            .split_whitespace()
+            .nth(4)
+            .unwrap()
+            .parse()
+            .unwrap();
+        let copy_inode = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&copy).unwrap());
+        assert_eq!(
+            inode, copy_inode,
+            "the workload should run on the copy: {libc_line}"
+        );
+        w.expect_line("started", LINE_TIMEOUT);
+        inside = Some(w);
+    });
+    let inside = inside.unwrap();
+    let ctx = report.describe();
+    // It leaks from 1.5 s after its start for the rest of the 7 s, with
+    // probes on the copy that only memtrace's exec watch could place.
+    let leaked = leaked_by(&report, inside.pid());
+    assert!(
+        leaked >= 150 * RECORD,
+        "leak in the namespace: {leaked}\n{ctx}"
+    );
+    let target = report
+        .targets
+        .iter()
+        .find(|t| t.pid == inside.pid())
+        .expect(&ctx);
+    assert_eq!(target.comm, "node_leak", "{ctx}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn comm_and_cgroup_select_processes_as_they_start() {
+    let exe = compile_c("node_leak");
+    let dir = scratch_dir("comm");
+    // The same program under another name: not selected by --comm.
+    let other = dir.join("other_leak");
+    std::fs::copy(&exe, &other).unwrap();
+    let cgroup = MemoryCgroup::new("select", 1 << 30);
+    let mut procs: Vec<Workload> = Vec::new();
+    let args = [
+        "--comm",
+        "node_leak",
+        "--cgroup",
+        cgroup.path.as_str(),
+        "--duration",
+        "6s",
+        "--interval",
+        "1s",
+    ];
+    let procs_file = cgroup.dir.join("cgroup.procs");
+    let (report, _) = trace_node(&args, || {
+        // All started after memtrace, in the cgroup from their exec on (as
+        // container runtimes do) or not: selected is node_leak in the
+        // cgroup only.
+        for (exe, in_cgroup) in [(&exe, true), (&exe, false), (&other, true)] {
+            let mut w = match in_cgroup {
+                true => {
+                    let script = format!(
+                        "echo $$ > {} && exec {} leak 1000",
+                        procs_file.display(),
+                        exe.display()
+                    );
+                    Workload::spawn(Path::new("/bin/sh"), &["-c", &script])
+                }
+                false => Workload::spawn(exe, &["leak", "1000"]),
+            };
+            w.expect_line("ready", LINE_TIMEOUT);
+            procs.push(w);
+        }
+        for w in &mut procs {
+            w.expect_line("started", LINE_TIMEOUT);
+        }
+    });
+    let ctx = report.describe();
+    let _ = procs;
+    let selected = procs[0].pid();
+    let leaked = leaked_by(&report, selected);
+    assert!(
+        leaked >= 100 * RECORD,
+        "selected process leaked {leaked}\n{ctx}"
+    );
+    let pids: std::collections::BTreeSet<u32> = report.stacks.iter().map(|s| s.pid).collect();
+    assert_eq!(pids.into_iter().collect::<Vec<_>>(), [selected], "{ctx}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn all_drops_processes_that_exit() {
+    let exe = compile_c("node_leak");
+    let mut pids = Vec::new();
+    let (report, _) = trace_node(&["--all", "--duration", "6s", "--interval", "1s"], || {
+        // 20 short-lived processes, each leaking 10 records and exiting.
+        for _ in 0..20 {
+            let mut w = Workload::spawn(&exe, &["leak", "0", "10"]);
+            w.expect_line("started", LINE_TIMEOUT);
+            w.wait_exit(LINE_TIMEOUT);
+            pids.push(w.pid());
+        }
+        // Exits are dropped at the next sample.
+        std::thread::sleep(Duration::from_millis(1500));
+    });
+    let ctx = report.describe();
+    for pid in &pids {
+        assert!(
+            report.stacks.iter().all(|s| s.pid != *pid),
+            "pid {pid} kept\n{ctx}"
+        );
+        assert!(
+            report.targets.iter().all(|t| t.pid != *pid),
+            "pid {pid} kept\n{ctx}"
+        );
+    }
+    assert!(
+        report.counter("processes_dropped") >= pids.len() as u64,
+        "{ctx}"
+    );
+}

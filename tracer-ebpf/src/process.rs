@@ -1,0 +1,108 @@
+//! Process lifecycle and OOM kills: exec (a target's image is replaced, or a
+//! watched node runs a new program), exit (per-process state can go) and
+//! the OOM killer's choice of a victim. All are rare next to malloc; each
+//! sends one small [`ProcessEvent`] through the shared ring buffer, in order
+//! with the mapping events.
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use tracer_common::{EventKind, ProcessEvent, Stat};
+
+use crate::maps::{count, is_target, watch_exec, EVENTS};
+
+/// Sends `event` (its timestamp is set here). A full ring buffer is counted.
+#[inline(always)]
+fn send(mut event: ProcessEvent) {
+    // SAFETY: plain helper call.
+    event.timestamp_ns = unsafe { bpf_ktime_get_ns() };
+    if EVENTS.output::<ProcessEvent>(&event, 0).is_err() {
+        count(Stat::RingBufFull);
+    }
+}
+
+/// exec() replaces the address space: what the old image held is gone.
+/// Reported for targets, and for every process while processes are watched
+/// (`--all`, `--comm`, `--cgroup`, `--container`). One TARGETS lookup per
+/// exec on the node otherwise.
+#[tracepoint]
+pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if !watch_exec() && !is_target(tgid) {
+        return 0;
+    }
+    send(ProcessEvent {
+        kind: EventKind::Exec as u32,
+        tgid,
+        comm: bpf_get_current_comm().unwrap_or_default(),
+        ..ProcessEvent::default()
+    });
+    0
+}
+
+/// A target's main thread exits: its blocks and regions can be dropped.
+/// Other threads' exits only cost the tgid/pid compare.
+#[tracepoint]
+pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
+    let id = bpf_get_current_pid_tgid();
+    let tgid = (id >> 32) as u32;
+    if id as u32 != tgid || !is_target(tgid) {
+        return 0;
+    }
+    send(ProcessEvent {
+        kind: EventKind::Exit as u32,
+        tgid,
+        ..ProcessEvent::default()
+    });
+    0
+}
+
+/// Offsets in the `oom/mark_victim` record (tracefs
+/// `events/oom/mark_victim/format` on 6.x kernels).
+mod victim {
+    pub const PID: usize = 8;
+    /// `__data_loc char[] comm`: (length << 16) | offset of the string.
+    pub const COMM_LOC: usize = 12;
+    pub const TOTAL_VM: usize = 16;
+    pub const ANON_RSS: usize = 24;
+    pub const FILE_RSS: usize = 32;
+    pub const SHMEM_RSS: usize = 40;
+    pub const UID: usize = 48;
+    pub const PGTABLES: usize = 56;
+    pub const OOM_SCORE_ADJ: usize = 64;
+}
+
+/// The OOM killer chose a victim: always reported, for any process.
+/// Userspace captures the victim's stacks at once if it is traced.
+#[tracepoint]
+pub fn oom_mark_victim(ctx: TracePointContext) -> u32 {
+    // SAFETY (all reads): offsets within the tracepoint record, per its
+    // format; a failed read leaves the field zero.
+    let read_u64 = |offset| unsafe { ctx.read_at::<u64>(offset).unwrap_or(0) };
+    let pid = unsafe { ctx.read_at::<i32>(victim::PID).unwrap_or(0) } as u32;
+    let mut comm = [0u8; 16];
+    let loc = unsafe { ctx.read_at::<u32>(victim::COMM_LOC).unwrap_or(0) };
+    let offset = (loc & 0xffff) as usize;
+    if offset != 0 {
+        // At most 15 bytes and a NUL: TASK_COMM_LEN.
+        comm = unsafe { ctx.read_at::<[u8; 16]>(offset).unwrap_or([0; 16]) };
+        comm[15] = 0;
+    }
+    send(ProcessEvent {
+        kind: EventKind::OomVictim as u32,
+        tgid: pid,
+        trigger_tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
+        uid: unsafe { ctx.read_at::<u32>(victim::UID).unwrap_or(0) },
+        total_vm_kb: read_u64(victim::TOTAL_VM),
+        anon_rss_kb: read_u64(victim::ANON_RSS),
+        file_rss_kb: read_u64(victim::FILE_RSS),
+        shmem_rss_kb: read_u64(victim::SHMEM_RSS),
+        pgtables_kb: read_u64(victim::PGTABLES),
+        oom_score_adj: unsafe { ctx.read_at::<i16>(victim::OOM_SCORE_ADJ).unwrap_or(0) } as i32,
+        comm,
+        ..ProcessEvent::default()
+    });
+    0
+}

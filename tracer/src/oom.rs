@@ -1,0 +1,142 @@
+//! OOM kills: turning the kernel's `oom/mark_victim` event into the report's
+//! [`OomKill`] (victim, its memory as the kernel saw it, cgroup and
+//! container), and the one-line form printed as kills happen (`--oom-only`
+//! prints nothing else; other modes note it on stderr at once). Capturing a
+//! traced victim's stacks is the session's (it owns the kernel tables).
+
+use std::time::SystemTime;
+
+use tracer_common::ProcessEvent;
+
+use crate::{
+    cgroup::{self, Container},
+    report::{frame_name, OomKill, StackReport},
+    units::bytes,
+};
+
+/// Stacks kept per OOM-killed traced process.
+pub const TOP_STACKS: usize = 10;
+
+/// OOM kills kept per run (the oldest go first): a node in an OOM loop must
+/// not grow memtrace.
+pub const MAX_KILLS: usize = 100;
+
+/// What the kernel told about a victim, and where it lived.
+pub fn kill_from_event(
+    e: &ProcessEvent,
+    t: f64,
+    cgroup_path: Option<String>,
+    container: Option<Container>,
+) -> OomKill {
+    let comm_len = e.comm.iter().position(|&b| b == 0).unwrap_or(e.comm.len());
+    let kib = |v: u64| v.saturating_mul(1024);
+    let container = container.or_else(|| cgroup_path.as_deref().and_then(cgroup::container_of));
+    OomKill {
+        t,
+        time: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+        pid: e.tgid,
+        comm: String::from_utf8_lossy(&e.comm[..comm_len]).into_owned(),
+        uid: e.uid,
+        trigger_pid: e.trigger_tgid,
+        total_vm_bytes: kib(e.total_vm_kb),
+        anon_rss_bytes: kib(e.anon_rss_kb),
+        file_rss_bytes: kib(e.file_rss_kb),
+        shmem_rss_bytes: kib(e.shmem_rss_kb),
+        pgtables_bytes: kib(e.pgtables_kb),
+        oom_score_adj: e.oom_score_adj,
+        cgroup: cgroup_path,
+        container,
+        traced: false,
+        traced_outstanding_bytes: 0,
+        top_stacks: Vec::new(),
+    }
+}
+
+/// One line describing a kill: who, how big, where, and (traced) the stack
+/// holding the most.
+pub fn line(k: &OomKill) -> String {
+    let mut out = format!(
+        "OOM kill: pid {} ({}) uid {} anon-rss {} file-rss {} total-vm {}",
+        k.pid,
+        k.comm,
+        k.uid,
+        bytes(k.anon_rss_bytes),
+        bytes(k.file_rss_bytes),
+        bytes(k.total_vm_bytes)
+    );
+    if let Some(c) = &k.container {
+        out += &format!(" container {}", describe_container(c));
+    }
+    if let Some(cg) = &k.cgroup {
+        out += &format!(" cgroup {cg}");
+    }
+    if k.trigger_pid != k.pid && k.trigger_pid != 0 {
+        out += &format!(" (triggered by pid {})", k.trigger_pid);
+    }
+    if k.traced {
+        out += &format!("; traced stacks held {}", bytes(k.traced_outstanding_bytes));
+        if let Some(s) = k.top_stacks.first() {
+            out += &format!(", most in {}", stack_summary(s));
+        }
+    }
+    out
+}
+
+/// "docker 3f2a9c0d1e2b (pod 1f2e…)".
+pub fn describe_container(c: &Container) -> String {
+    let mut out = c.runtime.clone();
+    if !c.id.is_empty() {
+        out += &format!(" {}", cgroup::short_id(&c.id));
+    }
+    if let Some(pod) = &c.pod_uid {
+        out += &format!(" (pod {pod})");
+    }
+    out
+}
+
+/// "4.0 MiB hoard ← grow ← main".
+pub fn stack_summary(s: &StackReport) -> String {
+    let names: Vec<String> = s.frames.iter().take(3).map(frame_name).collect();
+    let names = if names.is_empty() {
+        "[unknown stack]".to_string()
+    } else {
+        names.join(" ← ")
+    };
+    format!("{} {names}", bytes(s.outstanding_bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_becomes_a_kill() {
+        let mut comm = [0u8; 16];
+        comm[..8].copy_from_slice(b"oom_leak");
+        let e = ProcessEvent {
+            tgid: 77,
+            trigger_tgid: 77,
+            uid: 1000,
+            anon_rss_kb: 65536,
+            total_vm_kb: 70000,
+            comm,
+            ..ProcessEvent::default()
+        };
+        let id = "b".repeat(64);
+        let path = format!("/system.slice/docker-{id}.scope");
+        let k = kill_from_event(&e, 1.5, Some(path), None);
+        assert_eq!((k.pid, k.comm.as_str(), k.uid), (77, "oom_leak", 1000));
+        assert_eq!(k.anon_rss_bytes, 64 << 20);
+        assert_eq!(
+            k.container.as_ref().map(|c| c.id.as_str()),
+            Some(id.as_str())
+        );
+        let l = line(&k);
+        assert!(
+            l.starts_with("OOM kill: pid 77 (oom_leak) uid 1000 anon-rss 64.0 MiB"),
+            "{l}"
+        );
+        assert!(l.contains("container docker bbbbbbbbbbbb"), "{l}");
+        assert!(!l.contains("triggered"), "{l}");
+    }
+}

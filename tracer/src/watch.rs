@@ -1,0 +1,238 @@
+//! Watching a node for processes to trace (`--all`, `--comm`, `--cgroup`,
+//! `--container`): what selects a process, what is known of one (name,
+//! cgroup, container), the processes present at start, and the allocator
+//! files processes map — each distinct file (by inode) parsed once however
+//! many processes map it, so that a busy node costs one ELF parse per
+//! library, not per process.
+
+use std::{collections::HashMap, fs, os::unix::fs::MetadataExt, path::PathBuf, sync::Arc};
+
+use crate::{
+    allocator::{self, ProbePoint},
+    cgroup::{self, Container},
+    target,
+};
+
+/// Which processes a watching run traces.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Selection {
+    /// Every process but memtrace.
+    All,
+    /// Processes matching every criterion given.
+    Matching(Filter),
+}
+
+/// `--comm`, `--cgroup`, `--container`: a process must match each one given.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Filter {
+    pub comm: Option<String>,
+    pub cgroup: Option<String>,
+    pub container: Option<String>,
+}
+
+impl Filter {
+    pub fn is_empty(&self) -> bool {
+        self.comm.is_none() && self.cgroup.is_none() && self.container.is_none()
+    }
+
+    pub fn matches(&self, p: &Process) -> bool {
+        self.comm.as_ref().is_none_or(|c| *c == p.comm)
+            && self.cgroup.as_ref().is_none_or(|want| {
+                p.cgroup
+                    .as_deref()
+                    .is_some_and(|path| cgroup::in_cgroup(path, want))
+            })
+            && self.container.as_ref().is_none_or(|want| {
+                p.container
+                    .as_ref()
+                    .is_some_and(|c| cgroup::matches_container(c, want))
+            })
+    }
+}
+
+impl Selection {
+    pub fn matches(&self, p: &Process) -> bool {
+        match self {
+            Selection::All => true,
+            Selection::Matching(f) => f.matches(p),
+        }
+    }
+
+    /// Whether the allocator is probed for every process at once (else per
+    /// matching process).
+    pub fn system_wide(&self) -> bool {
+        matches!(self, Selection::All)
+    }
+}
+
+/// What is known of a process on the node.
+#[derive(Clone, Debug)]
+pub struct Process {
+    pub comm: String,
+    pub cgroup: Option<String>,
+    pub container: Option<Container>,
+}
+
+/// Describes a user process; None for kernel threads and processes gone.
+pub fn describe(pid: u32) -> Option<Process> {
+    let info = target::inspect(pid).ok()?;
+    let cgroup = cgroup::read(pid);
+    let container = cgroup.as_deref().and_then(cgroup::container_of);
+    Some(Process {
+        comm: info.comm,
+        cgroup,
+        container,
+    })
+}
+
+/// Every process id on the node (thread-group leaders only), but memtrace's.
+pub fn pids() -> Vec<u32> {
+    let me = std::process::id();
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut pids: Vec<u32> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|&p| p != me)
+        .collect();
+    pids.sort_unstable();
+    pids
+}
+
+/// Identity of a file as the kernel sees it through the path memtrace
+/// opened: (st_dev, st_ino). Uprobes live on inodes, so this is what
+/// "attached once" is counted by.
+pub type FileId = (u64, u64);
+
+/// An allocator implementation in one file.
+#[derive(Debug)]
+pub struct AllocatorFile {
+    pub id: FileId,
+    /// How memtrace opens it (through the first process found mapping it).
+    pub path: PathBuf,
+    /// How that process names it.
+    pub name: String,
+    pub points: Vec<ProbePoint>,
+}
+
+/// Cache of allocator discovery by the (device, inode) that /proc/PID/maps
+/// shows: files that are not allocators are remembered as such too.
+#[derive(Default)]
+pub struct AllocatorFiles {
+    known: HashMap<(String, u64), Option<Arc<AllocatorFile>>>,
+}
+
+impl AllocatorFiles {
+    /// The allocator files `pid` maps now. Files seen before (in any
+    /// process) cost a hash lookup; new ones are parsed once.
+    pub fn of(&mut self, pid: u32) -> Vec<Arc<AllocatorFile>> {
+        let Ok(maps) = target::read_maps(pid) else {
+            return Vec::new();
+        };
+        let mut found: Vec<Arc<AllocatorFile>> = Vec::new();
+        for mapping in maps.iter().filter(|m| m.executable && m.is_file()) {
+            let key = (mapping.dev.clone(), mapping.inode);
+            let entry = match self.known.get(&key) {
+                Some(e) => e.clone(),
+                None => {
+                    let Some(path) = target::mapped_file_path(pid, mapping) else {
+                        continue;
+                    };
+                    let file = inspect_file(path, mapping.path.clone().unwrap_or_default());
+                    // A file that vanished with its process is not
+                    // remembered: another process may map it readably.
+                    if file.is_none() && !target::is_alive(pid) {
+                        continue;
+                    }
+                    self.known.insert(key, file.clone());
+                    file
+                }
+            };
+            if let Some(f) = entry {
+                if !found.iter().any(|g| g.id == f.id) {
+                    found.push(f);
+                }
+            }
+        }
+        found
+    }
+}
+
+impl AllocatorFiles {
+    /// Allocator files found so far that memtrace reaches by their own path
+    /// (not through another process's /proc entry, which may be gone).
+    pub fn host_files(&self) -> Vec<Arc<AllocatorFile>> {
+        let mut files: Vec<Arc<AllocatorFile>> = Vec::new();
+        for f in self.known.values().flatten() {
+            if !f.path.starts_with("/proc/") && !files.iter().any(|g| g.id == f.id) {
+                files.push(f.clone());
+            }
+        }
+        files
+    }
+}
+
+/// Parses `path` for allocator entry points; None when it has none (or
+/// cannot be read).
+fn inspect_file(path: PathBuf, name: String) -> Option<Arc<AllocatorFile>> {
+    let meta = fs::metadata(&path).ok()?;
+    let points = allocator::probe_points(&path).ok()?;
+    if points.is_empty() {
+        return None;
+    }
+    Some(Arc::new(AllocatorFile {
+        id: (meta.dev(), meta.ino()),
+        path,
+        name,
+        points,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn process(comm: &str, cgroup: Option<&str>) -> Process {
+        Process {
+            comm: comm.into(),
+            cgroup: cgroup.map(String::from),
+            container: cgroup.and_then(cgroup::container_of),
+        }
+    }
+
+    #[test]
+    fn filters_need_every_criterion() {
+        let id = "a".repeat(64);
+        let docker = format!("/system.slice/docker-{id}.scope");
+        let p = process("nginx", Some(&docker));
+        let f = |comm: Option<&str>, cg: Option<&str>, ct: Option<&str>| Filter {
+            comm: comm.map(String::from),
+            cgroup: cg.map(String::from),
+            container: ct.map(String::from),
+        };
+        assert!(f(Some("nginx"), None, None).matches(&p));
+        assert!(!f(Some("nginx2"), None, None).matches(&p));
+        assert!(f(None, Some("/system.slice"), None).matches(&p));
+        assert!(f(Some("nginx"), None, Some("aaaaaaaaaaaa")).matches(&p));
+        assert!(!f(Some("nginx"), None, Some("bbbbbbbb")).matches(&p));
+        assert!(!f(None, None, Some("aaaa")).matches(&process("nginx", None)));
+        assert!(Selection::All.matches(&p));
+    }
+
+    #[test]
+    fn finds_own_allocator_once() {
+        let mut files = AllocatorFiles::default();
+        let me = std::process::id();
+        let first = files.of(me);
+        assert!(
+            first.iter().any(|f| f.name.contains("libc")),
+            "{:?}",
+            first.iter().map(|f| &f.name).collect::<Vec<_>>()
+        );
+        let again = files.of(me);
+        assert_eq!(first.len(), again.len());
+        assert!(Arc::ptr_eq(&first[0], &again[0]));
+        assert!(describe(me).is_some_and(|p| !p.comm.is_empty()));
+        assert!(pids().iter().all(|&p| p != me) && !pids().is_empty());
+    }
+}
