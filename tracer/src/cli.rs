@@ -335,7 +335,10 @@ impl Cli {
         if let Some(id) = &self.container {
             // kubectl prints ids as `containerd://ID`.
             let bare = id.split_once("://").map_or(id.as_str(), |(_, rest)| rest);
-            if bare.len() < 4 || !bare.chars().all(|c| c.is_ascii_hexdigit() || c == '-' || c == '_')
+            if bare.len() < 4
+                || !bare
+                    .chars()
+                    .all(|c| c.is_ascii_hexdigit() || c == '-' || c == '_')
             {
                 return Err(format!(
                     "--container {id:?}: expected a container id (at least 4 hex digits) or a \

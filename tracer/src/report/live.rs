@@ -39,7 +39,10 @@ impl Live {
     pub fn rows(&self, targets: usize, top: usize) -> usize {
         match self {
             // Title, targets, totals, a blank, column titles, a spare line.
-            Live::Screen(_) => terminal_size().1.saturating_sub(5 + targets).max(1),
+            Live::Screen(_) => terminal_size()
+                .1
+                .saturating_sub(5 + targets.min(TARGETS_SHOWN + 1))
+                .max(1),
             Live::Lines | Live::StderrLines => top,
         }
     }
@@ -113,6 +116,10 @@ fn terminal_size() -> (usize, usize) {
     }
 }
 
+/// Processes named in the table's header (the largest holders); a watched
+/// node may have hundreds.
+const TARGETS_SHOWN: usize = 3;
+
 /// The `top`-like table for a terminal `width` columns wide.
 pub fn table(report: &Report, width: usize) -> String {
     let mut out = String::new();
@@ -125,7 +132,9 @@ pub fn table(report: &Report, width: usize) -> String {
         report.interval_secs,
         name_of(&report.sort)
     );
-    for t in &report.targets {
+    let mut targets: Vec<_> = report.targets.iter().collect();
+    targets.sort_by_key(|t| std::cmp::Reverse(t.outstanding_bytes));
+    for t in targets.iter().take(TARGETS_SHOWN) {
         let memory = t.memory.as_ref().and_then(|m| {
             let last = m.samples.last()?;
             Some(format!(
@@ -144,6 +153,14 @@ pub fn table(report: &Report, width: usize) -> String {
             memory.unwrap_or_default()
         );
     }
+    if targets.len() > TARGETS_SHOWN {
+        let _ = writeln!(
+            w,
+            "... and {} more processes",
+            targets.len() - TARGETS_SHOWN
+        );
+    }
+    let many = targets.len() > 1;
     let losses = report.losses.nonzero();
     let _ = writeln!(
         w,
@@ -185,7 +202,10 @@ pub fn table(report: &Report, width: usize) -> String {
             s.outstanding_allocations,
             rate_per_min(s.growth_bytes_per_sec),
             sparkline(s, SPARK),
-            stack_summary(s)
+            match many {
+                true => format!("[{}] {}", s.pid, stack_summary(s)),
+                false => stack_summary(s),
+            }
         );
         let _ = writeln!(w, "{}", clip(&row, width));
     }

@@ -108,7 +108,12 @@ pub fn render(report: &Report, top: usize) -> String {
     );
     for (i, s) in stacks.iter().enumerate() {
         let _ = writeln!(w);
-        stack(w, i + 1, s);
+        let comm = report
+            .targets
+            .iter()
+            .find(|t| t.pid == s.pid)
+            .map(|t| t.comm.as_str());
+        stack(w, i + 1, s, comm);
     }
     out
 }
@@ -139,18 +144,19 @@ fn oom_kill(w: &mut String, k: &OomKill) {
             bytes(k.traced_outstanding_bytes)
         );
         for (i, s) in k.top_stacks.iter().take(OOM_STACKS_SHOWN).enumerate() {
-            stack(w, i + 1, s);
+            stack(w, i + 1, s, Some(k.comm.as_str()));
         }
     }
     let _ = writeln!(w);
 }
 
-fn stack(w: &mut String, rank: usize, s: &StackReport) {
+fn stack(w: &mut String, rank: usize, s: &StackReport, comm: Option<&str>) {
     let verdict = name_of(&s.verdict);
     let kind = name_of(&s.kind);
+    let comm = comm.map(|c| format!(" ({c})")).unwrap_or_default();
     let _ = writeln!(
         w,
-        "#{rank} [{verdict}] {} in {} allocations, {}  pid {} {kind}",
+        "#{rank} [{verdict}] {} in {} allocations, {}  pid {}{comm} {kind}",
         bytes(s.outstanding_bytes),
         s.outstanding_allocations,
         rate_per_min(s.growth_bytes_per_sec),
