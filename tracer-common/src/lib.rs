@@ -116,6 +116,11 @@ pub struct InFlight {
     /// The size computation overflowed (calloc, reallocarray): the call
     /// fails; a NULL return is then not `realloc(p, 0)`.
     pub size_overflow: u32,
+    /// With `--sample-bytes`: whether the new block is recorded (a realloc
+    /// of a sampled block is followed to its return for the old block's
+    /// sake even when the new one is not sampled).
+    pub sampled: u32,
+    pub _pad: u32,
 }
 
 /// Arguments of an mmap/munmap/mremap syscall between enter and exit.
@@ -285,7 +290,14 @@ pub mod config {
     /// 1: every exec on the node is reported (processes are being watched
     /// for ones to trace), not only targets'.
     pub const WATCH_EXEC: &str = "WATCH_EXEC";
+    /// `--sample-bytes` as a u64 (0: every allocation is traced).
+    pub const SAMPLE_BYTES: &str = "SAMPLE_BYTES";
 }
+
+/// Entries of the `EXP_DRAWS` map: draws of the exponential distribution
+/// of mean `--sample-bytes`, at evenly spaced quantiles, filled by
+/// userspace; the byte countdown picks one at random when it expires.
+pub const EXP_DRAWS: u32 = 4096;
 
 #[cfg(feature = "user")]
 mod user {

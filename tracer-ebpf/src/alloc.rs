@@ -5,7 +5,9 @@
 //! Hot-path cost per malloc+free pair, beyond the trap itself: entry = 1
 //! lookup + 1 insert in INFLIGHT; return = INFLIGHT lookup + delete, stack id,
 //! STACK_TOTALS lookup, LIVE lookup + insert; free = LIVE lookup + delete +
-//! STACK_TOTALS lookup.
+//! STACK_TOTALS lookup. With `--sample-bytes`, an unsampled call costs the
+//! INFLIGHT lookup and the per-CPU countdown at entry, one INFLIGHT lookup
+//! at return, and its free one LIVE lookup.
 
 use aya_ebpf::{
     helpers::{
@@ -19,7 +21,10 @@ use aya_ebpf::{
 use tracer_common::{AllocFn, InFlight, Stat};
 
 use crate::{
-    maps::{account_free, count, is_self, record_alloc, restore_live, take_live, INFLIGHT},
+    maps::{
+        account_free, count, is_self, record_alloc, restore_live, sample, sample_bytes, take_live,
+        INFLIGHT,
+    },
     stack::user_stack_id,
 };
 
@@ -106,6 +111,9 @@ fn try_alloc_enter(ctx: &ProbeContext) {
         AllocFn::PosixMemalign => (Some(arg(ctx, 2)), arg(ctx, 0)),
         AllocFn::AlignedAlloc => (Some(arg(ctx, 1)), 0),
     };
+    // With --sample-bytes, only sampled allocations are followed (an
+    // overflowing size fails: not sampled). Full tracing samples all.
+    let sampled = sample_bytes() == 0 || size.is_some_and(sample);
     let mut call = InFlight {
         entry_sp: sp,
         depth: 0,
@@ -114,6 +122,7 @@ fn try_alloc_enter(ctx: &ProbeContext) {
         entry_ns: now,
         ptr,
         size_overflow: size.is_none() as u32,
+        sampled: sampled as u32,
         ..InFlight::default()
     };
     if matches!(func, AllocFn::Realloc | AllocFn::ReallocArray) && ptr != 0 {
@@ -123,6 +132,11 @@ fn try_alloc_enter(ctx: &ProbeContext) {
             call.old = old;
             call.old_valid = 1;
         }
+    }
+    if !sampled && call.old_valid == 0 {
+        // Nothing to record at the return: the call costs its traps and
+        // this program's countdown only.
+        return;
     }
     if INFLIGHT.insert(&tid, &call, 0).is_err() {
         count(Stat::InFlightFull);
@@ -146,7 +160,10 @@ fn try_alloc_return(ctx: &RetProbeContext) {
         return;
     }
     let Some(open) = INFLIGHT.get_ptr_mut(&tid) else {
-        count(Stat::ReturnWithoutEntry);
+        // Sampling: most calls are not followed, so this is no loss.
+        if sample_bytes() == 0 {
+            count(Stat::ReturnWithoutEntry);
+        }
         return;
     };
     // SAFETY: valid map value pointer for this thread only.
@@ -192,6 +209,9 @@ fn try_alloc_return(ctx: &RetProbeContext) {
     if reallocating && call.old_valid != 0 {
         account_free(tgid, &call.old);
     }
+    if call.sampled == 0 {
+        return;
+    }
     let stack_id = user_stack_id(ctx);
     // The entry's timestamp serves as the block's: one clock read per call.
     record_alloc(tgid, addr, call.size, stack_id, call.entry_ns);
@@ -210,6 +230,9 @@ pub fn free_enter(ctx: ProbeContext) -> u32 {
     }
     match take_live(tgid, addr) {
         Some(record) => account_free(tgid, &record),
+        // Sampling: most blocks are not recorded; a miss is no news (and
+        // costs this one lookup only).
+        None if sample_bytes() != 0 => {}
         // Misses only: one more lookup to tell glibc's realloc(p, 0) — which
         // frees p internally after its entry probe took p's record — from a
         // free of a block allocated before tracing.

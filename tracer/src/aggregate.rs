@@ -60,6 +60,19 @@ pub struct AgeStats {
 }
 
 impl AgeStats {
+    /// The same ages with bytes and allocations multiplied by `factor`
+    /// (sampling's unbiasing; see [`unbias`]).
+    pub fn scaled(self, factor: f64) -> AgeStats {
+        let scale = |v: u64| (v as f64 * factor).round() as u64;
+        AgeStats {
+            oldest_secs: self.oldest_secs,
+            bytes: self.bytes.map(scale),
+            allocations: self.allocations.map(scale),
+            old_bytes: scale(self.old_bytes),
+            old_allocations: scale(self.old_allocations),
+        }
+    }
+
     /// Counts one live allocation of `bytes`, `age_secs` old; `allocations`
     /// is 0 for a further piece of an allocation already counted.
     pub fn add(&mut self, age_secs: f64, bytes: u64, allocations: u64, min_age_secs: f64) {
@@ -224,6 +237,29 @@ impl Aggregator {
     }
 }
 
+/// With `--sample-bytes MEAN`, a stack's sampled totals stand for more: an
+/// allocation of `size` bytes was sampled with probability
+/// 1-exp(-size/MEAN), so each sampled one counts 1/(1-exp(-size/MEAN))
+/// times. As pprof does for Go heap profiles, the stack's average
+/// allocation size stands for its sizes (exact when they are all one size);
+/// every field gets the same factor, so outstanding = allocated - freed
+/// still holds. Returns the unbiased totals and the factor.
+pub fn unbias(t: StackTotals, mean: u64) -> (StackTotals, f64) {
+    if t.allocations == 0 || mean == 0 {
+        return (t, 1.0);
+    }
+    let average = t.allocated_bytes as f64 / t.allocations as f64;
+    let factor = 1.0 / -(-average / mean as f64).exp_m1();
+    let scale = |v: u64| (v as f64 * factor).round() as u64;
+    let unbiased = StackTotals {
+        allocated_bytes: scale(t.allocated_bytes),
+        allocations: scale(t.allocations),
+        freed_bytes: scale(t.freed_bytes),
+        frees: scale(t.frees),
+    };
+    (unbiased, factor)
+}
+
 /// Appends to a series of at most `max` points, or replaces its last point
 /// (`replace_last`: a final sample taken right after an interval's). When
 /// full, every other point is dropped first (the first is kept): the series
@@ -316,6 +352,33 @@ mod tests {
         assert_eq!(agg.stacks[1].outstanding_bytes(), 100);
         let again = agg.intern_heap(key(1, 2), &[2]);
         assert_eq!(again, 1);
+    }
+
+    #[test]
+    fn unbiasing_follows_the_sampling_probability() {
+        let mean = 512 * 1024;
+        // 100 sampled blocks of 64 B: each was sampled with probability
+        // 1-exp(-64/524288) ~ 1/8192.5, so each stands for ~8192.5.
+        let sampled = StackTotals {
+            allocated_bytes: 6400,
+            allocations: 100,
+            freed_bytes: 640,
+            frees: 10,
+        };
+        let (t, f) = unbias(sampled, mean);
+        assert!((f - 8192.5).abs() < 0.1, "{f}");
+        assert_eq!(t.allocated_bytes, (6400.0 * f).round() as u64);
+        assert_eq!(t.allocations, (100.0 * f).round() as u64);
+        assert_eq!(t.frees, (10.0 * f).round() as u64);
+        // Blocks far above the mean are always sampled: no change.
+        let big = StackTotals {
+            allocated_bytes: 100 << 20,
+            allocations: 10,
+            freed_bytes: 0,
+            frees: 0,
+        };
+        assert_eq!(unbias(big, mean).0, big);
+        assert_eq!(unbias(StackTotals::default(), mean).1, 1.0);
     }
 
     #[test]

@@ -12,14 +12,14 @@ use std::{
 
 use anyhow::{Context, Result};
 use aya::{
-    maps::HashMap as BpfHashMap,
+    maps::{Array, HashMap as BpfHashMap, PerCpuArray, PerCpuValues},
     programs::{
         uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
         TracePoint, UProbe,
     },
     Ebpf, EbpfLoader,
 };
-use tracer_common::config;
+use tracer_common::{config, EXP_DRAWS};
 
 use crate::{
     allocator::{Hook, ProbePoint},
@@ -63,6 +63,8 @@ pub struct Settings {
     pub watch_exec: bool,
     /// Only the OOM tracepoint is attached (`--oom-only`).
     pub oom_only: bool,
+    /// `--sample-bytes` (None: every allocation is traced).
+    pub sample_bytes: Option<u64>,
 }
 
 impl Probes {
@@ -71,10 +73,12 @@ impl Probes {
         let flag = |b: bool| b as u32;
         let trace_all = flag(settings.trace_all);
         let watch_exec = flag(settings.watch_exec);
+        let sample_bytes = settings.sample_bytes.unwrap_or(0);
         let mut bpf = EbpfLoader::new()
             .override_global(config::SELF_TGID, &me, true)
             .override_global(config::TRACE_ALL, &trace_all, true)
             .override_global(config::WATCH_EXEC, &watch_exec, true)
+            .override_global(config::SAMPLE_BYTES, &sample_bytes, true)
             .map_max_entries("LIVE", settings.max_live)
             .map_max_entries("STACKS", settings.max_stacks)
             // Stacks of every target share the stack map but have totals
@@ -95,6 +99,9 @@ impl Probes {
                 .with_context(|| format!("loading eBPF program {program} (verifier)"))?;
             tp.attach(category, name)
                 .with_context(|| format!("attaching tracepoint {category}/{name}"))?;
+        }
+        if let Some(mean) = settings.sample_bytes {
+            fill_sampler(&mut bpf, mean)?;
         }
         if !settings.oom_only {
             for name in ["alloc_enter", "alloc_return", "free_enter"] {
@@ -212,6 +219,26 @@ impl Probes {
         }
         Ok(true)
     }
+}
+
+/// The sampler's exponential draws of mean `mean` bytes, one at each of
+/// [`EXP_DRAWS`] evenly spaced quantiles (so their mean is `mean` to within
+/// the truncated tail, -0.1 %), and every CPU's first countdown.
+fn fill_sampler(bpf: &mut Ebpf, mean: u64) -> Result<()> {
+    let draw = |q: f64| ((-(1.0 - q).ln()) * mean as f64).round().max(1.0) as u64;
+    let mut draws: Array<_, u64> =
+        Array::try_from(bpf.map_mut("DRAWS").context("DRAWS map missing")?)?;
+    for i in 0..EXP_DRAWS {
+        draws.set(i, draw((f64::from(i) + 0.5) / f64::from(EXP_DRAWS)), 0)?;
+    }
+    let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
+    let first: Vec<u64> = (0..cpus)
+        .map(|c| draw((c as f64 + 0.5) / cpus as f64))
+        .collect();
+    let mut countdown: PerCpuArray<_, u64> =
+        PerCpuArray::try_from(bpf.map_mut("COUNTDOWN").context("COUNTDOWN map missing")?)?;
+    countdown.set(0, PerCpuValues::try_from(first)?, 0)?;
+    Ok(())
 }
 
 fn uprobe<'a>(bpf: &'a mut Ebpf, name: &str) -> Result<&'a mut UProbe> {

@@ -26,12 +26,17 @@ fn parse_rate(s: &str) -> Result<f64, String> {
         "h" | "hour" => 1.0,
         _ => return Err(HINT.into()),
     };
+    Ok(size_in_bytes(size).ok_or(HINT)? * per_hour)
+}
+
+/// `512KiB`, `1.5 MB`, `4096` (IEC or SI units) in bytes.
+fn size_in_bytes(size: &str) -> Option<f64> {
     let size = size.trim();
     let split = size
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(size.len());
     let (number, unit) = size.split_at(split);
-    let number: f64 = number.parse().map_err(|_| HINT)?;
+    let number: f64 = number.parse().ok()?;
     let unit = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1.0,
         "k" | "kb" => 1e3,
@@ -40,9 +45,18 @@ fn parse_rate(s: &str) -> Result<f64, String> {
         "mib" => 1024.0 * 1024.0,
         "g" | "gb" => 1e9,
         "gib" => 1024.0 * 1024.0 * 1024.0,
-        _ => return Err(HINT.into()),
+        _ => return None,
     };
-    Ok(number * unit * per_hour)
+    Some(number * unit)
+}
+
+/// Parses `--sample-bytes`: a size of at least 1 byte and at most 1 GiB.
+fn parse_sample_bytes(s: &str) -> Result<u64, String> {
+    let bytes = size_in_bytes(s).ok_or("expected a size, e.g. 512KiB, 1MiB, 65536")?;
+    if !(1.0..=(1u64 << 30) as f64).contains(&bytes) {
+        return Err("must be between 1 byte and 1GiB".into());
+    }
+    Ok(bytes.round() as u64)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
@@ -255,6 +269,14 @@ pub struct Cli {
     #[arg(long, default_value = "50MiB/h", value_parser = parse_rate, value_name = "RATE")]
     pub rss_alert: f64,
 
+    /// Sample allocations instead of tracing each: on average one every SIZE
+    /// bytes allocated (each allocation with probability
+    /// 1-exp(-size/SIZE)); reported bytes and counts are estimates,
+    /// unbiased per stack. Unsampled calls cost their traps only. E.g.
+    /// 512KiB.
+    #[arg(long, value_parser = parse_sample_bytes, value_name = "SIZE")]
+    pub sample_bytes: Option<u64>,
+
     /// Say more on stderr: where each probe was placed in each function.
     #[arg(short, long)]
     pub verbose: bool,
@@ -455,6 +477,16 @@ mod tests {
         let mut cli = Cli::try_parse_from(["memtrace", "--", "ls", "-l"]).unwrap();
         assert_eq!(cli.command, ["ls", "-l"]);
         assert!(cli.validate().is_ok());
+    }
+
+    #[test]
+    fn sample_sizes() {
+        assert_eq!(parse_sample_bytes("512KiB"), Ok(512 * 1024));
+        assert_eq!(parse_sample_bytes("1MB"), Ok(1_000_000));
+        assert_eq!(parse_sample_bytes("4096"), Ok(4096));
+        assert!(parse_sample_bytes("0").is_err());
+        assert!(parse_sample_bytes("2GiB").is_err());
+        assert!(parse_sample_bytes("lots").is_err());
     }
 
     #[test]

@@ -110,6 +110,12 @@ struct Session {
     meter: Option<overhead::Meter>,
     /// Watched processes whose state was dropped after they exited.
     processes_dropped: u64,
+    /// --sample-bytes is on.
+    sampling: bool,
+    /// Mappings the allocator made inside unsampled calls (not counted).
+    allocator_mappings: u64,
+    /// Files known to implement the allocator or not, by (device, inode).
+    allocator_code: HashMap<(String, u64), bool>,
     child: Option<HeldChild>,
     stacks: StackCache,
     agg: Aggregator,
@@ -134,6 +140,7 @@ pub async fn run(cli: Cli, child: Option<HeldChild>) -> Result<()> {
         trace_all: mode == Mode::Watch(Selection::All),
         watch_exec: watching,
         oom_only: mode == Mode::OomOnly,
+        sample_bytes: cli.sample_bytes,
     };
     let mut probes = Probes::load(&settings)?;
     let mut targets = BTreeMap::new();
@@ -169,6 +176,9 @@ pub async fn run(cli: Cli, child: Option<HeldChild>) -> Result<()> {
         finished: false,
         meter: None,
         processes_dropped: 0,
+        sampling: cli.sample_bytes.is_some(),
+        allocator_mappings: 0,
+        allocator_code: HashMap::new(),
         child,
         stacks: StackCache::default(),
         agg: Aggregator::new(MAX_SAMPLES, min_gap(&cli)),
@@ -683,6 +693,8 @@ impl Session {
         self.purge_gone()?;
         let (kernel, ages) = self.read_kernel(cli)?;
         self.stats = kernel.stats;
+        // With --sample-bytes: each heap stack's unbiasing factor.
+        let mut factors: HashMap<StackKey, f64> = HashMap::new();
         for (key, totals) in kernel.stacks {
             if !self.targets.contains_key(&key.tgid) {
                 // --all: a process first seen by its allocations (forked
@@ -711,12 +723,24 @@ impl Session {
                 },
                 None => totals,
             };
+            let totals = match cli.sample_bytes {
+                Some(mean) => {
+                    let (unbiased, factor) = aggregate::unbias(totals, mean);
+                    factors.insert(key, factor);
+                    unbiased
+                }
+                None => totals,
+            };
             self.agg.update(stack, totals);
         }
         let mapped: Vec<_> = self.mappings.totals().map(|(s, t)| (s, *t)).collect();
         for (stack, totals) in mapped {
             self.agg.update(stack, totals);
         }
+        let ages = ages
+            .into_iter()
+            .map(|(key, a)| (key, a.scaled(factors.get(&key).copied().unwrap_or(1.0))))
+            .collect();
         self.set_ages(cli, ages);
         let t = self.started.elapsed().as_secs_f64();
         self.agg.sample(t);
@@ -806,9 +830,16 @@ impl Session {
         }
         match e.kind {
             k if k == EventKind::Mmap as u32 => {
-                let Some(frames) = self.mmap_caller_frames(e) else {
-                    self.loader_mappings += 1;
-                    return;
+                let frames = match self.mmap_caller_frames(e) {
+                    MmapCaller::Program(frames) => frames,
+                    MmapCaller::Loader => {
+                        self.loader_mappings += 1;
+                        return;
+                    }
+                    MmapCaller::Allocator => {
+                        self.allocator_mappings += 1;
+                        return;
+                    }
                 };
                 let stack = self.agg.intern(StackIdentity {
                     pid,
@@ -897,8 +928,11 @@ impl Session {
     /// replaced by it. A syscall made directly by the program (Go, static
     /// binaries) keeps its frames as they are. None for mappings the dynamic
     /// loader makes for itself (zero-fill of loaded libraries, its private
-    /// malloc): loader bookkeeping, not the program's memory.
-    fn mmap_caller_frames(&mut self, e: &MmapEvent) -> Option<Vec<u64>> {
+    /// malloc): loader bookkeeping, not the program's memory. With
+    /// --sample-bytes, mappings the allocator makes inside calls that were
+    /// not sampled (no in-flight record marks them nested in the kernel)
+    /// are recognised by their caller, the allocator's own code.
+    fn mmap_caller_frames(&mut self, e: &MmapEvent) -> MmapCaller {
         let n = (e.nr_frames as usize).min(e.frames.len());
         // The frame-pointer walk ends with a zero when it leaves code built
         // with frame pointers; such entries are not frames.
@@ -908,7 +942,7 @@ impl Session {
             .take_while(|&f| f != 0)
             .collect();
         let Some(&first) = frames.first() else {
-            return Some(Vec::new());
+            return MmapCaller::Program(Vec::new());
         };
         let pid = e.tgid;
         if self.symbolizer.mapping(pid, first).is_none() {
@@ -919,20 +953,45 @@ impl Session {
             .mapping(pid, first)
             .and_then(|m| m.path.as_deref());
         if module.is_some_and(is_dynamic_loader) {
-            return None;
+            return MmapCaller::Loader;
         }
         let exe = self.targets.get(&pid).and_then(|t| t.info.exe.clone());
         let in_library = self
             .symbolizer
             .mapping(pid, first)
             .is_some_and(|m| m.is_file() && m.path != exe);
-        Some(if in_library && e.user_sp_word != 0 {
-            std::iter::once(e.user_sp_word)
-                .chain(frames[1..].iter().copied())
-                .collect()
-        } else {
-            frames
-        })
+        if in_library && e.user_sp_word != 0 {
+            if self.sampling && self.is_allocator_code(pid, e.user_sp_word) {
+                return MmapCaller::Allocator;
+            }
+            return MmapCaller::Program(
+                std::iter::once(e.user_sp_word)
+                    .chain(frames[1..].iter().copied())
+                    .collect(),
+            );
+        }
+        MmapCaller::Program(frames)
+    }
+
+    /// Whether `addr` in `pid` is code of a file that implements the
+    /// allocator (answered once per file).
+    fn is_allocator_code(&mut self, pid: u32, addr: u64) -> bool {
+        let Some(m) = self
+            .symbolizer
+            .mapping(pid, addr.saturating_sub(1))
+            .cloned()
+        else {
+            return false;
+        };
+        let key = (m.dev.clone(), m.inode);
+        if let Some(&known) = self.allocator_code.get(&key) {
+            return known;
+        }
+        let is = target::mapped_file_path(pid, &m)
+            .and_then(|p| allocator::probe_points(&p).ok())
+            .is_some_and(|points| !points.is_empty());
+        self.allocator_code.insert(key, is);
+        is
     }
 
     /// In `-- CMD` mode, stops CMD if it still runs (SIGTERM, then SIGKILL
@@ -978,12 +1037,14 @@ impl Session {
             targets,
             stats: &self.stats,
             loader_mappings: self.loader_mappings,
+            allocator_mappings: self.allocator_mappings,
             processes_dropped: self.processes_dropped,
             top,
             sort: cli.sort,
             min_age_secs: cli.min_age_secs(),
             oom_kills: self.oom_kills.iter().cloned().collect(),
             overhead: self.meter.as_ref().map(|m| m.read(&self.probes.bpf)),
+            sample_bytes: cli.sample_bytes,
         };
         report::build(ctx, &self.agg, &mut self.symbolizer)
     }
@@ -993,6 +1054,16 @@ impl Session {
 /// after an interval's) replaces it rather than making a short interval.
 fn min_gap(cli: &Cli) -> f64 {
     cli.interval.as_secs_f64() / 4.0
+}
+
+/// Who made an anonymous mapping.
+enum MmapCaller {
+    /// The program: counted, with these frames.
+    Program(Vec<u64>),
+    /// The dynamic loader, for itself.
+    Loader,
+    /// The allocator, inside a call not sampled (--sample-bytes).
+    Allocator,
 }
 
 /// Whether two reads of the per-stack totals are the same.

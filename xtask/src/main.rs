@@ -1,6 +1,7 @@
 //! `cargo xtask`: developer and CI tasks for memtrace. This file only wires
 //! the command line to the task modules and turns errors into one line.
 
+mod bench;
 mod build;
 mod cmd;
 mod demo;
@@ -49,6 +50,13 @@ enum Task {
     /// target/release/memtrace. Stops at the first failing step.
     Test(test::TestArgs),
 
+    /// Time a malloc-heavy program untraced, under empty probes at offset 0
+    /// (the naive floor), under a bpftrace memleak-style script, and under
+    /// memtrace (full and sampled); print the medians and ratios, memtrace's
+    /// own CPU and peak RSS, and write target/xtask/bench.json. Must run as
+    /// root; installs bpftrace (Debian) when missing.
+    Bench(bench::BenchArgs),
+
     /// Check formatting (`cargo fmt --check`) and run clippy with -D warnings.
     ///
     /// Runs `cargo fmt --all -- --check`, `rustfmt --check` on the eBPF crate
@@ -65,6 +73,7 @@ fn main() -> ExitCode {
         Task::Demo(args) => demo::run(args),
         Task::Test(args) => test::run(args),
         Task::Lint => lint::run(true),
+        Task::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -45,6 +45,10 @@ pub struct Report {
     /// With --all: what tracing cost the node.
     #[serde(default)]
     pub overhead: Option<crate::overhead::Overhead>,
+    /// With --sample-bytes: the mean bytes between samples; heap bytes and
+    /// counts are then unbiased estimates.
+    #[serde(default)]
+    pub sample_bytes: Option<u64>,
     pub stacks: Vec<StackReport>,
 }
 
@@ -242,6 +246,11 @@ pub struct Counters {
     /// (kernel tables, series, mappings): what keeps a busy node bounded.
     #[serde(default)]
     pub processes_dropped: u64,
+    /// With --sample-bytes: anonymous mappings the allocator made inside
+    /// calls that were not sampled (not counted: the sampled calls stand
+    /// for them).
+    #[serde(default)]
+    pub allocator_mappings: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -303,6 +312,8 @@ pub struct ReportContext<'a> {
     pub min_age_secs: Option<f64>,
     pub oom_kills: Vec<OomKill>,
     pub overhead: Option<crate::overhead::Overhead>,
+    pub sample_bytes: Option<u64>,
+    pub allocator_mappings: u64,
 }
 
 /// A stack's analysis and the outstanding memory the report shows for it.
@@ -443,9 +454,11 @@ pub fn build(ctx: ReportContext<'_>, agg: &Aggregator, symbolizer: &mut Symboliz
             reservations: stat(Stat::Reservation),
             nested_calls: stat(Stat::NestedCall),
             processes_dropped: ctx.processes_dropped,
+            allocator_mappings: ctx.allocator_mappings,
         },
         oom_kills: ctx.oom_kills,
         overhead: ctx.overhead,
+        sample_bytes: ctx.sample_bytes,
         stacks,
     }
 }
@@ -644,6 +657,7 @@ pub(crate) mod fixtures {
             losses: Losses::default(),
             oom_kills: Vec::new(),
             overhead: None,
+            sample_bytes: None,
             counters: Counters::default(),
             stacks,
         }

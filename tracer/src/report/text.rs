@@ -69,6 +69,14 @@ pub fn render(report: &Report, top: usize) -> String {
     if let Some(o) = &report.overhead {
         overhead(w, o);
     }
+    if let Some(mean) = report.sample_bytes {
+        let _ = writeln!(
+            w,
+            "sampled: one allocation per {} allocated on average; heap bytes and counts are \
+             estimates (unbiased per stack)",
+            bytes(mean)
+        );
+    }
     let tot = &report.totals;
     let _ = writeln!(
         w,

@@ -1,0 +1,557 @@
+//! `cargo xtask bench`: what tracing costs a malloc-heavy program, against
+//! the peers, in one run. The program (tests/workloads/bench_alloc.c) times
+//! allocate+free pairs over a ring of live blocks; it runs on a private copy
+//! of libc, so that system-wide probes (bpftrace 0.17's `-p` does not filter
+//! uprobes) only ever hit it. Configurations, interleaved and repeated:
+//!
+//! - untraced;
+//! - the naive floor: empty bpftrace probes at offset 0 of each function
+//!   (entry + return probe on the allocation functions, entry on free) —
+//!   what any offset-0 tracer pays before doing any work;
+//! - a bpftrace memleak-style script (per-address size and stack, per-stack
+//!   outstanding sum), like bcc's memleak;
+//! - memtrace, full tracing;
+//! - memtrace, sampled (`--sample-bytes 512KiB`).
+//!
+//! A tracer counts as attached once its breakpoints are in the program's
+//! libc (read back through /proc/PID/mem), so no pair is timed half-traced.
+//! Prints a table of the medians and the ratios, memtrace's own CPU and peak
+//! RSS, and writes the same as JSON. Benchmarks print numbers; tests never
+//! assert timings.
+
+use std::{
+    fs,
+    io::{BufRead, BufReader, Read, Seek, SeekFrom, Write},
+    os::unix::process::ExitStatusExt,
+    path::{Path, PathBuf},
+    process::{Child, ChildStdout, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use serde::Serialize;
+
+use crate::{build, cmd};
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Repetitions of every configuration (the median is reported).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    repeat: u32,
+    /// Timed pairs per run (fewer run faster; the slow configurations cost
+    /// ~15 µs a pair).
+    #[arg(long, default_value_t = 200_000)]
+    pairs: u64,
+}
+
+/// What traces the program in one run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum Config {
+    Untraced,
+    NaiveFloor,
+    BpftraceScript,
+    MemtraceFull,
+    MemtraceSampled,
+}
+
+const CONFIGS: [Config; 5] = [
+    Config::Untraced,
+    Config::NaiveFloor,
+    Config::BpftraceScript,
+    Config::MemtraceFull,
+    Config::MemtraceSampled,
+];
+
+impl Config {
+    fn label(self) -> &'static str {
+        match self {
+            Config::Untraced => "untraced",
+            Config::NaiveFloor => "empty probes at offset 0 (naive floor)",
+            Config::BpftraceScript => "bpftrace memleak-style script",
+            Config::MemtraceFull => "memtrace (full tracing)",
+            Config::MemtraceSampled => "memtrace --sample-bytes 512KiB",
+        }
+    }
+}
+
+/// The program's allocation pattern.
+const MODES: [&str; 2] = ["malloc", "mixed"];
+
+/// One timed run.
+#[derive(Clone, Debug, Serialize)]
+struct Run {
+    ns_per_pair: f64,
+    /// memtrace only: its CPU time and peak RSS over the run.
+    tracer_cpu_secs: Option<f64>,
+    tracer_wall_secs: Option<f64>,
+    tracer_max_rss_bytes: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+struct Row {
+    mode: &'static str,
+    config: Config,
+    runs: Vec<Run>,
+    median_ns_per_pair: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct Results {
+    pairs_per_run: u64,
+    repeat: u32,
+    rows: Vec<Row>,
+    /// Per mode: memtrace full / naive floor, full / bpftrace script,
+    /// sampled / bpftrace script.
+    ratios: Vec<Ratios>,
+    /// memtrace full tracing: CPU share of one core while tracing, peak RSS.
+    memtrace_cpu_share_of_core: f64,
+    memtrace_max_rss_bytes: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct Ratios {
+    mode: &'static str,
+    full_vs_naive_floor: f64,
+    full_vs_bpftrace_script: f64,
+    sampled_vs_bpftrace_script: f64,
+}
+
+pub fn run(args: BenchArgs) -> Result<()> {
+    if !cmd::is_root() {
+        bail!("the bench loads eBPF programs: run `cargo xtask bench` as root");
+    }
+    ensure_tools()?;
+    let memtrace = build::run()?;
+    let dir = cmd::target_dir().join("xtask");
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let program = dir.join("bench_alloc");
+    cmd::step("compile the bench program");
+    cmd::run(
+        Command::new("gcc")
+            .args(["-O2", "-g", "-fno-omit-frame-pointer", "-o"])
+            .arg(&program)
+            .arg(cmd::workspace_root().join("tests/workloads/bench_alloc.c")),
+    )?;
+    let libc_dir = dir.join("bench-libc");
+    let libc = private_libc(&program, &libc_dir)?;
+    let bench = Bench {
+        memtrace,
+        program,
+        libc_dir,
+        libc,
+        pairs: args.pairs,
+        scratch: dir.clone(),
+    };
+
+    let mut rows: Vec<Row> = Vec::new();
+    for mode in MODES {
+        for config in CONFIGS {
+            rows.push(Row {
+                mode,
+                config,
+                runs: Vec::new(),
+                median_ns_per_pair: 0.0,
+            });
+        }
+    }
+    cmd::step(&format!(
+        "{} runs of {} pairs each ({} configurations × {} modes × {})",
+        rows.len() as u32 * args.repeat,
+        args.pairs,
+        CONFIGS.len(),
+        MODES.len(),
+        args.repeat
+    ));
+    for round in 1..=args.repeat {
+        for row in &mut rows {
+            let run = bench
+                .measure(row.mode, row.config)
+                .with_context(|| format!("{} ({})", row.config.label(), row.mode))?;
+            eprintln!(
+                "    round {round}/{}: {:<6} {:<40} {:>10.1} ns/pair",
+                args.repeat,
+                row.mode,
+                row.config.label(),
+                run.ns_per_pair
+            );
+            row.runs.push(run);
+        }
+    }
+    for row in &mut rows {
+        row.median_ns_per_pair = median(row.runs.iter().map(|r| r.ns_per_pair).collect());
+    }
+    let results = summarize(&args, rows);
+    print_table(&results);
+    let json = dir.join("bench.json");
+    fs::write(&json, serde_json::to_string_pretty(&results)?)
+        .with_context(|| format!("writing {}", json.display()))?;
+    eprintln!("results written to {}", json.display());
+    Ok(())
+}
+
+fn summarize(args: &BenchArgs, rows: Vec<Row>) -> Results {
+    let get = |mode: &str, config: Config| {
+        rows.iter()
+            .find(|r| r.mode == mode && r.config == config)
+            .map_or(f64::NAN, |r| r.median_ns_per_pair)
+    };
+    let ratios = MODES
+        .iter()
+        .map(|&mode| Ratios {
+            mode,
+            full_vs_naive_floor: get(mode, Config::MemtraceFull) / get(mode, Config::NaiveFloor),
+            full_vs_bpftrace_script: get(mode, Config::MemtraceFull)
+                / get(mode, Config::BpftraceScript),
+            sampled_vs_bpftrace_script: get(mode, Config::MemtraceSampled)
+                / get(mode, Config::BpftraceScript),
+        })
+        .collect();
+    let full: Vec<&Run> = rows
+        .iter()
+        .filter(|r| r.config == Config::MemtraceFull)
+        .flat_map(|r| &r.runs)
+        .collect();
+    let shares: Vec<f64> = full
+        .iter()
+        .filter_map(|r| Some(r.tracer_cpu_secs? / r.tracer_wall_secs?))
+        .collect();
+    let max_rss = full
+        .iter()
+        .filter_map(|r| r.tracer_max_rss_bytes)
+        .max()
+        .unwrap_or(0);
+    Results {
+        pairs_per_run: args.pairs,
+        repeat: args.repeat,
+        rows,
+        ratios,
+        memtrace_cpu_share_of_core: median(shares),
+        memtrace_max_rss_bytes: max_rss,
+    }
+}
+
+fn print_table(r: &Results) {
+    println!();
+    println!(
+        "ns per allocate+free pair, median of {} runs of {} pairs:",
+        r.repeat, r.pairs_per_run
+    );
+    println!(
+        "{:<8} {:<42} {:>12} {:>12}",
+        "mode", "configuration", "ns/pair", "x untraced"
+    );
+    for row in &r.rows {
+        let untraced = r
+            .rows
+            .iter()
+            .find(|x| x.mode == row.mode && x.config == Config::Untraced)
+            .map_or(f64::NAN, |x| x.median_ns_per_pair);
+        println!(
+            "{:<8} {:<42} {:>12.1} {:>12.0}",
+            row.mode,
+            row.config.label(),
+            row.median_ns_per_pair,
+            row.median_ns_per_pair / untraced
+        );
+    }
+    println!();
+    for x in &r.ratios {
+        println!(
+            "{:<6}: memtrace full / naive floor = {:.2}, full / bpftrace script = {:.2}, \
+             sampled / bpftrace script = {:.2}",
+            x.mode, x.full_vs_naive_floor, x.full_vs_bpftrace_script, x.sampled_vs_bpftrace_script
+        );
+    }
+    println!(
+        "memtrace's own CPU while fully tracing: {:.1}% of a core (median); peak RSS {:.1} MiB",
+        r.memtrace_cpu_share_of_core * 100.0,
+        r.memtrace_max_rss_bytes as f64 / 1048576.0
+    );
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// gcc and bpftrace (Debian packages), installed when missing.
+fn ensure_tools() -> Result<()> {
+    let missing: Vec<&str> = [("gcc", "gcc"), ("bpftrace", "bpftrace")]
+        .into_iter()
+        .filter(|(program, _)| cmd::which(program).is_none())
+        .map(|(_, package)| package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    cmd::step(&format!("installing bench tools: {}", missing.join(" ")));
+    cmd::run(Command::new("apt-get").args(["update", "-q"]))?;
+    cmd::run(
+        Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
+
+/// Copies the libc `program` loads into `dir` (so probes on the copy only
+/// hit programs run with `LD_LIBRARY_PATH=dir`).
+fn private_libc(program: &Path, dir: &Path) -> Result<PathBuf> {
+    let listing = cmd::stdout_of(Command::new("ldd").arg(program))?;
+    let host = listing
+        .lines()
+        .filter_map(|l| l.split("=>").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .find(|path| path.contains("/libc.so"))
+        .context("ldd names no libc.so for the bench program")?;
+    fs::create_dir_all(dir)?;
+    let copy = dir.join(Path::new(host).file_name().context("libc path")?);
+    fs::copy(host, &copy).with_context(|| format!("copying {host} to {}", copy.display()))?;
+    Ok(copy)
+}
+
+struct Bench {
+    memtrace: PathBuf,
+    program: PathBuf,
+    libc_dir: PathBuf,
+    libc: PathBuf,
+    pairs: u64,
+    scratch: PathBuf,
+}
+
+impl Bench {
+    fn measure(&self, mode: &'static str, config: Config) -> Result<Run> {
+        let mut program = Command::new(&self.program)
+            .args([mode, &self.pairs.to_string()])
+            .env("LD_LIBRARY_PATH", &self.libc_dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("starting the bench program")?;
+        let mut lines = BufReader::new(program.stdout.take().context("stdout")?);
+        expect_line(&mut lines, "ready")?;
+        let pid = program.id();
+        let mut tracer = self.start_tracer(mode, config, pid)?;
+        if let Some(t) = &mut tracer {
+            wait_for_breakpoints(pid, &self.libc, mode, t)?;
+        }
+        let started = Instant::now();
+        program
+            .stdin
+            .take()
+            .context("stdin")?
+            .write_all(b"go\n")
+            .context("starting the timed loop")?;
+        let line = next_line(&mut lines)?;
+        let ns_per_pair: f64 = line
+            .strip_prefix("ns_per_pair ")
+            .and_then(|v| v.trim().parse().ok())
+            .with_context(|| format!("unexpected output of the bench program: {line:?}"))?;
+        let status = program.wait()?;
+        if !status.success() {
+            bail!("the bench program failed: {status}");
+        }
+        let mut run = Run {
+            ns_per_pair,
+            tracer_cpu_secs: None,
+            tracer_wall_secs: None,
+            tracer_max_rss_bytes: None,
+        };
+        if let Some(mut t) = tracer {
+            let is_memtrace = matches!(config, Config::MemtraceFull | Config::MemtraceSampled);
+            if !is_memtrace {
+                // bpftrace runs until interrupted.
+                // SAFETY: kill(2) of our own child.
+                unsafe { libc::kill(t.id() as i32, libc::SIGINT) };
+            }
+            let (status, usage) = wait_with_usage(&mut t)?;
+            if is_memtrace {
+                if !status.success() {
+                    bail!("memtrace failed ({status})");
+                }
+                let cpu = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+                run.tracer_cpu_secs = Some(cpu(usage.ru_utime) + cpu(usage.ru_stime));
+                run.tracer_wall_secs = Some(started.elapsed().as_secs_f64());
+                run.tracer_max_rss_bytes = Some(usage.ru_maxrss as u64 * 1024);
+            } else if status.signal().is_none() && !status.success() {
+                bail!("bpftrace failed ({status})");
+            }
+        }
+        Ok(run)
+    }
+
+    /// Starts the tracer of `config` on program `pid`.
+    fn start_tracer(&self, mode: &str, config: Config, pid: u32) -> Result<Option<Child>> {
+        let bpftrace = |script: String| -> Result<Child> {
+            let file = self.scratch.join("bench.bt");
+            fs::write(&file, script)?;
+            Command::new("bpftrace")
+                .arg(&file)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("starting bpftrace")
+        };
+        let memtrace = |extra: &[&str]| -> Result<Child> {
+            Command::new(&self.memtrace)
+                .args(["--pid", &pid.to_string(), "--no-live", "--interval", "1s"])
+                .args(["--format", "json", "-o"])
+                .arg(self.scratch.join("bench-report.json"))
+                .args(extra)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("starting memtrace")
+        };
+        let libc = self.libc.display();
+        let allocators: &[&str] = match mode {
+            "mixed" => &["malloc", "calloc", "realloc"],
+            _ => &["malloc"],
+        };
+        Ok(match config {
+            Config::Untraced => None,
+            Config::NaiveFloor => {
+                let mut script = format!("uprobe:{libc}:free {{}}\n");
+                for f in allocators {
+                    script += &format!("uprobe:{libc}:{f} {{}}\nuretprobe:{libc}:{f} {{}}\n");
+                }
+                Some(bpftrace(script)?)
+            }
+            Config::BpftraceScript => Some(bpftrace(memleak_script(&libc.to_string(), mode))?),
+            Config::MemtraceFull => Some(memtrace(&[])?),
+            Config::MemtraceSampled => Some(memtrace(&["--sample-bytes", "512KiB"])?),
+        })
+    }
+}
+
+/// A memleak-style bpftrace script: the requested size per thread at
+/// entry; at return the block's size and stack by address and the stack's
+/// outstanding sum; at free the reverse.
+fn memleak_script(libc: &str, mode: &str) -> String {
+    let mut s = String::new();
+    s += &format!("uprobe:{libc}:malloc {{ @size[tid] = arg0; }}\n");
+    if mode == "mixed" {
+        s += &format!("uprobe:{libc}:calloc {{ @size[tid] = arg0 * arg1; }}\n");
+        s += &format!(
+            "uprobe:{libc}:realloc {{ @size[tid] = arg1;\n\
+             if (@addr_size[arg0]) {{ @outstanding[@addr_stack[arg0]] = sum(-@addr_size[arg0]);\n\
+             delete(@addr_size[arg0]); delete(@addr_stack[arg0]); }} }}\n"
+        );
+    }
+    let returns: &[&str] = match mode {
+        "mixed" => &["malloc", "calloc", "realloc"],
+        _ => &["malloc"],
+    };
+    for f in returns {
+        s += &format!(
+            "uretprobe:{libc}:{f} /@size[tid]/ {{\n\
+             @addr_size[retval] = @size[tid]; @addr_stack[retval] = ustack;\n\
+             @outstanding[ustack] = sum(@size[tid]); delete(@size[tid]); }}\n"
+        );
+    }
+    s += &format!(
+        "uprobe:{libc}:free /@addr_size[arg0]/ {{\n\
+         @outstanding[@addr_stack[arg0]] = sum(-@addr_size[arg0]);\n\
+         delete(@addr_size[arg0]); delete(@addr_stack[arg0]); }}\n"
+    );
+    s
+}
+
+/// Waits until the tracer's breakpoints (int3, 0xcc) are in the program's
+/// copy of libc: at least one per probed function (malloc and free; calloc
+/// and realloc too in mixed mode). Fails if the tracer exits or 60 s pass.
+fn wait_for_breakpoints(pid: u32, libc: &Path, mode: &str, tracer: &mut Child) -> Result<()> {
+    let wanted = if mode == "mixed" { 4 } else { 2 };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if breakpoints(pid, libc)? >= wanted {
+            // Every probe of one function goes in at once; give the
+            // tracer a moment to finish the rest of its attach calls.
+            thread::sleep(Duration::from_millis(300));
+            return Ok(());
+        }
+        if let Some(status) = tracer.try_wait()? {
+            bail!("the tracer exited before attaching ({status})");
+        }
+        if Instant::now() > deadline {
+            bail!("the tracer did not attach within 60 s");
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Bytes of `pid`'s executable mapping of `libc` that are 0xcc in memory
+/// but not in the file: uprobe breakpoints.
+fn breakpoints(pid: u32, libc: &Path) -> Result<usize> {
+    let maps = fs::read_to_string(format!("/proc/{pid}/maps"))?;
+    let name = libc.to_string_lossy();
+    let Some((start, end, offset)) = maps.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if f.len() < 6 || !f[1].contains('x') || f[5] != name {
+            return None;
+        }
+        let (s, e) = f[0].split_once('-')?;
+        Some((
+            u64::from_str_radix(s, 16).ok()?,
+            u64::from_str_radix(e, 16).ok()?,
+            u64::from_str_radix(f[2], 16).ok()?,
+        ))
+    }) else {
+        return Ok(0);
+    };
+    let len = (end - start) as usize;
+    let mut memory = vec![0u8; len];
+    let mut mem = fs::File::open(format!("/proc/{pid}/mem"))?;
+    mem.seek(SeekFrom::Start(start))?;
+    mem.read_exact(&mut memory)?;
+    let mut file = vec![0u8; len];
+    let mut f = fs::File::open(libc)?;
+    f.seek(SeekFrom::Start(offset))?;
+    let n = f.read(&mut file)?;
+    Ok(memory[..n]
+        .iter()
+        .zip(&file[..n])
+        .filter(|&(&m, &f)| m == 0xcc && f != 0xcc)
+        .count())
+}
+
+fn next_line(lines: &mut BufReader<ChildStdout>) -> Result<String> {
+    let mut line = String::new();
+    if lines.read_line(&mut line)? == 0 {
+        bail!("the bench program closed its output");
+    }
+    Ok(line.trim_end().to_string())
+}
+
+fn expect_line(lines: &mut BufReader<ChildStdout>, want: &str) -> Result<()> {
+    let line = next_line(lines)?;
+    if line != want {
+        bail!("expected {want:?} from the bench program, got {line:?}");
+    }
+    Ok(())
+}
+
+/// Waits for `child` and returns its status and resource usage.
+fn wait_with_usage(child: &mut Child) -> Result<(std::process::ExitStatus, libc::rusage)> {
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is valid; wait4 fills it.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waits for our own child; the pointers are valid.
+    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    if rc != pid {
+        bail!("wait4: {}", std::io::Error::last_os_error());
+    }
+    Ok((std::process::ExitStatus::from_raw(status), usage))
+}
