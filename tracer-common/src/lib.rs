@@ -85,8 +85,8 @@ pub struct StackTotals {
     pub frees: u64,
 }
 
-/// State of an allocator call between its entry and return probe, keyed by
-/// thread id (`bpf_get_current_pid_tgid()`).
+/// State of an allocator call between its entry and return probe, one per
+/// thread (the thread's task storage).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct InFlight {
@@ -120,7 +120,9 @@ pub struct InFlight {
     /// of a sampled block is followed to its return for the old block's
     /// sake even when the new one is not sampled).
     pub sampled: u32,
-    pub _pad: u32,
+    /// 1 while the call is open (the record lives in the thread's task
+    /// storage, which outlives calls).
+    pub active: u32,
 }
 
 /// Arguments of an mmap/munmap/mremap syscall between enter and exit.

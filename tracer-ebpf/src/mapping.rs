@@ -14,7 +14,7 @@ use aya_ebpf::{
 use tracer_common::{EventKind, MmapEvent, Stat, SyscallArgs};
 
 use crate::{
-    maps::{count, is_target, EVENTS, INFLIGHT, SYSCALL_ARGS},
+    maps::{count, is_target, open_call, EVENTS, SYSCALL_ARGS},
     stack::{copy_user_stack, user_sp_word},
 };
 
@@ -45,7 +45,7 @@ fn remember(kind: EventKind, addr: u64, len: u64, new_len: u64) {
     // (munmap, MAP_FIXED replacement) always go through: they only ever
     // release ranges userspace recorded.
     let creates = kind == EventKind::Mmap || kind == EventKind::Mremap;
-    if creates && INFLIGHT.get_ptr(&tid).is_some() {
+    if creates && open_call().is_some() {
         count(Stat::NestedMapping);
         return;
     }

@@ -7,6 +7,8 @@
 //! (`--max-live`, `--max-stacks`).
 
 use aya_ebpf::{
+    bindings::{bpf_map_type, BPF_F_NO_PREALLOC, BPF_LOCAL_STORAGE_GET_F_CREATE},
+    helpers::generated::{bpf_get_current_task_btf, bpf_task_storage_get},
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace},
 };
@@ -94,10 +96,71 @@ pub fn watch_exec() -> bool {
 #[map]
 pub static TARGETS: HashMap<u32, u8> = HashMap::with_max_entries(MAX_TARGETS, 0);
 
-/// Allocator calls between entry and return, by thread. LRU so that threads
-/// killed inside malloc cannot fill it for good.
-#[map]
-pub static INFLIGHT: LruHashMap<u64, InFlight> = LruHashMap::with_max_entries(16384, 0);
+/// A task storage map (`BPF_MAP_TYPE_TASK_STORAGE`): one value per thread,
+/// reached from the current task in a few loads (~20-30 ns) instead of a
+/// hash lookup, created on first use and freed by the kernel with the
+/// thread. aya-ebpf 0.2 has no wrapper for it; like its BTF maps, the
+/// definition is carried by the field types (libbpf's `.maps` convention).
+#[repr(C)]
+pub struct TaskStorage<T> {
+    r#type: *const [i32; bpf_map_type::BPF_MAP_TYPE_TASK_STORAGE as usize],
+    key: *const i32,
+    value: *const T,
+    max_entries: *const [i32; 0],
+    map_flags: *const [i32; BPF_F_NO_PREALLOC as usize],
+}
+
+// SAFETY: placeholder pointers patched by the loader, never dereferenced.
+unsafe impl<T> Sync for TaskStorage<T> {}
+
+impl<T> TaskStorage<T> {
+    pub const fn new() -> Self {
+        TaskStorage {
+            r#type: core::ptr::null(),
+            key: core::ptr::null(),
+            value: core::ptr::null(),
+            max_entries: core::ptr::null(),
+            map_flags: core::ptr::null(),
+        }
+    }
+
+    /// The current thread's value; created (zeroed) when `create` and
+    /// missing. None when missing (or out of memory).
+    #[inline(always)]
+    pub fn current(&self, create: bool) -> Option<*mut T> {
+        let flags = if create {
+            BPF_LOCAL_STORAGE_GET_F_CREATE as u64
+        } else {
+            0
+        };
+        // SAFETY: the map pointer is this map definition; the task comes
+        // from the kernel; a null value means "create zeroed".
+        let value = unsafe {
+            bpf_task_storage_get(
+                core::ptr::from_ref(self).cast_mut().cast(),
+                bpf_get_current_task_btf().cast(),
+                core::ptr::null_mut(),
+                flags,
+            )
+        };
+        (!value.is_null()).then_some(value.cast())
+    }
+}
+
+/// Allocator calls between entry and return, per thread (`active` set while
+/// one is open).
+#[unsafe(link_section = ".maps")]
+#[unsafe(export_name = "INFLIGHT")]
+pub static INFLIGHT: TaskStorage<InFlight> = TaskStorage::new();
+
+/// The current thread's open allocator call, if any (~25 ns).
+#[inline(always)]
+pub fn open_call() -> Option<*mut InFlight> {
+    // SAFETY: the thread's own record.
+    INFLIGHT
+        .current(false)
+        .filter(|&c| unsafe { (*c).active != 0 })
+}
 
 /// Every outstanding heap block: (tgid, address) → size, stack, timestamp.
 #[map]
@@ -187,8 +250,8 @@ pub fn take_live(tgid: u32, addr: u64) -> Option<LiveAlloc> {
 /// Records a new block: the live entry first, then the stack totals, so that
 /// a block counted in the totals always has a live entry for its free to
 /// find (a failed insert therefore loses an allocation, never invents one).
-/// Cost: totals lookup (+ insert the first time a stack is seen), live
-/// lookup for address reuse, live insert: ~250 ns.
+/// Cost: totals lookup (+ insert the first time a stack is seen) and one
+/// live insert that fails only when the address is still recorded: ~200 ns.
 #[inline(always)]
 pub fn record_alloc(tgid: u32, addr: u64, size: u64, stack_id: u32, now: u64) {
     let stack_key = StackKey { tgid, stack_id };
@@ -205,12 +268,6 @@ pub fn record_alloc(tgid: u32, addr: u64, size: u64, stack_id: u32, now: u64) {
             }
         }
     };
-    // An address handed out again while still recorded means its free was
-    // missed: count the old block as freed, never as a leak.
-    if let Some(old) = take_live(tgid, addr) {
-        count(Stat::AddressReused);
-        account_free(tgid, &old);
-    }
     let key = LiveKey {
         tgid,
         _pad: 0,
@@ -222,9 +279,20 @@ pub fn record_alloc(tgid: u32, addr: u64, size: u64, stack_id: u32, now: u64) {
         stack_id,
         _pad: 0,
     };
-    if LIVE.insert(&key, &record, 0).is_err() {
-        count(Stat::LiveMapFull);
-        return;
+    if LIVE.insert(&key, &record, BPF_NOEXIST).is_err() {
+        // Either the table is full, or the address is still recorded: it
+        // was handed out again, so its free was missed. Count the old block
+        // as freed, never as a leak, and record the new one.
+        let Some(old) = take_live(tgid, addr) else {
+            count(Stat::LiveMapFull);
+            return;
+        };
+        count(Stat::AddressReused);
+        account_free(tgid, &old);
+        if LIVE.insert(&key, &record, 0).is_err() {
+            count(Stat::LiveMapFull);
+            return;
+        }
     }
     // SAFETY: valid map value pointer; fields updated atomically.
     unsafe {

@@ -75,6 +75,9 @@ impl Probes {
         let watch_exec = flag(settings.watch_exec);
         let sample_bytes = settings.sample_bytes.unwrap_or(0);
         let mut bpf = EbpfLoader::new()
+            // INFLIGHT is a task storage map, which aya creates but has no
+            // userspace type for (only the programs use it).
+            .allow_unsupported_maps()
             .override_global(config::SELF_TGID, &me, true)
             .override_global(config::TRACE_ALL, &trace_all, true)
             .override_global(config::WATCH_EXEC, &watch_exec, true)
