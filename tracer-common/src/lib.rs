@@ -43,6 +43,21 @@ impl AllocFn {
 /// pseudo stack, so that a lost stack never loses bytes.
 pub const UNKNOWN_STACK: u32 = u32::MAX;
 
+/// Frames kept per allocation stack (innermost first); deeper stacks lose
+/// their outermost frames.
+pub const STACK_DEPTH: usize = 32;
+
+/// Value of the allocation stack table: a frame-pointer walk from the
+/// allocator's return, keyed by a hash of its frames.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct StackFrames {
+    /// Number of valid entries in `frames`.
+    pub nr: u32,
+    pub _pad: u32,
+    pub frames: [u64; STACK_DEPTH],
+}
+
 /// Key of the live-allocation map: one entry per outstanding heap block.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -240,8 +255,9 @@ pub struct MmapEvent {
 pub enum Stat {
     /// An allocation could not be recorded: the live-allocation map was full.
     LiveMapFull = 0,
-    /// A stack could not be captured (stack map full or hash collision); the
-    /// bytes went to the unknown-stack bucket.
+    /// A stack could not be recorded (stack table full, or another stack
+    /// with the same 32-bit hash already there: detected by comparing the
+    /// frames, never merged); the bytes went to the unknown-stack bucket.
     StackLost = 1,
     /// The per-stack totals map was full; the allocation is not recorded in
     /// the live map either, so its free cannot create a phantom.
@@ -309,4 +325,5 @@ mod user {
     unsafe impl aya::Pod for LiveAlloc {}
     unsafe impl aya::Pod for StackKey {}
     unsafe impl aya::Pod for StackTotals {}
+    unsafe impl aya::Pod for StackFrames {}
 }

@@ -10,12 +10,12 @@ use aya_ebpf::{
     bindings::{bpf_map_type, BPF_F_NO_PREALLOC, BPF_LOCAL_STORAGE_GET_F_CREATE},
     helpers::generated::{bpf_get_current_task_btf, bpf_task_storage_get},
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 use tracer_common::{
-    InFlight, LiveAlloc, LiveKey, StackKey, StackTotals, Stat, SyscallArgs, EXP_DRAWS, MAX_TARGETS,
-    STAT_COUNT,
+    InFlight, LiveAlloc, LiveKey, StackFrames, StackKey, StackTotals, Stat, SyscallArgs, EXP_DRAWS,
+    MAX_TARGETS, STAT_COUNT,
 };
 
 /// Global settings (see `tracer_common::config`), patched by userspace at
@@ -170,9 +170,13 @@ pub static LIVE: HashMap<LiveKey, LiveAlloc> = HashMap::with_max_entries(262_144
 #[map]
 pub static STACK_TOTALS: HashMap<StackKey, StackTotals> = HashMap::with_max_entries(32_768, 0);
 
-/// User stacks, deduplicated by the kernel (`bpf_get_stackid`).
+/// Allocation stacks by the 32-bit hash of their frames (see `stack.rs`).
 #[map]
-pub static STACKS: StackTrace = StackTrace::with_max_entries(16_384, 0);
+pub static STACKS: HashMap<u32, StackFrames> = HashMap::with_max_entries(16_384, 0);
+
+/// Per-CPU room for the stack being walked (too big for the BPF stack).
+#[map]
+pub static STACK_SCRATCH: PerCpuArray<StackFrames> = PerCpuArray::with_max_entries(1, 0);
 
 /// Loss and diagnostic counters, indexed by [`Stat`].
 #[map]

@@ -301,10 +301,9 @@ pub struct Cli {
           value_parser = clap::value_parser!(u32).range(1024..=(1 << 24)))]
     pub max_live: u32,
 
-    /// Size of the kernel's stack table (distinct allocation stacks), ~1 KiB
-    /// of kernel memory each. It is a hash table without chaining: stacks
-    /// colliding in it are lost (counted as stack_lost, bytes kept under an
-    /// unknown stack) before it is full.
+    /// Size of the kernel's table of distinct allocation stacks (up to 32
+    /// frames each, ~300 bytes of kernel memory). Stacks beyond it are
+    /// counted as stack_lost, their bytes kept under an unknown stack.
     #[arg(long, default_value_t = 16_384, value_name = "N",
           value_parser = clap::value_parser!(u32).range(256..=(1 << 20)))]
     pub max_stacks: u32,

@@ -7,12 +7,12 @@ use std::collections::{hash_map::Entry, HashMap, HashSet};
 
 use anyhow::{Context, Result};
 use aya::{
-    maps::{HashMap as BpfHashMap, Map, MapData, PerCpuArray, RingBuf, StackTraceMap},
+    maps::{HashMap as BpfHashMap, Map, MapData, PerCpuArray, RingBuf},
     Ebpf, Pod,
 };
 use tracer_common::{
-    EventKind, LiveAlloc, LiveKey, MmapEvent, ProcessEvent, StackKey, StackTotals, STAT_COUNT,
-    UNKNOWN_STACK,
+    EventKind, LiveAlloc, LiveKey, MmapEvent, ProcessEvent, StackFrames, StackKey, StackTotals,
+    STAT_COUNT, UNKNOWN_STACK,
 };
 
 use crate::aggregate::AgeStats;
@@ -199,10 +199,10 @@ fn read_stack(bpf: &Ebpf, stack_id: u32) -> Result<Vec<u64>> {
     if stack_id == UNKNOWN_STACK {
         return Ok(Vec::new());
     }
-    let map: StackTraceMap<_> =
-        StackTraceMap::try_from(bpf.map("STACKS").context("STACKS map missing")?)?;
+    let map: BpfHashMap<_, u32, StackFrames> =
+        BpfHashMap::try_from(bpf.map("STACKS").context("STACKS map missing")?)?;
     Ok(match map.get(&stack_id, 0) {
-        Ok(trace) => trace.frames().iter().map(|f| f.ip).collect(),
+        Ok(walk) => walk.frames[..(walk.nr as usize).min(walk.frames.len())].to_vec(),
         Err(_) => Vec::new(),
     })
 }
@@ -294,8 +294,8 @@ pub fn purge_processes(bpf: &mut Ebpf, gone: &HashSet<u32>) -> Result<Vec<u32>> 
         .collect();
     ids.sort_unstable();
     ids.dedup();
-    let mut stacks: StackTraceMap<_> =
-        StackTraceMap::try_from(bpf.map_mut("STACKS").context("STACKS map missing")?)?;
+    let mut stacks: BpfHashMap<_, u32, StackFrames> =
+        BpfHashMap::try_from(bpf.map_mut("STACKS").context("STACKS map missing")?)?;
     ids.retain(|id| stacks.remove(id).is_ok());
     Ok(ids)
 }
