@@ -106,9 +106,27 @@ struct Results {
     /// Per mode: memtrace full / naive floor, full / bpftrace script,
     /// sampled / bpftrace script.
     ratios: Vec<Ratios>,
-    /// memtrace full tracing: CPU share of one core while tracing, peak RSS.
+    /// memtrace full tracing: CPU share of one core over whole bench runs
+    /// (start and detach included), peak RSS.
     memtrace_cpu_share_of_core: f64,
     memtrace_max_rss_bytes: u64,
+    /// memtrace's own cost in steady state and with many live blocks.
+    own_cost: OwnCost,
+}
+
+/// memtrace's own CPU and memory, measured on their own.
+#[derive(Debug, Default, Serialize)]
+struct OwnCost {
+    /// Allocations per second the program made while traced (malloc +
+    /// free pairs at a fixed rate).
+    steady_allocations_per_sec: f64,
+    /// memtrace's CPU over 10 s of that, as a share of one core (its start
+    /// and detach excluded), at the default 5 s interval.
+    steady_cpu_share_of_core: f64,
+    /// Live blocks held while memtrace sampled them every second.
+    live_blocks: u64,
+    /// memtrace's peak RSS then (VmHWM).
+    live_blocks_peak_rss_bytes: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -183,7 +201,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
     for row in &mut rows {
         row.median_ns_per_pair = median(row.runs.iter().map(|r| r.ns_per_pair).collect());
     }
-    let results = summarize(&args, rows);
+    cmd::step("memtrace's own cost: 200,000 allocations/s for 12 s; 1,000,000 live blocks");
+    let own_cost = bench.own_cost()?;
+    let mut results = summarize(&args, rows);
+    results.own_cost = own_cost;
     print_table(&results);
     let json = dir.join("bench.json");
     fs::write(&json, serde_json::to_string_pretty(&results)?)
@@ -230,6 +251,7 @@ fn summarize(args: &BenchArgs, rows: Vec<Row>) -> Results {
         ratios,
         memtrace_cpu_share_of_core: median(shares),
         memtrace_max_rss_bytes: max_rss,
+        own_cost: OwnCost::default(),
     }
 }
 
@@ -266,9 +288,19 @@ fn print_table(r: &Results) {
         );
     }
     println!(
-        "memtrace's own CPU while fully tracing: {:.1}% of a core (median); peak RSS {:.1} MiB",
+        "memtrace's own CPU over whole full-tracing runs (start and detach included): {:.1}% of \
+         a core (median); peak RSS {:.1} MiB",
         r.memtrace_cpu_share_of_core * 100.0,
         r.memtrace_max_rss_bytes as f64 / 1048576.0
+    );
+    let o = &r.own_cost;
+    println!(
+        "memtrace's own CPU in steady state at {:.0} allocations/s: {:.2}% of a core; peak RSS \
+         with {} live blocks: {:.1} MiB",
+        o.steady_allocations_per_sec,
+        o.steady_cpu_share_of_core * 100.0,
+        o.live_blocks,
+        o.live_blocks_peak_rss_bytes as f64 / 1048576.0
     );
 }
 
@@ -389,6 +421,87 @@ impl Bench {
             }
         }
         Ok(run)
+    }
+
+    /// memtrace's own CPU while the program makes 200,000 allocations (and
+    /// as many frees) per second, read from /proc between 2 s and 12 s, and
+    /// its peak RSS while the program holds 1,000,000 live blocks that it
+    /// samples every second.
+    fn own_cost(&self) -> Result<OwnCost> {
+        const RATE: u64 = 200_000;
+        let (mut program, mut lines, mut memtrace) =
+            self.start_traced(&["rate", &RATE.to_string(), "13"], &[])?;
+        let started = Instant::now();
+        thread::sleep(Duration::from_secs(2));
+        let (cpu0, t0) = (cpu_secs(memtrace.id())?, started.elapsed());
+        thread::sleep(Duration::from_secs(10));
+        let (cpu1, t1) = (cpu_secs(memtrace.id())?, started.elapsed());
+        let done = next_line(&mut lines)?;
+        let pairs: f64 = done
+            .strip_prefix("done ")
+            .and_then(|v| v.trim().parse().ok())
+            .with_context(|| format!("unexpected output of the bench program: {done:?}"))?;
+        program.wait()?;
+        wait_with_usage(&mut memtrace)?;
+        let mut cost = OwnCost {
+            steady_allocations_per_sec: pairs / 13.0,
+            steady_cpu_share_of_core: (cpu1 - cpu0) / (t1 - t0).as_secs_f64(),
+            ..OwnCost::default()
+        };
+
+        const BLOCKS: u64 = 1_000_000;
+        let (mut program, mut lines, mut memtrace) = self.start_traced(
+            &["hold", &BLOCKS.to_string()],
+            &["--max-live", "2000000", "--interval", "1s"],
+        )?;
+        expect_line(&mut lines, "held")?;
+        // Three intervals' passes over the live table.
+        thread::sleep(Duration::from_millis(3500));
+        cost.live_blocks = BLOCKS;
+        cost.live_blocks_peak_rss_bytes = peak_rss(memtrace.id())?;
+        program
+            .stdin
+            .take()
+            .context("stdin")?
+            .write_all(b"release\n")?;
+        program.wait()?;
+        wait_with_usage(&mut memtrace)?;
+        Ok(cost)
+    }
+
+    /// Starts the program with `args` on the private libc, memtrace on it
+    /// (full tracing, plus `extra`), waits for the probes, and sends the
+    /// program its go line.
+    fn start_traced(
+        &self,
+        args: &[&str],
+        extra: &[&str],
+    ) -> Result<(Child, BufReader<ChildStdout>, Child)> {
+        let mut program = Command::new(&self.program)
+            .args(args)
+            .env("LD_LIBRARY_PATH", &self.libc_dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("starting the bench program")?;
+        let mut lines = BufReader::new(program.stdout.take().context("stdout")?);
+        expect_line(&mut lines, "ready")?;
+        let mut memtrace = Command::new(&self.memtrace)
+            .args(["--pid", &program.id().to_string(), "--no-live"])
+            .args(["--format", "json", "-o"])
+            .arg(self.scratch.join("bench-report.json"))
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting memtrace")?;
+        wait_for_breakpoints(program.id(), &self.libc, "malloc", &mut memtrace)?;
+        program
+            .stdin
+            .as_mut()
+            .context("stdin")?
+            .write_all(b"go\n")?;
+        Ok((program, lines, memtrace))
     }
 
     /// Starts the tracer of `config` on program `pid`.
@@ -540,6 +653,30 @@ fn expect_line(lines: &mut BufReader<ChildStdout>, want: &str) -> Result<()> {
         bail!("expected {want:?} from the bench program, got {line:?}");
     }
     Ok(())
+}
+
+/// User + system CPU seconds of process `pid` so far (/proc/PID/stat).
+fn cpu_secs(pid: u32) -> Result<f64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let fields: Vec<&str> = stat[stat.rfind(')').context("malformed stat")? + 2..]
+        .split_whitespace()
+        .collect();
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 after comm.
+    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Ok(ticks / hz)
+}
+
+/// Peak resident memory of process `pid` (VmHWM), in bytes.
+fn peak_rss(pid: u32) -> Result<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmHWM in /proc/PID/status")?;
+    Ok(kib * 1024)
 }
 
 /// Waits for `child` and returns its status and resource usage.
