@@ -68,9 +68,19 @@ struct Target {
 }
 
 impl Target {
+    /// A target, placed by reading its cgroup.
     fn new(info: TargetInfo, allocators: Vec<String>) -> Target {
         let cgroup = cgroup::read(info.pid);
         let container = cgroup.as_deref().and_then(cgroup::container_of);
+        Target::placed(info, allocators, cgroup, container)
+    }
+
+    fn placed(
+        info: TargetInfo,
+        allocators: Vec<String>,
+        cgroup: Option<String>,
+        container: Option<Container>,
+    ) -> Target {
         Target {
             info,
             allocators,
@@ -199,7 +209,7 @@ pub async fn run(cli: Cli, child: Option<HeldChild>) -> Result<()> {
         // Timed before any probe goes in, and again after (see `overhead`).
         session.meter = Some(overhead::Meter::start()?);
     }
-    session.scan_node()?;
+    session.scan_node();
     if let Some(meter) = &mut session.meter {
         // memtrace's own allocator is hooked too (its calls return at once
         // in the programs) so that the calibration times probed calls.
@@ -470,7 +480,7 @@ impl Session {
                 } else if let Some(w) = &mut self.watcher {
                     w.ignored.remove(&pid);
                     w.recent.insert(pid, Instant::now());
-                    self.consider(pid)?;
+                    self.consider(pid);
                 }
             }
             k if k == EventKind::Exit as u32 => self.on_exit(pid),
@@ -536,45 +546,47 @@ impl Session {
 
     /// On a watched node: looks at every process (at start, then every
     /// [`RESCAN_EVERY`] ticks) and hooks the ones selected.
-    fn scan_node(&mut self) -> Result<()> {
+    fn scan_node(&mut self) {
         let Some(w) = &mut self.watcher else {
-            return Ok(());
+            return;
         };
         // Processes not selected are looked at again too: a cgroup move or
         // a renamed process may select them now.
         w.ignored.clear();
         for pid in watch::pids() {
-            self.consider(pid)?;
+            self.consider(pid);
         }
-        Ok(())
     }
 
     /// On a watched node: makes `pid` a target if it is selected, or hooks
     /// the allocator files it maps that are new since it was looked at.
-    fn consider(&mut self, pid: u32) -> Result<()> {
+    fn consider(&mut self, pid: u32) {
         let Some(w) = &mut self.watcher else {
-            return Ok(());
+            return;
         };
         if w.ignored.contains(&pid) {
-            return Ok(());
+            return;
         }
         if !self.targets.contains_key(&pid) {
             let Some(process) = watch::describe(pid) else {
-                return Ok(()); // gone, or a kernel thread
+                return; // gone, or a kernel thread
             };
             if !w.selection.matches(&process) {
                 w.ignored.insert(pid);
-                return Ok(());
+                return;
             }
             let Ok(info) = target::inspect(pid) else {
-                return Ok(());
+                return;
             };
             if !w.selection.system_wide() {
-                self.probes.add_target(pid)?;
+                if let Err(e) = self.probes.add_target(pid) {
+                    // The target table is full: the node goes on without it.
+                    crate::note(&format!("warning: not tracing pid {pid}: {e:#}"));
+                    w.ignored.insert(pid);
+                    return;
+                }
             }
-            let mut t = Target::new(info, Vec::new());
-            t.cgroup = process.cgroup;
-            t.container = process.container;
+            let t = Target::placed(info, Vec::new(), process.cgroup, process.container);
             self.targets.insert(pid, t);
             self.symbolizer.refresh(pid);
             if !w.selection.system_wide() && w.recent.contains_key(&pid) {
@@ -594,7 +606,6 @@ impl Session {
             }
         }
         self.attach_files(pid);
-        Ok(())
     }
 
     /// On a watched node: hooks the allocator files `pid` maps that are not
@@ -653,11 +664,11 @@ impl Session {
             w.recent.retain(|_, at| at.elapsed() < AFTER_EXEC);
             let recent: Vec<u32> = w.recent.keys().copied().collect();
             for pid in recent {
-                self.consider(pid)?;
+                self.consider(pid);
                 self.symbolizer.refresh(pid);
             }
             if self.housekeeping_ticks.is_multiple_of(RESCAN_EVERY) {
-                self.scan_node()?;
+                self.scan_node();
                 let pids: Vec<u32> = self.targets.keys().copied().collect();
                 for pid in pids {
                     self.symbolizer.refresh(pid);
@@ -699,7 +710,7 @@ impl Session {
             if !self.targets.contains_key(&key.tgid) {
                 // --all: a process first seen by its allocations (forked
                 // without exec, or started between scans).
-                self.consider(key.tgid)?;
+                self.consider(key.tgid);
                 if !self.targets.contains_key(&key.tgid) {
                     if self.watcher.is_some() && !target::is_alive(key.tgid) {
                         self.gone.insert(key.tgid);
@@ -824,7 +835,8 @@ impl Session {
         let pid = e.tgid;
         if !self.targets.contains_key(&pid) && self.watcher.is_some() {
             // --all: a process first seen by a mapping call.
-            if self.consider(pid).is_err() || !self.targets.contains_key(&pid) {
+            self.consider(pid);
+            if !self.targets.contains_key(&pid) {
                 return;
             }
         }
