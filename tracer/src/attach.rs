@@ -37,9 +37,10 @@ const TRACEPOINTS: &[(&str, &str, &str)] = &[
     ("syscalls", "sys_exit_munmap", "sys_exit_munmap"),
     ("syscalls", "sys_enter_mremap", "sys_enter_mremap"),
     ("syscalls", "sys_exit_mremap", "sys_exit_mremap"),
-    ("sched", "sched_process_exec", "sched_process_exec"),
+    EXEC_TRACEPOINT,
     ("sched", "sched_process_exit", "sched_process_exit"),
 ];
+const EXEC_TRACEPOINT: (&str, &str, &str) = ("sched", "sched_process_exec", "sched_process_exec");
 /// Attached in every mode.
 const OOM_TRACEPOINT: (&str, &str, &str) = ("oom", "mark_victim", "oom_mark_victim");
 
@@ -89,8 +90,10 @@ impl Probes {
             .map_max_entries("STACK_TOTALS", settings.max_stacks.saturating_mul(2))
             .load(EBPF_OBJECT)
             .context("loading the eBPF programs into the kernel")?;
+        // --oom-only watches exec too: it keeps every process's cgroup, since
+        // a victim's own is gone by the time userspace can read it.
         let tracepoints = match settings.oom_only {
-            true => &[][..],
+            true => &[EXEC_TRACEPOINT][..],
             false => TRACEPOINTS,
         };
         for &(category, name, program) in tracepoints.iter().chain([&OOM_TRACEPOINT]) {

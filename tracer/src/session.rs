@@ -118,6 +118,9 @@ struct Session {
     finished: bool,
     /// With --all: what tracing costs the node.
     meter: Option<overhead::Meter>,
+    /// --oom-only: every process's cgroup (refreshed at exec and every
+    /// rescan), for victims that are gone before they can be looked at.
+    cgroups: HashMap<u32, Option<String>>,
     /// Watched processes whose state was dropped after they exited.
     processes_dropped: u64,
     /// --sample-bytes is on.
@@ -148,7 +151,7 @@ pub async fn run(cli: Cli, child: Option<HeldChild>) -> Result<()> {
         max_live: cli.max_live,
         max_stacks: cli.max_stacks,
         trace_all: mode == Mode::Watch(Selection::All),
-        watch_exec: watching,
+        watch_exec: watching || mode == Mode::OomOnly,
         oom_only: mode == Mode::OomOnly,
         sample_bytes: cli.sample_bytes,
     };
@@ -185,6 +188,7 @@ pub async fn run(cli: Cli, child: Option<HeldChild>) -> Result<()> {
         oom_kills: VecDeque::new(),
         finished: false,
         meter: None,
+        cgroups: HashMap::new(),
         processes_dropped: 0,
         sampling: cli.sample_bytes.is_some(),
         allocator_mappings: 0,
@@ -210,6 +214,9 @@ pub async fn run(cli: Cli, child: Option<HeldChild>) -> Result<()> {
         session.meter = Some(overhead::Meter::start()?);
     }
     session.scan_node();
+    if session.mode == Mode::OomOnly {
+        session.remember_cgroups();
+    }
     if let Some(meter) = &mut session.meter {
         // memtrace's own allocator is hooked too (its calls return at once
         // in the programs) so that the calibration times probed calls.
@@ -474,6 +481,9 @@ impl Session {
     fn on_process_event(&mut self, cli: &Cli, e: &ProcessEvent) -> Result<()> {
         let pid = e.tgid;
         match e.kind {
+            k if k == EventKind::Exec as u32 && self.mode == Mode::OomOnly => {
+                self.cgroups.insert(pid, cgroup::read(pid));
+            }
             k if k == EventKind::Exec as u32 => {
                 if self.targets.contains_key(&pid) {
                     self.on_exec(pid, e.timestamp_ns);
@@ -514,7 +524,12 @@ impl Session {
         let t = self.started.elapsed().as_secs_f64();
         let (cgroup_path, container) = match self.targets.get(&pid) {
             Some(target) => (target.cgroup.clone(), target.container.clone()),
-            None => (cgroup::read(pid), None),
+            // Read now unless it is already exiting (the kill is quick):
+            // then what was known of it, if anything.
+            None => match target::is_exiting(pid) {
+                false => (cgroup::read(pid), None),
+                true => (self.cgroups.get(&pid).cloned().flatten(), None),
+            },
         };
         let mut kill = oom::kill_from_event(e, t, cgroup_path, container);
         if self.targets.contains_key(&pid) {
@@ -542,6 +557,15 @@ impl Session {
         }
         self.oom_kills.push_back(kill);
         Ok(())
+    }
+
+    /// --oom-only: reads every process's cgroup (at start and every
+    /// [`RESCAN_EVERY`] ticks; bounded by the processes on the node).
+    fn remember_cgroups(&mut self) {
+        self.cgroups = watch::pids()
+            .into_iter()
+            .map(|pid| (pid, cgroup::read(pid)))
+            .collect();
     }
 
     /// On a watched node: looks at every process (at start, then every
@@ -677,6 +701,9 @@ impl Session {
             return Ok(false);
         }
         if self.mode == Mode::OomOnly {
+            if self.housekeeping_ticks.is_multiple_of(RESCAN_EVERY) {
+                self.remember_cgroups();
+            }
             return Ok(false);
         }
         let refresh_maps = self.housekeeping_ticks <= MAPS_EVERY

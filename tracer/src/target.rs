@@ -67,6 +67,22 @@ pub fn is_alive(pid: u32) -> bool {
     }
 }
 
+/// Whether the process is exiting (or gone): its cgroup then already reads
+/// as the root on cgroup v1, so what /proc says of it is no longer its own.
+pub fn is_exiting(pid: u32) -> bool {
+    const PF_EXITING: u64 = 0x4;
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return true;
+    };
+    let Some(close) = stat.rfind(')') else {
+        return true;
+    };
+    let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+    let state = fields.first().copied().unwrap_or("X");
+    let flags: u64 = fields.get(6).and_then(|f| f.parse().ok()).unwrap_or(0);
+    state == "Z" || state == "X" || flags & PF_EXITING != 0
+}
+
 /// Resident memory of a process from `/proc/PID/status`: (RSS, anonymous
 /// RSS) in bytes. None once it is gone (or for a zombie, which has none).
 pub fn memory_usage(pid: u32) -> Option<(u64, u64)> {
