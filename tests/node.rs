@@ -485,3 +485,29 @@ fn all_drops_processes_that_exit() {
         "{ctx}"
     );
 }
+
+#[test]
+fn ctrl_c_while_attaching_ends_the_run_with_a_report() {
+    // --all takes a while to look at every process and place its probes:
+    // a Ctrl-C then must end the run as soon as it starts, not be lost.
+    let started = std::time::Instant::now();
+    let tracer = Tracer::spawn(&[
+        "--all".into(),
+        "--duration".into(),
+        "120s".into(),
+        "--format".into(),
+        "json".into(),
+    ]);
+    std::thread::sleep(Duration::from_millis(50));
+    // SAFETY: kill(2) of the memtrace child.
+    unsafe { libc::kill(tracer.pid() as i32, libc::SIGINT) };
+    let out = tracer.finish(Duration::from_secs(60));
+    out.assert_success();
+    let report = out.report();
+    assert!(
+        started.elapsed() < Duration::from_secs(60) && report.duration_secs < 10.0,
+        "the run went on after Ctrl-C: {:.1} s traced\n{}",
+        report.duration_secs,
+        out.describe()
+    );
+}

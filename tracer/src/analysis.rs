@@ -43,7 +43,7 @@ const BAND: f64 = 0.05;
 /// The trend must exceed this many times the scatter around it.
 const SIGNIFICANCE: f64 = 3.0;
 /// Fewest intervals of growth that can make a leak.
-const MIN_LEAK_INTERVALS: usize = 4;
+pub const MIN_LEAK_INTERVALS: usize = 4;
 /// A plateau is flat for at least this share of the window.
 const SUSTAINED: f64 = 1.0 / 3.0;
 /// A leak grows in at least this share of its intervals.

@@ -51,6 +51,9 @@ pub struct Probes {
     attached: HashSet<(Option<u32>, FileId)>,
     /// Links of probes attached for one process, dropped when it exits.
     links: HashMap<u32, Vec<(&'static str, UProbeLinkId)>>,
+    /// Allocator probes attached now (each takes the kernel ~80 ms to
+    /// detach, one after the other).
+    pub probe_count: usize,
 }
 
 /// How the programs are loaded: map sizes chosen on the command line and
@@ -120,6 +123,7 @@ impl Probes {
             bpf,
             attached: HashSet::new(),
             links: HashMap::new(),
+            probe_count: 0,
         })
     }
 
@@ -136,6 +140,7 @@ impl Probes {
         let Some(links) = self.links.remove(&pid) else {
             return;
         };
+        self.probe_count -= links.len();
         let mut owned = Vec::new();
         for (program, id) in links {
             if let Ok(p) = uprobe(&mut self.bpf, program) {
@@ -220,6 +225,7 @@ impl Probes {
                 .with_context(|| what(point))?;
             links.push(("alloc_enter", id));
         }
+        self.probe_count += links.len();
         if let Some(pid) = pid {
             self.links.entry(pid).or_default().extend(links);
         }

@@ -116,9 +116,10 @@ pub struct OutputArgs {
     #[arg(short, long, value_enum, default_value_t = Weight::Outstanding)]
     pub weight: Weight,
 
-    /// Number of stacks in the text report and the live view (default 10).
-    /// JSON, SVG, folded and pprof outputs hold every stack holding memory
-    /// unless --top is given.
+    /// Number of stacks in the text report (default 10) and in the plain
+    /// live lines; the live table on a terminal fills the screen. JSON, SVG,
+    /// folded and pprof outputs hold every stack holding memory unless --top
+    /// is given.
     #[arg(short = 'n', long, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..))]
     pub top: Option<u32>,
@@ -225,9 +226,10 @@ pub struct Cli {
     pub all: bool,
 
     /// Trace every process named NAME (its comm, as `ps -o comm` shows it),
-    /// now and as such processes start. Only they trap.
+    /// now and as such processes start; repeat for several names. Only
+    /// they trap.
     #[arg(long, value_name = "NAME", conflicts_with_all = ["pids", "command", "all"])]
-    pub comm: Option<String>,
+    pub comm: Vec<String>,
 
     /// Trace every process in cgroup PATH or below it, now and as they
     /// start (a cgroup path like /kubepods/burstable, or its directory
@@ -367,12 +369,21 @@ impl Cli {
                 ));
             }
         }
-        if self
-            .comm
-            .as_deref()
-            .is_some_and(|c| c.is_empty() || c.len() > 15)
-        {
+        if self.comm.iter().any(|c| c.is_empty() || c.len() > 15) {
             return Err("--comm: a process name has 1 to 15 characters (the kernel's comm)".into());
+        }
+        if self.oom_only {
+            if let Some(o) = self
+                .outputs
+                .iter()
+                .find(|o| !matches!(o.format, Format::Text | Format::Json))
+            {
+                return Err(format!(
+                    "--oom-only writes text lines or JSON lines (and a JSON report with -o \
+                     FILE.json), not {}",
+                    format!("{:?}", o.format).to_lowercase()
+                ));
+            }
         }
         let watching = self.all || self.selection().is_some();
         match (self.pids.is_empty(), self.command.is_empty()) {
@@ -506,7 +517,7 @@ mod tests {
         assert_eq!(
             mode(&["memtrace", "--comm", "nginx", "--container", "abcd12"]),
             Ok(Mode::Watch(Selection::Matching(Filter {
-                comm: Some("nginx".into()),
+                comm: vec!["nginx".into()],
                 cgroup: None,
                 container: Some("abcd12".into()),
             })))
@@ -516,6 +527,9 @@ mod tests {
         assert!(mode(&["memtrace", "--comm", "x", "--", "ls"]).is_err());
         assert!(mode(&["memtrace", "--container", "zz"]).is_err());
         assert!(mode(&["memtrace", "--comm", "a-name-far-too-long"]).is_err());
+        assert!(mode(&["memtrace", "--comm", "a", "--comm", "b"]).is_ok());
+        assert!(mode(&["memtrace", "--oom-only", "--format", "svg"]).is_err());
+        assert!(mode(&["memtrace", "--oom-only", "--format", "json"]).is_ok());
     }
 
     #[test]

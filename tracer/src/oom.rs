@@ -32,8 +32,8 @@ pub fn kill_from_event(
     let kib = |v: u64| v.saturating_mul(1024);
     let container = container.or_else(|| cgroup_path.as_deref().and_then(cgroup::container_of));
     OomKill {
-        t,
-        time: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+        t: (t * 1000.0).round() / 1000.0,
+        time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
         pid: e.tgid,
         comm: String::from_utf8_lossy(&e.comm[..comm_len]).into_owned(),
         uid: e.uid,
@@ -50,6 +50,11 @@ pub fn kill_from_event(
         traced_outstanding_bytes: 0,
         top_stacks: Vec::new(),
     }
+}
+
+/// One line describing a kill, for a log: its time, then [`line`].
+pub fn log_line(k: &OomKill) -> String {
+    format!("{} {}", k.time, line(k))
 }
 
 /// One line describing a kill: who, how big, where, and (traced) the stack

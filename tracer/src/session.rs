@@ -22,7 +22,7 @@ use tracer_common::{EventKind, MmapEvent, ProcessEvent, StackKey, StackTotals, S
 
 use crate::{
     aggregate::{self, Aggregator, StackIdentity, StackKind},
-    allocator,
+    allocator, analysis,
     attach::{Probes, Settings},
     cgroup::{self, Container},
     cli::{Cli, Format, Mode},
@@ -114,8 +114,6 @@ struct Session {
     /// next sample.
     gone: HashSet<u32>,
     oom_kills: VecDeque<OomKill>,
-    /// A --pid target was OOM-killed: the run ends.
-    finished: bool,
     /// With --all: what tracing costs the node.
     meter: Option<overhead::Meter>,
     /// --oom-only: every process's cgroup (refreshed at exec and every
@@ -144,6 +142,12 @@ struct Session {
 }
 
 pub async fn run(cli: Cli, child: Option<HeldChild>) -> Result<()> {
+    // Handlers first: a Ctrl-C while the probes go in (seconds on a busy
+    // node) then ends the run as soon as it starts, with a report.
+    let mut stop = Stop {
+        int: signal(SignalKind::interrupt()).context("installing SIGINT handler")?,
+        term: signal(SignalKind::terminate()).context("installing SIGTERM handler")?,
+    };
     let outputs = &cli.outputs;
     let mode = cli.mode();
     let watching = matches!(mode, Mode::Watch(_));
@@ -186,7 +190,6 @@ pub async fn run(cli: Cli, child: Option<HeldChild>) -> Result<()> {
         watcher,
         gone: HashSet::new(),
         oom_kills: VecDeque::new(),
-        finished: false,
         meter: None,
         cgroups: HashMap::new(),
         processes_dropped: 0,
@@ -251,7 +254,9 @@ pub async fn run(cli: Cli, child: Option<HeldChild>) -> Result<()> {
         Mode::OomOnly => Live::choose(false, true),
         _ => Live::choose(!cli.no_live, output::machine_on_stdout(outputs)),
     };
-    session.event_loop(&cli, &mut events, &mut live).await?;
+    session
+        .event_loop(&cli, &mut events, &mut live, &mut stop)
+        .await?;
     live.finish();
 
     // Final drain: whatever arrived since the last tick.
@@ -269,10 +274,35 @@ pub async fn run(cli: Cli, child: Option<HeldChild>) -> Result<()> {
     session.sample(&cli)?;
     session.stop_child();
     let report = session.report(&cli, output::stacks_needed(&cli.out, outputs));
-    output::write_report(&report, outputs, &cli.out)
+    output::write_report(&report, outputs, &cli.out)?;
+    let probes = session.probes.probe_count;
+    if probes * DETACH_MS > 2000 {
+        crate::note(&format!(
+            "detaching {probes} probes: the kernel takes ~{DETACH_MS} ms for each, one at a \
+             time (~{} s)",
+            probes * DETACH_MS / 1000
+        ));
+    }
+    Ok(())
 }
 
+/// What the kernel takes to detach one uprobe here (measured, serialized:
+/// closing them from several threads at once took as long).
+const DETACH_MS: usize = 80;
+
 fn announce(session: &Session, cli: &Cli) {
+    if let Some(d) = cli.duration.filter(|_| session.mode != Mode::OomOnly) {
+        let intervals = d.as_secs_f64() / cli.interval.as_secs_f64();
+        if intervals < analysis::MIN_LEAK_INTERVALS as f64 {
+            crate::note(&format!(
+                "note: --duration {} is {intervals:.0} interval(s) of {}: calling a leak takes \
+                 {}; a shorter --interval gives more",
+                humantime::format_duration(d),
+                humantime::format_duration(cli.interval),
+                analysis::MIN_LEAK_INTERVALS
+            ));
+        }
+    }
     let until = match cli.duration {
         Some(d) => format!("for {}", humantime::format_duration(d)),
         None => "until Ctrl-C".to_string(),
@@ -300,7 +330,7 @@ fn announce(session: &Session, cli: &Cli) {
         }
         Mode::Watch(Selection::Matching(f)) => {
             let mut criteria = Vec::new();
-            if let Some(c) = &f.comm {
+            for c in &f.comm {
                 criteria.push(format!("--comm {c}"));
             }
             if let Some(c) = &f.cgroup {
@@ -429,17 +459,16 @@ impl Session {
         cli: &Cli,
         events: &mut AsyncFd<RingBuf<MapData>>,
         live: &mut Live,
+        stop: &mut Stop,
     ) -> Result<()> {
-        let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
-        let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
         let mut tick =
             tokio::time::interval_at(tokio::time::Instant::now() + cli.interval, cli.interval);
         let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
         let deadline = cli.duration.map(|d| tokio::time::Instant::now() + d);
         loop {
             tokio::select! {
-                _ = sigint.recv() => break,
-                _ = sigterm.recv() => break,
+                _ = stop.int.recv() => break,
+                _ = stop.term.recv() => break,
                 _ = sleep_until(deadline) => break,
                 guard = events.readable_mut() => {
                     let mut guard = guard.context("waiting for events")?;
@@ -457,9 +486,6 @@ impl Session {
                         break; // every target has exited
                     }
                 }
-            }
-            if self.finished {
-                break;
             }
         }
         Ok(())
@@ -522,15 +548,17 @@ impl Session {
     fn on_oom(&mut self, cli: &Cli, e: &ProcessEvent) -> Result<()> {
         let pid = e.tgid;
         let t = self.started.elapsed().as_secs_f64();
-        let (cgroup_path, container) = match self.targets.get(&pid) {
-            Some(target) => (target.cgroup.clone(), target.container.clone()),
-            // Read now unless it is already exiting (the kill is quick):
-            // then what was known of it, if anything.
-            None => match target::is_exiting(pid) {
-                false => (cgroup::read(pid), None),
-                true => (self.cgroups.get(&pid).cloned().flatten(), None),
-            },
+        // Read now unless it is already exiting (the kill is quick; cgroup
+        // v1 then shows the root): else what was last known of it.
+        let known = match self.targets.get(&pid) {
+            Some(target) => target.cgroup.clone(),
+            None => self.cgroups.get(&pid).cloned().flatten(),
         };
+        let cgroup_path = match target::is_exiting(pid) {
+            false => cgroup::read(pid).or(known),
+            true => known,
+        };
+        let container = cgroup_path.as_deref().and_then(cgroup::container_of);
         let mut kill = oom::kill_from_event(e, t, cgroup_path, container);
         if self.targets.contains_key(&pid) {
             self.sample(cli)?;
@@ -543,14 +571,20 @@ impl Session {
         if self.mode == Mode::OomOnly {
             let line = match cli.out.format {
                 Some(Format::Json) => serde_json::to_string(&kill)?,
-                _ => oom::line(&kill),
+                _ => oom::log_line(&kill),
             };
             output::write(None, format!("{line}\n").as_bytes())?;
         } else {
             crate::note(&oom::line(&kill));
         }
-        if self.mode == Mode::Pids && kill.traced {
-            self.finished = true;
+        if let Some(t) = self
+            .targets
+            .get_mut(&pid)
+            .filter(|_| self.watcher.is_none())
+        {
+            // A --pid target ends here (the run ends once every target
+            // has: for a single one, now).
+            t.exited = true;
         }
         if self.oom_kills.len() == oom::MAX_KILLS {
             self.oom_kills.pop_front();
@@ -575,8 +609,15 @@ impl Session {
             return;
         };
         // Processes not selected are looked at again too: a cgroup move or
-        // a renamed process may select them now.
+        // a renamed process may select them now. Targets' cgroups are read
+        // again for the same reason.
         w.ignored.clear();
+        for t in self.targets.values_mut() {
+            if !target::is_exiting(t.info.pid) {
+                t.cgroup = cgroup::read(t.info.pid);
+                t.container = t.cgroup.as_deref().and_then(cgroup::container_of);
+            }
+        }
         for pid in watch::pids() {
             self.consider(pid);
         }
@@ -1093,6 +1134,12 @@ impl Session {
 /// after an interval's) replaces it rather than making a short interval.
 fn min_gap(cli: &Cli) -> f64 {
     cli.interval.as_secs_f64() / 4.0
+}
+
+/// The signals that end a run (installed before anything is attached).
+struct Stop {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
 }
 
 /// Who made an anonymous mapping.

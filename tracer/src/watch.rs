@@ -25,18 +25,19 @@ pub enum Selection {
 /// `--comm`, `--cgroup`, `--container`: a process must match each one given.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Filter {
-    pub comm: Option<String>,
+    /// Any of these names.
+    pub comm: Vec<String>,
     pub cgroup: Option<String>,
     pub container: Option<String>,
 }
 
 impl Filter {
     pub fn is_empty(&self) -> bool {
-        self.comm.is_none() && self.cgroup.is_none() && self.container.is_none()
+        self.comm.is_empty() && self.cgroup.is_none() && self.container.is_none()
     }
 
     pub fn matches(&self, p: &Process) -> bool {
-        self.comm.as_ref().is_none_or(|c| *c == p.comm)
+        (self.comm.is_empty() || self.comm.contains(&p.comm))
             && self.cgroup.as_ref().is_none_or(|want| {
                 p.cgroup
                     .as_deref()
@@ -206,7 +207,7 @@ mod tests {
         let docker = format!("/system.slice/docker-{id}.scope");
         let p = process("nginx", Some(&docker));
         let f = |comm: Option<&str>, cg: Option<&str>, ct: Option<&str>| Filter {
-            comm: comm.map(String::from),
+            comm: comm.map(String::from).into_iter().collect(),
             cgroup: cg.map(String::from),
             container: ct.map(String::from),
         };

@@ -36,7 +36,11 @@ pub fn render(report: &Report, top: usize) -> String {
             t.pid,
             t.comm,
             t.exe.as_deref().unwrap_or("?"),
-            if t.exited { " [exited]" } else { "" },
+            match (report.oom_kills.iter().any(|k| k.pid == t.pid), t.exited) {
+                (true, _) => " [OOM-killed]",
+                (false, true) => " [exited]",
+                (false, false) => "",
+            },
             if t.allocators.is_empty() {
                 "none".to_string()
             } else {
@@ -46,9 +50,9 @@ pub fn render(report: &Report, top: usize) -> String {
         if report.targets.len() > 1 {
             let _ = writeln!(
                 w,
-                "    holds {} in {} stacks ({} growing)",
+                "    holds {} in {} ({} growing)",
                 bytes(t.outstanding_bytes),
-                t.stacks_holding_memory,
+                counted(t.stacks_holding_memory, "stack"),
                 t.growing_stacks
             );
         }
@@ -80,10 +84,10 @@ pub fn render(report: &Report, top: usize) -> String {
     let tot = &report.totals;
     let _ = writeln!(
         w,
-        "outstanding: {} in {} allocations from {} stacks ({} allocations, {} frees while tracing)",
+        "outstanding: {} in {} allocations from {} ({} allocations, {} frees while tracing)",
         bytes(tot.outstanding_bytes),
         tot.outstanding_allocations,
-        tot.stacks_holding_memory,
+        counted(tot.stacks_holding_memory, "stack"),
         tot.allocations,
         tot.frees
     );
@@ -231,6 +235,14 @@ fn memory(w: &mut String, pid: u32, m: &MemoryReport) {
             rate_per_hour(m.rss_growth_bytes_per_hour),
             rate_per_hour(m.alert_threshold_bytes_per_hour).trim_start_matches('+'),
         );
+    }
+}
+
+/// "1 stack", "3 stacks".
+fn counted(n: u64, noun: &str) -> String {
+    match n {
+        1 => format!("1 {noun}"),
+        n => format!("{n} {noun}s"),
     }
 }
 
