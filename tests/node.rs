@@ -204,7 +204,9 @@ fn oom_only_prints_a_line_per_kill() {
         .filter(|l| l.contains(&format!("pid {pid} ")))
         .collect();
     assert_eq!(lines.len(), 1, "one line for the kill\n{}", out.describe());
-    let line = lines[0];
+    // "2026-11-25T00:08:40.123Z OOM kill: pid ...": a log line.
+    let (time, line) = lines[0].split_once(' ').unwrap();
+    assert!(time.len() == 24 && time.ends_with('Z'), "{time}");
     assert!(
         line.starts_with(&format!("OOM kill: pid {pid} (oom_hoard) uid 0 anon-rss ")),
         "{line}"
