@@ -295,7 +295,7 @@ fn announce(session: &Session, cli: &Cli) {
         let intervals = d.as_secs_f64() / cli.interval.as_secs_f64();
         if intervals < analysis::MIN_LEAK_INTERVALS as f64 {
             crate::note(&format!(
-                "note: --duration {} is {intervals:.0} interval(s) of {}: calling a leak takes \
+                "note: --duration {} is {intervals:.1} intervals of {}: calling a leak takes \
                  {}; a shorter --interval gives more",
                 humantime::format_duration(d),
                 humantime::format_duration(cli.interval),
@@ -335,6 +335,12 @@ fn announce(session: &Session, cli: &Cli) {
             }
             if let Some(c) = &f.cgroup {
                 criteria.push(format!("--cgroup {c}"));
+                if !watch::cgroup_exists(c) {
+                    crate::note(&format!(
+                        "warning: no cgroup {c} under /sys/fs/cgroup (v2 or any v1 \
+                         hierarchy): no process is in it now"
+                    ));
+                }
             }
             if let Some(c) = &f.container {
                 criteria.push(format!("--container {c}"));

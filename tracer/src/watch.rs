@@ -86,6 +86,24 @@ pub fn describe(pid: u32) -> Option<Process> {
     })
 }
 
+/// Whether cgroup `wanted` (as `--cgroup` takes it: a cgroup path, or a
+/// directory under /sys/fs/cgroup) exists in some hierarchy: the v2 one or
+/// any v1 one mounted under /sys/fs/cgroup.
+pub fn cgroup_exists(wanted: &str) -> bool {
+    let root = std::path::Path::new("/sys/fs/cgroup");
+    if wanted.starts_with("/sys/fs/cgroup") {
+        return std::path::Path::new(wanted).is_dir();
+    }
+    let relative = wanted.trim_start_matches('/');
+    if root.join(relative).is_dir() {
+        return true;
+    }
+    fs::read_dir(root).is_ok_and(|dir| {
+        dir.filter_map(Result::ok)
+            .any(|hierarchy| hierarchy.path().join(relative).is_dir())
+    })
+}
+
 /// Every process id on the node (thread-group leaders only), but memtrace's.
 pub fn pids() -> Vec<u32> {
     let me = std::process::id();
@@ -218,6 +236,16 @@ mod tests {
         assert!(!f(Some("nginx"), None, Some("bbbbbbbb")).matches(&p));
         assert!(!f(None, None, Some("aaaa")).matches(&process("nginx", None)));
         assert!(Selection::All.matches(&p));
+    }
+
+    #[test]
+    fn cgroups_that_exist() {
+        assert!(cgroup_exists("/"));
+        assert!(cgroup_exists("/sys/fs/cgroup"));
+        assert!(!cgroup_exists("/memtrace-no-such-cgroup-here"));
+        assert!(!cgroup_exists(
+            "/sys/fs/cgroup/memtrace-no-such-cgroup-here"
+        ));
     }
 
     #[test]
