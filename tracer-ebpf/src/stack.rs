@@ -36,7 +36,12 @@ pub fn user_stack_id(ctx: &RetProbeContext) -> u32 {
     let (walk, regs) = unsafe { (&mut *walk, &*ctx.regs) };
     let mut hash = FNV_OFFSET;
     let mut ip = regs.rip;
-    let mut fp = regs.rbp;
+    // Code built without frame pointers uses rbp as a plain register: a
+    // "frame pointer" outside the thread's stack ends the walk rather than
+    // reading garbage frames (each garbage stack would be a new entry).
+    let stack_low = regs.rsp;
+    let in_stack = |fp: u64| fp >= stack_low && fp - stack_low < MAX_STACK_SPAN;
+    let mut fp = if in_stack(regs.rbp) { regs.rbp } else { 0 };
     let mut n = 0usize;
     while n < STACK_DEPTH {
         walk.frames[n] = ip;
@@ -55,7 +60,11 @@ pub fn user_stack_id(ctx: &RetProbeContext) -> u32 {
             break;
         }
         ip = frame[1];
-        fp = if frame[0] > fp { frame[0] } else { 0 };
+        fp = if frame[0] > fp && in_stack(frame[0]) {
+            frame[0]
+        } else {
+            0
+        };
     }
     walk.nr = n as u32;
     walk._pad = 0;
@@ -79,6 +88,9 @@ pub fn user_stack_id(ctx: &RetProbeContext) -> u32 {
     }
 }
 
+/// How far above the stack pointer a frame may be: thread stacks are at
+/// most a few MiB (8 MiB by default for the main thread).
+const MAX_STACK_SPAN: u64 = 64 << 20;
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 const BPF_NOEXIST: u64 = 1;
