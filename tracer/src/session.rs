@@ -560,8 +560,11 @@ impl Session {
             Some(target) => target.cgroup.clone(),
             None => self.cgroups.get(&pid).cloned().flatten(),
         };
+        // Read first, then check: a read that may have raced with the exit
+        // is not trusted.
+        let fresh = cgroup::read(pid);
         let cgroup_path = match target::is_exiting(pid) {
-            false => cgroup::read(pid).or(known),
+            false => fresh.or(known),
             true => known,
         };
         let container = cgroup_path.as_deref().and_then(cgroup::container_of);
@@ -619,9 +622,10 @@ impl Session {
         // again for the same reason.
         w.ignored.clear();
         for t in self.targets.values_mut() {
+            let fresh = cgroup::read(t.info.pid);
             if !target::is_exiting(t.info.pid) {
-                t.cgroup = cgroup::read(t.info.pid);
-                t.container = t.cgroup.as_deref().and_then(cgroup::container_of);
+                t.container = fresh.as_deref().and_then(cgroup::container_of);
+                t.cgroup = fresh;
             }
         }
         for pid in watch::pids() {
