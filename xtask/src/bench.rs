@@ -364,15 +364,7 @@ struct Bench {
 
 impl Bench {
     fn measure(&self, mode: &'static str, config: Config) -> Result<Run> {
-        let mut program = Command::new(&self.program)
-            .args([mode, &self.pairs.to_string()])
-            .env("LD_LIBRARY_PATH", &self.libc_dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .context("starting the bench program")?;
-        let mut lines = BufReader::new(program.stdout.take().context("stdout")?);
-        expect_line(&mut lines, "ready")?;
+        let (mut program, mut lines) = self.spawn_program(&[mode, &self.pairs.to_string()])?;
         let pid = program.id();
         let mut tracer = self.start_tracer(mode, config, pid)?;
         if let Some(t) = &mut tracer {
@@ -469,14 +461,9 @@ impl Bench {
         Ok(cost)
     }
 
-    /// Starts the program with `args` on the private libc, memtrace on it
-    /// (full tracing, plus `extra`), waits for the probes, and sends the
-    /// program its go line.
-    fn start_traced(
-        &self,
-        args: &[&str],
-        extra: &[&str],
-    ) -> Result<(Child, BufReader<ChildStdout>, Child)> {
+    /// Starts the bench program with `args` on the private libc and waits
+    /// for its "ready".
+    fn spawn_program(&self, args: &[&str]) -> Result<(Child, BufReader<ChildStdout>)> {
         let mut program = Command::new(&self.program)
             .args(args)
             .env("LD_LIBRARY_PATH", &self.libc_dir)
@@ -486,15 +473,33 @@ impl Bench {
             .context("starting the bench program")?;
         let mut lines = BufReader::new(program.stdout.take().context("stdout")?);
         expect_line(&mut lines, "ready")?;
-        let mut memtrace = Command::new(&self.memtrace)
-            .args(["--pid", &program.id().to_string(), "--no-live"])
+        Ok((program, lines))
+    }
+
+    /// Starts `memtrace --pid pid --no-live extra...`, its JSON report to
+    /// the scratch dir, its own output discarded.
+    fn spawn_memtrace(&self, pid: u32, extra: &[&str]) -> Result<Child> {
+        Command::new(&self.memtrace)
+            .args(["--pid", &pid.to_string(), "--no-live"])
             .args(["--format", "json", "-o"])
             .arg(self.scratch.join("bench-report.json"))
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .context("starting memtrace")?;
+            .context("starting memtrace")
+    }
+
+    /// Starts the program with `args` on the private libc, memtrace on it
+    /// (full tracing, plus `extra`), waits for the probes, and sends the
+    /// program its go line.
+    fn start_traced(
+        &self,
+        args: &[&str],
+        extra: &[&str],
+    ) -> Result<(Child, BufReader<ChildStdout>, Child)> {
+        let (mut program, lines) = self.spawn_program(args)?;
+        let mut memtrace = self.spawn_memtrace(program.id(), extra)?;
         wait_for_breakpoints(program.id(), &self.libc, "malloc", &mut memtrace)?;
         program
             .stdin
@@ -516,16 +521,10 @@ impl Bench {
                 .spawn()
                 .context("starting bpftrace")
         };
-        let memtrace = |extra: &[&str]| -> Result<Child> {
-            Command::new(&self.memtrace)
-                .args(["--pid", &pid.to_string(), "--no-live", "--interval", "1s"])
-                .args(["--format", "json", "-o"])
-                .arg(self.scratch.join("bench-report.json"))
-                .args(extra)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .context("starting memtrace")
+        let memtrace = |extra: &[&str]| {
+            let mut args = vec!["--interval", "1s"];
+            args.extend_from_slice(extra);
+            self.spawn_memtrace(pid, &args)
         };
         let libc = self.libc.display();
         let allocators: &[&str] = match mode {
