@@ -6,8 +6,8 @@
 //! thread's INFLIGHT record (task storage, ~25 ns); return = the same record, stack id,
 //! STACK_TOTALS lookup, LIVE lookup + insert; free = LIVE lookup + delete +
 //! STACK_TOTALS lookup. With `--sample-bytes`, an unsampled call costs the
-//! INFLIGHT lookup and the per-CPU countdown at entry, one INFLIGHT lookup
-//! at return, and its free one LIVE lookup.
+//! INFLIGHT record and the per-CPU countdown at entry, the record again at
+//! return, and its free one LIVE lookup.
 
 use aya_ebpf::{
     helpers::{
@@ -138,11 +138,9 @@ fn try_alloc_enter(ctx: &ProbeContext) {
             call.old_valid = 1;
         }
     }
-    if !sampled && call.old_valid == 0 {
-        // Nothing to record at the return: the call costs its traps and
-        // this program's countdown only.
-        return;
-    }
+    // Unsampled calls are recorded too (the slot is already at hand): the
+    // record marks mmaps made inside the call as the allocator's, and
+    // nested calls as nested; the return then only clears it.
     match slot {
         // SAFETY: the thread's own record.
         Some(slot) => unsafe {
@@ -172,10 +170,7 @@ fn try_alloc_return(ctx: &RetProbeContext) {
         return;
     }
     let Some(open) = open_call() else {
-        // Sampling: most calls are not followed, so this is no loss.
-        if sample_bytes() == 0 {
-            count(Stat::ReturnWithoutEntry);
-        }
+        count(Stat::ReturnWithoutEntry);
         return;
     };
     // SAFETY: valid map value pointer for this thread only.

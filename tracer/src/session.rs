@@ -121,12 +121,6 @@ struct Session {
     cgroups: HashMap<u32, Option<String>>,
     /// Watched processes whose state was dropped after they exited.
     processes_dropped: u64,
-    /// --sample-bytes is on.
-    sampling: bool,
-    /// Mappings the allocator made inside unsampled calls (not counted).
-    allocator_mappings: u64,
-    /// Files known to implement the allocator or not, by (device, inode).
-    allocator_code: HashMap<(String, u64), bool>,
     child: Option<HeldChild>,
     stacks: StackCache,
     agg: Aggregator,
@@ -193,9 +187,6 @@ pub async fn run(cli: Cli, child: Option<HeldChild>) -> Result<()> {
         meter: None,
         cgroups: HashMap::new(),
         processes_dropped: 0,
-        sampling: cli.sample_bytes.is_some(),
-        allocator_mappings: 0,
-        allocator_code: HashMap::new(),
         child,
         stacks: StackCache::default(),
         agg: Aggregator::new(MAX_SAMPLES, min_gap(&cli)),
@@ -926,10 +917,6 @@ impl Session {
                         self.loader_mappings += 1;
                         return;
                     }
-                    MmapCaller::Allocator => {
-                        self.allocator_mappings += 1;
-                        return;
-                    }
                 };
                 let stack = self.agg.intern(StackIdentity {
                     pid,
@@ -1018,10 +1005,7 @@ impl Session {
     /// replaced by it. A syscall made directly by the program (Go, static
     /// binaries) keeps its frames as they are. None for mappings the dynamic
     /// loader makes for itself (zero-fill of loaded libraries, its private
-    /// malloc): loader bookkeeping, not the program's memory. With
-    /// --sample-bytes, mappings the allocator makes inside calls that were
-    /// not sampled (no in-flight record marks them nested in the kernel)
-    /// are recognised by their caller, the allocator's own code.
+    /// malloc): loader bookkeeping, not the program's memory.
     fn mmap_caller_frames(&mut self, e: &MmapEvent) -> MmapCaller {
         let n = (e.nr_frames as usize).min(e.frames.len());
         // The frame-pointer walk ends with a zero when it leaves code built
@@ -1051,9 +1035,6 @@ impl Session {
             .mapping(pid, first)
             .is_some_and(|m| m.is_file() && m.path != exe);
         if in_library && e.user_sp_word != 0 {
-            if self.sampling && self.is_allocator_code(pid, e.user_sp_word) {
-                return MmapCaller::Allocator;
-            }
             return MmapCaller::Program(
                 std::iter::once(e.user_sp_word)
                     .chain(frames[1..].iter().copied())
@@ -1061,27 +1042,6 @@ impl Session {
             );
         }
         MmapCaller::Program(frames)
-    }
-
-    /// Whether `addr` in `pid` is code of a file that implements the
-    /// allocator (answered once per file).
-    fn is_allocator_code(&mut self, pid: u32, addr: u64) -> bool {
-        let Some(m) = self
-            .symbolizer
-            .mapping(pid, addr.saturating_sub(1))
-            .cloned()
-        else {
-            return false;
-        };
-        let key = (m.dev.clone(), m.inode);
-        if let Some(&known) = self.allocator_code.get(&key) {
-            return known;
-        }
-        let is = target::mapped_file_path(pid, &m)
-            .and_then(|p| allocator::probe_points(&p).ok())
-            .is_some_and(|points| !points.is_empty());
-        self.allocator_code.insert(key, is);
-        is
     }
 
     /// In `-- CMD` mode, stops CMD if it still runs (SIGTERM, then SIGKILL
@@ -1127,7 +1087,6 @@ impl Session {
             targets,
             stats: &self.stats,
             loader_mappings: self.loader_mappings,
-            allocator_mappings: self.allocator_mappings,
             processes_dropped: self.processes_dropped,
             top,
             sort: cli.sort,
@@ -1158,8 +1117,6 @@ enum MmapCaller {
     Program(Vec<u64>),
     /// The dynamic loader, for itself.
     Loader,
-    /// The allocator, inside a call not sampled (--sample-bytes).
-    Allocator,
 }
 
 /// Whether two reads of the per-stack totals are the same.

@@ -246,11 +246,6 @@ pub struct Counters {
     /// (kernel tables, series, mappings): what keeps a busy node bounded.
     #[serde(default)]
     pub processes_dropped: u64,
-    /// With --sample-bytes: anonymous mappings the allocator made inside
-    /// calls that were not sampled (not counted: the sampled calls stand
-    /// for them).
-    #[serde(default)]
-    pub allocator_mappings: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -313,7 +308,6 @@ pub struct ReportContext<'a> {
     pub oom_kills: Vec<OomKill>,
     pub overhead: Option<crate::overhead::Overhead>,
     pub sample_bytes: Option<u64>,
-    pub allocator_mappings: u64,
 }
 
 /// A stack's analysis and the outstanding memory the report shows for it.
@@ -454,7 +448,6 @@ pub fn build(ctx: ReportContext<'_>, agg: &Aggregator, symbolizer: &mut Symboliz
             reservations: stat(Stat::Reservation),
             nested_calls: stat(Stat::NestedCall),
             processes_dropped: ctx.processes_dropped,
-            allocator_mappings: ctx.allocator_mappings,
         },
         oom_kills: ctx.oom_kills,
         overhead: ctx.overhead,
