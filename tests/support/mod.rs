@@ -20,9 +20,11 @@
 //!   [`REPORT_VERSION`]: verdicts with their evidence — series, age
 //!   histogram, oldest live allocation — and each target's memory), with
 //!   lookups by `frames[0].function` and whole-report consistency checks.
+//! - [`http`] is a raw HTTP/1.1 client for the agent's endpoints.
 //! - [`assert_within`] compares with a stated relative tolerance.
 
 mod compile;
+pub mod http;
 mod process;
 mod report;
 

@@ -1,9 +1,14 @@
 //! Command-line interface: the options, their parsing and validation, and
 //! the one-line error format for bad input.
 
-use std::{path::PathBuf, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Default `--max-live`.
+pub const DEFAULT_MAX_LIVE: u32 = 262_144;
+/// Default `--max-stacks`.
+pub const DEFAULT_MAX_STACKS: u32 = 16_384;
 
 /// Parses durations like `30s`, `5m`, `1h30m`, `500ms`.
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -48,6 +53,22 @@ fn size_in_bytes(size: &str) -> Option<f64> {
         _ => return None,
     };
     Some(number * unit)
+}
+
+/// `--comm` names: what the kernel's comm can hold.
+fn check_comms(names: &[String]) -> Result<(), String> {
+    if names.iter().any(|c| c.is_empty() || c.len() > 15) {
+        return Err("--comm: a process name has 1 to 15 characters (the kernel's comm)".into());
+    }
+    Ok(())
+}
+
+/// Parses a size like `256MiB` (at least 1 byte).
+fn parse_size(s: &str) -> Result<u64, String> {
+    match size_in_bytes(s) {
+        Some(b) if b >= 1.0 => Ok(b.round() as u64),
+        _ => Err("expected a size, e.g. 256MiB, 1GiB".into()),
+    }
 }
 
 /// Parses `--sample-bytes`: a size of at least 1 byte and at most 1 GiB.
@@ -135,10 +156,10 @@ impl OutputArgs {
     }
 }
 
-/// Offline subcommands: they read saved reports, trace nothing and need no
-/// privileges.
+/// Subcommands: `report` and `diff` read saved reports, trace nothing and
+/// need no privileges; `agent` runs the node agent.
 #[derive(Debug, Subcommand)]
-pub enum Offline {
+pub enum Subcommands {
     /// Render a saved JSON report (a snapshot) in any format.
     #[command(after_help = "EXAMPLES:
     memtrace report leak.json                       the text report again
@@ -167,6 +188,128 @@ pub enum Offline {
         #[command(flatten)]
         out: OutputArgs,
     },
+    /// Run as a node agent: watch every process's memory cheaply from
+    /// /proc, trace the ones that keep growing (and containers that come
+    /// back after an OOM kill) for a while, and keep incident reports;
+    /// serve /metrics, /healthz, /reports and on-demand traces over HTTP.
+    #[command(after_help = "EXAMPLES:
+    sudo memtrace agent                                   defaults: scan every 30s, alert at 50MiB/h
+    sudo memtrace agent --reports-dir /tmp/incidents --alert-growth 20MiB/h
+    sudo MEMTRACE_TOKEN=$(cat token) memtrace agent --listen 0.0.0.0:9464
+    curl localhost:9464/metrics                           Prometheus metrics
+    curl localhost:9464/reports                           incidents, newest first (JSON)
+    curl localhost:9464/reports/ID -o report.json         one incident's report (also
+                                                          /reports/ID/flamegraph.svg, profile.pb.gz)
+    curl -X POST 'localhost:9464/trace?pid=1234&duration=30s'          trace now, JSON report
+    curl -X POST 'localhost:9464/trace?pid=1234&duration=1m&format=svg' a flamegraph
+
+Off loopback every endpoint but /healthz needs `Authorization: Bearer TOKEN`.
+Each trace runs as a child `memtrace --pid PID` (what an engineer would run by
+hand); an incident is a directory under --reports-dir holding incident.json,
+report.json, flamegraph.svg and profile.pb.gz. NODE_NAME (or the host name)
+names the node in incidents and metrics.")]
+    Agent(AgentArgs),
+}
+
+/// Options of `memtrace agent`.
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// Address and port of the HTTP endpoint. Anything but a loopback
+    /// address needs --token.
+    #[arg(long, default_value = "127.0.0.1:9464", value_name = "ADDR:PORT")]
+    pub listen: SocketAddr,
+
+    /// Bearer token that every endpoint but /healthz requires (at least 16
+    /// characters). Prefer the environment variable: a command line is
+    /// readable by every user.
+    #[arg(
+        long,
+        env = "MEMTRACE_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<String>,
+
+    /// Where incidents are written (created if missing, mode 0700).
+    #[arg(long, default_value = "/var/lib/memtrace/reports", value_name = "DIR")]
+    pub reports_dir: PathBuf,
+
+    /// How often every process's resident memory is read from /proc.
+    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    pub scan_interval: Duration,
+
+    /// Trace a process whose anonymous resident memory keeps growing faster
+    /// than this (judged like a stack's verdict: a significant robust trend
+    /// that is not a plateau).
+    #[arg(long, default_value = "50MiB/h", value_parser = parse_rate, value_name = "RATE")]
+    pub alert_growth: f64,
+
+    /// Watch a process at least this long before it can be flagged.
+    #[arg(long, default_value = "10m", value_parser = parse_duration, value_name = "DURATION")]
+    pub min_observation: Duration,
+
+    /// How long a flagged process is traced for its incident.
+    #[arg(long, default_value = "10m", value_parser = parse_duration, value_name = "DURATION")]
+    pub trace_window: Duration,
+
+    /// Sampling interval inside a trace window. Default: a sixtieth of the
+    /// window, between 1s and 30s.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub trace_interval: Option<Duration>,
+
+    /// Traces running at once (windows and on-demand traces together).
+    #[arg(long, default_value_t = 2, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub max_traces: u32,
+
+    /// A process traced once is traced again, if it still grows, only after
+    /// this long.
+    #[arg(long, default_value = "1h", value_parser = parse_duration, value_name = "DURATION")]
+    pub retrace_after: Duration,
+
+    /// Incidents kept; the oldest go first.
+    #[arg(long, default_value_t = 50, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_reports: u32,
+
+    /// Total size of the incidents kept (e.g. 256MiB); the oldest go first
+    /// (the newest is always kept).
+    #[arg(long, default_value = "256MiB", value_parser = parse_size, value_name = "SIZE")]
+    pub max_report_bytes: u64,
+
+    /// Only watch processes named NAME (repeatable). Default: every process.
+    #[arg(long, value_name = "NAME")]
+    pub comm: Vec<String>,
+
+    /// Log each scan's suspects and each trace's command on stderr.
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
+impl AgentArgs {
+    fn validate(&self) -> Result<(), String> {
+        if let Some(token) = &self.token {
+            if token.len() < 16 || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(
+                    "--token: at least 16 characters, no spaces (e.g. `openssl rand -hex 32`)"
+                        .into(),
+                );
+            }
+        } else if !self.listen.ip().is_loopback() {
+            return Err(format!(
+                "--listen {}: off loopback every endpoint but /healthz needs a bearer token: give                  --token or set MEMTRACE_TOKEN",
+                self.listen
+            ));
+        }
+        check_comms(&self.comm)
+    }
+
+    /// Sampling interval of trace windows.
+    pub fn window_interval(&self) -> Duration {
+        self.trace_interval.unwrap_or_else(|| {
+            (self.trace_window / 60).clamp(Duration::from_secs(1), Duration::from_secs(30))
+        })
+    }
 }
 
 /// Find memory leaks in running processes with eBPF, without restarting or
@@ -211,7 +354,7 @@ OOM-killed target ends the run)."
 )]
 pub struct Cli {
     #[command(subcommand)]
-    pub offline: Option<Offline>,
+    pub subcommand: Option<Subcommands>,
 
     /// Process id to trace (repeat for several processes).
     #[arg(short, long = "pid", value_name = "PID")]
@@ -299,14 +442,14 @@ pub struct Cli {
     /// Capacity of the kernel's live-allocation table (blocks outstanding at
     /// once, all targets together). Allocations beyond it are counted as
     /// lost, never as leaks. ~100 bytes of kernel memory each.
-    #[arg(long, default_value_t = 262_144, value_name = "N",
+    #[arg(long, default_value_t = DEFAULT_MAX_LIVE, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1024..=(1 << 24)))]
     pub max_live: u32,
 
     /// Size of the kernel's table of distinct allocation stacks (up to 32
     /// frames each, ~300 bytes of kernel memory). Stacks beyond it are
     /// counted as stack_lost, their bytes kept under an unknown stack.
-    #[arg(long, default_value_t = 16_384, value_name = "N",
+    #[arg(long, default_value_t = DEFAULT_MAX_STACKS, value_name = "N",
           value_parser = clap::value_parser!(u32).range(256..=(1 << 20)))]
     pub max_stacks: u32,
 
@@ -340,13 +483,14 @@ impl Cli {
     }
 
     fn validate(&mut self) -> Result<(), String> {
-        let (out, diff) = match &self.offline {
-            Some(Offline::Report { out, .. }) => (out, false),
-            Some(Offline::Diff { out, .. }) => (out, true),
+        let (out, diff) = match &self.subcommand {
+            Some(Subcommands::Report { out, .. }) => (out, false),
+            Some(Subcommands::Diff { out, .. }) => (out, true),
+            Some(Subcommands::Agent(agent)) => return agent.validate(),
             None => (&self.out, false),
         };
         self.outputs = crate::output::plan(out, diff)?;
-        if self.offline.is_some() {
+        if self.subcommand.is_some() {
             return Ok(());
         }
         let me = std::process::id();
@@ -369,9 +513,7 @@ impl Cli {
                 ));
             }
         }
-        if self.comm.iter().any(|c| c.is_empty() || c.len() > 15) {
-            return Err("--comm: a process name has 1 to 15 characters (the kernel's comm)".into());
-        }
+        check_comms(&self.comm)?;
         if self.oom_only {
             if let Some(o) = self
                 .outputs

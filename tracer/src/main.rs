@@ -7,8 +7,10 @@
 //! growth and verdicts → `symbolize` resolves frames → `report` builds the
 //! one report model that every renderer reads; `output` writes it in each
 //! format asked for. `session` runs the loop (`oom` describes OOM
-//! kills); `offline` renders and diffs saved reports. This file only wires.
+//! kills); `offline` renders and diffs saved reports; `agent` is the node
+//! agent (`memtrace agent`). This file only wires.
 
+mod agent;
 mod aggregate;
 mod allocator;
 mod analysis;
@@ -37,8 +39,9 @@ use anyhow::Result;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse_or_exit();
-    let result = match &cli.offline {
-        Some(command) => offline::run(command, &cli.outputs),
+    let result = match cli.subcommand {
+        Some(cli::Subcommands::Agent(args)) => agent::run(args),
+        Some(ref command) => offline::run(command, &cli.outputs),
         None => run(cli),
     };
     match result {
@@ -62,7 +65,7 @@ fn run(cli: cli::Cli) -> Result<()> {
     preflight::check_privileges()?;
     preflight::check_btf()?;
     preflight::ensure_tracefs()?;
-    preflight::raise_open_files_limit();
+    preflight::raise_resource_limits();
     for &pid in &cli.pids {
         target::inspect(pid)?;
     }

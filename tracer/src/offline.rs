@@ -7,15 +7,15 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 use crate::{
-    cli::{Offline, Weight},
+    cli::{Subcommands, Weight},
     output,
     report::{self, diff, folded},
 };
 
 /// Runs an offline subcommand, writing to its planned `outputs`.
-pub fn run(command: &Offline, outputs: &[output::Output]) -> Result<()> {
+pub fn run(command: &Subcommands, outputs: &[output::Output]) -> Result<()> {
     match command {
-        Offline::Report { snapshot, out } => {
+        Subcommands::Report { snapshot, out } => {
             let mut report = report::load(snapshot)?;
             if let Some(n) = out.top {
                 report.stacks.truncate(n as usize);
@@ -23,7 +23,7 @@ pub fn run(command: &Offline, outputs: &[output::Output]) -> Result<()> {
             output::create_files(outputs)?;
             output::write_report(&report, outputs, out)
         }
-        Offline::Diff { before, after, out } => {
+        Subcommands::Diff { before, after, out } => {
             let d = match (load_either(before)?, load_either(after)?) {
                 (Snapshot::Report(b), Snapshot::Report(a)) => diff::diff(&b, &a),
                 // A JSON report against folded stacks: compared as folded
@@ -38,6 +38,7 @@ pub fn run(command: &Offline, outputs: &[output::Output]) -> Result<()> {
             output::create_files(outputs)?;
             output::write_diff(&d, &title, outputs, out)
         }
+        Subcommands::Agent(_) => unreachable!("main runs the agent"),
     }
 }
 

@@ -1,6 +1,6 @@
 //! Checks before anything is loaded, each failing with one line that names
 //! the fix: privileges, kernel BTF, and tracefs (mounted here if missing,
-//! since aya resolves tracepoint ids through it); and the open-files limit.
+//! since aya resolves tracepoint ids through it); and resource limits.
 
 use std::{ffi::CString, fs, path::Path};
 
@@ -71,11 +71,14 @@ pub fn ensure_tracefs() -> Result<()> {
     Ok(())
 }
 
-/// Raises the soft limit on open files to the hard limit: the symbolizer
-/// keeps every mapped executable of the traced processes open (so stacks
-/// of processes that are gone still resolve), which on a watched node can
-/// be thousands of files. Failing to raise it only means fewer files kept.
-pub fn raise_open_files_limit() {
+/// Raises resource limits: the soft limit on open files to the hard limit
+/// (the symbolizer keeps every mapped executable of the traced processes
+/// open, so stacks of processes that are gone still resolve: thousands of
+/// files on a watched node), and the locked-memory limit to unlimited
+/// (kernels before 5.11 charge BPF maps to it; needs CAP_SYS_RESOURCE).
+/// Failing only means fewer files kept, or map creation failing on old
+/// kernels with its own error.
+pub fn raise_resource_limits() {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -87,5 +90,10 @@ pub fn raise_open_files_limit() {
             limit.rlim_cur = limit.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
         }
+        let unlimited = libc::rlimit {
+            rlim_cur: libc::RLIM_INFINITY,
+            rlim_max: libc::RLIM_INFINITY,
+        };
+        libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited);
     }
 }

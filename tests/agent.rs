@@ -1,0 +1,427 @@
+//! The node agent (`memtrace agent`) against real processes: it flags only
+//! the process whose memory keeps growing, traces it, writes incidents whose
+//! top stack names the leaking function, keeps its retention limits, serves
+//! metrics promtool accepts, and guards its HTTP surface (bearer token off
+//! loopback, incident ids that cannot become paths, on-demand traces).
+//!
+//! Each test's agent watches only its own workloads (`--comm`), so tests
+//! running side by side do not see each other's processes.
+
+use std::{
+    ffi::OsString,
+    io::Write,
+    net::SocketAddr,
+    path::Path,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use memtrace_integration::{
+    assert_within, compile_c,
+    http::{self, Response},
+    run_memtrace, scratch_dir, secs, Report, Tracer, Workload,
+};
+use serde_json::Value;
+
+const TOKEN: &str = "agent-test-token-0123456789abcdef";
+/// The leaking workload's rate (KiB/s).
+const LEAK_KIB_PER_SEC: u64 = 1024;
+
+fn start_agent(listen: SocketAddr, reports: &Path, extra: &[&str]) -> Tracer {
+    let mut args: Vec<OsString> = vec![
+        "agent".into(),
+        "--listen".into(),
+        listen.to_string().into(),
+        "--reports-dir".into(),
+        reports.into(),
+    ];
+    args.extend(extra.iter().map(OsString::from));
+    Tracer::spawn(&args)
+}
+
+/// Waits until the agent answers /healthz with 200.
+#[track_caller]
+fn wait_healthy(agent: &mut Tracer, addr: SocketAddr) {
+    let deadline = Instant::now() + secs(20);
+    while Instant::now() < deadline {
+        if http::request(addr, "GET", "/healthz", None).is_some_and(|r| r.status == 200) {
+            return;
+        }
+        assert!(agent.is_running(), "agent exited\n{}", agent.snapshot());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("agent never became healthy\n{}", agent.snapshot());
+}
+
+/// The value of the sample `name{labels}` (labels as printed, sorted by the
+/// encoder), or of `name` without labels.
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// A per-process series' value, for one pid.
+fn process_metric(text: &str, name: &str, pid: u32) -> Option<f64> {
+    let want = format!("pid=\"{pid}\"");
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(&want))
+        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+fn stop(mut agent: Tracer) -> memtrace_integration::RunOutput {
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(agent.pid() as i32, libc::SIGTERM) };
+    let _ = agent.is_running();
+    agent.finish(secs(60))
+}
+
+/// `promtool check metrics` on an exposition; panics with its output when
+/// it finds a problem.
+fn promtool_check(exposition: &str) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus; `cargo xtask test` installs it)");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(exposition.as_bytes())
+        .expect("writing to promtool");
+    let out = child.wait_with_output().expect("promtool");
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}\n--- exposition ---\n{exposition}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn json(r: &Response) -> Value {
+    serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", r.text()))
+}
+
+#[test]
+fn flags_only_the_leak_traces_it_and_keeps_retention() {
+    let exe = compile_c("agent_mix");
+    let mut leak = Workload::spawn(&exe, &["leak", &LEAK_KIB_PER_SEC.to_string()]);
+    leak.expect_line("ready", secs(10));
+    let mut steady = Workload::spawn(&exe, &["steady"]);
+    steady.expect_line("ready", secs(10));
+    let dir = scratch_dir("agent-flags");
+    let reports = dir.join("reports");
+    let addr: SocketAddr = format!("127.0.0.1:{}", http::free_port()).parse().unwrap();
+    let mut agent = start_agent(
+        addr,
+        &reports,
+        &[
+            "--scan-interval",
+            "1s",
+            "--min-observation",
+            "5s",
+            "--trace-window",
+            "4s",
+            "--retrace-after",
+            "1s",
+            "--max-reports",
+            "2",
+            "--comm",
+            "agent_mix",
+        ],
+    );
+    wait_healthy(&mut agent, addr);
+    // Started under the agent's eyes: it grows fast (16 MiB in about a
+    // second), then stays flat — a cache that filled, not a leak.
+    let mut plateau = Workload::spawn(&exe, &["plateau", "16"]);
+    plateau.expect_line("ready", secs(10));
+
+    // Three incidents written (so retention had to delete one).
+    let deadline = Instant::now() + secs(90);
+    let metrics = loop {
+        let m = http::get(addr, "/metrics", None).text();
+        if metric(&m, "memtrace_agent_incidents_written_total").unwrap_or(0.0) >= 3.0
+            // The plateau process has been watched past --min-observation.
+            && metric(&m, "memtrace_agent_scans_total").unwrap_or(0.0) >= 12.0
+        {
+            break m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "fewer than 3 incidents in 90 s\n{m}\n{}",
+            agent.snapshot()
+        );
+        assert!(agent.is_running(), "agent exited\n{}", agent.snapshot());
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    promtool_check(&metrics);
+
+    let growth = |pid| process_metric(&metrics, "memtrace_process_anon_growth_bytes_per_hour", pid);
+    let leak_rate = growth(leak.pid()).expect("the leak's growth metric");
+    // 1 MiB/s is 3.5 GiB/h; /proc's view includes allocator rounding.
+    assert_within(
+        "leak growth (bytes/h)",
+        leak_rate as u64,
+        LEAK_KIB_PER_SEC * 1024 * 3600,
+        15.0,
+        &metrics,
+    );
+    for (what, pid) in [("plateau", plateau.pid()), ("steady", steady.pid())] {
+        assert_eq!(
+            growth(pid),
+            Some(0.0),
+            "{what} pid {pid} must not grow\n{metrics}"
+        );
+    }
+    assert!(metric(&metrics, "memtrace_agent_incidents_deleted_total").unwrap() >= 1.0);
+    assert_eq!(
+        metric(&metrics, "memtrace_agent_reports"),
+        Some(2.0),
+        "{metrics}"
+    );
+    assert!(
+        metric(
+            &metrics,
+            "memtrace_agent_traces_total{reason=\"growth\",result=\"ok\"}"
+        )
+        .unwrap()
+            >= 3.0,
+        "{metrics}"
+    );
+    assert_eq!(metric(&metrics, "memtrace_agent_oom_watch_up"), Some(1.0));
+
+    // The incidents: only the leak's, its leaking function on top.
+    let listed = json(&http::get(addr, "/reports", None));
+    let listed = listed.as_array().expect("a list");
+    assert_eq!(listed.len(), 2, "--max-reports 2: {listed:#?}");
+    let mut on_disk: Vec<String> = std::fs::read_dir(&reports)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    on_disk.sort();
+    let mut ids: Vec<String> = listed
+        .iter()
+        .map(|i| i["id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    assert_eq!(
+        on_disk, ids,
+        "the directory holds exactly the incidents listed"
+    );
+    for incident in listed {
+        let summary = incident.to_string();
+        assert_eq!(incident["pid"], leak.pid(), "{summary}");
+        assert_eq!(incident["reason"], "growth", "{summary}");
+        assert_eq!(incident["top_function"], "append_audit_record", "{summary}");
+        assert_eq!(incident["top_verdict"], "leak", "{summary}");
+        assert_eq!(
+            incident["files"],
+            serde_json::json!([
+                "incident.json",
+                "report.json",
+                "flamegraph.svg",
+                "profile.pb.gz"
+            ]),
+            "{summary}"
+        );
+    }
+    let newest = listed[0]["id"].as_str().unwrap();
+    let response = http::get(addr, &format!("/reports/{newest}"), None);
+    assert_eq!(response.status, 200);
+    assert_eq!(response.header("content-type"), Some("application/json"));
+    let report = Report::parse(&response.text(), "agent incident").expect("a valid report");
+    let top = &report.stacks[0];
+    assert_eq!(top.pid, leak.pid());
+    assert_eq!(
+        top.function(),
+        Some("append_audit_record"),
+        "{}",
+        top.summary()
+    );
+    // What the window saw leak: 1 MiB/s for its duration.
+    let expected = (report.duration_secs * (LEAK_KIB_PER_SEC * 1024) as f64) as u64;
+    assert_within(
+        "window's leak",
+        top.outstanding_bytes,
+        expected,
+        15.0,
+        &top.summary(),
+    );
+    let svg = http::get(addr, &format!("/reports/{newest}/flamegraph.svg"), None);
+    assert_eq!(svg.header("content-type"), Some("image/svg+xml"));
+    assert!(svg.text().contains("append_audit_record"));
+    let pprof = http::get(addr, &format!("/reports/{newest}/profile.pb.gz"), None);
+    assert_eq!(&pprof.body[..2], &[0x1f, 0x8b], "gzip");
+
+    let out = stop(agent);
+    out.assert_success();
+    let traced: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("memtrace: agent: tracing pid"))
+        .collect();
+    assert!(traced.len() >= 3, "{}", out.stderr);
+    let leak_line = format!("memtrace: agent: tracing pid {} ", leak.pid());
+    for line in traced {
+        assert!(
+            line.starts_with(&leak_line),
+            "only the leak is traced: {line}"
+        );
+    }
+
+    // Stopping wrote the window in progress (its trace ended early with a
+    // report): the newest incident is now that one, or the last listed.
+    let newest = std::fs::read_dir(&reports)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| !n.starts_with('.'))
+        .max()
+        .unwrap();
+    assert!(newest.as_str() >= listed[0]["id"].as_str().unwrap());
+
+    // Byte retention: an agent started with a smaller budget keeps only the
+    // newest incident (each is ~25 KB).
+    let mut agent = start_agent(
+        addr,
+        &reports,
+        &["--max-report-bytes", "20KB", "--comm", "no_such_proc"],
+    );
+    wait_healthy(&mut agent, addr);
+    let listed = json(&http::get(addr, "/reports", None));
+    let ids: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        vec![newest.as_str()],
+        "the newest is kept whatever its size"
+    );
+    stop(agent).assert_success();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn http_surface_needs_a_token_off_loopback_and_refuses_paths() {
+    let dir = scratch_dir("agent-http");
+    let reports = dir.join("reports");
+    let port = http::free_port();
+    let open: SocketAddr = format!("0.0.0.0:{port}").parse().unwrap();
+
+    // Off loopback without a token: refused before anything starts.
+    let out = run_memtrace(
+        &["agent", "--listen", &open.to_string(), "--reports-dir"]
+            .iter()
+            .map(OsString::from)
+            .chain([reports.clone().into_os_string()])
+            .collect::<Vec<_>>(),
+        secs(10),
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
+    assert!(out.stderr.contains("--token"), "{}", out.stderr);
+
+    let mut agent = start_agent(
+        open,
+        &reports,
+        &[
+            "--token",
+            TOKEN,
+            "--comm",
+            "no_such_proc",
+            "--scan-interval",
+            "1s",
+        ],
+    );
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_healthy(&mut agent, addr); // /healthz needs no token
+
+    for path in ["/metrics", "/reports", "/reports/20261125T000000Z-1-x"] {
+        let r = http::get(addr, path, None);
+        assert_eq!(r.status, 401, "GET {path} without a token");
+        assert_eq!(
+            r.header("www-authenticate"),
+            Some("Bearer realm=\"memtrace\"")
+        );
+        assert_eq!(
+            http::get(addr, path, Some("wrong-token-0123456789abcdef")).status,
+            401
+        );
+    }
+    let r = http::request(addr, "POST", "/trace?pid=1", None).unwrap();
+    assert_eq!(r.status, 401, "POST /trace without a token");
+    let metrics = http::get(addr, "/metrics", Some(TOKEN));
+    assert_eq!(metrics.status, 200);
+    promtool_check(&metrics.text());
+
+    // Incident ids never become paths, however they are spelled.
+    for (path, want) in [
+        ("/reports/../x", [400, 404]),
+        ("/reports/..", [400, 404]),
+        ("/reports/..%2Fx", [400, 400]),
+        ("/reports/%2e%2e%2f%2e%2e%2fetc%2fpasswd", [400, 400]),
+        (
+            "/reports/20261125T000000Z-1-x/..%2f..%2f..%2fetc%2fpasswd",
+            [404, 404],
+        ),
+        (
+            "/reports/20261125T000000Z-1-x/../../../etc/passwd",
+            [400, 404],
+        ),
+    ] {
+        let r = http::get(addr, path, Some(TOKEN));
+        assert!(
+            want.contains(&r.status),
+            "GET {path}: {} {}",
+            r.status,
+            r.text()
+        );
+        assert!(!r.text().contains("root:"), "GET {path} leaked a file");
+    }
+
+    // An on-demand trace answers with the report.
+    let exe = compile_c("agent_mix");
+    let copy = dir.join("ondemand_leak");
+    std::fs::copy(&exe, &copy).unwrap();
+    let mut leak = Workload::spawn(&copy, &["leak", "512"]);
+    leak.expect_line("ready", secs(10));
+    let path = format!("/trace?pid={}&duration=3s", leak.pid());
+    let r = http::request(addr, "POST", &path, Some(TOKEN)).expect("an answer");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let report = Report::parse(&r.text(), "on-demand trace").expect("a valid report");
+    let stack = report
+        .stacks
+        .iter()
+        .find(|s| s.function() == Some("append_audit_record"))
+        .unwrap_or_else(|| panic!("no append_audit_record stack: {}", r.text()));
+    assert_eq!(stack.pid, leak.pid());
+    let expected = (report.duration_secs * (512 * 1024) as f64) as u64;
+    assert_within(
+        "on-demand leak",
+        stack.outstanding_bytes,
+        expected,
+        15.0,
+        &stack.summary(),
+    );
+    for (path, status) in [
+        ("/trace?pid=999999999&duration=3s".to_string(), 404),
+        (format!("/trace?pid={}&duration=1h", leak.pid()), 400),
+        (format!("/trace?pid={}&format=xml", leak.pid()), 400),
+        ("/trace?pid=abc".to_string(), 400),
+    ] {
+        let r = http::request(addr, "POST", &path, Some(TOKEN)).unwrap();
+        assert_eq!(r.status, status, "POST {path}: {}", r.text());
+    }
+    stop(agent).assert_success();
+    std::fs::remove_dir_all(&dir).unwrap();
+}

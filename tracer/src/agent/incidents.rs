@@ -1,0 +1,298 @@
+//! Incident reports on disk: one directory per incident under
+//! `--reports-dir`, filled under a hidden staging name and renamed into
+//! place when complete (a reader never sees half an incident); listed and
+//! served by validated id (no path ever comes from a request); pruned
+//! oldest-first to `--max-reports` and `--max-report-bytes`.
+
+use std::{
+    fs,
+    os::unix::fs::{DirBuilderExt, PermissionsExt},
+    path::{Path, PathBuf},
+    time::SystemTime,
+};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::cgroup::Container;
+
+/// What the agent wrote about an incident (incident.json).
+pub const META: &str = "incident.json";
+/// The trace's JSON report.
+pub const REPORT: &str = "report.json";
+pub const FLAMEGRAPH: &str = "flamegraph.svg";
+pub const PROFILE: &str = "profile.pb.gz";
+/// The files an incident may hold: the only names ever served.
+pub const FILES: [&str; 4] = [META, REPORT, FLAMEGRAPH, PROFILE];
+const STAGING: &str = ".staging-";
+
+/// One incident, as incident.json holds it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Incident {
+    pub id: String,
+    pub node: String,
+    /// `growth` (anonymous memory kept growing), `oom-restart` (it came
+    /// back where an OOM kill happened).
+    pub reason: String,
+    /// The evidence, one line.
+    pub detail: String,
+    pub pid: u32,
+    pub comm: String,
+    pub cgroup: Option<String>,
+    pub container: Option<Container>,
+    /// Growth of its anonymous memory when it was flagged.
+    pub anon_growth_bytes_per_hour: Option<f64>,
+    /// RFC 3339 times the trace started and ended.
+    pub started: String,
+    pub ended: String,
+    /// How the trace ended (`window ended`, `target exited`, or the error).
+    pub outcome: String,
+    /// From the report: what the traced stacks held at the end, and the
+    /// top stack's allocating function.
+    pub outstanding_bytes: u64,
+    pub top_function: Option<String>,
+    pub top_verdict: Option<String>,
+    /// Files present, and their total size (filled when listed).
+    #[serde(default)]
+    pub files: Vec<String>,
+    #[serde(default)]
+    pub bytes: u64,
+}
+
+/// The reports directory and its limits.
+pub struct Store {
+    dir: PathBuf,
+    max_reports: usize,
+    max_bytes: u64,
+}
+
+/// Whether `id` is one this store makes: `YYYYMMDDTHHMMSSZ-PID-NAME[-N]`,
+/// letters, digits, `-` and `_` only. Rejects everything a path could be
+/// made of (`..`, `/`, `%`, NUL) before any file is touched.
+pub fn valid_id(id: &str) -> bool {
+    (16..=80).contains(&id.len())
+        && id.as_bytes()[0].is_ascii_digit()
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+impl Store {
+    /// Opens (creating, mode 0700) the directory, removes staging
+    /// directories left by an agent that died mid-write, and applies the
+    /// limits (they may have changed since the incidents were written).
+    pub fn open(dir: &Path, max_reports: usize, max_bytes: u64) -> Result<Store> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("creating --reports-dir {}", dir.display()))?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("restricting --reports-dir {}", dir.display()))?;
+        let store = Store {
+            dir: dir.to_path_buf(),
+            max_reports,
+            max_bytes,
+        };
+        for entry in fs::read_dir(dir)?.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(STAGING) {
+                let _ = fs::remove_dir_all(entry.path());
+            }
+        }
+        store.prune();
+        Ok(store)
+    }
+
+    /// A fresh id for an incident of `pid` named `comm`, now.
+    pub fn new_id(&self, pid: u32, comm: &str) -> String {
+        let now = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+        let stamp: String = now.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+        let name: String = comm
+            .chars()
+            .map(|c| match c.is_ascii_alphanumeric() || c == '_' {
+                true => c,
+                false => '_',
+            })
+            .take(15)
+            .collect();
+        let base = format!("{stamp}-{pid}-{name}");
+        let mut id = base.clone();
+        let mut n = 1;
+        while self.dir.join(&id).exists() || self.staging(&id).exists() {
+            n += 1;
+            id = format!("{base}-{n}");
+        }
+        id
+    }
+
+    /// Where an incident's files are written before it is committed.
+    pub fn staging(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{STAGING}{id}"))
+    }
+
+    /// Creates the staging directory of `id`.
+    pub fn begin(&self, id: &str) -> Result<PathBuf> {
+        let dir = self.staging(id);
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
+        Ok(dir)
+    }
+
+    /// Writes incident.json and moves the incident into place.
+    pub fn commit(&self, incident: &Incident) -> Result<()> {
+        let staging = self.staging(&incident.id);
+        let json = serde_json::to_vec_pretty(incident)?;
+        fs::write(staging.join(META), json)?;
+        fs::rename(&staging, self.dir.join(&incident.id))
+            .with_context(|| format!("committing incident {}", incident.id))
+    }
+
+    pub fn discard(&self, id: &str) {
+        let _ = fs::remove_dir_all(self.staging(id));
+    }
+
+    /// Every committed incident, newest first, with its files and size.
+    pub fn list(&self) -> Vec<Incident> {
+        let Ok(dir) = fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let mut ids: Vec<String> = dir
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|name| valid_id(name))
+            .collect();
+        // Ids start with their UTC time: by name is by age.
+        ids.sort_unstable_by(|a, b| b.cmp(a));
+        ids.iter().filter_map(|id| self.load(id)).collect()
+    }
+
+    fn load(&self, id: &str) -> Option<Incident> {
+        let dir = self.dir.join(id);
+        let mut incident: Incident =
+            serde_json::from_slice(&fs::read(dir.join(META)).ok()?).ok()?;
+        incident.files.clear();
+        incident.bytes = 0;
+        for name in FILES {
+            if let Ok(m) = fs::metadata(dir.join(name)) {
+                incident.files.push(name.to_string());
+                incident.bytes += m.len();
+            }
+        }
+        Some(incident)
+    }
+
+    /// Deletes the oldest incidents while more than `--max-reports` are
+    /// kept or they take more than `--max-report-bytes`; the newest is
+    /// always kept. Returns how many went.
+    pub fn prune(&self) -> u64 {
+        let incidents = self.list();
+        let mut total: u64 = incidents.iter().map(|i| i.bytes).sum();
+        let mut kept = incidents.len();
+        let mut deleted = 0;
+        for old in incidents.iter().skip(1).rev() {
+            if kept <= self.max_reports && total <= self.max_bytes {
+                break;
+            }
+            if fs::remove_dir_all(self.dir.join(&old.id)).is_ok() {
+                kept -= 1;
+                total -= old.bytes;
+                deleted += 1;
+            }
+        }
+        deleted
+    }
+
+    /// The path of file `name` of incident `id`, when both are valid and it
+    /// exists. `name` defaults to the report.
+    pub fn file(&self, id: &str, name: Option<&str>) -> Option<PathBuf> {
+        let name = name.unwrap_or(REPORT);
+        if !valid_id(id) || !FILES.contains(&name) {
+            return None;
+        }
+        let path = self.dir.join(id).join(name);
+        // Only regular files, never through a symlink planted in the dir.
+        let meta = fs::symlink_metadata(&path).ok()?;
+        let parent = fs::symlink_metadata(self.dir.join(id)).ok()?;
+        (meta.file_type().is_file() && parent.file_type().is_dir()).then_some(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn incident(id: &str) -> Incident {
+        Incident {
+            id: id.into(),
+            node: "n".into(),
+            reason: "growth".into(),
+            detail: String::new(),
+            pid: 1,
+            comm: "x".into(),
+            cgroup: None,
+            container: None,
+            anon_growth_bytes_per_hour: None,
+            started: String::new(),
+            ended: String::new(),
+            outcome: String::new(),
+            outstanding_bytes: 0,
+            top_function: None,
+            top_verdict: None,
+            files: Vec::new(),
+            bytes: 0,
+        }
+    }
+
+    #[test]
+    fn ids_are_never_paths() {
+        assert!(valid_id("20261125T101500Z-42-leaky_app"));
+        assert!(valid_id("20261125T101500Z-42-leaky_app-2"));
+        for bad in [
+            "..",
+            "../x",
+            "20261125T101500Z-42/../../etc",
+            "20261125T101500Z-42-a.b",
+            ".staging-20261125T101500Z-42-x",
+            "20261125T101500Z-42-%2e%2e",
+            "",
+            "x20261125T101500Z-42-a",
+        ] {
+            assert!(!valid_id(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn commit_list_prune_and_serve() {
+        let dir = std::env::temp_dir().join(format!("memtrace-store-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let store = Store::open(&dir, 2, 10_000).unwrap();
+        let mut ids = Vec::new();
+        for n in 0..4 {
+            let id = format!("2026112{n}T000000Z-1-x");
+            let staging = store.begin(&id).unwrap();
+            fs::write(staging.join(REPORT), vec![b'{'; 3000]).unwrap();
+            store.commit(&incident(&id)).unwrap();
+            ids.push(id);
+            store.prune();
+        }
+        let listed: Vec<String> = store.list().into_iter().map(|i| i.id).collect();
+        assert_eq!(listed, vec![ids[3].clone(), ids[2].clone()]);
+        assert!(store.file(&ids[3], None).is_some());
+        assert!(store.file(&ids[3], Some("../../etc/passwd")).is_none());
+        assert!(store.file("..", None).is_none());
+        assert!(store.file(&ids[0], None).is_none());
+        // Bytes: 2 × ~3.3 KB fits; a limit of one incident keeps the newest.
+        let small = Store::open(&dir, 10, 4000).unwrap();
+        assert_eq!(small.list().len(), 1);
+        assert_eq!(small.list()[0].id, ids[3]);
+        // Staging leftovers go at open; a fresh id avoids existing ones.
+        store.begin("20261130T000000Z-1-y").unwrap();
+        let again = Store::open(&dir, 2, 10_000).unwrap();
+        assert!(!again.staging("20261130T000000Z-1-y").exists());
+        let id = again.new_id(7, "a b/c");
+        assert!(valid_id(&id) && id.ends_with("-7-a_b_c"), "{id}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}

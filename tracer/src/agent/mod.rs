@@ -1,0 +1,547 @@
+//! `memtrace agent`: the node agent. Every `--scan-interval` it reads every
+//! process's memory from /proc (`scan`) and judges its growth; a process
+//! growing faster than `--alert-growth` for long enough, or one that comes
+//! back where the OOM killer struck (same pod, container or cgroup, same
+//! name), is traced for `--trace-window` by a child memtrace (`traces`),
+//! whose report becomes an incident on disk (`incidents`, with retention).
+//! The OOM watch runs all along. `metrics` and `http` expose it all. This
+//! file owns the loop and the state the HTTP handlers share with it.
+
+mod http;
+mod incidents;
+mod metrics;
+mod scan;
+mod traces;
+
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant, SystemTime},
+};
+
+use anyhow::{Context, Result};
+use tokio::{
+    signal::unix::{signal, SignalKind},
+    sync::mpsc,
+};
+
+use crate::{
+    analysis::Verdict,
+    cgroup::{self, Container},
+    cli::{AgentArgs, DEFAULT_MAX_LIVE, DEFAULT_MAX_STACKS},
+    oom, preflight,
+    report::{self, frame_name, OomKill},
+    units::{bytes, rate_per_hour},
+};
+use incidents::{Incident, Store};
+use metrics::Metrics;
+use scan::Scanner;
+use traces::Children;
+
+/// How long an OOM kill is remembered, for recognising the victim's
+/// container when it comes back.
+const OOM_MEMORY: Duration = Duration::from_secs(3600);
+/// OOM kills remembered at once.
+const OOM_KEPT: usize = 100;
+/// How long shutdown waits for running traces to write their reports.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+/// Trace slots: at most `--max-traces` at once, one per pid.
+pub struct Slots {
+    max: usize,
+    active: Arc<Mutex<HashSet<u32>>>,
+}
+
+/// A slot held; freed when dropped.
+pub struct Slot {
+    active: Arc<Mutex<HashSet<u32>>>,
+    pid: u32,
+}
+
+impl Slots {
+    fn acquire(&self, pid: u32) -> Option<Slot> {
+        let mut active = self.active.lock().expect("slots lock");
+        if active.len() >= self.max || !active.insert(pid) {
+            return None;
+        }
+        Some(Slot {
+            active: self.active.clone(),
+            pid,
+        })
+    }
+
+    fn count(&self) -> usize {
+        self.active.lock().expect("slots lock").len()
+    }
+
+    fn pids(&self) -> Vec<u32> {
+        self.active
+            .lock()
+            .expect("slots lock")
+            .iter()
+            .copied()
+            .collect()
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.active.lock().expect("slots lock").remove(&self.pid);
+    }
+}
+
+/// What the loop shares with the HTTP handlers and trace tasks.
+pub struct Shared {
+    node: String,
+    token: Option<String>,
+    exe: PathBuf,
+    store: Store,
+    metrics: Metrics,
+    slots: Slots,
+    children: Children,
+    last_scan: Mutex<Option<Instant>>,
+    scan_interval: Duration,
+    verbose: bool,
+    serial: AtomicU64,
+    oom_watch_up: Arc<AtomicBool>,
+    /// Outstanding bytes of each live pid's last finished trace window.
+    traced: Mutex<HashMap<u32, u64>>,
+}
+
+impl Shared {
+    fn next_serial(&self) -> u64 {
+        self.serial.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn count_trace(&self, reason: &str, ok: bool) {
+        let result = if ok { "ok" } else { "failed" };
+        self.metrics
+            .traces
+            .with_label_values(&[reason, result])
+            .inc();
+    }
+
+    /// The agent's own gauges, read when scraped.
+    fn refresh_own_metrics(&self) {
+        let m = &self.metrics;
+        let rss = |pid: u32| scan::read(pid).map_or(0, |r| r.rss_bytes as i64);
+        m.resident
+            .with_label_values(&["agent"])
+            .set(rss(std::process::id()));
+        let children: Vec<u32> = self
+            .children
+            .lock()
+            .expect("children lock")
+            .iter()
+            .copied()
+            .collect();
+        m.resident
+            .with_label_values(&["traces"])
+            .set(children.into_iter().map(rss).sum());
+        m.traces_active.set(self.slots.count() as i64);
+        m.oom_watch_up
+            .set(i64::from(self.oom_watch_up.load(Ordering::Relaxed)));
+    }
+
+    fn refresh_store_metrics(&self) {
+        let kept = self.store.list();
+        self.metrics.reports.set(kept.len() as i64);
+        self.metrics
+            .report_bytes
+            .set(kept.iter().map(|i| i.bytes as i64).sum());
+    }
+}
+
+pub fn run(args: AgentArgs) -> Result<()> {
+    preflight::check_privileges()?;
+    preflight::check_btf()?;
+    preflight::ensure_tracefs()?;
+    preflight::raise_resource_limits();
+    let exe = std::env::current_exe().context("finding memtrace's own executable")?;
+    let store = Store::open(
+        &args.reports_dir,
+        args.max_reports as usize,
+        args.max_report_bytes,
+    )?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(agent(args, exe, store))
+}
+
+/// The node's name: NODE_NAME (Kubernetes' downward API), else the host
+/// name.
+fn node_name() -> String {
+    if let Some(n) = std::env::var("NODE_NAME").ok().filter(|n| !n.is_empty()) {
+        return n;
+    }
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// A process to trace and why.
+struct Suspect {
+    pid: u32,
+    comm: String,
+    cgroup: Option<String>,
+    container: Option<Container>,
+    reason: &'static str,
+    detail: String,
+    growth_per_hour: Option<f64>,
+}
+
+async fn agent(args: AgentArgs, exe: PathBuf, store: Store) -> Result<()> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let node = node_name();
+    let shared = Arc::new(Shared {
+        metrics: Metrics::new(&node),
+        node,
+        token: args.token.clone(),
+        exe: exe.clone(),
+        store,
+        slots: Slots {
+            max: args.max_traces as usize,
+            active: Arc::default(),
+        },
+        children: Children::default(),
+        last_scan: Mutex::new(None),
+        scan_interval: args.scan_interval,
+        verbose: args.verbose,
+        serial: AtomicU64::new(0),
+        oom_watch_up: Arc::default(),
+        traced: Mutex::default(),
+    });
+    shared.refresh_store_metrics();
+    crate::note(&format!(
+        "agent on node {}: http://{}/ (metrics, healthz, reports, trace){}; incidents in {}; \
+         scanning every {} for growth over {} after {}",
+        shared.node,
+        args.listen,
+        if shared.token.is_some() {
+            ", bearer token required"
+        } else {
+            ""
+        },
+        args.reports_dir.display(),
+        humantime::format_duration(args.scan_interval),
+        rate_per_hour(args.alert_growth),
+        humantime::format_duration(args.min_observation),
+    ));
+
+    let (kills_tx, mut kills) = mpsc::unbounded_channel();
+    tokio::spawn(traces::watch_ooms(
+        exe,
+        kills_tx,
+        shared.children.clone(),
+        shared.oom_watch_up.clone(),
+    ));
+    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server =
+        axum::serve(listener, http::router(shared.clone())).with_graceful_shutdown(async {
+            let _ = http_stopped.await;
+        });
+    let server = tokio::spawn(async move {
+        if let Err(e) = server.await {
+            crate::note(&format!("agent: HTTP server stopped: {e}"));
+        }
+    });
+
+    let mut scanner = Scanner::new(args.comm.clone());
+    let mut last_traced: HashMap<(u32, u64), Instant> = HashMap::new();
+    let mut ooms: VecDeque<(String, String, Instant)> = VecDeque::new();
+    let mut tick = tokio::time::interval(args.scan_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let found = scan_once(&shared, &mut scanner, &args, &mut ooms);
+                for s in found {
+                    let Some(w) = scanner.get(s.pid) else { continue };
+                    let key = (s.pid, w.start_ticks);
+                    if last_traced.get(&key).is_some_and(|t| t.elapsed() < args.retrace_after) {
+                        continue;
+                    }
+                    let Some(slot) = shared.slots.acquire(s.pid) else { continue };
+                    last_traced.insert(key, Instant::now());
+                    tokio::spawn(trace_window(shared.clone(), slot, s, args.trace_window, args.window_interval()));
+                }
+                last_traced.retain(|(pid, start), _| scanner.get(*pid).is_some_and(|w| w.start_ticks == *start));
+            }
+            Some(kill) = kills.recv() => on_oom(&shared, kill, &mut ooms),
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    crate::note("agent: stopping; running traces write their reports");
+    let running: Vec<u32> = shared
+        .children
+        .lock()
+        .expect("children lock")
+        .iter()
+        .copied()
+        .collect();
+    for pid in running {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    }
+    let deadline = Instant::now() + SHUTDOWN_GRACE;
+    while shared.slots.count() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = stop_http.send(());
+    let _ = server.await;
+    Ok(())
+}
+
+/// One scan: reads every process, updates the metrics, and returns what to
+/// trace: processes back where an OOM kill struck, then the fastest
+/// growing.
+fn scan_once(
+    shared: &Shared,
+    scanner: &mut Scanner,
+    args: &AgentArgs,
+    ooms: &mut VecDeque<(String, String, Instant)>,
+) -> Vec<Suspect> {
+    let started = Instant::now();
+    let mut skip: HashSet<u32> = shared.children.lock().expect("children lock").clone();
+    skip.insert(std::process::id());
+    let result = scanner.scan(&skip);
+    let m = &shared.metrics;
+    m.scans.inc();
+    m.scan_seconds.set(started.elapsed().as_secs_f64());
+    m.processes.set(scanner.len() as i64);
+    m.untracked.set(scanner.untracked as i64);
+
+    ooms.retain(|(_, _, t)| t.elapsed() < OOM_MEMORY);
+    let mut found = Vec::new();
+    for &pid in &result.new {
+        let Some(w) = scanner.get(pid) else { continue };
+        let Some(home) = w.home() else { continue };
+        if let Some(i) = ooms.iter().position(|(h, c, _)| *h == home && *c == w.comm) {
+            let (_, _, at) = ooms.remove(i).expect("found above");
+            found.push(Suspect {
+                pid,
+                comm: w.comm.clone(),
+                cgroup: w.cgroup.clone(),
+                container: w.container.clone(),
+                reason: "oom-restart",
+                detail: format!(
+                    "{} came back in {home} {:.0} s after an OOM kill there",
+                    w.comm,
+                    at.elapsed().as_secs_f64()
+                ),
+                growth_per_hour: None,
+            });
+        }
+    }
+    let suspects = scanner.suspects(args.alert_growth, args.min_observation.as_secs_f64());
+    m.suspects.set(suspects.len() as i64);
+    for w in &suspects {
+        let g = w.growth.as_ref().expect("suspects have a growth");
+        if args.verbose {
+            crate::note(&format!(
+                "agent: pid {} ({}) anon {} growing {} ({:?}: {})",
+                w.pid,
+                w.comm,
+                bytes(w.anon_bytes),
+                rate_per_hour(g.bytes_per_hour),
+                g.verdict,
+                g.reason
+            ));
+        }
+        found.push(Suspect {
+            pid: w.pid,
+            comm: w.comm.clone(),
+            cgroup: w.cgroup.clone(),
+            container: w.container.clone(),
+            reason: "growth",
+            detail: format!(
+                "anonymous memory {} growing {} over {:.0} s ({:?}: {})",
+                bytes(w.anon_bytes),
+                rate_per_hour(g.bytes_per_hour),
+                w.observed_secs(scanner.now()),
+                g.verdict,
+                g.reason
+            ),
+            growth_per_hour: Some(g.bytes_per_hour),
+        });
+    }
+    let suspect_pids: HashSet<u32> = suspects.iter().map(|w| w.pid).collect();
+    publish_processes(shared, scanner, &suspect_pids);
+    *shared.last_scan.lock().expect("last_scan lock") = Some(Instant::now());
+    found
+}
+
+/// Per-process series: the largest by anonymous memory, every suspect,
+/// every traced process.
+fn publish_processes(shared: &Shared, scanner: &Scanner, suspects: &HashSet<u32>) {
+    let m = &shared.metrics;
+    for g in [&m.rss, &m.anon, &m.traced_outstanding] {
+        g.reset();
+    }
+    m.growth.reset();
+    let mut traced = shared.traced.lock().expect("traced lock");
+    traced.retain(|pid, _| scanner.get(*pid).is_some());
+    let tracing: HashSet<u32> = shared.slots.pids().into_iter().collect();
+    let mut all: Vec<&scan::Watched> = scanner.processes().collect();
+    all.sort_by_key(|w| std::cmp::Reverse(w.anon_bytes));
+    for (rank, w) in all.into_iter().enumerate() {
+        let wanted = rank < metrics::PROCESSES_SHOWN
+            || suspects.contains(&w.pid)
+            || tracing.contains(&w.pid)
+            || traced.contains_key(&w.pid);
+        if !wanted {
+            continue;
+        }
+        let pid = w.pid.to_string();
+        let container = w.container.as_ref().map_or("", |c| cgroup::short_id(&c.id));
+        let pod = w
+            .container
+            .as_ref()
+            .and_then(|c| c.pod_uid.as_deref())
+            .unwrap_or("");
+        let labels = [pid.as_str(), w.comm.as_str(), container, pod];
+        m.rss.with_label_values(&labels).set(w.rss_bytes as i64);
+        m.anon.with_label_values(&labels).set(w.anon_bytes as i64);
+        let growth = w.growth.as_ref().map_or(0.0, |g| match g.verdict {
+            Verdict::Leak | Verdict::Growing => g.bytes_per_hour,
+            Verdict::Plateau | Verdict::Stable => 0.0,
+        });
+        m.growth.with_label_values(&labels).set(growth);
+        if let Some(&held) = traced.get(&w.pid) {
+            m.traced_outstanding
+                .with_label_values(&labels)
+                .set(held as i64);
+        }
+    }
+}
+
+fn on_oom(shared: &Shared, kill: OomKill, ooms: &mut VecDeque<(String, String, Instant)>) {
+    shared.metrics.oom_kills.inc();
+    crate::note(&format!("agent: {}", oom::line(&kill)));
+    if let Some(home) = scan::home_of(kill.cgroup.as_deref(), kill.container.as_ref()) {
+        if ooms.len() == OOM_KEPT {
+            ooms.pop_front();
+        }
+        ooms.push_back((home, kill.comm, Instant::now()));
+    }
+}
+
+/// Traces a suspect for the window and turns the report into an incident.
+async fn trace_window(
+    shared: Arc<Shared>,
+    _slot: Slot,
+    s: Suspect,
+    window: Duration,
+    interval: Duration,
+) {
+    let id = shared.store.new_id(s.pid, &s.comm);
+    let dir = match shared.store.begin(&id) {
+        Ok(dir) => dir,
+        Err(e) => {
+            crate::note(&format!("agent: cannot write incident {id}: {e:#}"));
+            return;
+        }
+    };
+    crate::note(&format!(
+        "agent: tracing pid {} ({}) for {}: {}",
+        s.pid,
+        s.comm,
+        humantime::format_duration(window),
+        s.detail
+    ));
+    let started = SystemTime::now();
+    let spec = traces::TraceSpec {
+        pid: s.pid,
+        duration: window,
+        interval,
+        outputs: [incidents::REPORT, incidents::FLAMEGRAPH, incidents::PROFILE]
+            .iter()
+            .map(|f| dir.join(f))
+            .collect(),
+        format: None,
+    };
+    let failure = traces::run(&shared.exe, &spec, &shared.children, shared.verbose).await;
+    let loaded = match failure {
+        None => report::load(&dir.join(incidents::REPORT)).map_err(|e| format!("{e:#}")),
+        Some(why) => Err(why),
+    };
+    let report = match loaded {
+        Ok(r) => r,
+        Err(why) => {
+            crate::note(&format!("agent: trace of pid {} failed: {why}", s.pid));
+            shared.count_trace(s.reason, false);
+            shared.store.discard(&id);
+            return;
+        }
+    };
+    shared.count_trace(s.reason, true);
+    shared
+        .metrics
+        .count_trace(&report, DEFAULT_MAX_LIVE, DEFAULT_MAX_STACKS);
+    let target = report.targets.iter().find(|t| t.pid == s.pid);
+    let outstanding = target.map_or(0, |t| t.outstanding_bytes);
+    shared
+        .traced
+        .lock()
+        .expect("traced lock")
+        .insert(s.pid, outstanding);
+    let top = report.stacks.iter().find(|st| st.pid == s.pid);
+    let outcome = if report.oom_kills.iter().any(|k| k.pid == s.pid) {
+        "OOM-killed"
+    } else if target.is_some_and(|t| t.exited) {
+        "target exited"
+    } else {
+        "window ended"
+    };
+    let incident = Incident {
+        id: id.clone(),
+        node: shared.node.clone(),
+        reason: s.reason.to_string(),
+        detail: s.detail,
+        pid: s.pid,
+        comm: s.comm,
+        cgroup: s.cgroup,
+        container: s.container,
+        anon_growth_bytes_per_hour: s.growth_per_hour,
+        started: humantime::format_rfc3339_seconds(started).to_string(),
+        ended: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+        outcome: outcome.to_string(),
+        outstanding_bytes: outstanding,
+        top_function: top.and_then(|st| st.frames.first()).map(frame_name),
+        top_verdict: top.map(|st| format!("{:?}", st.verdict).to_lowercase()),
+        files: Vec::new(),
+        bytes: 0,
+    };
+    if let Err(e) = shared.store.commit(&incident) {
+        crate::note(&format!("agent: {e:#}"));
+        shared.store.discard(&id);
+        return;
+    }
+    shared.metrics.incidents_written.inc();
+    let deleted = shared.store.prune();
+    shared.metrics.incidents_deleted.inc_by(deleted);
+    shared.refresh_store_metrics();
+    crate::note(&format!(
+        "agent: incident {id}: pid {} ({}) {outcome}; traced stacks hold {}{}",
+        incident.pid,
+        incident.comm,
+        bytes(outstanding),
+        incident
+            .top_function
+            .as_deref()
+            .map_or(String::new(), |f| format!(
+                ", top: {f} ({})",
+                incident.top_verdict.as_deref().unwrap_or("?")
+            ))
+    ));
+}

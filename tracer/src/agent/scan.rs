@@ -1,0 +1,309 @@
+//! The agent's cheap watch of every process: its resident memory read from
+//! /proc each scan (two small files: `stat` for name and start time,
+//! `statm` for resident and anonymous pages), a sliding series per process,
+//! and its growth judged by the statistics of the stack verdicts
+//! ([`analysis::analyse_points`]: robust Theil–Sen trend, significance,
+//! plateau rule). Bounded: at most [`MAX_PROCESSES`] processes of
+//! [`MAX_POINTS`] points each.
+
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    fs,
+    time::Instant,
+};
+
+use crate::{
+    analysis::{self, Verdict},
+    cgroup::{self, Container},
+    watch,
+};
+
+/// Points kept per process (a sliding window: 1 h at the default 30 s scan).
+pub const MAX_POINTS: usize = 120;
+/// Processes watched at once (~3 KiB each); more are counted as untracked.
+pub const MAX_PROCESSES: usize = 16_384;
+
+/// One reading of a process.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reading {
+    pub comm: String,
+    /// Start time in clock ticks since boot: with the pid, who it is (a
+    /// reused pid is another process).
+    pub start_ticks: u64,
+    pub rss_bytes: u64,
+    pub anon_bytes: u64,
+}
+
+/// Reads a process; None for kernel threads (no memory of their own) and
+/// processes gone.
+pub fn read(pid: u32) -> Option<Reading> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let statm = fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let (comm, start_ticks) = parse_stat(&stat)?;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
+    let (rss_bytes, anon_bytes) = parse_statm(&statm, page)?;
+    Some(Reading {
+        comm,
+        start_ticks,
+        rss_bytes,
+        anon_bytes,
+    })
+}
+
+/// Name and start time (field 22) from /proc/PID/stat; the name may hold
+/// spaces and parentheses, so fields are counted after its last `)`.
+fn parse_stat(stat: &str) -> Option<(String, u64)> {
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let comm = stat.get(open + 1..close)?.to_string();
+    // Fields after the name start at field 3 (state); start time is 22.
+    let start = stat[close + 1..]
+        .split_whitespace()
+        .nth(22 - 3)?
+        .parse()
+        .ok()?;
+    Some((comm, start))
+}
+
+/// Resident and anonymous bytes from /proc/PID/statm (`size resident
+/// shared ...`, in pages; shared counts file and shmem pages, so resident −
+/// shared is the anonymous part). None when nothing is resident: a kernel
+/// thread.
+fn parse_statm(statm: &str, page: u64) -> Option<(u64, u64)> {
+    let mut fields = statm.split_whitespace().map(|f| f.parse::<u64>().ok());
+    let (_size, resident, shared) = (fields.next()??, fields.next()??, fields.next()??);
+    if resident == 0 {
+        return None;
+    }
+    Some((resident * page, resident.saturating_sub(shared) * page))
+}
+
+/// Growth of a process's anonymous memory over its window.
+#[derive(Clone, Debug)]
+pub struct Growth {
+    pub verdict: Verdict,
+    pub bytes_per_hour: f64,
+    pub reason: String,
+}
+
+/// A watched process.
+#[derive(Debug)]
+pub struct Watched {
+    pub pid: u32,
+    pub comm: String,
+    pub start_ticks: u64,
+    pub cgroup: Option<String>,
+    pub container: Option<Container>,
+    /// Seconds since the agent started, when first seen.
+    pub first_seen: f64,
+    pub rss_bytes: u64,
+    pub anon_bytes: u64,
+    /// (seconds since the agent started, anonymous bytes).
+    points: VecDeque<(f64, f64)>,
+    pub growth: Option<Growth>,
+}
+
+impl Watched {
+    /// Seconds it has been watched.
+    pub fn observed_secs(&self, now: f64) -> f64 {
+        now - self.first_seen
+    }
+
+    /// Pod UID, else container id, else cgroup: where it runs, for
+    /// recognising a container that comes back after an OOM kill.
+    pub fn home(&self) -> Option<String> {
+        home_of(self.cgroup.as_deref(), self.container.as_ref())
+    }
+}
+
+/// See [`Watched::home`].
+pub fn home_of(cgroup: Option<&str>, container: Option<&Container>) -> Option<String> {
+    match container {
+        Some(Container {
+            pod_uid: Some(pod), ..
+        }) => Some(format!("pod:{pod}")),
+        Some(c) => Some(format!("container:{}", c.id)),
+        None => cgroup.filter(|c| *c != "/").map(|c| format!("cgroup:{c}")),
+    }
+}
+
+/// What one scan found.
+#[derive(Debug, Default)]
+pub struct ScanResult {
+    /// Processes seen for the first time (pids).
+    pub new: Vec<u32>,
+    pub gone: usize,
+}
+
+/// Every watched process and its series.
+pub struct Scanner {
+    started: Instant,
+    /// Only processes with these names (all when empty).
+    comms: Vec<String>,
+    procs: HashMap<u32, Watched>,
+    /// Processes not watched because [`MAX_PROCESSES`] were (last scan).
+    pub untracked: u64,
+}
+
+impl Scanner {
+    pub fn new(comms: Vec<String>) -> Scanner {
+        Scanner {
+            started: Instant::now(),
+            comms,
+            procs: HashMap::new(),
+            untracked: 0,
+        }
+    }
+
+    /// Seconds since the agent started.
+    pub fn now(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+
+    /// Reads every process but `skip` (the agent and its traces), adds a
+    /// point to each series, judges each, and forgets processes gone.
+    pub fn scan(&mut self, skip: &HashSet<u32>) -> ScanResult {
+        let now = self.now();
+        let mut result = ScanResult::default();
+        let mut seen = HashSet::new();
+        self.untracked = 0;
+        for pid in watch::pids() {
+            if skip.contains(&pid) {
+                continue;
+            }
+            let Some(r) = read(pid) else { continue };
+            if !self.comms.is_empty() && !self.comms.contains(&r.comm) {
+                continue;
+            }
+            let known = self
+                .procs
+                .get(&pid)
+                .is_some_and(|w| w.start_ticks == r.start_ticks);
+            if !known {
+                if self.procs.len() >= MAX_PROCESSES && !self.procs.contains_key(&pid) {
+                    self.untracked += 1;
+                    continue;
+                }
+                let cgroup = cgroup::read(pid);
+                let container = cgroup.as_deref().and_then(cgroup::container_of);
+                self.procs.insert(
+                    pid,
+                    Watched {
+                        pid,
+                        comm: r.comm.clone(),
+                        start_ticks: r.start_ticks,
+                        cgroup,
+                        container,
+                        first_seen: now,
+                        rss_bytes: 0,
+                        anon_bytes: 0,
+                        points: VecDeque::new(),
+                        growth: None,
+                    },
+                );
+                result.new.push(pid);
+            }
+            seen.insert(pid);
+            let w = self.procs.get_mut(&pid).expect("inserted above");
+            w.comm = r.comm;
+            w.rss_bytes = r.rss_bytes;
+            w.anon_bytes = r.anon_bytes;
+            if w.points.len() == MAX_POINTS {
+                w.points.pop_front();
+            }
+            w.points.push_back((now, r.anon_bytes as f64));
+            let a = analysis::analyse_points(w.points.make_contiguous(), None);
+            w.growth = Some(Growth {
+                verdict: a.verdict,
+                bytes_per_hour: a.growth_bytes_per_sec * 3600.0,
+                reason: a.reason,
+            });
+        }
+        let before = self.procs.len();
+        self.procs.retain(|pid, _| seen.contains(pid));
+        result.gone = before - self.procs.len();
+        result
+    }
+
+    pub fn get(&self, pid: u32) -> Option<&Watched> {
+        self.procs.get(&pid)
+    }
+
+    pub fn processes(&self) -> impl Iterator<Item = &Watched> {
+        self.procs.values()
+    }
+
+    pub fn len(&self) -> usize {
+        self.procs.len()
+    }
+
+    /// Processes growing faster than `threshold_per_hour` (verdict leak or
+    /// growing: a significant trend, not a plateau) after being watched for
+    /// `min_observation` seconds; fastest first.
+    pub fn suspects(&self, threshold_per_hour: f64, min_observation: f64) -> Vec<&Watched> {
+        let now = self.now();
+        let mut found: Vec<&Watched> = self
+            .procs
+            .values()
+            .filter(|w| w.observed_secs(now) >= min_observation)
+            .filter(|w| {
+                w.growth.as_ref().is_some_and(|g| {
+                    matches!(g.verdict, Verdict::Leak | Verdict::Growing)
+                        && g.bytes_per_hour > threshold_per_hour
+                })
+            })
+            .collect();
+        found.sort_by(|a, b| {
+            let rate = |w: &Watched| w.growth.as_ref().map_or(0.0, |g| g.bytes_per_hour);
+            rate(b).total_cmp(&rate(a))
+        });
+        found
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_with_odd_names() {
+        let stat = "4242 (my (odd) proc) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 \
+                    987654 12345678 300 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0";
+        assert_eq!(parse_stat(stat), Some(("my (odd) proc".into(), 987654)));
+        assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn statm_pages_to_bytes() {
+        assert_eq!(
+            parse_statm("1000 300 100 10 0 200 0\n", 4096),
+            Some((300 * 4096, 200 * 4096))
+        );
+        // Kernel threads have nothing resident.
+        assert_eq!(parse_statm("0 0 0 0 0 0 0\n", 4096), None);
+        assert_eq!(parse_statm("1 x", 4096), None);
+    }
+
+    #[test]
+    fn reads_itself() {
+        let me = read(std::process::id()).expect("own /proc entry");
+        assert!(me.rss_bytes >= me.anon_bytes && me.anon_bytes > 0);
+        assert!(me.start_ticks > 0);
+    }
+
+    #[test]
+    fn home_prefers_the_pod() {
+        let c = Container {
+            runtime: "containerd".into(),
+            id: "abcd".into(),
+            pod_uid: Some("1234-5678".into()),
+        };
+        assert_eq!(
+            home_of(Some("/x"), Some(&c)).as_deref(),
+            Some("pod:1234-5678")
+        );
+        assert_eq!(home_of(Some("/"), None), None);
+        assert_eq!(home_of(Some("/mt"), None).as_deref(), Some("cgroup:/mt"));
+    }
+}

@@ -1,0 +1,169 @@
+//! The agent's tracing, done by child memtrace processes: a trace window is
+//! `memtrace --pid PID --duration W -o ...` (exactly what an engineer would
+//! run by hand, so an incident is that report; a trace that fails cannot
+//! take the agent down, and its memory and probes go when it exits), and
+//! the OOM watch is `memtrace --oom-only --format json`, restarted if it
+//! dies. Children's pids are kept so the scan skips them and shutdown can
+//! stop them (SIGTERM: they write their reports).
+
+use std::{
+    collections::{HashSet, VecDeque},
+    path::{Path, PathBuf},
+    process::Stdio,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::Command,
+    sync::mpsc,
+};
+
+use crate::report::OomKill;
+
+/// Lines of a child's stderr kept to explain a failure.
+const STDERR_LINES: usize = 8;
+
+/// Pids of running children.
+pub type Children = Arc<Mutex<HashSet<u32>>>;
+
+/// One trace to run.
+pub struct TraceSpec {
+    pub pid: u32,
+    pub duration: Duration,
+    pub interval: Duration,
+    /// Files to write (each in the format its extension names)...
+    pub outputs: Vec<PathBuf>,
+    /// ...or in this format.
+    pub format: Option<&'static str>,
+}
+
+/// How a trace ended: None when the child exited 0 (its report is
+/// written), else its last error line.
+pub type Failure = Option<String>;
+
+/// Runs one trace to its end.
+pub async fn run(exe: &Path, spec: &TraceSpec, children: &Children, verbose: bool) -> Failure {
+    let mut cmd = Command::new(exe);
+    cmd.arg("--pid")
+        .arg(spec.pid.to_string())
+        .arg("--duration")
+        .arg(secs_arg(spec.duration))
+        .arg("--interval")
+        .arg(secs_arg(spec.interval))
+        .arg("--no-live");
+    if let Some(format) = spec.format {
+        cmd.arg("--format").arg(format);
+    }
+    for path in &spec.outputs {
+        cmd.arg("-o").arg(path);
+    }
+    if verbose {
+        crate::note(&format!("agent: running {cmd:?}"));
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => return Some(format!("cannot start {}: {e}", exe.display())),
+    };
+    let child_pid = child.id();
+    if let Some(p) = child_pid {
+        children.lock().expect("children lock").insert(p);
+    }
+    let mut tail = VecDeque::new();
+    if let Some(stderr) = child.stderr.take() {
+        let mut lines = BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if verbose {
+                crate::note(&format!("agent: trace of {}: {line}", spec.pid));
+            }
+            if tail.len() == STDERR_LINES {
+                tail.pop_front();
+            }
+            tail.push_back(line);
+        }
+    }
+    let status = child.wait().await;
+    if let Some(p) = child_pid {
+        children.lock().expect("children lock").remove(&p);
+    }
+    if status.as_ref().is_ok_and(|s| s.success()) {
+        return None;
+    }
+    let last = tail
+        .iter()
+        .rev()
+        .find(|l| l.contains("error"))
+        .or(tail.back());
+    Some(last.map_or_else(
+        || format!("memtrace ended with {status:?}"),
+        |l| l.trim_start_matches("memtrace: ").to_string(),
+    ))
+}
+
+/// A duration in memtrace's syntax (milliseconds).
+fn secs_arg(d: Duration) -> String {
+    format!("{}ms", d.as_millis().max(1))
+}
+
+/// Runs `memtrace --oom-only --format json` for as long as the agent runs,
+/// sending each kill it reports; restarts it (after 1 s, doubling to a
+/// minute while it keeps failing) when it exits. `up` says whether it runs.
+pub async fn watch_ooms(
+    exe: PathBuf,
+    kills: mpsc::UnboundedSender<OomKill>,
+    children: Children,
+    up: Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::sync::atomic::Ordering;
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let mut cmd = Command::new(&exe);
+        cmd.args(["--oom-only", "--format", "json"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        match cmd.spawn() {
+            Ok(mut child) => {
+                let pid = child.id();
+                if let Some(p) = pid {
+                    children.lock().expect("children lock").insert(p);
+                }
+                up.store(true, Ordering::Relaxed);
+                let started = tokio::time::Instant::now();
+                if let Some(stdout) = child.stdout.take() {
+                    let mut lines = BufReader::new(stdout).lines();
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        match serde_json::from_str::<OomKill>(&line) {
+                            Ok(kill) => {
+                                if kills.send(kill).is_err() {
+                                    return;
+                                }
+                            }
+                            Err(e) => crate::note(&format!("agent: OOM watch said {line:?}: {e}")),
+                        }
+                    }
+                }
+                let status = child.wait().await;
+                up.store(false, Ordering::Relaxed);
+                if let Some(p) = pid {
+                    children.lock().expect("children lock").remove(&p);
+                }
+                crate::note(&format!(
+                    "agent: the OOM watch ended ({status:?}); restarting"
+                ));
+                if started.elapsed() > Duration::from_secs(60) {
+                    backoff = Duration::from_secs(1);
+                }
+            }
+            Err(e) => crate::note(&format!("agent: cannot start the OOM watch: {e}")),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(60));
+    }
+}
