@@ -1,7 +1,10 @@
 //! `cargo xtask test`: build memtrace, lint, then run the workspace tests
 //! (including the root-only eBPF integration tests) against that binary.
+//! Installs what the tests drive when missing: the `TEST_TOOLS` with
+//! apt-get, and kubernetes-validate (for the manifests in deploy/) into a
+//! Python venv under target/xtask/.
 
-use std::ffi::OsString;
+use std::{ffi::OsString, path::PathBuf, process::Command};
 
 use anyhow::{bail, Result};
 use clap::Args;
@@ -31,6 +34,7 @@ pub fn run(args: TestArgs) -> Result<()> {
 
     let bin = build::run()?;
     ensure_test_tools()?;
+    let kubernetes_validate = ensure_kubernetes_validate()?;
 
     if !args.no_lint {
         lint::run(false)?;
@@ -41,7 +45,8 @@ pub fn run(args: TestArgs) -> Result<()> {
         cmd::cargo()
             .args(["test", "--workspace", "--release"])
             .args(&args.cargo_test_args)
-            .env("MEMTRACE_BIN", &bin),
+            .env("MEMTRACE_BIN", &bin)
+            .env("KUBERNETES_VALIDATE", &kubernetes_validate),
     )?;
     eprintln!("==> all steps passed");
     Ok(())
@@ -49,8 +54,15 @@ pub fn run(args: TestArgs) -> Result<()> {
 
 /// Programs the integration tests drive, by Debian package: gcc compiles
 /// the workloads, tmux is the real terminal of the live-view test, go runs
-/// `go tool pprof` on memtrace's pprof output.
-const TEST_TOOLS: [(&str, &str); 3] = [("gcc", "gcc"), ("tmux", "tmux"), ("go", "golang-go")];
+/// `go tool pprof` on memtrace's pprof output, promtool (`promtool check
+/// metrics`, from Debian's `prometheus` package, which also installs the
+/// Prometheus server) checks the agent's /metrics exposition.
+const TEST_TOOLS: [(&str, &str); 4] = [
+    ("gcc", "gcc"),
+    ("tmux", "tmux"),
+    ("go", "golang-go"),
+    ("promtool", "prometheus"),
+];
 
 /// Installs the test tools that are missing (with apt-get, as root).
 fn ensure_test_tools() -> Result<()> {
@@ -62,12 +74,62 @@ fn ensure_test_tools() -> Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    cmd::step(&format!("installing test tools: {}", missing.join(" ")));
-    cmd::run(std::process::Command::new("apt-get").args(["update", "-q"]))?;
+    apt_install(&missing)
+}
+
+/// `apt-get install` of `packages` (as root), after an `apt-get update`.
+fn apt_install(packages: &[&str]) -> Result<()> {
+    cmd::step(&format!("installing test tools: {}", packages.join(" ")));
+    cmd::run(Command::new("apt-get").args(["update", "-q"]))?;
     cmd::run(
-        std::process::Command::new("apt-get")
+        Command::new("apt-get")
             .args(["install", "-y", "-q", "--no-install-recommends"])
-            .args(&missing)
+            .args(packages)
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )
+}
+
+/// The kubernetes-validate release the deploy tests use (tests/deploy.rs
+/// installs the same one when run without xtask).
+const KUBERNETES_VALIDATE_VERSION: &str = "1.37.0";
+
+/// kubernetes-validate (checks the manifests in deploy/ in the deploy
+/// tests), installed into the venv `target/xtask/k8s-venv` unless already
+/// there. Returns the path of its executable.
+fn ensure_kubernetes_validate() -> Result<PathBuf> {
+    let venv = cmd::target_dir().join("xtask").join("k8s-venv");
+    let exe = venv.join("bin").join("kubernetes-validate");
+    if exe.is_file() {
+        return Ok(exe);
+    }
+    // Debian's python3 creates venvs only with python3-venv (ensurepip).
+    let can_venv = Command::new("python3")
+        .args(["-c", "import ensurepip, venv"])
+        .output()
+        .is_ok_and(|out| out.status.success());
+    if !can_venv {
+        apt_install(&["python3", "python3-venv"])?;
+    }
+    cmd::step(&format!(
+        "installing kubernetes-validate {KUBERNETES_VALIDATE_VERSION} into {}",
+        venv.display()
+    ));
+    cmd::run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
+    cmd::run(
+        Command::new(venv.join("bin").join("python3"))
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .arg(format!(
+                "kubernetes-validate=={KUBERNETES_VALIDATE_VERSION}"
+            )),
+    )?;
+    if !exe.is_file() {
+        bail!("pip install left no {}", exe.display());
+    }
+    Ok(exe)
 }

@@ -1,0 +1,615 @@
+//! The Kubernetes manifests in `deploy/`: every resource of every YAML file
+//! passes `kubernetes-validate --strict` (unknown fields are errors) against
+//! [`K8S_VERSIONS`], the agent DaemonSets have the shape the agent relies on
+//! (host PID namespace, exactly the intended capabilities, the token from a
+//! Secret, probes on /healthz), the validator really rejects broken
+//! manifests, and memtrace works with exactly the manifest's capabilities
+//! (and not without CAP_SYS_ADMIN, which the kernel's uprobe PMU checks).
+//!
+//! kubernetes-validate is `$KUBERNETES_VALIDATE` (set by `cargo xtask
+//! test`), else `kubernetes-validate` on PATH, else installed by this test
+//! into the venv `target/xtask/k8s-venv`. If that install fails the tests
+//! fail (they never skip).
+//! YAML is read with the PyYAML that kubernetes-validate depends on: no YAML
+//! crate needed.
+
+use std::{
+    collections::BTreeSet,
+    path::{Path, PathBuf},
+    process::{Command, Output},
+    sync::OnceLock,
+};
+
+use memtrace_integration::{
+    compile_c, memtrace_bin, scratch_dir, secs, workspace_root, Report, Workload,
+};
+use serde_json::Value;
+
+/// Kubernetes versions whose schemas the manifests are validated against:
+/// the oldest we support (1.30 added the container `appArmorProfile` field
+/// the least-privilege DaemonSet uses) and the newest kubernetes-validate
+/// [`KUBERNETES_VALIDATE_VERSION`] ships.
+const K8S_VERSIONS: [&str; 2] = ["1.30", "1.37"];
+
+/// The kubernetes-validate release installed when none is found (the same
+/// as `cargo xtask test` installs).
+const KUBERNETES_VALIDATE_VERSION: &str = "1.37.0";
+
+/// The manifests that must exist (any other `deploy/*.yaml` is validated
+/// too).
+const MANIFEST: &str = "memtrace.yaml";
+const PRIVILEGED_MANIFEST: &str = "memtrace-privileged.yaml";
+
+/// Capabilities of the least-privilege DaemonSet, exactly.
+/// SYS_ADMIN: the kernel's uprobe PMU requires it (see the manifest).
+const CAPABILITIES: [&str; 6] = [
+    "BPF",
+    "PERFMON",
+    "SYS_PTRACE",
+    "SYS_RESOURCE",
+    "DAC_READ_SEARCH",
+    "SYS_ADMIN",
+];
+
+const AGENT_PORT: u64 = 9464;
+
+/// kubernetes-validate and a Python that can `import yaml`.
+struct Tool {
+    exe: PathBuf,
+    python: PathBuf,
+}
+
+/// The tool, located or installed once per test binary.
+fn tool() -> &'static Tool {
+    static TOOL: OnceLock<Tool> = OnceLock::new();
+    TOOL.get_or_init(|| {
+        let exe = match locate_or_install() {
+            Ok(exe) => exe,
+            Err(why) => panic!(
+                "kubernetes-validate is not available ({why}); `cargo xtask test` installs it"
+            ),
+        };
+        let python = python_with_yaml(&exe).unwrap_or_else(|| {
+            panic!(
+                "no Python with PyYAML found for {} (tried its venv's python3, its \
+                 shebang and python3 on PATH)",
+                exe.display()
+            )
+        });
+        Tool { exe, python }
+    })
+}
+
+fn locate_or_install() -> Result<PathBuf, String> {
+    if let Some(path) = std::env::var_os("KUBERNETES_VALIDATE").filter(|p| !p.is_empty()) {
+        let path = PathBuf::from(path);
+        assert!(
+            path.is_file(),
+            "KUBERNETES_VALIDATE={} is not a file",
+            path.display()
+        );
+        return Ok(path);
+    }
+    if let Some(path) = which("kubernetes-validate") {
+        return Ok(path);
+    }
+    install_into_venv()
+}
+
+/// `target/xtask/k8s-venv` (honouring `CARGO_TARGET_DIR` like cargo), the
+/// venv `cargo xtask test` installs into too.
+fn venv_dir() -> PathBuf {
+    let root = workspace_root();
+    let target = ["CARGO_TARGET_DIR", "CARGO_BUILD_TARGET_DIR"]
+        .into_iter()
+        .find_map(std::env::var_os)
+        .filter(|dir| !dir.is_empty())
+        .map_or_else(|| root.join("target"), |dir| root.join(dir));
+    target.join("xtask").join("k8s-venv")
+}
+
+fn install_into_venv() -> Result<PathBuf, String> {
+    let venv = venv_dir();
+    let exe = venv.join("bin").join("kubernetes-validate");
+    if exe.is_file() {
+        return Ok(exe);
+    }
+    eprintln!(
+        "installing kubernetes-validate {KUBERNETES_VALIDATE_VERSION} into {}",
+        venv.display()
+    );
+    run_ok(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
+    run_ok(
+        Command::new(venv.join("bin").join("python3"))
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .arg(format!(
+                "kubernetes-validate=={KUBERNETES_VALIDATE_VERSION}"
+            )),
+    )?;
+    if exe.is_file() {
+        Ok(exe)
+    } else {
+        Err(format!("pip install left no {}", exe.display()))
+    }
+}
+
+/// Runs `cmd`, describing any failure with its output.
+fn run_ok(cmd: &mut Command) -> Result<Output, String> {
+    let shown = format!("{cmd:?}");
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run {shown}: {e}"))?;
+    if out.status.success() {
+        Ok(out)
+    } else {
+        Err(format!(
+            "{shown} failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+/// The Python kubernetes-validate runs on (so PyYAML is there): its venv's
+/// `python3`, else its shebang interpreter, else `python3` on PATH.
+fn python_with_yaml(exe: &Path) -> Option<PathBuf> {
+    let real = exe.canonicalize().unwrap_or_else(|_| exe.to_path_buf());
+    let sibling = real.parent().map(|dir| dir.join("python3"));
+    let shebang = std::fs::read_to_string(&real).ok().and_then(|text| {
+        let line = text.lines().next()?.strip_prefix("#!")?.trim().to_owned();
+        // `#!/usr/bin/env python3` names the interpreter second.
+        let mut words = line.split_whitespace();
+        let first = words.next()?;
+        Some(PathBuf::from(if first.ends_with("/env") {
+            words.next()?
+        } else {
+            first
+        }))
+    });
+    [sibling, shebang, Some(PathBuf::from("python3"))]
+        .into_iter()
+        .flatten()
+        .find(|python| {
+            Command::new(python)
+                .args(["-c", "import yaml"])
+                .output()
+                .is_ok_and(|out| out.status.success())
+        })
+}
+
+fn deploy_dir() -> PathBuf {
+    workspace_root().join("deploy")
+}
+
+/// Every `deploy/*.yaml`, by file name, sorted.
+fn manifests() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(deploy_dir())
+        .expect("deploy/ exists")
+        .map(|entry| entry.expect("readable deploy/").file_name())
+        .map(|name| name.to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".yaml") || name.ends_with(".yml"))
+        .collect();
+    names.sort();
+    for required in [MANIFEST, PRIVILEGED_MANIFEST] {
+        assert!(
+            names.iter().any(|n| n == required),
+            "deploy/{required} is missing (found {names:?})"
+        );
+    }
+    names
+}
+
+/// The documents of a YAML file as JSON (empty documents dropped, like
+/// kubectl and kubernetes-validate do).
+fn load_yaml(tool: &Tool, path: &Path) -> Vec<Value> {
+    const SCRIPT: &str = "import json, sys, yaml\n\
+        with open(sys.argv[1]) as f:\n    docs = [d for d in yaml.safe_load_all(f) if d]\n\
+        json.dump(docs, sys.stdout)\n";
+    let out = run_ok(Command::new(&tool.python).args(["-c", SCRIPT]).arg(path))
+        .unwrap_or_else(|e| panic!("cannot load {} as YAML: {e}", path.display()));
+    match serde_json::from_slice(&out.stdout) {
+        Ok(Value::Array(docs)) => docs,
+        other => panic!(
+            "unexpected YAML loader output for {}: {other:?}",
+            path.display()
+        ),
+    }
+}
+
+/// `kubernetes-validate --strict -k V...` on `files`, run in `dir` so the
+/// output names files as given.
+fn validate(tool: &Tool, dir: &Path, files: &[String]) -> (Output, String) {
+    let mut cmd = Command::new(&tool.exe);
+    cmd.current_dir(dir).arg("--strict");
+    for version in K8S_VERSIONS {
+        cmd.args(["-k", version]);
+    }
+    cmd.args(files);
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", tool.exe.display()));
+    let text = format!(
+        "$ {cmd:?}\n{}\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out, text)
+}
+
+/// `kind/name` the way kubernetes-validate names a resource.
+fn resource_id(doc: &Value) -> String {
+    format!(
+        "{}/{}",
+        doc["kind"].as_str().expect("kind").to_lowercase(),
+        doc["metadata"]["name"].as_str().expect("metadata.name")
+    )
+}
+
+#[test]
+fn manifests_pass_strict_validation() {
+    let tool = tool();
+    let version = run_ok(Command::new(&tool.exe).arg("--version"))
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        .unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("kubernetes-validate {version} at {}", tool.exe.display());
+
+    let files = manifests();
+    let (out, text) = validate(tool, &deploy_dir(), &files);
+    eprintln!("{text}");
+    assert!(out.status.success(), "validation failed:\n{text}");
+
+    // Every line is a pass: a WARN (no schema for a kind, e.g. a typo in
+    // apiVersion) would exit 0 without validating anything.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let mut passed = BTreeSet::new();
+    for line in stdout.lines().filter(|l| !l.trim().is_empty()) {
+        let parsed = line.strip_prefix("INFO ").and_then(|rest| {
+            let (file, rest) = rest.split_once(" passed for resource ")?;
+            let (resource, version) = rest.split_once(" against version ")?;
+            Some((
+                file.to_owned(),
+                resource.to_owned(),
+                version.trim().to_owned(),
+            ))
+        });
+        let Some(entry) = parsed else {
+            panic!("not a pass: {line:?}\n{text}");
+        };
+        passed.insert(entry);
+    }
+
+    // ...and every resource of every file passed against every version.
+    for file in &files {
+        let docs = load_yaml(tool, &deploy_dir().join(file));
+        assert!(!docs.is_empty(), "{file} has no resources");
+        for doc in &docs {
+            for version in K8S_VERSIONS {
+                let key = (file.clone(), resource_id(doc), version.to_owned());
+                assert!(
+                    passed.contains(&key),
+                    "no pass reported for {key:?}:\n{text}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn broken_manifests_are_rejected() {
+    let tool = tool();
+    let original = std::fs::read_to_string(deploy_dir().join(MANIFEST)).expect("read manifest");
+    assert_eq!(
+        original.matches("hostPID: true").count(),
+        1,
+        "{MANIFEST} should set hostPID once"
+    );
+    let dir = scratch_dir("deploy");
+    // A wrong type, and a misspelt field that only --strict catches.
+    let cases = [
+        ("wrong-type.yaml", "hostPID: \"yes\"", "hostPID"),
+        (
+            "unknown-field.yaml",
+            "hostPid: true",
+            "'hostPid' was unexpected",
+        ),
+    ];
+    for (file, replacement, expected) in cases {
+        std::fs::write(
+            dir.join(file),
+            original.replace("hostPID: true", replacement),
+        )
+        .expect("write broken manifest");
+        let (out, text) = validate(tool, &dir, &[file.to_owned()]);
+        assert!(!out.status.success(), "{file} was accepted:\n{text}");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.lines().any(|l| l.starts_with("ERROR ")
+                && l.contains("daemonset/memtrace-agent")
+                && l.contains(expected)),
+            "{file}: no ERROR for daemonset/memtrace-agent mentioning {expected:?}:\n{text}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The resource of `kind` named `name` among `docs`.
+fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name}"))
+}
+
+/// Whether `value` contains `"privileged": true` anywhere.
+fn has_privileged_true(value: &Value) -> bool {
+    match value {
+        Value::Object(map) => map
+            .iter()
+            .any(|(k, v)| (k == "privileged" && v == true) || has_privileged_true(v)),
+        Value::Array(items) => items.iter().any(has_privileged_true),
+        _ => false,
+    }
+}
+
+fn strings(value: &Value) -> BTreeSet<&str> {
+    value
+        .as_array()
+        .unwrap_or_else(|| panic!("not a list: {value}"))
+        .iter()
+        .map(|v| v.as_str().unwrap_or_else(|| panic!("not a string: {v}")))
+        .collect()
+}
+
+/// Checks shared by both agent DaemonSets; returns the agent container.
+fn check_agent_daemonset<'a>(ds: &'a Value, name: &str) -> &'a Value {
+    let what = format!("daemonset/{name}");
+    assert_eq!(ds["metadata"]["namespace"], "memtrace", "{what}");
+    let pod = &ds["spec"]["template"];
+    let spec = &pod["spec"];
+    assert_eq!(spec["hostPID"], true, "{what}: hostPID");
+    assert_eq!(spec["serviceAccountName"], "memtrace", "{what}");
+    assert_eq!(spec["automountServiceAccountToken"], false, "{what}");
+    assert_eq!(
+        spec["tolerations"],
+        serde_json::json!([{"operator": "Exists"}]),
+        "{what}: runs on every node"
+    );
+
+    let annotations = &pod["metadata"]["annotations"];
+    assert_eq!(annotations["prometheus.io/scrape"], "true", "{what}");
+    assert_eq!(annotations["prometheus.io/port"], "9464", "{what}");
+    assert_eq!(annotations["prometheus.io/path"], "/metrics", "{what}");
+
+    // The selector matches the pod template.
+    let labels = pod["metadata"]["labels"].as_object().expect("pod labels");
+    for (key, value) in ds["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .expect("matchLabels")
+    {
+        assert_eq!(labels.get(key), Some(value), "{what}: selector {key}");
+    }
+
+    let containers = spec["containers"].as_array().expect("containers");
+    assert_eq!(containers.len(), 1, "{what}: one container");
+    let c = &containers[0];
+    assert_eq!(c["command"], serde_json::json!(["memtrace"]), "{what}");
+    let args: Vec<&str> = c["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .map(|a| a.as_str().expect("string arg"))
+        .collect();
+    assert_eq!(args.first(), Some(&"agent"), "{what}: args {args:?}");
+    for wanted in [
+        "--listen=0.0.0.0:9464",
+        "--reports-dir=/var/lib/memtrace/reports",
+    ] {
+        assert!(args.contains(&wanted), "{what}: {wanted} not in {args:?}");
+    }
+
+    let env = c["env"].as_array().expect("env");
+    let var = |n: &str| {
+        env.iter()
+            .find(|e| e["name"] == n)
+            .unwrap_or_else(|| panic!("{what}: no env {n}"))
+    };
+    assert_eq!(
+        var("MEMTRACE_TOKEN")["valueFrom"],
+        serde_json::json!({"secretKeyRef": {"name": "memtrace-token", "key": "token"}}),
+        "{what}: the token comes from the Secret"
+    );
+    assert_eq!(
+        var("NODE_NAME")["valueFrom"]["fieldRef"]["fieldPath"],
+        "spec.nodeName",
+        "{what}"
+    );
+
+    for probe in ["readinessProbe", "livenessProbe"] {
+        let get = &c[probe]["httpGet"];
+        assert_eq!(get["path"], "/healthz", "{what}: {probe}");
+        assert_eq!(get["port"], AGENT_PORT, "{what}: {probe}");
+    }
+    assert_eq!(c["ports"][0]["containerPort"], AGENT_PORT, "{what}");
+    assert_eq!(c["resources"]["limits"]["memory"], "512Mi", "{what}");
+
+    let sc = &c["securityContext"];
+    assert_eq!(sc["runAsUser"], 0, "{what}");
+    assert_eq!(sc["readOnlyRootFilesystem"], true, "{what}");
+
+    // Exactly these host paths, and where they are mounted.
+    let host_paths: BTreeSet<&str> = spec["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .filter_map(|v| v["hostPath"]["path"].as_str())
+        .collect();
+    assert_eq!(
+        host_paths,
+        BTreeSet::from(["/sys/kernel/tracing", "/var/lib/memtrace"]),
+        "{what}: hostPath volumes"
+    );
+    let mounts: BTreeSet<&str> = c["volumeMounts"]
+        .as_array()
+        .expect("volumeMounts")
+        .iter()
+        .map(|m| m["mountPath"].as_str().expect("mountPath"))
+        .collect();
+    assert_eq!(
+        mounts,
+        BTreeSet::from(["/sys/kernel/tracing", "/var/lib/memtrace", "/tmp"]),
+        "{what}: mounts"
+    );
+    c
+}
+
+#[test]
+fn agent_daemonsets_have_the_expected_shape() {
+    let tool = tool();
+
+    let docs = load_yaml(tool, &deploy_dir().join(MANIFEST));
+    let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        ["Namespace", "ServiceAccount", "Service", "DaemonSet"],
+        "{MANIFEST}: resources"
+    );
+    assert!(
+        !has_privileged_true(&Value::Array(docs.clone())),
+        "{MANIFEST} must not be privileged"
+    );
+
+    let sa = find(&docs, "ServiceAccount", "memtrace");
+    assert_eq!(sa["automountServiceAccountToken"], false);
+
+    let ds = find(&docs, "DaemonSet", "memtrace-agent");
+    let c = check_agent_daemonset(ds, "memtrace-agent");
+    let sc = &c["securityContext"];
+    assert_eq!(sc["privileged"], false);
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(
+        strings(&sc["capabilities"]["drop"]),
+        BTreeSet::from(["ALL"])
+    );
+    assert_eq!(
+        strings(&sc["capabilities"]["add"]),
+        BTreeSet::from(CAPABILITIES),
+        "exactly these capabilities"
+    );
+    assert_eq!(
+        sc["capabilities"]["add"].as_array().unwrap().len(),
+        CAPABILITIES.len()
+    );
+    assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault");
+
+    // The headless Service selects the agent pods (of either variant).
+    let svc = find(&docs, "Service", "memtrace-agent");
+    assert_eq!(svc["spec"]["clusterIP"], "None");
+    assert_eq!(
+        svc["spec"]["ports"][0]["name"], "metrics",
+        "Service port name"
+    );
+    assert_eq!(svc["spec"]["ports"][0]["port"], AGENT_PORT);
+
+    let privileged = load_yaml(tool, &deploy_dir().join(PRIVILEGED_MANIFEST));
+    assert_eq!(
+        privileged.len(),
+        1,
+        "{PRIVILEGED_MANIFEST}: just the DaemonSet"
+    );
+    let pds = find(&privileged, "DaemonSet", "memtrace-agent-privileged");
+    let pc = check_agent_daemonset(pds, "memtrace-agent-privileged");
+    assert_eq!(pc["securityContext"]["privileged"], true);
+    assert!(
+        pc["securityContext"]["capabilities"].is_null(),
+        "the privileged variant has every capability already"
+    );
+
+    for (ds, pod) in [(ds, "memtrace-agent"), (pds, "memtrace-agent-privileged")] {
+        let labels = &ds["spec"]["template"]["metadata"]["labels"];
+        for (key, value) in svc["spec"]["selector"].as_object().expect("selector") {
+            assert_eq!(&labels[key], value, "Service selects {pod} pods ({key})");
+        }
+    }
+    // The two DaemonSets must not adopt each other's pods.
+    assert_ne!(
+        ds["spec"]["selector"], pds["spec"]["selector"],
+        "the variants' selectors must differ"
+    );
+
+    // No Secret is shipped (the token is created by the operator).
+    for file in manifests() {
+        for doc in load_yaml(tool, &deploy_dir().join(&file)) {
+            assert_ne!(doc["kind"], "Secret", "{file} must not define a Secret");
+        }
+    }
+}
+
+/// memtrace with only `caps` (as `setpriv` names them: `+bpf,...`) traces a
+/// leaking process: Ok(report text) or Err(what memtrace said).
+fn trace_with_caps(caps: &[&str]) -> Result<String, String> {
+    let exe = compile_c("agent_mix");
+    let mut leak = Workload::spawn(&exe, &["leak", "256"]);
+    leak.expect_line("ready", secs(10));
+    let dir = scratch_dir("caps");
+    let out = dir.join("report.json");
+    let bounding: Vec<String> = caps
+        .iter()
+        .map(|c| format!("+{}", c.to_ascii_lowercase()))
+        .collect();
+    let run = Command::new("setpriv")
+        .arg(format!("--bounding-set=-all,{}", bounding.join(",")))
+        .arg("--inh-caps=-all")
+        .arg("--")
+        .arg(memtrace_bin())
+        .args(["--pid", &leak.pid().to_string()])
+        .args(["--duration", "2s", "--interval", "1s", "--no-live", "-o"])
+        .arg(&out)
+        .output()
+        .expect("setpriv (util-linux)");
+    let result = match run.status.success() {
+        true => Ok(std::fs::read_to_string(&out).expect("the report")),
+        false => Err(String::from_utf8_lossy(&run.stderr).into_owned()),
+    };
+    std::fs::remove_dir_all(&dir).unwrap();
+    result
+}
+
+#[test]
+fn the_manifest_capabilities_suffice_and_sys_admin_is_needed() {
+    let docs = load_yaml(tool(), &deploy_dir().join(MANIFEST));
+    let ds = find(&docs, "DaemonSet", "memtrace-agent");
+    let c = check_agent_daemonset(ds, "memtrace-agent");
+    let caps: Vec<&str> = strings(&c["securityContext"]["capabilities"]["add"])
+        .into_iter()
+        .collect();
+    let report = trace_with_caps(&caps).unwrap_or_else(|e| {
+        panic!("memtrace fails with the manifest's capabilities {caps:?}:\n{e}")
+    });
+    let report = Report::parse(&report, "capabilities").expect("a valid report");
+    assert_eq!(
+        report.stacks[0].function(),
+        Some("append_audit_record"),
+        "with {caps:?}"
+    );
+    // Without SYS_ADMIN the kernel refuses the uprobes (this is why the
+    // manifest has it).
+    let without: Vec<&str> = caps.into_iter().filter(|c| *c != "SYS_ADMIN").collect();
+    let error = trace_with_caps(&without).expect_err("uprobes need CAP_SYS_ADMIN");
+    assert!(
+        error.contains("perf_event_open") && error.contains("Permission denied"),
+        "{error}"
+    );
+}
