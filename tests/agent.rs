@@ -1,8 +1,9 @@
 //! The node agent (`memtrace agent`) against real processes: it flags only
 //! the process whose memory keeps growing, traces it, writes incidents whose
 //! top stack names the leaking function, keeps its retention limits, serves
-//! metrics promtool accepts, and guards its HTTP surface (bearer token off
-//! loopback, incident ids that cannot become paths, on-demand traces).
+//! metrics promtool accepts, guards its HTTP surface (bearer token off
+//! loopback, incident ids that cannot become paths, on-demand traces), and
+//! traces a process that comes back where the OOM killer struck.
 //!
 //! Each test's agent watches only its own workloads (`--comm`), so tests
 //! running side by side do not see each other's processes.
@@ -19,7 +20,7 @@ use std::{
 use memtrace_integration::{
     assert_within, compile_c,
     http::{self, Response},
-    run_memtrace, scratch_dir, secs, Report, Tracer, Workload,
+    run_memtrace, scratch_dir, secs, MemoryCgroup, Report, Tracer, Workload,
 };
 use serde_json::Value;
 
@@ -422,6 +423,124 @@ fn http_surface_needs_a_token_off_loopback_and_refuses_paths() {
         let r = http::request(addr, "POST", &path, Some(TOKEN)).unwrap();
         assert_eq!(r.status, status, "POST {path}: {}", r.text());
     }
+    stop(agent).assert_success();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Waits until `ready(metrics)` holds, polling /metrics.
+#[track_caller]
+fn wait_metrics(agent: &mut Tracer, addr: SocketAddr, what: &str, ready: impl Fn(&str) -> bool) {
+    let deadline = Instant::now() + secs(60);
+    loop {
+        let m = http::get(addr, "/metrics", None).text();
+        if ready(&m) {
+            return;
+        }
+        assert!(agent.is_running(), "agent exited\n{}", agent.snapshot());
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not within 60 s\n{m}\n{}",
+            agent.snapshot()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// oom_hoard started inside `cgroup` from its first instruction (as a
+/// container's process is), waiting for SIGUSR1 to hoard.
+fn hoarder_in(cgroup: &MemoryCgroup) -> Workload {
+    let exe = compile_c("oom_hoard");
+    let script = format!(
+        "echo $$ > {}/cgroup.procs && exec {}",
+        cgroup.dir.display(),
+        exe.display()
+    );
+    let mut w = Workload::spawn(Path::new("/bin/sh"), &["-c", &script]);
+    w.expect_line("ready", secs(10));
+    w
+}
+
+#[test]
+fn a_process_back_where_the_oom_killer_struck_is_traced() {
+    const LIMIT: u64 = 64 << 20;
+    let cgroup = MemoryCgroup::new("agent-oom", LIMIT);
+    let dir = scratch_dir("agent-oom");
+    let reports = dir.join("reports");
+    let addr: SocketAddr = format!("127.0.0.1:{}", http::free_port()).parse().unwrap();
+    // Growth alone never flags here (--min-observation 1h): only the kill.
+    let mut agent = start_agent(
+        addr,
+        &reports,
+        &[
+            "--scan-interval",
+            "1s",
+            "--min-observation",
+            "1h",
+            "--trace-window",
+            "60s",
+            "--comm",
+            "oom_hoard",
+            "--verbose",
+        ],
+    );
+    wait_healthy(&mut agent, addr);
+    wait_metrics(&mut agent, addr, "the OOM watch", |m| {
+        metric(m, "memtrace_agent_oom_watch_up") == Some(1.0)
+    });
+
+    let mut first = hoarder_in(&cgroup);
+    first.signal(libc::SIGUSR1);
+    let status = first.wait_exit(secs(60));
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGKILL),
+        "the first oom_hoard is OOM-killed"
+    );
+    wait_metrics(&mut agent, addr, "the kill counted", |m| {
+        metric(m, "memtrace_oom_kills_total").unwrap_or(0.0) >= 1.0
+    });
+
+    // It comes back in the same cgroup: the agent traces it at once.
+    let mut second = hoarder_in(&cgroup);
+    let pid = second.pid();
+    let attached = format!("trace of {pid}: memtrace: tracing pid {pid}");
+    let deadline = Instant::now() + secs(30);
+    while !agent.snapshot().contains(&attached) {
+        assert!(
+            Instant::now() < deadline,
+            "the returning process was not traced\n{}",
+            agent.snapshot()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    second.signal(libc::SIGUSR1);
+    let status = second.wait_exit(secs(60));
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGKILL)
+    );
+    // Its trace ends with the kill; the incident says what held the memory.
+    wait_metrics(&mut agent, addr, "the incident", |m| {
+        metric(m, "memtrace_agent_incidents_written_total") == Some(1.0)
+    });
+    let listed = json(&http::get(addr, "/reports", None));
+    let incident = &listed[0];
+    let summary = incident.to_string();
+    assert_eq!(incident["pid"], pid, "{summary}");
+    assert_eq!(incident["reason"], "oom-restart", "{summary}");
+    assert_eq!(incident["outcome"], "OOM-killed", "{summary}");
+    assert_eq!(incident["cgroup"], cgroup.path.as_str(), "{summary}");
+    assert_eq!(incident["top_function"], "hoard_chunk", "{summary}");
+    let id = incident["id"].as_str().unwrap();
+    let report = http::get(addr, &format!("/reports/{id}"), None);
+    let report = Report::parse(&report.text(), "oom-restart incident").expect("a valid report");
+    let kill = report
+        .oom_kills
+        .iter()
+        .find(|k| k.pid == pid)
+        .unwrap_or_else(|| panic!("the kill is in the report: {}", report.describe()));
+    let held = kill.top_stacks[0].outstanding_bytes;
+    assert_within("held at the kill", held, LIMIT, 15.0, &report.describe());
     stop(agent).assert_success();
     std::fs::remove_dir_all(&dir).unwrap();
 }

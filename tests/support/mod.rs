@@ -20,9 +20,11 @@
 //!   [`REPORT_VERSION`]: verdicts with their evidence — series, age
 //!   histogram, oldest live allocation — and each target's memory), with
 //!   lookups by `frames[0].function` and whole-report consistency checks.
+//! - [`MemoryCgroup`] is a memory cgroup with a limit, for OOM kills.
 //! - [`http`] is a raw HTTP/1.1 client for the agent's endpoints.
 //! - [`assert_within`] compares with a stated relative tolerance.
 
+mod cgroup;
 mod compile;
 pub mod http;
 mod process;
@@ -31,6 +33,7 @@ mod report;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use cgroup::MemoryCgroup;
 pub use compile::{compile_c, compile_c_with, CFLAGS};
 pub use process::{
     run_memtrace, run_memtrace_cmd, run_memtrace_stdout_closed, trace_pid, RunOutput, Tracer,
