@@ -43,9 +43,26 @@ pub struct TraceSpec {
 /// written), else its last error line.
 pub type Failure = Option<String>;
 
+/// A child memtrace: it gets SIGTERM if the agent dies (even by SIGKILL),
+/// so it writes what it has and detaches instead of tracing on orphaned.
+fn child(exe: &Path) -> Command {
+    let mut cmd = Command::new(exe);
+    // SAFETY: prctl is async-signal-safe and touches nothing of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.kill_on_drop(true);
+    cmd
+}
+
 /// Runs one trace to its end.
 pub async fn run(exe: &Path, spec: &TraceSpec, children: &Children, verbose: bool) -> Failure {
-    let mut cmd = Command::new(exe);
+    let mut cmd = child(exe);
     cmd.arg("--pid")
         .arg(spec.pid.to_string())
         .arg("--duration")
@@ -64,18 +81,17 @@ pub async fn run(exe: &Path, spec: &TraceSpec, children: &Children, verbose: boo
     }
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let mut child = match cmd.spawn() {
+        .stderr(Stdio::piped());
+    let mut running = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => return Some(format!("cannot start {}: {e}", exe.display())),
     };
-    let child_pid = child.id();
+    let child_pid = running.id();
     if let Some(p) = child_pid {
         children.lock().expect("children lock").insert(p);
     }
     let mut tail = VecDeque::new();
-    if let Some(stderr) = child.stderr.take() {
+    if let Some(stderr) = running.stderr.take() {
         let mut lines = BufReader::new(stderr).lines();
         while let Ok(Some(line)) = lines.next_line().await {
             if verbose {
@@ -87,7 +103,7 @@ pub async fn run(exe: &Path, spec: &TraceSpec, children: &Children, verbose: boo
             tail.push_back(line);
         }
     }
-    let status = child.wait().await;
+    let status = running.wait().await;
     if let Some(p) = child_pid {
         children.lock().expect("children lock").remove(&p);
     }
@@ -122,21 +138,20 @@ pub async fn watch_ooms(
     use std::sync::atomic::Ordering;
     let mut backoff = Duration::from_secs(1);
     loop {
-        let mut cmd = Command::new(&exe);
+        let mut cmd = child(&exe);
         cmd.args(["--oom-only", "--format", "json"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true);
+            .stderr(Stdio::inherit());
         match cmd.spawn() {
-            Ok(mut child) => {
-                let pid = child.id();
+            Ok(mut running) => {
+                let pid = running.id();
                 if let Some(p) = pid {
                     children.lock().expect("children lock").insert(p);
                 }
                 up.store(true, Ordering::Relaxed);
                 let started = tokio::time::Instant::now();
-                if let Some(stdout) = child.stdout.take() {
+                if let Some(stdout) = running.stdout.take() {
                     let mut lines = BufReader::new(stdout).lines();
                     while let Ok(Some(line)) = lines.next_line().await {
                         match serde_json::from_str::<OomKill>(&line) {
@@ -149,7 +164,7 @@ pub async fn watch_ooms(
                         }
                     }
                 }
-                let status = child.wait().await;
+                let status = running.wait().await;
                 up.store(false, Ordering::Relaxed);
                 if let Some(p) = pid {
                     children.lock().expect("children lock").remove(&p);
