@@ -423,7 +423,66 @@ fn http_surface_needs_a_token_off_loopback_and_refuses_paths() {
         let r = http::request(addr, "POST", &path, Some(TOKEN)).unwrap();
         assert_eq!(r.status, status, "POST {path}: {}", r.text());
     }
+
+    // A client that hangs up does not cut its trace short nor leave files.
+    let ok_before = metric(
+        &http::get(addr, "/metrics", Some(TOKEN)).text(),
+        "memtrace_agent_traces_total{reason=\"on-demand\",result=\"ok\"}",
+    );
+    {
+        let mut conn = std::net::TcpStream::connect(addr).unwrap();
+        let req = format!(
+            "POST /trace?pid={}&duration=2s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \
+             {TOKEN}\r\nContent-Length: 0\r\n\r\n",
+            leak.pid()
+        );
+        conn.write_all(req.as_bytes()).unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let deadline = Instant::now() + secs(30);
+    loop {
+        let m = http::get(addr, "/metrics", Some(TOKEN)).text();
+        let ok = metric(
+            &m,
+            "memtrace_agent_traces_total{reason=\"on-demand\",result=\"ok\"}",
+        );
+        if ok > ok_before {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the abandoned trace never finished\n{m}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let staging: Vec<_> = std::fs::read_dir(reports.join(".staging"))
+        .unwrap()
+        .collect();
+    assert!(staging.is_empty(), "left behind: {staging:?}");
+
+    // One agent per reports directory.
+    let other: SocketAddr = format!("127.0.0.1:{}", http::free_port()).parse().unwrap();
+    let out = start_agent(other, &reports, &["--comm", "no_such_proc"]).finish(secs(20));
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("another memtrace agent uses"),
+        "{}",
+        out.stderr
+    );
+
+    // A request that never ends does not hold up the exit.
+    let mut stuck = std::net::TcpStream::connect(addr).unwrap();
+    stuck
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let stopping = Instant::now();
     stop(agent).assert_success();
+    assert!(
+        stopping.elapsed() < secs(15),
+        "took {:?}",
+        stopping.elapsed()
+    );
+    drop(stuck);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -37,6 +37,7 @@ const KUBERNETES_VALIDATE_VERSION: &str = "1.37.0";
 
 /// The manifests that must exist (any other `deploy/*.yaml` is validated
 /// too).
+const BASE_MANIFEST: &str = "base.yaml";
 const MANIFEST: &str = "memtrace.yaml";
 const PRIVILEGED_MANIFEST: &str = "memtrace-privileged.yaml";
 
@@ -203,7 +204,7 @@ fn manifests() -> Vec<String> {
         .filter(|name| name.ends_with(".yaml") || name.ends_with(".yml"))
         .collect();
     names.sort();
-    for required in [MANIFEST, PRIVILEGED_MANIFEST] {
+    for required in [BASE_MANIFEST, MANIFEST, PRIVILEGED_MANIFEST] {
         assert!(
             names.iter().any(|n| n == required),
             "deploy/{required} is missing (found {names:?})"
@@ -479,19 +480,21 @@ fn check_agent_daemonset<'a>(ds: &'a Value, name: &str) -> &'a Value {
 fn agent_daemonsets_have_the_expected_shape() {
     let tool = tool();
 
-    let docs = load_yaml(tool, &deploy_dir().join(MANIFEST));
-    let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+    let base = load_yaml(tool, &deploy_dir().join(BASE_MANIFEST));
+    let kinds: Vec<&str> = base.iter().map(|d| d["kind"].as_str().unwrap()).collect();
     assert_eq!(
         kinds,
-        ["Namespace", "ServiceAccount", "Service", "DaemonSet"],
-        "{MANIFEST}: resources"
+        ["Namespace", "ServiceAccount", "Service"],
+        "{BASE_MANIFEST}: resources"
     );
+    let docs = load_yaml(tool, &deploy_dir().join(MANIFEST));
+    assert_eq!(docs.len(), 1, "{MANIFEST}: just the DaemonSet");
     assert!(
         !has_privileged_true(&Value::Array(docs.clone())),
         "{MANIFEST} must not be privileged"
     );
 
-    let sa = find(&docs, "ServiceAccount", "memtrace");
+    let sa = find(&base, "ServiceAccount", "memtrace");
     assert_eq!(sa["automountServiceAccountToken"], false);
 
     let ds = find(&docs, "DaemonSet", "memtrace-agent");
@@ -515,7 +518,7 @@ fn agent_daemonsets_have_the_expected_shape() {
     assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault");
 
     // The headless Service selects the agent pods (of either variant).
-    let svc = find(&docs, "Service", "memtrace-agent");
+    let svc = find(&base, "Service", "memtrace-agent");
     assert_eq!(svc["spec"]["clusterIP"], "None");
     assert_eq!(
         svc["spec"]["ports"][0]["name"], "metrics",

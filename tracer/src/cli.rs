@@ -277,7 +277,9 @@ pub struct AgentArgs {
     #[arg(long, default_value = "256MiB", value_parser = parse_size, value_name = "SIZE")]
     pub max_report_bytes: u64,
 
-    /// Only watch processes named NAME (repeatable). Default: every process.
+    /// Only watch processes named exactly NAME (their comm, at most 15
+    /// characters; repeatable). Default: every process. OOM kills are
+    /// watched node-wide whatever this says.
     #[arg(long, value_name = "NAME")]
     pub comm: Vec<String>,
 
@@ -297,7 +299,8 @@ impl AgentArgs {
             }
         } else if !self.listen.ip().is_loopback() {
             return Err(format!(
-                "--listen {}: off loopback every endpoint but /healthz needs a bearer token: give                  --token or set MEMTRACE_TOKEN",
+                "--listen {}: off loopback every endpoint but /healthz needs a bearer token: give \
+                 --token or set MEMTRACE_TOKEN",
                 self.listen
             ));
         }

@@ -5,7 +5,10 @@
 //! its report). With a token every endpoint but `/healthz` requires
 //! `Authorization: Bearer TOKEN`. Requests carry no body (1 KiB at most).
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{atomic::Ordering, Arc},
+    time::Duration,
+};
 
 use axum::{
     extract::{DefaultBodyLimit, Path, Query, Request, State},
@@ -19,6 +22,8 @@ use serde::Deserialize;
 
 use super::{traces, Shared};
 
+/// How long /healthz gives the OOM watch to start.
+const OOM_WATCH_GRACE: Duration = Duration::from_secs(60);
 /// Longest on-demand trace.
 const MAX_ON_DEMAND: Duration = Duration::from_secs(600);
 const DEFAULT_ON_DEMAND: Duration = Duration::from_secs(30);
@@ -66,16 +71,22 @@ fn bearer_matches(headers: &HeaderMap, token: &str) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Healthy while scans keep happening (within three scan intervals).
+/// Healthy while scans keep happening (within three scan intervals) and,
+/// after a minute's grace, the OOM watch runs (it failing means BPF cannot
+/// be loaded here: nothing could be traced either).
 async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
     let last = *shared.last_scan.lock().expect("last_scan lock");
     let late = shared.scan_interval * 3 + Duration::from_secs(5);
+    let unavailable = |why: String| (StatusCode::SERVICE_UNAVAILABLE, why).into_response();
     match last {
-        Some(t) if t.elapsed() > late => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("no scan for {:.0} s\n", t.elapsed().as_secs_f64()),
-        )
-            .into_response(),
+        Some(t) if t.elapsed() > late => {
+            unavailable(format!("no scan for {:.0} s\n", t.elapsed().as_secs_f64()))
+        }
+        _ if shared.started.elapsed() > OOM_WATCH_GRACE
+            && !shared.oom_watch_up.load(Ordering::Relaxed) =>
+        {
+            unavailable("the OOM watch is not running (see the agent's log)\n".into())
+        }
         _ => "ok\n".into_response(),
     }
 }
@@ -170,23 +181,37 @@ async fn trace(State(shared): State<Arc<Shared>>, Query(q): Query<TraceQuery>) -
         )
             .into_response();
     }
-    let Some(_slot) = shared.slots.acquire(q.pid) else {
+    let Some(slot) = shared.slots.acquire(q.pid, true) else {
         return (
             StatusCode::TOO_MANY_REQUESTS,
             "every trace slot is busy (or this pid is being traced): try later\n",
         )
             .into_response();
     };
-    let scratch = format!("on-demand-{}-{}", q.pid, std::process::id());
-    let Ok(dir) = shared
-        .store
-        .begin(&format!("{scratch}-{}", shared.next_serial()))
-    else {
+    // In a task of its own: a client that hangs up does not cut the trace
+    // short or leave its files behind.
+    match tokio::spawn(on_demand(shared, slot, q.pid, duration, format)).await {
+        Ok(response) => response,
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
+/// Runs an on-demand trace into a staging directory, answers with the
+/// report and removes the directory.
+async fn on_demand(
+    shared: Arc<Shared>,
+    _slot: super::Slot,
+    pid: u32,
+    duration: Duration,
+    format: &'static str,
+) -> Response {
+    let scratch = format!("on-demand-{pid}-{}", shared.next_serial());
+    let Ok(dir) = shared.store.begin(&scratch) else {
         return (StatusCode::INTERNAL_SERVER_ERROR, "cannot write a report\n").into_response();
     };
     let out = dir.join("report");
     let spec = traces::TraceSpec {
-        pid: q.pid,
+        pid,
         duration,
         interval: (duration / 30).clamp(Duration::from_secs(1), Duration::from_secs(10)),
         outputs: vec![out.clone()],

@@ -1,17 +1,20 @@
 //! Incident reports on disk: one directory per incident under
-//! `--reports-dir`, filled under a hidden staging name and renamed into
-//! place when complete (a reader never sees half an incident); listed and
+//! `--reports-dir`, filled in `.staging/` and renamed into place when
+//! complete (a reader never sees half an incident); listed and
 //! served by validated id (no path ever comes from a request); pruned
 //! oldest-first to `--max-reports` and `--max-report-bytes`.
 
 use std::{
     fs,
-    os::unix::fs::{DirBuilderExt, PermissionsExt},
+    os::{
+        fd::AsRawFd,
+        unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt},
+    },
     path::{Path, PathBuf},
     time::SystemTime,
 };
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::cgroup::Container;
@@ -24,7 +27,10 @@ pub const FLAMEGRAPH: &str = "flamegraph.svg";
 pub const PROFILE: &str = "profile.pb.gz";
 /// The files an incident may hold: the only names ever served.
 pub const FILES: [&str; 4] = [META, REPORT, FLAMEGRAPH, PROFILE];
-const STAGING: &str = ".staging-";
+/// Where incidents are written before they are complete.
+const STAGING: &str = ".staging";
+/// Locked by the agent using the directory.
+const LOCK: &str = ".lock";
 
 /// One incident, as incident.json holds it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -45,7 +51,8 @@ pub struct Incident {
     /// RFC 3339 times the trace started and ended.
     pub started: String,
     pub ended: String,
-    /// How the trace ended (`window ended`, `target exited`, or the error).
+    /// How the trace ended: `window ended`, `target exited`, `OOM-killed`,
+    /// `cut short: the agent stopped`.
     pub outcome: String,
     /// From the report: what the traced stacks held at the end, and the
     /// top stack's allocating function.
@@ -64,6 +71,8 @@ pub struct Store {
     dir: PathBuf,
     max_reports: usize,
     max_bytes: u64,
+    /// Holds the directory's lock.
+    _lock: fs::File,
 }
 
 /// Whether `id` is one this store makes: `YYYYMMDDTHHMMSSZ-PID-NAME[-N]`,
@@ -78,29 +87,59 @@ pub fn valid_id(id: &str) -> bool {
 }
 
 impl Store {
-    /// Opens (creating, mode 0700) the directory, removes staging
-    /// directories left by an agent that died mid-write, and applies the
-    /// limits (they may have changed since the incidents were written).
-    pub fn open(dir: &Path, max_reports: usize, max_bytes: u64) -> Result<Store> {
+    /// Opens the directory (creating it, mode 0700, if missing): it must be
+    /// memtrace's user's own and writable by nobody else, and no other agent
+    /// may use it (an exclusive lock on `.lock`, held while the store
+    /// lives). Clears what an agent that died left in `.staging/` and
+    /// applies the limits (they may have changed since the incidents were
+    /// written); returns how many incidents that deleted.
+    pub fn open(dir: &Path, max_reports: usize, max_bytes: u64) -> Result<(Store, u64)> {
+        let show = dir.display();
+        if !dir.exists() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .with_context(|| format!("creating --reports-dir {show}"))?;
+        }
+        let meta = fs::metadata(dir).with_context(|| format!("--reports-dir {show}"))?;
+        if !meta.is_dir() {
+            bail!("--reports-dir {show} is not a directory");
+        }
+        // SAFETY: geteuid has no preconditions.
+        if meta.uid() != unsafe { libc::geteuid() } || meta.mode() & 0o022 != 0 {
+            bail!(
+                "--reports-dir {show} must belong to memtrace's user and be writable by nobody \
+                 else (it is uid {}, mode {:o}): give a directory of its own",
+                meta.uid(),
+                meta.mode() & 0o7777
+            );
+        }
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(dir.join(LOCK))
+            .with_context(|| format!("opening {show}/{LOCK}"))?;
+        // SAFETY: flock on a descriptor this function owns.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            bail!("another memtrace agent uses --reports-dir {show}");
+        }
+        let staging = dir.join(STAGING);
+        let _ = fs::remove_dir_all(&staging);
         fs::DirBuilder::new()
-            .recursive(true)
             .mode(0o700)
-            .create(dir)
-            .with_context(|| format!("creating --reports-dir {}", dir.display()))?;
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-            .with_context(|| format!("restricting --reports-dir {}", dir.display()))?;
+            .create(&staging)
+            .with_context(|| format!("creating {}", staging.display()))?;
         let store = Store {
             dir: dir.to_path_buf(),
             max_reports,
             max_bytes,
+            _lock: lock,
         };
-        for entry in fs::read_dir(dir)?.flatten() {
-            if entry.file_name().to_string_lossy().starts_with(STAGING) {
-                let _ = fs::remove_dir_all(entry.path());
-            }
-        }
-        store.prune();
-        Ok(store)
+        let deleted = store.prune();
+        Ok((store, deleted))
     }
 
     /// A fresh id for an incident of `pid` named `comm`, now.
@@ -127,7 +166,7 @@ impl Store {
 
     /// Where an incident's files are written before it is committed.
     pub fn staging(&self, id: &str) -> PathBuf {
-        self.dir.join(format!("{STAGING}{id}"))
+        self.dir.join(STAGING).join(id)
     }
 
     /// Creates the staging directory of `id`.
@@ -221,6 +260,8 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     fn incident(id: &str) -> Incident {
@@ -267,7 +308,7 @@ mod tests {
     fn commit_list_prune_and_serve() {
         let dir = std::env::temp_dir().join(format!("memtrace-store-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
-        let store = Store::open(&dir, 2, 10_000).unwrap();
+        let (store, _) = Store::open(&dir, 2, 10_000).unwrap();
         let mut ids = Vec::new();
         for n in 0..4 {
             let id = format!("2026112{n}T000000Z-1-x");
@@ -283,16 +324,27 @@ mod tests {
         assert!(store.file(&ids[3], Some("../../etc/passwd")).is_none());
         assert!(store.file("..", None).is_none());
         assert!(store.file(&ids[0], None).is_none());
-        // Bytes: 2 × ~3.3 KB fits; a limit of one incident keeps the newest.
-        let small = Store::open(&dir, 10, 4000).unwrap();
+        // One agent per directory.
+        assert!(Store::open(&dir, 2, 10_000).is_err());
+        store.begin("20261130T000000Z-1-y").unwrap();
+        drop(store);
+        // Bytes: 2 × ~3.3 KB fits; a limit of one incident keeps the newest
+        // (at open, counted).
+        let (small, deleted) = Store::open(&dir, 10, 4000).unwrap();
+        assert_eq!(deleted, 1);
         assert_eq!(small.list().len(), 1);
         assert_eq!(small.list()[0].id, ids[3]);
         // Staging leftovers go at open; a fresh id avoids existing ones.
-        store.begin("20261130T000000Z-1-y").unwrap();
-        let again = Store::open(&dir, 2, 10_000).unwrap();
-        assert!(!again.staging("20261130T000000Z-1-y").exists());
-        let id = again.new_id(7, "a b/c");
+        assert!(!small.staging("20261130T000000Z-1-y").exists());
+        let id = small.new_id(7, "a b/c");
         assert!(valid_id(&id) && id.ends_with("-7-a_b_c"), "{id}");
+        drop(small);
+        // A directory others can write is refused.
+        let shared = dir.join("shared");
+        fs::create_dir(&shared).unwrap();
+        fs::set_permissions(&shared, fs::Permissions::from_mode(0o1777)).unwrap();
+        let err = Store::open(&shared, 1, 1).err().unwrap().to_string();
+        assert!(err.contains("writable by nobody else"), "{err}");
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -47,27 +47,37 @@ use traces::Children;
 const OOM_MEMORY: Duration = Duration::from_secs(3600);
 /// OOM kills remembered at once.
 const OOM_KEPT: usize = 100;
+/// The reason of a trace of a process back where an OOM kill struck.
+const OOM_RESTART: &str = "oom-restart";
 /// How long shutdown waits for running traces to write their reports.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
-/// Trace slots: at most `--max-traces` at once, one per pid.
+/// Trace slots: at most `--max-traces` at once, one per pid. On-demand
+/// traces may take all but one (when there are several), so they cannot
+/// starve incidents.
 pub struct Slots {
     max: usize,
-    active: Arc<Mutex<HashSet<u32>>>,
+    /// Traced pid → whether the trace is on demand.
+    active: Arc<Mutex<HashMap<u32, bool>>>,
 }
 
 /// A slot held; freed when dropped.
 pub struct Slot {
-    active: Arc<Mutex<HashSet<u32>>>,
+    active: Arc<Mutex<HashMap<u32, bool>>>,
     pid: u32,
 }
 
 impl Slots {
-    fn acquire(&self, pid: u32) -> Option<Slot> {
+    fn acquire(&self, pid: u32, on_demand: bool) -> Option<Slot> {
         let mut active = self.active.lock().expect("slots lock");
-        if active.len() >= self.max || !active.insert(pid) {
+        let on_demand_max = self.max.saturating_sub(1).max(1);
+        if active.len() >= self.max
+            || active.contains_key(&pid)
+            || (on_demand && active.values().filter(|&&d| d).count() >= on_demand_max)
+        {
             return None;
         }
+        active.insert(pid, on_demand);
         Some(Slot {
             active: self.active.clone(),
             pid,
@@ -82,7 +92,7 @@ impl Slots {
         self.active
             .lock()
             .expect("slots lock")
-            .iter()
+            .keys()
             .copied()
             .collect()
     }
@@ -107,7 +117,9 @@ pub struct Shared {
     scan_interval: Duration,
     verbose: bool,
     serial: AtomicU64,
+    started: Instant,
     oom_watch_up: Arc<AtomicBool>,
+    stopping: Arc<AtomicBool>,
     /// Outstanding bytes of each live pid's last finished trace window.
     traced: Mutex<HashMap<u32, u64>>,
 }
@@ -161,16 +173,10 @@ pub fn run(args: AgentArgs) -> Result<()> {
     preflight::check_btf()?;
     preflight::ensure_tracefs()?;
     preflight::raise_resource_limits();
-    let exe = std::env::current_exe().context("finding memtrace's own executable")?;
-    let store = Store::open(
-        &args.reports_dir,
-        args.max_reports as usize,
-        args.max_report_bytes,
-    )?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(agent(args, exe, store))
+    runtime.block_on(agent(args))
 }
 
 /// The node's name: NODE_NAME (Kubernetes' downward API), else the host
@@ -195,12 +201,21 @@ struct Suspect {
     growth_per_hour: Option<f64>,
 }
 
-async fn agent(args: AgentArgs, exe: PathBuf, store: Store) -> Result<()> {
+async fn agent(args: AgentArgs) -> Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    // The port first: a second agent fails here, before it touches the
+    // reports directory (whose lock it would not get either).
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
+    let (store, pruned) = Store::open(
+        &args.reports_dir,
+        args.max_reports as usize,
+        args.max_report_bytes,
+    )?;
+    // Children run this very file, even if the binary is replaced on disk.
+    let exe = PathBuf::from("/proc/self/exe");
     let node = node_name();
     let shared = Arc::new(Shared {
         metrics: Metrics::new(&node),
@@ -217,9 +232,12 @@ async fn agent(args: AgentArgs, exe: PathBuf, store: Store) -> Result<()> {
         scan_interval: args.scan_interval,
         verbose: args.verbose,
         serial: AtomicU64::new(0),
+        started: Instant::now(),
         oom_watch_up: Arc::default(),
+        stopping: Arc::default(),
         traced: Mutex::default(),
     });
+    shared.metrics.incidents_deleted.inc_by(pruned);
     shared.refresh_store_metrics();
     crate::note(&format!(
         "agent on node {}: http://{}/ (metrics, healthz, reports, trace){}; incidents in {}; \
@@ -243,6 +261,8 @@ async fn agent(args: AgentArgs, exe: PathBuf, store: Store) -> Result<()> {
         kills_tx,
         shared.children.clone(),
         shared.oom_watch_up.clone(),
+        shared.stopping.clone(),
+        args.verbose,
     ));
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let server =
@@ -258,19 +278,27 @@ async fn agent(args: AgentArgs, exe: PathBuf, store: Store) -> Result<()> {
     let mut scanner = Scanner::new(args.comm.clone());
     let mut last_traced: HashMap<(u32, u64), Instant> = HashMap::new();
     let mut ooms: VecDeque<(String, String, Instant)> = VecDeque::new();
+    // Processes back after an OOM kill, waiting for a free slot.
+    let mut waiting: Vec<Suspect> = Vec::new();
     let mut tick = tokio::time::interval(args.scan_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                let found = scan_once(&shared, &mut scanner, &args, &mut ooms);
+                let mut found = scan_once(&shared, &mut scanner, &args, &mut ooms);
+                found.splice(0..0, waiting.drain(..));
                 for s in found {
                     let Some(w) = scanner.get(s.pid) else { continue };
                     let key = (s.pid, w.start_ticks);
                     if last_traced.get(&key).is_some_and(|t| t.elapsed() < args.retrace_after) {
                         continue;
                     }
-                    let Some(slot) = shared.slots.acquire(s.pid) else { continue };
+                    let Some(slot) = shared.slots.acquire(s.pid, false) else {
+                        if s.reason == OOM_RESTART && waiting.len() < OOM_KEPT {
+                            waiting.push(s);
+                        }
+                        continue;
+                    };
                     last_traced.insert(key, Instant::now());
                     tokio::spawn(trace_window(shared.clone(), slot, s, args.trace_window, args.window_interval()));
                 }
@@ -282,6 +310,7 @@ async fn agent(args: AgentArgs, exe: PathBuf, store: Store) -> Result<()> {
         }
     }
     crate::note("agent: stopping; running traces write their reports");
+    shared.stopping.store(true, Ordering::Relaxed);
     let running: Vec<u32> = shared
         .children
         .lock()
@@ -290,7 +319,8 @@ async fn agent(args: AgentArgs, exe: PathBuf, store: Store) -> Result<()> {
         .copied()
         .collect();
     for pid in running {
-        // SAFETY: kill(2) on our own child's pid.
+        // SAFETY: kill(2) on a child of ours that has not been reaped (its
+        // pid leaves the set before it is waited for).
         unsafe { libc::kill(pid as i32, libc::SIGTERM) };
     }
     let deadline = Instant::now() + SHUTDOWN_GRACE;
@@ -298,7 +328,9 @@ async fn agent(args: AgentArgs, exe: PathBuf, store: Store) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let _ = stop_http.send(());
-    let _ = server.await;
+    // Connections still open (a client that never finishes its request)
+    // do not hold the exit up for long.
+    let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
     Ok(())
 }
 
@@ -323,7 +355,7 @@ fn scan_once(
 
     ooms.retain(|(_, _, t)| t.elapsed() < OOM_MEMORY);
     let mut found = Vec::new();
-    for &pid in &result.new {
+    for &pid in result.new.iter().chain(&result.renamed) {
         let Some(w) = scanner.get(pid) else { continue };
         let Some(home) = w.home() else { continue };
         if let Some(i) = ooms.iter().position(|(h, c, _)| *h == home && *c == w.comm) {
@@ -333,7 +365,7 @@ fn scan_once(
                 comm: w.comm.clone(),
                 cgroup: w.cgroup.clone(),
                 container: w.container.clone(),
-                reason: "oom-restart",
+                reason: OOM_RESTART,
                 detail: format!(
                     "{} came back in {home} {:.0} s after an OOM kill there",
                     w.comm,
@@ -500,6 +532,8 @@ async fn trace_window(
         "OOM-killed"
     } else if target.is_some_and(|t| t.exited) {
         "target exited"
+    } else if shared.stopping.load(Ordering::Relaxed) {
+        "cut short: the agent stopped"
     } else {
         "window ended"
     };

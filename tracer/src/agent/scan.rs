@@ -133,6 +133,9 @@ pub fn home_of(cgroup: Option<&str>, container: Option<&Container>) -> Option<St
 pub struct ScanResult {
     /// Processes seen for the first time (pids).
     pub new: Vec<u32>,
+    /// Processes whose name changed since the last scan (an entrypoint
+    /// that exec'd its program).
+    pub renamed: Vec<u32>,
     pub gone: usize,
 }
 
@@ -206,7 +209,10 @@ impl Scanner {
             }
             seen.insert(pid);
             let w = self.procs.get_mut(&pid).expect("inserted above");
-            w.comm = r.comm;
+            if w.comm != r.comm {
+                result.renamed.push(pid);
+                w.comm = r.comm;
+            }
             w.rss_bytes = r.rss_bytes;
             w.anon_bytes = r.anon_bytes;
             if w.points.len() == MAX_POINTS {

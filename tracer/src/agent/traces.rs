@@ -10,7 +10,10 @@ use std::{
     collections::{HashSet, VecDeque},
     path::{Path, PathBuf},
     process::Stdio,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
     time::Duration,
 };
 
@@ -47,17 +50,47 @@ pub type Failure = Option<String>;
 /// so it writes what it has and detaches instead of tracing on orphaned.
 fn child(exe: &Path) -> Command {
     let mut cmd = Command::new(exe);
-    // SAFETY: prctl is async-signal-safe and touches nothing of the parent.
+    let parent = std::process::id();
+    // SAFETY: prctl and getppid are async-signal-safe and touch nothing of
+    // the parent.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
                 return Err(std::io::Error::last_os_error());
+            }
+            // The agent died between fork and prctl: no signal will come.
+            if libc::getppid() as u32 != parent {
+                return Err(std::io::Error::other("the agent is gone"));
             }
             Ok(())
         });
     }
     cmd.kill_on_drop(true);
     cmd
+}
+
+/// A child's pid in [`Children`] while it lives; removed when dropped, also
+/// when the future that awaits the child is dropped (a client that hung up).
+struct Registered<'a> {
+    children: &'a Children,
+    pid: Option<u32>,
+}
+
+impl<'a> Registered<'a> {
+    fn new(children: &'a Children, pid: Option<u32>) -> Registered<'a> {
+        if let Some(p) = pid {
+            children.lock().expect("children lock").insert(p);
+        }
+        Registered { children, pid }
+    }
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        if let Some(p) = self.pid {
+            self.children.lock().expect("children lock").remove(&p);
+        }
+    }
 }
 
 /// Runs one trace to its end.
@@ -86,10 +119,7 @@ pub async fn run(exe: &Path, spec: &TraceSpec, children: &Children, verbose: boo
         Ok(c) => c,
         Err(e) => return Some(format!("cannot start {}: {e}", exe.display())),
     };
-    let child_pid = running.id();
-    if let Some(p) = child_pid {
-        children.lock().expect("children lock").insert(p);
-    }
+    let _registered = Registered::new(children, running.id());
     let mut tail = VecDeque::new();
     if let Some(stderr) = running.stderr.take() {
         let mut lines = BufReader::new(stderr).lines();
@@ -104,9 +134,6 @@ pub async fn run(exe: &Path, spec: &TraceSpec, children: &Children, verbose: boo
         }
     }
     let status = running.wait().await;
-    if let Some(p) = child_pid {
-        children.lock().expect("children lock").remove(&p);
-    }
     if status.as_ref().is_ok_and(|s| s.success()) {
         return None;
     }
@@ -126,31 +153,40 @@ fn secs_arg(d: Duration) -> String {
     format!("{}ms", d.as_millis().max(1))
 }
 
-/// Runs `memtrace --oom-only --format json` for as long as the agent runs,
-/// sending each kill it reports; restarts it (after 1 s, doubling to a
-/// minute while it keeps failing) when it exits. `up` says whether it runs.
+/// Runs `memtrace --oom-only --format json` until `stopping`, sending each
+/// kill it reports; restarts it (after 1 s, doubling to a minute while it
+/// keeps failing) when it exits. `up` says whether it runs. Its stderr is
+/// passed on (its start-up line only with `verbose`).
 pub async fn watch_ooms(
     exe: PathBuf,
     kills: mpsc::UnboundedSender<OomKill>,
     children: Children,
-    up: Arc<std::sync::atomic::AtomicBool>,
+    up: Arc<AtomicBool>,
+    stopping: Arc<AtomicBool>,
+    verbose: bool,
 ) {
-    use std::sync::atomic::Ordering;
     let mut backoff = Duration::from_secs(1);
-    loop {
+    while !stopping.load(Ordering::Relaxed) {
         let mut cmd = child(&exe);
         cmd.args(["--oom-only", "--format", "json"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(Stdio::piped());
+        let started = tokio::time::Instant::now();
         match cmd.spawn() {
             Ok(mut running) => {
-                let pid = running.id();
-                if let Some(p) = pid {
-                    children.lock().expect("children lock").insert(p);
-                }
+                let _registered = Registered::new(&children, running.id());
                 up.store(true, Ordering::Relaxed);
-                let started = tokio::time::Instant::now();
+                if let Some(stderr) = running.stderr.take() {
+                    tokio::spawn(async move {
+                        let mut lines = BufReader::new(stderr).lines();
+                        while let Ok(Some(line)) = lines.next_line().await {
+                            if verbose || !line.contains("watching for OOM kills") {
+                                crate::note(&format!("agent: OOM watch: {line}"));
+                            }
+                        }
+                    });
+                }
                 if let Some(stdout) = running.stdout.take() {
                     let mut lines = BufReader::new(stdout).lines();
                     while let Ok(Some(line)) = lines.next_line().await {
@@ -166,17 +202,21 @@ pub async fn watch_ooms(
                 }
                 let status = running.wait().await;
                 up.store(false, Ordering::Relaxed);
-                if let Some(p) = pid {
-                    children.lock().expect("children lock").remove(&p);
+                if stopping.load(Ordering::Relaxed) {
+                    return;
                 }
+                let how = match status {
+                    Ok(s) => s.to_string(),
+                    Err(e) => e.to_string(),
+                };
                 crate::note(&format!(
-                    "agent: the OOM watch ended ({status:?}); restarting"
+                    "agent: the OOM watch ended ({how}); restarting it"
                 ));
-                if started.elapsed() > Duration::from_secs(60) {
-                    backoff = Duration::from_secs(1);
-                }
             }
             Err(e) => crate::note(&format!("agent: cannot start the OOM watch: {e}")),
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            backoff = Duration::from_secs(1);
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(60));
