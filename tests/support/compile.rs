@@ -39,12 +39,23 @@ pub fn compile_c(name: &str) -> PathBuf {
 /// `-s`); the flags are part of the cache key and of the output directory's
 /// hash, so one workload can be built several ways.
 pub fn compile_c_with(name: &str, extra: &[&str]) -> PathBuf {
-    /// (workload name, extra flags) -> executable.
-    type Cache = HashMap<(String, Vec<String>), PathBuf>;
+    let cc = env::var("CC")
+        .ok()
+        .filter(|c| !c.is_empty())
+        .unwrap_or_else(|| "gcc".to_string());
+    compile_c_using(&cc, name, extra)
+}
+
+/// Like [`compile_c_with`], with the compiler `cc` (e.g. `musl-gcc`); the
+/// extra flags go after the source, so libraries (`-ljemalloc`) link.
+pub fn compile_c_using(cc: &str, name: &str, extra: &[&str]) -> PathBuf {
+    /// (compiler, workload name, extra flags) -> executable.
+    type Cache = HashMap<(String, String, Vec<String>), PathBuf>;
     static CACHE: OnceLock<Mutex<Cache>> = OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
 
     let key = (
+        cc.to_string(),
         name.to_string(),
         extra.iter().map(|f| f.to_string()).collect::<Vec<_>>(),
     );
@@ -56,10 +67,6 @@ pub fn compile_c_with(name: &str, extra: &[&str]) -> PathBuf {
 
     let dir = workspace_root().join("tests/workloads");
     let src = dir.join(format!("{name}.c"));
-    let cc = env::var("CC")
-        .ok()
-        .filter(|c| !c.is_empty())
-        .unwrap_or_else(|| "gcc".to_string());
 
     let mut hasher = DefaultHasher::new();
     for file in [src.clone(), dir.join("common.h")] {
@@ -84,29 +91,25 @@ pub fn compile_c_with(name: &str, extra: &[&str]) -> PathBuf {
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::Relaxed)
         ));
-        let output = Command::new(&cc)
+        let output = Command::new(cc)
             .args(CFLAGS)
-            .args(extra)
             .arg("-o")
             .arg(&tmp)
             .arg(&src)
+            .args(extra)
             .output()
             .unwrap_or_else(|e| panic!("cannot run C compiler {cc:?}: {e}"));
         let stderr = String::from_utf8_lossy(&output.stderr);
         if !output.status.success() {
             let _ = fs::remove_file(&tmp);
             panic!(
-                "compiling {} failed ({}):\n{cc} {} -o {} {}\n{stderr}",
+                "compiling {} failed ({}):\n{cc} {} -o {} {} {}\n{stderr}",
                 src.display(),
                 output.status,
-                CFLAGS
-                    .iter()
-                    .chain(extra)
-                    .copied()
-                    .collect::<Vec<_>>()
-                    .join(" "),
+                CFLAGS.join(" "),
                 tmp.display(),
-                src.display()
+                src.display(),
+                extra.join(" ")
             );
         }
         if !stderr.trim().is_empty() {

@@ -34,7 +34,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use cgroup::MemoryCgroup;
-pub use compile::{compile_c, compile_c_with, CFLAGS};
+pub use compile::{compile_c, compile_c_using, compile_c_with, CFLAGS};
 pub use process::{
     run_memtrace, run_memtrace_cmd, run_memtrace_stdout_closed, trace_pid, RunOutput, Tracer,
     Workload, CMD_TIMEOUT, JSON_ARGS, TRACING_TIMEOUT,

@@ -273,6 +273,8 @@ pub struct Target {
     pub exe: String,
     /// Whether it had exited when the report was made.
     pub exited: bool,
+    /// The allocator files hooked in it.
+    pub allocators: Vec<String>,
     /// The process's own memory over time, when memtrace sampled it.
     pub memory: Option<TargetMemory>,
 }
@@ -656,11 +658,21 @@ impl Report {
                     Value::Null => None,
                     _ => Some(parse_memory(&o.child("memory")?)?),
                 };
+                let allocators = o
+                    .array("allocators")?
+                    .iter()
+                    .map(|v| {
+                        v.as_str()
+                            .map(str::to_string)
+                            .ok_or_else(|| format!("targets[].allocators: {v} is not a string"))
+                    })
+                    .collect::<Result<Vec<_>, String>>()?;
                 Ok(Target {
                     pid: o.u32("pid")?,
                     comm: o.string("comm")?,
                     exe: o.string("exe")?,
                     exited: o.bool("exited")?,
+                    allocators,
                     memory,
                 })
             })

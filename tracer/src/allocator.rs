@@ -1,6 +1,9 @@
-//! Allocator discovery: which mapped ELF files implement the allocator, the
-//! file offset of each entry point to probe in them, and (through
-//! `placement`) where in each function its entry-only probe goes.
+//! Allocator discovery: which mapped ELF files implement the allocator (the
+//! libc-style names, or the same API under a prefix: jemalloc's `je_`,
+//! tikv-jemallocator's `_rjem_`, tcmalloc's `tc_`, mimalloc's `mi_`, or one
+//! given with `--symbol-prefix`), the file offset of each entry point to
+//! probe in them, and (through `placement`) where in each function its
+//! entry-only probe goes.
 
 use std::{collections::BTreeMap, fs, path::Path};
 
@@ -32,10 +35,16 @@ pub const HOOKED: &[(&str, Hook)] = &[
     ("free", Hook::Free),
 ];
 
+/// Prefixes under which allocators export the libc API, besides the bare
+/// names: jemalloc built with a prefix, Rust's tikv-jemallocator, tcmalloc
+/// (which also exports the bare names, at the same addresses), mimalloc.
+pub const PREFIXES: [&str; 4] = ["je_", "_rjem_", "tc_", "mi_"];
+
 /// One place to attach a probe.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProbePoint {
-    pub symbol: &'static str,
+    /// The symbol probed (`malloc`, `je_malloc`, ...).
+    pub symbol: String,
     pub hook: Hook,
     /// Offset in the file of the function (what the kernel's uprobe API
     /// takes); return probes and allocation entry probes go there.
@@ -46,13 +55,26 @@ pub struct ProbePoint {
     pub placement: String,
 }
 
-/// Probe points of the allocator implemented in the ELF file at `path`:
-/// empty unless it defines both `malloc` and `free`.
-pub fn probe_points(path: &Path) -> Result<Vec<ProbePoint>> {
+/// Probe points of the allocators implemented in the ELF file at `path`:
+/// for the bare names and each prefix of [`PREFIXES`] and `extra_prefixes`
+/// under which the file defines both `malloc` and `free`. Empty when there
+/// is none. A function with several names (aliases) is probed once.
+pub fn probe_points(path: &Path, extra_prefixes: &[String]) -> Result<Vec<ProbePoint>> {
     let data = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let file =
         object::File::parse(&*data).with_context(|| format!("parsing ELF {}", path.display()))?;
-    let mut addresses: BTreeMap<&'static str, u64> = BTreeMap::new();
+    if is_go(&file) {
+        // Go code must never get return probes (a uretprobe rewrites the
+        // return address on the stack, which Go's stack copying and
+        // unwinding do not expect), and its heap is not malloc's anyway.
+        return Ok(Vec::new());
+    }
+    let prefixes: Vec<&str> = std::iter::once("")
+        .chain(PREFIXES)
+        .chain(extra_prefixes.iter().map(String::as_str))
+        .collect();
+    // (prefix, hooked name) -> address
+    let mut addresses: BTreeMap<(&str, &'static str), u64> = BTreeMap::new();
     for symbol in file.dynamic_symbols().chain(file.symbols()) {
         if !symbol.is_definition() || symbol.kind() != SymbolKind::Text || symbol.address() == 0 {
             continue;
@@ -60,46 +82,73 @@ pub fn probe_points(path: &Path) -> Result<Vec<ProbePoint>> {
         let Ok(name) = symbol.name() else { continue };
         // Versioned names from .symtab look like "malloc@@GLIBC_2.2.5".
         let name = name.split('@').next().unwrap_or(name);
-        if let Some(&(hooked, _)) = HOOKED.iter().find(|(n, _)| *n == name) {
-            addresses.entry(hooked).or_insert(symbol.address());
+        for &prefix in &prefixes {
+            let Some(bare) = name.strip_prefix(prefix) else {
+                continue;
+            };
+            if let Some(&(hooked, _)) = HOOKED.iter().find(|(n, _)| *n == bare) {
+                addresses
+                    .entry((prefix, hooked))
+                    .or_insert(symbol.address());
+            }
         }
-    }
-    if !(addresses.contains_key("malloc") && addresses.contains_key("free")) {
-        return Ok(Vec::new());
     }
     let mut points: Vec<ProbePoint> = Vec::new();
-    for &(symbol, hook) in HOOKED {
-        let Some(&vaddr) = addresses.get(symbol) else {
+    for &prefix in &prefixes {
+        if !(addresses.contains_key(&(prefix, "malloc"))
+            && addresses.contains_key(&(prefix, "free")))
+        {
             continue;
-        };
-        let Some(file_offset) = file_offset(&file, vaddr) else {
-            continue;
-        };
-        if points.iter().any(|p| p.file_offset == file_offset) {
-            continue; // alias of a function already probed
         }
-        let (entry_offset, placement) = match hook {
-            // Entry-only: free reads its pointer from rdi.
-            Hook::Free => {
-                let start = file_offset as usize;
-                let code = data.get(start..data.len().min(start + 64)).unwrap_or(&[]);
-                let p = placement::place(code, &[iced_x86::Register::RDI]);
-                (file_offset + p.offset, p.reason)
+        for &(name, hook) in HOOKED {
+            let Some(&vaddr) = addresses.get(&(prefix, name)) else {
+                continue;
+            };
+            let Some(file_offset) = file_offset(&file, vaddr) else {
+                continue;
+            };
+            if points.iter().any(|p| p.file_offset == file_offset) {
+                continue; // alias of a function already probed
             }
-            Hook::Alloc(_) => (
+            let (entry_offset, placement) = match hook {
+                // Entry-only: free reads its pointer from rdi.
+                Hook::Free => {
+                    let start = file_offset as usize;
+                    let code = data.get(start..data.len().min(start + 64)).unwrap_or(&[]);
+                    let p = placement::place(code, &[iced_x86::Register::RDI]);
+                    (file_offset + p.offset, p.reason)
+                }
+                Hook::Alloc(_) => (
+                    file_offset,
+                    "+0: the return probe's place (the entry shares its trap)".to_string(),
+                ),
+            };
+            points.push(ProbePoint {
+                symbol: format!("{prefix}{name}"),
+                hook,
                 file_offset,
-                "+0: the return probe's place (the entry shares its trap)".to_string(),
-            ),
-        };
-        points.push(ProbePoint {
-            symbol,
-            hook,
-            file_offset,
-            entry_offset,
-            placement,
-        });
+                entry_offset,
+                placement,
+            });
+        }
     }
     Ok(points)
+}
+
+/// Whether the ELF was built by Go (its runtime's sections are there).
+fn is_go(file: &object::File) -> bool {
+    [".go.buildinfo", ".gopclntab", ".note.go.buildid"]
+        .iter()
+        .any(|name| file.section_by_name(name).is_some())
+}
+
+/// Whether the executable at `path` is a Go program: its heap grows by
+/// mmap from the Go runtime, seen through the mmap tracepoints only.
+pub fn is_go_executable(path: &Path) -> bool {
+    let Ok(data) = fs::read(path) else {
+        return false;
+    };
+    object::File::parse(&*data).is_ok_and(|f| is_go(&f))
 }
 
 /// Translates a virtual address of the ELF into a file offset through the
@@ -122,8 +171,8 @@ mod tests {
 
     #[test]
     fn finds_glibc_allocator_and_dedups_aliases() {
-        let points = probe_points(system_libc()).unwrap();
-        let names: Vec<_> = points.iter().map(|p| p.symbol).collect();
+        let points = probe_points(system_libc(), &[]).unwrap();
+        let names: Vec<&str> = points.iter().map(|p| p.symbol.as_str()).collect();
         for expected in [
             "malloc",
             "calloc",
@@ -152,6 +201,6 @@ mod tests {
     fn ignores_files_without_an_allocator() {
         let exe = std::env::current_exe().unwrap();
         // The test binary imports malloc from libc but does not define it.
-        assert!(probe_points(&exe).unwrap().is_empty());
+        assert!(probe_points(&exe, &[]).unwrap().is_empty());
     }
 }

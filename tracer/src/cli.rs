@@ -425,6 +425,18 @@ pub struct Cli {
     #[arg(long, value_parser = parse_sample_bytes, value_name = "SIZE")]
     pub sample_bytes: Option<u64>,
 
+    /// Hook the allocator in this file too, for every target, whether it is
+    /// mapped yet or not (e.g. a library the program dlopens later, or one
+    /// with unusual names: see --symbol-prefix). Repeatable.
+    #[arg(long = "allocator-lib", value_name = "PATH")]
+    pub allocator_libs: Vec<PathBuf>,
+
+    /// Also recognise allocators that export malloc, free, calloc, ... as
+    /// PREFIXmalloc, PREFIXfree, ... (built in: je_, _rjem_, tc_, mi_).
+    /// Repeatable.
+    #[arg(long = "symbol-prefix", value_name = "PREFIX")]
+    pub symbol_prefixes: Vec<String>,
+
     /// Say more on stderr: where each probe was placed in each function.
     #[arg(short, long)]
     pub verbose: bool,
@@ -517,6 +529,15 @@ impl Cli {
             }
         }
         check_comms(&self.comm)?;
+        if let Some(p) = self
+            .symbol_prefixes
+            .iter()
+            .find(|p| p.is_empty() || !p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        {
+            return Err(format!(
+                "--symbol-prefix {p:?}: letters, digits and _ only (e.g. my_ for my_malloc)"
+            ));
+        }
         if self.oom_only {
             if let Some(o) = self
                 .outputs

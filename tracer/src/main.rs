@@ -24,6 +24,7 @@ mod offline;
 mod oom;
 mod output;
 mod overhead;
+mod perfmap;
 mod placement;
 mod preflight;
 mod report;

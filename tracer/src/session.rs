@@ -8,7 +8,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet, VecDeque},
-    path::PathBuf,
+    path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
@@ -95,13 +95,11 @@ impl Target {
 /// A watched node (`--all`, `--comm`, `--cgroup`, `--container`).
 struct Watcher {
     selection: Selection,
-    files: AllocatorFiles,
     /// Processes that exec'd lately, looked at again every tick.
     recent: HashMap<u32, Instant>,
     /// Processes looked at that do not match (until they exec, or the next
     /// full scan).
     ignored: HashSet<u32>,
-    verbose: bool,
 }
 
 /// Everything a running session owns.
@@ -110,6 +108,9 @@ struct Session {
     probes: Probes,
     targets: BTreeMap<u32, Target>,
     watcher: Option<Watcher>,
+    /// The allocator files seen, by inode (and the discovery overrides).
+    files: AllocatorFiles,
+    verbose: bool,
     /// Processes that exited on a watched node: their state goes at the
     /// next sample.
     gone: HashSet<u32>,
@@ -153,15 +154,16 @@ pub async fn run(cli: Cli, child: Option<HeldChild>) -> Result<()> {
         oom_only: mode == Mode::OomOnly,
         sample_bytes: cli.sample_bytes,
     };
+    let mut files = AllocatorFiles::new(cli.symbol_prefixes.clone(), &cli.allocator_libs)?;
     let mut probes = Probes::load(&settings)?;
     let mut targets = BTreeMap::new();
     match (&mode, &child) {
         (Mode::Command, Some(c)) => {
-            targets.insert(c.pid, attach_command(&mut probes, c, cli.verbose)?);
+            targets.insert(c.pid, attach_command(&mut probes, &files, c, cli.verbose)?);
         }
         (Mode::Pids, _) => {
             for &pid in &cli.pids {
-                targets.insert(pid, attach_pid(&mut probes, pid, cli.verbose)?);
+                targets.insert(pid, attach_pid(&mut probes, &mut files, pid, cli.verbose)?);
             }
         }
         _ => {}
@@ -170,10 +172,8 @@ pub async fn run(cli: Cli, child: Option<HeldChild>) -> Result<()> {
     let watcher = match &mode {
         Mode::Watch(selection) => Some(Watcher {
             selection: selection.clone(),
-            files: AllocatorFiles::default(),
             recent: HashMap::new(),
             ignored: HashSet::new(),
-            verbose: cli.verbose,
         }),
         _ => None,
     };
@@ -182,6 +182,8 @@ pub async fn run(cli: Cli, child: Option<HeldChild>) -> Result<()> {
         probes,
         targets,
         watcher,
+        files,
+        verbose: cli.verbose,
         gone: HashSet::new(),
         oom_kills: VecDeque::new(),
         meter: None,
@@ -198,10 +200,10 @@ pub async fn run(cli: Cli, child: Option<HeldChild>) -> Result<()> {
         exec_released: HashMap::new(),
         started: Instant::now(),
     };
-    if let Some(w) = &mut session.watcher {
+    if session.watcher.is_some() {
         // memtrace's own allocator (the host's libc, as a rule) is known
         // from the start: processes that exec are probed on it at once.
-        w.files.of(std::process::id());
+        session.files.of(std::process::id());
     }
     if session.mode == Mode::Watch(Selection::All) {
         // Timed before any probe goes in, and again after (see `overhead`).
@@ -215,12 +217,10 @@ pub async fn run(cli: Cli, child: Option<HeldChild>) -> Result<()> {
         // memtrace's own allocator is hooked too (its calls return at once
         // in the programs) so that the calibration times probed calls.
         let me = std::process::id();
-        if let Some(w) = &mut session.watcher {
-            for file in w.files.of(me) {
-                session
-                    .probes
-                    .attach_allocator(None, &file.path, &file.points)?;
-            }
+        for file in session.files.of(me) {
+            session
+                .probes
+                .attach_allocator(None, &file.path, &file.points)?;
         }
         meter.calibrate();
     }
@@ -354,12 +354,11 @@ fn announce(session: &Session, cli: &Cli) {
         .targets
         .values()
         .map(|t| {
-            format!(
-                "pid {} ({}) via {}",
-                t.info.pid,
-                t.info.comm,
-                t.allocators.join(", ")
-            )
+            let via = match t.allocators.is_empty() {
+                true => "its mmap calls".to_string(),
+                false => t.allocators.join(", "),
+            };
+            format!("pid {} ({}) via {via}", t.info.pid, t.info.comm)
         })
         .collect();
     crate::note(&format!("tracing {} {until}", what.join(", ")));
@@ -381,47 +380,60 @@ fn describe_probes(verbose: bool, file: &std::path::Path, points: &[allocator::P
     }
 }
 
-/// Hooks every allocator mapped by a running process.
-fn attach_pid(probes: &mut Probes, pid: u32, verbose: bool) -> Result<Target> {
+/// Hooks every allocator mapped by a running process (and the
+/// `--allocator-lib` ones).
+fn attach_pid(
+    probes: &mut Probes,
+    files: &mut AllocatorFiles,
+    pid: u32,
+    verbose: bool,
+) -> Result<Target> {
     let info = target::inspect(pid)?;
-    let maps = target::read_maps(pid)?;
+    target::read_maps(pid)?;
     probes.add_target(pid)?;
     let mut allocators: Vec<String> = Vec::new();
-    for mapping in maps.iter().filter(|m| m.executable) {
-        let (Some(name), Some(file)) = (&mapping.path, target::mapped_file_path(pid, mapping))
-        else {
-            continue;
-        };
-        if allocators.contains(name) {
-            continue;
+    for file in files.of(pid) {
+        probes.attach_allocator(Some(pid), &file.path, &file.points)?;
+        describe_probes(verbose, &file.path, &file.points);
+        if !allocators.contains(&file.name) {
+            allocators.push(file.name.clone());
         }
-        let Ok(points) = allocator::probe_points(&file) else {
-            continue; // unreadable or not ELF: nothing to hook there
-        };
-        if points.is_empty() {
-            continue;
-        }
-        probes.attach_allocator(Some(pid), &file, &points)?;
-        describe_probes(verbose, &file, &points);
-        allocators.push(name.clone());
     }
     if allocators.is_empty() {
-        bail!(
-            "no allocator symbols (malloc/free) found in pid {pid} ({}): none of its mapped \
-             files exports them",
+        if !allocator::is_go_executable(Path::new(&format!("/proc/{pid}/exe"))) {
+            bail!(
+                "no allocator symbols (malloc/free) found in pid {pid} ({}): none of its mapped \
+                 files exports them (--allocator-lib and --symbol-prefix name others)",
+                info.comm
+            );
+        }
+        crate::note(&format!(
+            "pid {pid} ({}) is a Go program: its heap is traced through the runtime's mmap \
+             calls (Go code gets no probes)",
             info.comm
-        );
+        ));
     }
     Ok(Target::new(info, allocators))
 }
 
 /// Hooks the allocator of a held child's program before it execs.
-fn attach_command(probes: &mut Probes, child: &HeldChild, verbose: bool) -> Result<Target> {
+fn attach_command(
+    probes: &mut Probes,
+    files: &AllocatorFiles,
+    child: &HeldChild,
+    verbose: bool,
+) -> Result<Target> {
     let pid = child.pid;
     probes.add_target(pid)?;
     let mut allocators = Vec::new();
-    for file in launch::libraries_of(&child.program)? {
-        let points = allocator::probe_points(&file)
+    let mut libraries = launch::libraries_of(&child.program)?;
+    libraries.extend(files.forced().iter().map(|f| f.path.clone()));
+    for file in libraries {
+        if allocators.contains(&file.display().to_string()) {
+            continue;
+        }
+        let points = files
+            .points(&file)
             .with_context(|| format!("reading symbols of {}", file.display()))?;
         if points.is_empty() {
             continue;
@@ -436,10 +448,17 @@ fn attach_command(probes: &mut Probes, child: &HeldChild, verbose: bool) -> Resu
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     if allocators.is_empty() {
-        bail!(
-            "no allocator symbols (malloc/free) found in {} or the libraries it loads",
+        if !allocator::is_go_executable(&child.program) {
+            bail!(
+                "no allocator symbols (malloc/free) found in {} or the libraries it loads",
+                child.program.display()
+            );
+        }
+        crate::note(&format!(
+            "{} is a Go program: its heap is traced through the runtime's mmap calls (Go code \
+             gets no probes)",
             child.program.display()
-        );
+        ));
     }
     let exe = std::fs::canonicalize(&child.program).unwrap_or(child.program.clone());
     let info = TargetInfo {
@@ -661,7 +680,7 @@ impl Session {
                 // placed now (the kernel installs them when it maps one),
                 // so it is traced from its first malloc if it uses one of
                 // them; others are found as it maps them.
-                for file in w.files.host_files() {
+                for file in self.files.host_files() {
                     if let Err(e) =
                         self.probes
                             .attach_allocator(Some(pid), &file.path, &file.points)
@@ -674,24 +693,36 @@ impl Session {
         self.attach_files(pid);
     }
 
-    /// On a watched node: hooks the allocator files `pid` maps that are not
-    /// hooked yet (for every process with --all, else for `pid`). A file
-    /// that cannot be hooked is noted, not fatal: the node goes on.
+    /// Hooks the allocator files `pid` maps that are not hooked yet: on a
+    /// watched node at each look (for every process with --all, else for
+    /// `pid`), and for a given target at each maps refresh — a library it
+    /// loads later (dlopen) is hooked within a second. A file that cannot
+    /// be hooked is noted, not fatal.
     fn attach_files(&mut self, pid: u32) {
-        let (Some(w), Some(t)) = (&mut self.watcher, self.targets.get_mut(&pid)) else {
+        let Some(t) = self.targets.get_mut(&pid) else {
             return;
         };
-        let scope = (!w.selection.system_wide()).then_some(pid);
-        for file in w.files.of(pid) {
+        let system_wide = self
+            .watcher
+            .as_ref()
+            .is_some_and(|w| w.selection.system_wide());
+        let scope = (!system_wide).then_some(pid);
+        for file in self.files.of(pid) {
             match self
                 .probes
                 .attach_allocator(scope, &file.path, &file.points)
             {
                 Ok(new) => {
                     if new {
-                        describe_probes(w.verbose, &file.path, &file.points);
+                        describe_probes(self.verbose, &file.path, &file.points);
                     }
                     if !t.allocators.contains(&file.name) {
+                        if self.watcher.is_none() {
+                            crate::note(&format!(
+                                "pid {pid} loaded the allocator {}: hooked",
+                                file.name
+                            ));
+                        }
                         t.allocators.push(file.name.clone());
                     }
                 }
@@ -750,6 +781,7 @@ impl Session {
         }
         let refresh_maps = self.housekeeping_ticks <= MAPS_EVERY
             || self.housekeeping_ticks.is_multiple_of(MAPS_EVERY);
+        let mut new_maps = Vec::new();
         for t in self.targets.values_mut() {
             if t.exited {
                 continue;
@@ -757,12 +789,16 @@ impl Session {
             if target::is_alive(t.info.pid) {
                 if refresh_maps {
                     self.symbolizer.refresh(t.info.pid);
+                    new_maps.push(t.info.pid);
                 }
             } else {
                 // Its regions stay recorded: memory held at exit (and its
                 // ages) is what the report shows.
                 t.exited = true;
             }
+        }
+        for pid in new_maps {
+            self.attach_files(pid);
         }
         Ok(self.targets.values().all(|t| t.exited))
     }
@@ -982,7 +1018,7 @@ impl Session {
             return;
         };
         for file in libraries {
-            let Ok(points) = allocator::probe_points(&file) else {
+            let Ok(points) = self.files.points(&file) else {
                 continue;
             };
             if points.is_empty() {

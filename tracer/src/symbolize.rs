@@ -5,6 +5,8 @@
 //! — still resolve against the very files it ran. Addresses become (file,
 //! file offset), and blazesym resolves those from the ELF symbols and DWARF,
 //! caching every binary it parsed. Results are cached per (file, offset).
+//! Generated code (anonymous executable memory) is named from the process's
+//! perf map when it writes one (`perfmap`).
 
 use std::{
     collections::{hash_map::Entry, HashMap, HashSet},
@@ -19,7 +21,10 @@ use blazesym::symbolize::{
 };
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::target::{self, Mapping};
+use crate::{
+    perfmap::PerfMaps,
+    target::{self, Mapping},
+};
 
 /// One resolved frame. Unknown parts are None, never invented.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,6 +60,8 @@ type FileKey = (String, u64);
 
 pub struct Symbolizer {
     blaze: Blaze,
+    /// Names of JIT-generated code, from the processes' perf maps.
+    perf: PerfMaps,
     maps: HashMap<u32, Vec<Mapping>>,
     /// Executable files the known mappings map, kept open.
     files: HashMap<FileKey, File>,
@@ -75,6 +82,7 @@ impl Symbolizer {
                 .enable_demangling(true)
                 .enable_inlined_fns(false)
                 .build(),
+            perf: PerfMaps::default(),
             maps: HashMap::new(),
             files: HashMap::new(),
             cache: HashMap::new(),
@@ -108,18 +116,26 @@ impl Symbolizer {
         let mut merged = fresh;
         merged.extend(kept);
         merged.sort_by_key(|m| m.start);
+        if merged.iter().any(|m| m.executable && !m.is_file()) {
+            // Anonymous executable memory: generated code, maybe named.
+            self.perf.refresh(pid);
+        }
         self.maps.insert(pid, merged);
     }
 
     /// Drops `pid`'s mappings (its address space was replaced by exec).
     pub fn forget(&mut self, pid: u32) {
         self.maps.remove(&pid);
+        self.perf.forget(pid);
     }
 
     /// Drops the mappings of processes that are gone, and closes the files
     /// no remaining process maps.
     pub fn forget_processes(&mut self, gone: &HashSet<u32>) {
         self.maps.retain(|pid, _| !gone.contains(pid));
+        for &pid in gone {
+            self.perf.forget(pid);
+        }
         let used: HashSet<FileKey> = self
             .maps
             .values()
@@ -178,7 +194,18 @@ impl Symbolizer {
                 let offset = lookup - mapping.start + mapping.offset;
                 self.resolve(key, file, offset)
             }
-            _ => Resolved::default(),
+            _ => {
+                if let Some((name, map)) = self.perf.lookup(pid, lookup) {
+                    return Frame {
+                        address,
+                        function: Some(name),
+                        file: None,
+                        line: None,
+                        module: Some(map),
+                    };
+                }
+                Resolved::default()
+            }
         };
         Frame {
             address,

@@ -3,9 +3,18 @@
 //! cgroup, container), the processes present at start, and the allocator
 //! files processes map — each distinct file (by inode) parsed once however
 //! many processes map it, so that a busy node costs one ELF parse per
-//! library, not per process.
+//! library, not per process (every mode uses that cache: a traced process
+//! that loads an allocator later is hooked on it too).
 
-use std::{collections::HashMap, fs, os::unix::fs::MetadataExt, path::PathBuf, sync::Arc};
+use std::{
+    collections::HashMap,
+    fs,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use anyhow::{bail, Context, Result};
 
 use crate::{
     allocator::{self, ProbePoint},
@@ -135,20 +144,63 @@ pub struct AllocatorFile {
 }
 
 /// Cache of allocator discovery by the (device, inode) that /proc/PID/maps
-/// shows: files that are not allocators are remembered as such too.
+/// shows: files that are not allocators are remembered as such too. Also
+/// holds the discovery overrides: extra symbol prefixes, and the files
+/// given with `--allocator-lib` (hooked for every target, mapped yet or
+/// not: the kernel installs a file's probes when a process maps it).
 #[derive(Default)]
 pub struct AllocatorFiles {
     known: HashMap<(String, u64), Option<Arc<AllocatorFile>>>,
+    prefixes: Vec<String>,
+    forced: Vec<Arc<AllocatorFile>>,
 }
 
 impl AllocatorFiles {
-    /// The allocator files `pid` maps now. Files seen before (in any
-    /// process) cost a hash lookup; new ones are parsed once.
+    /// Discovery with `prefixes` besides the built-in ones, and `forced`
+    /// files hooked for every target (each must implement an allocator).
+    pub fn new(prefixes: Vec<String>, forced: &[PathBuf]) -> Result<AllocatorFiles> {
+        let mut files = AllocatorFiles {
+            prefixes,
+            ..AllocatorFiles::default()
+        };
+        for path in forced {
+            let meta = fs::metadata(path)
+                .with_context(|| format!("--allocator-lib {}", path.display()))?;
+            let points = files.points(path)?;
+            if points.is_empty() {
+                bail!(
+                    "--allocator-lib {}: it defines no malloc and free (bare or under a prefix;                      add --symbol-prefix for its own)",
+                    path.display()
+                );
+            }
+            files.forced.push(Arc::new(AllocatorFile {
+                id: (meta.dev(), meta.ino()),
+                path: path.clone(),
+                name: path.display().to_string(),
+                points,
+            }));
+        }
+        Ok(files)
+    }
+
+    /// The `--allocator-lib` files.
+    pub fn forced(&self) -> &[Arc<AllocatorFile>] {
+        &self.forced
+    }
+
+    /// The probe points of the allocators in the ELF file at `path`.
+    pub fn points(&self, path: &Path) -> Result<Vec<ProbePoint>> {
+        allocator::probe_points(path, &self.prefixes)
+    }
+
+    /// The allocator files `pid` maps now, and the `--allocator-lib` ones.
+    /// Files seen before (in any process) cost a hash lookup; new ones are
+    /// parsed once.
     pub fn of(&mut self, pid: u32) -> Vec<Arc<AllocatorFile>> {
         let Ok(maps) = target::read_maps(pid) else {
             return Vec::new();
         };
-        let mut found: Vec<Arc<AllocatorFile>> = Vec::new();
+        let mut found: Vec<Arc<AllocatorFile>> = self.forced.clone();
         for mapping in maps.iter().filter(|m| m.executable && m.is_file()) {
             let key = (mapping.dev.clone(), mapping.inode);
             let entry = match self.known.get(&key) {
@@ -157,7 +209,7 @@ impl AllocatorFiles {
                     let Some(path) = target::mapped_file_path(pid, mapping) else {
                         continue;
                     };
-                    let file = inspect_file(path, mapping.path.clone().unwrap_or_default());
+                    let file = self.inspect_file(path, mapping.path.clone().unwrap_or_default());
                     // A file that vanished with its process is not
                     // remembered: another process may map it readably.
                     if file.is_none() && !target::is_alive(pid) {
@@ -191,20 +243,22 @@ impl AllocatorFiles {
     }
 }
 
-/// Parses `path` for allocator entry points; None when it has none (or
-/// cannot be read).
-fn inspect_file(path: PathBuf, name: String) -> Option<Arc<AllocatorFile>> {
-    let meta = fs::metadata(&path).ok()?;
-    let points = allocator::probe_points(&path).ok()?;
-    if points.is_empty() {
-        return None;
+impl AllocatorFiles {
+    /// Parses `path` for allocator entry points; None when it has none (or
+    /// cannot be read).
+    fn inspect_file(&self, path: PathBuf, name: String) -> Option<Arc<AllocatorFile>> {
+        let meta = fs::metadata(&path).ok()?;
+        let points = self.points(&path).ok()?;
+        if points.is_empty() {
+            return None;
+        }
+        Some(Arc::new(AllocatorFile {
+            id: (meta.dev(), meta.ino()),
+            path,
+            name,
+            points,
+        }))
     }
-    Some(Arc::new(AllocatorFile {
-        id: (meta.dev(), meta.ino()),
-        path,
-        name,
-        points,
-    }))
 }
 
 #[cfg(test)]

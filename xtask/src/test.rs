@@ -64,12 +64,37 @@ const TEST_TOOLS: [(&str, &str); 4] = [
     ("promtool", "prometheus"),
 ];
 
-/// Installs the test tools that are missing (with apt-get, as root).
+/// Libraries the allocator tests link or load (tests/runtimes.rs), by
+/// Debian package.
+const TEST_LIBRARIES: [(&str, &str); 4] = [
+    ("/usr/bin/musl-gcc", "musl-tools"),
+    (
+        "/usr/lib/x86_64-linux-gnu/libjemalloc.so",
+        "libjemalloc-dev",
+    ),
+    (
+        "/usr/lib/x86_64-linux-gnu/libtcmalloc.so",
+        "libgoogle-perftools-dev",
+    ),
+    (
+        "/usr/lib/x86_64-linux-gnu/libmimalloc.so.2.0",
+        "libmimalloc2.0",
+    ),
+];
+
+/// Installs the test tools and libraries that are missing (with apt-get,
+/// as root).
 fn ensure_test_tools() -> Result<()> {
     let missing: Vec<&str> = TEST_TOOLS
         .iter()
         .filter(|(program, _)| cmd::which(program).is_none())
         .map(|&(_, package)| package)
+        .chain(
+            TEST_LIBRARIES
+                .iter()
+                .filter(|(path, _)| !std::path::Path::new(path).exists())
+                .map(|&(_, package)| package),
+        )
         .collect();
     if missing.is_empty() {
         return Ok(());

@@ -178,7 +178,19 @@ fn stack(w: &mut String, rank: usize, s: &StackReport, comm: Option<&str>) {
     if s.frames.is_empty() {
         let _ = writeln!(w, "    [stack not captured]");
     }
-    for f in &s.frames {
+    // Interpreters recurse through one function per script frame
+    // (CPython's _PyEval_EvalFrameDefault, Ruby's vm_exec, ...): a run of
+    // the same function is printed once, with its count, so the native
+    // code that allocated stands out.
+    let mut i = 0;
+    while i < s.frames.len() {
+        let f = &s.frames[i];
+        let run = s.frames[i..]
+            .iter()
+            .take_while(|g| f.function.is_some() && g.function == f.function)
+            .count()
+            .max(1);
+        i += run;
         let function = f.function.as_deref().unwrap_or("??");
         let location = match (&f.file, f.line) {
             (Some(file), Some(line)) => format!(" at {file}:{line}"),
@@ -191,6 +203,9 @@ fn stack(w: &mut String, rank: usize, s: &StackReport, comm: Option<&str>) {
             .map(|m| m.rsplit('/').next().unwrap_or(m))
             .unwrap_or("?");
         let _ = writeln!(w, "    {:#014x} {function}{location} ({module})", f.address);
+        if run > 1 {
+            let _ = writeln!(w, "    {:>14} ... {function} ×{run} in a row", "");
+        }
     }
 }
 
@@ -317,5 +332,35 @@ mod tests {
             "    grew in 2/2 intervals, +1.0 KiB/min, oldest live 2 s"
         );
         assert!(lines[leak_at + 2].ends_with(" leaky (?)"), "{text}");
+    }
+
+    #[test]
+    fn interpreter_frames_in_a_row_are_printed_once() {
+        let mut s = stack("x", Verdict::Leak, &[0, 1]);
+        let frame = |name: &str| crate::symbolize::Frame {
+            address: 0x1000,
+            function: Some(name.into()),
+            file: None,
+            line: None,
+            module: None,
+        };
+        s.frames = vec![
+            frame("PyMem_Malloc"),
+            frame("_PyEval_EvalFrameDefault"),
+            frame("_PyEval_EvalFrameDefault"),
+            frame("_PyEval_EvalFrameDefault"),
+            frame("main"),
+        ];
+        let text = render(&report(vec![s]), 10);
+        let eval: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("_PyEval_EvalFrameDefault"))
+            .collect();
+        assert_eq!(eval.len(), 2, "{text}");
+        assert!(
+            eval[1].ends_with("... _PyEval_EvalFrameDefault ×3 in a row"),
+            "{text}"
+        );
+        assert!(text.contains(" main (?)"), "{text}");
     }
 }

@@ -1,0 +1,159 @@
+//! JIT frames: names from the perf map a runtime writes for its generated
+//! code (`/tmp/perf-PID.map`: `START SIZE NAME` per line, hexadecimal; Node
+//! with `--perf-basic-prof`, JVM agents, LuaJIT, ...). Read through the
+//! process's own root (a container's /tmp) under the pid its namespace
+//! gave it; appended-to files are read incrementally at each refresh, so
+//! names stay known after the process is gone. Bounded: at most
+//! [`MAX_ENTRIES`] names per process.
+
+use std::{
+    collections::HashMap,
+    fs::File,
+    io::{Read, Seek, SeekFrom},
+    path::PathBuf,
+};
+
+/// Names kept per process (~100 bytes each).
+pub const MAX_ENTRIES: usize = 500_000;
+/// Bytes read per refresh at most (the rest at the next one).
+const READ_CHUNK: u64 = 16 << 20;
+
+/// One process's perf map: what was read of it so far.
+#[derive(Default)]
+struct PerfMap {
+    /// (start, end, name), kept sorted by start.
+    entries: Vec<(u64, u64, String)>,
+    /// Bytes of the file consumed (whole lines only).
+    read: u64,
+    /// Where the file is (found once).
+    path: Option<PathBuf>,
+    /// The file name as the process wrote it, for the frame's module.
+    name: String,
+}
+
+#[derive(Default)]
+pub struct PerfMaps {
+    maps: HashMap<u32, PerfMap>,
+}
+
+/// The pid `pid` has in its own pid namespace (the one it names its perf
+/// map after).
+fn namespace_pid(pid: u32) -> u32 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("NSpid:"))
+                .and_then(|l| l.split_whitespace().last()?.parse().ok())
+        })
+        .unwrap_or(pid)
+}
+
+/// Parses whole lines of a perf map into `out`; returns the bytes consumed
+/// (up to the last newline).
+fn parse(text: &[u8], out: &mut Vec<(u64, u64, String)>) -> usize {
+    let Some(end) = text.iter().rposition(|&b| b == b'\n') else {
+        return 0;
+    };
+    for line in String::from_utf8_lossy(&text[..end]).lines() {
+        let mut parts = line.splitn(3, ' ');
+        let (Some(start), Some(size), Some(name)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let hex = |s: &str| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok();
+        if let (Some(start), Some(size)) = (hex(start), hex(size)) {
+            out.push((start, start.saturating_add(size), name.trim().to_string()));
+        }
+    }
+    end + 1
+}
+
+impl PerfMaps {
+    /// Reads what `pid` appended to its perf map since the last call.
+    pub fn refresh(&mut self, pid: u32) {
+        let map = self.maps.entry(pid).or_default();
+        if map.path.is_none() {
+            let ns = namespace_pid(pid);
+            map.name = format!("/tmp/perf-{ns}.map");
+            map.path = Some(PathBuf::from(format!("/proc/{pid}/root/tmp/perf-{ns}.map")));
+        }
+        let Some(path) = &map.path else { return };
+        let Ok(mut file) = File::open(path) else {
+            return;
+        };
+        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        if len <= map.read || map.entries.len() >= MAX_ENTRIES {
+            return;
+        }
+        if file.seek(SeekFrom::Start(map.read)).is_err() {
+            return;
+        }
+        let mut text = Vec::new();
+        if file
+            .take((len - map.read).min(READ_CHUNK))
+            .read_to_end(&mut text)
+            .is_err()
+        {
+            return;
+        }
+        let before = map.entries.len();
+        map.read += parse(&text, &mut map.entries) as u64;
+        map.entries.truncate(MAX_ENTRIES);
+        if map.entries.len() != before {
+            // Code regions can be reused: the later entry wins (stable sort
+            // keeps file order among equal starts).
+            map.entries.sort_by_key(|e| e.0);
+        }
+    }
+
+    /// The name of the generated code at `addr` in `pid`, and the perf map
+    /// file that named it.
+    pub fn lookup(&self, pid: u32, addr: u64) -> Option<(String, String)> {
+        let map = self.maps.get(&pid)?;
+        let i = map.entries.partition_point(|e| e.0 <= addr);
+        // The innermost (latest-starting) region containing addr; walk back
+        // over a few overlapping older ones.
+        map.entries[..i]
+            .iter()
+            .rev()
+            .take(8)
+            .find(|e| addr < e.1)
+            .map(|e| (e.2.clone(), map.name.clone()))
+    }
+
+    pub fn forget(&mut self, pid: u32) {
+        self.maps.remove(&pid);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_whole_lines_and_looks_up() {
+        let mut entries = Vec::new();
+        let text = b"7f0000001000 100 LazyCompile:*rememberRequest /app/cache.js:13\n\
+                     7f0000002000 0x40 Builtin:ArgumentsAdaptorTrampoline\n\
+                     7f00000030";
+        let used = parse(text, &mut entries);
+        assert_eq!(used, text.len() - "7f00000030".len());
+        assert_eq!(entries.len(), 2);
+        let mut maps = PerfMaps::default();
+        maps.maps.insert(
+            1,
+            PerfMap {
+                entries,
+                name: "/tmp/perf-1.map".into(),
+                ..PerfMap::default()
+            },
+        );
+        let (name, file) = maps.lookup(1, 0x7f00_0000_1080).unwrap();
+        assert_eq!(name, "LazyCompile:*rememberRequest /app/cache.js:13");
+        assert_eq!(file, "/tmp/perf-1.map");
+        assert!(maps.lookup(1, 0x7f00_0000_1100).is_none());
+        assert!(maps.lookup(1, 0x7f00_0000_2010).is_some());
+        assert!(maps.lookup(2, 0x7f00_0000_2010).is_none());
+    }
+}
