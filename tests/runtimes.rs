@@ -274,9 +274,14 @@ fn node_cache_is_named_by_its_javascript_function() {
         &[
             "--perf-basic-prof",
             "--interpreted-frames-native-stack",
+            // --perf-basic-prof also writes a V8 log into the working
+            // directory.
+            "--logfile=/dev/null",
+            "--no-logfile-per-isolate",
             script.to_str().unwrap(),
         ],
     );
+    let _ = std::fs::remove_file(format!("/tmp/perf-{}.map", report.targets[0].pid));
     let ctx = report.describe();
     // 50 Buffers of 4 KiB every 20 ms: ~10 MiB/s, native memory allocated
     // under the JavaScript function, named from /tmp/perf-PID.map.
