@@ -1324,7 +1324,7 @@ mod tests {
             .sum();
         serde_json::json!({
             "version": 2, "duration_secs": 2.0, "sort": sort, "min_age_secs": null,
-            "targets": [{"pid": 7, "comm": "a", "exe": "/bin/a", "exited": true, "memory": null}],
+            "targets": [{"pid": 7, "comm": "a", "exe": "/bin/a", "exited": true, "allocators": ["/lib/libc.so.6"], "memory": null}],
             "totals": {"outstanding_bytes": out, "outstanding_allocations": n,
                        "allocations": n, "frees": 0, "allocated_bytes": out, "freed_bytes": 0},
             "losses": {"live_map_full": 0},
