@@ -33,6 +33,15 @@ pub const HOOKED: &[(&str, Hook)] = &[
     ("valloc", Hook::Alloc(AllocFn::Malloc)),
     ("pvalloc", Hook::Alloc(AllocFn::Malloc)),
     ("free", Hook::Free),
+    // jemalloc's non-standard API (Rust's tikv-jemallocator frees only
+    // with sdallocx): a missed free would read as a leak.
+    ("mallocx", Hook::Alloc(AllocFn::Malloc)),
+    ("rallocx", Hook::Alloc(AllocFn::Realloc)),
+    ("sdallocx", Hook::Free),
+    ("dallocx", Hook::Free),
+    // mimalloc's (Rust's mimalloc crate allocates with these).
+    ("zalloc", Hook::Alloc(AllocFn::Malloc)),
+    ("malloc_aligned", Hook::Alloc(AllocFn::Malloc)),
 ];
 
 /// Prefixes under which allocators export the libc API, besides the bare
@@ -86,6 +95,11 @@ pub fn probe_points(path: &Path, extra_prefixes: &[String]) -> Result<Vec<ProbeP
             let Some(bare) = name.strip_prefix(prefix) else {
                 continue;
             };
+            // Under a prefix only exported functions count: a file's own
+            // static tc_free is not an allocator API.
+            if !prefix.is_empty() && symbol.is_local() {
+                continue;
+            }
             if let Some(&(hooked, _)) = HOOKED.iter().find(|(n, _)| *n == bare) {
                 addresses
                     .entry((prefix, hooked))
@@ -95,9 +109,11 @@ pub fn probe_points(path: &Path, extra_prefixes: &[String]) -> Result<Vec<ProbeP
     }
     let mut points: Vec<ProbePoint> = Vec::new();
     for &prefix in &prefixes {
-        if !(addresses.contains_key(&(prefix, "malloc"))
-            && addresses.contains_key(&(prefix, "free")))
-        {
+        let has = |name: &'static str| addresses.contains_key(&(prefix, name));
+        // A built-in prefix also needs calloc or realloc: two functions
+        // named tc_malloc and tc_free are not proof of an allocator.
+        let builtin = PREFIXES.contains(&prefix);
+        if !(has("malloc") && has("free")) || (builtin && !(has("calloc") || has("realloc"))) {
             continue;
         }
         for &(name, hook) in HOOKED {

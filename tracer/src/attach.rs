@@ -161,6 +161,12 @@ impl Probes {
             .with_context(|| format!("registering pid {pid} as a target"))
     }
 
+    /// Whether the file `id` (device, inode) is hooked for `pid` (None:
+    /// for every process).
+    pub fn is_attached(&self, pid: Option<u32>, id: (u64, u64)) -> bool {
+        self.attached.contains(&(pid, id))
+    }
+
     /// Hooks the allocator implemented in `file` for process `pid` only
     /// (other processes mapping the same file never trap), or with `None`
     /// for every process. Returns false if this pair was already hooked

@@ -3,8 +3,11 @@
 //! with `--perf-basic-prof`, JVM agents, LuaJIT, ...). Read through the
 //! process's own root (a container's /tmp) under the pid its namespace
 //! gave it; appended-to files are read incrementally at each refresh, so
-//! names stay known after the process is gone. Bounded: at most
-//! [`MAX_ENTRIES`] names per process.
+//! names stay known after the process is gone (a file replaced or cut
+//! short is read again from the start). The file is anyone's to create in
+//! /tmp: it is used only if it is a regular file (never a FIFO or a
+//! symlink, opened without blocking) owned by the process's user or root,
+//! as perf requires. Bounded: at most [`MAX_ENTRIES`] names per process.
 
 use std::{
     collections::HashMap,
@@ -14,7 +17,7 @@ use std::{
 };
 
 /// Names kept per process (~100 bytes each).
-pub const MAX_ENTRIES: usize = 500_000;
+pub const MAX_ENTRIES: usize = 200_000;
 /// Bytes read per refresh at most (the rest at the next one).
 const READ_CHUNK: u64 = 16 << 20;
 
@@ -29,6 +32,10 @@ struct PerfMap {
     path: Option<PathBuf>,
     /// The file name as the process wrote it, for the frame's module.
     name: String,
+    /// The file read: (device, inode).
+    file: Option<(u64, u64)>,
+    /// The process's user: the file must be its or root's.
+    uid: u32,
 }
 
 #[derive(Default)]
@@ -37,16 +44,28 @@ pub struct PerfMaps {
 }
 
 /// The pid `pid` has in its own pid namespace (the one it names its perf
-/// map after).
-fn namespace_pid(pid: u32) -> u32 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("NSpid:"))
-                .and_then(|l| l.split_whitespace().last()?.parse().ok())
-        })
-        .unwrap_or(pid)
+/// map after), and its effective uid.
+fn namespace_pid_and_uid(pid: u32) -> Option<(u32, u32)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name));
+    let ns = field("NSpid:")
+        .and_then(|l| l.split_whitespace().last()?.parse().ok())
+        .unwrap_or(pid);
+    let uid = field("Uid:")?.split_whitespace().nth(1)?.parse().ok()?;
+    Some((ns, uid))
+}
+
+/// Opens a perf map without blocking or following a symlink; None unless
+/// it is a regular file owned by `uid` or root.
+fn open_checked(path: &std::path::Path, uid: u32) -> Option<(File, std::fs::Metadata)> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+        .open(path)
+        .ok()?;
+    let meta = file.metadata().ok()?;
+    (meta.file_type().is_file() && (meta.uid() == uid || meta.uid() == 0)).then_some((file, meta))
 }
 
 /// Parses whole lines of a perf map into `out`; returns the bytes consumed
@@ -72,17 +91,28 @@ fn parse(text: &[u8], out: &mut Vec<(u64, u64, String)>) -> usize {
 impl PerfMaps {
     /// Reads what `pid` appended to its perf map since the last call.
     pub fn refresh(&mut self, pid: u32) {
+        use std::os::unix::fs::MetadataExt;
         let map = self.maps.entry(pid).or_default();
         if map.path.is_none() {
-            let ns = namespace_pid(pid);
+            let Some((ns, uid)) = namespace_pid_and_uid(pid) else {
+                return;
+            };
             map.name = format!("/tmp/perf-{ns}.map");
             map.path = Some(PathBuf::from(format!("/proc/{pid}/root/tmp/perf-{ns}.map")));
+            map.uid = uid;
         }
         let Some(path) = &map.path else { return };
-        let Ok(mut file) = File::open(path) else {
+        let Some((mut file, meta)) = open_checked(path, map.uid) else {
             return;
         };
-        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let id = (meta.dev(), meta.ino());
+        let len = meta.len();
+        if map.file != Some(id) || len < map.read {
+            // Another file, or rewritten: start over.
+            map.entries.clear();
+            map.read = 0;
+            map.file = Some(id);
+        }
         if len <= map.read || map.entries.len() >= MAX_ENTRIES {
             return;
         }
@@ -130,6 +160,24 @@ impl PerfMaps {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_regular_files_of_the_user_or_root() {
+        let dir = std::env::temp_dir().join(format!("memtrace-perfmap-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("fifo.map");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        assert!(open_checked(&fifo, 0).is_none(), "a FIFO never blocks us");
+        let plain = dir.join("plain.map");
+        std::fs::write(&plain, "1000 10 f\n").unwrap();
+        assert!(open_checked(&plain, 4242).is_some(), "root's file");
+        let link = dir.join("link.map");
+        std::os::unix::fs::symlink(&plain, &link).unwrap();
+        assert!(open_checked(&link, 0).is_none(), "never through a symlink");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn parses_whole_lines_and_looks_up() {

@@ -708,25 +708,32 @@ impl Session {
             .is_some_and(|w| w.selection.system_wide());
         let scope = (!system_wide).then_some(pid);
         for file in self.files.of(pid) {
-            match self
-                .probes
-                .attach_allocator(scope, &file.path, &file.points)
-            {
-                Ok(new) => {
-                    if new {
-                        describe_probes(self.verbose, &file.path, &file.points);
+            // Checked by identity first: the cached path may run through
+            // another process's /proc entry, gone by now.
+            let new = !self.probes.is_attached(scope, file.id)
+                && match self
+                    .probes
+                    .attach_allocator(scope, &file.path, &file.points)
+                {
+                    Ok(new) => new,
+                    Err(e) => {
+                        crate::note(&format!("warning: pid {pid}: {e:#}"));
+                        continue;
                     }
-                    if !t.allocators.contains(&file.name) {
-                        if self.watcher.is_none() {
-                            crate::note(&format!(
-                                "pid {pid} loaded the allocator {}: hooked",
-                                file.name
-                            ));
-                        }
-                        t.allocators.push(file.name.clone());
-                    }
+                };
+            if new {
+                describe_probes(self.verbose, &file.path, &file.points);
+                if self.watcher.is_none() {
+                    crate::note(&format!(
+                        "pid {pid} loaded the allocator {}: hooked",
+                        file.name
+                    ));
                 }
-                Err(e) => crate::note(&format!("warning: pid {pid}: {e:#}")),
+            }
+            // A given target lists what it was hooked on (at start under
+            // the loader's name for it); a watched one every file it maps.
+            if !t.allocators.contains(&file.name) && (new || self.watcher.is_some()) {
+                t.allocators.push(file.name.clone());
             }
         }
     }

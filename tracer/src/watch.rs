@@ -166,10 +166,13 @@ impl AllocatorFiles {
         for path in forced {
             let meta = fs::metadata(path)
                 .with_context(|| format!("--allocator-lib {}", path.display()))?;
-            let points = files.points(path)?;
+            let points = files
+                .points(path)
+                .with_context(|| format!("--allocator-lib {}", path.display()))?;
             if points.is_empty() {
                 bail!(
-                    "--allocator-lib {}: it defines no malloc and free (bare or under a prefix;                      add --symbol-prefix for its own)",
+                    "--allocator-lib {}: it defines no malloc and free (bare or under a prefix; \
+                     add --symbol-prefix for its own)",
                     path.display()
                 );
             }
