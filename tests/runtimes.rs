@@ -113,6 +113,20 @@ fn jemalloc_and_tcmalloc() {
             .clone();
         assert_leak(&report, "leak_blocks", &file);
     }
+    // jemalloc's sized free (all Rust's tikv-jemallocator uses): 1000
+    // blocks freed with sdallocx leave nothing outstanding.
+    let exe = compile_c_with("alloc_leak", &["-DWITH_JEMALLOC", "-ljemalloc"]);
+    let report = traced_leak(&exe, &["sdallocx"], &[]);
+    assert_leak(&report, "leak_blocks", "libjemalloc.so.2");
+    // (Stacks with nothing outstanding are left out of the report: the
+    // totals count every call.)
+    let t = &report.totals;
+    assert_eq!(
+        (t.allocations, t.frees, t.outstanding_bytes),
+        (1000 + LEAK_COUNT, 1000, LEAK_COUNT * LEAK_SIZE),
+        "every sdallocx is a free: {}",
+        report.describe()
+    );
 }
 
 #[test]

@@ -2,13 +2,16 @@
  * alloc_leak.c - leaks exactly LEAK_COUNT blocks of LEAK_SIZE bytes through
  * one allocator API, for the allocator-discovery tests.
  *
- * Usage: alloc_leak malloc | mi | plugin PATH | myalloc PATH
+ * Usage: alloc_leak malloc | mi | sdallocx | plugin PATH | myalloc PATH
  * Prints "ready" and waits for SIGUSR1 (memtrace attaches in between), then:
  *   malloc:       leak_blocks() mallocs the blocks with whatever malloc the
  *                 program is linked with (glibc, musl, static, jemalloc,
  *                 tcmalloc);
  *   mi:           leak_blocks_mi() with mimalloc's mi_malloc (only when
  *                 built with -DWITH_MIMALLOC);
+ *   sdallocx:     churn_sized() mallocs CHURN_COUNT blocks and frees each
+ *                 with jemalloc's sdallocx (as Rust's tikv-jemallocator
+ *                 does), then leak_blocks() (only with -DWITH_JEMALLOC);
  *   plugin PATH:  dlopen()s the shared library PATH, prints "loaded", waits
  *                 for SIGUSR1 again, and calls its plugin_leak(), which
  *                 mallocs the blocks;
@@ -35,6 +38,21 @@ __attribute__((noinline)) void leak_blocks(void) {
         memset(kept[i], 1, LEAK_SIZE);
     }
 }
+
+#ifdef WITH_JEMALLOC
+#define CHURN_COUNT 1000
+void sdallocx(void *ptr, size_t size, int flags);
+
+__attribute__((noinline)) void churn_sized(void) {
+    for (int i = 0; i < CHURN_COUNT; i++) {
+        char *p = malloc(LEAK_SIZE);
+        if (!p)
+            die("malloc");
+        memset(p, 5, LEAK_SIZE);
+        sdallocx(p, LEAK_SIZE, 0);
+    }
+}
+#endif
 
 #ifdef WITH_MIMALLOC
 void *mi_malloc(size_t size);
@@ -79,6 +97,11 @@ int main(int argc, char **argv) {
     wait_for_go();
     if (strcmp(argv[1], "malloc") == 0) {
         leak_blocks();
+#ifdef WITH_JEMALLOC
+    } else if (strcmp(argv[1], "sdallocx") == 0) {
+        churn_sized();
+        leak_blocks();
+#endif
 #ifdef WITH_MIMALLOC
     } else if (strcmp(argv[1], "mi") == 0) {
         leak_blocks_mi();
