@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 
 use memtrace_integration::{
-    compile_c_using, compile_c_with, secs, trace_pid, Report, Tracer, Workload, TRACING_TIMEOUT,
+    compile_c_using, compile_c_with, secs, trace_pid, Report, Tracer, Workload,
 };
 
 /// alloc_leak.c: LEAK_COUNT blocks of LEAK_SIZE bytes.
