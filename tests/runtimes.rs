@@ -364,3 +364,29 @@ fn python_dict_growth_gets_a_verdict() {
         top.summary()
     );
 }
+
+#[test]
+fn cxx_new_names_the_member_function_that_wrote_it() {
+    let exe = compile_c_using("g++", "cxx_leak", &[]);
+    let report = traced_leak(&exe, &[], &[]);
+    let ctx = report.describe();
+    // 100 Sessions of 4096 bytes, allocated by operator new (hooked in
+    // libstdc++) from SessionStore::remember: that frame first, demangled,
+    // and the malloc inside operator new not counted again.
+    let problems =
+        report.function_mismatches("SessionStore::remember(int)", "heap", 100 * 4096, 100);
+    assert!(problems.is_empty(), "{}\n{ctx}", problems.join("\n"));
+    let hooked = &report.targets[0].allocators;
+    assert!(
+        hooked.iter().any(|a| a.contains("libstdc++")),
+        "libstdc++ hooked: {hooked:?}"
+    );
+    // The churn's 500 news and deletes: all freed (totals count every
+    // call, once: new's inner malloc is nested).
+    let t = &report.totals;
+    assert_eq!(
+        (t.allocations, t.frees, t.outstanding_bytes),
+        (600, 500, 100 * 4096),
+        "{ctx}"
+    );
+}

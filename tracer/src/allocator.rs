@@ -44,6 +44,41 @@ pub const HOOKED: &[(&str, Hook)] = &[
     ("malloc_aligned", Hook::Alloc(AllocFn::Malloc)),
 ];
 
+/// C++'s allocation functions (Itanium ABI names): `operator new` and
+/// `new[]` in their plain, nothrow and aligned forms, and every `operator
+/// delete`. They are allocation sites of their own — the frame that wrote
+/// `new` comes first — and the malloc that libstdc++'s call inside is
+/// nested, counted once; tcmalloc, jemalloc and mimalloc define their own,
+/// which call no malloc at all. Size and pointer are the first argument.
+pub const HOOKED_CXX: &[(&str, Hook)] = &[
+    ("_Znwm", Hook::Alloc(AllocFn::Malloc)),
+    ("_Znam", Hook::Alloc(AllocFn::Malloc)),
+    ("_ZnwmRKSt9nothrow_t", Hook::Alloc(AllocFn::Malloc)),
+    ("_ZnamRKSt9nothrow_t", Hook::Alloc(AllocFn::Malloc)),
+    ("_ZnwmSt11align_val_t", Hook::Alloc(AllocFn::Malloc)),
+    ("_ZnamSt11align_val_t", Hook::Alloc(AllocFn::Malloc)),
+    (
+        "_ZnwmSt11align_val_tRKSt9nothrow_t",
+        Hook::Alloc(AllocFn::Malloc),
+    ),
+    (
+        "_ZnamSt11align_val_tRKSt9nothrow_t",
+        Hook::Alloc(AllocFn::Malloc),
+    ),
+    ("_ZdlPv", Hook::Free),
+    ("_ZdaPv", Hook::Free),
+    ("_ZdlPvm", Hook::Free),
+    ("_ZdaPvm", Hook::Free),
+    ("_ZdlPvRKSt9nothrow_t", Hook::Free),
+    ("_ZdaPvRKSt9nothrow_t", Hook::Free),
+    ("_ZdlPvSt11align_val_t", Hook::Free),
+    ("_ZdaPvSt11align_val_t", Hook::Free),
+    ("_ZdlPvmSt11align_val_t", Hook::Free),
+    ("_ZdaPvmSt11align_val_t", Hook::Free),
+    ("_ZdlPvSt11align_val_tRKSt9nothrow_t", Hook::Free),
+    ("_ZdaPvSt11align_val_tRKSt9nothrow_t", Hook::Free),
+];
+
 /// Prefixes under which allocators export the libc API, besides the bare
 /// names: jemalloc built with a prefix, Rust's tikv-jemallocator, tcmalloc
 /// (which also exports the bare names, at the same addresses), mimalloc.
@@ -66,8 +101,10 @@ pub struct ProbePoint {
 
 /// Probe points of the allocators implemented in the ELF file at `path`:
 /// for the bare names and each prefix of [`PREFIXES`] and `extra_prefixes`
-/// under which the file defines both `malloc` and `free`. Empty when there
-/// is none. A function with several names (aliases) is probed once.
+/// under which the file defines both `malloc` and `free`, and C++'s
+/// operators ([`HOOKED_CXX`]) where it defines `operator new` and `operator
+/// delete`. Empty when there is none. A function with several names
+/// (aliases) is probed once.
 pub fn probe_points(path: &Path, extra_prefixes: &[String]) -> Result<Vec<ProbePoint>> {
     let data = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let file =
@@ -84,6 +121,7 @@ pub fn probe_points(path: &Path, extra_prefixes: &[String]) -> Result<Vec<ProbeP
         .collect();
     // (prefix, hooked name) -> address
     let mut addresses: BTreeMap<(&str, &'static str), u64> = BTreeMap::new();
+    let mut cxx: BTreeMap<&'static str, u64> = BTreeMap::new();
     for symbol in file.dynamic_symbols().chain(file.symbols()) {
         if !symbol.is_definition() || symbol.kind() != SymbolKind::Text || symbol.address() == 0 {
             continue;
@@ -91,6 +129,12 @@ pub fn probe_points(path: &Path, extra_prefixes: &[String]) -> Result<Vec<ProbeP
         let Ok(name) = symbol.name() else { continue };
         // Versioned names from .symtab look like "malloc@@GLIBC_2.2.5".
         let name = name.split('@').next().unwrap_or(name);
+        if let Some(&(hooked, _)) = HOOKED_CXX.iter().find(|(n, _)| *n == name) {
+            if !symbol.is_local() {
+                cxx.entry(hooked).or_insert(symbol.address());
+            }
+            continue;
+        }
         for &prefix in &prefixes {
             let Some(bare) = name.strip_prefix(prefix) else {
                 continue;
@@ -117,38 +161,66 @@ pub fn probe_points(path: &Path, extra_prefixes: &[String]) -> Result<Vec<ProbeP
             continue;
         }
         for &(name, hook) in HOOKED {
-            let Some(&vaddr) = addresses.get(&(prefix, name)) else {
-                continue;
-            };
-            let Some(file_offset) = file_offset(&file, vaddr) else {
-                continue;
-            };
-            if points.iter().any(|p| p.file_offset == file_offset) {
-                continue; // alias of a function already probed
+            if let Some(&vaddr) = addresses.get(&(prefix, name)) {
+                push_point(
+                    &mut points,
+                    &data,
+                    &file,
+                    format!("{prefix}{name}"),
+                    hook,
+                    vaddr,
+                );
             }
-            let (entry_offset, placement) = match hook {
-                // Entry-only: free reads its pointer from rdi.
-                Hook::Free => {
-                    let start = file_offset as usize;
-                    let code = data.get(start..data.len().min(start + 64)).unwrap_or(&[]);
-                    let p = placement::place(code, &[iced_x86::Register::RDI]);
-                    (file_offset + p.offset, p.reason)
-                }
-                Hook::Alloc(_) => (
-                    file_offset,
-                    "+0: the return probe's place (the entry shares its trap)".to_string(),
-                ),
-            };
-            points.push(ProbePoint {
-                symbol: format!("{prefix}{name}"),
-                hook,
-                file_offset,
-                entry_offset,
-                placement,
-            });
+        }
+    }
+    // C++'s operators, where they are defined (libstdc++, or an allocator
+    // that replaces them): a file with operator new and operator delete.
+    if cxx.contains_key("_Znwm") && cxx.contains_key("_ZdlPv") {
+        for &(name, hook) in HOOKED_CXX {
+            if let Some(&vaddr) = cxx.get(name) {
+                push_point(&mut points, &data, &file, name.to_string(), hook, vaddr);
+            }
         }
     }
     Ok(points)
+}
+
+/// Adds the probe point of function `symbol` at `vaddr` (unless an alias
+/// of it is there already).
+fn push_point(
+    points: &mut Vec<ProbePoint>,
+    data: &[u8],
+    file: &object::File,
+    symbol: String,
+    hook: Hook,
+    vaddr: u64,
+) {
+    let Some(file_offset) = file_offset(file, vaddr) else {
+        return;
+    };
+    if points.iter().any(|p| p.file_offset == file_offset) {
+        return; // alias of a function already probed
+    }
+    let (entry_offset, placement) = match hook {
+        // Entry-only: free reads its pointer from rdi.
+        Hook::Free => {
+            let start = file_offset as usize;
+            let code = data.get(start..data.len().min(start + 64)).unwrap_or(&[]);
+            let p = placement::place(code, &[iced_x86::Register::RDI]);
+            (file_offset + p.offset, p.reason)
+        }
+        Hook::Alloc(_) => (
+            file_offset,
+            "+0: the return probe's place (the entry shares its trap)".to_string(),
+        ),
+    };
+    points.push(ProbePoint {
+        symbol,
+        hook,
+        file_offset,
+        entry_offset,
+        placement,
+    });
 }
 
 /// Whether the ELF was built by Go (its runtime's sections are there).
