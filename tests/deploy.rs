@@ -7,9 +7,9 @@
 //! (and not without CAP_SYS_ADMIN, which the kernel's uprobe PMU checks).
 //!
 //! kubernetes-validate is `$KUBERNETES_VALIDATE` (set by `cargo xtask
-//! test`), else `kubernetes-validate` on PATH, else installed by this test
-//! into the venv `target/xtask/k8s-venv`. If that install fails the tests
-//! fail (they never skip).
+//! test`), else the venv `cargo xtask test` installs it into
+//! (`target/xtask/k8s-venv`), else on PATH; without it the tests fail (they
+//! never skip).
 //! YAML is read with the PyYAML that kubernetes-validate depends on: no YAML
 //! crate needed.
 
@@ -28,12 +28,8 @@ use serde_json::Value;
 /// Kubernetes versions whose schemas the manifests are validated against:
 /// the oldest we support (1.30 added the container `appArmorProfile` field
 /// the least-privilege DaemonSet uses) and the newest kubernetes-validate
-/// [`KUBERNETES_VALIDATE_VERSION`] ships.
+/// 1.37.0 (what `cargo xtask test` installs) ships.
 const K8S_VERSIONS: [&str; 2] = ["1.30", "1.37"];
-
-/// The kubernetes-validate release installed when none is found (the same
-/// as `cargo xtask test` installs).
-const KUBERNETES_VALIDATE_VERSION: &str = "1.37.0";
 
 /// The manifests that must exist (any other `deploy/*.yaml` is validated
 /// too).
@@ -60,11 +56,11 @@ struct Tool {
     python: PathBuf,
 }
 
-/// The tool, located or installed once per test binary.
+/// The tool, located once per test binary.
 fn tool() -> &'static Tool {
     static TOOL: OnceLock<Tool> = OnceLock::new();
     TOOL.get_or_init(|| {
-        let exe = match locate_or_install() {
+        let exe = match locate() {
             Ok(exe) => exe,
             Err(why) => panic!(
                 "kubernetes-validate is not available ({why}); `cargo xtask test` installs it"
@@ -81,7 +77,10 @@ fn tool() -> &'static Tool {
     })
 }
 
-fn locate_or_install() -> Result<PathBuf, String> {
+/// `$KUBERNETES_VALIDATE`, else the venv `cargo xtask test` installs into
+/// (`target/xtask/k8s-venv`, honouring `CARGO_TARGET_DIR` like cargo), else
+/// `kubernetes-validate` on PATH.
+fn locate() -> Result<PathBuf, String> {
     if let Some(path) = std::env::var_os("KUBERNETES_VALIDATE").filter(|p| !p.is_empty()) {
         let path = PathBuf::from(path);
         assert!(
@@ -91,53 +90,17 @@ fn locate_or_install() -> Result<PathBuf, String> {
         );
         return Ok(path);
     }
-    if let Some(path) = which("kubernetes-validate") {
-        return Ok(path);
-    }
-    install_into_venv()
-}
-
-/// `target/xtask/k8s-venv` (honouring `CARGO_TARGET_DIR` like cargo), the
-/// venv `cargo xtask test` installs into too.
-fn venv_dir() -> PathBuf {
     let root = workspace_root();
     let target = ["CARGO_TARGET_DIR", "CARGO_BUILD_TARGET_DIR"]
         .into_iter()
         .find_map(std::env::var_os)
         .filter(|dir| !dir.is_empty())
         .map_or_else(|| root.join("target"), |dir| root.join(dir));
-    target.join("xtask").join("k8s-venv")
-}
-
-fn install_into_venv() -> Result<PathBuf, String> {
-    let venv = venv_dir();
-    let exe = venv.join("bin").join("kubernetes-validate");
-    if exe.is_file() {
-        return Ok(exe);
+    let venv = target.join("xtask/k8s-venv/bin/kubernetes-validate");
+    if venv.is_file() {
+        return Ok(venv);
     }
-    eprintln!(
-        "installing kubernetes-validate {KUBERNETES_VALIDATE_VERSION} into {}",
-        venv.display()
-    );
-    run_ok(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
-    run_ok(
-        Command::new(venv.join("bin").join("python3"))
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-            ])
-            .arg(format!(
-                "kubernetes-validate=={KUBERNETES_VALIDATE_VERSION}"
-            )),
-    )?;
-    if exe.is_file() {
-        Ok(exe)
-    } else {
-        Err(format!("pip install left no {}", exe.display()))
-    }
+    which("kubernetes-validate").ok_or_else(|| format!("not in {} nor on PATH", venv.display()))
 }
 
 /// Runs `cmd`, describing any failure with its output.

@@ -125,6 +125,12 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// The running children's pids.
+    fn child_pids(&self) -> Vec<u32> {
+        let children = self.children.lock().expect("children lock");
+        children.iter().copied().collect()
+    }
+
     fn next_serial(&self) -> u64 {
         self.serial.fetch_add(1, Ordering::Relaxed)
     }
@@ -144,16 +150,9 @@ impl Shared {
         m.resident
             .with_label_values(&["agent"])
             .set(rss(std::process::id()));
-        let children: Vec<u32> = self
-            .children
-            .lock()
-            .expect("children lock")
-            .iter()
-            .copied()
-            .collect();
         m.resident
             .with_label_values(&["traces"])
-            .set(children.into_iter().map(rss).sum());
+            .set(self.child_pids().into_iter().map(rss).sum());
         m.traces_active.set(self.slots.count() as i64);
         m.oom_watch_up
             .set(i64::from(self.oom_watch_up.load(Ordering::Relaxed)));
@@ -311,14 +310,7 @@ async fn agent(args: AgentArgs) -> Result<()> {
     }
     crate::note("agent: stopping; running traces write their reports");
     shared.stopping.store(true, Ordering::Relaxed);
-    let running: Vec<u32> = shared
-        .children
-        .lock()
-        .expect("children lock")
-        .iter()
-        .copied()
-        .collect();
-    for pid in running {
+    for pid in shared.child_pids() {
         // SAFETY: kill(2) on a child of ours that has not been reaped (its
         // pid leaves the set before it is waited for).
         unsafe { libc::kill(pid as i32, libc::SIGTERM) };
@@ -344,7 +336,7 @@ fn scan_once(
     ooms: &mut VecDeque<(String, String, Instant)>,
 ) -> Vec<Suspect> {
     let started = Instant::now();
-    let mut skip: HashSet<u32> = shared.children.lock().expect("children lock").clone();
+    let mut skip: HashSet<u32> = shared.child_pids().into_iter().collect();
     skip.insert(std::process::id());
     let result = scanner.scan(&skip);
     let m = &shared.metrics;
