@@ -11,6 +11,8 @@ use anyhow::{Context, Result};
 use object::{Object, ObjectSegment, ObjectSymbol, SymbolKind};
 use tracer_common::AllocFn;
 
+use iced_x86::Register;
+
 use crate::placement;
 
 /// What a probed function does.
@@ -93,7 +95,7 @@ pub struct ProbePoint {
     /// Offset in the file of the function (what the kernel's uprobe API
     /// takes); return probes and allocation entry probes go there.
     pub file_offset: u64,
-    /// Where an entry-only probe (free) goes: at or after `file_offset`.
+    /// Where the probes go: at or after `file_offset` (see `placement`).
     pub entry_offset: u64,
     /// Why there (for `--verbose`).
     pub placement: String,
@@ -201,19 +203,14 @@ fn push_point(
     if points.iter().any(|p| p.file_offset == file_offset) {
         return; // alias of a function already probed
     }
-    let (entry_offset, placement) = match hook {
-        // Entry-only: free reads its pointer from rdi.
-        Hook::Free => {
-            let start = file_offset as usize;
-            let code = data.get(start..data.len().min(start + 64)).unwrap_or(&[]);
-            let p = placement::place(code, &[iced_x86::Register::RDI]);
-            (file_offset + p.offset, p.reason)
-        }
-        Hook::Alloc(_) => (
-            file_offset,
-            "+0: the return probe's place (the entry shares its trap)".to_string(),
-        ),
-    };
+    let start = file_offset as usize;
+    let code = data.get(start..data.len().min(start + 64)).unwrap_or(&[]);
+    // Free reads its pointer from rdi; an allocation function its
+    // arguments, and its return probe needs the return address still on
+    // top of the stack, which placement keeps (no instruction passed
+    // touches rsp).
+    let p = placement::place(code, argument_registers(hook));
+    let (entry_offset, placement) = (file_offset + p.offset, p.reason);
     points.push(ProbePoint {
         symbol,
         hook,
@@ -221,6 +218,19 @@ fn push_point(
         entry_offset,
         placement,
     });
+}
+
+/// The registers a hooked function's probes read its arguments from.
+fn argument_registers(hook: Hook) -> &'static [Register] {
+    match hook {
+        Hook::Free | Hook::Alloc(AllocFn::Malloc) => &[Register::RDI],
+        Hook::Alloc(AllocFn::Calloc | AllocFn::Realloc | AllocFn::AlignedAlloc) => {
+            &[Register::RDI, Register::RSI]
+        }
+        Hook::Alloc(AllocFn::ReallocArray | AllocFn::PosixMemalign) => {
+            &[Register::RDI, Register::RSI, Register::RDX]
+        }
+    }
 }
 
 /// Whether the ELF was built by Go (its runtime's sections are there).
@@ -283,6 +293,25 @@ mod tests {
         offsets.sort();
         offsets.dedup();
         assert_eq!(offsets.len(), points.len());
+    }
+
+    #[test]
+    fn cxx_operators_and_allocation_probes_move_past_single_stepped_code() {
+        // Debian's libstdc++ (a dependency of g++) is built with CET: its
+        // operator new starts with endbr64; test rdi,rdi — both
+        // single-stepped. Its probes (entry and return) move to the push.
+        let lib = Path::new("/usr/lib/x86_64-linux-gnu/libstdc++.so.6");
+        let points = probe_points(lib, &[]).unwrap();
+        let new = points.iter().find(|p| p.symbol == "_Znwm").unwrap();
+        assert!(new.entry_offset > new.file_offset, "{new:?}");
+        assert!(new.placement.contains("after endbr64"), "{new:?}");
+        assert!(points
+            .iter()
+            .any(|p| p.symbol == "_ZdlPv" && p.hook == Hook::Free));
+        // glibc's malloc starts with an emulated push: it stays at +0.
+        let libc = probe_points(system_libc(), &[]).unwrap();
+        let malloc = libc.iter().find(|p| p.symbol == "malloc").unwrap();
+        assert_eq!(malloc.entry_offset, malloc.file_offset, "{malloc:?}");
     }
 
     #[test]

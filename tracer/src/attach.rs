@@ -217,7 +217,7 @@ impl Probes {
             let Hook::Alloc(func) = point.hook else {
                 continue;
             };
-            let at = || UProbeAttachLocation::AbsoluteOffset(point.file_offset);
+            let at = || UProbeAttachLocation::AbsoluteOffset(point.entry_offset);
             let id = uprobe(&mut self.bpf, "alloc_return")?
                 .attach(at(), file, scope)
                 .with_context(|| what(point))?;

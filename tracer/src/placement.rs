@@ -1,4 +1,4 @@
-//! Probe placement: where in a hooked function its entry-only probe goes.
+//! Probe placement: where in a hooked function its probes go.
 //!
 //! A uprobe costs ~0.75 µs when the kernel emulates the probed instruction
 //! (relative jumps, calls and conditional branches; `push` on recent
@@ -11,10 +11,11 @@
 //! it passes executes normally and falls through (no branch, call or
 //! return), and none writes the registers the probe reads (the argument
 //! registers given) or the stack pointer. So every call still reaches the
-//! probe, with its arguments intact. Anything else keeps the probe at
-//! offset 0, as does a function with a return probe: a uretprobe must sit
-//! at the entry, where the return address is on top of the stack (and the
-//! entry probe shares its trap there anyway).
+//! probe, with its arguments intact — and with the return address still on
+//! top of the stack, which is all a uretprobe needs: allocation functions'
+//! entry and return probes move together (past `endbr64` and the like:
+//! libstdc++'s `operator new` starts with `endbr64; test %rdi,%rdi`, both
+//! single-stepped). Anything else keeps the probe at offset 0.
 
 use iced_x86::{
     Code, Decoder, DecoderOptions, FastFormatter, FlowControl, Instruction, InstructionInfoFactory,
