@@ -6,8 +6,6 @@
 use std::{
     collections::{HashMap, HashSet},
     num::NonZeroU32,
-    os::unix::fs::MetadataExt,
-    path::Path,
 };
 
 use anyhow::{Context, Result};
@@ -23,6 +21,7 @@ use tracer_common::{config, EXP_DRAWS};
 
 use crate::{
     allocator::{Hook, ProbePoint},
+    watch::AllocatorFile,
     watch::FileId,
 };
 
@@ -161,27 +160,16 @@ impl Probes {
             .with_context(|| format!("registering pid {pid} as a target"))
     }
 
-    /// Whether the file `id` (device, inode) is hooked for `pid` (None:
-    /// for every process).
-    pub fn is_attached(&self, pid: Option<u32>, id: (u64, u64)) -> bool {
-        self.attached.contains(&(pid, id))
-    }
-
-    /// Hooks the allocator implemented in `file` for process `pid` only
-    /// (other processes mapping the same file never trap), or with `None`
-    /// for every process. Returns false if this pair was already hooked
-    /// (files are told apart by inode, whatever path names them).
-    pub fn attach_allocator(
-        &mut self,
-        pid: Option<u32>,
-        file: &Path,
-        points: &[ProbePoint],
-    ) -> Result<bool> {
-        let meta =
-            std::fs::metadata(file).with_context(|| format!("opening {}", file.display()))?;
-        if !self.attached.insert((pid, (meta.dev(), meta.ino()))) {
+    /// Hooks the allocator in `file` for process `pid` only (other
+    /// processes mapping the same file never trap), or with `None` for
+    /// every process. Returns false if this pair was already hooked: files
+    /// are told apart by identity (device, inode), checked before their
+    /// path is touched (it may run through a process that is gone).
+    pub fn attach_allocator(&mut self, pid: Option<u32>, file: &AllocatorFile) -> Result<bool> {
+        if !self.attached.insert((pid, file.id)) {
             return Ok(false);
         }
+        let (points, file) = (&file.points, file.path.as_path());
         let scope = match pid {
             Some(pid) => UProbeScope::OneProcess(NonZeroU32::new(pid).context("pid 0")?),
             None => UProbeScope::AllProcesses,

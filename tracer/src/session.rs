@@ -218,9 +218,7 @@ pub async fn run(cli: Cli, child: Option<HeldChild>) -> Result<()> {
         // in the programs) so that the calibration times probed calls.
         let me = std::process::id();
         for file in session.files.of(me) {
-            session
-                .probes
-                .attach_allocator(None, &file.path, &file.points)?;
+            session.probes.attach_allocator(None, &file)?;
         }
         meter.calibrate();
     }
@@ -389,11 +387,13 @@ fn attach_pid(
     verbose: bool,
 ) -> Result<Target> {
     let info = target::inspect(pid)?;
+    // Unreadable maps are an error here (the allocator cache below would
+    // just see no files).
     target::read_maps(pid)?;
     probes.add_target(pid)?;
     let mut allocators: Vec<String> = Vec::new();
     for file in files.of(pid) {
-        probes.attach_allocator(Some(pid), &file.path, &file.points)?;
+        probes.attach_allocator(Some(pid), &file)?;
         describe_probes(verbose, &file.path, &file.points);
         if !allocators.contains(&file.name) {
             allocators.push(file.name.clone());
@@ -428,19 +428,18 @@ fn attach_command(
     let mut allocators = Vec::new();
     let mut libraries = launch::libraries_of(&child.program)?;
     libraries.extend(files.forced().iter().map(|f| f.path.clone()));
-    for file in libraries {
-        if allocators.contains(&file.display().to_string()) {
+    for path in libraries {
+        let name = path.display().to_string();
+        let Some(file) = files
+            .open(path, name)
+            .context("reading the symbols of the program's libraries")?
+        else {
             continue;
+        };
+        if probes.attach_allocator(Some(pid), &file)? {
+            describe_probes(verbose, &file.path, &file.points);
+            allocators.push(file.name.clone());
         }
-        let points = files
-            .points(&file)
-            .with_context(|| format!("reading symbols of {}", file.display()))?;
-        if points.is_empty() {
-            continue;
-        }
-        probes.attach_allocator(Some(pid), &file, &points)?;
-        describe_probes(verbose, &file, &points);
-        allocators.push(file.display().to_string());
     }
     let comm = child
         .program
@@ -681,10 +680,7 @@ impl Session {
                 // so it is traced from its first malloc if it uses one of
                 // them; others are found as it maps them.
                 for file in self.files.host_files() {
-                    if let Err(e) =
-                        self.probes
-                            .attach_allocator(Some(pid), &file.path, &file.points)
-                    {
+                    if let Err(e) = self.probes.attach_allocator(Some(pid), &file) {
                         crate::note(&format!("warning: pid {pid}: {e:#}"));
                     }
                 }
@@ -708,19 +704,13 @@ impl Session {
             .is_some_and(|w| w.selection.system_wide());
         let scope = (!system_wide).then_some(pid);
         for file in self.files.of(pid) {
-            // Checked by identity first: the cached path may run through
-            // another process's /proc entry, gone by now.
-            let new = !self.probes.is_attached(scope, file.id)
-                && match self
-                    .probes
-                    .attach_allocator(scope, &file.path, &file.points)
-                {
-                    Ok(new) => new,
-                    Err(e) => {
-                        crate::note(&format!("warning: pid {pid}: {e:#}"));
-                        continue;
-                    }
-                };
+            let new = match self.probes.attach_allocator(scope, &file) {
+                Ok(new) => new,
+                Err(e) => {
+                    crate::note(&format!("warning: pid {pid}: {e:#}"));
+                    continue;
+                }
+            };
             if new {
                 describe_probes(self.verbose, &file.path, &file.points);
                 if self.watcher.is_none() {
@@ -1024,16 +1014,15 @@ impl Session {
         let Ok(libraries) = launch::libraries_of(&exe) else {
             return;
         };
-        for file in libraries {
-            let Ok(points) = self.files.points(&file) else {
+        for path in libraries {
+            let name = path.display().to_string();
+            let Ok(Some(file)) = self.files.open(path, name) else {
                 continue;
             };
-            if points.is_empty() {
-                continue;
-            }
-            let name = file.display().to_string();
-            match self.probes.attach_allocator(Some(pid), &file, &points) {
-                Ok(true) if !t.allocators.contains(&name) => t.allocators.push(name),
+            match self.probes.attach_allocator(Some(pid), &file) {
+                Ok(true) if !t.allocators.contains(&file.name) => {
+                    t.allocators.push(file.name.clone())
+                }
                 Ok(_) => {}
                 Err(e) => crate::note(&format!("warning: pid {pid} exec'd: {e:#}")),
             }

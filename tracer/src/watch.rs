@@ -164,24 +164,17 @@ impl AllocatorFiles {
             ..AllocatorFiles::default()
         };
         for path in forced {
-            let meta = fs::metadata(path)
+            let file = files
+                .open(path.clone(), path.display().to_string())
                 .with_context(|| format!("--allocator-lib {}", path.display()))?;
-            let points = files
-                .points(path)
-                .with_context(|| format!("--allocator-lib {}", path.display()))?;
-            if points.is_empty() {
+            let Some(file) = file else {
                 bail!(
                     "--allocator-lib {}: it defines no malloc and free (bare or under a prefix; \
                      add --symbol-prefix for its own)",
                     path.display()
                 );
-            }
-            files.forced.push(Arc::new(AllocatorFile {
-                id: (meta.dev(), meta.ino()),
-                path: path.clone(),
-                name: path.display().to_string(),
-                points,
-            }));
+            };
+            files.forced.push(file);
         }
         Ok(files)
     }
@@ -247,20 +240,25 @@ impl AllocatorFiles {
 }
 
 impl AllocatorFiles {
-    /// Parses `path` for allocator entry points; None when it has none (or
-    /// cannot be read).
-    fn inspect_file(&self, path: PathBuf, name: String) -> Option<Arc<AllocatorFile>> {
-        let meta = fs::metadata(&path).ok()?;
-        let points = self.points(&path).ok()?;
+    /// The allocator in the ELF file at `path` (named `name`), or None when
+    /// it implements none.
+    pub fn open(&self, path: PathBuf, name: String) -> Result<Option<Arc<AllocatorFile>>> {
+        let meta = fs::metadata(&path).with_context(|| format!("opening {}", path.display()))?;
+        let points = self.points(&path)?;
         if points.is_empty() {
-            return None;
+            return Ok(None);
         }
-        Some(Arc::new(AllocatorFile {
+        Ok(Some(Arc::new(AllocatorFile {
             id: (meta.dev(), meta.ino()),
             path,
             name,
             points,
-        }))
+        })))
+    }
+
+    /// [`AllocatorFiles::open`], with None also when it cannot be read.
+    fn inspect_file(&self, path: PathBuf, name: String) -> Option<Arc<AllocatorFile>> {
+        self.open(path, name).ok().flatten()
     }
 }
 

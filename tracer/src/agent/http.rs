@@ -131,12 +131,18 @@ async fn serve(shared: &Shared, id: &str, file: Option<&str>) -> Response {
     }
 }
 
+const JSON: &str = "application/json";
+const SVG: &str = "image/svg+xml";
+const BINARY: &str = "application/octet-stream";
+const TEXT: &str = "text/plain; charset=utf-8";
+
+/// The content type of an incident's file, by its extension.
 fn content_type(path: &std::path::Path) -> &'static str {
     match path.extension().and_then(|e| e.to_str()) {
-        Some("json") => "application/json",
-        Some("svg") => "image/svg+xml",
-        Some("gz") => "application/octet-stream",
-        _ => "text/plain; charset=utf-8",
+        Some("json") => JSON,
+        Some("svg") => SVG,
+        Some("gz") => BINARY,
+        _ => TEXT,
     }
 }
 
@@ -223,14 +229,13 @@ async fn on_demand(
         None => match tokio::fs::read(&out).await {
             Ok(bytes) => {
                 shared.count_trace(reason, true);
-                let ext = match format {
-                    "json" => "json",
-                    "svg" => "svg",
-                    "pprof" => "gz",
-                    _ => "txt",
+                let kind = match format {
+                    "json" => JSON,
+                    "svg" => SVG,
+                    "pprof" => BINARY,
+                    _ => TEXT,
                 };
-                let path = std::path::PathBuf::from(format!("r.{ext}"));
-                ([(header::CONTENT_TYPE, content_type(&path))], bytes).into_response()
+                ([(header::CONTENT_TYPE, kind)], bytes).into_response()
             }
             Err(e) => {
                 shared.count_trace(reason, false);
