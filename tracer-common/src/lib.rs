@@ -47,15 +47,111 @@ pub const UNKNOWN_STACK: u32 = u32::MAX;
 /// their outermost frames.
 pub const STACK_DEPTH: usize = 32;
 
-/// Value of the allocation stack table: a frame-pointer walk from the
-/// allocator's return, keyed by a hash of its frames.
+/// Value of the allocation stack table: the walk from the allocator's
+/// return, keyed by a hash of its frames.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct StackFrames {
     /// Number of valid entries in `frames`.
     pub nr: u32,
-    pub _pad: u32,
+    /// [`STACK_TRUNCATED`] when the walk stopped before the outermost frame.
+    pub flags: u32,
     pub frames: [u64; STACK_DEPTH],
+}
+
+/// [`StackFrames::flags`]: the walk did not reach the outermost frame (the
+/// depth limit, an unreadable or implausible frame, code it could not
+/// unwind): the stack lacks its outer callers.
+pub const STACK_TRUNCATED: u32 = 1;
+
+/// How the stack walk steps through a file's frames (`--unwind`).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnwindKind {
+    /// Through the file's unwind table (`UNWIND_PAGES`, `UNWIND_ROWS`).
+    Table = 0,
+    /// By frame pointer: the file keeps them, no table needed.
+    FramePointer = 1,
+}
+
+/// Executable mappings kept per process for the unwinder; a process with
+/// more has its extra files walked by frame pointer (counted).
+pub const UNWIND_MAX_MAPPINGS: usize = 256;
+
+/// One executable file mapping of a process, for the unwinder.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct UnwindMapping {
+    pub start: u64,
+    pub end: u64,
+    /// Address minus the file's virtual address (what the tables use).
+    pub bias: u64,
+    /// The file's tables (see [`UnwindPageKey`]).
+    pub file_id: u32,
+    /// [`UnwindKind`] as u32.
+    pub kind: u32,
+}
+
+/// Value of `UNWIND_PROCS`: a process's executable mappings sorted by
+/// address (the first `nr`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ProcUnwind {
+    pub nr: u32,
+    pub _pad: u32,
+    pub mappings: [UnwindMapping; UNWIND_MAX_MAPPINGS],
+}
+
+/// Table pages: rows are found by (file, virtual address >> this) first,
+/// then by a binary search among that page's rows (at most 4,097).
+pub const UNWIND_PAGE_SHIFT: u32 = 12;
+
+/// Key of `UNWIND_PAGES`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct UnwindPageKey {
+    pub file_id: u32,
+    pub page: u32,
+}
+
+/// Value of `UNWIND_PAGES`: the rows `first..first+count` of `UNWIND_ROWS`
+/// cover the page (the first one starts at or before the page's start).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UnwindPage {
+    pub first: u32,
+    pub count: u32,
+}
+
+/// One row of an unwind table: from virtual address `pc` to the next row's,
+/// how to find the caller's frame. 8 bytes, so a big binary's table fits.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UnwindRow {
+    pub pc: u32,
+    /// The canonical frame address is this plus rsp or rbp (`kind`).
+    pub cfa_offset: i16,
+    /// The caller's rbp is saved at CFA + 8 × this; 0: rbp is unchanged.
+    pub rbp_slot: i8,
+    /// One of the `row` constants.
+    pub kind: u8,
+}
+
+/// [`UnwindRow::kind`] values.
+pub mod row {
+    /// No unwind information here (between functions, or code without
+    /// CFI): walked by frame pointer.
+    pub const NONE: u8 = 0;
+    /// CFA = rsp + offset.
+    pub const CFA_RSP: u8 = 1;
+    /// CFA = rbp + offset.
+    pub const CFA_RBP: u8 = 2;
+    /// The outermost frame (its return address is undefined: `_start`,
+    /// a thread's entry): the walk is complete.
+    pub const OUTERMOST: u8 = 3;
+    /// A rule the unwinder does not follow (DWARF expressions, other
+    /// registers): the walk stops here, truncated.
+    pub const UNSUPPORTED: u8 = 4;
 }
 
 /// Key of the live-allocation map: one entry per outstanding heap block.
@@ -290,10 +386,16 @@ pub enum Stat {
     /// Allocator calls made inside another probed allocator call (glibc's
     /// realloc(NULL, n) tail-calls malloc): accounted by the outer call.
     NestedCall = 12,
+    /// Frames the unwinder stepped by frame pointer because it had no table
+    /// for their code (not loaded yet, a file mapped since the last look at
+    /// the process, a process with too many files).
+    UnwindNoTable = 13,
+    /// Stack walks that stopped before the outermost frame.
+    StackTruncated = 14,
 }
 
 /// Number of [`Stat`] slots.
-pub const STAT_COUNT: u32 = 13;
+pub const STAT_COUNT: u32 = 15;
 
 /// Capacity of the `TARGETS` map (processes traced one by one).
 pub const MAX_TARGETS: u32 = 4096;
@@ -310,6 +412,9 @@ pub mod config {
     pub const WATCH_EXEC: &str = "WATCH_EXEC";
     /// `--sample-bytes` as a u64 (0: every allocation is traced).
     pub const SAMPLE_BYTES: &str = "SAMPLE_BYTES";
+    /// 1: stacks are walked with unwind tables (`--unwind dwarf|auto`);
+    /// 0: by frame pointer only.
+    pub const UNWIND_TABLES: &str = "UNWIND_TABLES";
 }
 
 /// Entries of the `EXP_DRAWS` map: draws of the exponential distribution
@@ -326,4 +431,8 @@ mod user {
     unsafe impl aya::Pod for StackKey {}
     unsafe impl aya::Pod for StackTotals {}
     unsafe impl aya::Pod for StackFrames {}
+    unsafe impl aya::Pod for ProcUnwind {}
+    unsafe impl aya::Pod for UnwindPageKey {}
+    unsafe impl aya::Pod for UnwindPage {}
+    unsafe impl aya::Pod for UnwindRow {}
 }

@@ -219,7 +219,7 @@ fn try_alloc_return(ctx: &RetProbeContext) {
     if call.sampled == 0 {
         return;
     }
-    let stack_id = user_stack_id(ctx);
+    let stack_id = user_stack_id(ctx, tgid);
     // The entry's timestamp serves as the block's: one clock read per call.
     record_alloc(tgid, addr, call.size, stack_id, call.entry_ns);
 }

@@ -7,15 +7,17 @@
 //! (`--max-live`, `--max-stacks`).
 
 use aya_ebpf::{
-    bindings::{bpf_map_type, BPF_F_NO_PREALLOC, BPF_LOCAL_STORAGE_GET_F_CREATE},
+    bindings::{bpf_map_type, BPF_F_MMAPABLE, BPF_F_NO_PREALLOC, BPF_LOCAL_STORAGE_GET_F_CREATE},
     helpers::generated::{bpf_get_current_task_btf, bpf_task_storage_get},
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
+
+use crate::stack::Walk;
 use tracer_common::{
-    InFlight, LiveAlloc, LiveKey, StackFrames, StackKey, StackTotals, Stat, SyscallArgs, EXP_DRAWS,
-    MAX_TARGETS, STAT_COUNT,
+    InFlight, LiveAlloc, LiveKey, ProcUnwind, StackFrames, StackKey, StackTotals, Stat,
+    SyscallArgs, UnwindPage, UnwindPageKey, UnwindRow, EXP_DRAWS, MAX_TARGETS, STAT_COUNT,
 };
 
 /// Global settings (see `tracer_common::config`), patched by userspace at
@@ -29,6 +31,8 @@ static SELF_TGID: u32 = 0;
 static WATCH_EXEC: u32 = 0;
 #[unsafe(no_mangle)]
 static SAMPLE_BYTES: u64 = 0;
+#[unsafe(no_mangle)]
+static UNWIND_TABLES: u32 = 0;
 
 #[inline(always)]
 fn setting(value: &u32) -> u32 {
@@ -82,6 +86,12 @@ pub fn sample(size: u64) -> bool {
         *left = DRAWS.get(r).copied().unwrap_or(1).max(1);
     }
     true
+}
+
+/// Whether stacks are walked with unwind tables (`--unwind dwarf|auto`).
+#[inline(always)]
+pub fn unwind_tables() -> bool {
+    setting(&UNWIND_TABLES) != 0
 }
 
 /// Whether every exec on the node is to be reported.
@@ -174,9 +184,28 @@ pub static STACK_TOTALS: HashMap<StackKey, StackTotals> = HashMap::with_max_entr
 #[map]
 pub static STACKS: HashMap<u32, StackFrames> = HashMap::with_max_entries(16_384, 0);
 
+/// The unwinder's view of each traced process: its executable mappings,
+/// sorted (written by userspace when it looks at the process's maps).
+/// Allocated on demand: ~8 KiB per process.
+#[map]
+pub static UNWIND_PROCS: HashMap<u32, ProcUnwind> =
+    HashMap::with_max_entries(MAX_TARGETS, BPF_F_NO_PREALLOC);
+
+/// Unwind table pages: (file, page of its virtual addresses) → its rows in
+/// `UNWIND_ROWS`. Sized by userspace (1 entry with `--unwind fp`).
+#[map]
+pub static UNWIND_PAGES: HashMap<UnwindPageKey, UnwindPage> =
+    HashMap::with_max_entries(1, BPF_F_NO_PREALLOC);
+
+/// Every loaded file's unwind rows, each file's sorted by address in a
+/// range of its own. Sized by userspace (1 entry with `--unwind fp`), which
+/// writes it through a memory mapping.
+#[map]
+pub static UNWIND_ROWS: Array<UnwindRow> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+
 /// Per-CPU room for the stack being walked (too big for the BPF stack).
 #[map]
-pub static STACK_SCRATCH: PerCpuArray<StackFrames> = PerCpuArray::with_max_entries(1, 0);
+pub static WALK: PerCpuArray<Walk> = PerCpuArray::with_max_entries(1, 0);
 
 /// Loss and diagnostic counters, indexed by [`Stat`].
 #[map]

@@ -1,75 +1,86 @@
 //! User stack capture. Allocator stacks are taken at the *return* probe,
 //! where the instruction pointer is the return address into the direct
-//! caller, so the frame-pointer walk keeps the caller (at the entry probe it
-//! would skip it); they are walked and deduplicated here rather than with
-//! `bpf_get_stackid`. Mapping syscalls carry the raw stack plus the word at the
+//! caller, so the walk keeps the caller (at the entry probe it would skip
+//! it); they are walked — by frame pointer, or by the unwind tables
+//! userspace builds from each file's `.eh_frame` (`unwind.rs` there) — and
+//! deduplicated here rather than with `bpf_get_stackid`. Mapping syscalls carry the raw stack plus the word at the
 //! user stack pointer, from which userspace recovers the direct caller.
 
 use aya_ebpf::{
     bindings::{pt_regs, BPF_F_USER_STACK},
+    cty::c_void,
     helpers::{
         bpf_probe_read_kernel, bpf_probe_read_user,
-        generated::{bpf_get_current_task_btf, bpf_get_stack, bpf_task_pt_regs},
+        generated::{bpf_get_current_task_btf, bpf_get_stack, bpf_loop, bpf_task_pt_regs},
     },
     programs::RetProbeContext,
     EbpfContext,
 };
-use tracer_common::{StackFrames, Stat, MAX_FRAMES, STACK_DEPTH, UNKNOWN_STACK};
+use tracer_common::{
+    row, StackFrames, Stat, UnwindKind, UnwindPageKey, MAX_FRAMES, STACK_DEPTH, STACK_TRUNCATED,
+    UNKNOWN_STACK, UNWIND_MAX_MAPPINGS, UNWIND_PAGE_SHIFT,
+};
 
-use crate::maps::{count, STACKS, STACK_SCRATCH};
+use crate::maps::{count, unwind_tables, STACKS, UNWIND_PAGES, UNWIND_PROCS, UNWIND_ROWS, WALK};
 
-/// Stack id of the current user stack: a frame-pointer walk from the
-/// return probe's registers (the return address, then each frame's saved
-/// return address), its frames hashed, and the table entry of that hash
-/// compared frame by frame — a different stack with the same hash is
-/// counted lost, never merged. Cost: one user read per frame (~40 ns), a
-/// lookup (~60 ns), a compare; measured against `bpf_get_stackid`, whose
-/// fixed cost was ~700 ns even for two frames (see README). A full table
-/// is counted lost too. Lost stacks map to [`UNKNOWN_STACK`].
+/// Stack id of the current user stack, walked from the return probe's
+/// registers (the return address, then each caller's), its frames hashed,
+/// and the table entry of that hash compared frame by frame — a different
+/// stack with the same hash is counted lost, never merged. A full table is
+/// counted lost too. Lost stacks map to [`UNKNOWN_STACK`].
+///
+/// Each step up is by frame pointer or, with `--unwind dwarf|auto`, by the
+/// unwind table of the code it is in (see [`table_step`]). Cost: a frame-
+/// pointer step is one user read (~40 ns); a table step two hash lookups,
+/// two short binary searches and one or two user reads. Then a lookup
+/// (~60 ns) and a compare; measured against `bpf_get_stackid`, whose fixed
+/// cost was ~700 ns even for two frames (see README).
 #[inline(always)]
-pub fn user_stack_id(ctx: &RetProbeContext) -> u32 {
-    let Some(walk) = STACK_SCRATCH.get_ptr_mut(0) else {
+pub fn user_stack_id(ctx: &RetProbeContext, tgid: u32) -> u32 {
+    let Some(walk) = WALK.get_ptr_mut(0) else {
         return UNKNOWN_STACK;
     };
-    // SAFETY: this CPU's scratch slot; the program runs with migration
-    // disabled. ctx.regs is the probe's register set.
+    // SAFETY: this CPU's scratch slot (the program runs with migration
+    // disabled); ctx.regs is the probe's register set.
     let (walk, regs) = unsafe { (&mut *walk, &*ctx.regs) };
-    let mut hash = FNV_OFFSET;
-    let mut ip = regs.rip;
-    // Code built without frame pointers uses rbp as a plain register: a
-    // "frame pointer" outside the thread's stack ends the walk rather than
-    // reading garbage frames (each garbage stack would be a new entry).
-    let stack_low = regs.rsp;
-    let in_stack = |fp: u64| fp >= stack_low && fp - stack_low < MAX_STACK_SPAN;
-    let mut fp = if in_stack(regs.rbp) { regs.rbp } else { 0 };
-    let mut n = 0usize;
-    while n < STACK_DEPTH {
-        walk.frames[n] = ip;
-        hash = (hash ^ ip).wrapping_mul(FNV_PRIME);
-        n += 1;
-        // A frame: [saved rbp, return address]. The walk ends at a zero or
-        // unreadable frame pointer, or one that does not go up the stack.
-        if fp == 0 {
-            break;
-        }
-        // SAFETY: a user read; a fault returns an error.
-        let Ok(frame) = (unsafe { bpf_probe_read_user(fp as *const [u64; 2]) }) else {
-            break;
+    walk.ip = regs.rip;
+    walk.sp = regs.rsp;
+    walk.bp = regs.rbp;
+    walk.stack_low = regs.rsp;
+    walk.hash = FNV_OFFSET;
+    walk.tgid = tgid;
+    walk.stack.nr = 0;
+    walk.stack.flags = 0;
+    if unwind_tables() {
+        // One verified callback per frame instead of an unrolled loop the
+        // verifier would have to walk 32 times.
+        // SAFETY: the callback takes no context (it finds the walk in its
+        // per-CPU slot).
+        unsafe {
+            bpf_loop(
+                STACK_DEPTH as u32,
+                table_frame as *mut c_void,
+                core::ptr::null_mut(),
+                0,
+            )
         };
-        if frame[1] == 0 {
-            break;
+    } else {
+        let mut i = 0;
+        while i < STACK_DEPTH {
+            if !frame(walk, false) {
+                break;
+            }
+            i += 1;
         }
-        ip = frame[1];
-        fp = if frame[0] > fp && in_stack(frame[0]) {
-            frame[0]
-        } else {
-            0
-        };
     }
-    walk.nr = n as u32;
-    walk._pad = 0;
+    if walk.stack.flags & STACK_TRUNCATED != 0 {
+        count(Stat::StackTruncated);
+    }
+    let n = walk.stack.nr as usize;
+    let hash = walk.hash;
     let id = ((hash >> 32) ^ hash) as u32;
     let id = if id == UNKNOWN_STACK { id - 1 } else { id };
+    let walk = &walk.stack;
     if let Some(known) = STACKS.get_ptr(&id) {
         // SAFETY: a valid map value.
         return match same_frames(unsafe { &*known }, walk, n) {
@@ -77,7 +88,7 @@ pub fn user_stack_id(ctx: &RetProbeContext) -> u32 {
             false => lost(),
         };
     }
-    if STACKS.insert(&id, &*walk, BPF_NOEXIST).is_ok() {
+    if STACKS.insert(&id, walk, BPF_NOEXIST).is_ok() {
         return id;
     }
     // Full, or another CPU inserted this hash just now: compare with it.
@@ -86,6 +97,237 @@ pub fn user_stack_id(ctx: &RetProbeContext) -> u32 {
         Some(known) if same_frames(unsafe { &*known }, walk, n) => id,
         _ => lost(),
     }
+}
+
+/// A stack walk in progress, in a per-CPU map slot (`WALK`): the frame
+/// being recorded (its instruction pointer and the stack and frame
+/// pointers it had) and what was recorded so far. Kept in map memory, not
+/// on the BPF stack, so that the verifier sees its values as unknown
+/// numbers at every step: with exact values, each outcome of the binary
+/// searches below would be a state of its own and verification would not
+/// end.
+#[repr(C)]
+pub struct Walk {
+    ip: u64,
+    sp: u64,
+    bp: u64,
+    /// The stack pointer at the probe: every frame lies above it.
+    stack_low: u64,
+    hash: u64,
+    tgid: u32,
+    /// Binary search bounds.
+    lo: u32,
+    hi: u32,
+    _pad: u32,
+    /// The frames so far (and, when done, whether the walk was cut).
+    stack: StackFrames,
+}
+
+/// How a step up the stack went.
+enum Step {
+    /// The cursor now holds the caller's frame.
+    Up,
+    /// The frame was the outermost: the walk is complete.
+    Outermost,
+    /// The caller could not be found: the walk is truncated.
+    Lost,
+}
+
+/// `bpf_loop` callback: one frame of a table walk. Returns 1 to stop.
+extern "C" fn table_frame(_index: u64, _ctx: *mut c_void) -> i64 {
+    let Some(walk) = WALK.get_ptr_mut(0) else {
+        return 1;
+    };
+    // SAFETY: this CPU's slot (migration is disabled).
+    match frame(unsafe { &mut *walk }, true) {
+        true => 0,
+        false => 1,
+    }
+}
+
+/// Records the walk's current frame and steps to its caller; false once
+/// the walk is over (complete, or truncated as its flags say).
+#[inline(always)]
+fn frame(walk: &mut Walk, tables: bool) -> bool {
+    let ip = walk.ip;
+    let Some(slot) = walk.stack.frames.get_mut(walk.stack.nr as usize) else {
+        // More frames than kept: the outer ones are cut.
+        walk.stack.flags |= STACK_TRUNCATED;
+        return false;
+    };
+    *slot = ip;
+    walk.hash = (walk.hash ^ ip).wrapping_mul(FNV_PRIME);
+    walk.stack.nr += 1;
+    let step = match tables {
+        true => table_step(walk),
+        false => fp_step(walk),
+    };
+    match step {
+        Step::Up => true,
+        Step::Outermost => false,
+        Step::Lost => {
+            walk.stack.flags |= STACK_TRUNCATED;
+            false
+        }
+    }
+}
+
+/// A step by frame pointer: the frame is [saved rbp, return address] at
+/// rbp. Code built without frame pointers uses rbp as a plain register: a
+/// "frame pointer" outside the thread's stack, or not above the stack
+/// pointer, ends the walk (truncated) rather than reading garbage frames.
+/// A zero rbp (cleared by `_start`) or return address is the outermost
+/// frame. Cost: one user read (~40 ns).
+#[inline(always)]
+fn fp_step(walk: &mut Walk) -> Step {
+    let bp = walk.bp;
+    if bp == 0 {
+        return Step::Outermost;
+    }
+    if bp < walk.sp || bp - walk.stack_low >= MAX_STACK_SPAN {
+        return Step::Lost;
+    }
+    // SAFETY: a user read; a fault returns an error.
+    let Ok(frame) = (unsafe { bpf_probe_read_user(bp as *const [u64; 2]) }) else {
+        return Step::Lost;
+    };
+    if frame[1] == 0 {
+        return Step::Outermost;
+    }
+    walk.ip = frame[1];
+    walk.sp = bp + 16;
+    walk.bp = frame[0];
+    Step::Up
+}
+
+/// A search bound as the verifier must see it: read back from map memory
+/// (an unknown number), so that every search path ends in the same state.
+#[inline(always)]
+fn bound(at: &u32) -> u32 {
+    // SAFETY: a plain read of a field of the walk.
+    unsafe { core::ptr::read_volatile(at) }
+}
+
+/// A step by the unwind table of the code at the cursor: the process's
+/// mapping of that address (a hash lookup, ~60 ns, and a binary search of
+/// at most 9 steps in its value), the table page of the file's address (a
+/// hash lookup) and the row among that page's (a binary search of at most
+/// 13 array reads, ~10 ns each), then the return address (and rbp, if the
+/// function saved it) read at the canonical frame address. Code without a
+/// table, or in a file that keeps frame pointers, is stepped by frame
+/// pointer.
+#[inline(always)]
+fn table_step(walk: &mut Walk) -> Step {
+    // The frame's address is a return address: look up the call, which
+    // is the instruction before it (a call ending a function that never
+    // returns is followed by the next function).
+    let pc = walk.ip.wrapping_sub(1);
+    let Some(procs) = UNWIND_PROCS.get_ptr(&walk.tgid) else {
+        count(Stat::UnwindNoTable);
+        return fp_step(walk);
+    };
+    // SAFETY: a valid map value.
+    let procs = unsafe { &*procs };
+    // The last mapping starting at or below pc.
+    walk.lo = 0;
+    walk.hi = procs.nr.min(UNWIND_MAX_MAPPINGS as u32);
+    let mut i = 0;
+    while i < 9 {
+        let (lo, hi) = (bound(&walk.lo), bound(&walk.hi));
+        if lo >= hi {
+            break;
+        }
+        let mid = lo + (hi - lo) / 2;
+        match procs.mappings.get(mid as usize & (UNWIND_MAX_MAPPINGS - 1)) {
+            Some(m) if m.start <= pc => walk.lo = mid + 1,
+            Some(_) => walk.hi = mid,
+            None => break,
+        }
+        i += 1;
+    }
+    let found = (bound(&walk.lo) as usize).wrapping_sub(1) & (UNWIND_MAX_MAPPINGS - 1);
+    let m = match procs.mappings.get(found) {
+        Some(m) if walk.lo > 0 && m.start <= pc && pc < m.end => m,
+        _ => {
+            count(Stat::UnwindNoTable);
+            return fp_step(walk);
+        }
+    };
+    if m.kind == UnwindKind::FramePointer as u32 {
+        return fp_step(walk);
+    }
+    let vaddr = pc.wrapping_sub(m.bias);
+    if vaddr > u32::MAX as u64 {
+        count(Stat::UnwindNoTable);
+        return fp_step(walk);
+    }
+    let key = UnwindPageKey {
+        file_id: m.file_id,
+        page: (vaddr >> UNWIND_PAGE_SHIFT) as u32,
+    };
+    // No page: no function of the file covers it (or the table was not
+    // loaded: a full row table).
+    let Some(page) = UNWIND_PAGES.get_ptr(&key) else {
+        return fp_step(walk);
+    };
+    // SAFETY: a valid map value.
+    let page = unsafe { *page };
+    let vaddr = vaddr as u32;
+    // The last row starting at or below vaddr (the page's first one starts
+    // at or below the page start).
+    walk.lo = page.first;
+    walk.hi = page.first.saturating_add(page.count);
+    let mut i = 0;
+    while i < 13 {
+        let (lo, hi) = (bound(&walk.lo), bound(&walk.hi));
+        if hi <= lo + 1 {
+            break;
+        }
+        let mid = lo + (hi - lo) / 2;
+        match UNWIND_ROWS.get(mid) {
+            Some(r) if r.pc <= vaddr => walk.lo = mid,
+            Some(_) => walk.hi = mid,
+            None => return Step::Lost,
+        }
+        i += 1;
+    }
+    let Some(r) = UNWIND_ROWS.get(bound(&walk.lo)) else {
+        return Step::Lost;
+    };
+    if r.pc > vaddr {
+        // Before the page's first row: no function covers it.
+        return fp_step(walk);
+    }
+    let cfa = match r.kind {
+        row::CFA_RSP => walk.sp,
+        row::CFA_RBP => walk.bp,
+        row::OUTERMOST => return Step::Outermost,
+        row::NONE => return fp_step(walk),
+        _ => return Step::Lost,
+    }
+    .wrapping_add(r.cfa_offset as i64 as u64);
+    // Every caller's frame lies above the callee's.
+    if cfa <= walk.sp || cfa - walk.stack_low >= MAX_STACK_SPAN {
+        return Step::Lost;
+    }
+    // SAFETY: user reads; a fault returns an error.
+    let Ok(ra) = (unsafe { bpf_probe_read_user((cfa - 8) as *const u64) }) else {
+        return Step::Lost;
+    };
+    if r.rbp_slot != 0 {
+        let at = cfa.wrapping_add((r.rbp_slot as i64 * 8) as u64);
+        // SAFETY: as above.
+        match unsafe { bpf_probe_read_user(at as *const u64) } {
+            Ok(bp) => walk.bp = bp,
+            Err(_) => return Step::Lost,
+        }
+    }
+    if ra == 0 {
+        return Step::Outermost;
+    }
+    walk.ip = ra;
+    walk.sp = cfa;
+    Step::Up
 }
 
 /// How far above the stack pointer a frame may be: thread stacks are at

@@ -97,6 +97,8 @@ pub struct StackSeries {
     pub samples: VecDeque<Sample>,
     /// Ages of the live allocations at the latest sample.
     pub ages: AgeStats,
+    /// The kernel's walk of this stack stopped before the outermost frame.
+    pub truncated: bool,
 }
 
 impl StackSeries {
@@ -154,6 +156,7 @@ impl Aggregator {
             totals: StackTotals::default(),
             samples: VecDeque::from([origin]),
             ages: AgeStats::default(),
+            truncated: false,
         });
         self.index.insert(identity, i);
         i
@@ -164,12 +167,15 @@ impl Aggregator {
         self.heap_index.get(key).copied()
     }
 
-    pub fn intern_heap(&mut self, key: StackKey, frames: &[u64]) -> usize {
+    /// The series of kernel heap stack `key`, walked as `frames`
+    /// (`truncated`: the walk stopped before the outermost frame).
+    pub fn intern_heap(&mut self, key: StackKey, frames: &[u64], truncated: bool) -> usize {
         let i = self.intern(StackIdentity {
             pid: key.tgid,
             kind: StackKind::Heap,
             frames: frames.to_vec(),
         });
+        self.stacks[i].truncated |= truncated;
         self.heap_index.insert(key, i);
         i
     }
@@ -298,7 +304,7 @@ mod tests {
             tgid: 5,
             stack_id: 9,
         };
-        let i = agg.intern_heap(key, &[1, 2]);
+        let i = agg.intern_heap(key, &[1, 2], false);
         assert_eq!(agg.heap_stack(&key), Some(i));
         for n in 1..=6u64 {
             agg.update(i, totals(100 * n, 10 * n));
@@ -340,9 +346,9 @@ mod tests {
     fn removing_processes_keeps_the_others_indexed() {
         let mut agg = Aggregator::new(4, 0.25);
         let key = |tgid, stack_id| StackKey { tgid, stack_id };
-        agg.intern_heap(key(1, 1), &[1]);
-        agg.intern_heap(key(2, 1), &[1]);
-        let b = agg.intern_heap(key(1, 2), &[2]);
+        agg.intern_heap(key(1, 1), &[1], false);
+        agg.intern_heap(key(2, 1), &[1], false);
+        let b = agg.intern_heap(key(1, 2), &[2], false);
         agg.update(b, totals(100, 0));
         let remap = agg.remove_pids(&HashSet::from([2]));
         assert_eq!(remap, [Some(0), None, Some(1)]);
@@ -350,7 +356,7 @@ mod tests {
         assert_eq!(agg.heap_stack(&key(1, 2)), Some(1));
         assert_eq!(agg.heap_stack(&key(2, 1)), None);
         assert_eq!(agg.stacks[1].outstanding_bytes(), 100);
-        let again = agg.intern_heap(key(1, 2), &[2]);
+        let again = agg.intern_heap(key(1, 2), &[2], false);
         assert_eq!(again, 1);
     }
 

@@ -68,6 +68,8 @@ pub struct Settings {
     pub oom_only: bool,
     /// `--sample-bytes` (None: every allocation is traced).
     pub sample_bytes: Option<u64>,
+    /// Stacks are walked with unwind tables (`--unwind dwarf|auto`).
+    pub unwind_tables: bool,
 }
 
 impl Probes {
@@ -77,6 +79,12 @@ impl Probes {
         let trace_all = flag(settings.trace_all);
         let watch_exec = flag(settings.watch_exec);
         let sample_bytes = settings.sample_bytes.unwrap_or(0);
+        let unwind_tables = flag(settings.unwind_tables);
+        // Without tables, their maps stay at one entry.
+        let (rows, pages) = match settings.unwind_tables {
+            true => (crate::unwind::MAX_ROWS, crate::unwind::MAX_PAGES),
+            false => (1, 1),
+        };
         let mut bpf = EbpfLoader::new()
             // INFLIGHT is a task storage map, which aya creates but has no
             // userspace type for (only the programs use it).
@@ -85,6 +93,9 @@ impl Probes {
             .override_global(config::TRACE_ALL, &trace_all, true)
             .override_global(config::WATCH_EXEC, &watch_exec, true)
             .override_global(config::SAMPLE_BYTES, &sample_bytes, true)
+            .override_global(config::UNWIND_TABLES, &unwind_tables, true)
+            .map_max_entries("UNWIND_ROWS", rows)
+            .map_max_entries("UNWIND_PAGES", pages)
             .map_max_entries("LIVE", settings.max_live)
             .map_max_entries("STACKS", settings.max_stacks)
             // Stacks of every target share the stack map but have totals

@@ -105,6 +105,18 @@ pub enum Weight {
     Count,
 }
 
+/// `--unwind`: how allocation stacks are walked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Unwind {
+    /// Frame pointers only.
+    Fp,
+    /// Unwind tables (.eh_frame) for every file.
+    Dwarf,
+    /// Tables for files without frame pointers, frame pointers elsewhere.
+    Auto,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     /// Human-readable report.
@@ -424,6 +436,15 @@ pub struct Cli {
     /// 512KiB.
     #[arg(long, value_parser = parse_sample_bytes, value_name = "SIZE")]
     pub sample_bytes: Option<u64>,
+
+    /// How stacks are walked: `fp` by frame pointer only (cheapest; stacks
+    /// through code built without them — distribution libraries, -O2 C,
+    /// Rust release builds — come out short or wrong); `dwarf` by unwind
+    /// tables built from each file's .eh_frame, loaded into the kernel;
+    /// `auto` by tables where the code lacks frame pointers and by frame
+    /// pointer where it keeps them.
+    #[arg(long, value_enum, default_value_t = Unwind::Auto)]
+    pub unwind: Unwind,
 
     /// Hook the allocator in this file too, for every target, whether it is
     /// mapped yet or not (e.g. a library the program dlopens later, or one

@@ -12,7 +12,7 @@ use aya::{
 };
 use tracer_common::{
     EventKind, LiveAlloc, LiveKey, MmapEvent, ProcessEvent, StackFrames, StackKey, StackTotals,
-    STAT_COUNT, UNKNOWN_STACK,
+    STACK_TRUNCATED, STAT_COUNT, UNKNOWN_STACK,
 };
 
 use crate::aggregate::AgeStats;
@@ -170,11 +170,20 @@ fn lookup_batch<K: Pod + Default, V: Pod + Default>(
     }
 }
 
+/// A walked stack as the kernel recorded it.
+#[derive(Clone, Debug, Default)]
+pub struct Walked {
+    /// Innermost first; empty when lost or unknown.
+    pub frames: Vec<u64>,
+    /// The walk stopped before the outermost frame.
+    pub truncated: bool,
+}
+
 /// Frames of kernel stack ids, read once per id (an id is only reused after
 /// [`purge_processes`] removed it, which says so).
 #[derive(Default)]
 pub struct StackCache {
-    frames: HashMap<u32, Vec<u64>>,
+    frames: HashMap<u32, Walked>,
 }
 
 impl StackCache {
@@ -185,7 +194,7 @@ impl StackCache {
         }
     }
 
-    pub fn frames(&mut self, bpf: &Ebpf, stack_id: u32) -> Result<&[u64]> {
+    pub fn frames(&mut self, bpf: &Ebpf, stack_id: u32) -> Result<&Walked> {
         let frames = match self.frames.entry(stack_id) {
             Entry::Occupied(e) => e.into_mut(),
             Entry::Vacant(e) => e.insert(read_stack(bpf, stack_id)?),
@@ -195,15 +204,18 @@ impl StackCache {
 }
 
 /// The frames of a kernel stack id (empty when lost or unknown).
-fn read_stack(bpf: &Ebpf, stack_id: u32) -> Result<Vec<u64>> {
+fn read_stack(bpf: &Ebpf, stack_id: u32) -> Result<Walked> {
     if stack_id == UNKNOWN_STACK {
-        return Ok(Vec::new());
+        return Ok(Walked::default());
     }
     let map: BpfHashMap<_, u32, StackFrames> =
         BpfHashMap::try_from(bpf.map("STACKS").context("STACKS map missing")?)?;
     Ok(match map.get(&stack_id, 0) {
-        Ok(walk) => walk.frames[..(walk.nr as usize).min(walk.frames.len())].to_vec(),
-        Err(_) => Vec::new(),
+        Ok(walk) => Walked {
+            frames: walk.frames[..(walk.nr as usize).min(walk.frames.len())].to_vec(),
+            truncated: walk.flags & STACK_TRUNCATED != 0,
+        },
+        Err(_) => Walked::default(),
     })
 }
 

@@ -32,6 +32,7 @@ mod session;
 mod symbolize;
 mod target;
 mod units;
+mod unwind;
 mod watch;
 
 use std::process::ExitCode;

@@ -25,7 +25,7 @@ use crate::{
     allocator, analysis,
     attach::{Probes, Settings},
     cgroup::{self, Container},
-    cli::{Cli, Format, Mode},
+    cli::{Cli, Format, Mode, Unwind},
     drain::{self, Event, StackCache},
     launch::{self, HeldChild},
     mappings::MappingTracker,
@@ -33,6 +33,7 @@ use crate::{
     report::{self, live::Live, MemoryReport, MemorySample, OomKill, ReportContext, TargetReport},
     symbolize::Symbolizer,
     target::{self, TargetInfo},
+    unwind::Unwinder,
     watch::{self, AllocatorFiles, Selection},
 };
 
@@ -127,6 +128,8 @@ struct Session {
     agg: Aggregator,
     mappings: MappingTracker,
     symbolizer: Symbolizer,
+    /// The unwind tables of the targets' files (None with `--unwind fp`).
+    unwinder: Option<Unwinder>,
     stats: [u64; STAT_COUNT as usize],
     /// Anonymous mappings made by the dynamic loader for itself, not counted.
     loader_mappings: u64,
@@ -153,9 +156,14 @@ pub async fn run(cli: Cli, child: Option<HeldChild>) -> Result<()> {
         watch_exec: watching || mode == Mode::OomOnly,
         oom_only: mode == Mode::OomOnly,
         sample_bytes: cli.sample_bytes,
+        unwind_tables: cli.unwind != Unwind::Fp && mode != Mode::OomOnly,
     };
     let mut files = AllocatorFiles::new(cli.symbol_prefixes.clone(), &cli.allocator_libs)?;
     let mut probes = Probes::load(&settings)?;
+    let unwinder = match settings.unwind_tables {
+        true => Some(Unwinder::new(&mut probes.bpf, cli.unwind)?),
+        false => None,
+    };
     let mut targets = BTreeMap::new();
     match (&mode, &child) {
         (Mode::Command, Some(c)) => {
@@ -194,6 +202,7 @@ pub async fn run(cli: Cli, child: Option<HeldChild>) -> Result<()> {
         agg: Aggregator::new(MAX_SAMPLES, min_gap(&cli)),
         mappings: MappingTracker::default(),
         symbolizer: Symbolizer::new(),
+        unwinder,
         stats: [0; STAT_COUNT as usize],
         loader_mappings: 0,
         housekeeping_ticks: 0,
@@ -224,7 +233,7 @@ pub async fn run(cli: Cli, child: Option<HeldChild>) -> Result<()> {
     }
     let pids: Vec<u32> = session.targets.keys().copied().collect();
     for pid in pids {
-        session.symbolizer.refresh(pid);
+        session.refresh_maps(pid);
     }
     if session.child.is_none() {
         // (A held child is still a copy of memtrace until it execs.)
@@ -672,8 +681,9 @@ impl Session {
             }
             let t = Target::placed(info, Vec::new(), process.cgroup, process.container);
             self.targets.insert(pid, t);
-            self.symbolizer.refresh(pid);
-            if !w.selection.system_wide() && w.recent.contains_key(&pid) {
+            let fresh = !w.selection.system_wide() && w.recent.contains_key(&pid);
+            self.refresh_maps(pid);
+            if fresh {
                 // Just exec'd: its loader has not mapped its libraries yet.
                 // Probes for it on the allocator files already known are
                 // placed now (the kernel installs them when it maps one),
@@ -728,6 +738,14 @@ impl Session {
         }
     }
 
+    /// Looks at `pid`'s mappings again: for symbols, and for the unwinder.
+    fn refresh_maps(&mut self, pid: u32) {
+        self.symbolizer.refresh(pid);
+        if let Some(u) = &mut self.unwinder {
+            u.update(pid);
+        }
+    }
+
     /// Drops what processes that exited on a watched node left behind: in
     /// the kernel tables, the series, the mapping regions and the
     /// symbolizer.
@@ -742,6 +760,11 @@ impl Session {
         let remap = self.agg.remove_pids(&gone);
         self.mappings.forget(&gone, &remap);
         self.symbolizer.forget_processes(&gone);
+        if let Some(u) = &mut self.unwinder {
+            for &pid in &gone {
+                u.forget(pid);
+            }
+        }
         self.exec_released.retain(|k, _| !gone.contains(&k.tgid));
         Ok(())
     }
@@ -759,13 +782,13 @@ impl Session {
             let recent: Vec<u32> = w.recent.keys().copied().collect();
             for pid in recent {
                 self.consider(pid);
-                self.symbolizer.refresh(pid);
+                self.refresh_maps(pid);
             }
             if self.housekeeping_ticks.is_multiple_of(RESCAN_EVERY) {
                 self.scan_node();
                 let pids: Vec<u32> = self.targets.keys().copied().collect();
                 for pid in pids {
-                    self.symbolizer.refresh(pid);
+                    self.refresh_maps(pid);
                 }
             }
             return Ok(false);
@@ -785,7 +808,6 @@ impl Session {
             }
             if target::is_alive(t.info.pid) {
                 if refresh_maps {
-                    self.symbolizer.refresh(t.info.pid);
                     new_maps.push(t.info.pid);
                 }
             } else {
@@ -795,6 +817,7 @@ impl Session {
             }
         }
         for pid in new_maps {
+            self.refresh_maps(pid);
             self.attach_files(pid);
         }
         Ok(self.targets.values().all(|t| t.exited))
@@ -823,8 +846,8 @@ impl Session {
             let stack = match self.agg.heap_stack(&key) {
                 Some(i) => i,
                 None => {
-                    let frames = self.stacks.frames(&self.probes.bpf, key.stack_id)?.to_vec();
-                    self.agg.intern_heap(key, &frames)
+                    let walked = self.stacks.frames(&self.probes.bpf, key.stack_id)?;
+                    self.agg.intern_heap(key, &walked.frames, walked.truncated)
                 }
             };
             let totals = match self.exec_released.get(&key) {
@@ -984,7 +1007,7 @@ impl Session {
         }
         self.mappings.release_all(pid);
         self.symbolizer.forget(pid);
-        self.symbolizer.refresh(pid);
+        self.refresh_maps(pid);
         if let Some(w) = &mut self.watcher {
             // A watched node: the new program may not be selected any more
             // (--comm); if it is, its libraries are hooked as it maps them.
@@ -1052,7 +1075,7 @@ impl Session {
         };
         let pid = e.tgid;
         if self.symbolizer.mapping(pid, first).is_none() {
-            self.symbolizer.refresh(pid);
+            self.refresh_maps(pid);
         }
         let module = self
             .symbolizer
@@ -1126,6 +1149,8 @@ impl Session {
             oom_kills: self.oom_kills.iter().cloned().collect(),
             overhead: self.meter.as_ref().map(|m| m.read(&self.probes.bpf)),
             sample_bytes: cli.sample_bytes,
+            unwind: (self.mode != Mode::OomOnly)
+                .then(|| (cli.unwind, self.unwinder.as_ref().map(Unwinder::stats))),
         };
         report::build(ctx, &self.agg, &mut self.symbolizer)
     }

@@ -49,7 +49,28 @@ pub struct Report {
     /// counts are then unbiased estimates.
     #[serde(default)]
     pub sample_bytes: Option<u64>,
+    /// How heap stacks were walked, and how many came out truncated.
+    #[serde(default)]
+    pub unwind: Option<UnwindReport>,
     pub stacks: Vec<StackReport>,
+}
+
+/// How the heap stacks were walked (`--unwind`) and where walks fell short.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct UnwindReport {
+    pub mode: crate::cli::Unwind,
+    /// Distinct heap stacks whose walk stopped before the outermost frame
+    /// (the frame limit, an unreadable frame, code the walker could not
+    /// step through), of `heap_stacks`.
+    pub truncated_stacks: u64,
+    pub heap_stacks: u64,
+    /// Allocations whose stack walk was truncated.
+    pub truncated_walks: u64,
+    /// Frames stepped by frame pointer for want of a table (code mapped
+    /// after memtrace last read the process's mappings, for one).
+    pub frames_without_table: u64,
+    /// The tables loaded (None with `--unwind fp`).
+    pub tables: Option<crate::unwind::UnwindStats>,
 }
 
 /// A process the kernel's OOM killer chose (`oom/mark_victim`), and, when
@@ -276,6 +297,9 @@ pub struct StackReport {
     pub series: Vec<SeriesPoint>,
     /// Innermost first; frames[0] is the function that called the allocator.
     pub frames: Vec<Frame>,
+    /// The walk stopped before the outermost frame: outer callers missing.
+    #[serde(default)]
+    pub truncated: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -308,6 +332,9 @@ pub struct ReportContext<'a> {
     pub oom_kills: Vec<OomKill>,
     pub overhead: Option<crate::overhead::Overhead>,
     pub sample_bytes: Option<u64>,
+    /// `--unwind` and the unwinder's tables (None when heap stacks were not
+    /// traced).
+    pub unwind: Option<(crate::cli::Unwind, Option<crate::unwind::UnwindStats>)>,
 }
 
 /// A stack's analysis and the outstanding memory the report shows for it.
@@ -452,6 +479,18 @@ pub fn build(ctx: ReportContext<'_>, agg: &Aggregator, symbolizer: &mut Symboliz
         oom_kills: ctx.oom_kills,
         overhead: ctx.overhead,
         sample_bytes: ctx.sample_bytes,
+        unwind: ctx.unwind.map(|(mode, tables)| UnwindReport {
+            mode,
+            truncated_stacks: agg.stacks.iter().filter(|s| s.truncated).count() as u64,
+            heap_stacks: agg
+                .stacks
+                .iter()
+                .filter(|s| s.identity.kind == StackKind::Heap)
+                .count() as u64,
+            truncated_walks: stat(Stat::StackTruncated),
+            frames_without_table: stat(Stat::UnwindNoTable),
+            tables,
+        }),
         stacks,
     }
 }
@@ -566,6 +605,7 @@ fn stack_report(r: Ranked<'_>, symbolizer: &mut Symbolizer) -> StackReport {
             })
             .collect(),
         frames: symbolizer.frames(s.identity.pid, &s.identity.frames),
+        truncated: s.truncated,
     }
 }
 
@@ -631,6 +671,7 @@ pub(crate) mod fixtures {
                 })
                 .take(if function.is_empty() { 0 } else { 2 })
                 .collect(),
+            truncated: false,
         }
     }
 
@@ -651,6 +692,7 @@ pub(crate) mod fixtures {
             oom_kills: Vec::new(),
             overhead: None,
             sample_bytes: None,
+            unwind: None,
             counters: Counters::default(),
             stacks,
         }

@@ -102,6 +102,9 @@ pub fn render(report: &Report, top: usize) -> String {
             list.join(" ")
         );
     }
+    if let Some(u) = &report.unwind {
+        unwind(w, u);
+    }
     let _ = writeln!(w);
     if stacks.is_empty() {
         let _ = writeln!(w, "no outstanding allocations were made while tracing");
@@ -207,6 +210,31 @@ fn stack(w: &mut String, rank: usize, s: &StackReport, comm: Option<&str>) {
             let _ = writeln!(w, "    {:>14} ... {function} ×{run} in a row", "");
         }
     }
+    if s.truncated && !s.frames.is_empty() {
+        let _ = writeln!(
+            w,
+            "    {:>14} ... (walk stopped here: outer callers missing)",
+            ""
+        );
+    }
+}
+
+/// How stacks were walked, said only when some came out truncated.
+fn unwind(w: &mut String, u: &super::UnwindReport) {
+    if u.truncated_stacks == 0 {
+        return;
+    }
+    let hint = match u.mode {
+        crate::cli::Unwind::Fp => {
+            "; --unwind auto walks code without frame pointers through its unwind tables"
+        }
+        _ => "",
+    };
+    let _ = writeln!(
+        w,
+        "stacks: {} of {} truncated (the walk stopped before the outermost frame{hint})",
+        u.truncated_stacks, u.heap_stacks
+    );
 }
 
 fn overhead(w: &mut String, o: &crate::overhead::Overhead) {

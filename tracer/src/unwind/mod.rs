@@ -1,0 +1,407 @@
+//! The unwind tables the kernel-side stack walker follows (`--unwind dwarf`
+//! and `auto`): built once per file (by device and inode) from its call
+//! frame information (`table`), loaded into the kernel's row array and page
+//! index, and shared by every process that maps the file; each traced
+//! process gets its list of executable mappings. A file no process maps any
+//! more has its table dropped.
+//!
+//! With `auto`, a file whose code keeps frame pointers gets no table: its
+//! frames are stepped by frame pointer, the cheap way.
+
+mod table;
+
+use std::{
+    collections::{hash_map::Entry, HashMap},
+    fs::File,
+    os::fd::{AsFd, AsRawFd},
+    ptr::NonNull,
+};
+
+use anyhow::{bail, Context, Result};
+use aya::{
+    maps::{HashMap as BpfHashMap, Map, MapData},
+    Ebpf,
+};
+use tracer_common::{
+    ProcUnwind, UnwindKind, UnwindMapping, UnwindPage, UnwindPageKey, UnwindRow,
+    UNWIND_MAX_MAPPINGS, UNWIND_PAGE_SHIFT,
+};
+
+use crate::{cli::Unwind, target};
+
+/// Rows the kernel keeps for every file together (8 bytes each): libc has
+/// ~25,000, a big C++ or Rust program a few hundred thousand.
+pub const MAX_ROWS: u32 = 4 << 20;
+/// Page index entries (16 bytes each, allocated as used).
+pub const MAX_PAGES: u32 = 1 << 20;
+
+/// A mapped file, whatever path or namespace names it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct FileKey {
+    dev: String,
+    inode: u64,
+}
+
+struct FileTable {
+    id: u32,
+    kind: UnwindKind,
+    /// Its rows in the kernel's array (None: walked by frame pointer).
+    rows: Option<Extent>,
+    pages: Vec<UnwindPageKey>,
+    segments: Vec<(u64, u64, u64)>,
+    /// Its code keeps frame pointers.
+    frame_pointers: bool,
+    /// Processes mapping it now.
+    users: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Extent {
+    first: u32,
+    len: u32,
+}
+
+/// What the tables cost and where they fell short, for the report.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct UnwindStats {
+    /// Files whose frames are stepped through their table.
+    pub files_with_tables: u64,
+    /// Files stepped by frame pointer because their code keeps them.
+    pub files_with_frame_pointers: u64,
+    /// Files with no usable table (none in the file, unreadable, or no
+    /// room left): stepped by frame pointer.
+    pub files_without_tables: u64,
+    /// Rows loaded into the kernel now.
+    pub rows: u64,
+    /// Mappings left out because a process had more than the walker keeps.
+    pub mappings_dropped: u64,
+}
+
+/// The row array, mapped into memtrace (BPF_F_MMAPABLE): a table of
+/// 100,000 rows is one copy, not 100,000 syscalls.
+struct Rows {
+    _map: MapData,
+    base: NonNull<UnwindRow>,
+    capacity: u32,
+    /// Free extents, by first row.
+    free: Vec<Extent>,
+}
+
+impl Rows {
+    fn new(map: MapData, capacity: u32) -> Result<Rows> {
+        let len = capacity as usize * size_of::<UnwindRow>();
+        // SAFETY: a shared mapping of the map's fd, of the map's size; the
+        // kernel keeps the memory while mapped.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                map.fd().as_fd().as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error()).context("mapping the unwind row table");
+        }
+        Ok(Rows {
+            _map: map,
+            base: NonNull::new(ptr.cast()).context("mmap returned null")?,
+            capacity,
+            free: vec![Extent {
+                first: 0,
+                len: capacity,
+            }],
+        })
+    }
+
+    /// Copies `rows` into a free extent (first fit), or None when none is
+    /// big enough.
+    fn store(&mut self, rows: &[UnwindRow]) -> Option<Extent> {
+        let len = u32::try_from(rows.len()).ok()?;
+        let i = self.free.iter().position(|e| e.len >= len)?;
+        let first = self.free[i].first;
+        self.free[i].first += len;
+        self.free[i].len -= len;
+        if self.free[i].len == 0 {
+            self.free.remove(i);
+        }
+        // SAFETY: `first..first+len` lies within the mapping (the free list
+        // only holds ranges below `capacity`) and no other extent uses it;
+        // the kernel reads it only through pages inserted afterwards.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                rows.as_ptr(),
+                self.base.as_ptr().add(first as usize),
+                rows.len(),
+            )
+        };
+        Some(Extent { first, len })
+    }
+
+    fn release(&mut self, extent: Extent) {
+        let at = self.free.partition_point(|e| e.first < extent.first);
+        self.free.insert(at, extent);
+        // Merge with the neighbours.
+        if at + 1 < self.free.len()
+            && self.free[at].first + self.free[at].len == self.free[at + 1].first
+        {
+            self.free[at].len += self.free[at + 1].len;
+            self.free.remove(at + 1);
+        }
+        if at > 0 && self.free[at - 1].first + self.free[at - 1].len == self.free[at].first {
+            self.free[at - 1].len += self.free[at].len;
+            self.free.remove(at);
+        }
+    }
+
+    fn used(&self) -> u64 {
+        u64::from(self.capacity) - self.free.iter().map(|e| u64::from(e.len)).sum::<u64>()
+    }
+}
+
+impl Drop for Rows {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, unmapped once.
+        unsafe {
+            libc::munmap(
+                self.base.as_ptr().cast(),
+                self.capacity as usize * size_of::<UnwindRow>(),
+            )
+        };
+    }
+}
+
+/// The tables of the files the traced processes map.
+pub struct Unwinder {
+    mode: Unwind,
+    rows: Rows,
+    pages: BpfHashMap<MapData, UnwindPageKey, UnwindPage>,
+    procs: BpfHashMap<MapData, u32, ProcUnwind>,
+    files: HashMap<FileKey, FileTable>,
+    /// What each process was last given: its files and mappings.
+    processes: HashMap<u32, (Vec<FileKey>, Vec<UnwindMapping>)>,
+    next_id: u32,
+    mappings_dropped: u64,
+}
+
+impl Unwinder {
+    /// Takes the unwinder's maps out of the loaded object (`mode` is not
+    /// `fp`, for which they were created with one entry).
+    pub fn new(bpf: &mut Ebpf, mode: Unwind) -> Result<Unwinder> {
+        let mut take = |name: &str| {
+            bpf.take_map(name)
+                .with_context(|| format!("{name} map missing"))
+        };
+        let Map::Array(rows) = take("UNWIND_ROWS")? else {
+            bail!("UNWIND_ROWS is not an array");
+        };
+        Ok(Unwinder {
+            mode,
+            rows: Rows::new(rows, MAX_ROWS)?,
+            pages: BpfHashMap::try_from(take("UNWIND_PAGES")?)?,
+            procs: BpfHashMap::try_from(take("UNWIND_PROCS")?)?,
+            files: HashMap::new(),
+            processes: HashMap::new(),
+            next_id: 1,
+            mappings_dropped: 0,
+        })
+    }
+
+    /// Gives `pid`'s current executable mappings to the walker, building
+    /// the tables of files it maps for the first time. Cheap when nothing
+    /// changed since the last call. Unreadable maps leave it as it was.
+    pub fn update(&mut self, pid: u32) {
+        let Ok(maps) = target::read_maps(pid) else {
+            return;
+        };
+        let mut keys = Vec::new();
+        let mut mappings = Vec::new();
+        for m in maps.iter().filter(|m| m.executable && m.is_file()) {
+            let key = FileKey {
+                dev: m.dev.clone(),
+                inode: m.inode,
+            };
+            let Some(file) = self.file(pid, m, &key) else {
+                continue;
+            };
+            if let Some(vaddr) = table_vaddr(&file.segments, m.offset) {
+                mappings.push(UnwindMapping {
+                    start: m.start,
+                    end: m.end,
+                    bias: m.start.wrapping_sub(vaddr),
+                    file_id: file.id,
+                    kind: file.kind as u32,
+                });
+            }
+            if !keys.contains(&key) {
+                keys.push(key);
+            }
+        }
+        mappings.sort_by_key(|m| m.start);
+        if mappings.len() > UNWIND_MAX_MAPPINGS {
+            self.mappings_dropped += (mappings.len() - UNWIND_MAX_MAPPINGS) as u64;
+            mappings.truncate(UNWIND_MAX_MAPPINGS);
+        }
+        for key in &keys {
+            if let Some(f) = self.files.get_mut(key) {
+                f.users += 1;
+            }
+        }
+        let unchanged = self
+            .processes
+            .get(&pid)
+            .is_some_and(|(_, old)| same_mappings(old, &mappings));
+        if let Some((old, _)) = self.processes.insert(pid, (keys, mappings.clone())) {
+            self.release_files(&old);
+        }
+        if unchanged {
+            return;
+        }
+        let mut value = ProcUnwind {
+            nr: mappings.len() as u32,
+            _pad: 0,
+            mappings: [UnwindMapping::default(); UNWIND_MAX_MAPPINGS],
+        };
+        value.mappings[..mappings.len()].copy_from_slice(&mappings);
+        if let Err(e) = self.procs.insert(pid, value, 0) {
+            crate::note(&format!(
+                "warning: pid {pid}: unwind tables not loaded: {e}"
+            ));
+        }
+    }
+
+    /// `pid` is gone: its mappings go, and the tables of files nobody maps
+    /// any more.
+    pub fn forget(&mut self, pid: u32) {
+        let _ = self.procs.remove(&pid);
+        if let Some((keys, _)) = self.processes.remove(&pid) {
+            self.release_files(&keys);
+        }
+    }
+
+    pub fn stats(&self) -> UnwindStats {
+        let mut s = UnwindStats {
+            rows: self.rows.used(),
+            mappings_dropped: self.mappings_dropped,
+            ..UnwindStats::default()
+        };
+        for f in self.files.values() {
+            match (f.rows, f.frame_pointers && self.mode == Unwind::Auto) {
+                (Some(_), _) => s.files_with_tables += 1,
+                (None, true) => s.files_with_frame_pointers += 1,
+                (None, false) => s.files_without_tables += 1,
+            }
+        }
+        s
+    }
+
+    fn release_files(&mut self, keys: &[FileKey]) {
+        for key in keys {
+            let Some(f) = self.files.get_mut(key) else {
+                continue;
+            };
+            f.users = f.users.saturating_sub(1);
+            if f.users > 0 {
+                continue;
+            }
+            let f = self.files.remove(key).expect("present");
+            for page in &f.pages {
+                let _ = self.pages.remove(page);
+            }
+            if let Some(extent) = f.rows {
+                self.rows.release(extent);
+            }
+        }
+    }
+
+    /// The table of the file behind `m`, built and loaded the first time.
+    fn file(&mut self, pid: u32, m: &target::Mapping, key: &FileKey) -> Option<&FileTable> {
+        if let Entry::Vacant(e) = self.files.entry(key.clone()) {
+            let path = target::mapped_file_path(pid, m)?;
+            let id = self.next_id;
+            self.next_id += 1;
+            let table = File::open(&path)
+                .ok()
+                // SAFETY: a read-only private mapping; a file changed under
+                // it gives a wrong table, never unsafety in memtrace (the
+                // bytes are only parsed).
+                .and_then(|f| unsafe { memmap2::Mmap::map(&f) }.ok())
+                .and_then(|data| table::build(&data).ok())
+                .unwrap_or_default();
+            let mut file = FileTable {
+                id,
+                kind: UnwindKind::FramePointer,
+                rows: None,
+                pages: Vec::new(),
+                segments: table.segments.clone(),
+                frame_pointers: table.frame_pointers,
+                users: 0,
+            };
+            let wanted = !(self.mode == Unwind::Auto && table.frame_pointers);
+            if wanted && !table.rows.is_empty() {
+                if let Some(extent) = self.rows.store(&table.rows) {
+                    file.rows = Some(extent);
+                    file.kind = UnwindKind::Table;
+                    file.pages = load_pages(&mut self.pages, id, &table.rows, extent);
+                }
+            }
+            e.insert(file);
+        }
+        self.files.get(key)
+    }
+}
+
+/// Inserts the page index of a file's rows stored at `extent`; returns the
+/// keys inserted. A page is left out when only a gap covers it (the walker
+/// steps by frame pointer there anyway) or the index is full.
+fn load_pages(
+    pages: &mut BpfHashMap<MapData, UnwindPageKey, UnwindPage>,
+    file_id: u32,
+    rows: &[UnwindRow],
+    extent: Extent,
+) -> Vec<UnwindPageKey> {
+    let mut keys = Vec::new();
+    let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
+        return keys;
+    };
+    let (first_page, last_page) = (first.pc >> UNWIND_PAGE_SHIFT, last.pc >> UNWIND_PAGE_SHIFT);
+    for page in first_page..=last_page {
+        let start = page << UNWIND_PAGE_SHIFT;
+        let end = start.saturating_add(1 << UNWIND_PAGE_SHIFT);
+        // The row covering the page's start, then every row inside it.
+        let from = rows.partition_point(|r| r.pc <= start).saturating_sub(1);
+        let to = rows.partition_point(|r| r.pc < end);
+        if to <= from || (to - from == 1 && rows[from].kind == tracer_common::row::NONE) {
+            continue;
+        }
+        let key = UnwindPageKey { file_id, page };
+        let value = UnwindPage {
+            first: extent.first + from as u32,
+            count: (to - from) as u32,
+        };
+        if pages.insert(key, value, 0).is_err() {
+            break;
+        }
+        keys.push(key);
+    }
+    keys
+}
+
+/// The virtual address of file offset `offset` in a file's loadable
+/// segments.
+fn table_vaddr(segments: &[(u64, u64, u64)], offset: u64) -> Option<u64> {
+    segments
+        .iter()
+        .find(|&&(start, size, _)| offset >= start && offset - start < size.max(1))
+        .map(|&(start, _, vaddr)| vaddr + (offset - start))
+}
+
+fn same_mappings(a: &[UnwindMapping], b: &[UnwindMapping]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| {
+            (x.start, x.end, x.bias, x.file_id, x.kind)
+                == (y.start, y.end, y.bias, y.file_id, y.kind)
+        })
+}
