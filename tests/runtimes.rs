@@ -10,9 +10,10 @@
 //! libmimalloc2.0); a missing one fails the test.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use memtrace_integration::{
-    compile_c_using, compile_c_with, secs, trace_pid, Report, Tracer, Workload,
+    compile_c_using, compile_c_with, secs, trace_handshake, trace_pid, Report, Tracer, Workload,
 };
 
 /// alloc_leak.c: LEAK_COUNT blocks of LEAK_SIZE bytes.
@@ -51,12 +52,9 @@ fn stop(tracer: Tracer) -> Report {
 /// Starts `exe args`, traces it with `extra` options, gives the go, and
 /// returns the report once the leak is done.
 fn traced_leak(exe: &Path, args: &[&str], extra: &[&str]) -> Report {
-    let mut w = Workload::spawn(exe, args);
-    w.expect_line("ready", secs(10));
-    let tracer = trace(w.pid(), extra);
-    w.signal(libc::SIGUSR1);
-    w.expect_line("done", secs(10));
-    stop(tracer)
+    let mut all: Vec<&str> = TRACE_ARGS.to_vec();
+    all.extend_from_slice(extra);
+    trace_handshake(exe, args, &all, Duration::from_millis(1500)).0
 }
 
 /// The leak is `function`'s, exactly, and `allocator` (a path suffix) was

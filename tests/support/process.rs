@@ -556,6 +556,37 @@ pub fn trace_pid(pid: u32, args: &[&str]) -> Tracer {
     tracer
 }
 
+/// Starts `exe args`, waits for its "ready", traces it with `memtrace
+/// --pid P --duration 60s memtrace_args`, gives the go (SIGUSR1), waits for
+/// its "done", then, after `settle` (so that a last sample holds what was
+/// done), ends the trace with Ctrl-C. Returns the report and the lines the
+/// workload printed between the go and "done".
+#[track_caller]
+pub fn trace_handshake(
+    exe: &Path,
+    args: &[&str],
+    memtrace_args: &[&str],
+    settle: Duration,
+) -> (crate::Report, Vec<String>) {
+    let mut w = Workload::spawn(exe, args);
+    w.expect_line("ready", crate::secs(10));
+    let mut all = memtrace_args.to_vec();
+    all.extend(["--duration", "60s"]);
+    let tracer = trace_pid(w.pid(), &all);
+    w.signal(libc::SIGUSR1);
+    let mut lines = Vec::new();
+    loop {
+        match w.next_line(crate::secs(20)) {
+            line if line == "done" => break,
+            line => lines.push(line),
+        }
+    }
+    thread::sleep(settle);
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(tracer.pid() as i32, libc::SIGINT) };
+    (tracer.finish(crate::secs(120)).report(), lines)
+}
+
 /// A workload started by the test (for `--pid` mode). Its stdout is read line
 /// by line for handshakes; it is killed when dropped.
 pub struct Workload {

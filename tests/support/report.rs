@@ -124,6 +124,8 @@ pub struct Stack {
     pub series: Vec<SeriesPoint>,
     /// Innermost first.
     pub frames: Vec<Frame>,
+    /// The walk stopped before the outermost frame.
+    pub truncated: bool,
 }
 
 /// One entry of `stacks[].age_histogram`: live memory allocated between
@@ -563,6 +565,7 @@ fn parse_stack(o: &Obj) -> Result<Stack, String> {
         age_histogram,
         series,
         frames,
+        truncated: o.bool("truncated")?,
     })
 }
 
@@ -1305,7 +1308,8 @@ mod tests {
                  "module": "/bin/a"},
                 {"address": "0x2000", "function": null, "file": null, "line": null,
                  "module": null}
-            ]
+            ],
+            "truncated": false
         })
     }
 

@@ -25,14 +25,14 @@ struct Session {
 
 class SessionStore {
   public:
-    __attribute__((noinline)) void remember(int id) {
+    __attribute__((noipa)) void remember(int id) {
         Session *s = new Session;
         memset(s->payload, id, sizeof s->payload);
         s->next = head;
         head = s;
     }
 
-    __attribute__((noinline)) void churn() {
+    __attribute__((noipa)) void churn() {
         for (int i = 0; i < CHURN; i++) {
             Session *s = new Session;
             s->payload[0] = (char)i;

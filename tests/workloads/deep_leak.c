@@ -10,7 +10,9 @@
  *    note_comparison -> malloc, one NOTE_SIZE block per comparison.
  *
  * Prints "ready", waits for SIGUSR1, leaks, prints "compares N" and
- * "done", then sleeps until killed. Every function is noipa (not inlined,
+ * "done", then sleeps until killed. With the argument "now": leaks at
+ * once, prints the same on stderr (memtrace's report goes to stdout) and
+ * exits (for `memtrace -- deep_leak now`). Every function is noipa (not inlined,
  * cloned or renamed) and does work after its call (no tail calls), so each
  * has a frame of its own at any optimisation level.
  */
@@ -85,13 +87,16 @@ NOIPA void sort_records(void) {
     sink += (unsigned long)records[0];
 }
 
-int main(void) {
-    wait_for_go();
+int main(int argc, char **argv) {
+    int now = argc > 1 && strcmp(argv[1], "now") == 0;
+    if (!now)
+        wait_for_go();
     load_config();
     sort_records();
-    printf("compares %u\n", compares);
-    printf("done\n");
-    fflush(stdout);
-    for (;;)
+    FILE *out = now ? stderr : stdout;
+    fprintf(out, "compares %u\ndone\n", compares);
+    fflush(out);
+    while (!now)
         sleep_ms(1000);
+    return 0;
 }

@@ -5,9 +5,12 @@
 //! with the mapping events.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
-    macros::tracepoint,
-    programs::TracePointContext,
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
+        generated::bpf_send_signal,
+    },
+    macros::{tracepoint, uprobe},
+    programs::{ProbeContext, TracePointContext},
 };
 use tracer_common::{EventKind, ProcessEvent, Stat};
 
@@ -21,6 +24,19 @@ fn send(mut event: ProcessEvent) {
     if EVENTS.output::<ProcessEvent>(&event, 0).is_err() {
         count(Stat::RingBufFull);
     }
+}
+
+/// `memtrace -- CMD`: a uprobe at the program's entry point, for the child
+/// only. The dynamic loader has mapped every library by then, and the
+/// program has not allocated: the child stops itself (SIGSTOP) so that
+/// userspace loads the unwind tables of those files before its first
+/// malloc, then continues it. Fires once per exec of the program.
+#[uprobe]
+pub fn entry_stop(_ctx: ProbeContext) -> u32 {
+    const SIGSTOP: u32 = 19;
+    // SAFETY: plain helper call; signals the current process.
+    unsafe { bpf_send_signal(SIGSTOP) };
+    0
 }
 
 /// exec() replaces the address space: what the old image held is gone.

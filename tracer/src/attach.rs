@@ -6,6 +6,7 @@
 use std::{
     collections::{HashMap, HashSet},
     num::NonZeroU32,
+    path::Path,
 };
 
 use anyhow::{Context, Result};
@@ -123,7 +124,11 @@ impl Probes {
             fill_sampler(&mut bpf, mean)?;
         }
         if !settings.oom_only {
-            for name in ["alloc_enter", "alloc_return", "free_enter"] {
+            let entry_stop = settings.unwind_tables.then_some("entry_stop");
+            for name in ["alloc_enter", "alloc_return", "free_enter"]
+                .into_iter()
+                .chain(entry_stop)
+            {
                 uprobe(&mut bpf, name)?
                     .load()
                     .with_context(|| format!("loading eBPF program {name} (verifier)"))?;
@@ -160,6 +165,25 @@ impl Probes {
             }
         }
         std::thread::spawn(move || drop(owned));
+    }
+
+    /// Stops `pid` at the entry point of `program` (at file offset
+    /// `offset`) when it gets there after its exec (see the eBPF
+    /// `entry_stop`). The returned link is for [`Probes::detach_entry_stop`].
+    pub fn stop_at_entry(&mut self, pid: u32, program: &Path, offset: u64) -> Result<UProbeLinkId> {
+        let scope = UProbeScope::OneProcess(NonZeroU32::new(pid).context("pid 0")?);
+        uprobe(&mut self.bpf, "entry_stop")?
+            .attach(UProbeAttachLocation::AbsoluteOffset(offset), program, scope)
+            .with_context(|| format!("attaching to the entry point of {}", program.display()))
+    }
+
+    pub fn detach_entry_stop(&mut self, link: UProbeLinkId) {
+        if let Ok(p) = uprobe(&mut self.bpf, "entry_stop") {
+            if let Ok(link) = p.take_link(link) {
+                // Detaching waits for the kernel (~80 ms): not here.
+                std::thread::spawn(move || drop(link));
+            }
+        }
     }
 
     /// Makes `pid`'s mapping syscalls count.

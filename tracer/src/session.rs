@@ -33,7 +33,7 @@ use crate::{
     report::{self, live::Live, MemoryReport, MemorySample, OomKill, ReportContext, TargetReport},
     symbolize::Symbolizer,
     target::{self, TargetInfo},
-    unwind::Unwinder,
+    unwind::{self, Unwinder},
     watch::{self, AllocatorFiles, Selection},
 };
 
@@ -56,6 +56,10 @@ const AFTER_EXEC: Duration = Duration::from_secs(2);
 /// (housekeeping ticks: 10 s): libraries loaded later, processes forked
 /// without exec.
 const RESCAN_EVERY: u64 = 50;
+/// How long a started command may take to reach its entry point (exec and
+/// its dynamic loader) before it runs on without waiting for its unwind
+/// tables.
+const ENTRY_WAIT: Duration = Duration::from_secs(5);
 
 struct Target {
     info: TargetInfo,
@@ -176,7 +180,7 @@ pub async fn run(cli: Cli, child: Option<HeldChild>) -> Result<()> {
         }
         _ => {}
     }
-    let events = drain::take_events(&mut probes.bpf)?;
+    let mut events = drain::take_events(&mut probes.bpf)?;
     let watcher = match &mode {
         Mode::Watch(selection) => Some(Watcher {
             selection: selection.clone(),
@@ -240,8 +244,18 @@ pub async fn run(cli: Cli, child: Option<HeldChild>) -> Result<()> {
         session.sample_memory(0.0, &cli);
     }
     announce(&session, &cli);
+    // With unwind tables, the command stops at its entry point, its
+    // libraries mapped, until their tables are in.
+    let entry_stop = match (&session.child, &session.unwinder) {
+        (Some(c), Some(_)) => unwind::entry_offset(&c.program)
+            .and_then(|offset| session.probes.stop_at_entry(c.pid, &c.program, offset).ok()),
+        _ => None,
+    };
     if let Some(c) = session.child.as_mut() {
         c.release()?;
+    }
+    if let Some(link) = entry_stop {
+        session.continue_at_entry(&cli, &mut events, link)?;
     }
     // SAFETY: the ring buffer owns its fd and is moved into the AsyncFd,
     // which keeps it open until it deregisters it.
@@ -736,6 +750,38 @@ impl Session {
                 t.allocators.push(file.name.clone());
             }
         }
+    }
+
+    /// Waits (up to [`ENTRY_WAIT`]) for the command to stop at its entry
+    /// point, takes in its exec (from the ring buffer), loads the tables of
+    /// what it maps, and continues it.
+    fn continue_at_entry(
+        &mut self,
+        cli: &Cli,
+        ring: &mut RingBuf<MapData>,
+        link: aya::programs::uprobe::UProbeLinkId,
+    ) -> Result<()> {
+        let Some(pid) = self.child.as_ref().map(|c| c.pid) else {
+            return Ok(());
+        };
+        let deadline = Instant::now() + ENTRY_WAIT;
+        while Instant::now() < deadline {
+            match target::state(pid) {
+                Some('T') => {
+                    self.drain(cli, ring)?;
+                    self.refresh_maps(pid);
+                    // SAFETY: signalling our own child, not reaped yet (it
+                    // is stopped).
+                    unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+                    break;
+                }
+                // Gone, or a zombie: it never got there.
+                None | Some('Z') | Some('X') => break,
+                _ => std::thread::sleep(Duration::from_millis(1)),
+            }
+        }
+        self.probes.detach_entry_stop(link);
+        Ok(())
     }
 
     /// Looks at `pid`'s mappings again: for symbols, and for the unwinder.

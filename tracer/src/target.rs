@@ -58,13 +58,15 @@ pub fn inspect(pid: u32) -> Result<TargetInfo> {
 
 /// Whether the process still exists (and is not a zombie).
 pub fn is_alive(pid: u32) -> bool {
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rfind(')')
-            .and_then(|i| stat[i + 1..].split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X"),
-        Err(_) => false,
-    }
+    state(pid).is_some_and(|s| s != 'Z' && s != 'X')
+}
+
+/// The process's state letter in /proc/PID/stat (R, S, T, Z, ...), None
+/// when it is gone.
+pub fn state(pid: u32) -> Option<char> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let i = stat.rfind(')')?;
+    stat[i + 1..].split_whitespace().next()?.chars().next()
 }
 
 /// Whether the process is exiting (or gone): its cgroup then already reads

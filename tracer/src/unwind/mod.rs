@@ -353,6 +353,21 @@ impl Unwinder {
     }
 }
 
+/// File offset of the entry point of the ELF program at `path` (None for a
+/// script or anything else that is not one).
+pub fn entry_offset(path: &std::path::Path) -> Option<u64> {
+    use object::{Object, ObjectSegment};
+    let file = File::open(path).ok()?;
+    // SAFETY: a read-only private mapping, only parsed.
+    let data = unsafe { memmap2::Mmap::map(&file) }.ok()?;
+    let elf = object::File::parse(&*data).ok()?;
+    let entry = elf.entry();
+    elf.segments().find_map(|s| {
+        let (offset, size) = s.file_range();
+        (entry >= s.address() && entry - s.address() < size).then(|| entry - s.address() + offset)
+    })
+}
+
 /// Inserts the page index of a file's rows stored at `extent`; returns the
 /// keys inserted. A page is left out when only a gap covers it (the walker
 /// steps by frame pointer there anyway) or the index is full.
@@ -389,13 +404,16 @@ fn load_pages(
     keys
 }
 
-/// The virtual address of file offset `offset` in a file's loadable
-/// segments.
+/// The virtual address of file offset `offset` (where an executable
+/// mapping starts) in a file's executable segments. The mapping starts at
+/// the page holding the segment's first byte, which lld, unlike GNU ld,
+/// does not place at a page boundary: the segment's offset is rounded down
+/// before comparing.
 fn table_vaddr(segments: &[(u64, u64, u64)], offset: u64) -> Option<u64> {
     segments
         .iter()
-        .find(|&&(start, size, _)| offset >= start && offset - start < size.max(1))
-        .map(|&(start, _, vaddr)| vaddr + (offset - start))
+        .find(|&&(start, size, _)| offset >= start & !0xfff && offset < start + size.max(1))
+        .map(|&(start, _, vaddr)| (vaddr + offset).wrapping_sub(start))
 }
 
 fn same_mappings(a: &[UnwindMapping], b: &[UnwindMapping]) -> bool {

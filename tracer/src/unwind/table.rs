@@ -21,8 +21,9 @@ pub struct Table {
     /// The file's code keeps frame pointers: nearly every function of some
     /// size sets up rbp as its frame's base (see [`FP_SHARE`]).
     pub frame_pointers: bool,
-    /// Loadable segments: (file offset, file size, virtual address), to
-    /// turn a mapping's file offset into the addresses the rows use.
+    /// Executable loadable segments: (file offset, file size, virtual
+    /// address), to turn a mapping's file offset into the addresses the
+    /// rows use.
     pub segments: Vec<(u64, u64, u64)>,
 }
 
@@ -40,6 +41,7 @@ pub fn build(data: &[u8]) -> Result<Table> {
     let file = object::File::parse(data).context("parsing the ELF file")?;
     let segments = file
         .segments()
+        .filter(|s| matches!(s.flags(), object::SegmentFlags::Elf { p_flags } if p_flags & object::elf::PF_X != 0))
         .map(|s| {
             let (offset, size) = s.file_range();
             (offset, size, s.address())
@@ -104,14 +106,17 @@ impl Builder {
             let Ok(mut table) = fde.rows(section, bases, &mut ctx) else {
                 continue;
             };
-            let mut has_frame = false;
+            let (mut has_frame, mut compiled) = (false, true);
             while let Ok(Some(r)) = table.next_row() {
                 let unwind = convert(r.cfa(), r.register(X86_64::RA), r.register(X86_64::RBP));
                 has_frame |= unwind.kind == row::CFA_RBP && unwind.rbp_slot == -2;
+                // Hand-written entry code (`_start`) and the PLT (DWARF
+                // expressions) say nothing of how the file was compiled.
+                compiled &= !matches!(unwind.kind, row::OUTERMOST | row::UNSUPPORTED);
                 self.rows.push((r.start_address(), unwind));
             }
             self.rows.push((end, UnwindRow::default()));
-            if end - start >= FP_MIN_FUNCTION {
+            if compiled && end - start >= FP_MIN_FUNCTION {
                 self.functions += 1;
                 self.with_frame += usize::from(has_frame);
             }
