@@ -10,7 +10,11 @@
 //!   what any offset-0 tracer pays before doing any work;
 //! - a bpftrace memleak-style script (per-address size and stack, per-stack
 //!   outstanding sum), like bcc's memleak;
-//! - memtrace, full tracing;
+//! - memtrace, full tracing (stacks walked `--unwind auto`: the program's
+//!   frames by frame pointer, libc's through its unwind table);
+//! - memtrace, full tracing, `--unwind fp` and `--unwind dwarf` (every
+//!   frame through a table): what the unwinder costs next to the
+//!   frame-pointer walk;
 //! - memtrace, sampled (`--sample-bytes 512KiB`).
 //!
 //! A tracer counts as attached once its breakpoints are in the program's
@@ -54,14 +58,18 @@ enum Config {
     NaiveFloor,
     BpftraceScript,
     MemtraceFull,
+    MemtraceFullFp,
+    MemtraceFullDwarf,
     MemtraceSampled,
 }
 
-const CONFIGS: [Config; 5] = [
+const CONFIGS: [Config; 7] = [
     Config::Untraced,
     Config::NaiveFloor,
     Config::BpftraceScript,
     Config::MemtraceFull,
+    Config::MemtraceFullFp,
+    Config::MemtraceFullDwarf,
     Config::MemtraceSampled,
 ];
 
@@ -72,6 +80,8 @@ impl Config {
             Config::NaiveFloor => "empty probes at offset 0 (naive floor)",
             Config::BpftraceScript => "bpftrace memleak-style script",
             Config::MemtraceFull => "memtrace (full tracing)",
+            Config::MemtraceFullFp => "memtrace --unwind fp",
+            Config::MemtraceFullDwarf => "memtrace --unwind dwarf",
             Config::MemtraceSampled => "memtrace --sample-bytes 512KiB",
         }
     }
@@ -135,6 +145,11 @@ struct Ratios {
     full_vs_naive_floor: f64,
     full_vs_bpftrace_script: f64,
     sampled_vs_bpftrace_script: f64,
+    /// ns per pair the stack walk adds over the frame-pointer walk: with
+    /// unwind tables for code without frame pointers (auto, the default),
+    /// and with tables for every frame (dwarf).
+    auto_unwind_over_fp_ns: f64,
+    dwarf_unwind_over_fp_ns: f64,
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
@@ -228,6 +243,10 @@ fn summarize(args: &BenchArgs, rows: Vec<Row>) -> Results {
                 / get(mode, Config::BpftraceScript),
             sampled_vs_bpftrace_script: get(mode, Config::MemtraceSampled)
                 / get(mode, Config::BpftraceScript),
+            auto_unwind_over_fp_ns: get(mode, Config::MemtraceFull)
+                - get(mode, Config::MemtraceFullFp),
+            dwarf_unwind_over_fp_ns: get(mode, Config::MemtraceFullDwarf)
+                - get(mode, Config::MemtraceFullFp),
         })
         .collect();
     let full: Vec<&Run> = rows
@@ -285,6 +304,11 @@ fn print_table(r: &Results) {
             "{:<6}: memtrace full / naive floor = {:.2}, full / bpftrace script = {:.2}, \
              sampled / bpftrace script = {:.2}",
             x.mode, x.full_vs_naive_floor, x.full_vs_bpftrace_script, x.sampled_vs_bpftrace_script
+        );
+        println!(
+            "{:<6}: stack walk over the frame-pointer walk: +{:.0} ns/pair with --unwind auto, \
+             +{:.0} ns/pair with --unwind dwarf (4 frames: main, 2 in libc, _start)",
+            x.mode, x.auto_unwind_over_fp_ns, x.dwarf_unwind_over_fp_ns
         );
     }
     println!(
@@ -393,7 +417,13 @@ impl Bench {
             tracer_max_rss_bytes: None,
         };
         if let Some(mut t) = tracer {
-            let is_memtrace = matches!(config, Config::MemtraceFull | Config::MemtraceSampled);
+            let is_memtrace = matches!(
+                config,
+                Config::MemtraceFull
+                    | Config::MemtraceFullFp
+                    | Config::MemtraceFullDwarf
+                    | Config::MemtraceSampled
+            );
             if !is_memtrace {
                 // bpftrace runs until interrupted.
                 // SAFETY: kill(2) of our own child.
@@ -542,6 +572,8 @@ impl Bench {
             }
             Config::BpftraceScript => Some(bpftrace(memleak_script(&libc.to_string(), mode))?),
             Config::MemtraceFull => Some(memtrace(&[])?),
+            Config::MemtraceFullFp => Some(memtrace(&["--unwind", "fp"])?),
+            Config::MemtraceFullDwarf => Some(memtrace(&["--unwind", "dwarf"])?),
             Config::MemtraceSampled => Some(memtrace(&["--sample-bytes", "512KiB"])?),
         })
     }
