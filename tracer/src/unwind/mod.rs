@@ -14,7 +14,6 @@ use std::{
     collections::{hash_map::Entry, HashMap},
     fs::File,
     os::fd::{AsFd, AsRawFd},
-    ptr::NonNull,
 };
 
 use anyhow::{bail, Context, Result};
@@ -75,69 +74,49 @@ pub struct UnwindStats {
     pub rows: u64,
     /// Mappings left out because a process had more than the walker keeps.
     pub mappings_dropped: u64,
+    /// Processes whose mappings could not be given to the walker (its
+    /// table of processes was full): walked by frame pointer.
+    #[serde(default)]
+    pub processes_without_tables: u64,
 }
 
-/// The row array, mapped into memtrace (BPF_F_MMAPABLE): a table of
-/// 100,000 rows is one copy, not 100,000 syscalls.
-struct Rows {
-    _map: MapData,
-    base: NonNull<UnwindRow>,
+/// Free rows of the row array: extents sorted by first row, neighbours
+/// merged; first fit.
+#[derive(Debug, PartialEq, Eq)]
+struct FreeList {
     capacity: u32,
-    /// Free extents, by first row.
     free: Vec<Extent>,
 }
 
-impl Rows {
-    fn new(map: MapData, capacity: u32) -> Result<Rows> {
-        let len = capacity as usize * size_of::<UnwindRow>();
-        // SAFETY: a shared mapping of the map's fd, of the map's size; the
-        // kernel keeps the memory while mapped.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                map.fd().as_fd().as_raw_fd(),
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error()).context("mapping the unwind row table");
-        }
-        Ok(Rows {
-            _map: map,
-            base: NonNull::new(ptr.cast()).context("mmap returned null")?,
+impl FreeList {
+    fn new(capacity: u32) -> FreeList {
+        FreeList {
             capacity,
             free: vec![Extent {
                 first: 0,
                 len: capacity,
             }],
+        }
+    }
+
+    /// Where `len` rows would go (first fit), without taking them.
+    fn find(&self, len: u32) -> Option<Extent> {
+        let e = self.free.iter().find(|e| e.len >= len)?;
+        Some(Extent {
+            first: e.first,
+            len,
         })
     }
 
-    /// Copies `rows` into a free extent (first fit), or None when none is
-    /// big enough.
-    fn store(&mut self, rows: &[UnwindRow]) -> Option<Extent> {
-        let len = u32::try_from(rows.len()).ok()?;
-        let i = self.free.iter().position(|e| e.len >= len)?;
-        let first = self.free[i].first;
-        self.free[i].first += len;
-        self.free[i].len -= len;
-        if self.free[i].len == 0 {
-            self.free.remove(i);
+    /// Takes `extent`, as [`FreeList::find`] returned it.
+    fn take(&mut self, extent: Extent) {
+        if let Some(i) = self.free.iter().position(|e| e.first == extent.first) {
+            self.free[i].first += extent.len;
+            self.free[i].len -= extent.len;
+            if self.free[i].len == 0 {
+                self.free.remove(i);
+            }
         }
-        // SAFETY: `first..first+len` lies within the mapping (the free list
-        // only holds ranges below `capacity`) and no other extent uses it;
-        // the kernel reads it only through pages inserted afterwards.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                rows.as_ptr(),
-                self.base.as_ptr().add(first as usize),
-                rows.len(),
-            )
-        };
-        Some(Extent { first, len })
     }
 
     fn release(&mut self, extent: Extent) {
@@ -161,15 +140,59 @@ impl Rows {
     }
 }
 
-impl Drop for Rows {
-    fn drop(&mut self) {
-        // SAFETY: the mapping made in `new`, unmapped once.
-        unsafe {
-            libc::munmap(
-                self.base.as_ptr().cast(),
-                self.capacity as usize * size_of::<UnwindRow>(),
+/// The row array (BPF_F_MMAPABLE): a file's rows are copied in through a
+/// mapping of just the pages they fall in, made for the copy — one copy
+/// instead of a syscall per row, and the array (kernel memory) never counts
+/// in memtrace's resident set for more than that moment.
+struct Rows {
+    map: MapData,
+    free: FreeList,
+}
+
+impl Rows {
+    /// Copies `rows` into free rows, or None when none are left (or the
+    /// copy fails).
+    fn store(&mut self, rows: &[UnwindRow]) -> Option<Extent> {
+        let extent = self.free.find(u32::try_from(rows.len()).ok()?)?;
+        self.copy(extent, rows).ok()?;
+        self.free.take(extent);
+        Some(extent)
+    }
+
+    /// Writes `rows` at `extent` through a shared mapping of its pages.
+    fn copy(&self, extent: Extent, rows: &[UnwindRow]) -> Result<()> {
+        const PAGE: usize = 4096;
+        let start = extent.first as usize * size_of::<UnwindRow>();
+        let end = start + std::mem::size_of_val(rows);
+        let offset = start / PAGE * PAGE;
+        let len = end.div_ceil(PAGE) * PAGE - offset;
+        // SAFETY: a shared mapping of pages of the map's own memory (the
+        // extent lies below `capacity`, so within the map), unmapped below.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                self.map.fd().as_fd().as_raw_fd(),
+                offset as libc::off_t,
             )
         };
+        if ptr == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error()).context("mapping the unwind row table");
+        }
+        // SAFETY: `start - offset + rows` lies within the `len` bytes
+        // mapped; no other extent uses these rows, and the kernel reads
+        // them only through pages inserted afterwards.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                rows.as_ptr(),
+                ptr.cast::<u8>().add(start - offset).cast::<UnwindRow>(),
+                rows.len(),
+            );
+            libc::munmap(ptr, len);
+        }
+        Ok(())
     }
 }
 
@@ -184,6 +207,7 @@ pub struct Unwinder {
     processes: HashMap<u32, (Vec<FileKey>, Vec<UnwindMapping>)>,
     next_id: u32,
     mappings_dropped: u64,
+    processes_without_tables: u64,
 }
 
 impl Unwinder {
@@ -199,13 +223,17 @@ impl Unwinder {
         };
         Ok(Unwinder {
             mode,
-            rows: Rows::new(rows, MAX_ROWS)?,
+            rows: Rows {
+                map: rows,
+                free: FreeList::new(MAX_ROWS),
+            },
             pages: BpfHashMap::try_from(take("UNWIND_PAGES")?)?,
             procs: BpfHashMap::try_from(take("UNWIND_PROCS")?)?,
             files: HashMap::new(),
             processes: HashMap::new(),
             next_id: 1,
             mappings_dropped: 0,
+            processes_without_tables: 0,
         })
     }
 
@@ -265,10 +293,8 @@ impl Unwinder {
             mappings: [UnwindMapping::default(); UNWIND_MAX_MAPPINGS],
         };
         value.mappings[..mappings.len()].copy_from_slice(&mappings);
-        if let Err(e) = self.procs.insert(pid, value, 0) {
-            crate::note(&format!(
-                "warning: pid {pid}: unwind tables not loaded: {e}"
-            ));
+        if self.procs.insert(pid, value, 0).is_err() {
+            self.processes_without_tables += 1;
         }
     }
 
@@ -283,8 +309,9 @@ impl Unwinder {
 
     pub fn stats(&self) -> UnwindStats {
         let mut s = UnwindStats {
-            rows: self.rows.used(),
+            rows: self.rows.free.used(),
             mappings_dropped: self.mappings_dropped,
+            processes_without_tables: self.processes_without_tables,
             ..UnwindStats::default()
         };
         for f in self.files.values() {
@@ -311,7 +338,7 @@ impl Unwinder {
                 let _ = self.pages.remove(page);
             }
             if let Some(extent) = f.rows {
-                self.rows.release(extent);
+                self.rows.free.release(extent);
             }
         }
     }
@@ -422,4 +449,41 @@ fn same_mappings(a: &[UnwindMapping], b: &[UnwindMapping]) -> bool {
             (x.start, x.end, x.bias, x.file_id, x.kind)
                 == (y.start, y.end, y.bias, y.file_id, y.kind)
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_rows_are_reused_and_merged() {
+        let mut f = FreeList::new(100);
+        let ext = |first, len| Extent { first, len };
+        let (a, b, c) = (ext(0, 10), ext(10, 20), ext(30, 5));
+        for e in [a, b, c] {
+            assert_eq!(f.find(e.len), Some(e));
+            f.take(e);
+        }
+        assert_eq!(f.used(), 35);
+        assert_eq!(f.find(70), None);
+        f.release(b);
+        // First fit: the hole left by b.
+        assert_eq!(f.find(15), Some(ext(10, 15)));
+        f.release(a);
+        f.release(c);
+        assert_eq!(f, FreeList::new(100));
+    }
+
+    #[test]
+    fn mapping_offsets_become_table_addresses() {
+        // GNU ld: the executable segment starts on a page, at the same
+        // offset and address.
+        let gnu = [(0x1000, 0x5000, 0x1000)];
+        assert_eq!(table_vaddr(&gnu, 0x1000), Some(0x1000));
+        // lld: the segment starts mid-page (offset 0x13f30, address
+        // 0x14f30); the mapping starts at the page holding it.
+        let lld = [(0x13f30, 0x40000, 0x14f30)];
+        assert_eq!(table_vaddr(&lld, 0x13000), Some(0x14000));
+        assert_eq!(table_vaddr(&lld, 0x60000), None);
+    }
 }

@@ -76,9 +76,11 @@ pub fn build(data: &[u8]) -> Result<Table> {
 
 #[derive(Default)]
 struct Builder {
-    /// (address, rule) of every row, and a `row::NONE` at each function's
-    /// end; sorted and reduced by `finish`.
-    rows: Vec<(u64, UnwindRow)>,
+    /// Every row that changes the rule (`pc` set), and a `row::NONE` at
+    /// each function's end; sorted and reduced by `finish`. Rows beyond
+    /// 4 GiB are left out: no file a process maps has code there, and
+    /// their code would be walked by frame pointer.
+    rows: Vec<UnwindRow>,
     functions: usize,
     with_frame: usize,
 }
@@ -107,15 +109,30 @@ impl Builder {
                 continue;
             };
             let (mut has_frame, mut compiled) = (false, true);
+            let mut last: Option<UnwindRow> = None;
             while let Ok(Some(r)) = table.next_row() {
-                let unwind = convert(r.cfa(), r.register(X86_64::RA), r.register(X86_64::RBP));
+                let mut unwind = convert(r.cfa(), r.register(X86_64::RA), r.register(X86_64::RBP));
                 has_frame |= unwind.kind == row::CFA_RBP && unwind.rbp_slot == -2;
                 // Hand-written entry code (`_start`) and the PLT (DWARF
                 // expressions) say nothing of how the file was compiled.
                 compiled &= !matches!(unwind.kind, row::OUTERMOST | row::UNSUPPORTED);
-                self.rows.push((r.start_address(), unwind));
+                // Rows that only move other registers' rules change
+                // nothing here (about half of them).
+                if last.is_some_and(|l| same_rule(&l, &unwind)) {
+                    continue;
+                }
+                last = Some(unwind);
+                if let Ok(pc) = u32::try_from(r.start_address()) {
+                    unwind.pc = pc;
+                    self.rows.push(unwind);
+                }
             }
-            self.rows.push((end, UnwindRow::default()));
+            if let Ok(pc) = u32::try_from(end) {
+                self.rows.push(UnwindRow {
+                    pc,
+                    ..UnwindRow::default()
+                });
+            }
             if compiled && end - start >= FP_MIN_FUNCTION {
                 self.functions += 1;
                 self.with_frame += usize::from(has_frame);
@@ -128,23 +145,18 @@ impl Builder {
         // A function's first row wins over the end mark of the one before
         // it at the same address (stable sort: marks come after the rows
         // they end, so rows of a function starting there come later).
-        self.rows.sort_by_key(|&(pc, r)| (pc, r.kind != row::NONE));
+        self.rows.sort_by_key(|r| (r.pc, r.kind != row::NONE));
         let mut rows: Vec<UnwindRow> = Vec::with_capacity(self.rows.len());
-        for (pc, mut r) in self.rows {
-            // Addresses beyond 4 GiB do not occur in the files a process
-            // maps; if they do, that code is walked by frame pointer.
-            let Ok(pc) = u32::try_from(pc) else {
-                continue;
-            };
-            r.pc = pc;
+        for r in self.rows {
             match rows.last_mut() {
-                Some(last) if last.pc == pc => *last = r,
+                Some(last) if last.pc == r.pc => *last = r,
                 Some(last) if same_rule(last, &r) => {}
                 _ => rows.push(r),
             }
         }
         // Same-address replacements may have left repeats behind.
         rows.dedup_by(|r, prev| same_rule(prev, r));
+        rows.shrink_to_fit();
         let frame_pointers = self.functions >= FP_MIN_FUNCTIONS
             && self.with_frame as f64 >= FP_SHARE * self.functions as f64;
         Table {
