@@ -415,6 +415,10 @@ pub mod config {
     /// 1: stacks are walked with unwind tables (`--unwind dwarf|auto`);
     /// 0: by frame pointer only.
     pub const UNWIND_TABLES: &str = "UNWIND_TABLES";
+    /// `memtrace -- CMD` with unwind tables: the command's pid, stopped
+    /// (SIGSTOP) at each of its execs until userspace has set a stop at
+    /// the new image's entry point (0: none).
+    pub const STOP_AT_EXEC: &str = "STOP_AT_EXEC";
 }
 
 /// Entries of the `EXP_DRAWS` map: draws of the exponential distribution

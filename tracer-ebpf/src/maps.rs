@@ -33,6 +33,8 @@ static WATCH_EXEC: u32 = 0;
 static SAMPLE_BYTES: u64 = 0;
 #[unsafe(no_mangle)]
 static UNWIND_TABLES: u32 = 0;
+#[unsafe(no_mangle)]
+static STOP_AT_EXEC: u32 = 0;
 
 #[inline(always)]
 fn setting(value: &u32) -> u32 {
@@ -93,6 +95,16 @@ pub fn sample(size: u64) -> bool {
 pub fn unwind_tables() -> bool {
     setting(&UNWIND_TABLES) != 0
 }
+
+/// The process to stop at its execs (`-- CMD` with unwind tables), or 0.
+#[inline(always)]
+pub fn stop_at_exec() -> u32 {
+    setting(&STOP_AT_EXEC)
+}
+
+/// The last process stopped by `entry_stop` (userspace waits for it).
+#[map]
+pub static ENTRY_REACHED: Array<u32> = Array::with_max_entries(1, 0);
 
 /// Whether every exec on the node is to be reported.
 #[inline(always)]

@@ -14,7 +14,9 @@ use aya_ebpf::{
 };
 use tracer_common::{EventKind, ProcessEvent, Stat};
 
-use crate::maps::{count, is_target, watch_exec, EVENTS};
+use crate::maps::{count, is_target, stop_at_exec, watch_exec, ENTRY_REACHED, EVENTS};
+
+const SIGSTOP: u32 = 19;
 
 /// Sends `event` (its timestamp is set here). A full ring buffer is counted.
 #[inline(always)]
@@ -26,14 +28,19 @@ fn send(mut event: ProcessEvent) {
     }
 }
 
-/// `memtrace -- CMD`: a uprobe at the program's entry point, for the child
-/// only. The dynamic loader has mapped every library by then, and the
-/// program has not allocated: the child stops itself (SIGSTOP) so that
-/// userspace loads the unwind tables of those files before its first
-/// malloc, then continues it. Fires once per exec of the program.
+/// `memtrace -- CMD`: a uprobe at the program's entry point, for the
+/// command only (set while it is stopped at its exec, see
+/// `sched_process_exec`). The dynamic loader has mapped every library by
+/// then, and the program has not allocated: it stops (SIGSTOP) and says so
+/// in `ENTRY_REACHED`; userspace loads the unwind tables of its files and
+/// continues it.
 #[uprobe]
 pub fn entry_stop(_ctx: ProbeContext) -> u32 {
-    const SIGSTOP: u32 = 19;
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if let Some(slot) = ENTRY_REACHED.get_ptr_mut(0) {
+        // SAFETY: the map's only slot; a plain store.
+        unsafe { *slot = tgid };
+    }
     // SAFETY: plain helper call; signals the current process.
     unsafe { bpf_send_signal(SIGSTOP) };
     0
@@ -48,6 +55,13 @@ pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     if !watch_exec() && !is_target(tgid) {
         return 0;
+    }
+    if tgid == stop_at_exec() {
+        // The command stops before its loader runs, until userspace has
+        // set the stop at its new image's entry point (exec events are
+        // rare: one comparison per exec).
+        // SAFETY: plain helper call; signals the current process.
+        unsafe { bpf_send_signal(SIGSTOP) };
     }
     send(ProcessEvent {
         kind: EventKind::Exec as u32,

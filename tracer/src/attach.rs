@@ -71,6 +71,8 @@ pub struct Settings {
     pub sample_bytes: Option<u64>,
     /// Stacks are walked with unwind tables (`--unwind dwarf|auto`).
     pub unwind_tables: bool,
+    /// The command to stop at its execs (`-- CMD` with unwind tables).
+    pub stop_at_exec: Option<u32>,
 }
 
 impl Probes {
@@ -95,6 +97,11 @@ impl Probes {
             .override_global(config::WATCH_EXEC, &watch_exec, true)
             .override_global(config::SAMPLE_BYTES, &sample_bytes, true)
             .override_global(config::UNWIND_TABLES, &unwind_tables, true)
+            .override_global(
+                config::STOP_AT_EXEC,
+                &settings.stop_at_exec.unwrap_or(0),
+                true,
+            )
             .map_max_entries("UNWIND_ROWS", rows)
             .map_max_entries("UNWIND_PAGES", pages)
             .map_max_entries("LIVE", settings.max_live)
@@ -168,13 +175,29 @@ impl Probes {
     }
 
     /// Stops `pid` at the entry point of `program` (at file offset
-    /// `offset`) when it gets there after its exec (see the eBPF
-    /// `entry_stop`). The returned link is for [`Probes::detach_entry_stop`].
+    /// `offset`) when it gets there (see the eBPF `entry_stop`). The
+    /// returned link is for [`Probes::detach_entry_stop`].
     pub fn stop_at_entry(&mut self, pid: u32, program: &Path, offset: u64) -> Result<UProbeLinkId> {
+        let mut reached: Array<_, u32> = Array::try_from(
+            self.bpf
+                .map_mut("ENTRY_REACHED")
+                .context("ENTRY_REACHED missing")?,
+        )?;
+        reached.set(0, 0, 0)?;
         let scope = UProbeScope::OneProcess(NonZeroU32::new(pid).context("pid 0")?);
         uprobe(&mut self.bpf, "entry_stop")?
             .attach(UProbeAttachLocation::AbsoluteOffset(offset), program, scope)
             .with_context(|| format!("attaching to the entry point of {}", program.display()))
+    }
+
+    /// The process `entry_stop` stopped last (0: none since
+    /// [`Probes::stop_at_entry`]).
+    pub fn entry_reached(&self) -> u32 {
+        self.bpf
+            .map("ENTRY_REACHED")
+            .and_then(|m| Array::<_, u32>::try_from(m).ok())
+            .and_then(|a| a.get(&0, 0).ok())
+            .unwrap_or(0)
     }
 
     pub fn detach_entry_stop(&mut self, link: UProbeLinkId) {

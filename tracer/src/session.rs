@@ -153,6 +153,7 @@ pub async fn run(cli: Cli, child: Option<HeldChild>) -> Result<()> {
     let outputs = &cli.outputs;
     let mode = cli.mode();
     let watching = matches!(mode, Mode::Watch(_));
+    let unwind_tables = cli.unwind != Unwind::Fp && mode != Mode::OomOnly;
     let settings = Settings {
         max_live: cli.max_live,
         max_stacks: cli.max_stacks,
@@ -160,7 +161,10 @@ pub async fn run(cli: Cli, child: Option<HeldChild>) -> Result<()> {
         watch_exec: watching || mode == Mode::OomOnly,
         oom_only: mode == Mode::OomOnly,
         sample_bytes: cli.sample_bytes,
-        unwind_tables: cli.unwind != Unwind::Fp && mode != Mode::OomOnly,
+        unwind_tables,
+        // The command stops at each exec, for its tables to be loaded
+        // before it runs (see `Session::continue_at_entry`).
+        stop_at_exec: child.as_ref().filter(|_| unwind_tables).map(|c| c.pid),
     };
     let mut files = AllocatorFiles::new(cli.symbol_prefixes.clone(), &cli.allocator_libs)?;
     let mut probes = Probes::load(&settings)?;
@@ -180,7 +184,7 @@ pub async fn run(cli: Cli, child: Option<HeldChild>) -> Result<()> {
         }
         _ => {}
     }
-    let mut events = drain::take_events(&mut probes.bpf)?;
+    let events = drain::take_events(&mut probes.bpf)?;
     let watcher = match &mode {
         Mode::Watch(selection) => Some(Watcher {
             selection: selection.clone(),
@@ -244,18 +248,8 @@ pub async fn run(cli: Cli, child: Option<HeldChild>) -> Result<()> {
         session.sample_memory(0.0, &cli);
     }
     announce(&session, &cli);
-    // With unwind tables, the command stops at its entry point, its
-    // libraries mapped, until their tables are in.
-    let entry_stop = match (&session.child, &session.unwinder) {
-        (Some(c), Some(_)) => unwind::entry_offset(&c.program)
-            .and_then(|offset| session.probes.stop_at_entry(c.pid, &c.program, offset).ok()),
-        _ => None,
-    };
     if let Some(c) = session.child.as_mut() {
         c.release()?;
-    }
-    if let Some(link) = entry_stop {
-        session.continue_at_entry(&cli, &mut events, link)?;
     }
     // SAFETY: the ring buffer owns its fd and is moved into the AsyncFd,
     // which keeps it open until it deregisters it.
@@ -551,6 +545,12 @@ impl Session {
             k if k == EventKind::Exec as u32 => {
                 if self.targets.contains_key(&pid) {
                     self.on_exec(pid, e.timestamp_ns);
+                    // Its new image's allocator hooked, the command (stopped
+                    // by the kernel at its exec) runs on.
+                    if self.unwinder.is_some() && self.child.as_ref().is_some_and(|c| c.pid == pid)
+                    {
+                        self.continue_at_entry(pid);
+                    }
                 } else if let Some(w) = &mut self.watcher {
                     w.ignored.remove(&pid);
                     w.recent.insert(pid, Instant::now());
@@ -752,36 +752,37 @@ impl Session {
         }
     }
 
-    /// Waits (up to [`ENTRY_WAIT`]) for the command to stop at its entry
-    /// point, takes in its exec (from the ring buffer), loads the tables of
-    /// what it maps, and continues it.
-    fn continue_at_entry(
-        &mut self,
-        cli: &Cli,
-        ring: &mut RingBuf<MapData>,
-        link: aya::programs::uprobe::UProbeLinkId,
-    ) -> Result<()> {
-        let Some(pid) = self.child.as_ref().map(|c| c.pid) else {
-            return Ok(());
+    /// The command exec'd, and the kernel stopped it there (with unwind
+    /// tables, see `STOP_AT_EXEC`): it runs on to its entry point, where
+    /// its loader has mapped its libraries and it stops again (up to
+    /// [`ENTRY_WAIT`]); their tables are loaded, and it continues. Whatever
+    /// fails on the way, it is continued.
+    fn continue_at_entry(&mut self, pid: u32) {
+        let cont = || {
+            // SAFETY: signalling our own child, not reaped yet: it is
+            // stopped, not exited.
+            unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+        };
+        let exe = PathBuf::from(format!("/proc/{pid}/exe"));
+        let link = unwind::entry_offset(&exe)
+            .and_then(|offset| self.probes.stop_at_entry(pid, &exe, offset).ok());
+        cont();
+        let Some(link) = link else {
+            return;
         };
         let deadline = Instant::now() + ENTRY_WAIT;
         while Instant::now() < deadline {
-            match target::state(pid) {
-                Some('T') => {
-                    self.drain(cli, ring)?;
-                    self.refresh_maps(pid);
-                    // SAFETY: signalling our own child, not reaped yet (it
-                    // is stopped).
-                    unsafe { libc::kill(pid as i32, libc::SIGCONT) };
-                    break;
-                }
-                // Gone, or a zombie: it never got there.
-                None | Some('Z') | Some('X') => break,
-                _ => std::thread::sleep(Duration::from_millis(1)),
+            if self.probes.entry_reached() == pid && target::state(pid) == Some('T') {
+                self.refresh_maps(pid);
+                break;
             }
+            if !target::is_alive(pid) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
         }
+        cont();
         self.probes.detach_entry_stop(link);
-        Ok(())
     }
 
     /// Looks at `pid`'s mappings again: for symbols, and for the unwinder.

@@ -66,8 +66,8 @@ pub struct UnwindReport {
     pub heap_stacks: u64,
     /// Allocations whose stack walk was truncated.
     pub truncated_walks: u64,
-    /// Frames stepped by frame pointer for want of a table (code mapped
-    /// after memtrace last read the process's mappings, for one).
+    /// Frames stepped by frame pointer for want of a table: JIT code (no
+    /// file), a library mapped since memtrace last read the mappings.
     pub frames_without_table: u64,
     /// The tables loaded (None with `--unwind fp`).
     pub tables: Option<crate::unwind::UnwindStats>,
