@@ -168,7 +168,7 @@ pub async fn run(cli: Cli, child: Option<HeldChild>) -> Result<()> {
     };
     let mut files = AllocatorFiles::new(cli.symbol_prefixes.clone(), &cli.allocator_libs)?;
     let mut probes = Probes::load(&settings)?;
-    let unwinder = match settings.unwind_tables {
+    let mut unwinder = match settings.unwind_tables {
         true => Some(Unwinder::new(&mut probes.bpf, cli.unwind)?),
         false => None,
     };
@@ -179,6 +179,11 @@ pub async fn run(cli: Cli, child: Option<HeldChild>) -> Result<()> {
         }
         (Mode::Pids, _) => {
             for &pid in &cli.pids {
+                // Tables first: the first calls the probes see are walked
+                // whole (else by frame pointer, as a stack of their own).
+                if let Some(u) = &mut unwinder {
+                    u.update(pid);
+                }
                 targets.insert(pid, attach_pid(&mut probes, &mut files, pid, cli.verbose)?);
             }
         }
