@@ -223,8 +223,13 @@ fn table_step(walk: &mut Walk) -> Step {
     // returns is followed by the next function).
     let pc = walk.ip.wrapping_sub(1);
     let Some(procs) = UNWIND_PROCS.get_ptr(&walk.tgid) else {
+        // memtrace has not read this process's mappings yet (its first
+        // calls): the first frame, the allocator's caller, is right
+        // whatever the code; a frame-pointer walk on through code without
+        // them would record garbage. Userspace folds this truncated walk
+        // into the complete one of the same call, once there is one.
         count(Stat::UnwindNoTable);
-        return fp_step(walk);
+        return Step::Lost;
     };
     // SAFETY: a valid map value.
     let procs = unsafe { &*procs };

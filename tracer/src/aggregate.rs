@@ -73,6 +73,18 @@ impl AgeStats {
         }
     }
 
+    /// Adds `other`'s allocations (another kernel stack of the same
+    /// series).
+    pub fn merge(&mut self, other: &AgeStats) {
+        self.oldest_secs = self.oldest_secs.max(other.oldest_secs);
+        for b in 0..AGE_BUCKETS {
+            self.bytes[b] += other.bytes[b];
+            self.allocations[b] += other.allocations[b];
+        }
+        self.old_bytes += other.old_bytes;
+        self.old_allocations += other.old_allocations;
+    }
+
     /// Counts one live allocation of `bytes`, `age_secs` old; `allocations`
     /// is 0 for a further piece of an allocation already counted.
     pub fn add(&mut self, age_secs: f64, bytes: u64, allocations: u64, min_age_secs: f64) {
@@ -99,6 +111,10 @@ pub struct StackSeries {
     pub ages: AgeStats,
     /// The kernel's walk of this stack stopped before the outermost frame.
     pub truncated: bool,
+    /// The kernel heap stacks whose totals this series adds up: one, or
+    /// also truncated walks of the same calls (see
+    /// [`Aggregator::intern_heap`]).
+    pub keys: Vec<StackKey>,
 }
 
 impl StackSeries {
@@ -116,6 +132,11 @@ impl StackSeries {
 pub struct Aggregator {
     index: HashMap<StackIdentity, usize>,
     heap_index: HashMap<StackKey, usize>,
+    /// Latest totals of each kernel heap stack.
+    heap_totals: HashMap<StackKey, StackTotals>,
+    /// Heap series by (pid, first frame): where a truncated walk's
+    /// completion is looked for.
+    by_head: HashMap<(u32, u64), Vec<usize>>,
     pub stacks: Vec<StackSeries>,
     /// Samples kept per stack; older ones are dropped.
     max_samples: usize,
@@ -130,6 +151,8 @@ impl Aggregator {
         Aggregator {
             index: HashMap::new(),
             heap_index: HashMap::new(),
+            heap_totals: HashMap::new(),
+            by_head: HashMap::new(),
             stacks: Vec::new(),
             max_samples: max_samples.max(2),
             min_gap,
@@ -157,6 +180,7 @@ impl Aggregator {
             samples: VecDeque::from([origin]),
             ages: AgeStats::default(),
             truncated: false,
+            keys: Vec::new(),
         });
         self.index.insert(identity, i);
         i
@@ -169,18 +193,109 @@ impl Aggregator {
 
     /// The series of kernel heap stack `key`, walked as `frames`
     /// (`truncated`: the walk stopped before the outermost frame).
+    ///
+    /// A truncated walk whose frames begin a complete walk of the same
+    /// process is those calls seen before their unwind tables were loaded
+    /// (a process's first calls, or a library's before memtrace's next look
+    /// at the mappings): its totals go to the complete walk's series, one
+    /// stack in the report rather than a second, partial one. Folded only
+    /// when exactly one complete walk matches.
     pub fn intern_heap(&mut self, key: StackKey, frames: &[u64], truncated: bool) -> usize {
-        let i = self.intern(StackIdentity {
-            pid: key.tgid,
-            kind: StackKind::Heap,
-            frames: frames.to_vec(),
+        let folded = match truncated {
+            true => self.completion(key.tgid, frames),
+            false => None,
+        };
+        let i = folded.unwrap_or_else(|| {
+            let identity = StackIdentity {
+                pid: key.tgid,
+                kind: StackKind::Heap,
+                frames: frames.to_vec(),
+            };
+            let new = !self.index.contains_key(&identity);
+            let i = self.intern(identity);
+            if let (true, Some(&head)) = (new, frames.first()) {
+                self.by_head.entry((key.tgid, head)).or_default().push(i);
+            }
+            i
         });
-        self.stacks[i].truncated |= truncated;
-        self.heap_index.insert(key, i);
+        self.stacks[i].truncated |= truncated && folded.is_none();
+        self.attach_key(key, i);
+        if !truncated {
+            // Truncated walks seen earlier that this one completes.
+            let partial: Vec<StackKey> = self
+                .candidates(key.tgid, frames)
+                .iter()
+                .filter(|&&j| {
+                    j != i
+                        && self.stacks[j].truncated
+                        && self.completion(key.tgid, &self.stacks[j].identity.frames) == Some(i)
+                })
+                .flat_map(|&j| self.stacks[j].keys.clone())
+                .collect();
+            for k in partial {
+                self.attach_key(k, i);
+            }
+        }
         i
     }
 
-    /// Sets a stack's latest cumulative totals.
+    /// Heap series of `pid` whose first frame is `frames`'s.
+    fn candidates(&self, pid: u32, frames: &[u64]) -> Vec<usize> {
+        frames
+            .first()
+            .and_then(|&head| self.by_head.get(&(pid, head)))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The only complete heap walk of `pid` that `prefix` begins (and is
+    /// shorter than), if there is exactly one.
+    fn completion(&self, pid: u32, prefix: &[u64]) -> Option<usize> {
+        let mut found = self.candidates(pid, prefix).into_iter().filter(|&j| {
+            let s = &self.stacks[j];
+            !s.truncated
+                && s.identity.frames.len() > prefix.len()
+                && s.identity.frames.starts_with(prefix)
+        });
+        match (found.next(), found.next()) {
+            (Some(j), None) => Some(j),
+            _ => None,
+        }
+    }
+
+    /// Makes kernel stack `key` count in series `i` (and no other).
+    fn attach_key(&mut self, key: StackKey, i: usize) {
+        if let Some(old) = self.heap_index.insert(key, i) {
+            self.stacks[old].keys.retain(|k| *k != key);
+            self.sum_heap(old);
+        }
+        self.stacks[i].keys.push(key);
+        self.sum_heap(i);
+    }
+
+    /// Sets kernel heap stack `key`'s latest cumulative totals.
+    pub fn update_heap(&mut self, key: StackKey, totals: StackTotals) {
+        self.heap_totals.insert(key, totals);
+        if let Some(&i) = self.heap_index.get(&key) {
+            self.sum_heap(i);
+        }
+    }
+
+    fn sum_heap(&mut self, i: usize) {
+        let mut sum = StackTotals::default();
+        for k in &self.stacks[i].keys {
+            if let Some(t) = self.heap_totals.get(k) {
+                sum.allocated_bytes += t.allocated_bytes;
+                sum.allocations += t.allocations;
+                sum.freed_bytes += t.freed_bytes;
+                sum.frees += t.frees;
+            }
+        }
+        self.stacks[i].totals = sum;
+    }
+
+    /// Sets a stack's latest cumulative totals (mapping stacks: one source
+    /// each).
     pub fn update(&mut self, stack: usize, totals: StackTotals) {
         self.stacks[stack].totals = totals;
     }
@@ -188,6 +303,12 @@ impl Aggregator {
     /// Sets a stack's live-allocation ages.
     pub fn set_ages(&mut self, stack: usize, ages: AgeStats) {
         self.stacks[stack].ages = ages;
+    }
+
+    /// Adds to a stack's live-allocation ages (another of its kernel
+    /// stacks).
+    pub fn add_ages(&mut self, stack: usize, ages: &AgeStats) {
+        self.stacks[stack].ages.merge(ages);
     }
 
     /// Drops the stacks of processes that are gone (bounded memory on a
@@ -219,6 +340,17 @@ impl Aggregator {
                 true
             }
             None => false,
+        });
+        self.heap_totals.retain(|k, _| !gone.contains(&k.tgid));
+        self.by_head.retain(|_, series| {
+            series.retain_mut(|i| match remap[*i] {
+                Some(n) => {
+                    *i = n;
+                    true
+                }
+                None => false,
+            });
+            !series.is_empty()
         });
         remap
     }
@@ -398,5 +530,46 @@ mod tests {
         assert_eq!(a.allocations, [1, 1, 0, 0, 1]);
         assert_eq!((a.old_bytes, a.old_allocations), (251, 2));
         assert_eq!(a.oldest_secs, 7200.0);
+    }
+
+    #[test]
+    fn truncated_walks_fold_into_the_complete_one() {
+        let key = |id| StackKey {
+            tgid: 7,
+            stack_id: id,
+        };
+        let complete = [1, 2, 3, 4, 5];
+        // A truncated walk first (before the tables), then the complete one.
+        let mut agg = Aggregator::new(10, 0.1);
+        let early = agg.intern_heap(key(1), &[1, 2, 3], true);
+        agg.update_heap(key(1), totals(100, 0));
+        agg.sample(1.0);
+        let whole = agg.intern_heap(key(2), &complete, false);
+        agg.update_heap(key(2), totals(300, 50));
+        assert_ne!(early, whole);
+        assert_eq!(agg.stacks[whole].totals, totals(400, 50));
+        assert_eq!(agg.stacks[early].totals, StackTotals::default());
+        assert!(!agg.stacks[whole].truncated);
+        // Another truncated walk of the same calls, after: folded at once.
+        assert_eq!(agg.intern_heap(key(3), &[1, 2], true), whole);
+        agg.update_heap(key(3), totals(10, 0));
+        assert_eq!(agg.stacks[whole].totals, totals(410, 50));
+        // Other calls (another return address) and other processes stay
+        // apart, and keep their flag.
+        let other = agg.intern_heap(key(4), &[1, 9], true);
+        assert_ne!(other, whole);
+        assert!(agg.stacks[other].truncated);
+        let elsewhere = StackKey {
+            tgid: 8,
+            stack_id: 5,
+        };
+        assert_ne!(agg.intern_heap(elsewhere, &[1, 2, 3], true), whole);
+        // Two complete walks it could begin: not folded.
+        let mut agg = Aggregator::new(10, 0.1);
+        agg.intern_heap(key(1), &[1, 2, 3, 4], false);
+        agg.intern_heap(key(2), &[1, 2, 3, 5], false);
+        let partial = agg.intern_heap(key(3), &[1, 2, 3], true);
+        assert!(agg.stacks[partial].truncated);
+        assert_eq!(agg.stacks.len(), 3);
     }
 }

@@ -665,7 +665,16 @@ impl Session {
                 t.cgroup = fresh;
             }
         }
-        for pid in watch::pids() {
+        let pids = watch::pids();
+        if let (true, Some(u)) = (w.selection.system_wide(), &mut self.unwinder) {
+            // Every process's tables before the first file's probes go in
+            // for all of them: their first calls are walked whole.
+            let me = std::process::id();
+            for &pid in pids.iter().filter(|&&p| p != me) {
+                u.update(pid);
+            }
+        }
+        for pid in pids {
             self.consider(pid);
         }
     }
@@ -895,13 +904,10 @@ impl Session {
                     continue;
                 }
             }
-            let stack = match self.agg.heap_stack(&key) {
-                Some(i) => i,
-                None => {
-                    let walked = self.stacks.frames(&self.probes.bpf, key.stack_id)?;
-                    self.agg.intern_heap(key, &walked.frames, walked.truncated)
-                }
-            };
+            if self.agg.heap_stack(&key).is_none() {
+                let walked = self.stacks.frames(&self.probes.bpf, key.stack_id)?;
+                self.agg.intern_heap(key, &walked.frames, walked.truncated);
+            }
             let totals = match self.exec_released.get(&key) {
                 // Blocks an exec'd image left behind count as released.
                 Some(r) => StackTotals {
@@ -919,7 +925,7 @@ impl Session {
                 }
                 None => totals,
             };
-            self.agg.update(stack, totals);
+            self.agg.update_heap(key, totals);
         }
         let mapped: Vec<_> = self.mappings.totals().map(|(s, t)| (s, *t)).collect();
         for (stack, totals) in mapped {
@@ -1000,7 +1006,7 @@ impl Session {
         }
         for (key, ages) in heap {
             if let Some(i) = self.agg.heap_stack(&key) {
-                self.agg.set_ages(i, ages);
+                self.agg.add_ages(i, &ages);
             }
         }
         for (stack, ages) in self.mappings.ages(drain::kernel_now_ns(), min_age) {
