@@ -174,6 +174,9 @@ pub enum EventKind {
     Exit = 6,
     /// The kernel's OOM killer chose a victim (`oom/mark_victim`).
     OomVictim = 7,
+    /// A target forked a process (not a thread) while forks are followed:
+    /// the child is a target from its fork on.
+    Fork = 8,
 }
 
 impl EventKind {
@@ -181,20 +184,22 @@ impl EventKind {
         kind == EventKind::Exec as u32
             || kind == EventKind::Exit as u32
             || kind == EventKind::OomVictim as u32
+            || kind == EventKind::Fork as u32
     }
 }
 
-/// An exec, an exit or an OOM kill, sent through the ring buffer.
+/// An exec, an exit, a followed fork or an OOM kill, sent through the ring
+/// buffer.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ProcessEvent {
     /// [`EventKind`] as u32.
     pub kind: u32,
-    /// The process (exec, exit) or the OOM victim.
+    /// The process (exec, exit), the new child (fork) or the OOM victim.
     pub tgid: u32,
     pub timestamp_ns: u64,
     /// OOM: the process whose allocation made the kernel kill (often the
-    /// victim itself).
+    /// victim itself). Fork: the parent.
     pub trigger_tgid: u32,
     /// OOM: the victim's user id.
     pub uid: u32,
@@ -208,8 +213,8 @@ pub struct ProcessEvent {
     /// OOM: the victim's `oom_score_adj` (-1000..1000).
     pub oom_score_adj: i32,
     pub _pad: u32,
-    /// The process's name (exec: the new one; OOM: the victim's), NUL
-    /// padded.
+    /// The process's name (exec: the new one; fork: the parent's, which
+    /// the child shares; OOM: the victim's), NUL padded.
     pub comm: [u8; 16],
 }
 
@@ -290,10 +295,13 @@ pub enum Stat {
     /// Allocator calls made inside another probed allocator call (glibc's
     /// realloc(NULL, n) tail-calls malloc): accounted by the outer call.
     NestedCall = 12,
+    /// A followed fork's child could not be made a target: the TARGETS
+    /// table was full ([`MAX_TARGETS`]); it is not traced.
+    TargetsFull = 13,
 }
 
 /// Number of [`Stat`] slots.
-pub const STAT_COUNT: u32 = 13;
+pub const STAT_COUNT: u32 = 14;
 
 /// Capacity of the `TARGETS` map (processes traced one by one).
 pub const MAX_TARGETS: u32 = 4096;
@@ -310,6 +318,10 @@ pub mod config {
     pub const WATCH_EXEC: &str = "WATCH_EXEC";
     /// `--sample-bytes` as a u64 (0: every allocation is traced).
     pub const SAMPLE_BYTES: &str = "SAMPLE_BYTES";
+    /// Offset of `group_dead` in the `sched/sched_process_exit` record, or
+    /// 0 where the kernel's record has no such field (before 6.x): then a
+    /// process's exit is its main thread's.
+    pub const EXIT_GROUP_DEAD: &str = "EXIT_GROUP_DEAD";
 }
 
 /// Entries of the `EXP_DRAWS` map: draws of the exponential distribution

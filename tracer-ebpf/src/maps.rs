@@ -29,6 +29,8 @@ static SELF_TGID: u32 = 0;
 static WATCH_EXEC: u32 = 0;
 #[unsafe(no_mangle)]
 static SAMPLE_BYTES: u64 = 0;
+#[unsafe(no_mangle)]
+static EXIT_GROUP_DEAD: u32 = 0;
 
 #[inline(always)]
 fn setting(value: &u32) -> u32 {
@@ -82,6 +84,12 @@ pub fn sample(size: u64) -> bool {
         *left = DRAWS.get(r).copied().unwrap_or(1).max(1);
     }
     true
+}
+
+/// Offset of `group_dead` in the `sched_process_exit` record (0: none).
+#[inline(always)]
+pub fn exit_group_dead_offset() -> usize {
+    setting(&EXIT_GROUP_DEAD) as usize
 }
 
 /// Whether every exec on the node is to be reported.

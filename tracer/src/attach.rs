@@ -40,6 +40,8 @@ const TRACEPOINTS: &[(&str, &str, &str)] = &[
     ("sched", "sched_process_exit", "sched_process_exit"),
 ];
 const EXEC_TRACEPOINT: (&str, &str, &str) = ("sched", "sched_process_exec", "sched_process_exec");
+/// Attached while forks are followed (`-- CMD`, `--follow-forks`).
+const FORK_TRACEPOINT: (&str, &str, &str) = ("task", "task_newtask", "task_newtask");
 /// Attached in every mode.
 const OOM_TRACEPOINT: (&str, &str, &str) = ("oom", "mark_victim", "oom_mark_victim");
 
@@ -53,6 +55,10 @@ pub struct Probes {
     /// Allocator probes attached now (each takes the kernel ~80 ms to
     /// detach, one after the other).
     pub probe_count: usize,
+    /// Exit events are sent when a process's last thread exits, and its
+    /// pid is forgotten then (the kernel's record says `group_dead`); else
+    /// they are its main thread's.
+    pub exits_are_final: bool,
 }
 
 /// How the programs are loaded: map sizes chosen on the command line and
@@ -68,6 +74,9 @@ pub struct Settings {
     pub oom_only: bool,
     /// `--sample-bytes` (None: every allocation is traced).
     pub sample_bytes: Option<u64>,
+    /// The processes targets fork become targets (`-- CMD`,
+    /// `--follow-forks`).
+    pub follow_forks: bool,
 }
 
 impl Probes {
@@ -77,6 +86,7 @@ impl Probes {
         let trace_all = flag(settings.trace_all);
         let watch_exec = flag(settings.watch_exec);
         let sample_bytes = settings.sample_bytes.unwrap_or(0);
+        let group_dead = exit_group_dead_offset();
         let mut bpf = EbpfLoader::new()
             // INFLIGHT is a task storage map, which aya creates but has no
             // userspace type for (only the programs use it).
@@ -85,6 +95,7 @@ impl Probes {
             .override_global(config::TRACE_ALL, &trace_all, true)
             .override_global(config::WATCH_EXEC, &watch_exec, true)
             .override_global(config::SAMPLE_BYTES, &sample_bytes, true)
+            .override_global(config::EXIT_GROUP_DEAD, &group_dead, true)
             .map_max_entries("LIVE", settings.max_live)
             .map_max_entries("STACKS", settings.max_stacks)
             // Stacks of every target share the stack map but have totals
@@ -98,7 +109,8 @@ impl Probes {
             true => &[EXEC_TRACEPOINT][..],
             false => TRACEPOINTS,
         };
-        for &(category, name, program) in tracepoints.iter().chain([&OOM_TRACEPOINT]) {
+        let fork = settings.follow_forks.then_some(&FORK_TRACEPOINT);
+        for &(category, name, program) in tracepoints.iter().chain(fork).chain([&OOM_TRACEPOINT]) {
             let tp: &mut TracePoint = bpf
                 .program_mut(program)
                 .with_context(|| format!("program {program} missing from the eBPF object"))?
@@ -123,6 +135,7 @@ impl Probes {
             attached: HashSet::new(),
             links: HashMap::new(),
             probe_count: 0,
+            exits_are_final: group_dead != 0,
         })
     }
 
@@ -227,6 +240,26 @@ impl Probes {
     }
 }
 
+/// Offset of `group_dead` in this kernel's `sched/sched_process_exit`
+/// record (tracefs `format`), or 0 when it has none (older kernels) or
+/// tracefs cannot be read: exits are then main threads' exits.
+fn exit_group_dead_offset() -> u32 {
+    ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+        .iter()
+        .find_map(|root| {
+            std::fs::read_to_string(format!("{root}/events/sched/sched_process_exit/format")).ok()
+        })
+        .and_then(|format| group_dead_offset(&format))
+        .unwrap_or(0)
+}
+
+/// The offset of the `group_dead` field in a tracepoint `format` text.
+fn group_dead_offset(format: &str) -> Option<u32> {
+    let line = format.lines().find(|l| l.contains(" group_dead;"))?;
+    let offset = line.split("offset:").nth(1)?.split(';').next()?;
+    offset.trim().parse().ok()
+}
+
 /// The sampler's exponential draws of mean `mean` bytes, one at each of
 /// [`EXP_DRAWS`] evenly spaced quantiles (so their mean is `mean` to within
 /// the truncated tail, -0.1 %), and every CPU's first countdown.
@@ -252,4 +285,18 @@ fn uprobe<'a>(bpf: &'a mut Ebpf, name: &str) -> Result<&'a mut UProbe> {
         .program_mut(name)
         .with_context(|| format!("program {name} missing from the eBPF object"))?
         .try_into()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_group_dead_in_the_exit_format() {
+        let format = "name: sched_process_exit\nformat:\n\
+            \tfield:pid_t pid;\toffset:24;\tsize:4;\tsigned:1;\n\
+            \tfield:bool group_dead;\toffset:32;\tsize:1;\tsigned:0;\n";
+        assert_eq!(group_dead_offset(format), Some(32));
+        assert_eq!(group_dead_offset("\tfield:pid_t pid;\toffset:24;\n"), None);
+    }
 }

@@ -348,9 +348,11 @@ impl AgentArgs {
     memtrace diff before.json after.json          what grew between two snapshots
 
 Ctrl-C (or SIGTERM) stops tracing and prints the final report; so does the
-exit of every target. In `-- CMD` mode memtrace exits 0 when CMD exits, and
-stops CMD (SIGTERM) if --duration ends first; CMD shares memtrace's stdout,
-so use -o FILE for a clean JSON report. Processes CMD forks are not traced.
+exit of every target. In `-- CMD` mode memtrace exits 0 when CMD and the
+processes it forked have exited, and stops CMD (SIGTERM) if --duration ends
+first; CMD shares memtrace's stdout, so use -o FILE for a clean JSON report.
+Processes CMD forks are traced too, each as a target of its own
+(--follow-forks does the same for --pid targets).
 Every mode watches the kernel's OOM killer: when it kills a traced process,
 the report starts with the stacks that held its memory (and with --pid, an
 OOM-killed target ends the run)."
@@ -362,6 +364,13 @@ pub struct Cli {
     /// Process id to trace (repeat for several processes).
     #[arg(short, long = "pid", value_name = "PID")]
     pub pids: Vec<u32>,
+
+    /// Also trace the processes the --pid targets fork (and theirs), each
+    /// from its fork on: probes go in within milliseconds of the fork (what
+    /// a child allocates before is not seen). The run ends when every one
+    /// has exited. Always on with `-- CMD`.
+    #[arg(long, conflicts_with_all = ["all", "comm", "cgroup", "container", "oom_only"])]
+    pub follow_forks: bool,
 
     /// Trace every process on the node (not memtrace itself), including
     /// ones started later. The allocator is probed for all processes, so
@@ -577,6 +586,11 @@ impl Cli {
         } else {
             Mode::Pids
         }
+    }
+
+    /// Whether the processes targets fork are traced too.
+    pub fn follows_forks(&self) -> bool {
+        self.follow_forks || self.mode() == Mode::Command
     }
 
     fn selection(&self) -> Option<crate::watch::Selection> {
