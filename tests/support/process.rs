@@ -540,6 +540,25 @@ impl Tracer {
         self.run.snapshot()
     }
 
+    /// Everything memtrace has written to stderr so far.
+    pub fn stderr(&self) -> String {
+        self.run.stderr.text()
+    }
+
+    /// Sends signal `sig` to memtrace (not to its process group).
+    #[track_caller]
+    pub fn signal(&self, sig: i32) {
+        let pid = i32::try_from(self.pid()).expect("pid fits in i32");
+        // SAFETY: kill(2) has no memory-safety preconditions.
+        let rc = unsafe { libc::kill(pid, sig) };
+        assert_eq!(
+            rc,
+            0,
+            "kill({pid}, {sig}) failed: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+
     /// Waits for memtrace to exit on its own (e.g. at the end of
     /// `--duration`) within `timeout` of its start.
     pub fn finish(self, timeout: Duration) -> RunOutput {
