@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use aya::{
     maps::{Array, HashMap as BpfHashMap, PerCpuArray, PerCpuValues},
     programs::{
-        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
+        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLink, UProbeLinkId, UProbeScope},
         TracePoint, UProbe,
     },
     Ebpf, EbpfLoader,
@@ -59,6 +59,8 @@ pub struct Probes {
     /// pid is forgotten then (the kernel's record says `group_dead`); else
     /// they are its main thread's.
     pub exits_are_final: bool,
+    /// Feeds the thread that detaches the probes of processes gone.
+    detacher: Option<std::sync::mpsc::Sender<Vec<UProbeLink>>>,
 }
 
 /// How the programs are loaded: map sizes chosen on the command line and
@@ -136,12 +138,15 @@ impl Probes {
             links: HashMap::new(),
             probe_count: 0,
             exits_are_final: group_dead != 0,
+            detacher: None,
         })
     }
 
     /// Stops tracing `pid` (it exited): its tracepoint registration goes,
-    /// and its probes are detached on a helper thread (each uprobe detach
-    /// waits for the kernel, ~80 ms here; the session must not).
+    /// and its probes are detached on the helper thread (each uprobe detach
+    /// waits for the kernel, ~80 ms here; the session must not). One thread
+    /// for all: a run that sees thousands of processes exit (forks followed,
+    /// a busy node) queues their probes rather than starting a thread each.
     pub fn forget_target(&mut self, pid: u32) {
         if let Ok(mut targets) =
             BpfHashMap::<_, u32, u8>::try_from(self.bpf.map_mut("TARGETS").expect("TARGETS map"))
@@ -161,7 +166,13 @@ impl Probes {
                 }
             }
         }
-        std::thread::spawn(move || drop(owned));
+        let detacher = self.detacher.get_or_insert_with(|| {
+            let (tx, rx) = std::sync::mpsc::channel::<Vec<UProbeLink>>();
+            std::thread::spawn(move || rx.into_iter().for_each(drop));
+            tx
+        });
+        // (Should the thread be gone, the links come back and drop here.)
+        let _ = detacher.send(owned);
     }
 
     /// Makes `pid`'s mapping syscalls count.

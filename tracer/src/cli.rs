@@ -713,6 +713,26 @@ mod tests {
     }
 
     #[test]
+    fn forks_are_followed_with_a_command_or_when_asked() {
+        let follows = |args: &[&str]| {
+            let mut cli = Cli::try_parse_from(args).map_err(|e| e.to_string())?;
+            cli.validate()?;
+            Ok::<_, String>(cli.follows_forks())
+        };
+        assert_eq!(follows(&["memtrace", "-p", "1"]), Ok(false));
+        assert_eq!(
+            follows(&["memtrace", "-p", "1", "--follow-forks"]),
+            Ok(true)
+        );
+        assert_eq!(follows(&["memtrace", "--", "ls"]), Ok(true));
+        assert_eq!(follows(&["memtrace", "--comm", "x"]), Ok(false));
+        for watching in ["--all", "--oom-only"] {
+            assert!(follows(&["memtrace", watching, "--follow-forks"]).is_err());
+        }
+        assert!(follows(&["memtrace", "--comm", "x", "--follow-forks"]).is_err());
+    }
+
+    #[test]
     fn clap_errors_become_one_line() {
         let err = Cli::try_parse_from(["memtrace", "-p", "1", "--duration", "soon"]).unwrap_err();
         let line = one_line(&err.to_string());

@@ -1010,8 +1010,9 @@ impl Session {
 
     fn on_mapping_event(&mut self, e: &MmapEvent) {
         let pid = e.tgid;
-        if self.targets.get(&pid).is_some_and(|t| t.exited) && self.watcher.is_none() {
-            // Sent before the kernel learnt of the exit: the pid's next owner.
+        if self.watcher.is_none() && self.targets.get(&pid).is_none_or(|t| t.exited) {
+            // Sent before the kernel learnt of an exit: the pid's next
+            // owner; or a child whose fork event was lost (ring buffer full).
             return;
         }
         if !self.targets.contains_key(&pid) && self.watcher.is_some() {
