@@ -5,21 +5,25 @@
  *
  * With the argument "wait" it first prints "ready" on stdout and waits for
  * SIGUSR1 (--pid mode); without it, it writes nothing to stdout.
+ * Every process it forks waits for a SIGUSR1 of its own before it
+ * allocates (what a followed child allocates before memtrace's probes are
+ * in place for it is not seen: the test sends it once memtrace says they
+ * are, within milliseconds of the fork here, but later when other runs
+ * keep the kernel's uprobe locks busy).
  *   parent_leak      10 x 1000 B, kept by the parent       -> 10000 B (parent)
- *   fork(); the child sleeps 300 ms first: memtrace puts a followed
- *   child's probes in place within milliseconds of its fork, and what the
- *   child allocates before that is not seen. Then:
+ *   fork(); the child waits for its SIGUSR1, then:
  *     free_inherited frees the child's copies of the parent's 10 blocks:
  *                    frees of blocks the child never allocated; the
  *                    parent's own blocks stay outstanding
  *     child_leak     20 x 2000 B, kept                     -> 40000 B (child)
- *     fork(); the grandchild sleeps 300 ms, then
+ *     fork(); the grandchild waits for its SIGUSR1, then
  *       grandchild_leak 5 x 3000 B, kept                   -> 15000 B (grandchild)
  *       and exits 0;
  *     the child waits for it and exits 0;
  *   the parent waits for the child, sleeps 300 ms and exits 0.
  * Exit code 3 if a child did not exit 0.
  */
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -33,8 +37,6 @@
 #define CHILD_SIZE 2000
 #define GRANDCHILD_LEAKS 5
 #define GRANDCHILD_SIZE 3000
-/* How long a new process waits before allocating (see above). */
-#define ATTACH_GRACE_MS 300
 
 static void *kept[32];
 
@@ -73,14 +75,25 @@ static void reap(pid_t pid) {
         exit(3);
 }
 
+/* Waits for SIGUSR1, blocked in every process of the family since before
+ * the first fork: one sent early stays pending. */
+static void wait_released(void) {
+    sigset_t usr1;
+    sigemptyset(&usr1);
+    sigaddset(&usr1, SIGUSR1);
+    int sig;
+    if (sigwait(&usr1, &sig) != 0)
+        die("sigwait");
+}
+
 static void grandchild(void) {
-    sleep_ms(ATTACH_GRACE_MS);
+    wait_released();
     grandchild_leak();
     exit(0);
 }
 
 static void child(void) {
-    sleep_ms(ATTACH_GRACE_MS);
+    wait_released();
     free_inherited();
     child_leak();
     pid_t pid = fork();
@@ -95,6 +108,11 @@ static void child(void) {
 int main(int argc, char **argv) {
     if (argc > 1 && strcmp(argv[1], "wait") == 0)
         wait_for_go();
+    sigset_t usr1;
+    sigemptyset(&usr1);
+    sigaddset(&usr1, SIGUSR1);
+    if (sigprocmask(SIG_BLOCK, &usr1, NULL) != 0)
+        die("sigprocmask");
     parent_leak();
     pid_t pid = fork();
     if (pid < 0)

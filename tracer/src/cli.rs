@@ -679,13 +679,16 @@ mod tests {
         assert!(parse_sample_bytes("lots").is_err());
     }
 
+    /// `args` parsed and validated, or the error.
+    fn parsed(args: &[&str]) -> Result<Cli, String> {
+        let mut cli = Cli::try_parse_from(args).map_err(|e| e.to_string())?;
+        cli.validate()?;
+        Ok(cli)
+    }
+
     #[test]
     fn modes() {
-        let mode = |args: &[&str]| {
-            let mut cli = Cli::try_parse_from(args).map_err(|e| e.to_string())?;
-            cli.validate()?;
-            Ok::<_, String>(cli.mode())
-        };
+        let mode = |args: &[&str]| parsed(args).map(|cli| cli.mode());
         use crate::watch::{Filter, Selection};
         assert_eq!(
             mode(&["memtrace", "--all"]),
@@ -714,11 +717,7 @@ mod tests {
 
     #[test]
     fn forks_are_followed_with_a_command_or_when_asked() {
-        let follows = |args: &[&str]| {
-            let mut cli = Cli::try_parse_from(args).map_err(|e| e.to_string())?;
-            cli.validate()?;
-            Ok::<_, String>(cli.follows_forks())
-        };
+        let follows = |args: &[&str]| parsed(args).map(|cli| cli.follows_forks());
         assert_eq!(follows(&["memtrace", "-p", "1"]), Ok(false));
         assert_eq!(
             follows(&["memtrace", "-p", "1", "--follow-forks"]),

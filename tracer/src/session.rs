@@ -1121,10 +1121,13 @@ impl Session {
                 continue;
             };
             match self.probes.attach_allocator(Some(pid), &file) {
-                Ok(true) if !t.allocators.contains(&file.name) => {
-                    t.allocators.push(file.name.clone())
+                Ok(true) => {
+                    describe_probes(self.verbose, Path::new(&file.name), &file.points);
+                    if !t.allocators.contains(&file.name) {
+                        t.allocators.push(file.name.clone());
+                    }
                 }
-                Ok(_) => {}
+                Ok(false) => {}
                 Err(e) => crate::note(&format!("warning: pid {pid} exec'd: {e:#}")),
             }
         }
