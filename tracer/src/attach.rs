@@ -1,7 +1,10 @@
 //! Loading the embedded eBPF object and attaching its programs: the
-//! tracepoints once (the OOM killer's in every mode), and the allocator
-//! uprobes per (process, allocator file) — or per allocator file for every
-//! process with `--all`. Dropping [`Probes`] detaches everything.
+//! tracepoints once (the OOM killer's in every mode, the fork one while
+//! forks are followed; how this kernel reports exits is read from tracefs),
+//! and the allocator uprobes per (process, allocator file) — or per
+//! allocator file for every process with `--all`. The probes of processes
+//! gone are detached on a helper thread; dropping [`Probes`] detaches
+//! everything.
 
 use std::{
     collections::{HashMap, HashSet},
