@@ -13,7 +13,7 @@
 //!   line handshakes on its stdout and signals ([`Workload::spawn_with_env`]
 //!   sets environment variables).
 //! - [`Tracer`] is a running `memtrace`; [`Tracer::wait_tracing`] waits for
-//!   its `memtrace: tracing` stderr line.
+//!   its `memtrace: tracing` stderr line, [`Tracer::signal`] signals it.
 //! - [`run_memtrace`] and [`run_memtrace_cmd`] are one-shot runs;
 //!   [`run_memtrace_stdout_closed`] runs with a stdout nobody reads.
 //! - [`Report`] is the parsed, schema-checked JSON report (version

@@ -157,6 +157,20 @@ fn live_group_members(pgid: i32) -> Vec<String> {
     members
 }
 
+/// Sends `sig` to process `pid`; panics if it cannot.
+#[track_caller]
+fn send_signal(pid: u32, sig: i32) {
+    let pid = i32::try_from(pid).expect("pid fits in i32");
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    let rc = unsafe { libc::kill(pid, sig) };
+    assert_eq!(
+        rc,
+        0,
+        "kill({pid}, {sig}) failed: {}",
+        std::io::Error::last_os_error()
+    );
+}
+
 /// Sends `sig` to process group `pgid`, ignoring errors.
 fn signal_group(pgid: i32, sig: i32) {
     // SAFETY: kill(2) has no memory-safety preconditions.
@@ -502,18 +516,26 @@ impl Tracer {
         self.run.pid()
     }
 
-    /// Waits until memtrace prints its `memtrace: tracing` line on stderr.
-    /// Panics if it exits first or `timeout` passes.
+    /// Waits until memtrace prints its `memtrace: tracing` line on stderr;
+    /// returns it. Panics if it exits first or `timeout` passes.
     #[track_caller]
-    pub fn wait_tracing(&mut self, timeout: Duration) {
+    pub fn wait_tracing(&mut self, timeout: Duration) -> String {
+        self.wait_line("memtrace: tracing", timeout)
+    }
+
+    /// Waits for the next stderr line of memtrace that contains `needle`
+    /// (lines before it are passed over) and returns it. Panics if memtrace
+    /// exits first or `timeout` passes.
+    #[track_caller]
+    pub fn wait_line(&mut self, needle: &str, timeout: Duration) -> String {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.stderr_lines.recv_timeout(left) {
-                Ok(line) if line.starts_with("memtrace: tracing") => return,
+                Ok(line) if line.contains(needle) => return line,
                 Ok(_) => {}
                 Err(RecvTimeoutError::Timeout) => panic!(
-                    "memtrace printed no `memtrace: tracing` line within {timeout:?}\n{}",
+                    "memtrace printed no line with {needle:?} within {timeout:?}\n{}",
                     self.run.snapshot()
                 ),
                 Err(RecvTimeoutError::Disconnected) => {
@@ -521,7 +543,7 @@ impl Tracer {
                     thread::sleep(Duration::from_millis(200));
                     let status = self.run.try_wait();
                     panic!(
-                        "memtrace closed stderr ({}) before printing `memtrace: tracing`\n{}",
+                        "memtrace closed stderr ({}) before printing a line with {needle:?}\n{}",
                         status.map_or("still running".to_string(), |s| describe_status(&s)),
                         self.run.snapshot()
                     );
@@ -538,6 +560,17 @@ impl Tracer {
     /// What memtrace has written so far (for failure messages).
     pub fn snapshot(&self) -> String {
         self.run.snapshot()
+    }
+
+    /// Everything memtrace has written to stderr so far.
+    pub fn stderr(&self) -> String {
+        self.run.stderr.text()
+    }
+
+    /// Sends signal `sig` to memtrace (not to its process group).
+    #[track_caller]
+    pub fn signal(&self, sig: i32) {
+        send_signal(self.pid(), sig);
     }
 
     /// Waits for memtrace to exit on its own (e.g. at the end of
@@ -710,15 +743,7 @@ impl Workload {
     /// Sends signal `sig` to the workload.
     #[track_caller]
     pub fn signal(&self, sig: i32) {
-        let pid = i32::try_from(self.pid()).expect("pid fits in i32");
-        // SAFETY: kill(2) has no memory-safety preconditions.
-        let rc = unsafe { libc::kill(pid, sig) };
-        assert_eq!(
-            rc,
-            0,
-            "kill({pid}, {sig}) failed: {}",
-            std::io::Error::last_os_error()
-        );
+        send_signal(self.pid(), sig);
     }
 }
 

@@ -270,6 +270,9 @@ pub enum EventKind {
     Exit = 6,
     /// The kernel's OOM killer chose a victim (`oom/mark_victim`).
     OomVictim = 7,
+    /// A target forked a process (not a thread) while forks are followed:
+    /// the child is a target from its fork on.
+    Fork = 8,
 }
 
 impl EventKind {
@@ -277,20 +280,22 @@ impl EventKind {
         kind == EventKind::Exec as u32
             || kind == EventKind::Exit as u32
             || kind == EventKind::OomVictim as u32
+            || kind == EventKind::Fork as u32
     }
 }
 
-/// An exec, an exit or an OOM kill, sent through the ring buffer.
+/// An exec, an exit, a followed fork or an OOM kill, sent through the ring
+/// buffer.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ProcessEvent {
     /// [`EventKind`] as u32.
     pub kind: u32,
-    /// The process (exec, exit) or the OOM victim.
+    /// The process (exec, exit), the new child (fork) or the OOM victim.
     pub tgid: u32,
     pub timestamp_ns: u64,
     /// OOM: the process whose allocation made the kernel kill (often the
-    /// victim itself).
+    /// victim itself). Fork: the parent.
     pub trigger_tgid: u32,
     /// OOM: the victim's user id.
     pub uid: u32,
@@ -304,8 +309,8 @@ pub struct ProcessEvent {
     /// OOM: the victim's `oom_score_adj` (-1000..1000).
     pub oom_score_adj: i32,
     pub _pad: u32,
-    /// The process's name (exec: the new one; OOM: the victim's), NUL
-    /// padded.
+    /// The process's name (exec: the new one; fork: the parent's, which
+    /// the child shares; OOM: the victim's), NUL padded.
     pub comm: [u8; 16],
 }
 
@@ -386,16 +391,21 @@ pub enum Stat {
     /// Allocator calls made inside another probed allocator call (glibc's
     /// realloc(NULL, n) tail-calls malloc): accounted by the outer call.
     NestedCall = 12,
-    /// Frames the unwinder stepped by frame pointer because it had no table
-    /// for their code (not loaded yet, a file mapped since the last look at
-    /// the process, a process with too many files).
-    UnwindNoTable = 13,
+    /// A followed fork's child could not be made a target: the TARGETS
+    /// table was full ([`MAX_TARGETS`]); it is not traced.
+    TargetsFull = 13,
+    /// Frames the unwinder stepped by frame pointer for want of a table
+    /// (JIT code, a library mapped since memtrace's last look at the
+    /// process, a process with too many files), and walks of processes
+    /// whose mappings memtrace had not read yet (cut after their first
+    /// frame).
+    UnwindNoTable = 14,
     /// Stack walks that stopped before the outermost frame.
-    StackTruncated = 14,
+    StackTruncated = 15,
 }
 
 /// Number of [`Stat`] slots.
-pub const STAT_COUNT: u32 = 15;
+pub const STAT_COUNT: u32 = 16;
 
 /// Capacity of the `TARGETS` map (processes traced one by one).
 pub const MAX_TARGETS: u32 = 4096;
@@ -419,6 +429,10 @@ pub mod config {
     /// (SIGSTOP) at each of its execs until userspace has set a stop at
     /// the new image's entry point (0: none).
     pub const STOP_AT_EXEC: &str = "STOP_AT_EXEC";
+    /// Offset of `group_dead` in the `sched/sched_process_exit` record, or
+    /// 0 where the kernel's record has no such field (before 6.x): then a
+    /// process's exit is its main thread's.
+    pub const EXIT_GROUP_DEAD: &str = "EXIT_GROUP_DEAD";
 }
 
 /// Entries of the `EXP_DRAWS` map: draws of the exponential distribution

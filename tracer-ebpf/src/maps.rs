@@ -35,6 +35,8 @@ static SAMPLE_BYTES: u64 = 0;
 static UNWIND_TABLES: u32 = 0;
 #[unsafe(no_mangle)]
 static STOP_AT_EXEC: u32 = 0;
+#[unsafe(no_mangle)]
+static EXIT_GROUP_DEAD: u32 = 0;
 
 #[inline(always)]
 fn setting(value: &u32) -> u32 {
@@ -105,6 +107,12 @@ pub fn stop_at_exec() -> u32 {
 /// The last process stopped by `entry_stop` (userspace waits for it).
 #[map]
 pub static ENTRY_REACHED: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Offset of `group_dead` in the `sched_process_exit` record (0: none).
+#[inline(always)]
+pub fn exit_group_dead_offset() -> usize {
+    setting(&EXIT_GROUP_DEAD) as usize
+}
 
 /// Whether every exec on the node is to be reported.
 #[inline(always)]

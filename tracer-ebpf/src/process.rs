@@ -1,8 +1,9 @@
-//! Process lifecycle and OOM kills: exec (a target's image is replaced, or a
-//! watched node runs a new program), exit (per-process state can go) and
-//! the OOM killer's choice of a victim. All are rare next to malloc; each
-//! sends one small [`ProcessEvent`] through the shared ring buffer, in order
-//! with the mapping events.
+//! Process lifecycle and OOM kills: fork (a target's child is followed),
+//! exec (a target's image is replaced, or a watched node runs a new
+//! program), exit (per-process state can go; the pid is free) and the OOM
+//! killer's choice of a victim. All are rare next to malloc; each sends one
+//! small [`ProcessEvent`] through the shared ring buffer, in order with the
+//! mapping events.
 
 use aya_ebpf::{
     helpers::{
@@ -14,7 +15,10 @@ use aya_ebpf::{
 };
 use tracer_common::{EventKind, ProcessEvent, Stat};
 
-use crate::maps::{count, is_target, stop_at_exec, watch_exec, ENTRY_REACHED, EVENTS};
+use crate::maps::{
+    count, exit_group_dead_offset, is_target, stop_at_exec, watch_exec, ENTRY_REACHED, EVENTS,
+    TARGETS,
+};
 
 const SIGSTOP: u32 = 19;
 
@@ -72,18 +76,73 @@ pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
     0
 }
 
-/// A target's main thread exits: its blocks and regions can be dropped.
-/// Other threads' exits only cost the tgid/pid compare.
+/// A target exits: its blocks and regions can be dropped, and its pid is
+/// no longer a target's (another process may be given it). The exit is the
+/// last thread's where the record says (`group_dead`), else the main
+/// thread's. Other exits cost a byte read or the tgid/pid compare.
 #[tracepoint]
-pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
+pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     let id = bpf_get_current_pid_tgid();
     let tgid = (id >> 32) as u32;
-    if id as u32 != tgid || !is_target(tgid) {
+    let last = match exit_group_dead_offset() {
+        0 => id as u32 == tgid,
+        // SAFETY: an offset within the record, per its format (read by
+        // userspace); a failed read counts as "not the last".
+        offset => unsafe { ctx.read_at::<u8>(offset).unwrap_or(0) != 0 },
+    };
+    if !last || !is_target(tgid) {
         return 0;
+    }
+    if exit_group_dead_offset() != 0 {
+        // Gone for good (a thread that calls exec outlives its main
+        // thread, which is why only `group_dead` says so): one delete.
+        let _ = TARGETS.remove(&tgid);
     }
     send(ProcessEvent {
         kind: EventKind::Exit as u32,
         tgid,
+        ..ProcessEvent::default()
+    });
+    0
+}
+
+/// Offsets in the `task/task_newtask` record (the same since Linux 3.x).
+mod newtask {
+    pub const PID: usize = 8;
+    pub const CLONE_FLAGS: usize = 32;
+}
+const CLONE_THREAD: u64 = 0x0001_0000;
+
+/// A task was created: when a target forks a process (not a thread), the
+/// child is a target from here on — its mapping calls count from its first
+/// — and userspace attaches its allocator probes. Attached only while
+/// forks are followed; runs in the parent, before the child ever does. A
+/// flags read per task created on the node, and one TARGETS lookup per
+/// process created.
+#[tracepoint]
+pub fn task_newtask(ctx: TracePointContext) -> u32 {
+    // SAFETY (both reads): offsets within the record, per its format.
+    let flags = unsafe {
+        ctx.read_at::<u64>(newtask::CLONE_FLAGS)
+            .unwrap_or(CLONE_THREAD)
+    };
+    let parent = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if flags & CLONE_THREAD != 0 || !is_target(parent) {
+        return 0;
+    }
+    let child = unsafe { ctx.read_at::<i32>(newtask::PID).unwrap_or(0) } as u32;
+    if child == 0 {
+        return 0;
+    }
+    if TARGETS.insert(&child, &1, 0).is_err() {
+        count(Stat::TargetsFull);
+        return 0;
+    }
+    send(ProcessEvent {
+        kind: EventKind::Fork as u32,
+        tgid: child,
+        trigger_tgid: parent,
+        comm: bpf_get_current_comm().unwrap_or_default(),
         ..ProcessEvent::default()
     });
     0

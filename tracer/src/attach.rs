@@ -1,7 +1,10 @@
 //! Loading the embedded eBPF object and attaching its programs: the
-//! tracepoints once (the OOM killer's in every mode), and the allocator
-//! uprobes per (process, allocator file) — or per allocator file for every
-//! process with `--all`. Dropping [`Probes`] detaches everything.
+//! tracepoints once (the OOM killer's in every mode, the fork one while
+//! forks are followed; how this kernel reports exits is read from tracefs),
+//! and the allocator uprobes per (process, allocator file) — or per
+//! allocator file for every process with `--all`. The probes of processes
+//! gone are detached on a helper thread; dropping [`Probes`] detaches
+//! everything.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -13,7 +16,7 @@ use anyhow::{Context, Result};
 use aya::{
     maps::{Array, HashMap as BpfHashMap, PerCpuArray, PerCpuValues},
     programs::{
-        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
+        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLink, UProbeLinkId, UProbeScope},
         TracePoint, UProbe,
     },
     Ebpf, EbpfLoader,
@@ -41,6 +44,8 @@ const TRACEPOINTS: &[(&str, &str, &str)] = &[
     ("sched", "sched_process_exit", "sched_process_exit"),
 ];
 const EXEC_TRACEPOINT: (&str, &str, &str) = ("sched", "sched_process_exec", "sched_process_exec");
+/// Attached while forks are followed (`-- CMD`, `--follow-forks`).
+const FORK_TRACEPOINT: (&str, &str, &str) = ("task", "task_newtask", "task_newtask");
 /// Attached in every mode.
 const OOM_TRACEPOINT: (&str, &str, &str) = ("oom", "mark_victim", "oom_mark_victim");
 
@@ -54,6 +59,12 @@ pub struct Probes {
     /// Allocator probes attached now (each takes the kernel ~80 ms to
     /// detach, one after the other).
     pub probe_count: usize,
+    /// Exit events are sent when a process's last thread exits, and its
+    /// pid is forgotten then (the kernel's record says `group_dead`); else
+    /// they are its main thread's.
+    pub exits_are_final: bool,
+    /// Feeds the thread that detaches the probes of processes gone.
+    detacher: Option<std::sync::mpsc::Sender<Vec<UProbeLink>>>,
 }
 
 /// How the programs are loaded: map sizes chosen on the command line and
@@ -73,6 +84,9 @@ pub struct Settings {
     pub unwind_tables: bool,
     /// The command to stop at its execs (`-- CMD` with unwind tables).
     pub stop_at_exec: Option<u32>,
+    /// The processes targets fork become targets (`-- CMD`,
+    /// `--follow-forks`).
+    pub follow_forks: bool,
 }
 
 impl Probes {
@@ -88,6 +102,7 @@ impl Probes {
             true => (crate::unwind::MAX_ROWS, crate::unwind::MAX_PAGES),
             false => (1, 1),
         };
+        let group_dead = exit_group_dead_offset();
         let mut bpf = EbpfLoader::new()
             // INFLIGHT is a task storage map, which aya creates but has no
             // userspace type for (only the programs use it).
@@ -104,6 +119,7 @@ impl Probes {
             )
             .map_max_entries("UNWIND_ROWS", rows)
             .map_max_entries("UNWIND_PAGES", pages)
+            .override_global(config::EXIT_GROUP_DEAD, &group_dead, true)
             .map_max_entries("LIVE", settings.max_live)
             .map_max_entries("STACKS", settings.max_stacks)
             // Stacks of every target share the stack map but have totals
@@ -117,7 +133,8 @@ impl Probes {
             true => &[EXEC_TRACEPOINT][..],
             false => TRACEPOINTS,
         };
-        for &(category, name, program) in tracepoints.iter().chain([&OOM_TRACEPOINT]) {
+        let fork = settings.follow_forks.then_some(&FORK_TRACEPOINT);
+        for &(category, name, program) in tracepoints.iter().chain(fork).chain([&OOM_TRACEPOINT]) {
             let tp: &mut TracePoint = bpf
                 .program_mut(program)
                 .with_context(|| format!("program {program} missing from the eBPF object"))?
@@ -146,12 +163,16 @@ impl Probes {
             attached: HashSet::new(),
             links: HashMap::new(),
             probe_count: 0,
+            exits_are_final: group_dead != 0,
+            detacher: None,
         })
     }
 
     /// Stops tracing `pid` (it exited): its tracepoint registration goes,
-    /// and its probes are detached on a helper thread (each uprobe detach
-    /// waits for the kernel, ~80 ms here; the session must not).
+    /// and its probes are detached on the helper thread (each uprobe detach
+    /// waits for the kernel, ~80 ms here; the session must not). One thread
+    /// for all: a run that sees thousands of processes exit (forks followed,
+    /// a busy node) queues their probes rather than starting a thread each.
     pub fn forget_target(&mut self, pid: u32) {
         if let Ok(mut targets) =
             BpfHashMap::<_, u32, u8>::try_from(self.bpf.map_mut("TARGETS").expect("TARGETS map"))
@@ -171,7 +192,13 @@ impl Probes {
                 }
             }
         }
-        std::thread::spawn(move || drop(owned));
+        let detacher = self.detacher.get_or_insert_with(|| {
+            let (tx, rx) = std::sync::mpsc::channel::<Vec<UProbeLink>>();
+            std::thread::spawn(move || rx.into_iter().for_each(drop));
+            tx
+        });
+        // (Should the thread be gone, the links come back and drop here.)
+        let _ = detacher.send(owned);
     }
 
     /// Stops `pid` at the entry point of `program` (at file offset
@@ -285,6 +312,26 @@ impl Probes {
     }
 }
 
+/// Offset of `group_dead` in this kernel's `sched/sched_process_exit`
+/// record (tracefs `format`), or 0 when it has none (older kernels) or
+/// tracefs cannot be read: exits are then main threads' exits.
+fn exit_group_dead_offset() -> u32 {
+    ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+        .iter()
+        .find_map(|root| {
+            std::fs::read_to_string(format!("{root}/events/sched/sched_process_exit/format")).ok()
+        })
+        .and_then(|format| group_dead_offset(&format))
+        .unwrap_or(0)
+}
+
+/// The offset of the `group_dead` field in a tracepoint `format` text.
+fn group_dead_offset(format: &str) -> Option<u32> {
+    let line = format.lines().find(|l| l.contains(" group_dead;"))?;
+    let offset = line.split("offset:").nth(1)?.split(';').next()?;
+    offset.trim().parse().ok()
+}
+
 /// The sampler's exponential draws of mean `mean` bytes, one at each of
 /// [`EXP_DRAWS`] evenly spaced quantiles (so their mean is `mean` to within
 /// the truncated tail, -0.1 %), and every CPU's first countdown.
@@ -310,4 +357,18 @@ fn uprobe<'a>(bpf: &'a mut Ebpf, name: &str) -> Result<&'a mut UProbe> {
         .program_mut(name)
         .with_context(|| format!("program {name} missing from the eBPF object"))?
         .try_into()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_group_dead_in_the_exit_format() {
+        let format = "name: sched_process_exit\nformat:\n\
+            \tfield:pid_t pid;\toffset:24;\tsize:4;\tsigned:1;\n\
+            \tfield:bool group_dead;\toffset:32;\tsize:1;\tsigned:0;\n";
+        assert_eq!(group_dead_offset(format), Some(32));
+        assert_eq!(group_dead_offset("\tfield:pid_t pid;\toffset:24;\n"), None);
+    }
 }

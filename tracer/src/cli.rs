@@ -360,9 +360,11 @@ impl AgentArgs {
     memtrace diff before.json after.json          what grew between two snapshots
 
 Ctrl-C (or SIGTERM) stops tracing and prints the final report; so does the
-exit of every target. In `-- CMD` mode memtrace exits 0 when CMD exits, and
-stops CMD (SIGTERM) if --duration ends first; CMD shares memtrace's stdout,
-so use -o FILE for a clean JSON report. Processes CMD forks are not traced.
+exit of every target. In `-- CMD` mode memtrace exits 0 when CMD and the
+processes it forked have exited, and stops CMD (SIGTERM) if --duration ends
+first; CMD shares memtrace's stdout, so use -o FILE for a clean JSON report.
+Processes CMD forks are traced too, each as a target of its own
+(--follow-forks does the same for --pid targets).
 Every mode watches the kernel's OOM killer: when it kills a traced process,
 the report starts with the stacks that held its memory (and with --pid, an
 OOM-killed target ends the run)."
@@ -374,6 +376,13 @@ pub struct Cli {
     /// Process id to trace (repeat for several processes).
     #[arg(short, long = "pid", value_name = "PID")]
     pub pids: Vec<u32>,
+
+    /// Also trace the processes the --pid targets fork (and theirs), each
+    /// from its fork on: probes go in within milliseconds of the fork (what
+    /// a child allocates before is not seen). The run ends when every one
+    /// has exited. Always on with `-- CMD`.
+    #[arg(long, conflicts_with_all = ["all", "comm", "cgroup", "container", "oom_only"])]
+    pub follow_forks: bool,
 
     /// Trace every process on the node (not memtrace itself), including
     /// ones started later. The allocator is probed for all processes, so
@@ -600,6 +609,11 @@ impl Cli {
         }
     }
 
+    /// Whether the processes targets fork are traced too.
+    pub fn follows_forks(&self) -> bool {
+        self.follow_forks || self.mode() == Mode::Command
+    }
+
     fn selection(&self) -> Option<crate::watch::Selection> {
         let filter = crate::watch::Filter {
             comm: self.comm.clone(),
@@ -686,13 +700,16 @@ mod tests {
         assert!(parse_sample_bytes("lots").is_err());
     }
 
+    /// `args` parsed and validated, or the error.
+    fn parsed(args: &[&str]) -> Result<Cli, String> {
+        let mut cli = Cli::try_parse_from(args).map_err(|e| e.to_string())?;
+        cli.validate()?;
+        Ok(cli)
+    }
+
     #[test]
     fn modes() {
-        let mode = |args: &[&str]| {
-            let mut cli = Cli::try_parse_from(args).map_err(|e| e.to_string())?;
-            cli.validate()?;
-            Ok::<_, String>(cli.mode())
-        };
+        let mode = |args: &[&str]| parsed(args).map(|cli| cli.mode());
         use crate::watch::{Filter, Selection};
         assert_eq!(
             mode(&["memtrace", "--all"]),
@@ -717,6 +734,22 @@ mod tests {
         assert!(mode(&["memtrace", "--comm", "a", "--comm", "b"]).is_ok());
         assert!(mode(&["memtrace", "--oom-only", "--format", "svg"]).is_err());
         assert!(mode(&["memtrace", "--oom-only", "--format", "json"]).is_ok());
+    }
+
+    #[test]
+    fn forks_are_followed_with_a_command_or_when_asked() {
+        let follows = |args: &[&str]| parsed(args).map(|cli| cli.follows_forks());
+        assert_eq!(follows(&["memtrace", "-p", "1"]), Ok(false));
+        assert_eq!(
+            follows(&["memtrace", "-p", "1", "--follow-forks"]),
+            Ok(true)
+        );
+        assert_eq!(follows(&["memtrace", "--", "ls"]), Ok(true));
+        assert_eq!(follows(&["memtrace", "--comm", "x"]), Ok(false));
+        for watching in ["--all", "--oom-only"] {
+            assert!(follows(&["memtrace", watching, "--follow-forks"]).is_err());
+        }
+        assert!(follows(&["memtrace", "--comm", "x", "--follow-forks"]).is_err());
     }
 
     #[test]

@@ -1,7 +1,8 @@
-//! A tracing session: attaches to the targets (given ones, or on a watched
-//! node every matching process as it appears), then every interval drains
-//! the kernel's totals into the aggregator, applies mapping and process
-//! events as they arrive (exec, exit, OOM kills), keeps the targets'
+//! A tracing session: attaches to the targets (given ones and the
+//! processes they fork when forks are followed, or on a watched node every
+//! matching process as it appears), then every interval drains the
+//! kernel's totals into the aggregator, applies mapping and process events
+//! as they arrive (fork, exec, exit, OOM kills), keeps the targets'
 //! mappings for symbolization, and ends — on Ctrl-C, SIGTERM, --duration,
 //! the exit of every target or the OOM kill of a --pid target — with the
 //! final report.
@@ -165,6 +166,7 @@ pub async fn run(cli: Cli, child: Option<HeldChild>) -> Result<()> {
         // The command stops at each exec, for its tables to be loaded
         // before it runs (see `Session::continue_at_entry`).
         stop_at_exec: child.as_ref().filter(|_| unwind_tables).map(|c| c.pid),
+        follow_forks: cli.follows_forks(),
     };
     let mut files = AllocatorFiles::new(cli.symbol_prefixes.clone(), &cli.allocator_libs)?;
     let mut probes = Probes::load(&settings)?;
@@ -486,6 +488,8 @@ fn attach_command(
         pid,
         comm,
         exe: Some(exe.display().to_string()),
+        // The held child's: exec keeps it.
+        start_time: target::start_time(pid).unwrap_or(0),
     };
     Ok(Target::new(info, allocators))
 }
@@ -563,6 +567,7 @@ impl Session {
                 }
             }
             k if k == EventKind::Exit as u32 => self.on_exit(pid),
+            k if k == EventKind::Fork as u32 => self.on_fork(pid, e),
             k if k == EventKind::OomVictim as u32 => self.on_oom(cli, e)?,
             _ => {}
         }
@@ -571,9 +576,17 @@ impl Session {
 
     /// A process exited. On a watched node everything about it goes (at the
     /// next sample, in one pass over the kernel tables); a given target is
-    /// kept, with what it held when it exited.
+    /// kept, with what it held when it exited, and nothing that comes for
+    /// its pid later is its (the pid may go to another process at once).
     fn on_exit(&mut self, pid: u32) {
         let Some(w) = &mut self.watcher else {
+            // Where exits are main threads', the process may live on (a
+            // thread that called exec); housekeeping sees it end otherwise.
+            let gone = self.probes.exits_are_final
+                || self.targets.get(&pid).is_some_and(|t| !t.info.is_alive());
+            if gone {
+                self.retire(pid);
+            }
             return;
         };
         w.ignored.remove(&pid);
@@ -581,6 +594,55 @@ impl Session {
         if self.targets.remove(&pid).is_some() {
             self.probes.forget_target(pid);
             self.gone.insert(pid);
+        }
+    }
+
+    /// A target forked `child` (forks are followed): the child is a target
+    /// of its own — the kernel counts its mapping calls from its fork — and
+    /// gets probes on the allocator files it maps (its parent's, unless it
+    /// has exec'd already). What it allocates before they are in place (a
+    /// few milliseconds) is not seen; its frees of the blocks it inherited
+    /// are frees of unknown blocks, never its parent's.
+    fn on_fork(&mut self, child: u32, e: &ProcessEvent) {
+        let parent = e.trigger_tgid;
+        let Some(p) = self.targets.get(&parent) else {
+            return;
+        };
+        let inherited = TargetInfo {
+            pid: child,
+            comm: p.info.comm.clone(),
+            exe: p.info.exe.clone(),
+            start_time: 0,
+        };
+        if self.targets.contains_key(&child) {
+            // A followed process that had this pid is long gone: what it
+            // left goes now, before anything of the new one is recorded.
+            self.gone.insert(child);
+            if let Err(err) = self.purge_gone() {
+                crate::note(&format!("warning: pid {child} reused: {err:#}"));
+            }
+        }
+        // Gone already (it lived a few milliseconds): kept, exited.
+        let (info, exited) = match target::inspect(child) {
+            Ok(info) => (info, false),
+            Err(_) => (inherited, true),
+        };
+        let mut t = Target::new(info, Vec::new());
+        t.exited = exited;
+        self.targets.insert(child, t);
+        if exited {
+            return;
+        }
+        // Its tables before its probes (its parent's files, as a rule).
+        self.refresh_maps(child);
+        self.attach_files(child, false);
+        if self.verbose {
+            let after = drain::kernel_now_ns().saturating_sub(e.timestamp_ns);
+            crate::note(&format!(
+                "pid {child} (forked by pid {parent}): followed, its probes in place {:.1} ms \
+                 after its fork",
+                after as f64 / 1e6
+            ));
         }
     }
 
@@ -724,15 +786,16 @@ impl Session {
                 }
             }
         }
-        self.attach_files(pid);
+        self.attach_files(pid, false);
     }
 
     /// Hooks the allocator files `pid` maps that are not hooked yet: on a
     /// watched node at each look (for every process with --all, else for
-    /// `pid`), and for a given target at each maps refresh — a library it
-    /// loads later (dlopen) is hooked within a second. A file that cannot
+    /// `pid`), for a followed child at its fork, and for a given target at
+    /// each maps refresh — a library it loads later (dlopen) is hooked
+    /// within a second, and said so when `loaded_later`. A file that cannot
     /// be hooked is noted, not fatal.
-    fn attach_files(&mut self, pid: u32) {
+    fn attach_files(&mut self, pid: u32, loaded_later: bool) {
         let Some(t) = self.targets.get_mut(&pid) else {
             return;
         };
@@ -751,7 +814,7 @@ impl Session {
             };
             if new {
                 describe_probes(self.verbose, &file.path, &file.points);
-                if self.watcher.is_none() {
+                if loaded_later {
                     crate::note(&format!(
                         "pid {pid} loaded the allocator {}: hooked",
                         file.name
@@ -830,6 +893,20 @@ impl Session {
         Ok(())
     }
 
+    /// A given (or followed) target has exited: its regions and blocks stay
+    /// recorded — memory held at exit, and its ages, is what the report
+    /// shows — but its pid is no longer traced and its probes go (on a
+    /// helper thread: the kernel takes ~80 ms for each).
+    fn retire(&mut self, pid: u32) {
+        if let Some(t) = self.targets.get_mut(&pid).filter(|t| !t.exited) {
+            t.exited = true;
+            self.probes.forget_target(pid);
+            if let Some(u) = &mut self.unwinder {
+                u.forget(pid);
+            }
+        }
+    }
+
     /// Refreshes mappings of live targets and notes exits; on a watched
     /// node, looks at processes that exec'd lately and, now and then, at
     /// every process. True once every given target has exited.
@@ -863,23 +940,25 @@ impl Session {
         let refresh_maps = self.housekeeping_ticks <= MAPS_EVERY
             || self.housekeeping_ticks.is_multiple_of(MAPS_EVERY);
         let mut new_maps = Vec::new();
+        let mut ended = Vec::new();
         for t in self.targets.values_mut() {
             if t.exited {
                 continue;
             }
-            if target::is_alive(t.info.pid) {
+            if t.info.is_alive() {
                 if refresh_maps {
                     new_maps.push(t.info.pid);
                 }
             } else {
-                // Its regions stay recorded: memory held at exit (and its
-                // ages) is what the report shows.
-                t.exited = true;
+                ended.push(t.info.pid);
             }
+        }
+        for pid in ended {
+            self.retire(pid);
         }
         for pid in new_maps {
             self.refresh_maps(pid);
-            self.attach_files(pid);
+            self.attach_files(pid, true);
         }
         Ok(self.targets.values().all(|t| t.exited))
     }
@@ -1016,6 +1095,11 @@ impl Session {
 
     fn on_mapping_event(&mut self, e: &MmapEvent) {
         let pid = e.tgid;
+        if self.watcher.is_none() && self.targets.get(&pid).is_none_or(|t| t.exited) {
+            // Sent before the kernel learnt of an exit: the pid's next
+            // owner; or a child whose fork event was lost (ring buffer full).
+            return;
+        }
         if !self.targets.contains_key(&pid) && self.watcher.is_some() {
             // --all: a process first seen by a mapping call.
             self.consider(pid);
@@ -1053,6 +1137,22 @@ impl Session {
     /// hooked if it is another file (the same libc stays hooked: probes are
     /// per file and process, and survive exec).
     fn on_exec(&mut self, pid: u32, exec_ns: u64) {
+        if let Some(t) = self
+            .targets
+            .get_mut(&pid)
+            .filter(|_| self.watcher.is_none())
+        {
+            // Exec keeps the start time: a process with another is the next
+            // owner of the pid, not this target (older kernels report
+            // exits without forgetting the pid).
+            if target::start_time(pid).is_some_and(|now| now != t.info.start_time) {
+                t.exited = true;
+                return;
+            }
+            // A thread that calls exec outlives the main thread, whose exit
+            // those kernels take for the process's.
+            t.exited = false;
+        }
         match drain::release_image(&mut self.probes.bpf, pid, exec_ns) {
             Ok(released) => {
                 for (key, t) in released {
@@ -1082,7 +1182,7 @@ impl Session {
             if let (Some(t), Ok(info)) = (self.targets.get_mut(&pid), target::inspect(pid)) {
                 t.info = info;
             }
-            self.attach_files(pid);
+            self.attach_files(pid, false);
             return;
         }
         let Some(t) = self.targets.get_mut(&pid) else {
@@ -1096,15 +1196,23 @@ impl Session {
             return;
         };
         for path in libraries {
-            let name = path.display().to_string();
+            // The program itself (a static one is its own allocator) is
+            // named by its path, not by /proc/PID/exe, gone with it.
+            let name = match (&t.info.exe, path == exe) {
+                (Some(program), true) => program.clone(),
+                _ => path.display().to_string(),
+            };
             let Ok(Some(file)) = self.files.open(path, name) else {
                 continue;
             };
             match self.probes.attach_allocator(Some(pid), &file) {
-                Ok(true) if !t.allocators.contains(&file.name) => {
-                    t.allocators.push(file.name.clone())
+                Ok(true) => {
+                    describe_probes(self.verbose, Path::new(&file.name), &file.points);
+                    if !t.allocators.contains(&file.name) {
+                        t.allocators.push(file.name.clone());
+                    }
                 }
-                Ok(_) => {}
+                Ok(false) => {}
                 Err(e) => crate::note(&format!("warning: pid {pid} exec'd: {e:#}")),
             }
         }
@@ -1158,11 +1266,11 @@ impl Session {
     }
 
     /// In `-- CMD` mode, stops CMD if it still runs (SIGTERM, then SIGKILL
-    /// after 2 s) and reaps it.
+    /// after 2 s) and reaps it. The processes it forked are its own.
     fn stop_child(&mut self) {
         let Some(child) = &mut self.child else { return };
         child.stop(Duration::from_secs(2));
-        for t in self.targets.values_mut() {
+        if let Some(t) = self.targets.get_mut(&child.pid) {
             t.exited = true;
         }
     }
@@ -1170,7 +1278,7 @@ impl Session {
     /// The report as of now, with the `top` first stacks.
     fn report(&mut self, cli: &Cli, top: usize) -> report::Report {
         for t in self.targets.values_mut() {
-            t.exited |= !target::is_alive(t.info.pid);
+            t.exited |= !t.info.is_alive();
         }
         // On a watched node, the processes that allocated while traced (the
         // others would only make the list long).

@@ -1,4 +1,5 @@
-//! Target processes: validating a pid, its name and executable, and its
+//! Target processes: validating a pid, its name, executable and start time
+//! (a pid given to another process later is told apart by it), and its
 //! memory mappings from `/proc/PID/maps`. Files a target maps are opened
 //! through `/proc/PID/root` so processes in other mount namespaces
 //! (containers) resolve to their own files.
@@ -17,6 +18,54 @@ pub struct TargetInfo {
     pub pid: u32,
     pub comm: String,
     pub exe: Option<String>,
+    /// When the process started (clock ticks since boot): a pid given to
+    /// another process once this one is gone has another.
+    #[serde(skip)]
+    pub start_time: u64,
+}
+
+impl TargetInfo {
+    /// Whether this process still runs: its pid exists, is no zombie, and
+    /// has not been given to another process since.
+    pub fn is_alive(&self) -> bool {
+        proc_stat(self.pid).is_some_and(|s| s.start_time == self.start_time && !s.dead())
+    }
+}
+
+/// What `/proc/PID/stat` says of a process.
+struct ProcStat {
+    comm: String,
+    state: String,
+    flags: u64,
+    start_time: u64,
+}
+
+impl ProcStat {
+    /// A zombie, or being reaped.
+    fn dead(&self) -> bool {
+        self.state == "Z" || self.state == "X"
+    }
+}
+
+/// `/proc/PID/stat` of `pid`, None if it does not exist (or is malformed).
+fn proc_stat(pid: u32) -> Option<ProcStat> {
+    parse_stat(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// "pid (comm) state ppid ... flags ... starttime ..."; comm may hold
+/// spaces and parentheses.
+fn parse_stat(stat: &str) -> Option<ProcStat> {
+    let close = stat.rfind(')')?;
+    let comm = stat[stat.find('(').map_or(0, |i| i + 1)..close].to_string();
+    let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+    // Fields after the name, from 0: state, ..., flags (6), ..., starttime (19).
+    let number = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+    Some(ProcStat {
+        comm,
+        state: fields.first()?.to_string(),
+        flags: number(6).unwrap_or(0),
+        start_time: number(19).unwrap_or(0),
+    })
 }
 
 /// Validates that `pid` is a traceable user process and describes it.
@@ -29,12 +78,12 @@ pub fn inspect(pid: u32) -> Result<TargetInfo> {
         }
         Err(e) => return Err(e).with_context(|| format!("reading /proc/{pid}/stat")),
     };
-    // /proc/PID/stat: "pid (comm) state ppid ... flags ..."; comm may hold spaces.
-    let close = stat.rfind(')').context("malformed /proc/PID/stat")?;
-    let comm = stat[stat.find('(').map_or(0, |i| i + 1)..close].to_string();
-    let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-    let state = fields.first().copied().unwrap_or("?");
-    let flags: u64 = fields.get(6).and_then(|f| f.parse().ok()).unwrap_or(0);
+    let ProcStat {
+        comm,
+        state,
+        flags,
+        start_time,
+    } = parse_stat(&stat).context("malformed /proc/PID/stat")?;
     const PF_KTHREAD: u64 = 0x0020_0000;
     if flags & PF_KTHREAD != 0 {
         bail!("pid {pid} ({comm}) is a kernel thread: it has no user-space allocator to trace");
@@ -53,36 +102,36 @@ pub fn inspect(pid: u32) -> Result<TargetInfo> {
     let exe = fs::read_link(proc_dir.join("exe"))
         .ok()
         .map(|p| p.to_string_lossy().into_owned());
-    Ok(TargetInfo { pid, comm, exe })
+    Ok(TargetInfo {
+        pid,
+        comm,
+        exe,
+        start_time,
+    })
 }
 
-/// Whether the process still exists (and is not a zombie).
+/// Whether the process `pid` still exists (and is not a zombie), whichever
+/// process has that pid now (see [`TargetInfo::is_alive`]).
 pub fn is_alive(pid: u32) -> bool {
-    state(pid).is_some_and(|s| s != 'Z' && s != 'X')
+    proc_stat(pid).is_some_and(|s| !s.dead())
+}
+
+/// When `pid` started (clock ticks since boot), if it exists.
+pub fn start_time(pid: u32) -> Option<u64> {
+    proc_stat(pid).map(|s| s.start_time)
 }
 
 /// The process's state letter in /proc/PID/stat (R, S, T, Z, ...), None
 /// when it is gone.
 pub fn state(pid: u32) -> Option<char> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let i = stat.rfind(')')?;
-    stat[i + 1..].split_whitespace().next()?.chars().next()
+    proc_stat(pid)?.state.chars().next()
 }
 
 /// Whether the process is exiting (or gone): its cgroup then already reads
 /// as the root on cgroup v1, so what /proc says of it is no longer its own.
 pub fn is_exiting(pid: u32) -> bool {
     const PF_EXITING: u64 = 0x4;
-    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return true;
-    };
-    let Some(close) = stat.rfind(')') else {
-        return true;
-    };
-    let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-    let state = fields.first().copied().unwrap_or("X");
-    let flags: u64 = fields.get(6).and_then(|f| f.parse().ok()).unwrap_or(0);
-    state == "Z" || state == "X" || flags & PF_EXITING != 0
+    proc_stat(pid).is_none_or(|s| s.dead() || s.flags & PF_EXITING != 0)
 }
 
 /// Resident memory of a process from `/proc/PID/status`: (RSS, anonymous
@@ -239,9 +288,27 @@ mod tests {
     }
 
     #[test]
+    fn parses_stat_with_odd_names() {
+        let line = "42 (a) b (c)) S 1 42 42 0 -1 4194560 10 0 0 0 1 2 0 0 20 0 1 0 123456 \
+                    2000 100 18446744073709551615";
+        let s = parse_stat(line).unwrap();
+        assert_eq!(
+            (s.comm.as_str(), s.state.as_str(), s.flags, s.start_time),
+            ("a) b (c)", "S", 4194560, 123456)
+        );
+        assert!(!s.dead());
+    }
+
+    #[test]
     fn inspects_self_and_rejects_missing_pid() {
         let me = inspect(std::process::id()).unwrap();
         assert!(!me.comm.is_empty());
+        assert!(me.start_time > 0 && me.is_alive());
+        let reused = TargetInfo {
+            start_time: me.start_time + 1,
+            ..me.clone()
+        };
+        assert!(!reused.is_alive(), "another start time is another process");
         let err = inspect(u32::MAX - 1).unwrap_err().to_string();
         assert!(err.contains("does not exist"), "{err}");
     }

@@ -56,12 +56,15 @@ pub fn run(args: TestArgs) -> Result<()> {
 /// the workloads, tmux is the real terminal of the live-view test, go runs
 /// `go tool pprof` on memtrace's pprof output, promtool (`promtool check
 /// metrics`, from Debian's `prometheus` package, which also installs the
-/// Prometheus server) checks the agent's /metrics exposition.
-const TEST_TOOLS: [(&str, &str); 4] = [
+/// Prometheus server) checks the agent's /metrics exposition, bpftool lists
+/// the kernel's BPF programs and links (nothing of memtrace may be left
+/// once it is gone).
+const TEST_TOOLS: [(&str, &str); 5] = [
     ("gcc", "gcc"),
     ("tmux", "tmux"),
     ("go", "golang-go"),
     ("promtool", "prometheus"),
+    ("bpftool", "bpftool"),
 ];
 
 /// Libraries the allocator tests link or load (tests/runtimes.rs), by

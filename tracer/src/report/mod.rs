@@ -223,6 +223,10 @@ pub struct Losses {
     /// Addresses handed out again while still recorded live: a free was
     /// missed (an unprobed path); the old block was counted as freed.
     pub address_reused: u64,
+    /// Processes forked by targets that could not be followed: the kernel's
+    /// target table was full.
+    #[serde(default)]
+    pub targets_full: u64,
 }
 
 impl Losses {
@@ -236,6 +240,7 @@ impl Losses {
             ("inflight_full", self.inflight_full),
             ("ring_buffer_full", self.ring_buffer_full),
             ("address_reused", self.address_reused),
+            ("targets_full", self.targets_full),
         ]
         .into_iter()
         .filter(|(_, v)| *v > 0)
@@ -466,6 +471,7 @@ pub fn build(ctx: ReportContext<'_>, agg: &Aggregator, symbolizer: &mut Symboliz
             inflight_full: stat(Stat::InFlightFull),
             ring_buffer_full: stat(Stat::RingBufFull),
             address_reused: stat(Stat::AddressReused),
+            targets_full: stat(Stat::TargetsFull),
         },
         counters: Counters {
             free_unknown: stat(Stat::FreeUnknown),
