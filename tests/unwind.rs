@@ -245,4 +245,9 @@ fn command_is_walked_from_its_first_allocation() {
     let ctx = report.describe();
     assert_deep_leak(&report, &ctx);
     assert_eq!(unwind_field(&report, "frames_without_table"), 0, "{ctx}");
+    // Its tables went with it: no process mapped its files any more.
+    let built = tables_field(&report, "files_with_tables");
+    assert!(built >= 3, "{ctx}");
+    assert_eq!(tables_field(&report, "files_dropped"), built, "{ctx}");
+    assert!(tables_field(&report, "rows") > 10_000, "{ctx}");
 }

@@ -60,17 +60,22 @@ struct Extent {
     len: u32,
 }
 
-/// What the tables cost and where they fell short, for the report.
+/// What the tables cost and where they fell short over the run, for the
+/// report.
 #[derive(Clone, Copy, Debug, Default, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct UnwindStats {
-    /// Files whose frames are stepped through their table.
+    /// Files whose frames were stepped through their table.
     pub files_with_tables: u64,
     /// Files stepped by frame pointer because their code keeps them.
     pub files_with_frame_pointers: u64,
     /// Files with no usable table (none in the file, unreadable, or no
     /// room left): stepped by frame pointer.
     pub files_without_tables: u64,
-    /// Rows loaded into the kernel now.
+    /// Files whose tables were dropped: no traced process mapped them any
+    /// more.
+    #[serde(default)]
+    pub files_dropped: u64,
+    /// The most rows loaded into the kernel at once (8 bytes each).
     pub rows: u64,
     /// Mappings left out because a process had more than the walker keeps.
     pub mappings_dropped: u64,
@@ -206,8 +211,7 @@ pub struct Unwinder {
     /// What each process was last given: its files and mappings.
     processes: HashMap<u32, (Vec<FileKey>, Vec<UnwindMapping>)>,
     next_id: u32,
-    mappings_dropped: u64,
-    processes_without_tables: u64,
+    stats: UnwindStats,
 }
 
 impl Unwinder {
@@ -232,8 +236,7 @@ impl Unwinder {
             files: HashMap::new(),
             processes: HashMap::new(),
             next_id: 1,
-            mappings_dropped: 0,
-            processes_without_tables: 0,
+            stats: UnwindStats::default(),
         })
     }
 
@@ -269,7 +272,7 @@ impl Unwinder {
         }
         mappings.sort_by_key(|m| m.start);
         if mappings.len() > UNWIND_MAX_MAPPINGS {
-            self.mappings_dropped += (mappings.len() - UNWIND_MAX_MAPPINGS) as u64;
+            self.stats.mappings_dropped += (mappings.len() - UNWIND_MAX_MAPPINGS) as u64;
             mappings.truncate(UNWIND_MAX_MAPPINGS);
         }
         for key in &keys {
@@ -294,7 +297,7 @@ impl Unwinder {
         };
         value.mappings[..mappings.len()].copy_from_slice(&mappings);
         if self.procs.insert(pid, value, 0).is_err() {
-            self.processes_without_tables += 1;
+            self.stats.processes_without_tables += 1;
         }
     }
 
@@ -308,20 +311,7 @@ impl Unwinder {
     }
 
     pub fn stats(&self) -> UnwindStats {
-        let mut s = UnwindStats {
-            rows: self.rows.free.used(),
-            mappings_dropped: self.mappings_dropped,
-            processes_without_tables: self.processes_without_tables,
-            ..UnwindStats::default()
-        };
-        for f in self.files.values() {
-            match (f.rows, f.frame_pointers && self.mode == Unwind::Auto) {
-                (Some(_), _) => s.files_with_tables += 1,
-                (None, true) => s.files_with_frame_pointers += 1,
-                (None, false) => s.files_without_tables += 1,
-            }
-        }
-        s
+        self.stats
     }
 
     fn release_files(&mut self, keys: &[FileKey]) {
@@ -333,6 +323,7 @@ impl Unwinder {
             if f.users > 0 {
                 continue;
             }
+            self.stats.files_dropped += 1;
             let f = self.files.remove(key).expect("present");
             for page in &f.pages {
                 let _ = self.pages.remove(page);
@@ -374,6 +365,13 @@ impl Unwinder {
                     file.pages = load_pages(&mut self.pages, id, &table.rows, extent);
                 }
             }
+            let s = &mut self.stats;
+            match (file.rows, file.frame_pointers && !wanted) {
+                (Some(_), _) => s.files_with_tables += 1,
+                (None, true) => s.files_with_frame_pointers += 1,
+                (None, false) => s.files_without_tables += 1,
+            }
+            s.rows = s.rows.max(self.rows.free.used());
             e.insert(file);
         }
         self.files.get(key)
