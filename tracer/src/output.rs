@@ -11,6 +11,7 @@ use anyhow::{Context, Result};
 
 use crate::{
     cli::{Format, OutputArgs},
+    outfile,
     report::{self, diff::Diff, Report},
 };
 
@@ -43,8 +44,8 @@ pub fn plan(args: &OutputArgs, diff: bool) -> Result<Vec<Output>, String> {
                 .or_else(|| from_extension(path))
                 .ok_or_else(|| {
                     format!(
-                        "cannot tell the format of {} from its extension (.json, .svg, .folded, \
-                     .txt, .pb.gz): add --format",
+                        "--output {}: cannot tell the format from its extension (.json, .svg, \
+                         .folded, .txt, .pb.gz): add --format",
                         path.display()
                     )
                 })?;
@@ -97,12 +98,12 @@ fn format_name(format: Format) -> &'static str {
     }
 }
 
-/// Creates (truncates) every output file now, so one that cannot be written
-/// is found out before tracing, not after.
-pub fn create_files(outputs: &[Output]) -> Result<()> {
+/// Checks every output file now, so one that cannot be written is found
+/// out before tracing, not after (see [`outfile::check`]; nothing is
+/// written or truncated yet).
+pub fn check_files(outputs: &[Output]) -> Result<()> {
     for path in outputs.iter().filter_map(|o| o.path.as_ref()) {
-        std::fs::File::create(path)
-            .with_context(|| format!("cannot write the report to {}", path.display()))?;
+        outfile::check(path)?;
     }
     Ok(())
 }
@@ -157,11 +158,12 @@ pub fn write_diff(diff: &Diff, title: &str, outputs: &[Output], args: &OutputArg
     Ok(())
 }
 
-/// Writes to a file, or to stdout (a reader that went away, as with
-/// `| head`, is not an error).
+/// Writes to a file (atomically, never through a link another user
+/// planted: see [`outfile`]), or to stdout (a reader that went away, as
+/// with `| head`, is not an error).
 pub fn write(path: Option<&Path>, bytes: &[u8]) -> Result<()> {
     match path {
-        Some(path) => std::fs::write(path, bytes)
+        Some(path) => outfile::write(path, bytes)
             .with_context(|| format!("writing the report to {}", path.display())),
         None => {
             let mut out = std::io::stdout().lock();

@@ -1,0 +1,208 @@
+//! Hardening: memtrace under bad input and hostile neighbours, with real
+//! processes and real BPF.
+//! - `--pid` of a kernel thread and of a zombie are one-line errors naming
+//!   the pid and what it is (bad option values: tests/semantics.rs; a
+//!   target without an allocator: the same file);
+//! - reports never go through a link another user planted: one found at
+//!   start is an error before anything is traced; one planted at the
+//!   report's name while tracing is replaced by the report (renamed over
+//!   it), a hard link too, and their targets stay as they were; no
+//!   temporary file is left behind.
+
+use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use memtrace_integration::{compile_c, run_memtrace, scratch_dir, secs, trace_pid, Workload};
+
+/// The kernel's flag for kernel threads in /proc/PID/stat.
+const PF_KTHREAD: u64 = 0x0020_0000;
+/// What an unprivileged user is here: nobody.
+const NOBODY: u32 = 65534;
+
+/// Fields of /proc/PID/stat after the command: (state, flags).
+fn stat_of(pid: u32) -> Option<(String, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
+    Some((fields.first()?.to_string(), fields.get(6)?.parse().ok()?))
+}
+
+#[test]
+fn kernel_thread_pid_is_an_error() {
+    let kthread = (2..1000)
+        .find(|&pid| stat_of(pid).is_some_and(|(_, flags)| flags & PF_KTHREAD != 0))
+        .expect("a kernel thread among pids 2..1000 (kthreadd is 2)");
+    let pid = kthread.to_string();
+    let out = run_memtrace(&["--pid", pid.as_str(), "--duration", "2s"], secs(30));
+    out.one_line_error(None, &[pid.as_str(), "is a kernel thread"]);
+}
+
+#[test]
+fn zombie_pid_is_an_error() {
+    // sh forks `true` and becomes `sleep`, which never reaps it.
+    let mut parent = Workload::spawn(
+        Path::new("/bin/sh"),
+        &["-c", "true & echo $!; exec sleep 60"],
+    );
+    let line = parent.next_line(secs(10));
+    let zombie: u32 = line
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("sh printed {line:?}, expected the child's pid"));
+    let deadline = std::time::Instant::now() + secs(10);
+    while stat_of(zombie).is_none_or(|(state, _)| state != "Z") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pid {zombie} did not become a zombie: {:?}",
+            stat_of(zombie)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let pid = zombie.to_string();
+    let out = run_memtrace(&["--pid", pid.as_str(), "--duration", "2s"], secs(30));
+    out.one_line_error(None, &[pid.as_str(), "zombie"]);
+}
+
+/// leak_signal.c, as run here: 20 blocks of 1000 bytes from leak_fixed.
+const LINK_LEAKS: u64 = 20;
+const LINK_LEAK_SIZE: u64 = 1000;
+
+/// A directory of its own for `uid`, as a user would have.
+fn user_dir(parent: &Path, uid: u32) -> PathBuf {
+    let dir = parent.join("user");
+    std::fs::create_dir(&dir).expect("create the user's directory");
+    std::os::unix::fs::chown(&dir, Some(uid), Some(uid)).expect("chown the user's directory");
+    dir
+}
+
+/// A symlink at `link` to `target`, owned by `uid` (as if `uid` made it).
+fn plant_symlink(target: &Path, link: &Path, uid: u32) {
+    symlink(target, link).expect("plant a symlink");
+    std::os::unix::fs::lchown(link, Some(uid), Some(uid)).expect("chown the symlink");
+}
+
+/// Files of root's that the planted links point at, with their content.
+fn victims(parent: &Path) -> Vec<(PathBuf, &'static str)> {
+    let dir = parent.join("root-only");
+    std::fs::create_dir(&dir).expect("create root's directory");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).expect("chmod 700");
+    let files = vec![
+        (dir.join("victim"), "root's file\n"),
+        (dir.join("hard-victim"), "root's other file\n"),
+    ];
+    for (path, content) in &files {
+        std::fs::write(path, content).expect("write a victim file");
+    }
+    files
+}
+
+#[track_caller]
+fn assert_untouched(victims: &[(PathBuf, &str)]) {
+    for (path, content) in victims {
+        let now = std::fs::read_to_string(path).expect("read a victim file");
+        assert_eq!(
+            &now,
+            content,
+            "{} was written through a planted link",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn planted_link_at_start_is_refused_before_tracing() {
+    let dir = scratch_dir("planted-at-start");
+    let victims = victims(&dir);
+    let user = user_dir(&dir, NOBODY);
+    let out_json = user.join("out.json");
+    plant_symlink(&victims[0].0, &out_json, NOBODY);
+    let arg = out_json.to_str().expect("utf-8 scratch path");
+    let out = run_memtrace(&["--duration", "30s", "-o", arg, "--", "true"], secs(30));
+    out.one_line_error(None, &[arg, "symbolic link owned by uid 65534"]);
+    assert!(
+        out.elapsed < secs(5),
+        "the link should be refused before tracing, not after --duration 30s\n{}",
+        out.describe()
+    );
+    assert_untouched(&victims);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn links_planted_while_tracing_are_replaced_not_followed() {
+    let dir = scratch_dir("planted-while-tracing");
+    let victims = victims(&dir);
+    let user = user_dir(&dir, NOBODY);
+    let (json, svg) = (user.join("late.json"), user.join("late.svg"));
+    let mut workload = Workload::spawn(
+        &compile_c("leak_signal"),
+        &[
+            LINK_LEAKS.to_string(),
+            LINK_LEAK_SIZE.to_string(),
+            "10000".into(),
+        ],
+    );
+    workload.expect_line("ready", secs(10));
+    let tracer = trace_pid(
+        workload.pid(),
+        &[
+            "--duration",
+            "3s",
+            "--interval",
+            "1s",
+            "-o",
+            json.to_str().expect("utf-8 path"),
+            "-o",
+            svg.to_str().expect("utf-8 path"),
+        ],
+    );
+    // After memtrace checked its outputs: the user plants a symlink and a
+    // hard link at their names.
+    plant_symlink(&victims[0].0, &json, NOBODY);
+    std::fs::hard_link(&victims[1].0, &svg).expect("plant a hard link");
+    workload.signal(libc::SIGUSR1);
+    workload.expect_line("done", secs(10));
+    let out = tracer.finish(secs(60));
+    out.assert_success();
+    assert_untouched(&victims);
+    for path in [&json, &svg] {
+        let meta = std::fs::symlink_metadata(path).expect("the report exists");
+        assert!(
+            meta.is_file() && meta.nlink() == 1 && meta.uid() == 0,
+            "{} should be root's own new file (a regular file, one link), not the planted \
+             link: {meta:?}\n{}",
+            path.display(),
+            out.describe()
+        );
+    }
+    assert_eq!(
+        std::fs::metadata(&victims[1].0)
+            .expect("hard victim")
+            .nlink(),
+        1,
+        "the hard link's name now holds the report: the victim has its own name only"
+    );
+    let report = out.report_from(&std::fs::read_to_string(&json).expect("read the report"));
+    let s = report.stack_of("leak_fixed");
+    assert_eq!(
+        (s.outstanding_bytes, s.outstanding_allocations),
+        (LINK_LEAKS * LINK_LEAK_SIZE, LINK_LEAKS),
+        "leak_fixed in the report written over the planted link\n{}",
+        report.describe()
+    );
+    let svg_text = std::fs::read_to_string(&svg).expect("read the flamegraph");
+    assert!(
+        svg_text.contains("<svg") && svg_text.contains("leak_fixed"),
+        "late.svg should be the flamegraph naming leak_fixed"
+    );
+    let mut names: Vec<String> = std::fs::read_dir(&user)
+        .expect("list the user's directory")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["late.json", "late.svg"],
+        "only the reports: no temporary file left behind"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
