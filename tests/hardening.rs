@@ -7,12 +7,19 @@
 //!   start is an error before anything is traced; one planted at the
 //!   report's name while tracing is replaced by the report (renamed over
 //!   it), a hard link too, and their targets stay as they were; no
-//!   temporary file is left behind.
+//!   temporary file is left behind;
+//! - reports hold addresses, sizes and symbols, never memory: a workload
+//!   whose leaked blocks and mapping are full of a secret
+//!   (secret_leak.c) is reported with its exact bytes, and the secret
+//!   appears in no output format (text, JSON, SVG, folded, pprof), neither
+//!   as text nor as hex (the agent's reports are these same files).
 
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use memtrace_integration::{compile_c, run_memtrace, scratch_dir, secs, trace_pid, Workload};
+use memtrace_integration::{
+    compile_c, run_memtrace, scratch_dir, secs, trace_pid, Workload, CMD_TIMEOUT,
+};
 
 /// The kernel's flag for kernel threads in /proc/PID/stat.
 const PF_KTHREAD: u64 = 0x0020_0000;
@@ -204,5 +211,102 @@ fn links_planted_while_tracing_are_replaced_not_followed() {
         ["late.json", "late.svg"],
         "only the reports: no temporary file left behind"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// secret_leak.c: its secret, and what it leaks.
+const SECRET: &str = "MEMTRACE-SECRET-5f0c2e91";
+const SECRET_HOLDS: u64 = 40;
+const SECRET_HOLD_SIZE: u64 = 4096;
+const SECRET_MAP_SIZE: u64 = 64 * 1024;
+
+/// The secret's bytes in lower- and upper-case hex.
+fn secret_hex() -> [String; 2] {
+    let hex: String = SECRET.bytes().map(|b| format!("{b:02x}")).collect();
+    [hex.clone(), hex.to_uppercase()]
+}
+
+#[test]
+fn reports_hold_no_memory_contents() {
+    let exe = compile_c("secret_leak");
+    let dir = scratch_dir("secret");
+    let files = ["r.json", "r.svg", "r.folded", "r.pb.gz"].map(|f| dir.join(f));
+    // Formats from the extensions (JSON_ARGS would make them all JSON).
+    let mut args: Vec<std::ffi::OsString> = vec!["--interval".into(), "1s".into()];
+    for f in &files {
+        args.extend(["-o".into(), f.clone().into_os_string()]);
+    }
+    args.extend(["--".into(), exe.clone().into_os_string()]);
+    run_memtrace(&args, CMD_TIMEOUT).assert_success();
+    let text = run_memtrace(
+        &[
+            std::ffi::OsStr::new("--format"),
+            "text".as_ref(),
+            "--".as_ref(),
+            exe.as_os_str(),
+        ],
+        CMD_TIMEOUT,
+    );
+    text.assert_success();
+
+    let json = std::fs::read_to_string(&files[0]).expect("the JSON report");
+    let report = text.report_from(&json);
+    let held = report.stack_of("hold_secret");
+    assert_eq!(
+        (
+            held.kind.as_str(),
+            held.outstanding_bytes,
+            held.outstanding_allocations
+        ),
+        ("heap", SECRET_HOLDS * SECRET_HOLD_SIZE, SECRET_HOLDS),
+        "hold_secret: the secret's blocks are traced\n{}",
+        report.describe()
+    );
+    let mapped = report.stack_of("map_secret");
+    assert_eq!(
+        (mapped.kind.as_str(), mapped.outstanding_bytes),
+        ("mmap", SECRET_MAP_SIZE),
+        "map_secret: the secret's mapping is traced\n{}",
+        report.describe()
+    );
+    assert!(
+        text.stdout.contains("hold_secret"),
+        "the text report names hold_secret\n{}",
+        text.describe()
+    );
+
+    let pprof = std::process::Command::new("gzip")
+        .arg("-dc")
+        .arg(&files[3])
+        .output()
+        .expect("gzip -dc the pprof profile");
+    assert!(pprof.status.success() && !pprof.stdout.is_empty());
+    let mut outputs: Vec<(String, Vec<u8>)> = files[..3]
+        .iter()
+        .map(|f| {
+            (
+                f.display().to_string(),
+                std::fs::read(f).expect("an output"),
+            )
+        })
+        .collect();
+    outputs.push(("pprof (decompressed)".into(), pprof.stdout));
+    outputs.push(("text on stdout".into(), text.stdout.clone().into_bytes()));
+    outputs.push((
+        "stderr of both runs".into(),
+        text.stderr.clone().into_bytes(),
+    ));
+    let mut needles = vec![SECRET.to_string()];
+    needles.extend(secret_hex());
+    // Any 8 bytes of it would be a leak of memory too.
+    needles.extend((0..=SECRET.len() - 8).map(|i| SECRET[i..i + 8].to_string()));
+    for (name, bytes) in &outputs {
+        for needle in &needles {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                "{name} contains {needle:?}: memory contents in a report"
+            );
+        }
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -232,6 +232,8 @@ pub enum Subcommands {
     curl -X POST 'localhost:9464/trace?pid=1234&duration=1m&format=svg' a flamegraph
 
 Off loopback every endpoint but /healthz needs `Authorization: Bearer TOKEN`.
+Clients are bounded: 10 s to send a request's head, 16 KiB of head, no body
+over 1 KiB, 64 connections (16 per address), 20 requests per second.
 Each trace runs as a child `memtrace --pid PID` (what an engineer would run by
 hand); an incident is a directory under --reports-dir holding incident.json,
 report.json, flamegraph.svg and profile.pb.gz. NODE_NAME (or the host name)
