@@ -17,7 +17,7 @@ use std::{
     collections::VecDeque,
     ffi::{OsStr, OsString},
     fs,
-    io::{ErrorKind, Write},
+    io::{self, ErrorKind, Write},
     os::{fd::OwnedFd, unix::fs::MetadataExt},
     path::{Component, Path, PathBuf},
     sync::atomic::{AtomicU64, Ordering},
@@ -54,15 +54,17 @@ pub fn check(path: &Path) -> Result<()> {
     }
 }
 
-/// Writes `bytes` to `path` as the module says: a regular file atomically,
-/// a device or pipe in place.
-pub fn write(path: &Path, bytes: &[u8]) -> Result<()> {
+/// Writes what `fill` writes to `path` as the module says: a regular file
+/// atomically, a device or pipe in place.
+pub fn write(path: &Path, fill: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> Result<()> {
     match resolve(path, true)? {
         Destination::File { dir, name } => {
             let dirfd = open_dir(&dir)?;
             let (file, temp) = create_temp(&dirfd, &dir, &name)?;
-            let mut file = fs::File::from(file);
-            let written = file.write_all(bytes).and_then(|()| file.sync_all());
+            let mut out = io::BufWriter::new(fs::File::from(file));
+            let written = fill(&mut out)
+                .and_then(|()| out.into_inner().map_err(io::IntoInnerError::into_error))
+                .and_then(|file| file.sync_all());
             let renamed = written.and_then(|()| {
                 rustix::fs::renameat(&dirfd, &temp, &dirfd, &name).map_err(Into::into)
             });
@@ -75,8 +77,9 @@ pub fn write(path: &Path, bytes: &[u8]) -> Result<()> {
             let flags = OFlags::WRONLY | OFlags::CLOEXEC | OFlags::NOCTTY;
             let fd = rustix::fs::open(&target, flags, Mode::empty())
                 .with_context(|| format!("opening {}", target.display()))?;
-            fs::File::from(fd)
-                .write_all(bytes)
+            let mut out = io::BufWriter::new(fs::File::from(fd));
+            fill(&mut out)
+                .and_then(|()| out.flush())
                 .with_context(|| format!("writing {}", path.display()))
         }
     }
@@ -243,7 +246,7 @@ mod tests {
         let out = dir.join("r.json");
         fs::write(&out, "old").unwrap();
         let inode = fs::metadata(&out).unwrap().ino();
-        write(&out, b"new").unwrap();
+        write(&out, |w| w.write_all(b"new")).unwrap();
         assert_eq!(fs::read_to_string(&out).unwrap(), "new");
         assert_ne!(
             fs::metadata(&out).unwrap().ino(),
@@ -296,7 +299,7 @@ mod tests {
             fs::write(dir.join("real/kept"), "kept").unwrap();
             fs::remove_file(dir.join("theirs.json")).unwrap();
             plant("real/kept", "theirs.json");
-            write(&dir.join("theirs.json"), b"report").unwrap();
+            write(&dir.join("theirs.json"), |w| w.write_all(b"report")).unwrap();
             assert_eq!(fs::read_to_string(dir.join("real/kept")).unwrap(), "kept");
             assert!(fs::symlink_metadata(dir.join("theirs.json"))
                 .unwrap()
@@ -315,7 +318,7 @@ mod tests {
             resolve(Path::new("/dev/null"), false).unwrap(),
             Destination::Stream("/dev/null".into())
         );
-        write(Path::new("/dev/null"), b"report").unwrap();
+        write(Path::new("/dev/null"), |w| w.write_all(b"report")).unwrap();
         fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -330,7 +333,7 @@ mod tests {
             resolve(&path, false).unwrap(),
             Destination::Stream(_)
         ));
-        write(&path, b"hello").unwrap();
+        write(&path, |w| w.write_all(b"hello")).unwrap();
         let mut buf = [0u8; 5];
         rustix::io::read(&reader, &mut buf).unwrap();
         assert_eq!(&buf, b"hello");

@@ -130,12 +130,15 @@ pub fn stacks_needed(args: &OutputArgs, outputs: &[Output]) -> usize {
     }
 }
 
-/// Renders the report into every output.
+/// Renders the report into every output (JSON streamed into it).
 pub fn write_report(report: &Report, outputs: &[Output], args: &OutputArgs) -> Result<()> {
     for o in outputs {
         let bytes = match o.format {
             Format::Text => report::text::render(report, args.text_top()).into_bytes(),
-            Format::Json => report::json::render(report).into_bytes(),
+            Format::Json => {
+                write_with(o.path.as_deref(), |out| report::json::write(report, out))?;
+                continue;
+            }
             Format::Svg => report::svg::render(report, args.weight)?,
             Format::Folded => report::folded::render(report, args.weight).into_bytes(),
             Format::Pprof => report::pprof::render(report)?,
@@ -162,12 +165,21 @@ pub fn write_diff(diff: &Diff, title: &str, outputs: &[Output], args: &OutputArg
 /// planted: see [`outfile`]), or to stdout (a reader that went away, as
 /// with `| head`, is not an error).
 pub fn write(path: Option<&Path>, bytes: &[u8]) -> Result<()> {
+    write_with(path, |out| out.write_all(bytes))
+}
+
+/// Like [`write`], with what `fill` writes into the file or stdout
+/// (buffered).
+pub fn write_with(
+    path: Option<&Path>,
+    fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> Result<()> {
     match path {
-        Some(path) => outfile::write(path, bytes)
+        Some(path) => outfile::write(path, fill)
             .with_context(|| format!("writing the report to {}", path.display())),
         None => {
-            let mut out = std::io::stdout().lock();
-            match out.write_all(bytes).and_then(|()| out.flush()) {
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            match fill(&mut out).and_then(|()| out.flush()) {
                 Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
                 r => r.context("writing the report"),
             }

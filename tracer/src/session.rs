@@ -191,8 +191,8 @@ pub async fn run(cli: Cli, child: Option<HeldChild>) -> Result<()> {
         processes_dropped: 0,
         child,
         stacks: StackCache::default(),
-        agg: Aggregator::new(MAX_SAMPLES, min_gap(&cli)),
-        mappings: MappingTracker::default(),
+        agg: Aggregator::new(MAX_SAMPLES, cli.max_stacks as usize, min_gap(&cli)),
+        mappings: MappingTracker::new(cli.max_live as usize),
         symbolizer: Symbolizer::new(),
         stats: [0; STAT_COUNT as usize],
         loader_mappings: 0,
@@ -746,6 +746,23 @@ impl Session {
         Ok(())
     }
 
+    /// Whether a new stack gets a series: when the table is full, the series
+    /// holding nothing make room (see [`Aggregator::make_room`]).
+    fn room_for_a_stack(&mut self) -> bool {
+        if !self.agg.is_full() {
+            return true;
+        }
+        // Mapping series get their totals at each sample: what an evicted
+        // one counted since must be in it.
+        for (stack, totals) in self.mappings.totals() {
+            self.agg.update(stack, *totals);
+        }
+        if let Some(remap) = self.agg.make_room(|| self.mappings.stacks_in_use()) {
+            self.mappings.follow(&remap);
+        }
+        !self.agg.is_full()
+    }
+
     /// Refreshes mappings of live targets and notes exits; on a watched
     /// node, looks at processes that exec'd lately and, now and then, at
     /// every process. True once every given target has exited.
@@ -820,13 +837,6 @@ impl Session {
                     continue;
                 }
             }
-            let stack = match self.agg.heap_stack(&key) {
-                Some(i) => i,
-                None => {
-                    let frames = self.stacks.frames(&self.probes.bpf, key.stack_id)?.to_vec();
-                    self.agg.intern_heap(key, &frames)
-                }
-            };
             let totals = match self.exec_released.get(&key) {
                 // Blocks an exec'd image left behind count as released.
                 Some(r) => StackTotals {
@@ -843,6 +853,18 @@ impl Session {
                     unbiased
                 }
                 None => totals,
+            };
+            let stack = match self.agg.heap_stack(&key) {
+                Some(i) => i,
+                None if self.agg.is_dormant(&key, &totals) => continue,
+                None if !self.room_for_a_stack() => {
+                    self.agg.refuse(Some((key, totals)));
+                    continue;
+                }
+                None => {
+                    let frames = self.stacks.frames(&self.probes.bpf, key.stack_id)?.to_vec();
+                    self.agg.intern_heap(key, &frames)
+                }
             };
             self.agg.update(stack, totals);
         }
@@ -951,11 +973,18 @@ impl Session {
                         return;
                     }
                 };
-                let stack = self.agg.intern(StackIdentity {
+                let identity = StackIdentity {
                     pid,
                     kind: StackKind::Mmap,
                     frames,
-                });
+                };
+                if !self.agg.is_interned(&identity) && !self.room_for_a_stack() {
+                    self.agg.refuse(None);
+                    // What it maps over is replaced all the same.
+                    self.mappings.unmap(pid, e.addr, e.len);
+                    return;
+                }
+                let stack = self.agg.intern(identity);
                 self.mappings
                     .mmap(pid, e.addr, e.len, stack, e.timestamp_ns);
             }
@@ -1120,6 +1149,7 @@ impl Session {
             stats: &self.stats,
             loader_mappings: self.loader_mappings,
             processes_dropped: self.processes_dropped,
+            mapping_table_full: self.mappings.table_full,
             top,
             sort: cli.sort,
             min_age_secs: cli.min_age_secs(),

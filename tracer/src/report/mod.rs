@@ -202,6 +202,15 @@ pub struct Losses {
     /// Addresses handed out again while still recorded live: a free was
     /// missed (an unprobed path); the old block was counted as freed.
     pub address_reused: u64,
+    /// New stacks that got no series: memtrace's table of stacks
+    /// (`--max-stacks`) was full of stacks holding memory. Their bytes are
+    /// in the totals, under no stack.
+    #[serde(default)]
+    pub series_full: u64,
+    /// Anonymous mappings not recorded: the table of live mappings
+    /// (`--max-live`) was full.
+    #[serde(default)]
+    pub mapping_table_full: u64,
 }
 
 impl Losses {
@@ -215,6 +224,8 @@ impl Losses {
             ("inflight_full", self.inflight_full),
             ("ring_buffer_full", self.ring_buffer_full),
             ("address_reused", self.address_reused),
+            ("series_full", self.series_full),
+            ("mapping_table_full", self.mapping_table_full),
         ]
         .into_iter()
         .filter(|(_, v)| *v > 0)
@@ -246,6 +257,11 @@ pub struct Counters {
     /// (kernel tables, series, mappings): what keeps a busy node bounded.
     #[serde(default)]
     pub processes_dropped: u64,
+    /// Stack series dropped while they held nothing, to keep memtrace's
+    /// table of stacks within `--max-stacks` (what they counted stays in
+    /// the totals; a heap stack that allocates again gets a new series).
+    #[serde(default)]
+    pub stacks_evicted: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -302,6 +318,7 @@ pub struct ReportContext<'a> {
     pub stats: &'a [u64],
     pub loader_mappings: u64,
     pub processes_dropped: u64,
+    pub mapping_table_full: u64,
     pub top: usize,
     pub sort: SortBy,
     pub min_age_secs: Option<f64>,
@@ -399,6 +416,16 @@ pub fn build(ctx: ReportContext<'_>, agg: &Aggregator, symbolizer: &mut Symboliz
         totals.stacks += 1;
         totals.stacks_holding_memory += u64::from(s.outstanding_bytes() > 0);
     }
+    let departed = agg.departed();
+    let d = departed.totals;
+    totals.outstanding_bytes += d.allocated_bytes.saturating_sub(d.freed_bytes);
+    totals.outstanding_allocations += d.allocations.saturating_sub(d.frees);
+    totals.allocations += d.allocations;
+    totals.frees += d.frees;
+    totals.allocated_bytes += d.allocated_bytes;
+    totals.freed_bytes += d.freed_bytes;
+    totals.stacks += departed.stacks;
+    totals.stacks_holding_memory += departed.holding_memory;
     let ranked = rank(agg, ctx.sort, ctx.min_age_secs);
     let mut targets = ctx.targets;
     let mut per_pid: HashMap<u32, (u64, u64, u64)> = HashMap::new();
@@ -439,6 +466,8 @@ pub fn build(ctx: ReportContext<'_>, agg: &Aggregator, symbolizer: &mut Symboliz
             inflight_full: stat(Stat::InFlightFull),
             ring_buffer_full: stat(Stat::RingBufFull),
             address_reused: stat(Stat::AddressReused),
+            series_full: agg.series_full,
+            mapping_table_full: ctx.mapping_table_full,
         },
         counters: Counters {
             free_unknown: stat(Stat::FreeUnknown),
@@ -448,6 +477,7 @@ pub fn build(ctx: ReportContext<'_>, agg: &Aggregator, symbolizer: &mut Symboliz
             reservations: stat(Stat::Reservation),
             nested_calls: stat(Stat::NestedCall),
             processes_dropped: ctx.processes_dropped,
+            stacks_evicted: agg.evicted,
         },
         oom_kills: ctx.oom_kills,
         overhead: ctx.overhead,
