@@ -2,7 +2,9 @@
 //! the process whose memory keeps growing, traces it, writes incidents whose
 //! top stack names the leaking function, keeps its retention limits, serves
 //! metrics promtool accepts, guards its HTTP surface (bearer token off
-//! loopback, incident ids that cannot become paths, on-demand traces), and
+//! loopback, incident ids that cannot become paths, on-demand traces;
+//! limits: a slow head is cut off at the header read timeout, large bodies
+//! and heads are refused, connections and request rates are bounded), and
 //! traces a process that comes back where the OOM killer struck.
 //!
 //! Each test's agent watches only its own workloads (`--comm`), so tests
@@ -483,6 +485,170 @@ fn http_surface_needs_a_token_off_loopback_and_refuses_paths() {
         stopping.elapsed()
     );
     drop(stuck);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The HTTP limits of tracer/src/agent/http.rs.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+const MAX_CONNECTIONS: usize = 64;
+const MAX_CONNECTIONS_PER_CLIENT: usize = 16;
+const RATE_PER_SEC: f64 = 20.0;
+const RATE_BURST: usize = 50;
+
+/// Writes `head` byte by byte, one every 200 ms (again and again if
+/// `repeat`, else once), until the server closes the connection; returns
+/// how long that took from the connection, and what the server sent.
+fn trickle(addr: SocketAddr, head: &[u8], repeat: bool) -> (Duration, Vec<u8>) {
+    use std::io::Read;
+    let started = Instant::now();
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut answer = Vec::new();
+    let bytes = head.iter().cycle().take(match repeat {
+        true => usize::MAX,
+        false => head.len(),
+    });
+    for byte in bytes.map(Some).chain(std::iter::repeat(None)) {
+        // A write may still succeed after the close (the peer's RST comes
+        // later); the read sees the end of the stream.
+        if let Some(byte) = byte {
+            let _ = conn.write_all(&[*byte]);
+        }
+        let mut buf = [0u8; 512];
+        match conn.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => break,
+        }
+        assert!(
+            started.elapsed() < HEADER_READ_TIMEOUT * 3,
+            "a client sending its request head slowly was never cut off"
+        );
+    }
+    (started.elapsed(), answer)
+}
+
+#[test]
+fn http_limits_bound_slow_large_and_bursty_clients() {
+    let dir = scratch_dir("agent-limits");
+    let reports = dir.join("reports");
+    let addr: SocketAddr = format!("127.0.0.1:{}", http::free_port()).parse().unwrap();
+    let mut agent = start_agent(
+        addr,
+        &reports,
+        &["--token", TOKEN, "--comm", "no_such_proc"],
+    );
+    wait_healthy(&mut agent, addr);
+
+    // A head sent byte by byte (slowloris) is cut off at the header read
+    // timeout, without an answer; so is a kept-alive connection that
+    // sends nothing after its first request.
+    let (took, answer) = trickle(addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: ", true);
+    assert!(
+        took >= HEADER_READ_TIMEOUT - secs(1) && took <= HEADER_READ_TIMEOUT + secs(3),
+        "a slow head should be cut off at the {HEADER_READ_TIMEOUT:?} timeout, after {took:?}"
+    );
+    assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
+    let keep_alive = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    let (took, answer) = trickle(addr, &keep_alive[..], false);
+    assert!(
+        String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert!(
+        took <= Duration::from_millis(200 * keep_alive.len() as u64)
+            + HEADER_READ_TIMEOUT
+            + secs(3),
+        "an idle kept-alive connection should be closed within the timeout, after {took:?}"
+    );
+
+    // Too large: a body (413, before the token is even looked at), a head
+    // (431), too many headers (431).
+    let r = http::send(
+        addr,
+        b"POST /trace?pid=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n",
+    )
+    .expect("an answer");
+    assert_eq!(r.status, 413, "{}", r.text());
+    let big = format!(
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(20_000)
+    );
+    let r = http::send(addr, big.as_bytes()).expect("an answer");
+    assert_eq!(r.status, 431, "{}", r.text());
+    let many: String = (0..40).map(|i| format!("X-H{i}: {i}\r\n")).collect();
+    let r = http::send(
+        addr,
+        format!("GET /metrics HTTP/1.1\r\nHost: x\r\n{many}\r\n").as_bytes(),
+    )
+    .expect("an answer");
+    assert_eq!(r.status, 431, "{}", r.text());
+
+    // Connections: 16 per client address, 64 in all; the next one is
+    // answered 429 and closed; once they are gone, requests are served.
+    let ip = |last: u8| std::net::IpAddr::from([127, 0, 0, last]);
+    let mut idle = Vec::new();
+    for n in 0..MAX_CONNECTIONS_PER_CLIENT {
+        idle.push(
+            http::connect_from(ip(2), addr).unwrap_or_else(|e| panic!("connection {n}: {e}")),
+        );
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let mut refused = http::connect_from(ip(2), addr).expect("connect");
+    let mut answer = String::new();
+    let _ = std::io::Read::read_to_string(&mut refused, &mut answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 429") && answer.contains("too many connections"),
+        "connection {} from one address: {answer:?}",
+        MAX_CONNECTIONS_PER_CLIENT + 1
+    );
+    for last in 3..3 + (MAX_CONNECTIONS / MAX_CONNECTIONS_PER_CLIENT - 1) as u8 {
+        for _ in 0..MAX_CONNECTIONS_PER_CLIENT {
+            idle.push(http::connect_from(ip(last), addr).expect("connect"));
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let mut refused = http::connect_from(ip(20), addr).expect("connect");
+    let mut answer = String::new();
+    let _ = std::io::Read::read_to_string(&mut refused, &mut answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 429"),
+        "connection {} in all: {answer:?}",
+        MAX_CONNECTIONS + 1
+    );
+    drop(idle);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(http::get(addr, "/healthz", None).status, 200);
+
+    // Requests: clients without the token use nothing up; then a burst of
+    // authorized ones gets its first RATE_BURST (and the refill) served and
+    // the rest 429 with Retry-After, while /healthz keeps answering; a
+    // second later requests are served again.
+    for _ in 0..100 {
+        assert_eq!(http::get(addr, "/reports", None).status, 401);
+    }
+    let burst = Instant::now();
+    let statuses: Vec<Response> = (0..150)
+        .map(|_| http::get(addr, "/reports", Some(TOKEN)))
+        .collect();
+    let took = burst.elapsed().as_secs_f64();
+    let served = statuses.iter().filter(|r| r.status == 200).count();
+    let limited: Vec<&Response> = statuses.iter().filter(|r| r.status == 429).collect();
+    assert_eq!(served + limited.len(), 150, "only 200 or 429");
+    let most = RATE_BURST + (RATE_PER_SEC * took).ceil() as usize;
+    assert!(
+        served >= RATE_BURST && served <= most,
+        "{served} of 150 requests in {took:.2} s served: expected {RATE_BURST} to {most}"
+    );
+    assert!(limited.iter().all(|r| r.header("retry-after") == Some("1")));
+    assert_eq!(http::get(addr, "/healthz", None).status, 200);
+    std::thread::sleep(secs(1));
+    assert_eq!(http::get(addr, "/reports", Some(TOKEN)).status, 200);
+
+    stop(agent).assert_success();
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 
 use memtrace_integration::{
     compile_c, run_memtrace, run_memtrace_cmd, run_memtrace_stdout_closed, scratch_dir, secs,
-    trace_pid, RunOutput, Workload, CMD_TIMEOUT, JSON_ARGS,
+    trace_pid, Workload, CMD_TIMEOUT, JSON_ARGS,
 };
 
 const KIB: u64 = 1024;
@@ -41,24 +41,6 @@ fn pid_json_args(duration: &str) -> Vec<&str> {
         "--top",
         "100",
     ]
-}
-
-/// Asserts `out` failed with a non-zero exit code and wrote exactly one
-/// stderr line, starting `memtrace: error:`, and returns that line.
-#[track_caller]
-fn one_line_error(out: &RunOutput) -> String {
-    assert!(
-        matches!(out.status.code(), Some(code) if code != 0),
-        "memtrace should exit with a non-zero code\n{}",
-        out.describe()
-    );
-    let lines: Vec<&str> = out.stderr.lines().collect();
-    assert!(
-        lines.len() == 1 && lines[0].starts_with("memtrace: error:"),
-        "stderr should be exactly one line starting `memtrace: error:`\n{}",
-        out.describe()
-    );
-    lines[0].to_string()
 }
 
 /// busy_loop.c: bytes of each busy_leak() block.
@@ -218,7 +200,7 @@ fn thread_id_is_rejected() {
     assert_ne!(tid, pid, "the second thread's id is not the process id");
     let tid_arg = tid.to_string();
     let out = run_memtrace(&["--pid", tid_arg.as_str(), "--duration", "1s"], secs(30));
-    let error = one_line_error(&out);
+    let error = out.one_line_error(None, &[]);
     let needle = "is a thread of process ";
     let named = error.find(needle).map(|i| {
         error[i + needle.len()..]
@@ -322,7 +304,7 @@ fn output_into_missing_directory_fails_fast() {
         &["--pid", pid.as_str(), "--duration", "30s", "-o", file_arg],
         secs(45),
     );
-    let error = one_line_error(&out);
+    let error = out.one_line_error(None, &[]);
     assert!(
         error.contains(file_arg),
         "the error should name the --output path {file_arg}\n{}",

@@ -9,13 +9,17 @@
 //!   mapping is a reservation, not memory;
 //! - `--pid` mode: a target that exits mid-trace ends the trace early with
 //!   its leak reported and `exited: true`;
-//! - errors: a static, stripped target (no allocator symbols) and bad option
-//!   values are one-line `memtrace: error:` failures.
+//! - errors: a static, stripped target (no allocator symbols), invalid
+//!   values of every option (tracing, selections, the agent's) and saved
+//!   snapshots that are missing, not JSON, of another version or cut short
+//!   are one-line `memtrace: error:` failures (exit code 2 for usage, 1
+//!   for files).
 
 use std::sync::OnceLock;
 
 use memtrace_integration::{
-    compile_c, compile_c_with, run_memtrace, run_memtrace_cmd, secs, trace_pid, Report, Workload,
+    compile_c, compile_c_with, run_memtrace, run_memtrace_cmd, scratch_dir, secs, trace_pid,
+    Report, Workload,
 };
 
 const KIB: u64 = 1024;
@@ -334,41 +338,6 @@ fn pid_target_exiting_ends_the_trace() {
     report.assert_consistent();
 }
 
-/// Asserts `out` failed with `code` (any non-zero if None), nothing on
-/// stdout and exactly one stderr line, starting `memtrace: error:` and
-/// containing every string of `needles`.
-#[track_caller]
-fn assert_one_line_error(
-    out: &memtrace_integration::RunOutput,
-    code: Option<i32>,
-    needles: &[&str],
-) {
-    let code_ok = match code {
-        Some(c) => out.status.code() == Some(c),
-        None => matches!(out.status.code(), Some(c) if c != 0),
-    };
-    assert!(
-        code_ok,
-        "exit code should be {}\n{}",
-        code.map_or("non-zero".to_string(), |c| c.to_string()),
-        out.describe()
-    );
-    let lines: Vec<&str> = out.stderr.lines().collect();
-    assert!(
-        lines.len() == 1
-            && lines[0].starts_with("memtrace: error:")
-            && needles.iter().all(|n| lines[0].contains(n)),
-        "stderr should be exactly one line starting `memtrace: error:` and containing \
-         {needles:?} (no usage dump)\n{}",
-        out.describe()
-    );
-    assert!(
-        out.stdout.is_empty(),
-        "nothing should be written to stdout\n{}",
-        out.describe()
-    );
-}
-
 #[test]
 fn static_stripped_target_has_no_allocator() {
     // Statically linked and stripped: no allocator library is mapped and the
@@ -378,21 +347,108 @@ fn static_stripped_target_has_no_allocator() {
     workload.expect_line("ready", secs(10));
     let pid = workload.pid().to_string();
     let out = run_memtrace(&["--pid", pid.as_str(), "--duration", "2s"], secs(30));
-    assert_one_line_error(&out, None, &["no allocator symbols"]);
+    out.one_line_error(None, &["no allocator symbols"]);
 }
+
+/// Invalid values of every option, each given as `OPTION=VALUE`.
+const BAD_VALUES: &[(&str, &[&str])] = &[
+    ("--pid", &["abc", "0", "-3", "99999999999", ""]),
+    ("--duration", &["soon", "0s", "10", "-5s", "500000000000y"]),
+    ("--interval", &["0s", "often", "2y"]),
+    ("--top", &["0", "-1", "ten"]),
+    ("--format", &["xml", ""]),
+    ("--sort", &["size"]),
+    ("--weight", &["bytes"]),
+    ("--min-age", &["0s", "old"]),
+    (
+        "--rss-alert",
+        &["50MiB", "fast/h", "0/h", "5XB/h", "1e3MiB/h", "50MiB/day"],
+    ),
+    ("--sample-bytes", &["0", "2GiB", "lots", "-1"]),
+    ("--max-live", &["10", "99999999", "many"]),
+    ("--max-stacks", &["1", "2000000"]),
+    ("--symbol-prefix", &["my-", "", "a b"]),
+    ("--allocator-lib", &[""]),
+    ("--output", &["report.unknown", ""]),
+    ("--no-live", &["yes"]),
+    ("--verbose", &["2"]),
+];
+
+/// Options that exclude a command after `--` (they select processes).
+const BAD_SELECTIONS: &[(&str, &[&str])] = &[
+    ("--comm", &["", "sixteen-chars-xx"]),
+    ("--cgroup", &["", "/kubepods/../etc"]),
+    ("--container", &["zz", "abc!", "x://"]),
+    ("--all", &["yes"]),
+    ("--oom-only", &["1"]),
+];
+
+/// `memtrace agent`'s options.
+const BAD_AGENT_VALUES: &[(&str, &[&str])] = &[
+    ("--listen", &["nope", "localhost", "0.0.0.0:9464", "[::]:1"]),
+    ("--reports-dir", &[""]),
+    ("--scan-interval", &["0s", "2y"]),
+    ("--alert-growth", &["fast", "0/h"]),
+    ("--min-observation", &["never"]),
+    ("--trace-window", &["0s", "500000000000y"]),
+    ("--trace-interval", &["0s"]),
+    ("--max-traces", &["0", "17"]),
+    ("--retrace-after", &["later"]),
+    ("--max-reports", &["0", "-2"]),
+    ("--max-report-bytes", &["0", "big"]),
+    ("--comm", &[""]),
+];
 
 #[test]
 fn bad_option_values_are_usage_errors() {
-    // A valid target, so that the bad value is the only problem (and a
-    // memtrace that accepted it would just run `true` and exit 0).
-    let cases: &[(&str, &str)] = &[
-        ("--duration", "soon"),
-        ("--interval", "0s"),
-        ("--top", "0"),
-        ("--format", "xml"),
+    // A valid target (or a short --duration), so that the bad value is the
+    // only problem and a memtrace that accepted it would end on its own.
+    let runs = [
+        (BAD_VALUES, &[][..], &["--", "true"][..]),
+        (BAD_SELECTIONS, &[], &["--duration", "1s"]),
+        (BAD_AGENT_VALUES, &["agent"], &[]),
     ];
-    for &(option, value) in cases {
-        let out = run_memtrace(&[option, value, "--", "true"], secs(30));
-        assert_one_line_error(&out, Some(2), &[option, value]);
+    for (table, before, after) in runs {
+        for &(option, values) in table {
+            for value in values {
+                let arg = format!("{option}={value}");
+                let args: Vec<&str> = before
+                    .iter()
+                    .copied()
+                    .chain([arg.as_str()])
+                    .chain(after.iter().copied())
+                    .collect();
+                let out = run_memtrace(&args, secs(30));
+                out.one_line_error(Some(2), &[option, value]);
+            }
+        }
     }
+    // A token is a secret: a bad one is refused without being echoed.
+    let out = run_memtrace(&["agent", "--token", "short secret"], secs(30));
+    let line = out.one_line_error(Some(2), &["--token"]);
+    assert!(!line.contains("short secret"), "{line}");
+}
+
+#[test]
+fn bad_snapshot_files_are_one_line_errors() {
+    let dir = scratch_dir("bad-snapshots");
+    let files = [
+        ("missing.json", None),
+        ("passwd.json", Some("root:x:0:0:root:/root:/bin/bash\n")),
+        ("other.json", Some("{\"version\": 1, \"stacks\": []}")),
+        ("cut.json", Some("{\"version\": 2, \"stacks\": [")),
+        ("types.json", Some("{\"version\": 2, \"stacks\": 7}")),
+    ];
+    for (name, content) in files {
+        let path = dir.join(name);
+        if let Some(text) = content {
+            std::fs::write(&path, text).expect("write a snapshot");
+        }
+        let arg = path.to_str().expect("utf-8 scratch path");
+        let out = run_memtrace(&["report", arg], secs(30));
+        out.one_line_error(Some(1), &[arg]);
+        let out = run_memtrace(&["diff", arg, arg], secs(30));
+        out.one_line_error(Some(1), &[arg]);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

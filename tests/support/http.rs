@@ -1,6 +1,7 @@
 //! A minimal HTTP/1.1 client for the agent's endpoints: one request per
 //! connection, the raw path sent exactly as given (so `/reports/../x` reaches
-//! the server unnormalised, as a hostile client would send it).
+//! the server unnormalised, as a hostile client would send it), or any
+//! bytes at all ([`send`]), from any loopback address ([`connect_from`]).
 
 use std::{
     io::{Read, Write},
@@ -36,18 +37,33 @@ pub fn request(
     path: &str,
     token: Option<&str>,
 ) -> Option<Response> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(120)))
-        .ok()?;
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     let head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
     );
-    stream.write_all(head.as_bytes()).ok()?;
+    send(addr, head.as_bytes())
+}
+
+/// Sends `bytes` as they are on a new connection and reads the answer until
+/// the server closes it; None when nothing answers.
+pub fn send(addr: SocketAddr, bytes: &[u8]) -> Option<Response> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .ok()?;
+    stream.write_all(bytes).ok()?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).ok()?;
     parse(&raw)
+}
+
+/// A connection to `addr` from the local address `from` (any port): on
+/// Linux every 127.x.y.z is loopback, so tests can be several clients.
+pub fn connect_from(from: std::net::IpAddr, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    socket.bind(&SocketAddr::new(from, 0).into())?;
+    socket.connect_timeout(&addr.into(), Duration::from_secs(2))?;
+    Ok(socket.into())
 }
 
 /// GET with an optional token; panics when nothing answers.

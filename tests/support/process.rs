@@ -227,6 +227,39 @@ impl RunOutput {
         );
     }
 
+    /// Asserts the run failed with `code` (any non-zero if None), wrote
+    /// nothing on stdout and exactly one stderr line, starting
+    /// `memtrace: error:` and containing every string of `needles` (no
+    /// usage dump); returns that line.
+    #[track_caller]
+    pub fn one_line_error(&self, code: Option<i32>, needles: &[&str]) -> String {
+        let code_ok = match code {
+            Some(c) => self.status.code() == Some(c),
+            None => matches!(self.status.code(), Some(c) if c != 0),
+        };
+        assert!(
+            code_ok,
+            "exit code should be {}\n{}",
+            code.map_or("non-zero".to_string(), |c| c.to_string()),
+            self.describe()
+        );
+        let lines: Vec<&str> = self.stderr.lines().collect();
+        assert!(
+            lines.len() == 1
+                && lines[0].starts_with("memtrace: error:")
+                && needles.iter().all(|n| lines[0].contains(n)),
+            "stderr should be exactly one line starting `memtrace: error:` and containing \
+             {needles:?}\n{}",
+            self.describe()
+        );
+        assert!(
+            self.stdout.is_empty(),
+            "nothing should be written to stdout\n{}",
+            self.describe()
+        );
+        lines[0].to_string()
+    }
+
     /// Parses stdout as a JSON report (schema-checked); panics with the run's
     /// description if it is not one.
     #[track_caller]

@@ -4,7 +4,12 @@
 //! bytes and count, and the ages of its live allocations. A series has at
 //! most `max_samples` points: when full, every other one is dropped, so it
 //! spans the whole run in bounded memory (the same rule bounds the
-//! per-process memory series, see [`push_bounded`]).
+//! per-process memory series, see [`push_bounded`]). The table holds at
+//! most `max_series` series (`--max-stacks`): when a new stack finds it
+//! full, the series holding nothing are evicted (a heap stack's come back
+//! when its kernel totals change; what evicted series counted stays in the
+//! totals), and if none is, the new stack gets no series (`series_full`),
+//! so a target churning millions of stacks cannot grow memtrace.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
@@ -140,14 +145,42 @@ pub struct Aggregator {
     pub stacks: Vec<StackSeries>,
     /// Samples kept per stack; older ones are dropped.
     max_samples: usize,
+    /// Series kept at most.
+    max_series: usize,
     /// A sample closer than this to the previous one replaces it (the final
     /// sample right after an interval's).
     min_gap: f64,
     last_sample_t: f64,
+    /// Heap stacks without a series (evicted while holding nothing, or
+    /// refused while the table was full), with their totals as last read:
+    /// they get a series again when those change. Bounded by the kernel's
+    /// per-stack table.
+    dormant: HashMap<StackKey, StackTotals>,
+    /// What evicted mapping series had counted, and how many there were
+    /// (a mapping stack seen again starts a new series of its own).
+    retired: StackTotals,
+    retired_stacks: u64,
+    /// Series evicted to make room.
+    pub evicted: u64,
+    /// New stacks that found the table full of stacks holding memory.
+    pub series_full: u64,
+    /// The last eviction freed little: no other until the next sample.
+    crowded: bool,
 }
 
+/// What the stacks without a series add up to (see [`Aggregator::departed`]).
+pub struct Departed {
+    pub totals: StackTotals,
+    pub stacks: u64,
+    /// Of them, stacks holding memory (refused ones: the table was full).
+    pub holding_memory: u64,
+}
+
+/// Where each old index of a series went after a removal (None: removed).
+pub type Remap = Vec<Option<usize>>;
+
 impl Aggregator {
-    pub fn new(max_samples: usize, min_gap: f64) -> Self {
+    pub fn new(max_samples: usize, max_series: usize, min_gap: f64) -> Self {
         Aggregator {
             index: HashMap::new(),
             heap_index: HashMap::new(),
@@ -155,9 +188,95 @@ impl Aggregator {
             by_head: HashMap::new(),
             stacks: Vec::new(),
             max_samples: max_samples.max(2),
+            max_series: max_series.max(1),
             min_gap,
             last_sample_t: 0.0,
+            dormant: HashMap::new(),
+            retired: StackTotals::default(),
+            retired_stacks: 0,
+            evicted: 0,
+            series_full: 0,
+            crowded: false,
         }
+    }
+
+    /// Whether `key` has no series and its totals are still `totals` (so it
+    /// stays without one).
+    pub fn is_dormant(&self, key: &StackKey, totals: &StackTotals) -> bool {
+        self.dormant.get(key) == Some(totals)
+    }
+
+    /// Before a new stack is interned: when the table is full, evicts every
+    /// series that holds nothing and is not `pinned` (a mapping stack with
+    /// live regions), unless the last eviction since the previous sample
+    /// freed less than an eighth of the table. Returns where the series
+    /// went if any was evicted; [`Aggregator::is_full`] then tells whether
+    /// the new stack fits.
+    pub fn make_room(&mut self, pinned: impl FnOnce() -> HashSet<usize>) -> Option<Remap> {
+        if !self.is_full() || self.crowded {
+            return None;
+        }
+        let pinned = pinned();
+        let idle: Vec<bool> = self
+            .stacks
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                s.outstanding_bytes() == 0
+                    && s.outstanding_allocations() == 0
+                    && !pinned.contains(&i)
+            })
+            .collect();
+        for (key, &i) in &self.heap_index {
+            if idle[i] {
+                let totals = self.heap_totals.remove(key).unwrap_or_default();
+                self.dormant.insert(*key, totals);
+            }
+        }
+        for s in self
+            .stacks
+            .iter()
+            .zip(&idle)
+            .filter(|&(s, &i)| i && s.identity.kind == StackKind::Mmap)
+            .map(|(s, _)| s)
+        {
+            add_totals(&mut self.retired, &s.totals);
+            self.retired_stacks += 1;
+        }
+        let freed = idle.iter().filter(|&&i| i).count();
+        self.evicted += freed as u64;
+        self.crowded = freed < (self.max_series / 8).max(1);
+        Some(self.remove_where(|i, _| idle[i]))
+    }
+
+    /// Whether the table is full.
+    pub fn is_full(&self) -> bool {
+        self.stacks.len() >= self.max_series
+    }
+
+    /// A new stack found no room: its bytes count in the totals, under no
+    /// stack (a heap stack stays dormant with `totals`, and tries again when
+    /// they change).
+    pub fn refuse(&mut self, heap: Option<(StackKey, StackTotals)>) {
+        self.series_full += 1;
+        if let Some((key, totals)) = heap {
+            self.dormant.insert(key, totals);
+        }
+    }
+
+    /// What the stacks without a series count (dormant heap stacks, evicted
+    /// mapping series).
+    pub fn departed(&self) -> Departed {
+        let mut d = Departed {
+            totals: self.retired,
+            stacks: self.retired_stacks + self.dormant.len() as u64,
+            holding_memory: 0,
+        };
+        for t in self.dormant.values() {
+            add_totals(&mut d.totals, t);
+            d.holding_memory += u64::from(t.allocated_bytes > t.freed_bytes);
+        }
+        d
     }
 
     /// Index of a stack, created on first sight.
@@ -186,6 +305,11 @@ impl Aggregator {
         i
     }
 
+    /// Whether a stack has a series.
+    pub fn is_interned(&self, identity: &StackIdentity) -> bool {
+        self.index.contains_key(identity)
+    }
+
     /// Index of a kernel heap stack, if already interned.
     pub fn heap_stack(&self, key: &StackKey) -> Option<usize> {
         self.heap_index.get(key).copied()
@@ -201,6 +325,7 @@ impl Aggregator {
     /// stack in the report rather than a second, partial one. Folded only
     /// when exactly one complete walk matches.
     pub fn intern_heap(&mut self, key: StackKey, frames: &[u64], truncated: bool) -> usize {
+        self.dormant.remove(&key);
         let folded = match truncated {
             true => self.completion(key.tgid, frames),
             false => None,
@@ -314,11 +439,18 @@ impl Aggregator {
     /// Drops the stacks of processes that are gone (bounded memory on a
     /// watched node). Returns where each old index went (None: dropped), for
     /// holders of indices to follow.
-    pub fn remove_pids(&mut self, gone: &HashSet<u32>) -> Vec<Option<usize>> {
+    pub fn remove_pids(&mut self, gone: &HashSet<u32>) -> Remap {
+        self.dormant.retain(|k, _| !gone.contains(&k.tgid));
+        self.remove_where(|_, s| gone.contains(&s.identity.pid))
+    }
+
+    /// Removes the series `(index, series)` selects; returns where each old
+    /// index went.
+    fn remove_where(&mut self, remove: impl Fn(usize, &StackSeries) -> bool) -> Remap {
         let mut remap = Vec::with_capacity(self.stacks.len());
         let mut next = 0;
-        for s in &self.stacks {
-            match gone.contains(&s.identity.pid) {
+        for (i, s) in self.stacks.iter().enumerate() {
+            match remove(i, s) {
                 true => remap.push(None),
                 false => {
                     remap.push(Some(next));
@@ -326,7 +458,11 @@ impl Aggregator {
                 }
             }
         }
-        self.stacks.retain(|s| !gone.contains(&s.identity.pid));
+        let mut i = 0;
+        self.stacks.retain(|_| {
+            i += 1;
+            remap[i - 1].is_some()
+        });
         self.index.retain(|_, i| match remap[*i] {
             Some(n) => {
                 *i = n;
@@ -341,7 +477,8 @@ impl Aggregator {
             }
             None => false,
         });
-        self.heap_totals.retain(|k, _| !gone.contains(&k.tgid));
+        let heap_index = &self.heap_index;
+        self.heap_totals.retain(|k, _| heap_index.contains_key(k));
         self.by_head.retain(|_, series| {
             series.retain_mut(|i| match remap[*i] {
                 Some(n) => {
@@ -357,6 +494,7 @@ impl Aggregator {
 
     /// Appends a sample of every stack's current outstanding memory.
     pub fn sample(&mut self, t: f64) {
+        self.crowded = false;
         let replace = t - self.last_sample_t < self.min_gap;
         for s in &mut self.stacks {
             let sample = Sample {
@@ -373,6 +511,14 @@ impl Aggregator {
         }
         self.last_sample_t = t;
     }
+}
+
+/// Adds `t` to `sum`.
+fn add_totals(sum: &mut StackTotals, t: &StackTotals) {
+    sum.allocated_bytes += t.allocated_bytes;
+    sum.allocations += t.allocations;
+    sum.freed_bytes += t.freed_bytes;
+    sum.frees += t.frees;
 }
 
 /// With `--sample-bytes MEAN`, a stack's sampled totals stand for more: an
@@ -431,7 +577,7 @@ mod tests {
 
     #[test]
     fn series_start_at_zero_and_stay_bounded() {
-        let mut agg = Aggregator::new(4, 0.25);
+        let mut agg = Aggregator::new(4, 100, 0.25);
         let key = StackKey {
             tgid: 5,
             stack_id: 9,
@@ -476,7 +622,7 @@ mod tests {
 
     #[test]
     fn removing_processes_keeps_the_others_indexed() {
-        let mut agg = Aggregator::new(4, 0.25);
+        let mut agg = Aggregator::new(4, 100, 0.25);
         let key = |tgid, stack_id| StackKey { tgid, stack_id };
         agg.intern_heap(key(1, 1), &[1], false);
         agg.intern_heap(key(2, 1), &[1], false);
@@ -490,6 +636,57 @@ mod tests {
         assert_eq!(agg.stacks[1].outstanding_bytes(), 100);
         let again = agg.intern_heap(key(1, 2), &[2], false);
         assert_eq!(again, 1);
+    }
+
+    #[test]
+    fn a_full_table_evicts_what_holds_nothing() {
+        let mut agg = Aggregator::new(4, 4, 0.25);
+        let key = |stack_id| StackKey { tgid: 1, stack_id };
+        for id in 0..3 {
+            agg.intern_heap(key(id), &[u64::from(id)], false);
+            // Stacks 0 and 2 hold memory; 1 allocated and freed it all.
+            agg.update_heap(key(id), totals(100, if id == 1 { 100 } else { 0 }));
+        }
+        let mapping = agg.intern(StackIdentity {
+            pid: 1,
+            kind: StackKind::Mmap,
+            frames: vec![9],
+        });
+        agg.update(mapping, totals(40, 40));
+        assert!(agg.is_full());
+        // The mapping stack still has a live region: pinned.
+        let remap = agg.make_room(|| HashSet::from([mapping])).expect("evicted");
+        assert_eq!(remap, [Some(0), None, Some(1), Some(2)]);
+        assert!(!agg.is_full());
+        assert_eq!((agg.evicted, agg.series_full), (1, 0));
+        assert!(agg.is_dormant(&key(1), &totals(100, 100)));
+        assert!(!agg.is_dormant(&key(1), &totals(200, 100)));
+        assert_eq!(agg.heap_stack(&key(2)), Some(1));
+        let departed = agg.departed();
+        assert_eq!((departed.stacks, departed.holding_memory), (1, 0));
+        assert_eq!(departed.totals, totals(100, 100));
+        // Back when it allocates again: a new series, out of the dormant.
+        let back = agg.intern_heap(key(1), &[1], false);
+        assert_eq!(back, 3);
+        assert_eq!(agg.departed().stacks, 0);
+        // Full of stacks holding memory: the next stack is refused, and no
+        // other eviction is tried before the next sample.
+        agg.update_heap(key(1), totals(10, 0));
+        agg.update(2, totals(40, 0));
+        let all_kept = (0..4).map(Some).collect::<Vec<_>>();
+        assert_eq!(agg.make_room(HashSet::new), Some(all_kept));
+        assert!(agg.is_full());
+        agg.refuse(Some((key(5), totals(30, 0))));
+        assert_eq!(agg.series_full, 1);
+        assert!(agg
+            .make_room(|| unreachable!("crowded until the next sample"))
+            .is_none());
+        let departed = agg.departed();
+        assert_eq!((departed.stacks, departed.holding_memory), (1, 1));
+        agg.sample(1.0);
+        agg.update_heap(key(0), totals(100, 100));
+        let remap = agg.make_room(HashSet::new).expect("evicted");
+        assert_eq!(remap, [None, Some(0), Some(1), Some(2)]);
     }
 
     #[test]
@@ -540,7 +737,7 @@ mod tests {
         };
         let complete = [1, 2, 3, 4, 5];
         // A truncated walk first (before the tables), then the complete one.
-        let mut agg = Aggregator::new(10, 0.1);
+        let mut agg = Aggregator::new(10, 100, 0.1);
         let early = agg.intern_heap(key(1), &[1, 2, 3], true);
         agg.update_heap(key(1), totals(100, 0));
         agg.sample(1.0);
@@ -565,7 +762,7 @@ mod tests {
         };
         assert_ne!(agg.intern_heap(elsewhere, &[1, 2, 3], true), whole);
         // Two complete walks it could begin: not folded.
-        let mut agg = Aggregator::new(10, 0.1);
+        let mut agg = Aggregator::new(10, 100, 0.1);
         agg.intern_heap(key(1), &[1, 2, 3, 4], false);
         agg.intern_heap(key(2), &[1, 2, 3, 5], false);
         let partial = agg.intern_heap(key(3), &[1, 2, 3], true);

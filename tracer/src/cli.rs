@@ -10,19 +10,27 @@ pub const DEFAULT_MAX_LIVE: u32 = 262_144;
 /// Default `--max-stacks`.
 pub const DEFAULT_MAX_STACKS: u32 = 16_384;
 
-/// Parses durations like `30s`, `5m`, `1h30m`, `500ms`.
-fn parse_duration(s: &str) -> Result<Duration, String> {
+/// Longest duration any option takes: far beyond any run, far below what
+/// would overflow a clock reading (`--duration 500000000000y` panicked).
+pub const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// Parses durations like `30s`, `5m`, `1h30m`, `500ms` (above zero, at
+/// most a year).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(s)
         .map_err(|e| format!("{e} (expected e.g. 500ms, 5s, 2m, 1h)"))?;
     if d.is_zero() {
         return Err("must be greater than zero".into());
     }
+    if d > MAX_DURATION {
+        return Err("at most a year (366 days)".into());
+    }
     Ok(d)
 }
 
 /// Parses a growth rate like `50MiB/h`, `1.5GiB/h`, `200KiB/min`, `4096/s`
-/// (IEC or SI units, per s|min|h) into bytes per hour.
-fn parse_rate(s: &str) -> Result<f64, String> {
+/// (IEC or SI units, per s|min|h; above zero) into bytes per hour.
+pub fn parse_rate(s: &str) -> Result<f64, String> {
     const HINT: &str = "expected a size per time, e.g. 50MiB/h, 200KiB/min, 4096B/s";
     let (size, per) = s.split_once('/').ok_or(HINT)?;
     let per_hour = match per.trim() {
@@ -31,11 +39,15 @@ fn parse_rate(s: &str) -> Result<f64, String> {
         "h" | "hour" => 1.0,
         _ => return Err(HINT.into()),
     };
-    Ok(size_in_bytes(size).ok_or(HINT)? * per_hour)
+    match size_in_bytes(size).ok_or(HINT)? * per_hour {
+        rate if rate > 0.0 => Ok(rate),
+        _ => Err("must be above zero (e.g. 1MiB/h)".into()),
+    }
 }
 
-/// `512KiB`, `1.5 MB`, `4096` (IEC or SI units) in bytes.
-fn size_in_bytes(size: &str) -> Option<f64> {
+/// `512KiB`, `1.5 MB`, `4096` (IEC or SI units) in bytes; None unless a
+/// finite number with a known unit.
+pub fn size_in_bytes(size: &str) -> Option<f64> {
     let size = size.trim();
     let split = size
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -52,13 +64,27 @@ fn size_in_bytes(size: &str) -> Option<f64> {
         "gib" => 1024.0 * 1024.0 * 1024.0,
         _ => return None,
     };
-    Some(number * unit)
+    Some(number * unit).filter(|b| b.is_finite())
 }
 
 /// `--comm` names: what the kernel's comm can hold.
 fn check_comms(names: &[String]) -> Result<(), String> {
-    if names.iter().any(|c| c.is_empty() || c.len() > 15) {
-        return Err("--comm: a process name has 1 to 15 characters (the kernel's comm)".into());
+    match names.iter().find(|c| c.is_empty() || c.len() > 15) {
+        Some(c) => Err(format!(
+            "--comm {c:?}: a process name has 1 to 15 characters (the kernel's comm)"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// `--cgroup`: a path that can name a cgroup. Empty would select every
+/// process (as `/` does, on purpose), and `..` never matches anything.
+fn check_cgroup(path: &str) -> Result<(), String> {
+    if path.trim().is_empty() || path.split('/').any(|c| c == "..") {
+        return Err(format!(
+            "--cgroup {path:?}: expected a cgroup path without `..`, e.g. /kubepods/burstable \
+             (or / for every cgroup)"
+        ));
     }
     Ok(())
 }
@@ -141,7 +167,9 @@ pub struct OutputArgs {
 
     /// Write the report to FILE instead of stdout; repeat for several
     /// outputs of one run. The format follows the extension (.json, .svg,
-    /// .folded or .txt, .pb.gz) unless --format says otherwise.
+    /// .folded or .txt, .pb.gz) unless --format says otherwise. Written
+    /// atomically (a new file renamed over FILE), never through a symbolic
+    /// link that someone other than root or memtrace's user owns.
     #[arg(short, long = "output", value_name = "FILE")]
     pub outputs: Vec<PathBuf>,
 
@@ -216,6 +244,8 @@ pub enum Subcommands {
     curl -X POST 'localhost:9464/trace?pid=1234&duration=1m&format=svg' a flamegraph
 
 Off loopback every endpoint but /healthz needs `Authorization: Bearer TOKEN`.
+Clients are bounded: 10 s to send a request's head, 16 KiB of head, no body
+over 1 KiB, 64 connections (16 per address), 20 requests per second.
 Each trace runs as a child `memtrace --pid PID` (what an engineer would run by
 hand); an incident is a directory under --reports-dir holding incident.json,
 report.json, flamegraph.svg and profile.pb.gz. NODE_NAME (or the host name)
@@ -374,7 +404,8 @@ pub struct Cli {
     pub subcommand: Option<Subcommands>,
 
     /// Process id to trace (repeat for several processes).
-    #[arg(short, long = "pid", value_name = "PID")]
+    #[arg(short, long = "pid", value_name = "PID",
+          value_parser = clap::value_parser!(u32).range(1..))]
     pub pids: Vec<u32>,
 
     /// Also trace the processes the --pid targets fork (and theirs), each
@@ -493,7 +524,10 @@ pub struct Cli {
 
     /// Size of the kernel's table of distinct allocation stacks (up to 32
     /// frames each, ~300 bytes of kernel memory). Stacks beyond it are
-    /// counted as stack_lost, their bytes kept under an unknown stack.
+    /// counted as stack_lost, their bytes kept under an unknown stack. Also
+    /// the most stack series memtrace keeps (those holding nothing are
+    /// evicted to make room): its memory stays under 40 MiB + 16 KiB per
+    /// stack + 100 bytes per --max-live.
     #[arg(long, default_value_t = DEFAULT_MAX_STACKS, value_name = "N",
           value_parser = clap::value_parser!(u32).range(256..=(1 << 20)))]
     pub max_stacks: u32,
@@ -559,6 +593,9 @@ impl Cli {
             }
         }
         check_comms(&self.comm)?;
+        if let Some(c) = &self.cgroup {
+            check_cgroup(c)?;
+        }
         if let Some(p) = self
             .symbol_prefixes
             .iter()
@@ -638,9 +675,19 @@ pub enum Mode {
 }
 
 /// First meaningful line of a clap error, without its `error: ` prefix.
+/// A first line ending with `:` ("the following required arguments were
+/// not provided:") gets the indented lines that follow it.
 fn one_line(msg: &str) -> String {
-    let line = msg.lines().find(|l| !l.trim().is_empty()).unwrap_or(msg);
-    line.trim().trim_start_matches("error: ").to_string()
+    let mut lines = msg.lines().skip_while(|l| l.trim().is_empty());
+    let mut line = lines.next().unwrap_or(msg).trim().to_string();
+    if line.ends_with(':') {
+        let items: Vec<&str> = lines
+            .take_while(|l| l.starts_with(' ') && !l.trim().is_empty())
+            .map(str::trim)
+            .collect();
+        line = format!("{line} {}", items.join(" "));
+    }
+    line.trim_start_matches("error: ").to_string()
 }
 
 fn usage_error(msg: &str) -> ! {
@@ -761,6 +808,31 @@ mod tests {
             "{line}"
         );
         assert!(!line.contains('\n'));
+    }
+
+    #[test]
+    fn missing_arguments_are_named_on_the_line() {
+        let err = Cli::try_parse_from(["memtrace", "report"]).unwrap_err();
+        assert_eq!(
+            one_line(&err.to_string()),
+            "the following required arguments were not provided: <SNAPSHOT.json>"
+        );
+    }
+
+    #[test]
+    fn limits_of_values() {
+        assert!(parse_duration("366d").is_ok());
+        assert_eq!(
+            parse_duration("500000000000y"),
+            Err("at most a year (366 days)".into())
+        );
+        assert!(parse_rate("0/h").is_err());
+        assert!(parse_rate(&format!("{}/h", "9".repeat(400))).is_err());
+        assert!(parse_size(&"9".repeat(400)).is_err());
+        assert!(check_cgroup("").is_err());
+        assert!(check_cgroup("/a/../b").is_err());
+        assert!(check_cgroup("/").is_ok());
+        assert!(check_cgroup("/sys/fs/cgroup/kubepods").is_ok());
     }
 
     #[test]

@@ -22,6 +22,7 @@ mod launch;
 mod mappings;
 mod offline;
 mod oom;
+mod outfile;
 mod output;
 mod overhead;
 mod perfmap;
@@ -72,7 +73,7 @@ fn run(cli: cli::Cli) -> Result<()> {
         target::inspect(pid)?;
     }
     // A report that cannot be written is found out now, not after tracing.
-    output::create_files(&cli.outputs)?;
+    output::check_files(&cli.outputs)?;
     // Fork CMD (held before exec) while still single-threaded.
     let child = match cli.command.is_empty() {
         true => None,

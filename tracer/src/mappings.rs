@@ -1,6 +1,9 @@
 //! Accounting of anonymous memory mappings made by the targets themselves
 //! (not by their allocator): region arithmetic for mmap, partial munmap,
-//! MAP_FIXED replacement and mremap moves, per allocation stack.
+//! MAP_FIXED replacement and mremap moves, per allocation stack. At most
+//! `max_mappings` mmap calls are recorded live at once (`--max-live`, like
+//! the kernel's table of heap blocks): beyond, a mapping is counted as
+//! lost (`mapping_table_full`), never as a leak.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -23,7 +26,6 @@ struct Piece {
 }
 
 /// Live anonymous regions of every target and what they add up to per stack.
-#[derive(Default)]
 pub struct MappingTracker {
     /// pid → start → piece.
     regions: HashMap<u32, BTreeMap<u64, Piece>>,
@@ -31,16 +33,41 @@ pub struct MappingTracker {
     pieces_of: HashMap<u64, u32>,
     next_origin: u64,
     totals: HashMap<StackRef, StackTotals>,
+    /// Live mmap calls recorded at most.
+    max_mappings: usize,
+    /// Mappings not recorded: the table was full.
+    pub table_full: u64,
 }
 
 impl MappingTracker {
-    /// A successful anonymous mmap of `[addr, addr+len)` at `since_ns`.
+    pub fn new(max_mappings: usize) -> MappingTracker {
+        MappingTracker {
+            regions: HashMap::new(),
+            pieces_of: HashMap::new(),
+            next_origin: 0,
+            totals: HashMap::new(),
+            max_mappings,
+            table_full: 0,
+        }
+    }
+
+    /// Whether another mapping can be recorded.
+    pub fn has_room(&self) -> bool {
+        self.pieces_of.len() < self.max_mappings
+    }
+
+    /// A successful anonymous mmap of `[addr, addr+len)` at `since_ns`; not
+    /// recorded (but replacing what it maps over) when the table is full.
     pub fn mmap(&mut self, pid: u32, addr: u64, len: u64, stack: StackRef, since_ns: u64) {
         if len == 0 {
             return;
         }
         // MAP_FIXED over our own regions replaces them.
         self.unmap(pid, addr, len);
+        if !self.has_room() {
+            self.table_full += 1;
+            return;
+        }
         self.next_origin += 1;
         let origin = self.next_origin;
         self.insert_piece(
@@ -128,6 +155,20 @@ impl MappingTracker {
                 self.drop_piece(piece.origin);
             }
         }
+        self.follow(remap);
+    }
+
+    /// The stacks that live regions belong to.
+    pub fn stacks_in_use(&self) -> HashSet<StackRef> {
+        self.regions
+            .values()
+            .flat_map(|r| r.values().map(|p| p.stack))
+            .collect()
+    }
+
+    /// Follows the stack handles that moved (`remap[old]`); the totals of
+    /// stacks removed (None) go, and no live region may belong to one.
+    pub fn follow(&mut self, remap: &[Option<StackRef>]) {
         let follow = |s: StackRef| remap.get(s).copied().flatten();
         for piece in self.regions.values_mut().flat_map(|r| r.values_mut()) {
             // A live process's stacks are its own: they all stay.
@@ -225,8 +266,28 @@ mod tests {
     }
 
     #[test]
+    fn a_full_table_records_no_more_mappings() {
+        let mut t = MappingTracker::new(2);
+        t.mmap(1, 0x10000, 4 * KIB, 7, 0);
+        t.mmap(1, 0x20000, 4 * KIB, 7, 0);
+        t.mmap(1, 0x30000, 4 * KIB, 8, 0);
+        assert_eq!(t.table_full, 1);
+        assert_eq!(outstanding(&t, 8), (0, 0));
+        assert_eq!(t.stacks_in_use(), HashSet::from([7]));
+        // One that maps over a recorded region still replaces it.
+        t.mmap(1, 0x40000, 4 * KIB, 8, 0);
+        t.mmap(1, 0x10000, 4 * KIB, 8, 0);
+        assert_eq!(outstanding(&t, 7), (4 * KIB, 1));
+        assert_eq!(t.table_full, 2);
+        let remap: Vec<_> = [None; 7].into_iter().chain([Some(3), Some(0)]).collect();
+        t.follow(&remap);
+        assert_eq!(t.stacks_in_use(), HashSet::from([3, 0]));
+        assert_eq!(outstanding(&t, 0), (4 * KIB, 1));
+    }
+
+    #[test]
     fn full_unmap_frees_everything() {
-        let mut t = MappingTracker::default();
+        let mut t = MappingTracker::new(1 << 20);
         t.mmap(1, 0x10000, 64 * KIB, 7, 0);
         assert_eq!(outstanding(&t, 7), (64 * KIB, 1));
         t.unmap(1, 0x10000, 64 * KIB);
@@ -235,7 +296,7 @@ mod tests {
 
     #[test]
     fn partial_unmaps_keep_the_rest() {
-        let mut t = MappingTracker::default();
+        let mut t = MappingTracker::new(1 << 20);
         let base = 0x100000;
         t.mmap(1, base, 1024 * KIB, 1, 0);
         t.unmap(1, base, 256 * KIB); // head
@@ -249,7 +310,7 @@ mod tests {
 
     #[test]
     fn unknown_ranges_and_other_pids_are_ignored() {
-        let mut t = MappingTracker::default();
+        let mut t = MappingTracker::new(1 << 20);
         t.mmap(1, 0x10000, 4 * KIB, 1, 0);
         t.unmap(2, 0x10000, 4 * KIB);
         t.unmap(1, 0x90000, 4 * KIB);
@@ -258,7 +319,7 @@ mod tests {
 
     #[test]
     fn unmap_spanning_several_regions() {
-        let mut t = MappingTracker::default();
+        let mut t = MappingTracker::new(1 << 20);
         t.mmap(1, 0x10000, 4 * KIB, 1, 0);
         t.mmap(1, 0x11000, 4 * KIB, 2, 0);
         t.unmap(1, 0x10800, 4 * KIB);
@@ -268,7 +329,7 @@ mod tests {
 
     #[test]
     fn fixed_mapping_replaces_old_region() {
-        let mut t = MappingTracker::default();
+        let mut t = MappingTracker::new(1 << 20);
         t.mmap(1, 0x10000, 8 * KIB, 1, 0);
         t.mmap(1, 0x10000, 8 * KIB, 2, 0);
         assert_eq!(outstanding(&t, 1), (0, 0));
@@ -277,7 +338,7 @@ mod tests {
 
     #[test]
     fn exec_releases_every_region() {
-        let mut t = MappingTracker::default();
+        let mut t = MappingTracker::new(1 << 20);
         t.mmap(1, 0x100000, 1024 * KIB, 1, 0);
         t.unmap(1, 0x100000 + 256 * KIB, 256 * KIB); // split in two pieces
         t.mmap(1, 0x900000, 8 * KIB, 2, 0);
@@ -290,7 +351,7 @@ mod tests {
 
     #[test]
     fn ages_count_a_split_region_once() {
-        let mut t = MappingTracker::default();
+        let mut t = MappingTracker::new(1 << 20);
         t.mmap(1, 0x100000, 1024 * KIB, 1, 1_000_000_000);
         t.unmap(1, 0x100000 + 256 * KIB, 256 * KIB);
         t.mmap(1, 0x900000, 8 * KIB, 2, 20_000_000_000);
@@ -305,7 +366,7 @@ mod tests {
 
     #[test]
     fn mremap_moves_and_resizes() {
-        let mut t = MappingTracker::default();
+        let mut t = MappingTracker::new(1 << 20);
         t.mmap(1, 0x10000, 8 * KIB, 3, 0);
         t.mremap(1, 0x10000, 8 * KIB, 0x80000, 32 * KIB);
         assert_eq!(outstanding(&t, 3), (32 * KIB, 1));

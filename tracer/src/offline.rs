@@ -20,7 +20,7 @@ pub fn run(command: &Subcommands, outputs: &[output::Output]) -> Result<()> {
             if let Some(n) = out.top {
                 report.stacks.truncate(n as usize);
             }
-            output::create_files(outputs)?;
+            output::check_files(outputs)?;
             output::write_report(&report, outputs, out)
         }
         Subcommands::Diff { before, after, out } => {
@@ -35,7 +35,7 @@ pub fn run(command: &Subcommands, outputs: &[output::Output]) -> Result<()> {
                 file_name(before),
                 file_name(after)
             );
-            output::create_files(outputs)?;
+            output::check_files(outputs)?;
             output::write_diff(&d, &title, outputs, out)
         }
         Subcommands::Agent(_) => unreachable!("main runs the agent"),

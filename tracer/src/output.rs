@@ -11,6 +11,7 @@ use anyhow::{Context, Result};
 
 use crate::{
     cli::{Format, OutputArgs},
+    outfile,
     report::{self, diff::Diff, Report},
 };
 
@@ -43,8 +44,8 @@ pub fn plan(args: &OutputArgs, diff: bool) -> Result<Vec<Output>, String> {
                 .or_else(|| from_extension(path))
                 .ok_or_else(|| {
                     format!(
-                        "cannot tell the format of {} from its extension (.json, .svg, .folded, \
-                     .txt, .pb.gz): add --format",
+                        "--output {}: cannot tell the format from its extension (.json, .svg, \
+                         .folded, .txt, .pb.gz): add --format",
                         path.display()
                     )
                 })?;
@@ -97,12 +98,12 @@ fn format_name(format: Format) -> &'static str {
     }
 }
 
-/// Creates (truncates) every output file now, so one that cannot be written
-/// is found out before tracing, not after.
-pub fn create_files(outputs: &[Output]) -> Result<()> {
+/// Checks every output file now, so one that cannot be written is found
+/// out before tracing, not after (see [`outfile::check`]; nothing is
+/// written or truncated yet).
+pub fn check_files(outputs: &[Output]) -> Result<()> {
     for path in outputs.iter().filter_map(|o| o.path.as_ref()) {
-        std::fs::File::create(path)
-            .with_context(|| format!("cannot write the report to {}", path.display()))?;
+        outfile::check(path)?;
     }
     Ok(())
 }
@@ -129,12 +130,15 @@ pub fn stacks_needed(args: &OutputArgs, outputs: &[Output]) -> usize {
     }
 }
 
-/// Renders the report into every output.
+/// Renders the report into every output (JSON streamed into it).
 pub fn write_report(report: &Report, outputs: &[Output], args: &OutputArgs) -> Result<()> {
     for o in outputs {
         let bytes = match o.format {
             Format::Text => report::text::render(report, args.text_top()).into_bytes(),
-            Format::Json => report::json::render(report).into_bytes(),
+            Format::Json => {
+                write_with(o.path.as_deref(), |out| report::json::write(report, out))?;
+                continue;
+            }
             Format::Svg => report::svg::render(report, args.weight)?,
             Format::Folded => report::folded::render(report, args.weight).into_bytes(),
             Format::Pprof => report::pprof::render(report)?,
@@ -157,15 +161,25 @@ pub fn write_diff(diff: &Diff, title: &str, outputs: &[Output], args: &OutputArg
     Ok(())
 }
 
-/// Writes to a file, or to stdout (a reader that went away, as with
-/// `| head`, is not an error).
+/// Writes to a file (atomically, never through a link another user
+/// planted: see [`outfile`]), or to stdout (a reader that went away, as
+/// with `| head`, is not an error).
 pub fn write(path: Option<&Path>, bytes: &[u8]) -> Result<()> {
+    write_with(path, |out| out.write_all(bytes))
+}
+
+/// Like [`write`], with what `fill` writes into the file or stdout
+/// (buffered).
+pub fn write_with(
+    path: Option<&Path>,
+    fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> Result<()> {
     match path {
-        Some(path) => std::fs::write(path, bytes)
+        Some(path) => outfile::write(path, fill)
             .with_context(|| format!("writing the report to {}", path.display())),
         None => {
-            let mut out = std::io::stdout().lock();
-            match out.write_all(bytes).and_then(|()| out.flush()) {
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            match fill(&mut out).and_then(|()| out.flush()) {
                 Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
                 r => r.context("writing the report"),
             }

@@ -214,8 +214,8 @@ pub async fn run(cli: Cli, child: Option<HeldChild>) -> Result<()> {
         processes_dropped: 0,
         child,
         stacks: StackCache::default(),
-        agg: Aggregator::new(MAX_SAMPLES, min_gap(&cli)),
-        mappings: MappingTracker::default(),
+        agg: Aggregator::new(MAX_SAMPLES, cli.max_stacks as usize, min_gap(&cli)),
+        mappings: MappingTracker::new(cli.max_live as usize),
         symbolizer: Symbolizer::new(),
         unwinder,
         stats: [0; STAT_COUNT as usize],
@@ -907,6 +907,23 @@ impl Session {
         }
     }
 
+    /// Whether a new stack gets a series: when the table is full, the series
+    /// holding nothing make room (see [`Aggregator::make_room`]).
+    fn room_for_a_stack(&mut self) -> bool {
+        if !self.agg.is_full() {
+            return true;
+        }
+        // Mapping series get their totals at each sample: what an evicted
+        // one counted since must be in it.
+        for (stack, totals) in self.mappings.totals() {
+            self.agg.update(stack, *totals);
+        }
+        if let Some(remap) = self.agg.make_room(|| self.mappings.stacks_in_use()) {
+            self.mappings.follow(&remap);
+        }
+        !self.agg.is_full()
+    }
+
     /// Refreshes mappings of live targets and notes exits; on a watched
     /// node, looks at processes that exec'd lately and, now and then, at
     /// every process. True once every given target has exited.
@@ -984,6 +1001,13 @@ impl Session {
                 }
             }
             if self.agg.heap_stack(&key).is_none() {
+                if self.agg.is_dormant(&key, &totals) {
+                    continue;
+                }
+                if !self.room_for_a_stack() {
+                    self.agg.refuse(Some((key, totals)));
+                    continue;
+                }
                 let walked = self.stacks.frames(&self.probes.bpf, key.stack_id)?;
                 self.agg.intern_heap(key, &walked.frames, walked.truncated);
             }
@@ -1116,11 +1140,18 @@ impl Session {
                         return;
                     }
                 };
-                let stack = self.agg.intern(StackIdentity {
+                let identity = StackIdentity {
                     pid,
                     kind: StackKind::Mmap,
                     frames,
-                });
+                };
+                if !self.agg.is_interned(&identity) && !self.room_for_a_stack() {
+                    self.agg.refuse(None);
+                    // What it maps over is replaced all the same.
+                    self.mappings.unmap(pid, e.addr, e.len);
+                    return;
+                }
+                let stack = self.agg.intern(identity);
                 self.mappings
                     .mmap(pid, e.addr, e.len, stack, e.timestamp_ns);
             }
@@ -1309,6 +1340,7 @@ impl Session {
             stats: &self.stats,
             loader_mappings: self.loader_mappings,
             processes_dropped: self.processes_dropped,
+            mapping_table_full: self.mappings.table_full,
             top,
             sort: cli.sort,
             min_age_secs: cli.min_age_secs(),

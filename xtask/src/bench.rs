@@ -455,9 +455,9 @@ impl Bench {
             self.start_traced(&["rate", &RATE.to_string(), "13"], &[])?;
         let started = Instant::now();
         thread::sleep(Duration::from_secs(2));
-        let (cpu0, t0) = (cpu_secs(memtrace.id())?, started.elapsed());
+        let (cpu0, t0) = (cmd::cpu_secs(memtrace.id())?, started.elapsed());
         thread::sleep(Duration::from_secs(10));
-        let (cpu1, t1) = (cpu_secs(memtrace.id())?, started.elapsed());
+        let (cpu1, t1) = (cmd::cpu_secs(memtrace.id())?, started.elapsed());
         let done = next_line(&mut lines)?;
         let pairs: f64 = done
             .strip_prefix("done ")
@@ -480,7 +480,7 @@ impl Bench {
         // Three intervals' passes over the live table.
         thread::sleep(Duration::from_millis(3500));
         cost.live_blocks = BLOCKS;
-        cost.live_blocks_peak_rss_bytes = peak_rss(memtrace.id())?;
+        cost.live_blocks_peak_rss_bytes = cmd::memory_kib(memtrace.id(), "VmHWM")? * 1024;
         program
             .stdin
             .take()
@@ -684,30 +684,6 @@ fn expect_line(lines: &mut BufReader<ChildStdout>, want: &str) -> Result<()> {
         bail!("expected {want:?} from the bench program, got {line:?}");
     }
     Ok(())
-}
-
-/// User + system CPU seconds of process `pid` so far (/proc/PID/stat).
-fn cpu_secs(pid: u32) -> Result<f64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let fields: Vec<&str> = stat[stat.rfind(')').context("malformed stat")? + 2..]
-        .split_whitespace()
-        .collect();
-    // utime and stime are fields 14 and 15 of stat, 12 and 13 after comm.
-    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    Ok(ticks / hz)
-}
-
-/// Peak resident memory of process `pid` (VmHWM), in bytes.
-fn peak_rss(pid: u32) -> Result<u64> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("no VmHWM in /proc/PID/status")?;
-    Ok(kib * 1024)
 }
 
 /// Waits for `child` and returns its status and resource usage.

@@ -1,6 +1,7 @@
 //! Process and path helpers shared by every task: where the workspace and
 //! its target dir are, how child commands are run (streamed, with one-line
-//! errors), and who we are running as.
+//! errors), who we are running as, and what a process costs (CPU and
+//! memory from /proc).
 
 use std::{
     env,
@@ -119,4 +120,28 @@ pub fn which(name: &str) -> Option<PathBuf> {
                 .metadata()
                 .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
         })
+}
+
+/// User + system CPU seconds of process `pid` so far (/proc/PID/stat).
+pub fn cpu_secs(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let fields: Vec<&str> = stat[stat.rfind(')').context("malformed stat")? + 2..]
+        .split_whitespace()
+        .collect();
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 after comm.
+    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Ok(ticks / hz)
+}
+
+/// A memory field of process `pid` in KiB from /proc/PID/status: `VmRSS`
+/// (resident now), `VmHWM` (peak resident).
+pub fn memory_kib(pid: u32, field: &str) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .with_context(|| format!("no {field} in /proc/{pid}/status"))
 }

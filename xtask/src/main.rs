@@ -7,6 +7,7 @@ mod cmd;
 mod demo;
 mod lint;
 mod prereqs;
+mod soak;
 mod test;
 
 use std::process::ExitCode;
@@ -57,6 +58,12 @@ enum Task {
     /// root; installs bpftrace (Debian) when missing.
     Bench(bench::BenchArgs),
 
+    /// Trace a workload with a steady leak and heavy churn for --minutes,
+    /// recording memtrace's resident memory and CPU every minute; print
+    /// them, check the leak is found with its bytes, and write
+    /// target/xtask/soak.json. Must run as root.
+    Soak(soak::SoakArgs),
+
     /// Check formatting (`cargo fmt --check`) and run clippy with -D warnings.
     ///
     /// Runs `cargo fmt --all -- --check`, `rustfmt --check` on the eBPF crate
@@ -74,6 +81,7 @@ fn main() -> ExitCode {
         Task::Test(args) => test::run(args),
         Task::Lint => lint::run(true),
         Task::Bench(args) => bench::run(args),
+        Task::Soak(args) => soak::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

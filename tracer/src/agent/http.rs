@@ -3,22 +3,34 @@
 //! (one incident's files, by validated id and a fixed list of names), and
 //! `POST /trace?pid=&duration=&format=` (an on-demand trace, answered with
 //! its report). With a token every endpoint but `/healthz` requires
-//! `Authorization: Bearer TOKEN`. Requests carry no body (1 KiB at most).
+//! `Authorization: Bearer TOKEN`. This file also owns the server's limits
+//! (hyper's HTTP/1 connection builder, tower-http's body limit): how long a
+//! request's head may take, how large it and its body may be, how many
+//! connections are open and how many requests are served per second.
 
 use std::{
-    sync::{atomic::Ordering, Arc},
-    time::Duration,
+    collections::HashMap,
+    net::IpAddr,
+    sync::{atomic::Ordering, Arc, Mutex},
+    time::{Duration, Instant},
 };
 
 use axum::{
-    extract::{DefaultBodyLimit, Path, Query, Request, State},
+    extract::{Path, Query, Request, State},
     http::{header, HeaderMap, HeaderValue, StatusCode},
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::{get, post},
     Json, Router,
 };
+use hyper_util::{
+    rt::{TokioIo, TokioTimer},
+    server::graceful::GracefulShutdown,
+    service::TowerToHyperService,
+};
 use serde::Deserialize;
+use tokio::{net::TcpListener, sync::oneshot};
+use tower_http::limit::RequestBodyLimitLayer;
 
 use super::{traces, Shared};
 
@@ -28,7 +40,33 @@ const OOM_WATCH_GRACE: Duration = Duration::from_secs(60);
 const MAX_ON_DEMAND: Duration = Duration::from_secs(600);
 const DEFAULT_ON_DEMAND: Duration = Duration::from_secs(30);
 
+/// How long a request's line and headers may take to arrive, and how long
+/// a kept-alive connection may wait for its next request: then it is
+/// closed (a client sending its head byte by byte cannot hold it).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// A request's line and headers (hyper's read buffer; its minimum is
+/// 8 KiB): beyond it, 431.
+const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// Headers in one request: beyond it, 431.
+const MAX_HEADERS: usize = 32;
+/// Request bodies: none is expected; a longer one is answered 413.
+const MAX_BODY_BYTES: usize = 1024;
+/// Connections open at once, and from one address: more are answered 429
+/// and closed.
+const MAX_CONNECTIONS: usize = 64;
+const MAX_CONNECTIONS_PER_CLIENT: usize = 16;
+/// Requests served per second (past the token check, /healthz aside): a
+/// bucket of `RATE_BURST` refilled at `RATE_PER_SEC`; when empty, 429.
+const RATE_PER_SEC: f64 = 20.0;
+const RATE_BURST: f64 = 50.0;
+/// The longest a connection lives: the longest on-demand trace and a
+/// minute (a client that stops reading its answer gives it up then).
+const MAX_CONNECTION_LIFE: Duration = Duration::from_secs(MAX_ON_DEMAND.as_secs() + 60);
+/// How long stopping waits for requests in progress.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
+
 pub fn router(shared: Arc<Shared>) -> Router {
+    let bucket = Arc::new(Mutex::new(Bucket::full()));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
@@ -36,9 +74,140 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/reports/{id}", get(report))
         .route("/reports/{id}/{file}", get(report_file))
         .route("/trace", post(trace))
+        .layer(middleware::from_fn_with_state(bucket, throttle))
         .layer(middleware::from_fn_with_state(shared.clone(), authorize))
-        .layer(DefaultBodyLimit::max(1024))
+        .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .with_state(shared)
+}
+
+/// Serves `router` on `listener` within the limits above until `stop`
+/// fires, then lets requests in progress finish for [`SHUTDOWN_WAIT`].
+pub async fn serve(listener: TcpListener, router: Router, mut stop: oneshot::Receiver<()>) {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .max_headers(MAX_HEADERS);
+    let graceful = GracefulShutdown::new();
+    let open = Connections::default();
+    loop {
+        let (socket, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(_) => {
+                    // Out of file descriptors, or a connection reset
+                    // before it was accepted: try again shortly.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut stop => break,
+        };
+        let Some(permit) = open.admit(peer.ip()) else {
+            // Best effort, without waiting: the socket's buffer is empty.
+            let _ = socket.try_write(TOO_MANY_CONNECTIONS);
+            continue;
+        };
+        let service = TowerToHyperService::new(router.clone());
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(socket), service));
+        tokio::spawn(async move {
+            let _permit = permit;
+            let _ = tokio::time::timeout(MAX_CONNECTION_LIFE, connection).await;
+        });
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(SHUTDOWN_WAIT, graceful.shutdown()).await;
+}
+
+const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\nretry-after: 1\r\n\
+content-type: text/plain; charset=utf-8\r\ncontent-length: 21\r\nconnection: close\r\n\r\n\
+too many connections\n";
+
+/// Open connections per client address.
+#[derive(Clone, Default)]
+struct Connections(Arc<Mutex<HashMap<IpAddr, usize>>>);
+
+/// A connection counted as open until dropped.
+struct Admitted {
+    open: Connections,
+    ip: IpAddr,
+}
+
+impl Connections {
+    /// Counts a new connection from `ip`, if within both limits.
+    fn admit(&self, ip: IpAddr) -> Option<Admitted> {
+        let mut open = self.0.lock().expect("connections lock");
+        let total: usize = open.values().sum();
+        let theirs = open.get(&ip).copied().unwrap_or(0);
+        if total >= MAX_CONNECTIONS || theirs >= MAX_CONNECTIONS_PER_CLIENT {
+            return None; // (and no entry for a client refused)
+        }
+        open.insert(ip, theirs + 1);
+        Some(Admitted {
+            open: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let mut open = self.open.0.lock().expect("connections lock");
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// A token bucket for requests.
+struct Bucket {
+    tokens: f64,
+    refilled: Instant,
+}
+
+impl Bucket {
+    fn full() -> Bucket {
+        Bucket {
+            tokens: RATE_BURST,
+            refilled: Instant::now(),
+        }
+    }
+
+    /// Takes a token if there is one.
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        let earned = now.duration_since(self.refilled).as_secs_f64() * RATE_PER_SEC;
+        self.tokens = (self.tokens + earned).min(RATE_BURST);
+        self.refilled = now;
+        if self.tokens < 1.0 {
+            return false;
+        }
+        self.tokens -= 1.0;
+        true
+    }
+}
+
+/// Answers 429 when requests come faster than the bucket allows (/healthz
+/// aside, which probes call and which costs nothing). Behind the token
+/// check: a client without the token cannot use the others' requests up.
+async fn throttle(
+    State(bucket): State<Arc<Mutex<Bucket>>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let exempt = request.uri().path() == "/healthz";
+    if exempt || bucket.lock().expect("bucket lock").take() {
+        return next.run(request).await;
+    }
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        [(header::RETRY_AFTER, "1")],
+        "too many requests: try again in a second\n",
+    )
+        .into_response()
 }
 
 /// Checks the bearer token (when there is one) on everything but /healthz.
@@ -108,17 +277,17 @@ async fn list(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 async fn report(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
-    serve(&shared, &id, None).await
+    serve_file(&shared, &id, None).await
 }
 
 async fn report_file(
     State(shared): State<Arc<Shared>>,
     Path((id, file)): Path<(String, String)>,
 ) -> Response {
-    serve(&shared, &id, Some(&file)).await
+    serve_file(&shared, &id, Some(&file)).await
 }
 
-async fn serve(shared: &Shared, id: &str, file: Option<&str>) -> Response {
+async fn serve_file(shared: &Shared, id: &str, file: Option<&str>) -> Response {
     if !super::incidents::valid_id(id) {
         return (StatusCode::BAD_REQUEST, "not an incident id\n").into_response();
     }
@@ -190,6 +359,7 @@ async fn trace(State(shared): State<Arc<Shared>>, Query(q): Query<TraceQuery>) -
     let Some(slot) = shared.slots.acquire(q.pid, true) else {
         return (
             StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, "60")],
             "every trace slot is busy (or this pid is being traced): try later\n",
         )
             .into_response();
@@ -254,6 +424,39 @@ async fn on_demand(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bucket_serves_a_burst_then_its_rate() {
+        let mut bucket = Bucket::full();
+        let served = (0..200).filter(|_| bucket.take()).count();
+        assert!((RATE_BURST as usize..RATE_BURST as usize + 3).contains(&served));
+        bucket.refilled -= Duration::from_millis(500);
+        let again = (0..200).filter(|_| bucket.take()).count();
+        // Half a second's refill, and what was left of a token.
+        let half = (RATE_PER_SEC / 2.0) as usize;
+        assert!((half..=half + 1).contains(&again), "{again}");
+    }
+
+    #[test]
+    fn connections_are_bounded_per_client_and_in_all() {
+        let open = Connections::default();
+        let ip = |n: u8| IpAddr::from([10, 0, 0, n]);
+        let mine: Vec<_> = (0..MAX_CONNECTIONS_PER_CLIENT)
+            .map(|_| open.admit(ip(1)).unwrap())
+            .collect();
+        assert!(open.admit(ip(1)).is_none());
+        let others: Vec<_> = (0..MAX_CONNECTIONS - MAX_CONNECTIONS_PER_CLIENT)
+            .map(|i| {
+                open.admit(ip(2 + (i / MAX_CONNECTIONS_PER_CLIENT) as u8))
+                    .unwrap()
+            })
+            .collect();
+        assert!(open.admit(ip(200)).is_none());
+        drop(mine);
+        assert!(open.admit(ip(1)).is_some());
+        drop(others);
+        assert!(open.0.lock().unwrap().is_empty());
+    }
 
     #[test]
     fn bearer_token_must_match_exactly() {

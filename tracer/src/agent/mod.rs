@@ -264,15 +264,11 @@ async fn agent(args: AgentArgs) -> Result<()> {
         args.verbose,
     ));
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
-    let server =
-        axum::serve(listener, http::router(shared.clone())).with_graceful_shutdown(async {
-            let _ = http_stopped.await;
-        });
-    let server = tokio::spawn(async move {
-        if let Err(e) = server.await {
-            crate::note(&format!("agent: HTTP server stopped: {e}"));
-        }
-    });
+    let server = tokio::spawn(http::serve(
+        listener,
+        http::router(shared.clone()),
+        http_stopped,
+    ));
 
     let mut scanner = Scanner::new(args.comm.clone());
     let mut last_traced: HashMap<(u32, u64), Instant> = HashMap::new();
@@ -321,8 +317,8 @@ async fn agent(args: AgentArgs) -> Result<()> {
     }
     let _ = stop_http.send(());
     // Connections still open (a client that never finishes its request)
-    // do not hold the exit up for long.
-    let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+    // do not hold the exit up for long (the server waits 2 s at most).
+    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
     Ok(())
 }
 

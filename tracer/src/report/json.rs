@@ -1,9 +1,13 @@
-//! JSON renderer: the report model as pretty-printed JSON (schema in README).
+//! JSON renderer: the report model as pretty-printed JSON (schema in README),
+//! streamed into the output (a report of thousands of stacks is hundreds of
+//! megabytes of text, never held whole in memory).
+
+use std::io::{self, Write};
 
 use super::Report;
 
-pub fn render(report: &Report) -> String {
-    let mut s = serde_json::to_string_pretty(report).expect("report serializes");
-    s.push('\n');
-    s
+/// Writes the report, and a newline, into `out`.
+pub fn write(report: &Report, out: &mut dyn Write) -> io::Result<()> {
+    serde_json::to_writer_pretty(&mut *out, report)?;
+    out.write_all(b"\n")
 }

@@ -227,6 +227,15 @@ pub struct Losses {
     /// target table was full.
     #[serde(default)]
     pub targets_full: u64,
+    /// New stacks that got no series: memtrace's table of stacks
+    /// (`--max-stacks`) was full of stacks holding memory. Their bytes are
+    /// in the totals, under no stack.
+    #[serde(default)]
+    pub series_full: u64,
+    /// Anonymous mappings not recorded: the table of live mappings
+    /// (`--max-live`) was full.
+    #[serde(default)]
+    pub mapping_table_full: u64,
 }
 
 impl Losses {
@@ -241,6 +250,8 @@ impl Losses {
             ("ring_buffer_full", self.ring_buffer_full),
             ("address_reused", self.address_reused),
             ("targets_full", self.targets_full),
+            ("series_full", self.series_full),
+            ("mapping_table_full", self.mapping_table_full),
         ]
         .into_iter()
         .filter(|(_, v)| *v > 0)
@@ -272,6 +283,11 @@ pub struct Counters {
     /// (kernel tables, series, mappings): what keeps a busy node bounded.
     #[serde(default)]
     pub processes_dropped: u64,
+    /// Stack series dropped while they held nothing, to keep memtrace's
+    /// table of stacks within `--max-stacks` (what they counted stays in
+    /// the totals; a heap stack that allocates again gets a new series).
+    #[serde(default)]
+    pub stacks_evicted: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -331,6 +347,7 @@ pub struct ReportContext<'a> {
     pub stats: &'a [u64],
     pub loader_mappings: u64,
     pub processes_dropped: u64,
+    pub mapping_table_full: u64,
     pub top: usize,
     pub sort: SortBy,
     pub min_age_secs: Option<f64>,
@@ -431,6 +448,16 @@ pub fn build(ctx: ReportContext<'_>, agg: &Aggregator, symbolizer: &mut Symboliz
         totals.stacks += 1;
         totals.stacks_holding_memory += u64::from(s.outstanding_bytes() > 0);
     }
+    let departed = agg.departed();
+    let d = departed.totals;
+    totals.outstanding_bytes += d.allocated_bytes.saturating_sub(d.freed_bytes);
+    totals.outstanding_allocations += d.allocations.saturating_sub(d.frees);
+    totals.allocations += d.allocations;
+    totals.frees += d.frees;
+    totals.allocated_bytes += d.allocated_bytes;
+    totals.freed_bytes += d.freed_bytes;
+    totals.stacks += departed.stacks;
+    totals.stacks_holding_memory += departed.holding_memory;
     let ranked = rank(agg, ctx.sort, ctx.min_age_secs);
     let mut targets = ctx.targets;
     let mut per_pid: HashMap<u32, (u64, u64, u64)> = HashMap::new();
@@ -472,6 +499,8 @@ pub fn build(ctx: ReportContext<'_>, agg: &Aggregator, symbolizer: &mut Symboliz
             ring_buffer_full: stat(Stat::RingBufFull),
             address_reused: stat(Stat::AddressReused),
             targets_full: stat(Stat::TargetsFull),
+            series_full: agg.series_full,
+            mapping_table_full: ctx.mapping_table_full,
         },
         counters: Counters {
             free_unknown: stat(Stat::FreeUnknown),
@@ -481,6 +510,7 @@ pub fn build(ctx: ReportContext<'_>, agg: &Aggregator, symbolizer: &mut Symboliz
             reservations: stat(Stat::Reservation),
             nested_calls: stat(Stat::NestedCall),
             processes_dropped: ctx.processes_dropped,
+            stacks_evicted: agg.evicted,
         },
         oom_kills: ctx.oom_kills,
         overhead: ctx.overhead,

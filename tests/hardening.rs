@@ -1,0 +1,435 @@
+//! Hardening: memtrace under bad input and hostile neighbours, with real
+//! processes and real BPF.
+//! - `--pid` of a kernel thread and of a zombie are one-line errors naming
+//!   the pid and what it is (bad option values: tests/semantics.rs; a
+//!   target without an allocator: the same file);
+//! - reports never go through a link another user planted: one found at
+//!   start is an error before anything is traced; one planted at the
+//!   report's name while tracing is replaced by the report (renamed over
+//!   it), a hard link too, and their targets stay as they were; no
+//!   temporary file is left behind;
+//! - reports hold addresses, sizes and symbols, never memory: a workload
+//!   whose leaked blocks and mapping are full of a secret
+//!   (secret_leak.c) is reported with its exact bytes, and the secret
+//!   appears in no output format (text, JSON, SVG, folded, pprof), neither
+//!   as text nor as hex (the agent's reports are these same files);
+//! - a hostile target churning over a million distinct stacks and
+//!   addresses for 10 s (stack_churn.c) leaves memtrace's peak RSS under
+//!   the cap the README gives for its `--max-stacks` and `--max-live`, with
+//!   the evictions counted, every allocation in the totals and the small
+//!   leak next to the churn reported exactly.
+
+use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use memtrace_integration::{
+    compile_c, run_memtrace, scratch_dir, secs, trace_pid, Workload, CMD_TIMEOUT,
+};
+
+/// The kernel's flag for kernel threads in /proc/PID/stat.
+const PF_KTHREAD: u64 = 0x0020_0000;
+/// What an unprivileged user is here: nobody.
+const NOBODY: u32 = 65534;
+
+/// Fields of /proc/PID/stat after the command: (state, flags).
+fn stat_of(pid: u32) -> Option<(String, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
+    Some((fields.first()?.to_string(), fields.get(6)?.parse().ok()?))
+}
+
+#[test]
+fn kernel_thread_pid_is_an_error() {
+    let kthread = (2..1000)
+        .find(|&pid| stat_of(pid).is_some_and(|(_, flags)| flags & PF_KTHREAD != 0))
+        .expect("a kernel thread among pids 2..1000 (kthreadd is 2)");
+    let pid = kthread.to_string();
+    let out = run_memtrace(&["--pid", pid.as_str(), "--duration", "2s"], secs(30));
+    out.one_line_error(None, &[pid.as_str(), "is a kernel thread"]);
+}
+
+#[test]
+fn zombie_pid_is_an_error() {
+    // sh forks `true` and becomes `sleep`, which never reaps it.
+    let mut parent = Workload::spawn(
+        Path::new("/bin/sh"),
+        &["-c", "true & echo $!; exec sleep 60"],
+    );
+    let line = parent.next_line(secs(10));
+    let zombie: u32 = line
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("sh printed {line:?}, expected the child's pid"));
+    let deadline = std::time::Instant::now() + secs(10);
+    while stat_of(zombie).is_none_or(|(state, _)| state != "Z") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pid {zombie} did not become a zombie: {:?}",
+            stat_of(zombie)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let pid = zombie.to_string();
+    let out = run_memtrace(&["--pid", pid.as_str(), "--duration", "2s"], secs(30));
+    out.one_line_error(None, &[pid.as_str(), "zombie"]);
+}
+
+/// leak_signal.c, as run here: 20 blocks of 1000 bytes from leak_fixed.
+const LINK_LEAKS: u64 = 20;
+const LINK_LEAK_SIZE: u64 = 1000;
+
+/// A directory of its own for `uid`, as a user would have.
+fn user_dir(parent: &Path, uid: u32) -> PathBuf {
+    let dir = parent.join("user");
+    std::fs::create_dir(&dir).expect("create the user's directory");
+    std::os::unix::fs::chown(&dir, Some(uid), Some(uid)).expect("chown the user's directory");
+    dir
+}
+
+/// A symlink at `link` to `target`, owned by `uid` (as if `uid` made it).
+fn plant_symlink(target: &Path, link: &Path, uid: u32) {
+    symlink(target, link).expect("plant a symlink");
+    std::os::unix::fs::lchown(link, Some(uid), Some(uid)).expect("chown the symlink");
+}
+
+/// Files of root's that the planted links point at, with their content.
+fn victims(parent: &Path) -> Vec<(PathBuf, &'static str)> {
+    let dir = parent.join("root-only");
+    std::fs::create_dir(&dir).expect("create root's directory");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).expect("chmod 700");
+    let files = vec![
+        (dir.join("victim"), "root's file\n"),
+        (dir.join("hard-victim"), "root's other file\n"),
+    ];
+    for (path, content) in &files {
+        std::fs::write(path, content).expect("write a victim file");
+    }
+    files
+}
+
+#[track_caller]
+fn assert_untouched(victims: &[(PathBuf, &str)]) {
+    for (path, content) in victims {
+        let now = std::fs::read_to_string(path).expect("read a victim file");
+        assert_eq!(
+            &now,
+            content,
+            "{} was written through a planted link",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn planted_link_at_start_is_refused_before_tracing() {
+    let dir = scratch_dir("planted-at-start");
+    let victims = victims(&dir);
+    let user = user_dir(&dir, NOBODY);
+    let out_json = user.join("out.json");
+    plant_symlink(&victims[0].0, &out_json, NOBODY);
+    let arg = out_json.to_str().expect("utf-8 scratch path");
+    let out = run_memtrace(&["--duration", "30s", "-o", arg, "--", "true"], secs(30));
+    out.one_line_error(None, &[arg, "symbolic link owned by uid 65534"]);
+    assert!(
+        out.elapsed < secs(5),
+        "the link should be refused before tracing, not after --duration 30s\n{}",
+        out.describe()
+    );
+    assert_untouched(&victims);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn links_planted_while_tracing_are_replaced_not_followed() {
+    let dir = scratch_dir("planted-while-tracing");
+    let victims = victims(&dir);
+    let user = user_dir(&dir, NOBODY);
+    let (json, svg) = (user.join("late.json"), user.join("late.svg"));
+    let mut workload = Workload::spawn(
+        &compile_c("leak_signal"),
+        &[
+            LINK_LEAKS.to_string(),
+            LINK_LEAK_SIZE.to_string(),
+            "10000".into(),
+        ],
+    );
+    workload.expect_line("ready", secs(10));
+    let tracer = trace_pid(
+        workload.pid(),
+        &[
+            "--duration",
+            "3s",
+            "--interval",
+            "1s",
+            "-o",
+            json.to_str().expect("utf-8 path"),
+            "-o",
+            svg.to_str().expect("utf-8 path"),
+        ],
+    );
+    // After memtrace checked its outputs: the user plants a symlink and a
+    // hard link at their names.
+    plant_symlink(&victims[0].0, &json, NOBODY);
+    std::fs::hard_link(&victims[1].0, &svg).expect("plant a hard link");
+    workload.signal(libc::SIGUSR1);
+    workload.expect_line("done", secs(10));
+    let out = tracer.finish(secs(60));
+    out.assert_success();
+    assert_untouched(&victims);
+    for path in [&json, &svg] {
+        let meta = std::fs::symlink_metadata(path).expect("the report exists");
+        assert!(
+            meta.is_file() && meta.nlink() == 1 && meta.uid() == 0,
+            "{} should be root's own new file (a regular file, one link), not the planted \
+             link: {meta:?}\n{}",
+            path.display(),
+            out.describe()
+        );
+    }
+    assert_eq!(
+        std::fs::metadata(&victims[1].0)
+            .expect("hard victim")
+            .nlink(),
+        1,
+        "the hard link's name now holds the report: the victim has its own name only"
+    );
+    let report = out.report_from(&std::fs::read_to_string(&json).expect("read the report"));
+    let s = report.stack_of("leak_fixed");
+    assert_eq!(
+        (s.outstanding_bytes, s.outstanding_allocations),
+        (LINK_LEAKS * LINK_LEAK_SIZE, LINK_LEAKS),
+        "leak_fixed in the report written over the planted link\n{}",
+        report.describe()
+    );
+    let svg_text = std::fs::read_to_string(&svg).expect("read the flamegraph");
+    assert!(
+        svg_text.contains("<svg") && svg_text.contains("leak_fixed"),
+        "late.svg should be the flamegraph naming leak_fixed"
+    );
+    let mut names: Vec<String> = std::fs::read_dir(&user)
+        .expect("list the user's directory")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["late.json", "late.svg"],
+        "only the reports: no temporary file left behind"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// secret_leak.c: its secret, and what it leaks.
+const SECRET: &str = "MEMTRACE-SECRET-5f0c2e91";
+const SECRET_HOLDS: u64 = 40;
+const SECRET_HOLD_SIZE: u64 = 4096;
+const SECRET_MAP_SIZE: u64 = 64 * 1024;
+
+/// The secret's bytes in lower- and upper-case hex.
+fn secret_hex() -> [String; 2] {
+    let hex: String = SECRET.bytes().map(|b| format!("{b:02x}")).collect();
+    [hex.clone(), hex.to_uppercase()]
+}
+
+#[test]
+fn reports_hold_no_memory_contents() {
+    let exe = compile_c("secret_leak");
+    let dir = scratch_dir("secret");
+    let files = ["r.json", "r.svg", "r.folded", "r.pb.gz"].map(|f| dir.join(f));
+    // Formats from the extensions (JSON_ARGS would make them all JSON).
+    let mut args: Vec<std::ffi::OsString> = vec!["--interval".into(), "1s".into()];
+    for f in &files {
+        args.extend(["-o".into(), f.clone().into_os_string()]);
+    }
+    args.extend(["--".into(), exe.clone().into_os_string()]);
+    run_memtrace(&args, CMD_TIMEOUT).assert_success();
+    let text = run_memtrace(
+        &[
+            std::ffi::OsStr::new("--format"),
+            "text".as_ref(),
+            "--".as_ref(),
+            exe.as_os_str(),
+        ],
+        CMD_TIMEOUT,
+    );
+    text.assert_success();
+
+    let json = std::fs::read_to_string(&files[0]).expect("the JSON report");
+    let report = text.report_from(&json);
+    let held = report.stack_of("hold_secret");
+    assert_eq!(
+        (
+            held.kind.as_str(),
+            held.outstanding_bytes,
+            held.outstanding_allocations
+        ),
+        ("heap", SECRET_HOLDS * SECRET_HOLD_SIZE, SECRET_HOLDS),
+        "hold_secret: the secret's blocks are traced\n{}",
+        report.describe()
+    );
+    let mapped = report.stack_of("map_secret");
+    assert_eq!(
+        (mapped.kind.as_str(), mapped.outstanding_bytes),
+        ("mmap", SECRET_MAP_SIZE),
+        "map_secret: the secret's mapping is traced\n{}",
+        report.describe()
+    );
+    assert!(
+        text.stdout.contains("hold_secret"),
+        "the text report names hold_secret\n{}",
+        text.describe()
+    );
+
+    let pprof = std::process::Command::new("gzip")
+        .arg("-dc")
+        .arg(&files[3])
+        .output()
+        .expect("gzip -dc the pprof profile");
+    assert!(pprof.status.success() && !pprof.stdout.is_empty());
+    let mut outputs: Vec<(String, Vec<u8>)> = files[..3]
+        .iter()
+        .map(|f| {
+            (
+                f.display().to_string(),
+                std::fs::read(f).expect("an output"),
+            )
+        })
+        .collect();
+    outputs.push(("pprof (decompressed)".into(), pprof.stdout));
+    outputs.push(("text on stdout".into(), text.stdout.clone().into_bytes()));
+    outputs.push((
+        "stderr of both runs".into(),
+        text.stderr.clone().into_bytes(),
+    ));
+    let mut needles = vec![SECRET.to_string()];
+    needles.extend(secret_hex());
+    // Any 8 bytes of it would be a leak of memory too.
+    needles.extend((0..=SECRET.len() - 8).map(|i| SECRET[i..i + 8].to_string()));
+    for (name, bytes) in &outputs {
+        for needle in &needles {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                "{name} contains {needle:?}: memory contents in a report"
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The README's cap on memtrace's resident memory ("Hostile targets"):
+/// 40 MiB, 16 KiB per `--max-stacks` series, 100 bytes per `--max-live`
+/// mapping.
+fn rss_cap(max_stacks: u64, max_live: u64) -> u64 {
+    40 * 1024 * 1024 + max_stacks * 16 * 1024 + max_live * 100
+}
+
+/// stack_churn.c: its leak, and how long it churns.
+const ANCHORS: u64 = 100;
+const ANCHOR_SIZE: u64 = 1000;
+const CHURN_SECS: &str = "10";
+const MMAP_EVERY: u64 = 8;
+
+/// The peak resident memory (VmHWM) of process `pid`, in bytes.
+fn peak_rss(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse::<u64>()
+        .ok()?;
+    Some(kib * 1024)
+}
+
+#[test]
+fn hostile_target_leaves_memtrace_bounded() {
+    let (max_stacks, max_live) = (2048u64, 65536u64);
+    let exe = compile_c("stack_churn");
+    let args: Vec<std::ffi::OsString> = [
+        "--format",
+        "json",
+        "--interval",
+        "1s",
+        "--max-stacks",
+        &max_stacks.to_string(),
+        "--max-live",
+        &max_live.to_string(),
+        "--",
+    ]
+    .iter()
+    .map(Into::into)
+    .chain([exe.into_os_string(), CHURN_SECS.into()])
+    .collect();
+    let mut tracer = memtrace_integration::Tracer::spawn(&args);
+    let pid = tracer.pid();
+    let mut peak = 0;
+    while tracer.is_running() {
+        peak = peak_rss(pid).unwrap_or(peak).max(peak);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let out = tracer.finish(CMD_TIMEOUT);
+    out.assert_success();
+    let report = out.report();
+    let ctx = report.describe();
+    let cap = rss_cap(max_stacks, max_live);
+    assert!(
+        peak > 0 && peak < cap,
+        "memtrace's peak RSS {peak} B should stay under the documented cap {cap} B\n{ctx}"
+    );
+    let rounds: u64 = out
+        .stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("rounds "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("stack_churn printed no `rounds N`\n{}", out.describe()));
+    assert!(
+        rounds > 200_000,
+        "stack_churn made {rounds} rounds: too few distinct stacks to be hostile"
+    );
+    // Every round mallocs once and every 8th mmaps (rounds come in
+    // multiples of 256); the table of series was full many times over, and
+    // what evicted series counted stays in the totals.
+    assert_eq!(
+        report.totals.allocations,
+        ANCHORS + rounds + rounds / MMAP_EVERY,
+        "totals.allocations: the anchors, a malloc per round, an mmap per {MMAP_EVERY}\n{ctx}"
+    );
+    let seen = report.json["totals"]["stacks"]
+        .as_u64()
+        .expect("totals.stacks");
+    let evicted = report.counter("stacks_evicted");
+    eprintln!(
+        "stack_churn: {rounds} rounds, {seen} stacks seen, {evicted} evicted; memtrace peak \
+         RSS {:.1} MiB (cap {:.1} MiB)",
+        peak as f64 / 1048576.0,
+        cap as f64 / 1048576.0
+    );
+    assert!(
+        seen > 10 * max_stacks && evicted > seen - 2 * max_stacks,
+        "stacks seen {seen} and evicted {evicted}: the table of {max_stacks} should have been \
+         full many times over, all but the last table's worth evicted\n{ctx}"
+    );
+    let anchor = report.stack_of("leak_anchor");
+    assert_eq!(
+        (anchor.outstanding_bytes, anchor.outstanding_allocations),
+        (ANCHORS * ANCHOR_SIZE, ANCHORS),
+        "leak_anchor, next to the churn\n{ctx}"
+    );
+    // The kernel's stack table overflowed (counted); nothing else was lost,
+    // and the stacks holding memory always had room.
+    assert!(
+        report.losses.get("stack_lost").is_some_and(|&n| n > 0),
+        "{ctx}"
+    );
+    for loss in [
+        "series_full",
+        "mapping_table_full",
+        "live_map_full",
+        "ring_buffer_full",
+    ] {
+        assert_eq!(report.losses.get(loss), Some(&0), "losses.{loss}\n{ctx}");
+    }
+    report.assert_consistent();
+}
