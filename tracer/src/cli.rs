@@ -526,8 +526,9 @@ pub struct Cli {
     /// frames each, ~300 bytes of kernel memory). Stacks beyond it are
     /// counted as stack_lost, their bytes kept under an unknown stack. Also
     /// the most stack series memtrace keeps (those holding nothing are
-    /// evicted to make room): its memory stays under 40 MiB + 16 KiB per
-    /// stack + 100 bytes per --max-live.
+    /// evicted to make room; an eighth more for unknown and mapping
+    /// stacks): its memory stays under 40 MiB + 18 KiB per stack + 100
+    /// bytes per --max-live.
     #[arg(long, default_value_t = DEFAULT_MAX_STACKS, value_name = "N",
           value_parser = clap::value_parser!(u32).range(256..=(1 << 20)))]
     pub max_stacks: u32,

@@ -214,7 +214,7 @@ pub async fn run(cli: Cli, child: Option<HeldChild>) -> Result<()> {
         processes_dropped: 0,
         child,
         stacks: StackCache::default(),
-        agg: Aggregator::new(MAX_SAMPLES, cli.max_stacks as usize, min_gap(&cli)),
+        agg: Aggregator::new(MAX_SAMPLES, max_series(cli.max_stacks), min_gap(&cli)),
         mappings: MappingTracker::new(cli.max_live as usize),
         symbolizer: Symbolizer::new(),
         unwinder,
@@ -1352,6 +1352,13 @@ impl Session {
         };
         report::build(ctx, &self.agg, &mut self.symbolizer)
     }
+}
+
+/// Stack series memtrace keeps: one per kernel stack (`--max-stacks`), and
+/// an eighth more for what the kernel table does not hold — each process's
+/// unknown stack, mapping stacks.
+fn max_series(max_stacks: u32) -> usize {
+    max_stacks as usize + max_stacks as usize / 8
 }
 
 /// A sample closer than this to the previous one (the final sample right
