@@ -19,6 +19,46 @@ pub struct TargetInfo {
     pub exe: Option<String>,
 }
 
+/// What memtrace reads of `/proc/PID/stat`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcStat {
+    pub comm: String,
+    /// `R`, `S`, `Z` (zombie), `X` (dead), …
+    pub state: String,
+    /// The kernel's `PF_*` flags.
+    pub flags: u64,
+}
+
+const PF_EXITING: u64 = 0x4;
+const PF_KTHREAD: u64 = 0x0020_0000;
+
+impl ProcStat {
+    /// Whether the process has exited (a zombie, or dead).
+    pub fn exited(&self) -> bool {
+        self.state == "Z" || self.state == "X"
+    }
+}
+
+/// Parses `/proc/PID/stat`: "pid (comm) state ppid ... flags ..."; the
+/// comm may hold spaces and parentheses, so the fields are counted after
+/// its last `)`. None when there is no `)`, state or flags.
+pub fn parse_stat(stat: &str) -> Option<ProcStat> {
+    let close = stat.rfind(')')?;
+    let open = stat[..close].find('(').map_or(0, |i| i + 1);
+    let mut fields = stat[close + 1..].split_whitespace();
+    let state = fields.next()?.to_string();
+    let flags = fields.nth(5)?.parse().ok()?;
+    Some(ProcStat {
+        comm: stat[open..close].to_string(),
+        state,
+        flags,
+    })
+}
+
+fn read_stat(pid: u32) -> Option<ProcStat> {
+    parse_stat(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
 /// Validates that `pid` is a traceable user process and describes it.
 pub fn inspect(pid: u32) -> Result<TargetInfo> {
     let proc_dir = PathBuf::from(format!("/proc/{pid}"));
@@ -29,13 +69,8 @@ pub fn inspect(pid: u32) -> Result<TargetInfo> {
         }
         Err(e) => return Err(e).with_context(|| format!("reading /proc/{pid}/stat")),
     };
-    // /proc/PID/stat: "pid (comm) state ppid ... flags ..."; comm may hold spaces.
-    let close = stat.rfind(')').context("malformed /proc/PID/stat")?;
-    let comm = stat[stat.find('(').map_or(0, |i| i + 1)..close].to_string();
-    let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-    let state = fields.first().copied().unwrap_or("?");
-    let flags: u64 = fields.get(6).and_then(|f| f.parse().ok()).unwrap_or(0);
-    const PF_KTHREAD: u64 = 0x0020_0000;
+    let ProcStat { comm, state, flags } =
+        parse_stat(&stat).with_context(|| format!("malformed /proc/{pid}/stat"))?;
     if flags & PF_KTHREAD != 0 {
         bail!("pid {pid} ({comm}) is a kernel thread: it has no user-space allocator to trace");
     }
@@ -58,29 +93,13 @@ pub fn inspect(pid: u32) -> Result<TargetInfo> {
 
 /// Whether the process still exists (and is not a zombie).
 pub fn is_alive(pid: u32) -> bool {
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rfind(')')
-            .and_then(|i| stat[i + 1..].split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X"),
-        Err(_) => false,
-    }
+    read_stat(pid).is_some_and(|s| !s.exited())
 }
 
 /// Whether the process is exiting (or gone): its cgroup then already reads
 /// as the root on cgroup v1, so what /proc says of it is no longer its own.
 pub fn is_exiting(pid: u32) -> bool {
-    const PF_EXITING: u64 = 0x4;
-    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return true;
-    };
-    let Some(close) = stat.rfind(')') else {
-        return true;
-    };
-    let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-    let state = fields.first().copied().unwrap_or("X");
-    let flags: u64 = fields.get(6).and_then(|f| f.parse().ok()).unwrap_or(0);
-    state == "Z" || state == "X" || flags & PF_EXITING != 0
+    read_stat(pid).is_none_or(|s| s.exited() || s.flags & PF_EXITING != 0)
 }
 
 /// Resident memory of a process from `/proc/PID/status`: (RSS, anonymous
@@ -90,13 +109,14 @@ pub fn memory_usage(pid: u32) -> Option<(u64, u64)> {
     parse_memory(&status)
 }
 
-fn parse_memory(status: &str) -> Option<(u64, u64)> {
+/// (VmRSS, RssAnon) in bytes from `/proc/PID/status` text.
+pub fn parse_memory(status: &str) -> Option<(u64, u64)> {
     let kib = |field: &str| {
         status
             .lines()
             .find_map(|l| l.strip_prefix(field))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .map(|k| k * 1024)
+            .and_then(|k| k.checked_mul(1024))
     };
     Some((kib("VmRSS:")?, kib("RssAnon:")?))
 }
@@ -210,6 +230,11 @@ mod tests {
         let status = "Name:\tx\nVmRSS:\t    2048 kB\nRssAnon:\t     512 kB\nRssFile:\t 1536 kB\n";
         assert_eq!(parse_memory(status), Some((2048 * 1024, 512 * 1024)));
         assert_eq!(parse_memory("Name:\tzombie\n"), None);
+        // More kB than bytes fit in a u64: none (it overflowed before).
+        assert_eq!(
+            parse_memory("VmRSS:\t18014398509481984 kB\nRssAnon:\t1 kB\n"),
+            None
+        );
         let me = memory_usage(std::process::id()).expect("own status");
         assert!(me.0 > 0 && me.1 <= me.0);
     }
@@ -234,6 +259,23 @@ mod tests {
         assert_eq!(maps[4].path.as_deref(), Some("/tmp/x"));
         assert!(maps[4].deleted && !maps[1].deleted);
         assert_eq!((maps[1].dev.as_str(), maps[1].inode), ("fe:01", 123));
+    }
+
+    #[test]
+    fn parses_stat_lines() {
+        let stat = "42 (a) b) (c) S 1 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 77 0";
+        assert_eq!(
+            parse_stat(stat),
+            Some(ProcStat {
+                comm: "a) b) (c".into(),
+                state: "S".into(),
+                flags: 4194560
+            })
+        );
+        let zombie = parse_stat("7 (x) Z 1 7 7 0 -1 4 0").unwrap();
+        assert!(zombie.exited() && zombie.flags & PF_EXITING != 0);
+        assert_eq!(parse_stat("7 (x) S 1 2"), None);
+        assert_eq!(parse_stat("7 x S 1 7 7 0 -1 4"), None);
     }
 
     #[test]
