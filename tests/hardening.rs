@@ -23,7 +23,7 @@ use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use memtrace_integration::{
-    compile_c, run_memtrace, scratch_dir, secs, trace_pid, Workload, CMD_TIMEOUT,
+    compile_c, proc_memory, run_memtrace, scratch_dir, secs, trace_pid, Workload, CMD_TIMEOUT,
 };
 
 /// The kernel's flag for kernel threads in /proc/PID/stat.
@@ -329,20 +329,6 @@ const ANCHOR_SIZE: u64 = 1000;
 const CHURN_SECS: &str = "10";
 const MMAP_EVERY: u64 = 8;
 
-/// The peak resident memory (VmHWM) of process `pid`, in bytes.
-fn peak_rss(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kib = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse::<u64>()
-        .ok()?;
-    Some(kib * 1024)
-}
-
 #[test]
 fn hostile_target_leaves_memtrace_bounded() {
     let (max_stacks, max_live) = (2048u64, 65536u64);
@@ -366,7 +352,7 @@ fn hostile_target_leaves_memtrace_bounded() {
     let pid = tracer.pid();
     let mut peak = 0;
     while tracer.is_running() {
-        peak = peak_rss(pid).unwrap_or(peak).max(peak);
+        peak = proc_memory(pid, "VmHWM").unwrap_or(peak).max(peak);
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     let out = tracer.finish(CMD_TIMEOUT);

@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use memtrace_integration::{assert_within, compile_c, secs, Tracer, CMD_TIMEOUT};
+use memtrace_integration::{assert_within, compile_c, proc_memory, secs, Tracer, CMD_TIMEOUT};
 
 const SOAK_SECS: u64 = 60;
 /// When memtrace's memory is read, and from when it must be flat.
@@ -18,20 +18,6 @@ const FLAT_FROM: Duration = Duration::from_secs(20);
 const FLAT_WITHIN: u64 = 4 * 1024 * 1024;
 /// soak.c: bytes of each leak_steady() block.
 const LEAK_SIZE: u64 = 1000;
-
-/// Resident memory of process `pid` (VmRSS), in bytes.
-fn rss(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kib * 1024)
-}
 
 #[test]
 fn a_minute_of_leak_and_churn_keeps_memtrace_flat() {
@@ -49,7 +35,9 @@ fn a_minute_of_leak_and_churn_keeps_memtrace_flat() {
     let mut readings: Vec<(Duration, u64)> = Vec::new();
     while tracer.is_running() {
         std::thread::sleep(READ_EVERY);
-        if let Some(bytes) = rss(pid).filter(|_| started.elapsed() < secs(SOAK_SECS)) {
+        if let Some(bytes) =
+            proc_memory(pid, "VmRSS").filter(|_| started.elapsed() < secs(SOAK_SECS))
+        {
             readings.push((started.elapsed(), bytes));
         }
     }

@@ -22,7 +22,8 @@
 //!   lookups by `frames[0].function` and whole-report consistency checks.
 //! - [`MemoryCgroup`] is a memory cgroup with a limit, for OOM kills.
 //! - [`http`] is a raw HTTP/1.1 client for the agent's endpoints.
-//! - [`assert_within`] compares with a stated relative tolerance.
+//! - [`assert_within`] compares with a stated relative tolerance;
+//!   [`proc_memory`] reads a process's resident memory.
 
 mod cgroup;
 mod compile;
@@ -106,6 +107,21 @@ pub fn assert_within(what: &str, actual: u64, expected: u64, pct: f64, context: 
         a >= lo && a <= hi,
         "{what}: got {actual}, expected {expected} ± {pct}% (allowed {lo:.0}..={hi:.0})\n{context}"
     );
+}
+
+/// A memory field of process `pid` from `/proc/PID/status` in bytes:
+/// `VmRSS` (resident now), `VmHWM` (its peak). None once it is gone.
+pub fn proc_memory(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
 }
 
 /// Whether `line` contains `token` delimited by non-alphanumeric characters

@@ -23,6 +23,13 @@ static inline void sleep_ms(long ms) {
     }
 }
 
+/* Seconds on the monotonic clock. */
+static inline double now_secs(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
 /* Print a message to stderr and exit non-zero. */
 #define die(msg)                                                               \
     do {                                                                       \

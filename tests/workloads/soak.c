@@ -14,7 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <time.h>
 
 #include "common.h"
 
@@ -70,24 +69,18 @@ __attribute__((noinline)) void churn(void) {
         churn_path(pair_no, PATH_LEVELS);
 }
 
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 int main(int argc, char **argv) {
     if (argc != 2) {
         fprintf(stderr, "usage: %s SECONDS\n", argv[0]);
         return 2;
     }
-    double start = now();
+    double start = now_secs();
     double end = start + atof(argv[1]);
-    for (unsigned long tick = 1; now() < end; tick++) {
+    for (unsigned long tick = 1; now_secs() < end; tick++) {
         leak_steady();
         churn();
         double next = start + (double)tick * TICK_MS / 1000.0;
-        double wait = next - now();
+        double wait = next - now_secs();
         if (wait > 0)
             sleep_ms((long)(wait * 1000.0));
     }

@@ -17,7 +17,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <time.h>
 
 #include "common.h"
 
@@ -66,20 +65,14 @@ __attribute__((noinline)) void step(unsigned long bits, int depth) {
         step(bits >> 1, depth - 1);
 }
 
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 int main(int argc, char **argv) {
     if (argc != 2) {
         fprintf(stderr, "usage: %s SECONDS\n", argv[0]);
         return 2;
     }
-    double end = now() + atof(argv[1]);
+    double end = now_secs() + atof(argv[1]);
     leak_anchor();
-    while (now() < end) {
+    while (now_secs() < end) {
         for (int i = 0; i < 256; i++, round_no++)
             step(round_no, DEPTH);
     }

@@ -90,7 +90,7 @@ fn check_cgroup(path: &str) -> Result<(), String> {
 }
 
 /// Parses a size like `256MiB` (at least 1 byte).
-fn parse_size(s: &str) -> Result<u64, String> {
+pub fn parse_size(s: &str) -> Result<u64, String> {
     match size_in_bytes(s) {
         Some(b) if b >= 1.0 => Ok(b.round() as u64),
         _ => Err("expected a size, e.g. 256MiB, 1GiB".into()),
@@ -98,7 +98,7 @@ fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 /// Parses `--sample-bytes`: a size of at least 1 byte and at most 1 GiB.
-fn parse_sample_bytes(s: &str) -> Result<u64, String> {
+pub fn parse_sample_bytes(s: &str) -> Result<u64, String> {
     let bytes = size_in_bytes(s).ok_or("expected a size, e.g. 512KiB, 1MiB, 65536")?;
     if !(1.0..=(1u64 << 30) as f64).contains(&bytes) {
         return Err("must be between 1 byte and 1GiB".into());

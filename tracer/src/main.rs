@@ -1,44 +1,11 @@
-//! memtrace: finds memory leaks in running processes with eBPF.
-//!
-//! Data flow, one module per stage: `target`/`allocator`/`launch` find what
-//! to hook (`watch` and `cgroup` on a watched node) → `attach` loads and attaches the eBPF programs (tracer-ebpf) →
-//! `drain` reads kernel-side accounting → `mappings` accounts anonymous
-//! mappings → `aggregate` keeps a series per stack → `analysis` computes
-//! growth and verdicts → `symbolize` resolves frames → `report` builds the
-//! one report model that every renderer reads; `output` writes it in each
-//! format asked for. `session` runs the loop (`oom` describes OOM
-//! kills); `offline` renders and diffs saved reports; `agent` is the node
-//! agent (`memtrace agent`). This file only wires.
-
-mod agent;
-mod aggregate;
-mod allocator;
-mod analysis;
-mod attach;
-mod cgroup;
-mod cli;
-mod drain;
-mod launch;
-mod mappings;
-mod offline;
-mod oom;
-mod outfile;
-mod output;
-mod overhead;
-mod perfmap;
-mod placement;
-mod preflight;
-mod report;
-mod session;
-mod symbolize;
-mod target;
-mod units;
-mod unwind;
-mod watch;
+//! The `memtrace` binary: parses the command line, runs the mode it asks
+//! for (tracing, `report`/`diff`, `agent`) from the library, and turns an
+//! error into one line on stderr.
 
 use std::process::ExitCode;
 
 use anyhow::Result;
+use memtrace::{agent, cli, launch, note, offline, output, preflight, session, target};
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse_or_exit();
@@ -55,13 +22,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// Writes `memtrace: MSG` to stderr, ignoring a closed stderr (eprintln!
-/// would panic on EPIPE).
-pub fn note(msg: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "memtrace: {msg}");
 }
 
 fn run(cli: cli::Cli) -> Result<()> {

@@ -42,13 +42,25 @@ pub fn run(command: &Subcommands, outputs: &[output::Output]) -> Result<()> {
     }
 }
 
-enum Snapshot {
+/// A saved snapshot: a JSON report, or folded stacks.
+pub enum Snapshot {
     Report(Box<report::Report>),
     Folded(Vec<(Vec<String>, u64)>),
 }
 
 impl Snapshot {
-    fn into_folded(self) -> Vec<(Vec<String>, u64)> {
+    /// A snapshot from its text (JSON when it starts with `{`); `name`
+    /// names it in errors.
+    pub fn parse(text: &str, name: &str) -> Result<Snapshot> {
+        if text.trim_start().starts_with('{') {
+            return Ok(Snapshot::Report(Box::new(report::parse(text, name)?)));
+        }
+        let stacks = folded::parse(text)
+            .with_context(|| format!("{name} is neither a JSON report nor folded stacks"))?;
+        Ok(Snapshot::Folded(stacks))
+    }
+
+    pub fn into_folded(self) -> Vec<(Vec<String>, u64)> {
         match self {
             Snapshot::Report(r) => folded::stacks(&r, Weight::Outstanding),
             Snapshot::Folded(f) => f,
@@ -60,17 +72,7 @@ impl Snapshot {
 fn load_either(path: &Path) -> Result<Snapshot> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    if text.trim_start().starts_with('{') {
-        Ok(Snapshot::Report(Box::new(report::load(path)?)))
-    } else {
-        let stacks = folded::parse(&text).with_context(|| {
-            format!(
-                "{} is neither a JSON report nor folded stacks",
-                path.display()
-            )
-        })?;
-        Ok(Snapshot::Folded(stacks))
-    }
+    Snapshot::parse(&text, &path.display().to_string())
 }
 
 fn file_name(path: &Path) -> String {

@@ -70,7 +70,7 @@ fn open_checked(path: &std::path::Path, uid: u32) -> Option<(File, std::fs::Meta
 
 /// Parses whole lines of a perf map into `out`; returns the bytes consumed
 /// (up to the last newline).
-fn parse(text: &[u8], out: &mut Vec<(u64, u64, String)>) -> usize {
+pub fn parse(text: &[u8], out: &mut Vec<(u64, u64, String)>) -> usize {
     let Some(end) = text.iter().rposition(|&b| b == b'\n') else {
         return 0;
     };

@@ -28,44 +28,53 @@ impl TargetInfo {
     /// Whether this process still runs: its pid exists, is no zombie, and
     /// has not been given to another process since.
     pub fn is_alive(&self) -> bool {
-        proc_stat(self.pid).is_some_and(|s| s.start_time == self.start_time && !s.dead())
+        read_stat(self.pid).is_some_and(|s| s.start_time == self.start_time && !s.exited())
     }
 }
 
-/// What `/proc/PID/stat` says of a process.
-struct ProcStat {
-    comm: String,
-    state: String,
-    flags: u64,
-    start_time: u64,
+/// What memtrace reads of `/proc/PID/stat`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcStat {
+    pub comm: String,
+    /// `R`, `S`, `Z` (zombie), `X` (dead), …
+    pub state: String,
+    /// The kernel's `PF_*` flags.
+    pub flags: u64,
+    /// When the process started (clock ticks since boot; 0 if the line
+    /// ends before it).
+    pub start_time: u64,
 }
 
+const PF_EXITING: u64 = 0x4;
+const PF_KTHREAD: u64 = 0x0020_0000;
+
 impl ProcStat {
-    /// A zombie, or being reaped.
-    fn dead(&self) -> bool {
+    /// Whether the process has exited (a zombie, or dead).
+    pub fn exited(&self) -> bool {
         self.state == "Z" || self.state == "X"
     }
 }
 
-/// `/proc/PID/stat` of `pid`, None if it does not exist (or is malformed).
-fn proc_stat(pid: u32) -> Option<ProcStat> {
-    parse_stat(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+/// Parses `/proc/PID/stat`: "pid (comm) state ppid ... flags ..."; the
+/// comm may hold spaces and parentheses, so the fields are counted after
+/// its last `)`. None when there is no `)`, state or flags.
+pub fn parse_stat(stat: &str) -> Option<ProcStat> {
+    let close = stat.rfind(')')?;
+    let open = stat[..close].find('(').map_or(0, |i| i + 1);
+    let mut fields = stat[close + 1..].split_whitespace();
+    let state = fields.next()?.to_string();
+    let flags = fields.nth(5)?.parse().ok()?;
+    let start_time = fields.nth(12).and_then(|f| f.parse().ok()).unwrap_or(0);
+    Some(ProcStat {
+        comm: stat[open..close].to_string(),
+        state,
+        flags,
+        start_time,
+    })
 }
 
-/// "pid (comm) state ppid ... flags ... starttime ..."; comm may hold
-/// spaces and parentheses.
-fn parse_stat(stat: &str) -> Option<ProcStat> {
-    let close = stat.rfind(')')?;
-    let comm = stat[stat.find('(').map_or(0, |i| i + 1)..close].to_string();
-    let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-    // Fields after the name, from 0: state, ..., flags (6), ..., starttime (19).
-    let number = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
-    Some(ProcStat {
-        comm,
-        state: fields.first()?.to_string(),
-        flags: number(6).unwrap_or(0),
-        start_time: number(19).unwrap_or(0),
-    })
+fn read_stat(pid: u32) -> Option<ProcStat> {
+    parse_stat(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
 /// Validates that `pid` is a traceable user process and describes it.
@@ -83,8 +92,7 @@ pub fn inspect(pid: u32) -> Result<TargetInfo> {
         state,
         flags,
         start_time,
-    } = parse_stat(&stat).context("malformed /proc/PID/stat")?;
-    const PF_KTHREAD: u64 = 0x0020_0000;
+    } = parse_stat(&stat).with_context(|| format!("malformed /proc/{pid}/stat"))?;
     if flags & PF_KTHREAD != 0 {
         bail!("pid {pid} ({comm}) is a kernel thread: it has no user-space allocator to trace");
     }
@@ -113,25 +121,24 @@ pub fn inspect(pid: u32) -> Result<TargetInfo> {
 /// Whether the process `pid` still exists (and is not a zombie), whichever
 /// process has that pid now (see [`TargetInfo::is_alive`]).
 pub fn is_alive(pid: u32) -> bool {
-    proc_stat(pid).is_some_and(|s| !s.dead())
+    read_stat(pid).is_some_and(|s| !s.exited())
 }
 
 /// When `pid` started (clock ticks since boot), if it exists.
 pub fn start_time(pid: u32) -> Option<u64> {
-    proc_stat(pid).map(|s| s.start_time)
+    read_stat(pid).map(|s| s.start_time)
 }
 
 /// The process's state letter in /proc/PID/stat (R, S, T, Z, ...), None
 /// when it is gone.
 pub fn state(pid: u32) -> Option<char> {
-    proc_stat(pid)?.state.chars().next()
+    read_stat(pid)?.state.chars().next()
 }
 
 /// Whether the process is exiting (or gone): its cgroup then already reads
 /// as the root on cgroup v1, so what /proc says of it is no longer its own.
 pub fn is_exiting(pid: u32) -> bool {
-    const PF_EXITING: u64 = 0x4;
-    proc_stat(pid).is_none_or(|s| s.dead() || s.flags & PF_EXITING != 0)
+    read_stat(pid).is_none_or(|s| s.exited() || s.flags & PF_EXITING != 0)
 }
 
 /// Resident memory of a process from `/proc/PID/status`: (RSS, anonymous
@@ -141,13 +148,14 @@ pub fn memory_usage(pid: u32) -> Option<(u64, u64)> {
     parse_memory(&status)
 }
 
-fn parse_memory(status: &str) -> Option<(u64, u64)> {
+/// (VmRSS, RssAnon) in bytes from `/proc/PID/status` text.
+pub fn parse_memory(status: &str) -> Option<(u64, u64)> {
     let kib = |field: &str| {
         status
             .lines()
             .find_map(|l| l.strip_prefix(field))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .map(|k| k * 1024)
+            .and_then(|k| k.checked_mul(1024))
     };
     Some((kib("VmRSS:")?, kib("RssAnon:")?))
 }
@@ -261,6 +269,11 @@ mod tests {
         let status = "Name:\tx\nVmRSS:\t    2048 kB\nRssAnon:\t     512 kB\nRssFile:\t 1536 kB\n";
         assert_eq!(parse_memory(status), Some((2048 * 1024, 512 * 1024)));
         assert_eq!(parse_memory("Name:\tzombie\n"), None);
+        // More kB than bytes fit in a u64: none (it overflowed before).
+        assert_eq!(
+            parse_memory("VmRSS:\t18014398509481984 kB\nRssAnon:\t1 kB\n"),
+            None
+        );
         let me = memory_usage(std::process::id()).expect("own status");
         assert!(me.0 > 0 && me.1 <= me.0);
     }
@@ -288,15 +301,21 @@ mod tests {
     }
 
     #[test]
-    fn parses_stat_with_odd_names() {
-        let line = "42 (a) b (c)) S 1 42 42 0 -1 4194560 10 0 0 0 1 2 0 0 20 0 1 0 123456 \
-                    2000 100 18446744073709551615";
-        let s = parse_stat(line).unwrap();
+    fn parses_stat_lines() {
+        let stat = "42 (a) b) (c) S 1 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 77 0";
         assert_eq!(
-            (s.comm.as_str(), s.state.as_str(), s.flags, s.start_time),
-            ("a) b (c)", "S", 4194560, 123456)
+            parse_stat(stat),
+            Some(ProcStat {
+                comm: "a) b) (c".into(),
+                state: "S".into(),
+                flags: 4194560,
+                start_time: 77,
+            })
         );
-        assert!(!s.dead());
+        let zombie = parse_stat("7 (x) Z 1 7 7 0 -1 4 0").unwrap();
+        assert!(zombie.exited() && zombie.flags & PF_EXITING != 0);
+        assert_eq!(parse_stat("7 (x) S 1 2"), None);
+        assert_eq!(parse_stat("7 x S 1 7 7 0 -1 4"), None);
     }
 
     #[test]

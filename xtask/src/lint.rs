@@ -1,6 +1,7 @@
 //! `cargo xtask lint`: `cargo fmt --check` and `cargo clippy -D warnings`
-//! over the whole workspace, plus a rustfmt check of the eBPF crate (which
-//! is excluded from the workspace, so `cargo fmt --all` does not see it).
+//! over the whole workspace, plus a rustfmt check of the eBPF crate and of
+//! the fuzz targets (both excluded from the workspace, so `cargo fmt
+//! --all` does not see them).
 
 use std::process::Command;
 
@@ -27,6 +28,7 @@ pub fn run(check_prereqs: bool) -> Result<()> {
     cmd::run(
         Command::new("rustfmt")
             .args(["--check", "--edition", "2021", "tracer-ebpf/src/main.rs"])
+            .args(fuzz_targets()?)
             .current_dir(cmd::workspace_root()),
     )?;
 
@@ -39,4 +41,19 @@ pub fn run(check_prereqs: bool) -> Result<()> {
         "-D",
         "warnings",
     ]))
+}
+
+/// The fuzz targets' sources (each is a crate root), relative to the
+/// workspace root.
+fn fuzz_targets() -> Result<Vec<std::path::PathBuf>> {
+    let dir = cmd::workspace_root().join("fuzz/fuzz_targets");
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(&dir)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "rs") {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
 }

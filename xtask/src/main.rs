@@ -5,6 +5,7 @@ mod bench;
 mod build;
 mod cmd;
 mod demo;
+mod fuzz;
 mod lint;
 mod prereqs;
 mod soak;
@@ -64,6 +65,13 @@ enum Task {
     /// target/xtask/soak.json. Must run as root.
     Soak(soak::SoakArgs),
 
+    /// Run every cargo fuzz target of fuzz/ (the parsers of outside input:
+    /// /proc files, cgroup paths, perf maps, snapshots, units, incident
+    /// ids) for --seconds each, from the seeds in fuzz/seeds/; print the
+    /// executions and any crash. Needs the nightly toolchain; installs
+    /// cargo-fuzz when missing.
+    Fuzz(fuzz::FuzzArgs),
+
     /// Check formatting (`cargo fmt --check`) and run clippy with -D warnings.
     ///
     /// Runs `cargo fmt --all -- --check`, `rustfmt --check` on the eBPF crate
@@ -82,6 +90,7 @@ fn main() -> ExitCode {
         Task::Lint => lint::run(true),
         Task::Bench(args) => bench::run(args),
         Task::Soak(args) => soak::run(args),
+        Task::Fuzz(args) => fuzz::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

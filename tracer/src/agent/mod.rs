@@ -8,9 +8,9 @@
 //! file owns the loop and the state the HTTP handlers share with it.
 
 mod http;
-mod incidents;
+pub mod incidents;
 mod metrics;
-mod scan;
+pub mod scan;
 mod traces;
 
 use std::{
@@ -338,7 +338,7 @@ fn scan_once(
     let m = &shared.metrics;
     m.scans.inc();
     m.scan_seconds.set(started.elapsed().as_secs_f64());
-    m.processes.set(scanner.len() as i64);
+    m.processes.set(scanner.watched() as i64);
     m.untracked.set(scanner.untracked as i64);
 
     ooms.retain(|(_, _, t)| t.elapsed() < OOM_MEMORY);

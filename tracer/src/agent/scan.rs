@@ -53,7 +53,7 @@ pub fn read(pid: u32) -> Option<Reading> {
 
 /// Name and start time (field 22) from /proc/PID/stat; the name may hold
 /// spaces and parentheses, so fields are counted after its last `)`.
-fn parse_stat(stat: &str) -> Option<(String, u64)> {
+pub fn parse_stat(stat: &str) -> Option<(String, u64)> {
     let open = stat.find('(')?;
     let close = stat.rfind(')')?;
     let comm = stat.get(open + 1..close)?.to_string();
@@ -68,15 +68,18 @@ fn parse_stat(stat: &str) -> Option<(String, u64)> {
 
 /// Resident and anonymous bytes from /proc/PID/statm (`size resident
 /// shared ...`, in pages; shared counts file and shmem pages, so resident −
-/// shared is the anonymous part). None when nothing is resident: a kernel
-/// thread.
-fn parse_statm(statm: &str, page: u64) -> Option<(u64, u64)> {
+/// shared is the anonymous part). None when nothing is resident (a kernel
+/// thread), or for more bytes than a u64 holds.
+pub fn parse_statm(statm: &str, page: u64) -> Option<(u64, u64)> {
     let mut fields = statm.split_whitespace().map(|f| f.parse::<u64>().ok());
     let (_size, resident, shared) = (fields.next()??, fields.next()??, fields.next()??);
     if resident == 0 {
         return None;
     }
-    Some((resident * page, resident.saturating_sub(shared) * page))
+    Some((
+        resident.checked_mul(page)?,
+        resident.saturating_sub(shared) * page,
+    ))
 }
 
 /// Growth of a process's anonymous memory over its window.
@@ -240,7 +243,8 @@ impl Scanner {
         self.procs.values()
     }
 
-    pub fn len(&self) -> usize {
+    /// How many processes are watched.
+    pub fn watched(&self) -> usize {
         self.procs.len()
     }
 
@@ -289,6 +293,11 @@ mod tests {
         // Kernel threads have nothing resident.
         assert_eq!(parse_statm("0 0 0 0 0 0 0\n", 4096), None);
         assert_eq!(parse_statm("1 x", 4096), None);
+        // Found by the proc_files fuzz target: pages * 4096 overflowed.
+        assert_eq!(
+            parse_statm("77 6667466666666665 0 123 666666665 0 123 0\n", 4096),
+            None
+        );
     }
 
     #[test]

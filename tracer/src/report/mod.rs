@@ -562,19 +562,23 @@ pub fn load(path: &std::path::Path) -> anyhow::Result<Report> {
     use anyhow::Context;
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let version = serde_json::from_str::<serde_json::Value>(&text)
-        .with_context(|| format!("{} is not JSON", path.display()))?
+    parse(&text, &path.display().to_string())
+}
+
+/// Parses the text of a JSON report; `name` names it in errors.
+pub fn parse(text: &str, name: &str) -> anyhow::Result<Report> {
+    use anyhow::Context;
+    let version = serde_json::from_str::<serde_json::Value>(text)
+        .with_context(|| format!("{name} is not JSON"))?
         .get("version")
         .and_then(serde_json::Value::as_u64);
     if version != Some(u64::from(REPORT_VERSION)) {
         anyhow::bail!(
-            "{} is not a memtrace JSON report of version {REPORT_VERSION} (found version {})",
-            path.display(),
+            "{name} is not a memtrace JSON report of version {REPORT_VERSION} (found version {})",
             version.map_or("none".to_string(), |v| v.to_string())
         );
     }
-    serde_json::from_str(&text)
-        .with_context(|| format!("{} is not a valid memtrace report", path.display()))
+    serde_json::from_str(text).with_context(|| format!("{name} is not a valid memtrace report"))
 }
 
 /// A frame's name in stack-based formats (folded, flamegraph, pprof
