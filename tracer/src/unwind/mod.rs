@@ -8,7 +8,7 @@
 //! With `auto`, a file whose code keeps frame pointers gets no table: its
 //! frames are stepped by frame pointer, the cheap way.
 
-mod table;
+pub mod table;
 
 use std::{
     collections::{hash_map::Entry, HashMap},
