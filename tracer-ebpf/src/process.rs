@@ -17,19 +17,22 @@ use tracer_common::{EventKind, ProcessEvent, Stat};
 
 use crate::maps::{
     count, exit_group_dead_offset, is_target, stop_at_exec, watch_exec, ENTRY_REACHED, EVENTS,
-    TARGETS,
+    TARGETS, UNWIND_PROCS,
 };
 
 const SIGSTOP: u32 = 19;
 
-/// Sends `event` (its timestamp is set here). A full ring buffer is counted.
+/// Sends `event` (its timestamp is set here); false if the ring buffer was
+/// full (counted).
 #[inline(always)]
-fn send(mut event: ProcessEvent) {
+fn send(mut event: ProcessEvent) -> bool {
     // SAFETY: plain helper call.
     event.timestamp_ns = unsafe { bpf_ktime_get_ns() };
     if EVENTS.output::<ProcessEvent>(&event, 0).is_err() {
         count(Stat::RingBufFull);
+        return false;
     }
+    true
 }
 
 /// `memtrace -- CMD`: a uprobe at the program's entry point, for the
@@ -60,19 +63,25 @@ pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
     if !watch_exec() && !is_target(tgid) {
         return 0;
     }
-    if tgid == stop_at_exec() {
-        // The command stops before its loader runs, until userspace has
-        // set the stop at its new image's entry point (exec events are
-        // rare: one comparison per exec).
-        // SAFETY: plain helper call; signals the current process.
-        unsafe { bpf_send_signal(SIGSTOP) };
-    }
-    send(ProcessEvent {
+    // The old image's executable mappings are gone: its unwind rows would
+    // be applied to the new image's code until userspace has read the new
+    // mappings (one hash delete per exec of interest).
+    let _ = UNWIND_PROCS.remove(&tgid);
+    let sent = send(ProcessEvent {
         kind: EventKind::Exec as u32,
         tgid,
         comm: bpf_get_current_comm().unwrap_or_default(),
         ..ProcessEvent::default()
     });
+    if sent && tgid == stop_at_exec() {
+        // The command stops before its loader runs, until userspace has
+        // set the stop at its new image's entry point (exec events are
+        // rare: one comparison per exec). Only if userspace hears of it:
+        // nothing else would continue it. (The stop takes effect when the
+        // exec returns to user space, after this program.)
+        // SAFETY: plain helper call; signals the current process.
+        unsafe { bpf_send_signal(SIGSTOP) };
+    }
     0
 }
 
@@ -98,7 +107,7 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
         // thread, which is why only `group_dead` says so): one delete.
         let _ = TARGETS.remove(&tgid);
     }
-    send(ProcessEvent {
+    let _ = send(ProcessEvent {
         kind: EventKind::Exit as u32,
         tgid,
         ..ProcessEvent::default()
@@ -138,7 +147,7 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
         count(Stat::TargetsFull);
         return 0;
     }
-    send(ProcessEvent {
+    let _ = send(ProcessEvent {
         kind: EventKind::Fork as u32,
         tgid: child,
         trigger_tgid: parent,
@@ -179,7 +188,7 @@ pub fn oom_mark_victim(ctx: TracePointContext) -> u32 {
         comm = unsafe { ctx.read_at::<[u8; 16]>(offset).unwrap_or([0; 16]) };
         comm[15] = 0;
     }
-    send(ProcessEvent {
+    let _ = send(ProcessEvent {
         kind: EventKind::OomVictim as u32,
         tgid: pid,
         trigger_tgid: (bpf_get_current_pid_tgid() >> 32) as u32,

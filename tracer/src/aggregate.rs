@@ -142,6 +142,10 @@ pub struct Aggregator {
     /// Heap series by (pid, first frame): where a truncated walk's
     /// completion is looked for.
     by_head: HashMap<(u32, u64), Vec<usize>>,
+    /// Truncated walks folded into a complete one, by (pid, first frame):
+    /// their kernel stack and frames, taken apart again should a second
+    /// complete walk begin with the same frames.
+    folded: HashMap<(u32, u64), Vec<FoldedWalk>>,
     pub stacks: Vec<StackSeries>,
     /// Samples kept per stack; older ones are dropped.
     max_samples: usize,
@@ -168,6 +172,9 @@ pub struct Aggregator {
     crowded: bool,
 }
 
+/// A truncated walk's kernel stack and frames (see `Aggregator::folded`).
+type FoldedWalk = (StackKey, Vec<u64>);
+
 /// What the stacks without a series add up to (see [`Aggregator::departed`]).
 pub struct Departed {
     pub totals: StackTotals,
@@ -186,6 +193,7 @@ impl Aggregator {
             heap_index: HashMap::new(),
             heap_totals: HashMap::new(),
             by_head: HashMap::new(),
+            folded: HashMap::new(),
             stacks: Vec::new(),
             max_samples: max_samples.max(2),
             max_series: max_series.max(1),
@@ -323,13 +331,20 @@ impl Aggregator {
     /// (a process's first calls, or a library's before memtrace's next look
     /// at the mappings): its totals go to the complete walk's series, one
     /// stack in the report rather than a second, partial one. Folded only
-    /// when exactly one complete walk matches.
+    /// when exactly one complete walk matches; taken apart again when a
+    /// second one appears.
     pub fn intern_heap(&mut self, key: StackKey, frames: &[u64], truncated: bool) -> usize {
         self.dormant.remove(&key);
         let folded = match truncated {
             true => self.completion(key.tgid, frames),
             false => None,
         };
+        if let (Some(_), Some(&head)) = (folded, frames.first()) {
+            let list = self.folded.entry((key.tgid, head)).or_default();
+            if !list.iter().any(|(k, _)| *k == key) {
+                list.push((key, frames.to_vec()));
+            }
+        }
         let i = folded.unwrap_or_else(|| {
             let identity = StackIdentity {
                 pid: key.tgid,
@@ -346,6 +361,7 @@ impl Aggregator {
         self.stacks[i].truncated |= truncated && folded.is_none();
         self.attach_key(key, i);
         if !truncated {
+            self.unfold_ambiguous(key.tgid, frames, i);
             // Truncated walks seen earlier that this one completes.
             let partial: Vec<StackKey> = self
                 .candidates(key.tgid, frames)
@@ -362,6 +378,44 @@ impl Aggregator {
             }
         }
         i
+    }
+
+    /// Complete walk `i` of `pid` (`frames`) begins with the frames of
+    /// truncated walks folded into another complete walk: which of the two
+    /// they belong to cannot be told, so each goes back to a series of its
+    /// own (flagged truncated).
+    fn unfold_ambiguous(&mut self, pid: u32, frames: &[u64], i: usize) {
+        let Some(&head) = frames.first() else {
+            return;
+        };
+        let Some(list) = self.folded.get_mut(&(pid, head)) else {
+            return;
+        };
+        let heap_index = &self.heap_index;
+        let mut undo = Vec::new();
+        list.retain(|(k, f)| match heap_index.get(k) {
+            // Its series was removed since: nothing to take apart.
+            None => false,
+            Some(&j) if j != i && f.len() < frames.len() && frames.starts_with(f) => {
+                undo.push((*k, f.clone()));
+                false
+            }
+            Some(_) => true,
+        });
+        for (key, frames) in undo {
+            let identity = StackIdentity {
+                pid,
+                kind: StackKind::Heap,
+                frames,
+            };
+            let new = !self.index.contains_key(&identity);
+            let j = self.intern(identity);
+            if new {
+                self.by_head.entry((pid, head)).or_default().push(j);
+            }
+            self.stacks[j].truncated = true;
+            self.attach_key(key, j);
+        }
     }
 
     /// Heap series of `pid` whose first frame is `frames`'s.
@@ -479,6 +533,10 @@ impl Aggregator {
         });
         let heap_index = &self.heap_index;
         self.heap_totals.retain(|k, _| heap_index.contains_key(k));
+        self.folded.retain(|_, list| {
+            list.retain(|(k, _)| heap_index.contains_key(k));
+            !list.is_empty()
+        });
         self.by_head.retain(|_, series| {
             series.retain_mut(|i| match remap[*i] {
                 Some(n) => {
@@ -768,5 +826,23 @@ mod tests {
         let partial = agg.intern_heap(key(3), &[1, 2, 3], true);
         assert!(agg.stacks[partial].truncated);
         assert_eq!(agg.stacks.len(), 3);
+        // Folded while one complete walk matched; a second appears: taken
+        // apart again, back to a truncated series of its own.
+        let mut agg = Aggregator::new(10, 100, 0.1);
+        let path1 = agg.intern_heap(key(1), &[1, 2, 3, 4], false);
+        agg.update_heap(key(1), totals(10, 0));
+        assert_eq!(agg.intern_heap(key(2), &[1], true), path1);
+        agg.update_heap(key(2), totals(200, 0));
+        assert_eq!(agg.stacks[path1].totals, totals(210, 0));
+        let path2 = agg.intern_heap(key(3), &[1, 5, 6], false);
+        agg.update_heap(key(3), totals(10, 0));
+        assert_eq!(agg.stacks[path1].totals, totals(10, 0));
+        assert_eq!(agg.stacks[path2].totals, totals(10, 0));
+        let apart = agg.heap_stack(&key(2)).unwrap();
+        assert!(agg.stacks[apart].truncated);
+        assert_eq!(agg.stacks[apart].identity.frames, [1]);
+        assert_eq!(agg.stacks[apart].totals, totals(200, 0));
+        // Seen again later: still apart.
+        assert_eq!(agg.intern_heap(key(2), &[1], true), apart);
     }
 }

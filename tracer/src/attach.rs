@@ -227,11 +227,16 @@ impl Probes {
             .unwrap_or(0)
     }
 
-    pub fn detach_entry_stop(&mut self, link: UProbeLinkId) {
+    /// Detaches the entry stop: on another thread (detaching waits for the
+    /// kernel, ~80 ms), or with `wait`, before returning.
+    pub fn detach_entry_stop(&mut self, link: UProbeLinkId, wait: bool) {
         if let Ok(p) = uprobe(&mut self.bpf, "entry_stop") {
             if let Ok(link) = p.take_link(link) {
-                // Detaching waits for the kernel (~80 ms): not here.
-                std::thread::spawn(move || drop(link));
+                if wait {
+                    drop(link);
+                } else {
+                    std::thread::spawn(move || drop(link));
+                }
             }
         }
     }

@@ -81,6 +81,10 @@ pub fn spawn_held(argv: &[String]) -> Result<HeldChild> {
         // SAFETY: async-signal-safe calls only.
         unsafe {
             libc::close(write_fd);
+            // Should memtrace die while the command is stopped (at its exec
+            // or entry point, see session::continue_at_entry), the kernel
+            // continues it. Kept across exec (not for set-uid programs).
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGCONT);
             let mut byte = 0u8;
             let n = libc::read(read_fd, (&raw mut byte).cast(), 1);
             if n != 1 {

@@ -246,8 +246,11 @@ pub async fn run(cli: Cli, child: Option<HeldChild>) -> Result<()> {
         }
         meter.calibrate();
     }
+    // (A held child is still a copy of memtrace until it execs: its
+    // mappings are read then.)
+    let held = session.child.as_ref().map(|c| c.pid);
     let pids: Vec<u32> = session.targets.keys().copied().collect();
-    for pid in pids {
+    for pid in pids.into_iter().filter(|&p| Some(p) != held) {
         session.refresh_maps(pid);
     }
     if session.child.is_none() {
@@ -858,8 +861,17 @@ impl Session {
             }
             std::thread::sleep(Duration::from_millis(1));
         }
-        cont();
-        self.probes.detach_entry_stop(link);
+        if self.probes.entry_reached() == pid {
+            cont();
+            // Its entry point is behind it: the probe cannot fire again.
+            self.probes.detach_entry_stop(link, false);
+        } else {
+            // Not there in time (a slow loader or constructor) or gone:
+            // the probe goes first, then the process continues, so that a
+            // stop on its way out cannot be left pending.
+            self.probes.detach_entry_stop(link, true);
+            cont();
+        }
     }
 
     /// Looks at `pid`'s mappings again: for symbols, and for the unwinder.
@@ -1196,6 +1208,10 @@ impl Session {
         }
         self.mappings.release_all(pid);
         self.symbolizer.forget(pid);
+        if let Some(u) = &mut self.unwinder {
+            // (The kernel dropped the old image's mappings at the exec.)
+            u.invalidate(pid);
+        }
         self.refresh_maps(pid);
         if let Some(w) = &mut self.watcher {
             // A watched node: the new program may not be selected any more

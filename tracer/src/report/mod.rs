@@ -517,11 +517,17 @@ pub fn build(ctx: ReportContext<'_>, agg: &Aggregator, symbolizer: &mut Symboliz
         sample_bytes: ctx.sample_bytes,
         unwind: ctx.unwind.map(|(mode, tables)| UnwindReport {
             mode,
-            truncated_stacks: agg.stacks.iter().filter(|s| s.truncated).count() as u64,
+            // Series whose kernel stacks were all folded into a complete
+            // walk's count no more.
+            truncated_stacks: agg
+                .stacks
+                .iter()
+                .filter(|s| s.truncated && !s.keys.is_empty())
+                .count() as u64,
             heap_stacks: agg
                 .stacks
                 .iter()
-                .filter(|s| s.identity.kind == StackKind::Heap)
+                .filter(|s| s.identity.kind == StackKind::Heap && !s.keys.is_empty())
                 .count() as u64,
             truncated_walks: stat(Stat::StackTruncated),
             frames_without_table: stat(Stat::UnwindNoTable),

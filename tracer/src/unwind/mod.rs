@@ -201,6 +201,16 @@ impl Rows {
     }
 }
 
+/// What a process was last given: the files it holds a reference to, and
+/// the mappings the kernel has for it (`loaded`: written to `UNWIND_PROCS`
+/// and still there — not when the map was full, nor after an exec, when
+/// the kernel drops them).
+struct Given {
+    files: Vec<FileKey>,
+    mappings: Vec<UnwindMapping>,
+    loaded: bool,
+}
+
 /// The tables of the files the traced processes map.
 pub struct Unwinder {
     mode: Unwind,
@@ -208,8 +218,8 @@ pub struct Unwinder {
     pages: BpfHashMap<MapData, UnwindPageKey, UnwindPage>,
     procs: BpfHashMap<MapData, u32, ProcUnwind>,
     files: HashMap<FileKey, FileTable>,
-    /// What each process was last given: its files and mappings.
-    processes: HashMap<u32, (Vec<FileKey>, Vec<UnwindMapping>)>,
+    /// What each process was last given.
+    processes: HashMap<u32, Given>,
     next_id: u32,
     stats: UnwindStats,
 }
@@ -270,11 +280,7 @@ impl Unwinder {
                 keys.push(key);
             }
         }
-        mappings.sort_by_key(|m| m.start);
-        if mappings.len() > UNWIND_MAX_MAPPINGS {
-            self.stats.mappings_dropped += (mappings.len() - UNWIND_MAX_MAPPINGS) as u64;
-            mappings.truncate(UNWIND_MAX_MAPPINGS);
-        }
+        let dropped = keep_mappings(&mut mappings);
         for key in &keys {
             if let Some(f) = self.files.get_mut(key) {
                 f.users += 1;
@@ -283,21 +289,45 @@ impl Unwinder {
         let unchanged = self
             .processes
             .get(&pid)
-            .is_some_and(|(_, old)| same_mappings(old, &mappings));
-        if let Some((old, _)) = self.processes.insert(pid, (keys, mappings.clone())) {
-            self.release_files(&old);
+            .is_some_and(|old| old.loaded && same_mappings(&old.mappings, &mappings));
+        let given = Given {
+            files: keys,
+            mappings,
+            loaded: true,
+        };
+        let old = self.processes.insert(pid, given);
+        let was_refused = old.as_ref().is_some_and(|o| !o.loaded);
+        if let Some(old) = old {
+            self.release_files(&old.files);
         }
         if unchanged {
             return;
         }
+        // Counted when the mappings change, not at every look.
+        self.stats.mappings_dropped += dropped as u64;
+        let given = &self.processes[&pid];
         let mut value = ProcUnwind {
-            nr: mappings.len() as u32,
+            nr: given.mappings.len() as u32,
             _pad: 0,
             mappings: [UnwindMapping::default(); UNWIND_MAX_MAPPINGS],
         };
-        value.mappings[..mappings.len()].copy_from_slice(&mappings);
+        value.mappings[..given.mappings.len()].copy_from_slice(&given.mappings);
         if self.procs.insert(pid, value, 0).is_err() {
-            self.stats.processes_without_tables += 1;
+            // Tried again at the next look (once per process in the stats).
+            if !was_refused {
+                self.stats.processes_without_tables += 1;
+            }
+            if let Some(g) = self.processes.get_mut(&pid) {
+                g.loaded = false;
+            }
+        }
+    }
+
+    /// `pid` exec'd: the kernel dropped its mappings; the next
+    /// [`Unwinder::update`] gives them again even if they look the same.
+    pub fn invalidate(&mut self, pid: u32) {
+        if let Some(g) = self.processes.get_mut(&pid) {
+            g.loaded = false;
         }
     }
 
@@ -305,8 +335,8 @@ impl Unwinder {
     /// any more.
     pub fn forget(&mut self, pid: u32) {
         let _ = self.procs.remove(&pid);
-        if let Some((keys, _)) = self.processes.remove(&pid) {
-            self.release_files(&keys);
+        if let Some(g) = self.processes.remove(&pid) {
+            self.release_files(&g.files);
         }
     }
 
@@ -441,6 +471,28 @@ fn table_vaddr(segments: &[(u64, u64, u64)], offset: u64) -> Option<u64> {
         .map(|&(start, _, vaddr)| (vaddr + offset).wrapping_sub(start))
 }
 
+/// Sorts a process's mappings by address for the walker's binary search,
+/// keeping at most [`UNWIND_MAX_MAPPINGS`]; returns how many were dropped.
+/// Those of files that keep frame pointers go first (a frame outside every
+/// mapping is stepped by frame pointer anyway), then the lowest addresses
+/// but the first: libraries are mapped top-down, so those are the last
+/// loaded, while the program (lowest) and the libraries it was linked with
+/// — libc among them — stay.
+fn keep_mappings(mappings: &mut Vec<UnwindMapping>) -> usize {
+    mappings.sort_by_key(|m| m.start);
+    let excess = mappings.len().saturating_sub(UNWIND_MAX_MAPPINGS);
+    if excess > 0 {
+        let first = mappings[0].start;
+        let fp = |m: &UnwindMapping| m.kind == UnwindKind::FramePointer as u32;
+        // Most expendable first.
+        let mut order: Vec<UnwindMapping> = mappings.clone();
+        order.sort_by_key(|m| (!fp(m), m.start == first, m.start));
+        let dropped: Vec<u64> = order[..excess].iter().map(|m| m.start).collect();
+        mappings.retain(|m| !dropped.contains(&m.start));
+    }
+    excess
+}
+
 fn same_mappings(a: &[UnwindMapping], b: &[UnwindMapping]) -> bool {
     a.len() == b.len()
         && a.iter().zip(b).all(|(x, y)| {
@@ -470,6 +522,45 @@ mod tests {
         f.release(a);
         f.release(c);
         assert_eq!(f, FreeList::new(100));
+    }
+
+    #[test]
+    fn too_many_mappings_drop_frame_pointer_files_then_the_last_loaded() {
+        let m = |start: u64, kind: UnwindKind| UnwindMapping {
+            start,
+            end: start + 0x1000,
+            kind: kind as u32,
+            ..UnwindMapping::default()
+        };
+        // The program lowest, then libraries downwards from libc (highest):
+        // two of them keep frame pointers.
+        let n = UNWIND_MAX_MAPPINGS as u64 + 3;
+        let mut all: Vec<UnwindMapping> = (1..n)
+            .map(|i| {
+                let fp = i == 7 || i == 9;
+                m(
+                    0x7f00_0000_0000 + i * 0x10_0000,
+                    match fp {
+                        true => UnwindKind::FramePointer,
+                        false => UnwindKind::Table,
+                    },
+                )
+            })
+            .collect();
+        all.push(m(0x5555_0000_0000, UnwindKind::Table));
+        all.reverse();
+        let libc = 0x7f00_0000_0000 + (n - 1) * 0x10_0000;
+        assert_eq!(keep_mappings(&mut all), 3);
+        assert_eq!(all.len(), UNWIND_MAX_MAPPINGS);
+        assert!(all.windows(2).all(|w| w[0].start < w[1].start));
+        let kept = |start: u64| all.iter().any(|x| x.start == start);
+        assert!(kept(0x5555_0000_0000) && kept(libc));
+        // Both frame-pointer files and the lowest library went.
+        assert!(!kept(0x7f00_0070_0000) && !kept(0x7f00_0090_0000));
+        assert!(!kept(0x7f00_0010_0000) && kept(0x7f00_0020_0000));
+        let mut few = vec![m(2, UnwindKind::Table), m(1, UnwindKind::FramePointer)];
+        assert_eq!(keep_mappings(&mut few), 0);
+        assert_eq!(few[0].start, 1);
     }
 
     #[test]
