@@ -1021,7 +1021,13 @@ impl Session {
                     continue;
                 }
                 let walked = self.stacks.frames(&self.probes.bpf, key.stack_id)?;
-                self.agg.intern_heap(key, &walked.frames, walked.truncated);
+                // A frame-pointer step through code without frame pointers
+                // reads data as return addresses: cut there, so that walks
+                // differing only in that garbage are one stack (truncated).
+                let code = self.symbolizer.in_code(key.tgid, &walked.frames);
+                let cut = code < walked.frames.len();
+                self.agg
+                    .intern_heap(key, &walked.frames[..code], walked.truncated || cut);
             }
             let totals = match self.exec_released.get(&key) {
                 // Blocks an exec'd image left behind count as released.

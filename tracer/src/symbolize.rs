@@ -158,16 +158,23 @@ impl Symbolizer {
     /// data as return addresses: the stack ends at the first address outside
     /// any executable mapping (frame 0 is kept, as unknown, even then).
     pub fn frames(&mut self, pid: u32, addrs: &[u64]) -> Vec<Frame> {
-        let in_code = |s: &Self, a: u64| {
-            s.mapping(pid, a.saturating_sub(1))
-                .is_some_and(|m| m.executable)
-        };
-        let keep = addrs
+        let keep = self.in_code(pid, addrs);
+        addrs[..keep].iter().map(|&a| self.frame(pid, a)).collect()
+    }
+
+    /// How many of `addrs` (innermost first) lie in executable mappings
+    /// before the first that does not (frame 0 always counts).
+    pub fn in_code(&self, pid: u32, addrs: &[u64]) -> usize {
+        addrs
             .iter()
             .enumerate()
-            .take_while(|&(i, &a)| i == 0 || in_code(self, a))
-            .count();
-        addrs[..keep].iter().map(|&a| self.frame(pid, a)).collect()
+            .take_while(|&(i, &a)| {
+                i == 0
+                    || self
+                        .mapping(pid, a.saturating_sub(1))
+                        .is_some_and(|m| m.executable)
+            })
+            .count()
     }
 
     fn frame(&mut self, pid: u32, address: u64) -> Frame {
