@@ -7,7 +7,9 @@
 
 use std::time::Duration;
 
-use memtrace_integration::{assert_within, compile_c, trace_pid, Workload, TRACING_TIMEOUT};
+use memtrace_integration::{
+    assert_within, compile_c, run_memtrace_cmd_env, trace_pid, Workload, TRACING_TIMEOUT,
+};
 
 #[test]
 fn sampled_estimates_are_close_to_the_truth() {
@@ -73,4 +75,43 @@ fn sampled_estimates_are_close_to_the_truth() {
     );
     // Unsampled calls are not losses.
     report.assert_no_losses();
+}
+
+/// Unsampled calls on both probe paths. On the session path (kernels
+/// 6.13+) an unsampled malloc(64) skips its return probe; a 1 MiB malloc,
+/// which glibc serves with an mmap of its own, never does, sampled or not:
+/// its in-flight record is what marks that mmap as the allocator's. So on
+/// either path no "mmap" region is reported and every such mmap is counted
+/// as nested, though with a 1 GiB mean almost no block is sampled.
+#[test]
+fn unsampled_calls_leave_no_phantom_mappings() {
+    let exe = compile_c("unsampled_big");
+    for probes in ["auto", "classic"] {
+        let report = run_memtrace_cmd_env(
+            &["--sample-bytes", "1GiB", "--duration", "30s"],
+            &[&exe],
+            &[("MEMTRACE_PROBES", probes)],
+        );
+        let ctx = format!("MEMTRACE_PROBES={probes}\n{}", report.describe());
+        report.assert_target("unsampled_big", None);
+        assert!(
+            report.stacks.iter().all(|s| s.kind != "mmap"),
+            "an allocator's own mmap was counted as a region\n{ctx}"
+        );
+        assert!(
+            report.counter("nested_mappings") >= 64,
+            "each 1 MiB malloc's mmap is nested in its call\n{ctx}"
+        );
+        let path = report.json["probes"]["path"].as_str().unwrap_or("none");
+        let skipped = report.counter("returns_skipped");
+        match (probes, path) {
+            ("classic", "classic") => assert_eq!(skipped, 0, "{ctx}"),
+            // ~200,000 unsampled malloc(64), a few sampled at most.
+            ("auto", "session") => assert!(skipped >= 190_000, "{ctx}"),
+            // A kernel without session programs falls back.
+            ("auto", "classic") => assert_eq!(skipped, 0, "{ctx}"),
+            _ => panic!("probe path {path} with MEMTRACE_PROBES={probes}\n{ctx}"),
+        }
+        report.assert_no_losses();
+    }
 }

@@ -99,7 +99,22 @@ pub struct ProbePoint {
     pub entry_offset: u64,
     /// Why there (for `--verbose`).
     pub placement: String,
+    /// On the uprobe session path, an unsampled call may skip its return
+    /// (see `tracer_common::COOKIE_MAY_SKIP`): glibc's leaf allocation
+    /// functions only, in the file that implements glibc's malloc.
+    pub may_skip: bool,
 }
+
+/// glibc's allocation functions that call no other probed function (the
+/// ones that can skip their return when unsampled; realloc calls malloc
+/// and may mremap, valloc and pvalloc have no alignment argument to bound).
+const GLIBC_LEAVES: [&str; 5] = [
+    "malloc",
+    "calloc",
+    "posix_memalign",
+    "aligned_alloc",
+    "memalign",
+];
 
 /// Probe points of the allocators implemented in the ELF file at `path`:
 /// for the bare names and each prefix of [`PREFIXES`] and `extra_prefixes`
@@ -124,6 +139,7 @@ pub fn probe_points(path: &Path, extra_prefixes: &[String]) -> Result<Vec<ProbeP
     // (prefix, hooked name) -> address
     let mut addresses: BTreeMap<(&str, &'static str), u64> = BTreeMap::new();
     let mut cxx: BTreeMap<&'static str, u64> = BTreeMap::new();
+    let mut libc_malloc = None;
     for symbol in file.dynamic_symbols().chain(file.symbols()) {
         if !symbol.is_definition() || symbol.kind() != SymbolKind::Text || symbol.address() == 0 {
             continue;
@@ -131,6 +147,9 @@ pub fn probe_points(path: &Path, extra_prefixes: &[String]) -> Result<Vec<ProbeP
         let Ok(name) = symbol.name() else { continue };
         // Versioned names from .symtab look like "malloc@@GLIBC_2.2.5".
         let name = name.split('@').next().unwrap_or(name);
+        if name == "__libc_malloc" {
+            libc_malloc.get_or_insert(symbol.address());
+        }
         if let Some(&(hooked, _)) = HOOKED_CXX.iter().find(|(n, _)| *n == name) {
             if !symbol.is_local() {
                 cxx.entry(hooked).or_insert(symbol.address());
@@ -153,6 +172,8 @@ pub fn probe_points(path: &Path, extra_prefixes: &[String]) -> Result<Vec<ProbeP
             }
         }
     }
+    // glibc's malloc: its internal name at the address of the bare one.
+    let glibc = libc_malloc.is_some() && libc_malloc == addresses.get(&("", "malloc")).copied();
     let mut points: Vec<ProbePoint> = Vec::new();
     for &prefix in &prefixes {
         let has = |name: &'static str| addresses.contains_key(&(prefix, name));
@@ -164,12 +185,13 @@ pub fn probe_points(path: &Path, extra_prefixes: &[String]) -> Result<Vec<ProbeP
         }
         for &(name, hook) in HOOKED {
             if let Some(&vaddr) = addresses.get(&(prefix, name)) {
+                let may_skip = glibc && prefix.is_empty() && GLIBC_LEAVES.contains(&name);
                 push_point(
                     &mut points,
                     &data,
                     &file,
                     format!("{prefix}{name}"),
-                    hook,
+                    (hook, may_skip),
                     vaddr,
                 );
             }
@@ -180,7 +202,14 @@ pub fn probe_points(path: &Path, extra_prefixes: &[String]) -> Result<Vec<ProbeP
     if cxx.contains_key("_Znwm") && cxx.contains_key("_ZdlPv") {
         for &(name, hook) in HOOKED_CXX {
             if let Some(&vaddr) = cxx.get(name) {
-                push_point(&mut points, &data, &file, name.to_string(), hook, vaddr);
+                push_point(
+                    &mut points,
+                    &data,
+                    &file,
+                    name.to_string(),
+                    (hook, false),
+                    vaddr,
+                );
             }
         }
     }
@@ -188,13 +217,14 @@ pub fn probe_points(path: &Path, extra_prefixes: &[String]) -> Result<Vec<ProbeP
 }
 
 /// Adds the probe point of function `symbol` at `vaddr` (unless an alias
-/// of it is there already).
+/// of it is there already), with its hook and whether unsampled calls may
+/// skip their return.
 fn push_point(
     points: &mut Vec<ProbePoint>,
     data: &[u8],
     file: &object::File,
     symbol: String,
-    hook: Hook,
+    (hook, may_skip): (Hook, bool),
     vaddr: u64,
 ) {
     let Some(file_offset) = file_offset(file, vaddr) else {
@@ -217,6 +247,7 @@ fn push_point(
         file_offset,
         entry_offset,
         placement,
+        may_skip,
     });
 }
 
