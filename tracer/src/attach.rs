@@ -433,6 +433,44 @@ impl Probes {
     }
 }
 
+/// Run counts and times (ns) of the allocator programs, while BPF
+/// statistics are enabled (see `overhead`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RunStats {
+    /// Entry runs of allocation functions; on the session path, runs of
+    /// the session program, entries and returns together.
+    pub alloc: (u64, u64),
+    /// Return runs (classic path only: the session's are in `alloc`).
+    pub ret: (u64, u64),
+    pub free: (u64, u64),
+}
+
+impl Probes {
+    /// How often and how long the allocator programs ran.
+    pub fn run_stats(&self) -> RunStats {
+        if let Some(multi) = &self.multi {
+            return RunStats {
+                alloc: multi.alloc.run_stats(),
+                ret: (0, 0),
+                free: multi.free.run_stats(),
+            };
+        }
+        let program = |name: &str| {
+            self.bpf
+                .program(name)
+                .and_then(|p| <&UProbe>::try_from(p).ok())
+                .and_then(|p| p.info().ok())
+                .map(|i| (i.run_count(), i.run_time().as_nanos() as u64))
+                .unwrap_or((0, 0))
+        };
+        RunStats {
+            alloc: program("alloc_enter"),
+            ret: program("alloc_return"),
+            free: program("free_enter"),
+        }
+    }
+}
+
 /// Loads the programs of the session path where the kernel has uprobe
 /// session programs; the error says why not.
 fn load_session(bpf: &mut Ebpf) -> Result<Multi> {

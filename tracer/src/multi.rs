@@ -39,7 +39,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use aya::{maps::Map, Ebpf};
-use aya_obj::generated::{bpf_attach_type, bpf_attr, bpf_cmd, bpf_prog_type};
+use aya_obj::generated::{bpf_attach_type, bpf_attr, bpf_cmd, bpf_prog_info, bpf_prog_type};
 
 /// `BPF_TRACE_UPROBE_SESSION` of the kernel's `enum bpf_attach_type` (6.13+).
 const BPF_TRACE_UPROBE_SESSION: u32 = 57;
@@ -202,6 +202,24 @@ impl MultiProgram {
         })
     }
 
+    /// How many times the kernel ran the program, and for how long in all
+    /// (ns; counted while BPF statistics are enabled). A session program
+    /// runs at entries and at the returns not skipped.
+    pub fn run_stats(&self) -> (u64, u64) {
+        // SAFETY: bpf_prog_info is plain C data; all-zero is valid.
+        let mut info: bpf_prog_info = unsafe { std::mem::zeroed() };
+        // SAFETY: bpf_attr is a plain C union; all-zero is its default.
+        let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
+        attr.info.bpf_fd = self.fd.as_raw_fd() as u32;
+        attr.info.info_len = std::mem::size_of::<bpf_prog_info>() as u32;
+        attr.info.info = std::ptr::from_mut(&mut info) as u64;
+        // SAFETY: `info` is live and as long as `info_len` says.
+        match unsafe { bpf(bpf_cmd::BPF_OBJ_GET_INFO_BY_FD, &mut attr) } {
+            Ok(_) => (info.run_cnt, info.run_time_ns),
+            Err(_) => (0, 0),
+        }
+    }
+
     fn link(
         &self,
         path: &Path,
@@ -282,10 +300,22 @@ fn map_fd(map: &Map) -> BorrowedFd<'_> {
 /// bpf(2) with `cmd`, for the commands that return a new file descriptor.
 ///
 /// # Safety
-/// Every pointer in `attr` must be valid for the kernel to read (or, for
-/// the log buffer, write) during the call.
+/// As [`bpf`].
 #[deny(unsafe_op_in_unsafe_fn)]
 unsafe fn sys_bpf(cmd: bpf_cmd, attr: &mut bpf_attr) -> std::io::Result<OwnedFd> {
+    // SAFETY: the caller's promise.
+    let fd = unsafe { bpf(cmd, attr) }?;
+    // SAFETY: on success these commands return a new descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// bpf(2) with `cmd`: its non-negative result, or the error.
+///
+/// # Safety
+/// Every pointer in `attr` must be valid for the kernel to read (or, for
+/// the log buffer and info, write) during the call.
+#[deny(unsafe_op_in_unsafe_fn)]
+unsafe fn bpf(cmd: bpf_cmd, attr: &mut bpf_attr) -> std::io::Result<libc::c_long> {
     // SAFETY: the caller vouches for the pointers; the size is the
     // union's, which the kernel accepts (it zero-checks any tail it does
     // not know).
@@ -300,6 +330,5 @@ unsafe fn sys_bpf(cmd: bpf_cmd, attr: &mut bpf_attr) -> std::io::Result<OwnedFd>
     if rc < 0 {
         return Err(std::io::Error::last_os_error());
     }
-    // SAFETY: on success these commands return a new descriptor we own.
-    Ok(unsafe { OwnedFd::from_raw_fd(rc as RawFd) })
+    Ok(rc)
 }

@@ -1348,7 +1348,7 @@ impl Session {
             sort: cli.sort,
             min_age_secs: cli.min_age_secs(),
             oom_kills: self.oom_kills.iter().cloned().collect(),
-            overhead: self.meter.as_ref().map(|m| m.read(&self.probes.bpf)),
+            overhead: self.meter.as_ref().map(|m| m.read(&self.probes)),
             sample_bytes: cli.sample_bytes,
             probes: (self.mode != Mode::OomOnly).then(|| report::ProbesReport {
                 path: match self.probes.path {
