@@ -42,19 +42,19 @@ impl AllocFn {
 
 /// Attach-cookie flag of the uprobe session path: an unsampled call of
 /// this function may skip its return (the entry program returns 1 and
-/// writes no in-flight record) when the request, alignment included, is
-/// below [`SKIP_BELOW_BYTES`]. Userspace sets it only on glibc's leaf
-/// allocation functions (`malloc`, `calloc`, `posix_memalign`,
-/// `aligned_alloc`/`memalign`): they call no other probed function (so no
-/// nested call goes unrecognised), and they mmap only for chunks at or
+/// writes no in-flight record) when the request is below
+/// [`SKIP_BELOW_BYTES`]. Userspace sets it only on glibc's leaf allocation
+/// functions, `malloc` and `calloc`: they call no other probed function
+/// (so no nested call goes unrecognised; glibc's aligned functions call
+/// `malloc` for small alignments), and they mmap only for chunks at or
 /// above glibc's mmap threshold (128 KiB unless the program lowers it),
 /// so the record that marks an allocator's mmaps as its own is not needed.
 pub const COOKIE_MAY_SKIP: u64 = 1 << 32;
 
 /// See [`COOKIE_MAY_SKIP`]: glibc serves a chunk with its own mmap from
 /// 128 KiB (its default `M_MMAP_THRESHOLD`, which only ever rises by
-/// itself); requests below 124 KiB, with the chunk header, rounding and
-/// an alignment's slack, stay well under it.
+/// itself); requests below 124 KiB, with the chunk header and rounding,
+/// stay well under it.
 pub const SKIP_BELOW_BYTES: u64 = 124 * 1024;
 
 /// Stack id used when the stack could not be captured (stack map full, hash

@@ -13,8 +13,7 @@
 //! STACK_TOTALS lookup. With `--sample-bytes`, an unsampled call costs the
 //! INFLIGHT record and the per-CPU countdown at entry, the record again at
 //! return, and its free one LIVE lookup; on the session path, an unsampled
-//! call of a glibc leaf function (see `tracer_common::COOKIE_MAY_SKIP`)
-//! costs the INFLIGHT lookup (nesting check), the countdown and a STATS
+//! glibc malloc or calloc (see `tracer_common::COOKIE_MAY_SKIP`) costs the INFLIGHT lookup (nesting check), the countdown and a STATS
 //! slot at entry, no return trap, and its free one LIVE lookup.
 
 use aya_ebpf::{
@@ -165,8 +164,8 @@ pub fn alloc_session(ctx: *mut c_void) -> u32 {
 /// [`skip_return`] for the rule): memtrace's own calls, calls nested in an
 /// open call (the outer call accounts for them; the classic path counts
 /// them in `depth` for their return instead), calls that found no room
-/// for a record, and unsampled calls of glibc's leaf functions below the
-/// mmap threshold.
+/// for a record, and unsampled glibc mallocs and callocs below the mmap
+/// threshold.
 #[inline(always)]
 fn try_alloc_enter(ctx: &ProbeContext, session: bool) -> bool {
     let tid = bpf_get_current_pid_tgid();
@@ -225,7 +224,7 @@ fn try_alloc_enter(ctx: &ProbeContext, session: bool) -> bool {
     // With --sample-bytes, only sampled allocations are followed (an
     // overflowing size fails: not sampled). Full tracing samples all.
     let sampled = sample_bytes() == 0 || (!size.overflow && sample(size.bytes));
-    if session && !sampled && skip_return(&a, cookie, func, size) {
+    if session && !sampled && skip_return(cookie, func, size) {
         // No record: nothing at the return would use it (see skip_return).
         count(Stat::ReturnSkipped);
         return false;
@@ -276,14 +275,14 @@ fn try_alloc_enter(ctx: &ProbeContext, session: bool) -> bool {
 /// allocator's (`mapping.rs` skips them rather than count them again),
 /// and allocator calls inside it are nested (counted once, and drawn
 /// once by the sampler). So only when neither can happen:
-/// - userspace set [`COOKIE_MAY_SKIP`] on this function: one of glibc's
-///   leaf functions (malloc, calloc, posix_memalign, aligned_alloc/
-///   memalign), which call no other probed function. Never realloc: its
+/// - userspace set [`COOKIE_MAY_SKIP`] on this function: glibc's malloc
+///   or calloc, which call no other probed function. Never realloc: its
 ///   old block may be recorded (taken out of LIVE at the entry, it is
 ///   accounted at the return) or be an mmapped chunk it mremaps; never
-///   another allocator's functions (jemalloc, tcmalloc, mimalloc map
-///   their arenas from small calls);
-/// - the request, with its alignment, is below [`SKIP_BELOW_BYTES`]: glibc
+///   posix_memalign, aligned_alloc or memalign (for an alignment glibc
+///   gives anyway they call malloc); never another allocator's functions
+///   (jemalloc, tcmalloc, mimalloc map their arenas from small calls);
+/// - the request is below [`SKIP_BELOW_BYTES`]: glibc
 ///   mmaps a chunk of its own only from its mmap threshold (128 KiB by
 ///   default); smaller requests are served from the arenas, which grow by
 ///   brk or mprotect, or by PROT_NONE reservations `mapping.rs` ignores.
@@ -291,17 +290,11 @@ fn try_alloc_enter(ctx: &ProbeContext, session: bool) -> bool {
 /// Unsampled calls that fail (NULL) are then not counted in
 /// `failed_allocations`.
 #[inline(always)]
-fn skip_return(a: &[u64; 3], cookie: u64, func: AllocFn, size: Size) -> bool {
-    if cookie & COOKIE_MAY_SKIP == 0 {
-        return false;
-    }
-    let align = match func {
-        AllocFn::Malloc | AllocFn::Calloc => 0,
-        AllocFn::AlignedAlloc => a[0],
-        AllocFn::PosixMemalign => a[1],
-        AllocFn::Realloc | AllocFn::ReallocArray => return false,
-    };
-    !size.overflow && size.bytes < SKIP_BELOW_BYTES && align < SKIP_BELOW_BYTES - size.bytes
+fn skip_return(cookie: u64, func: AllocFn, size: Size) -> bool {
+    cookie & COOKIE_MAY_SKIP != 0
+        && matches!(func, AllocFn::Malloc | AllocFn::Calloc)
+        && !size.overflow
+        && size.bytes < SKIP_BELOW_BYTES
 }
 
 #[uretprobe]

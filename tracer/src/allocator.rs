@@ -100,21 +100,16 @@ pub struct ProbePoint {
     /// Why there (for `--verbose`).
     pub placement: String,
     /// On the uprobe session path, an unsampled call may skip its return
-    /// (see `tracer_common::COOKIE_MAY_SKIP`): glibc's leaf allocation
-    /// functions only, in the file that implements glibc's malloc.
+    /// (see `tracer_common::COOKIE_MAY_SKIP`): glibc's malloc and calloc
+    /// only, in the file that implements glibc's malloc.
     pub may_skip: bool,
 }
 
 /// glibc's allocation functions that call no other probed function (the
-/// ones that can skip their return when unsampled; realloc calls malloc
-/// and may mremap, valloc and pvalloc have no alignment argument to bound).
-const GLIBC_LEAVES: [&str; 5] = [
-    "malloc",
-    "calloc",
-    "posix_memalign",
-    "aligned_alloc",
-    "memalign",
-];
+/// ones that can skip their return when unsampled): realloc calls malloc
+/// (and may mremap), and so do posix_memalign, aligned_alloc, memalign,
+/// valloc and pvalloc for an alignment malloc gives anyway.
+const GLIBC_LEAVES: [&str; 2] = ["malloc", "calloc"];
 
 /// Probe points of the allocators implemented in the ELF file at `path`:
 /// for the bare names and each prefix of [`PREFIXES`] and `extra_prefixes`
@@ -324,6 +319,13 @@ mod tests {
         offsets.sort();
         offsets.dedup();
         assert_eq!(offsets.len(), points.len());
+        // Only malloc and calloc may skip an unsampled call's return.
+        let skippable: Vec<&str> = points
+            .iter()
+            .filter(|p| p.may_skip)
+            .map(|p| p.symbol.as_str())
+            .collect();
+        assert_eq!(skippable, ["malloc", "calloc"]);
     }
 
     #[test]
@@ -333,6 +335,8 @@ mod tests {
         // single-stepped. Its probes (entry and return) move to the push.
         let lib = Path::new("/usr/lib/x86_64-linux-gnu/libstdc++.so.6");
         let points = probe_points(lib, &[]).unwrap();
+        // operator new calls malloc: never skips its return.
+        assert!(points.iter().all(|p| !p.may_skip), "{points:?}");
         let new = points.iter().find(|p| p.symbol == "_Znwm").unwrap();
         assert!(new.entry_offset > new.file_offset, "{new:?}");
         assert!(new.placement.contains("after endbr64"), "{new:?}");

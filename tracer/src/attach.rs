@@ -44,8 +44,7 @@ use crate::{
 pub enum ProbePath {
     /// A uprobe session program for the allocation functions and a
     /// uprobe_multi one for the free functions (two links per process and
-    /// file): an unsampled call of glibc's leaf functions skips its
-    /// return.
+    /// file): an unsampled glibc malloc or calloc skips its return.
     Session,
     /// An entry uprobe and a uretprobe per function; why not sessions.
     Classic(String),
