@@ -174,8 +174,10 @@ fn try_alloc_enter(ctx: &ProbeContext, session: bool) -> bool {
     }
     // SAFETY: ctx.regs is the probe's register set.
     let sp = unsafe { (*ctx.regs).rsp };
-    // SAFETY: plain helper call (~20 ns).
-    let now = unsafe { bpf_ktime_get_ns() };
+    // The clock (~20 ns) is read only when needed: not by a call that
+    // skips its return.
+    // SAFETY: plain helper call.
+    let clock = || unsafe { bpf_ktime_get_ns() };
     // The thread's record, created on its first call: one task-storage
     // access serves both the nesting check and the new call.
     let slot = INFLIGHT.current(true);
@@ -183,7 +185,7 @@ fn try_alloc_enter(ctx: &ProbeContext, session: bool) -> bool {
     if let Some(open) = slot.filter(|&c| unsafe { (*c).active != 0 }) {
         // SAFETY: valid map value pointer for this thread only.
         let open = unsafe { &mut *open };
-        if sp <= open.entry_sp && now.wrapping_sub(open.entry_ns) < STALE_AFTER_NS {
+        if sp <= open.entry_sp && clock().wrapping_sub(open.entry_ns) < STALE_AFTER_NS {
             // Called from inside an open allocator call (or tail-called by
             // it, same stack pointer): the outermost call accounts for it.
             // Its return has nothing to do but keep count: the session
@@ -234,7 +236,7 @@ fn try_alloc_enter(ctx: &ProbeContext, session: bool) -> bool {
         depth: 0,
         func: func as u32,
         size: size.bytes,
-        entry_ns: now,
+        entry_ns: clock(),
         ptr,
         size_overflow: size.overflow as u32,
         sampled: sampled as u32,
