@@ -259,6 +259,28 @@ fn argument_registers(hook: Hook) -> &'static [Register] {
     }
 }
 
+/// Whether process `pid` was started with glibc's malloc tuned to map
+/// memory for small requests (see [`tunes_malloc_mapping`]); false when
+/// its environment cannot be read.
+pub fn malloc_maps_small(pid: u32) -> bool {
+    fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| tunes_malloc_mapping(&env))
+}
+
+/// Whether an environment block (`/proc/PID/environ`) sets glibc's mmap
+/// threshold (`MALLOC_MMAP_THRESHOLD_`, or `glibc.malloc.mmap_threshold`
+/// in `GLIBC_TUNABLES`) or its huge-page use (`glibc.malloc.hugetlb`):
+/// then malloc may map a chunk of its own below the default 128 KiB, and
+/// no unsampled call may skip its return (see `tracer_common::
+/// COOKIE_MAY_SKIP`). A `mallopt` call in the program cannot be seen.
+fn tunes_malloc_mapping(environ: &[u8]) -> bool {
+    let contains = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
+    environ.split(|&b| b == 0).any(|var| {
+        var.starts_with(b"MALLOC_MMAP_THRESHOLD_=")
+            || (var.starts_with(b"GLIBC_TUNABLES=")
+                && (contains(var, b"mmap_threshold") || contains(var, b"hugetlb")))
+    })
+}
+
 /// Whether the ELF was built by Go (its runtime's sections are there).
 fn is_go(file: &object::File) -> bool {
     [".go.buildinfo", ".gopclntab", ".note.go.buildid"]
@@ -291,6 +313,22 @@ mod tests {
 
     fn system_libc() -> &'static Path {
         Path::new("/lib/x86_64-linux-gnu/libc.so.6")
+    }
+
+    #[test]
+    fn environment_that_tunes_malloc_mapping() {
+        assert!(!tunes_malloc_mapping(b"PATH=/bin\0HOME=/root\0"));
+        assert!(tunes_malloc_mapping(b"A=1\0MALLOC_MMAP_THRESHOLD_=4096\0"));
+        assert!(tunes_malloc_mapping(
+            b"GLIBC_TUNABLES=glibc.malloc.tcache_count=0:glibc.malloc.mmap_threshold=8192\0"
+        ));
+        assert!(tunes_malloc_mapping(
+            b"GLIBC_TUNABLES=glibc.malloc.hugetlb=1"
+        ));
+        assert!(!tunes_malloc_mapping(
+            b"GLIBC_TUNABLES=glibc.malloc.tcache_count=0\0"
+        ));
+        assert!(!tunes_malloc_mapping(b"X_MALLOC_MMAP_THRESHOLD_=1\0"));
     }
 
     #[test]

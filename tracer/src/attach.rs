@@ -366,12 +366,19 @@ impl Probes {
         // free functions, a second all its allocation functions (a session
         // program's entry and return come and go together).
         if let Some(multi) = &self.multi {
+            // A process whose environment tunes glibc's malloc to map small
+            // chunks keeps every return (per process only: with --all the
+            // rule is glibc's default).
+            let tuned = pid.is_some_and(crate::allocator::malloc_maps_small);
             let (mut frees, mut allocs) = ((Vec::new(), Vec::new()), (Vec::new(), Vec::new()));
             for point in points {
                 let (list, cookie) = match point.hook {
                     Hook::Free => (&mut frees, 0),
                     Hook::Alloc(func) => {
-                        let skip = if point.may_skip { COOKIE_MAY_SKIP } else { 0 };
+                        let skip = match point.may_skip && !tuned {
+                            true => COOKIE_MAY_SKIP,
+                            false => 0,
+                        };
                         (&mut allocs, func as u64 | skip)
                     }
                 };
