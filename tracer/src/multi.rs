@@ -27,7 +27,7 @@
 //!
 //! The attribute layouts are aya-obj's bindings of the kernel's `union
 //! bpf_attr` (`BPF_PROG_LOAD`, `BPF_LINK_CREATE`'s `uprobe_multi`,
-//! `BPF_BTF_GET_FD_BY_ID`); only the attach type's value is ours (the
+//! `BPF_BTF_GET_FD_BY_ID`, `BPF_OBJ_GET_INFO_BY_FD`); only the attach type's value is ours (the
 //! bindings predate it).
 
 use std::{
