@@ -14,7 +14,7 @@
 //!   one configuration), links its calls (the stack walk's `bpf_loop`
 //!   callback is a subprogram) and loads the program with the BTF aya
 //!   loaded for the object (the kernel wants BTF function info for a
-//!   callback);
+//!   callback: without it the verifier says "missing btf func_info");
 //! - [`MultiProgram::attach`] makes one uprobe_multi link for every
 //!   allocation function of a file (an attach cookie per function), or
 //!   every free function, for one process or all. A multi link also
