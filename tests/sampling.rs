@@ -7,7 +7,9 @@
 
 use std::time::Duration;
 
-use memtrace_integration::{assert_within, compile_c, trace_pid, Workload, TRACING_TIMEOUT};
+use memtrace_integration::{
+    assert_within, compile_c, run_memtrace_cmd_env, trace_pid, Workload, TRACING_TIMEOUT,
+};
 
 #[test]
 fn sampled_estimates_are_close_to_the_truth() {
@@ -73,4 +75,55 @@ fn sampled_estimates_are_close_to_the_truth() {
     );
     // Unsampled calls are not losses.
     report.assert_no_losses();
+}
+
+/// Unsampled calls on both probe paths. On the session path (kernels
+/// 6.13+) an unsampled malloc(64) or malloc(32 KiB) skips its return
+/// probe; a 1 MiB malloc, which glibc serves with an mmap of its own, never
+/// does, sampled or not: its in-flight record is what marks that mmap as
+/// the allocator's. Nor does any malloc of a process whose environment
+/// lowers glibc's mmap threshold (then the 32 KiB ones are mmaps too). So
+/// on either path no "mmap" region is reported and every such mmap is
+/// counted as nested, though with a 1 GiB mean almost no block is sampled.
+#[test]
+fn unsampled_calls_leave_no_phantom_mappings() {
+    let exe = compile_c("unsampled_big");
+    for (probes, threshold) in [("auto", ""), ("classic", ""), ("auto", "4096")] {
+        let mut env = vec![("MEMTRACE_PROBES", probes)];
+        if !threshold.is_empty() {
+            // Inherited by the command (and memtrace, which does not mind).
+            env.push(("MALLOC_MMAP_THRESHOLD_", threshold));
+        }
+        let report = run_memtrace_cmd_env(
+            &["--sample-bytes", "1GiB", "--duration", "30s"],
+            &[&exe],
+            &env,
+        );
+        let ctx = format!("{env:?}\n{}", report.describe());
+        report.assert_target("unsampled_big", None);
+        assert!(
+            report.stacks.iter().all(|s| s.kind != "mmap"),
+            "an allocator's own mmap was counted as a region\n{ctx}"
+        );
+        // With the lowered threshold, the 32 KiB blocks are mmaps too but
+        // for the first few (the heap's initial top chunk serves them).
+        let mmaps = if threshold.is_empty() { 64 } else { 64 + 48 };
+        assert!(
+            report.counter("nested_mappings") >= mmaps,
+            "each mmapped malloc's mmap is nested in its call\n{ctx}"
+        );
+        let path = report.json["probes"]["path"].as_str().unwrap_or("none");
+        let skipped = report.counter("returns_skipped");
+        match (probes, path) {
+            ("classic", "classic") => assert_eq!(skipped, 0, "{ctx}"),
+            ("auto", "session") if !threshold.is_empty() => assert_eq!(skipped, 0, "{ctx}"),
+            // ~200,064 unsampled malloc(64) and malloc(32 KiB), a few
+            // sampled at most.
+            ("auto", "session") => assert!(skipped >= 190_000, "{ctx}"),
+            // A kernel without session programs falls back.
+            ("auto", "classic") => assert_eq!(skipped, 0, "{ctx}"),
+            _ => panic!("probe path {path} with MEMTRACE_PROBES={probes}\n{ctx}"),
+        }
+        report.assert_no_losses();
+    }
 }

@@ -37,8 +37,9 @@ use std::time::Duration;
 pub use cgroup::MemoryCgroup;
 pub use compile::{compile_c, compile_c_using, compile_c_with, CFLAGS};
 pub use process::{
-    run_memtrace, run_memtrace_cmd, run_memtrace_stdout_closed, trace_handshake, trace_pid,
-    RunOutput, Tracer, Workload, CMD_TIMEOUT, JSON_ARGS, TRACING_TIMEOUT,
+    run_memtrace, run_memtrace_cmd, run_memtrace_cmd_env, run_memtrace_stdout_closed,
+    trace_handshake, trace_pid, RunOutput, Tracer, Workload, CMD_TIMEOUT, JSON_ARGS,
+    TRACING_TIMEOUT,
 };
 pub use report::{
     AgeBucket, Frame, FunctionSummary, MemorySample, OomKill, Report, SeriesPoint, Stack, Target,

@@ -516,6 +516,26 @@ pub fn run_memtrace_cmd<S: AsRef<OsStr>>(extra: &[&str], cmd: &[S]) -> Report {
     report
 }
 
+/// [`run_memtrace_cmd`] with `env` added to memtrace's environment.
+#[track_caller]
+pub fn run_memtrace_cmd_env<S: AsRef<OsStr>>(
+    extra: &[&str],
+    cmd: &[S],
+    env: &[(&str, &str)],
+) -> Report {
+    let mut args: Vec<OsString> = JSON_ARGS.iter().map(OsString::from).collect();
+    args.extend(extra.iter().map(OsString::from));
+    args.push("--".into());
+    args.extend(cmd.iter().map(|a| a.as_ref().to_os_string()));
+    let options = SpawnOptions {
+        env: env.iter().map(|(k, v)| (k.into(), v.into())).collect(),
+        ..SpawnOptions::default()
+    };
+    let out = Running::spawn_with(&memtrace_bin(), &args, &options, None, None).wait(CMD_TIMEOUT);
+    out.assert_success();
+    out.report()
+}
+
 /// A running `memtrace` (typically in `--pid` mode), whose stderr is watched
 /// line by line.
 pub struct Tracer {

@@ -25,8 +25,10 @@ pub enum AllocFn {
 }
 
 impl AllocFn {
+    /// The function of an attach cookie (its low 32 bits; the bits above
+    /// are flags such as [`COOKIE_MAY_SKIP`]).
     pub const fn from_cookie(cookie: u64) -> Option<AllocFn> {
-        Some(match cookie {
+        Some(match cookie & 0xffff_ffff {
             1 => AllocFn::Malloc,
             2 => AllocFn::Calloc,
             3 => AllocFn::Realloc,
@@ -37,6 +39,23 @@ impl AllocFn {
         })
     }
 }
+
+/// Attach-cookie flag of the uprobe session path: an unsampled call of
+/// this function may skip its return (the entry program returns 1 and
+/// writes no in-flight record) when the request is below
+/// [`SKIP_BELOW_BYTES`]. Userspace sets it only on glibc's leaf allocation
+/// functions, `malloc` and `calloc`: they call no other probed function
+/// (so no nested call goes unrecognised; glibc's aligned functions call
+/// `malloc` for small alignments), and they mmap only for chunks at or
+/// above glibc's mmap threshold (128 KiB unless the program lowers it),
+/// so the record that marks an allocator's mmaps as its own is not needed.
+pub const COOKIE_MAY_SKIP: u64 = 1 << 32;
+
+/// See [`COOKIE_MAY_SKIP`]: glibc serves a chunk with its own mmap from
+/// 128 KiB (its default `M_MMAP_THRESHOLD`, which only ever rises by
+/// itself); requests below 124 KiB, with the chunk header and rounding,
+/// stay well under it.
+pub const SKIP_BELOW_BYTES: u64 = 124 * 1024;
 
 /// Stack id used when the stack could not be captured (stack map full, hash
 /// collision, unwinding failure). The bytes are still accounted, under this
@@ -402,10 +421,13 @@ pub enum Stat {
     UnwindNoTable = 14,
     /// Stack walks that stopped before the outermost frame.
     StackTruncated = 15,
+    /// Unsampled allocator calls whose return probe was skipped (uprobe
+    /// session path, see [`COOKIE_MAY_SKIP`]). Not a loss.
+    ReturnSkipped = 16,
 }
 
 /// Number of [`Stat`] slots.
-pub const STAT_COUNT: u32 = 16;
+pub const STAT_COUNT: u32 = 17;
 
 /// Capacity of the `TARGETS` map (processes traced one by one).
 pub const MAX_TARGETS: u32 = 4096;

@@ -1,24 +1,32 @@
 //! Allocator uprobes. One generic entry program serves every allocation
 //! function (the attach cookie says which one, see `tracer_common::AllocFn`),
 //! one return program completes them, and `free` has an entry probe only.
+//! On kernels with uprobe session programs (6.13+), `alloc_session` does
+//! both in one program instead (loaded and attached by userspace, see
+//! tracer/src/multi.rs), and its entry run decides whether the return run
+//! happens at all: an unsampled call that needs nothing at its return
+//! costs one trap instead of two.
 //!
 //! Hot-path cost per malloc+free pair, beyond the trap itself: entry = the
 //! thread's INFLIGHT record (task storage, ~25 ns); return = the same record, stack id,
 //! STACK_TOTALS lookup, LIVE lookup + insert; free = LIVE lookup + delete +
 //! STACK_TOTALS lookup. With `--sample-bytes`, an unsampled call costs the
 //! INFLIGHT record and the per-CPU countdown at entry, the record again at
-//! return, and its free one LIVE lookup.
+//! return, and its free one LIVE lookup; on the session path, an unsampled
+//! glibc malloc or calloc (see `tracer_common::COOKIE_MAY_SKIP`) costs the INFLIGHT lookup (nesting check), the countdown and a STATS
+//! slot at entry, no return trap, and its free one LIVE lookup.
 
 use aya_ebpf::{
+    cty::c_void,
     helpers::{
         bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
-        generated::bpf_get_attach_cookie,
+        generated::{bpf_get_attach_cookie, bpf_get_func_ip},
     },
     macros::{uprobe, uretprobe},
     programs::{ProbeContext, RetProbeContext},
     EbpfContext,
 };
-use tracer_common::{AllocFn, InFlight, Stat};
+use tracer_common::{AllocFn, InFlight, Stat, COOKIE_MAY_SKIP, SKIP_BELOW_BYTES};
 
 use crate::{
     maps::{
@@ -33,27 +41,70 @@ fn arg(ctx: &ProbeContext, n: usize) -> u64 {
     ctx.arg::<u64>(n).unwrap_or(0)
 }
 
-/// `a * b`, or None when it overflows. Done on 32-bit halves: LLVM turns
+/// The first three argument registers (rdi, rsi, rdx), each read once at
+/// a constant offset. Volatile reads: LLVM would otherwise merge the
+/// loads of different `match` arms into one load from a computed offset
+/// of the context, which the verifier rejects ("dereference of modified
+/// ctx ptr").
+#[inline(always)]
+fn args3(ctx: &ProbeContext) -> [u64; 3] {
+    let regs = ctx.regs;
+    // SAFETY: ctx.regs is the probe's register set.
+    unsafe {
+        [
+            core::ptr::read_volatile(&raw const (*regs).rdi),
+            core::ptr::read_volatile(&raw const (*regs).rsi),
+            core::ptr::read_volatile(&raw const (*regs).rdx),
+        ]
+    }
+}
+
+/// A requested size: the bytes, and whether computing them overflowed
+/// (then `bytes` is 0). Plain values rather than an `Option`: LLVM may
+/// leave the payload of a `None` in an unwritten register and copy it
+/// along, which the verifier rejects (`!read_ok`).
+#[derive(Clone, Copy)]
+struct Size {
+    bytes: u64,
+    overflow: bool,
+}
+
+impl Size {
+    #[inline(always)]
+    const fn of(bytes: u64) -> Size {
+        Size {
+            bytes,
+            overflow: false,
+        }
+    }
+
+    const OVERFLOW: Size = Size {
+        bytes: 0,
+        overflow: true,
+    };
+}
+
+/// `a * b`, flagged when it overflows. Done on 32-bit halves: LLVM turns
 /// `checked_mul` and a division check into a 128-bit multiply
 /// (`__multi3`), which BPF lacks.
 #[inline(always)]
-fn product(a: u64, b: u64) -> Option<u64> {
+fn product(a: u64, b: u64) -> Size {
     let (a_hi, a_lo) = (a >> 32, a & 0xffff_ffff);
     let (b_hi, b_lo) = (b >> 32, b & 0xffff_ffff);
     if a_hi != 0 && b_hi != 0 {
-        return None;
+        return Size::OVERFLOW;
     }
     // One of the high halves is zero, so each term is below 2^64.
     let cross = a_hi * b_lo + a_lo * b_hi;
     if cross >> 32 != 0 {
-        return None;
+        return Size::OVERFLOW;
     }
     let low = a_lo * b_lo;
     let total = low.wrapping_add(cross << 32);
     if total < low {
-        None
+        Size::OVERFLOW
     } else {
-        Some(total)
+        Size::of(total)
     }
 }
 
@@ -62,20 +113,71 @@ const STALE_AFTER_NS: u64 = 1_000_000_000;
 
 #[uprobe]
 pub fn alloc_enter(ctx: ProbeContext) -> u32 {
-    try_alloc_enter(&ctx);
+    try_alloc_enter(&ctx, false);
     0
 }
 
+/// Entry and return of every allocation function in one uprobe session
+/// program (`BPF_TRACE_UPROBE_SESSION`, kernels 6.13+). The kernel runs it
+/// at the entry and, only if that run returned 0, again at the return.
+///
+/// Which run is this: `bpf_get_func_ip` is the probed address at both
+/// runs, while the registers' instruction pointer is that address at the
+/// entry and the caller's return address at the return (the kernel puts
+/// the original return address back before it runs return handlers). No
+/// kfunc needed (`bpf_session_is_return` would be, with its BTF id
+/// resolved at load time), and exact: a return address is never the probed
+/// address itself (that would need a call ending where the function
+/// starts, i.e. the function calling itself at its first instruction).
+/// The in-flight record's stack pointer would tell them apart too (at the
+/// return sp = entry sp + 8), but not always: a new call's entry after a
+/// longjmp out of an open call can have that same sp.
+///
+/// Written out rather than with `#[uprobe]`, whose wrapper returns 0
+/// whatever the function returns; the section makes it a uprobe for the
+/// object parser (userspace loads it, see tracer/src/multi.rs).
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "uprobe")]
+pub fn alloc_session(ctx: *mut c_void) -> u32 {
+    let ctx = ProbeContext::new(ctx);
+    // SAFETY: ctx.regs is the probe's register set.
+    let ip = unsafe { (*ctx.regs).rip };
+    // SAFETY: the helper reads the run context the kernel set up (~5 ns).
+    let probed = unsafe { bpf_get_func_ip(ctx.as_ptr()) };
+    if ip != probed {
+        try_alloc_return(&RetProbeContext::new(ctx.as_ptr()));
+        return 0;
+    }
+    match try_alloc_enter(&ctx, true) {
+        true => 0,
+        // 1: the kernel skips this call's return run.
+        false => 1,
+    }
+}
+
+/// The entry of an allocation call: records it in the thread's INFLIGHT
+/// record for the return. Returns whether the call must be followed to
+/// its return; `session` (the session program, which can skip a return)
+/// lets it say no. The classic return probe runs whatever this says.
+///
+/// When the return may be skipped (session path, and only then; see
+/// [`skip_return`] for the rule): memtrace's own calls, calls nested in an
+/// open call (the outer call accounts for them; the classic path counts
+/// them in `depth` for their return instead), calls that found no room
+/// for a record, and unsampled glibc mallocs and callocs below the mmap
+/// threshold.
 #[inline(always)]
-fn try_alloc_enter(ctx: &ProbeContext) {
+fn try_alloc_enter(ctx: &ProbeContext, session: bool) -> bool {
     let tid = bpf_get_current_pid_tgid();
     if is_self((tid >> 32) as u32) {
-        return; // with --all, memtrace's own calls trap too
+        return false; // with --all, memtrace's own calls trap too
     }
     // SAFETY: ctx.regs is the probe's register set.
     let sp = unsafe { (*ctx.regs).rsp };
-    // SAFETY: plain helper call (~20 ns).
-    let now = unsafe { bpf_ktime_get_ns() };
+    // The clock (~20 ns) is read only when needed: not by a call that
+    // skips its return.
+    // SAFETY: plain helper call.
+    let clock = || unsafe { bpf_ktime_get_ns() };
     // The thread's record, created on its first call: one task-storage
     // access serves both the nesting check and the new call.
     let slot = INFLIGHT.current(true);
@@ -83,12 +185,16 @@ fn try_alloc_enter(ctx: &ProbeContext) {
     if let Some(open) = slot.filter(|&c| unsafe { (*c).active != 0 }) {
         // SAFETY: valid map value pointer for this thread only.
         let open = unsafe { &mut *open };
-        if sp <= open.entry_sp && now.wrapping_sub(open.entry_ns) < STALE_AFTER_NS {
+        if sp <= open.entry_sp && clock().wrapping_sub(open.entry_ns) < STALE_AFTER_NS {
             // Called from inside an open allocator call (or tail-called by
             // it, same stack pointer): the outermost call accounts for it.
-            open.depth += 1;
+            // Its return has nothing to do but keep count: the session
+            // program skips it.
+            if !session {
+                open.depth += 1;
+            }
             count(Stat::NestedCall);
-            return;
+            return false;
         }
         // The open call's frame is gone (or it has been open far longer than
         // any allocator call takes): it never returned. A realloc's old
@@ -104,29 +210,35 @@ fn try_alloc_enter(ctx: &ProbeContext) {
     // SAFETY: the cookie helper only reads the probe's attach cookie.
     let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
     let Some(func) = AllocFn::from_cookie(cookie) else {
-        return;
+        return false;
     };
     // Overflowing products make the call fail (and are flagged so that its
     // NULL is not mistaken for realloc(p, 0)).
+    let a = args3(ctx);
     let (size, ptr) = match func {
-        AllocFn::Malloc => (Some(arg(ctx, 0)), 0),
-        AllocFn::Calloc => (product(arg(ctx, 0), arg(ctx, 1)), 0),
-        AllocFn::Realloc => (Some(arg(ctx, 1)), arg(ctx, 0)),
-        AllocFn::ReallocArray => (product(arg(ctx, 1), arg(ctx, 2)), arg(ctx, 0)),
-        AllocFn::PosixMemalign => (Some(arg(ctx, 2)), arg(ctx, 0)),
-        AllocFn::AlignedAlloc => (Some(arg(ctx, 1)), 0),
+        AllocFn::Malloc => (Size::of(a[0]), 0),
+        AllocFn::Calloc => (product(a[0], a[1]), 0),
+        AllocFn::Realloc => (Size::of(a[1]), a[0]),
+        AllocFn::ReallocArray => (product(a[1], a[2]), a[0]),
+        AllocFn::PosixMemalign => (Size::of(a[2]), a[0]),
+        AllocFn::AlignedAlloc => (Size::of(a[1]), 0),
     };
     // With --sample-bytes, only sampled allocations are followed (an
     // overflowing size fails: not sampled). Full tracing samples all.
-    let sampled = sample_bytes() == 0 || size.is_some_and(sample);
+    let sampled = sample_bytes() == 0 || (!size.overflow && sample(size.bytes));
+    if session && !sampled && skip_return(cookie, func, size) {
+        // No record: nothing at the return would use it (see skip_return).
+        count(Stat::ReturnSkipped);
+        return false;
+    }
     let mut call = InFlight {
         entry_sp: sp,
         depth: 0,
         func: func as u32,
-        size: size.unwrap_or(0),
-        entry_ns: now,
+        size: size.bytes,
+        entry_ns: clock(),
         ptr,
-        size_overflow: size.is_none() as u32,
+        size_overflow: size.overflow as u32,
         sampled: sampled as u32,
         ..InFlight::default()
     };
@@ -146,14 +258,45 @@ fn try_alloc_enter(ctx: &ProbeContext) {
         Some(slot) => unsafe {
             call.active = 1;
             *slot = call;
+            true
         },
         None => {
             count(Stat::InFlightFull);
             if call.old_valid != 0 {
                 restore_live((tid >> 32) as u32, ptr, &call.old);
             }
+            false
         }
     }
+}
+
+/// Whether an unsampled call may skip its return (session path). Its
+/// return would do nothing for the accounting — the new block is not
+/// recorded — but clear the in-flight record, and the record matters
+/// while the call runs in two ways: mmaps made inside it are the
+/// allocator's (`mapping.rs` skips them rather than count them again),
+/// and allocator calls inside it are nested (counted once, and drawn
+/// once by the sampler). So only when neither can happen:
+/// - userspace set [`COOKIE_MAY_SKIP`] on this function: glibc's malloc
+///   or calloc, which call no other probed function. Never realloc: its
+///   old block may be recorded (taken out of LIVE at the entry, it is
+///   accounted at the return) or be an mmapped chunk it mremaps; never
+///   posix_memalign, aligned_alloc or memalign (for an alignment glibc
+///   gives anyway they call malloc); never another allocator's functions
+///   (jemalloc, tcmalloc, mimalloc map their arenas from small calls);
+/// - the request is below [`SKIP_BELOW_BYTES`]: glibc
+///   mmaps a chunk of its own only from its mmap threshold (128 KiB by
+///   default); smaller requests are served from the arenas, which grow by
+///   brk or mprotect, or by PROT_NONE reservations `mapping.rs` ignores.
+///
+/// Unsampled calls that fail (NULL) are then not counted in
+/// `failed_allocations`.
+#[inline(always)]
+fn skip_return(cookie: u64, func: AllocFn, size: Size) -> bool {
+    cookie & COOKIE_MAY_SKIP != 0
+        && matches!(func, AllocFn::Malloc | AllocFn::Calloc)
+        && !size.overflow
+        && size.bytes < SKIP_BELOW_BYTES
 }
 
 #[uretprobe]

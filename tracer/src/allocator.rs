@@ -99,7 +99,17 @@ pub struct ProbePoint {
     pub entry_offset: u64,
     /// Why there (for `--verbose`).
     pub placement: String,
+    /// On the uprobe session path, an unsampled call may skip its return
+    /// (see `tracer_common::COOKIE_MAY_SKIP`): glibc's malloc and calloc
+    /// only, in the file that implements glibc's malloc.
+    pub may_skip: bool,
 }
+
+/// glibc's allocation functions that call no other probed function (the
+/// ones that can skip their return when unsampled): realloc calls malloc
+/// (and may mremap), and so do posix_memalign, aligned_alloc, memalign,
+/// valloc and pvalloc for an alignment malloc gives anyway.
+const GLIBC_LEAVES: [&str; 2] = ["malloc", "calloc"];
 
 /// Probe points of the allocators implemented in the ELF file at `path`:
 /// for the bare names and each prefix of [`PREFIXES`] and `extra_prefixes`
@@ -124,6 +134,7 @@ pub fn probe_points(path: &Path, extra_prefixes: &[String]) -> Result<Vec<ProbeP
     // (prefix, hooked name) -> address
     let mut addresses: BTreeMap<(&str, &'static str), u64> = BTreeMap::new();
     let mut cxx: BTreeMap<&'static str, u64> = BTreeMap::new();
+    let mut libc_malloc = None;
     for symbol in file.dynamic_symbols().chain(file.symbols()) {
         if !symbol.is_definition() || symbol.kind() != SymbolKind::Text || symbol.address() == 0 {
             continue;
@@ -131,6 +142,9 @@ pub fn probe_points(path: &Path, extra_prefixes: &[String]) -> Result<Vec<ProbeP
         let Ok(name) = symbol.name() else { continue };
         // Versioned names from .symtab look like "malloc@@GLIBC_2.2.5".
         let name = name.split('@').next().unwrap_or(name);
+        if name == "__libc_malloc" {
+            libc_malloc.get_or_insert(symbol.address());
+        }
         if let Some(&(hooked, _)) = HOOKED_CXX.iter().find(|(n, _)| *n == name) {
             if !symbol.is_local() {
                 cxx.entry(hooked).or_insert(symbol.address());
@@ -153,6 +167,8 @@ pub fn probe_points(path: &Path, extra_prefixes: &[String]) -> Result<Vec<ProbeP
             }
         }
     }
+    // glibc's malloc: its internal name at the address of the bare one.
+    let glibc = libc_malloc.is_some() && libc_malloc == addresses.get(&("", "malloc")).copied();
     let mut points: Vec<ProbePoint> = Vec::new();
     for &prefix in &prefixes {
         let has = |name: &'static str| addresses.contains_key(&(prefix, name));
@@ -164,12 +180,13 @@ pub fn probe_points(path: &Path, extra_prefixes: &[String]) -> Result<Vec<ProbeP
         }
         for &(name, hook) in HOOKED {
             if let Some(&vaddr) = addresses.get(&(prefix, name)) {
+                let may_skip = glibc && prefix.is_empty() && GLIBC_LEAVES.contains(&name);
                 push_point(
                     &mut points,
                     &data,
                     &file,
                     format!("{prefix}{name}"),
-                    hook,
+                    (hook, may_skip),
                     vaddr,
                 );
             }
@@ -180,7 +197,14 @@ pub fn probe_points(path: &Path, extra_prefixes: &[String]) -> Result<Vec<ProbeP
     if cxx.contains_key("_Znwm") && cxx.contains_key("_ZdlPv") {
         for &(name, hook) in HOOKED_CXX {
             if let Some(&vaddr) = cxx.get(name) {
-                push_point(&mut points, &data, &file, name.to_string(), hook, vaddr);
+                push_point(
+                    &mut points,
+                    &data,
+                    &file,
+                    name.to_string(),
+                    (hook, false),
+                    vaddr,
+                );
             }
         }
     }
@@ -188,13 +212,14 @@ pub fn probe_points(path: &Path, extra_prefixes: &[String]) -> Result<Vec<ProbeP
 }
 
 /// Adds the probe point of function `symbol` at `vaddr` (unless an alias
-/// of it is there already).
+/// of it is there already), with its hook and whether unsampled calls may
+/// skip their return.
 fn push_point(
     points: &mut Vec<ProbePoint>,
     data: &[u8],
     file: &object::File,
     symbol: String,
-    hook: Hook,
+    (hook, may_skip): (Hook, bool),
     vaddr: u64,
 ) {
     let Some(file_offset) = file_offset(file, vaddr) else {
@@ -217,6 +242,7 @@ fn push_point(
         file_offset,
         entry_offset,
         placement,
+        may_skip,
     });
 }
 
@@ -231,6 +257,28 @@ fn argument_registers(hook: Hook) -> &'static [Register] {
             &[Register::RDI, Register::RSI, Register::RDX]
         }
     }
+}
+
+/// Whether process `pid` was started with glibc's malloc tuned to map
+/// memory for small requests (see [`tunes_malloc_mapping`]); false when
+/// its environment cannot be read.
+pub fn malloc_maps_small(pid: u32) -> bool {
+    fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| tunes_malloc_mapping(&env))
+}
+
+/// Whether an environment block (`/proc/PID/environ`) sets glibc's mmap
+/// threshold (`MALLOC_MMAP_THRESHOLD_`, or `glibc.malloc.mmap_threshold`
+/// in `GLIBC_TUNABLES`) or its huge-page use (`glibc.malloc.hugetlb`):
+/// then malloc may map a chunk of its own below the default 128 KiB, and
+/// no unsampled call may skip its return (see `tracer_common::
+/// COOKIE_MAY_SKIP`). A `mallopt` call in the program cannot be seen.
+fn tunes_malloc_mapping(environ: &[u8]) -> bool {
+    let contains = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
+    environ.split(|&b| b == 0).any(|var| {
+        var.starts_with(b"MALLOC_MMAP_THRESHOLD_=")
+            || (var.starts_with(b"GLIBC_TUNABLES=")
+                && (contains(var, b"mmap_threshold") || contains(var, b"hugetlb")))
+    })
 }
 
 /// Whether the ELF was built by Go (its runtime's sections are there).
@@ -268,6 +316,22 @@ mod tests {
     }
 
     #[test]
+    fn environment_that_tunes_malloc_mapping() {
+        assert!(!tunes_malloc_mapping(b"PATH=/bin\0HOME=/root\0"));
+        assert!(tunes_malloc_mapping(b"A=1\0MALLOC_MMAP_THRESHOLD_=4096\0"));
+        assert!(tunes_malloc_mapping(
+            b"GLIBC_TUNABLES=glibc.malloc.tcache_count=0:glibc.malloc.mmap_threshold=8192\0"
+        ));
+        assert!(tunes_malloc_mapping(
+            b"GLIBC_TUNABLES=glibc.malloc.hugetlb=1"
+        ));
+        assert!(!tunes_malloc_mapping(
+            b"GLIBC_TUNABLES=glibc.malloc.tcache_count=0\0"
+        ));
+        assert!(!tunes_malloc_mapping(b"X_MALLOC_MMAP_THRESHOLD_=1\0"));
+    }
+
+    #[test]
     fn finds_glibc_allocator_and_dedups_aliases() {
         let points = probe_points(system_libc(), &[]).unwrap();
         let names: Vec<&str> = points.iter().map(|p| p.symbol.as_str()).collect();
@@ -293,6 +357,13 @@ mod tests {
         offsets.sort();
         offsets.dedup();
         assert_eq!(offsets.len(), points.len());
+        // Only malloc and calloc may skip an unsampled call's return.
+        let skippable: Vec<&str> = points
+            .iter()
+            .filter(|p| p.may_skip)
+            .map(|p| p.symbol.as_str())
+            .collect();
+        assert_eq!(skippable, ["malloc", "calloc"]);
     }
 
     #[test]
@@ -302,6 +373,8 @@ mod tests {
         // single-stepped. Its probes (entry and return) move to the push.
         let lib = Path::new("/usr/lib/x86_64-linux-gnu/libstdc++.so.6");
         let points = probe_points(lib, &[]).unwrap();
+        // operator new calls malloc: never skips its return.
+        assert!(points.iter().all(|p| !p.may_skip), "{points:?}");
         let new = points.iter().find(|p| p.symbol == "_Znwm").unwrap();
         assert!(new.entry_offset > new.file_offset, "{new:?}");
         assert!(new.placement.contains("after endbr64"), "{new:?}");

@@ -5,10 +5,19 @@
 //! allocator file for every process with `--all`. The probes of processes
 //! gone are detached on a helper thread; dropping [`Probes`] detaches
 //! everything.
+//!
+//! Allocator functions are probed one of two ways ([`ProbePath`]): where
+//! the kernel has uprobe session programs (6.13+), the allocation
+//! functions by one session program (`alloc_session`, loaded by `multi`),
+//! whose entry run can skip the return of an unsampled call, and the free
+//! functions by `free_enter` as a uprobe_multi program, in two links per
+//! (process, file); elsewhere with aya, an entry uprobe and a uretprobe per
+//! allocation function and an entry uprobe per free function.
 
 use std::{
     collections::{HashMap, HashSet},
     num::NonZeroU32,
+    os::fd::OwnedFd,
     path::Path,
 };
 
@@ -16,18 +25,66 @@ use anyhow::{Context, Result};
 use aya::{
     maps::{Array, HashMap as BpfHashMap, PerCpuArray, PerCpuValues},
     programs::{
-        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLink, UProbeLinkId, UProbeScope},
+        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
         TracePoint, UProbe,
     },
     Ebpf, EbpfLoader,
 };
-use tracer_common::{config, EXP_DRAWS};
+use tracer_common::{config, COOKIE_MAY_SKIP, EXP_DRAWS};
 
 use crate::{
     allocator::{Hook, ProbePoint},
+    multi::{Kind, MultiProgram},
     watch::AllocatorFile,
     watch::FileId,
 };
+
+/// How allocation functions are probed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProbePath {
+    /// A uprobe session program for the allocation functions and a
+    /// uprobe_multi one for the free functions (two links per process and
+    /// file): an unsampled glibc malloc or calloc skips its return.
+    Session,
+    /// An entry uprobe and a uretprobe per function; why not sessions.
+    Classic(String),
+}
+
+impl ProbePath {
+    /// One line for `--verbose` and the report.
+    pub fn describe(&self) -> String {
+        match self {
+            ProbePath::Session => "uprobe session programs (an unsampled call skips its \
+                                   return probe)"
+                .to_string(),
+            ProbePath::Classic(why) => format!("uprobes and uretprobes ({why})"),
+        }
+    }
+}
+
+/// An attachment of allocator probes.
+enum Attached {
+    /// An aya uprobe of the named program.
+    Uprobe(&'static str, UProbeLinkId),
+    /// A uprobe_multi link (closed to detach).
+    Multi(OwnedFd),
+}
+
+/// An attachment taken out of the program (a `UProbeLink`, a link's
+/// `OwnedFd`), to be dropped — detached — on the helper thread.
+type Detach = Box<dyn Send>;
+
+/// The programs of the session path.
+struct Multi {
+    /// `alloc_session` as a uprobe session program.
+    alloc: MultiProgram,
+    /// `free_enter` as a uprobe_multi program.
+    free: MultiProgram,
+}
+
+/// Set to `classic` to probe with uprobes and uretprobes even where the
+/// kernel has uprobe session programs (tests of the fallback; comparisons).
+pub const PROBES_ENV: &str = "MEMTRACE_PROBES";
 
 /// Object built by tracer/build.rs from tracer-ebpf.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
@@ -55,16 +112,22 @@ pub struct Probes {
     /// (process or every process, file) pairs already hooked.
     attached: HashSet<(Option<u32>, FileId)>,
     /// Links of probes attached for one process, dropped when it exits.
-    links: HashMap<u32, Vec<(&'static str, UProbeLinkId)>>,
-    /// Allocator probes attached now (each takes the kernel ~80 ms to
-    /// detach, one after the other).
+    links: HashMap<u32, Vec<Attached>>,
+    /// Multi links attached for every process (closed on drop).
+    global_links: Vec<OwnedFd>,
+    /// The programs of the session path, when on it.
+    multi: Option<Multi>,
+    /// How allocation functions are probed.
+    pub path: ProbePath,
+    /// Allocator probes and session links attached now (each takes the
+    /// kernel ~80 ms to detach, one after the other).
     pub probe_count: usize,
     /// Exit events are sent when a process's last thread exits, and its
     /// pid is forgotten then (the kernel's record says `group_dead`); else
     /// they are its main thread's.
     pub exits_are_final: bool,
     /// Feeds the thread that detaches the probes of processes gone.
-    detacher: Option<std::sync::mpsc::Sender<Vec<UProbeLink>>>,
+    detacher: Option<std::sync::mpsc::Sender<Vec<Detach>>>,
 }
 
 /// How the programs are loaded: map sizes chosen on the command line and
@@ -147,21 +210,37 @@ impl Probes {
         if let Some(mean) = settings.sample_bytes {
             fill_sampler(&mut bpf, mean)?;
         }
+        let mut multi = None;
+        let mut path = ProbePath::Classic("not tracing allocations".to_string());
         if !settings.oom_only {
             let entry_stop = settings.unwind_tables.then_some("entry_stop");
-            for name in ["alloc_enter", "alloc_return", "free_enter"]
-                .into_iter()
-                .chain(entry_stop)
-            {
+            for name in ["free_enter"].into_iter().chain(entry_stop) {
                 uprobe(&mut bpf, name)?
                     .load()
                     .with_context(|| format!("loading eBPF program {name} (verifier)"))?;
+            }
+            match load_session(&mut bpf) {
+                Ok(programs) => {
+                    multi = Some(programs);
+                    path = ProbePath::Session;
+                }
+                Err(why) => {
+                    path = ProbePath::Classic(format!("{why:#}"));
+                    for name in ["alloc_enter", "alloc_return"] {
+                        uprobe(&mut bpf, name)?
+                            .load()
+                            .with_context(|| format!("loading eBPF program {name} (verifier)"))?;
+                    }
+                }
             }
         }
         Ok(Probes {
             bpf,
             attached: HashSet::new(),
             links: HashMap::new(),
+            global_links: Vec::new(),
+            multi,
+            path,
             probe_count: 0,
             exits_are_final: group_dead != 0,
             detacher: None,
@@ -185,15 +264,20 @@ impl Probes {
         };
         self.probe_count -= links.len();
         let mut owned = Vec::new();
-        for (program, id) in links {
-            if let Ok(p) = uprobe(&mut self.bpf, program) {
-                if let Ok(link) = p.take_link(id) {
-                    owned.push(link);
+        for attached in links {
+            match attached {
+                Attached::Uprobe(program, id) => {
+                    if let Ok(p) = uprobe(&mut self.bpf, program) {
+                        if let Ok(link) = p.take_link(id) {
+                            owned.push(Box::new(link) as Detach);
+                        }
+                    }
                 }
+                Attached::Multi(fd) => owned.push(Box::new(fd)),
             }
         }
         let detacher = self.detacher.get_or_insert_with(|| {
-            let (tx, rx) = std::sync::mpsc::channel::<Vec<UProbeLink>>();
+            let (tx, rx) = std::sync::mpsc::channel::<Vec<Detach>>();
             std::thread::spawn(move || rx.into_iter().for_each(drop));
             tx
         });
@@ -283,15 +367,58 @@ impl Probes {
         // entry is. Pairs keep the window in which calls return without a
         // recorded entry to one attach per function (~80 ms of a busy
         // target's calls were lost per function when all returns went
-        // first).
-        for point in points.iter().filter(|p| p.hook == Hook::Free) {
+        // first). On the session path, one link places all of a file's
+        // free functions, a second all its allocation functions (a session
+        // program's entry and return come and go together).
+        if let Some(multi) = &self.multi {
+            // A process whose environment tunes glibc's malloc to map small
+            // chunks keeps every return (per process only: with --all the
+            // rule is glibc's default).
+            let tuned = pid.is_some_and(crate::allocator::malloc_maps_small);
+            let (mut frees, mut allocs) = ((Vec::new(), Vec::new()), (Vec::new(), Vec::new()));
+            for point in points {
+                let (list, cookie) = match point.hook {
+                    Hook::Free => (&mut frees, 0),
+                    Hook::Alloc(func) => {
+                        let skip = match point.may_skip && !tuned {
+                            true => COOKIE_MAY_SKIP,
+                            false => 0,
+                        };
+                        (&mut allocs, func as u64 | skip)
+                    }
+                };
+                list.0.push(point.entry_offset);
+                list.1.push(cookie);
+            }
+            for (program, (offsets, cookies)) in [(&multi.free, frees), (&multi.alloc, allocs)] {
+                if offsets.is_empty() {
+                    continue;
+                }
+                let link = program
+                    .attach(file, &offsets, &cookies, pid)
+                    .with_context(|| {
+                        format!("attaching to the allocator in {} ({whom})", file.display())
+                    })?;
+                match pid {
+                    Some(_) => links.push(Attached::Multi(link)),
+                    None => {
+                        self.global_links.push(link);
+                        self.probe_count += 1;
+                    }
+                }
+            }
+        }
+        for point in points
+            .iter()
+            .filter(|p| p.hook == Hook::Free && self.multi.is_none())
+        {
             let location = UProbeAttachLocation::AbsoluteOffset(point.entry_offset);
             let id = uprobe(&mut self.bpf, "free_enter")?
                 .attach(location, file, scope)
                 .with_context(|| what(point))?;
-            links.push(("free_enter", id));
+            links.push(Attached::Uprobe("free_enter", id));
         }
-        for point in points {
+        for point in points.iter().filter(|_| self.multi.is_none()) {
             let Hook::Alloc(func) = point.hook else {
                 continue;
             };
@@ -299,7 +426,7 @@ impl Probes {
             let id = uprobe(&mut self.bpf, "alloc_return")?
                 .attach(at(), file, scope)
                 .with_context(|| what(point))?;
-            links.push(("alloc_return", id));
+            links.push(Attached::Uprobe("alloc_return", id));
             let entry = UProbeAttachPoint {
                 location: at(),
                 cookie: Some(func as u64),
@@ -307,7 +434,7 @@ impl Probes {
             let id = uprobe(&mut self.bpf, "alloc_enter")?
                 .attach(entry, file, scope)
                 .with_context(|| what(point))?;
-            links.push(("alloc_enter", id));
+            links.push(Attached::Uprobe("alloc_enter", id));
         }
         self.probe_count += links.len();
         if let Some(pid) = pid {
@@ -315,6 +442,61 @@ impl Probes {
         }
         Ok(true)
     }
+}
+
+/// Run counts and times (ns) of the allocator programs, while BPF
+/// statistics are enabled (see `overhead`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RunStats {
+    /// Entry runs of allocation functions; on the session path, runs of
+    /// the session program, entries and returns together.
+    pub alloc: (u64, u64),
+    /// Return runs (classic path only: the session's are in `alloc`).
+    pub ret: (u64, u64),
+    pub free: (u64, u64),
+}
+
+impl Probes {
+    /// How often and how long the allocator programs ran.
+    pub fn run_stats(&self) -> RunStats {
+        if let Some(multi) = &self.multi {
+            return RunStats {
+                alloc: multi.alloc.run_stats(),
+                ret: (0, 0),
+                free: multi.free.run_stats(),
+            };
+        }
+        let program = |name: &str| {
+            self.bpf
+                .program(name)
+                .and_then(|p| <&UProbe>::try_from(p).ok())
+                .and_then(|p| p.info().ok())
+                .map(|i| (i.run_count(), i.run_time().as_nanos() as u64))
+                .unwrap_or((0, 0))
+        };
+        RunStats {
+            alloc: program("alloc_enter"),
+            ret: program("alloc_return"),
+            free: program("free_enter"),
+        }
+    }
+}
+
+/// Loads the programs of the session path where the kernel has uprobe
+/// session programs; the error says why not.
+fn load_session(bpf: &mut Ebpf) -> Result<Multi> {
+    if std::env::var(PROBES_ENV).is_ok_and(|v| v == "classic") {
+        anyhow::bail!("{PROBES_ENV}=classic");
+    }
+    // The object's BTF as aya loaded it, through a program aya loaded.
+    let btf_id = uprobe(bpf, "free_enter")?
+        .info()?
+        .btf_id()
+        .context("the eBPF object's BTF is not loaded")?;
+    let alloc = MultiProgram::load(bpf, EBPF_OBJECT, "alloc_session", btf_id, Kind::Session)?;
+    alloc.attaches()?;
+    let free = MultiProgram::load(bpf, EBPF_OBJECT, "free_enter", btf_id, Kind::Entry)?;
+    Ok(Multi { alloc, free })
 }
 
 /// Offset of `group_dead` in this kernel's `sched/sched_process_exit`

@@ -1,7 +1,8 @@
 //! memtrace: finds memory leaks in running processes with eBPF.
 //!
 //! Data flow, one module per stage: `target`/`allocator`/`launch` find what
-//! to hook (`watch` and `cgroup` on a watched node) → `attach` loads and attaches the eBPF programs (tracer-ebpf) →
+//! to hook (`watch` and `cgroup` on a watched node) → `attach` loads and attaches the eBPF programs (tracer-ebpf;
+//! `multi` the uprobe session and uprobe_multi programs, which aya cannot) →
 //! `drain` reads kernel-side accounting → `mappings` accounts anonymous
 //! mappings → `aggregate` keeps a series per stack → `analysis` computes
 //! growth and verdicts → `symbolize` resolves frames (`unwind` builds the
@@ -23,6 +24,7 @@ pub mod cli;
 pub mod drain;
 pub mod launch;
 pub mod mappings;
+pub mod multi;
 pub mod offline;
 pub mod oom;
 pub mod outfile;

@@ -10,11 +10,9 @@
 use std::{os::fd::OwnedFd, time::Instant};
 
 use anyhow::{Context, Result};
-use aya::{
-    programs::UProbe,
-    sys::{enable_stats, Stats},
-    Ebpf,
-};
+use aya::sys::{enable_stats, Stats};
+
+use crate::attach::Probes;
 use serde::{Deserialize, Serialize};
 
 /// Pairs timed per calibration (~80 ms when probed, at ~4 µs a pair).
@@ -25,7 +23,9 @@ const CALIBRATION_PAIRS: u32 = 20_000;
 pub struct Overhead {
     /// Seconds measured.
     pub seconds: f64,
-    /// Probed allocation calls (malloc, calloc, realloc, ...) on the node.
+    /// Probed allocation calls (malloc, calloc, realloc, ...) on the node;
+    /// with uprobe session programs, their entry runs and the return runs
+    /// not skipped (each also a trap).
     pub allocation_calls: u64,
     /// Probed frees on the node.
     pub frees: u64,
@@ -72,17 +72,11 @@ impl Meter {
     }
 
     /// The cost so far.
-    pub fn read(&self, bpf: &Ebpf) -> Overhead {
-        let program = |name: &str| {
-            bpf.program(name)
-                .and_then(|p| <&UProbe>::try_from(p).ok())
-                .and_then(|p| p.info().ok())
-                .map(|i| (i.run_count(), i.run_time().as_nanos() as u64))
-                .unwrap_or((0, 0))
-        };
-        let (allocation_calls, enter_ns) = program("alloc_enter");
-        let (_, return_ns) = program("alloc_return");
-        let (frees, free_ns) = program("free_enter");
+    pub fn read(&self, probes: &Probes) -> Overhead {
+        let stats = probes.run_stats();
+        let (allocation_calls, enter_ns) = stats.alloc;
+        let (_, return_ns) = stats.ret;
+        let (frees, free_ns) = stats.free;
         let program_ns = enter_ns + return_ns + free_ns;
         let pair_overhead_ns = self
             .probed_ns

@@ -24,7 +24,7 @@ use tracer_common::{EventKind, MmapEvent, ProcessEvent, StackKey, StackTotals, S
 use crate::{
     aggregate::{self, Aggregator, StackIdentity, StackKind},
     allocator, analysis,
-    attach::{Probes, Settings},
+    attach::{ProbePath, Probes, Settings},
     cgroup::{self, Container},
     cli::{Cli, Format, Mode, Unwind},
     drain::{self, Event, StackCache},
@@ -170,6 +170,9 @@ pub async fn run(cli: Cli, child: Option<HeldChild>) -> Result<()> {
     };
     let mut files = AllocatorFiles::new(cli.symbol_prefixes.clone(), &cli.allocator_libs)?;
     let mut probes = Probes::load(&settings)?;
+    if cli.verbose && !settings.oom_only {
+        crate::note(&format!("allocation functions: {}", probes.path.describe()));
+    }
     let mut unwinder = match settings.unwind_tables {
         true => Some(Unwinder::new(&mut probes.bpf, cli.unwind)?),
         false => None,
@@ -1367,8 +1370,16 @@ impl Session {
             sort: cli.sort,
             min_age_secs: cli.min_age_secs(),
             oom_kills: self.oom_kills.iter().cloned().collect(),
-            overhead: self.meter.as_ref().map(|m| m.read(&self.probes.bpf)),
+            overhead: self.meter.as_ref().map(|m| m.read(&self.probes)),
             sample_bytes: cli.sample_bytes,
+            probes: (self.mode != Mode::OomOnly).then(|| report::ProbesReport {
+                path: match self.probes.path {
+                    ProbePath::Session => "session",
+                    ProbePath::Classic(_) => "classic",
+                }
+                .to_string(),
+                detail: self.probes.path.describe(),
+            }),
             unwind: (self.mode != Mode::OomOnly)
                 .then(|| (cli.unwind, self.unwinder.as_ref().map(Unwinder::stats))),
         };

@@ -49,10 +49,25 @@ pub struct Report {
     /// counts are then unbiased estimates.
     #[serde(default)]
     pub sample_bytes: Option<u64>,
+    /// How allocation functions were probed (None: not traced, or a report
+    /// from before this field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probes: Option<ProbesReport>,
     /// How heap stacks were walked, and how many came out truncated.
     #[serde(default)]
     pub unwind: Option<UnwindReport>,
     pub stacks: Vec<StackReport>,
+}
+
+/// How allocation functions were probed.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ProbesReport {
+    /// `session`: uprobe session programs, whose unsampled calls skip their
+    /// return probe (kernels 6.13+); `classic`: an entry uprobe and a
+    /// uretprobe per function.
+    pub path: String,
+    /// The same in words (for `classic`, why).
+    pub detail: String,
 }
 
 /// How the heap stacks were walked (`--unwind`) and where walks fell short.
@@ -288,6 +303,10 @@ pub struct Counters {
     /// the totals; a heap stack that allocates again gets a new series).
     #[serde(default)]
     pub stacks_evicted: u64,
+    /// Unsampled allocator calls whose return probe was skipped (uprobe
+    /// session programs with `--sample-bytes`).
+    #[serde(default)]
+    pub returns_skipped: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -354,6 +373,8 @@ pub struct ReportContext<'a> {
     pub oom_kills: Vec<OomKill>,
     pub overhead: Option<crate::overhead::Overhead>,
     pub sample_bytes: Option<u64>,
+    /// How allocation functions were probed.
+    pub probes: Option<ProbesReport>,
     /// `--unwind` and the unwinder's tables (None when heap stacks were not
     /// traced).
     pub unwind: Option<(crate::cli::Unwind, Option<crate::unwind::UnwindStats>)>,
@@ -511,10 +532,12 @@ pub fn build(ctx: ReportContext<'_>, agg: &Aggregator, symbolizer: &mut Symboliz
             nested_calls: stat(Stat::NestedCall),
             processes_dropped: ctx.processes_dropped,
             stacks_evicted: agg.evicted,
+            returns_skipped: stat(Stat::ReturnSkipped),
         },
         oom_kills: ctx.oom_kills,
         overhead: ctx.overhead,
         sample_bytes: ctx.sample_bytes,
+        probes: ctx.probes,
         unwind: ctx.unwind.map(|(mode, tables)| UnwindReport {
             mode,
             // Series whose kernel stacks were all folded into a complete
@@ -738,6 +761,7 @@ pub(crate) mod fixtures {
             oom_kills: Vec::new(),
             overhead: None,
             sample_bytes: None,
+            probes: None,
             unwind: None,
             counters: Counters::default(),
             stacks,

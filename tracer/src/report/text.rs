@@ -80,6 +80,13 @@ pub fn render(report: &Report, top: usize) -> String {
              estimates (unbiased per stack)",
             bytes(mean)
         );
+        if let Some(p) = &report.probes {
+            let _ = writeln!(
+                w,
+                "probes: {}; {} unsampled returns skipped",
+                p.detail, report.counters.returns_skipped
+            );
+        }
     }
     let tot = &report.totals;
     let _ = writeln!(
