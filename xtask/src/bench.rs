@@ -157,6 +157,14 @@ pub fn run(args: BenchArgs) -> Result<()> {
         bail!("the bench loads eBPF programs: run `cargo xtask bench` as root");
     }
     ensure_tools()?;
+    // The kernel's BPF statistics time every program run: with them on,
+    // every traced configuration here ran 3-10 % slower.
+    if fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").is_ok_and(|v| v.trim() == "1") {
+        eprintln!(
+            "warning: kernel.bpf_stats_enabled is 1: every BPF program run is timed, and the \
+             traced configurations run slower (sysctl -w kernel.bpf_stats_enabled=0)"
+        );
+    }
     let memtrace = build::run()?;
     let dir = cmd::target_dir().join("xtask");
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
