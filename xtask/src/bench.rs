@@ -166,16 +166,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
         );
     }
     let memtrace = build::run()?;
-    let dir = cmd::target_dir().join("xtask");
-    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let program = dir.join("bench_alloc");
     cmd::step("compile the bench program");
-    cmd::run(
-        Command::new("gcc")
-            .args(["-O2", "-g", "-fno-omit-frame-pointer", "-o"])
-            .arg(&program)
-            .arg(cmd::workspace_root().join("tests/workloads/bench_alloc.c")),
-    )?;
+    let program = cmd::compile_workload("bench_alloc", &["-O2", "-g", "-fno-omit-frame-pointer"])?;
+    let dir = cmd::target_dir().join("xtask");
     let libc_dir = dir.join("bench-libc");
     let libc = private_libc(&program, &libc_dir)?;
     let bench = Bench {

@@ -24,6 +24,21 @@ pub fn workspace_root() -> PathBuf {
 }
 
 /// Cargo's target dir, honouring `CARGO_TARGET_DIR` like cargo does.
+/// Compiles `tests/workloads/NAME.c` with gcc and `flags` into
+/// target/xtask/NAME (the directory created); returns the executable.
+pub fn compile_workload(name: &str, flags: &[&str]) -> anyhow::Result<PathBuf> {
+    use anyhow::Context;
+    let dir = target_dir().join("xtask");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let exe = dir.join(name);
+    run(std::process::Command::new("gcc")
+        .args(flags)
+        .arg("-o")
+        .arg(&exe)
+        .arg(workspace_root().join(format!("tests/workloads/{name}.c"))))?;
+    Ok(exe)
+}
+
 pub fn target_dir() -> PathBuf {
     let root = workspace_root();
     ["CARGO_TARGET_DIR", "CARGO_BUILD_TARGET_DIR"]

@@ -1,9 +1,9 @@
 //! `cargo xtask demo`: build memtrace, compile the leaky demo workload
 //! (tests/workloads/demo_leak.c) and trace it, printing memtrace's report.
 
-use std::{fs, path::Path, process::Command};
+use std::process::Command;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Args;
 
 use crate::{build, cmd};
@@ -37,12 +37,10 @@ pub fn run(args: DemoArgs) -> Result<()> {
 
     cmd::step("compile demo workload");
     let root = cmd::workspace_root();
-    let out_dir = cmd::target_dir().join("xtask");
-    fs::create_dir_all(&out_dir)
-        .with_context(|| format!("failed to create {}", out_dir.display()))?;
-    let workload = out_dir.join("demo_leak");
-    let source = root.join("tests/workloads/demo_leak.c");
-    compile_workload(&source, &workload)?;
+    let workload = cmd::compile_workload(
+        "demo_leak",
+        &["-O1", "-g", "-fno-omit-frame-pointer", "-pthread"],
+    )?;
 
     cmd::step(&format!(
         "trace demo_leak for {} (sampled every {INTERVAL})",
@@ -62,15 +60,6 @@ pub fn run(args: DemoArgs) -> Result<()> {
         .arg(&workload)
         .current_dir(&root);
     cmd::run(&mut trace)
-}
-
-fn compile_workload(source: &Path, output: &Path) -> Result<()> {
-    cmd::run(
-        Command::new("gcc")
-            .args(["-O1", "-g", "-fno-omit-frame-pointer", "-pthread", "-o"])
-            .arg(output)
-            .arg(source),
-    )
 }
 
 /// Accept durations memtrace understands, as one or more `<number><unit>`

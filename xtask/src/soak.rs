@@ -68,16 +68,9 @@ pub fn run(args: SoakArgs) -> Result<()> {
         bail!("the soak loads eBPF programs: run `cargo xtask soak` as root");
     }
     let memtrace = build::run()?;
-    let dir = cmd::target_dir().join("xtask");
-    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let workload = dir.join("soak");
     cmd::step("compile the soak workload");
-    cmd::run(
-        Command::new("gcc")
-            .args(["-O0", "-g", "-fno-omit-frame-pointer", "-o"])
-            .arg(&workload)
-            .arg(cmd::workspace_root().join("tests/workloads/soak.c")),
-    )?;
+    let workload = cmd::compile_workload("soak", &["-O0", "-g", "-fno-omit-frame-pointer"])?;
+    let dir = cmd::target_dir().join("xtask");
     let report_path = dir.join("soak-report.json");
     cmd::step(&format!(
         "trace the soak workload for {} min, reading memtrace's cost every {} s",
