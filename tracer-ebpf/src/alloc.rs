@@ -13,8 +13,9 @@
 //! STACK_TOTALS lookup. With `--sample-bytes`, an unsampled call costs the
 //! INFLIGHT record and the per-CPU countdown at entry, the record again at
 //! return, and its free one LIVE lookup; on the session path, an unsampled
-//! glibc malloc or calloc (see `tracer_common::COOKIE_MAY_SKIP`) costs the INFLIGHT lookup (nesting check), the countdown and a STATS
-//! slot at entry, no return trap, and its free one LIVE lookup.
+//! glibc malloc or calloc (see `tracer_common::COOKIE_MAY_SKIP`) costs the
+//! INFLIGHT lookup (nesting check), the countdown and a STATS slot at
+//! entry, no return trap, and its free one LIVE lookup.
 
 use aya_ebpf::{
     cty::c_void,

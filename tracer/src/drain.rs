@@ -104,21 +104,8 @@ fn lookup_batch<K: Pod + Default, V: Pod + Default>(
     map: &MapData,
     visit: &mut impl FnMut(&K, &V),
 ) -> std::io::Result<()> {
+    use aya_obj::generated::{bpf_attr, bpf_cmd};
     use std::os::fd::{AsFd, AsRawFd};
-    /// `union bpf_attr`, the `batch` member used by BPF_MAP_*_BATCH.
-    #[repr(C)]
-    #[derive(Default)]
-    struct BatchAttr {
-        in_batch: u64,
-        out_batch: u64,
-        keys: u64,
-        values: u64,
-        count: u32,
-        map_fd: u32,
-        elem_flags: u64,
-        flags: u64,
-    }
-    const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
     let fd = map.fd().as_fd().as_raw_fd();
     let mut keys = vec![K::default(); BATCH];
     let mut values = vec![V::default(); BATCH];
@@ -126,39 +113,33 @@ fn lookup_batch<K: Pod + Default, V: Pod + Default>(
     let (mut token, mut next) = (0u32, 0u32);
     let mut first = true;
     loop {
-        let mut attr = BatchAttr {
-            in_batch: if first {
-                0
-            } else {
-                &token as *const u32 as u64
-            },
-            out_batch: &mut next as *mut u32 as u64,
-            keys: keys.as_mut_ptr() as u64,
-            values: values.as_mut_ptr() as u64,
-            count: BATCH as u32,
-            map_fd: fd as u32,
-            ..BatchAttr::default()
+        // SAFETY: bpf_attr is a plain C union; all-zero is its default.
+        let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
+        // SAFETY: writing the `batch` member of the zeroed union.
+        let batch = unsafe { &mut attr.batch };
+        batch.in_batch = if first {
+            0
+        } else {
+            &token as *const u32 as u64
         };
+        batch.out_batch = &mut next as *mut u32 as u64;
+        batch.keys = keys.as_mut_ptr() as u64;
+        batch.values = values.as_mut_ptr() as u64;
+        batch.count = BATCH as u32;
+        batch.map_fd = fd as u32;
         // SAFETY: the attr points at buffers of `count` keys and values of
         // the map's key and value types, and at u32 batch tokens, all alive
         // for the call; the kernel writes at most `count` of each.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_LOOKUP_BATCH,
-                &mut attr as *mut BatchAttr,
-                size_of::<BatchAttr>() as u32,
-            )
-        };
-        let err = (rc < 0).then(std::io::Error::last_os_error);
-        let done = match &err {
-            None => false,
-            Some(e) if e.raw_os_error() == Some(libc::ENOENT) => true,
-            Some(e) if first => return Err(std::io::Error::new(e.kind(), e.to_string())),
+        let rc = unsafe { crate::multi::bpf(bpf_cmd::BPF_MAP_LOOKUP_BATCH, &mut attr) };
+        let done = match &rc {
+            Ok(_) => false,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => true,
+            Err(e) if first => return Err(std::io::Error::new(e.kind(), e.to_string())),
             // A later failure: what was visited stands; stop there.
-            Some(_) => true,
+            Err(_) => true,
         };
-        let n = (attr.count as usize).min(BATCH);
+        // SAFETY: the kernel wrote back how many it copied.
+        let n = (unsafe { attr.batch.count } as usize).min(BATCH);
         for (k, v) in keys[..n].iter().zip(&values[..n]) {
             visit(k, v);
         }

@@ -1,5 +1,6 @@
 //! Uprobe session programs and uprobe_multi links, which aya 0.14 cannot
-//! make: the one place memtrace calls bpf(2) itself.
+//! make: the one place memtrace calls bpf(2) itself ([`bpf`]; drain.rs's
+//! batched map reads use it too).
 //!
 //! A uprobe session program (kernels 6.13+) is a kprobe-type program loaded
 //! with the expected attach type `BPF_TRACE_UPROBE_SESSION` and attached
@@ -315,7 +316,7 @@ unsafe fn sys_bpf(cmd: bpf_cmd, attr: &mut bpf_attr) -> std::io::Result<OwnedFd>
 /// Every pointer in `attr` must be valid for the kernel to read (or, for
 /// the log buffer and info, write) during the call.
 #[deny(unsafe_op_in_unsafe_fn)]
-unsafe fn bpf(cmd: bpf_cmd, attr: &mut bpf_attr) -> std::io::Result<libc::c_long> {
+pub(crate) unsafe fn bpf(cmd: bpf_cmd, attr: &mut bpf_attr) -> std::io::Result<libc::c_long> {
     // SAFETY: the caller vouches for the pointers; the size is the
     // union's, which the kernel accepts (it zero-checks any tail it does
     // not know).

@@ -203,12 +203,13 @@ impl Rows {
 
 /// What a process was last given: the files it holds a reference to, and
 /// the mappings the kernel has for it (`loaded`: written to `UNWIND_PROCS`
-/// and still there — not when the map was full, nor after an exec, when
-/// the kernel drops them).
+/// and still there — not after an exec, when the kernel drops them, nor
+/// when the map was full: `refused`).
 struct Given {
     files: Vec<FileKey>,
     mappings: Vec<UnwindMapping>,
     loaded: bool,
+    refused: bool,
 }
 
 /// The tables of the files the traced processes map.
@@ -294,9 +295,10 @@ impl Unwinder {
             files: keys,
             mappings,
             loaded: true,
+            refused: false,
         };
         let old = self.processes.insert(pid, given);
-        let was_refused = old.as_ref().is_some_and(|o| !o.loaded);
+        let was_refused = old.as_ref().is_some_and(|o| o.refused);
         if let Some(old) = old {
             self.release_files(&old.files);
         }
@@ -319,6 +321,7 @@ impl Unwinder {
             }
             if let Some(g) = self.processes.get_mut(&pid) {
                 g.loaded = false;
+                g.refused = true;
             }
         }
     }
