@@ -99,16 +99,19 @@ pub const UNWIND_MAX_MAPPINGS: usize = 256;
 
 /// One executable file mapping of a process, for the unwinder.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct UnwindMapping {
     pub start: u64,
     pub end: u64,
     /// Address minus the file's virtual address (what the tables use).
     pub bias: u64,
-    /// The file's tables (see [`UnwindPageKey`]).
-    pub file_id: u32,
+    /// The file's page index: `UNWIND_PAGES[pages + i]` covers its page
+    /// `first_page + i` (see [`UNWIND_PAGE_SHIFT`]), for `i < page_count`.
+    pub pages: u32,
     /// [`UnwindKind`] as u32.
     pub kind: u32,
+    pub first_page: u32,
+    pub page_count: u32,
 }
 
 /// Value of `UNWIND_PROCS`: a process's executable mappings sorted by
@@ -125,16 +128,10 @@ pub struct ProcUnwind {
 /// then by a binary search among that page's rows (at most 4,097).
 pub const UNWIND_PAGE_SHIFT: u32 = 12;
 
-/// Key of `UNWIND_PAGES`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct UnwindPageKey {
-    pub file_id: u32,
-    pub page: u32,
-}
-
-/// Value of `UNWIND_PAGES`: the rows `first..first+count` of `UNWIND_ROWS`
-/// cover the page (the first one starts at or before the page's start).
+/// An entry of `UNWIND_PAGES`, an array holding each file's page index in
+/// a range of its own: the rows `first..first+count` of `UNWIND_ROWS`
+/// cover the page (the first one starts at or before the page's start);
+/// `count` 0: no row does (a gap between functions).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct UnwindPage {
@@ -472,7 +469,6 @@ mod user {
     unsafe impl aya::Pod for StackTotals {}
     unsafe impl aya::Pod for StackFrames {}
     unsafe impl aya::Pod for ProcUnwind {}
-    unsafe impl aya::Pod for UnwindPageKey {}
     unsafe impl aya::Pod for UnwindPage {}
     unsafe impl aya::Pod for UnwindRow {}
 }

@@ -17,7 +17,7 @@ use core::intrinsics::{atomic_xadd, AtomicOrdering};
 use crate::stack::Walk;
 use tracer_common::{
     InFlight, LiveAlloc, LiveKey, ProcUnwind, StackFrames, StackKey, StackTotals, Stat,
-    SyscallArgs, UnwindPage, UnwindPageKey, UnwindRow, EXP_DRAWS, MAX_TARGETS, STAT_COUNT,
+    SyscallArgs, UnwindPage, UnwindRow, EXP_DRAWS, MAX_TARGETS, STAT_COUNT,
 };
 
 /// Global settings (see `tracer_common::config`), patched by userspace at
@@ -211,11 +211,38 @@ pub static STACKS: HashMap<u32, StackFrames> = HashMap::with_max_entries(16_384,
 pub static UNWIND_PROCS: HashMap<u32, ProcUnwind> =
     HashMap::with_max_entries(MAX_TARGETS, BPF_F_NO_PREALLOC);
 
-/// Unwind table pages: (file, page of its virtual addresses) → its rows in
-/// `UNWIND_ROWS`. Sized by userspace (1 entry with `--unwind fp`).
+/// Unwind table pages: each file's page index, in a range of its own
+/// (`UnwindMapping::pages`): the rows of `UNWIND_ROWS` that cover a page
+/// of its virtual addresses. An array, so a frame finds its page by index
+/// (~2 ns, inlined by the verifier) rather than by a hash lookup (~50 ns).
+/// Sized by userspace (1 entry with `--unwind fp`), which writes it through
+/// a memory mapping.
 #[map]
-pub static UNWIND_PAGES: HashMap<UnwindPageKey, UnwindPage> =
-    HashMap::with_max_entries(1, BPF_F_NO_PREALLOC);
+pub static UNWIND_PAGES: Array<UnwindPage> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+
+/// Generations of `UNWIND_PROCS`: [0] is bumped by userspace after it
+/// changes a process's mappings, [1] by the exec tracepoint after it
+/// deletes a process's. A stack walk keeps the mappings it found in its
+/// per-CPU slot for later walks only while the sum is unchanged.
+#[map]
+pub static UNWIND_EPOCH: Array<u64> = Array::with_max_entries(2, 0);
+
+/// The current generation of `UNWIND_PROCS` (two inlined array reads).
+#[inline(always)]
+pub fn unwind_epoch() -> u64 {
+    let user = UNWIND_EPOCH.get(0).copied().unwrap_or(0);
+    let kernel = UNWIND_EPOCH.get(1).copied().unwrap_or(0);
+    user.wrapping_add(kernel)
+}
+
+/// Marks every mapping kept by a walk stale (after the kernel deleted a
+/// process's mappings).
+#[inline(always)]
+pub fn bump_unwind_epoch() {
+    if let Some(slot) = UNWIND_EPOCH.get_ptr_mut(1) {
+        atomic_add(slot, 1);
+    }
+}
 
 /// Every loaded file's unwind rows, each file's sorted by address in a
 /// range of its own. Sized by userspace (1 entry with `--unwind fp`), which

@@ -16,8 +16,8 @@ use aya_ebpf::{
 use tracer_common::{EventKind, ProcessEvent, Stat};
 
 use crate::maps::{
-    count, exit_group_dead_offset, is_target, stop_at_exec, watch_exec, ENTRY_REACHED, EVENTS,
-    TARGETS, UNWIND_PROCS,
+    bump_unwind_epoch, count, exit_group_dead_offset, is_target, stop_at_exec, watch_exec,
+    ENTRY_REACHED, EVENTS, TARGETS, UNWIND_PROCS,
 };
 
 const SIGSTOP: u32 = 19;
@@ -66,7 +66,10 @@ pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
     // The old image's executable mappings are gone: its unwind rows would
     // be applied to the new image's code until userspace has read the new
     // mappings (one hash delete per exec of interest).
-    let _ = UNWIND_PROCS.remove(&tgid);
+    if UNWIND_PROCS.remove(&tgid).is_ok() {
+        // Walks on other CPUs may keep some of them (see UNWIND_EPOCH).
+        bump_unwind_epoch();
+    }
     let sent = send(ProcessEvent {
         kind: EventKind::Exec as u32,
         tgid,

@@ -1,9 +1,10 @@
 //! The unwind tables the kernel-side stack walker follows (`--unwind dwarf`
 //! and `auto`): built once per file (by device and inode) from its call
 //! frame information (`table`), loaded into the kernel's row array and page
-//! index, and shared by every process that maps the file; each traced
-//! process gets its list of executable mappings. A file no process maps any
-//! more has its table dropped.
+//! index array, and shared by every process that maps the file; each traced
+//! process gets its list of executable mappings (and the walker's kept
+//! copies of them are marked stale). A file no process maps any more has
+//! its table dropped.
 //!
 //! With `auto`, a file whose code keeps frame pointers gets no table: its
 //! frames are stepped by frame pointer, the cheap way.
@@ -18,12 +19,12 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use aya::{
-    maps::{HashMap as BpfHashMap, Map, MapData},
+    maps::{Array, HashMap as BpfHashMap, Map, MapData},
     Ebpf,
 };
 use tracer_common::{
-    ProcUnwind, UnwindKind, UnwindMapping, UnwindPage, UnwindPageKey, UnwindRow,
-    UNWIND_MAX_MAPPINGS, UNWIND_PAGE_SHIFT,
+    ProcUnwind, UnwindKind, UnwindMapping, UnwindPage, UnwindRow, UNWIND_MAX_MAPPINGS,
+    UNWIND_PAGE_SHIFT,
 };
 
 use crate::{cli::Unwind, target};
@@ -31,8 +32,9 @@ use crate::{cli::Unwind, target};
 /// Rows the kernel keeps for every file together (8 bytes each): libc has
 /// ~25,000, a big C++ or Rust program a few hundred thousand.
 pub const MAX_ROWS: u32 = 4 << 20;
-/// Page index entries (16 bytes each, allocated as used).
-pub const MAX_PAGES: u32 = 1 << 20;
+/// Page index entries (8 bytes each), one per 4 KiB page of code with a
+/// table: 1 GiB of code, far more than [`MAX_ROWS`] rows cover.
+pub const MAX_PAGES: u32 = 1 << 18;
 
 /// A mapped file, whatever path or namespace names it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -42,11 +44,13 @@ struct FileKey {
 }
 
 struct FileTable {
-    id: u32,
     kind: UnwindKind,
     /// Its rows in the kernel's array (None: walked by frame pointer).
     rows: Option<Extent>,
-    pages: Vec<UnwindPageKey>,
+    /// Its page index in the kernel's array, from page `first_page` of its
+    /// virtual addresses.
+    pages: Option<Extent>,
+    first_page: u32,
     segments: Vec<(u64, u64, u64)>,
     /// Its code keeps frame pointers.
     frame_pointers: bool,
@@ -145,29 +149,39 @@ impl FreeList {
     }
 }
 
-/// The row array (BPF_F_MMAPABLE): a file's rows are copied in through a
-/// mapping of just the pages they fall in, made for the copy — one copy
-/// instead of a syscall per row, and the array (kernel memory) never counts
-/// in memtrace's resident set for more than that moment.
-struct Rows {
+/// A kernel array of files' ranges (BPF_F_MMAPABLE; the rows, the page
+/// index): a file's entries are copied in through a mapping of just the
+/// pages they fall in, made for the copy — one copy instead of a syscall
+/// per entry, and the array (kernel memory) never counts in memtrace's
+/// resident set for more than that moment.
+struct Slab<T> {
     map: MapData,
     free: FreeList,
+    _entries: std::marker::PhantomData<T>,
 }
 
-impl Rows {
-    /// Copies `rows` into free rows, or None when none are left (or the
-    /// copy fails).
-    fn store(&mut self, rows: &[UnwindRow]) -> Option<Extent> {
-        let extent = self.free.find(u32::try_from(rows.len()).ok()?)?;
-        self.copy(extent, rows).ok()?;
+impl<T: Copy> Slab<T> {
+    fn new(map: MapData, capacity: u32) -> Slab<T> {
+        Slab {
+            map,
+            free: FreeList::new(capacity),
+            _entries: std::marker::PhantomData,
+        }
+    }
+
+    /// Copies `entries` into a free range, or None when none is left (or
+    /// the copy fails).
+    fn store(&mut self, entries: &[T]) -> Option<Extent> {
+        let extent = self.free.find(u32::try_from(entries.len()).ok()?)?;
+        self.copy(extent, entries).ok()?;
         self.free.take(extent);
         Some(extent)
     }
 
-    /// Writes `rows` at `extent` through a shared mapping of its pages.
-    fn copy(&self, extent: Extent, rows: &[UnwindRow]) -> Result<()> {
+    /// Writes `entries` at `extent` through a shared mapping of its pages.
+    fn copy(&self, extent: Extent, rows: &[T]) -> Result<()> {
         const PAGE: usize = 4096;
-        let start = extent.first as usize * size_of::<UnwindRow>();
+        let start = extent.first as usize * size_of::<T>();
         let end = start + std::mem::size_of_val(rows);
         let offset = start / PAGE * PAGE;
         let len = end.div_ceil(PAGE) * PAGE - offset;
@@ -184,7 +198,7 @@ impl Rows {
             )
         };
         if ptr == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error()).context("mapping the unwind row table");
+            return Err(std::io::Error::last_os_error()).context("mapping an unwind table array");
         }
         // SAFETY: `start - offset + rows` lies within the `len` bytes
         // mapped; no other extent uses these rows, and the kernel reads
@@ -192,7 +206,7 @@ impl Rows {
         unsafe {
             std::ptr::copy_nonoverlapping(
                 rows.as_ptr(),
-                ptr.cast::<u8>().add(start - offset).cast::<UnwindRow>(),
+                ptr.cast::<u8>().add(start - offset).cast::<T>(),
                 rows.len(),
             );
             libc::munmap(ptr, len);
@@ -215,13 +229,16 @@ struct Given {
 /// The tables of the files the traced processes map.
 pub struct Unwinder {
     mode: Unwind,
-    rows: Rows,
-    pages: BpfHashMap<MapData, UnwindPageKey, UnwindPage>,
+    rows: Slab<UnwindRow>,
+    pages: Slab<UnwindPage>,
     procs: BpfHashMap<MapData, u32, ProcUnwind>,
+    /// `UNWIND_EPOCH`, whose slot 0 is bumped after every change to
+    /// `procs` (the kernel bumps slot 1).
+    epoch: Array<MapData, u64>,
+    generation: u64,
     files: HashMap<FileKey, FileTable>,
     /// What each process was last given.
     processes: HashMap<u32, Given>,
-    next_id: u32,
     stats: UnwindStats,
 }
 
@@ -236,17 +253,18 @@ impl Unwinder {
         let Map::Array(rows) = take("UNWIND_ROWS")? else {
             bail!("UNWIND_ROWS is not an array");
         };
+        let Map::Array(pages) = take("UNWIND_PAGES")? else {
+            bail!("UNWIND_PAGES is not an array");
+        };
         Ok(Unwinder {
             mode,
-            rows: Rows {
-                map: rows,
-                free: FreeList::new(MAX_ROWS),
-            },
-            pages: BpfHashMap::try_from(take("UNWIND_PAGES")?)?,
+            rows: Slab::new(rows, MAX_ROWS),
+            pages: Slab::new(pages, MAX_PAGES),
             procs: BpfHashMap::try_from(take("UNWIND_PROCS")?)?,
+            epoch: Array::try_from(take("UNWIND_EPOCH")?)?,
+            generation: 0,
             files: HashMap::new(),
             processes: HashMap::new(),
-            next_id: 1,
             stats: UnwindStats::default(),
         })
     }
@@ -273,8 +291,10 @@ impl Unwinder {
                     start: m.start,
                     end: m.end,
                     bias: m.start.wrapping_sub(vaddr),
-                    file_id: file.id,
+                    pages: file.pages.map_or(0, |e| e.first),
                     kind: file.kind as u32,
+                    first_page: file.first_page,
+                    page_count: file.pages.map_or(0, |e| e.len),
                 });
             }
             if !keys.contains(&key) {
@@ -290,7 +310,7 @@ impl Unwinder {
         let unchanged = self
             .processes
             .get(&pid)
-            .is_some_and(|old| old.loaded && same_mappings(&old.mappings, &mappings));
+            .is_some_and(|old| old.loaded && old.mappings == mappings);
         let given = Given {
             files: keys,
             mappings,
@@ -299,12 +319,18 @@ impl Unwinder {
         };
         let old = self.processes.insert(pid, given);
         let was_refused = old.as_ref().is_some_and(|o| o.refused);
+        if !unchanged {
+            self.give(pid, dropped, was_refused);
+        }
+        // Only once the kernel has the new mappings: the old ones may
+        // point into these files' rows.
         if let Some(old) = old {
             self.release_files(&old.files);
         }
-        if unchanged {
-            return;
-        }
+    }
+
+    /// Writes `pid`'s mappings (as last given) to the kernel.
+    fn give(&mut self, pid: u32, dropped: usize, was_refused: bool) {
         // Counted when the mappings change, not at every look.
         self.stats.mappings_dropped += dropped as u64;
         let given = &self.processes[&pid];
@@ -314,7 +340,9 @@ impl Unwinder {
             mappings: [UnwindMapping::default(); UNWIND_MAX_MAPPINGS],
         };
         value.mappings[..given.mappings.len()].copy_from_slice(&given.mappings);
-        if self.procs.insert(pid, value, 0).is_err() {
+        let inserted = self.procs.insert(pid, value, 0);
+        self.bump_epoch();
+        if inserted.is_err() {
             // Tried again at the next look (once per process in the stats).
             if !was_refused {
                 self.stats.processes_without_tables += 1;
@@ -337,7 +365,9 @@ impl Unwinder {
     /// `pid` is gone: its mappings go, and the tables of files nobody maps
     /// any more.
     pub fn forget(&mut self, pid: u32) {
-        let _ = self.procs.remove(&pid);
+        if self.procs.remove(&pid).is_ok() {
+            self.bump_epoch();
+        }
         if let Some(g) = self.processes.remove(&pid) {
             self.release_files(&g.files);
         }
@@ -345,6 +375,13 @@ impl Unwinder {
 
     pub fn stats(&self) -> UnwindStats {
         self.stats
+    }
+
+    /// Marks the mappings stack walks kept stale (after a change to
+    /// `procs`). A write of an index within the array, which does not fail.
+    fn bump_epoch(&mut self) {
+        self.generation += 1;
+        let _ = self.epoch.set(0, self.generation, 0);
     }
 
     fn release_files(&mut self, keys: &[FileKey]) {
@@ -358,8 +395,8 @@ impl Unwinder {
             }
             self.stats.files_dropped += 1;
             let f = self.files.remove(key).expect("present");
-            for page in &f.pages {
-                let _ = self.pages.remove(page);
+            if let Some(extent) = f.pages {
+                self.pages.free.release(extent);
             }
             if let Some(extent) = f.rows {
                 self.rows.free.release(extent);
@@ -371,8 +408,6 @@ impl Unwinder {
     fn file(&mut self, pid: u32, m: &target::Mapping, key: &FileKey) -> Option<&FileTable> {
         if let Entry::Vacant(e) = self.files.entry(key.clone()) {
             let path = target::mapped_file_path(pid, m)?;
-            let id = self.next_id;
-            self.next_id += 1;
             let table = File::open(&path)
                 .ok()
                 // SAFETY: a read-only private mapping; a file changed under
@@ -382,20 +417,27 @@ impl Unwinder {
                 .and_then(|data| table::build(&data).ok())
                 .unwrap_or_default();
             let mut file = FileTable {
-                id,
                 kind: UnwindKind::FramePointer,
                 rows: None,
-                pages: Vec::new(),
+                pages: None,
+                first_page: 0,
                 segments: table.segments.clone(),
                 frame_pointers: table.frame_pointers,
                 users: 0,
             };
             let wanted = !(self.mode == Unwind::Auto && table.frame_pointers);
             if wanted && !table.rows.is_empty() {
-                if let Some(extent) = self.rows.store(&table.rows) {
-                    file.rows = Some(extent);
-                    file.kind = UnwindKind::Table;
-                    file.pages = load_pages(&mut self.pages, id, &table.rows, extent);
+                if let Some(rows) = self.rows.store(&table.rows) {
+                    let (first_page, index) = page_index(&table.rows, rows);
+                    match self.pages.store(&index) {
+                        Some(pages) => {
+                            file.rows = Some(rows);
+                            file.pages = Some(pages);
+                            file.first_page = first_page;
+                            file.kind = UnwindKind::Table;
+                        }
+                        None => self.rows.free.release(rows),
+                    }
                 }
             }
             let s = &mut self.stats;
@@ -426,40 +468,31 @@ pub fn entry_offset(path: &std::path::Path) -> Option<u64> {
     })
 }
 
-/// Inserts the page index of a file's rows stored at `extent`; returns the
-/// keys inserted. A page is left out when only a gap covers it (the walker
-/// steps by frame pointer there anyway) or the index is full.
-fn load_pages(
-    pages: &mut BpfHashMap<MapData, UnwindPageKey, UnwindPage>,
-    file_id: u32,
-    rows: &[UnwindRow],
-    extent: Extent,
-) -> Vec<UnwindPageKey> {
-    let mut keys = Vec::new();
+/// The page index of a file's rows stored at `extent`: its first page and,
+/// for each page from there to its last row's, the rows covering it (none
+/// when only a gap does: the walker steps by frame pointer there anyway).
+fn page_index(rows: &[UnwindRow], extent: Extent) -> (u32, Vec<UnwindPage>) {
     let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
-        return keys;
+        return (0, Vec::new());
     };
     let (first_page, last_page) = (first.pc >> UNWIND_PAGE_SHIFT, last.pc >> UNWIND_PAGE_SHIFT);
-    for page in first_page..=last_page {
-        let start = page << UNWIND_PAGE_SHIFT;
-        let end = start.saturating_add(1 << UNWIND_PAGE_SHIFT);
-        // The row covering the page's start, then every row inside it.
-        let from = rows.partition_point(|r| r.pc <= start).saturating_sub(1);
-        let to = rows.partition_point(|r| r.pc < end);
-        if to <= from || (to - from == 1 && rows[from].kind == tracer_common::row::NONE) {
-            continue;
-        }
-        let key = UnwindPageKey { file_id, page };
-        let value = UnwindPage {
-            first: extent.first + from as u32,
-            count: (to - from) as u32,
-        };
-        if pages.insert(key, value, 0).is_err() {
-            break;
-        }
-        keys.push(key);
-    }
-    keys
+    let index = (first_page..=last_page)
+        .map(|page| {
+            let start = page << UNWIND_PAGE_SHIFT;
+            let end = start.saturating_add(1 << UNWIND_PAGE_SHIFT);
+            // The row covering the page's start, then every row inside it.
+            let from = rows.partition_point(|r| r.pc <= start).saturating_sub(1);
+            let to = rows.partition_point(|r| r.pc < end);
+            if to <= from || (to - from == 1 && rows[from].kind == tracer_common::row::NONE) {
+                return UnwindPage::default();
+            }
+            UnwindPage {
+                first: extent.first + from as u32,
+                count: (to - from) as u32,
+            }
+        })
+        .collect();
+    (first_page, index)
 }
 
 /// The virtual address of file offset `offset` (where an executable
@@ -494,14 +527,6 @@ fn keep_mappings(mappings: &mut Vec<UnwindMapping>) -> usize {
         mappings.retain(|m| !dropped.contains(&m.start));
     }
     excess
-}
-
-fn same_mappings(a: &[UnwindMapping], b: &[UnwindMapping]) -> bool {
-    a.len() == b.len()
-        && a.iter().zip(b).all(|(x, y)| {
-            (x.start, x.end, x.bias, x.file_id, x.kind)
-                == (y.start, y.end, y.bias, y.file_id, y.kind)
-        })
 }
 
 #[cfg(test)]
@@ -564,6 +589,39 @@ mod tests {
         let mut few = vec![m(2, UnwindKind::Table), m(1, UnwindKind::FramePointer)];
         assert_eq!(keep_mappings(&mut few), 0);
         assert_eq!(few[0].start, 1);
+    }
+
+    #[test]
+    fn page_index_points_each_page_at_the_rows_covering_it() {
+        use tracer_common::row;
+        let r = |pc: u32, kind: u8| UnwindRow {
+            pc,
+            kind,
+            ..UnwindRow::default()
+        };
+        // A function at 0x1100..0x1200, a gap, one from 0x3ff0 over the
+        // page boundary, then the end.
+        let rows = [
+            r(0x1100, row::CFA_RSP),
+            r(0x1180, row::CFA_RBP),
+            r(0x1200, row::NONE),
+            r(0x3ff0, row::CFA_RSP),
+            r(0x4010, row::NONE),
+        ];
+        let (first_page, index) = page_index(&rows, Extent { first: 100, len: 5 });
+        assert_eq!(first_page, 1);
+        let page = |first, count| UnwindPage { first, count };
+        assert_eq!(
+            index,
+            vec![
+                page(100, 3),
+                // Only the gap's row covers page 2: none.
+                page(0, 0),
+                page(102, 2),
+                page(103, 2),
+            ]
+        );
+        assert_eq!(page_index(&[], Extent { first: 0, len: 0 }), (0, vec![]));
     }
 
     #[test]
