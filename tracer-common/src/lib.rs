@@ -250,6 +250,10 @@ pub struct InFlight {
     /// 1 while the call is open (the record lives in the thread's task
     /// storage, which outlives calls).
     pub active: u32,
+    /// The calling process, for the return (which then needs no helper
+    /// call to know it).
+    pub tgid: u32,
+    pub _pad: u32,
 }
 
 /// Arguments of an mmap/munmap/mremap syscall between enter and exit.

@@ -27,7 +27,7 @@ use aya_ebpf::{
     programs::{ProbeContext, RetProbeContext},
     EbpfContext,
 };
-use tracer_common::{AllocFn, InFlight, Stat, COOKIE_MAY_SKIP, SKIP_BELOW_BYTES};
+use tracer_common::{AllocFn, Stat, COOKIE_MAY_SKIP, SKIP_BELOW_BYTES};
 
 use crate::{
     maps::{
@@ -146,7 +146,7 @@ pub fn alloc_session(ctx: *mut c_void) -> u32 {
     // SAFETY: the helper reads the run context the kernel set up (~5 ns).
     let probed = unsafe { bpf_get_func_ip(ctx.as_ptr()) };
     if ip != probed {
-        try_alloc_return(&RetProbeContext::new(ctx.as_ptr()));
+        try_alloc_return(&RetProbeContext::new(ctx.as_ptr()), true);
         return 0;
     }
     match try_alloc_enter(&ctx, true) {
@@ -232,17 +232,27 @@ fn try_alloc_enter(ctx: &ProbeContext, session: bool) -> bool {
         count(Stat::ReturnSkipped);
         return false;
     }
-    let mut call = InFlight {
-        entry_sp: sp,
-        depth: 0,
-        func: func as u32,
-        size: size.bytes,
-        entry_ns: clock(),
-        ptr,
-        size_overflow: size.overflow as u32,
-        sampled: sampled as u32,
-        ..InFlight::default()
+    let Some(slot) = slot else {
+        count(Stat::InFlightFull);
+        return false;
     };
+    // Written field by field into the thread's record (no copy of a whole
+    // record built on the stack). Unsampled calls are recorded too (the
+    // slot is already at hand): the record marks mmaps made inside the
+    // call as the allocator's, and nested calls as nested; the return then
+    // only clears it.
+    // SAFETY: the thread's own record.
+    let call = unsafe { &mut *slot };
+    call.entry_sp = sp;
+    call.depth = 0;
+    call.func = func as u32;
+    call.size = size.bytes;
+    call.entry_ns = clock();
+    call.ptr = ptr;
+    call.size_overflow = size.overflow as u32;
+    call.sampled = sampled as u32;
+    call.tgid = (tid >> 32) as u32;
+    call.old_valid = 0;
     if matches!(func, AllocFn::Realloc | AllocFn::ReallocArray) && ptr != 0 {
         // Take the old block out now: once realloc frees it internally,
         // another thread may be handed the same address before we return.
@@ -251,24 +261,8 @@ fn try_alloc_enter(ctx: &ProbeContext, session: bool) -> bool {
             call.old_valid = 1;
         }
     }
-    // Unsampled calls are recorded too (the slot is already at hand): the
-    // record marks mmaps made inside the call as the allocator's, and
-    // nested calls as nested; the return then only clears it.
-    match slot {
-        // SAFETY: the thread's own record.
-        Some(slot) => unsafe {
-            call.active = 1;
-            *slot = call;
-            true
-        },
-        None => {
-            count(Stat::InFlightFull);
-            if call.old_valid != 0 {
-                restore_live((tid >> 32) as u32, ptr, &call.old);
-            }
-            false
-        }
-    }
+    call.active = 1;
+    true
 }
 
 /// Whether an unsampled call may skip its return (session path). Its
@@ -302,15 +296,16 @@ fn skip_return(cookie: u64, func: AllocFn, size: Size) -> bool {
 
 #[uretprobe]
 pub fn alloc_return(ctx: RetProbeContext) -> u32 {
-    try_alloc_return(&ctx);
+    try_alloc_return(&ctx, false);
     0
 }
 
+/// The return of an allocation call. On the session path (`session`), the
+/// entry run already passed over memtrace's own calls and recorded the
+/// process: the record says who called.
 #[inline(always)]
-fn try_alloc_return(ctx: &RetProbeContext) {
-    let tid = bpf_get_current_pid_tgid();
-    let tgid = (tid >> 32) as u32;
-    if is_self(tgid) {
+fn try_alloc_return(ctx: &RetProbeContext, session: bool) {
+    if !session && is_self((bpf_get_current_pid_tgid() >> 32) as u32) {
         return;
     }
     let Some(open) = open_call() else {
@@ -326,6 +321,7 @@ fn try_alloc_return(ctx: &RetProbeContext) {
         (*open).active = 0;
         *open
     };
+    let tgid = call.tgid;
     let ret: u64 = ctx.ret();
     let Some(func) = AllocFn::from_cookie(call.func as u64) else {
         return;
