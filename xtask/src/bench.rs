@@ -308,7 +308,7 @@ fn print_table(r: &Results) {
         );
         println!(
             "{:<6}: stack walk over the frame-pointer walk: +{:.0} ns/pair with --unwind auto, \
-             +{:.0} ns/pair with --unwind dwarf (4 frames: main, 2 in libc, _start)",
+             +{:.0} ns/pair with --unwind dwarf (5 frames: allocate, main, 2 in libc, _start)",
             x.mode, x.auto_unwind_over_fp_ns, x.dwarf_unwind_over_fp_ns
         );
     }
