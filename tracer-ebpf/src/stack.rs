@@ -441,15 +441,18 @@ fn follow_rule(walk: &mut Walk, r: UnwindRow) -> Step {
     if cfa <= walk.sp || cfa - walk.stack_low >= MAX_STACK_SPAN {
         return Step::Lost;
     }
-    let Some(ra) = stack_word(walk, cfa - 8) else {
-        return Step::Lost;
-    };
+    // The saved rbp first: it lies below the return address, and the copy
+    // of the stack is taken from the first word read up (reading the
+    // return address first made every walk copy the stack twice).
     if r.rbp_slot != 0 {
         match stack_word(walk, cfa.wrapping_add((r.rbp_slot as i64 * 8) as u64)) {
             Some(bp) => walk.bp = bp,
             None => return Step::Lost,
         }
     }
+    let Some(ra) = stack_word(walk, cfa - 8) else {
+        return Step::Lost;
+    };
     if ra == 0 {
         return Step::Outermost;
     }
