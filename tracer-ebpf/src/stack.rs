@@ -36,7 +36,7 @@ use crate::maps::{
 /// Each step up is by frame pointer or, with `--unwind dwarf|auto`, by the
 /// unwind table of the code it is in (see [`table_step`]). The words each
 /// step needs come from one copy of the stack ([`stack_word`]): a user
-/// read costs ~80 ns here, plus ~60 ns of the kernel's check of where it
+/// read costs ~80 ns here, plus ~70 ns of the kernel's check of where it
 /// writes, whatever its size. Measured per extra frame (bench program
 /// with 8 more frames): ~20 ns by frame pointer or by a rule an earlier
 /// walk on this CPU kept ([`KnownRule`]); ~110 ns before, with a read per
@@ -63,8 +63,7 @@ pub fn user_stack_id(ctx: &RetProbeContext, tgid: u32) -> u32 {
     walk.mapping.end = 0;
     // Nothing of the stack copied yet.
     walk.window_len = 0;
-    let tables = unwind_tables();
-    if tables {
+    if unwind_tables() {
         walk.epoch = unwind_epoch();
     }
     // One verified callback per frame instead of an unrolled loop the
@@ -74,10 +73,7 @@ pub fn user_stack_id(ctx: &RetProbeContext, tgid: u32) -> u32 {
     unsafe {
         bpf_loop(
             STACK_DEPTH as u32,
-            match tables {
-                true => table_frame as *mut c_void,
-                false => fp_frame as *mut c_void,
-            },
+            walk_frame as *mut c_void,
             core::ptr::null_mut(),
             0,
         )
@@ -179,26 +175,13 @@ enum Step {
     Lost,
 }
 
-/// `bpf_loop` callback: one frame of a frame-pointer walk. Returns 1 to
-/// stop.
-extern "C" fn fp_frame(_index: u64, _ctx: *mut c_void) -> i64 {
+/// `bpf_loop` callback: one frame of the walk. Returns 1 to stop.
+extern "C" fn walk_frame(_index: u64, _ctx: *mut c_void) -> i64 {
     let Some(walk) = WALK.get_ptr_mut(0) else {
         return 1;
     };
     // SAFETY: this CPU's slot (migration is disabled).
-    match frame(unsafe { &mut *walk }, false) {
-        true => 0,
-        false => 1,
-    }
-}
-
-/// `bpf_loop` callback: one frame of a table walk. Returns 1 to stop.
-extern "C" fn table_frame(_index: u64, _ctx: *mut c_void) -> i64 {
-    let Some(walk) = WALK.get_ptr_mut(0) else {
-        return 1;
-    };
-    // SAFETY: this CPU's slot (migration is disabled).
-    match frame(unsafe { &mut *walk }, true) {
+    match frame(unsafe { &mut *walk }, unwind_tables()) {
         true => 0,
         false => 1,
     }
