@@ -1,10 +1,10 @@
 /*
  * unsampled_big.c - allocations that `--sample-bytes 1GiB` mostly leaves
  * unsampled (`-- CMD` mode):
- *   keep_big     64 x malloc(1 MiB), kept: glibc (default mmap threshold,
+ *   keep(BIG)    64 x malloc(1 MiB), kept: glibc (default mmap threshold,
  *                128 KiB) serves each with an mmap of its own, made inside
  *                malloc, which must not be counted as an "mmap" region;
- *   keep_medium  64 x malloc(32 KiB), kept: from the heap, unless the
+ *   keep(MEDIUM) 64 x malloc(32 KiB), kept: from the heap, unless the
  *                environment lowers the threshold (MALLOC_MMAP_THRESHOLD_=4096:
  *                then each is an mmap inside malloc too);
  *   churn_small  200,000 x malloc(64) + free: the calls whose return probe
@@ -24,21 +24,13 @@
 static void *kept[KEPT];
 static void *kept_medium[KEPT];
 
-__attribute__((noinline)) void keep_big(void) {
+/* KEPT blocks of `size` bytes into `slots`, their first page written. */
+__attribute__((noinline)) void keep(void **slots, size_t size, int byte) {
     for (int i = 0; i < KEPT; i++) {
-        kept[i] = malloc(BIG);
-        if (!kept[i])
+        slots[i] = malloc(size);
+        if (!slots[i])
             die("malloc");
-        memset(kept[i], 0x55, 4096);
-    }
-}
-
-__attribute__((noinline)) void keep_medium(void) {
-    for (int i = 0; i < KEPT; i++) {
-        kept_medium[i] = malloc(MEDIUM);
-        if (!kept_medium[i])
-            die("malloc");
-        memset(kept_medium[i], 0x66, 4096);
+        memset(slots[i], byte, 4096);
     }
 }
 
@@ -50,8 +42,8 @@ __attribute__((noinline)) void churn_small(void) {
 }
 
 int main(void) {
-    keep_big();
-    keep_medium();
+    keep(kept, BIG, 0x55);
+    keep(kept_medium, MEDIUM, 0x66);
     churn_small();
     sleep_ms(1500);
     return 0;
