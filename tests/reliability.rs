@@ -855,6 +855,40 @@ fn full_live_table_is_counted_not_leaked() {
     report.assert_consistent();
 }
 
+/// The live table is memtrace's own hash table (two slots per --max-live
+/// block, each block in one of two buckets): below its capacity it must
+/// hold every block, with the flood's real, closely spaced addresses.
+#[test]
+fn live_table_below_capacity_records_every_block() {
+    let (report, _) = loss_flood("live", &["--max-live", "4096"]);
+    let ctx = report.describe();
+    assert_eq!(
+        report.losses.get("live_map_full").copied().unwrap_or(0),
+        0,
+        "3032 blocks live at once, --max-live 4096: nothing lost\n{ctx}"
+    );
+    assert_eq!(
+        report.totals.allocations,
+        FLOOD_BLOCKS + STEADY_LEAKS,
+        "every allocation recorded: the flood's 3000 and steady_leak's 32\n{ctx}"
+    );
+    assert_eq!(
+        report.counter("free_unknown"),
+        0,
+        "every free found its block\n{ctx}"
+    );
+    assert_eq!(
+        report
+            .function_summary("flood_alloc")
+            .totals
+            .outstanding_bytes,
+        0,
+        "flood_alloc's blocks were all freed\n{ctx}"
+    );
+    assert_steady_leak(&report);
+    report.assert_consistent();
+}
+
 #[test]
 fn full_stack_table_is_counted_and_bytes_kept() {
     let (report, text) = loss_flood("stacks", &["--max-stacks", "256"]);

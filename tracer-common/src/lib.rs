@@ -170,16 +170,7 @@ pub mod row {
     pub const UNSUPPORTED: u8 = 4;
 }
 
-/// Key of the live-allocation map: one entry per outstanding heap block.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct LiveKey {
-    pub tgid: u32,
-    pub _pad: u32,
-    pub addr: u64,
-}
-
-/// Value of the live-allocation map.
+/// A heap block's record, as a live-table slot holds it (see [`LiveSlot`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LiveAlloc {
@@ -190,6 +181,58 @@ pub struct LiveAlloc {
     /// Stack id in the stack-trace map, or [`UNKNOWN_STACK`].
     pub stack_id: u32,
     pub _pad: u32,
+}
+
+/// One slot of the live-block table (`LIVE`, see tracer-ebpf's `live.rs`):
+/// an outstanding heap block of process `tgid` at `addr`. `addr` is 0 when
+/// the slot is free and [`LIVE_BUSY`] while an insert writes the rest; it
+/// changes only by compare-and-swap, so that two CPUs (or userspace) never
+/// take the same slot or remove the same block twice.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LiveSlot {
+    pub addr: u64,
+    /// Requested size in bytes.
+    pub size: u64,
+    /// `bpf_ktime_get_ns()` at the allocation call's entry.
+    pub timestamp_ns: u64,
+    /// Stack id in the stack-trace map, or [`UNKNOWN_STACK`].
+    pub stack_id: u32,
+    pub tgid: u32,
+}
+
+/// Slots per bucket of the live-block table: a block lives in one of the
+/// [`LIVE_WAYS`] slots of one of its two buckets (256 bytes, four cache
+/// lines each).
+pub const LIVE_WAYS: usize = 8;
+
+/// A bucket of the live-block table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LiveBucket {
+    pub slots: [LiveSlot; LIVE_WAYS],
+}
+
+/// [`LiveSlot::addr`] of a slot being written (no heap block is at 1).
+pub const LIVE_BUSY: u64 = 1;
+
+/// Buckets of the live-block table for `max_live` blocks: two slots per
+/// block. Simulated with random hashes (a block goes to its first bucket
+/// with room, else its second): with `max_live` blocks outstanding and
+/// churning, ~0.1 % of inserts find both buckets full; at 80 % of it,
+/// ~0.02 %; at half of it, none.
+pub const fn live_buckets(max_live: u32) -> u32 {
+    let buckets = (max_live as u64 * 2).div_ceil(LIVE_WAYS as u64);
+    if buckets < 1 {
+        1
+    } else {
+        buckets as u32
+    }
+}
+
+/// Words of the live table's spill bits (`LIVE_SPILL`): one bit per bucket.
+pub const fn live_spill_words(buckets: u32) -> u32 {
+    buckets.div_ceil(64)
 }
 
 /// Key of the per-stack totals map.
@@ -235,7 +278,7 @@ pub struct InFlight {
     pub entry_ns: u64,
     /// realloc: old pointer. posix_memalign: the `memptr` out-parameter.
     pub ptr: u64,
-    /// realloc: the old block's record, taken out of the live map at entry so
+    /// realloc: the old block's record, taken out of the live table at entry so
     /// that a concurrent malloc reusing the address cannot be confused with
     /// it. `old.size == 0 && old_valid == 0` when the old block was unknown.
     pub old: LiveAlloc,
@@ -381,7 +424,7 @@ pub enum Stat {
     /// frames, never merged); the bytes went to the unknown-stack bucket.
     StackLost = 1,
     /// The per-stack totals map was full; the allocation is not recorded in
-    /// the live map either, so its free cannot create a phantom.
+    /// the live table either, so its free cannot create a phantom.
     StackTotalsFull = 2,
     /// A return probe fired with no entry recorded for the thread (probes
     /// attached mid-call, or the in-flight map was full).
@@ -456,6 +499,8 @@ pub mod config {
     /// 0 where the kernel's record has no such field (before 6.x): then a
     /// process's exit is its main thread's.
     pub const EXIT_GROUP_DEAD: &str = "EXIT_GROUP_DEAD";
+    /// Buckets of the live-block table (`live_buckets(--max-live)`).
+    pub const LIVE_BUCKETS: &str = "LIVE_BUCKETS";
 }
 
 /// Entries of the `EXP_DRAWS` map: draws of the exponential distribution
@@ -467,8 +512,6 @@ pub const EXP_DRAWS: u32 = 4096;
 mod user {
     use super::*;
     // SAFETY: all of these are #[repr(C)] plain old data with explicit padding.
-    unsafe impl aya::Pod for LiveKey {}
-    unsafe impl aya::Pod for LiveAlloc {}
     unsafe impl aya::Pod for StackKey {}
     unsafe impl aya::Pod for StackTotals {}
     unsafe impl aya::Pod for StackFrames {}

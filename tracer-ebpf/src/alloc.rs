@@ -9,13 +9,13 @@
 //!
 //! Hot-path cost per malloc+free pair, beyond the trap itself: entry = the
 //! thread's INFLIGHT record (task storage, ~25 ns); return = the same record, stack id,
-//! STACK_TOTALS lookup, LIVE lookup + insert; free = LIVE lookup + delete +
-//! STACK_TOTALS lookup. With `--sample-bytes`, an unsampled call costs the
+//! STACK_TOTALS lookup, a live-table insert (`live.rs`); free = a live-table
+//! take + STACK_TOTALS lookup. With `--sample-bytes`, an unsampled call costs the
 //! INFLIGHT record and the per-CPU countdown at entry, the record again at
-//! return, and its free one LIVE lookup; on the session path, an unsampled
+//! return, and its free one live-table lookup; on the session path, an unsampled
 //! glibc malloc or calloc (see `tracer_common::COOKIE_MAY_SKIP`) costs the
 //! INFLIGHT lookup (nesting check), the countdown and a STATS slot at
-//! entry, no return trap, and its free one LIVE lookup.
+//! entry, no return trap, and its free one live-table lookup.
 
 use aya_ebpf::{
     cty::c_void,
@@ -199,7 +199,7 @@ fn try_alloc_enter(ctx: &ProbeContext, session: bool) -> bool {
         }
         // The open call's frame is gone (or it has been open far longer than
         // any allocator call takes): it never returned. A realloc's old
-        // block goes back to the live map: dropping it would leave its bytes
+        // block goes back to the live table: dropping it would leave its bytes
         // outstanding forever (if the address was in fact freed and handed
         // out again, the new allocation will count it freed).
         count(Stat::StaleEntry);
@@ -274,7 +274,7 @@ fn try_alloc_enter(ctx: &ProbeContext, session: bool) -> bool {
 /// once by the sampler). So only when neither can happen:
 /// - userspace set [`COOKIE_MAY_SKIP`] on this function: glibc's malloc
 ///   or calloc, which call no other probed function. Never realloc: its
-///   old block may be recorded (taken out of LIVE at the entry, it is
+///   old block may be recorded (taken out of the live table at the entry, it is
 ///   accounted at the return) or be an mmapped chunk it mremaps; never
 ///   posix_memalign, aligned_alloc or memalign (for an alignment glibc
 ///   gives anyway they call malloc); never another allocator's functions

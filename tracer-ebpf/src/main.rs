@@ -1,6 +1,7 @@
 //! memtrace's eBPF programs: allocator uprobes (`alloc`), anonymous-mapping
 //! syscall tracepoints (`mapping`), process lifecycle and OOM kills
-//! (`process`), the maps they account into (`maps`) and
+//! (`process`), the maps they account into (`maps`), the live-block
+//! table (`live`) and
 //! stack capture (`stack`). Built for `bpfel-unknown-none` by tracer/build.rs
 //! and embedded in the `memtrace` binary.
 #![no_std]
@@ -10,6 +11,7 @@
 #![feature(core_intrinsics)]
 
 mod alloc;
+mod live;
 mod mapping;
 mod maps;
 mod process;

@@ -14,10 +14,13 @@ use aya_ebpf::{
 };
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
-use crate::stack::Walk;
+use crate::{
+    live::{self, Put},
+    stack::Walk,
+};
 use tracer_common::{
-    InFlight, LiveAlloc, LiveKey, ProcUnwind, StackFrames, StackKey, StackTotals, Stat,
-    SyscallArgs, UnwindPage, UnwindRow, EXP_DRAWS, MAX_TARGETS, STAT_COUNT,
+    InFlight, LiveAlloc, ProcUnwind, StackFrames, StackKey, StackTotals, Stat, SyscallArgs,
+    UnwindPage, UnwindRow, EXP_DRAWS, MAX_TARGETS, STAT_COUNT,
 };
 
 /// Global settings (see `tracer_common::config`), patched by userspace at
@@ -192,10 +195,6 @@ pub fn open_call() -> Option<*mut InFlight> {
         .filter(|&c| unsafe { (*c).active != 0 })
 }
 
-/// Every outstanding heap block: (tgid, address) → size, stack, timestamp.
-#[map]
-pub static LIVE: HashMap<LiveKey, LiveAlloc> = HashMap::with_max_entries(262_144, 0);
-
 /// Running totals per (tgid, stack id). Userspace reads this every interval.
 #[map]
 pub static STACK_TOTALS: HashMap<StackKey, StackTotals> = HashMap::with_max_entries(32_768, 0);
@@ -311,27 +310,18 @@ pub fn account_free(tgid: u32, record: &LiveAlloc) {
     }
 }
 
-/// Takes the live record of `addr` out of the live map, if there is one.
-/// One lookup plus one delete (~150 ns).
+/// Takes the live record of `addr` out of the live table, if there is one
+/// (see `live.rs`).
 #[inline(always)]
 pub fn take_live(tgid: u32, addr: u64) -> Option<LiveAlloc> {
-    let key = LiveKey {
-        tgid,
-        _pad: 0,
-        addr,
-    };
-    let record = LIVE.get_ptr(&key)?;
-    // SAFETY: a valid map value; copied out before the delete.
-    let record = unsafe { *record };
-    let _ = LIVE.remove(&key);
-    Some(record)
+    live::take(tgid, addr)
 }
 
 /// Records a new block: the live entry first, then the stack totals, so that
 /// a block counted in the totals always has a live entry for its free to
 /// find (a failed insert therefore loses an allocation, never invents one).
-/// Cost: totals lookup (+ insert the first time a stack is seen) and one
-/// live insert that fails only when the address is still recorded: ~200 ns.
+/// Cost: totals lookup (+ insert the first time a stack is seen) and the
+/// live table's insert.
 #[inline(always)]
 pub fn record_alloc(tgid: u32, addr: u64, size: u64, stack_id: u32, now: u64) {
     let stack_key = StackKey { tgid, stack_id };
@@ -348,28 +338,21 @@ pub fn record_alloc(tgid: u32, addr: u64, size: u64, stack_id: u32, now: u64) {
             }
         }
     };
-    let key = LiveKey {
-        tgid,
-        _pad: 0,
-        addr,
-    };
-    let record = LiveAlloc {
+    let block = LiveAlloc {
         size,
         timestamp_ns: now,
         stack_id,
         _pad: 0,
     };
-    if LIVE.insert(&key, &record, BPF_NOEXIST).is_err() {
-        // Either the table is full, or the address is still recorded: it
-        // was handed out again, so its free was missed. Count the old block
-        // as freed, never as a leak, and record the new one.
-        let Some(old) = take_live(tgid, addr) else {
-            count(Stat::LiveMapFull);
-            return;
-        };
-        count(Stat::AddressReused);
-        account_free(tgid, &old);
-        if LIVE.insert(&key, &record, 0).is_err() {
+    match live::put(tgid, addr, &block) {
+        Put::New => {}
+        // The address is still recorded: it was handed out again, so its
+        // free was missed. Count the old block as freed, never as a leak.
+        Put::Replaced(old) => {
+            count(Stat::AddressReused);
+            account_free(tgid, &old);
+        }
+        Put::Full => {
             count(Stat::LiveMapFull);
             return;
         }
@@ -384,16 +367,17 @@ pub fn record_alloc(tgid: u32, addr: u64, size: u64, stack_id: u32, now: u64) {
 /// Puts a record back (a failed realloc leaves its old block valid).
 #[inline(always)]
 pub fn restore_live(tgid: u32, addr: u64, record: &LiveAlloc) {
-    let key = LiveKey {
-        tgid,
-        _pad: 0,
-        addr,
-    };
-    if LIVE.insert(&key, record, 0).is_err() {
+    match live::put(tgid, addr, record) {
+        Put::New => {}
+        // Recorded again meanwhile (cannot happen for a valid block): the
+        // newer record stands, the old block is counted freed.
+        Put::Replaced(_) => account_free(tgid, record),
         // The block stays counted in its stack's totals but can no longer be
         // freed: count it freed now rather than leave a phantom.
-        count(Stat::LiveMapFull);
-        account_free(tgid, record);
+        Put::Full => {
+            count(Stat::LiveMapFull);
+            account_free(tgid, record);
+        }
     }
 }
 

@@ -134,7 +134,7 @@ pub struct Walk {
     /// still good while the generation is the same: a program allocates
     /// from a few call paths, whose frames then cost no table lookup, and
     /// touch no table memory (which the traced program's own work, and
-    /// the live map's, evicts from the cache between two calls).
+    /// the live table's, evicts from the cache between two calls).
     known: [KnownRule; KNOWN_RULES],
     /// The frames so far (and, when done, whether the walk was cut).
     stack: StackFrames,

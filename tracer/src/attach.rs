@@ -30,7 +30,7 @@ use aya::{
     },
     Ebpf, EbpfLoader,
 };
-use tracer_common::{config, COOKIE_MAY_SKIP, EXP_DRAWS};
+use tracer_common::{config, live_spill_words, COOKIE_MAY_SKIP, EXP_DRAWS};
 
 use crate::{
     allocator::{Hook, ProbePoint},
@@ -166,6 +166,7 @@ impl Probes {
             false => (1, 1),
         };
         let group_dead = exit_group_dead_offset();
+        let live_buckets = tracer_common::live_buckets(settings.max_live);
         let mut bpf = EbpfLoader::new()
             // INFLIGHT is a task storage map, which aya creates but has no
             // userspace type for (only the programs use it).
@@ -183,7 +184,9 @@ impl Probes {
             .map_max_entries("UNWIND_ROWS", rows)
             .map_max_entries("UNWIND_PAGES", pages)
             .override_global(config::EXIT_GROUP_DEAD, &group_dead, true)
-            .map_max_entries("LIVE", settings.max_live)
+            .override_global(config::LIVE_BUCKETS, &live_buckets, true)
+            .map_max_entries("LIVE", live_buckets)
+            .map_max_entries("LIVE_SPILL", live_spill_words(live_buckets))
             .map_max_entries("STACKS", settings.max_stacks)
             // Stacks of every target share the stack map but have totals
             // per process; leave room for a few processes per stack.
