@@ -243,9 +243,22 @@ pub struct StackKey {
     pub stack_id: u32,
 }
 
-/// Per-stack running totals, updated with atomic adds by the probes.
-/// `outstanding = allocated - freed`, kept separately so readers see a
-/// consistent pair even while probes run.
+/// What a (process, stack) has allocated: the value of the kernel's
+/// `STACK_TOTALS`, counted by the probes with atomic adds. The kernel
+/// counts no frees: what a stack freed is what it allocated less what the
+/// live table still holds of it (see [`StackTotals`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StackAllocated {
+    pub bytes: u64,
+    pub count: u64,
+}
+
+/// Per-stack running totals as userspace keeps them: allocated from the
+/// kernel's [`StackAllocated`]; freed = allocated less what the live table
+/// holds (heap stacks, never less than at the previous interval), or
+/// counted from munmap events (mapping stacks).
+/// `outstanding = allocated - freed`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StackTotals {
@@ -513,7 +526,7 @@ mod user {
     use super::*;
     // SAFETY: all of these are #[repr(C)] plain old data with explicit padding.
     unsafe impl aya::Pod for StackKey {}
-    unsafe impl aya::Pod for StackTotals {}
+    unsafe impl aya::Pod for StackAllocated {}
     unsafe impl aya::Pod for StackFrames {}
     unsafe impl aya::Pod for ProcUnwind {}
     unsafe impl aya::Pod for UnwindPage {}

@@ -10,7 +10,8 @@
 //! Hot-path cost per malloc+free pair, beyond the trap itself: entry = the
 //! thread's INFLIGHT record (task storage, ~25 ns); return = the same record, stack id,
 //! STACK_TOTALS lookup, a live-table insert (`live.rs`); free = a live-table
-//! take + STACK_TOTALS lookup. With `--sample-bytes`, an unsampled call costs the
+//! take, nothing else (what each stack freed is what it allocated less what
+//! it still holds, which userspace reads from the live table). With `--sample-bytes`, an unsampled call costs the
 //! INFLIGHT record and the per-CPU countdown at entry, the record again at
 //! return, and its free one live-table lookup; on the session path, an unsampled
 //! glibc malloc or calloc (see `tracer_common::COOKIE_MAY_SKIP`) costs the
@@ -31,8 +32,8 @@ use tracer_common::{AllocFn, Stat, COOKIE_MAY_SKIP, SKIP_BELOW_BYTES};
 
 use crate::{
     maps::{
-        account_free, count, is_self, open_call, record_alloc, restore_live, sample, sample_bytes,
-        take_live, INFLIGHT,
+        count, is_self, open_call, record_alloc, restore_live, sample, sample_bytes, take_live,
+        INFLIGHT,
     },
     stack::user_stack_id,
 };
@@ -275,7 +276,7 @@ fn try_alloc_enter(ctx: &ProbeContext, session: bool) -> bool {
 /// - userspace set [`COOKIE_MAY_SKIP`] on this function: glibc's malloc
 ///   or calloc, which call no other probed function. Never realloc: its
 ///   old block may be recorded (taken out of the live table at the entry, it is
-///   accounted at the return) or be an mmapped chunk it mremaps; never
+///   put back at the return if the call failed) or be an mmapped chunk it mremaps; never
 ///   posix_memalign, aligned_alloc or memalign (for an alignment glibc
 ///   gives anyway they call malloc); never another allocator's functions
 ///   (jemalloc, tcmalloc, mimalloc map their arenas from small calls);
@@ -340,10 +341,8 @@ fn try_alloc_return(ctx: &RetProbeContext, session: bool) {
     let reallocating = matches!(func, AllocFn::Realloc | AllocFn::ReallocArray);
     if addr == 0 {
         if reallocating && call.size == 0 && call.size_overflow == 0 {
-            // realloc(p, 0) freed p: a success, not a failed call.
-            if call.old_valid != 0 {
-                account_free(tgid, &call.old);
-            }
+            // realloc(p, 0) freed p (taken out of the live table at the
+            // entry): a success, not a failed call.
             return;
         }
         if reallocating && call.old_valid != 0 {
@@ -353,9 +352,8 @@ fn try_alloc_return(ctx: &RetProbeContext, session: bool) {
         count(Stat::FailedAlloc);
         return;
     }
-    if reallocating && call.old_valid != 0 {
-        account_free(tgid, &call.old);
-    }
+    // (The old block, taken out of the live table at the entry, counts as
+    // freed from there: see `record_alloc`.)
     if call.sampled == 0 {
         return;
     }
@@ -376,7 +374,7 @@ pub fn free_enter(ctx: ProbeContext) -> u32 {
         return 0;
     }
     match take_live(tgid, addr) {
-        Some(record) => account_free(tgid, &record),
+        Some(_) => {}
         // Sampling: most blocks are not recorded; a miss is no news (and
         // costs this one lookup only).
         None if sample_bytes() != 0 => {}

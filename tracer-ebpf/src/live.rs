@@ -47,9 +47,9 @@ pub enum Put {
     /// The block is recorded.
     New,
     /// The address was still recorded for this process (its free was
-    /// missed, the allocator has handed it out again): the old record,
-    /// now replaced by the new one.
-    Replaced(LiveAlloc),
+    /// missed, the allocator has handed it out again): the old record is
+    /// replaced by the new one.
+    Replaced,
     /// Both of the block's buckets are full.
     Full,
 }
@@ -172,7 +172,6 @@ fn claim(b: u32, tgid: u32, addr: u64, block: &LiveAlloc) -> bool {
 #[inline(always)]
 pub fn put(tgid: u32, addr: u64, block: &LiveAlloc) -> Put {
     if let Some(slot) = locate(tgid, addr) {
-        let old = record(slot);
         // SAFETY: a valid map value; the block is this process's and its
         // address is not being freed (the allocator just handed it out).
         unsafe {
@@ -180,7 +179,7 @@ pub fn put(tgid: u32, addr: u64, block: &LiveAlloc) -> Put {
             (*slot).timestamp_ns = block.timestamp_ns;
             (*slot).stack_id = block.stack_id;
         }
-        return Put::Replaced(old);
+        return Put::Replaced;
     }
     let (first, second) = buckets(tgid, addr);
     if claim(first, tgid, addr, block) {

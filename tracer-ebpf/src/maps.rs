@@ -19,7 +19,7 @@ use crate::{
     stack::Walk,
 };
 use tracer_common::{
-    InFlight, LiveAlloc, ProcUnwind, StackFrames, StackKey, StackTotals, Stat, SyscallArgs,
+    InFlight, LiveAlloc, ProcUnwind, StackAllocated, StackFrames, StackKey, Stat, SyscallArgs,
     UnwindPage, UnwindRow, EXP_DRAWS, MAX_TARGETS, STAT_COUNT,
 };
 
@@ -195,9 +195,9 @@ pub fn open_call() -> Option<*mut InFlight> {
         .filter(|&c| unsafe { (*c).active != 0 })
 }
 
-/// Running totals per (tgid, stack id). Userspace reads this every interval.
+/// What each (tgid, stack id) allocated. Userspace reads this every interval.
 #[map]
-pub static STACK_TOTALS: HashMap<StackKey, StackTotals> = HashMap::with_max_entries(32_768, 0);
+pub static STACK_TOTALS: HashMap<StackKey, StackAllocated> = HashMap::with_max_entries(32_768, 0);
 
 /// Allocation stacks by the 32-bit hash of their frames (see `stack.rs`).
 #[map]
@@ -294,22 +294,6 @@ fn atomic_add(field: *mut u64, value: u64) {
     unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(field, value) };
 }
 
-/// Accounts `record` as freed in its stack's totals. One hash lookup.
-#[inline(always)]
-pub fn account_free(tgid: u32, record: &LiveAlloc) {
-    let key = StackKey {
-        tgid,
-        stack_id: record.stack_id,
-    };
-    if let Some(totals) = STACK_TOTALS.get_ptr_mut(&key) {
-        // SAFETY: valid map value pointer; fields updated atomically.
-        unsafe {
-            atomic_add(&raw mut (*totals).freed_bytes, record.size);
-            atomic_add(&raw mut (*totals).frees, 1);
-        }
-    }
-}
-
 /// Takes the live record of `addr` out of the live table, if there is one
 /// (see `live.rs`).
 #[inline(always)]
@@ -320,15 +304,21 @@ pub fn take_live(tgid: u32, addr: u64) -> Option<LiveAlloc> {
 /// Records a new block: the live entry first, then the stack totals, so that
 /// a block counted in the totals always has a live entry for its free to
 /// find (a failed insert therefore loses an allocation, never invents one).
-/// Cost: totals lookup (+ insert the first time a stack is seen) and the
-/// live table's insert.
+/// The kernel counts what each stack allocated only; what it freed is
+/// what it allocated less what the live table still holds of it, which
+/// userspace reads every interval (`tracer/src/drain.rs`): a free, a block
+/// taken out by a realloc or replaced below, is one live-table take and
+/// no totals update. Since the live entry comes first, a block counted
+/// allocated and not in the table has been taken out: freed, never a
+/// phantom. Cost: totals lookup (+ insert the first time a stack is seen)
+/// and the live table's insert.
 #[inline(always)]
 pub fn record_alloc(tgid: u32, addr: u64, size: u64, stack_id: u32, now: u64) {
     let stack_key = StackKey { tgid, stack_id };
     let totals = match STACK_TOTALS.get_ptr_mut(&stack_key) {
         Some(t) => t,
         None => {
-            let _ = STACK_TOTALS.insert(&stack_key, &StackTotals::default(), BPF_NOEXIST);
+            let _ = STACK_TOTALS.insert(&stack_key, &StackAllocated::default(), BPF_NOEXIST);
             match STACK_TOTALS.get_ptr_mut(&stack_key) {
                 Some(t) => t,
                 None => {
@@ -347,11 +337,8 @@ pub fn record_alloc(tgid: u32, addr: u64, size: u64, stack_id: u32, now: u64) {
     match live::put(tgid, addr, &block) {
         Put::New => {}
         // The address is still recorded: it was handed out again, so its
-        // free was missed. Count the old block as freed, never as a leak.
-        Put::Replaced(old) => {
-            count(Stat::AddressReused);
-            account_free(tgid, &old);
-        }
+        // free was missed. The old block, out of the table, counts freed.
+        Put::Replaced => count(Stat::AddressReused),
         Put::Full => {
             count(Stat::LiveMapFull);
             return;
@@ -359,25 +346,19 @@ pub fn record_alloc(tgid: u32, addr: u64, size: u64, stack_id: u32, now: u64) {
     }
     // SAFETY: valid map value pointer; fields updated atomically.
     unsafe {
-        atomic_add(&raw mut (*totals).allocated_bytes, size);
-        atomic_add(&raw mut (*totals).allocations, 1);
+        atomic_add(&raw mut (*totals).bytes, size);
+        atomic_add(&raw mut (*totals).count, 1);
     }
 }
 
 /// Puts a record back (a failed realloc leaves its old block valid).
 #[inline(always)]
 pub fn restore_live(tgid: u32, addr: u64, record: &LiveAlloc) {
-    match live::put(tgid, addr, record) {
-        Put::New => {}
-        // Recorded again meanwhile (cannot happen for a valid block): the
-        // newer record stands, the old block is counted freed.
-        Put::Replaced(_) => account_free(tgid, record),
-        // The block stays counted in its stack's totals but can no longer be
-        // freed: count it freed now rather than leave a phantom.
-        Put::Full => {
-            count(Stat::LiveMapFull);
-            account_free(tgid, record);
-        }
+    // Recorded again meanwhile (cannot happen for a valid block): the newer
+    // record stands. Full: the block counts freed (it is out of the table)
+    // rather than leave a phantom.
+    if let Put::Full = live::put(tgid, addr, record) {
+        count(Stat::LiveMapFull);
     }
 }
 

@@ -78,6 +78,11 @@ impl AgeStats {
         }
     }
 
+    /// Bytes and allocations counted, all ages together.
+    pub fn totals(&self) -> (u64, u64) {
+        (self.bytes.iter().sum(), self.allocations.iter().sum())
+    }
+
     /// Adds `other`'s allocations (another kernel stack of the same
     /// series).
     pub fn merge(&mut self, other: &AgeStats) {

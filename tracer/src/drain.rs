@@ -11,8 +11,8 @@ use aya::{
     Ebpf, Pod,
 };
 use tracer_common::{
-    EventKind, MmapEvent, ProcessEvent, StackFrames, StackKey, StackTotals, STACK_TRUNCATED,
-    STAT_COUNT, UNKNOWN_STACK,
+    EventKind, MmapEvent, ProcessEvent, StackAllocated, StackFrames, StackKey, StackTotals,
+    STACK_TRUNCATED, STAT_COUNT, UNKNOWN_STACK,
 };
 
 use crate::{aggregate::AgeStats, live};
@@ -23,22 +23,63 @@ pub struct KernelTotals {
     pub stats: [u64; STAT_COUNT as usize],
 }
 
-/// Reads the per-stack totals and the summed per-CPU loss counters.
-pub fn read_totals(bpf: &Ebpf) -> Result<KernelTotals> {
-    let map = bpf
-        .map("STACK_TOTALS")
-        .context("STACK_TOTALS map missing")?;
-    let mut stacks = Vec::new();
-    visit_hash(map, |key: &StackKey, totals: &StackTotals| {
-        stacks.push((*key, *totals))
-    })?;
+/// What each heap stack had freed at the last read (bytes, blocks): frees
+/// are derived, and a derived value can come out low (see [`read_kernel`]),
+/// never high, so a stack's frees are never less than before.
+#[derive(Default)]
+pub struct Freed(HashMap<StackKey, (u64, u64)>);
+
+impl Freed {
+    /// Forgets the stacks of processes whose kernel totals were purged.
+    pub fn forget(&mut self, gone: &HashSet<u32>) {
+        self.0.retain(|k, _| !gone.contains(&k.tgid));
+    }
+}
+
+/// Reads the kernel's accounting as one snapshot: what each stack
+/// allocated (`STACK_TOTALS`), then one pass over the live table for what
+/// each still holds and the ages of its blocks, and the loss counters.
+/// A stack freed what it allocated less what it holds. The kernel puts a
+/// block in the live table before it counts it allocated, and takes it
+/// out to free it, so a block counted here and not seen in the table was
+/// freed: the difference never counts a live block freed. It can count a
+/// freed one live: a block allocated while the totals are read, or whose
+/// allocation count comes just after; [`Freed`] keeps the highest.
+pub fn read_kernel(
+    bpf: &Ebpf,
+    min_age_secs: f64,
+    freed: &mut Freed,
+) -> Result<(KernelTotals, HashMap<StackKey, AgeStats>)> {
+    let mut allocated = Vec::new();
+    visit_hash(
+        bpf.map("STACK_TOTALS")
+            .context("STACK_TOTALS map missing")?,
+        |key: &StackKey, a: &StackAllocated| allocated.push((*key, *a)),
+    )?;
+    let ages = read_live_ages(bpf, min_age_secs)?;
+    let stacks = allocated
+        .into_iter()
+        .map(|(key, a)| {
+            let (bytes, blocks) = ages.get(&key).map_or((0, 0), AgeStats::totals);
+            let f = freed.0.entry(key).or_default();
+            f.0 = f.0.max(a.bytes.saturating_sub(bytes));
+            f.1 = f.1.max(a.count.saturating_sub(blocks));
+            let totals = StackTotals {
+                allocated_bytes: a.bytes,
+                allocations: a.count,
+                freed_bytes: f.0,
+                frees: f.1,
+            };
+            (key, totals)
+        })
+        .collect();
     let per_cpu: PerCpuArray<_, u64> =
         PerCpuArray::try_from(bpf.map("STATS").context("STATS map missing")?)?;
     let mut stats = [0u64; STAT_COUNT as usize];
     for (i, slot) in stats.iter_mut().enumerate() {
         *slot = per_cpu.get(&(i as u32), 0)?.iter().sum();
     }
-    Ok(KernelTotals { stacks, stats })
+    Ok((KernelTotals { stacks, stats }, ages))
 }
 
 /// The kernel's clock for allocation timestamps (`bpf_ktime_get_ns`:
@@ -58,7 +99,7 @@ pub fn kernel_now_ns() -> u64 {
 /// 2000000` (4M slots, 128 MiB): 15 ms empty, 33-39 ms holding a million
 /// blocks (the batched hash map reads it replaced took 60-95 ms for
 /// 200,000).
-pub fn read_live_ages(bpf: &Ebpf, min_age_secs: f64) -> Result<HashMap<StackKey, AgeStats>> {
+fn read_live_ages(bpf: &Ebpf, min_age_secs: f64) -> Result<HashMap<StackKey, AgeStats>> {
     let now = kernel_now_ns();
     let mut ages: HashMap<StackKey, AgeStats> = HashMap::new();
     live::scan(live::table(bpf.map("LIVE"))?, |block| {
@@ -254,14 +295,14 @@ pub fn purge_processes(bpf: &mut Ebpf, gone: &HashSet<u32>) -> Result<Vec<u32>> 
     visit_hash(
         bpf.map("STACK_TOTALS")
             .context("STACK_TOTALS map missing")?,
-        |k: &StackKey, _: &StackTotals| match gone.contains(&k.tgid) {
+        |k: &StackKey, _: &StackAllocated| match gone.contains(&k.tgid) {
             true => dead.push(*k),
             false => {
                 in_use.insert(k.stack_id);
             }
         },
     )?;
-    let mut totals: BpfHashMap<_, StackKey, StackTotals> = BpfHashMap::try_from(
+    let mut totals: BpfHashMap<_, StackKey, StackAllocated> = BpfHashMap::try_from(
         bpf.map_mut("STACK_TOTALS")
             .context("STACK_TOTALS map missing")?,
     )?;
@@ -282,29 +323,13 @@ pub fn purge_processes(bpf: &mut Ebpf, gone: &HashSet<u32>) -> Result<Vec<u32>> 
 }
 
 /// After `tgid` called exec (at `exec_ns`), the blocks its old image had
-/// outstanding no longer exist. Removes them from the kernel's live table
-/// and returns what they amount to per stack, to be counted as released.
+/// outstanding no longer exist. Removes them from the kernel's live table,
+/// which makes them count as freed (see [`read_kernel`]); returns how many.
 /// Blocks the new image allocated since (later timestamps) are kept. One
 /// pass over the live table: rare, and bounded by --max-live.
-pub fn release_image(
-    bpf: &mut Ebpf,
-    tgid: u32,
-    exec_ns: u64,
-) -> Result<Vec<(StackKey, StackTotals)>> {
+pub fn release_image(bpf: &Ebpf, tgid: u32, exec_ns: u64) -> Result<usize> {
     let old = live::scan(live::table(bpf.map("LIVE"))?, |block| {
         block.tgid == tgid && block.timestamp_ns < exec_ns
     })?;
-    let mut released: HashMap<StackKey, StackTotals> = HashMap::new();
-    // Blocks freed meanwhile were accounted by the kernel.
-    for block in old {
-        let t = released
-            .entry(StackKey {
-                tgid,
-                stack_id: block.stack_id,
-            })
-            .or_default();
-        t.freed_bytes += block.size;
-        t.frees += 1;
-    }
-    Ok(released.into_iter().collect())
+    Ok(old.len())
 }

@@ -19,7 +19,7 @@ use tokio::{
     io::unix::AsyncFd,
     signal::unix::{signal, SignalKind},
 };
-use tracer_common::{EventKind, MmapEvent, ProcessEvent, StackKey, StackTotals, STAT_COUNT};
+use tracer_common::{EventKind, MmapEvent, ProcessEvent, StackKey, STAT_COUNT};
 
 use crate::{
     aggregate::{self, Aggregator, StackIdentity, StackKind},
@@ -40,9 +40,6 @@ use crate::{
 
 /// Points kept per stack series (~4 KiB); longer runs are decimated.
 const MAX_SAMPLES: usize = 120;
-/// Reads of totals and ages tried for one quiet snapshot (see
-/// `Session::read_kernel`).
-const SNAPSHOT_TRIES: u32 = 3;
 /// How often target liveness is checked (a read of /proc/PID/stat).
 const HOUSEKEEPING: Duration = Duration::from_millis(200);
 /// Mappings are re-read every this many housekeeping ticks (1 s), and at
@@ -139,8 +136,8 @@ struct Session {
     /// Anonymous mappings made by the dynamic loader for itself, not counted.
     loader_mappings: u64,
     housekeeping_ticks: u64,
-    /// Per kernel stack: blocks released by an exec of their process.
-    exec_released: HashMap<StackKey, StackTotals>,
+    /// What each heap stack had freed at the last read.
+    freed: drain::Freed,
     started: Instant,
 }
 
@@ -224,7 +221,7 @@ pub async fn run(cli: Cli, child: Option<HeldChild>) -> Result<()> {
         stats: [0; STAT_COUNT as usize],
         loader_mappings: 0,
         housekeeping_ticks: 0,
-        exec_released: HashMap::new(),
+        freed: drain::Freed::default(),
         started: Instant::now(),
     };
     if session.watcher.is_some() {
@@ -904,7 +901,7 @@ impl Session {
                 u.forget(pid);
             }
         }
-        self.exec_released.retain(|k, _| !gone.contains(&k.tgid));
+        self.freed.forget(&gone);
         Ok(())
     }
 
@@ -1032,15 +1029,6 @@ impl Session {
                 self.agg
                     .intern_heap(key, &walked.frames[..code], walked.truncated || cut);
             }
-            let totals = match self.exec_released.get(&key) {
-                // Blocks an exec'd image left behind count as released.
-                Some(r) => StackTotals {
-                    freed_bytes: totals.freed_bytes + r.freed_bytes,
-                    frees: totals.frees + r.frees,
-                    ..totals
-                },
-                None => totals,
-            };
             let totals = match cli.sample_bytes {
                 Some(mean) => {
                     let (unbiased, factor) = aggregate::unbias(totals, mean);
@@ -1096,28 +1084,13 @@ impl Session {
     }
 
     /// Reads the kernel's per-stack totals and the ages of its live blocks
-    /// as one snapshot: the totals are read again after the ages, and the
-    /// pair is retried (up to [`SNAPSHOT_TRIES`] times) while they changed
-    /// in between, so a stack's age histogram adds up to its outstanding
-    /// blocks unless the target allocates without pause.
+    /// as one snapshot (see [`drain::read_kernel`]).
     fn read_kernel(
-        &self,
+        &mut self,
         cli: &Cli,
     ) -> Result<(drain::KernelTotals, HashMap<StackKey, aggregate::AgeStats>)> {
         let min_age = cli.min_age_secs().unwrap_or(f64::INFINITY);
-        let bpf = &self.probes.bpf;
-        let mut before = drain::read_totals(bpf)?;
-        let mut tries = 0;
-        loop {
-            let ages = drain::read_live_ages(bpf, min_age)?;
-            let after = drain::read_totals(bpf)?;
-            tries += 1;
-            let quiet = same_totals(&before.stacks, &after.stacks);
-            if quiet || tries == SNAPSHOT_TRIES {
-                return Ok((after, ages));
-            }
-            before = after;
-        }
+        drain::read_kernel(&self.probes.bpf, min_age, &mut self.freed)
     }
 
     /// Sets every stack's live-allocation ages: heap blocks from the
@@ -1205,15 +1178,9 @@ impl Session {
             // those kernels take for the process's.
             t.exited = false;
         }
-        match drain::release_image(&mut self.probes.bpf, pid, exec_ns) {
-            Ok(released) => {
-                for (key, t) in released {
-                    let r = self.exec_released.entry(key).or_default();
-                    r.freed_bytes += t.freed_bytes;
-                    r.frees += t.frees;
-                }
-            }
-            Err(e) => crate::note(&format!("warning: pid {pid} exec'd: {e:#}")),
+        // Blocks the old image left behind count as released.
+        if let Err(e) = drain::release_image(&self.probes.bpf, pid, exec_ns) {
+            crate::note(&format!("warning: pid {pid} exec'd: {e:#}"));
         }
         self.mappings.release_all(pid);
         self.symbolizer.forget(pid);
@@ -1412,14 +1379,6 @@ enum MmapCaller {
     Program(Vec<u64>),
     /// The dynamic loader, for itself.
     Loader,
-}
-
-/// Whether two reads of the per-stack totals are the same.
-fn same_totals(a: &[(StackKey, StackTotals)], b: &[(StackKey, StackTotals)]) -> bool {
-    a.len() == b.len() && {
-        let a: HashMap<_, _> = a.iter().copied().collect();
-        b.iter().all(|(k, t)| a.get(k) == Some(t))
-    }
 }
 
 /// Whether a mapped file is a dynamic loader (glibc's ld-linux, musl's
