@@ -11,7 +11,10 @@
 //! its first bucket, or in its second when the first was full at its
 //! insert; the first bucket's bit in `LIVE_SPILL` then says to look there
 //! too, so a lookup of a block that is not in the table (every unsampled
-//! free) reads one bucket while the table is not crowded. The table has
+//! free) reads one bucket unless that bucket has ever overflowed: the bits
+//! are never cleared (clearing one while a block lives in its second
+//! bucket would lose the block's free), so in a long run near capacity
+//! more and more misses read two. The table has
 //! two slots per --max-live block (see `tracer_common::live_buckets`); an
 //! insert that finds both buckets full is counted (`Stat::LiveMapFull`),
 //! never lost silently.
@@ -46,10 +49,11 @@ pub static LIVE_SPILL: Array<u64> = Array::with_max_entries(1, 0);
 pub enum Put {
     /// The block is recorded.
     New,
-    /// The address was still recorded for this process (its free was
-    /// missed, the allocator has handed it out again): the old record is
-    /// replaced by the new one.
-    Replaced,
+    /// The address was still recorded for this process: its free was
+    /// missed and the allocator has handed it out again (the old record is
+    /// replaced), or, with `replace` false, the block is there already
+    /// (left as it is).
+    Present,
     /// Both of the block's buckets are full.
     Full,
 }
@@ -77,7 +81,9 @@ fn find(b: u32, tgid: u32, addr: u64) -> Option<*mut LiveSlot> {
         // other CPUs do to it.
         unsafe {
             let slot = &raw mut (*bucket).slots[i];
-            if core::ptr::read_volatile(&raw const (*slot).addr) == addr && (*slot).tgid == tgid {
+            if core::ptr::read_volatile(&raw const (*slot).addr) == addr
+                && core::ptr::read_volatile(&raw const (*slot).tgid) == tgid
+            {
                 return Some(slot);
             }
         }
@@ -166,20 +172,27 @@ fn claim(b: u32, tgid: u32, addr: u64, block: &LiveAlloc) -> bool {
     false
 }
 
-/// Records a block. One bucket read to find a stale record of the same
-/// address (two if the bucket has spilled), then a compare-and-swap on a
-/// free slot of the first bucket, else of the second (~40-60 ns).
+/// Records a block. One bucket read to find a record of the same address
+/// (two if the bucket has spilled), then a compare-and-swap on a free slot
+/// of the first bucket, else of the second (~40-60 ns). A record found is
+/// replaced (`replace`: locked as a free slot is claimed, so that nobody
+/// reads or takes it half written) or left as it is.
 #[inline(always)]
-pub fn put(tgid: u32, addr: u64, block: &LiveAlloc) -> Put {
+pub fn put(tgid: u32, addr: u64, block: &LiveAlloc, replace: bool) -> Put {
+    if addr <= LIVE_BUSY {
+        // Not a heap address (and 1 would match a slot being written).
+        return Put::Full;
+    }
     if let Some(slot) = locate(tgid, addr) {
-        // SAFETY: a valid map value; the block is this process's and its
-        // address is not being freed (the allocator just handed it out).
-        unsafe {
-            (*slot).size = block.size;
-            (*slot).timestamp_ns = block.timestamp_ns;
-            (*slot).stack_id = block.stack_id;
+        if !replace {
+            return Put::Present;
         }
-        return Put::Replaced;
+        // SAFETY: a valid map value.
+        if cas(unsafe { &raw mut (*slot).addr }, addr, LIVE_BUSY) {
+            fill(slot, tgid, addr, block);
+            return Put::Present;
+        }
+        // Taken meanwhile: a new record, then.
     }
     let (first, second) = buckets(tgid, addr);
     if claim(first, tgid, addr, block) {
@@ -201,6 +214,9 @@ pub fn put(tgid: u32, addr: u64, block: &LiveAlloc) -> Put {
 /// one bucket read (two if it has spilled) and a compare-and-swap.
 #[inline(always)]
 pub fn take(tgid: u32, addr: u64) -> Option<LiveAlloc> {
+    if addr <= LIVE_BUSY {
+        return None;
+    }
     let slot = locate(tgid, addr)?;
     let block = record(slot);
     // SAFETY: a valid map value.

@@ -334,11 +334,11 @@ pub fn record_alloc(tgid: u32, addr: u64, size: u64, stack_id: u32, now: u64) {
         stack_id,
         _pad: 0,
     };
-    match live::put(tgid, addr, &block) {
+    match live::put(tgid, addr, &block, true) {
         Put::New => {}
         // The address is still recorded: it was handed out again, so its
         // free was missed. The old block, out of the table, counts freed.
-        Put::Replaced => count(Stat::AddressReused),
+        Put::Present => count(Stat::AddressReused),
         Put::Full => {
             count(Stat::LiveMapFull);
             return;
@@ -354,10 +354,10 @@ pub fn record_alloc(tgid: u32, addr: u64, size: u64, stack_id: u32, now: u64) {
 /// Puts a record back (a failed realloc leaves its old block valid).
 #[inline(always)]
 pub fn restore_live(tgid: u32, addr: u64, record: &LiveAlloc) {
-    // Recorded again meanwhile (cannot happen for a valid block): the newer
-    // record stands. Full: the block counts freed (it is out of the table)
-    // rather than leave a phantom.
-    if let Put::Full = live::put(tgid, addr, record) {
+    // Recorded again meanwhile (a stale record: the address was freed and
+    // handed out again since): the newer record stands. Full: the block
+    // counts freed (it is out of the table) rather than leave a phantom.
+    if let Put::Full = live::put(tgid, addr, record, false) {
         count(Stat::LiveMapFull);
     }
 }

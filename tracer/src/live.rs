@@ -68,7 +68,7 @@ pub fn scan(map: &MapData, mut take: impl FnMut(&LiveBlock) -> bool) -> Result<V
         let first = offset / size_of::<LiveBucket>();
         let count = (len / size_of::<LiveBucket>()).min(buckets - first);
         // SAFETY: `count` whole buckets lie within the mapping (buckets
-        // are 128 bytes, windows a multiple of it); the kernel changes them
+        // are 256 bytes, windows a multiple of it); the kernel changes them
         // concurrently, which `visit_window` reads for.
         unsafe { visit_window(ptr.cast::<LiveBucket>(), count, &mut take, &mut taken) };
         // SAFETY: the mapping made above.
@@ -82,7 +82,10 @@ pub fn scan(map: &MapData, mut take: impl FnMut(&LiveBlock) -> bool) -> Result<V
 /// concurrently: a slot's address is read before and after its other
 /// fields, and the slot skipped if it changed (freed, or reused, meanwhile).
 /// A block is taken out by a compare-and-swap of its address, as the
-/// kernel's frees do.
+/// kernel's frees do. One race is left: if the kernel records the same
+/// address for the same process again (its free missed, the address handed
+/// out anew) between the second read and the swap, the new block is taken
+/// on the old record's say: a block counted freed, never a phantom.
 ///
 /// # Safety
 /// `buckets` points at `count` buckets of a live mapping of the table.
@@ -113,6 +116,8 @@ unsafe fn visit_window(
                     stack_id: std::ptr::read_volatile(&raw const (*slot).stack_id),
                 }
             };
+            // The field reads above must not move below this second read.
+            std::sync::atomic::fence(Ordering::Acquire);
             if word.load(Ordering::Acquire) != addr {
                 continue;
             }
