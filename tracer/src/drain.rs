@@ -24,8 +24,8 @@ pub struct KernelTotals {
 }
 
 /// What each heap stack had freed at the last read (bytes, blocks): frees
-/// are derived, and a derived value can come out low (see [`read_kernel`]),
-/// never high, so a stack's frees are never less than before.
+/// are derived, and a derived value comes out low rather than high (see
+/// [`read_kernel`]), so a stack's frees are never less than before.
 #[derive(Default)]
 pub struct Freed(HashMap<StackKey, (u64, u64)>);
 
@@ -33,6 +33,28 @@ impl Freed {
     /// Forgets the stacks of processes whose kernel totals were purged.
     pub fn forget(&mut self, gone: &HashSet<u32>) {
         self.0.retain(|k, _| !gone.contains(&k.tgid));
+    }
+
+    /// The totals of stack `key`, which the kernel counted `allocated` and
+    /// whose blocks in the live table add up to `live` (bytes, blocks).
+    /// Outstanding is what the table holds, as the ages say: where it
+    /// holds blocks not counted yet, they count allocated.
+    fn totals(
+        &mut self,
+        key: StackKey,
+        allocated: StackAllocated,
+        live: (u64, u64),
+    ) -> StackTotals {
+        let (bytes, blocks) = live;
+        let f = self.0.entry(key).or_default();
+        f.0 = f.0.max(allocated.bytes.saturating_sub(bytes));
+        f.1 = f.1.max(allocated.count.saturating_sub(blocks));
+        StackTotals {
+            allocated_bytes: f.0 + bytes,
+            allocations: f.1 + blocks,
+            freed_bytes: f.0,
+            frees: f.1,
+        }
     }
 }
 
@@ -42,9 +64,14 @@ impl Freed {
 /// A stack freed what it allocated less what it holds. The kernel puts a
 /// block in the live table before it counts it allocated, and takes it
 /// out to free it, so a block counted here and not seen in the table was
-/// freed: the difference never counts a live block freed. It can count a
-/// freed one live: a block allocated while the totals are read, or whose
-/// allocation count comes just after; [`Freed`] keeps the highest.
+/// freed, with one exception: a realloc's old block, taken out at the
+/// call's entry, goes back if the call fails (or never returns), so a
+/// pass during such a call counts it freed. Otherwise the difference can
+/// only come out low: a block allocated while the totals are read, or
+/// whose allocation count comes just after, is seen live but not counted.
+/// [`Freed`] keeps the highest, and a stack's outstanding bytes and
+/// blocks are always what the pass saw, the sums of its ages (its
+/// allocations are its frees plus those: at least what was counted).
 pub fn read_kernel(
     bpf: &Ebpf,
     min_age_secs: f64,
@@ -60,17 +87,8 @@ pub fn read_kernel(
     let stacks = allocated
         .into_iter()
         .map(|(key, a)| {
-            let (bytes, blocks) = ages.get(&key).map_or((0, 0), AgeStats::totals);
-            let f = freed.0.entry(key).or_default();
-            f.0 = f.0.max(a.bytes.saturating_sub(bytes));
-            f.1 = f.1.max(a.count.saturating_sub(blocks));
-            let totals = StackTotals {
-                allocated_bytes: a.bytes,
-                allocations: a.count,
-                freed_bytes: f.0,
-                frees: f.1,
-            };
-            (key, totals)
+            let live = ages.get(&key).map_or((0, 0), AgeStats::totals);
+            (key, freed.totals(key, a, live))
         })
         .collect();
     let per_cpu: PerCpuArray<_, u64> =
@@ -332,4 +350,57 @@ pub fn release_image(bpf: &Ebpf, tgid: u32, exec_ns: u64) -> Result<usize> {
         block.tgid == tgid && block.timestamp_ns < exec_ns
     })?;
     Ok(old.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn totals(allocated: u64, allocations: u64, freed: u64, frees: u64) -> StackTotals {
+        StackTotals {
+            allocated_bytes: allocated,
+            allocations,
+            freed_bytes: freed,
+            frees,
+        }
+    }
+
+    #[test]
+    fn frees_are_what_was_counted_less_what_is_live_and_never_go_down() {
+        let key = StackKey {
+            tgid: 9,
+            stack_id: 4,
+        };
+        let counted = |bytes, count| StackAllocated { bytes, count };
+        let mut freed = Freed::default();
+        // 10 blocks of 100 counted, 4 live: 6 freed.
+        assert_eq!(
+            freed.totals(key, counted(1000, 10), (400, 4)),
+            totals(1000, 10, 600, 6)
+        );
+        // A pass that sees 2 blocks allocated after the count was read:
+        // frees stay at 6 (not 4), outstanding is what the pass saw and
+        // the 2 count allocated.
+        assert_eq!(
+            freed.totals(key, counted(1000, 10), (600, 6)),
+            totals(1200, 12, 600, 6)
+        );
+        // Counted since, and 3 more freed.
+        assert_eq!(
+            freed.totals(key, counted(1200, 12), (300, 3)),
+            totals(1200, 12, 900, 9)
+        );
+        // Another process's stack of the same id starts from nothing;
+        // forgetting the first starts it over.
+        let other = StackKey { tgid: 10, ..key };
+        assert_eq!(
+            freed.totals(other, counted(100, 1), (100, 1)),
+            totals(100, 1, 0, 0)
+        );
+        freed.forget(&HashSet::from([9]));
+        assert_eq!(
+            freed.totals(key, counted(500, 5), (500, 5)),
+            totals(500, 5, 0, 0)
+        );
+    }
 }
