@@ -14,10 +14,9 @@
 //! free) reads one bucket unless that bucket has ever overflowed: the bits
 //! are never cleared (clearing one while a block lives in its second
 //! bucket would lose the block's free), so in a long run near capacity
-//! more and more misses read two. The table has
-//! two slots per --max-live block (see `tracer_common::live_buckets`); an
-//! insert that finds both buckets full is counted (`Stat::LiveMapFull`),
-//! never lost silently.
+//! more and more misses read two. The table has two slots per --max-live
+//! block (see `tracer_common::live_buckets`); an insert that finds both
+//! buckets full is counted (`Stat::LiveMapFull`), never lost silently.
 //!
 //! Concurrency: a slot's `addr` is its lock. An insert claims a free slot
 //! (0 → [`LIVE_BUSY`]) by compare-and-swap, writes the record, then
@@ -100,11 +99,10 @@ fn spilled(b: u32) -> bool {
         .is_some_and(|w| w & (1u64 << (b % 64)) != 0)
 }
 
-/// The slot holding (tgid, addr): in its first bucket, or in its second if
-/// the first has spilled.
+/// The slot holding (tgid, addr): in its `first` bucket, or in its
+/// `second` if the first has spilled.
 #[inline(always)]
-fn locate(tgid: u32, addr: u64) -> Option<*mut LiveSlot> {
-    let (first, second) = buckets(tgid, addr);
+fn locate(first: u32, second: u32, tgid: u32, addr: u64) -> Option<*mut LiveSlot> {
     match find(first, tgid, addr) {
         Some(slot) => Some(slot),
         None if spilled(first) => find(second, tgid, addr),
@@ -183,7 +181,8 @@ pub fn put(tgid: u32, addr: u64, block: &LiveAlloc, replace: bool) -> Put {
         // Not a heap address (and 1 would match a slot being written).
         return Put::Full;
     }
-    if let Some(slot) = locate(tgid, addr) {
+    let (first, second) = buckets(tgid, addr);
+    if let Some(slot) = locate(first, second, tgid, addr) {
         if !replace {
             return Put::Present;
         }
@@ -194,7 +193,6 @@ pub fn put(tgid: u32, addr: u64, block: &LiveAlloc, replace: bool) -> Put {
         }
         // Taken meanwhile: a new record, then.
     }
-    let (first, second) = buckets(tgid, addr);
     if claim(first, tgid, addr, block) {
         return Put::New;
     }
@@ -217,7 +215,8 @@ pub fn take(tgid: u32, addr: u64) -> Option<LiveAlloc> {
     if addr <= LIVE_BUSY {
         return None;
     }
-    let slot = locate(tgid, addr)?;
+    let (first, second) = buckets(tgid, addr);
+    let slot = locate(first, second, tgid, addr)?;
     let block = record(slot);
     // SAFETY: a valid map value.
     cas(unsafe { &raw mut (*slot).addr }, addr, 0).then_some(block)

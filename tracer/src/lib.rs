@@ -3,7 +3,8 @@
 //! Data flow, one module per stage: `target`/`allocator`/`launch` find what
 //! to hook (`watch` and `cgroup` on a watched node) → `attach` loads and attaches the eBPF programs (tracer-ebpf;
 //! `multi` the uprobe session and uprobe_multi programs, which aya cannot) →
-//! `drain` reads kernel-side accounting (`live` the live-block table) → `mappings` accounts anonymous
+//! `drain` reads kernel-side accounting (`live` the live-block table, through
+//! `mapped` windows of BPF arrays) → `mappings` accounts anonymous
 //! mappings → `aggregate` keeps a series per stack → `analysis` computes
 //! growth and verdicts → `symbolize` resolves frames (`unwind` builds the
 //! unwind tables the kernel walks stacks with) → `report` builds the
@@ -24,6 +25,7 @@ pub mod cli;
 pub mod drain;
 pub mod launch;
 pub mod live;
+pub mod mapped;
 pub mod mappings;
 pub mod multi;
 pub mod offline;

@@ -6,14 +6,13 @@
 //! `--max-live` makes it, it adds at most one window to memtrace's
 //! resident set, and only while a scan runs.
 
-use std::{
-    os::fd::{AsFd, AsRawFd},
-    sync::atomic::{AtomicU64, Ordering},
-};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{bail, Context, Result};
 use aya::maps::{Map, MapData};
 use tracer_common::{LiveBucket, LiveSlot, LIVE_BUSY};
+
+use crate::mapped::{Window, PAGE};
 
 /// An outstanding heap block as the kernel recorded it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,7 +26,6 @@ pub struct LiveBlock {
 
 /// Bytes of the table mapped at once.
 const WINDOW: usize = 4 << 20;
-const PAGE: usize = 4096;
 
 /// The live table's map (an array of buckets).
 pub fn table(map: Option<&Map>) -> Result<&MapData> {
@@ -45,34 +43,24 @@ pub fn table(map: Option<&Map>) -> Result<&MapData> {
 pub fn scan(map: &MapData, mut take: impl FnMut(&LiveBlock) -> bool) -> Result<Vec<LiveBlock>> {
     let buckets = map.info().context("reading LIVE's size")?.max_entries() as usize;
     let bytes = (buckets * size_of::<LiveBucket>()).div_ceil(PAGE) * PAGE;
-    let fd = map.fd().as_fd().as_raw_fd();
     let mut taken = Vec::new();
     let mut offset = 0;
     while offset < bytes {
         let len = WINDOW.min(bytes - offset);
-        // SAFETY: a shared mapping of pages of the array's own memory
-        // (within its page-aligned size), unmapped below.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd,
-                offset as libc::off_t,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error()).context("mapping the live table");
-        }
+        let window = Window::map(map, offset, len).context("mapping the live table")?;
         let first = offset / size_of::<LiveBucket>();
         let count = (len / size_of::<LiveBucket>()).min(buckets - first);
         // SAFETY: `count` whole buckets lie within the mapping (buckets
         // are 256 bytes, windows a multiple of it); the kernel changes them
         // concurrently, which `visit_window` reads for.
-        unsafe { visit_window(ptr.cast::<LiveBucket>(), count, &mut take, &mut taken) };
-        // SAFETY: the mapping made above.
-        unsafe { libc::munmap(ptr, len) };
+        unsafe {
+            visit_window(
+                window.as_mut_ptr().cast::<LiveBucket>(),
+                count,
+                &mut take,
+                &mut taken,
+            )
+        };
         offset += len;
     }
     Ok(taken)

@@ -14,7 +14,6 @@ pub mod table;
 use std::{
     collections::{hash_map::Entry, HashMap},
     fs::File,
-    os::fd::{AsFd, AsRawFd},
 };
 
 use anyhow::{bail, Context, Result};
@@ -27,7 +26,11 @@ use tracer_common::{
     UNWIND_PAGE_SHIFT,
 };
 
-use crate::{cli::Unwind, target};
+use crate::{
+    cli::Unwind,
+    mapped::{Window, PAGE},
+    target,
+};
 
 /// Rows the kernel keeps for every file together (8 bytes each): libc has
 /// ~25,000, a big C++ or Rust program a few hundred thousand.
@@ -180,36 +183,22 @@ impl<T: Copy> Slab<T> {
 
     /// Writes `entries` at `extent` through a shared mapping of its pages.
     fn copy(&self, extent: Extent, rows: &[T]) -> Result<()> {
-        const PAGE: usize = 4096;
         let start = extent.first as usize * size_of::<T>();
         let end = start + std::mem::size_of_val(rows);
         let offset = start / PAGE * PAGE;
         let len = end.div_ceil(PAGE) * PAGE - offset;
-        // SAFETY: a shared mapping of pages of the map's own memory (the
-        // extent lies below `capacity`, so within the map), unmapped below.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                self.map.fd().as_fd().as_raw_fd(),
-                offset as libc::off_t,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error()).context("mapping an unwind table array");
-        }
+        // The extent lies below `capacity`, so within the map.
+        let window =
+            Window::map(&self.map, offset, len).context("mapping an unwind table array")?;
         // SAFETY: `start - offset + rows` lies within the `len` bytes
         // mapped; no other extent uses these rows, and the kernel reads
         // them only through pages inserted afterwards.
         unsafe {
             std::ptr::copy_nonoverlapping(
                 rows.as_ptr(),
-                ptr.cast::<u8>().add(start - offset).cast::<T>(),
+                window.as_mut_ptr().add(start - offset).cast::<T>(),
                 rows.len(),
             );
-            libc::munmap(ptr, len);
         }
         Ok(())
     }
