@@ -246,26 +246,12 @@ pub struct StackKey {
 /// What a (process, stack) has allocated: the value of the kernel's
 /// `STACK_TOTALS`, counted by the probes with atomic adds. The kernel
 /// counts no frees: what a stack freed is what it allocated less what the
-/// live table still holds of it (see [`StackTotals`]).
+/// live table still holds of it (userspace's `StackTotals`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StackAllocated {
     pub bytes: u64,
     pub count: u64,
-}
-
-/// Per-stack running totals as userspace keeps them: allocated from the
-/// kernel's [`StackAllocated`]; freed = allocated less what the live table
-/// holds (heap stacks, never less than at the previous interval), or
-/// counted from munmap events (mapping stacks).
-/// `outstanding = allocated - freed`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct StackTotals {
-    pub allocated_bytes: u64,
-    pub allocations: u64,
-    pub freed_bytes: u64,
-    pub frees: u64,
 }
 
 /// State of an allocator call between its entry and return probe, one per

@@ -14,7 +14,19 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
-use tracer_common::{StackKey, StackTotals};
+use tracer_common::StackKey;
+
+/// A stack's running totals, `outstanding = allocated - freed`. Heap
+/// stacks: what the kernel counted allocated, freed what the live table no
+/// longer holds (see `drain::read_kernel`); mapping stacks: counted from
+/// mmap and munmap events (`mappings`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StackTotals {
+    pub allocated_bytes: u64,
+    pub allocations: u64,
+    pub freed_bytes: u64,
+    pub frees: u64,
+}
 
 /// Where a stack's bytes come from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -11,11 +11,14 @@ use aya::{
     Ebpf, Pod,
 };
 use tracer_common::{
-    EventKind, MmapEvent, ProcessEvent, StackAllocated, StackFrames, StackKey, StackTotals,
-    STACK_TRUNCATED, STAT_COUNT, UNKNOWN_STACK,
+    EventKind, MmapEvent, ProcessEvent, StackAllocated, StackFrames, StackKey, STACK_TRUNCATED,
+    STAT_COUNT, UNKNOWN_STACK,
 };
 
-use crate::{aggregate::AgeStats, live};
+use crate::{
+    aggregate::{AgeStats, StackTotals},
+    live,
+};
 
 /// Everything the kernel has accumulated, read in one pass.
 pub struct KernelTotals {

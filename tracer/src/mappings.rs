@@ -7,9 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use tracer_common::StackTotals;
-
-use crate::aggregate::AgeStats;
+use crate::aggregate::{AgeStats, StackTotals};
 
 /// Opaque stack handle chosen by the caller (the aggregator's stack index).
 pub type StackRef = usize;
