@@ -345,14 +345,14 @@ pub fn purge_processes(bpf: &mut Ebpf, gone: &HashSet<u32>) -> Result<Vec<u32>> 
 
 /// After `tgid` called exec (at `exec_ns`), the blocks its old image had
 /// outstanding no longer exist. Removes them from the kernel's live table,
-/// which makes them count as freed (see [`read_kernel`]); returns how many.
-/// Blocks the new image allocated since (later timestamps) are kept. One
-/// pass over the live table: rare, and bounded by --max-live.
-pub fn release_image(bpf: &Ebpf, tgid: u32, exec_ns: u64) -> Result<usize> {
-    let old = live::scan(live::table(bpf.map("LIVE"))?, |block| {
+/// which makes them count as freed (see [`read_kernel`]). Blocks the new
+/// image allocated since (later timestamps) are kept. One pass over the
+/// live table: rare, and bounded by --max-live.
+pub fn release_image(bpf: &Ebpf, tgid: u32, exec_ns: u64) -> Result<()> {
+    live::scan(live::table(bpf.map("LIVE"))?, |block| {
         block.tgid == tgid && block.timestamp_ns < exec_ns
     })?;
-    Ok(old.len())
+    Ok(())
 }
 
 #[cfg(test)]
