@@ -1,7 +1,7 @@
 //! The live-block table: every outstanding heap block, (tgid, address) →
 //! size, stack and timestamp. A hash table of memtrace's own in a BPF
 //! array (`LIVE`) rather than a BPF hash map: each allocation inserts into
-//! it and each free takes out of it, and the kernel's hash map costs ~100
+//! it and each free takes out of it, and the kernel's hash map cost 70-120
 //! ns an operation here (jhash, a bucket lock taken with interrupts off,
 //! the free list of preallocated elements); an insert and a take here cost
 //! a multiply-shift hash, the verifier's inlined array access, a few
