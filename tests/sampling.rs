@@ -41,26 +41,34 @@ fn sampled_run(args: &[&str], mean: &str) -> Report {
     out.report()
 }
 
+/// Asserts the estimates of `function`'s stack: its outstanding bytes and
+/// blocks within ±10 % of the truth.
+#[track_caller]
+fn assert_estimate(report: &Report, function: &str, bytes: u64, blocks: u64) {
+    let ctx = report.describe();
+    let s = report.stack_of(function);
+    assert_within(
+        &format!("{function} bytes"),
+        s.outstanding_bytes,
+        bytes,
+        10.0,
+        &ctx,
+    );
+    assert_within(
+        &format!("{function} blocks"),
+        s.outstanding_allocations,
+        blocks,
+        10.0,
+        &ctx,
+    );
+}
+
 #[test]
 fn sampled_estimates_are_close_to_the_truth() {
     let report = sampled_run(&[], "16KiB");
     let ctx = report.describe();
     assert_eq!(report.json["sample_bytes"], 16384, "{ctx}");
-    let small = report.stack_of("leak_small");
-    assert_within(
-        "leak_small bytes",
-        small.outstanding_bytes,
-        20_971_500,
-        10.0,
-        &ctx,
-    );
-    assert_within(
-        "leak_small blocks",
-        small.outstanding_allocations,
-        209_715,
-        10.0,
-        &ctx,
-    );
+    assert_estimate(&report, "leak_small", 20_971_500, 209_715);
     // 300 KB blocks are sampled with probability 1-exp(-18.3): all of them,
     // their mmap counted once, as the malloc that made it.
     let big = report.stack_of("leak_big");
@@ -94,21 +102,7 @@ fn sampled_at_512k_estimates_a_1gib_leak_within_10_percent() {
     let report = sampled_run(&["large"], "512KiB");
     let ctx = report.describe();
     assert_eq!(report.json["sample_bytes"], 524288, "{ctx}");
-    let large = report.stack_of("leak_large");
-    assert_within(
-        "leak_large bytes",
-        large.outstanding_bytes,
-        1 << 30,
-        10.0,
-        &ctx,
-    );
-    assert_within(
-        "leak_large blocks",
-        large.outstanding_allocations,
-        16_384,
-        10.0,
-        &ctx,
-    );
+    assert_estimate(&report, "leak_large", 1 << 30, 16_384);
     assert_within(
         "total",
         report.totals.outstanding_bytes,
