@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use memtrace::perfmap;
+use memtrace::symbolize::perfmap;
 
 fuzz_target!(|data: &[u8]| {
     let mut symbols = Vec::new();

@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use memtrace::{agent::scan, target};
+use memtrace::{agent::scan, discover::target};
 
 fuzz_target!(|data: &[u8]| {
     // memtrace reads these files with read_to_string: never other bytes.

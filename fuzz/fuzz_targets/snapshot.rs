@@ -1,14 +1,15 @@
-//! Saved snapshots for `memtrace report` and `memtrace diff` (offline.rs,
-//! report::parse, folded::parse): a JSON report or folded stacks from
-//! anywhere. A snapshot that parses is rendered in every format and
+//! Saved snapshots for `memtrace report` and `memtrace diff`
+//! (memtrace-report's load.rs and folded::parse): a JSON report or folded
+//! stacks from anywhere. A snapshot that parses is rendered in every format and
 //! diffed against itself, as the subcommands would.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use memtrace::{
-    cli::Weight,
-    offline::Snapshot,
-    report::{self, diff},
+use memtrace_report::{
+    diff,
+    load::{self, Snapshot},
+    render::{folded, json, pprof, svg, text},
+    Weight,
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -20,10 +21,10 @@ fuzz_target!(|data: &[u8]| {
     };
     let d = match snapshot {
         Snapshot::Report(r) => {
-            let _ = report::text::render(&r, 10);
+            let _ = text::render(&r, 10);
             let mut json = Vec::new();
-            report::json::write(&r, &mut json).expect("writes into a Vec");
-            let again = report::parse(std::str::from_utf8(&json).unwrap(), "again");
+            json::write(&r, &mut json).expect("writes into a Vec");
+            let again = load::parse(std::str::from_utf8(&json).unwrap(), "again");
             assert!(again.is_ok(), "a report memtrace wrote must read back");
             for weight in [
                 Weight::Outstanding,
@@ -31,10 +32,10 @@ fuzz_target!(|data: &[u8]| {
                 Weight::Allocated,
                 Weight::Count,
             ] {
-                let _ = report::folded::render(&r, weight);
-                let _ = report::svg::render(&r, weight);
+                let _ = folded::render(&r, weight);
+                let _ = svg::render(&r, weight);
             }
-            let _ = report::pprof::render(&r);
+            let _ = pprof::render(&r);
             diff::diff(&r, &r)
         }
         Snapshot::Folded(stacks) => diff::diff_folded(&stacks, &stacks),

@@ -1,10 +1,11 @@
 //! Units on the command line and in the agent's requests (cli.rs):
 //! durations, sizes, rates; and the renderers' sizes and rates
-//! (units.rs) of any number.
+//! (memtrace-report's units.rs) of any number.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use memtrace::{cli, units};
+use memtrace::cli;
+use memtrace_report::units;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {

@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use memtrace::unwind::table;
+use memtrace::bpf::unwind::table;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(t) = table::build(data) {

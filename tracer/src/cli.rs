@@ -1,14 +1,19 @@
 //! Command-line interface: the options, their parsing and validation, and
 //! the one-line error format for bad input.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{
+    io::IsTerminal,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
+use memtrace_report::{render::Format, SortBy, Unwind, Weight};
 
-/// Default `--max-live`.
-pub const DEFAULT_MAX_LIVE: u32 = 262_144;
-/// Default `--max-stacks`.
-pub const DEFAULT_MAX_STACKS: u32 = 16_384;
+use crate::config::{
+    self, Filter, Mode, Output, Outputs, Selection, DEFAULT_MAX_LIVE, DEFAULT_MAX_STACKS,
+};
 
 /// Longest duration any option takes: far beyond any run, far below what
 /// would overflow a clock reading (`--duration 500000000000y` panicked).
@@ -106,57 +111,6 @@ pub fn parse_sample_bytes(s: &str) -> Result<u64, String> {
     Ok(bytes.round() as u64)
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SortBy {
-    /// Fastest-growing stacks first (robust slope of outstanding bytes).
-    Growth,
-    /// Most outstanding bytes first.
-    Outstanding,
-    /// Most outstanding allocations first.
-    Count,
-}
-
-/// What a flamegraph's (and folded stacks') widths measure.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
-pub enum Weight {
-    /// Bytes still outstanding.
-    #[default]
-    Outstanding,
-    /// Growth rate, bytes per hour (stacks that do not grow are left out).
-    Growth,
-    /// Bytes allocated while tracing, freed or not.
-    Allocated,
-    /// Allocations still outstanding.
-    Count,
-}
-
-/// `--unwind`: how allocation stacks are walked.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Unwind {
-    /// Frame pointers only.
-    Fp,
-    /// Unwind tables (.eh_frame) for every file.
-    Dwarf,
-    /// Tables for files without frame pointers, frame pointers elsewhere.
-    Auto,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Format {
-    /// Human-readable report.
-    Text,
-    /// Machine-readable report, a complete snapshot (see README for the schema).
-    Json,
-    /// Interactive flamegraph (SVG), widths by --weight.
-    Svg,
-    /// Folded stacks (flamegraph.pl, inferno, speedscope), weights by --weight.
-    Folded,
-    /// gzip-compressed pprof profile (go tool pprof, Pyroscope, Parca, Grafana).
-    Pprof,
-}
-
 /// Where and how reports are written; shared by tracing and the offline
 /// subcommands.
 #[derive(Debug, Clone, Args)]
@@ -186,14 +140,75 @@ pub struct OutputArgs {
     pub top: Option<u32>,
 }
 
-/// Stacks in a text report or the live view without --top.
-pub const DEFAULT_TOP: usize = 10;
-
 impl OutputArgs {
-    /// Stacks shown in text.
-    pub fn text_top(&self) -> usize {
-        self.top.map_or(DEFAULT_TOP, |n| n as usize)
+    /// The outputs these options ask for, checked: every file's format is
+    /// known, no file is named twice, binary pprof does not go to a
+    /// terminal, and a diff is written as text, JSON or SVG.
+    fn plan(&self, diff: bool) -> Result<Outputs, String> {
+        let list = if self.outputs.is_empty() {
+            let format = self.format.unwrap_or(Format::Text);
+            if format == Format::Pprof && std::io::stdout().is_terminal() {
+                return Err("pprof output is binary: write it to a file with -o FILE.pb.gz".into());
+            }
+            vec![Output { path: None, format }]
+        } else {
+            let mut list: Vec<Output> = Vec::new();
+            for path in &self.outputs {
+                if list.iter().any(|o| o.path.as_ref() == Some(path)) {
+                    return Err(format!("--output {} is given twice", path.display()));
+                }
+                let format = self
+                    .format
+                    .or_else(|| from_extension(path))
+                    .ok_or_else(|| {
+                        format!(
+                            "--output {}: cannot tell the format from its extension (.json, \
+                             .svg, .folded, .txt, .pb.gz): add --format",
+                            path.display()
+                        )
+                    })?;
+                list.push(Output {
+                    path: Some(path.clone()),
+                    format,
+                });
+            }
+            list
+        };
+        if diff {
+            if let Some(o) = list
+                .iter()
+                .find(|o| !matches!(o.format, Format::Text | Format::Json | Format::Svg))
+            {
+                return Err(format!(
+                    "memtrace diff writes text, json or svg, not {}",
+                    o.format.name()
+                ));
+            }
+        }
+        Ok(Outputs {
+            list,
+            top: self.top,
+            weight: self.weight,
+        })
     }
+}
+
+/// The format a file's name implies.
+fn from_extension(path: &Path) -> Option<Format> {
+    let name = path.file_name()?.to_string_lossy().to_ascii_lowercase();
+    let formats = [
+        (".json", Format::Json),
+        (".svg", Format::Svg),
+        (".folded", Format::Folded),
+        (".txt", Format::Folded),
+        (".pb.gz", Format::Pprof),
+        (".pprof", Format::Pprof),
+        (".pb", Format::Pprof),
+    ];
+    formats
+        .into_iter()
+        .find(|(ext, _)| name.ends_with(ext))
+        .map(|(_, f)| f)
 }
 
 /// Subcommands: `report` and `diff` read saved reports, trace nothing and
@@ -331,6 +346,27 @@ pub struct AgentArgs {
 }
 
 impl AgentArgs {
+    /// The agent's settings, checked.
+    fn into_config(self) -> Result<config::Agent, String> {
+        self.validate()?;
+        Ok(config::Agent {
+            window_interval: self.window_interval(),
+            listen: self.listen,
+            token: self.token,
+            reports_dir: self.reports_dir,
+            scan_interval: self.scan_interval,
+            alert_growth: self.alert_growth,
+            min_observation: self.min_observation,
+            trace_window: self.trace_window,
+            max_traces: self.max_traces,
+            retrace_after: self.retrace_after,
+            max_reports: self.max_reports,
+            max_report_bytes: self.max_report_bytes,
+            comm: self.comm,
+            verbose: self.verbose,
+        })
+    }
+
     fn validate(&self) -> Result<(), String> {
         if let Some(token) = &self.token {
             if token.len() < 16 || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
@@ -350,7 +386,7 @@ impl AgentArgs {
     }
 
     /// Sampling interval of trace windows.
-    pub fn window_interval(&self) -> Duration {
+    fn window_interval(&self) -> Duration {
         self.trace_interval.unwrap_or_else(|| {
             (self.trace_window / 60).clamp(Duration::from_secs(1), Duration::from_secs(30))
         })
@@ -510,11 +546,6 @@ pub struct Cli {
     #[command(flatten)]
     pub out: OutputArgs,
 
-    /// Where the report goes, planned from the output options of the mode
-    /// run (checked while parsing).
-    #[arg(skip)]
-    pub outputs: Vec<crate::output::Output>,
-
     /// Capacity of the kernel's live-allocation table (blocks outstanding at
     /// once, all targets together). Allocations beyond it are counted as
     /// lost, never as leaks; so are a few as it fills up (~0.1 % of
@@ -541,13 +572,13 @@ pub struct Cli {
 }
 
 impl Cli {
-    /// Parses the command line. Help and version go to stdout as usual; any
-    /// other problem becomes a single `memtrace: error: ...` line and exit
-    /// code 2.
-    pub fn parse_or_exit() -> Cli {
+    /// Parses and checks the command line into what to run. Help and
+    /// version go to stdout as usual; any other problem becomes a single
+    /// `memtrace: error: ...` line and exit code 2.
+    pub fn parse_or_exit() -> config::Run {
         match Cli::try_parse() {
-            Ok(mut cli) => match cli.validate() {
-                Ok(()) => cli,
+            Ok(cli) => match cli.into_run() {
+                Ok(run) => run,
                 Err(msg) => usage_error(&msg),
             },
             Err(e) => match e.kind() {
@@ -559,22 +590,30 @@ impl Cli {
         }
     }
 
-    /// `--min-age` in seconds.
-    pub fn min_age_secs(&self) -> Option<f64> {
-        self.min_age.map(|d| d.as_secs_f64())
+    /// The settings of the mode asked for, checked.
+    fn into_run(mut self) -> Result<config::Run, String> {
+        Ok(match self.subcommand.take() {
+            Some(Subcommands::Report { snapshot, out }) => {
+                config::Run::Offline(config::Offline::Report {
+                    snapshot,
+                    outputs: out.plan(false)?,
+                })
+            }
+            Some(Subcommands::Diff { before, after, out }) => {
+                config::Run::Offline(config::Offline::Diff {
+                    before,
+                    after,
+                    outputs: out.plan(true)?,
+                })
+            }
+            Some(Subcommands::Agent(agent)) => config::Run::Agent(agent.into_config()?),
+            None => config::Run::Trace(self.into_trace()?),
+        })
     }
 
-    fn validate(&mut self) -> Result<(), String> {
-        let (out, diff) = match &self.subcommand {
-            Some(Subcommands::Report { out, .. }) => (out, false),
-            Some(Subcommands::Diff { out, .. }) => (out, true),
-            Some(Subcommands::Agent(agent)) => return agent.validate(),
-            None => (&self.out, false),
-        };
-        self.outputs = crate::output::plan(out, diff)?;
-        if self.subcommand.is_some() {
-            return Ok(());
-        }
+    /// A tracing run's settings, checked.
+    fn into_trace(mut self) -> Result<config::Trace, String> {
+        let outputs = self.out.plan(false)?;
         let me = std::process::id();
         if self.pids.contains(&me) {
             return Err(format!("pid {me} is memtrace itself"));
@@ -609,37 +648,67 @@ impl Cli {
             ));
         }
         if self.oom_only {
-            if let Some(o) = self
-                .outputs
+            if let Some(o) = outputs
+                .list
                 .iter()
                 .find(|o| !matches!(o.format, Format::Text | Format::Json))
             {
                 return Err(format!(
                     "--oom-only writes text lines or JSON lines (and a JSON report with -o \
                      FILE.json), not {}",
-                    format!("{:?}", o.format).to_lowercase()
+                    o.format.name()
                 ));
             }
         }
         let watching = self.all || self.selection().is_some();
         match (self.pids.is_empty(), self.command.is_empty()) {
-            _ if watching || self.oom_only => Ok(()),
-            (true, true) => Err(
-                "nothing to trace: give --pid PID, a command after `--`, --all, \
-                 --comm, --cgroup, --container or --oom-only (see --help)"
-                    .into(),
-            ),
-            (false, false) => Err("give either --pid or a command after `--`, not both".into()),
-            _ => Ok(()),
+            _ if watching || self.oom_only => {}
+            (true, true) => {
+                return Err(
+                    "nothing to trace: give --pid PID, a command after `--`, --all, \
+                            --comm, --cgroup, --container or --oom-only (see --help)"
+                        .into(),
+                )
+            }
+            (false, false) => {
+                return Err("give either --pid or a command after `--`, not both".into())
+            }
+            _ => {}
         }
+        let mode = self.mode();
+        Ok(config::Trace {
+            follow_forks: self.follow_forks || mode == Mode::Command,
+            mode,
+            pids: self.pids,
+            command: self.command,
+            attach: config::Attach {
+                allocator_libs: self.allocator_libs,
+                symbol_prefixes: self.symbol_prefixes,
+                unwind: self.unwind,
+                max_live: self.max_live,
+                max_stacks: self.max_stacks,
+            },
+            sampling: config::Sampling {
+                interval: self.interval,
+                duration: self.duration,
+                sample_bytes: self.sample_bytes,
+                min_age: self.min_age,
+                rss_alert: self.rss_alert,
+                sort: self.sort,
+            },
+            outputs,
+            live_table: !self.no_live,
+            verbose: self.verbose,
+            oom_json_lines: self.out.format == Some(Format::Json),
+        })
     }
 
     /// What to trace, decided by the options.
-    pub fn mode(&self) -> Mode {
+    fn mode(&self) -> Mode {
         if self.oom_only {
             Mode::OomOnly
         } else if self.all {
-            Mode::Watch(crate::watch::Selection::All)
+            Mode::Watch(Selection::All)
         } else if let Some(s) = self.selection() {
             Mode::Watch(s)
         } else if !self.command.is_empty() {
@@ -649,32 +718,14 @@ impl Cli {
         }
     }
 
-    /// Whether the processes targets fork are traced too.
-    pub fn follows_forks(&self) -> bool {
-        self.follow_forks || self.mode() == Mode::Command
-    }
-
-    fn selection(&self) -> Option<crate::watch::Selection> {
-        let filter = crate::watch::Filter {
+    fn selection(&self) -> Option<Selection> {
+        let filter = Filter {
             comm: self.comm.clone(),
             cgroup: self.cgroup.clone(),
             container: self.container.clone(),
         };
-        (!filter.is_empty()).then_some(crate::watch::Selection::Matching(filter))
+        (!filter.is_empty()).then_some(Selection::Matching(filter))
     }
-}
-
-/// What a run traces.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Mode {
-    /// The processes given with --pid.
-    Pids,
-    /// The command after `--`, from its first allocation.
-    Command,
-    /// Every process, or every matching one, now and as they start.
-    Watch(crate::watch::Selection),
-    /// Only OOM kills, one line each.
-    OomOnly,
 }
 
 /// First meaningful line of a clap error, without its `error: ` prefix.
@@ -725,19 +776,15 @@ mod tests {
 
     #[test]
     fn pid_and_command_are_exclusive() {
-        let mut cli = Cli::try_parse_from(["memtrace", "-p", "1", "--", "ls"]).unwrap();
-        assert!(cli.validate().is_err());
-        let mut cli = Cli::try_parse_from(["memtrace"]).unwrap();
-        assert!(cli.validate().is_err());
-        let mut cli = Cli::try_parse_from(["memtrace", "-p", "7", "-p", "3", "-p", "7"]).unwrap();
-        assert!(cli.validate().is_ok());
-        assert_eq!(cli.pids, [3, 7]);
+        assert!(parsed(&["memtrace", "-p", "1", "--", "ls"]).is_err());
+        assert!(parsed(&["memtrace"]).is_err());
+        let trace = parsed(&["memtrace", "-p", "7", "-p", "3", "-p", "7"]).unwrap();
+        assert_eq!(trace.pids, [3, 7]);
         let me = std::process::id().to_string();
-        let mut cli = Cli::try_parse_from(["memtrace", "-p", &me]).unwrap();
-        assert!(cli.validate().unwrap_err().contains("memtrace itself"));
-        let mut cli = Cli::try_parse_from(["memtrace", "--", "ls", "-l"]).unwrap();
-        assert_eq!(cli.command, ["ls", "-l"]);
-        assert!(cli.validate().is_ok());
+        let err = parsed(&["memtrace", "-p", &me]).unwrap_err();
+        assert!(err.contains("memtrace itself"));
+        let trace = parsed(&["memtrace", "--", "ls", "-l"]).unwrap();
+        assert_eq!(trace.command, ["ls", "-l"]);
     }
 
     #[test]
@@ -750,17 +797,18 @@ mod tests {
         assert!(parse_sample_bytes("lots").is_err());
     }
 
-    /// `args` parsed and validated, or the error.
-    fn parsed(args: &[&str]) -> Result<Cli, String> {
-        let mut cli = Cli::try_parse_from(args).map_err(|e| e.to_string())?;
-        cli.validate()?;
-        Ok(cli)
+    /// A tracing run's settings from `args`, or the error.
+    fn parsed(args: &[&str]) -> Result<config::Trace, String> {
+        let cli = Cli::try_parse_from(args).map_err(|e| e.to_string())?;
+        match cli.into_run()? {
+            config::Run::Trace(trace) => Ok(trace),
+            run => panic!("not a tracing run: {run:?}"),
+        }
     }
 
     #[test]
     fn modes() {
-        let mode = |args: &[&str]| parsed(args).map(|cli| cli.mode());
-        use crate::watch::{Filter, Selection};
+        let mode = |args: &[&str]| parsed(args).map(|trace| trace.mode);
         assert_eq!(
             mode(&["memtrace", "--all"]),
             Ok(Mode::Watch(Selection::All))
@@ -788,7 +836,7 @@ mod tests {
 
     #[test]
     fn forks_are_followed_with_a_command_or_when_asked() {
-        let follows = |args: &[&str]| parsed(args).map(|cli| cli.follows_forks());
+        let follows = |args: &[&str]| parsed(args).map(|trace| trace.follow_forks);
         assert_eq!(follows(&["memtrace", "-p", "1"]), Ok(false));
         assert_eq!(
             follows(&["memtrace", "-p", "1", "--follow-forks"]),
@@ -842,5 +890,60 @@ mod tests {
     fn cli_definition_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+    fn plan(args: &OutputArgs, diff: bool) -> Result<Vec<Output>, String> {
+        args.plan(diff).map(|o| o.list)
+    }
+
+    fn args(format: Option<Format>, outputs: &[&str]) -> OutputArgs {
+        OutputArgs {
+            format,
+            outputs: outputs.iter().map(PathBuf::from).collect(),
+            weight: Weight::Outstanding,
+            top: None,
+        }
+    }
+
+    fn formats(plan: Vec<Output>) -> Vec<Format> {
+        plan.into_iter().map(|o| o.format).collect()
+    }
+
+    #[test]
+    fn formats_follow_extensions_unless_given() {
+        let p = plan(
+            &args(None, &["a.json", "b.SVG", "c.folded", "d.txt", "e.pb.gz"]),
+            false,
+        );
+        assert_eq!(
+            formats(p.unwrap()),
+            [
+                Format::Json,
+                Format::Svg,
+                Format::Folded,
+                Format::Folded,
+                Format::Pprof
+            ]
+        );
+        let p = plan(&args(Some(Format::Json), &["report.out"]), false).unwrap();
+        assert_eq!(p[0].path.as_deref(), Some(Path::new("report.out")));
+        assert_eq!(formats(p), [Format::Json]);
+        let err = plan(&args(None, &["report.out"]), false).unwrap_err();
+        assert!(err.contains("add --format"), "{err}");
+        let err = plan(&args(None, &["a.json", "a.json"]), false).unwrap_err();
+        assert!(err.contains("given twice"), "{err}");
+        assert_eq!(
+            plan(&args(None, &[]), false).unwrap(),
+            [Output {
+                path: None,
+                format: Format::Text
+            }]
+        );
+    }
+
+    #[test]
+    fn diff_outputs_are_text_json_or_svg() {
+        assert!(plan(&args(None, &["d.svg", "d.json"]), true).is_ok());
+        let err = plan(&args(None, &["d.pb.gz"]), true).unwrap_err();
+        assert_eq!(err, "memtrace diff writes text, json or svg, not pprof");
     }
 }

@@ -1,48 +1,37 @@
 //! memtrace: finds memory leaks in running processes with eBPF.
 //!
-//! Data flow, one module per stage: `target`/`allocator`/`launch` find what
-//! to hook (`watch` and `cgroup` on a watched node) → `attach` loads and attaches the eBPF programs (tracer-ebpf;
-//! `multi` the uprobe session and uprobe_multi programs, which aya cannot) →
-//! `drain` reads kernel-side accounting (`live` the live-block table, through
-//! `mapped` windows of BPF arrays) → `mappings` accounts anonymous
-//! mappings → `aggregate` keeps a series per stack → `analysis` computes
-//! growth and verdicts → `symbolize` resolves frames (`unwind` builds the
-//! unwind tables the kernel walks stacks with) → `report` builds the
-//! one report model that every renderer reads; `output` writes it in each
-//! format asked for. `session` runs the loop (`oom` describes OOM
-//! kills); `offline` renders and diffs saved reports; `agent` is the node
-//! agent (`memtrace agent`). `main.rs` only wires; this library holds every
-//! module, so that the fuzz targets (`fuzz/`) reach the parsers of outside
-//! input.
+//! One folder per stage of the data flow, dependencies pointing one way
+//! (`cargo xtask lint` checks it; docs/architecture.md draws it):
+//!
+//! - `cli` parses the command line into a [`config`] once; nothing below
+//!   `main` sees the parser's types.
+//! - `trace` runs one tracing session (targets and their lifecycle, the
+//!   interval loop, OOM kills); `agent` is the node agent; `offline`
+//!   renders and diffs saved reports.
+//! - `discover` finds what to hook: processes, cgroups and containers, the
+//!   selection rules, allocator files and probe placement, `-- CMD` launch.
+//! - `bpf` loads and attaches the eBPF programs (tracer-ebpf) and reads
+//!   what they account: the live-block table, drains, unwind tables,
+//!   overhead, preflight checks.
+//! - `accounting` keeps a series per stack, accounts anonymous mappings,
+//!   judges verdicts and converts it all into the report model.
+//! - `symbolize` turns addresses into functions, files and lines.
+//! - `output` writes reports where they go.
+//!
+//! The report model and its renderers are the `memtrace-report` crate.
+//! This library holds every module so that the fuzz targets (`fuzz/`)
+//! reach the parsers of outside input.
 
+pub mod accounting;
 pub mod agent;
-pub mod aggregate;
-pub mod allocator;
-pub mod analysis;
-pub mod attach;
-pub mod cgroup;
+pub mod bpf;
 pub mod cli;
-pub mod drain;
-pub mod launch;
-pub mod live;
-pub mod mapped;
-pub mod mappings;
-pub mod multi;
+pub mod config;
+pub mod discover;
 pub mod offline;
-pub mod oom;
-pub mod outfile;
 pub mod output;
-pub mod overhead;
-pub mod perfmap;
-pub mod placement;
-pub mod preflight;
-pub mod report;
-pub mod session;
 pub mod symbolize;
-pub mod target;
-pub mod units;
-pub mod unwind;
-pub mod watch;
+pub mod trace;
 
 /// Writes `memtrace: MSG` to stderr, ignoring a closed stderr (eprintln!
 /// would panic on EPIPE).

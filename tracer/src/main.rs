@@ -1,18 +1,23 @@
-//! The `memtrace` binary: parses the command line, runs the mode it asks
-//! for (tracing, `report`/`diff`, `agent`) from the library, and turns an
-//! error into one line on stderr.
+//! The `memtrace` binary: parses the command line into settings once, runs
+//! the mode they ask for (tracing, `report`/`diff`, `agent`) from the
+//! library, and turns an error into one line on stderr.
 
 use std::process::ExitCode;
 
 use anyhow::Result;
-use memtrace::{agent, cli, launch, note, offline, output, preflight, session, target};
+use memtrace::{
+    agent,
+    bpf::preflight,
+    cli, config,
+    discover::{launch, target},
+    note, offline, output, trace,
+};
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse_or_exit();
-    let result = match cli.subcommand {
-        Some(cli::Subcommands::Agent(args)) => agent::run(args),
-        Some(ref command) => offline::run(command, &cli.outputs),
-        None => run(cli),
+    let result = match cli::Cli::parse_or_exit() {
+        config::Run::Agent(settings) => agent::run(settings),
+        config::Run::Offline(command) => offline::run(&command),
+        config::Run::Trace(settings) => run(settings),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -24,23 +29,23 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: cli::Cli) -> Result<()> {
+fn run(settings: config::Trace) -> Result<()> {
     preflight::check_privileges()?;
     preflight::check_btf()?;
     preflight::ensure_tracefs()?;
     preflight::raise_resource_limits();
-    for &pid in &cli.pids {
+    for &pid in &settings.pids {
         target::inspect(pid)?;
     }
     // A report that cannot be written is found out now, not after tracing.
-    output::check_files(&cli.outputs)?;
+    output::check_files(&settings.outputs.list)?;
     // Fork CMD (held before exec) while still single-threaded.
-    let child = match cli.command.is_empty() {
+    let child = match settings.command.is_empty() {
         true => None,
-        false => Some(launch::spawn_held(&cli.command)?),
+        false => Some(launch::spawn_held(&settings.command)?),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(session::run(cli, child))
+    runtime.block_on(trace::run(settings, child))
 }

@@ -17,7 +17,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::cgroup::Container;
+use crate::discover::cgroup::Container;
 
 /// What the agent wrote about an incident (incident.json).
 pub const META: &str = "incident.json";

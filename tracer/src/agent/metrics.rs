@@ -14,7 +14,7 @@ use prometheus::{
     Opts, Registry, TextEncoder,
 };
 
-use crate::report::Report;
+use memtrace_report::Report;
 
 /// Processes with per-process series, besides suspects and traced ones.
 pub const PROCESSES_SHOWN: usize = 50;

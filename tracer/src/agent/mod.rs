@@ -29,13 +29,17 @@ use tokio::{
     sync::mpsc,
 };
 
-use crate::{
-    analysis::Verdict,
-    cgroup::{self, Container},
-    cli::{AgentArgs, DEFAULT_MAX_LIVE, DEFAULT_MAX_STACKS},
-    oom, preflight,
-    report::{self, frame_name, OomKill},
+use memtrace_report::{
+    frame_name,
+    render::text::oom_line,
     units::{bytes, rate_per_hour},
+    OomKill, Verdict,
+};
+
+use crate::{
+    bpf::preflight,
+    config::{self, DEFAULT_MAX_LIVE, DEFAULT_MAX_STACKS},
+    discover::cgroup::Container,
 };
 use incidents::{Incident, Store};
 use metrics::Metrics;
@@ -167,7 +171,7 @@ impl Shared {
     }
 }
 
-pub fn run(args: AgentArgs) -> Result<()> {
+pub fn run(args: config::Agent) -> Result<()> {
     preflight::check_privileges()?;
     preflight::check_btf()?;
     preflight::ensure_tracefs()?;
@@ -200,7 +204,7 @@ struct Suspect {
     growth_per_hour: Option<f64>,
 }
 
-async fn agent(args: AgentArgs) -> Result<()> {
+async fn agent(args: config::Agent) -> Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     // The port first: a second agent fails here, before it touches the
@@ -295,7 +299,7 @@ async fn agent(args: AgentArgs) -> Result<()> {
                         continue;
                     };
                     last_traced.insert(key, Instant::now());
-                    tokio::spawn(trace_window(shared.clone(), slot, s, args.trace_window, args.window_interval()));
+                    tokio::spawn(trace_window(shared.clone(), slot, s, args.trace_window, args.window_interval));
                 }
                 last_traced.retain(|(pid, start), _| scanner.get(*pid).is_some_and(|w| w.start_ticks == *start));
             }
@@ -328,7 +332,7 @@ async fn agent(args: AgentArgs) -> Result<()> {
 fn scan_once(
     shared: &Shared,
     scanner: &mut Scanner,
-    args: &AgentArgs,
+    args: &config::Agent,
     ooms: &mut VecDeque<(String, String, Instant)>,
 ) -> Vec<Suspect> {
     let started = Instant::now();
@@ -423,7 +427,7 @@ fn publish_processes(shared: &Shared, scanner: &Scanner, suspects: &HashSet<u32>
             continue;
         }
         let pid = w.pid.to_string();
-        let container = w.container.as_ref().map_or("", |c| cgroup::short_id(&c.id));
+        let container = w.container.as_ref().map_or("", |c| c.short_id());
         let pod = w
             .container
             .as_ref()
@@ -447,7 +451,7 @@ fn publish_processes(shared: &Shared, scanner: &Scanner, suspects: &HashSet<u32>
 
 fn on_oom(shared: &Shared, kill: OomKill, ooms: &mut VecDeque<(String, String, Instant)>) {
     shared.metrics.oom_kills.inc();
-    crate::note(&format!("agent: {}", oom::line(&kill)));
+    crate::note(&format!("agent: {}", oom_line(&kill)));
     if let Some(home) = scan::home_of(kill.cgroup.as_deref(), kill.container.as_ref()) {
         if ooms.len() == OOM_KEPT {
             ooms.pop_front();
@@ -492,7 +496,9 @@ async fn trace_window(
     };
     let failure = traces::run(&shared.exe, &spec, &shared.children, shared.verbose).await;
     let loaded = match failure {
-        None => report::load(&dir.join(incidents::REPORT)).map_err(|e| format!("{e:#}")),
+        None => {
+            memtrace_report::load::load(&dir.join(incidents::REPORT)).map_err(|e| format!("{e:#}"))
+        }
         Some(why) => Err(why),
     };
     let report = match loaded {

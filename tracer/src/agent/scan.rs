@@ -2,7 +2,7 @@
 //! /proc each scan (two small files: `stat` for name and start time,
 //! `statm` for resident and anonymous pages), a sliding series per process,
 //! and its growth judged by the statistics of the stack verdicts
-//! ([`analysis::analyse_points`]: robust Theil–Sen trend, significance,
+//! ([`verdict::analyse_points`]: robust Theil–Sen trend, significance,
 //! plateau rule). Bounded: at most [`MAX_PROCESSES`] processes of
 //! [`MAX_POINTS`] points each.
 
@@ -13,9 +13,9 @@ use std::{
 };
 
 use crate::{
-    analysis::{self, Verdict},
-    cgroup::{self, Container},
-    watch,
+    accounting::verdict::{self, Verdict},
+    discover::cgroup::{self, Container},
+    discover::select,
 };
 
 /// Points kept per process (a sliding window: 1 h at the default 30 s scan).
@@ -174,7 +174,7 @@ impl Scanner {
         let mut result = ScanResult::default();
         let mut seen = HashSet::new();
         self.untracked = 0;
-        for pid in watch::pids() {
+        for pid in select::pids() {
             if skip.contains(&pid) {
                 continue;
             }
@@ -222,7 +222,7 @@ impl Scanner {
                 w.points.pop_front();
             }
             w.points.push_back((now, r.anon_bytes as f64));
-            let a = analysis::analyse_points(w.points.make_contiguous(), None);
+            let a = verdict::analyse_points(w.points.make_contiguous(), None);
             w.growth = Some(Growth {
                 verdict: a.verdict,
                 bytes_per_hour: a.growth_bytes_per_sec * 3600.0,

@@ -23,7 +23,7 @@ use tokio::{
     sync::mpsc,
 };
 
-use crate::report::OomKill;
+use memtrace_report::OomKill;
 
 /// Lines of a child's stderr kept to explain a failure.
 const STDERR_LINES: usize = 8;

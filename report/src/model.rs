@@ -1,0 +1,650 @@
+//! The report model: one serde structure that every renderer reads, built
+//! from the aggregated series, their analysis (verdicts), the targets'
+//! memory series, the loss counters and symbolized stacks.
+
+//! The report model: the one serde structure (the JSON snapshot's schema,
+//! [`REPORT_VERSION`]) that every renderer reads and `memtrace report` and
+//! `diff` load back. The tracer converts its series, verdicts and
+//! symbolized stacks into it; nothing here knows how they were measured.
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Where a stack's bytes come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StackKind {
+    /// malloc family, accounted in the kernel.
+    Heap,
+    /// Anonymous mmap made by the program itself.
+    Mmap,
+}
+
+/// A stack's verdict, most severe first (the rules: docs/verdicts.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Leak,
+    Growing,
+    Plateau,
+    Stable,
+}
+
+/// How the stacks of a report are ordered (`--sort`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
+pub enum SortBy {
+    /// Fastest-growing stacks first (robust slope of outstanding bytes).
+    Growth,
+    /// Most outstanding bytes first.
+    Outstanding,
+    /// Most outstanding allocations first.
+    Count,
+}
+
+/// What a flamegraph's (and folded stacks') widths measure.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+pub enum Weight {
+    /// Bytes still outstanding.
+    #[default]
+    Outstanding,
+    /// Growth rate, bytes per hour (stacks that do not grow are left out).
+    Growth,
+    /// Bytes allocated while tracing, freed or not.
+    Allocated,
+    /// Allocations still outstanding.
+    Count,
+}
+
+/// `--unwind`: how allocation stacks are walked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
+pub enum Unwind {
+    /// Frame pointers only.
+    Fp,
+    /// Unwind tables (.eh_frame) for every file.
+    Dwarf,
+    /// Tables for files without frame pointers, frame pointers elsewhere.
+    Auto,
+}
+
+/// One resolved frame. Unknown parts are None, never invented.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Frame {
+    #[serde(serialize_with = "hex", deserialize_with = "from_hex")]
+    pub address: u64,
+    pub function: Option<String>,
+    pub file: Option<String>,
+    pub line: Option<u32>,
+    pub module: Option<String>,
+}
+
+fn hex<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format!("{v:#x}"))
+}
+
+fn from_hex<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let text = String::deserialize(d)?;
+    let digits = text.strip_prefix("0x").unwrap_or(&text);
+    u64::from_str_radix(digits, 16)
+        .map_err(|_| serde::de::Error::custom(format!("not a hex address: {text:?}")))
+}
+
+/// The container (and Kubernetes pod) a cgroup path belongs to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Container {
+    /// `"docker"`, `"containerd"`, `"cri-o"`, `"podman"`, or `"kubepods"`
+    /// when the kubelet's cgroupfs driver names only a bare id (the runtime
+    /// is not recorded in the path), and for pod-level cgroups.
+    pub runtime: String,
+    /// The full 64-hex container id; empty for a pod-level cgroup (the pod
+    /// was found but no container below it).
+    pub id: String,
+    /// The Kubernetes pod UID with dashes (`1f2e3d4c-...`); static pods,
+    /// whose UID is a 32-hex hash without dashes, keep that form.
+    pub pod_uid: Option<String>,
+}
+
+impl Container {
+    /// The id's first 12 characters, as `docker ps` shows it.
+    pub fn short_id(&self) -> &str {
+        let id = &self.id;
+        id.char_indices().nth(12).map_or(id, |(i, _)| &id[..i])
+    }
+}
+
+/// The cost of tracing, as of a report.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Overhead {
+    /// Seconds measured.
+    pub seconds: f64,
+    /// Probed allocation calls (malloc, calloc, realloc, ...) on the node;
+    /// with uprobe session programs, their entry runs and the return runs
+    /// not skipped (each also a trap).
+    pub allocation_calls: u64,
+    /// Probed frees on the node.
+    pub frees: u64,
+    /// Time spent in memtrace's programs, all calls together (ns).
+    pub program_ns: u64,
+    /// Extra cost of one probed malloc+free pair over an unprobed one,
+    /// measured in memtrace's own process at start (traps; ns).
+    pub pair_overhead_ns: f64,
+    /// Untraced malloc+free pair in memtrace's process, for scale (ns).
+    pub pair_baseline_ns: f64,
+    /// Estimated CPU time the node spent on tracing: trap cost of every
+    /// call (half a pair each) plus program time.
+    pub cpu_seconds: f64,
+    /// `cpu_seconds` over the wall time, as a share of the node's CPUs.
+    pub cpu_share: f64,
+    pub cpus: usize,
+}
+
+/// What the tables cost and where they fell short over the run, for the
+/// report.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct UnwindStats {
+    /// Files whose frames were stepped through their table.
+    pub files_with_tables: u64,
+    /// Files stepped by frame pointer because their code keeps them.
+    pub files_with_frame_pointers: u64,
+    /// Files with no usable table (none in the file, unreadable, or no
+    /// room left): stepped by frame pointer.
+    pub files_without_tables: u64,
+    /// Files whose tables were dropped: no traced process mapped them any
+    /// more.
+    #[serde(default)]
+    pub files_dropped: u64,
+    /// The most rows loaded into the kernel at once (8 bytes each).
+    pub rows: u64,
+    /// Mappings left out because a process had more than the walker keeps.
+    pub mappings_dropped: u64,
+    /// Processes whose mappings could not be given to the walker (its
+    /// table of processes was full): walked by frame pointer.
+    #[serde(default)]
+    pub processes_without_tables: u64,
+}
+
+/// Bumped when a field changes meaning or disappears.
+pub const REPORT_VERSION: u32 = 2;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Report {
+    pub version: u32,
+    pub duration_secs: f64,
+    pub interval_secs: f64,
+    /// How `stacks` are ordered.
+    pub sort: SortBy,
+    /// With `--min-age`: stacks count only allocations at least this old.
+    pub min_age_secs: Option<f64>,
+    pub targets: Vec<TargetReport>,
+    pub totals: Totals,
+    pub losses: Losses,
+    pub counters: Counters,
+    /// Processes the kernel's OOM killer chose while memtrace ran, in
+    /// order, with what held their memory when they were traced.
+    #[serde(default)]
+    pub oom_kills: Vec<OomKill>,
+    /// With --all: what tracing cost the node.
+    #[serde(default)]
+    pub overhead: Option<Overhead>,
+    /// With --sample-bytes: the mean bytes between samples; heap bytes and
+    /// counts are then unbiased estimates.
+    #[serde(default)]
+    pub sample_bytes: Option<u64>,
+    /// How allocation functions were probed (None: not traced, or a report
+    /// from before this field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probes: Option<ProbesReport>,
+    /// How heap stacks were walked, and how many came out truncated.
+    #[serde(default)]
+    pub unwind: Option<UnwindReport>,
+    pub stacks: Vec<StackReport>,
+}
+
+/// How allocation functions were probed.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ProbesReport {
+    /// `session`: uprobe session programs, whose unsampled calls skip their
+    /// return probe (kernels 6.13+); `classic`: an entry uprobe and a
+    /// uretprobe per function.
+    pub path: String,
+    /// The same in words (for `classic`, why).
+    pub detail: String,
+}
+
+/// How the heap stacks were walked (`--unwind`) and where walks fell short.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct UnwindReport {
+    pub mode: Unwind,
+    /// Distinct heap stacks whose walk stopped before the outermost frame
+    /// (the frame limit, an unreadable frame, code the walker could not
+    /// step through), of `heap_stacks`.
+    pub truncated_stacks: u64,
+    pub heap_stacks: u64,
+    /// Allocations whose stack walk was truncated.
+    pub truncated_walks: u64,
+    /// Frames stepped by frame pointer for want of a table: JIT code (no
+    /// file), a library mapped since memtrace last read the mappings.
+    pub frames_without_table: u64,
+    /// The tables loaded (None with `--unwind fp`).
+    pub tables: Option<UnwindStats>,
+}
+
+/// A process the kernel's OOM killer chose (`oom/mark_victim`), and, when
+/// memtrace traced it, the stacks holding its memory at that moment.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct OomKill {
+    /// Seconds since tracing started.
+    pub t: f64,
+    /// Wall-clock time of the kill (RFC 3339, UTC).
+    pub time: String,
+    pub pid: u32,
+    pub comm: String,
+    pub uid: u32,
+    /// The process whose allocation made the kernel kill (often the victim).
+    pub trigger_pid: u32,
+    /// The victim's memory when it was chosen, as the kernel reports it.
+    pub total_vm_bytes: u64,
+    pub anon_rss_bytes: u64,
+    pub file_rss_bytes: u64,
+    pub shmem_rss_bytes: u64,
+    pub pgtables_bytes: u64,
+    pub oom_score_adj: i32,
+    /// Its cgroup (None when it was gone before memtrace could read it and
+    /// was not traced).
+    pub cgroup: Option<String>,
+    pub container: Option<Container>,
+    /// Whether memtrace traced it (only then are there stacks).
+    pub traced: bool,
+    /// Outstanding bytes of all its traced stacks when it was chosen.
+    pub traced_outstanding_bytes: u64,
+    /// Its stacks holding the most memory then, largest first.
+    pub top_stacks: Vec<StackReport>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TargetReport {
+    pub pid: u32,
+    pub comm: String,
+    pub exe: Option<String>,
+    /// Its cgroup and the container that shows (watching modes; None when
+    /// not known).
+    #[serde(default)]
+    pub cgroup: Option<String>,
+    #[serde(default)]
+    pub container: Option<Container>,
+    /// Whether the process exited before the report.
+    pub exited: bool,
+    /// Allocator files hooked in it.
+    pub allocators: Vec<String>,
+    /// What its traced stacks hold at the end (all of them, not only the
+    /// ones shown), and how many of those grow (verdict leak or growing).
+    #[serde(default)]
+    pub outstanding_bytes: u64,
+    #[serde(default)]
+    pub stacks_holding_memory: u64,
+    #[serde(default)]
+    pub growing_stacks: u64,
+    /// Its resident memory over time (None when /proc could not tell).
+    pub memory: Option<MemoryReport>,
+}
+
+/// One reading of a process's resident memory.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MemorySample {
+    /// Seconds since tracing started.
+    pub t: f64,
+    pub rss_bytes: u64,
+    /// Anonymous resident memory (heap, anonymous mappings).
+    pub anon_bytes: u64,
+    /// Outstanding bytes of its traced stacks at that time.
+    pub traced_bytes: u64,
+}
+
+/// A process's resident memory over the run and how much of its growth the
+/// traced stacks explain.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct MemoryReport {
+    pub samples: Vec<MemorySample>,
+    pub rss_growth_bytes_per_hour: f64,
+    pub anon_growth_bytes_per_hour: f64,
+    pub traced_growth_bytes_per_hour: f64,
+    /// Traced growth / anonymous RSS growth (None while anonymous RSS does
+    /// not grow). Above 1 when traced blocks are not all touched yet.
+    pub explained_share: Option<f64>,
+    /// RSS grows faster than the threshold (`--rss-alert`).
+    pub alert: bool,
+    pub alert_threshold_bytes_per_hour: f64,
+}
+
+/// Sums over every stack (not only the ones shown).
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Totals {
+    pub outstanding_bytes: u64,
+    pub outstanding_allocations: u64,
+    pub allocations: u64,
+    pub frees: u64,
+    pub allocated_bytes: u64,
+    pub freed_bytes: u64,
+    /// Stacks seen while tracing.
+    pub stacks: u64,
+    /// Stacks with outstanding memory at the end.
+    pub stacks_holding_memory: u64,
+}
+
+/// Events memtrace could not account. Non-zero values mean the report is
+/// incomplete (never inflated: a lost allocation is missing, a lost free
+/// cannot create a leak).
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Losses {
+    /// Allocations not recorded: live-allocation table full (`--max-live`).
+    pub live_map_full: u64,
+    /// Allocations whose stack could not be captured (stack table full or
+    /// hash collision): counted under an unknown stack.
+    pub stack_lost: u64,
+    /// Allocations not recorded: per-stack table full (`--max-stacks`).
+    pub stack_totals_full: u64,
+    /// Allocator returns seen without their entry (attached mid-call).
+    pub return_without_entry: u64,
+    /// Allocator calls that never returned (longjmp) and were discarded.
+    pub stale_entry: u64,
+    /// Allocator calls not traced: in-flight table full.
+    pub inflight_full: u64,
+    /// Mapping events dropped: ring buffer full.
+    pub ring_buffer_full: u64,
+    /// Addresses handed out again while still recorded live: a free was
+    /// missed (an unprobed path); the old block was counted as freed.
+    pub address_reused: u64,
+    /// Processes forked by targets that could not be followed: the kernel's
+    /// target table was full.
+    #[serde(default)]
+    pub targets_full: u64,
+    /// New stacks that got no series: memtrace's table of stacks
+    /// (`--max-stacks`) was full of stacks holding memory. Their bytes are
+    /// in the totals, under no stack.
+    #[serde(default)]
+    pub series_full: u64,
+    /// Anonymous mappings not recorded: the table of live mappings
+    /// (`--max-live`) was full.
+    #[serde(default)]
+    pub mapping_table_full: u64,
+}
+
+impl Losses {
+    pub fn nonzero(&self) -> Vec<(&'static str, u64)> {
+        [
+            ("live_map_full", self.live_map_full),
+            ("stack_lost", self.stack_lost),
+            ("stack_totals_full", self.stack_totals_full),
+            ("return_without_entry", self.return_without_entry),
+            ("stale_entry", self.stale_entry),
+            ("inflight_full", self.inflight_full),
+            ("ring_buffer_full", self.ring_buffer_full),
+            ("address_reused", self.address_reused),
+            ("targets_full", self.targets_full),
+            ("series_full", self.series_full),
+            ("mapping_table_full", self.mapping_table_full),
+        ]
+        .into_iter()
+        .filter(|(_, v)| *v > 0)
+        .collect()
+    }
+}
+
+/// Informational counters (not losses).
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Counters {
+    /// Frees of blocks memtrace never saw allocated: allocated before
+    /// tracing started, or by allocator internals (glibc frees its
+    /// per-thread caches when threads exit).
+    pub free_unknown: u64,
+    /// Allocation calls that failed (returned NULL).
+    pub failed_allocations: u64,
+    /// mmap/mremap calls (attempts, failed ones included) made inside
+    /// allocator calls: counted once, as the allocation that caused them.
+    pub nested_mappings: u64,
+    /// Anonymous mappings the dynamic loader made for itself (not counted).
+    pub loader_mappings: u64,
+    /// PROT_NONE anonymous mappings: address-space reservations, not memory
+    /// (not counted).
+    pub reservations: u64,
+    /// Allocator calls made inside another probed allocator call (glibc's
+    /// realloc(NULL, n) tail-calls malloc): accounted once, by the outer call.
+    pub nested_calls: u64,
+    /// Watched processes that exited and whose state memtrace dropped
+    /// (kernel tables, series, mappings): what keeps a busy node bounded.
+    #[serde(default)]
+    pub processes_dropped: u64,
+    /// Stack series dropped while they held nothing, to keep memtrace's
+    /// table of stacks within `--max-stacks` (what they counted stays in
+    /// the totals; a heap stack that allocates again gets a new series).
+    #[serde(default)]
+    pub stacks_evicted: u64,
+    /// Unsampled allocator calls whose return probe was skipped (uprobe
+    /// session programs with `--sample-bytes`).
+    #[serde(default)]
+    pub returns_skipped: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StackReport {
+    pub pid: u32,
+    pub kind: StackKind,
+    /// Outstanding now (with `--min-age`: only allocations at least that old).
+    pub outstanding_bytes: u64,
+    pub outstanding_allocations: u64,
+    pub allocated_bytes: u64,
+    pub freed_bytes: u64,
+    pub allocations: u64,
+    pub frees: u64,
+    pub verdict: Verdict,
+    pub verdict_reason: String,
+    /// Robust (Theil–Sen) slope of the outstanding bytes since the series
+    /// left its starting level (for a plateau: over its flat part).
+    pub growth_bytes_per_sec: f64,
+    pub intervals: u64,
+    pub grew_intervals: u64,
+    pub early_growth_bytes: i64,
+    pub late_growth_bytes: i64,
+    /// Age of the oldest live allocation (None when none is live).
+    pub oldest_age_secs: Option<f64>,
+    /// Live bytes by age.
+    pub age_histogram: Vec<AgeBucket>,
+    /// Outstanding memory at every sample (bounded: decimated on long runs).
+    pub series: Vec<SeriesPoint>,
+    /// Innermost first; frames[0] is the function that called the allocator.
+    pub frames: Vec<Frame>,
+    /// The walk stopped before the outermost frame: outer callers missing.
+    #[serde(default)]
+    pub truncated: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AgeBucket {
+    pub min_secs: f64,
+    /// None for the last, open-ended bucket.
+    pub max_secs: Option<f64>,
+    pub bytes: u64,
+    pub allocations: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SeriesPoint {
+    pub t: f64,
+    pub bytes: u64,
+    pub allocations: u64,
+}
+
+/// How many of `stacks` have each verdict, most severe first: "1 leak,
+/// 2 plateau" (with `zeros`, every verdict is named, none or not).
+pub fn verdict_counts<'a>(
+    stacks: impl IntoIterator<Item = &'a StackReport>,
+    zeros: bool,
+) -> String {
+    const ALL: [Verdict; 4] = [
+        Verdict::Leak,
+        Verdict::Growing,
+        Verdict::Plateau,
+        Verdict::Stable,
+    ];
+    let mut counts = [0usize; ALL.len()];
+    for s in stacks {
+        if let Some(i) = ALL.iter().position(|v| *v == s.verdict) {
+            counts[i] += 1;
+        }
+    }
+    ALL.iter()
+        .zip(counts)
+        .filter(|&(_, n)| zeros || n > 0)
+        .map(|(v, n)| format!("{n} {}", name_of(v)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A frame's name in stack-based formats (folded, flamegraph, pprof
+/// functions, diff keys): the function, else `module+0xaddress`, else the
+/// address.
+pub fn frame_name(f: &Frame) -> String {
+    match (&f.function, &f.module) {
+        (Some(function), _) => function.clone(),
+        (None, Some(module)) => format!(
+            "{}+{:#x}",
+            module.rsplit('/').next().unwrap_or(module),
+            f.address
+        ),
+        (None, None) => format!("{:#x}", f.address),
+    }
+}
+
+/// A stack's weight in stack-based formats (0 leaves it out).
+pub fn weight(s: &StackReport, weight: Weight) -> u64 {
+    match weight {
+        Weight::Outstanding => s.outstanding_bytes,
+        Weight::Growth => (s.growth_bytes_per_sec * 3600.0).round().max(0.0) as u64,
+        Weight::Allocated => s.allocated_bytes,
+        Weight::Count => s.outstanding_allocations,
+    }
+}
+
+/// The name a value serializes to (`leak`, `heap`, `growth`): what every
+/// renderer prints for an enum of the model.
+pub fn name_of<T: Serialize>(value: &T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// Small reports for the renderers' unit tests.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::*;
+
+    /// A live target without memory series.
+    pub fn target(pid: u32, comm: &str) -> TargetReport {
+        TargetReport {
+            pid,
+            comm: comm.into(),
+            exe: None,
+            cgroup: None,
+            container: None,
+            exited: false,
+            allocators: Vec::new(),
+            outstanding_bytes: 0,
+            stacks_holding_memory: 0,
+            growing_stacks: 0,
+            memory: None,
+        }
+    }
+
+    pub fn stack(function: &str, verdict: Verdict, series: &[u64]) -> StackReport {
+        StackReport {
+            pid: 7,
+            kind: StackKind::Heap,
+            outstanding_bytes: *series.last().unwrap(),
+            outstanding_allocations: 3,
+            allocated_bytes: 0,
+            freed_bytes: 0,
+            allocations: 3,
+            frees: 0,
+            verdict,
+            verdict_reason: String::new(),
+            growth_bytes_per_sec: 1024.0 / 60.0,
+            intervals: 0,
+            grew_intervals: 0,
+            early_growth_bytes: 0,
+            late_growth_bytes: 0,
+            oldest_age_secs: None,
+            age_histogram: Vec::new(),
+            series: series
+                .iter()
+                .enumerate()
+                .map(|(i, &bytes)| SeriesPoint {
+                    t: i as f64,
+                    bytes,
+                    allocations: 0,
+                })
+                .collect(),
+            frames: ["leaky", "main"]
+                .iter()
+                .map(|f| Frame {
+                    address: 0x1000,
+                    function: Some(f.to_string()),
+                    file: None,
+                    line: None,
+                    module: None,
+                })
+                .take(if function.is_empty() { 0 } else { 2 })
+                .collect(),
+            truncated: false,
+        }
+    }
+
+    pub fn report(stacks: Vec<StackReport>) -> Report {
+        Report {
+            version: 2,
+            duration_secs: 12.0,
+            interval_secs: 1.0,
+            sort: SortBy::Growth,
+            min_age_secs: None,
+            targets: Vec::new(),
+            totals: Totals {
+                outstanding_bytes: 2048,
+                stacks_holding_memory: 2,
+                ..Totals::default()
+            },
+            losses: Losses::default(),
+            oom_kills: Vec::new(),
+            overhead: None,
+            sample_bytes: None,
+            probes: None,
+            unwind: None,
+            counters: Counters::default(),
+            stacks,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_ids() {
+        let short = |id: &str| {
+            let c = Container {
+                runtime: "docker".into(),
+                id: id.into(),
+                pod_uid: None,
+            };
+            c.short_id().to_string()
+        };
+        let id = "3f4e5d6c7b8a9f0e1d2c3b4a5f6e7d8c9b0a1f2e3d4c5b6a7f8e9d0c1b2a3f4e";
+        assert_eq!(short(id), "3f4e5d6c7b8a");
+        assert_eq!(short("abc"), "abc");
+        assert_eq!(short(""), "");
+        assert_eq!(short("ééééééééééééé"), "éééééééééééé");
+    }
+}

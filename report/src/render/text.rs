@@ -1,0 +1,492 @@
+//! Text renderer: OOM kills first (the victim and the stacks that held its
+//! memory), then a header (targets and their memory, duration, totals,
+//! losses, verdict counts), then the top stacks, each with its verdict, the
+//! reason for it and its frames, innermost first.
+
+use std::fmt::Write;
+
+use crate::model::{
+    frame_name, name_of, verdict_counts, Container, MemoryReport, OomKill, Overhead, Report,
+    StackReport, Unwind, UnwindReport,
+};
+use crate::units::{bytes, rate_per_hour, rate_per_min};
+
+/// The report with its first `top` stacks.
+pub fn render(report: &Report, top: usize) -> String {
+    let stacks = &report.stacks[..report.stacks.len().min(top)];
+    let mut out = String::new();
+    let w = &mut out;
+    for k in &report.oom_kills {
+        oom_kill(w, k);
+    }
+    let _ = writeln!(
+        w,
+        "memtrace report: {} target{}, traced for {:.1} s (sampled every {:.1} s)",
+        report.targets.len(),
+        if report.targets.len() == 1 { "" } else { "s" },
+        report.duration_secs,
+        report.interval_secs
+    );
+    // Largest holders first; a watched node can have many processes.
+    let mut targets: Vec<_> = report.targets.iter().collect();
+    if targets.len() > 1 {
+        targets.sort_by_key(|t| std::cmp::Reverse(t.outstanding_bytes));
+    }
+    for t in targets.iter().take(MAX_TARGETS_SHOWN) {
+        let _ = writeln!(
+            w,
+            "  pid {} ({}) {}{}  allocator: {}",
+            t.pid,
+            t.comm,
+            t.exe.as_deref().unwrap_or("?"),
+            match (report.oom_kills.iter().any(|k| k.pid == t.pid), t.exited) {
+                (true, _) => " [OOM-killed]",
+                (false, true) => " [exited]",
+                (false, false) => "",
+            },
+            if t.allocators.is_empty() {
+                "none".to_string()
+            } else {
+                t.allocators.join(", ")
+            }
+        );
+        if report.targets.len() > 1 {
+            let _ = writeln!(
+                w,
+                "    holds {} in {} ({} growing)",
+                bytes(t.outstanding_bytes),
+                counted(t.stacks_holding_memory, "stack"),
+                t.growing_stacks
+            );
+        }
+        if let Some(c) = &t.container {
+            let _ = writeln!(w, "    container: {}", describe_container(c));
+        }
+        if let Some(m) = &t.memory {
+            memory(w, t.pid, m);
+        }
+    }
+    if targets.len() > MAX_TARGETS_SHOWN {
+        let _ = writeln!(
+            w,
+            "  ... and {} more processes holding less (all of them are in the JSON report)",
+            targets.len() - MAX_TARGETS_SHOWN
+        );
+    }
+    if let Some(o) = &report.overhead {
+        overhead(w, o);
+    }
+    if let Some(mean) = report.sample_bytes {
+        let _ = writeln!(
+            w,
+            "sampled: one allocation per {} allocated on average; heap bytes and counts are \
+             estimates (unbiased per stack)",
+            bytes(mean)
+        );
+        if let Some(p) = &report.probes {
+            let _ = writeln!(
+                w,
+                "probes: {}; {} unsampled returns skipped",
+                p.detail, report.counters.returns_skipped
+            );
+        }
+    }
+    let tot = &report.totals;
+    let _ = writeln!(
+        w,
+        "outstanding: {} in {} allocations from {} ({} allocations, {} frees while tracing)",
+        bytes(tot.outstanding_bytes),
+        tot.outstanding_allocations,
+        counted(tot.stacks_holding_memory, "stack"),
+        tot.allocations,
+        tot.frees
+    );
+    let losses = report.losses.nonzero();
+    if losses.is_empty() {
+        let _ = writeln!(w, "losses: none");
+    } else {
+        let list: Vec<String> = losses.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let _ = writeln!(
+            w,
+            "losses: {} (report is incomplete, never inflated)",
+            list.join(" ")
+        );
+    }
+    if let Some(u) = &report.unwind {
+        unwind(w, u);
+    }
+    let _ = writeln!(w);
+    if stacks.is_empty() {
+        let _ = writeln!(w, "no outstanding allocations were made while tracing");
+        return out;
+    }
+    let aged = report
+        .min_age_secs
+        .map(|s| format!(", counting only allocations older than {s:.0} s"))
+        .unwrap_or_default();
+    let _ = writeln!(
+        w,
+        "top {} stacks by {}{aged} ({}):",
+        stacks.len(),
+        name_of(&report.sort),
+        verdict_counts(stacks, false)
+    );
+    for (i, s) in stacks.iter().enumerate() {
+        let _ = writeln!(w);
+        let comm = report
+            .targets
+            .iter()
+            .find(|t| t.pid == s.pid)
+            .map(|t| t.comm.as_str());
+        stack(w, i + 1, s, comm);
+    }
+    out
+}
+
+/// Processes listed in the header (the ones holding the most).
+const MAX_TARGETS_SHOWN: usize = 8;
+
+/// Stacks shown per OOM kill (the JSON report has up to `oom::TOP_STACKS`).
+const OOM_STACKS_SHOWN: usize = 3;
+
+fn oom_kill(w: &mut String, k: &OomKill) {
+    let line = oom_line(k);
+    let _ = writeln!(
+        w,
+        "!!! {} at +{:.1} s ({})",
+        line.split(';').next().unwrap_or(&line),
+        k.t,
+        k.time
+    );
+    if !k.traced {
+        let _ = writeln!(w, "    (not traced by memtrace: no stacks)");
+    } else if k.top_stacks.is_empty() {
+        let _ = writeln!(w, "    its traced stacks held nothing when it was chosen");
+    } else {
+        let _ = writeln!(
+            w,
+            "    its traced stacks held {} when it was chosen; the largest:",
+            bytes(k.traced_outstanding_bytes)
+        );
+        for (i, s) in k.top_stacks.iter().take(OOM_STACKS_SHOWN).enumerate() {
+            stack(w, i + 1, s, Some(k.comm.as_str()));
+        }
+    }
+    let _ = writeln!(w);
+}
+
+fn stack(w: &mut String, rank: usize, s: &StackReport, comm: Option<&str>) {
+    let verdict = name_of(&s.verdict);
+    let kind = name_of(&s.kind);
+    let comm = comm.map(|c| format!(" ({c})")).unwrap_or_default();
+    let _ = writeln!(
+        w,
+        "#{rank} [{verdict}] {} in {} allocations, {}  pid {}{comm} {kind}",
+        bytes(s.outstanding_bytes),
+        s.outstanding_allocations,
+        rate_per_min(s.growth_bytes_per_sec),
+        s.pid,
+    );
+    let _ = writeln!(w, "    {}", s.verdict_reason);
+    if s.frames.is_empty() {
+        let _ = writeln!(w, "    [stack not captured]");
+    }
+    // Interpreters recurse through one function per script frame
+    // (CPython's _PyEval_EvalFrameDefault, Ruby's vm_exec, ...): a run of
+    // the same function is printed once, with its count, so the native
+    // code that allocated stands out.
+    let mut i = 0;
+    while i < s.frames.len() {
+        let f = &s.frames[i];
+        let run = s.frames[i..]
+            .iter()
+            .take_while(|g| f.function.is_some() && g.function == f.function)
+            .count()
+            .max(1);
+        i += run;
+        let function = f.function.as_deref().unwrap_or("??");
+        let location = match (&f.file, f.line) {
+            (Some(file), Some(line)) => format!(" at {file}:{line}"),
+            (Some(file), None) => format!(" at {file}"),
+            _ => String::new(),
+        };
+        let module = f
+            .module
+            .as_deref()
+            .map(|m| m.rsplit('/').next().unwrap_or(m))
+            .unwrap_or("?");
+        let _ = writeln!(w, "    {:#014x} {function}{location} ({module})", f.address);
+        if run > 1 {
+            let _ = writeln!(w, "    {:>14} ... {function} ×{run} in a row", "");
+        }
+    }
+    if s.truncated && !s.frames.is_empty() {
+        let _ = writeln!(
+            w,
+            "    {:>14} ... (walk stopped here: outer callers missing)",
+            ""
+        );
+    }
+}
+
+/// How stacks were walked, said only when some came out truncated.
+fn unwind(w: &mut String, u: &UnwindReport) {
+    if u.truncated_stacks == 0 {
+        return;
+    }
+    let hint = match u.mode {
+        Unwind::Fp => "; --unwind auto walks code without frame pointers through its unwind tables",
+        _ => "",
+    };
+    let _ = writeln!(
+        w,
+        "stacks: {} of {} truncated (the walk stopped before the outermost frame{hint})",
+        u.truncated_stacks, u.heap_stacks
+    );
+}
+
+fn overhead(w: &mut String, o: &Overhead) {
+    let _ = writeln!(
+        w,
+        "cost to the node: {} allocation calls and {} frees probed in {:.1} s; a probed \
+         malloc+free pair costs {:.1} µs more here ({:.0} ns unprobed) => ~{:.2} CPU-s, {:.2}% of \
+         {} CPUs",
+        o.allocation_calls,
+        o.frees,
+        o.seconds,
+        o.pair_overhead_ns / 1000.0,
+        o.pair_baseline_ns,
+        o.cpu_seconds,
+        o.cpu_share * 100.0,
+        o.cpus
+    );
+}
+
+fn memory(w: &mut String, pid: u32, m: &MemoryReport) {
+    let Some(last) = m.samples.last() else { return };
+    let explained = match m.explained_share {
+        Some(share) => format!(
+            "; traced stacks explain {:.0}% of the anonymous growth",
+            share * 100.0
+        ),
+        None => String::new(),
+    };
+    let _ = writeln!(
+        w,
+        "    memory: RSS {} ({}), anonymous {} ({}){explained}",
+        bytes(last.rss_bytes),
+        rate_per_hour(m.rss_growth_bytes_per_hour),
+        bytes(last.anon_bytes),
+        rate_per_hour(m.anon_growth_bytes_per_hour),
+    );
+    if m.alert {
+        let _ = writeln!(
+            w,
+            "    ALERT: pid {pid}'s RSS grows {}, above the {} threshold (--rss-alert)",
+            rate_per_hour(m.rss_growth_bytes_per_hour),
+            rate_per_hour(m.alert_threshold_bytes_per_hour).trim_start_matches('+'),
+        );
+    }
+}
+
+/// "1 stack", "3 stacks".
+fn counted(n: u64, noun: &str) -> String {
+    match n {
+        1 => format!("1 {noun}"),
+        n => format!("{n} {noun}s"),
+    }
+}
+
+/// One line describing a kill, for a log: its time, then [`oom_line`].
+pub fn oom_log_line(k: &OomKill) -> String {
+    format!("{} {}", k.time, oom_line(k))
+}
+
+/// One line describing an OOM kill: who, how big, where, and (traced) the
+/// stack holding the most.
+pub fn oom_line(k: &OomKill) -> String {
+    let mut out = format!(
+        "OOM kill: pid {} ({}) uid {} anon-rss {} file-rss {} total-vm {}",
+        k.pid,
+        k.comm,
+        k.uid,
+        bytes(k.anon_rss_bytes),
+        bytes(k.file_rss_bytes),
+        bytes(k.total_vm_bytes)
+    );
+    if let Some(c) = &k.container {
+        out += &format!(" container {}", describe_container(c));
+    }
+    if let Some(cg) = &k.cgroup {
+        out += &format!(" cgroup {cg}");
+    }
+    if k.trigger_pid != k.pid && k.trigger_pid != 0 {
+        out += &format!(" (triggered by pid {})", k.trigger_pid);
+    }
+    if k.traced {
+        out += &format!("; traced stacks held {}", bytes(k.traced_outstanding_bytes));
+        if let Some(s) = k.top_stacks.first() {
+            out += &format!(", most in {}", stack_summary(s));
+        }
+    }
+    out
+}
+
+/// "docker 3f2a9c0d1e2b (pod 1f2e…)".
+pub fn describe_container(c: &Container) -> String {
+    let mut out = c.runtime.clone();
+    if !c.id.is_empty() {
+        out += &format!(" {}", c.short_id());
+    }
+    if let Some(pod) = &c.pod_uid {
+        out += &format!(" (pod {pod})");
+    }
+    out
+}
+
+/// "4.0 MiB hoard ← grow ← main".
+pub fn stack_summary(s: &StackReport) -> String {
+    let names: Vec<String> = s.frames.iter().take(3).map(frame_name).collect();
+    let names = if names.is_empty() {
+        "[unknown stack]".to_string()
+    } else {
+        names.join(" ← ")
+    };
+    format!("{} {names}", bytes(s.outstanding_bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{
+        fixtures::{report, stack, target},
+        MemorySample, Verdict,
+    };
+
+    #[test]
+    fn verdict_reason_and_memory_alert() {
+        let mut leak = stack("leaky", Verdict::Leak, &[0, 1024, 2048]);
+        leak.verdict_reason = "grew in 2/2 intervals, +1.0 KiB/min, oldest live 2 s".into();
+        let mut r = report(vec![leak, stack("", Verdict::Plateau, &[0, 5, 5])]);
+        let samples = vec![
+            MemorySample {
+                t: 0.0,
+                rss_bytes: 1 << 20,
+                anon_bytes: 1 << 19,
+                traced_bytes: 0,
+            },
+            MemorySample {
+                t: 3600.0,
+                rss_bytes: 101 << 20,
+                anon_bytes: 100 << 20,
+                traced_bytes: 0,
+            },
+        ];
+        let mut leaky = target(7, "leaky");
+        leaky.exe = Some("/bin/leaky".into());
+        leaky.allocators = vec!["libc.so.6".into()];
+        // What the tracer's analysis makes of these samples (its own test
+        // checks that): +100 MiB/h of RSS, +99.5 MiB/h anonymous, no traced.
+        leaky.memory = Some(MemoryReport {
+            samples,
+            rss_growth_bytes_per_hour: 100.0 * 1048576.0,
+            anon_growth_bytes_per_hour: 99.5 * 1048576.0,
+            traced_growth_bytes_per_hour: 0.0,
+            explained_share: Some(0.0),
+            alert: true,
+            alert_threshold_bytes_per_hour: 50.0 * 1048576.0,
+        });
+        r.targets.push(leaky);
+        let text = render(&r, 10);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[2],
+            "    memory: RSS 101.0 MiB (+100.0 MiB/h), anonymous 100.0 MiB (+99.5 MiB/h); traced \
+             stacks explain 0% of the anonymous growth",
+            "{text}"
+        );
+        assert_eq!(
+            lines[3],
+            "    ALERT: pid 7's RSS grows +100.0 MiB/h, above the 50.0 MiB/h threshold \
+             (--rss-alert)",
+            "{text}"
+        );
+        assert!(
+            text.contains("top 2 stacks by growth (1 leak, 1 plateau):"),
+            "{text}"
+        );
+        let leak_at = lines
+            .iter()
+            .position(|l| l.starts_with("#1 [leak] 2.0 KiB"))
+            .unwrap();
+        assert_eq!(
+            lines[leak_at + 1],
+            "    grew in 2/2 intervals, +1.0 KiB/min, oldest live 2 s"
+        );
+        assert!(lines[leak_at + 2].ends_with(" leaky (?)"), "{text}");
+    }
+
+    #[test]
+    fn interpreter_frames_in_a_row_are_printed_once() {
+        let mut s = stack("x", Verdict::Leak, &[0, 1]);
+        let frame = |name: &str| crate::model::Frame {
+            address: 0x1000,
+            function: Some(name.into()),
+            file: None,
+            line: None,
+            module: None,
+        };
+        s.frames = vec![
+            frame("PyMem_Malloc"),
+            frame("_PyEval_EvalFrameDefault"),
+            frame("_PyEval_EvalFrameDefault"),
+            frame("_PyEval_EvalFrameDefault"),
+            frame("main"),
+        ];
+        let text = render(&report(vec![s]), 10);
+        let eval: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("_PyEval_EvalFrameDefault"))
+            .collect();
+        assert_eq!(eval.len(), 2, "{text}");
+        assert!(
+            eval[1].ends_with("... _PyEval_EvalFrameDefault ×3 in a row"),
+            "{text}"
+        );
+        assert!(text.contains(" main (?)"), "{text}");
+    }
+
+    #[test]
+    fn oom_kill_line() {
+        let k = OomKill {
+            t: 1.5,
+            time: "2026-01-01T00:00:00.000Z".into(),
+            pid: 77,
+            comm: "oom_leak".into(),
+            uid: 1000,
+            trigger_pid: 77,
+            total_vm_bytes: 70000 << 10,
+            anon_rss_bytes: 64 << 20,
+            file_rss_bytes: 0,
+            shmem_rss_bytes: 0,
+            pgtables_bytes: 0,
+            oom_score_adj: 0,
+            cgroup: None,
+            container: Some(Container {
+                runtime: "docker".into(),
+                id: "b".repeat(64),
+                pod_uid: None,
+            }),
+            traced: false,
+            traced_outstanding_bytes: 0,
+            top_stacks: Vec::new(),
+        };
+        let l = oom_line(&k);
+        assert!(
+            l.starts_with("OOM kill: pid 77 (oom_leak) uid 1000 anon-rss 64.0 MiB"),
+            "{l}"
+        );
+        assert!(l.contains("container docker bbbbbbbbbbbb"), "{l}");
+        assert!(!l.contains("triggered"), "{l}");
+    }
+}

@@ -1,0 +1,291 @@
+//! The report model made from what was accounted: every stack analysed
+//! and ranked, the top ones with their evidence (series, ages, frames), the
+//! totals over all, the targets' memory judged, the loss counters. The
+//! model itself is the `memtrace-report` crate.
+
+use std::collections::HashMap;
+
+use memtrace_report::{
+    AgeBucket, Counters, Frame, Losses, MemoryReport, MemorySample, OomKill, Overhead,
+    ProbesReport, Report, SeriesPoint, SortBy, StackKind, StackReport, TargetReport, Totals,
+    Unwind, UnwindReport, UnwindStats, Verdict, REPORT_VERSION,
+};
+use tracer_common::Stat;
+
+use super::{
+    series::{Aggregator, StackSeries, AGE_BUCKETS, AGE_EDGES},
+    verdict::{self, Analysis},
+};
+
+/// Resolves a process's return addresses (innermost first) to frames.
+pub type Frames<'a> = dyn FnMut(u32, &[u64]) -> Vec<Frame> + 'a;
+
+/// A process's memory series judged: its growth rates, how much of the
+/// anonymous growth the traced stacks explain, and the `--rss-alert`.
+pub fn memory_report(samples: Vec<MemorySample>, threshold_per_hour: f64) -> MemoryReport {
+    let per_hour = |f: fn(&MemorySample) -> u64| {
+        let points: Vec<(f64, f64)> = samples.iter().map(|s| (s.t, f(s) as f64)).collect();
+        (verdict::analyse_points(&points, None), 3600.0)
+    };
+    let (rss, h) = per_hour(|s| s.rss_bytes);
+    let (anon, _) = per_hour(|s| s.anon_bytes);
+    let (traced, _) = per_hour(|s| s.traced_bytes);
+    let rss_rate = rss.growth_bytes_per_sec * h;
+    let anon_rate = anon.growth_bytes_per_sec * h;
+    let traced_rate = traced.growth_bytes_per_sec * h;
+    let grows = |a: &Analysis| matches!(a.verdict, Verdict::Leak | Verdict::Growing);
+    MemoryReport {
+        rss_growth_bytes_per_hour: rss_rate,
+        anon_growth_bytes_per_hour: anon_rate,
+        traced_growth_bytes_per_hour: traced_rate,
+        explained_share: (grows(&anon) && anon_rate > 0.0).then(|| traced_rate / anon_rate),
+        alert: grows(&rss) && rss_rate > threshold_per_hour,
+        alert_threshold_bytes_per_hour: threshold_per_hour,
+        samples,
+    }
+}
+
+/// Inputs of a report other than the aggregated stacks.
+pub struct ReportContext<'a> {
+    pub duration_secs: f64,
+    pub interval_secs: f64,
+    pub targets: Vec<TargetReport>,
+    pub stats: &'a [u64],
+    pub loader_mappings: u64,
+    pub processes_dropped: u64,
+    pub mapping_table_full: u64,
+    pub top: usize,
+    pub sort: SortBy,
+    pub min_age_secs: Option<f64>,
+    pub oom_kills: Vec<OomKill>,
+    pub overhead: Option<Overhead>,
+    pub sample_bytes: Option<u64>,
+    /// How allocation functions were probed.
+    pub probes: Option<ProbesReport>,
+    /// `--unwind` and the unwinder's tables (None when heap stacks were not
+    /// traced).
+    pub unwind: Option<(Unwind, Option<UnwindStats>)>,
+}
+
+/// A stack's analysis and the outstanding memory the report shows for it.
+pub struct Ranked<'a> {
+    pub series: &'a StackSeries,
+    pub analysis: Analysis,
+    pub bytes: u64,
+    pub allocations: u64,
+}
+
+/// Analyses every stack holding memory (at least `min_age` old, if given)
+/// and orders them by `sort`; ties by outstanding bytes.
+pub fn rank(agg: &Aggregator, sort: SortBy, min_age_secs: Option<f64>) -> Vec<Ranked<'_>> {
+    rank_where(agg, sort, min_age_secs, |_| true)
+}
+
+/// [`rank`] of the stacks `keep` selects.
+fn rank_where(
+    agg: &Aggregator,
+    sort: SortBy,
+    min_age_secs: Option<f64>,
+    keep: impl Fn(&StackSeries) -> bool,
+) -> Vec<Ranked<'_>> {
+    let mut ranked: Vec<Ranked<'_>> = agg
+        .stacks
+        .iter()
+        .filter(|s| keep(s))
+        .filter_map(|s| {
+            let (bytes, allocations) = match min_age_secs {
+                Some(_) => (s.ages.old_bytes, s.ages.old_allocations),
+                None => (s.outstanding_bytes(), s.outstanding_allocations()),
+            };
+            (bytes > 0).then(|| Ranked {
+                series: s,
+                analysis: verdict::analyse(&s.samples, oldest_age(s)),
+                bytes,
+                allocations,
+            })
+        })
+        .collect();
+    ranked.sort_by(|a, b| {
+        let primary = match sort {
+            SortBy::Growth => b
+                .analysis
+                .growth_bytes_per_sec
+                .total_cmp(&a.analysis.growth_bytes_per_sec),
+            SortBy::Outstanding => std::cmp::Ordering::Equal,
+            SortBy::Count => b.allocations.cmp(&a.allocations),
+        };
+        primary.then(b.bytes.cmp(&a.bytes))
+    });
+    ranked
+}
+
+/// Age of a stack's oldest live allocation, if it has live allocations
+/// with known ages.
+fn oldest_age(s: &StackSeries) -> Option<f64> {
+    (s.ages.allocations.iter().sum::<u64>() > 0).then_some(s.ages.oldest_secs)
+}
+
+/// The `top` stacks of process `pid` holding the most memory now, and what
+/// all its stacks hold (what an OOM kill report shows of the victim).
+pub fn largest_stacks_of(
+    agg: &Aggregator,
+    frames: &mut Frames<'_>,
+    pid: u32,
+    top: usize,
+) -> (Vec<StackReport>, u64) {
+    let ranked = rank_where(agg, SortBy::Outstanding, None, |s| s.identity.pid == pid);
+    let total = ranked.iter().map(|r| r.bytes).sum();
+    let stacks = ranked
+        .into_iter()
+        .take(top)
+        .map(|r| stack_report(r, frames))
+        .collect();
+    (stacks, total)
+}
+
+pub fn build(ctx: ReportContext<'_>, agg: &Aggregator, frames: &mut Frames<'_>) -> Report {
+    let stat = |s: Stat| ctx.stats.get(s as usize).copied().unwrap_or(0);
+    let mut totals = Totals::default();
+    for s in &agg.stacks {
+        totals.outstanding_bytes += s.outstanding_bytes();
+        totals.outstanding_allocations += s.outstanding_allocations();
+        totals.allocations += s.totals.allocations;
+        totals.frees += s.totals.frees;
+        totals.allocated_bytes += s.totals.allocated_bytes;
+        totals.freed_bytes += s.totals.freed_bytes;
+        totals.stacks += 1;
+        totals.stacks_holding_memory += u64::from(s.outstanding_bytes() > 0);
+    }
+    let departed = agg.departed();
+    let d = departed.totals;
+    totals.outstanding_bytes += d.allocated_bytes.saturating_sub(d.freed_bytes);
+    totals.outstanding_allocations += d.allocations.saturating_sub(d.frees);
+    totals.allocations += d.allocations;
+    totals.frees += d.frees;
+    totals.allocated_bytes += d.allocated_bytes;
+    totals.freed_bytes += d.freed_bytes;
+    totals.stacks += departed.stacks;
+    totals.stacks_holding_memory += departed.holding_memory;
+    let ranked = rank(agg, ctx.sort, ctx.min_age_secs);
+    let mut targets = ctx.targets;
+    let mut per_pid: HashMap<u32, (u64, u64, u64)> = HashMap::new();
+    for r in &ranked {
+        let e = per_pid.entry(r.series.identity.pid).or_default();
+        e.0 += r.bytes;
+        e.1 += 1;
+        e.2 += u64::from(matches!(
+            r.analysis.verdict,
+            Verdict::Leak | Verdict::Growing
+        ));
+    }
+    for t in &mut targets {
+        let (bytes, stacks, growing) = per_pid.get(&t.pid).copied().unwrap_or_default();
+        t.outstanding_bytes = bytes;
+        t.stacks_holding_memory = stacks;
+        t.growing_stacks = growing;
+    }
+    let stacks = ranked
+        .into_iter()
+        .take(ctx.top)
+        .map(|r| stack_report(r, frames))
+        .collect();
+    Report {
+        version: REPORT_VERSION,
+        duration_secs: ctx.duration_secs,
+        interval_secs: ctx.interval_secs,
+        sort: ctx.sort,
+        min_age_secs: ctx.min_age_secs,
+        targets,
+        totals,
+        losses: Losses {
+            live_map_full: stat(Stat::LiveMapFull),
+            stack_lost: stat(Stat::StackLost),
+            stack_totals_full: stat(Stat::StackTotalsFull),
+            return_without_entry: stat(Stat::ReturnWithoutEntry),
+            stale_entry: stat(Stat::StaleEntry),
+            inflight_full: stat(Stat::InFlightFull),
+            ring_buffer_full: stat(Stat::RingBufFull),
+            address_reused: stat(Stat::AddressReused),
+            targets_full: stat(Stat::TargetsFull),
+            series_full: agg.series_full,
+            mapping_table_full: ctx.mapping_table_full,
+        },
+        counters: Counters {
+            free_unknown: stat(Stat::FreeUnknown),
+            failed_allocations: stat(Stat::FailedAlloc),
+            nested_mappings: stat(Stat::NestedMapping),
+            loader_mappings: ctx.loader_mappings,
+            reservations: stat(Stat::Reservation),
+            nested_calls: stat(Stat::NestedCall),
+            processes_dropped: ctx.processes_dropped,
+            stacks_evicted: agg.evicted,
+            returns_skipped: stat(Stat::ReturnSkipped),
+        },
+        oom_kills: ctx.oom_kills,
+        overhead: ctx.overhead,
+        sample_bytes: ctx.sample_bytes,
+        probes: ctx.probes,
+        unwind: ctx.unwind.map(|(mode, tables)| UnwindReport {
+            mode,
+            // Series whose kernel stacks were all folded into a complete
+            // walk's count no more.
+            truncated_stacks: agg
+                .stacks
+                .iter()
+                .filter(|s| s.truncated && !s.keys.is_empty())
+                .count() as u64,
+            heap_stacks: agg
+                .stacks
+                .iter()
+                .filter(|s| s.identity.kind == StackKind::Heap && !s.keys.is_empty())
+                .count() as u64,
+            truncated_walks: stat(Stat::StackTruncated),
+            frames_without_table: stat(Stat::UnwindNoTable),
+            tables,
+        }),
+        stacks,
+    }
+}
+
+fn stack_report(r: Ranked<'_>, frames: &mut Frames<'_>) -> StackReport {
+    let s = r.series;
+    let a = r.analysis;
+    let age_histogram = (0..AGE_BUCKETS)
+        .map(|i| AgeBucket {
+            min_secs: if i == 0 { 0.0 } else { AGE_EDGES[i - 1] },
+            max_secs: AGE_EDGES.get(i).copied(),
+            bytes: s.ages.bytes[i],
+            allocations: s.ages.allocations[i],
+        })
+        .collect();
+    StackReport {
+        pid: s.identity.pid,
+        kind: s.identity.kind,
+        outstanding_bytes: r.bytes,
+        outstanding_allocations: r.allocations,
+        allocated_bytes: s.totals.allocated_bytes,
+        freed_bytes: s.totals.freed_bytes,
+        allocations: s.totals.allocations,
+        frees: s.totals.frees,
+        verdict: a.verdict,
+        verdict_reason: a.reason,
+        growth_bytes_per_sec: a.growth_bytes_per_sec,
+        intervals: a.intervals,
+        grew_intervals: a.grew_intervals,
+        early_growth_bytes: a.early_growth_bytes,
+        late_growth_bytes: a.late_growth_bytes,
+        oldest_age_secs: oldest_age(s),
+        age_histogram,
+        series: s
+            .samples
+            .iter()
+            .map(|p| SeriesPoint {
+                t: p.t,
+                bytes: p.bytes,
+                allocations: p.count,
+            })
+            .collect(),
+        frames: frames(s.identity.pid, &s.identity.frames),
+        truncated: s.truncated,
+    }
+}

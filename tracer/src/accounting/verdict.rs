@@ -1,0 +1,579 @@
+//! Analysis of a series of outstanding bytes: its growth statistics and the
+//! verdict — `leak`, `plateau`, `growing` or `stable` — with a one-line
+//! reason. The same statistics serve per-stack series and per-process RSS.
+//!
+//! The rules, in order (all on the series since it last left its starting
+//! level, so a leak that started late is judged on its own span):
+//! - `plateau`: it rose by more than 5 % of its peak, and then stayed within
+//!   that band for at least a third of the window (and two intervals).
+//! - `stable`: no significant growth — the net rise stays within the band,
+//!   or the trend is neither clear of the noise (rising at every step but
+//!   one in eight, and the Theil–Sen trend over the window exceeds three times the
+//!   RMS scatter around it: what a few clean samples of a leak show) nor
+//!   significant by the Mann–Kendall test (one-sided, p < 0.005: what many
+//!   noisy samples show, e.g. a rising sawtooth whose teeth are taller than
+//!   its rise). Both look past the window's first point (see `analyse`).
+//! - `leak`: significant growth over at least four intervals, in every third
+//!   of the window, not slowing down (the last third grew at least a third
+//!   as much as the first), in most intervals (60 %), and the oldest live
+//!   allocation is at least half as old as the growth — old allocations
+//!   keep accumulating.
+//! - `growing`: significant growth that misses one of the leak rules (too
+//!   short, slowing, irregular, or only young allocations live); the reason
+//!   says which.
+
+use memtrace_report::units::{bytes, rate_per_min};
+pub use memtrace_report::Verdict;
+
+use super::series::Sample;
+
+/// A change smaller than this share of the series' peak is not material.
+const BAND: f64 = 0.05;
+/// The trend must exceed this many times the scatter around it.
+const SIGNIFICANCE: f64 = 3.0;
+/// Fewest intervals of growth that can make a leak.
+pub const MIN_LEAK_INTERVALS: usize = 4;
+/// A plateau is flat for at least this share of the window.
+const SUSTAINED: f64 = 1.0 / 3.0;
+/// A leak grows in at least this share of its intervals.
+const MOSTLY: f64 = 0.6;
+/// Mann–Kendall z above which a rising trend is significant (one-sided
+/// p < 0.005).
+const Z_CRITICAL: f64 = 2.576;
+
+/// Growth statistics and verdict of one series.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Analysis {
+    pub verdict: Verdict,
+    pub reason: String,
+    /// Theil–Sen slope over the active window after its first point (for a
+    /// plateau: over its flat part), bytes per second.
+    pub growth_bytes_per_sec: f64,
+    /// Steps between consecutive samples, and how many of them went up.
+    pub intervals: u64,
+    pub grew_intervals: u64,
+    /// Net growth in the first and the last third of the active window.
+    pub early_growth_bytes: i64,
+    pub late_growth_bytes: i64,
+}
+
+/// Analyses a series (the first point may be a stack's starting zero: that
+/// is a true measurement — nothing of it was outstanding then).
+/// `oldest_age_secs` is the age of the oldest live allocation when known.
+pub fn analyse<'a>(
+    samples: impl IntoIterator<Item = &'a Sample>,
+    oldest_age_secs: Option<f64>,
+) -> Analysis {
+    let points: Vec<(f64, f64)> = samples.into_iter().map(|s| (s.t, s.bytes as f64)).collect();
+    analyse_points(&points, oldest_age_secs)
+}
+
+/// [`analyse`] on `(seconds, bytes)` points.
+pub fn analyse_points(points: &[(f64, f64)], oldest_age_secs: Option<f64>) -> Analysis {
+    let mut a = Analysis {
+        verdict: Verdict::Stable,
+        reason: String::new(),
+        growth_bytes_per_sec: 0.0,
+        intervals: points.len().saturating_sub(1) as u64,
+        grew_intervals: ups(points) as u64,
+        early_growth_bytes: 0,
+        late_growth_bytes: 0,
+    };
+    let (Some(&first), Some(&last)) = (points.first(), points.last()) else {
+        a.reason = "no samples".into();
+        return a;
+    };
+    if points.len() < 2 {
+        a.reason = "one sample: nothing to compare yet".into();
+        return a;
+    }
+    let peak = points.iter().map(|p| p.1).fold(0.0, f64::max);
+    let band = BAND * peak;
+    let span = last.0 - first.0;
+
+    // The active window starts where the series last sat at its starting
+    // level before it first moved away from it.
+    let start = points
+        .iter()
+        .position(|p| (p.1 - first.1).abs() > band)
+        .map_or(0, |i| i - 1);
+    let active = &points[start..];
+    let active_span = last.0 - active[0].0;
+    // The trend is judged after the window's first point: that point is
+    // below everything after it by construction (a stack's zero before it
+    // appeared; the level before a late start), which would make any
+    // level with noise on it — what churn in flight looks like — trend up.
+    // Very short windows keep it: they have nothing else.
+    let trend = if active.len() > 3 {
+        &active[1..]
+    } else {
+        active
+    };
+    let slope = theil_sen(trend);
+    a.growth_bytes_per_sec = slope;
+    let thirds = thirds(active);
+    a.early_growth_bytes = thirds[0] as i64;
+    a.late_growth_bytes = thirds[2] as i64;
+    let net = last.1 - active[0].1;
+    let scatter = scatter(trend, slope);
+    let trend_span = last.0 - trend[0].0;
+    // Clear of the noise: rising in most steps with a trend well above the
+    // scatter (what a few clean samples of a leak show), or a trend the
+    // Mann–Kendall test finds significant (what many noisy samples show).
+    // Two intervals or fewer since it moved: that it rose is all there is.
+    let steps = trend.len() - 1;
+    let short = active.len() <= 3;
+    let clear = slope * trend_span > SIGNIFICANCE * scatter && ups(trend) >= steps - steps / 8;
+    let significant =
+        net > band && slope > 0.0 && (short || clear || mann_kendall_z(trend) > Z_CRITICAL);
+
+    let tail = flat_tail(points, band);
+    let tail_start = points[tail];
+    let tail_secs = last.0 - tail_start.0;
+    let tail_steps = points.len() - 1 - tail;
+    let tail_level = median(points[tail..].iter().map(|p| p.1).collect());
+    if tail_level - first.1 > band && tail_steps >= 2 && tail_secs >= SUSTAINED * span {
+        a.verdict = Verdict::Plateau;
+        // Its growth now is that of the flat part, not of the fill.
+        a.growth_bytes_per_sec = theil_sen(&points[tail..]);
+        a.reason = format!(
+            "grew to {} by {:.0} s, then flat for {:.0} s ({}/{} intervals)",
+            bytes(tail_level as u64),
+            tail_start.0,
+            tail_secs,
+            tail_steps,
+            a.intervals
+        );
+        return a;
+    }
+    if !significant {
+        a.reason = if last.1 <= band && peak > 0.0 {
+            format!(
+                "back to {} after peaking at {}",
+                bytes(last.1 as u64),
+                bytes(peak as u64)
+            )
+        } else if net <= band {
+            format!(
+                "no net growth over {} intervals ({} → {})",
+                a.intervals,
+                bytes(first.1 as u64),
+                bytes(last.1 as u64)
+            )
+        } else if slope <= 0.0 {
+            format!(
+                "no upward trend over {} intervals: around {} (±{}), {}",
+                a.intervals,
+                bytes(median(trend.iter().map(|p| p.1).collect()) as u64),
+                bytes(scatter as u64),
+                rate_per_min(slope)
+            )
+        } else {
+            format!(
+                "no sustained growth: trend {} is within the scatter (±{}) of {} intervals",
+                rate_per_min(slope),
+                bytes(scatter as u64),
+                a.intervals
+            )
+        };
+        return a;
+    }
+
+    let active_steps = active.len() - 1;
+    let active_ups = ups(active);
+    let evidence = format!(
+        "grew in {active_ups}/{active_steps} intervals, {}",
+        rate_per_min(slope)
+    );
+    let age = oldest_age_secs.map(|s| format!(", oldest live {}", secs(s)));
+    let old_enough = oldest_age_secs.is_none_or(|s| s >= 0.5 * active_span);
+    a.verdict = Verdict::Growing;
+    a.reason = if active_steps < MIN_LEAK_INTERVALS {
+        format!(
+            "{evidence}; too few intervals to call a leak ({active_steps} of {MIN_LEAK_INTERVALS})"
+        )
+    } else if thirds.iter().any(|&g| g <= 0.0) || thirds[2] < thirds[0] / 3.0 {
+        format!(
+            "{evidence}, but slowing or uneven: {} in the first third, {} in the last",
+            signed(thirds[0]),
+            signed(thirds[2])
+        )
+    } else if (active_ups as f64) < MOSTLY * active_steps as f64 {
+        format!("{evidence}: irregular growth")
+    } else if !old_enough {
+        format!(
+            "{evidence}, but nothing older than {} is live: a backlog that drains, not (yet) \
+             a leak",
+            secs(oldest_age_secs.unwrap_or(0.0))
+        )
+    } else {
+        a.verdict = Verdict::Leak;
+        format!("{evidence}{}", age.unwrap_or_default())
+    };
+    a
+}
+
+/// Steps that went up.
+fn ups(points: &[(f64, f64)]) -> usize {
+    points.windows(2).filter(|w| w[1].1 > w[0].1).count()
+}
+
+/// Median of pairwise slopes (Theil–Sen): robust to a few outlying samples.
+/// 0 with fewer than two distinct times.
+pub fn theil_sen(points: &[(f64, f64)]) -> f64 {
+    let mut slopes = Vec::with_capacity(points.len() * points.len().saturating_sub(1) / 2);
+    for (i, a) in points.iter().enumerate() {
+        for b in &points[i + 1..] {
+            let dt = b.0 - a.0;
+            if dt > f64::EPSILON {
+                slopes.push((b.1 - a.1) / dt);
+            }
+        }
+    }
+    if slopes.is_empty() {
+        0.0
+    } else {
+        median(slopes)
+    }
+}
+
+/// The Mann–Kendall trend statistic as a z-score (with continuity
+/// correction; the tie correction of the variance is left out, which only
+/// makes the test more conservative).
+fn mann_kendall_z(points: &[(f64, f64)]) -> f64 {
+    let n = points.len() as f64;
+    if points.len() < 3 {
+        return 0.0;
+    }
+    let mut s = 0.0;
+    for (i, a) in points.iter().enumerate() {
+        for b in &points[i + 1..] {
+            s += (b.1 - a.1).signum() * f64::from(b.1 != a.1);
+        }
+    }
+    let var = n * (n - 1.0) * (2.0 * n + 5.0) / 18.0;
+    if s > 0.0 {
+        (s - 1.0) / var.sqrt()
+    } else if s < 0.0 {
+        (s + 1.0) / var.sqrt()
+    } else {
+        0.0
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    let mid = v.len() / 2;
+    let (_, &mut upper, _) = v.select_nth_unstable_by(mid, f64::total_cmp);
+    if v.len() % 2 == 1 {
+        upper
+    } else {
+        let lower = v[..mid].iter().copied().fold(f64::MIN, f64::max);
+        (lower + upper) / 2.0
+    }
+}
+
+/// Scatter of the points around the line of `slope` (through the median
+/// intercept): the root mean square of the residuals. Not robust on
+/// purpose — an odd sample makes a trend less clear, never more — and,
+/// unlike the median deviation, not fooled by a line that happens to pass
+/// through most of a handful of noisy samples.
+fn scatter(points: &[(f64, f64)], slope: f64) -> f64 {
+    let intercept = median(points.iter().map(|p| p.1 - slope * p.0).collect());
+    let squares: f64 = points
+        .iter()
+        .map(|p| (p.1 - slope * p.0 - intercept).powi(2))
+        .sum();
+    (squares / points.len().max(1) as f64).sqrt()
+}
+
+/// Net growth in each third of the points' time span; a step belongs to the
+/// third holding its midpoint.
+fn thirds(points: &[(f64, f64)]) -> [f64; 3] {
+    let mut out = [0.0; 3];
+    let (Some(first), Some(last)) = (points.first(), points.last()) else {
+        return out;
+    };
+    let span = last.0 - first.0;
+    if span <= 0.0 {
+        return out;
+    }
+    for w in points.windows(2) {
+        let mid = (w[0].0 + w[1].0) / 2.0 - first.0;
+        let third = ((mid / span * 3.0) as usize).min(2);
+        out[third] += w[1].1 - w[0].1;
+    }
+    out
+}
+
+/// Index where the longest flat suffix starts: all its points within `band`
+/// of each other, and not rising at every step (a slow steady climb is not
+/// flat, however small its steps). The last point alone if none.
+fn flat_tail(points: &[(f64, f64)], band: f64) -> usize {
+    let last = points.len() - 1;
+    let (mut lo, mut hi) = (points[last].1, points[last].1);
+    let mut rising = true;
+    let mut start = last;
+    for k in (0..last).rev() {
+        let y = points[k].1;
+        lo = lo.min(y);
+        hi = hi.max(y);
+        rising &= points[k + 1].1 > y;
+        let len = last - k + 1;
+        if hi - lo > band || (rising && len >= 3) {
+            break;
+        }
+        start = k;
+    }
+    start
+}
+
+fn secs(s: f64) -> String {
+    if s < 120.0 {
+        format!("{s:.0} s")
+    } else if s < 7200.0 {
+        format!("{:.0} min", s / 60.0)
+    } else {
+        format!("{:.1} h", s / 3600.0)
+    }
+}
+
+fn signed(b: f64) -> String {
+    let sign = if b < 0.0 { "-" } else { "+" };
+    format!("{sign}{}", bytes(b.abs() as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `values` sampled every `dt` seconds from t = 0.
+    fn series(dt: f64, values: &[f64]) -> Vec<(f64, f64)> {
+        values
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| (i as f64 * dt, v))
+            .collect()
+    }
+
+    fn verdict(points: &[(f64, f64)], age: Option<f64>) -> Analysis {
+        analyse_points(points, age)
+    }
+
+    /// Deterministic pseudo-random jitter in [-1, 1] (splitmix64).
+    fn jitter(i: usize) -> f64 {
+        let mut z = (i as u64)
+            .wrapping_add(1)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        (z % 2001) as f64 / 1000.0 - 1.0
+    }
+
+    #[test]
+    fn theil_sen_ignores_an_outlier() {
+        let mut p = series(1.0, &[0.0, 10.0, 20.0, 30.0, 40.0, 50.0]);
+        assert!((theil_sen(&p) - 10.0).abs() < 1e-9);
+        p[3].1 = 10_000.0;
+        assert!((theil_sen(&p) - 10.0).abs() < 1e-9);
+        assert_eq!(theil_sen(&p[..1]), 0.0);
+    }
+
+    #[test]
+    fn ramp_is_a_leak() {
+        // 4 KiB per second from attach, sampled every 5 s for 20 s.
+        let p = series(5.0, &[0.0, 20480.0, 40960.0, 61440.0, 81920.0]);
+        let a = verdict(&p, Some(19.5));
+        assert_eq!(a.verdict, Verdict::Leak, "{a:?}");
+        assert!((a.growth_bytes_per_sec - 4096.0).abs() < 1e-6);
+        assert_eq!((a.intervals, a.grew_intervals), (4, 4));
+        assert_eq!(
+            a.reason,
+            "grew in 4/4 intervals, +240.0 KiB/min, oldest live 20 s"
+        );
+        assert_eq!((a.early_growth_bytes, a.late_growth_bytes), (20480, 20480));
+        // Without age information the growth alone decides.
+        assert_eq!(verdict(&p, None).verdict, Verdict::Leak);
+    }
+
+    #[test]
+    fn noisy_ramp_is_a_leak() {
+        let values: Vec<f64> = (0..30)
+            .map(|i| (i as f64 * 1000.0 + 300.0 * jitter(i)).max(0.0))
+            .collect();
+        let a = verdict(&series(1.0, &values), Some(29.0));
+        assert_eq!(a.verdict, Verdict::Leak, "{a:?}");
+        assert!((a.growth_bytes_per_sec - 1000.0).abs() < 50.0, "{a:?}");
+    }
+
+    #[test]
+    fn too_short_is_growing() {
+        let a = verdict(&series(5.0, &[0.0, 4096.0, 8192.0]), Some(10.0));
+        assert_eq!(a.verdict, Verdict::Growing, "{a:?}");
+        assert!(a.reason.contains("too few intervals"), "{}", a.reason);
+        // A stack that appeared in the last interval.
+        assert_eq!(
+            verdict(&series(1.0, &[0.0, 8192.0]), None).verdict,
+            Verdict::Growing
+        );
+    }
+
+    #[test]
+    fn step_is_a_plateau() {
+        let mut v = vec![0.0; 4];
+        v.extend([8192.0; 8]);
+        let a = verdict(&series(1.0, &v), Some(8.0));
+        assert_eq!(a.verdict, Verdict::Plateau, "{a:?}");
+        assert_eq!(
+            a.reason,
+            "grew to 8.0 KiB by 4 s, then flat for 7 s (7/11 intervals)"
+        );
+        // A step in the last intervals is too recent to call flat.
+        let mut v = vec![0.0; 10];
+        v.extend([8192.0; 2]);
+        assert_eq!(verdict(&series(1.0, &v), None).verdict, Verdict::Growing);
+    }
+
+    #[test]
+    fn plateau_after_ramp() {
+        // A cache filling over 5 s, then replacing entries (jitter ±1 %).
+        let values: Vec<f64> = (0..21)
+            .map(|i| {
+                if i <= 5 {
+                    i as f64 * 51_200.0
+                } else {
+                    256_000.0 + 2_560.0 * jitter(i)
+                }
+            })
+            .collect();
+        let a = verdict(&series(1.0, &values), Some(20.0));
+        assert_eq!(a.verdict, Verdict::Plateau, "{a:?}");
+        assert!(a.reason.starts_with("grew to 25"), "{}", a.reason);
+        // Early in the run, while it is still filling, it is growth.
+        let a = verdict(&series(1.0, &values[..5]), Some(4.0));
+        assert_eq!(a.verdict, Verdict::Leak, "{a:?}");
+    }
+
+    #[test]
+    fn sawtooth_is_stable() {
+        // A buffer that fills and is flushed every 4 intervals.
+        let values: Vec<f64> = (0..24).map(|i| (i % 4) as f64 * 1000.0).collect();
+        let a = verdict(&series(1.0, &values), Some(3.0));
+        assert_eq!(a.verdict, Verdict::Stable, "{a:?}");
+    }
+
+    #[test]
+    fn rising_sawtooth_is_growing_or_leak() {
+        // The same buffer, leaking 500 bytes per flush.
+        let values: Vec<f64> = (0..24)
+            .map(|i| (i % 4) as f64 * 1000.0 + (i / 4) as f64 * 500.0)
+            .collect();
+        let a = verdict(&series(1.0, &values), Some(23.0));
+        assert!(
+            matches!(a.verdict, Verdict::Growing | Verdict::Leak),
+            "{a:?}"
+        );
+    }
+
+    #[test]
+    fn noise_is_stable() {
+        // Churn: whatever happens to be in flight at each sample.
+        let values: Vec<f64> = (0..20).map(|i| 5000.0 + 4000.0 * jitter(i)).collect();
+        let a = verdict(&series(1.0, &values), Some(0.5));
+        assert_eq!(a.verdict, Verdict::Stable, "{a:?}");
+        // The same from a starting zero (a churn stack's first samples).
+        let mut v = vec![0.0];
+        v.extend([300.0, 120.0, 500.0, 0.0, 250.0]);
+        let a = verdict(&series(1.0, &v), Some(0.1));
+        assert_eq!(a.verdict, Verdict::Stable, "{a:?}");
+        let flat = series(1.0, &[500.0; 5]);
+        assert_eq!(verdict(&flat, None).verdict, Verdict::Stable);
+        let freed = series(1.0, &[0.0, 4096.0, 0.0]);
+        let a = verdict(&freed, None);
+        assert_eq!(a.verdict, Verdict::Stable);
+        assert_eq!(a.reason, "back to 0 B after peaking at 4.0 KiB");
+    }
+
+    #[test]
+    fn random_churn_is_rarely_called_growth() {
+        // 1000 series of 20 samples of pure noise around a level: how often
+        // does noise alone pass for growth?
+        let mut called = 0;
+        for seed in 0..1000 {
+            let values: Vec<f64> = (0..20)
+                .map(|i| 50_000.0 + 30_000.0 * jitter(seed * 20 + i))
+                .collect();
+            let a = verdict(&series(1.0, &values), Some(1.0));
+            called += usize::from(a.verdict != Verdict::Stable);
+        }
+        assert!(called <= 10, "{called}/1000 noise series not stable");
+    }
+
+    #[test]
+    fn churn_from_a_starting_zero_is_rarely_called_growth() {
+        // A stack of request-scoped blocks: nothing before it appeared,
+        // then whatever is in flight at each sample (±20 %).
+        for n in [6, 12, 21, 60, 121] {
+            let mut called = 0;
+            for seed in 0..1000 {
+                let mut values = vec![0.0];
+                values.extend((1..n).map(|i| 90_000.0 * (1.0 + 0.2 * jitter(seed * 200 + i))));
+                let a = verdict(&series(1.0, &values), Some(0.9));
+                called += usize::from(!matches!(a.verdict, Verdict::Stable | Verdict::Plateau));
+            }
+            eprintln!("{n} samples: {called}/1000 called growth");
+            assert!(called <= 10, "{n} samples: {called}/1000 called growth");
+        }
+    }
+
+    #[test]
+    fn late_starting_leak() {
+        // Flat for 12 s, then a steady leak for 8 s.
+        let values: Vec<f64> = (0..21)
+            .map(|i| {
+                if i < 12 {
+                    0.0
+                } else {
+                    (i - 12) as f64 * 2048.0
+                }
+            })
+            .collect();
+        let a = verdict(&series(1.0, &values), Some(8.0));
+        assert_eq!(a.verdict, Verdict::Leak, "{a:?}");
+        assert!((a.growth_bytes_per_sec - 2048.0).abs() < 1e-6);
+        // Judged on its own span: its first third grew too.
+        assert_eq!(a.early_growth_bytes, 6144);
+        // Only two intervals into it, too early.
+        let a = verdict(&series(1.0, &values[..15]), Some(2.0));
+        assert_eq!(a.verdict, Verdict::Growing, "{a:?}");
+    }
+
+    #[test]
+    fn slowing_growth_is_not_a_leak() {
+        // Approaching a cap: halves the distance every interval.
+        let values: Vec<f64> = (0..8).map(|i| 100_000.0 * (1.0 - 0.5f64.powi(i))).collect();
+        let a = verdict(&series(1.0, &values), Some(7.0));
+        assert_ne!(a.verdict, Verdict::Leak, "{a:?}");
+    }
+
+    #[test]
+    fn young_backlog_is_growing() {
+        let p = series(5.0, &[0.0, 20480.0, 40960.0, 61440.0, 81920.0]);
+        let a = verdict(&p, Some(2.0));
+        assert_eq!(a.verdict, Verdict::Growing, "{a:?}");
+        assert!(a.reason.contains("backlog"), "{}", a.reason);
+    }
+
+    #[test]
+    fn slow_climb_on_a_big_base_is_not_flat() {
+        // A full 1 MiB cache plus a 1 KiB-per-interval leak on one stack.
+        let mut v = vec![0.0];
+        v.extend((0..20).map(|i| 1_048_576.0 + i as f64 * 1024.0));
+        let a = verdict(&series(1.0, &v), Some(20.0));
+        assert_ne!(a.verdict, Verdict::Plateau, "{a:?}");
+        assert_ne!(a.verdict, Verdict::Stable, "{a:?}");
+    }
+}

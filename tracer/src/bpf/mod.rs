@@ -1,0 +1,16 @@
+//! The kernel side, seen from userspace: checks before loading
+//! (`preflight`), loading the embedded eBPF object and attaching its
+//! programs (`probes`; `multi` for uprobe session programs and
+//! uprobe_multi links, which aya cannot make), reading what the programs
+//! account (`drain`, the live-block table `live_table`, both through
+//! `window`s of mmapable arrays), the unwind tables the kernel walks
+//! stacks with (`unwind`), and what tracing costs the node (`overhead`).
+
+pub mod drain;
+pub mod live_table;
+pub mod multi;
+pub mod overhead;
+pub mod preflight;
+pub mod probes;
+pub mod unwind;
+pub mod window;

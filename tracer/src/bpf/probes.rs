@@ -1,0 +1,564 @@
+//! Loading the embedded eBPF object and attaching its programs: the
+//! tracepoints once (the OOM killer's in every mode, the fork one while
+//! forks are followed; how this kernel reports exits is read from tracefs),
+//! and the allocator uprobes per (process, allocator file) — or per
+//! allocator file for every process with `--all`. The probes of processes
+//! gone are detached on a helper thread; dropping [`Probes`] detaches
+//! everything.
+//!
+//! Allocator functions are probed one of two ways ([`ProbePath`]): where
+//! the kernel has uprobe session programs (6.13+), the allocation
+//! functions by one session program (`alloc_session`, loaded by `multi`),
+//! whose entry run can skip the return of an unsampled call, and the free
+//! functions by `free_enter` as a uprobe_multi program, in two links per
+//! (process, file); elsewhere with aya, an entry uprobe and a uretprobe per
+//! allocation function and an entry uprobe per free function.
+
+use std::{
+    collections::{HashMap, HashSet},
+    num::NonZeroU32,
+    os::fd::OwnedFd,
+    path::Path,
+};
+
+use anyhow::{Context, Result};
+use aya::{
+    maps::{Array, HashMap as BpfHashMap, PerCpuArray, PerCpuValues},
+    programs::{
+        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
+        TracePoint, UProbe,
+    },
+    Ebpf, EbpfLoader,
+};
+use tracer_common::{config, live_spill_words, COOKIE_MAY_SKIP, EXP_DRAWS};
+
+use crate::{
+    bpf::multi::{Kind, MultiProgram},
+    discover::allocator::{Hook, ProbePoint},
+    discover::select::AllocatorFile,
+    discover::select::FileId,
+};
+
+/// How allocation functions are probed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProbePath {
+    /// A uprobe session program for the allocation functions and a
+    /// uprobe_multi one for the free functions (two links per process and
+    /// file): an unsampled glibc malloc or calloc skips its return.
+    Session,
+    /// An entry uprobe and a uretprobe per function; why not sessions.
+    Classic(String),
+}
+
+impl ProbePath {
+    /// One line for `--verbose` and the report.
+    pub fn describe(&self) -> String {
+        match self {
+            ProbePath::Session => "uprobe session programs (an unsampled call skips its \
+                                   return probe)"
+                .to_string(),
+            ProbePath::Classic(why) => format!("uprobes and uretprobes ({why})"),
+        }
+    }
+}
+
+/// An attachment of allocator probes.
+enum Attached {
+    /// An aya uprobe of the named program.
+    Uprobe(&'static str, UProbeLinkId),
+    /// A uprobe_multi link (closed to detach).
+    Multi(OwnedFd),
+}
+
+/// An attachment taken out of the program (a `UProbeLink`, a link's
+/// `OwnedFd`), to be dropped — detached — on the helper thread.
+type Detach = Box<dyn Send>;
+
+/// The programs of the session path.
+struct Multi {
+    /// `alloc_session` as a uprobe session program.
+    alloc: MultiProgram,
+    /// `free_enter` as a uprobe_multi program.
+    free: MultiProgram,
+}
+
+/// Set to `classic` to probe with uprobes and uretprobes even where the
+/// kernel has uprobe session programs (tests of the fallback; comparisons).
+pub const PROBES_ENV: &str = "MEMTRACE_PROBES";
+
+/// Object built by tracer/build.rs from tracer-ebpf.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
+
+/// Tracepoints of allocation tracing: (category, name, program).
+const TRACEPOINTS: &[(&str, &str, &str)] = &[
+    ("syscalls", "sys_enter_mmap", "sys_enter_mmap"),
+    ("syscalls", "sys_exit_mmap", "sys_exit_mmap"),
+    ("syscalls", "sys_enter_munmap", "sys_enter_munmap"),
+    ("syscalls", "sys_exit_munmap", "sys_exit_munmap"),
+    ("syscalls", "sys_enter_mremap", "sys_enter_mremap"),
+    ("syscalls", "sys_exit_mremap", "sys_exit_mremap"),
+    EXEC_TRACEPOINT,
+    ("sched", "sched_process_exit", "sched_process_exit"),
+];
+const EXEC_TRACEPOINT: (&str, &str, &str) = ("sched", "sched_process_exec", "sched_process_exec");
+/// Attached while forks are followed (`-- CMD`, `--follow-forks`).
+const FORK_TRACEPOINT: (&str, &str, &str) = ("task", "task_newtask", "task_newtask");
+/// Attached in every mode.
+const OOM_TRACEPOINT: (&str, &str, &str) = ("oom", "mark_victim", "oom_mark_victim");
+
+/// The loaded programs and maps.
+pub struct Probes {
+    pub bpf: Ebpf,
+    /// (process or every process, file) pairs already hooked.
+    attached: HashSet<(Option<u32>, FileId)>,
+    /// Links of probes attached for one process, dropped when it exits.
+    links: HashMap<u32, Vec<Attached>>,
+    /// Multi links attached for every process (closed on drop).
+    global_links: Vec<OwnedFd>,
+    /// The programs of the session path, when on it.
+    multi: Option<Multi>,
+    /// How allocation functions are probed.
+    pub path: ProbePath,
+    /// Allocator probes and session links attached now (each takes the
+    /// kernel ~80 ms to detach, one after the other).
+    pub probe_count: usize,
+    /// Exit events are sent when a process's last thread exits, and its
+    /// pid is forgotten then (the kernel's record says `group_dead`); else
+    /// they are its main thread's.
+    pub exits_are_final: bool,
+    /// Feeds the thread that detaches the probes of processes gone.
+    detacher: Option<std::sync::mpsc::Sender<Vec<Detach>>>,
+}
+
+/// How the programs are loaded: map sizes chosen on the command line and
+/// the global settings of the eBPF side.
+pub struct Settings {
+    pub max_live: u32,
+    pub max_stacks: u32,
+    /// Every process is traced (`--all`).
+    pub trace_all: bool,
+    /// Every exec on the node is reported (processes are watched).
+    pub watch_exec: bool,
+    /// Only the OOM tracepoint is attached (`--oom-only`).
+    pub oom_only: bool,
+    /// `--sample-bytes` (None: every allocation is traced).
+    pub sample_bytes: Option<u64>,
+    /// Stacks are walked with unwind tables (`--unwind dwarf|auto`).
+    pub unwind_tables: bool,
+    /// The command to stop at its execs (`-- CMD` with unwind tables).
+    pub stop_at_exec: Option<u32>,
+    /// The processes targets fork become targets (`-- CMD`,
+    /// `--follow-forks`).
+    pub follow_forks: bool,
+}
+
+impl Probes {
+    pub fn load(settings: &Settings) -> Result<Probes> {
+        let me = std::process::id();
+        let flag = |b: bool| b as u32;
+        let trace_all = flag(settings.trace_all);
+        let watch_exec = flag(settings.watch_exec);
+        let sample_bytes = settings.sample_bytes.unwrap_or(0);
+        let unwind_tables = flag(settings.unwind_tables);
+        // Without tables, their maps stay at one entry.
+        let (rows, pages) = match settings.unwind_tables {
+            true => (crate::bpf::unwind::MAX_ROWS, crate::bpf::unwind::MAX_PAGES),
+            false => (1, 1),
+        };
+        let group_dead = exit_group_dead_offset();
+        let live_buckets = tracer_common::live_buckets(settings.max_live);
+        let mut bpf = EbpfLoader::new()
+            // INFLIGHT is a task storage map, which aya creates but has no
+            // userspace type for (only the programs use it).
+            .allow_unsupported_maps()
+            .override_global(config::SELF_TGID, &me, true)
+            .override_global(config::TRACE_ALL, &trace_all, true)
+            .override_global(config::WATCH_EXEC, &watch_exec, true)
+            .override_global(config::SAMPLE_BYTES, &sample_bytes, true)
+            .override_global(config::UNWIND_TABLES, &unwind_tables, true)
+            .override_global(
+                config::STOP_AT_EXEC,
+                &settings.stop_at_exec.unwrap_or(0),
+                true,
+            )
+            .map_max_entries("UNWIND_ROWS", rows)
+            .map_max_entries("UNWIND_PAGES", pages)
+            .override_global(config::EXIT_GROUP_DEAD, &group_dead, true)
+            .override_global(config::LIVE_BUCKETS, &live_buckets, true)
+            .map_max_entries("LIVE", live_buckets)
+            .map_max_entries("LIVE_SPILL", live_spill_words(live_buckets))
+            .map_max_entries("STACKS", settings.max_stacks)
+            // Stacks of every target share the stack map but have totals
+            // per process; leave room for a few processes per stack.
+            .map_max_entries("STACK_TOTALS", settings.max_stacks.saturating_mul(2))
+            .load(EBPF_OBJECT)
+            .context("loading the eBPF programs into the kernel")?;
+        // --oom-only watches exec too: it keeps every process's cgroup, since
+        // a victim's own is gone by the time userspace can read it.
+        let tracepoints = match settings.oom_only {
+            true => &[EXEC_TRACEPOINT][..],
+            false => TRACEPOINTS,
+        };
+        let fork = settings.follow_forks.then_some(&FORK_TRACEPOINT);
+        for &(category, name, program) in tracepoints.iter().chain(fork).chain([&OOM_TRACEPOINT]) {
+            let tp: &mut TracePoint = bpf
+                .program_mut(program)
+                .with_context(|| format!("program {program} missing from the eBPF object"))?
+                .try_into()?;
+            tp.load()
+                .with_context(|| format!("loading eBPF program {program} (verifier)"))?;
+            tp.attach(category, name)
+                .with_context(|| format!("attaching tracepoint {category}/{name}"))?;
+        }
+        if let Some(mean) = settings.sample_bytes {
+            fill_sampler(&mut bpf, mean)?;
+        }
+        let mut multi = None;
+        let mut path = ProbePath::Classic("not tracing allocations".to_string());
+        if !settings.oom_only {
+            let entry_stop = settings.unwind_tables.then_some("entry_stop");
+            for name in ["free_enter"].into_iter().chain(entry_stop) {
+                uprobe(&mut bpf, name)?
+                    .load()
+                    .with_context(|| format!("loading eBPF program {name} (verifier)"))?;
+            }
+            match load_session(&mut bpf) {
+                Ok(programs) => {
+                    multi = Some(programs);
+                    path = ProbePath::Session;
+                }
+                Err(why) => {
+                    path = ProbePath::Classic(format!("{why:#}"));
+                    for name in ["alloc_enter", "alloc_return"] {
+                        uprobe(&mut bpf, name)?
+                            .load()
+                            .with_context(|| format!("loading eBPF program {name} (verifier)"))?;
+                    }
+                }
+            }
+        }
+        Ok(Probes {
+            bpf,
+            attached: HashSet::new(),
+            links: HashMap::new(),
+            global_links: Vec::new(),
+            multi,
+            path,
+            probe_count: 0,
+            exits_are_final: group_dead != 0,
+            detacher: None,
+        })
+    }
+
+    /// Stops tracing `pid` (it exited): its tracepoint registration goes,
+    /// and its probes are detached on the helper thread (each uprobe detach
+    /// waits for the kernel, ~80 ms here; the session must not). One thread
+    /// for all: a run that sees thousands of processes exit (forks followed,
+    /// a busy node) queues their probes rather than starting a thread each.
+    pub fn forget_target(&mut self, pid: u32) {
+        if let Ok(mut targets) =
+            BpfHashMap::<_, u32, u8>::try_from(self.bpf.map_mut("TARGETS").expect("TARGETS map"))
+        {
+            let _ = targets.remove(&pid);
+        }
+        self.attached.retain(|(p, _)| *p != Some(pid));
+        let Some(links) = self.links.remove(&pid) else {
+            return;
+        };
+        self.probe_count -= links.len();
+        let mut owned = Vec::new();
+        for attached in links {
+            match attached {
+                Attached::Uprobe(program, id) => {
+                    if let Ok(p) = uprobe(&mut self.bpf, program) {
+                        if let Ok(link) = p.take_link(id) {
+                            owned.push(Box::new(link) as Detach);
+                        }
+                    }
+                }
+                Attached::Multi(fd) => owned.push(Box::new(fd)),
+            }
+        }
+        let detacher = self.detacher.get_or_insert_with(|| {
+            let (tx, rx) = std::sync::mpsc::channel::<Vec<Detach>>();
+            std::thread::spawn(move || rx.into_iter().for_each(drop));
+            tx
+        });
+        // (Should the thread be gone, the links come back and drop here.)
+        let _ = detacher.send(owned);
+    }
+
+    /// Stops `pid` at the entry point of `program` (at file offset
+    /// `offset`) when it gets there (see the eBPF `entry_stop`). The
+    /// returned link is for [`Probes::detach_entry_stop`].
+    pub fn stop_at_entry(&mut self, pid: u32, program: &Path, offset: u64) -> Result<UProbeLinkId> {
+        let mut reached: Array<_, u32> = Array::try_from(
+            self.bpf
+                .map_mut("ENTRY_REACHED")
+                .context("ENTRY_REACHED missing")?,
+        )?;
+        reached.set(0, 0, 0)?;
+        let scope = UProbeScope::OneProcess(NonZeroU32::new(pid).context("pid 0")?);
+        uprobe(&mut self.bpf, "entry_stop")?
+            .attach(UProbeAttachLocation::AbsoluteOffset(offset), program, scope)
+            .with_context(|| format!("attaching to the entry point of {}", program.display()))
+    }
+
+    /// The process `entry_stop` stopped last (0: none since
+    /// [`Probes::stop_at_entry`]).
+    pub fn entry_reached(&self) -> u32 {
+        self.bpf
+            .map("ENTRY_REACHED")
+            .and_then(|m| Array::<_, u32>::try_from(m).ok())
+            .and_then(|a| a.get(&0, 0).ok())
+            .unwrap_or(0)
+    }
+
+    /// Detaches the entry stop: on another thread (detaching waits for the
+    /// kernel, ~80 ms), or with `wait`, before returning.
+    pub fn detach_entry_stop(&mut self, link: UProbeLinkId, wait: bool) {
+        if let Ok(p) = uprobe(&mut self.bpf, "entry_stop") {
+            if let Ok(link) = p.take_link(link) {
+                if wait {
+                    drop(link);
+                } else {
+                    std::thread::spawn(move || drop(link));
+                }
+            }
+        }
+    }
+
+    /// Makes `pid`'s mapping syscalls count.
+    pub fn add_target(&mut self, pid: u32) -> Result<()> {
+        let mut targets: BpfHashMap<_, u32, u8> =
+            BpfHashMap::try_from(self.bpf.map_mut("TARGETS").context("TARGETS map missing")?)?;
+        targets
+            .insert(pid, 1, 0)
+            .with_context(|| format!("registering pid {pid} as a target"))
+    }
+
+    /// Hooks the allocator in `file` for process `pid` only (other
+    /// processes mapping the same file never trap), or with `None` for
+    /// every process. Returns false if this pair was already hooked: files
+    /// are told apart by identity (device, inode), checked before their
+    /// path is touched (it may run through a process that is gone).
+    pub fn attach_allocator(&mut self, pid: Option<u32>, file: &AllocatorFile) -> Result<bool> {
+        if !self.attached.insert((pid, file.id)) {
+            return Ok(false);
+        }
+        let (points, file) = (&file.points, file.path.as_path());
+        let scope = match pid {
+            Some(pid) => UProbeScope::OneProcess(NonZeroU32::new(pid).context("pid 0")?),
+            None => UProbeScope::AllProcesses,
+        };
+        let whom = pid.map_or("every process".to_string(), |p| format!("pid {p}"));
+        let what = |point: &ProbePoint| {
+            format!(
+                "attaching to {} in {} ({whom})",
+                point.symbol,
+                file.display()
+            )
+        };
+        let mut links = Vec::new();
+        // Order matters while the target runs: free first, so every block
+        // recorded later has its free seen; then each allocation function's
+        // return probe right before its entry probe, so every recorded entry
+        // sees its return (an entry without one would make later calls at
+        // that depth look nested). Functions go in `HOOKED` order, callees
+        // first (realloc(NULL, n) calls malloc, reallocarray tail-calls
+        // realloc): a nested call's probes are complete before its caller's
+        // entry is. Pairs keep the window in which calls return without a
+        // recorded entry to one attach per function (~80 ms of a busy
+        // target's calls were lost per function when all returns went
+        // first). On the session path, one link places all of a file's
+        // free functions, a second all its allocation functions (a session
+        // program's entry and return come and go together).
+        if let Some(multi) = &self.multi {
+            // A process whose environment tunes glibc's malloc to map small
+            // chunks keeps every return (per process only: with --all the
+            // rule is glibc's default).
+            let tuned = pid.is_some_and(crate::discover::allocator::malloc_maps_small);
+            let (mut frees, mut allocs) = ((Vec::new(), Vec::new()), (Vec::new(), Vec::new()));
+            for point in points {
+                let (list, cookie) = match point.hook {
+                    Hook::Free => (&mut frees, 0),
+                    Hook::Alloc(func) => {
+                        let skip = match point.may_skip && !tuned {
+                            true => COOKIE_MAY_SKIP,
+                            false => 0,
+                        };
+                        (&mut allocs, func as u64 | skip)
+                    }
+                };
+                list.0.push(point.entry_offset);
+                list.1.push(cookie);
+            }
+            for (program, (offsets, cookies)) in [(&multi.free, frees), (&multi.alloc, allocs)] {
+                if offsets.is_empty() {
+                    continue;
+                }
+                let link = program
+                    .attach(file, &offsets, &cookies, pid)
+                    .with_context(|| {
+                        format!("attaching to the allocator in {} ({whom})", file.display())
+                    })?;
+                match pid {
+                    Some(_) => links.push(Attached::Multi(link)),
+                    None => {
+                        self.global_links.push(link);
+                        self.probe_count += 1;
+                    }
+                }
+            }
+        }
+        for point in points
+            .iter()
+            .filter(|p| p.hook == Hook::Free && self.multi.is_none())
+        {
+            let location = UProbeAttachLocation::AbsoluteOffset(point.entry_offset);
+            let id = uprobe(&mut self.bpf, "free_enter")?
+                .attach(location, file, scope)
+                .with_context(|| what(point))?;
+            links.push(Attached::Uprobe("free_enter", id));
+        }
+        for point in points.iter().filter(|_| self.multi.is_none()) {
+            let Hook::Alloc(func) = point.hook else {
+                continue;
+            };
+            let at = || UProbeAttachLocation::AbsoluteOffset(point.entry_offset);
+            let id = uprobe(&mut self.bpf, "alloc_return")?
+                .attach(at(), file, scope)
+                .with_context(|| what(point))?;
+            links.push(Attached::Uprobe("alloc_return", id));
+            let entry = UProbeAttachPoint {
+                location: at(),
+                cookie: Some(func as u64),
+            };
+            let id = uprobe(&mut self.bpf, "alloc_enter")?
+                .attach(entry, file, scope)
+                .with_context(|| what(point))?;
+            links.push(Attached::Uprobe("alloc_enter", id));
+        }
+        self.probe_count += links.len();
+        if let Some(pid) = pid {
+            self.links.entry(pid).or_default().extend(links);
+        }
+        Ok(true)
+    }
+}
+
+/// Run counts and times (ns) of the allocator programs, while BPF
+/// statistics are enabled (see `overhead`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RunStats {
+    /// Entry runs of allocation functions; on the session path, runs of
+    /// the session program, entries and returns together.
+    pub alloc: (u64, u64),
+    /// Return runs (classic path only: the session's are in `alloc`).
+    pub ret: (u64, u64),
+    pub free: (u64, u64),
+}
+
+impl Probes {
+    /// How often and how long the allocator programs ran.
+    pub fn run_stats(&self) -> RunStats {
+        if let Some(multi) = &self.multi {
+            return RunStats {
+                alloc: multi.alloc.run_stats(),
+                ret: (0, 0),
+                free: multi.free.run_stats(),
+            };
+        }
+        let program = |name: &str| {
+            self.bpf
+                .program(name)
+                .and_then(|p| <&UProbe>::try_from(p).ok())
+                .and_then(|p| p.info().ok())
+                .map(|i| (i.run_count(), i.run_time().as_nanos() as u64))
+                .unwrap_or((0, 0))
+        };
+        RunStats {
+            alloc: program("alloc_enter"),
+            ret: program("alloc_return"),
+            free: program("free_enter"),
+        }
+    }
+}
+
+/// Loads the programs of the session path where the kernel has uprobe
+/// session programs; the error says why not.
+fn load_session(bpf: &mut Ebpf) -> Result<Multi> {
+    if std::env::var(PROBES_ENV).is_ok_and(|v| v == "classic") {
+        anyhow::bail!("{PROBES_ENV}=classic");
+    }
+    // The object's BTF as aya loaded it, through a program aya loaded.
+    let btf_id = uprobe(bpf, "free_enter")?
+        .info()?
+        .btf_id()
+        .context("the eBPF object's BTF is not loaded")?;
+    let alloc = MultiProgram::load(bpf, EBPF_OBJECT, "alloc_session", btf_id, Kind::Session)?;
+    alloc.attaches()?;
+    let free = MultiProgram::load(bpf, EBPF_OBJECT, "free_enter", btf_id, Kind::Entry)?;
+    Ok(Multi { alloc, free })
+}
+
+/// Offset of `group_dead` in this kernel's `sched/sched_process_exit`
+/// record (tracefs `format`), or 0 when it has none (older kernels) or
+/// tracefs cannot be read: exits are then main threads' exits.
+fn exit_group_dead_offset() -> u32 {
+    ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+        .iter()
+        .find_map(|root| {
+            std::fs::read_to_string(format!("{root}/events/sched/sched_process_exit/format")).ok()
+        })
+        .and_then(|format| group_dead_offset(&format))
+        .unwrap_or(0)
+}
+
+/// The offset of the `group_dead` field in a tracepoint `format` text.
+fn group_dead_offset(format: &str) -> Option<u32> {
+    let line = format.lines().find(|l| l.contains(" group_dead;"))?;
+    let offset = line.split("offset:").nth(1)?.split(';').next()?;
+    offset.trim().parse().ok()
+}
+
+/// The sampler's exponential draws of mean `mean` bytes, one at each of
+/// [`EXP_DRAWS`] evenly spaced quantiles (so their mean is `mean` to within
+/// the truncated tail, -0.1 %), and every CPU's first countdown.
+fn fill_sampler(bpf: &mut Ebpf, mean: u64) -> Result<()> {
+    let draw = |q: f64| ((-(1.0 - q).ln()) * mean as f64).round().max(1.0) as u64;
+    let mut draws: Array<_, u64> =
+        Array::try_from(bpf.map_mut("DRAWS").context("DRAWS map missing")?)?;
+    for i in 0..EXP_DRAWS {
+        draws.set(i, draw((f64::from(i) + 0.5) / f64::from(EXP_DRAWS)), 0)?;
+    }
+    let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
+    let first: Vec<u64> = (0..cpus)
+        .map(|c| draw((c as f64 + 0.5) / cpus as f64))
+        .collect();
+    let mut countdown: PerCpuArray<_, u64> =
+        PerCpuArray::try_from(bpf.map_mut("COUNTDOWN").context("COUNTDOWN map missing")?)?;
+    countdown.set(0, PerCpuValues::try_from(first)?, 0)?;
+    Ok(())
+}
+
+fn uprobe<'a>(bpf: &'a mut Ebpf, name: &str) -> Result<&'a mut UProbe> {
+    Ok(bpf
+        .program_mut(name)
+        .with_context(|| format!("program {name} missing from the eBPF object"))?
+        .try_into()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_group_dead_in_the_exit_format() {
+        let format = "name: sched_process_exit\nformat:\n\
+            \tfield:pid_t pid;\toffset:24;\tsize:4;\tsigned:1;\n\
+            \tfield:bool group_dead;\toffset:32;\tsize:1;\tsigned:0;\n";
+        assert_eq!(group_dead_offset(format), Some(32));
+        assert_eq!(group_dead_offset("\tfield:pid_t pid;\toffset:24;\n"), None);
+    }
+}

@@ -1,0 +1,396 @@
+//! Allocator discovery: which mapped ELF files implement the allocator (the
+//! libc-style names, or the same API under a prefix: jemalloc's `je_`,
+//! tikv-jemallocator's `_rjem_`, tcmalloc's `tc_`, mimalloc's `mi_`, or one
+//! given with `--symbol-prefix`), the file offset of each entry point to
+//! probe in them, and (through `placement`) where in each function its
+//! entry-only probe goes.
+
+use std::{collections::BTreeMap, fs, path::Path};
+
+use anyhow::{Context, Result};
+use object::{Object, ObjectSegment, ObjectSymbol, SymbolKind};
+use tracer_common::AllocFn;
+
+use iced_x86::Register;
+
+use crate::discover::placement;
+
+/// What a probed function does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    Alloc(AllocFn),
+    Free,
+}
+
+/// The functions memtrace hooks, by symbol name. Several names may share an
+/// address (glibc's aligned_alloc and memalign); each address is probed once.
+pub const HOOKED: &[(&str, Hook)] = &[
+    ("malloc", Hook::Alloc(AllocFn::Malloc)),
+    ("calloc", Hook::Alloc(AllocFn::Calloc)),
+    ("realloc", Hook::Alloc(AllocFn::Realloc)),
+    ("reallocarray", Hook::Alloc(AllocFn::ReallocArray)),
+    ("posix_memalign", Hook::Alloc(AllocFn::PosixMemalign)),
+    ("aligned_alloc", Hook::Alloc(AllocFn::AlignedAlloc)),
+    ("memalign", Hook::Alloc(AllocFn::AlignedAlloc)),
+    ("valloc", Hook::Alloc(AllocFn::Malloc)),
+    ("pvalloc", Hook::Alloc(AllocFn::Malloc)),
+    ("free", Hook::Free),
+    // jemalloc's non-standard API (Rust's tikv-jemallocator frees only
+    // with sdallocx): a missed free would read as a leak.
+    ("mallocx", Hook::Alloc(AllocFn::Malloc)),
+    ("rallocx", Hook::Alloc(AllocFn::Realloc)),
+    ("sdallocx", Hook::Free),
+    ("dallocx", Hook::Free),
+    // mimalloc's (Rust's mimalloc crate allocates with these).
+    ("zalloc", Hook::Alloc(AllocFn::Malloc)),
+    ("malloc_aligned", Hook::Alloc(AllocFn::Malloc)),
+];
+
+/// C++'s allocation functions (Itanium ABI names): `operator new` and
+/// `new[]` in their plain, nothrow and aligned forms, and every `operator
+/// delete`. They are allocation sites of their own — the frame that wrote
+/// `new` comes first — and the malloc that libstdc++'s call inside is
+/// nested, counted once; tcmalloc, jemalloc and mimalloc define their own,
+/// which call no malloc at all. Size and pointer are the first argument.
+pub const HOOKED_CXX: &[(&str, Hook)] = &[
+    ("_Znwm", Hook::Alloc(AllocFn::Malloc)),
+    ("_Znam", Hook::Alloc(AllocFn::Malloc)),
+    ("_ZnwmRKSt9nothrow_t", Hook::Alloc(AllocFn::Malloc)),
+    ("_ZnamRKSt9nothrow_t", Hook::Alloc(AllocFn::Malloc)),
+    ("_ZnwmSt11align_val_t", Hook::Alloc(AllocFn::Malloc)),
+    ("_ZnamSt11align_val_t", Hook::Alloc(AllocFn::Malloc)),
+    (
+        "_ZnwmSt11align_val_tRKSt9nothrow_t",
+        Hook::Alloc(AllocFn::Malloc),
+    ),
+    (
+        "_ZnamSt11align_val_tRKSt9nothrow_t",
+        Hook::Alloc(AllocFn::Malloc),
+    ),
+    ("_ZdlPv", Hook::Free),
+    ("_ZdaPv", Hook::Free),
+    ("_ZdlPvm", Hook::Free),
+    ("_ZdaPvm", Hook::Free),
+    ("_ZdlPvRKSt9nothrow_t", Hook::Free),
+    ("_ZdaPvRKSt9nothrow_t", Hook::Free),
+    ("_ZdlPvSt11align_val_t", Hook::Free),
+    ("_ZdaPvSt11align_val_t", Hook::Free),
+    ("_ZdlPvmSt11align_val_t", Hook::Free),
+    ("_ZdaPvmSt11align_val_t", Hook::Free),
+    ("_ZdlPvSt11align_val_tRKSt9nothrow_t", Hook::Free),
+    ("_ZdaPvSt11align_val_tRKSt9nothrow_t", Hook::Free),
+];
+
+/// Prefixes under which allocators export the libc API, besides the bare
+/// names: jemalloc built with a prefix, Rust's tikv-jemallocator, tcmalloc
+/// (which also exports the bare names, at the same addresses), mimalloc.
+pub const PREFIXES: [&str; 4] = ["je_", "_rjem_", "tc_", "mi_"];
+
+/// One place to attach a probe.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProbePoint {
+    /// The symbol probed (`malloc`, `je_malloc`, ...).
+    pub symbol: String,
+    pub hook: Hook,
+    /// Offset in the file of the function (what the kernel's uprobe API
+    /// takes); return probes and allocation entry probes go there.
+    pub file_offset: u64,
+    /// Where the probes go: at or after `file_offset` (see `placement`).
+    pub entry_offset: u64,
+    /// Why there (for `--verbose`).
+    pub placement: String,
+    /// On the uprobe session path, an unsampled call may skip its return
+    /// (see `tracer_common::COOKIE_MAY_SKIP`): glibc's malloc and calloc
+    /// only, in the file that implements glibc's malloc.
+    pub may_skip: bool,
+}
+
+/// glibc's allocation functions that call no other probed function (the
+/// ones that can skip their return when unsampled): realloc calls malloc
+/// (and may mremap), and so do posix_memalign, aligned_alloc, memalign,
+/// valloc and pvalloc for an alignment malloc gives anyway.
+const GLIBC_LEAVES: [&str; 2] = ["malloc", "calloc"];
+
+/// Probe points of the allocators implemented in the ELF file at `path`:
+/// for the bare names and each prefix of [`PREFIXES`] and `extra_prefixes`
+/// under which the file defines both `malloc` and `free`, and C++'s
+/// operators ([`HOOKED_CXX`]) where it defines `operator new` and `operator
+/// delete`. Empty when there is none. A function with several names
+/// (aliases) is probed once.
+pub fn probe_points(path: &Path, extra_prefixes: &[String]) -> Result<Vec<ProbePoint>> {
+    let data = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let file =
+        object::File::parse(&*data).with_context(|| format!("parsing ELF {}", path.display()))?;
+    if is_go(&file) {
+        // Go code must never get return probes (a uretprobe rewrites the
+        // return address on the stack, which Go's stack copying and
+        // unwinding do not expect), and its heap is not malloc's anyway.
+        return Ok(Vec::new());
+    }
+    let prefixes: Vec<&str> = std::iter::once("")
+        .chain(PREFIXES)
+        .chain(extra_prefixes.iter().map(String::as_str))
+        .collect();
+    // (prefix, hooked name) -> address
+    let mut addresses: BTreeMap<(&str, &'static str), u64> = BTreeMap::new();
+    let mut cxx: BTreeMap<&'static str, u64> = BTreeMap::new();
+    let mut libc_malloc = None;
+    for symbol in file.dynamic_symbols().chain(file.symbols()) {
+        if !symbol.is_definition() || symbol.kind() != SymbolKind::Text || symbol.address() == 0 {
+            continue;
+        }
+        let Ok(name) = symbol.name() else { continue };
+        // Versioned names from .symtab look like "malloc@@GLIBC_2.2.5".
+        let name = name.split('@').next().unwrap_or(name);
+        if name == "__libc_malloc" {
+            libc_malloc.get_or_insert(symbol.address());
+        }
+        if let Some(&(hooked, _)) = HOOKED_CXX.iter().find(|(n, _)| *n == name) {
+            if !symbol.is_local() {
+                cxx.entry(hooked).or_insert(symbol.address());
+            }
+            continue;
+        }
+        for &prefix in &prefixes {
+            let Some(bare) = name.strip_prefix(prefix) else {
+                continue;
+            };
+            // Under a prefix only exported functions count: a file's own
+            // static tc_free is not an allocator API.
+            if !prefix.is_empty() && symbol.is_local() {
+                continue;
+            }
+            if let Some(&(hooked, _)) = HOOKED.iter().find(|(n, _)| *n == bare) {
+                addresses
+                    .entry((prefix, hooked))
+                    .or_insert(symbol.address());
+            }
+        }
+    }
+    // glibc's malloc: its internal name at the address of the bare one.
+    let glibc = libc_malloc.is_some() && libc_malloc == addresses.get(&("", "malloc")).copied();
+    let mut points: Vec<ProbePoint> = Vec::new();
+    for &prefix in &prefixes {
+        let has = |name: &'static str| addresses.contains_key(&(prefix, name));
+        // A built-in prefix also needs calloc or realloc: two functions
+        // named tc_malloc and tc_free are not proof of an allocator.
+        let builtin = PREFIXES.contains(&prefix);
+        if !(has("malloc") && has("free")) || (builtin && !(has("calloc") || has("realloc"))) {
+            continue;
+        }
+        for &(name, hook) in HOOKED {
+            if let Some(&vaddr) = addresses.get(&(prefix, name)) {
+                let may_skip = glibc && prefix.is_empty() && GLIBC_LEAVES.contains(&name);
+                push_point(
+                    &mut points,
+                    &data,
+                    &file,
+                    format!("{prefix}{name}"),
+                    (hook, may_skip),
+                    vaddr,
+                );
+            }
+        }
+    }
+    // C++'s operators, where they are defined (libstdc++, or an allocator
+    // that replaces them): a file with operator new and operator delete.
+    if cxx.contains_key("_Znwm") && cxx.contains_key("_ZdlPv") {
+        for &(name, hook) in HOOKED_CXX {
+            if let Some(&vaddr) = cxx.get(name) {
+                push_point(
+                    &mut points,
+                    &data,
+                    &file,
+                    name.to_string(),
+                    (hook, false),
+                    vaddr,
+                );
+            }
+        }
+    }
+    Ok(points)
+}
+
+/// Adds the probe point of function `symbol` at `vaddr` (unless an alias
+/// of it is there already), with its hook and whether unsampled calls may
+/// skip their return.
+fn push_point(
+    points: &mut Vec<ProbePoint>,
+    data: &[u8],
+    file: &object::File,
+    symbol: String,
+    (hook, may_skip): (Hook, bool),
+    vaddr: u64,
+) {
+    let Some(file_offset) = file_offset(file, vaddr) else {
+        return;
+    };
+    if points.iter().any(|p| p.file_offset == file_offset) {
+        return; // alias of a function already probed
+    }
+    let start = file_offset as usize;
+    let code = data.get(start..data.len().min(start + 64)).unwrap_or(&[]);
+    // Free reads its pointer from rdi; an allocation function its
+    // arguments, and its return probe needs the return address still on
+    // top of the stack, which placement keeps (no instruction passed
+    // touches rsp).
+    let p = placement::place(code, argument_registers(hook));
+    let (entry_offset, placement) = (file_offset + p.offset, p.reason);
+    points.push(ProbePoint {
+        symbol,
+        hook,
+        file_offset,
+        entry_offset,
+        placement,
+        may_skip,
+    });
+}
+
+/// The registers a hooked function's probes read its arguments from.
+fn argument_registers(hook: Hook) -> &'static [Register] {
+    match hook {
+        Hook::Free | Hook::Alloc(AllocFn::Malloc) => &[Register::RDI],
+        Hook::Alloc(AllocFn::Calloc | AllocFn::Realloc | AllocFn::AlignedAlloc) => {
+            &[Register::RDI, Register::RSI]
+        }
+        Hook::Alloc(AllocFn::ReallocArray | AllocFn::PosixMemalign) => {
+            &[Register::RDI, Register::RSI, Register::RDX]
+        }
+    }
+}
+
+/// Whether process `pid` was started with glibc's malloc tuned to map
+/// memory for small requests (see [`tunes_malloc_mapping`]); false when
+/// its environment cannot be read.
+pub fn malloc_maps_small(pid: u32) -> bool {
+    fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| tunes_malloc_mapping(&env))
+}
+
+/// Whether an environment block (`/proc/PID/environ`) sets glibc's mmap
+/// threshold (`MALLOC_MMAP_THRESHOLD_`, or `glibc.malloc.mmap_threshold`
+/// in `GLIBC_TUNABLES`) or its huge-page use (`glibc.malloc.hugetlb`):
+/// then malloc may map a chunk of its own below the default 128 KiB, and
+/// no unsampled call may skip its return (see `tracer_common::
+/// COOKIE_MAY_SKIP`). A `mallopt` call in the program cannot be seen.
+fn tunes_malloc_mapping(environ: &[u8]) -> bool {
+    let contains = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
+    environ.split(|&b| b == 0).any(|var| {
+        var.starts_with(b"MALLOC_MMAP_THRESHOLD_=")
+            || (var.starts_with(b"GLIBC_TUNABLES=")
+                && (contains(var, b"mmap_threshold") || contains(var, b"hugetlb")))
+    })
+}
+
+/// Whether the ELF was built by Go (its runtime's sections are there).
+fn is_go(file: &object::File) -> bool {
+    [".go.buildinfo", ".gopclntab", ".note.go.buildid"]
+        .iter()
+        .any(|name| file.section_by_name(name).is_some())
+}
+
+/// Whether the executable at `path` is a Go program: its heap grows by
+/// mmap from the Go runtime, seen through the mmap tracepoints only.
+pub fn is_go_executable(path: &Path) -> bool {
+    let Ok(data) = fs::read(path) else {
+        return false;
+    };
+    object::File::parse(&*data).is_ok_and(|f| is_go(&f))
+}
+
+/// Translates a virtual address of the ELF into a file offset through the
+/// loadable segment containing it.
+fn file_offset(file: &object::File, vaddr: u64) -> Option<u64> {
+    file.segments().find_map(|seg| {
+        let (offset, size) = seg.file_range();
+        (seg.address() <= vaddr && vaddr < seg.address() + size)
+            .then(|| offset + (vaddr - seg.address()))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn system_libc() -> &'static Path {
+        Path::new("/lib/x86_64-linux-gnu/libc.so.6")
+    }
+
+    #[test]
+    fn environment_that_tunes_malloc_mapping() {
+        assert!(!tunes_malloc_mapping(b"PATH=/bin\0HOME=/root\0"));
+        assert!(tunes_malloc_mapping(b"A=1\0MALLOC_MMAP_THRESHOLD_=4096\0"));
+        assert!(tunes_malloc_mapping(
+            b"GLIBC_TUNABLES=glibc.malloc.tcache_count=0:glibc.malloc.mmap_threshold=8192\0"
+        ));
+        assert!(tunes_malloc_mapping(
+            b"GLIBC_TUNABLES=glibc.malloc.hugetlb=1"
+        ));
+        assert!(!tunes_malloc_mapping(
+            b"GLIBC_TUNABLES=glibc.malloc.tcache_count=0\0"
+        ));
+        assert!(!tunes_malloc_mapping(b"X_MALLOC_MMAP_THRESHOLD_=1\0"));
+    }
+
+    #[test]
+    fn finds_glibc_allocator_and_dedups_aliases() {
+        let points = probe_points(system_libc(), &[]).unwrap();
+        let names: Vec<&str> = points.iter().map(|p| p.symbol.as_str()).collect();
+        for expected in [
+            "malloc",
+            "calloc",
+            "realloc",
+            "free",
+            "posix_memalign",
+            "aligned_alloc",
+        ] {
+            assert!(
+                names.contains(&expected),
+                "{expected} missing from {names:?}"
+            );
+        }
+        // glibc 2.36's free starts with `test rdi,rdi; je`: probed at the je.
+        let free = points.iter().find(|p| p.symbol == "free").unwrap();
+        assert_eq!(free.entry_offset, free.file_offset + 3, "{free:?}");
+        // glibc's memalign is an alias of aligned_alloc: probed once.
+        assert!(!names.contains(&"memalign"), "{names:?}");
+        let mut offsets: Vec<_> = points.iter().map(|p| p.file_offset).collect();
+        offsets.sort();
+        offsets.dedup();
+        assert_eq!(offsets.len(), points.len());
+        // Only malloc and calloc may skip an unsampled call's return.
+        let skippable: Vec<&str> = points
+            .iter()
+            .filter(|p| p.may_skip)
+            .map(|p| p.symbol.as_str())
+            .collect();
+        assert_eq!(skippable, ["malloc", "calloc"]);
+    }
+
+    #[test]
+    fn cxx_operators_and_allocation_probes_move_past_single_stepped_code() {
+        // Debian's libstdc++ (a dependency of g++) is built with CET: its
+        // operator new starts with endbr64; test rdi,rdi — both
+        // single-stepped. Its probes (entry and return) move to the push.
+        let lib = Path::new("/usr/lib/x86_64-linux-gnu/libstdc++.so.6");
+        let points = probe_points(lib, &[]).unwrap();
+        // operator new calls malloc: never skips its return.
+        assert!(points.iter().all(|p| !p.may_skip), "{points:?}");
+        let new = points.iter().find(|p| p.symbol == "_Znwm").unwrap();
+        assert!(new.entry_offset > new.file_offset, "{new:?}");
+        assert!(new.placement.contains("after endbr64"), "{new:?}");
+        assert!(points
+            .iter()
+            .any(|p| p.symbol == "_ZdlPv" && p.hook == Hook::Free));
+        // glibc's malloc starts with an emulated push: it stays at +0.
+        let libc = probe_points(system_libc(), &[]).unwrap();
+        let malloc = libc.iter().find(|p| p.symbol == "malloc").unwrap();
+        assert_eq!(malloc.entry_offset, malloc.file_offset, "{malloc:?}");
+    }
+
+    #[test]
+    fn ignores_files_without_an_allocator() {
+        let exe = std::env::current_exe().unwrap();
+        // The test binary imports malloc from libc but does not define it.
+        assert!(probe_points(&exe, &[]).unwrap().is_empty());
+    }
+}
