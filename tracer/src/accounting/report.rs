@@ -289,3 +289,34 @@ fn stack_report(r: Ranked<'_>, frames: &mut Frames<'_>) -> StackReport {
         truncated: s.truncated,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_judged_against_the_alert_threshold() {
+        let mib = 1048576.0;
+        let samples = vec![
+            MemorySample {
+                t: 0.0,
+                rss_bytes: 1 << 20,
+                anon_bytes: 1 << 19,
+                traced_bytes: 0,
+            },
+            MemorySample {
+                t: 3600.0,
+                rss_bytes: 101 << 20,
+                anon_bytes: 100 << 20,
+                traced_bytes: 0,
+            },
+        ];
+        let m = memory_report(samples, 50.0 * mib);
+        assert_eq!(m.rss_growth_bytes_per_hour, 100.0 * mib);
+        assert_eq!(m.anon_growth_bytes_per_hour, 99.5 * mib);
+        assert_eq!(m.traced_growth_bytes_per_hour, 0.0);
+        assert_eq!(m.explained_share, Some(0.0));
+        assert!(m.alert);
+        assert_eq!(m.alert_threshold_bytes_per_hour, 50.0 * mib);
+    }
+}

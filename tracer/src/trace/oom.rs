@@ -10,7 +10,19 @@ use tracer_common::ProcessEvent;
 
 use memtrace_report::OomKill;
 
-use crate::discover::cgroup::{self, Container};
+use anyhow::Result;
+use memtrace_report::render::text::{oom_line, oom_log_line};
+
+use super::Session;
+use crate::{
+    accounting::report,
+    config::{self, Mode},
+    discover::{
+        cgroup::{self, Container},
+        target,
+    },
+    output,
+};
 
 /// Stacks kept per OOM-killed traced process.
 pub const TOP_STACKS: usize = 10;
@@ -47,6 +59,62 @@ pub fn kill_from_event(
         traced: false,
         traced_outstanding_bytes: 0,
         top_stacks: Vec::new(),
+    }
+}
+
+impl Session {
+    /// The OOM killer chose a victim: if it is traced, its stacks are read
+    /// from the kernel tables right away (they outlive the process until
+    /// memtrace drops them) and symbolized through the files kept open for
+    /// it. With --pid, an OOM-killed target ends the run.
+    pub(super) fn on_oom(&mut self, cfg: &config::Trace, e: &ProcessEvent) -> Result<()> {
+        let pid = e.tgid;
+        let t = self.started.elapsed().as_secs_f64();
+        // Read now unless it is already exiting (the kill is quick; cgroup
+        // v1 then shows the root): else what was last known of it.
+        let known = match self.life.by_pid.get(&pid) {
+            Some(target) => target.cgroup.clone(),
+            None => self.cgroups.get(&pid).cloned().flatten(),
+        };
+        // Read first, then check: a read that may have raced with the exit
+        // is not trusted.
+        let fresh = cgroup::read(pid);
+        let cgroup_path = match target::is_exiting(pid) {
+            false => fresh.or(known),
+            true => known,
+        };
+        let container = cgroup_path.as_deref().and_then(cgroup::container_of);
+        let mut kill = kill_from_event(e, t, cgroup_path, container);
+        if self.life.by_pid.contains_key(&pid) {
+            self.sample(cfg)?;
+            let (stacks, total) = {
+                let symbolizer = &mut self.m.symbolizer;
+                report::largest_stacks_of(
+                    &self.m.agg,
+                    &mut |pid, addrs| symbolizer.frames(pid, addrs),
+                    pid,
+                    TOP_STACKS,
+                )
+            };
+            kill.traced = true;
+            kill.top_stacks = stacks;
+            kill.traced_outstanding_bytes = total;
+        }
+        if self.mode == Mode::OomOnly {
+            let line = match cfg.oom_json_lines {
+                true => serde_json::to_string(&kill)?,
+                false => oom_log_line(&kill),
+            };
+            output::write(None, format!("{line}\n").as_bytes())?;
+        } else {
+            crate::note(&oom_line(&kill));
+        }
+        self.life.oom_killed(pid);
+        if self.oom_kills.len() == MAX_KILLS {
+            self.oom_kills.pop_front();
+        }
+        self.oom_kills.push_back(kill);
+        Ok(())
     }
 }
 
