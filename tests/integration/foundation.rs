@@ -3,12 +3,11 @@
 //! formats), `-- CMD` mode running a program to its exit, `--output`, and
 //! the error for a pid that does not exist.
 
-use std::ffi::OsString;
 use std::path::Path;
 
 use memtrace_integration::{
-    assert_within, compile_c, contains_token, run_memtrace, scratch_dir, secs, trace_pid, Workload,
-    JSON_ARGS,
+    assert_within, compile_c, contains_token, json_args_with, json_cmd_args, leak_signal,
+    run_memtrace, scratch_dir, secs, trace_until_done,
 };
 
 /// leak_signal: bytes per leak_fixed() call.
@@ -22,36 +21,11 @@ const LEAK_INTERVAL_US: u64 = 50_000;
 const EXIT_LEAK_SIZE: u64 = 2000;
 const EXIT_LEAK_COUNT: u64 = 50;
 
-fn leak_signal_workload(count: u64, size: u64, interval_us: u64) -> Workload {
-    let exe = compile_c("leak_signal");
-    let mut workload = Workload::spawn(
-        &exe,
-        &[count.to_string(), size.to_string(), interval_us.to_string()],
-    );
-    // The SIGUSR1 handler is installed once "ready" is printed.
-    workload.expect_line("ready", secs(10));
-    workload
-}
-
 #[test]
 fn pid_mode_reports_growing_leak() {
-    let mut workload = leak_signal_workload(LEAK_COUNT, LEAK_SIZE, LEAK_INTERVAL_US);
+    let mut workload = leak_signal(LEAK_COUNT, LEAK_SIZE, LEAK_INTERVAL_US);
     let pid = workload.pid();
-    let mut tracer = trace_pid(
-        pid,
-        &[
-            "--interval",
-            "1s",
-            "--duration",
-            "6s",
-            "--format",
-            "json",
-            "--top",
-            "100",
-        ],
-    );
-    workload.signal(libc::SIGUSR1);
-    workload.expect_line("done", secs(30));
+    let mut tracer = trace_until_done(&mut workload, &json_args_with(&["--duration", "6s"]));
     assert!(
         tracer.is_running(),
         "memtrace (--duration 6s) exited before the workload finished its 3 s of leaking\n{}",
@@ -116,10 +90,10 @@ fn pid_mode_reports_growing_leak() {
 
 #[test]
 fn text_format_names_function_and_pid() {
-    let mut workload = leak_signal_workload(20, LEAK_SIZE, 10_000);
+    let mut workload = leak_signal(20, LEAK_SIZE, 10_000);
     let pid = workload.pid();
-    let tracer = trace_pid(
-        pid,
+    let tracer = trace_until_done(
+        &mut workload,
         &[
             "--interval",
             "1s",
@@ -131,8 +105,6 @@ fn text_format_names_function_and_pid() {
             "100",
         ],
     );
-    workload.signal(libc::SIGUSR1);
-    workload.expect_line("done", secs(30));
     let out = tracer.finish(secs(60));
     out.assert_success();
 
@@ -177,18 +149,13 @@ fn text_format_names_function_and_pid() {
     );
 }
 
-fn leak_exit_args(extra: &[&str]) -> Vec<OsString> {
-    let mut args: Vec<OsString> = JSON_ARGS.iter().map(OsString::from).collect();
-    args.extend(extra.iter().map(OsString::from));
-    args.push("--".into());
-    args.push(compile_c("leak_exit").into());
-    args
-}
-
 #[test]
 fn cmd_mode_reports_leak_at_exit() {
     // No --duration: memtrace must return when the program exits (~1 s).
-    let out = run_memtrace(&leak_exit_args(&[]), secs(60));
+    let out = run_memtrace(
+        &json_cmd_args(&[] as &[&str], &[compile_c("leak_exit")]),
+        secs(60),
+    );
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -228,7 +195,10 @@ fn output_option_writes_report_to_file() {
     let dir = scratch_dir("output");
     let file = dir.join("report.json");
     let file_arg = file.to_str().expect("utf-8 temp path");
-    let out = run_memtrace(&leak_exit_args(&["--output", file_arg]), secs(60));
+    let out = run_memtrace(
+        &json_cmd_args(&["--output", file_arg], &[compile_c("leak_exit")]),
+        secs(60),
+    );
     out.assert_success();
     assert!(
         !out.stdout.contains("\"stacks\""),

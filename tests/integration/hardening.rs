@@ -23,19 +23,17 @@ use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use memtrace_integration::{
-    compile_c, proc_memory, run_memtrace, scratch_dir, secs, trace_pid, Workload, CMD_TIMEOUT,
+    compile_c, leak_signal, proc_memory, proc_stat, run_memtrace, scratch_dir, secs, trace_pid,
+    Workload, CMD_TIMEOUT, NOBODY,
 };
 
 /// The kernel's flag for kernel threads in /proc/PID/stat.
 const PF_KTHREAD: u64 = 0x0020_0000;
-/// What an unprivileged user is here: nobody.
-const NOBODY: u32 = 65534;
 
 /// Fields of /proc/PID/stat after the command: (state, flags).
 fn stat_of(pid: u32) -> Option<(String, u64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
-    Some((fields.first()?.to_string(), fields.get(6)?.parse().ok()?))
+    let fields = proc_stat(pid)?;
+    Some((fields.first()?.clone(), fields.get(6)?.parse().ok()?))
 }
 
 #[test]
@@ -145,15 +143,7 @@ fn links_planted_while_tracing_are_replaced_not_followed() {
     let victims = victims(&dir);
     let user = user_dir(&dir, NOBODY);
     let (json, svg) = (user.join("late.json"), user.join("late.svg"));
-    let mut workload = Workload::spawn(
-        &compile_c("leak_signal"),
-        &[
-            LINK_LEAKS.to_string(),
-            LINK_LEAK_SIZE.to_string(),
-            "10000".into(),
-        ],
-    );
-    workload.expect_line("ready", secs(10));
+    let mut workload = leak_signal(LINK_LEAKS, LINK_LEAK_SIZE, 10_000);
     let tracer = trace_pid(
         workload.pid(),
         &[

@@ -23,8 +23,7 @@ const RECORD: u64 = 2000;
 fn hoarder_in_cgroup(tag: &str) -> (Workload, MemoryCgroup) {
     let exe = compile_c("oom_hoard");
     let cgroup = MemoryCgroup::new(tag, LIMIT);
-    let mut w = Workload::spawn(&exe, &[] as &[&str]);
-    w.expect_line("ready", LINE_TIMEOUT);
+    let w = Workload::spawn_ready(&exe, &[] as &[&str]);
     cgroup.add(w.pid());
     (w, cgroup)
 }
@@ -123,20 +122,9 @@ fn oom_only_prints_a_line_per_kill() {
     // what memtrace read of every process when it started. (It is reaped
     // only once the line is out, so a failure shows the whole run.)
     let want = format!("OOM kill: pid {pid} ");
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !tracer.snapshot().contains(&want) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no line for the kill\n{}",
-            tracer.snapshot()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    tracer.wait_output(&want, Duration::from_secs(60), "no line for the kill");
     hoarder.wait_exit(Duration::from_secs(60));
-    let memtrace = i32::try_from(tracer.pid()).unwrap();
-    // SAFETY: kill(2) of the child memtrace.
-    unsafe { libc::kill(memtrace, libc::SIGINT) };
-    let out = tracer.finish(Duration::from_secs(30));
+    let out = tracer.interrupt(Duration::from_secs(30));
     out.assert_success();
     let lines: Vec<&str> = out
         .stdout
@@ -359,21 +347,13 @@ fn comm_and_cgroup_select_processes_as_they_start() {
         "--interval",
         "1s",
     ];
-    let procs_file = cgroup.dir.join("cgroup.procs");
     let (report, _) = trace_node(&args, || {
         // All started after memtrace, in the cgroup from their exec on (as
         // container runtimes do) or not: selected is node_leak in the
         // cgroup only.
         for (exe, in_cgroup) in [(&exe, true), (&exe, false), (&other, true)] {
             let mut w = match in_cgroup {
-                true => {
-                    let script = format!(
-                        "echo $$ > {} && exec {} leak 1000",
-                        procs_file.display(),
-                        exe.display()
-                    );
-                    Workload::spawn(Path::new("/bin/sh"), &["-c", &script])
-                }
+                true => cgroup.spawn(exe, &["leak", "1000"]),
                 false => Workload::spawn(exe, &["leak", "1000"]),
             };
             w.expect_line("ready", LINE_TIMEOUT);
@@ -441,9 +421,7 @@ fn ctrl_c_while_attaching_ends_the_run_with_a_report() {
         "json".into(),
     ]);
     std::thread::sleep(Duration::from_millis(50));
-    // SAFETY: kill(2) of the memtrace child.
-    unsafe { libc::kill(tracer.pid() as i32, libc::SIGINT) };
-    let out = tracer.finish(Duration::from_secs(60));
+    let out = tracer.interrupt(Duration::from_secs(60));
     out.assert_success();
     let report = out.report();
     assert!(

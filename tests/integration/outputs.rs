@@ -8,11 +8,12 @@
 //! Workload: leak_signal (`leak_signal COUNT SIZE INTERVAL_US`): after
 //! SIGUSR1, leak_fixed() mallocs SIZE bytes COUNT times, never freed.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use memtrace_integration::{
-    compile_c, memtrace_bin, scratch_dir, secs, trace_pid, RunOutput, Workload,
+    leak_signal, memtrace_bin, open_dir, path_str, scratch_dir, secs, trace_until_done, RunOutput,
+    NOBODY,
 };
 
 const LEAK_SIZE: u64 = 4096;
@@ -20,21 +21,11 @@ const LEAK_SIZE: u64 = 4096;
 /// Traces leak_signal leaking `count` blocks, with `args`; returns the run
 /// and the workload's pid.
 fn traced_leak(count: u64, args: &[&str]) -> (RunOutput, u32) {
-    let mut workload = Workload::spawn(
-        &compile_c("leak_signal"),
-        &[
-            count.to_string(),
-            LEAK_SIZE.to_string(),
-            "10000".to_string(),
-        ],
-    );
-    workload.expect_line("ready", secs(10));
+    let mut workload = leak_signal(count, LEAK_SIZE, 10_000);
     let pid = workload.pid();
     let mut all = vec!["--interval", "1s", "--duration", "3s"];
     all.extend_from_slice(args);
-    let tracer = trace_pid(pid, &all);
-    workload.signal(libc::SIGUSR1);
-    workload.expect_line("done", secs(30));
+    let tracer = trace_until_done(&mut workload, &all);
     let out = tracer.finish(secs(60));
     out.assert_success();
     (out, pid)
@@ -51,10 +42,6 @@ fn parse_svg(text: &str) -> Result<roxmltree::Document<'_>, roxmltree::Error> {
 
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
-}
-
-fn path_str(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
 }
 
 /// Folded lines as (frames outermost first, weight).
@@ -76,7 +63,12 @@ fn folded_lines(text: &str) -> Vec<(Vec<String>, u64)> {
 /// Runs memtrace as user nobody (no privileges at all).
 fn memtrace_unprivileged(args: &[&str]) -> std::process::Output {
     Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .args([
+            &format!("--reuid={NOBODY}"),
+            &format!("--regid={NOBODY}"),
+            "--clear-groups",
+            "--",
+        ])
         .arg(memtrace_bin())
         .args(args)
         .output()
@@ -234,15 +226,6 @@ fn weights_of_folded_stacks() {
         assert_eq!(leak.1, want, "--weight {weight}: leak_fixed's weight");
     }
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// A directory user nobody can write its outputs to.
-fn open_dir(dir: &Path) -> PathBuf {
-    let open = dir.join("nobody");
-    std::fs::create_dir_all(&open).expect("mkdir");
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).expect("chmod");
-    open
 }
 
 #[test]

@@ -22,29 +22,14 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use memtrace_integration::{
-    compile_c, run_memtrace, run_memtrace_cmd, run_memtrace_stdout_closed, scratch_dir, secs,
-    trace_pid, Workload, CMD_TIMEOUT, JSON_ARGS,
+    busy_loop, compile_c, json_args_with, json_cmd_args, leak_signal, losses_except, run_memtrace,
+    run_memtrace_cmd, run_memtrace_stdout_closed, scratch_dir, secs, trace_pid, Workload,
+    BUSY_LEAK_SIZE, CMD_TIMEOUT,
 };
 
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
 
-/// Options of a `--pid` JSON run of `duration`, sampled every second.
-fn pid_json_args(duration: &str) -> Vec<&str> {
-    vec![
-        "--duration",
-        duration,
-        "--interval",
-        "1s",
-        "--format",
-        "json",
-        "--top",
-        "100",
-    ]
-}
-
-/// busy_loop.c: bytes of each busy_leak() block.
-const BUSY_LEAK_SIZE: u64 = 4096;
 /// Attaching to busy_loop three times: the bug lost every call in most runs.
 const BUSY_RUNS: usize = 3;
 /// More than the calls a busy_loop makes in 3 s while traced (it makes
@@ -56,12 +41,10 @@ const BUSY_MAX_RETURN_WITHOUT_ENTRY: u64 = 1000;
 
 #[test]
 fn attach_to_busy_target_records_its_calls() {
-    let exe = compile_c("busy_loop");
     for run in 1..=BUSY_RUNS {
-        let mut workload = Workload::spawn(&exe, &[] as &[&str]);
-        workload.expect_line("ready", secs(10));
+        let workload = busy_loop();
         let pid = workload.pid();
-        let tracer = trace_pid(pid, &pid_json_args("3s"));
+        let tracer = trace_pid(pid, &json_args_with(&["--duration", "3s"]));
         let out = tracer.finish(secs(60));
         out.assert_success();
         let report = out.report();
@@ -88,12 +71,7 @@ fn attach_to_busy_target_records_its_calls() {
             top.outstanding_bytes,
             top.outstanding_allocations
         );
-        let other_losses: Vec<String> = report
-            .losses
-            .iter()
-            .filter(|&(k, &v)| k != "return_without_entry" && v != 0)
-            .map(|(k, v)| format!("{k} = {v}"))
-            .collect();
+        let other_losses = losses_except(&report, "return_without_entry");
         assert!(
             other_losses.is_empty(),
             "losses other than return_without_entry should be 0: {} {ctx}",
@@ -240,9 +218,7 @@ fn script_after_dashdash_is_traced_into_its_exec() {
     for (name, shebang) in [("sh.sh", "#!/bin/sh"), ("env.sh", "#!/usr/bin/env sh")] {
         let script = write_exec_script(&dir, name, shebang, &exe);
         let file = dir.join(format!("{name}.json"));
-        let mut args: Vec<OsString> = JSON_ARGS.iter().map(OsString::from).collect();
-        args.extend(["-o".into(), file.clone().into_os_string(), "--".into()]);
-        args.push(script.into_os_string());
+        let args = json_cmd_args(&[OsString::from("-o"), file.clone().into()], &[script]);
         let out = run_memtrace(&args, CMD_TIMEOUT);
         out.assert_success();
         let text = std::fs::read_to_string(&file).unwrap_or_else(|e| {
@@ -276,12 +252,7 @@ fn script_after_dashdash_is_traced_into_its_exec() {
         // collision in the kernel's stack table (`stack_lost`, documented
         // in the README) happens in about one run in ten. Their bytes are
         // released by the exec anyway; every other loss must be 0.
-        let losses: Vec<String> = report
-            .losses
-            .iter()
-            .filter(|&(k, &v)| k != "stack_lost" && v != 0)
-            .map(|(k, v)| format!("{k} = {v}"))
-            .collect();
+        let losses = losses_except(&report, "stack_lost");
         assert!(
             losses.is_empty(),
             "losses other than stack_lost should be 0: {} {ctx}",
@@ -294,8 +265,7 @@ fn script_after_dashdash_is_traced_into_its_exec() {
 
 #[test]
 fn output_into_missing_directory_fails_fast() {
-    let mut workload = Workload::spawn(&compile_c("leak_signal"), &["1", "1000", "1000"]);
-    workload.expect_line("ready", secs(10));
+    let workload = leak_signal(1, 1000, 1000);
     let dir = scratch_dir("missing-output-dir");
     let file = dir.join("no-such-dir").join("x.json");
     let file_arg = file.to_str().expect("utf-8 temp path");
@@ -405,7 +375,7 @@ fn replaced_library_is_hooked_through_map_files() {
         maps_of(pid, &copy_str).join("\n")
     );
 
-    let tracer = trace_pid(pid, &pid_json_args("3s"));
+    let tracer = trace_pid(pid, &json_args_with(&["--duration", "3s"]));
     workload.signal(libc::SIGUSR1);
     workload.expect_line("done", secs(10));
     let out = tracer.finish(secs(60));

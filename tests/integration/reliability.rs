@@ -32,18 +32,12 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use memtrace_integration::{
-    compile_c, compile_c_with, run_memtrace, run_memtrace_cmd, scratch_dir, secs, trace_pid,
-    Report, RunOutput, Stack, Tracer, Workload, CMD_TIMEOUT, JSON_ARGS, TRACING_TIMEOUT,
+    busy_loop, compile_c, compile_c_with, consistency_problems_except, json_args_with,
+    json_cmd_args, proc_stat, run_memtrace, run_memtrace_cmd, scratch_dir, secs, trace_pid, Report,
+    RunOutput, Stack, Tracer, Workload, BUSY_LEAK_SIZE, CMD_TIMEOUT, TRACING_TIMEOUT,
 };
 
 const KIB: u64 = 1024;
-
-/// Options of a `--pid` JSON run sampled every second, with `extra`.
-fn pid_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
-    let mut args = vec!["--interval", "1s", "--format", "json", "--top", "100"];
-    args.extend_from_slice(extra);
-    args
-}
 
 /// `memtrace options -- exe args`, checked for success.
 #[track_caller]
@@ -218,8 +212,7 @@ const INT3: u8 = 0xcc;
 /// CPU time (utime + stime, clock ticks) of `pid`, None once it is gone or
 /// a zombie.
 fn cpu_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
+    let fields = proc_stat(pid)?;
     if fields[0] == "Z" {
         return None;
     }
@@ -235,10 +228,9 @@ const CLEANUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// that none of them is left and that the target still runs. Returns the
 /// run's output.
 fn stop_and_check(sig: i32) -> RunOutput {
-    let mut workload = Workload::spawn(&compile_c("busy_loop"), &[] as &[&str]);
-    workload.expect_line("ready", secs(10));
+    let workload = busy_loop();
     let pid = workload.pid();
-    let mut tracer = trace_pid(pid, &pid_args(&["--verbose"]));
+    let mut tracer = trace_pid(pid, &json_args_with(&["--verbose"]));
     let held = held_by(tracer.pid());
     let sites = probe_sites(&tracer.stderr());
     let ctx = format!("{held:?}\nprobe sites {sites:?}\n{}", tracer.snapshot());
@@ -342,9 +334,6 @@ fn sigkill_leaves_no_probe_behind() {
     );
 }
 
-/// busy_loop.c: bytes of each busy_leak() block.
-const BUSY_LEAK_SIZE: u64 = 4096;
-
 #[test]
 fn ctrl_c_writes_the_report_and_leaves_no_probe_behind() {
     let out = stop_and_check(libc::SIGINT);
@@ -365,11 +354,7 @@ fn ctrl_c_writes_the_report_and_leaves_no_probe_behind() {
     // histogram differ from the totals (README: JSON report) — by more than
     // the support's slack of 2 blocks once in ~15 runs on a loaded machine.
     // Every other rule holds.
-    let problems: Vec<String> = report
-        .consistency_problems()
-        .into_iter()
-        .filter(|p| !p.contains("age_histogram adds up"))
-        .collect();
+    let problems = consistency_problems_except(&report, "age_histogram adds up");
     assert!(problems.is_empty(), "{}\n{ctx}", problems.join("\n"));
 }
 
@@ -379,10 +364,9 @@ fn ctrl_c_writes_the_report_and_leaves_no_probe_behind() {
 
 #[test]
 fn target_killed_mid_call_ends_the_run_with_its_report() {
-    let mut workload = Workload::spawn(&compile_c("busy_loop"), &[] as &[&str]);
-    workload.expect_line("ready", secs(10));
+    let workload = busy_loop();
     let pid = workload.pid();
-    let tracer = trace_pid(pid, &pid_args(&["--duration", "60s"]));
+    let tracer = trace_pid(pid, &json_args_with(&["--duration", "60s"]));
     thread::sleep(Duration::from_millis(1500));
     // busy_loop is inside malloc or free nearly all the time.
     workload.signal(libc::SIGKILL);
@@ -414,14 +398,10 @@ fn exec_into_another_allocator_is_hooked() {
     let late = compile_c_with("late_image", &["-static"]);
     let dir = scratch_dir("late-image");
     let go = dir.join("go");
-    let mut args: Vec<OsString> = JSON_ARGS.iter().map(OsString::from).collect();
-    args.extend([
-        "--verbose".into(),
-        "--".into(),
-        first.into(),
-        late.clone().into(),
-    ]);
-    args.push(go.clone().into());
+    let args = json_cmd_args(
+        &["--verbose"],
+        &[first.as_os_str(), late.as_os_str(), go.as_os_str()],
+    );
     let mut tracer = Tracer::spawn(&args);
     // The exec'd image allocates once its own probes are in place.
     tracer.wait_line(&format!("malloc in {} (", late.display()), CMD_TIMEOUT);
@@ -573,8 +553,7 @@ fn release_family(tracer: &mut Tracer, parent: u32, followed: bool) -> Vec<f64> 
 #[test]
 fn command_mode_follows_forks() {
     let exe = compile_c("fork_follow");
-    let mut args: Vec<OsString> = JSON_ARGS.iter().map(OsString::from).collect();
-    args.extend(["--verbose".into(), "--".into(), exe.into()]);
+    let args = json_cmd_args(&["--verbose"], &[exe]);
     let mut tracer = Tracer::spawn(&args);
     let line = tracer.wait_tracing(TRACING_TIMEOUT);
     let parent: u32 = line
@@ -591,11 +570,10 @@ fn command_mode_follows_forks() {
 
 /// Runs fork_follow in `--pid` mode with `extra` options; the report.
 fn trace_fork_follow(extra: &[&str]) -> (Report, u32) {
-    let mut workload = Workload::spawn(&compile_c("fork_follow"), &["wait"]);
-    workload.expect_line("ready", secs(10));
+    let mut workload = Workload::spawn_ready(&compile_c("fork_follow"), &["wait"]);
     let pid = workload.pid();
     let followed = extra.contains(&"--follow-forks");
-    let mut tracer = trace_pid(pid, &pid_args(&[extra, &["--verbose"]].concat()));
+    let mut tracer = trace_pid(pid, &json_args_with(&[extra, &["--verbose"]].concat()));
     workload.signal(libc::SIGUSR1);
     let delays = release_family(&mut tracer, pid, followed);
     println!("fork_follow --pid {extra:?}: probes in place {delays:?} ms after each fork");
@@ -672,7 +650,7 @@ fn reused_pid_is_not_the_old_target() {
         lines.iter().any(|l| l == "ready"),
         "pid_reuse printed {lines:?}"
     );
-    let tracer = trace_pid(a, &pid_args(&["--duration", "60s"]));
+    let tracer = trace_pid(a, &json_args_with(&["--duration", "60s"]));
     // SAFETY: kill(2) has no memory-safety preconditions.
     assert_eq!(
         unsafe { libc::kill(a as i32, libc::SIGUSR1) },
@@ -932,11 +910,7 @@ fn full_stack_table_is_counted_and_bytes_kept() {
     );
     // Every stack is listed (257, more than the --top the support checks
     // assume); the sums are checked above.
-    let problems: Vec<String> = report
-        .consistency_problems()
-        .into_iter()
-        .filter(|p| !p.contains("stacks listed, more than --top"))
-        .collect();
+    let problems = consistency_problems_except(&report, "stacks listed, more than --top");
     assert!(problems.is_empty(), "{}\n{ctx}", problems.join("\n"));
 }
 

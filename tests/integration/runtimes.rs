@@ -13,13 +13,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use memtrace_integration::{
-    compile_c_using, compile_c_with, secs, trace_handshake, trace_pid, Report, Tracer, Workload,
+    compile_c_using, compile_c_with, json_args_with, secs, trace_handshake, trace_pid, Report,
+    Tracer, Workload,
 };
 
 /// alloc_leak.c: LEAK_COUNT blocks of LEAK_SIZE bytes.
 const LEAK_COUNT: u64 = 100;
 const LEAK_SIZE: u64 = 10_000;
-const TRACE_ARGS: &[&str] = &["--interval", "1s", "--format", "json", "--top", "100"];
 
 /// A Debian library, which must be installed.
 #[track_caller]
@@ -34,8 +34,7 @@ fn library(path: &str, package: &str) -> PathBuf {
 
 /// Traces `pid` with `extra` options until [`stop`] (a minute at most).
 fn trace(pid: u32, extra: &[&str]) -> Tracer {
-    let mut all: Vec<&str> = TRACE_ARGS.to_vec();
-    all.extend(["--duration", "60s"]);
+    let mut all = json_args_with(&["--duration", "60s"]);
     all.extend_from_slice(extra);
     trace_pid(pid, &all)
 }
@@ -44,17 +43,19 @@ fn trace(pid: u32, extra: &[&str]) -> Tracer {
 /// what was just done) and returns its report.
 fn stop(tracer: Tracer) -> Report {
     std::thread::sleep(std::time::Duration::from_millis(1500));
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(tracer.pid() as i32, libc::SIGINT) };
-    tracer.finish(secs(120)).report()
+    tracer.interrupt(secs(120)).report()
 }
 
 /// Starts `exe args`, traces it with `extra` options, gives the go, and
 /// returns the report once the leak is done.
 fn traced_leak(exe: &Path, args: &[&str], extra: &[&str]) -> Report {
-    let mut all: Vec<&str> = TRACE_ARGS.to_vec();
-    all.extend_from_slice(extra);
-    trace_handshake(exe, args, &all, Duration::from_millis(1500)).0
+    trace_handshake(
+        exe,
+        args,
+        &json_args_with(extra),
+        Duration::from_millis(1500),
+    )
+    .0
 }
 
 /// The leak is `function`'s, exactly, and `allocator` (a path suffix) was
@@ -145,8 +146,7 @@ fn an_allocator_under_a_prefix_of_its_own() {
     let exe = compile_c_with("alloc_leak", &["-ldl"]);
     let plugin_arg = plugin.to_str().unwrap();
     // Given up front: hooked before the program even loads it.
-    let mut w = Workload::spawn(&exe, &["myalloc", plugin_arg]);
-    w.expect_line("ready", secs(10));
+    let mut w = Workload::spawn_ready(&exe, &["myalloc", plugin_arg]);
     let tracer = trace(
         w.pid(),
         &["--symbol-prefix", "myalloc_", "--allocator-lib", plugin_arg],
@@ -169,8 +169,7 @@ fn libraries_loaded_later_are_hooked_and_named() {
     // A leak inside a library dlopen()ed after memtrace attached: its
     // frames are named (libc's malloc was hooked from the start).
     let report = {
-        let mut w = Workload::spawn(&exe, &["plugin", plugin_arg]);
-        w.expect_line("ready", secs(10));
+        let mut w = Workload::spawn_ready(&exe, &["plugin", plugin_arg]);
         let tracer = trace(w.pid(), &[]);
         w.signal(libc::SIGUSR1);
         w.expect_line("loaded", secs(10));
@@ -189,21 +188,12 @@ fn libraries_loaded_later_are_hooked_and_named() {
 
     // An allocator in a library dlopen()ed later: memtrace notices it at
     // its next look at the maps (every second) and hooks it.
-    let mut w = Workload::spawn(&exe, &["myalloc", plugin_arg]);
-    w.expect_line("ready", secs(10));
+    let mut w = Workload::spawn_ready(&exe, &["myalloc", plugin_arg]);
     let tracer = trace(w.pid(), &["--symbol-prefix", "myalloc_"]);
     w.signal(libc::SIGUSR1);
     w.expect_line("loaded", secs(10));
     let hooked = format!("pid {} loaded the allocator {plugin_arg}: hooked", w.pid());
-    let deadline = std::time::Instant::now() + secs(10);
-    while !tracer.snapshot().contains(&hooked) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the dlopen()ed allocator was not hooked\n{}",
-            tracer.snapshot()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    tracer.wait_output(&hooked, secs(10), "the dlopen()ed allocator was not hooked");
     w.signal(libc::SIGUSR1);
     w.expect_line("done", secs(10));
     let report = stop(tracer);
@@ -224,7 +214,7 @@ fn libraries_loaded_later_are_hooked_and_named() {
 fn trace_runtime(program: &Path, args: &[&str]) -> (Report, String) {
     let mut w = Workload::spawn(program, args);
     w.expect_line("ready", secs(30));
-    let tracer = trace_pid(w.pid(), &[TRACE_ARGS, &["--duration", "6s"]].concat());
+    let tracer = trace_pid(w.pid(), &json_args_with(&["--duration", "6s"]));
     let out = tracer.finish(secs(60));
     (out.report(), out.stderr.clone())
 }

@@ -18,8 +18,8 @@
 use std::sync::OnceLock;
 
 use memtrace_integration::{
-    compile_c, compile_c_with, run_memtrace, run_memtrace_cmd, scratch_dir, secs, trace_pid,
-    Report, Workload,
+    compile_c, compile_c_with, json_args_with, run_memtrace, run_memtrace_cmd, scratch_dir, secs,
+    trace_pid, Report, Workload,
 };
 
 const KIB: u64 = 1024;
@@ -283,22 +283,9 @@ const EXIT_LEAK_SIZE: u64 = 1000;
 
 #[test]
 fn pid_target_exiting_ends_the_trace() {
-    let mut workload = Workload::spawn(&compile_c("leak_then_exit"), &[] as &[&str]);
-    workload.expect_line("ready", secs(10));
+    let mut workload = Workload::spawn_ready(&compile_c("leak_then_exit"), &[] as &[&str]);
     let pid = workload.pid();
-    let tracer = trace_pid(
-        pid,
-        &[
-            "--duration",
-            "30s",
-            "--interval",
-            "1s",
-            "--format",
-            "json",
-            "--top",
-            "100",
-        ],
-    );
+    let tracer = trace_pid(pid, &json_args_with(&["--duration", "30s"]));
     workload.signal(libc::SIGUSR1);
     // The workload is left unreaped (a zombie) until memtrace is done: an
     // exited process must be noticed without its parent's wait.
@@ -343,8 +330,7 @@ fn static_stripped_target_has_no_allocator() {
     // Statically linked and stripped: no allocator library is mapped and the
     // executable exports no malloc/free.
     let exe = compile_c_with("static_sleeper", &["-static", "-s"]);
-    let mut workload = Workload::spawn(&exe, &[] as &[&str]);
-    workload.expect_line("ready", secs(10));
+    let workload = Workload::spawn_ready(&exe, &[] as &[&str]);
     let pid = workload.pid().to_string();
     let out = run_memtrace(&["--pid", pid.as_str(), "--duration", "2s"], secs(30));
     out.one_line_error(None, &["no allocator symbols"]);
