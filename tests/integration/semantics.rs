@@ -1,28 +1,30 @@
 //! The allocator semantics the README promises, with exact expectations on
-//! real traced workloads:
-//! - `-- CMD` mode on alloc_semantics.c: `realloc(NULL, n)` is a malloc,
-//!   `realloc(p, 0)` a free, a failed realloc leaves `p` outstanding, failed
-//!   calls (calloc overflow, `malloc(SIZE_MAX)`) are not recorded but counted
-//!   in `counters.failed_allocations`, reallocarray/memalign/valloc/pvalloc
-//!   are attributed to their callers with the requested sizes, a user mremap
-//!   that grows or shrinks a mapping adjusts its bytes, and a `PROT_NONE`
-//!   mapping is a reservation, not memory;
-//! - `--pid` mode: a target that exits mid-trace ends the trace early with
-//!   its leak reported and `exited: true`;
-//! - errors: a static, stripped target (no allocator symbols), invalid
-//!   values of every option (tracing, selections, the agent's) and saved
-//!   snapshots that are missing, not JSON, of another version or cut short
-//!   are one-line `memtrace: error:` failures (exit code 2 for usage, 1
-//!   for files).
+//! real traced workloads in `-- CMD` mode:
+//! - alloc_semantics.c: `realloc(NULL, n)` is a malloc, `realloc(p, 0)` a
+//!   free, a failed realloc leaves `p` outstanding, failed calls (calloc
+//!   overflow, `malloc(SIZE_MAX)`) are not recorded but counted in
+//!   `counters.failed_allocations`, reallocarray/memalign/valloc/pvalloc
+//!   are attributed to their callers with the requested sizes, a user
+//!   mremap that grows or shrinks a mapping adjusts its bytes, and a
+//!   `PROT_NONE` mapping is a reservation, not memory;
+//! - per entry point: malloc/free churn leaves nothing outstanding; calloc,
+//!   a realloc growth chain, posix_memalign, aligned_alloc and anonymous
+//!   mmap are each attributed to their calling function with exact byte
+//!   counts; and large mallocs that glibc serves with mmap are counted
+//!   once, as heap, not again as mappings;
+//! - an overflowing `reallocarray` (reallocarray_overflow.c) is a failed
+//!   call that leaves its block outstanding, not a free;
+//! - bad allocator traffic (bad_traffic.c): free(NULL), a double free and
+//!   an interior free caught by glibc, reallocarray whose size wraps to 0,
+//!   posix_memalign failing, munmap of ranges never or partly mapped — no
+//!   phantom bytes.
 
 use std::sync::OnceLock;
 
-use memtrace_integration::{
-    compile_c, compile_c_with, json_args_with, run_memtrace, run_memtrace_cmd, scratch_dir, secs,
-    trace_pid, Report, Workload,
-};
+use memtrace_integration::{assert_within, compile_c, run_memtrace_cmd, Report, Stack};
 
 const KIB: u64 = 1024;
+const MIB: u64 = 1024 * KIB;
 
 /// alloc_semantics.c: the sizes each function keeps (see its header).
 const REALLOC_FROM_NULL: u64 = 1234;
@@ -31,13 +33,17 @@ const FAILED_REALLOC_KEPT: u64 = 5000;
 const REALLOCARRAY: u64 = 10 * 100;
 const MEMALIGN: u64 = 700;
 const VALLOC: u64 = 900;
+
 /// pvalloc(100): glibc rounds the block up to a whole page, but memtrace
 /// accounts the *requested* size, like for every other entry point.
 const PVALLOC: u64 = 100;
+
 /// leak_mremap_grow: 64 KiB mapped, then mremap'ed to 256 KiB.
 const MREMAP_GROWN: u64 = 256 * KIB;
+
 /// shrink_then_unmap: 128 KiB mapped, shrunk to 32 KiB, unmapped.
 const SHRUNK_MAPPING: u64 = 128 * KIB;
+
 /// The failing allocator calls alloc_semantics makes: realloc(p, 1 << 60),
 /// calloc(SIZE_MAX / 2, 4), malloc(SIZE_MAX). glibc makes no failing call of
 /// its own in this program (a run of an otherwise empty program reports 0),
@@ -277,164 +283,269 @@ fn semantics_report_totals_are_exact() {
     report.assert_consistent();
 }
 
-/// leak_then_exit.c: 20 x 1000 bytes leaked on SIGUSR1, exit 0.5 s later.
-const EXIT_LEAKS: u64 = 20;
-const EXIT_LEAK_SIZE: u64 = 1000;
+/// churn.c: churn() mallocs and frees CHURN_SIZE bytes CHURN_ROUNDS times.
+const CHURN_SIZE: u64 = 4096;
+const CHURN_ROUNDS: u64 = 10_000;
+
+/// churn.c: leak_anchor() leaks ANCHOR_COUNT blocks of ANCHOR_SIZE bytes.
+const ANCHOR_SIZE: u64 = 512;
+const ANCHOR_COUNT: u64 = 10;
+
+/// big_leak.c: leak_big() keeps 8 x 1 MiB; churn_big() mallocs and frees
+/// 4 x 1 MiB.
+const BIG: u64 = MIB;
+const BIG_LEAKS: u64 = 8;
+const BIG_CHURNS: u64 = 4;
 
 #[test]
-fn pid_target_exiting_ends_the_trace() {
-    let mut workload = Workload::spawn_ready(&compile_c("leak_then_exit"), &[] as &[&str]);
-    let pid = workload.pid();
-    let tracer = trace_pid(pid, &json_args_with(&["--duration", "30s"]));
-    workload.signal(libc::SIGUSR1);
-    // The workload is left unreaped (a zombie) until memtrace is done: an
-    // exited process must be noticed without its parent's wait.
-    let out = tracer.finish(secs(60));
-    let status = workload.wait_exit(secs(10));
-    assert_eq!(
-        status.code(),
-        Some(0),
-        "leak_then_exit should exit 0 on its own"
-    );
-    out.assert_success();
-    assert!(
-        out.elapsed < secs(15),
-        "memtrace --duration 30s should end soon after its only target exits (~0.5 s after \
-         SIGUSR1), not at the end of --duration\n{}",
-        out.describe()
-    );
-    let report = out.report();
+fn churn_leaves_nothing_outstanding() {
+    let report = run_memtrace_cmd(&["--duration", "30s"], &[compile_c("churn")]);
     let ctx = report.describe();
-    report.assert_target(workload.name(), Some(pid));
-    assert_eq!(
-        report.json["targets"][0]["exited"],
-        serde_json::Value::Bool(true),
-        "targets[0].exited\n{ctx}"
+    report.assert_target("churn", None);
+
+    let problems = report.function_mismatches(
+        "leak_anchor",
+        "heap",
+        ANCHOR_COUNT * ANCHOR_SIZE,
+        ANCHOR_COUNT,
     );
-    let s = report.stack_of("leak_then_exit");
-    assert_eq!(
-        (
-            s.kind.as_str(),
-            s.outstanding_bytes,
-            s.outstanding_allocations
-        ),
-        ("heap", EXIT_LEAKS * EXIT_LEAK_SIZE, EXIT_LEAKS),
-        "leak_then_exit: (kind, outstanding_bytes, outstanding_allocations)\n{ctx}"
+    assert!(problems.is_empty(), "{}\n{ctx}", problems.join("\n"));
+
+    // The churn stack may be listed (with at most one block outstanding) or
+    // left out for having nothing outstanding; either way its calls must be
+    // in the totals.
+    let churn = report.function_summary("churn");
+    if churn.stacks > 0 {
+        let t = &churn.totals;
+        assert!(
+            t.outstanding_bytes <= CHURN_SIZE && t.outstanding_allocations <= 1,
+            "churn: at most one {CHURN_SIZE}-byte block may be outstanding, got {} B in {}\n{ctx}",
+            t.outstanding_bytes,
+            t.outstanding_allocations
+        );
+        assert!(
+            t.allocations > 0 && t.frees > 0,
+            "churn: allocations and frees should both be counted\n{ctx}"
+        );
+        assert_eq!(
+            (t.allocations, t.frees),
+            (CHURN_ROUNDS, CHURN_ROUNDS),
+            "churn: (allocations, frees)\n{ctx}"
+        );
+    }
+    assert!(
+        report.totals.allocations >= CHURN_ROUNDS + ANCHOR_COUNT
+            && report.totals.frees >= CHURN_ROUNDS,
+        "totals should include churn's {CHURN_ROUNDS} mallocs and frees (and the \
+         {ANCHOR_COUNT} anchor mallocs)\n{ctx}"
     );
     report.assert_no_losses();
     report.assert_consistent();
 }
 
 #[test]
-fn static_stripped_target_has_no_allocator() {
-    // Statically linked and stripped: no allocator library is mapped and the
-    // executable exports no malloc/free.
-    let exe = compile_c_with("static_sleeper", &["-static", "-s"]);
-    let workload = Workload::spawn_ready(&exe, &[] as &[&str]);
-    let pid = workload.pid().to_string();
-    let out = run_memtrace(&["--pid", pid.as_str(), "--duration", "2s"], secs(30));
-    out.one_line_error(None, &["no allocator symbols"]);
+fn each_allocator_attributed_to_its_caller() {
+    let report = run_memtrace_cmd(&["--duration", "30s"], &[compile_c("alloc_variants")]);
+    report.assert_target("alloc_variants", None);
+
+    // (function, kind, outstanding bytes, outstanding allocations)
+    let expected: &[(&str, &str, u64, u64)] = &[
+        ("leak_calloc", "heap", 5 * 100 * 40, 5),
+        // realloc 16 -> 32 -> ... -> 64 KiB: only the final block remains.
+        ("grow_realloc", "heap", 64 * KIB, 1),
+        ("leak_posix_memalign", "heap", 3 * 1000, 3),
+        ("leak_aligned_alloc", "heap", 4 * 2048, 4),
+        ("leak_mmap", "mmap", 3 * 64 * KIB, 3),
+    ];
+    let problems: Vec<String> = expected
+        .iter()
+        .flat_map(|&(f, kind, bytes, allocs)| report.function_mismatches(f, kind, bytes, allocs))
+        .collect();
+    assert!(
+        problems.is_empty(),
+        "per-function expectations not met:\n  {}\n{}",
+        problems.join("\n  "),
+        report.describe()
+    );
+    report.assert_no_losses();
+    report.assert_consistent();
 }
 
-/// Invalid values of every option, each given as `OPTION=VALUE`.
-const BAD_VALUES: &[(&str, &[&str])] = &[
-    ("--pid", &["abc", "0", "-3", "99999999999", ""]),
-    ("--duration", &["soon", "0s", "10", "-5s", "500000000000y"]),
-    ("--interval", &["0s", "often", "2y"]),
-    ("--top", &["0", "-1", "ten"]),
-    ("--format", &["xml", ""]),
-    ("--sort", &["size"]),
-    ("--weight", &["bytes"]),
-    ("--min-age", &["0s", "old"]),
-    (
-        "--rss-alert",
-        &["50MiB", "fast/h", "0/h", "5XB/h", "1e3MiB/h", "50MiB/day"],
-    ),
-    ("--sample-bytes", &["0", "2GiB", "lots", "-1"]),
-    ("--max-live", &["10", "99999999", "many"]),
-    ("--max-stacks", &["1", "2000000"]),
-    ("--symbol-prefix", &["my-", "", "a b"]),
-    ("--allocator-lib", &[""]),
-    ("--output", &["report.unknown", ""]),
-    ("--no-live", &["yes"]),
-    ("--verbose", &["2"]),
-];
-
-/// Options that exclude a command after `--` (they select processes).
-const BAD_SELECTIONS: &[(&str, &[&str])] = &[
-    ("--comm", &["", "sixteen-chars-xx"]),
-    ("--cgroup", &["", "/kubepods/../etc"]),
-    ("--container", &["zz", "abc!", "x://"]),
-    ("--all", &["yes"]),
-    ("--oom-only", &["1"]),
-];
-
-/// `memtrace agent`'s options.
-const BAD_AGENT_VALUES: &[(&str, &[&str])] = &[
-    ("--listen", &["nope", "localhost", "0.0.0.0:9464", "[::]:1"]),
-    ("--reports-dir", &[""]),
-    ("--scan-interval", &["0s", "2y"]),
-    ("--alert-growth", &["fast", "0/h"]),
-    ("--min-observation", &["never"]),
-    ("--trace-window", &["0s", "500000000000y"]),
-    ("--trace-interval", &["0s"]),
-    ("--max-traces", &["0", "17"]),
-    ("--retrace-after", &["later"]),
-    ("--max-reports", &["0", "-2"]),
-    ("--max-report-bytes", &["0", "big"]),
-    ("--comm", &[""]),
-];
-
 #[test]
-fn bad_option_values_are_usage_errors() {
-    // A valid target (or a short --duration), so that the bad value is the
-    // only problem and a memtrace that accepted it would end on its own.
-    let runs = [
-        (BAD_VALUES, &[][..], &["--", "true"][..]),
-        (BAD_SELECTIONS, &[], &["--duration", "1s"]),
-        (BAD_AGENT_VALUES, &["agent"], &[]),
-    ];
-    for (table, before, after) in runs {
-        for &(option, values) in table {
-            for value in values {
-                let arg = format!("{option}={value}");
-                let args: Vec<&str> = before
+fn large_malloc_counted_once() {
+    let report = run_memtrace_cmd(&["--duration", "30s"], &[compile_c("big_leak")]);
+    let ctx = report.describe();
+    report.assert_target("big_leak", None);
+
+    let big = report.function_summary("leak_big");
+    assert!(
+        big.stacks > 0 && big.kinds.len() == 1 && big.kinds.contains("heap"),
+        "leak_big should be reported as heap stack(s), got {} stacks of kinds {:?}\n{ctx}",
+        big.stacks,
+        big.kinds
+    );
+    assert_within(
+        "leak_big outstanding_bytes (tolerance ±5%)",
+        big.totals.outstanding_bytes,
+        BIG_LEAKS * BIG,
+        5.0,
+        &ctx,
+    );
+    assert_eq!(
+        big.totals.outstanding_allocations, BIG_LEAKS,
+        "leak_big outstanding_allocations\n{ctx}"
+    );
+
+    let churn = report.function_summary("churn_big");
+    if churn.stacks > 0 {
+        let t = &churn.totals;
+        assert_eq!(
+            (t.outstanding_bytes, t.allocations, t.frees),
+            (0, BIG_CHURNS, BIG_CHURNS),
+            "churn_big: (outstanding_bytes, allocations, frees)\n{ctx}"
+        );
+    }
+
+    // The mmaps inside malloc are the heap blocks themselves: counted once.
+    let total = report.totals.outstanding_bytes;
+    assert!(
+        total < BIG_LEAKS * BIG + MIB,
+        "totals.outstanding_bytes {total} should be < {} (8 MiB leaked, counted once)\n{ctx}",
+        BIG_LEAKS * BIG + MIB
+    );
+    for s in report.stacks.iter().filter(|s| s.kind == "mmap") {
+        assert!(
+            s.outstanding_bytes < MIB
+                && !s
+                    .functions()
                     .iter()
-                    .copied()
-                    .chain([arg.as_str()])
-                    .chain(after.iter().copied())
-                    .collect();
-                let out = run_memtrace(&args, secs(30));
-                out.one_line_error(Some(2), &[option, value]);
-            }
-        }
+                    .any(|f| *f == "leak_big" || *f == "churn_big"),
+            "an mmap-kind stack holds malloc's 1 MiB blocks (double counting): {}\n{ctx}",
+            s.summary()
+        );
     }
-    // A token is a secret: a bad one is refused without being echoed.
-    let out = run_memtrace(&["agent", "--token", "short secret"], secs(30));
-    let line = out.one_line_error(Some(2), &["--token"]);
-    assert!(!line.contains("short secret"), "{line}");
+    report.assert_no_losses();
+    report.assert_consistent();
 }
 
+/// reallocarray_overflow.c: malloc(1000) kept after a failed reallocarray.
+const OVERFLOW_KEPT: u64 = 1000;
+
 #[test]
-fn bad_snapshot_files_are_one_line_errors() {
-    let dir = scratch_dir("bad-snapshots");
-    let files = [
-        ("missing.json", None),
-        ("passwd.json", Some("root:x:0:0:root:/root:/bin/bash\n")),
-        ("other.json", Some("{\"version\": 1, \"stacks\": []}")),
-        ("cut.json", Some("{\"version\": 2, \"stacks\": [")),
-        ("types.json", Some("{\"version\": 2, \"stacks\": 7}")),
-    ];
-    for (name, content) in files {
-        let path = dir.join(name);
-        if let Some(text) = content {
-            std::fs::write(&path, text).expect("write a snapshot");
-        }
-        let arg = path.to_str().expect("utf-8 scratch path");
-        let out = run_memtrace(&["report", arg], secs(30));
-        out.one_line_error(Some(1), &[arg]);
-        let out = run_memtrace(&["diff", arg, arg], secs(30));
-        out.one_line_error(Some(1), &[arg]);
-    }
-    let _ = std::fs::remove_dir_all(&dir);
+fn reallocarray_overflow_is_a_failed_call() {
+    let report = run_memtrace_cmd(
+        &["--duration", "30s"],
+        &[compile_c("reallocarray_overflow")],
+    );
+    let ctx = report.describe();
+    let s = report.stack_of("keep_after_overflow");
+    assert_eq!(
+        (
+            s.kind.as_str(),
+            s.outstanding_bytes,
+            s.outstanding_allocations,
+            s.frees
+        ),
+        ("heap", OVERFLOW_KEPT, 1, 0),
+        "keep_after_overflow: reallocarray(p, SIZE_MAX / 2, 4) overflows and returns NULL, \
+         leaving malloc(1000)'s block outstanding: (kind, outstanding_bytes, \
+         outstanding_allocations, frees)\n{ctx}"
+    );
+    assert_eq!(
+        report.counter("failed_allocations"),
+        1,
+        "counters.failed_allocations: the overflowing reallocarray is the program's only \
+         failing allocator call\n{ctx}"
+    );
+    report.assert_target("reallocarray_overflow", None);
+    report.assert_no_losses();
+    report.assert_consistent();
+}
+
+/// bad_traffic.c: the heap blocks kept (see its header).
+const BAD_TRAFFIC_HEAP: &[(&str, u64)] = &[
+    ("interior_alloc", 200),
+    ("wrap_alloc", 300),
+    ("ma_alloc", 80),
+];
+
+/// keep_mapping: 128 KiB mapped, 16 KiB and 32 KiB unmapped at its ends.
+const MAPPED: u64 = 128 * KIB;
+const MAPPING_LEFT: u64 = 80 * KIB;
+
+/// The heap allocations bad_traffic makes (df_alloc's freed block too).
+const HEAP_ALLOCATIONS: u64 = 4;
+
+/// glibc keeps its last fatal message in a page it maps for it.
+const ABORT_MESSAGE_MAX: u64 = 4096;
+
+#[test]
+fn bad_allocator_traffic_leaves_no_phantom() {
+    let report = run_memtrace_cmd(&["--duration", "30s"], &[compile_c("bad_traffic")]);
+    let ctx = report.describe();
+    report.assert_target("bad_traffic", None);
+    let mut problems: Vec<String> = BAD_TRAFFIC_HEAP
+        .iter()
+        .flat_map(|&(f, bytes)| report.function_mismatches(f, "heap", bytes, 1))
+        .collect();
+    problems.extend(report.function_mismatches("keep_mapping", "mmap", MAPPING_LEFT, 1));
+    assert!(problems.is_empty(), "{}\n{ctx}", problems.join("\n"));
+    let mapping = report.stack_of("keep_mapping");
+    assert_eq!(
+        (mapping.allocated_bytes, mapping.freed_bytes),
+        (MAPPED, MAPPED - MAPPING_LEFT),
+        "keep_mapping: (allocated_bytes, freed_bytes): munmaps of ranges never mapped and an \
+         unaligned one change nothing; the two straddling its ends release 48 KiB\n{ctx}"
+    );
+    // What else holds memory: glibc's message page only.
+    let expected: Vec<&str> = BAD_TRAFFIC_HEAP
+        .iter()
+        .map(|(f, _)| *f)
+        .chain(["keep_mapping"])
+        .collect();
+    let glibc: Vec<&Stack> = report
+        .stacks
+        .iter()
+        .filter(|s| !s.function().is_some_and(|f| expected.contains(&f)))
+        .collect();
+    let in_libc = |s: &Stack| {
+        s.frames
+            .first()
+            .and_then(|f| f.module.as_deref())
+            .is_some_and(|m| m.ends_with("/libc.so.6"))
+    };
+    assert!(
+        glibc
+            .iter()
+            .all(|s| s.kind == "mmap" && in_libc(s) && s.outstanding_bytes <= ABORT_MESSAGE_MAX),
+        "besides the kept blocks, only glibc's page for its abort message may hold memory \
+         (df_alloc's block was freed once; its second free and the interior free are no \
+         frees)\n{ctx}"
+    );
+    let glibc_bytes: u64 = glibc.iter().map(|s| s.outstanding_bytes).sum();
+    let glibc_allocs: u64 = glibc.iter().map(|s| s.allocations).sum();
+    let glibc_frees: u64 = glibc.iter().map(|s| s.frees).sum();
+    let heap: u64 = BAD_TRAFFIC_HEAP.iter().map(|(_, b)| b).sum();
+    assert_eq!(
+        (
+            report.totals.outstanding_bytes - glibc_bytes,
+            report.totals.allocations - glibc_allocs,
+            report.totals.frees - glibc_frees
+        ),
+        (heap + MAPPING_LEFT, HEAP_ALLOCATIONS + 1, 1),
+        "totals without glibc's message page: (outstanding_bytes, allocations, frees): the \
+         kept blocks and mapping; 4 heap allocations + 1 mapping; df_alloc's one real free\n{ctx}"
+    );
+    assert_eq!(
+        (
+            report.counter("free_unknown"),
+            report.counter("failed_allocations")
+        ),
+        (2, 2),
+        "(counters.free_unknown, counters.failed_allocations): the double free and the \
+         interior free; reallocarray's overflow and posix_memalign's EINVAL (free(NULL) is \
+         neither)\n{ctx}"
+    );
+    report.assert_no_losses();
+    report.assert_consistent();
 }

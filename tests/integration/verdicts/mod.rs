@@ -18,6 +18,11 @@
 //!
 //! Every run attaches with `--pid` and lets the workload go once memtrace
 //! is tracing, so the series start with the workload's first allocation.
+//!
+//! `full_cache`: a cache that fills up, then only replaces entries, next to
+//! a steady leak (full_cache.c, `-- CMD` mode).
+
+mod full_cache;
 
 use memtrace_integration::{
     assert_within, compile_c, secs, trace_pid, Report, RunOutput, Stack, Tracer, Workload,

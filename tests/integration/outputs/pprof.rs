@@ -39,8 +39,8 @@ use memtrace_integration::{
     RunOutput, Workload, NOBODY, VERDICTS,
 };
 
-/// leak_signal: bytes per leak_fixed() call.
-const LEAK_SIZE: u64 = 4096;
+use super::LEAK_SIZE;
+
 /// Deadline of one `go tool pprof` or offline `memtrace report` run.
 const TOOL_TIMEOUT: Duration = Duration::from_secs(120);
 
