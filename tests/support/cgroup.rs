@@ -7,6 +7,8 @@ use std::{
     time::Duration,
 };
 
+use crate::Workload;
+
 /// A memory cgroup with a limit, removed when dropped. cgroup v1's memory
 /// hierarchy where it is mounted (this machine kind), else v2's.
 pub struct MemoryCgroup {
@@ -44,6 +46,22 @@ impl MemoryCgroup {
             dir,
             path: format!("/{name}"),
         }
+    }
+
+    /// Starts `exe args...` inside the group from its first instruction, as
+    /// a container's process is: a shell writes its own pid to the group's
+    /// `cgroup.procs`, then execs the program (same pid).
+    pub fn spawn(&self, exe: &Path, args: &[&str]) -> Workload {
+        let mut script = format!(
+            "echo $$ > {} && exec {}",
+            self.dir.join("cgroup.procs").display(),
+            exe.display()
+        );
+        for arg in args {
+            script.push(' ');
+            script.push_str(arg);
+        }
+        Workload::spawn(Path::new("/bin/sh"), &["-c", &script])
     }
 
     pub fn add(&self, pid: u32) {

@@ -10,42 +10,59 @@
 //!   (`-O0 -g -fno-omit-frame-pointer -pthread`), cached by content.
 //!   [`compile_c_with`] adds flags (e.g. `-static -s`).
 //! - [`Workload`] is a workload spawned by the test (for `--pid` mode), with
-//!   line handshakes on its stdout and signals ([`Workload::spawn_with_env`]
-//!   sets environment variables).
+//!   line handshakes on its stdout and signals ([`Workload::spawn_ready`]
+//!   waits for its "ready", [`Workload::spawn_with_env`] sets environment
+//!   variables); [`busy_loop`] and [`leak_signal`] start two of them.
 //! - [`Tracer`] is a running `memtrace`; [`Tracer::wait_tracing`] waits for
-//!   its `memtrace: tracing` stderr line, [`Tracer::signal`] signals it.
+//!   its `memtrace: tracing` stderr line, [`Tracer::signal`] signals it,
+//!   [`Tracer::interrupt`] ends it with Ctrl-C. [`trace_pid`] attaches one,
+//!   [`trace_until_done`] and [`trace_handshake`] also give the workload
+//!   its go.
 //! - [`run_memtrace`] and [`run_memtrace_cmd`] are one-shot runs;
-//!   [`run_memtrace_stdout_closed`] runs with a stdout nobody reads.
+//!   [`run_memtrace_stdout_closed`] runs with a stdout nobody reads;
+//!   [`json_args_with`] and [`json_cmd_args`] build their arguments.
 //! - [`Report`] is the parsed, schema-checked JSON report (version
 //!   [`REPORT_VERSION`]: verdicts with their evidence — series, age
 //!   histogram, oldest live allocation — and each target's memory), with
 //!   lookups by `frames[0].function` and whole-report consistency checks.
 //! - [`MemoryCgroup`] is a memory cgroup with a limit, for OOM kills.
 //! - [`http`] is a raw HTTP/1.1 client for the agent's endpoints.
+//! - [`losses_except`] and [`consistency_problems_except`] check a report
+//!   but for what a test knows does not hold for its run.
 //! - [`assert_within`] compares with a stated relative tolerance;
-//!   [`proc_memory`] reads a process's resident memory.
+//!   [`proc_memory`] reads a process's resident memory, [`proc_stat`] the
+//!   fields of its `/proc/PID/stat`.
+//! - [`scratch_dir`] is a test's own directory, [`open_dir`] one user
+//!   [`NOBODY`] can write to.
 
 mod cgroup;
+mod checks;
 mod compile;
 pub mod http;
 mod process;
 mod report;
+mod workloads;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use cgroup::MemoryCgroup;
+pub use checks::{consistency_problems_except, losses_except};
 pub use compile::{compile_c, compile_c_using, compile_c_with, CFLAGS};
 pub use process::{
-    run_memtrace, run_memtrace_cmd, run_memtrace_cmd_env, run_memtrace_stdout_closed,
-    trace_handshake, trace_pid, RunOutput, Tracer, Workload, CMD_TIMEOUT, JSON_ARGS,
-    TRACING_TIMEOUT,
+    json_args_with, json_cmd_args, run_memtrace, run_memtrace_cmd, run_memtrace_cmd_env,
+    run_memtrace_stdout_closed, trace_handshake, trace_pid, trace_until_done, RunOutput, Tracer,
+    Workload, CMD_TIMEOUT, JSON_ARGS, TRACING_TIMEOUT,
 };
 pub use report::{
     AgeBucket, Frame, FunctionSummary, MemorySample, OomKill, Report, SeriesPoint, Stack, Target,
     TargetMemory, Totals, AGE_BUCKETS, ALLOCATOR_SYMBOLS, LOSS_COUNTERS, REPORT_VERSION, SORT_KEYS,
     TIME_SLACK_SECS, TOP, VERDICTS,
 };
+pub use workloads::{busy_loop, leak_signal, BUSY_LEAK_SIZE};
+
+/// User nobody's uid (and gid): a user without any privilege.
+pub const NOBODY: u32 = 65534;
 
 /// The workspace root: the parent of this crate's manifest directory.
 pub fn workspace_root() -> PathBuf {
@@ -90,6 +107,21 @@ pub fn scratch_dir(tag: &str) -> PathBuf {
     dir
 }
 
+/// A directory `nobody` in `dir` that user [`NOBODY`] can write to (mode
+/// 0777), for what memtrace writes when run without privileges.
+pub fn open_dir(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let open = dir.join("nobody");
+    std::fs::create_dir_all(&open).expect("mkdir");
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    open
+}
+
+/// `p` as UTF-8 (scratch paths are), for an argument list of `&str`.
+pub fn path_str(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
 /// `n` seconds.
 pub fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
@@ -123,6 +155,15 @@ pub fn proc_memory(pid: u32, field: &str) -> Option<u64> {
         .parse()
         .ok()?;
     Some(kib * 1024)
+}
+
+/// The fields of `/proc/PID/stat` after the command (the state first, the
+/// parent pid second, ...); None once the process is gone.
+pub fn proc_stat(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command, in parentheses, may contain spaces and ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    Some(rest.split_whitespace().map(str::to_string).collect())
 }
 
 /// Whether `line` contains `token` delimited by non-alphanumeric characters

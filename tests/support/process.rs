@@ -19,6 +19,24 @@ use crate::{memtrace_bin, Report, TOP};
 /// sampling interval.
 pub const JSON_ARGS: &[&str] = &["--format", "json", "--top", "100", "--interval", "1s"];
 
+/// [`JSON_ARGS`], then `extra`: the options of a JSON run sampled every
+/// second (e.g. `json_args_with(&["--duration", "3s"])` for `--pid`).
+pub fn json_args_with<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args: Vec<&'a str> = JSON_ARGS.to_vec();
+    args.extend_from_slice(extra);
+    args
+}
+
+/// `JSON_ARGS... extra... -- cmd...`: the arguments of a JSON run of a
+/// command.
+pub fn json_cmd_args<E: AsRef<OsStr>, S: AsRef<OsStr>>(extra: &[E], cmd: &[S]) -> Vec<OsString> {
+    let mut args: Vec<OsString> = JSON_ARGS.iter().map(OsString::from).collect();
+    args.extend(extra.iter().map(|a| a.as_ref().to_os_string()));
+    args.push("--".into());
+    args.extend(cmd.iter().map(|a| a.as_ref().to_os_string()));
+    args
+}
+
 /// How long memtrace may take to load and attach its programs (several
 /// instances start at once on a 2-CPU machine).
 pub const TRACING_TIMEOUT: Duration = Duration::from_secs(60);
@@ -500,10 +518,7 @@ pub fn run_memtrace_stdout_closed<S: AsRef<OsStr>>(args: &[S], timeout: Duration
 /// it shares with memtrace's report.
 #[track_caller]
 pub fn run_memtrace_cmd<S: AsRef<OsStr>>(extra: &[&str], cmd: &[S]) -> Report {
-    let mut args: Vec<OsString> = JSON_ARGS.iter().map(OsString::from).collect();
-    args.extend(extra.iter().map(OsString::from));
-    args.push("--".into());
-    args.extend(cmd.iter().map(|a| a.as_ref().to_os_string()));
+    let args = json_cmd_args(extra, cmd);
     let out = run_memtrace(&args, CMD_TIMEOUT);
     out.assert_success();
     let report = out.report();
@@ -523,10 +538,7 @@ pub fn run_memtrace_cmd_env<S: AsRef<OsStr>>(
     cmd: &[S],
     env: &[(&str, &str)],
 ) -> Report {
-    let mut args: Vec<OsString> = JSON_ARGS.iter().map(OsString::from).collect();
-    args.extend(extra.iter().map(OsString::from));
-    args.push("--".into());
-    args.extend(cmd.iter().map(|a| a.as_ref().to_os_string()));
+    let args = json_cmd_args(extra, cmd);
     let options = SpawnOptions {
         env: env.iter().map(|(k, v)| (k.into(), v.into())).collect(),
         ..SpawnOptions::default()
@@ -626,10 +638,30 @@ impl Tracer {
         send_signal(self.pid(), sig);
     }
 
+    /// Waits until what memtrace has written (stdout or stderr) contains
+    /// `needle`; panics with `what` and all it wrote if `timeout` passes
+    /// first.
+    #[track_caller]
+    pub fn wait_output(&self, needle: &str, timeout: Duration, what: &str) {
+        let deadline = Instant::now() + timeout;
+        while !self.snapshot().contains(needle) {
+            assert!(Instant::now() < deadline, "{what}\n{}", self.snapshot());
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Waits for memtrace to exit on its own (e.g. at the end of
     /// `--duration`) within `timeout` of its start.
     pub fn finish(self, timeout: Duration) -> RunOutput {
         self.run.wait(timeout)
+    }
+
+    /// Ctrl-C: sends SIGINT to memtrace, which ends the trace with its
+    /// report, and waits for it to exit within `timeout` of its start.
+    #[track_caller]
+    pub fn interrupt(self, timeout: Duration) -> RunOutput {
+        self.signal(libc::SIGINT);
+        self.finish(timeout)
     }
 }
 
@@ -639,6 +671,17 @@ impl Tracer {
 pub fn trace_pid(pid: u32, args: &[&str]) -> Tracer {
     let mut tracer = Tracer::attach(&[pid], args);
     tracer.wait_tracing(TRACING_TIMEOUT);
+    tracer
+}
+
+/// Traces `workload` (started, and ready for its go) with `memtrace --pid
+/// P memtrace_args`, gives it the go (SIGUSR1) once memtrace is tracing and
+/// waits (30 s at most) for its "done". Returns memtrace, still running.
+#[track_caller]
+pub fn trace_until_done(workload: &mut Workload, memtrace_args: &[&str]) -> Tracer {
+    let tracer = trace_pid(workload.pid(), memtrace_args);
+    workload.signal(libc::SIGUSR1);
+    workload.expect_line("done", crate::secs(30));
     tracer
 }
 
@@ -654,8 +697,7 @@ pub fn trace_handshake(
     memtrace_args: &[&str],
     settle: Duration,
 ) -> (crate::Report, Vec<String>) {
-    let mut w = Workload::spawn(exe, args);
-    w.expect_line("ready", crate::secs(10));
+    let mut w = Workload::spawn_ready(exe, args);
     let mut all = memtrace_args.to_vec();
     all.extend(["--duration", "60s"]);
     let tracer = trace_pid(w.pid(), &all);
@@ -668,9 +710,7 @@ pub fn trace_handshake(
         }
     }
     thread::sleep(settle);
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(tracer.pid() as i32, libc::SIGINT) };
-    (tracer.finish(crate::secs(120)).report(), lines)
+    (tracer.interrupt(crate::secs(120)).report(), lines)
 }
 
 /// A workload started by the test (for `--pid` mode). Its stdout is read line
@@ -685,6 +725,16 @@ impl Workload {
     /// Starts `exe args...`.
     pub fn spawn<S: AsRef<OsStr>>(exe: &Path, args: &[S]) -> Workload {
         Workload::spawn_with_env(exe, args, &[] as &[(&str, &str)])
+    }
+
+    /// Starts `exe args...` and waits (10 s at most) for its "ready" line,
+    /// which the workloads print once they are set up (their SIGUSR1
+    /// handler installed).
+    #[track_caller]
+    pub fn spawn_ready<S: AsRef<OsStr>>(exe: &Path, args: &[S]) -> Workload {
+        let mut workload = Workload::spawn(exe, args);
+        workload.expect_line("ready", crate::secs(10));
+        workload
     }
 
     /// Starts `exe args...` with `env` added to (or overriding) the test's

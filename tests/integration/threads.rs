@@ -1,7 +1,8 @@
 //! Multi-threaded accounting in `-- CMD` mode: four threads leaking at once
 //! are counted exactly, blocks allocated on one thread and freed on another
-//! leave nothing outstanding, and the arena glibc maps inside a thread's
-//! first free() is not reported as an mmap leak.
+//! leave nothing outstanding, the arena glibc maps inside a thread's first
+//! free() is not reported as an mmap leak, and 1,000 threads created and
+//! joined while traced are counted exactly (thread_storm.c).
 
 use memtrace_integration::{compile_c, run_memtrace_cmd};
 
@@ -12,6 +13,7 @@ const MIB: u64 = 1024 * KIB;
 const LEAK_THREADS: u64 = 4;
 const LEAKS_PER_THREAD: u64 = 1000;
 const LEAK_SIZE: u64 = 100;
+
 /// threads.c: cross_alloc() mallocs 1000 x 256 bytes, freed by another thread.
 const CROSS_COUNT: u64 = 1000;
 
@@ -126,6 +128,60 @@ fn arena_created_inside_free_is_not_an_mmap_leak() {
         mmap_outstanding <= MIB,
         "mmap-kind stacks hold {mmap_outstanding} bytes; the only mapping the program makes \
          itself is a 256 KiB thread stack (glibc's 64 MiB arena belongs to free())\n{ctx}"
+    );
+    report.assert_no_losses();
+    report.assert_consistent();
+}
+
+/// thread_storm.c: 1000 threads, each 100 churn pairs and one 1000 B leak.
+const STORM_THREADS: u64 = 1000;
+const STORM_CHURN: u64 = 100;
+const STORM_LEAK: u64 = 1000;
+
+#[test]
+fn thousand_threads_are_counted_exactly() {
+    let report = run_memtrace_cmd(&["--duration", "60s"], &[compile_c("thread_storm")]);
+    let ctx = report.describe();
+    report.assert_target("thread_storm", None);
+    let leak = report.stack_of("storm_leak");
+    assert_eq!(
+        (
+            leak.outstanding_bytes,
+            leak.outstanding_allocations,
+            leak.frees
+        ),
+        (STORM_THREADS * STORM_LEAK, STORM_THREADS, 0),
+        "storm_leak: one 1000 B block kept by each of the 1000 threads: (outstanding_bytes, \
+         outstanding_allocations, frees)\n{ctx}"
+    );
+    assert!(
+        report.stacks_of("storm_churn").is_empty(),
+        "storm_churn frees every block it allocates: nothing outstanding\n{ctx}"
+    );
+    // Everything else is glibc's own thread bookkeeping (allocate_dtv).
+    let (others, other_allocs, other_frees) = report
+        .stacks
+        .iter()
+        .filter(|s| s.function() != Some("storm_leak"))
+        .fold((Vec::new(), 0, 0), |(mut names, a, f), s| {
+            names.push(s.function().unwrap_or("?"));
+            (names, a + s.allocations, f + s.frees)
+        });
+    assert!(
+        others
+            .iter()
+            .all(|f| f.contains("dtv") || f.contains("tls")),
+        "stacks holding memory besides storm_leak should be glibc's thread setup only: \
+         {others:?}\n{ctx}"
+    );
+    let churn = STORM_THREADS * STORM_CHURN;
+    assert_eq!(
+        (
+            report.totals.allocations - STORM_THREADS - other_allocs,
+            report.totals.frees - other_frees
+        ),
+        (churn, churn),
+        "storm_churn's (allocations, frees): 100 pairs per thread\n{ctx}"
     );
     report.assert_no_losses();
     report.assert_consistent();

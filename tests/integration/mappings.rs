@@ -1,13 +1,18 @@
 //! Anonymous mmap accounting in `-- CMD` mode: fully unmapped regions leave
-//! nothing outstanding, and partial munmaps (at both ends, and a hole that
-//! splits a region) leave exactly the bytes still mapped.
+//! nothing outstanding; partial munmaps (at both ends, and a hole that
+//! splits a region) leave exactly the bytes still mapped; and JVM/V8-style
+//! decommit (decommit.c) — a `PROT_NONE` `MAP_FIXED` mapping over committed
+//! memory — releases it. (A user mremap, a `PROT_NONE` reservation:
+//! `semantics`.)
 
 use memtrace_integration::{compile_c, run_memtrace_cmd};
 
 const KIB: u64 = 1024;
+const MIB: u64 = 1024 * KIB;
 
 /// munmap_regions.c: map_and_unmap() maps and unmaps 16 x 64 KiB.
 const FULL_REGIONS: u64 = 16;
+
 /// munmap_regions.c: partial_unmap() maps 4 x 1 MiB, unmaps the first and
 /// last 256 KiB of each and a 256 KiB hole in the middle of the first.
 const PARTIAL_REMAINING: u64 = 4 * 512 * KIB - 256 * KIB;
@@ -53,6 +58,44 @@ fn munmap_removes_regions() {
             full.kinds
         );
     }
+    report.assert_no_losses();
+    report.assert_consistent();
+}
+
+/// decommit.c: 1 MiB chunks, 30 commit/decommit cycles, then 10 commits
+/// kept.
+const CHUNK: u64 = MIB;
+const DECOMMIT_CYCLES: u64 = 30;
+const KEPT_COMMITS: u64 = 10;
+
+#[test]
+fn prot_none_map_fixed_decommits() {
+    let report = run_memtrace_cmd(&["--duration", "30s"], &[compile_c("decommit")]);
+    let ctx = report.describe();
+    let problems = report.function_mismatches("commit", "mmap", KEPT_COMMITS * CHUNK, KEPT_COMMITS);
+    assert!(
+        problems.is_empty(),
+        "commit: the 30 committed chunks that were decommitted (PROT_NONE MAP_FIXED over \
+         them) are released; only the last 10 commits hold memory:\n  {}\n{ctx}",
+        problems.join("\n  ")
+    );
+    assert_eq!(
+        (
+            report.totals.outstanding_bytes,
+            report.totals.outstanding_allocations
+        ),
+        (KEPT_COMMITS * CHUNK, KEPT_COMMITS),
+        "totals (outstanding_bytes, outstanding_allocations): the reservation and the \
+         decommits are not memory, and the program allocates nothing else\n{ctx}"
+    );
+    let reservations = report.counter("reservations");
+    assert!(
+        reservations > DECOMMIT_CYCLES,
+        "counters.reservations {reservations} should count the 64 MiB PROT_NONE reservation \
+         and the {DECOMMIT_CYCLES} decommits (>= {})\n{ctx}",
+        DECOMMIT_CYCLES + 1
+    );
+    report.assert_target("decommit", None);
     report.assert_no_losses();
     report.assert_consistent();
 }

@@ -1,9 +1,13 @@
 //! Every allocator a target may use, found from its mappings and symbols:
 //! glibc, musl, the executable itself when static, jemalloc, tcmalloc,
-//! mimalloc under its `mi_` prefix, an allocator API under a prefix of its
-//! own (`--symbol-prefix`, `--allocator-lib`), and a library the program
-//! dlopen()s after memtrace attached — each leak attributed to its function
-//! with exact bytes, and the allocator file named in the report.
+//! mimalloc under its `mi_` prefix, libstdc++'s `operator new`, an
+//! allocator API under a prefix of its own (`--symbol-prefix`,
+//! `--allocator-lib`), a library the program dlopen()s after memtrace
+//! attached, and a libc replaced on disk while the target runs (`(deleted)`
+//! in its maps, replaced_libc.c: hooked through `/proc/PID/map_files`) —
+//! each leak attributed to its function with exact bytes, and the
+//! allocator file named in the report. A static, stripped target (no
+//! allocator symbols at all) is a one-line error.
 //!
 //! The allocator libraries come from Debian packages (`cargo xtask test`
 //! installs them: musl-tools, libjemalloc-dev, libgoogle-perftools-dev,
@@ -13,13 +17,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use memtrace_integration::{
-    compile_c_using, compile_c_with, secs, trace_handshake, trace_pid, Report, Tracer, Workload,
+    compile_c, compile_c_using, compile_c_with, json_args_with, run_memtrace, scratch_dir, secs,
+    trace_handshake, trace_pid, Report, Tracer, Workload,
 };
 
 /// alloc_leak.c: LEAK_COUNT blocks of LEAK_SIZE bytes.
 const LEAK_COUNT: u64 = 100;
 const LEAK_SIZE: u64 = 10_000;
-const TRACE_ARGS: &[&str] = &["--interval", "1s", "--format", "json", "--top", "100"];
 
 /// A Debian library, which must be installed.
 #[track_caller]
@@ -34,8 +38,7 @@ fn library(path: &str, package: &str) -> PathBuf {
 
 /// Traces `pid` with `extra` options until [`stop`] (a minute at most).
 fn trace(pid: u32, extra: &[&str]) -> Tracer {
-    let mut all: Vec<&str> = TRACE_ARGS.to_vec();
-    all.extend(["--duration", "60s"]);
+    let mut all = json_args_with(&["--duration", "60s"]);
     all.extend_from_slice(extra);
     trace_pid(pid, &all)
 }
@@ -44,17 +47,19 @@ fn trace(pid: u32, extra: &[&str]) -> Tracer {
 /// what was just done) and returns its report.
 fn stop(tracer: Tracer) -> Report {
     std::thread::sleep(std::time::Duration::from_millis(1500));
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(tracer.pid() as i32, libc::SIGINT) };
-    tracer.finish(secs(120)).report()
+    tracer.interrupt(secs(120)).report()
 }
 
 /// Starts `exe args`, traces it with `extra` options, gives the go, and
 /// returns the report once the leak is done.
 fn traced_leak(exe: &Path, args: &[&str], extra: &[&str]) -> Report {
-    let mut all: Vec<&str> = TRACE_ARGS.to_vec();
-    all.extend_from_slice(extra);
-    trace_handshake(exe, args, &all, Duration::from_millis(1500)).0
+    trace_handshake(
+        exe,
+        args,
+        &json_args_with(extra),
+        Duration::from_millis(1500),
+    )
+    .0
 }
 
 /// The leak is `function`'s, exactly, and `allocator` (a path suffix) was
@@ -145,8 +150,7 @@ fn an_allocator_under_a_prefix_of_its_own() {
     let exe = compile_c_with("alloc_leak", &["-ldl"]);
     let plugin_arg = plugin.to_str().unwrap();
     // Given up front: hooked before the program even loads it.
-    let mut w = Workload::spawn(&exe, &["myalloc", plugin_arg]);
-    w.expect_line("ready", secs(10));
+    let mut w = Workload::spawn_ready(&exe, &["myalloc", plugin_arg]);
     let tracer = trace(
         w.pid(),
         &["--symbol-prefix", "myalloc_", "--allocator-lib", plugin_arg],
@@ -169,8 +173,7 @@ fn libraries_loaded_later_are_hooked_and_named() {
     // A leak inside a library dlopen()ed after memtrace attached: its
     // frames are named (libc's malloc was hooked from the start).
     let report = {
-        let mut w = Workload::spawn(&exe, &["plugin", plugin_arg]);
-        w.expect_line("ready", secs(10));
+        let mut w = Workload::spawn_ready(&exe, &["plugin", plugin_arg]);
         let tracer = trace(w.pid(), &[]);
         w.signal(libc::SIGUSR1);
         w.expect_line("loaded", secs(10));
@@ -189,21 +192,12 @@ fn libraries_loaded_later_are_hooked_and_named() {
 
     // An allocator in a library dlopen()ed later: memtrace notices it at
     // its next look at the maps (every second) and hooks it.
-    let mut w = Workload::spawn(&exe, &["myalloc", plugin_arg]);
-    w.expect_line("ready", secs(10));
+    let mut w = Workload::spawn_ready(&exe, &["myalloc", plugin_arg]);
     let tracer = trace(w.pid(), &["--symbol-prefix", "myalloc_"]);
     w.signal(libc::SIGUSR1);
     w.expect_line("loaded", secs(10));
     let hooked = format!("pid {} loaded the allocator {plugin_arg}: hooked", w.pid());
-    let deadline = std::time::Instant::now() + secs(10);
-    while !tracer.snapshot().contains(&hooked) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the dlopen()ed allocator was not hooked\n{}",
-            tracer.snapshot()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    tracer.wait_output(&hooked, secs(10), "the dlopen()ed allocator was not hooked");
     w.signal(libc::SIGUSR1);
     w.expect_line("done", secs(10));
     let report = stop(tracer);
@@ -216,150 +210,6 @@ fn libraries_loaded_later_are_hooked_and_named() {
         unique.len(),
         hooked.len(),
         "each allocator listed once: {hooked:?}"
-    );
-}
-
-/// Starts `program args` (a workload printing "ready"), traces it for
-/// 6 s and returns the report.
-fn trace_runtime(program: &Path, args: &[&str]) -> (Report, String) {
-    let mut w = Workload::spawn(program, args);
-    w.expect_line("ready", secs(30));
-    let tracer = trace_pid(w.pid(), &[TRACE_ARGS, &["--duration", "6s"]].concat());
-    let out = tracer.finish(secs(60));
-    (out.report(), out.stderr.clone())
-}
-
-/// Stacks (largest first) with a frame whose function contains `needle`.
-fn stacks_through<'a>(report: &'a Report, needle: &str) -> Vec<&'a memtrace_integration::Stack> {
-    report
-        .stacks
-        .iter()
-        .filter(|s| {
-            s.frames
-                .iter()
-                .any(|f| f.function.as_deref().is_some_and(|n| n.contains(needle)))
-        })
-        .collect()
-}
-
-#[test]
-fn go_heap_growth_through_mmap_with_go_frames() {
-    let dir = memtrace_integration::scratch_dir("go");
-    let exe = dir.join("go_hoard");
-    let src = memtrace_integration::workspace_root().join("tests/workloads/go_hoard.go");
-    let build = std::process::Command::new("go")
-        .arg("build")
-        .arg("-o")
-        .arg(&exe)
-        .arg(&src)
-        .output()
-        .expect("go (Debian golang-go; `cargo xtask test` installs it)");
-    assert!(
-        build.status.success(),
-        "go build: {}",
-        String::from_utf8_lossy(&build.stderr)
-    );
-    let (report, stderr) = trace_runtime(&exe, &[]);
-    let ctx = report.describe();
-    assert!(
-        stderr.contains("is a Go program: its heap is traced through the runtime's mmap calls"),
-        "{stderr}"
-    );
-    // No probe in Go code: nothing hooked.
-    assert!(report.targets[0].allocators.is_empty(), "{ctx}");
-    // growHoard keeps 1 MiB every 50 ms: ~120 MiB in 6 s, mapped by the
-    // runtime in large steps. Its stacks cross the runtime's switch to the
-    // system stack down to main.growHoard.
-    let growing = stacks_through(&report, "main.growHoard");
-    let held: u64 = growing.iter().map(|s| s.outstanding_bytes).sum();
-    assert!(
-        held >= 48 << 20,
-        "only {held} B under main.growHoard\n{ctx}"
-    );
-    let top = growing[0];
-    assert_eq!(top.kind, "mmap", "{}", top.summary());
-    assert!(
-        matches!(top.verdict.as_str(), "leak" | "growing"),
-        "{}",
-        top.summary()
-    );
-}
-
-#[test]
-fn node_cache_is_named_by_its_javascript_function() {
-    let node = PathBuf::from("/usr/bin/node");
-    assert!(
-        node.exists(),
-        "node is missing (Node 20 is part of this machine)"
-    );
-    let script = memtrace_integration::workspace_root().join("tests/workloads/node_cache.js");
-    let (report, _) = trace_runtime(
-        &node,
-        &[
-            "--perf-basic-prof",
-            "--interpreted-frames-native-stack",
-            // Keeps the V8 log --perf-basic-prof also writes out of the
-            // working directory.
-            "--logfile=/dev/null",
-            "--no-logfile-per-isolate",
-            // The function stays a frame of its own (never inlined into
-            // the timer callback, whatever the optimizing tier decides).
-            "--max-inlined-bytecode-size=0",
-            script.to_str().unwrap(),
-        ],
-    );
-    let _ = std::fs::remove_file(format!("/tmp/perf-{}.map", report.targets[0].pid));
-    let ctx = report.describe();
-    // 50 Buffers of 4 KiB every 20 ms: ~10 MiB/s, native memory allocated
-    // under the JavaScript function, named from /tmp/perf-PID.map.
-    let cached = stacks_through(&report, "rememberRequest");
-    let held: u64 = cached.iter().map(|s| s.outstanding_bytes).sum();
-    assert!(
-        held >= 20 << 20,
-        "only {held} B under rememberRequest\n{ctx}"
-    );
-    let top = cached[0];
-    assert_eq!(top.verdict, "leak", "{}", top.summary());
-    let js = top
-        .frames
-        .iter()
-        .find_map(|f| {
-            f.function
-                .as_deref()
-                .filter(|n| n.contains("rememberRequest"))
-        })
-        .unwrap();
-    assert!(js.contains("node_cache.js"), "{js}");
-}
-
-#[test]
-fn python_dict_growth_gets_a_verdict() {
-    let python = PathBuf::from(
-        std::env::var_os("PYTHON").unwrap_or_else(|| std::ffi::OsString::from("python3")),
-    );
-    let script = memtrace_integration::workspace_root().join("tests/workloads/py_dict.py");
-    let (report, _) = trace_runtime(&python, &[script.to_str().unwrap()]);
-    let ctx = report.describe();
-    // 200 values of 1 KiB every 20 ms: ~10 MiB/s, kept by the dict. What
-    // CPython allocates them with (its calloc/malloc wrappers) is the
-    // leaking path; the interpreter above it has no frame pointers here.
-    let top = &report.stacks[0];
-    assert_eq!(top.kind, "heap", "{ctx}");
-    assert_eq!(top.verdict, "leak", "{}", top.summary());
-    assert!(
-        top.outstanding_bytes >= 30 << 20,
-        "{}\n{ctx}",
-        top.summary()
-    );
-    assert!(
-        top.frames[0]
-            .function
-            .as_deref()
-            .is_some_and(|f| ["_PyObject_", "_PyMem_", "PyMem_"]
-                .iter()
-                .any(|p| f.starts_with(p))),
-        "{}",
-        top.summary()
     );
 }
 
@@ -387,4 +237,112 @@ fn cxx_new_names_the_member_function_that_wrote_it() {
         (600, 500, 100 * 4096),
         "{ctx}"
     );
+}
+
+/// replaced_libc.c: 50 x 1000 bytes leaked on SIGUSR1.
+const REPLACED_LEAKS: u64 = 50;
+const REPLACED_LEAK_SIZE: u64 = 1000;
+
+/// The libc the workloads are linked against, from `ldd exe`, or the
+/// Debian path if ldd does not name it.
+fn system_libc(exe: &Path) -> PathBuf {
+    let out = std::process::Command::new("ldd")
+        .arg(exe)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run ldd: {e}"));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("libc.so.6 => "))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .map(PathBuf::from)
+        .next()
+        .unwrap_or_else(|| PathBuf::from("/lib/x86_64-linux-gnu/libc.so.6"))
+}
+
+/// Lines of /proc/PID/maps that map `path`.
+fn maps_of(pid: u32, path: &str) -> Vec<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .unwrap_or_else(|e| panic!("cannot read /proc/{pid}/maps: {e}"))
+        .lines()
+        .filter(|l| l.contains(path))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn replaced_library_is_hooked_through_map_files() {
+    let exe = compile_c("replaced_libc");
+    let dir = scratch_dir("replaced-libc");
+    let lib_dir = dir.join("lib");
+    std::fs::create_dir_all(&lib_dir).expect("create scratch lib dir");
+    let libc = system_libc(&exe);
+    let copy = lib_dir.join("libc.so.6");
+    std::fs::copy(&libc, &copy)
+        .unwrap_or_else(|e| panic!("cannot copy {} to {}: {e}", libc.display(), copy.display()));
+    let copy_str = copy.to_str().expect("utf-8 temp path").to_string();
+
+    let mut workload = Workload::spawn_with_env(
+        &exe,
+        &[] as &[&str],
+        &[("LD_LIBRARY_PATH", lib_dir.as_os_str())],
+    );
+    workload.expect_line("ready", secs(10));
+    let pid = workload.pid();
+    assert!(
+        !maps_of(pid, &copy_str).is_empty(),
+        "replaced_libc should run on the copy {copy_str} (LD_LIBRARY_PATH)"
+    );
+
+    // Replace the file on disk the way package managers do: a new file
+    // renamed over the old name. The mapped inode is then deleted.
+    let tmp = lib_dir.join(".libc.so.6.new");
+    std::fs::copy(&libc, &tmp).expect("copy libc to a temp name");
+    std::fs::rename(&tmp, &copy).expect("rename the new libc over the mapped one");
+    let deleted = maps_of(pid, &format!("{copy_str} (deleted)"));
+    assert!(
+        !deleted.is_empty(),
+        "/proc/{pid}/maps should show {copy_str} (deleted) after the replacement:\n{}",
+        maps_of(pid, &copy_str).join("\n")
+    );
+
+    let tracer = trace_pid(pid, &json_args_with(&["--duration", "3s"]));
+    workload.signal(libc::SIGUSR1);
+    workload.expect_line("done", secs(10));
+    let out = tracer.finish(secs(60));
+    out.assert_success();
+    let report = out.report();
+    let ctx = report.describe();
+    let s = report.stack_of("leak_with_replaced_libc");
+    assert_eq!(
+        (
+            s.kind.as_str(),
+            s.outstanding_bytes,
+            s.outstanding_allocations
+        ),
+        ("heap", REPLACED_LEAKS * REPLACED_LEAK_SIZE, REPLACED_LEAKS),
+        "leak_with_replaced_libc: (kind, outstanding_bytes, outstanding_allocations)\n{ctx}"
+    );
+    let allocators = &report.json["targets"][0]["allocators"];
+    assert!(
+        allocators.as_array().is_some_and(|a| a
+            .iter()
+            .any(|f| f.as_str().is_some_and(|f| f.starts_with(copy_str.as_str())))),
+        "targets[0].allocators {allocators} should name the replaced copy {copy_str}\n{ctx}"
+    );
+    report.assert_target(workload.name(), Some(pid));
+    report.assert_no_losses();
+    report.assert_consistent();
+    drop(workload);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn static_stripped_target_has_no_allocator() {
+    // Statically linked and stripped: no allocator library is mapped and the
+    // executable exports no malloc/free.
+    let exe = compile_c_with("static_sleeper", &["-static", "-s"]);
+    let workload = Workload::spawn_ready(&exe, &[] as &[&str]);
+    let pid = workload.pid().to_string();
+    let out = run_memtrace(&["--pid", pid.as_str(), "--duration", "2s"], secs(30));
+    out.one_line_error(None, &["no allocator symbols"]);
 }

@@ -18,6 +18,11 @@
 //!
 //! Every run attaches with `--pid` and lets the workload go once memtrace
 //! is tracing, so the series start with the workload's first allocation.
+//!
+//! `full_cache`: a cache that fills up, then only replaces entries, next to
+//! a steady leak (full_cache.c, `-- CMD` mode).
+
+mod full_cache;
 
 use memtrace_integration::{
     assert_within, compile_c, secs, trace_pid, Report, RunOutput, Stack, Tracer, Workload,
@@ -67,8 +72,7 @@ struct Traced {
 /// Starts `verdict_mix MODE`, attaches `memtrace --pid PID args...`, and
 /// once memtrace is tracing, lets the workload go.
 fn start(mode: &str, args: &[&str]) -> Traced {
-    let mut workload = Workload::spawn(&compile_c("verdict_mix"), &[mode]);
-    workload.expect_line("ready", secs(10));
+    let workload = Workload::spawn_ready(&compile_c("verdict_mix"), &[mode]);
     let tracer = trace_pid(workload.pid(), args);
     workload.signal(libc::SIGUSR1);
     Traced { workload, tracer }
@@ -737,8 +741,7 @@ const RSS_ONLY_PER_HOUR: u64 = 64 * KIB * 20 * 3600;
 
 #[test]
 fn rss_growth_no_stack_explains_still_alerts() {
-    let mut workload = Workload::spawn(&compile_c("rss_only"), &[] as &[&str]);
-    workload.expect_line("ready", secs(10));
+    let workload = Workload::spawn_ready(&compile_c("rss_only"), &[] as &[&str]);
     let tracer = trace_pid(
         workload.pid(),
         &json_args(&["--interval", "1s", "--duration", "10s"]),

@@ -115,10 +115,8 @@ fn json(r: &Response) -> Value {
 #[test]
 fn flags_only_the_leak_traces_it_and_keeps_retention() {
     let exe = compile_c("agent_mix");
-    let mut leak = Workload::spawn(&exe, &["leak", &LEAK_KIB_PER_SEC.to_string()]);
-    leak.expect_line("ready", secs(10));
-    let mut steady = Workload::spawn(&exe, &["steady"]);
-    steady.expect_line("ready", secs(10));
+    let leak = Workload::spawn_ready(&exe, &["leak", &LEAK_KIB_PER_SEC.to_string()]);
+    let steady = Workload::spawn_ready(&exe, &["steady"]);
     let dir = scratch_dir("agent-flags");
     let reports = dir.join("reports");
     let addr: SocketAddr = format!("127.0.0.1:{}", http::free_port()).parse().unwrap();
@@ -143,8 +141,7 @@ fn flags_only_the_leak_traces_it_and_keeps_retention() {
     wait_healthy(&mut agent, addr);
     // Started under the agent's eyes: it grows fast (16 MiB in about a
     // second), then stays flat — a cache that filled, not a leak.
-    let mut plateau = Workload::spawn(&exe, &["plateau", "16"]);
-    plateau.expect_line("ready", secs(10));
+    let plateau = Workload::spawn_ready(&exe, &["plateau", "16"]);
 
     // Three incidents written (so retention had to delete one).
     let deadline = Instant::now() + secs(90);
@@ -395,8 +392,7 @@ fn http_surface_needs_a_token_off_loopback_and_refuses_paths() {
     let exe = compile_c("agent_mix");
     let copy = dir.join("ondemand_leak");
     std::fs::copy(&exe, &copy).unwrap();
-    let mut leak = Workload::spawn(&copy, &["leak", "512"]);
-    leak.expect_line("ready", secs(10));
+    let leak = Workload::spawn_ready(&copy, &["leak", "512"]);
     let path = format!("/trace?pid={}&duration=3s", leak.pid());
     let r = http::request(addr, "POST", &path, Some(TOKEN)).expect("an answer");
     assert_eq!(r.status, 200, "{}", r.text());
@@ -674,13 +670,7 @@ fn wait_metrics(agent: &mut Tracer, addr: SocketAddr, what: &str, ready: impl Fn
 /// oom_hoard started inside `cgroup` from its first instruction (as a
 /// container's process is), waiting for SIGUSR1 to hoard.
 fn hoarder_in(cgroup: &MemoryCgroup) -> Workload {
-    let exe = compile_c("oom_hoard");
-    let script = format!(
-        "echo $$ > {}/cgroup.procs && exec {}",
-        cgroup.dir.display(),
-        exe.display()
-    );
-    let mut w = Workload::spawn(Path::new("/bin/sh"), &["-c", &script]);
+    let mut w = cgroup.spawn(&compile_c("oom_hoard"), &[]);
     w.expect_line("ready", secs(10));
     w
 }
@@ -729,15 +719,7 @@ fn a_process_back_where_the_oom_killer_struck_is_traced() {
     let mut second = hoarder_in(&cgroup);
     let pid = second.pid();
     let attached = format!("trace of {pid}: memtrace: tracing pid {pid}");
-    let deadline = Instant::now() + secs(30);
-    while !agent.snapshot().contains(&attached) {
-        assert!(
-            Instant::now() < deadline,
-            "the returning process was not traced\n{}",
-            agent.snapshot()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    agent.wait_output(&attached, secs(30), "the returning process was not traced");
     second.signal(libc::SIGUSR1);
     let status = second.wait_exit(secs(60));
     assert_eq!(

@@ -35,15 +35,14 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use memtrace_integration::{
-    compile_c, memtrace_bin, scratch_dir, secs, trace_pid, Report, RunOutput, Workload, VERDICTS,
+    compile_c, memtrace_bin, open_dir, path_str, scratch_dir, secs, trace_until_done, Report,
+    RunOutput, Workload, NOBODY, VERDICTS,
 };
 
-/// leak_signal: bytes per leak_fixed() call.
-const LEAK_SIZE: u64 = 4096;
+use super::LEAK_SIZE;
+
 /// Deadline of one `go tool pprof` or offline `memtrace report` run.
 const TOOL_TIMEOUT: Duration = Duration::from_secs(120);
-/// User nobody: offline rendering needs no privileges.
-const NOBODY: u32 = 65534;
 
 /// Starts workload `name args...`, traces it with `memtrace --pid PID
 /// --interval 1s --duration DURATION memtrace_args...`, lets it go once
@@ -51,14 +50,11 @@ const NOBODY: u32 = 65534;
 /// memtrace stops.
 fn traced(name: &str, args: &[u64], duration: &str, memtrace_args: &[&str]) -> (RunOutput, u32) {
     let args: Vec<String> = args.iter().map(u64::to_string).collect();
-    let mut workload = Workload::spawn(&compile_c(name), &args);
-    workload.expect_line("ready", secs(10));
+    let mut workload = Workload::spawn_ready(&compile_c(name), &args);
     let pid = workload.pid();
     let mut all = vec!["--interval", "1s", "--duration", duration];
     all.extend_from_slice(memtrace_args);
-    let mut tracer = trace_pid(pid, &all);
-    workload.signal(libc::SIGUSR1);
-    workload.expect_line("done", secs(30));
+    let mut tracer = trace_until_done(&mut workload, &all);
     assert!(
         tracer.is_running(),
         "memtrace (--duration {duration}) exited before {name} was done\n{}",
@@ -67,10 +63,6 @@ fn traced(name: &str, args: &[u64], duration: &str, memtrace_args: &[&str]) -> (
     let out = tracer.finish(secs(90));
     out.assert_success();
     (out, pid)
-}
-
-fn path_str(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
 }
 
 /// Runs `cmd` to completion within `timeout` (killing its process group
@@ -461,10 +453,7 @@ fn live_and_offline_profiles_show_the_leak() {
 
     // The snapshot rendered offline: --format pprof (with an extension that
     // says nothing) as user nobody, and the format from .pb.gz.
-    let open = dir.join("nobody");
-    std::fs::create_dir_all(&open).expect("mkdir");
-    std::fs::set_permissions(&open, std::os::unix::fs::PermissionsExt::from_mode(0o777))
-        .expect("chmod");
+    let open = open_dir(&dir);
     let offline = open.join("offline.prof");
     memtrace_offline(
         &[

@@ -1,61 +1,14 @@
-//! Incident outputs from real traced workloads: several outputs of one run
-//! (JSON, SVG flamegraph, folded stacks, pprof) with formats from the file
-//! extensions; the SVG is well-formed XML naming the leaking function; the
-//! folded stacks load in inferno and in memtrace's own parser (`memtrace
-//! diff` reads folded files); saved snapshots render and diff offline,
-//! without root.
-//!
-//! Workload: leak_signal (`leak_signal COUNT SIZE INTERVAL_US`): after
-//! SIGUSR1, leak_fixed() mallocs SIZE bytes COUNT times, never freed.
+//! Several outputs of one run (JSON, SVG flamegraph, folded stacks, pprof),
+//! formats from the file extensions: the SVG is well-formed XML naming the
+//! leaking function, the folded stacks load in inferno and in memtrace's
+//! own parser (`memtrace diff` reads folded files), and `--weight` sets
+//! what a folded stack weighs.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use memtrace_integration::{
-    compile_c, memtrace_bin, scratch_dir, secs, trace_pid, RunOutput, Workload,
-};
+use memtrace_integration::{memtrace_bin, path_str, scratch_dir};
 
-const LEAK_SIZE: u64 = 4096;
-
-/// Traces leak_signal leaking `count` blocks, with `args`; returns the run
-/// and the workload's pid.
-fn traced_leak(count: u64, args: &[&str]) -> (RunOutput, u32) {
-    let mut workload = Workload::spawn(
-        &compile_c("leak_signal"),
-        &[
-            count.to_string(),
-            LEAK_SIZE.to_string(),
-            "10000".to_string(),
-        ],
-    );
-    workload.expect_line("ready", secs(10));
-    let pid = workload.pid();
-    let mut all = vec!["--interval", "1s", "--duration", "3s"];
-    all.extend_from_slice(args);
-    let tracer = trace_pid(pid, &all);
-    workload.signal(libc::SIGUSR1);
-    workload.expect_line("done", secs(30));
-    let out = tracer.finish(secs(60));
-    out.assert_success();
-    (out, pid)
-}
-
-/// Parses an SVG as XML (flamegraphs carry the SVG 1.1 DOCTYPE).
-fn parse_svg(text: &str) -> Result<roxmltree::Document<'_>, roxmltree::Error> {
-    let options = roxmltree::ParsingOptions {
-        allow_dtd: true,
-        ..roxmltree::ParsingOptions::default()
-    };
-    roxmltree::Document::parse_with_options(text, options)
-}
-
-fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
-}
-
-fn path_str(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
+use super::{parse_svg, read, traced_leak, LEAK_SIZE};
 
 /// Folded lines as (frames outermost first, weight).
 fn folded_lines(text: &str) -> Vec<(Vec<String>, u64)> {
@@ -71,16 +24,6 @@ fn folded_lines(text: &str) -> Vec<(Vec<String>, u64)> {
             (stack.split(';').map(str::to_string).collect(), weight)
         })
         .collect()
-}
-
-/// Runs memtrace as user nobody (no privileges at all).
-fn memtrace_unprivileged(args: &[&str]) -> std::process::Output {
-    Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(memtrace_bin())
-        .args(args)
-        .output()
-        .expect("setpriv (util-linux) runs")
 }
 
 #[test]
@@ -192,7 +135,7 @@ fn several_outputs_from_one_run() {
         "a file diffed with itself: every stack the same: {diff}"
     );
 
-    // pprof: gzip (its contents are checked with go tool pprof in pprof.rs).
+    // pprof: gzip (its contents are checked with go tool pprof in outputs::pprof).
     let gz = std::fs::read(&pprof).expect("leak.pb.gz");
     assert_eq!(&gz[..2], &[0x1f, 0x8b], "leak.pb.gz is gzip");
     let _ = std::fs::remove_dir_all(&dir);
@@ -233,93 +176,5 @@ fn weights_of_folded_stacks() {
             .expect("a leak_fixed stack");
         assert_eq!(leak.1, want, "--weight {weight}: leak_fixed's weight");
     }
-    let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// A directory user nobody can write its outputs to.
-fn open_dir(dir: &Path) -> PathBuf {
-    let open = dir.join("nobody");
-    std::fs::create_dir_all(&open).expect("mkdir");
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).expect("chmod");
-    open
-}
-
-#[test]
-fn snapshots_render_and_diff_without_root() {
-    let dir = scratch_dir("snapshots");
-    let (before, after) = (dir.join("before.json"), dir.join("after.json"));
-    traced_leak(20, &["-o", path_str(&before)]);
-    traced_leak(60, &["-o", path_str(&after)]);
-    let open = open_dir(&dir);
-
-    // The text report again, from the snapshot.
-    let text = memtrace_unprivileged(&["report", path_str(&after)]);
-    let stdout = String::from_utf8_lossy(&text.stdout);
-    assert!(
-        text.status.success() && stdout.starts_with("memtrace report:"),
-        "memtrace report as nobody: {}\n{stdout}",
-        String::from_utf8_lossy(&text.stderr)
-    );
-    assert!(stdout.contains("leak_fixed"), "{stdout}");
-
-    // Every other format, to files.
-    for name in ["after.svg", "after.folded", "after.pb.gz", "again.json"] {
-        let path = open.join(name);
-        let run = memtrace_unprivileged(&["report", path_str(&after), "-o", path_str(&path)]);
-        assert!(
-            run.status.success(),
-            "memtrace report -o {name} as nobody: {}",
-            String::from_utf8_lossy(&run.stderr)
-        );
-        assert!(
-            std::fs::metadata(&path)
-                .map(|m| m.len() > 0)
-                .unwrap_or(false),
-            "{name} is empty"
-        );
-    }
-    // The JSON written again is the same report.
-    let again: serde_json::Value =
-        serde_json::from_str(&read(&open.join("again.json"))).expect("again.json is JSON");
-    let original: serde_json::Value = serde_json::from_str(&read(&after)).expect("JSON");
-    assert_eq!(
-        again, original,
-        "a snapshot rendered as JSON is the same snapshot"
-    );
-
-    // The diff: leak_fixed grew by 40 blocks between the two runs (whose
-    // pids differ).
-    let diff = memtrace_unprivileged(&["diff", path_str(&before), path_str(&after)]);
-    let text = String::from_utf8_lossy(&diff.stdout);
-    assert!(
-        diff.status.success(),
-        "memtrace diff as nobody: {}",
-        String::from_utf8_lossy(&diff.stderr)
-    );
-    assert!(
-        text.contains("leak_fixed"),
-        "diff text names leak_fixed:\n{text}"
-    );
-    assert!(
-        text.contains("+160.0 KiB"),
-        "diff text shows leak_fixed's growth of 40 * 4096 bytes (+160.0 KiB):\n{text}"
-    );
-    let diff_svg = open.join("diff.svg");
-    let run = memtrace_unprivileged(&[
-        "diff",
-        path_str(&before),
-        path_str(&after),
-        "-o",
-        path_str(&diff_svg),
-    ]);
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let svg_text = read(&diff_svg);
-    parse_svg(&svg_text).expect("diff.svg is well-formed XML");
-    assert!(svg_text.contains("leak_fixed"), "diff.svg names leak_fixed");
     let _ = std::fs::remove_dir_all(&dir);
 }

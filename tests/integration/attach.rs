@@ -1,20 +1,24 @@
-//! Foundation tests of the memtrace binary: attaching to a running process
-//! with `--pid` and reporting a steadily growing leak (JSON and text
-//! formats), `-- CMD` mode running a program to its exit, `--output`, and
-//! the error for a pid that does not exist.
+//! Attaching to a target: `--pid` of a running process reports its growing
+//! leak, counting only what it allocated after the attach; `-- CMD` runs a
+//! program to its exit and reports what it leaked; and a pid memtrace
+//! cannot trace is a one-line error naming it and what it is: no such
+//! process, a thread of another process, a kernel thread, a zombie. (A
+//! target without an allocator: `allocators`; invalid option values:
+//! `cli`.)
 
-use std::ffi::OsString;
 use std::path::Path;
 
 use memtrace_integration::{
-    assert_within, compile_c, contains_token, run_memtrace, scratch_dir, secs, trace_pid, Workload,
-    JSON_ARGS,
+    assert_within, compile_c, contains_token, json_args_with, json_cmd_args, leak_signal,
+    proc_stat, run_memtrace, secs, trace_until_done, Workload,
 };
 
 /// leak_signal: bytes per leak_fixed() call.
 const LEAK_SIZE: u64 = 4096;
+
 /// leak_signal: number of leak_fixed() calls after SIGUSR1.
 const LEAK_COUNT: u64 = 60;
+
 /// leak_signal: pause between calls (20 calls per second).
 const LEAK_INTERVAL_US: u64 = 50_000;
 
@@ -22,36 +26,11 @@ const LEAK_INTERVAL_US: u64 = 50_000;
 const EXIT_LEAK_SIZE: u64 = 2000;
 const EXIT_LEAK_COUNT: u64 = 50;
 
-fn leak_signal_workload(count: u64, size: u64, interval_us: u64) -> Workload {
-    let exe = compile_c("leak_signal");
-    let mut workload = Workload::spawn(
-        &exe,
-        &[count.to_string(), size.to_string(), interval_us.to_string()],
-    );
-    // The SIGUSR1 handler is installed once "ready" is printed.
-    workload.expect_line("ready", secs(10));
-    workload
-}
-
 #[test]
 fn pid_mode_reports_growing_leak() {
-    let mut workload = leak_signal_workload(LEAK_COUNT, LEAK_SIZE, LEAK_INTERVAL_US);
+    let mut workload = leak_signal(LEAK_COUNT, LEAK_SIZE, LEAK_INTERVAL_US);
     let pid = workload.pid();
-    let mut tracer = trace_pid(
-        pid,
-        &[
-            "--interval",
-            "1s",
-            "--duration",
-            "6s",
-            "--format",
-            "json",
-            "--top",
-            "100",
-        ],
-    );
-    workload.signal(libc::SIGUSR1);
-    workload.expect_line("done", secs(30));
+    let mut tracer = trace_until_done(&mut workload, &json_args_with(&["--duration", "6s"]));
     assert!(
         tracer.is_running(),
         "memtrace (--duration 6s) exited before the workload finished its 3 s of leaking\n{}",
@@ -115,80 +94,12 @@ fn pid_mode_reports_growing_leak() {
 }
 
 #[test]
-fn text_format_names_function_and_pid() {
-    let mut workload = leak_signal_workload(20, LEAK_SIZE, 10_000);
-    let pid = workload.pid();
-    let tracer = trace_pid(
-        pid,
-        &[
-            "--interval",
-            "1s",
-            "--duration",
-            "4s",
-            "--format",
-            "text",
-            "--top",
-            "100",
-        ],
-    );
-    workload.signal(libc::SIGUSR1);
-    workload.expect_line("done", secs(30));
-    let out = tracer.finish(secs(60));
-    out.assert_success();
-
-    // Piped stdout: one plain line per interval, then the report.
-    let report_at = out
-        .stdout
-        .find("memtrace report:")
-        .unwrap_or_else(|| panic!("no text report on stdout\n{}", out.describe()));
-    let progress = out.stdout[..report_at]
-        .lines()
-        .filter(|l| l.contains(" outstanding in "))
-        .count();
-    assert!(
-        (3..=5).contains(&progress),
-        "expected a line per 1 s interval of the 4 s run before the report, got {progress}\n{}",
-        out.describe()
-    );
-    let lines: Vec<&str> = out.stdout[report_at..].lines().collect();
-    let function_line = lines
-        .iter()
-        .position(|l| l.contains("leak_fixed"))
-        .unwrap_or_else(|| {
-            panic!(
-                "text report does not mention leak_fixed\n{}",
-                out.describe()
-            )
-        });
-    let pid_line = lines
-        .iter()
-        .position(|l| contains_token(l, &pid.to_string()))
-        .unwrap_or_else(|| {
-            panic!(
-                "text report does not mention the pid {pid}\n{}",
-                out.describe()
-            )
-        });
-    assert!(
-        pid_line < function_line,
-        "the pid {pid} should be in a header line, before the stacks (first pid line {pid_line}, \
-         first leak_fixed line {function_line})\n{}",
-        out.describe()
-    );
-}
-
-fn leak_exit_args(extra: &[&str]) -> Vec<OsString> {
-    let mut args: Vec<OsString> = JSON_ARGS.iter().map(OsString::from).collect();
-    args.extend(extra.iter().map(OsString::from));
-    args.push("--".into());
-    args.push(compile_c("leak_exit").into());
-    args
-}
-
-#[test]
 fn cmd_mode_reports_leak_at_exit() {
     // No --duration: memtrace must return when the program exits (~1 s).
-    let out = run_memtrace(&leak_exit_args(&[]), secs(60));
+    let out = run_memtrace(
+        &json_cmd_args(&[] as &[&str], &[compile_c("leak_exit")]),
+        secs(60),
+    );
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -224,36 +135,6 @@ fn cmd_mode_reports_leak_at_exit() {
 }
 
 #[test]
-fn output_option_writes_report_to_file() {
-    let dir = scratch_dir("output");
-    let file = dir.join("report.json");
-    let file_arg = file.to_str().expect("utf-8 temp path");
-    let out = run_memtrace(&leak_exit_args(&["--output", file_arg]), secs(60));
-    out.assert_success();
-    assert!(
-        !out.stdout.contains("\"stacks\""),
-        "with --output the report must go to the file, not stdout\n{}",
-        out.describe()
-    );
-    let text = std::fs::read_to_string(&file).unwrap_or_else(|e| {
-        panic!(
-            "--output {} was not written: {e}\n{}",
-            file.display(),
-            out.describe()
-        )
-    });
-    let report = out.report_from(&text);
-    assert_eq!(
-        report.top().function(),
-        Some("leak_on_exit"),
-        "{}",
-        report.describe()
-    );
-    report.assert_consistent();
-    let _ = std::fs::remove_dir_all(&dir);
-}
-
-#[test]
 fn nonexistent_pid_is_an_error() {
     let pid_max: u32 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
         .expect("read /proc/sys/kernel/pid_max")
@@ -279,4 +160,77 @@ fn nonexistent_pid_is_an_error() {
         "stderr should be exactly one line starting `memtrace: error:` and naming pid {pid}\n{}",
         out.describe()
     );
+}
+
+#[test]
+fn thread_id_is_rejected() {
+    let mut workload = Workload::spawn(&compile_c("thread_tid"), &[] as &[&str]);
+    let pid = workload.pid();
+    let line = workload.next_line(secs(10));
+    let tid: u32 = line
+        .strip_prefix("tid ")
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("thread_tid printed {line:?}, expected `tid N`"));
+    assert_ne!(tid, pid, "the second thread's id is not the process id");
+    let tid_arg = tid.to_string();
+    let out = run_memtrace(&["--pid", tid_arg.as_str(), "--duration", "1s"], secs(30));
+    let error = out.one_line_error(None, &[]);
+    let needle = "is a thread of process ";
+    let named = error.find(needle).map(|i| {
+        error[i + needle.len()..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+    });
+    assert_eq!(
+        named,
+        Some(pid.to_string()),
+        "the error for --pid {tid} (a thread of {pid}) should say `{needle}{pid}`\n{}",
+        out.describe()
+    );
+}
+
+/// The kernel's flag for kernel threads in /proc/PID/stat.
+const PF_KTHREAD: u64 = 0x0020_0000;
+
+/// Fields of /proc/PID/stat after the command: (state, flags).
+fn stat_of(pid: u32) -> Option<(String, u64)> {
+    let fields = proc_stat(pid)?;
+    Some((fields.first()?.clone(), fields.get(6)?.parse().ok()?))
+}
+
+#[test]
+fn kernel_thread_pid_is_an_error() {
+    let kthread = (2..1000)
+        .find(|&pid| stat_of(pid).is_some_and(|(_, flags)| flags & PF_KTHREAD != 0))
+        .expect("a kernel thread among pids 2..1000 (kthreadd is 2)");
+    let pid = kthread.to_string();
+    let out = run_memtrace(&["--pid", pid.as_str(), "--duration", "2s"], secs(30));
+    out.one_line_error(None, &[pid.as_str(), "is a kernel thread"]);
+}
+
+#[test]
+fn zombie_pid_is_an_error() {
+    // sh forks `true` and becomes `sleep`, which never reaps it.
+    let mut parent = Workload::spawn(
+        Path::new("/bin/sh"),
+        &["-c", "true & echo $!; exec sleep 60"],
+    );
+    let line = parent.next_line(secs(10));
+    let zombie: u32 = line
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("sh printed {line:?}, expected the child's pid"));
+    let deadline = std::time::Instant::now() + secs(10);
+    while stat_of(zombie).is_none_or(|(state, _)| state != "Z") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pid {zombie} did not become a zombie: {:?}",
+            stat_of(zombie)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let pid = zombie.to_string();
+    let out = run_memtrace(&["--pid", pid.as_str(), "--duration", "2s"], secs(30));
+    out.one_line_error(None, &[pid.as_str(), "zombie"]);
 }

@@ -9,34 +9,21 @@
 use std::time::Duration;
 
 use memtrace_integration::{
-    assert_within, compile_c, run_memtrace_cmd_env, trace_pid, Report, Workload, TRACING_TIMEOUT,
+    assert_within, compile_c, json_args_with, run_memtrace_cmd_env, trace_pid, Report, Workload,
+    TRACING_TIMEOUT,
 };
 
 /// Traces `sampled_leak ARGS` with `--sample-bytes MEAN` from its go
 /// signal until it has printed "done"; the JSON report.
 fn sampled_run(args: &[&str], mean: &str) -> Report {
     let exe = compile_c("sampled_leak");
-    let mut w = Workload::spawn(&exe, args);
-    w.expect_line("ready", Duration::from_secs(10));
-    let tracer = trace_pid(
-        w.pid(),
-        &[
-            "--sample-bytes",
-            mean,
-            "--format",
-            "json",
-            "--top",
-            "100",
-            "--interval",
-            "1s",
-        ],
-    );
+    let mut w = Workload::spawn_ready(&exe, args);
+    let tracer = trace_pid(w.pid(), &json_args_with(&["--sample-bytes", mean]));
     w.signal(libc::SIGUSR1);
     w.expect_line("done", Duration::from_secs(60));
     std::thread::sleep(Duration::from_millis(1500));
-    // SAFETY: kill(2) of the memtrace child: Ctrl-C ends with the report.
-    unsafe { libc::kill(tracer.pid() as i32, libc::SIGINT) };
-    let out = tracer.finish(TRACING_TIMEOUT);
+    // Ctrl-C ends the trace with the report.
+    let out = tracer.interrupt(TRACING_TIMEOUT);
     out.assert_success();
     out.report()
 }

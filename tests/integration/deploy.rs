@@ -21,7 +21,7 @@ use std::{
 };
 
 use memtrace_integration::{
-    compile_c, memtrace_bin, scratch_dir, secs, workspace_root, Report, Workload,
+    compile_c, memtrace_bin, scratch_dir, workspace_root, Report, Workload,
 };
 use serde_json::Value;
 
@@ -527,8 +527,7 @@ fn agent_daemonsets_have_the_expected_shape() {
 /// leaking process: Ok(report text) or Err(what memtrace said).
 fn trace_with_caps(caps: &[&str]) -> Result<String, String> {
     let exe = compile_c("agent_mix");
-    let mut leak = Workload::spawn(&exe, &["leak", "256"]);
-    leak.expect_line("ready", secs(10));
+    let leak = Workload::spawn_ready(&exe, &["leak", "256"]);
     let dir = scratch_dir("caps");
     let out = dir.join("report.json");
     let bounding: Vec<String> = caps

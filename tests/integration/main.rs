@@ -1,0 +1,48 @@
+//! The memtrace integration tests, as one test binary: each module runs the
+//! real `memtrace` binary (`$MEMTRACE_BIN`) as root against the C workloads
+//! of `tests/workloads/`, with the support code of `tests/support/` (the
+//! `memtrace_integration` library). One module per feature:
+//!
+//! - `attach`: `--pid` and `-- CMD`, and the pids that cannot be traced;
+//! - `cli`: invalid option values are one-line usage errors;
+//! - `allocators`: finding the allocator (glibc, musl, static, jemalloc,
+//!   tcmalloc, mimalloc, prefixes, dlopen, a replaced libc, C++ `new`);
+//! - `semantics`: what each allocator call means (entry points, realloc
+//!   edge cases, failed calls, churn, bad traffic);
+//! - `mappings`: anonymous mmap, munmap and decommit accounting;
+//! - `threads`: multi-threaded accounting;
+//! - `lifecycle`: exec, exit, kill, forks and pid reuse of a target;
+//! - `unwind`: full stacks without frame pointers (`--unwind`);
+//! - `sampling`: byte sampling (`--sample-bytes`);
+//! - `verdicts`: leak verdicts, `--sort`, `--min-age`, `--rss-alert`;
+//! - `outputs`: text, JSON, SVG, folded, pprof, snapshots, the live view;
+//! - `oom`: OOM kills and `--oom-only`;
+//! - `node`: `--all`, `--comm`, `--cgroup`;
+//! - `agent`: `memtrace agent` and its HTTP surface;
+//! - `deploy`: the Kubernetes manifests in `deploy/`;
+//! - `security`: planted links, no memory contents in reports;
+//! - `robustness`: nothing left behind, losses counted, hostile targets;
+//! - `runtimes`: Go, Node and Python programs;
+//! - `soak`: a minute of leak and churn keeps memtrace flat;
+//! - `regression`: bugs whose cause is known.
+
+mod agent;
+mod allocators;
+mod attach;
+mod cli;
+mod deploy;
+mod lifecycle;
+mod mappings;
+mod node;
+mod oom;
+mod outputs;
+mod regression;
+mod robustness;
+mod runtimes;
+mod sampling;
+mod security;
+mod semantics;
+mod soak;
+mod threads;
+mod unwind;
+mod verdicts;

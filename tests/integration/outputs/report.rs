@@ -1,0 +1,154 @@
+//! The report itself: the text format (one plain line per interval when
+//! piped, then the report, its header naming the pid before the stacks);
+//! `--output` writing it to a file instead of stdout; `-o` into a missing
+//! directory failing at once, not after `--duration`; and a closed stdout
+//! (EPIPE on the report) that does not make memtrace panic.
+
+use std::ffi::OsString;
+
+use memtrace_integration::{
+    compile_c, contains_token, json_cmd_args, leak_signal, run_memtrace,
+    run_memtrace_stdout_closed, scratch_dir, secs, trace_until_done, CMD_TIMEOUT,
+};
+
+use super::LEAK_SIZE;
+
+#[test]
+fn text_format_names_function_and_pid() {
+    let mut workload = leak_signal(20, LEAK_SIZE, 10_000);
+    let pid = workload.pid();
+    let tracer = trace_until_done(
+        &mut workload,
+        &[
+            "--interval",
+            "1s",
+            "--duration",
+            "4s",
+            "--format",
+            "text",
+            "--top",
+            "100",
+        ],
+    );
+    let out = tracer.finish(secs(60));
+    out.assert_success();
+
+    // Piped stdout: one plain line per interval, then the report.
+    let report_at = out
+        .stdout
+        .find("memtrace report:")
+        .unwrap_or_else(|| panic!("no text report on stdout\n{}", out.describe()));
+    let progress = out.stdout[..report_at]
+        .lines()
+        .filter(|l| l.contains(" outstanding in "))
+        .count();
+    assert!(
+        (3..=5).contains(&progress),
+        "expected a line per 1 s interval of the 4 s run before the report, got {progress}\n{}",
+        out.describe()
+    );
+    let lines: Vec<&str> = out.stdout[report_at..].lines().collect();
+    let function_line = lines
+        .iter()
+        .position(|l| l.contains("leak_fixed"))
+        .unwrap_or_else(|| {
+            panic!(
+                "text report does not mention leak_fixed\n{}",
+                out.describe()
+            )
+        });
+    let pid_line = lines
+        .iter()
+        .position(|l| contains_token(l, &pid.to_string()))
+        .unwrap_or_else(|| {
+            panic!(
+                "text report does not mention the pid {pid}\n{}",
+                out.describe()
+            )
+        });
+    assert!(
+        pid_line < function_line,
+        "the pid {pid} should be in a header line, before the stacks (first pid line {pid_line}, \
+         first leak_fixed line {function_line})\n{}",
+        out.describe()
+    );
+}
+
+#[test]
+fn output_option_writes_report_to_file() {
+    let dir = scratch_dir("output");
+    let file = dir.join("report.json");
+    let file_arg = file.to_str().expect("utf-8 temp path");
+    let out = run_memtrace(
+        &json_cmd_args(&["--output", file_arg], &[compile_c("leak_exit")]),
+        secs(60),
+    );
+    out.assert_success();
+    assert!(
+        !out.stdout.contains("\"stacks\""),
+        "with --output the report must go to the file, not stdout\n{}",
+        out.describe()
+    );
+    let text = std::fs::read_to_string(&file).unwrap_or_else(|e| {
+        panic!(
+            "--output {} was not written: {e}\n{}",
+            file.display(),
+            out.describe()
+        )
+    });
+    let report = out.report_from(&text);
+    assert_eq!(
+        report.top().function(),
+        Some("leak_on_exit"),
+        "{}",
+        report.describe()
+    );
+    report.assert_consistent();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn output_into_missing_directory_fails_fast() {
+    let workload = leak_signal(1, 1000, 1000);
+    let dir = scratch_dir("missing-output-dir");
+    let file = dir.join("no-such-dir").join("x.json");
+    let file_arg = file.to_str().expect("utf-8 temp path");
+    let pid = workload.pid().to_string();
+    let out = run_memtrace(
+        &["--pid", pid.as_str(), "--duration", "30s", "-o", file_arg],
+        secs(45),
+    );
+    let error = out.one_line_error(None, &[]);
+    assert!(
+        error.contains(file_arg),
+        "the error should name the --output path {file_arg}\n{}",
+        out.describe()
+    );
+    assert!(
+        out.elapsed < secs(5),
+        "memtrace should fail at once when -o cannot be created, not after tracing \
+         (--duration 30s): took {:?}\n{}",
+        out.elapsed,
+        out.describe()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn closed_stdout_does_not_panic() {
+    let out = run_memtrace_stdout_closed(
+        &[OsString::from("--"), compile_c("leak_in_script").into()],
+        CMD_TIMEOUT,
+    );
+    assert!(
+        out.status.code() == Some(0) && out.problems.is_empty(),
+        "memtrace -- CMD with a closed stdout should still exit 0 when CMD exits (101 is a \
+         Rust panic)\n{}",
+        out.describe()
+    );
+    assert!(
+        !out.stderr.contains("panicked"),
+        "memtrace panicked writing its report to a closed stdout\n{}",
+        out.describe()
+    );
+}

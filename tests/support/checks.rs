@@ -1,0 +1,24 @@
+//! Checks of a report that several tests make with an exception of their
+//! own (`report.rs` is the typed copy of the schema; these sit beside it).
+
+use crate::Report;
+
+/// The losses other than `kind` that are not 0, as `name = value`.
+pub fn losses_except(report: &Report, kind: &str) -> Vec<String> {
+    report
+        .losses
+        .iter()
+        .filter(|&(k, &v)| k != kind && v != 0)
+        .map(|(k, v)| format!("{k} = {v}"))
+        .collect()
+}
+
+/// [`Report::consistency_problems`] but those containing `known` (a rule
+/// the test knows does not hold for its run).
+pub fn consistency_problems_except(report: &Report, known: &str) -> Vec<String> {
+    report
+        .consistency_problems()
+        .into_iter()
+        .filter(|p| !p.contains(known))
+        .collect()
+}
