@@ -549,7 +549,7 @@ pub struct Cli {
     /// Capacity of the kernel's live-allocation table (blocks outstanding at
     /// once, all targets together). Allocations beyond it are counted as
     /// lost, never as leaks; so are a few as it fills up (~0.1 % of
-    /// allocations at full, by simulation: see README). 64 bytes of kernel
+    /// allocations at full, by simulation: see docs/performance.md). 64 bytes of kernel
     /// memory each.
     #[arg(long, default_value_t = DEFAULT_MAX_LIVE, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1024..=(1 << 24)))]

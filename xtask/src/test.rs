@@ -18,7 +18,7 @@ pub struct TestArgs {
     no_lint: bool,
 
     /// Extra arguments for `cargo test`, after `--`
-    /// (e.g. `cargo xtask test -- --test leaks -- --nocapture`).
+    /// (e.g. `cargo xtask test -- --test integration -- attach:: --nocapture`).
     #[arg(last = true, value_name = "CARGO_TEST_ARGS")]
     cargo_test_args: Vec<OsString>,
 }
@@ -67,7 +67,7 @@ const TEST_TOOLS: [(&str, &str); 5] = [
     ("bpftool", "bpftool"),
 ];
 
-/// Libraries the allocator tests link or load (tests/runtimes.rs), by
+/// Libraries the allocator tests link or load (tests/integration/allocators.rs), by
 /// Debian package.
 const TEST_LIBRARIES: [(&str, &str); 4] = [
     ("/usr/bin/musl-gcc", "musl-tools"),
@@ -117,7 +117,7 @@ fn apt_install(packages: &[&str]) -> Result<()> {
     )
 }
 
-/// The kubernetes-validate release the deploy tests use (tests/deploy.rs
+/// The kubernetes-validate release the deploy tests use (tests/integration/deploy.rs
 /// installs the same one when run without xtask).
 const KUBERNETES_VALIDATE_VERSION: &str = "1.37.0";
 

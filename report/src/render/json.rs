@@ -1,4 +1,5 @@
-//! JSON renderer: the report model as pretty-printed JSON (schema in README),
+//! JSON renderer: the report model as pretty-printed JSON (the fields are
+//! described in docs/outputs.md),
 //! streamed into the output (a report of thousands of stacks is hundreds of
 //! megabytes of text, never held whole in memory).
 

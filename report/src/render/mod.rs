@@ -1,4 +1,4 @@
-//! The renderers: each reads the [`Report`](crate::model::Report) model and
+//! The renderers: each reads the [`Report`] model and
 //! nothing else. [`Format`] names the final formats and [`render`] picks the
 //! renderer; `live` draws the view shown while tracing.
 

@@ -116,10 +116,9 @@ pub fn kernel_now_ns() -> u64 {
 }
 
 /// Ages of the live heap allocations, per stack: one pass over the kernel's
-/// live table, read in place (see `live.rs`). Measured with `--max-live
-/// 2000000` (4M slots, 128 MiB): 15 ms empty, 33-39 ms holding a million
-/// blocks (the batched hash map reads it replaced took 60-95 ms for
-/// 200,000).
+/// live table, read in place (see `live_table.rs`): its cost grows with
+/// `--max-live`, not with what is live (docs/performance.md has the
+/// figures).
 fn read_live_ages(bpf: &Ebpf, min_age_secs: f64) -> Result<HashMap<StackKey, AgeStats>> {
     let now = kernel_now_ns();
     let mut ages: HashMap<StackKey, AgeStats> = HashMap::new();

@@ -1,6 +1,6 @@
 //! Pages of a `BPF_F_MMAPABLE` BPF array mapped shared into memtrace for
 //! as long as a [`Window`] lives: how userspace writes the unwind tables
-//! (`unwind`) and reads and edits the live-block table (`live`) in place,
+//! (`unwind`) and reads and edits the live-block table (`live_table`) in place,
 //! without a syscall per entry, and without the array counting in
 //! memtrace's resident set beyond that moment.
 

@@ -4,8 +4,7 @@
 //! (relative jumps, calls and conditional branches; `push` on recent
 //! kernels such as this project's 6.18) and ~10 µs when it must
 //! single-step it out of line. glibc's `free` starts with `test %rdi,%rdi`
-//! (single-stepped) and then `je` (emulated): probing the `je` instead took
-//! a traced malloc+free pair from 12.9 µs to 3.7 µs, measured here.
+//! (single-stepped) and then `je` (emulated), so its probe goes on the `je`.
 //!
 //! The probe moves forward over straight-line code only: every instruction
 //! it passes executes normally and falls through (no branch, call or

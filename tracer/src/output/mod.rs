@@ -73,7 +73,7 @@ pub fn write_diff(d: &Diff, title: &str, outputs: &[Output], opts: Options) -> R
 }
 
 /// Writes to a file (atomically, never through a link another user
-/// planted: see [`outfile`]), or to stdout (a reader that went away, as
+/// planted: see [`atomic`]), or to stdout (a reader that went away, as
 /// with `| head`, is not an error).
 pub fn write(path: Option<&Path>, bytes: &[u8]) -> Result<()> {
     write_with(path, |out| out.write_all(bytes))

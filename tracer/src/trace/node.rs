@@ -7,7 +7,7 @@ use crate::discover::{cgroup, select, target};
 
 impl Session {
     /// --oom-only: reads every process's cgroup (at start and every
-    /// [`RESCAN_EVERY`] ticks; bounded by the processes on the node).
+    /// [`RESCAN_EVERY`](super::RESCAN_EVERY) ticks; bounded by the processes on the node).
     pub(super) fn remember_cgroups(&mut self) {
         self.cgroups = select::pids()
             .into_iter()
@@ -16,7 +16,7 @@ impl Session {
     }
 
     /// On a watched node: looks at every process (at start, then every
-    /// [`RESCAN_EVERY`] ticks) and hooks the ones selected.
+    /// [`RESCAN_EVERY`](super::RESCAN_EVERY) ticks) and hooks the ones selected.
     pub(super) fn scan_node(&mut self) {
         let Some(w) = &mut self.life.watcher else {
             return;

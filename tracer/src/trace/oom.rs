@@ -1,8 +1,8 @@
-//! OOM kills: turning the kernel's `oom/mark_victim` event into the report's
-//! [`OomKill`] (victim, its memory as the kernel saw it, cgroup and
-//! container), (its one-line form, printed as kills happen, is the report crate's
-//! `render::text::oom_line`). Capturing a
-//! traced victim's stacks is the session's (it owns the kernel tables).
+//! OOM kills: the kernel's `oom/mark_victim` event made into the report's
+//! [`OomKill`] (the victim, its memory as the kernel saw it, its cgroup and
+//! container) and, for a traced victim, the stacks that held its memory;
+//! printed as it happens (the report crate's `oom_line`), kept for the
+//! report, and the end of the run when a `--pid` target is the victim.
 
 use std::time::SystemTime;
 

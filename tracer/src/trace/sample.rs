@@ -147,7 +147,7 @@ impl Session {
     }
 
     /// Whether a new stack gets a series: when the table is full, the series
-    /// holding nothing make room (see [`Aggregator::make_room`]).
+    /// holding nothing make room (see [`Aggregator::make_room`](crate::accounting::series::Aggregator::make_room)).
     pub(super) fn room_for_a_stack(&mut self) -> bool {
         if !self.m.agg.is_full() {
             return true;
