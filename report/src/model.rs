@@ -543,7 +543,7 @@ pub(crate) mod fixtures {
     use super::*;
 
     /// A live target without memory series.
-    pub fn target(pid: u32, comm: &str) -> TargetReport {
+    pub(crate) fn target(pid: u32, comm: &str) -> TargetReport {
         TargetReport {
             pid,
             comm: comm.into(),
@@ -559,7 +559,7 @@ pub(crate) mod fixtures {
         }
     }
 
-    pub fn stack(function: &str, verdict: Verdict, series: &[u64]) -> StackReport {
+    pub(crate) fn stack(function: &str, verdict: Verdict, series: &[u64]) -> StackReport {
         StackReport {
             pid: 7,
             kind: StackKind::Heap,
@@ -602,7 +602,7 @@ pub(crate) mod fixtures {
         }
     }
 
-    pub fn report(stacks: Vec<StackReport>) -> Report {
+    pub(crate) fn report(stacks: Vec<StackReport>) -> Report {
         Report {
             version: 2,
             duration_secs: 12.0,

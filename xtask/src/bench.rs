@@ -40,7 +40,7 @@ use serde::Serialize;
 use crate::{build, cmd};
 
 #[derive(Args, Debug)]
-pub struct BenchArgs {
+pub(crate) struct BenchArgs {
     /// Repetitions of every configuration (the median is reported).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     repeat: u32,
@@ -152,7 +152,7 @@ struct Ratios {
     dwarf_unwind_over_fp_ns: f64,
 }
 
-pub fn run(args: BenchArgs) -> Result<()> {
+pub(crate) fn run(args: BenchArgs) -> Result<()> {
     if !cmd::is_root() {
         bail!("the bench loads eBPF programs: run `cargo xtask bench` as root");
     }

@@ -8,7 +8,7 @@ use anyhow::{ensure, Result};
 use crate::{cmd, prereqs};
 
 /// Build `target/release/memtrace` and return its path.
-pub fn run() -> Result<PathBuf> {
+pub(crate) fn run() -> Result<PathBuf> {
     cmd::step("prerequisites");
     prereqs::ensure_all()?;
 

@@ -16,7 +16,7 @@ use anyhow::{bail, Context, Result};
 
 /// The workspace root: the parent of this crate's manifest dir, so `cargo
 /// xtask` behaves the same from any working directory.
-pub fn workspace_root() -> PathBuf {
+pub(crate) fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("xtask/ has a parent directory")
@@ -26,7 +26,7 @@ pub fn workspace_root() -> PathBuf {
 /// Cargo's target dir, honouring `CARGO_TARGET_DIR` like cargo does.
 /// Compiles `tests/workloads/NAME.c` with gcc and `flags` into
 /// target/xtask/NAME (the directory created); returns the executable.
-pub fn compile_workload(name: &str, flags: &[&str]) -> anyhow::Result<PathBuf> {
+pub(crate) fn compile_workload(name: &str, flags: &[&str]) -> anyhow::Result<PathBuf> {
     use anyhow::Context;
     let dir = target_dir().join("xtask");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -39,7 +39,7 @@ pub fn compile_workload(name: &str, flags: &[&str]) -> anyhow::Result<PathBuf> {
     Ok(exe)
 }
 
-pub fn target_dir() -> PathBuf {
+pub(crate) fn target_dir() -> PathBuf {
     let root = workspace_root();
     ["CARGO_TARGET_DIR", "CARGO_BUILD_TARGET_DIR"]
         .into_iter()
@@ -49,13 +49,13 @@ pub fn target_dir() -> PathBuf {
 }
 
 /// `target/release/memtrace`, as produced by `cargo xtask build`.
-pub fn memtrace_bin() -> PathBuf {
+pub(crate) fn memtrace_bin() -> PathBuf {
     target_dir().join("release").join("memtrace")
 }
 
 /// A `cargo` command running in the workspace root. Uses the cargo that
 /// launched us (`$CARGO`) so the same toolchain is used throughout.
-pub fn cargo() -> Command {
+pub(crate) fn cargo() -> Command {
     let cargo = env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
     let mut cmd = Command::new(cargo);
     cmd.current_dir(workspace_root());
@@ -63,12 +63,12 @@ pub fn cargo() -> Command {
 }
 
 /// Print a section header, e.g. `==> clippy`.
-pub fn step(name: &str) {
+pub(crate) fn step(name: &str) {
     eprintln!("==> {name}");
 }
 
 /// Render a command the way a user would type it (program name only).
-pub fn display(cmd: &Command) -> String {
+pub(crate) fn display(cmd: &Command) -> String {
     let program = Path::new(cmd.get_program())
         .file_name()
         .unwrap_or(cmd.get_program())
@@ -82,7 +82,7 @@ pub fn display(cmd: &Command) -> String {
 
 /// Run `cmd` with inherited stdio (its output streams straight through) and
 /// fail with one line if it cannot be started or exits unsuccessfully.
-pub fn run(cmd: &mut Command) -> Result<()> {
+pub(crate) fn run(cmd: &mut Command) -> Result<()> {
     let shown = display(cmd);
     eprintln!("    $ {shown}");
     let status = match cmd.status() {
@@ -101,7 +101,7 @@ pub fn run(cmd: &mut Command) -> Result<()> {
 
 /// Run `cmd` and return its stdout; fails with one line (including the first
 /// line of stderr) if it cannot be started or exits unsuccessfully.
-pub fn stdout_of(cmd: &mut Command) -> Result<String> {
+pub(crate) fn stdout_of(cmd: &mut Command) -> Result<String> {
     let shown = display(cmd);
     let out = match cmd.output() {
         Ok(out) => out,
@@ -120,13 +120,13 @@ pub fn stdout_of(cmd: &mut Command) -> Result<String> {
 }
 
 /// Whether we run with effective uid 0 (needed to load eBPF programs).
-pub fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
 }
 
 /// Find an executable on `PATH`.
-pub fn which(name: &str) -> Option<PathBuf> {
+pub(crate) fn which(name: &str) -> Option<PathBuf> {
     let path = env::var_os("PATH")?;
     env::split_paths(&path)
         .map(|dir| dir.join(name))
@@ -138,7 +138,7 @@ pub fn which(name: &str) -> Option<PathBuf> {
 }
 
 /// User + system CPU seconds of process `pid` so far (/proc/PID/stat).
-pub fn cpu_secs(pid: u32) -> Result<f64> {
+pub(crate) fn cpu_secs(pid: u32) -> Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let fields: Vec<&str> = stat[stat.rfind(')').context("malformed stat")? + 2..]
         .split_whitespace()
@@ -152,7 +152,7 @@ pub fn cpu_secs(pid: u32) -> Result<f64> {
 
 /// A memory field of process `pid` in KiB from /proc/PID/status: `VmRSS`
 /// (resident now), `VmHWM` (peak resident).
-pub fn memory_kib(pid: u32, field: &str) -> Result<u64> {
+pub(crate) fn memory_kib(pid: u32, field: &str) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
         .lines()

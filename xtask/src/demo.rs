@@ -12,14 +12,14 @@ use crate::{build, cmd};
 const INTERVAL: &str = "3s";
 
 #[derive(Args, Debug)]
-pub struct DemoArgs {
+pub(crate) struct DemoArgs {
     /// How long to trace, e.g. `15s`, `1m`, `1m30s`. The workload runs for
     /// about 20s; tracing stops early if it exits first.
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     duration: String,
 }
 
-pub fn run(args: DemoArgs) -> Result<()> {
+pub(crate) fn run(args: DemoArgs) -> Result<()> {
     // Decide how to get root before spending time on the build.
     let sudo = if cmd::is_root() {
         None

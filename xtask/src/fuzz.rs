@@ -18,7 +18,7 @@ use clap::Args;
 use crate::cmd;
 
 #[derive(Args, Debug)]
-pub struct FuzzArgs {
+pub(crate) struct FuzzArgs {
     /// How long each target runs.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     seconds: u64,
@@ -36,7 +36,7 @@ struct Outcome {
     crash: Option<String>,
 }
 
-pub fn run(args: FuzzArgs) -> Result<()> {
+pub(crate) fn run(args: FuzzArgs) -> Result<()> {
     ensure_cargo_fuzz()?;
     let dir = cmd::workspace_root().join("fuzz");
     let targets = match args.targets.is_empty() {

@@ -12,7 +12,7 @@ use crate::{cmd, prereqs};
 /// Run the format check and clippy. Clippy compiles tracer/build.rs, which
 /// builds the eBPF object, so the eBPF prerequisites are checked first
 /// unless the caller already did (`check_prereqs: false`).
-pub fn run(check_prereqs: bool) -> Result<()> {
+pub(crate) fn run(check_prereqs: bool) -> Result<()> {
     if check_prereqs {
         cmd::step("prerequisites");
         prereqs::ensure_all()?;

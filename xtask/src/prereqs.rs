@@ -13,20 +13,20 @@ use crate::cmd;
 /// crate with `rustup run <toolchain> cargo build -Z build-std=core`
 /// (unstable flags unlocked by `RUSTC_BOOTSTRAP=1` in build.rs). The checks
 /// below therefore target this toolchain, not whatever is active.
-pub const EBPF_TOOLCHAIN: &str = "stable";
+pub(crate) const EBPF_TOOLCHAIN: &str = "stable";
 
 /// The bpf-linker release we build with.
-pub const BPF_LINKER_VERSION: &str = "0.10.4";
+pub(crate) const BPF_LINKER_VERSION: &str = "0.10.4";
 
 /// LLVM major version bpf-linker 0.10.4 works with. bpf-linker loads the
 /// libLLVM that ships with rustc, and this release supports LLVM 22 only.
 /// It does not report this itself (`bpf-linker --version` prints just
 /// `bpf-linker 0.10.4` and `--help` has no version info), so it is
 /// hard-coded here; update it together with `BPF_LINKER_VERSION`.
-pub const BPF_LINKER_LLVM_MAJOR: u32 = 22;
+pub(crate) const BPF_LINKER_LLVM_MAJOR: u32 = 22;
 
 /// Check and install everything `cargo build -p memtrace` needs.
-pub fn ensure_all() -> Result<()> {
+pub(crate) fn ensure_all() -> Result<()> {
     check_rustc_llvm()?;
     ensure_component(Some(EBPF_TOOLCHAIN), "rust-src")?;
     ensure_bpf_linker()
@@ -55,7 +55,7 @@ fn check_rustc_llvm() -> Result<()> {
 
 /// Make sure a rustup component is installed, adding it if it is not.
 /// `toolchain: None` means the active toolchain.
-pub fn ensure_component(toolchain: Option<&str>, component: &str) -> Result<()> {
+pub(crate) fn ensure_component(toolchain: Option<&str>, component: &str) -> Result<()> {
     let with_toolchain = |cmd: &mut Command| {
         if let Some(tc) = toolchain {
             cmd.args(["--toolchain", tc]);
@@ -155,7 +155,7 @@ fn rustup() -> Command {
 }
 
 /// `bpf-linker 0.10.4` -> `0.10.4`.
-pub fn parse_bpf_linker_version(version_output: &str) -> Option<&str> {
+pub(crate) fn parse_bpf_linker_version(version_output: &str) -> Option<&str> {
     version_output.lines().find_map(|line| {
         let mut words = line.split_whitespace();
         match (words.next(), words.next()) {
@@ -166,7 +166,7 @@ pub fn parse_bpf_linker_version(version_output: &str) -> Option<&str> {
 }
 
 /// The major version from the `LLVM version: 22.1.2` line of `rustc -vV`.
-pub fn parse_llvm_major(rustc_vv: &str) -> Option<u32> {
+pub(crate) fn parse_llvm_major(rustc_vv: &str) -> Option<u32> {
     rustc_vv.lines().find_map(|line| {
         let version = line.trim().strip_prefix("LLVM version:")?.trim();
         version.split('.').next()?.parse().ok()
@@ -174,7 +174,7 @@ pub fn parse_llvm_major(rustc_vv: &str) -> Option<u32> {
 }
 
 /// The `release: 1.95.0` line of `rustc -vV`.
-pub fn parse_rustc_release(rustc_vv: &str) -> Option<&str> {
+pub(crate) fn parse_rustc_release(rustc_vv: &str) -> Option<&str> {
     rustc_vv
         .lines()
         .find_map(|line| line.trim().strip_prefix("release:"))
@@ -183,7 +183,7 @@ pub fn parse_rustc_release(rustc_vv: &str) -> Option<&str> {
 
 /// Whether `rustup component list --installed` output lists `component`,
 /// either bare (`rust-src`) or with a target suffix (`clippy-x86_64-...`).
-pub fn has_component(list: &str, component: &str) -> bool {
+pub(crate) fn has_component(list: &str, component: &str) -> bool {
     list.lines()
         .filter_map(|line| line.split_whitespace().next())
         .any(|name| {

@@ -25,7 +25,7 @@ use serde_json::Value;
 use crate::{build, cmd};
 
 #[derive(Args, Debug)]
-pub struct SoakArgs {
+pub(crate) struct SoakArgs {
     /// How long the workload runs, traced.
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     minutes: u64,
@@ -63,7 +63,7 @@ struct Results {
     counters: Value,
 }
 
-pub fn run(args: SoakArgs) -> Result<()> {
+pub(crate) fn run(args: SoakArgs) -> Result<()> {
     if !cmd::is_root() {
         bail!("the soak loads eBPF programs: run `cargo xtask soak` as root");
     }

@@ -12,7 +12,7 @@ use clap::Args;
 use crate::{build, cmd, lint};
 
 #[derive(Args, Debug)]
-pub struct TestArgs {
+pub(crate) struct TestArgs {
     /// Skip `cargo fmt --check` and `cargo clippy`.
     #[arg(long)]
     no_lint: bool,
@@ -23,7 +23,7 @@ pub struct TestArgs {
     cargo_test_args: Vec<OsString>,
 }
 
-pub fn run(args: TestArgs) -> Result<()> {
+pub(crate) fn run(args: TestArgs) -> Result<()> {
     // Checked first so a non-root run fails fast instead of after the build.
     if !cmd::is_root() {
         bail!(

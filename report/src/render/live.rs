@@ -108,8 +108,10 @@ impl Drop for Screen {
 
 /// (columns, rows) of the terminal on stdout; 80x24 when unknown.
 fn terminal_size() -> (usize, usize) {
-    // SAFETY: TIOCGWINSZ fills the winsize it is given.
+    // SAFETY: winsize is plain integers, for which all zeroes is valid.
     let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: TIOCGWINSZ fills the winsize it is given, which outlives the
+    // call.
     let rc = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) };
     if rc == 0 && ws.ws_col > 0 && ws.ws_row > 0 {
         (ws.ws_col as usize, ws.ws_row as usize)

@@ -37,7 +37,7 @@ use crate::model::{frame_name, Frame, Report, StackKind, StackReport, Verdict};
 /// there; fields it never sets are left out).
 mod proto {
     #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Profile {
+    pub(super) struct Profile {
         #[prost(message, repeated, tag = "1")]
         pub sample_type: Vec<ValueType>,
         #[prost(message, repeated, tag = "2")]
@@ -72,7 +72,7 @@ mod proto {
     }
 
     #[derive(Clone, PartialEq, prost::Message)]
-    pub struct ValueType {
+    pub(super) struct ValueType {
         #[prost(int64, tag = "1")]
         pub r#type: i64,
         #[prost(int64, tag = "2")]
@@ -80,7 +80,7 @@ mod proto {
     }
 
     #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Sample {
+    pub(super) struct Sample {
         /// Leaf first.
         #[prost(uint64, repeated, tag = "1")]
         pub location_id: Vec<u64>,
@@ -91,7 +91,7 @@ mod proto {
     }
 
     #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Label {
+    pub(super) struct Label {
         #[prost(int64, tag = "1")]
         pub key: i64,
         #[prost(int64, tag = "2")]
@@ -103,7 +103,7 @@ mod proto {
     }
 
     #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Mapping {
+    pub(super) struct Mapping {
         #[prost(uint64, tag = "1")]
         pub id: u64,
         #[prost(uint64, tag = "2")]
@@ -127,7 +127,7 @@ mod proto {
     }
 
     #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Location {
+    pub(super) struct Location {
         #[prost(uint64, tag = "1")]
         pub id: u64,
         /// 0: no mapping (the frame's module is unknown).
@@ -142,7 +142,7 @@ mod proto {
     }
 
     #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Line {
+    pub(super) struct Line {
         #[prost(uint64, tag = "1")]
         pub function_id: u64,
         #[prost(int64, tag = "2")]
@@ -150,7 +150,7 @@ mod proto {
     }
 
     #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Function {
+    pub(super) struct Function {
         #[prost(uint64, tag = "1")]
         pub id: u64,
         #[prost(int64, tag = "2")]

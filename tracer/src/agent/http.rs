@@ -43,7 +43,7 @@ const DEFAULT_ON_DEMAND: Duration = Duration::from_secs(30);
 /// How long a request's line and headers may take to arrive, and how long
 /// a kept-alive connection may wait for its next request: then it is
 /// closed (a client sending its head byte by byte cannot hold it).
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// A request's line and headers (hyper's read buffer; its minimum is
 /// 8 KiB): beyond it, 431.
 const MAX_HEAD_BYTES: usize = 16 * 1024;
@@ -65,7 +65,7 @@ const MAX_CONNECTION_LIFE: Duration = Duration::from_secs(MAX_ON_DEMAND.as_secs(
 /// How long stopping waits for requests in progress.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
 
-pub fn router(shared: Arc<Shared>) -> Router {
+pub(super) fn router(shared: Arc<Shared>) -> Router {
     let bucket = Arc::new(Mutex::new(Bucket::full()));
     Router::new()
         .route("/healthz", get(healthz))
@@ -82,7 +82,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
 
 /// Serves `router` on `listener` within the limits above until `stop`
 /// fires, then lets requests in progress finish for [`SHUTDOWN_WAIT`].
-pub async fn serve(listener: TcpListener, router: Router, mut stop: oneshot::Receiver<()>) {
+pub(super) async fn serve(listener: TcpListener, router: Router, mut stop: oneshot::Receiver<()>) {
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)

@@ -17,11 +17,11 @@ use prometheus::{
 use memtrace_report::Report;
 
 /// Processes with per-process series, besides suspects and traced ones.
-pub const PROCESSES_SHOWN: usize = 50;
+pub(super) const PROCESSES_SHOWN: usize = 50;
 
 const PROCESS_LABELS: [&str; 4] = ["pid", "comm", "container", "pod_uid"];
 
-pub struct Metrics {
+pub(super) struct Metrics {
     registry: Registry,
     pub rss: IntGaugeVec,
     pub anon: IntGaugeVec,
@@ -54,7 +54,7 @@ fn register<C: Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
 }
 
 impl Metrics {
-    pub fn new(node: &str) -> Metrics {
+    pub(super) fn new(node: &str) -> Metrics {
         let registry = Registry::new();
         let r = &registry;
         let opts = |name: &str, help: &str| Opts::new(name, help);
@@ -234,7 +234,7 @@ impl Metrics {
     }
 
     /// The text exposition.
-    pub fn render(&self) -> String {
+    pub(super) fn render(&self) -> String {
         let mut out = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)
@@ -244,7 +244,7 @@ impl Metrics {
 
     /// Counts what a finished trace's report says: its events, losses and
     /// table fill.
-    pub fn count_trace(&self, report: &Report, max_live: u32, max_stacks: u32) {
+    pub(super) fn count_trace(&self, report: &Report, max_live: u32, max_stacks: u32) {
         let t = &report.totals;
         self.events
             .with_label_values(&["allocations"])

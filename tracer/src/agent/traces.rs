@@ -29,10 +29,10 @@ use memtrace_report::OomKill;
 const STDERR_LINES: usize = 8;
 
 /// Pids of running children.
-pub type Children = Arc<Mutex<HashSet<u32>>>;
+pub(super) type Children = Arc<Mutex<HashSet<u32>>>;
 
 /// One trace to run.
-pub struct TraceSpec {
+pub(super) struct TraceSpec {
     pub pid: u32,
     pub duration: Duration,
     pub interval: Duration,
@@ -44,7 +44,7 @@ pub struct TraceSpec {
 
 /// How a trace ended: None when the child exited 0 (its report is
 /// written), else its last error line.
-pub type Failure = Option<String>;
+pub(super) type Failure = Option<String>;
 
 /// A child memtrace: it gets SIGTERM if the agent dies (even by SIGKILL),
 /// so it writes what it has and detaches instead of tracing on orphaned.
@@ -94,7 +94,12 @@ impl Drop for Registered<'_> {
 }
 
 /// Runs one trace to its end.
-pub async fn run(exe: &Path, spec: &TraceSpec, children: &Children, verbose: bool) -> Failure {
+pub(super) async fn run(
+    exe: &Path,
+    spec: &TraceSpec,
+    children: &Children,
+    verbose: bool,
+) -> Failure {
     let mut cmd = child(exe);
     cmd.arg("--pid")
         .arg(spec.pid.to_string())
@@ -157,7 +162,7 @@ fn secs_arg(d: Duration) -> String {
 /// kill it reports; restarts it (after 1 s, doubling to a minute while it
 /// keeps failing) when it exits. `up` says whether it runs. Its stderr is
 /// passed on (its start-up line only with `verbose`).
-pub async fn watch_ooms(
+pub(super) async fn watch_ooms(
     exe: PathBuf,
     kills: mpsc::UnboundedSender<OomKill>,
     children: Children,

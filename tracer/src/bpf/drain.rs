@@ -283,13 +283,15 @@ pub fn drain_events(ring: &mut RingBuf<MapData>, mut sink: impl FnMut(Event)) {
 
 fn parse_event(item: &[u8]) -> Option<Event> {
     let kind = u32::from_ne_bytes(item.get(..4)?.try_into().ok()?);
-    // SAFETY (both reads): the kernel wrote a whole event of that kind
-    // (plain old data, size checked); the reads are unaligned-safe.
     if EventKind::is_process(kind) {
-        (item.len() >= size_of::<ProcessEvent>())
-            .then(|| Event::Process(unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) }))
+        (item.len() >= size_of::<ProcessEvent>()).then(|| {
+            // SAFETY: the kernel wrote a whole event of that kind (plain old
+            // data, size checked); the read is unaligned-safe.
+            Event::Process(unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) })
+        })
     } else {
         (item.len() >= size_of::<MmapEvent>()).then(|| {
+            // SAFETY: as above, for a mapping event.
             Event::Mapping(Box::new(unsafe {
                 std::ptr::read_unaligned(item.as_ptr().cast())
             }))
