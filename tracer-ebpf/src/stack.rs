@@ -129,13 +129,11 @@ pub fn forget_mappings(tgid: u32) {
 /// unwind table of the code it is in (see [`table_step`]). The words each
 /// step needs come from one copy of the stack ([`stack_word`]): a user
 /// read costs ~80 ns here, plus ~70 ns of the kernel's check of where it
-/// writes, whatever its size. Measured per extra frame (bench program
-/// with 8 more frames): ~20 ns by frame pointer or by a rule an earlier
-/// walk on this CPU kept ([`KnownRule`]); ~110 ns before, with a read per
-/// frame and a table lookup each. Then a lookup and a compare (skipping
-/// both made no measurable difference on the bench); measured against
-/// `bpf_get_stackid`, whose fixed cost was ~700 ns even for two frames
-/// (see README).
+/// writes, whatever its size. An extra frame costs ~20 ns (bench program
+/// with 8 more frames), by frame pointer or by a rule an earlier walk on
+/// this CPU kept ([`KnownRule`]). Then a lookup and a compare, too cheap
+/// to tell on the bench. `bpf_get_stackid` costs ~700 ns even for two
+/// frames (see README).
 #[inline(always)]
 pub fn user_stack_id(ctx: &RetProbeContext, tgid: u32) -> u32 {
     let Some(walk) = WALK.get_ptr_mut(0) else {
@@ -240,17 +238,16 @@ struct Walk {
 /// Most bytes of user stack copied at once: each frame's words come from
 /// the copy instead of a user read of their own, so a walk pays for one
 /// read per page of stack it crosses instead of one or two per frame (a
-/// read's cost hardly depends on its size: 512 bytes and 2 KiB measured
-/// the same).
+/// read's cost hardly depends on its size: 512 bytes and 2 KiB cost the
+/// same).
 const WINDOW: u64 = 2048;
 const WINDOW_WORDS: usize = WINDOW as usize / 8;
 
 /// Sets of rules kept per CPU across walks, two rules (32 bytes each) a
 /// set, the newer first: a walk's code addresses fall in random sets (the
-/// code is where ASLR put it), and with one rule a set, two addresses of
-/// one walk in the same set evicted each other at every walk (measured: in
-/// one bench run of 16, two table lookups per walk, +250 ns a pair); with
-/// two, it takes three.
+/// code is where ASLR put it), and two addresses of one walk in the same
+/// set would evict each other at every walk if a set held one rule (two
+/// table lookups a walk); with two, it takes three.
 const KNOWN_SETS: usize = 64;
 
 /// The rule an earlier walk of process `tgid` followed at `pc`.
@@ -529,7 +526,7 @@ fn follow_rule(walk: &mut Walk, r: UnwindRow) -> Step {
     }
     // The saved rbp first: it lies below the return address, and the copy
     // of the stack is taken from the first word read up (reading the
-    // return address first made every walk copy the stack twice).
+    // return address first would make every walk copy the stack twice).
     if r.rbp_slot != 0 {
         match stack_word(walk, cfa.wrapping_add((r.rbp_slot as i64 * 8) as u64)) {
             Some(bp) => walk.bp = bp,
