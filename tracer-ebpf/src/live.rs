@@ -70,7 +70,10 @@ fn buckets(tgid: u32, addr: u64) -> (u32, u32) {
     let h = (addr ^ (tgid as u64).wrapping_mul(0xc2b2_ae3d_27d4_eb4f))
         .wrapping_mul(0x9e37_79b9_7f4a_7c15);
     let g = (h ^ (h >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    (((h >> 32) * n >> 32) as u32, ((g >> 32) * n >> 32) as u32)
+    (
+        (((h >> 32) * n) >> 32) as u32,
+        (((g >> 32) * n) >> 32) as u32,
+    )
 }
 
 /// The slot of bucket `b` that holds (tgid, addr), if any: up to eight
