@@ -46,8 +46,7 @@ enum Task {
 
     /// Build, lint, then run the workspace tests. Must run as root.
     ///
-    /// Steps: `cargo xtask build`, `cargo fmt --all -- --check`,
-    /// `cargo clippy --workspace --all-targets -- -D warnings`, then
+    /// Steps: `cargo xtask build`, the checks of `cargo xtask lint`, then
     /// `cargo test --workspace --release` with MEMTRACE_BIN pointing at
     /// target/release/memtrace. Stops at the first failing step.
     Test(test::TestArgs),
@@ -75,9 +74,11 @@ enum Task {
     /// Check formatting (`cargo fmt --check`) and run clippy with -D warnings.
     ///
     /// Runs `cargo fmt --all -- --check`, `rustfmt --check` on the eBPF crate
-    /// (tracer-ebpf is outside the workspace) and `cargo clippy --workspace
-    /// --all-targets -- -D warnings`. Checks the eBPF build prerequisites
-    /// first, because clippy compiles tracer/build.rs.
+    /// (tracer-ebpf is outside the workspace), `cargo clippy --workspace
+    /// --all-targets -- -D warnings`, and clippy -D warnings on tracer-ebpf
+    /// for bpfel-unknown-none (as tracer/build.rs builds it, target dir
+    /// target/ebpf-clippy). Checks the eBPF build prerequisites first,
+    /// because clippy compiles tracer/build.rs.
     Lint,
 }
 
