@@ -77,8 +77,15 @@ enum Task {
     /// (tracer-ebpf is outside the workspace), `cargo clippy --workspace
     /// --all-targets -- -D warnings`, and clippy -D warnings on tracer-ebpf
     /// for bpfel-unknown-none (as tracer/build.rs builds it, target dir
-    /// target/ebpf-clippy). Checks the eBPF build prerequisites first,
-    /// because clippy compiles tracer/build.rs.
+    /// target/ebpf-clippy), then the import-structure check: no import
+    /// cycle between the top-level modules of tracer/src, tracer-ebpf/src
+    /// or report/src, and tracer/src and tracer-ebpf/src follow the layer
+    /// tables in xtask/src/lint.rs (one line per problem, with file and
+    /// edge). Checks the eBPF build prerequisites first, because clippy
+    /// compiles tracer/build.rs.
+    ///
+    /// With XTASK_IMPORTS_ROOT=DIR in the environment, only the
+    /// import-structure check runs, on the crates under DIR.
     Lint,
 }
 
