@@ -56,6 +56,12 @@ enum Task {
     /// memtrace (full and sampled); print the medians and ratios, memtrace's
     /// own CPU and peak RSS, and write target/xtask/bench.json. Must run as
     /// root; installs bpftrace (Debian) when missing.
+    ///
+    /// The same results, as Markdown tables, replace what is between the
+    /// lines `<!-- bench:begin -->` and `<!-- bench:end -->` of
+    /// docs/performance.md (checked before the bench starts; --no-docs
+    /// leaves the file alone). --memtrace PATH times that binary instead of
+    /// building one, for before/after comparisons.
     Bench(bench::BenchArgs),
 
     /// Trace a workload with a steady leak and heavy churn for --minutes,
