@@ -1,7 +1,10 @@
 //! The `#[repr(C)]` types that the eBPF programs (`tracer-ebpf`) and the
 //! userspace tracer (`memtrace`) both read: map keys and values, ring-buffer
 //! events, loss counters and the attach-cookie encoding. Nothing else lives
-//! here; both sides must agree on every byte, so every type is plain old data.
+//! here; both sides must agree on every byte, so every type is plain old data,
+//! and each struct's size is asserted at compile time right after it: a
+//! change of layout fails the build until the assert is changed too, on
+//! purpose, for both sides.
 #![no_std]
 
 /// Which allocator entry point a uprobe is attached to. Passed to the single
@@ -77,6 +80,7 @@ pub struct StackFrames {
     pub flags: u32,
     pub frames: [u64; STACK_DEPTH],
 }
+const _: () = assert!(core::mem::size_of::<StackFrames>() == 264);
 
 /// [`StackFrames::flags`]: the walk did not reach the outermost frame (the
 /// depth limit, an unreadable or implausible frame, code it could not
@@ -113,6 +117,7 @@ pub struct UnwindMapping {
     pub first_page: u32,
     pub page_count: u32,
 }
+const _: () = assert!(core::mem::size_of::<UnwindMapping>() == 40);
 
 /// Value of `UNWIND_PROCS`: a process's executable mappings sorted by
 /// address (the first `nr`).
@@ -123,6 +128,7 @@ pub struct ProcUnwind {
     pub _pad: u32,
     pub mappings: [UnwindMapping; UNWIND_MAX_MAPPINGS],
 }
+const _: () = assert!(core::mem::size_of::<ProcUnwind>() == 10248);
 
 /// Table pages: rows are found by (file, virtual address >> this) first,
 /// then by a binary search among that page's rows (at most 4,097).
@@ -138,6 +144,7 @@ pub struct UnwindPage {
     pub first: u32,
     pub count: u32,
 }
+const _: () = assert!(core::mem::size_of::<UnwindPage>() == 8);
 
 /// One row of an unwind table: from virtual address `pc` to the next row's,
 /// how to find the caller's frame. 8 bytes, so a big binary's table fits.
@@ -152,6 +159,7 @@ pub struct UnwindRow {
     /// One of the `row` constants.
     pub kind: u8,
 }
+const _: () = assert!(core::mem::size_of::<UnwindRow>() == 8);
 
 /// [`UnwindRow::kind`] values.
 pub mod row {
@@ -182,6 +190,7 @@ pub struct LiveAlloc {
     pub stack_id: u32,
     pub _pad: u32,
 }
+const _: () = assert!(core::mem::size_of::<LiveAlloc>() == 24);
 
 /// One slot of the live-block table (`LIVE`, see tracer-ebpf's `live.rs`):
 /// an outstanding heap block of process `tgid` at `addr`. `addr` is 0 when
@@ -200,6 +209,7 @@ pub struct LiveSlot {
     pub stack_id: u32,
     pub tgid: u32,
 }
+const _: () = assert!(core::mem::size_of::<LiveSlot>() == 32);
 
 /// Slots per bucket of the live-block table: a block lives in one of the
 /// [`LIVE_WAYS`] slots of one of its two buckets (256 bytes, four cache
@@ -212,6 +222,7 @@ pub const LIVE_WAYS: usize = 8;
 pub struct LiveBucket {
     pub slots: [LiveSlot; LIVE_WAYS],
 }
+const _: () = assert!(core::mem::size_of::<LiveBucket>() == 256);
 
 /// [`LiveSlot::addr`] of a slot being written (no heap block is at 1).
 pub const LIVE_BUSY: u64 = 1;
@@ -242,6 +253,7 @@ pub struct StackKey {
     pub tgid: u32,
     pub stack_id: u32,
 }
+const _: () = assert!(core::mem::size_of::<StackKey>() == 8);
 
 /// What a (process, stack) has allocated: the value of the kernel's
 /// `STACK_TOTALS`, counted by the probes with atomic adds. The kernel
@@ -253,6 +265,7 @@ pub struct StackAllocated {
     pub bytes: u64,
     pub count: u64,
 }
+const _: () = assert!(core::mem::size_of::<StackAllocated>() == 16);
 
 /// State of an allocator call between its entry and return probe, one per
 /// thread (the thread's task storage).
@@ -297,6 +310,7 @@ pub struct InFlight {
     pub tgid: u32,
     pub _pad: u32,
 }
+const _: () = assert!(core::mem::size_of::<InFlight>() == 88);
 
 /// Arguments of an mmap/munmap/mremap syscall between enter and exit.
 #[repr(C)]
@@ -310,6 +324,7 @@ pub struct SyscallArgs {
     /// mremap: new length.
     pub new_len: u64,
 }
+const _: () = assert!(core::mem::size_of::<SyscallArgs>() == 32);
 
 /// Kind of an event in the ring buffer. Every event starts with its kind
 /// (a u32): mapping kinds are [`MmapEvent`]s, process kinds
@@ -375,6 +390,7 @@ pub struct ProcessEvent {
     /// the child shares; OOM: the victim's), NUL padded.
     pub comm: [u8; 16],
 }
+const _: () = assert!(core::mem::size_of::<ProcessEvent>() == 88);
 
 /// Maximum user frames captured for a mapping event (the kernel limit for
 /// `bpf_get_stack` is `PERF_MAX_STACK_DEPTH` = 127).
@@ -410,67 +426,98 @@ pub struct MmapEvent {
     /// User stack, innermost first; `frames[0]` is the syscall instruction.
     pub frames: [u64; MAX_FRAMES],
 }
+const _: () = assert!(core::mem::size_of::<MmapEvent>() == 1080);
 
-/// Loss and diagnostic counters, one slot each in a per-CPU array. Userspace
-/// sums the CPUs. Every way an event can be dropped has a counter here.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Stat {
-    /// An allocation could not be recorded: the live-allocation map was full.
-    LiveMapFull = 0,
-    /// A stack could not be recorded (stack table full, or another stack
-    /// with the same 32-bit hash already there: detected by comparing the
-    /// frames, never merged); the bytes went to the unknown-stack bucket.
-    StackLost = 1,
-    /// The per-stack totals map was full; the allocation is not recorded in
-    /// the live table either, so its free cannot create a phantom.
-    StackTotalsFull = 2,
-    /// A return probe fired with no entry recorded for the thread (probes
-    /// attached mid-call, or the in-flight map was full).
-    ReturnWithoutEntry = 3,
-    /// An entry was found stale (its call never returned: longjmp,
-    /// cancellation) and was replaced.
-    StaleEntry = 4,
-    /// The in-flight map was full; the call was not traced.
-    InFlightFull = 5,
-    /// An allocator returned an address that was still recorded live: the
-    /// old block's free was missed (e.g. freed through an unprobed path). The
-    /// old record is counted as freed, never as a leak.
-    AddressReused = 6,
-    /// A mapping event could not be sent: ring buffer full.
-    RingBufFull = 7,
-    /// Frees of addresses not recorded (allocated before attach, or by an
-    /// unprobed allocator). Not a loss, but reported.
-    FreeUnknown = 8,
-    /// Allocation calls that failed (NULL / non-zero return): not recorded.
-    FailedAlloc = 9,
-    /// Mapping syscalls made inside an allocator call and so attributed to
-    /// that call rather than counted again.
-    NestedMapping = 10,
-    /// Anonymous PROT_NONE mappings: address-space reservations (glibc
-    /// arenas, Go, the JVM), not memory; not counted.
-    Reservation = 11,
-    /// Allocator calls made inside another probed allocator call (glibc's
-    /// realloc(NULL, n) tail-calls malloc): accounted by the outer call.
-    NestedCall = 12,
-    /// A followed fork's child could not be made a target: the TARGETS
-    /// table was full ([`MAX_TARGETS`]); it is not traced.
-    TargetsFull = 13,
-    /// Frames the unwinder stepped by frame pointer for want of a table
-    /// (JIT code, a library mapped since memtrace's last look at the
-    /// process, a process with too many files), and walks of processes
-    /// whose mappings memtrace had not read yet (cut after their first
-    /// frame).
-    UnwindNoTable = 14,
-    /// Stack walks that stopped before the outermost frame.
-    StackTruncated = 15,
-    /// Unsampled allocator calls whose return probe was skipped (uprobe
-    /// session path, see [`COOKIE_MAY_SKIP`]). Not a loss.
-    ReturnSkipped = 16,
+/// Defines [`Stat`] and [`Stat::ALL`] from one list of counters, so that
+/// their number ([`STAT_COUNT`], the size of the `STATS` map) is counted by
+/// the compiler rather than kept by hand.
+macro_rules! stats {
+    (
+        $(#[$meta:meta])*
+        pub enum Stat { $($(#[$counter_meta:meta])* $counter:ident = $slot:literal,)* }
+    ) => {
+        $(#[$meta])*
+        pub enum Stat { $($(#[$counter_meta])* $counter = $slot,)* }
+
+        impl Stat {
+            /// Every counter, in slot order.
+            pub const ALL: &'static [Stat] = &[$(Stat::$counter),*];
+        }
+    };
+}
+
+stats! {
+    /// Loss and diagnostic counters, one slot each in a per-CPU array.
+    /// Userspace sums the CPUs. Every way an event can be dropped has a
+    /// counter here. A new counter goes last, with the next slot number.
+    #[repr(u32)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Stat {
+        /// An allocation could not be recorded: the live-allocation map was full.
+        LiveMapFull = 0,
+        /// A stack could not be recorded (stack table full, or another stack
+        /// with the same 32-bit hash already there: detected by comparing the
+        /// frames, never merged); the bytes went to the unknown-stack bucket.
+        StackLost = 1,
+        /// The per-stack totals map was full; the allocation is not recorded in
+        /// the live table either, so its free cannot create a phantom.
+        StackTotalsFull = 2,
+        /// A return probe fired with no entry recorded for the thread (probes
+        /// attached mid-call, or the in-flight map was full).
+        ReturnWithoutEntry = 3,
+        /// An entry was found stale (its call never returned: longjmp,
+        /// cancellation) and was replaced.
+        StaleEntry = 4,
+        /// The in-flight map was full; the call was not traced.
+        InFlightFull = 5,
+        /// An allocator returned an address that was still recorded live: the
+        /// old block's free was missed (e.g. freed through an unprobed path). The
+        /// old record is counted as freed, never as a leak.
+        AddressReused = 6,
+        /// A mapping event could not be sent: ring buffer full.
+        RingBufFull = 7,
+        /// Frees of addresses not recorded (allocated before attach, or by an
+        /// unprobed allocator). Not a loss, but reported.
+        FreeUnknown = 8,
+        /// Allocation calls that failed (NULL / non-zero return): not recorded.
+        FailedAlloc = 9,
+        /// Mapping syscalls made inside an allocator call and so attributed to
+        /// that call rather than counted again.
+        NestedMapping = 10,
+        /// Anonymous PROT_NONE mappings: address-space reservations (glibc
+        /// arenas, Go, the JVM), not memory; not counted.
+        Reservation = 11,
+        /// Allocator calls made inside another probed allocator call (glibc's
+        /// realloc(NULL, n) tail-calls malloc): accounted by the outer call.
+        NestedCall = 12,
+        /// A followed fork's child could not be made a target: the TARGETS
+        /// table was full ([`MAX_TARGETS`]); it is not traced.
+        TargetsFull = 13,
+        /// Frames the unwinder stepped by frame pointer for want of a table
+        /// (JIT code, a library mapped since memtrace's last look at the
+        /// process, a process with too many files), and walks of processes
+        /// whose mappings memtrace had not read yet (cut after their first
+        /// frame).
+        UnwindNoTable = 14,
+        /// Stack walks that stopped before the outermost frame.
+        StackTruncated = 15,
+        /// Unsampled allocator calls whose return probe was skipped (uprobe
+        /// session path, see [`COOKIE_MAY_SKIP`]). Not a loss.
+        ReturnSkipped = 16,
+    }
 }
 
 /// Number of [`Stat`] slots.
-pub const STAT_COUNT: u32 = 17;
+pub const STAT_COUNT: u32 = Stat::ALL.len() as u32;
+
+// Every counter's slot is its position in the list: slots 0..STAT_COUNT.
+const _: () = {
+    let mut i = 0;
+    while i < Stat::ALL.len() {
+        assert!(Stat::ALL[i] as usize == i);
+        i += 1;
+    }
+};
 
 /// Capacity of the `TARGETS` map (processes traced one by one).
 pub const MAX_TARGETS: u32 = 4096;

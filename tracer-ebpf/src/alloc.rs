@@ -7,13 +7,18 @@
 //! happens at all: an unsampled call that needs nothing at its return
 //! costs one trap instead of two.
 //!
+//! Owns the per-thread record of an open allocator call (`INFLIGHT`) and
+//! what each stack allocated (`STACK_TOTALS`); blocks go to the live table
+//! (`live`), stacks to the stack table (`stack`).
+//!
 //! Hot-path cost per malloc+free pair, beyond the trap itself: entry = the
-//! thread's INFLIGHT record (task storage, ~25 ns); return = the same record, stack id,
-//! STACK_TOTALS lookup, a live-table insert (`live.rs`); free = a live-table
-//! take, nothing else (what each stack freed is what it allocated less what
-//! it still holds, which userspace reads from the live table). With `--sample-bytes`, an unsampled call costs the
-//! INFLIGHT record and the per-CPU countdown at entry, the record again at
-//! return, and its free one live-table lookup; on the session path, an unsampled
+//! thread's INFLIGHT record (task storage, ~25 ns); return = the same
+//! record, stack id, STACK_TOTALS lookup, a live-table insert (`live.rs`);
+//! free = a live-table take, nothing else (what each stack freed is what it
+//! allocated less what it still holds, which userspace reads from the live
+//! table). With `--sample-bytes`, an unsampled call costs the INFLIGHT
+//! record and the per-CPU countdown at entry, the record again at return,
+//! and its free one live-table lookup; on the session path, an unsampled
 //! glibc malloc or calloc (see `tracer_common::COOKIE_MAY_SKIP`) costs the
 //! INFLIGHT lookup (nesting check), the countdown and a STATS slot at
 //! entry, no return trap, and its free one live-table lookup.
@@ -24,19 +29,44 @@ use aya_ebpf::{
         bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
         generated::{bpf_get_attach_cookie, bpf_get_func_ip},
     },
-    macros::{uprobe, uretprobe},
+    macros::{map, uprobe, uretprobe},
+    maps::HashMap,
     programs::{ProbeContext, RetProbeContext},
     EbpfContext,
 };
-use tracer_common::{AllocFn, Stat, COOKIE_MAY_SKIP, SKIP_BELOW_BYTES};
+use core::intrinsics::{atomic_xadd, AtomicOrdering};
+use tracer_common::{
+    AllocFn, InFlight, LiveAlloc, StackAllocated, StackKey, Stat, COOKIE_MAY_SKIP, SKIP_BELOW_BYTES,
+};
 
 use crate::{
-    maps::{
-        count, is_self, open_call, record_alloc, restore_live, sample, sample_bytes, take_live,
-        INFLIGHT,
-    },
+    live::{self, Put},
+    sample::{sample, sample_bytes},
     stack::user_stack_id,
+    stats::count,
+    targets::is_self,
+    task_storage::TaskStorage,
 };
+
+/// Allocator calls between entry and return, per thread (`active` set while
+/// one is open).
+#[unsafe(link_section = ".maps")]
+#[unsafe(export_name = "INFLIGHT")]
+static INFLIGHT: TaskStorage<InFlight> = TaskStorage::new();
+
+/// The current thread's open allocator call, if any (~25 ns). `mapping`
+/// asks too: mmaps made inside an allocator call are the allocator's.
+#[inline(always)]
+pub fn open_call() -> Option<*mut InFlight> {
+    // SAFETY: the thread's own record.
+    INFLIGHT
+        .current(false)
+        .filter(|&c| unsafe { (*c).active != 0 })
+}
+
+/// What each (tgid, stack id) allocated. Userspace reads this every interval.
+#[map]
+static STACK_TOTALS: HashMap<StackKey, StackAllocated> = HashMap::with_max_entries(32_768, 0);
 
 #[inline(always)]
 fn arg(ctx: &ProbeContext, n: usize) -> u64 {
@@ -257,7 +287,7 @@ fn try_alloc_enter(ctx: &ProbeContext, session: bool) -> bool {
     if matches!(func, AllocFn::Realloc | AllocFn::ReallocArray) && ptr != 0 {
         // Take the old block out now: once realloc frees it internally,
         // another thread may be handed the same address before we return.
-        if let Some(old) = take_live((tid >> 32) as u32, ptr) {
+        if let Some(old) = live::take((tid >> 32) as u32, ptr) {
             call.old = old;
             call.old_valid = 1;
         }
@@ -373,7 +403,7 @@ pub fn free_enter(ctx: ProbeContext) -> u32 {
     if is_self(tgid) {
         return 0;
     }
-    match take_live(tgid, addr) {
+    match live::take(tgid, addr) {
         Some(_) => {}
         // Sampling: most blocks are not recorded; a miss is no news (and
         // costs this one lookup only).
@@ -392,3 +422,74 @@ pub fn free_enter(ctx: ProbeContext) -> u32 {
     }
     0
 }
+
+#[inline(always)]
+fn atomic_add(field: *mut u64, value: u64) {
+    // SAFETY: `field` points into a map value that lives as long as the map.
+    // A BPF atomic add (lock xadd, ~20 ns) keeps concurrent CPUs consistent;
+    // core's AtomicU64::fetch_add is not available on the BPF target.
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(field, value) };
+}
+
+/// Records a new block: the live entry first, then the stack totals, so that
+/// a block counted in the totals always has a live entry for its free to
+/// find (a failed insert therefore loses an allocation, never invents one).
+/// The kernel counts what each stack allocated only; what it freed is
+/// what it allocated less what the live table still holds of it, which
+/// userspace reads every interval (`tracer/src/drain.rs`): a free, a block
+/// taken out by a realloc or replaced below, is one live-table take and
+/// no totals update. Since the live entry comes first, a block counted
+/// allocated and not in the table has been taken out: freed, never a
+/// phantom. Cost: totals lookup (+ insert the first time a stack is seen)
+/// and the live table's insert.
+#[inline(always)]
+fn record_alloc(tgid: u32, addr: u64, size: u64, stack_id: u32, now: u64) {
+    let stack_key = StackKey { tgid, stack_id };
+    let totals = match STACK_TOTALS.get_ptr_mut(&stack_key) {
+        Some(t) => t,
+        None => {
+            let _ = STACK_TOTALS.insert(&stack_key, &StackAllocated::default(), BPF_NOEXIST);
+            match STACK_TOTALS.get_ptr_mut(&stack_key) {
+                Some(t) => t,
+                None => {
+                    count(Stat::StackTotalsFull);
+                    return;
+                }
+            }
+        }
+    };
+    let block = LiveAlloc {
+        size,
+        timestamp_ns: now,
+        stack_id,
+        _pad: 0,
+    };
+    match live::put(tgid, addr, &block, true) {
+        Put::New => {}
+        // The address is still recorded: it was handed out again, so its
+        // free was missed. The old block, out of the table, counts freed.
+        Put::Present => count(Stat::AddressReused),
+        Put::Full => {
+            count(Stat::LiveMapFull);
+            return;
+        }
+    }
+    // SAFETY: valid map value pointer; fields updated atomically.
+    unsafe {
+        atomic_add(&raw mut (*totals).bytes, size);
+        atomic_add(&raw mut (*totals).count, 1);
+    }
+}
+
+/// Puts a record back (a failed realloc leaves its old block valid).
+#[inline(always)]
+fn restore_live(tgid: u32, addr: u64, record: &LiveAlloc) {
+    // Recorded again meanwhile (a stale record: the address was freed and
+    // handed out again since): the newer record stands. Full: the block
+    // counts freed (it is out of the table) rather than leave a phantom.
+    if let Put::Full = live::put(tgid, addr, record, false) {
+        count(Stat::LiveMapFull);
+    }
+}
+
+const BPF_NOEXIST: u64 = 1;

@@ -1,10 +1,10 @@
 //! The live-block table: every outstanding heap block, (tgid, address) →
 //! size, stack and timestamp. A hash table of memtrace's own in a BPF
 //! array (`LIVE`) rather than a BPF hash map: each allocation inserts into
-//! it and each free takes out of it, and the kernel's hash map cost 70-120
-//! ns an operation here (jhash, a bucket lock taken with interrupts off,
-//! the free list of preallocated elements); an insert and a take here cost
-//! a multiply-shift hash, the verifier's inlined array access, a few
+//! it and each free takes out of it, and the kernel's hash map costs
+//! 70-120 ns an operation here (jhash, a bucket lock taken with interrupts
+//! off, the free list of preallocated elements); an insert and a take here
+//! cost a multiply-shift hash, the verifier's inlined array access, a few
 //! compares and one compare-and-swap each.
 //!
 //! Two-choice hashing into buckets of [`LIVE_WAYS`] slots: a block lives in
@@ -24,6 +24,10 @@
 //! so a block is taken once even if two CPUs free it at once. Userspace
 //! removes blocks of exited processes the same way (through a memory
 //! mapping of the array) and reads the table in place.
+//!
+//! Owns the table (`LIVE`), its spill bits (`LIVE_SPILL`) and its size
+//! (`LIVE_BUCKETS`, set by userspace). Used by `alloc`; imports no other
+//! module of the crate.
 
 use aya_ebpf::{bindings::BPF_F_MMAPABLE, macros::map, maps::Array};
 use core::intrinsics::{atomic_cxchg, atomic_or, AtomicOrdering};
@@ -66,7 +70,10 @@ fn buckets(tgid: u32, addr: u64) -> (u32, u32) {
     let h = (addr ^ (tgid as u64).wrapping_mul(0xc2b2_ae3d_27d4_eb4f))
         .wrapping_mul(0x9e37_79b9_7f4a_7c15);
     let g = (h ^ (h >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    (((h >> 32) * n >> 32) as u32, ((g >> 32) * n >> 32) as u32)
+    (
+        (((h >> 32) * n) >> 32) as u32,
+        (((g >> 32) * n) >> 32) as u32,
+    )
 }
 
 /// The slot of bucket `b` that holds (tgid, addr), if any: up to eight

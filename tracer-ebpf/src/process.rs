@@ -2,23 +2,63 @@
 //! exec (a target's image is replaced, or a watched node runs a new
 //! program), exit (per-process state can go; the pid is free) and the OOM
 //! killer's choice of a victim. All are rare next to malloc; each sends one
-//! small [`ProcessEvent`] through the shared ring buffer, in order with the
-//! mapping events.
+//! small [`ProcessEvent`] through the shared ring buffer (`events`), in
+//! order with the mapping events.
+//!
+//! Owns the stop at a command's entry point (`ENTRY_REACHED`) and the
+//! settings of these programs (`WATCH_EXEC`, `STOP_AT_EXEC`,
+//! `EXIT_GROUP_DEAD`).
 
 use aya_ebpf::{
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
         generated::bpf_send_signal,
     },
-    macros::{tracepoint, uprobe},
+    macros::{map, tracepoint, uprobe},
+    maps::Array,
     programs::{ProbeContext, TracePointContext},
 };
 use tracer_common::{EventKind, ProcessEvent, Stat};
 
-use crate::maps::{
-    bump_unwind_epoch, count, exit_group_dead_offset, is_target, stop_at_exec, watch_exec,
-    ENTRY_REACHED, EVENTS, TARGETS, UNWIND_PROCS,
-};
+use crate::{events::EVENTS, stack, stats::count, targets};
+
+/// Global settings (see `tracer_common::config`), patched by userspace at
+/// load time. Read with a volatile load so the compiler cannot fold the
+/// default; each read is one load from the program's .rodata (~1 ns).
+#[unsafe(no_mangle)]
+static WATCH_EXEC: u32 = 0;
+#[unsafe(no_mangle)]
+static STOP_AT_EXEC: u32 = 0;
+#[unsafe(no_mangle)]
+static EXIT_GROUP_DEAD: u32 = 0;
+
+#[inline(always)]
+fn setting(value: &u32) -> u32 {
+    // SAFETY: a plain read of a static.
+    unsafe { core::ptr::read_volatile(value) }
+}
+
+/// Whether every exec on the node is to be reported.
+#[inline(always)]
+fn watch_exec() -> bool {
+    setting(&WATCH_EXEC) != 0
+}
+
+/// The process to stop at its execs (`-- CMD` with unwind tables), or 0.
+#[inline(always)]
+fn stop_at_exec() -> u32 {
+    setting(&STOP_AT_EXEC)
+}
+
+/// Offset of `group_dead` in the `sched_process_exit` record (0: none).
+#[inline(always)]
+fn exit_group_dead_offset() -> usize {
+    setting(&EXIT_GROUP_DEAD) as usize
+}
+
+/// The last process stopped by `entry_stop` (userspace waits for it).
+#[map]
+static ENTRY_REACHED: Array<u32> = Array::with_max_entries(1, 0);
 
 const SIGSTOP: u32 = 19;
 
@@ -60,16 +100,12 @@ pub fn entry_stop(_ctx: ProbeContext) -> u32 {
 #[tracepoint]
 pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    if !watch_exec() && !is_target(tgid) {
+    if !watch_exec() && !targets::is_target(tgid) {
         return 0;
     }
-    // The old image's executable mappings are gone: its unwind rows would
-    // be applied to the new image's code until userspace has read the new
-    // mappings (one hash delete per exec of interest).
-    if UNWIND_PROCS.remove(&tgid).is_ok() {
-        // Walks on other CPUs may keep some of them (see UNWIND_EPOCH).
-        bump_unwind_epoch();
-    }
+    // The old image's executable mappings are gone (one hash delete per
+    // exec of interest).
+    stack::forget_mappings(tgid);
     let sent = send(ProcessEvent {
         kind: EventKind::Exec as u32,
         tgid,
@@ -102,13 +138,13 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
         // userspace); a failed read counts as "not the last".
         offset => unsafe { ctx.read_at::<u8>(offset).unwrap_or(0) != 0 },
     };
-    if !last || !is_target(tgid) {
+    if !last || !targets::is_target(tgid) {
         return 0;
     }
     if exit_group_dead_offset() != 0 {
         // Gone for good (a thread that calls exec outlives its main
         // thread, which is why only `group_dead` says so): one delete.
-        let _ = TARGETS.remove(&tgid);
+        targets::remove(tgid);
     }
     let _ = send(ProcessEvent {
         kind: EventKind::Exit as u32,
@@ -139,14 +175,14 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
             .unwrap_or(CLONE_THREAD)
     };
     let parent = (bpf_get_current_pid_tgid() >> 32) as u32;
-    if flags & CLONE_THREAD != 0 || !is_target(parent) {
+    if flags & CLONE_THREAD != 0 || !targets::is_target(parent) {
         return 0;
     }
     let child = unsafe { ctx.read_at::<i32>(newtask::PID).unwrap_or(0) } as u32;
     if child == 0 {
         return 0;
     }
-    if TARGETS.insert(&child, &1, 0).is_err() {
+    if targets::add(child).is_err() {
         count(Stat::TargetsFull);
         return 0;
     }

@@ -3,11 +3,17 @@
 //! caller, so the walk keeps the caller (at the entry probe it would skip
 //! it); they are walked — by frame pointer, or by the unwind tables
 //! userspace builds from each file's `.eh_frame` (`unwind.rs` there) — and
-//! deduplicated here rather than with `bpf_get_stackid`. Mapping syscalls carry the raw stack plus the word at the
-//! user stack pointer, from which userspace recovers the direct caller.
+//! deduplicated here rather than with `bpf_get_stackid`. Mapping syscalls
+//! carry the raw stack plus the word at the user stack pointer, from which
+//! userspace recovers the direct caller.
+//!
+//! Owns the stack table (`STACKS`), the per-CPU walk in progress (`WALK`),
+//! the unwind tables userspace writes (`UNWIND_PROCS`, `UNWIND_PAGES`,
+//! `UNWIND_ROWS`, and their generation `UNWIND_EPOCH`) and the `--unwind`
+//! setting (`UNWIND_TABLES`).
 
 use aya_ebpf::{
-    bindings::{pt_regs, BPF_F_USER_STACK},
+    bindings::{pt_regs, BPF_F_MMAPABLE, BPF_F_NO_PREALLOC, BPF_F_USER_STACK},
     cty::c_void,
     helpers::{
         bpf_probe_read_kernel, bpf_probe_read_user,
@@ -15,17 +21,103 @@ use aya_ebpf::{
             self as gen, bpf_get_current_task_btf, bpf_get_stack, bpf_loop, bpf_task_pt_regs,
         },
     },
+    macros::map,
+    maps::{Array, HashMap, PerCpuArray},
     programs::RetProbeContext,
     EbpfContext,
 };
+use core::intrinsics::{atomic_xadd, AtomicOrdering};
 use tracer_common::{
-    row, StackFrames, Stat, UnwindKind, UnwindMapping, UnwindRow, MAX_FRAMES, STACK_DEPTH,
-    STACK_TRUNCATED, UNKNOWN_STACK, UNWIND_MAX_MAPPINGS, UNWIND_PAGE_SHIFT,
+    row, ProcUnwind, StackFrames, Stat, UnwindKind, UnwindMapping, UnwindPage, UnwindRow,
+    MAX_FRAMES, MAX_TARGETS, STACK_DEPTH, STACK_TRUNCATED, UNKNOWN_STACK, UNWIND_MAX_MAPPINGS,
+    UNWIND_PAGE_SHIFT,
 };
 
-use crate::maps::{
-    count, unwind_epoch, unwind_tables, STACKS, UNWIND_PAGES, UNWIND_PROCS, UNWIND_ROWS, WALK,
-};
+use crate::stats::count;
+
+/// `--unwind dwarf|auto` (see `tracer_common::config`), patched by
+/// userspace at load time. Read with a volatile load so the compiler
+/// cannot fold the default; each read is one load from the program's
+/// .rodata (~1 ns).
+#[unsafe(no_mangle)]
+static UNWIND_TABLES: u32 = 0;
+
+/// Whether stacks are walked with unwind tables (`--unwind dwarf|auto`).
+#[inline(always)]
+fn unwind_tables() -> bool {
+    // SAFETY: a plain read of a static.
+    unsafe { core::ptr::read_volatile(&UNWIND_TABLES) != 0 }
+}
+
+/// Allocation stacks by the 32-bit hash of their frames (see
+/// [`user_stack_id`]).
+#[map]
+static STACKS: HashMap<u32, StackFrames> = HashMap::with_max_entries(16_384, 0);
+
+/// Per-CPU room for the stack being walked (too big for the BPF stack).
+#[map]
+static WALK: PerCpuArray<Walk> = PerCpuArray::with_max_entries(1, 0);
+
+/// The unwinder's view of each traced process: its executable mappings,
+/// sorted (written by userspace when it looks at the process's maps).
+/// Allocated on demand: ~8 KiB per process.
+#[map]
+static UNWIND_PROCS: HashMap<u32, ProcUnwind> =
+    HashMap::with_max_entries(MAX_TARGETS, BPF_F_NO_PREALLOC);
+
+/// Unwind table pages: each file's page index, in a range of its own
+/// (`UnwindMapping::pages`): the rows of `UNWIND_ROWS` that cover a page
+/// of its virtual addresses. An array, so a frame finds its page by index
+/// (~2 ns, inlined by the verifier) rather than by a hash lookup (~50 ns).
+/// Sized by userspace (1 entry with `--unwind fp`), which writes it through
+/// a memory mapping.
+#[map]
+static UNWIND_PAGES: Array<UnwindPage> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+
+/// Every loaded file's unwind rows, each file's sorted by address in a
+/// range of its own. Sized by userspace (1 entry with `--unwind fp`), which
+/// writes it through a memory mapping.
+#[map]
+static UNWIND_ROWS: Array<UnwindRow> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+
+/// Generations of `UNWIND_PROCS`: [0] is bumped by userspace after it
+/// changes a process's mappings, [1] by the exec tracepoint after it
+/// deletes a process's. A stack walk keeps the mappings it found in its
+/// per-CPU slot for later walks only while the sum is unchanged.
+#[map]
+static UNWIND_EPOCH: Array<u64> = Array::with_max_entries(2, 0);
+
+/// The current generation of `UNWIND_PROCS` (two inlined array reads).
+#[inline(always)]
+fn unwind_epoch() -> u64 {
+    let user = UNWIND_EPOCH.get(0).copied().unwrap_or(0);
+    let kernel = UNWIND_EPOCH.get(1).copied().unwrap_or(0);
+    user.wrapping_add(kernel)
+}
+
+/// Marks every mapping kept by a walk stale (after the kernel deleted a
+/// process's mappings).
+#[inline(always)]
+fn bump_unwind_epoch() {
+    if let Some(slot) = UNWIND_EPOCH.get_ptr_mut(1) {
+        // SAFETY: `slot` points into a map value that lives as long as the
+        // map. A BPF atomic add (lock xadd, ~20 ns) keeps concurrent CPUs
+        // consistent; core's AtomicU64::fetch_add is not available on the
+        // BPF target.
+        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(slot, 1) };
+    }
+}
+
+/// Forgets the executable mappings of process `tgid`, whose image an exec
+/// replaced: its unwind rows would be applied to the new image's code
+/// until userspace has read the new mappings (one hash delete).
+#[inline(always)]
+pub fn forget_mappings(tgid: u32) {
+    if UNWIND_PROCS.remove(&tgid).is_ok() {
+        // Walks on other CPUs may keep some of them (see UNWIND_EPOCH).
+        bump_unwind_epoch();
+    }
+}
 
 /// Stack id of the current user stack, walked from the return probe's
 /// registers (the return address, then each caller's), its frames hashed,
@@ -37,13 +129,11 @@ use crate::maps::{
 /// unwind table of the code it is in (see [`table_step`]). The words each
 /// step needs come from one copy of the stack ([`stack_word`]): a user
 /// read costs ~80 ns here, plus ~70 ns of the kernel's check of where it
-/// writes, whatever its size. Measured per extra frame (bench program
-/// with 8 more frames): ~20 ns by frame pointer or by a rule an earlier
-/// walk on this CPU kept ([`KnownRule`]); ~110 ns before, with a read per
-/// frame and a table lookup each. Then a lookup and a compare (skipping
-/// both made no measurable difference on the bench); measured against
-/// `bpf_get_stackid`, whose fixed cost was ~700 ns even for two frames
-/// (see README).
+/// writes, whatever its size. An extra frame costs ~20 ns (bench program
+/// with 8 more frames), by frame pointer or by a rule an earlier walk on
+/// this CPU kept ([`KnownRule`]). Then a lookup and a compare, too cheap
+/// to tell on the bench. `bpf_get_stackid` costs ~700 ns even for two
+/// frames (see README).
 #[inline(always)]
 pub fn user_stack_id(ctx: &RetProbeContext, tgid: u32) -> u32 {
     let Some(walk) = WALK.get_ptr_mut(0) else {
@@ -113,7 +203,7 @@ pub fn user_stack_id(ctx: &RetProbeContext, tgid: u32) -> u32 {
 /// searches below would be a state of its own and verification would not
 /// end.
 #[repr(C)]
-pub struct Walk {
+struct Walk {
     ip: u64,
     sp: u64,
     bp: u64,
@@ -148,17 +238,16 @@ pub struct Walk {
 /// Most bytes of user stack copied at once: each frame's words come from
 /// the copy instead of a user read of their own, so a walk pays for one
 /// read per page of stack it crosses instead of one or two per frame (a
-/// read's cost hardly depends on its size: 512 bytes and 2 KiB measured
-/// the same).
+/// read's cost hardly depends on its size: 512 bytes and 2 KiB cost the
+/// same).
 const WINDOW: u64 = 2048;
 const WINDOW_WORDS: usize = WINDOW as usize / 8;
 
 /// Sets of rules kept per CPU across walks, two rules (32 bytes each) a
 /// set, the newer first: a walk's code addresses fall in random sets (the
-/// code is where ASLR put it), and with one rule a set, two addresses of
-/// one walk in the same set evicted each other at every walk (measured: in
-/// one bench run of 16, two table lookups per walk, +250 ns a pair); with
-/// two, it takes three.
+/// code is where ASLR put it), and two addresses of one walk in the same
+/// set would evict each other at every walk if a set held one rule (two
+/// table lookups a walk); with two, it takes three.
 const KNOWN_SETS: usize = 64;
 
 /// The rule an earlier walk of process `tgid` followed at `pc`.
@@ -437,7 +526,7 @@ fn follow_rule(walk: &mut Walk, r: UnwindRow) -> Step {
     }
     // The saved rbp first: it lies below the return address, and the copy
     // of the stack is taken from the first word read up (reading the
-    // return address first made every walk copy the stack twice).
+    // return address first would make every walk copy the stack twice).
     if r.rbp_slot != 0 {
         match stack_word(walk, cfa.wrapping_add((r.rbp_slot as i64 * 8) as u64)) {
             Some(bp) => walk.bp = bp,

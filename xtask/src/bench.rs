@@ -20,7 +20,9 @@
 //! A tracer counts as attached once its breakpoints are in the program's
 //! libc (read back through /proc/PID/mem), so no pair is timed half-traced.
 //! Prints a table of the medians and the ratios, memtrace's own CPU and peak
-//! RSS, and writes the same as JSON. Benchmarks print numbers; tests never
+//! RSS, writes the same as JSON (target/xtask/bench.json) and, rendered
+//! from that JSON as Markdown, into docs/performance.md between the lines
+//! [`DOCS_BEGIN`] and [`DOCS_END`]. Benchmarks print numbers; tests never
 //! assert timings.
 
 use std::{
@@ -35,7 +37,8 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::{build, cmd};
 
@@ -48,10 +51,22 @@ pub(crate) struct BenchArgs {
     /// ~15 µs a pair).
     #[arg(long, default_value_t = 200_000)]
     pairs: u64,
+    /// Time this memtrace binary instead of building one (`cargo xtask
+    /// build`): to compare two builds, bench each with --no-docs.
+    #[arg(long, value_name = "PATH")]
+    memtrace: Option<PathBuf>,
+    /// Leave docs/performance.md alone (the results still go to
+    /// target/xtask/bench.json).
+    #[arg(long)]
+    no_docs: bool,
 }
 
+/// The results go into docs/performance.md between these two lines.
+pub(crate) const DOCS_BEGIN: &str = "<!-- bench:begin -->";
+pub(crate) const DOCS_END: &str = "<!-- bench:end -->";
+
 /// What traces the program in one run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 enum Config {
     Untraced,
@@ -110,6 +125,8 @@ struct Row {
 
 #[derive(Debug, Serialize)]
 struct Results {
+    /// The memtrace binary timed.
+    memtrace_bin: PathBuf,
     pairs_per_run: u64,
     repeat: u32,
     rows: Vec<Row>,
@@ -156,6 +173,24 @@ pub(crate) fn run(args: BenchArgs) -> Result<()> {
     if !cmd::is_root() {
         bail!("the bench loads eBPF programs: run `cargo xtask bench` as root");
     }
+    // The arguments and docs/performance.md are checked now rather than
+    // after the many minutes of the bench.
+    let docs = cmd::workspace_root().join("docs/performance.md");
+    if !args.no_docs {
+        fill_docs(&read_docs(&docs)?, "")?;
+    }
+    let given = match &args.memtrace {
+        Some(path) => {
+            let path = path
+                .canonicalize()
+                .with_context(|| format!("--memtrace {}", path.display()))?;
+            if !path.is_file() {
+                bail!("--memtrace {}: not a file", path.display());
+            }
+            Some(path)
+        }
+        None => None,
+    };
     ensure_tools()?;
     // The kernel's BPF statistics time every program run: with them on,
     // every traced configuration here ran 3-10 % slower.
@@ -165,14 +200,17 @@ pub(crate) fn run(args: BenchArgs) -> Result<()> {
              traced configurations run slower (sysctl -w kernel.bpf_stats_enabled=0)"
         );
     }
-    let memtrace = build::run()?;
+    let memtrace = match given {
+        Some(path) => path,
+        None => build::run()?,
+    };
     cmd::step("compile the bench program");
     let program = cmd::compile_workload("bench_alloc", &["-O2", "-g", "-fno-omit-frame-pointer"])?;
     let dir = cmd::target_dir().join("xtask");
     let libc_dir = dir.join("bench-libc");
     let libc = private_libc(&program, &libc_dir)?;
     let bench = Bench {
-        memtrace,
+        memtrace: memtrace.clone(),
         program,
         libc_dir,
         libc,
@@ -219,17 +257,164 @@ pub(crate) fn run(args: BenchArgs) -> Result<()> {
     }
     cmd::step("memtrace's own cost: 200,000 allocations/s for 12 s; 1,000,000 live blocks");
     let own_cost = bench.own_cost()?;
-    let mut results = summarize(&args, rows);
+    let mut results = summarize(&args, rows, memtrace);
     results.own_cost = own_cost;
     print_table(&results);
     let json = dir.join("bench.json");
     fs::write(&json, serde_json::to_string_pretty(&results)?)
         .with_context(|| format!("writing {}", json.display()))?;
     eprintln!("results written to {}", json.display());
+    if !args.no_docs {
+        let table = render_markdown(&serde_json::to_value(&results)?)?;
+        let filled = fill_docs(&read_docs(&docs)?, &table)?;
+        fs::write(&docs, filled).with_context(|| format!("writing {}", docs.display()))?;
+        eprintln!("results written to {}", docs.display());
+    }
     Ok(())
 }
 
-fn summarize(args: &BenchArgs, rows: Vec<Row>) -> Results {
+/// docs/performance.md's text; fails with one line if it is missing.
+fn read_docs(docs: &Path) -> Result<String> {
+    fs::read_to_string(docs).map_err(|err| {
+        anyhow::anyhow!(
+            "{}: {err}: the bench writes its results there, between the lines {DOCS_BEGIN} and \
+             {DOCS_END} (or run it with --no-docs)",
+            docs.display()
+        )
+    })
+}
+
+/// `docs` with `table` between its [`DOCS_BEGIN`] and [`DOCS_END`] lines
+/// (what was there goes); fails with one line unless each marker is there
+/// once, in that order.
+fn fill_docs(docs: &str, table: &str) -> Result<String> {
+    let find = |marker: &str| -> Result<usize> {
+        let mut at = docs
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| l.trim() == marker)
+            .map(|(i, _)| i);
+        match (at.next(), at.next()) {
+            (Some(i), None) => Ok(i),
+            (None, _) => bail!(
+                "docs/performance.md has no line {marker}: the bench writes its results \
+                 between the lines {DOCS_BEGIN} and {DOCS_END} (or run it with --no-docs)"
+            ),
+            (Some(_), Some(_)) => bail!("docs/performance.md has the line {marker} twice"),
+        }
+    };
+    let (begin, end) = (find(DOCS_BEGIN)?, find(DOCS_END)?);
+    if end < begin {
+        bail!("docs/performance.md has {DOCS_END} before {DOCS_BEGIN}");
+    }
+    let lines: Vec<&str> = docs.lines().collect();
+    let mut out = String::new();
+    for line in &lines[..=begin] {
+        out += line;
+        out += "\n";
+    }
+    if !table.is_empty() {
+        out += "\n";
+        out += table.trim_end();
+        out += "\n\n";
+    }
+    for line in &lines[end..] {
+        out += line;
+        out += "\n";
+    }
+    Ok(out)
+}
+
+/// The results as Markdown, from their JSON (the value written to
+/// bench.json): the medians, the ratios per mode and memtrace's own cost.
+fn render_markdown(results: &Value) -> Result<String> {
+    let field = |v: &Value, key: &str| -> Result<Value> {
+        v.get(key)
+            .cloned()
+            .with_context(|| format!("bench results without `{key}`"))
+    };
+    let num = |v: &Value, key: &str| -> Result<f64> {
+        // serde_json writes NaN (a configuration that did not run) as null.
+        Ok(field(v, key)?.as_f64().unwrap_or(f64::NAN))
+    };
+    let fixed = |x: f64, digits: usize| -> String {
+        if x.is_finite() {
+            format!("{x:.digits$}")
+        } else {
+            "n/a".to_string()
+        }
+    };
+    let rows = field(results, "rows")?;
+    let rows = rows
+        .as_array()
+        .context("bench results: `rows` is no list")?;
+    let mut md = format!(
+        "ns per allocate+free pair, median of {} runs of {} pairs (`cargo xtask bench`):\n\n",
+        field(results, "repeat")?,
+        field(results, "pairs_per_run")?
+    );
+    md += "| mode | configuration | ns/pair | × untraced |\n";
+    md += "| --- | --- | ---: | ---: |\n";
+    for row in rows {
+        let mode = field(row, "mode")?;
+        let mode = mode
+            .as_str()
+            .context("bench results: a row's `mode` is no string")?;
+        let config: Config = serde_json::from_value(field(row, "config")?)
+            .context("bench results: a row's `config`")?;
+        let ns = num(row, "median_ns_per_pair")?;
+        let untraced = rows
+            .iter()
+            .find(|r| {
+                r.get("mode").and_then(Value::as_str) == Some(mode)
+                    && r.get("config").and_then(Value::as_str) == Some("untraced")
+            })
+            .and_then(|r| r.get("median_ns_per_pair")?.as_f64())
+            .unwrap_or(f64::NAN);
+        md += &format!(
+            "| {mode} | {} | {} | {} |\n",
+            config.label(),
+            fixed(ns, 1),
+            fixed(ns / untraced, 1)
+        );
+    }
+    md += "\n| mode | memtrace full / naive floor | full / bpftrace script | sampled / \
+           bpftrace script | --unwind auto over fp | --unwind dwarf over fp |\n";
+    md += "| --- | ---: | ---: | ---: | ---: | ---: |\n";
+    let ratios = field(results, "ratios")?;
+    for x in ratios
+        .as_array()
+        .context("bench results: `ratios` is no list")?
+    {
+        md += &format!(
+            "| {} | {} | {} | {} | +{} ns/pair | +{} ns/pair |\n",
+            field(x, "mode")?.as_str().unwrap_or("?"),
+            fixed(num(x, "full_vs_naive_floor")?, 2),
+            fixed(num(x, "full_vs_bpftrace_script")?, 2),
+            fixed(num(x, "sampled_vs_bpftrace_script")?, 2),
+            fixed(num(x, "auto_unwind_over_fp_ns")?, 0),
+            fixed(num(x, "dwarf_unwind_over_fp_ns")?, 0),
+        );
+    }
+    let own = field(results, "own_cost")?;
+    md += &format!(
+        "\n- memtrace's own CPU over whole full-tracing runs (start and detach included): {} % \
+         of a core (median); peak RSS {} MiB.\n",
+        fixed(num(results, "memtrace_cpu_share_of_core")? * 100.0, 1),
+        fixed(num(results, "memtrace_max_rss_bytes")? / 1048576.0, 1)
+    );
+    md += &format!(
+        "- memtrace's own CPU in steady state at {} allocations/s: {} % of a core; peak RSS \
+         with {} live blocks: {} MiB.\n",
+        fixed(num(&own, "steady_allocations_per_sec")?, 0),
+        fixed(num(&own, "steady_cpu_share_of_core")? * 100.0, 2),
+        field(&own, "live_blocks")?,
+        fixed(num(&own, "live_blocks_peak_rss_bytes")? / 1048576.0, 1)
+    );
+    Ok(md)
+}
+
+fn summarize(args: &BenchArgs, rows: Vec<Row>, memtrace_bin: PathBuf) -> Results {
     let get = |mode: &str, config: Config| {
         rows.iter()
             .find(|r| r.mode == mode && r.config == config)
@@ -265,6 +450,7 @@ fn summarize(args: &BenchArgs, rows: Vec<Row>) -> Results {
         .max()
         .unwrap_or(0);
     Results {
+        memtrace_bin,
         pairs_per_run: args.pairs,
         repeat: args.repeat,
         rows,
@@ -699,4 +885,136 @@ fn wait_with_usage(child: &mut Child) -> Result<(std::process::ExitStatus, libc:
         bail!("wait4: {}", std::io::Error::last_os_error());
     }
     Ok((std::process::ExitStatus::from_raw(status), usage))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A bench.json of one mode with every configuration, as `run` writes it.
+    fn results() -> Value {
+        let row = |config: &str, ns: f64| {
+            serde_json::json!({
+                "mode": "malloc",
+                "config": config,
+                "runs": [{ "ns_per_pair": ns, "tracer_cpu_secs": null,
+                           "tracer_wall_secs": null, "tracer_max_rss_bytes": null }],
+                "median_ns_per_pair": ns,
+            })
+        };
+        serde_json::json!({
+            "memtrace_bin": "/work/target/release/memtrace",
+            "pairs_per_run": 200000,
+            "repeat": 5,
+            "rows": [
+                row("untraced", 20.0),
+                row("naive_floor", 2000.0),
+                row("bpftrace_script", 8000.0),
+                row("memtrace_full", 572.5),
+                row("memtrace_full_fp", 550.0),
+                row("memtrace_full_dwarf", 640.0),
+                row("memtrace_sampled", 1000.25),
+            ],
+            "ratios": [{
+                "mode": "malloc",
+                "full_vs_naive_floor": 0.28625,
+                "full_vs_bpftrace_script": 0.0715625,
+                "sampled_vs_bpftrace_script": 0.12503125,
+                "auto_unwind_over_fp_ns": 22.5,
+                "dwarf_unwind_over_fp_ns": 90.0,
+            }],
+            "memtrace_cpu_share_of_core": 0.004,
+            "memtrace_max_rss_bytes": 38377881,
+            "own_cost": {
+                "steady_allocations_per_sec": 199876.4,
+                "steady_cpu_share_of_core": 0.0041,
+                "live_blocks": 1000000,
+                "live_blocks_peak_rss_bytes": 38377881,
+            },
+        })
+    }
+
+    #[test]
+    fn renders_the_results_as_markdown() {
+        let md = render_markdown(&results()).unwrap();
+        assert_eq!(
+            md,
+            "ns per allocate+free pair, median of 5 runs of 200000 pairs (`cargo xtask bench`):
+
+| mode | configuration | ns/pair | × untraced |
+| --- | --- | ---: | ---: |
+| malloc | untraced | 20.0 | 1.0 |
+| malloc | empty probes at offset 0 (naive floor) | 2000.0 | 100.0 |
+| malloc | bpftrace memleak-style script | 8000.0 | 400.0 |
+| malloc | memtrace (full tracing) | 572.5 | 28.6 |
+| malloc | memtrace --unwind fp | 550.0 | 27.5 |
+| malloc | memtrace --unwind dwarf | 640.0 | 32.0 |
+| malloc | memtrace --sample-bytes 512KiB | 1000.2 | 50.0 |
+
+| mode | memtrace full / naive floor | full / bpftrace script | sampled / bpftrace script | --unwind auto over fp | --unwind dwarf over fp |
+| --- | ---: | ---: | ---: | ---: | ---: |
+| malloc | 0.29 | 0.07 | 0.13 | +22 ns/pair | +90 ns/pair |
+
+- memtrace's own CPU over whole full-tracing runs (start and detach included): 0.4 % of a core (median); peak RSS 36.6 MiB.
+- memtrace's own CPU in steady state at 199876 allocations/s: 0.41 % of a core; peak RSS with 1000000 live blocks: 36.6 MiB.
+"
+        );
+    }
+
+    #[test]
+    fn a_configuration_that_did_not_run_is_not_a_number() {
+        let mut r = results();
+        r["ratios"][0]["full_vs_naive_floor"] = Value::Null;
+        let md = render_markdown(&r).unwrap();
+        assert!(md.contains("| malloc | n/a | 0.07 |"), "{md}");
+    }
+
+    #[test]
+    fn results_without_a_field_fail() {
+        let mut r = results();
+        r.as_object_mut().unwrap().remove("own_cost");
+        let err = render_markdown(&r).unwrap_err().to_string();
+        assert_eq!(err, "bench results without `own_cost`");
+    }
+
+    #[test]
+    fn the_table_goes_between_the_markers() {
+        let docs = "# Performance\n\nIntro.\n\n<!-- bench:begin -->\nold table\n\
+                    old line\n<!-- bench:end -->\n\nAfter.\n";
+        let filled = fill_docs(docs, "| a |\n| --- |\n").unwrap();
+        assert_eq!(
+            filled,
+            "# Performance\n\nIntro.\n\n<!-- bench:begin -->\n\n| a |\n| --- |\n\n\
+             <!-- bench:end -->\n\nAfter.\n"
+        );
+        // Filling again replaces the table.
+        assert_eq!(fill_docs(&filled, "| a |\n| --- |\n").unwrap(), filled);
+    }
+
+    #[test]
+    fn missing_or_misplaced_markers_fail_in_one_line() {
+        let no_end = fill_docs("<!-- bench:begin -->\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            no_end,
+            "docs/performance.md has no line <!-- bench:end -->: the bench writes its results \
+             between the lines <!-- bench:begin --> and <!-- bench:end --> (or run it with \
+             --no-docs)"
+        );
+        let reversed = "<!-- bench:end -->\n<!-- bench:begin -->\n";
+        assert_eq!(
+            fill_docs(reversed, "t").unwrap_err().to_string(),
+            "docs/performance.md has <!-- bench:end --> before <!-- bench:begin -->"
+        );
+        let twice = "<!-- bench:begin -->\n<!-- bench:begin -->\n<!-- bench:end -->\n";
+        assert_eq!(
+            fill_docs(twice, "t").unwrap_err().to_string(),
+            "docs/performance.md has the line <!-- bench:begin --> twice"
+        );
+        assert!(read_docs(Path::new("/nonexistent/docs/performance.md"))
+            .unwrap_err()
+            .to_string()
+            .starts_with("/nonexistent/docs/performance.md: No such file or directory"));
+    }
 }

@@ -46,8 +46,7 @@ enum Task {
 
     /// Build, lint, then run the workspace tests. Must run as root.
     ///
-    /// Steps: `cargo xtask build`, `cargo fmt --all -- --check`,
-    /// `cargo clippy --workspace --all-targets -- -D warnings`, then
+    /// Steps: `cargo xtask build`, the checks of `cargo xtask lint`, then
     /// `cargo test --workspace --release` with MEMTRACE_BIN pointing at
     /// target/release/memtrace. Stops at the first failing step.
     Test(test::TestArgs),
@@ -57,6 +56,12 @@ enum Task {
     /// memtrace (full and sampled); print the medians and ratios, memtrace's
     /// own CPU and peak RSS, and write target/xtask/bench.json. Must run as
     /// root; installs bpftrace (Debian) when missing.
+    ///
+    /// The same results, as Markdown tables, replace what is between the
+    /// lines `<!-- bench:begin -->` and `<!-- bench:end -->` of
+    /// docs/performance.md (checked before the bench starts; --no-docs
+    /// leaves the file alone). --memtrace PATH times that binary instead of
+    /// building one, for before/after comparisons.
     Bench(bench::BenchArgs),
 
     /// Trace a workload with a steady leak and heavy churn for --minutes,
@@ -75,10 +80,22 @@ enum Task {
     /// Check formatting (`cargo fmt --check`) and run clippy with -D warnings.
     ///
     /// Runs `cargo fmt --all -- --check`, `rustfmt --check` on the eBPF crate
-    /// (tracer-ebpf is outside the workspace) and `cargo clippy --workspace
-    /// --all-targets -- -D warnings`. Checks the eBPF build prerequisites
-    /// first, because clippy compiles tracer/build.rs.
-    Lint,
+    /// (tracer-ebpf is outside the workspace), `cargo clippy --workspace
+    /// --all-targets -- -D warnings`, and clippy -D warnings on tracer-ebpf
+    /// for bpfel-unknown-none (as tracer/build.rs builds it, target dir
+    /// target/ebpf-clippy), then the import-structure check: no import
+    /// cycle between the top-level modules of tracer/src, tracer-ebpf/src
+    /// or report/src, and tracer/src and tracer-ebpf/src follow the layer
+    /// tables in xtask/src/lint.rs (one line per problem, with file and
+    /// edge). Checks the eBPF build prerequisites first, because clippy
+    /// compiles tracer/build.rs.
+    ///
+    /// `--imports` runs only the import-structure check (on the crates
+    /// under DIR when given, e.g. another checkout).
+    Lint {
+        #[arg(long, value_name = "DIR", num_args = 0..=1)]
+        imports: Option<Option<std::path::PathBuf>>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -87,7 +104,10 @@ fn main() -> ExitCode {
         Task::Build => build::run().map(drop),
         Task::Demo(args) => demo::run(args),
         Task::Test(args) => test::run(args),
-        Task::Lint => lint::run(true),
+        Task::Lint { imports: None } => lint::run(true),
+        Task::Lint {
+            imports: Some(root),
+        } => lint::run_imports(root.as_deref()),
         Task::Bench(args) => bench::run(args),
         Task::Soak(args) => soak::run(args),
         Task::Fuzz(args) => fuzz::run(args),

@@ -1,0 +1,58 @@
+//! Which processes are traced: the process ids of the targets (`TARGETS`),
+//! `--all` (`TRACE_ALL`) and memtrace's own process id (`SELF_TGID`), never
+//! traced. Used by the program modules; imports no other module of the
+//! crate.
+
+use aya_ebpf::{macros::map, maps::HashMap};
+use tracer_common::MAX_TARGETS;
+
+/// Global settings (see `tracer_common::config`), patched by userspace at
+/// load time. Read with a volatile load so the compiler cannot fold the
+/// default; each read is one load from the program's .rodata (~1 ns).
+#[unsafe(no_mangle)]
+static TRACE_ALL: u32 = 0;
+#[unsafe(no_mangle)]
+static SELF_TGID: u32 = 0;
+
+#[inline(always)]
+fn setting(value: &u32) -> u32 {
+    // SAFETY: a plain read of a static.
+    unsafe { core::ptr::read_volatile(value) }
+}
+
+/// Process ids (tgid) being traced. Only the tracepoints consult it (and
+/// not with `--all`): uprobes are attached per process, or for every
+/// process with `--all`, so the kernel filters them for free.
+#[map]
+static TARGETS: HashMap<u32, u8> = HashMap::with_max_entries(MAX_TARGETS, 0);
+
+/// Whether `tgid` is memtrace itself, whose own allocations trap too when
+/// the allocator is probed for every process (`--all`); never traced.
+#[inline(always)]
+pub fn is_self(tgid: u32) -> bool {
+    tgid == setting(&SELF_TGID)
+}
+
+/// Whether the current process is a target of the tracepoints. One hash
+/// lookup (~50 ns), paid by every mmap/munmap/mremap on the node; with
+/// `--all`, two loads.
+#[inline(always)]
+pub fn is_target(tgid: u32) -> bool {
+    if setting(&TRACE_ALL) != 0 {
+        return !is_self(tgid);
+    }
+    TARGETS.get_ptr(tgid).is_some()
+}
+
+/// Makes `tgid` a target (a followed fork's child); fails when `TARGETS`
+/// is full. One hash insert.
+#[inline(always)]
+pub fn add(tgid: u32) -> Result<(), i32> {
+    TARGETS.insert(&tgid, &1, 0)
+}
+
+/// `tgid` is no longer a target (it exited). One hash delete.
+#[inline(always)]
+pub fn remove(tgid: u32) {
+    let _ = TARGETS.remove(&tgid);
+}
