@@ -557,11 +557,22 @@ pub const EXP_DRAWS: u32 = 4096;
 #[cfg(feature = "user")]
 mod user {
     use super::*;
-    // SAFETY: all of these are #[repr(C)] plain old data with explicit padding.
-    unsafe impl aya::Pod for StackKey {}
-    unsafe impl aya::Pod for StackAllocated {}
-    unsafe impl aya::Pod for StackFrames {}
-    unsafe impl aya::Pod for ProcUnwind {}
-    unsafe impl aya::Pod for UnwindPage {}
-    unsafe impl aya::Pod for UnwindRow {}
+
+    /// `aya::Pod` for types userspace reads from or writes to maps.
+    macro_rules! pod {
+        ($($t:ty),*) => {$(
+            // SAFETY: a #[repr(C)] type of integers with explicit padding:
+            // every bit pattern is a value, and it holds no pointer.
+            unsafe impl aya::Pod for $t {}
+        )*};
+    }
+
+    pod!(
+        StackKey,
+        StackAllocated,
+        StackFrames,
+        ProcUnwind,
+        UnwindPage,
+        UnwindRow
+    );
 }

@@ -57,7 +57,7 @@ static INFLIGHT: TaskStorage<InFlight> = TaskStorage::new();
 /// The current thread's open allocator call, if any (~25 ns). `mapping`
 /// asks too: mmaps made inside an allocator call are the allocator's.
 #[inline(always)]
-pub fn open_call() -> Option<*mut InFlight> {
+pub(crate) fn open_call() -> Option<*mut InFlight> {
     // SAFETY: the thread's own record.
     INFLIGHT
         .current(false)
@@ -144,7 +144,7 @@ fn product(a: u64, b: u64) -> Size {
 const STALE_AFTER_NS: u64 = 1_000_000_000;
 
 #[uprobe]
-pub fn alloc_enter(ctx: ProbeContext) -> u32 {
+pub(crate) fn alloc_enter(ctx: ProbeContext) -> u32 {
     try_alloc_enter(&ctx, false);
     0
 }
@@ -170,7 +170,7 @@ pub fn alloc_enter(ctx: ProbeContext) -> u32 {
 /// object parser (userspace loads it, see tracer/src/multi.rs).
 #[unsafe(no_mangle)]
 #[unsafe(link_section = "uprobe")]
-pub fn alloc_session(ctx: *mut c_void) -> u32 {
+pub(crate) fn alloc_session(ctx: *mut c_void) -> u32 {
     let ctx = ProbeContext::new(ctx);
     // SAFETY: ctx.regs is the probe's register set.
     let ip = unsafe { (*ctx.regs).rip };
@@ -326,7 +326,7 @@ fn skip_return(cookie: u64, func: AllocFn, size: Size) -> bool {
 }
 
 #[uretprobe]
-pub fn alloc_return(ctx: RetProbeContext) -> u32 {
+pub(crate) fn alloc_return(ctx: RetProbeContext) -> u32 {
     try_alloc_return(&ctx, false);
     0
 }
@@ -393,7 +393,7 @@ fn try_alloc_return(ctx: &RetProbeContext, session: bool) {
 }
 
 #[uprobe]
-pub fn free_enter(ctx: ProbeContext) -> u32 {
+pub(crate) fn free_enter(ctx: ProbeContext) -> u32 {
     let addr = arg(&ctx, 0);
     if addr == 0 {
         return 0;

@@ -8,4 +8,4 @@ use aya_ebpf::{macros::map, maps::RingBuf};
 /// Mapping events for userspace (see `tracer_common::MmapEvent`, ~1 KiB
 /// each) and process events (`tracer_common::ProcessEvent`).
 #[map]
-pub static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
+pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);

@@ -41,15 +41,15 @@ static LIVE_BUCKETS: u32 = 1;
 /// The live table's buckets (sized by userspace, which reads it through a
 /// memory mapping).
 #[map]
-pub static LIVE: Array<LiveBucket> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+pub(crate) static LIVE: Array<LiveBucket> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 
 /// One bit per bucket: an insert found the bucket full and went to its
 /// block's second bucket.
 #[map]
-pub static LIVE_SPILL: Array<u64> = Array::with_max_entries(1, 0);
+pub(crate) static LIVE_SPILL: Array<u64> = Array::with_max_entries(1, 0);
 
 /// What [`put`] did.
-pub enum Put {
+pub(crate) enum Put {
     /// The block is recorded.
     New,
     /// The address was still recorded for this process: its free was
@@ -185,7 +185,7 @@ fn claim(b: u32, tgid: u32, addr: u64, block: &LiveAlloc) -> bool {
 /// claimed, so that nobody reads or takes it half written) or left as it
 /// is.
 #[inline(always)]
-pub fn put(tgid: u32, addr: u64, block: &LiveAlloc, replace: bool) -> Put {
+pub(crate) fn put(tgid: u32, addr: u64, block: &LiveAlloc, replace: bool) -> Put {
     if addr <= LIVE_BUSY {
         // Not a heap address (and 1 would match a slot being written).
         return Put::Full;
@@ -220,7 +220,7 @@ pub fn put(tgid: u32, addr: u64, block: &LiveAlloc, replace: bool) -> Put {
 /// Takes the record of (tgid, addr) out of the table, if there is one:
 /// one bucket read (two if it has spilled) and a compare-and-swap.
 #[inline(always)]
-pub fn take(tgid: u32, addr: u64) -> Option<LiveAlloc> {
+pub(crate) fn take(tgid: u32, addr: u64) -> Option<LiveAlloc> {
     if addr <= LIVE_BUSY {
         return None;
     }

@@ -76,7 +76,7 @@ fn remember(kind: EventKind, addr: u64, len: u64, new_len: u64) {
 /// do Go and the JVM); the memory is committed later and, for allocator
 /// arenas, counted block by block through malloc.
 #[tracepoint]
-pub fn sys_enter_mmap(ctx: TracePointContext) -> u32 {
+pub(crate) fn sys_enter_mmap(ctx: TracePointContext) -> u32 {
     let flags = arg(&ctx, 3);
     let accessible = arg(&ctx, 2) & (PROT_READ | PROT_WRITE | PROT_EXEC) != 0;
     if flags & MAP_ANONYMOUS != 0 && accessible {
@@ -96,13 +96,13 @@ pub fn sys_enter_mmap(ctx: TracePointContext) -> u32 {
 }
 
 #[tracepoint]
-pub fn sys_enter_munmap(ctx: TracePointContext) -> u32 {
+pub(crate) fn sys_enter_munmap(ctx: TracePointContext) -> u32 {
     remember(EventKind::Munmap, arg(&ctx, 0), arg(&ctx, 1), 0);
     0
 }
 
 #[tracepoint]
-pub fn sys_enter_mremap(ctx: TracePointContext) -> u32 {
+pub(crate) fn sys_enter_mremap(ctx: TracePointContext) -> u32 {
     remember(EventKind::Mremap, arg(&ctx, 0), arg(&ctx, 1), arg(&ctx, 2));
     0
 }
@@ -168,19 +168,19 @@ fn complete(ctx: &TracePointContext) {
 }
 
 #[tracepoint]
-pub fn sys_exit_mmap(ctx: TracePointContext) -> u32 {
+pub(crate) fn sys_exit_mmap(ctx: TracePointContext) -> u32 {
     complete(&ctx);
     0
 }
 
 #[tracepoint]
-pub fn sys_exit_munmap(ctx: TracePointContext) -> u32 {
+pub(crate) fn sys_exit_munmap(ctx: TracePointContext) -> u32 {
     complete(&ctx);
     0
 }
 
 #[tracepoint]
-pub fn sys_exit_mremap(ctx: TracePointContext) -> u32 {
+pub(crate) fn sys_exit_mremap(ctx: TracePointContext) -> u32 {
     complete(&ctx);
     0
 }

@@ -82,7 +82,7 @@ fn send(mut event: ProcessEvent) -> bool {
 /// in `ENTRY_REACHED`; userspace loads the unwind tables of its files and
 /// continues it.
 #[uprobe]
-pub fn entry_stop(_ctx: ProbeContext) -> u32 {
+pub(crate) fn entry_stop(_ctx: ProbeContext) -> u32 {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     if let Some(slot) = ENTRY_REACHED.get_ptr_mut(0) {
         // SAFETY: the map's only slot; a plain store.
@@ -98,7 +98,7 @@ pub fn entry_stop(_ctx: ProbeContext) -> u32 {
 /// (`--all`, `--comm`, `--cgroup`, `--container`). One TARGETS lookup per
 /// exec on the node otherwise.
 #[tracepoint]
-pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
+pub(crate) fn sched_process_exec(_ctx: TracePointContext) -> u32 {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     if !watch_exec() && !targets::is_target(tgid) {
         return 0;
@@ -129,7 +129,7 @@ pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
 /// last thread's where the record says (`group_dead`), else the main
 /// thread's. Other exits cost a byte read or the tgid/pid compare.
 #[tracepoint]
-pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
+pub(crate) fn sched_process_exit(ctx: TracePointContext) -> u32 {
     let id = bpf_get_current_pid_tgid();
     let tgid = (id >> 32) as u32;
     let last = match exit_group_dead_offset() {
@@ -156,8 +156,8 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
 
 /// Offsets in the `task/task_newtask` record (the same since Linux 3.x).
 mod newtask {
-    pub const PID: usize = 8;
-    pub const CLONE_FLAGS: usize = 32;
+    pub(crate) const PID: usize = 8;
+    pub(crate) const CLONE_FLAGS: usize = 32;
 }
 const CLONE_THREAD: u64 = 0x0001_0000;
 
@@ -168,17 +168,13 @@ const CLONE_THREAD: u64 = 0x0001_0000;
 /// flags read per task created on the node, and one TARGETS lookup per
 /// process created.
 #[tracepoint]
-pub fn task_newtask(ctx: TracePointContext) -> u32 {
-    // SAFETY (both reads): offsets within the record, per its format.
-    let flags = unsafe {
-        ctx.read_at::<u64>(newtask::CLONE_FLAGS)
-            .unwrap_or(CLONE_THREAD)
-    };
+pub(crate) fn task_newtask(ctx: TracePointContext) -> u32 {
+    let flags = field::<u64>(&ctx, newtask::CLONE_FLAGS).unwrap_or(CLONE_THREAD);
     let parent = (bpf_get_current_pid_tgid() >> 32) as u32;
     if flags & CLONE_THREAD != 0 || !targets::is_target(parent) {
         return 0;
     }
-    let child = unsafe { ctx.read_at::<i32>(newtask::PID).unwrap_or(0) } as u32;
+    let child = field::<i32>(&ctx, newtask::PID).unwrap_or(0) as u32;
     if child == 0 {
         return 0;
     }
@@ -196,48 +192,57 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// The field of a tracepoint's record at `offset` (per the tracepoint's
+/// format), None when it cannot be read.
+#[inline(always)]
+fn field<T>(ctx: &TracePointContext, offset: usize) -> Option<T> {
+    // SAFETY: read_at copies size_of::<T>() bytes at `offset` of the record
+    // with a checked kernel read: a bad offset fails, it never faults; the
+    // types read are integers and byte arrays, valid for any bytes.
+    unsafe { ctx.read_at::<T>(offset) }.ok()
+}
+
 /// Offsets in the `oom/mark_victim` record (tracefs
 /// `events/oom/mark_victim/format` on 6.x kernels).
 mod victim {
-    pub const PID: usize = 8;
+    pub(crate) const PID: usize = 8;
     /// `__data_loc char[] comm`: (length << 16) | offset of the string.
-    pub const COMM_LOC: usize = 12;
-    pub const TOTAL_VM: usize = 16;
-    pub const ANON_RSS: usize = 24;
-    pub const FILE_RSS: usize = 32;
-    pub const SHMEM_RSS: usize = 40;
-    pub const UID: usize = 48;
-    pub const PGTABLES: usize = 56;
-    pub const OOM_SCORE_ADJ: usize = 64;
+    pub(crate) const COMM_LOC: usize = 12;
+    pub(crate) const TOTAL_VM: usize = 16;
+    pub(crate) const ANON_RSS: usize = 24;
+    pub(crate) const FILE_RSS: usize = 32;
+    pub(crate) const SHMEM_RSS: usize = 40;
+    pub(crate) const UID: usize = 48;
+    pub(crate) const PGTABLES: usize = 56;
+    pub(crate) const OOM_SCORE_ADJ: usize = 64;
 }
 
 /// The OOM killer chose a victim: always reported, for any process.
 /// Userspace captures the victim's stacks at once if it is traced.
 #[tracepoint]
-pub fn oom_mark_victim(ctx: TracePointContext) -> u32 {
-    // SAFETY (all reads): offsets within the tracepoint record, per its
-    // format; a failed read leaves the field zero.
-    let read_u64 = |offset| unsafe { ctx.read_at::<u64>(offset).unwrap_or(0) };
-    let pid = unsafe { ctx.read_at::<i32>(victim::PID).unwrap_or(0) } as u32;
+pub(crate) fn oom_mark_victim(ctx: TracePointContext) -> u32 {
+    // A failed read leaves the field zero.
+    let read_u64 = |offset| field::<u64>(&ctx, offset).unwrap_or(0);
+    let pid = field::<i32>(&ctx, victim::PID).unwrap_or(0) as u32;
     let mut comm = [0u8; 16];
-    let loc = unsafe { ctx.read_at::<u32>(victim::COMM_LOC).unwrap_or(0) };
+    let loc = field::<u32>(&ctx, victim::COMM_LOC).unwrap_or(0);
     let offset = (loc & 0xffff) as usize;
     if offset != 0 {
         // At most 15 bytes and a NUL: TASK_COMM_LEN.
-        comm = unsafe { ctx.read_at::<[u8; 16]>(offset).unwrap_or([0; 16]) };
+        comm = field::<[u8; 16]>(&ctx, offset).unwrap_or([0; 16]);
         comm[15] = 0;
     }
     let _ = send(ProcessEvent {
         kind: EventKind::OomVictim as u32,
         tgid: pid,
         trigger_tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
-        uid: unsafe { ctx.read_at::<u32>(victim::UID).unwrap_or(0) },
+        uid: field::<u32>(&ctx, victim::UID).unwrap_or(0),
         total_vm_kb: read_u64(victim::TOTAL_VM),
         anon_rss_kb: read_u64(victim::ANON_RSS),
         file_rss_kb: read_u64(victim::FILE_RSS),
         shmem_rss_kb: read_u64(victim::SHMEM_RSS),
         pgtables_kb: read_u64(victim::PGTABLES),
-        oom_score_adj: unsafe { ctx.read_at::<i16>(victim::OOM_SCORE_ADJ).unwrap_or(0) } as i32,
+        oom_score_adj: field::<i16>(&ctx, victim::OOM_SCORE_ADJ).unwrap_or(0) as i32,
         comm,
         ..ProcessEvent::default()
     });

@@ -17,7 +17,7 @@ static SAMPLE_BYTES: u64 = 0;
 
 /// `--sample-bytes` (0: trace every allocation).
 #[inline(always)]
-pub fn sample_bytes() -> u64 {
+pub(crate) fn sample_bytes() -> u64 {
     // SAFETY: a plain read of a static.
     unsafe { core::ptr::read_volatile(&SAMPLE_BYTES) }
 }
@@ -39,7 +39,7 @@ static DRAWS: Array<u64> = Array::with_max_entries(EXP_DRAWS, 0);
 /// countdown is drawn. One per-CPU slot, plus a random number and an array
 /// read when sampling (~30 ns).
 #[inline(always)]
-pub fn sample(size: u64) -> bool {
+pub(crate) fn sample(size: u64) -> bool {
     let Some(left) = COUNTDOWN.get_ptr_mut(0) else {
         return true;
     };

@@ -112,7 +112,7 @@ fn bump_unwind_epoch() {
 /// replaced: its unwind rows would be applied to the new image's code
 /// until userspace has read the new mappings (one hash delete).
 #[inline(always)]
-pub fn forget_mappings(tgid: u32) {
+pub(crate) fn forget_mappings(tgid: u32) {
     if UNWIND_PROCS.remove(&tgid).is_ok() {
         // Walks on other CPUs may keep some of them (see UNWIND_EPOCH).
         bump_unwind_epoch();
@@ -135,7 +135,7 @@ pub fn forget_mappings(tgid: u32) {
 /// to tell on the bench. `bpf_get_stackid` costs ~700 ns even for two
 /// frames (see README).
 #[inline(always)]
-pub fn user_stack_id(ctx: &RetProbeContext, tgid: u32) -> u32 {
+pub(crate) fn user_stack_id(ctx: &RetProbeContext, tgid: u32) -> u32 {
     let Some(walk) = WALK.get_ptr_mut(0) else {
         return UNKNOWN_STACK;
     };
@@ -624,7 +624,7 @@ fn same_frames(known: &StackFrames, walk: &StackFrames, n: usize) -> bool {
 /// Copies the current user stack (innermost first) into `frames`; returns
 /// the number of frames.
 #[inline(always)]
-pub fn copy_user_stack<C: EbpfContext>(ctx: &C, frames: &mut [u64; MAX_FRAMES]) -> u32 {
+pub(crate) fn copy_user_stack<C: EbpfContext>(ctx: &C, frames: &mut [u64; MAX_FRAMES]) -> u32 {
     // SAFETY: `frames` is writable memory of exactly the size passed.
     let bytes = unsafe {
         bpf_get_stack(
@@ -645,7 +645,7 @@ pub fn copy_user_stack<C: EbpfContext>(ctx: &C, frames: &mut [u64; MAX_FRAMES]) 
 /// The word at the current task's user stack pointer (from the saved user
 /// registers), or 0 if unreadable.
 #[inline(always)]
-pub fn user_sp_word() -> u64 {
+pub(crate) fn user_sp_word() -> u64 {
     // SAFETY: helpers validate their arguments; reads may fail and return 0.
     unsafe {
         let task = bpf_get_current_task_btf();

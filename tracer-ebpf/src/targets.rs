@@ -29,7 +29,7 @@ static TARGETS: HashMap<u32, u8> = HashMap::with_max_entries(MAX_TARGETS, 0);
 /// Whether `tgid` is memtrace itself, whose own allocations trap too when
 /// the allocator is probed for every process (`--all`); never traced.
 #[inline(always)]
-pub fn is_self(tgid: u32) -> bool {
+pub(crate) fn is_self(tgid: u32) -> bool {
     tgid == setting(&SELF_TGID)
 }
 
@@ -37,7 +37,7 @@ pub fn is_self(tgid: u32) -> bool {
 /// lookup (~50 ns), paid by every mmap/munmap/mremap on the node; with
 /// `--all`, two loads.
 #[inline(always)]
-pub fn is_target(tgid: u32) -> bool {
+pub(crate) fn is_target(tgid: u32) -> bool {
     if setting(&TRACE_ALL) != 0 {
         return !is_self(tgid);
     }
@@ -47,12 +47,12 @@ pub fn is_target(tgid: u32) -> bool {
 /// Makes `tgid` a target (a followed fork's child); fails when `TARGETS`
 /// is full. One hash insert.
 #[inline(always)]
-pub fn add(tgid: u32) -> Result<(), i32> {
+pub(crate) fn add(tgid: u32) -> Result<(), i32> {
     TARGETS.insert(&tgid, &1, 0)
 }
 
 /// `tgid` is no longer a target (it exited). One hash delete.
 #[inline(always)]
-pub fn remove(tgid: u32) {
+pub(crate) fn remove(tgid: u32) {
     let _ = TARGETS.remove(&tgid);
 }

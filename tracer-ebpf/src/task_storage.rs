@@ -14,7 +14,7 @@ use aya_ebpf::{
 /// thread. aya-ebpf 0.2 has no wrapper for it; like its BTF maps, the
 /// definition is carried by the field types (libbpf's `.maps` convention).
 #[repr(C)]
-pub struct TaskStorage<T> {
+pub(crate) struct TaskStorage<T> {
     r#type: *const [i32; bpf_map_type::BPF_MAP_TYPE_TASK_STORAGE as usize],
     key: *const i32,
     value: *const T,
@@ -26,7 +26,7 @@ pub struct TaskStorage<T> {
 unsafe impl<T> Sync for TaskStorage<T> {}
 
 impl<T> TaskStorage<T> {
-    pub const fn new() -> Self {
+    pub(crate) const fn new() -> Self {
         TaskStorage {
             r#type: core::ptr::null(),
             key: core::ptr::null(),
@@ -39,7 +39,7 @@ impl<T> TaskStorage<T> {
     /// The current thread's value; created (zeroed) when `create` and
     /// missing. None when missing (or out of memory).
     #[inline(always)]
-    pub fn current(&self, create: bool) -> Option<*mut T> {
+    pub(crate) fn current(&self, create: bool) -> Option<*mut T> {
         let flags = if create {
             BPF_LOCAL_STORAGE_GET_F_CREATE as u64
         } else {
