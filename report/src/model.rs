@@ -1,7 +1,3 @@
-//! The report model: one serde structure that every renderer reads, built
-//! from the aggregated series, their analysis (verdicts), the targets'
-//! memory series, the loss counters and symbolized stacks.
-
 //! The report model: the one serde structure (the JSON snapshot's schema,
 //! [`REPORT_VERSION`]) that every renderer reads and `memtrace report` and
 //! `diff` load back. The tracer converts its series, verdicts and

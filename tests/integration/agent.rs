@@ -22,7 +22,7 @@ use std::{
 use memtrace_integration::{
     assert_within, compile_c,
     http::{self, Response},
-    run_memtrace, scratch_dir, secs, MemoryCgroup, Report, Tracer, Workload,
+    run_memtrace, scratch_dir, secs, MemoryCgroup, Report, StackExt, Tracer, Workload,
 };
 use serde_json::Value;
 

@@ -20,6 +20,7 @@ use memtrace_integration::{
     compile_c, compile_c_using, compile_c_with, json_args_with, run_memtrace, scratch_dir, secs,
     trace_handshake, trace_pid, Report, Tracer, Workload,
 };
+use memtrace_report::StackKind;
 
 /// alloc_leak.c: LEAK_COUNT blocks of LEAK_SIZE bytes.
 const LEAK_COUNT: u64 = 100;
@@ -67,7 +68,12 @@ fn traced_leak(exe: &Path, args: &[&str], extra: &[&str]) -> Report {
 #[track_caller]
 fn assert_leak(report: &Report, function: &str, allocator: &str) {
     let ctx = report.describe();
-    let problems = report.function_mismatches(function, "heap", LEAK_COUNT * LEAK_SIZE, LEAK_COUNT);
+    let problems = report.function_mismatches(
+        function,
+        StackKind::Heap,
+        LEAK_COUNT * LEAK_SIZE,
+        LEAK_COUNT,
+    );
     assert!(problems.is_empty(), "{}\n{ctx}", problems.join("\n"));
     let hooked = &report.targets[0].allocators;
     assert!(
@@ -181,8 +187,12 @@ fn libraries_loaded_later_are_hooked_and_named() {
         w.expect_line("done", secs(10));
         stop(tracer)
     };
-    let problems =
-        report.function_mismatches("plugin_leak", "heap", LEAK_COUNT * LEAK_SIZE, LEAK_COUNT);
+    let problems = report.function_mismatches(
+        "plugin_leak",
+        StackKind::Heap,
+        LEAK_COUNT * LEAK_SIZE,
+        LEAK_COUNT,
+    );
     assert!(
         problems.is_empty(),
         "{}\n{}",
@@ -221,8 +231,12 @@ fn cxx_new_names_the_member_function_that_wrote_it() {
     // 100 Sessions of 4096 bytes, allocated by operator new (hooked in
     // libstdc++) from SessionStore::remember: that frame first, demangled,
     // and the malloc inside operator new not counted again.
-    let problems =
-        report.function_mismatches("SessionStore::remember(int)", "heap", 100 * 4096, 100);
+    let problems = report.function_mismatches(
+        "SessionStore::remember(int)",
+        StackKind::Heap,
+        100 * 4096,
+        100,
+    );
     assert!(problems.is_empty(), "{}\n{ctx}", problems.join("\n"));
     let hooked = &report.targets[0].allocators;
     assert!(
@@ -314,20 +328,18 @@ fn replaced_library_is_hooked_through_map_files() {
     let ctx = report.describe();
     let s = report.stack_of("leak_with_replaced_libc");
     assert_eq!(
+        (s.kind, s.outstanding_bytes, s.outstanding_allocations),
         (
-            s.kind.as_str(),
-            s.outstanding_bytes,
-            s.outstanding_allocations
+            StackKind::Heap,
+            REPLACED_LEAKS * REPLACED_LEAK_SIZE,
+            REPLACED_LEAKS
         ),
-        ("heap", REPLACED_LEAKS * REPLACED_LEAK_SIZE, REPLACED_LEAKS),
         "leak_with_replaced_libc: (kind, outstanding_bytes, outstanding_allocations)\n{ctx}"
     );
-    let allocators = &report.json["targets"][0]["allocators"];
+    let allocators = &report.targets[0].allocators;
     assert!(
-        allocators.as_array().is_some_and(|a| a
-            .iter()
-            .any(|f| f.as_str().is_some_and(|f| f.starts_with(copy_str.as_str())))),
-        "targets[0].allocators {allocators} should name the replaced copy {copy_str}\n{ctx}"
+        allocators.iter().any(|f| f.starts_with(copy_str.as_str())),
+        "targets[0].allocators {allocators:?} should name the replaced copy {copy_str}\n{ctx}"
     );
     report.assert_target(workload.name(), Some(pid));
     report.assert_no_losses();

@@ -10,8 +10,9 @@ use std::path::Path;
 
 use memtrace_integration::{
     assert_within, compile_c, contains_token, json_args_with, json_cmd_args, leak_signal,
-    proc_stat, run_memtrace, secs, trace_until_done, Workload,
+    proc_stat, run_memtrace, secs, trace_until_done, StackExt, Workload,
 };
+use memtrace_report::{StackKind, Verdict};
 
 /// leak_signal: bytes per leak_fixed() call.
 const LEAK_SIZE: u64 = 4096;
@@ -61,10 +62,10 @@ fn pid_mode_reports_growing_leak() {
         top.outstanding_allocations, LEAK_COUNT,
         "leak_fixed outstanding_allocations\n{ctx}"
     );
-    assert_eq!(top.kind, "heap", "leak_fixed kind\n{ctx}");
+    assert_eq!(top.kind, StackKind::Heap, "leak_fixed kind\n{ctx}");
     // 60 blocks in the first 3 s, then nothing more for the last 3 s of
     // the 6 s window: it grew, then stayed flat for half of the window.
-    assert_eq!(top.verdict, "plateau", "leak_fixed verdict\n{ctx}");
+    assert_eq!(top.verdict, Verdict::Plateau, "leak_fixed verdict\n{ctx}");
     assert!(
         top.verdict_reason.contains("then flat"),
         "leak_fixed's reason should say it stopped growing\n{ctx}"

@@ -21,7 +21,7 @@ use std::{
 };
 
 use memtrace_integration::{
-    compile_c, memtrace_bin, scratch_dir, workspace_root, Report, Workload,
+    compile_c, memtrace_bin, scratch_dir, workspace_root, Report, StackExt, Workload,
 };
 use serde_json::Value;
 

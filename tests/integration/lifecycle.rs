@@ -21,9 +21,10 @@ use std::time::{Duration, Instant};
 
 use memtrace_integration::{
     busy_loop, compile_c, compile_c_with, json_args_with, json_cmd_args, losses_except,
-    run_memtrace, run_memtrace_cmd, scratch_dir, secs, trace_pid, Report, Stack, Tracer, Workload,
-    BUSY_LEAK_SIZE, CMD_TIMEOUT, TRACING_TIMEOUT,
+    run_memtrace, run_memtrace_cmd, scratch_dir, secs, send_signal, trace_pid, Report, StackExt,
+    Tracer, Workload, BUSY_LEAK_SIZE, CMD_TIMEOUT, TRACING_TIMEOUT,
 };
+use memtrace_report::{StackKind, StackReport};
 
 #[test]
 fn exec_releases_the_old_image() {
@@ -86,12 +87,12 @@ fn script_after_dashdash_is_traced_into_its_exec() {
         let ctx = format!("(script `{shebang}` + exec)\n{}", report.describe());
         let s = report.stack_of("leak_in_script");
         assert_eq!(
+            (s.kind, s.outstanding_bytes, s.outstanding_allocations),
             (
-                s.kind.as_str(),
-                s.outstanding_bytes,
-                s.outstanding_allocations
+                StackKind::Heap,
+                SCRIPT_LEAKS * SCRIPT_LEAK_SIZE,
+                SCRIPT_LEAKS
             ),
-            ("heap", SCRIPT_LEAKS * SCRIPT_LEAK_SIZE, SCRIPT_LEAKS),
             "leak_in_script: (kind, outstanding_bytes, outstanding_allocations) {ctx}"
         );
         assert_eq!(
@@ -148,7 +149,8 @@ fn exec_into_another_allocator_is_hooked() {
         t.allocators,
         late.display()
     );
-    let problems = report.function_mismatches("late_image_leak", "heap", LATE_IMAGE_LEAK, 20);
+    let problems =
+        report.function_mismatches("late_image_leak", StackKind::Heap, LATE_IMAGE_LEAK, 20);
     assert!(problems.is_empty(), "{problems:?}\n{ctx}");
     // Only the new image's memory remains (exec_after_leak's blocks went
     // with the exec): its leak, and what its static libc's startup keeps
@@ -197,19 +199,11 @@ fn pid_target_exiting_ends_the_trace() {
     let report = out.report();
     let ctx = report.describe();
     report.assert_target(workload.name(), Some(pid));
-    assert_eq!(
-        report.json["targets"][0]["exited"],
-        serde_json::Value::Bool(true),
-        "targets[0].exited\n{ctx}"
-    );
+    assert!(report.targets[0].exited, "targets[0].exited\n{ctx}");
     let s = report.stack_of("leak_then_exit");
     assert_eq!(
-        (
-            s.kind.as_str(),
-            s.outstanding_bytes,
-            s.outstanding_allocations
-        ),
-        ("heap", EXIT_LEAKS * EXIT_LEAK_SIZE, EXIT_LEAKS),
+        (s.kind, s.outstanding_bytes, s.outstanding_allocations),
+        (StackKind::Heap, EXIT_LEAKS * EXIT_LEAK_SIZE, EXIT_LEAKS),
         "leak_then_exit: (kind, outstanding_bytes, outstanding_allocations)\n{ctx}"
     );
     report.assert_no_losses();
@@ -256,16 +250,16 @@ const INHERITED_FREES: u64 = 10;
 #[track_caller]
 fn assert_family(report: &Report, parent: Option<u32>) {
     let ctx = report.describe();
-    let one = |f: &str, bytes: u64, allocs: u64| -> &Stack {
+    let one = |f: &str, bytes: u64, allocs: u64| -> &StackReport {
         let s = report.stack_of(f);
         assert_eq!(
             (
-                s.kind.as_str(),
+                s.kind,
                 s.outstanding_bytes,
                 s.outstanding_allocations,
                 s.frees
             ),
-            ("heap", bytes, allocs, 0),
+            (StackKind::Heap, bytes, allocs, 0),
             "{f}: (kind, outstanding_bytes, outstanding_allocations, frees)\n{ctx}"
         );
         s
@@ -300,8 +294,7 @@ fn assert_family(report: &Report, parent: Option<u32>) {
          parent's blocks are not the parent's)\n{ctx}"
     );
     assert_eq!(
-        report.counter("free_unknown"),
-        INHERITED_FREES,
+        report.counters.free_unknown, INHERITED_FREES,
         "counters.free_unknown: the child's frees of the blocks it inherited\n{ctx}"
     );
     report.assert_no_losses();
@@ -343,12 +336,8 @@ fn release_family(tracer: &mut Tracer, parent: u32, followed: bool) -> Vec<f64> 
                 .unwrap_or_else(|| panic!("no delay in {line:?}"));
             delays.push(ms);
         }
-        // SAFETY: kill(2) has no memory-safety preconditions.
-        assert_eq!(
-            unsafe { libc::kill(child as i32, libc::SIGUSR1) },
-            0,
-            "releasing {child}"
-        );
+        // Releases the child.
+        send_signal(child, libc::SIGUSR1);
         pid = child;
     }
     delays
@@ -408,7 +397,7 @@ fn pid_mode_does_not_follow_forks_unasked() {
         "the forked children's, not traced without --follow-forks",
     );
     assert_eq!(
-        report.counter("free_unknown"),
+        report.counters.free_unknown,
         0,
         "counters.free_unknown: the child's frees are not seen either\n{}",
         report.describe()
@@ -455,12 +444,7 @@ fn reused_pid_is_not_the_old_target() {
         "pid_reuse printed {lines:?}"
     );
     let tracer = trace_pid(a, &json_args_with(&["--duration", "60s"]));
-    // SAFETY: kill(2) has no memory-safety preconditions.
-    assert_eq!(
-        unsafe { libc::kill(a as i32, libc::SIGUSR1) },
-        0,
-        "signalling A"
-    );
+    send_signal(a, libc::SIGUSR1);
     let reused = workload.next_line(secs(10));
     assert_eq!(
         reused,

@@ -6,6 +6,7 @@
 //! `semantics`.)
 
 use memtrace_integration::{compile_c, run_memtrace_cmd};
+use memtrace_report::StackKind;
 
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
@@ -25,7 +26,7 @@ fn munmap_removes_regions() {
 
     let partial = report.function_summary("partial_unmap");
     assert!(
-        partial.stacks > 0 && partial.kinds.len() == 1 && partial.kinds.contains("mmap"),
+        partial.stacks > 0 && partial.kinds.len() == 1 && partial.kinds.contains(&StackKind::Mmap),
         "partial_unmap should be reported as mmap stack(s), got {} stacks of kinds {:?}\n{ctx}",
         partial.stacks,
         partial.kinds
@@ -53,7 +54,7 @@ fn munmap_removes_regions() {
             "map_and_unmap (allocations, allocated_bytes, freed_bytes)\n{ctx}"
         );
         assert!(
-            full.kinds.len() == 1 && full.kinds.contains("mmap"),
+            full.kinds.len() == 1 && full.kinds.contains(&StackKind::Mmap),
             "map_and_unmap kind {:?}\n{ctx}",
             full.kinds
         );
@@ -72,7 +73,12 @@ const KEPT_COMMITS: u64 = 10;
 fn prot_none_map_fixed_decommits() {
     let report = run_memtrace_cmd(&["--duration", "30s"], &[compile_c("decommit")]);
     let ctx = report.describe();
-    let problems = report.function_mismatches("commit", "mmap", KEPT_COMMITS * CHUNK, KEPT_COMMITS);
+    let problems = report.function_mismatches(
+        "commit",
+        StackKind::Mmap,
+        KEPT_COMMITS * CHUNK,
+        KEPT_COMMITS,
+    );
     assert!(
         problems.is_empty(),
         "commit: the 30 committed chunks that were decommitted (PROT_NONE MAP_FIXED over \
@@ -88,7 +94,7 @@ fn prot_none_map_fixed_decommits() {
         "totals (outstanding_bytes, outstanding_allocations): the reservation and the \
          decommits are not memory, and the program allocates nothing else\n{ctx}"
     );
-    let reservations = report.counter("reservations");
+    let reservations = report.counters.reservations;
     assert!(
         reservations > DECOMMIT_CYCLES,
         "counters.reservations {reservations} should count the 64 MiB PROT_NONE reservation \

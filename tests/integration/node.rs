@@ -8,8 +8,9 @@
 use std::{path::Path, time::Duration};
 
 use memtrace_integration::{
-    compile_c, scratch_dir, MemoryCgroup, Report, Tracer, Workload, TRACING_TIMEOUT,
+    compile_c, scratch_dir, MemoryCgroup, Report, StackExt, Tracer, Workload, TRACING_TIMEOUT,
 };
+use memtrace_report::Verdict;
 
 const LINE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -90,8 +91,8 @@ fn all_attributes_each_leak_to_its_process() {
         clean_stacks
             .iter()
             .all(|s| s.function() != Some("churn_record")
-                && s.verdict != "leak"
-                && s.verdict != "growing"),
+                && s.verdict != Verdict::Leak
+                && s.verdict != Verdict::Growing),
         "clean process shows a leak\n{ctx}"
     );
     assert!(
@@ -103,7 +104,10 @@ fn all_attributes_each_leak_to_its_process() {
         "{ctx}"
     );
     for s in report.stacks_of("leak_record") {
-        assert!(s.verdict == "leak" || s.verdict == "growing", "{ctx}");
+        assert!(
+            s.verdict == Verdict::Leak || s.verdict == Verdict::Growing,
+            "{ctx}"
+        );
     }
     // Both leakers are named among the targets, memtrace never.
     for w in [&early, &late] {
@@ -118,10 +122,13 @@ fn all_attributes_each_leak_to_its_process() {
     assert!(report.targets.iter().all(|t| t.pid != memtrace), "{ctx}");
     assert!(report.stacks.iter().all(|s| s.pid != memtrace), "{ctx}");
     // What it cost the node is measured and reported.
-    let cost = &report.json["overhead"];
-    assert!(cost["allocation_calls"].as_u64().unwrap() >= 400, "{cost}");
-    assert!(cost["pair_overhead_ns"].as_f64().unwrap() > 100.0, "{cost}");
-    assert!(cost["cpu_share"].as_f64().unwrap() > 0.0, "{cost}");
+    let cost = report
+        .overhead
+        .as_ref()
+        .unwrap_or_else(|| panic!("no overhead with --all\n{ctx}"));
+    assert!(cost.allocation_calls >= 400, "{cost:?}");
+    assert!(cost.pair_overhead_ns > 100.0, "{cost:?}");
+    assert!(cost.cpu_share > 0.0, "{cost:?}");
 }
 
 #[test]
@@ -257,7 +264,7 @@ fn all_drops_processes_that_exit() {
         );
     }
     assert!(
-        report.counter("processes_dropped") >= pids.len() as u64,
+        report.counters.processes_dropped >= pids.len() as u64,
         "{ctx}"
     );
 }

@@ -7,7 +7,8 @@
 use std::time::Duration;
 
 use memtrace_integration::{
-    compile_c, memtrace_bin, scratch_dir, MemoryCgroup, Report, Tracer, Workload, TRACING_TIMEOUT,
+    compile_c, memtrace_bin, scratch_dir, MemoryCgroup, Report, StackExt, Tracer, Workload,
+    TRACING_TIMEOUT,
 };
 
 /// The memory limit of the OOM tests' cgroups.

@@ -4,8 +4,9 @@
 //! known cause, are with their feature.
 
 use memtrace_integration::{
-    busy_loop, json_args_with, losses_except, secs, trace_pid, BUSY_LEAK_SIZE,
+    busy_loop, json_args_with, losses_except, secs, trace_pid, StackExt, BUSY_LEAK_SIZE,
 };
+use memtrace_report::StackKind;
 
 /// Attaching to busy_loop three times: the bug lost every call in most runs.
 const BUSY_RUNS: usize = 3;
@@ -41,8 +42,8 @@ fn attach_to_busy_target_records_its_calls() {
         );
         let top = report.top();
         assert_eq!(
-            (top.function(), top.kind.as_str()),
-            (Some("busy_leak"), "heap"),
+            (top.function(), top.kind),
+            (Some("busy_leak"), StackKind::Heap),
             "the top stack should be busy_leak's (heap): (frames[0].function, kind) {ctx}"
         );
         assert!(
@@ -59,11 +60,7 @@ fn attach_to_busy_target_records_its_calls() {
             "losses other than return_without_entry should be 0: {} {ctx}",
             other_losses.join(", ")
         );
-        let rwe = report
-            .losses
-            .get("return_without_entry")
-            .copied()
-            .unwrap_or_else(|| panic!("report has no losses.return_without_entry {ctx}"));
+        let rwe = report.losses.return_without_entry;
         assert!(
             rwe < BUSY_MAX_RETURN_WITHOUT_ENTRY,
             "losses.return_without_entry {rwe} should be < {BUSY_MAX_RETURN_WITHOUT_ENTRY} \

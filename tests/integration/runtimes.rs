@@ -6,7 +6,8 @@
 
 use std::path::{Path, PathBuf};
 
-use memtrace_integration::{json_args_with, secs, trace_pid, Report, Workload};
+use memtrace_integration::{json_args_with, secs, trace_pid, Report, StackExt, Workload};
+use memtrace_report::{StackKind, StackReport, Verdict};
 
 /// Starts `program args` (a workload printing "ready"), traces it for
 /// 6 s and returns the report.
@@ -19,7 +20,7 @@ fn trace_runtime(program: &Path, args: &[&str]) -> (Report, String) {
 }
 
 /// Stacks (largest first) with a frame whose function contains `needle`.
-fn stacks_through<'a>(report: &'a Report, needle: &str) -> Vec<&'a memtrace_integration::Stack> {
+fn stacks_through<'a>(report: &'a Report, needle: &str) -> Vec<&'a StackReport> {
     report
         .stacks
         .iter()
@@ -66,9 +67,9 @@ fn go_heap_growth_through_mmap_with_go_frames() {
         "only {held} B under main.growHoard\n{ctx}"
     );
     let top = growing[0];
-    assert_eq!(top.kind, "mmap", "{}", top.summary());
+    assert_eq!(top.kind, StackKind::Mmap, "{}", top.summary());
     assert!(
-        matches!(top.verdict.as_str(), "leak" | "growing"),
+        matches!(top.verdict, Verdict::Leak | Verdict::Growing),
         "{}",
         top.summary()
     );
@@ -108,7 +109,7 @@ fn node_cache_is_named_by_its_javascript_function() {
         "only {held} B under rememberRequest\n{ctx}"
     );
     let top = cached[0];
-    assert_eq!(top.verdict, "leak", "{}", top.summary());
+    assert_eq!(top.verdict, Verdict::Leak, "{}", top.summary());
     let js = top
         .frames
         .iter()
@@ -133,8 +134,8 @@ fn python_dict_growth_gets_a_verdict() {
     // CPython allocates them with (its calloc/malloc wrappers) is the
     // leaking path; the interpreter above it has no frame pointers here.
     let top = &report.stacks[0];
-    assert_eq!(top.kind, "heap", "{ctx}");
-    assert_eq!(top.verdict, "leak", "{}", top.summary());
+    assert_eq!(top.kind, StackKind::Heap, "{ctx}");
+    assert_eq!(top.verdict, Verdict::Leak, "{}", top.summary());
     assert!(
         top.outstanding_bytes >= 30 << 20,
         "{}\n{ctx}",

@@ -12,6 +12,7 @@ use memtrace_integration::{
     assert_within, compile_c, json_args_with, run_memtrace_cmd_env, trace_pid, Report, Workload,
     TRACING_TIMEOUT,
 };
+use memtrace_report::StackKind;
 
 /// Traces `sampled_leak ARGS` with `--sample-bytes MEAN` from its go
 /// signal until it has printed "done"; the JSON report.
@@ -54,7 +55,7 @@ fn assert_estimate(report: &Report, function: &str, bytes: u64, blocks: u64) {
 fn sampled_estimates_are_close_to_the_truth() {
     let report = sampled_run(&[], "16KiB");
     let ctx = report.describe();
-    assert_eq!(report.json["sample_bytes"], 16384, "{ctx}");
+    assert_eq!(report.sample_bytes, Some(16384), "{ctx}");
     assert_estimate(&report, "leak_small", 20_971_500, 209_715);
     // 300 KB blocks are sampled with probability 1-exp(-18.3): all of them,
     // their mmap counted once, as the malloc that made it.
@@ -62,7 +63,7 @@ fn sampled_estimates_are_close_to_the_truth() {
     assert_eq!(big.outstanding_bytes, 21_000_000, "{ctx}");
     assert_eq!(big.outstanding_allocations, 70, "{ctx}");
     assert!(
-        report.stacks.iter().all(|s| s.kind != "mmap"),
+        report.stacks.iter().all(|s| s.kind != StackKind::Mmap),
         "the allocator's own mmaps must not be counted again\n{ctx}"
     );
     // churn's blocks are freed: at most one sampled block in flight.
@@ -88,7 +89,7 @@ fn sampled_estimates_are_close_to_the_truth() {
 fn sampled_at_512k_estimates_a_1gib_leak_within_10_percent() {
     let report = sampled_run(&["large"], "512KiB");
     let ctx = report.describe();
-    assert_eq!(report.json["sample_bytes"], 524288, "{ctx}");
+    assert_eq!(report.sample_bytes, Some(524288), "{ctx}");
     assert_estimate(&report, "leak_large", 1 << 30, 16_384);
     assert_within(
         "total",
@@ -125,18 +126,18 @@ fn unsampled_calls_leave_no_phantom_mappings() {
         let ctx = format!("{env:?}\n{}", report.describe());
         report.assert_target("unsampled_big", None);
         assert!(
-            report.stacks.iter().all(|s| s.kind != "mmap"),
+            report.stacks.iter().all(|s| s.kind != StackKind::Mmap),
             "an allocator's own mmap was counted as a region\n{ctx}"
         );
         // With the lowered threshold, the 32 KiB blocks are mmaps too but
         // for the first few (the heap's initial top chunk serves them).
         let mmaps = if threshold.is_empty() { 64 } else { 64 + 48 };
         assert!(
-            report.counter("nested_mappings") >= mmaps,
+            report.counters.nested_mappings >= mmaps,
             "each mmapped malloc's mmap is nested in its call\n{ctx}"
         );
-        let path = report.json["probes"]["path"].as_str().unwrap_or("none");
-        let skipped = report.counter("returns_skipped");
+        let path = report.probes.as_ref().map_or("none", |p| p.path.as_str());
+        let skipped = report.counters.returns_skipped;
         match (probes, path) {
             ("classic", "classic") => assert_eq!(skipped, 0, "{ctx}"),
             ("auto", "session") if !threshold.is_empty() => assert_eq!(skipped, 0, "{ctx}"),

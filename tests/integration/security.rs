@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use memtrace_integration::{
     compile_c, leak_signal, run_memtrace, scratch_dir, secs, trace_pid, CMD_TIMEOUT, NOBODY,
 };
+use memtrace_report::StackKind;
 
 /// leak_signal.c, as run here: 20 blocks of 1000 bytes from leak_fixed.
 const LINK_LEAKS: u64 = 20;
@@ -197,18 +198,22 @@ fn reports_hold_no_memory_contents() {
     let held = report.stack_of("hold_secret");
     assert_eq!(
         (
-            held.kind.as_str(),
+            held.kind,
             held.outstanding_bytes,
             held.outstanding_allocations
         ),
-        ("heap", SECRET_HOLDS * SECRET_HOLD_SIZE, SECRET_HOLDS),
+        (
+            StackKind::Heap,
+            SECRET_HOLDS * SECRET_HOLD_SIZE,
+            SECRET_HOLDS
+        ),
         "hold_secret: the secret's blocks are traced\n{}",
         report.describe()
     );
     let mapped = report.stack_of("map_secret");
     assert_eq!(
-        (mapped.kind.as_str(), mapped.outstanding_bytes),
-        ("mmap", SECRET_MAP_SIZE),
+        (mapped.kind, mapped.outstanding_bytes),
+        (StackKind::Mmap, SECRET_MAP_SIZE),
         "map_secret: the secret's mapping is traced\n{}",
         report.describe()
     );

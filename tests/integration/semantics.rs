@@ -21,7 +21,8 @@
 
 use std::sync::OnceLock;
 
-use memtrace_integration::{assert_within, compile_c, run_memtrace_cmd, Report, Stack};
+use memtrace_integration::{assert_within, compile_c, run_memtrace_cmd, Report, StackExt};
+use memtrace_report::{StackKind, StackReport};
 
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
@@ -100,12 +101,12 @@ fn realloc_of_null_is_a_malloc() {
     let s = report.stack_of("realloc_from_null");
     assert_eq!(
         (
-            s.kind.as_str(),
+            s.kind,
             s.outstanding_bytes,
             s.outstanding_allocations,
             s.allocations
         ),
-        ("heap", REALLOC_FROM_NULL, 1, 1),
+        (StackKind::Heap, REALLOC_FROM_NULL, 1, 1),
         "realloc_from_null: realloc(NULL, {REALLOC_FROM_NULL}) is one malloc (glibc's \
          nested malloc counted once): (kind, outstanding_bytes, outstanding_allocations, \
          allocations)\n{}",
@@ -135,8 +136,7 @@ fn realloc_to_zero_is_a_free() {
     // free of an unknown address nor a failed allocation (failed calls are
     // counted exactly in failed_calls_are_not_recorded).
     assert_eq!(
-        report.counter("free_unknown"),
-        0,
+        report.counters.free_unknown, 0,
         "counters.free_unknown: in -- CMD mode every freed block was allocated while \
          tracing; realloc(p, 0) of malloc_then_zero_realloc frees a known block\n{ctx}"
     );
@@ -149,18 +149,18 @@ fn failed_realloc_keeps_the_block() {
     let s = report.stack_of("keep_after_failed_realloc");
     assert_eq!(
         (
-            s.kind.as_str(),
+            s.kind,
             s.outstanding_bytes,
             s.outstanding_allocations,
             s.frees
         ),
-        ("heap", FAILED_REALLOC_KEPT, 1, 0),
+        (StackKind::Heap, FAILED_REALLOC_KEPT, 1, 0),
         "keep_after_failed_realloc: realloc(p, 1 << 60) failed, so malloc(5000)'s block is \
          still outstanding: (kind, outstanding_bytes, outstanding_allocations, frees)\n{}",
         report.describe()
     );
     assert!(
-        report.counter("failed_allocations") >= 1,
+        report.counters.failed_allocations >= 1,
         "counters.failed_allocations should count the failed realloc\n{}",
         report.describe()
     );
@@ -176,7 +176,7 @@ fn failed_calls_are_not_recorded() {
     );
     assert_absent(report, "fail_malloc_huge", "malloc(SIZE_MAX) returns NULL");
     assert_eq!(
-        report.counter("failed_allocations"),
+        report.counters.failed_allocations,
         FAILED_CALLS,
         "counters.failed_allocations: the workload makes exactly {FAILED_CALLS} failing calls \
          (realloc(p, 1 << 60), calloc(SIZE_MAX / 2, 4), malloc(SIZE_MAX)); realloc(p, 0) is a \
@@ -198,7 +198,7 @@ fn other_entry_points_attributed_with_requested_sizes() {
     let problems: Vec<String> = expected
         .iter()
         .flat_map(|&(f, bytes)| {
-            let mut p = report.function_mismatches(f, "heap", bytes, 1);
+            let mut p = report.function_mismatches(f, StackKind::Heap, bytes, 1);
             if report.stacks_of(f).len() > 1 {
                 p.push(format!("{f}: one call site, but several stacks"));
             }
@@ -218,12 +218,8 @@ fn user_mremap_adjusts_the_mapping() {
     let report = semantics_report();
     let s = report.stack_of("leak_mremap_grow");
     assert_eq!(
-        (
-            s.kind.as_str(),
-            s.outstanding_bytes,
-            s.outstanding_allocations
-        ),
-        ("mmap", MREMAP_GROWN, 1),
+        (s.kind, s.outstanding_bytes, s.outstanding_allocations),
+        (StackKind::Mmap, MREMAP_GROWN, 1),
         "leak_mremap_grow: a 64 KiB mapping mremap'ed to 256 KiB is one region of 256 KiB: \
          (kind, outstanding_bytes, outstanding_allocations)\n{}",
         report.describe()
@@ -250,7 +246,7 @@ fn prot_none_mapping_is_a_reservation() {
         "a 1 MiB PROT_NONE mapping reserves address space, it is not memory",
     );
     assert!(
-        report.counter("reservations") >= 1,
+        report.counters.reservations >= 1,
         "counters.reservations should count reserve_only's PROT_NONE mapping\n{}",
         report.describe()
     );
@@ -305,7 +301,7 @@ fn churn_leaves_nothing_outstanding() {
 
     let problems = report.function_mismatches(
         "leak_anchor",
-        "heap",
+        StackKind::Heap,
         ANCHOR_COUNT * ANCHOR_SIZE,
         ANCHOR_COUNT,
     );
@@ -349,13 +345,13 @@ fn each_allocator_attributed_to_its_caller() {
     report.assert_target("alloc_variants", None);
 
     // (function, kind, outstanding bytes, outstanding allocations)
-    let expected: &[(&str, &str, u64, u64)] = &[
-        ("leak_calloc", "heap", 5 * 100 * 40, 5),
+    let expected: &[(&str, StackKind, u64, u64)] = &[
+        ("leak_calloc", StackKind::Heap, 5 * 100 * 40, 5),
         // realloc 16 -> 32 -> ... -> 64 KiB: only the final block remains.
-        ("grow_realloc", "heap", 64 * KIB, 1),
-        ("leak_posix_memalign", "heap", 3 * 1000, 3),
-        ("leak_aligned_alloc", "heap", 4 * 2048, 4),
-        ("leak_mmap", "mmap", 3 * 64 * KIB, 3),
+        ("grow_realloc", StackKind::Heap, 64 * KIB, 1),
+        ("leak_posix_memalign", StackKind::Heap, 3 * 1000, 3),
+        ("leak_aligned_alloc", StackKind::Heap, 4 * 2048, 4),
+        ("leak_mmap", StackKind::Mmap, 3 * 64 * KIB, 3),
     ];
     let problems: Vec<String> = expected
         .iter()
@@ -379,7 +375,7 @@ fn large_malloc_counted_once() {
 
     let big = report.function_summary("leak_big");
     assert!(
-        big.stacks > 0 && big.kinds.len() == 1 && big.kinds.contains("heap"),
+        big.stacks > 0 && big.kinds.len() == 1 && big.kinds.contains(&StackKind::Heap),
         "leak_big should be reported as heap stack(s), got {} stacks of kinds {:?}\n{ctx}",
         big.stacks,
         big.kinds
@@ -413,7 +409,7 @@ fn large_malloc_counted_once() {
         "totals.outstanding_bytes {total} should be < {} (8 MiB leaked, counted once)\n{ctx}",
         BIG_LEAKS * BIG + MIB
     );
-    for s in report.stacks.iter().filter(|s| s.kind == "mmap") {
+    for s in report.stacks.iter().filter(|s| s.kind == StackKind::Mmap) {
         assert!(
             s.outstanding_bytes < MIB
                 && !s
@@ -441,19 +437,18 @@ fn reallocarray_overflow_is_a_failed_call() {
     let s = report.stack_of("keep_after_overflow");
     assert_eq!(
         (
-            s.kind.as_str(),
+            s.kind,
             s.outstanding_bytes,
             s.outstanding_allocations,
             s.frees
         ),
-        ("heap", OVERFLOW_KEPT, 1, 0),
+        (StackKind::Heap, OVERFLOW_KEPT, 1, 0),
         "keep_after_overflow: reallocarray(p, SIZE_MAX / 2, 4) overflows and returns NULL, \
          leaving malloc(1000)'s block outstanding: (kind, outstanding_bytes, \
          outstanding_allocations, frees)\n{ctx}"
     );
     assert_eq!(
-        report.counter("failed_allocations"),
-        1,
+        report.counters.failed_allocations, 1,
         "counters.failed_allocations: the overflowing reallocarray is the program's only \
          failing allocator call\n{ctx}"
     );
@@ -486,9 +481,9 @@ fn bad_allocator_traffic_leaves_no_phantom() {
     report.assert_target("bad_traffic", None);
     let mut problems: Vec<String> = BAD_TRAFFIC_HEAP
         .iter()
-        .flat_map(|&(f, bytes)| report.function_mismatches(f, "heap", bytes, 1))
+        .flat_map(|&(f, bytes)| report.function_mismatches(f, StackKind::Heap, bytes, 1))
         .collect();
-    problems.extend(report.function_mismatches("keep_mapping", "mmap", MAPPING_LEFT, 1));
+    problems.extend(report.function_mismatches("keep_mapping", StackKind::Mmap, MAPPING_LEFT, 1));
     assert!(problems.is_empty(), "{}\n{ctx}", problems.join("\n"));
     let mapping = report.stack_of("keep_mapping");
     assert_eq!(
@@ -503,21 +498,21 @@ fn bad_allocator_traffic_leaves_no_phantom() {
         .map(|(f, _)| *f)
         .chain(["keep_mapping"])
         .collect();
-    let glibc: Vec<&Stack> = report
+    let glibc: Vec<&StackReport> = report
         .stacks
         .iter()
         .filter(|s| !s.function().is_some_and(|f| expected.contains(&f)))
         .collect();
-    let in_libc = |s: &Stack| {
+    let in_libc = |s: &StackReport| {
         s.frames
             .first()
             .and_then(|f| f.module.as_deref())
             .is_some_and(|m| m.ends_with("/libc.so.6"))
     };
     assert!(
-        glibc
-            .iter()
-            .all(|s| s.kind == "mmap" && in_libc(s) && s.outstanding_bytes <= ABORT_MESSAGE_MAX),
+        glibc.iter().all(|s| s.kind == StackKind::Mmap
+            && in_libc(s)
+            && s.outstanding_bytes <= ABORT_MESSAGE_MAX),
         "besides the kept blocks, only glibc's page for its abort message may hold memory \
          (df_alloc's block was freed once; its second free and the interior free are no \
          frees)\n{ctx}"
@@ -538,8 +533,8 @@ fn bad_allocator_traffic_leaves_no_phantom() {
     );
     assert_eq!(
         (
-            report.counter("free_unknown"),
-            report.counter("failed_allocations")
+            report.counters.free_unknown,
+            report.counters.failed_allocations
         ),
         (2, 2),
         "(counters.free_unknown, counters.failed_allocations): the double free and the \

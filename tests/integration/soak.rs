@@ -10,6 +10,7 @@
 use std::time::{Duration, Instant};
 
 use memtrace_integration::{assert_within, compile_c, proc_memory, secs, Tracer, CMD_TIMEOUT};
+use memtrace_report::Verdict;
 
 const SOAK_SECS: u64 = 60;
 /// When memtrace's memory is read, and from when it must be flat.
@@ -72,7 +73,7 @@ fn a_minute_of_leak_and_churn_keeps_memtrace_flat() {
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or_else(|| panic!("soak printed no `leaked N`\n{}", out.describe()));
     let leak = report.stack_of("leak_steady");
-    assert_eq!(leak.verdict, "leak", "leak_steady's verdict\n{ctx}");
+    assert_eq!(leak.verdict, Verdict::Leak, "leak_steady's verdict\n{ctx}");
     assert_within(
         "leak_steady outstanding_bytes",
         leak.outstanding_bytes,

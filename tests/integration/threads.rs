@@ -4,7 +4,8 @@
 //! free() is not reported as an mmap leak, and 1,000 threads created and
 //! joined while traced are counted exactly (thread_storm.c).
 
-use memtrace_integration::{compile_c, run_memtrace_cmd};
+use memtrace_integration::{compile_c, run_memtrace_cmd, StackExt};
+use memtrace_report::StackKind;
 
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
@@ -26,7 +27,7 @@ fn threads_and_cross_thread_frees() {
     let leak = report.function_summary("thread_leak");
     let t = &leak.totals;
     assert!(
-        leak.stacks > 0 && leak.kinds.len() == 1 && leak.kinds.contains("heap"),
+        leak.stacks > 0 && leak.kinds.len() == 1 && leak.kinds.contains(&StackKind::Heap),
         "thread_leak should be reported as heap stack(s), got {} stacks of kinds {:?}\n{ctx}",
         leak.stacks,
         leak.kinds
@@ -105,7 +106,7 @@ fn arena_created_inside_free_is_not_an_mmap_leak() {
         report.totals.frees >= FREE_FIRST_BLOCKS,
         "totals.frees should include the {FREE_FIRST_BLOCKS} frees\n{ctx}"
     );
-    for s in report.stacks.iter().filter(|s| s.kind == "mmap") {
+    for s in report.stacks.iter().filter(|s| s.kind == StackKind::Mmap) {
         let internal: Vec<&str> = s
             .functions()
             .into_iter()
@@ -121,7 +122,7 @@ fn arena_created_inside_free_is_not_an_mmap_leak() {
     let mmap_outstanding: u64 = report
         .stacks
         .iter()
-        .filter(|s| s.kind == "mmap")
+        .filter(|s| s.kind == StackKind::Mmap)
         .map(|s| s.outstanding_bytes)
         .sum();
     assert!(

@@ -12,8 +12,9 @@ use std::time::Duration;
 
 use memtrace_integration::{
     compile_c_using, compile_c_with, run_memtrace_cmd, scratch_dir, trace_handshake,
-    workspace_root, Report, Stack,
+    workspace_root, Report, StackExt,
 };
+use memtrace_report::{StackKind, StackReport, UnwindReport, UnwindStats};
 
 /// deep_leak.c: store_value's blocks, and one note per qsort comparison.
 const DEEP_COUNT: u64 = 64;
@@ -55,7 +56,7 @@ fn compares(lines: &[String]) -> u64 {
 /// The stack goes from `chain` (its first frames, in order) down to the
 /// process's first frame, `_start`, and the walk says it is complete.
 #[track_caller]
-fn assert_complete(s: &Stack, chain: &[&str], ctx: &str) {
+fn assert_complete(s: &StackReport, chain: &[&str], ctx: &str) {
     let functions = s.functions();
     assert!(
         functions.starts_with(chain),
@@ -105,16 +106,23 @@ fn assert_qsort_leak(report: &Report, compares: u64, ctx: &str) {
     }
 }
 
-fn unwind_field(report: &Report, field: &str) -> u64 {
-    report.json["unwind"][field]
-        .as_u64()
-        .unwrap_or_else(|| panic!("unwind.{field} missing\n{}", report.json["unwind"]))
+/// The report's `unwind` (how its stacks were walked).
+#[track_caller]
+fn unwind(report: &Report) -> &UnwindReport {
+    report
+        .unwind
+        .as_ref()
+        .unwrap_or_else(|| panic!("unwind missing\n{}", report.describe()))
 }
 
-fn tables_field(report: &Report, field: &str) -> u64 {
-    report.json["unwind"]["tables"][field]
-        .as_u64()
-        .unwrap_or_else(|| panic!("unwind.tables.{field} missing\n{}", report.json["unwind"]))
+/// The report's `unwind.tables` (the unwind tables loaded).
+#[track_caller]
+fn tables(report: &Report) -> &UnwindStats {
+    let unwind = unwind(report);
+    unwind
+        .tables
+        .as_ref()
+        .unwrap_or_else(|| panic!("unwind.tables missing\n{unwind:?}"))
 }
 
 #[test]
@@ -125,10 +133,10 @@ fn c_without_frame_pointers_gets_full_stacks() {
         let ctx = format!("--unwind {mode}\n{}", report.describe());
         assert_deep_leak(&report, &ctx);
         assert_qsort_leak(&report, compares(&lines), &ctx);
-        assert_eq!(unwind_field(&report, "truncated_stacks"), 0, "{ctx}");
-        assert_eq!(unwind_field(&report, "truncated_walks"), 0, "{ctx}");
+        assert_eq!(unwind(&report).truncated_stacks, 0, "{ctx}");
+        assert_eq!(unwind(&report).truncated_walks, 0, "{ctx}");
         // The program, libc and the dynamic loader: no frame pointers.
-        assert!(tables_field(&report, "files_with_tables") >= 3, "{ctx}");
+        assert!(tables(&report).files_with_tables >= 3, "{ctx}");
     }
     // The frame-pointer walk alone cannot get past the allocating function.
     let (report, _) = traced(&exe, "fp");
@@ -143,7 +151,10 @@ fn c_without_frame_pointers_gets_full_stacks() {
         DEEP_COUNT * DEEP_SIZE,
         "bytes are the caller's whatever the walk\n{ctx}"
     );
-    assert!(report.json["unwind"]["tables"].is_null(), "{ctx}");
+    assert!(
+        report.unwind.as_ref().is_none_or(|u| u.tables.is_none()),
+        "{ctx}"
+    );
 }
 
 #[test]
@@ -161,7 +172,7 @@ fn frame_pointer_builds_still_work_and_cross_libc() {
         assert!(!s.functions().contains(&"sort_records"), "{ctx}");
         assert!(s.truncated, "{:?}\n{ctx}", s.functions());
     }
-    assert!(unwind_field(&report, "truncated_stacks") >= notes.len() as u64);
+    assert!(unwind(&report).truncated_stacks >= notes.len() as u64);
     // auto: the program's frames by frame pointer (it keeps them), libc's
     // through its table: both chains whole.
     let (report, lines_auto) = traced(&exe, "auto");
@@ -169,11 +180,8 @@ fn frame_pointer_builds_still_work_and_cross_libc() {
     assert_deep_leak(&report, &ctx);
     assert_qsort_leak(&report, compares(&lines_auto), &ctx);
     assert_eq!(compares(&lines), compares(&lines_auto));
-    assert!(
-        tables_field(&report, "files_with_frame_pointers") >= 1,
-        "{ctx}"
-    );
-    assert_eq!(unwind_field(&report, "truncated_stacks"), 0, "{ctx}");
+    assert!(tables(&report).files_with_frame_pointers >= 1, "{ctx}");
+    assert_eq!(unwind(&report).truncated_stacks, 0, "{ctx}");
 }
 
 #[test]
@@ -226,8 +234,12 @@ fn cxx_member_function_at_o2_comes_first() {
     let exe = compile_c_using("g++", "cxx_leak", NO_FRAME_POINTERS);
     let (report, _) = traced(&exe, "auto");
     let ctx = report.describe();
-    let problems =
-        report.function_mismatches("SessionStore::remember(int)", "heap", 100 * 4096, 100);
+    let problems = report.function_mismatches(
+        "SessionStore::remember(int)",
+        StackKind::Heap,
+        100 * 4096,
+        100,
+    );
     assert!(problems.is_empty(), "{}\n{ctx}", problems.join("\n"));
     assert_complete(
         report.stack_of("SessionStore::remember(int)"),
@@ -244,10 +256,10 @@ fn command_is_walked_from_its_first_allocation() {
     let report = run_memtrace_cmd(&["--unwind", "auto"], &[exe.as_os_str(), "now".as_ref()]);
     let ctx = report.describe();
     assert_deep_leak(&report, &ctx);
-    assert_eq!(unwind_field(&report, "frames_without_table"), 0, "{ctx}");
+    assert_eq!(unwind(&report).frames_without_table, 0, "{ctx}");
     // Its tables went with it: no process mapped its files any more.
-    let built = tables_field(&report, "files_with_tables");
+    let built = tables(&report).files_with_tables;
     assert!(built >= 3, "{ctx}");
-    assert_eq!(tables_field(&report, "files_dropped"), built, "{ctx}");
-    assert!(tables_field(&report, "rows") > 10_000, "{ctx}");
+    assert_eq!(tables(&report).files_dropped, built, "{ctx}");
+    assert!(tables(&report).rows > 10_000, "{ctx}");
 }

@@ -1,5 +1,5 @@
 //! Checks of a report that several tests make with an exception of their
-//! own (`report.rs` is the typed copy of the schema; these sit beside it).
+//! own (beside `report.rs`'s, which every report must pass).
 
 use crate::Report;
 
@@ -7,8 +7,9 @@ use crate::Report;
 pub fn losses_except(report: &Report, kind: &str) -> Vec<String> {
     report
         .losses
-        .iter()
-        .filter(|&(k, &v)| k != kind && v != 0)
+        .nonzero()
+        .into_iter()
+        .filter(|&(k, _)| k != kind)
         .map(|(k, v)| format!("{k} = {v}"))
         .collect()
 }

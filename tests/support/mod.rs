@@ -21,10 +21,13 @@
 //! - [`run_memtrace`] and [`run_memtrace_cmd`] are one-shot runs;
 //!   [`run_memtrace_stdout_closed`] runs with a stdout nobody reads;
 //!   [`json_args_with`] and [`json_cmd_args`] build their arguments.
-//! - [`Report`] is the parsed, schema-checked JSON report (version
-//!   [`REPORT_VERSION`]: verdicts with their evidence — series, age
-//!   histogram, oldest live allocation — and each target's memory), with
-//!   lookups by `frames[0].function` and whole-report consistency checks.
+//! - [`Report`] is a JSON report read by the report crate
+//!   (`memtrace_report`, whose model is the schema, and which it derefs
+//!   to) and value-checked, with lookups by `frames[0].function` and
+//!   whole-report consistency checks (verdicts with their evidence —
+//!   series, age histogram, oldest live allocation — sums, sort order);
+//!   [`StackExt`] reads a stack of the model (its function, a summary and
+//!   the verdict's evidence for failure messages).
 //! - [`MemoryCgroup`] is a memory cgroup with a limit, for OOM kills.
 //! - [`http`] is a raw HTTP/1.1 client for the agent's endpoints.
 //! - [`losses_except`] and [`consistency_problems_except`] check a report
@@ -51,13 +54,12 @@ pub use checks::{consistency_problems_except, losses_except};
 pub use compile::{compile_c, compile_c_using, compile_c_with, CFLAGS};
 pub use process::{
     json_args_with, json_cmd_args, run_memtrace, run_memtrace_cmd, run_memtrace_cmd_env,
-    run_memtrace_stdout_closed, trace_handshake, trace_pid, trace_until_done, RunOutput, Tracer,
-    Workload, CMD_TIMEOUT, JSON_ARGS, TRACING_TIMEOUT,
+    run_memtrace_stdout_closed, send_signal, trace_handshake, trace_pid, trace_until_done,
+    RunOutput, Tracer, Workload, CMD_TIMEOUT, JSON_ARGS, TRACING_TIMEOUT,
 };
 pub use report::{
-    AgeBucket, Frame, FunctionSummary, MemorySample, OomKill, Report, SeriesPoint, Stack, Target,
-    TargetMemory, Totals, AGE_BUCKETS, ALLOCATOR_SYMBOLS, LOSS_COUNTERS, REPORT_VERSION, SORT_KEYS,
-    TIME_SLACK_SECS, TOP, VERDICTS,
+    FunctionSummary, Report, StackExt, AGE_BUCKETS, ALLOCATOR_SYMBOLS, DROPPING_LOSSES,
+    TIME_SLACK_SECS, TOP,
 };
 pub use workloads::{busy_loop, leak_signal, BUSY_LEAK_SIZE};
 

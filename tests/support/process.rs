@@ -177,7 +177,7 @@ fn live_group_members(pgid: i32) -> Vec<String> {
 
 /// Sends `sig` to process `pid`; panics if it cannot.
 #[track_caller]
-fn send_signal(pid: u32, sig: i32) {
+pub fn send_signal(pid: u32, sig: i32) {
     let pid = i32::try_from(pid).expect("pid fits in i32");
     // SAFETY: kill(2) has no memory-safety preconditions.
     let rc = unsafe { libc::kill(pid, sig) };
@@ -278,7 +278,7 @@ impl RunOutput {
         lines[0].to_string()
     }
 
-    /// Parses stdout as a JSON report (schema-checked); panics with the run's
+    /// Reads stdout as a JSON report ([`Report::parse`]); panics with the run's
     /// description if it is not one.
     #[track_caller]
     pub fn report(&self) -> Report {

@@ -1,26 +1,25 @@
-//! The JSON report: parsing with schema checks, lookups, and the
-//! consistency rules every report must satisfy.
+//! The JSON report as the tests read it: through the report crate
+//! (`memtrace_report`, whose serde model is the schema), with what the
+//! tests check on top of it: the values serde cannot check (age buckets,
+//! non-empty series and reasons, `0x` addresses), lookups by
+//! `frames[0].function`, the consistency rules every report must satisfy,
+//! and descriptions for failure messages.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
+use std::ops::Deref;
 
-use serde_json::{Map, Value};
+use memtrace_report::{
+    self as model, name_of, AgeBucket, SeriesPoint, SortBy, StackKind, StackReport, Totals,
+};
+use serde_json::Value;
 
 /// The `--top` used by every JSON test run ([`crate::JSON_ARGS`]).
 pub const TOP: usize = 100;
 
-/// The report schema version these checks implement.
-pub const REPORT_VERSION: u64 = 2;
-
-/// Every value of `stacks[].verdict`.
-pub const VERDICTS: &[&str] = &["leak", "plateau", "growing", "stable"];
-
-/// Every value of the top-level `sort` (`--sort`).
-pub const SORT_KEYS: &[&str] = &["growth", "outstanding", "count"];
-
 /// Blocks by which a running target's `age_histogram` may differ from
 /// its stack's outstanding allocations (see [`Report::stack_problems`]).
-pub const HISTOGRAM_SLACK_BLOCKS: u64 = 2;
+pub(crate) const HISTOGRAM_SLACK_BLOCKS: u64 = 2;
 
 /// The buckets of `stacks[].age_histogram`, in order: `(min_secs,
 /// max_secs)`, `None` for the last, unbounded one.
@@ -68,102 +67,47 @@ pub const ALLOCATOR_SYMBOLS: &[&str] = &[
     "__mremap",
 ];
 
-/// Loss counters that must be zero for the small test workloads: any of
-/// them non-zero means bytes or stacks were dropped. Only the names present
-/// in the report's `losses` object are checked.
-pub const LOSS_COUNTERS: &[&str] = &[
+/// The losses ([`model::Losses::nonzero`] names) that drop bytes or
+/// stacks: [`Report::assert_no_losses`] wants them 0 for the small test
+/// workloads.
+pub const DROPPING_LOSSES: &[&str] = &[
     "live_map_full",
     "stack_lost",
     "stack_totals_full",
     "inflight_full",
-    "in_flight_full",
     "ring_buffer_full",
-    "ring_buf_full",
 ];
 
-/// One frame of a stack.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Frame {
-    pub address: u64,
-    pub function: Option<String>,
-    pub file: Option<String>,
-    pub line: Option<u64>,
-    pub module: Option<String>,
-}
-
-/// One entry of `stacks`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Stack {
-    pub pid: u32,
-    pub kind: String,
-    pub outstanding_bytes: u64,
-    pub outstanding_allocations: u64,
-    pub allocated_bytes: u64,
-    pub freed_bytes: u64,
-    pub allocations: u64,
-    pub frees: u64,
-    /// Growth rate in bytes per second (Theil–Sen).
-    pub growth_bytes_per_sec: f64,
-    /// One of [`VERDICTS`].
-    pub verdict: String,
-    /// Why, in words (never empty).
-    pub verdict_reason: String,
-    /// Steps in the series.
-    pub intervals: u64,
-    /// Steps of the series that went up.
-    pub grew_intervals: u64,
-    /// Growth over the first third of the stack's window.
-    pub early_growth_bytes: i64,
-    /// Growth over the last third of the stack's window.
-    pub late_growth_bytes: i64,
-    /// Age of the oldest live allocation at report time.
-    pub oldest_age_secs: Option<f64>,
-    /// Live bytes by age, the [`AGE_BUCKETS`] in order.
-    pub age_histogram: Vec<AgeBucket>,
-    /// Outstanding memory over time, oldest first.
-    pub series: Vec<SeriesPoint>,
-    /// Innermost first.
-    pub frames: Vec<Frame>,
-    /// The walk stopped before the outermost frame.
-    pub truncated: bool,
-}
-
-/// One entry of `stacks[].age_histogram`: live memory allocated between
-/// `min_secs` and `max_secs` (unbounded when `None`) ago.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AgeBucket {
-    pub min_secs: f64,
-    pub max_secs: Option<f64>,
-    pub bytes: u64,
-    pub allocations: u64,
-}
-
-/// One point of `stacks[].series`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SeriesPoint {
-    /// Seconds since tracing started.
-    pub t: f64,
-    pub bytes: u64,
-    pub allocations: u64,
-}
-
-impl Stack {
+/// What the tests read off one stack of the report crate.
+pub trait StackExt {
     /// `frames[0].function`.
-    pub fn function(&self) -> Option<&str> {
+    fn function(&self) -> Option<&str>;
+    /// Function names from innermost outwards ("?" when unsymbolized).
+    fn functions(&self) -> Vec<&str>;
+    /// The age bucket starting at `min_secs` (one of [`AGE_BUCKETS`]).
+    fn age_bucket(&self, min_secs: f64) -> &AgeBucket;
+    /// The series as `t:bytes` pairs (for failure messages).
+    fn series_text(&self) -> String;
+    /// The verdict's evidence on one line (for failure messages).
+    fn evidence(&self) -> String;
+    /// One-line summary for failure messages.
+    fn summary(&self) -> String;
+}
+
+impl StackExt for StackReport {
+    fn function(&self) -> Option<&str> {
         self.frames.first()?.function.as_deref()
     }
 
-    /// Function names from innermost outwards ("?" when unsymbolized).
-    pub fn functions(&self) -> Vec<&str> {
+    fn functions(&self) -> Vec<&str> {
         self.frames
             .iter()
             .map(|f| f.function.as_deref().unwrap_or("?"))
             .collect()
     }
 
-    /// The age bucket starting at `min_secs` (one of [`AGE_BUCKETS`]).
     #[track_caller]
-    pub fn age_bucket(&self, min_secs: f64) -> &AgeBucket {
+    fn age_bucket(&self, min_secs: f64) -> &AgeBucket {
         self.age_histogram
             .iter()
             .find(|b| b.min_secs == min_secs)
@@ -175,13 +119,7 @@ impl Stack {
             })
     }
 
-    /// Steps of the series: `(before, after)`.
-    pub fn steps(&self) -> impl Iterator<Item = (&SeriesPoint, &SeriesPoint)> {
-        self.series.iter().zip(self.series.iter().skip(1))
-    }
-
-    /// The series as `t:bytes` pairs (for failure messages).
-    pub fn series_text(&self) -> String {
+    fn series_text(&self) -> String {
         self.series
             .iter()
             .map(|p| format!("{:.1}:{}", p.t, p.bytes))
@@ -189,8 +127,7 @@ impl Stack {
             .join(" ")
     }
 
-    /// The verdict's evidence on one line (for failure messages).
-    pub fn evidence(&self) -> String {
+    fn evidence(&self) -> String {
         let buckets: Vec<String> = self
             .age_histogram
             .iter()
@@ -206,7 +143,7 @@ impl Stack {
             .collect();
         format!(
             "{} ({:?}) intervals {}/{} grew, early {:+}B late {:+}B, oldest {}, ages {}",
-            self.verdict,
+            name_of(&self.verdict),
             self.verdict_reason,
             self.grew_intervals,
             self.intervals,
@@ -218,8 +155,7 @@ impl Stack {
         )
     }
 
-    /// One-line summary for failure messages.
-    pub fn summary(&self) -> String {
+    fn summary(&self) -> String {
         let mut chain = self.functions();
         let more = chain.len().saturating_sub(6);
         chain.truncate(6);
@@ -231,7 +167,7 @@ impl Stack {
             "pid={} kind={} outstanding={}B/{} allocated={}B/{} freed={}B/{} growth={:.1}B/s \
              {} [{}]",
             self.pid,
-            self.kind,
+            name_of(&self.kind),
             self.outstanding_bytes,
             self.outstanding_allocations,
             self.allocated_bytes,
@@ -239,508 +175,159 @@ impl Stack {
             self.freed_bytes,
             self.frees,
             self.growth_bytes_per_sec,
-            self.verdict,
+            name_of(&self.verdict),
             chain
         )
     }
 }
 
-/// `totals`, also used for sums over stacks.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Totals {
-    pub outstanding_bytes: u64,
-    pub outstanding_allocations: u64,
-    pub allocations: u64,
-    pub frees: u64,
-    pub allocated_bytes: u64,
-    pub freed_bytes: u64,
+/// Steps of a stack's series: `(before, after)`.
+fn series_steps(s: &StackReport) -> impl Iterator<Item = (&SeriesPoint, &SeriesPoint)> {
+    s.series.iter().zip(s.series.iter().skip(1))
 }
 
-impl Totals {
-    fn add(&mut self, s: &Stack) {
-        self.outstanding_bytes += s.outstanding_bytes;
-        self.outstanding_allocations += s.outstanding_allocations;
-        self.allocations += s.allocations;
-        self.frees += s.frees;
-        self.allocated_bytes += s.allocated_bytes;
-        self.freed_bytes += s.freed_bytes;
+/// `stacks` summed: their counts, how many there are (`stacks`) and how
+/// many hold memory (`stacks_holding_memory`).
+fn sum<'a>(stacks: impl IntoIterator<Item = &'a StackReport>) -> Totals {
+    let mut t = Totals::default();
+    for s in stacks {
+        t.outstanding_bytes += s.outstanding_bytes;
+        t.outstanding_allocations += s.outstanding_allocations;
+        t.allocations += s.allocations;
+        t.frees += s.frees;
+        t.allocated_bytes += s.allocated_bytes;
+        t.freed_bytes += s.freed_bytes;
+        t.stacks += 1;
+        t.stacks_holding_memory += u64::from(s.outstanding_bytes > 0);
     }
-}
-
-/// One entry of `targets`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Target {
-    pub pid: u32,
-    pub comm: String,
-    pub exe: String,
-    /// Whether it had exited when the report was made.
-    pub exited: bool,
-    /// The allocator files hooked in it.
-    pub allocators: Vec<String>,
-    /// The process's own memory over time, when memtrace sampled it.
-    pub memory: Option<TargetMemory>,
-}
-
-/// `targets[].memory`: the process's RSS next to what memtrace traced.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TargetMemory {
-    pub samples: Vec<MemorySample>,
-    pub rss_growth_bytes_per_hour: f64,
-    pub anon_growth_bytes_per_hour: f64,
-    pub traced_growth_bytes_per_hour: f64,
-    /// Share of the growth the traced stacks explain, when defined.
-    pub explained_share: Option<f64>,
-    /// Whether the growth crossed `--rss-alert`.
-    pub alert: bool,
-    pub alert_threshold_bytes_per_hour: f64,
-}
-
-/// One entry of `targets[].memory.samples`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct MemorySample {
-    /// Seconds since tracing started.
-    pub t: f64,
-    pub rss_bytes: u64,
-    pub anon_bytes: u64,
+    t
 }
 
 /// The stacks whose `frames[0].function` is one function, summed.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub struct FunctionSummary {
     /// How many stacks (0: the function is absent from `stacks`).
     pub stacks: usize,
-    pub kinds: BTreeSet<String>,
+    /// Their kinds, each once.
+    pub kinds: Vec<StackKind>,
     pub totals: Totals,
 }
 
-/// One entry of `oom_kills`: a process the kernel's OOM killer chose.
-#[derive(Debug, Clone)]
-pub struct OomKill {
-    pub pid: u32,
-    pub comm: String,
-    pub cgroup: Option<String>,
-    pub anon_rss_bytes: u64,
-    /// Whether memtrace traced it (only then are there stacks).
-    pub traced: bool,
-    pub traced_outstanding_bytes: u64,
-    /// Largest first.
-    pub top_stacks: Vec<Stack>,
-}
-
-/// A parsed, schema-checked `--format json` report.
-#[derive(Debug, Clone)]
+/// A `--format json` report, read by the report crate into its model
+/// ([`memtrace_report::Report`], which this derefs to) and value-checked,
+/// with the memtrace command that produced it (for failure messages).
+#[derive(Debug)]
 pub struct Report {
-    pub version: u64,
-    pub duration_secs: f64,
-    /// How `stacks` are ordered: one of [`SORT_KEYS`].
-    pub sort: String,
-    /// `--min-age`: when set, stacks count only allocations at least this
-    /// old, and stacks without any are left out.
-    pub min_age_secs: Option<f64>,
-    pub targets: Vec<Target>,
-    pub totals: Totals,
-    pub losses: BTreeMap<String, u64>,
-    pub stacks: Vec<Stack>,
-    pub oom_kills: Vec<OomKill>,
-    /// The whole document.
-    pub json: Value,
+    report: model::Report,
     /// The memtrace command that produced it.
     pub command: String,
 }
 
-/// A JSON object being read, with its path for error messages.
-struct Obj<'a> {
-    path: String,
-    map: &'a Map<String, Value>,
+impl Deref for Report {
+    type Target = model::Report;
+
+    fn deref(&self) -> &model::Report {
+        &self.report
+    }
 }
 
-impl<'a> Obj<'a> {
-    fn new(path: impl Into<String>, value: &'a Value) -> Result<Obj<'a>, String> {
-        let path = path.into();
-        match value {
-            Value::Object(map) => Ok(Obj { path, map }),
-            other => Err(format!("{path}: expected an object, got {other}")),
-        }
-    }
-
-    fn field(&self, key: &str) -> Result<&'a Value, String> {
-        self.map
-            .get(key)
-            .ok_or_else(|| format!("{}: missing field `{key}`", self.path))
-    }
-
-    fn u64(&self, key: &str) -> Result<u64, String> {
-        let v = self.field(key)?;
-        v.as_u64().ok_or_else(|| {
-            format!(
-                "{}.{key}: expected a non-negative integer, got {v}",
-                self.path
+/// A report's stacks, listed and in its OOM kills, with their paths in the
+/// JSON document: `(stacks[3], /stacks/3, stack)`.
+fn every_stack(r: &model::Report) -> Vec<(String, String, &StackReport)> {
+    let listed = r
+        .stacks
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (format!("stacks[{i}]"), format!("/stacks/{i}"), s));
+    let killed = r.oom_kills.iter().enumerate().flat_map(|(k, kill)| {
+        kill.top_stacks.iter().enumerate().map(move |(i, s)| {
+            (
+                format!("oom_kills[{k}].top_stacks[{i}]"),
+                format!("/oom_kills/{k}/top_stacks/{i}"),
+                s,
             )
         })
-    }
-
-    fn u32(&self, key: &str) -> Result<u32, String> {
-        let v = self.u64(key)?;
-        u32::try_from(v).map_err(|_| format!("{}.{key}: {v} does not fit a pid", self.path))
-    }
-
-    fn f64(&self, key: &str) -> Result<f64, String> {
-        let v = self.field(key)?;
-        v.as_f64()
-            .ok_or_else(|| format!("{}.{key}: expected a number, got {v}", self.path))
-    }
-
-    fn string(&self, key: &str) -> Result<String, String> {
-        let v = self.field(key)?;
-        v.as_str()
-            .map(str::to_string)
-            .ok_or_else(|| format!("{}.{key}: expected a string, got {v}", self.path))
-    }
-
-    fn opt_string(&self, key: &str) -> Result<Option<String>, String> {
-        match self.field(key)? {
-            Value::Null => Ok(None),
-            Value::String(s) => Ok(Some(s.clone())),
-            v => Err(format!(
-                "{}.{key}: expected a string or null, got {v}",
-                self.path
-            )),
-        }
-    }
-
-    fn i64(&self, key: &str) -> Result<i64, String> {
-        let v = self.field(key)?;
-        v.as_i64()
-            .ok_or_else(|| format!("{}.{key}: expected an integer, got {v}", self.path))
-    }
-
-    fn bool(&self, key: &str) -> Result<bool, String> {
-        let v = self.field(key)?;
-        v.as_bool()
-            .ok_or_else(|| format!("{}.{key}: expected true or false, got {v}", self.path))
-    }
-
-    /// A finite number.
-    fn finite(&self, key: &str) -> Result<f64, String> {
-        let v = self.f64(key)?;
-        if v.is_finite() {
-            Ok(v)
-        } else {
-            Err(format!("{}.{key}: {v} is not finite", self.path))
-        }
-    }
-
-    fn opt_f64(&self, key: &str) -> Result<Option<f64>, String> {
-        match self.field(key)? {
-            Value::Null => Ok(None),
-            v => v
-                .as_f64()
-                .map(Some)
-                .ok_or_else(|| format!("{}.{key}: expected a number or null, got {v}", self.path)),
-        }
-    }
-
-    /// The objects of array `key`, with their paths.
-    fn objects(&self, key: &str) -> Result<Vec<Obj<'a>>, String> {
-        self.array(key)?
-            .iter()
-            .enumerate()
-            .map(|(i, v)| Obj::new(format!("{}.{key}[{i}]", self.path), v))
-            .collect()
-    }
-
-    fn opt_u64(&self, key: &str) -> Result<Option<u64>, String> {
-        match self.field(key)? {
-            Value::Null => Ok(None),
-            v => v.as_u64().map(Some).ok_or_else(|| {
-                format!("{}.{key}: expected an integer or null, got {v}", self.path)
-            }),
-        }
-    }
-
-    fn array(&self, key: &str) -> Result<&'a Vec<Value>, String> {
-        let v = self.field(key)?;
-        v.as_array()
-            .ok_or_else(|| format!("{}.{key}: expected an array, got {v}", self.path))
-    }
-
-    fn child(&self, key: &str) -> Result<Obj<'a>, String> {
-        Obj::new(format!("{}.{key}", self.path), self.field(key)?)
-    }
+    });
+    listed.chain(killed).collect()
 }
 
-fn parse_totals(o: &Obj) -> Result<Totals, String> {
-    Ok(Totals {
-        outstanding_bytes: o.u64("outstanding_bytes")?,
-        outstanding_allocations: o.u64("outstanding_allocations")?,
-        allocations: o.u64("allocations")?,
-        frees: o.u64("frees")?,
-        allocated_bytes: o.u64("allocated_bytes")?,
-        freed_bytes: o.u64("freed_bytes")?,
-    })
-}
-
-fn parse_frame(o: &Obj) -> Result<Frame, String> {
-    let address = o.string("address")?;
-    let hex = address
-        .strip_prefix("0x")
-        .ok_or_else(|| format!("{}.address: {address:?} does not start with 0x", o.path))?;
-    let address = u64::from_str_radix(hex, 16)
-        .map_err(|e| format!("{}.address: {address:?} is not hex: {e}", o.path))?;
-    Ok(Frame {
-        address,
-        function: o.opt_string("function")?,
-        file: o.opt_string("file")?,
-        line: o.opt_u64("line")?,
-        module: o.opt_string("module")?,
-    })
-}
-
-fn parse_stack(o: &Obj) -> Result<Stack, String> {
-    let kind = o.string("kind")?;
-    if kind != "heap" && kind != "mmap" {
-        return Err(format!(
-            "{}.kind: expected \"heap\" or \"mmap\", got {kind:?}",
-            o.path
-        ));
+/// The values of a report read by the crate that its types do not check
+/// (empty if none): reasons said, series not empty, exactly the
+/// [`AGE_BUCKETS`], ages and thresholds not negative, and frame addresses
+/// written `0x`-hex (the crate also reads bare hex).
+fn value_problems(json: &Value, r: &model::Report) -> Vec<String> {
+    let mut problems = Vec::new();
+    if let Some(m) = r.min_age_secs.filter(|m| *m < 0.0) {
+        problems.push(format!("min_age_secs: {m} is not a non-negative age"));
     }
-    let verdict = o.string("verdict")?;
-    if !VERDICTS.contains(&verdict.as_str()) {
-        return Err(format!(
-            "{}.verdict: expected one of {VERDICTS:?}, got {verdict:?}",
-            o.path
-        ));
-    }
-    let verdict_reason = o.string("verdict_reason")?;
-    if verdict_reason.trim().is_empty() {
-        return Err(format!("{}.verdict_reason: empty", o.path));
-    }
-    let age_histogram = parse_age_histogram(o)?;
-    let series = o
-        .objects("series")?
-        .iter()
-        .map(|p| {
-            Ok(SeriesPoint {
-                t: p.finite("t")?,
-                bytes: p.u64("bytes")?,
-                allocations: p.u64("allocations")?,
-            })
-        })
-        .collect::<Result<Vec<_>, String>>()?;
-    if series.is_empty() {
-        return Err(format!("{}.series: empty", o.path));
-    }
-    let oldest_age_secs = o.opt_f64("oldest_age_secs")?;
-    if let Some(age) = oldest_age_secs {
-        if !age.is_finite() || age < 0.0 {
-            return Err(format!(
-                "{}.oldest_age_secs: {age} is not a non-negative age",
-                o.path
+    for (i, t) in r.targets.iter().enumerate() {
+        let Some(m) = &t.memory else { continue };
+        if m.alert_threshold_bytes_per_hour < 0.0 {
+            problems.push(format!(
+                "targets[{i}].memory.alert_threshold_bytes_per_hour: {} is negative",
+                m.alert_threshold_bytes_per_hour
             ));
         }
     }
-    let frames = o
-        .array("frames")?
-        .iter()
-        .enumerate()
-        .map(|(i, f)| parse_frame(&Obj::new(format!("{}.frames[{i}]", o.path), f)?))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Stack {
-        pid: o.u32("pid")?,
-        kind,
-        outstanding_bytes: o.u64("outstanding_bytes")?,
-        outstanding_allocations: o.u64("outstanding_allocations")?,
-        allocated_bytes: o.u64("allocated_bytes")?,
-        freed_bytes: o.u64("freed_bytes")?,
-        allocations: o.u64("allocations")?,
-        frees: o.u64("frees")?,
-        growth_bytes_per_sec: o.finite("growth_bytes_per_sec")?,
-        verdict,
-        verdict_reason,
-        intervals: o.u64("intervals")?,
-        grew_intervals: o.u64("grew_intervals")?,
-        early_growth_bytes: o.i64("early_growth_bytes")?,
-        late_growth_bytes: o.i64("late_growth_bytes")?,
-        oldest_age_secs,
-        age_histogram,
-        series,
-        frames,
-        truncated: o.bool("truncated")?,
-    })
-}
-
-/// `age_histogram`: exactly the [`AGE_BUCKETS`], in order.
-fn parse_age_histogram(o: &Obj) -> Result<Vec<AgeBucket>, String> {
-    let buckets = o
-        .objects("age_histogram")?
-        .iter()
-        .map(|b| {
-            Ok(AgeBucket {
-                min_secs: b.f64("min_secs")?,
-                max_secs: b.opt_f64("max_secs")?,
-                bytes: b.u64("bytes")?,
-                allocations: b.u64("allocations")?,
-            })
-        })
-        .collect::<Result<Vec<_>, String>>()?;
-    let bounds: Vec<(f64, Option<f64>)> =
-        buckets.iter().map(|b| (b.min_secs, b.max_secs)).collect();
-    if bounds != AGE_BUCKETS {
-        return Err(format!(
-            "{}.age_histogram: buckets (min_secs, max_secs) {bounds:?}, expected {AGE_BUCKETS:?}",
-            o.path
-        ));
+    for (path, pointer, s) in every_stack(r) {
+        if s.verdict_reason.trim().is_empty() {
+            problems.push(format!("{path}.verdict_reason: empty"));
+        }
+        let bounds: Vec<(f64, Option<f64>)> = s
+            .age_histogram
+            .iter()
+            .map(|b| (b.min_secs, b.max_secs))
+            .collect();
+        if bounds != AGE_BUCKETS {
+            problems.push(format!(
+                "{path}.age_histogram: buckets (min_secs, max_secs) {bounds:?}, expected \
+                 {AGE_BUCKETS:?}"
+            ));
+        }
+        if s.series.is_empty() {
+            problems.push(format!("{path}.series: empty"));
+        }
+        if let Some(age) = s.oldest_age_secs.filter(|a| *a < 0.0) {
+            problems.push(format!(
+                "{path}.oldest_age_secs: {age} is not a non-negative age"
+            ));
+        }
+        for j in 0..s.frames.len() {
+            let address = json.pointer(&format!("{pointer}/frames/{j}/address"));
+            if !address
+                .and_then(Value::as_str)
+                .is_some_and(|a| a.starts_with("0x"))
+            {
+                problems.push(format!(
+                    "{path}.frames[{j}].address: {address:?} is not written 0x-hex"
+                ));
+            }
+        }
     }
-    Ok(buckets)
-}
-
-fn parse_memory(o: &Obj) -> Result<TargetMemory, String> {
-    let samples = o
-        .objects("samples")?
-        .iter()
-        .map(|m| {
-            Ok(MemorySample {
-                t: m.finite("t")?,
-                rss_bytes: m.u64("rss_bytes")?,
-                anon_bytes: m.u64("anon_bytes")?,
-            })
-        })
-        .collect::<Result<Vec<_>, String>>()?;
-    let explained_share = o.opt_f64("explained_share")?;
-    if explained_share.is_some_and(|x| !x.is_finite()) {
-        return Err(format!("{}.explained_share: not finite", o.path));
-    }
-    let alert_threshold_bytes_per_hour = o.finite("alert_threshold_bytes_per_hour")?;
-    if alert_threshold_bytes_per_hour < 0.0 {
-        return Err(format!(
-            "{}.alert_threshold_bytes_per_hour: {alert_threshold_bytes_per_hour} is negative",
-            o.path
-        ));
-    }
-    Ok(TargetMemory {
-        samples,
-        rss_growth_bytes_per_hour: o.finite("rss_growth_bytes_per_hour")?,
-        anon_growth_bytes_per_hour: o.finite("anon_growth_bytes_per_hour")?,
-        traced_growth_bytes_per_hour: o.finite("traced_growth_bytes_per_hour")?,
-        explained_share,
-        alert: o.bool("alert")?,
-        alert_threshold_bytes_per_hour,
-    })
+    problems
 }
 
 impl Report {
-    /// Parses and schema-checks a JSON report. `command` is kept for
-    /// failure messages.
+    /// Reads a JSON report with the report crate ([`memtrace_report::load::parse`],
+    /// what `memtrace report` loads snapshots with) and checks the values
+    /// its types do not. `command` is kept for failure messages.
     pub fn parse(text: &str, command: &str) -> Result<Report, String> {
         let json: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
-        let top = Obj::new("report", &json)?;
-        let version = top.u64("version")?;
-        if version != REPORT_VERSION {
-            return Err(format!(
-                "report.version: {version}, these checks implement version {REPORT_VERSION}"
-            ));
+        let report = model::load::parse(text, "the report").map_err(|e| {
+            // serde's message says what is wrong, not where.
+            let at = serde_path_to_error::deserialize::<_, model::Report>(&json)
+                .err()
+                .map(|e| format!(" (at {})", e.path()))
+                .unwrap_or_default();
+            format!("{e:#}{at}")
+        })?;
+        let problems = value_problems(&json, &report);
+        if !problems.is_empty() {
+            return Err(problems.join("\n"));
         }
-        let duration_secs = top.finite("duration_secs")?;
-        let sort = top.string("sort")?;
-        if !SORT_KEYS.contains(&sort.as_str()) {
-            return Err(format!(
-                "report.sort: expected one of {SORT_KEYS:?}, got {sort:?}"
-            ));
-        }
-        let min_age_secs = top.opt_f64("min_age_secs")?;
-        if min_age_secs.is_some_and(|m| !m.is_finite() || m < 0.0) {
-            return Err(format!(
-                "report.min_age_secs: {min_age_secs:?} is not a non-negative age"
-            ));
-        }
-        let targets = top
-            .objects("targets")?
-            .iter()
-            .map(|o| {
-                let memory = match o.field("memory")? {
-                    Value::Null => None,
-                    _ => Some(parse_memory(&o.child("memory")?)?),
-                };
-                let allocators = o
-                    .array("allocators")?
-                    .iter()
-                    .map(|v| {
-                        v.as_str()
-                            .map(str::to_string)
-                            .ok_or_else(|| format!("targets[].allocators: {v} is not a string"))
-                    })
-                    .collect::<Result<Vec<_>, String>>()?;
-                Ok(Target {
-                    pid: o.u32("pid")?,
-                    comm: o.string("comm")?,
-                    exe: o.string("exe")?,
-                    exited: o.bool("exited")?,
-                    allocators,
-                    memory,
-                })
-            })
-            .collect::<Result<Vec<_>, String>>()?;
-        let totals = parse_totals(&top.child("totals")?)?;
-        let losses_obj = top.child("losses")?;
-        let mut losses = BTreeMap::new();
-        for key in losses_obj.map.keys() {
-            losses.insert(key.clone(), losses_obj.u64(key)?);
-        }
-        let stacks = top
-            .array("stacks")?
-            .iter()
-            .enumerate()
-            .map(|(i, s)| parse_stack(&Obj::new(format!("report.stacks[{i}]"), s)?))
-            .collect::<Result<Vec<_>, _>>()?;
-        let oom_kills = top
-            .objects("oom_kills")?
-            .iter()
-            .map(|o| {
-                let top_stacks = o
-                    .array("top_stacks")?
-                    .iter()
-                    .enumerate()
-                    .map(|(i, s)| parse_stack(&Obj::new(format!("{}.top_stacks[{i}]", o.path), s)?))
-                    .collect::<Result<Vec<_>, String>>()?;
-                let cgroup = match o.field("cgroup")? {
-                    Value::Null => None,
-                    _ => Some(o.string("cgroup")?),
-                };
-                Ok(OomKill {
-                    pid: o.u32("pid")?,
-                    comm: o.string("comm")?,
-                    cgroup,
-                    anon_rss_bytes: o.u64("anon_rss_bytes")?,
-                    traced: o.bool("traced")?,
-                    traced_outstanding_bytes: o.u64("traced_outstanding_bytes")?,
-                    top_stacks,
-                })
-            })
-            .collect::<Result<Vec<_>, String>>()?;
         Ok(Report {
-            version,
-            duration_secs,
-            sort,
-            min_age_secs,
-            targets,
-            totals,
-            losses,
-            stacks,
-            oom_kills,
-            json,
+            report,
             command: command.to_string(),
-        })
-    }
-
-    /// `counters.<name>` of the report (panics if missing or not a count).
-    #[track_caller]
-    pub fn counter(&self, name: &str) -> u64 {
-        self.json["counters"][name].as_u64().unwrap_or_else(|| {
-            panic!(
-                "report has no integer counters.{name}: counters = {}\n{}",
-                self.json["counters"],
-                self.describe()
-            )
         })
     }
 
@@ -752,7 +339,10 @@ impl Report {
         let _ = writeln!(
             s,
             "version {} duration {:.2}s sort {} min_age {:?}",
-            self.version, self.duration_secs, self.sort, self.min_age_secs
+            self.version,
+            self.duration_secs,
+            name_of(&self.sort),
+            self.min_age_secs
         );
         for t in &self.targets {
             let _ = writeln!(s, "target pid {} comm {:?} exe {:?}", t.pid, t.comm, t.exe);
@@ -760,12 +350,17 @@ impl Report {
                 let samples: Vec<String> = m
                     .samples
                     .iter()
-                    .map(|x| format!("{:.1}:{}/{}", x.t, x.rss_bytes, x.anon_bytes))
+                    .map(|x| {
+                        format!(
+                            "{:.1}:{}/{}/{}",
+                            x.t, x.rss_bytes, x.anon_bytes, x.traced_bytes
+                        )
+                    })
                     .collect();
                 let _ = writeln!(
                     s,
                     "  memory: rss {:.0}B/h anon {:.0}B/h traced {:.0}B/h explained {:?} \
-                     alert {} (threshold {:.0}B/h); t:rss/anon {}",
+                     alert {} (threshold {:.0}B/h); t:rss/anon/traced {}",
                     m.rss_growth_bytes_per_hour,
                     m.anon_growth_bytes_per_hour,
                     m.traced_growth_bytes_per_hour,
@@ -777,7 +372,7 @@ impl Report {
             }
         }
         let _ = writeln!(s, "totals {:?}", self.totals);
-        let _ = writeln!(s, "losses {:?}", self.losses);
+        let _ = writeln!(s, "losses {:?}", self.losses.nonzero());
         let _ = writeln!(s, "stacks ({}):", self.stacks.len());
         for (i, st) in self.stacks.iter().enumerate() {
             let _ = writeln!(s, "  #{i} {}", st.summary());
@@ -789,14 +384,14 @@ impl Report {
 
     /// `stacks[0]`; panics if there are no stacks.
     #[track_caller]
-    pub fn top(&self) -> &Stack {
+    pub fn top(&self) -> &StackReport {
         self.stacks
             .first()
             .unwrap_or_else(|| panic!("report has no stacks\n{}", self.describe()))
     }
 
     /// Stacks whose `frames[0].function` is `function`.
-    pub fn stacks_of(&self, function: &str) -> Vec<&Stack> {
+    pub fn stacks_of(&self, function: &str) -> Vec<&StackReport> {
         self.stacks
             .iter()
             .filter(|s| s.function() == Some(function))
@@ -807,7 +402,7 @@ impl Report {
     /// there are none or several (the workloads allocate from one call path
     /// per function).
     #[track_caller]
-    pub fn stack_of(&self, function: &str) -> &Stack {
+    pub fn stack_of(&self, function: &str) -> &StackReport {
         match self.stacks_of(function).as_slice() {
             [one] => one,
             found => panic!(
@@ -820,13 +415,18 @@ impl Report {
 
     /// Sum over the stacks whose `frames[0].function` is `function`.
     pub fn function_summary(&self, function: &str) -> FunctionSummary {
-        let mut sum = FunctionSummary::default();
-        for s in self.stacks_of(function) {
-            sum.stacks += 1;
-            sum.kinds.insert(s.kind.clone());
-            sum.totals.add(s);
+        let stacks = self.stacks_of(function);
+        let mut kinds = Vec::new();
+        for s in &stacks {
+            if !kinds.contains(&s.kind) {
+                kinds.push(s.kind);
+            }
         }
-        sum
+        FunctionSummary {
+            stacks: stacks.len(),
+            kinds,
+            totals: sum(stacks),
+        }
     }
 
     /// Asserts the report has exactly one target, whose comm is `comm`
@@ -838,9 +438,11 @@ impl Report {
         let ok = match self.targets.as_slice() {
             [t] => {
                 t.comm == want_comm
-                    && std::path::Path::new(&t.exe)
-                        .file_name()
-                        .is_some_and(|n| n == comm)
+                    && t.exe.as_deref().is_some_and(|exe| {
+                        std::path::Path::new(exe)
+                            .file_name()
+                            .is_some_and(|n| n == comm)
+                    })
                     && pid.is_none_or(|p| p == t.pid)
             }
             _ => false,
@@ -860,22 +462,24 @@ impl Report {
     pub fn function_mismatches(
         &self,
         function: &str,
-        kind: &str,
+        kind: StackKind,
         outstanding_bytes: u64,
         outstanding_allocations: u64,
     ) -> Vec<String> {
         let sum = self.function_summary(function);
+        let kind_name = name_of(&kind);
         if sum.stacks == 0 {
             return vec![format!(
                 "{function}: no stack has frames[0].function == {function:?} \
-                 (expected {outstanding_bytes} B in {outstanding_allocations} {kind} allocations)"
+                 (expected {outstanding_bytes} B in {outstanding_allocations} {kind_name} \
+                 allocations)"
             )];
         }
         let mut problems = Vec::new();
-        if sum.kinds.len() != 1 || !sum.kinds.contains(kind) {
+        if sum.kinds != [kind] {
             problems.push(format!(
-                "{function}: kind {:?}, expected only {kind:?}",
-                sum.kinds
+                "{function}: kind {:?}, expected only {kind_name:?}",
+                sum.kinds.iter().map(name_of).collect::<Vec<_>>()
             ));
         }
         if sum.totals.outstanding_bytes != outstanding_bytes {
@@ -893,16 +497,15 @@ impl Report {
         problems
     }
 
-    /// Asserts the loss counters in [`LOSS_COUNTERS`] that the report has
-    /// are all zero.
+    /// Asserts the [`DROPPING_LOSSES`] are all zero.
     #[track_caller]
     pub fn assert_no_losses(&self) {
-        let bad: Vec<String> = LOSS_COUNTERS
-            .iter()
-            .filter_map(|&k| match self.losses.get(k) {
-                Some(&v) if v != 0 => Some(format!("{k} = {v}")),
-                _ => None,
-            })
+        let bad: Vec<String> = self
+            .losses
+            .nonzero()
+            .into_iter()
+            .filter(|(k, _)| DROPPING_LOSSES.contains(k))
+            .map(|(k, v)| format!("{k} = {v}"))
             .collect();
         assert!(
             bad.is_empty(),
@@ -972,7 +575,7 @@ impl Report {
                     s.freed_bytes
                 ));
             }
-            if s.kind == "heap" {
+            if s.kind == StackKind::Heap {
                 let live = s.allocations.checked_sub(s.frees);
                 let ok = if filtered {
                     live.is_some_and(|l| s.outstanding_allocations <= l)
@@ -1013,24 +616,24 @@ impl Report {
                     .map(|p| format!("stacks[{i}] ({}): {p}", s.function().unwrap_or("?"))),
             );
         }
-        let key = |s: &Stack| -> f64 {
-            match self.sort.as_str() {
-                "outstanding" => s.outstanding_bytes as f64,
-                "count" => s.outstanding_allocations as f64,
-                _ => s.growth_bytes_per_sec,
+        let key = |s: &StackReport| -> f64 {
+            match self.sort {
+                SortBy::Outstanding => s.outstanding_bytes as f64,
+                SortBy::Count => s.outstanding_allocations as f64,
+                SortBy::Growth => s.growth_bytes_per_sec,
             }
         };
-        let key_name = match self.sort.as_str() {
-            "outstanding" => "outstanding_bytes",
-            "count" => "outstanding_allocations",
-            _ => "growth_bytes_per_sec",
+        let key_name = match self.sort {
+            SortBy::Outstanding => "outstanding_bytes",
+            SortBy::Count => "outstanding_allocations",
+            SortBy::Growth => "growth_bytes_per_sec",
         };
         for (i, pair) in self.stacks.windows(2).enumerate() {
             if key(&pair[0]) < key(&pair[1]) {
                 problems.push(format!(
                     "stacks not sorted by {key_name} (sort {:?}): stacks[{i}] has {} < \
                      stacks[{}] {}",
-                    self.sort,
+                    name_of(&self.sort),
                     key(&pair[0]),
                     i + 1,
                     key(&pair[1])
@@ -1044,28 +647,25 @@ impl Report {
             ));
         }
         if self.stacks.len() < TOP {
-            let mut sum = Totals::default();
-            for s in &self.stacks {
-                sum.add(s);
-            }
+            let listed = sum(&self.stacks);
             let ok = if filtered {
-                sum.outstanding_bytes <= t.outstanding_bytes
+                listed.outstanding_bytes <= t.outstanding_bytes
             } else {
-                sum.outstanding_bytes == t.outstanding_bytes
+                listed.outstanding_bytes == t.outstanding_bytes
             };
             if !ok {
                 problems.push(format!(
                     "sum of stacks' outstanding_bytes {} {} totals.outstanding_bytes {} \
                      (no stack was cut off by --top)",
-                    sum.outstanding_bytes,
+                    listed.outstanding_bytes,
                     if filtered { ">" } else { "!=" },
                     t.outstanding_bytes
                 ));
             }
-            if sum.allocations > t.allocations || sum.frees > t.frees {
+            if listed.allocations > t.allocations || listed.frees > t.frees {
                 problems.push(format!(
                     "stacks count more allocations/frees ({}/{}) than totals ({}/{})",
-                    sum.allocations, sum.frees, t.allocations, t.frees
+                    listed.allocations, listed.frees, t.allocations, t.frees
                 ));
             }
         }
@@ -1106,7 +706,7 @@ impl Report {
     ///   [`TIME_SLACK_SECS`]; only allocations made while tracing are
     ///   known), at least `--min-age`, and falls in the oldest non-empty
     ///   age bucket (within [`TIME_SLACK_SECS`] of its bounds).
-    pub fn stack_problems(&self, s: &Stack) -> Vec<String> {
+    pub fn stack_problems(&self, s: &StackReport) -> Vec<String> {
         let mut problems = Vec::new();
         let filtered = self.min_age_secs.is_some();
         let horizon = self.duration_secs + TIME_SLACK_SECS;
@@ -1117,7 +717,7 @@ impl Report {
             ));
         }
 
-        for (j, (a, b)) in s.steps().enumerate() {
+        for (j, (a, b)) in series_steps(s).enumerate() {
             if b.t < a.t {
                 problems.push(format!(
                     "series[{}].t {} < series[{j}].t {}",
@@ -1163,7 +763,7 @@ impl Report {
             }
         }
         let steps = s.series.len().saturating_sub(1) as u64;
-        let up = s.steps().filter(|(a, b)| b.bytes > a.bytes).count() as u64;
+        let up = series_steps(s).filter(|(a, b)| b.bytes > a.bytes).count() as u64;
         if s.intervals != steps || s.grew_intervals != up {
             problems.push(format!(
                 "intervals {} / grew_intervals {}: the series ({} points) has {steps} steps, \
@@ -1270,75 +870,119 @@ impl Report {
 
 #[cfg(test)]
 mod tests {
+    use memtrace_report::{
+        Counters, Frame, Losses, MemoryReport, MemorySample, TargetReport, Verdict,
+    };
+
     use super::*;
 
     /// A stack that grew to `outstanding` bytes in `allocs` allocations,
     /// all younger than 10 s, at `growth` bytes per second.
     fn stack_growing(
         function: &str,
-        kind: &str,
+        kind: StackKind,
         outstanding: u64,
         allocs: u64,
         growth: f64,
-    ) -> Value {
-        serde_json::json!({
-            "pid": 7, "kind": kind,
-            "outstanding_bytes": outstanding, "outstanding_allocations": allocs,
-            "allocated_bytes": outstanding, "freed_bytes": 0,
-            "allocations": allocs, "frees": 0,
-            "growth_bytes_per_sec": growth, "verdict": "growing",
-            "verdict_reason": "grew in 2/2 intervals",
-            "intervals": 2, "grew_intervals": 2,
-            "early_growth_bytes": 1, "late_growth_bytes": 1,
-            "oldest_age_secs": 1.5,
-            "age_histogram": [
-                {"min_secs": 0.0, "max_secs": 10.0, "bytes": outstanding, "allocations": allocs},
-                {"min_secs": 10.0, "max_secs": 60.0, "bytes": 0, "allocations": 0},
-                {"min_secs": 60.0, "max_secs": 600.0, "bytes": 0, "allocations": 0},
-                {"min_secs": 600.0, "max_secs": 3600.0, "bytes": 0, "allocations": 0},
-                {"min_secs": 3600.0, "max_secs": null, "bytes": 0, "allocations": 0}
+    ) -> StackReport {
+        let frame =
+            |address, function: Option<&str>, file: Option<&str>, line, module: Option<&str>| {
+                Frame {
+                    address,
+                    function: function.map(str::to_string),
+                    file: file.map(str::to_string),
+                    line,
+                    module: module.map(str::to_string),
+                }
+            };
+        StackReport {
+            pid: 7,
+            kind,
+            outstanding_bytes: outstanding,
+            outstanding_allocations: allocs,
+            allocated_bytes: outstanding,
+            freed_bytes: 0,
+            allocations: allocs,
+            frees: 0,
+            verdict: Verdict::Growing,
+            verdict_reason: "grew in 2/2 intervals".into(),
+            growth_bytes_per_sec: growth,
+            intervals: 2,
+            grew_intervals: 2,
+            early_growth_bytes: 1,
+            late_growth_bytes: 1,
+            oldest_age_secs: Some(1.5),
+            age_histogram: AGE_BUCKETS
+                .iter()
+                .enumerate()
+                .map(|(i, &(min_secs, max_secs))| AgeBucket {
+                    min_secs,
+                    max_secs,
+                    bytes: if i == 0 { outstanding } else { 0 },
+                    allocations: if i == 0 { allocs } else { 0 },
+                })
+                .collect(),
+            series: [
+                (0.0, 0, 0),
+                (1.0, outstanding / 2, allocs / 2),
+                (2.0, outstanding, allocs),
+            ]
+            .map(|(t, bytes, allocations)| SeriesPoint {
+                t,
+                bytes,
+                allocations,
+            })
+            .to_vec(),
+            frames: vec![
+                frame(0x1000, Some(function), Some("a.c"), Some(3), Some("/bin/a")),
+                frame(0x2000, None, None, None, None),
             ],
-            "series": [
-                {"t": 0.0, "bytes": 0, "allocations": 0},
-                {"t": 1.0, "bytes": outstanding / 2, "allocations": allocs / 2},
-                {"t": 2.0, "bytes": outstanding, "allocations": allocs}
-            ],
-            "frames": [
-                {"address": "0x1000", "function": function, "file": "a.c", "line": 3,
-                 "module": "/bin/a"},
-                {"address": "0x2000", "function": null, "file": null, "line": null,
-                 "module": null}
-            ],
-            "truncated": false
-        })
+            truncated: false,
+        }
     }
 
-    fn stack(function: &str, kind: &str, outstanding: u64, allocs: u64) -> Value {
+    fn stack(function: &str, kind: StackKind, outstanding: u64, allocs: u64) -> StackReport {
         stack_growing(function, kind, outstanding, allocs, 1.5)
     }
 
-    fn report_sorted(stacks: Vec<Value>, sort: &str) -> Value {
-        let out: u64 = stacks
-            .iter()
-            .map(|s| s["outstanding_bytes"].as_u64().unwrap())
-            .sum();
-        let n: u64 = stacks
-            .iter()
-            .map(|s| s["allocations"].as_u64().unwrap())
-            .sum();
-        serde_json::json!({
-            "version": 2, "duration_secs": 2.0, "sort": sort, "min_age_secs": null,
-            "targets": [{"pid": 7, "comm": "a", "exe": "/bin/a", "exited": true, "allocators": ["/lib/libc.so.6"], "memory": null}],
-            "totals": {"outstanding_bytes": out, "outstanding_allocations": n,
-                       "allocations": n, "frees": 0, "allocated_bytes": out, "freed_bytes": 0},
-            "losses": {"live_map_full": 0},
-            "oom_kills": [],
-            "stacks": stacks
-        })
+    /// A report of `stacks` (of one exited target, pid 7, none cut off) as
+    /// the JSON memtrace writes, for tests to edit.
+    fn report_sorted(stacks: Vec<StackReport>, sort: SortBy) -> Value {
+        let totals = sum(&stacks);
+        let report = model::Report {
+            version: model::REPORT_VERSION,
+            duration_secs: 2.0,
+            interval_secs: 1.0,
+            sort,
+            min_age_secs: None,
+            targets: vec![TargetReport {
+                pid: 7,
+                comm: "a".into(),
+                exe: Some("/bin/a".into()),
+                cgroup: None,
+                container: None,
+                exited: true,
+                allocators: vec!["/lib/libc.so.6".into()],
+                outstanding_bytes: totals.outstanding_bytes,
+                stacks_holding_memory: totals.stacks_holding_memory,
+                growing_stacks: totals.stacks,
+                memory: None,
+            }],
+            totals,
+            losses: Losses::default(),
+            counters: Counters::default(),
+            oom_kills: Vec::new(),
+            overhead: None,
+            sample_bytes: None,
+            probes: None,
+            unwind: None,
+            stacks,
+        };
+        serde_json::to_value(&report).unwrap()
     }
 
-    fn report(stacks: Vec<Value>) -> Value {
-        report_sorted(stacks, "outstanding")
+    fn report(stacks: Vec<StackReport>) -> Value {
+        report_sorted(stacks, SortBy::Outstanding)
     }
 
     fn problems(json: &Value) -> Vec<String> {
@@ -1350,9 +994,9 @@ mod tests {
     #[test]
     fn parses_and_finds_functions() {
         let json = report(vec![
-            stack("leak_a", "heap", 300, 3),
-            stack("leak_b", "mmap", 200, 1),
-            stack("leak_a", "heap", 100, 1),
+            stack("leak_a", StackKind::Heap, 300, 3),
+            stack("leak_b", StackKind::Mmap, 200, 1),
+            stack("leak_a", StackKind::Heap, 100, 1),
         ]);
         let r = Report::parse(&json.to_string(), "memtrace").unwrap();
         assert_eq!(r.stacks.len(), 3);
@@ -1361,14 +1005,23 @@ mod tests {
         assert_eq!(r.stacks[0].series.len(), 3);
         assert_eq!(r.stacks[0].age_bucket(0.0).bytes, 300);
         assert_eq!(r.stacks[0].age_bucket(3600.0).max_secs, None);
-        assert_eq!(r.sort, "outstanding");
+        assert_eq!(r.sort, SortBy::Outstanding);
         assert_eq!(r.min_age_secs, None);
-        assert_eq!(r.targets[0].memory, None);
+        assert!(r.targets[0].memory.is_none());
         let a = r.function_summary("leak_a");
         assert_eq!((a.stacks, a.totals.outstanding_bytes), (2, 400));
-        assert!(r.function_mismatches("leak_a", "heap", 400, 4).is_empty());
-        assert_eq!(r.function_mismatches("leak_b", "heap", 200, 1).len(), 1);
-        assert_eq!(r.function_mismatches("absent", "heap", 1, 1).len(), 1);
+        assert!(r
+            .function_mismatches("leak_a", StackKind::Heap, 400, 4)
+            .is_empty());
+        assert_eq!(
+            r.function_mismatches("leak_b", StackKind::Heap, 200, 1)
+                .len(),
+            1
+        );
+        assert_eq!(
+            r.function_mismatches("absent", StackKind::Heap, 1, 1).len(),
+            1
+        );
         assert!(
             r.consistency_problems().is_empty(),
             "{:?}",
@@ -1382,14 +1035,23 @@ mod tests {
 
     #[test]
     fn parses_target_memory() {
-        let mut json = report(vec![stack("f", "heap", 10, 2)]);
-        json["targets"][0]["memory"] = serde_json::json!({
-            "samples": [{"t": 0.0, "rss_bytes": 100, "anon_bytes": 50},
-                        {"t": 1.0, "rss_bytes": 200, "anon_bytes": 150}],
-            "rss_growth_bytes_per_hour": 360000.0, "anon_growth_bytes_per_hour": 360000.0,
-            "traced_growth_bytes_per_hour": 3600.0, "explained_share": 0.01,
-            "alert": true, "alert_threshold_bytes_per_hour": 1000.0
-        });
+        let mut json = report(vec![stack("f", StackKind::Heap, 10, 2)]);
+        let sample = |t, rss_bytes, anon_bytes, traced_bytes| MemorySample {
+            t,
+            rss_bytes,
+            anon_bytes,
+            traced_bytes,
+        };
+        json["targets"][0]["memory"] = serde_json::to_value(MemoryReport {
+            samples: vec![sample(0.0, 100, 50, 0), sample(1.0, 200, 150, 10)],
+            rss_growth_bytes_per_hour: 360000.0,
+            anon_growth_bytes_per_hour: 360000.0,
+            traced_growth_bytes_per_hour: 3600.0,
+            explained_share: Some(0.01),
+            alert: true,
+            alert_threshold_bytes_per_hour: 1000.0,
+        })
+        .unwrap();
         let r = Report::parse(&json.to_string(), "m").unwrap();
         let m = r.targets[0].memory.as_ref().unwrap();
         assert_eq!(
@@ -1403,12 +1065,13 @@ mod tests {
 
     #[test]
     fn rejects_schema_violations() {
-        let mut json = report(vec![stack("f", "heap", 1, 1)]);
+        let one = || report(vec![stack("f", StackKind::Heap, 1, 1)]);
+        let mut json = one();
         json["stacks"][0]["frames"][0]["address"] = Value::from("1000");
         let err = Report::parse(&json.to_string(), "m").unwrap_err();
         assert!(err.contains("stacks[0].frames[0].address"), "{err}");
 
-        let mut json = report(vec![stack("f", "heap", 1, 1)]);
+        let mut json = one();
         json["stacks"][0]["kind"] = Value::from("stack");
         assert!(Report::parse(&json.to_string(), "m").is_err());
 
@@ -1417,31 +1080,36 @@ mod tests {
         let err = Report::parse(&json.to_string(), "m").unwrap_err();
         assert!(err.contains("totals"), "{err}");
 
-        for verdict in VERDICTS {
-            let mut json = report(vec![stack("f", "heap", 1, 1)]);
-            json["stacks"][0]["verdict"] = Value::from(*verdict);
-            assert!(Report::parse(&json.to_string(), "m").is_ok(), "{verdict}");
+        for verdict in [
+            Verdict::Leak,
+            Verdict::Plateau,
+            Verdict::Growing,
+            Verdict::Stable,
+        ] {
+            let mut json = one();
+            json["stacks"][0]["verdict"] = Value::from(name_of(&verdict));
+            assert!(Report::parse(&json.to_string(), "m").is_ok(), "{verdict:?}");
         }
-        let mut json = report(vec![stack("f", "heap", 1, 1)]);
+        let mut json = one();
         json["stacks"][0]["verdict"] = Value::from("leaking");
         let err = Report::parse(&json.to_string(), "m").unwrap_err();
         assert!(err.contains("stacks[0].verdict"), "{err}");
 
-        let mut json = report(vec![stack("f", "heap", 1, 1)]);
+        let mut json = one();
         json["stacks"][0]["verdict_reason"] = Value::from(" ");
         let err = Report::parse(&json.to_string(), "m").unwrap_err();
         assert!(err.contains("verdict_reason"), "{err}");
 
-        let mut json = report(vec![stack("f", "heap", 1, 1)]);
+        let mut json = one();
         json["stacks"][0]["age_histogram"][4]["max_secs"] = Value::from(7200.0);
         let err = Report::parse(&json.to_string(), "m").unwrap_err();
         assert!(err.contains("age_histogram"), "{err}");
 
-        let mut json = report(vec![stack("f", "heap", 1, 1)]);
+        let mut json = one();
         json["stacks"][0]["series"] = serde_json::json!([]);
         assert!(Report::parse(&json.to_string(), "m").is_err());
 
-        let mut json = report(vec![stack("f", "heap", 1, 1)]);
+        let mut json = one();
         json["stacks"][0]["early_growth_bytes"] = Value::from(-5);
         assert!(Report::parse(&json.to_string(), "m").is_ok());
         json["stacks"][0]["late_growth_bytes"] = Value::from(0.5);
@@ -1458,11 +1126,19 @@ mod tests {
     }
 
     #[test]
+    fn dropping_losses_are_the_crates() {
+        let names = serde_json::to_value(Losses::default()).unwrap();
+        for name in DROPPING_LOSSES {
+            assert!(names.get(name).is_some(), "losses.{name} is not in {names}");
+        }
+    }
+
+    #[test]
     fn detects_inconsistencies() {
         // Unsorted, and frames[0] is malloc itself.
         let json = report(vec![
-            stack("f", "heap", 1, 1),
-            stack("malloc", "heap", 5, 1),
+            stack("f", StackKind::Heap, 1, 1),
+            stack("malloc", StackKind::Heap, 5, 1),
         ]);
         let problems = problems(&json);
         assert!(
@@ -1475,7 +1151,7 @@ mod tests {
         );
 
         // Totals that do not add up.
-        let mut json = report(vec![stack("f", "heap", 10, 1)]);
+        let mut json = report(vec![stack("f", StackKind::Heap, 10, 1)]);
         json["totals"]["outstanding_bytes"] = Value::from(11);
         assert_eq!(
             super::tests::problems(&json).len(),
@@ -1488,7 +1164,7 @@ mod tests {
     #[test]
     fn detects_evidence_inconsistencies() {
         let one = |edit: &dyn Fn(&mut Value), needle: &str| {
-            let mut json = report(vec![stack("f", "heap", 100, 4)]);
+            let mut json = report(vec![stack("f", StackKind::Heap, 100, 4)]);
             edit(&mut json["stacks"][0]);
             let problems = problems(&json);
             assert!(
@@ -1534,22 +1210,22 @@ mod tests {
     fn checks_the_order_of_each_sort_key() {
         // Growth order: a slow big stack after a fast small one.
         let stacks = vec![
-            stack_growing("fast", "heap", 10, 1, 100.0),
-            stack_growing("slow", "heap", 1000, 2, 1.0),
+            stack_growing("fast", StackKind::Heap, 10, 1, 100.0),
+            stack_growing("slow", StackKind::Heap, 1000, 2, 1.0),
         ];
-        assert!(problems(&report_sorted(stacks.clone(), "growth")).is_empty());
-        let p = problems(&report_sorted(stacks.clone(), "outstanding"));
+        assert!(problems(&report_sorted(stacks.clone(), SortBy::Growth)).is_empty());
+        let p = problems(&report_sorted(stacks.clone(), SortBy::Outstanding));
         assert!(p.len() == 1 && p[0].contains("outstanding_bytes"), "{p:?}");
-        let p = problems(&report_sorted(stacks, "count"));
+        let p = problems(&report_sorted(stacks, SortBy::Count));
         assert!(
             p.len() == 1 && p[0].contains("outstanding_allocations"),
             "{p:?}"
         );
         let stacks = vec![
-            stack_growing("slow", "heap", 1000, 2, 1.0),
-            stack_growing("fast", "heap", 10, 1, 100.0),
+            stack_growing("slow", StackKind::Heap, 1000, 2, 1.0),
+            stack_growing("fast", StackKind::Heap, 10, 1, 100.0),
         ];
-        let p = problems(&report_sorted(stacks, "growth"));
+        let p = problems(&report_sorted(stacks, SortBy::Growth));
         assert!(
             p.len() == 1 && p[0].contains("growth_bytes_per_sec"),
             "{p:?}"
@@ -1559,7 +1235,7 @@ mod tests {
     #[test]
     fn min_age_counts_only_old_allocations() {
         // 3 of 4 allocations (75 of 100 bytes) are older than --min-age 5 s.
-        let mut json = report(vec![stack("f", "heap", 100, 4)]);
+        let mut json = report(vec![stack("f", StackKind::Heap, 100, 4)]);
         json["min_age_secs"] = Value::from(5.0);
         let s = &mut json["stacks"][0];
         s["outstanding_bytes"] = Value::from(75);

@@ -8,7 +8,7 @@ use std::ffi::OsString;
 
 use memtrace_integration::{
     compile_c, contains_token, json_cmd_args, leak_signal, run_memtrace,
-    run_memtrace_stdout_closed, scratch_dir, secs, trace_until_done, CMD_TIMEOUT,
+    run_memtrace_stdout_closed, scratch_dir, secs, trace_until_done, StackExt, CMD_TIMEOUT,
 };
 
 use super::LEAK_SIZE;

@@ -73,10 +73,8 @@ fn hostile_target_leaves_memtrace_bounded() {
         ANCHORS + rounds + rounds / MMAP_EVERY,
         "totals.allocations: the anchors, a malloc per round, an mmap per {MMAP_EVERY}\n{ctx}"
     );
-    let seen = report.json["totals"]["stacks"]
-        .as_u64()
-        .expect("totals.stacks");
-    let evicted = report.counter("stacks_evicted");
+    let seen = report.totals.stacks;
+    let evicted = report.counters.stacks_evicted;
     eprintln!(
         "stack_churn: {rounds} rounds, {seen} stacks seen, {evicted} evicted; memtrace peak \
          RSS {:.1} MiB (cap {:.1} MiB)",
@@ -96,17 +94,15 @@ fn hostile_target_leaves_memtrace_bounded() {
     );
     // The kernel's stack table overflowed (counted); nothing else was lost,
     // and the stacks holding memory always had room.
-    assert!(
-        report.losses.get("stack_lost").is_some_and(|&n| n > 0),
-        "{ctx}"
-    );
-    for loss in [
-        "series_full",
-        "mapping_table_full",
-        "live_map_full",
-        "ring_buffer_full",
+    let losses = &report.losses;
+    assert!(losses.stack_lost > 0, "{ctx}");
+    for (loss, n) in [
+        ("series_full", losses.series_full),
+        ("mapping_table_full", losses.mapping_table_full),
+        ("live_map_full", losses.live_map_full),
+        ("ring_buffer_full", losses.ring_buffer_full),
     ] {
-        assert_eq!(report.losses.get(loss), Some(&0), "losses.{loss}\n{ctx}");
+        assert_eq!(n, 0, "losses.{loss}\n{ctx}");
     }
     report.assert_consistent();
 }

@@ -9,8 +9,9 @@ use std::path::PathBuf;
 
 use memtrace_integration::{
     compile_c, consistency_problems_except, run_memtrace, scratch_dir, secs, Report, RunOutput,
-    Stack, CMD_TIMEOUT,
+    CMD_TIMEOUT,
 };
+use memtrace_report::{StackReport, Verdict};
 
 /// `memtrace options -- exe args`, checked for success.
 #[track_caller]
@@ -56,12 +57,8 @@ fn loss_flood(mode: &str, extra: &[&str]) -> (Report, String) {
 fn assert_steady_leak(report: &Report) {
     let s = report.stack_of("steady_leak");
     assert_eq!(
-        (
-            s.outstanding_bytes,
-            s.outstanding_allocations,
-            s.verdict.as_str()
-        ),
-        (STEADY_LEAKS * STEADY_SIZE, STEADY_LEAKS, "leak"),
+        (s.outstanding_bytes, s.outstanding_allocations, s.verdict),
+        (STEADY_LEAKS * STEADY_SIZE, STEADY_LEAKS, Verdict::Leak),
         "steady_leak, whose stack and blocks were recorded before the table filled: \
          (outstanding_bytes, outstanding_allocations, verdict)\n{}",
         report.describe()
@@ -79,7 +76,7 @@ fn losses_line(text: &str) -> &str {
 fn full_live_table_is_counted_not_leaked() {
     let (report, text) = loss_flood("live", &["--max-live", "1024"]);
     let ctx = report.describe();
-    let lost = report.losses.get("live_map_full").copied().unwrap_or(0);
+    let lost = report.losses.live_map_full;
     let flood = report.function_summary("flood_alloc");
     assert!(
         lost > 0 && flood.totals.outstanding_bytes == 0,
@@ -96,8 +93,7 @@ fn full_live_table_is_counted_not_leaked() {
         "allocations recorded besides steady_leak's + live_map_full = the flood's 3000\n{ctx}"
     );
     assert_eq!(
-        report.counter("free_unknown"),
-        lost,
+        report.counters.free_unknown, lost,
         "counters.free_unknown: the frees of the blocks not recorded, and nothing else\n{ctx}"
     );
     assert_steady_leak(&report);
@@ -122,8 +118,7 @@ fn live_table_below_capacity_records_every_block() {
     let (report, _) = loss_flood("live", &["--max-live", "4096"]);
     let ctx = report.describe();
     assert_eq!(
-        report.losses.get("live_map_full").copied().unwrap_or(0),
-        0,
+        report.losses.live_map_full, 0,
         "3032 blocks live at once, --max-live 4096: nothing lost\n{ctx}"
     );
     assert_eq!(
@@ -132,8 +127,7 @@ fn live_table_below_capacity_records_every_block() {
         "every allocation recorded: the flood's 3000 and steady_leak's 32\n{ctx}"
     );
     assert_eq!(
-        report.counter("free_unknown"),
-        0,
+        report.counters.free_unknown, 0,
         "every free found its block\n{ctx}"
     );
     assert_eq!(
@@ -152,8 +146,8 @@ fn live_table_below_capacity_records_every_block() {
 fn full_stack_table_is_counted_and_bytes_kept() {
     let (report, text) = loss_flood("stacks", &["--max-stacks", "256"]);
     let ctx = report.describe();
-    let lost = report.losses.get("stack_lost").copied().unwrap_or(0);
-    let unknown: Vec<&Stack> = report
+    let lost = report.losses.stack_lost;
+    let unknown: Vec<&StackReport> = report
         .stacks
         .iter()
         .filter(|s| s.frames.is_empty())

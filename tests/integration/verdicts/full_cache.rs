@@ -3,6 +3,7 @@
 //! (`-- CMD` mode).
 
 use memtrace_integration::{compile_c, run_memtrace_cmd};
+use memtrace_report::{StackKind, Verdict};
 
 /// full_cache.c: 200 entries of 256 bytes, filled in the first ~0.1 s, then
 /// one random entry replaced per tick (680 ticks, 10 ms apart on average),
@@ -24,14 +25,14 @@ fn full_cache_is_a_plateau_next_to_a_steady_leak() {
     let cache = report.stack_of("cache_insert");
     assert_eq!(
         (
-            cache.kind.as_str(),
+            cache.kind,
             cache.outstanding_bytes,
             cache.outstanding_allocations,
             cache.allocations,
             cache.frees
         ),
         (
-            "heap",
+            StackKind::Heap,
             CACHE_ENTRIES * CACHE_ENTRY_SIZE,
             CACHE_ENTRIES,
             CACHE_ENTRIES + CACHE_REPLACEMENTS,
@@ -40,7 +41,8 @@ fn full_cache_is_a_plateau_next_to_a_steady_leak() {
         "cache_insert: (kind, outstanding_bytes, outstanding_allocations, allocations, frees)\n{ctx}"
     );
     assert_eq!(
-        cache.verdict, "plateau",
+        cache.verdict,
+        Verdict::Plateau,
         "cache_insert: a cache full after ~0.1 s whose entries are only replaced afterwards \
          (its samples jittering between 199 and 200 entries) grew, then stayed flat\n{ctx}"
     );
@@ -48,15 +50,20 @@ fn full_cache_is_a_plateau_next_to_a_steady_leak() {
     let steady = report.stack_of("steady_leak");
     assert_eq!(
         (
-            steady.kind.as_str(),
+            steady.kind,
             steady.outstanding_bytes,
             steady.outstanding_allocations
         ),
-        ("heap", STEADY_LEAKS * STEADY_LEAK_SIZE, STEADY_LEAKS),
+        (
+            StackKind::Heap,
+            STEADY_LEAKS * STEADY_LEAK_SIZE,
+            STEADY_LEAKS
+        ),
         "steady_leak: (kind, outstanding_bytes, outstanding_allocations)\n{ctx}"
     );
     assert_eq!(
-        steady.verdict, "leak",
+        steady.verdict,
+        Verdict::Leak,
         "steady_leak: 1000 bytes every 20 ms for ~7 s, none freed, is a leak\n{ctx}"
     );
     report.assert_target("full_cache", None);

@@ -25,8 +25,9 @@
 mod full_cache;
 
 use memtrace_integration::{
-    assert_within, compile_c, secs, trace_pid, Report, RunOutput, Stack, Tracer, Workload,
+    assert_within, compile_c, secs, trace_pid, Report, RunOutput, StackExt, Tracer, Workload,
 };
+use memtrace_report::{name_of, SortBy, StackKind, StackReport, Verdict};
 
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
@@ -113,7 +114,7 @@ fn ticks(seconds: f64) -> u64 {
 }
 
 #[track_caller]
-fn assert_verdict(s: &Stack, want: &str, why: &str, ctx: &str) {
+fn assert_verdict(s: &StackReport, want: Verdict, why: &str, ctx: &str) {
     assert_eq!(
         s.verdict,
         want,
@@ -129,16 +130,16 @@ fn assert_verdict(s: &Stack, want: &str, why: &str, ctx: &str) {
 /// blocks of 8 KiB (every free comes with a malloc of the same size), the
 /// replacements as many as the ticks after the fill, and a plateau.
 #[track_caller]
-fn assert_cache_plateau(report: &Report, ctx: &str) -> Stack {
+fn assert_cache_plateau(report: &Report, ctx: &str) -> StackReport {
     let cache = report.stack_of("cache_insert").clone();
     assert_eq!(
         (
-            cache.kind.as_str(),
+            cache.kind,
             cache.outstanding_bytes,
             cache.outstanding_allocations,
             cache.allocations - cache.frees
         ),
-        ("heap", CACHE_BYTES, CACHE_ENTRIES, CACHE_ENTRIES),
+        (StackKind::Heap, CACHE_BYTES, CACHE_ENTRIES, CACHE_ENTRIES),
         "cache_insert: (kind, outstanding_bytes, outstanding_allocations, allocations - frees) \
          of a full 256-entry cache of 8 KiB values\n{ctx}"
     );
@@ -155,7 +156,7 @@ fn assert_cache_plateau(report: &Report, ctx: &str) -> Stack {
     );
     assert_verdict(
         &cache,
-        "plateau",
+        Verdict::Plateau,
         "the cache grew for 2.55 s, then stayed at exactly 2 MiB for the rest of the run \
          (its entries replaced, never added)",
         ctx,
@@ -166,16 +167,21 @@ fn assert_cache_plateau(report: &Report, ctx: &str) -> Stack {
 /// verdict_mix.c's steady leak: only mallocs of 4 KiB, none freed, 20 per
 /// second since the go.
 #[track_caller]
-fn assert_steady_leak(report: &Report, ctx: &str) -> Stack {
+fn assert_steady_leak(report: &Report, ctx: &str) -> StackReport {
     let leak = report.stack_of("leak_steady").clone();
     assert_eq!(
         (
-            leak.kind.as_str(),
+            leak.kind,
             leak.frees,
             leak.outstanding_allocations,
             leak.outstanding_bytes
         ),
-        ("heap", 0, leak.allocations, LEAK_SIZE * leak.allocations),
+        (
+            StackKind::Heap,
+            0,
+            leak.allocations,
+            LEAK_SIZE * leak.allocations
+        ),
         "leak_steady: (kind, frees, outstanding_allocations, outstanding_bytes) should be \
          (heap, 0, allocations, 4096 * allocations): 4 KiB blocks, never freed\n{ctx}"
     );
@@ -191,7 +197,7 @@ fn assert_steady_leak(report: &Report, ctx: &str) -> Stack {
     );
     assert_verdict(
         &leak,
-        "leak",
+        Verdict::Leak,
         "4 KiB leaked every 50 ms from the go to the end, none ever freed",
         ctx,
     );
@@ -210,7 +216,7 @@ fn assert_churn_absent_or_stable(report: &Report, ctx: &str) {
     for churn in report.stacks_of("churn_work") {
         assert_verdict(
             churn,
-            "stable",
+            Verdict::Stable,
             "churn_work frees every block in the tick that allocated it",
             ctx,
         );
@@ -220,11 +226,11 @@ fn assert_churn_absent_or_stable(report: &Report, ctx: &str) {
 /// The request-scoped blocks of verdict_mix.c are always some in flight,
 /// never old, and their amount jitters without a trend: `stable`.
 #[track_caller]
-fn assert_requests_stable<'r>(report: &'r Report, ctx: &str) -> &'r Stack {
+fn assert_requests_stable<'r>(report: &'r Report, ctx: &str) -> &'r StackReport {
     let requests = report.stack_of("serve_request");
     assert_verdict(
         requests,
-        "stable",
+        Verdict::Stable,
         "serve_request's blocks live at most 1 s; ~42 are in flight at any sample",
         ctx,
     );
@@ -480,8 +486,8 @@ fn mixed_workload_gets_one_verdict_per_stack_in_json_and_text() {
     let ctx = report.describe();
 
     assert_eq!(
-        (report.sort.as_str(), report.min_age_secs),
-        ("growth", None),
+        (report.sort, report.min_age_secs),
+        (SortBy::Growth, None),
         "report (sort, min_age_secs) without --sort or --min-age\n{ctx}"
     );
     let cache = assert_cache_plateau(&report, &ctx);
@@ -514,7 +520,7 @@ fn mixed_workload_gets_one_verdict_per_stack_in_json_and_text() {
         };
         let block = lines.join("\n");
         assert!(
-            has_word(&block, &stack.verdict),
+            has_word(&block, &name_of(&stack.verdict)),
             "text report, {function}: its block should name the verdict {:?} (outside its \
              frame lines):\n{block}\n{text_ctx}",
             stack.verdict
@@ -574,7 +580,11 @@ fn sort_keys_order_the_stacks() {
     ] {
         let report = traced.report();
         let ctx = report.describe();
-        assert_eq!(report.sort, sort, "report.sort for --sort {sort}\n{ctx}");
+        assert_eq!(
+            name_of(&report.sort),
+            sort,
+            "report.sort for --sort {sort}\n{ctx}"
+        );
         let leak = report.stack_of("leak_steady");
         assert!(
             leak.outstanding_bytes < CACHE_BYTES,
