@@ -5,7 +5,7 @@
 //!
 //! - `cli` parses the command line into a [`config`] once; nothing below
 //!   `main` sees the parser's types.
-//! - `trace` runs one tracing session (targets and their lifecycle, the
+//! - `trace` runs one trace (targets and their lifecycle, the
 //!   interval loop, OOM kills); `agent` is the node agent; `offline`
 //!   renders and diffs saved reports.
 //! - `discover` finds what to hook: processes, cgroups and containers, the

@@ -252,7 +252,7 @@ impl Probes {
 
     /// Stops tracing `pid` (it exited): its tracepoint registration goes,
     /// and its probes are detached on the helper thread (each uprobe detach
-    /// waits for the kernel, ~80 ms here; the session must not). One thread
+    /// waits for the kernel, ~80 ms here; the run loop must not). One thread
     /// for all: a run that sees thousands of processes exit (forks followed,
     /// a busy node) queues their probes rather than starting a thread each.
     pub fn forget_target(&mut self, pid: u32) {

@@ -82,7 +82,7 @@ pub fn spawn_held(argv: &[String]) -> Result<HeldChild> {
         unsafe {
             libc::close(write_fd);
             // Should memtrace die while the command is stopped (at its exec
-            // or entry point, see session::continue_at_entry), the kernel
+            // or entry point, see trace::command::continue_at_entry), the kernel
             // continues it. Kept across exec (not for set-uid programs).
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGCONT);
             let mut byte = 0u8;

@@ -7,10 +7,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{kernel::Kernel, Session, ENTRY_WAIT};
+use super::{kernel::Kernel, Tracing, ENTRY_WAIT};
 use crate::{bpf::unwind, discover::target};
 
-impl Session {
+impl Tracing {
     /// The command exec'd, and the kernel stopped it there (with unwind
     /// tables, see `STOP_AT_EXEC`): it runs on to its entry point, where
     /// its loader has mapped its libraries and it stops again (up to

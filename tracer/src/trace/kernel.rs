@@ -1,7 +1,7 @@
 //! What the targets' lifecycle (`targets`) needs from below it, as a trait
 //! ([`Kernel`]), and the real thing ([`Machinery`]): the loaded eBPF
 //! programs and their tables, the allocator files, the unwind tables, the
-//! symbolizer and the per-stack series — everything a session keeps per
+//! symbolizer and the per-stack series — everything a trace keeps per
 //! process. The lifecycle decides; this carries it out. Tests put a fake in
 //! its place.
 
@@ -80,7 +80,7 @@ pub(super) trait Kernel {
     fn purge(&mut self, gone: &HashSet<u32>) -> Result<()>;
 }
 
-/// Everything a session keeps per process, below its lifecycle.
+/// Everything a trace keeps per process, below its lifecycle.
 pub(super) struct Machinery {
     pub(super) probes: Probes,
     pub(super) files: AllocatorFiles,

@@ -4,10 +4,10 @@
 
 use tracer_common::{EventKind, MmapEvent};
 
-use super::{kernel::Kernel, Session};
+use super::{kernel::Kernel, Tracing};
 use crate::accounting::series::{StackIdentity, StackKind};
 
-impl Session {
+impl Tracing {
     pub(super) fn on_mapping_event(&mut self, e: &MmapEvent) {
         let pid = e.tgid;
         if self.life.watcher.is_none() && self.life.by_pid.get(&pid).is_none_or(|t| t.exited) {

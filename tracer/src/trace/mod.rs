@@ -1,11 +1,11 @@
-//! A tracing session: attaches to the targets (given ones and the
+//! One trace run: attaches to the targets (given ones and the
 //! processes they fork when forks are followed, or on a watched node every
 //! matching process as it appears), then every interval drains the
 //! kernel's totals into the aggregator, applies mapping and process events
 //! as they arrive (fork, exec, exit, OOM kills), keeps the targets'
 //! mappings for symbolization, and ends — on Ctrl-C, SIGTERM, --duration,
 //! the exit of every target or the OOM kill of a --pid target — with the
-//! final report. This file owns the session's state and its loop; each
+//! final report. This file owns the run's state ([`Tracing`]) and its loop; each
 //! concern is a file of its own: `start` (the given targets hooked),
 //! `targets` (the lifecycle: fork, exec, exit, OOM), `kernel` (what the
 //! lifecycle asks of the machinery below, behind a trait), `sample` (every
@@ -78,8 +78,8 @@ const RESCAN_EVERY: u64 = 50;
 /// tables.
 const ENTRY_WAIT: Duration = Duration::from_secs(5);
 
-/// Everything a running session owns.
-struct Session {
+/// Everything a running trace owns.
+struct Tracing {
     mode: Mode,
     /// The targets and their lifecycle.
     life: Targets,
@@ -120,7 +120,7 @@ pub async fn run(cfg: config::Trace, child: Option<HeldChild>) -> Result<()> {
         sample_bytes: cfg.sampling.sample_bytes,
         unwind_tables,
         // The command stops at each exec, for its tables to be loaded
-        // before it runs (see `Session::continue_at_entry`).
+        // before it runs (see `Tracing::continue_at_entry`).
         stop_at_exec: child.as_ref().filter(|_| unwind_tables).map(|c| c.pid),
         follow_forks: cfg.follow_forks,
     };
@@ -171,7 +171,7 @@ pub async fn run(cfg: config::Trace, child: Option<HeldChild>) -> Result<()> {
         _ => {}
     }
     let events = drain::take_events(&mut m.probes.bpf)?;
-    let mut session = Session {
+    let mut tracing = Tracing {
         mode,
         life,
         m,
@@ -184,41 +184,41 @@ pub async fn run(cfg: config::Trace, child: Option<HeldChild>) -> Result<()> {
         housekeeping_ticks: 0,
         started: Instant::now(),
     };
-    if session.life.watcher.is_some() {
+    if tracing.life.watcher.is_some() {
         // memtrace's own allocator (the host's libc, as a rule) is known
         // from the start: processes that exec are probed on it at once.
-        session.m.files.of(std::process::id());
+        tracing.m.files.of(std::process::id());
     }
-    if session.mode == Mode::Watch(Selection::All) {
+    if tracing.mode == Mode::Watch(Selection::All) {
         // Timed before any probe goes in, and again after (see `overhead`).
-        session.meter = Some(overhead::Meter::start()?);
+        tracing.meter = Some(overhead::Meter::start()?);
     }
-    session.scan_node();
-    if session.mode == Mode::OomOnly {
-        session.remember_cgroups();
+    tracing.scan_node();
+    if tracing.mode == Mode::OomOnly {
+        tracing.remember_cgroups();
     }
-    if let Some(meter) = &mut session.meter {
+    if let Some(meter) = &mut tracing.meter {
         // memtrace's own allocator is hooked too (its calls return at once
         // in the programs) so that the calibration times probed calls.
         let me = std::process::id();
-        for file in session.m.files.of(me) {
-            session.m.probes.attach_allocator(None, &file)?;
+        for file in tracing.m.files.of(me) {
+            tracing.m.probes.attach_allocator(None, &file)?;
         }
         meter.calibrate();
     }
     // (A held child is still a copy of memtrace until it execs: its
     // mappings are read then.)
-    let held = session.child.as_ref().map(|c| c.pid);
-    let pids: Vec<u32> = session.life.by_pid.keys().copied().collect();
+    let held = tracing.child.as_ref().map(|c| c.pid);
+    let pids: Vec<u32> = tracing.life.by_pid.keys().copied().collect();
     for pid in pids.into_iter().filter(|&p| Some(p) != held) {
-        session.m.refresh_maps(pid);
+        tracing.m.refresh_maps(pid);
     }
-    if session.child.is_none() {
+    if tracing.child.is_none() {
         // (A held child is still a copy of memtrace until it execs.)
-        session.sample_memory(0.0, cfg);
+        tracing.sample_memory(0.0, cfg);
     }
-    start::announce(&session, cfg);
-    if let Some(c) = session.child.as_mut() {
+    start::announce(&tracing, cfg);
+    if let Some(c) = tracing.child.as_mut() {
         c.release()?;
     }
     // SAFETY: the ring buffer owns its fd and is moved into the AsyncFd,
@@ -226,32 +226,32 @@ pub async fn run(cfg: config::Trace, child: Option<HeldChild>) -> Result<()> {
     let mut events = unsafe { AsyncFd::register(events) }
         .map_err(|e| e.into_parts().1)
         .context("polling the event ring buffer")?;
-    let mut live = match session.mode {
+    let mut live = match tracing.mode {
         Mode::OomOnly => Live::choose(false, true),
         _ => Live::choose(cfg.live_table, output::machine_on_stdout(outputs)),
     };
-    session
+    tracing
         .event_loop(cfg, &mut events, &mut live, &mut stop)
         .await?;
     live.finish();
 
     // Final drain: whatever arrived since the last tick.
-    session.drain(cfg, events.get_mut())?;
-    if session.mode == Mode::OomOnly {
+    tracing.drain(cfg, events.get_mut())?;
+    if tracing.mode == Mode::OomOnly {
         // The kills went out as they happened; files get the whole report.
         let files: Vec<config::Output> = outputs
             .iter()
             .filter(|o| o.path.is_some())
             .cloned()
             .collect();
-        let report = session.report(cfg, 0);
+        let report = tracing.report(cfg, 0);
         return output::write_report(&report, &files, cfg.outputs.render_options());
     }
-    session.sample(cfg)?;
-    session.stop_child();
-    let report = session.report(cfg, output::stacks_needed(&cfg.outputs));
+    tracing.sample(cfg)?;
+    tracing.stop_child();
+    let report = tracing.report(cfg, output::stacks_needed(&cfg.outputs));
     output::write_report(&report, outputs, cfg.outputs.render_options())?;
-    let probes = session.m.probes.probe_count;
+    let probes = tracing.m.probes.probe_count;
     if probes * DETACH_MS > 2000 {
         crate::note(&format!(
             "detaching {probes} probes: the kernel takes ~{DETACH_MS} ms for each, one at a \
@@ -266,7 +266,7 @@ pub async fn run(cfg: config::Trace, child: Option<HeldChild>) -> Result<()> {
 /// closing them from several threads at once took as long).
 const DETACH_MS: usize = 80;
 
-impl Session {
+impl Tracing {
     async fn event_loop(
         &mut self,
         cfg: &config::Trace,

@@ -2,10 +2,10 @@
 //! cgroups `--oom-only` remembers): every process looked at, at start and
 //! every rescan.
 
-use super::Session;
+use super::Tracing;
 use crate::discover::{cgroup, select, target};
 
-impl Session {
+impl Tracing {
     /// --oom-only: reads every process's cgroup (at start and every
     /// [`RESCAN_EVERY`](super::RESCAN_EVERY) ticks; bounded by the processes on the node).
     pub(super) fn remember_cgroups(&mut self) {

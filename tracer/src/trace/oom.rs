@@ -13,7 +13,7 @@ use memtrace_report::OomKill;
 use anyhow::Result;
 use memtrace_report::render::text::{oom_line, oom_log_line};
 
-use super::Session;
+use super::Tracing;
 use crate::{
     accounting::report,
     config::{self, Mode},
@@ -62,7 +62,7 @@ pub fn kill_from_event(
     }
 }
 
-impl Session {
+impl Tracing {
     /// The OOM killer chose a victim: if it is traced, its stacks are read
     /// from the kernel tables right away (they outlive the process until
     /// memtrace drops them) and symbolized through the files kept open for

@@ -9,7 +9,7 @@ use anyhow::Result;
 use memtrace_report::{MemorySample, ProbesReport, Report, TargetReport};
 use tracer_common::StackKey;
 
-use super::{min_gap, Session, MAX_SAMPLES};
+use super::{min_gap, Tracing, MAX_SAMPLES};
 use crate::{
     accounting::{
         report::{self, ReportContext},
@@ -20,7 +20,7 @@ use crate::{
     discover::target,
 };
 
-impl Session {
+impl Tracing {
     /// Reads the kernel's totals and the ages of live allocations, appends
     /// a sample to every series, and reads the targets' resident memory.
     pub(super) fn sample(&mut self, cfg: &config::Trace) -> Result<()> {

@@ -1,4 +1,4 @@
-//! The start of a session: the targets given on the command line hooked
+//! The start of a trace: the targets given on the command line hooked
 //! before the run (a `--pid` process on every allocator it maps, a held
 //! `-- CMD` child on its program's libraries before it execs), and the
 //! line that says what is traced.
@@ -7,7 +7,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
-use super::{kernel::Machinery, targets::Target, Session};
+use super::{kernel::Machinery, targets::Target, Tracing};
 use crate::{
     accounting::verdict,
     config::{self, Mode, Selection},
@@ -102,11 +102,11 @@ pub(super) fn attach_command(m: &mut Machinery, child: &HeldChild) -> Result<Tar
     Ok(Target::new(info, allocators))
 }
 
-pub(super) fn announce(session: &Session, cfg: &config::Trace) {
+pub(super) fn announce(tracing: &Tracing, cfg: &config::Trace) {
     if let Some(d) = cfg
         .sampling
         .duration
-        .filter(|_| session.mode != Mode::OomOnly)
+        .filter(|_| tracing.mode != Mode::OomOnly)
     {
         let intervals = d.as_secs_f64() / cfg.sampling.interval.as_secs_f64();
         if intervals < verdict::MIN_LEAK_INTERVALS as f64 {
@@ -124,7 +124,7 @@ pub(super) fn announce(session: &Session, cfg: &config::Trace) {
         None => "until Ctrl-C".to_string(),
     };
     let hooked = || {
-        let mut files: Vec<&str> = session
+        let mut files: Vec<&str> = tracing
             .life
             .by_pid
             .values()
@@ -134,14 +134,14 @@ pub(super) fn announce(session: &Session, cfg: &config::Trace) {
         files.dedup();
         files.join(", ")
     };
-    match &session.mode {
+    match &tracing.mode {
         Mode::OomOnly => {
             return crate::note(&format!("watching for OOM kills on this node {until}"));
         }
         Mode::Watch(Selection::All) => {
             return crate::note(&format!(
                 "tracing every process ({} now) {until}; allocator probed for all processes in: {}",
-                session.life.by_pid.len(),
+                tracing.life.by_pid.len(),
                 hooked()
             ));
         }
@@ -162,7 +162,7 @@ pub(super) fn announce(session: &Session, cfg: &config::Trace) {
             if let Some(c) = &f.container {
                 criteria.push(format!("--container {c}"));
             }
-            let pids: Vec<String> = session.life.by_pid.keys().map(|p| p.to_string()).collect();
+            let pids: Vec<String> = tracing.life.by_pid.keys().map(|p| p.to_string()).collect();
             return crate::note(&format!(
                 "tracing processes matching {} as they appear {until} ({} now{})",
                 criteria.join(" "),
@@ -176,7 +176,7 @@ pub(super) fn announce(session: &Session, cfg: &config::Trace) {
         }
         _ => {}
     }
-    let what: Vec<String> = session
+    let what: Vec<String> = tracing
         .life
         .by_pid
         .values()

@@ -1,4 +1,4 @@
-//! The targets of a session and their lifecycle: who is traced, and what
+//! The targets of a trace and their lifecycle: who is traced, and what
 //! happens to a target when it forks (the child becomes a target, a pid
 //! still held by a dead one is purged first), execs (its old image's blocks
 //! are released, its new image hooked, or it is found to be the pid's next
@@ -92,7 +92,7 @@ impl Watcher {
     }
 }
 
-/// The session's targets and what is known of processes gone.
+/// The trace's targets and what is known of processes gone.
 #[derive(Default)]
 pub(super) struct Targets {
     pub(super) by_pid: BTreeMap<u32, Target>,
