@@ -2,25 +2,9 @@
 //! verdict — `leak`, `plateau`, `growing` or `stable` — with a one-line
 //! reason. The same statistics serve per-stack series and per-process RSS.
 //!
-//! The rules, in order (all on the series since it last left its starting
-//! level, so a leak that started late is judged on its own span):
-//! - `plateau`: it rose by more than 5 % of its peak, and then stayed within
-//!   that band for at least a third of the window (and two intervals).
-//! - `stable`: no significant growth — the net rise stays within the band,
-//!   or the trend is neither clear of the noise (rising at every step but
-//!   one in eight, and the Theil–Sen trend over the window exceeds three times the
-//!   RMS scatter around it: what a few clean samples of a leak show) nor
-//!   significant by the Mann–Kendall test (one-sided, p < 0.005: what many
-//!   noisy samples show, e.g. a rising sawtooth whose teeth are taller than
-//!   its rise). Both look past the window's first point (see `analyse`).
-//! - `leak`: significant growth over at least four intervals, in every third
-//!   of the window, not slowing down (the last third grew at least a third
-//!   as much as the first), in most intervals (60 %), and the oldest live
-//!   allocation is at least half as old as the growth — old allocations
-//!   keep accumulating.
-//! - `growing`: significant growth that misses one of the leak rules (too
-//!   short, slowing, irregular, or only young allocations live); the reason
-//!   says which.
+//! The rules — `plateau`, `stable`, `leak`, `growing`, in that order, and
+//! what each looks at — are stated once, in docs/verdicts.md; the constants
+//! below are their thresholds.
 
 use memtrace_report::units::{bytes, rate_per_min};
 pub use memtrace_report::Verdict;
