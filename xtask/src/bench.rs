@@ -125,6 +125,8 @@ struct Row {
 
 #[derive(Debug, Serialize)]
 struct Results {
+    /// Where it ran: kernel, CPUs, glibc.
+    machine: String,
     /// The memtrace binary timed.
     memtrace_bin: PathBuf,
     pairs_per_run: u64,
@@ -348,8 +350,13 @@ fn render_markdown(results: &Value) -> Result<String> {
     let rows = rows
         .as_array()
         .context("bench results: `rows` is no list")?;
+    let machine = results
+        .get("machine")
+        .and_then(Value::as_str)
+        .map_or(String::new(), |m| format!("{m}; "));
     let mut md = format!(
-        "ns per allocate+free pair, median of {} runs of {} pairs (`cargo xtask bench`):\n\n",
+        "{machine}ns per allocate+free pair, median of {} runs of {} pairs (`cargo xtask \
+         bench`):\n\n",
         field(results, "repeat")?,
         field(results, "pairs_per_run")?
     );
@@ -387,13 +394,13 @@ fn render_markdown(results: &Value) -> Result<String> {
         .context("bench results: `ratios` is no list")?
     {
         md += &format!(
-            "| {} | {} | {} | {} | +{} ns/pair | +{} ns/pair |\n",
+            "| {} | {} | {} | {} | {:+.0} ns/pair | {:+.0} ns/pair |\n",
             field(x, "mode")?.as_str().unwrap_or("?"),
             fixed(num(x, "full_vs_naive_floor")?, 2),
             fixed(num(x, "full_vs_bpftrace_script")?, 2),
             fixed(num(x, "sampled_vs_bpftrace_script")?, 2),
-            fixed(num(x, "auto_unwind_over_fp_ns")?, 0),
-            fixed(num(x, "dwarf_unwind_over_fp_ns")?, 0),
+            num(x, "auto_unwind_over_fp_ns")?,
+            num(x, "dwarf_unwind_over_fp_ns")?,
         );
     }
     let own = field(results, "own_cost")?;
@@ -412,6 +419,19 @@ fn render_markdown(results: &Value) -> Result<String> {
         fixed(num(&own, "live_blocks_peak_rss_bytes")? / 1048576.0, 1)
     );
     Ok(md)
+}
+
+/// "kernel 6.18.0, 2 CPUs, glibc 2.36": what the figures depend on.
+fn machine() -> String {
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let cpus = thread::available_parallelism().map_or(0, |n| n.get());
+    // SAFETY: gnu_get_libc_version returns a static NUL-terminated string.
+    let glibc = unsafe { std::ffi::CStr::from_ptr(libc::gnu_get_libc_version()) };
+    format!(
+        "kernel {}, {cpus} CPUs, glibc {}",
+        kernel.trim(),
+        glibc.to_string_lossy()
+    )
 }
 
 fn summarize(args: &BenchArgs, rows: Vec<Row>, memtrace_bin: PathBuf) -> Results {
@@ -450,6 +470,7 @@ fn summarize(args: &BenchArgs, rows: Vec<Row>, memtrace_bin: PathBuf) -> Results
         .max()
         .unwrap_or(0);
     Results {
+        machine: machine(),
         memtrace_bin,
         pairs_per_run: args.pairs,
         repeat: args.repeat,
@@ -493,8 +514,8 @@ fn print_table(r: &Results) {
             x.mode, x.full_vs_naive_floor, x.full_vs_bpftrace_script, x.sampled_vs_bpftrace_script
         );
         println!(
-            "{:<6}: stack walk over the frame-pointer walk: +{:.0} ns/pair with --unwind auto, \
-             +{:.0} ns/pair with --unwind dwarf (5 frames: allocate, main, 2 in libc, _start)",
+            "{:<6}: stack walk over the frame-pointer walk: {:+.0} ns/pair with --unwind auto, \
+             {:+.0} ns/pair with --unwind dwarf (5 frames: allocate, main, 2 in libc, _start)",
             x.mode, x.auto_unwind_over_fp_ns, x.dwarf_unwind_over_fp_ns
         );
     }
