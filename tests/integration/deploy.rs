@@ -128,7 +128,7 @@ fn which(name: &str) -> Option<PathBuf> {
 }
 
 /// The Python kubernetes-validate runs on (so PyYAML is there): its venv's
-/// `python3`, else its shebang interpreter, else `python3` on PATH.
+/// `python3`, else its shebang interpreter, else Debian's `/usr/bin/python3`.
 fn python_with_yaml(exe: &Path) -> Option<PathBuf> {
     let real = exe.canonicalize().unwrap_or_else(|_| exe.to_path_buf());
     let sibling = real.parent().map(|dir| dir.join("python3"));
@@ -143,7 +143,7 @@ fn python_with_yaml(exe: &Path) -> Option<PathBuf> {
             first
         }))
     });
-    [sibling, shebang, Some(PathBuf::from("python3"))]
+    [sibling, shebang, Some(PathBuf::from("/usr/bin/python3"))]
         .into_iter()
         .flatten()
         .find(|python| {

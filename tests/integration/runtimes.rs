@@ -124,8 +124,10 @@ fn node_cache_is_named_by_its_javascript_function() {
 
 #[test]
 fn python_dict_growth_gets_a_verdict() {
+    // Debian's python3 by path (`python3` on PATH may be a pyenv shim
+    // script, which would be the traced process).
     let python = PathBuf::from(
-        std::env::var_os("PYTHON").unwrap_or_else(|| std::ffi::OsString::from("python3")),
+        std::env::var_os("PYTHON").unwrap_or_else(|| std::ffi::OsString::from("/usr/bin/python3")),
     );
     let script = memtrace_integration::workspace_root().join("tests/workloads/py_dict.py");
     let (report, _) = trace_runtime(&python, &[script.to_str().unwrap()]);
