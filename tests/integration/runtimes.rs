@@ -124,11 +124,12 @@ fn node_cache_is_named_by_its_javascript_function() {
 
 #[test]
 fn python_dict_growth_gets_a_verdict() {
-    // Debian's python3 by path (`python3` on PATH may be a pyenv shim
-    // script, which would be the traced process).
-    let python = PathBuf::from(
-        std::env::var_os("PYTHON").unwrap_or_else(|| std::ffi::OsString::from("/usr/bin/python3")),
-    );
+    // CPython 3.11 by path: pyenv's, whose shared libpython has symbols
+    // (`python3` on PATH is a pyenv shim script; Debian's static
+    // /usr/bin/python3.11 has none). $PYTHON overrides it.
+    let python = std::env::var_os("PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| pyenv_python("3.11"));
     let script = memtrace_integration::workspace_root().join("tests/workloads/py_dict.py");
     let (report, _) = trace_runtime(&python, &[script.to_str().unwrap()]);
     let ctx = report.describe();
@@ -153,4 +154,32 @@ fn python_dict_growth_gets_a_verdict() {
         "{}",
         top.summary()
     );
+}
+
+/// The interpreter of pyenv's CPython `minor` (e.g. "3.11"), newest patch
+/// release first; panics naming what is missing.
+fn pyenv_python(minor: &str) -> PathBuf {
+    let versions = Path::new("/root/.pyenv/versions");
+    let mut found: Vec<PathBuf> = std::fs::read_dir(versions)
+        .unwrap_or_else(|e| panic!("{}: {e} (CPython {minor} from pyenv)", versions.display()))
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|dir| {
+            dir.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&format!("{minor}.")))
+        })
+        .map(|dir| dir.join("bin").join(format!("python{minor}")))
+        .filter(|exe| exe.is_file())
+        .collect();
+    // By patch number: 3.11.10 is newer than 3.11.7.
+    let patch = |exe: &PathBuf| -> u32 {
+        exe.ancestors()
+            .nth(2)
+            .and_then(|dir| dir.file_name()?.to_str()?.rsplit('.').next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    found.sort_by_key(patch);
+    found
+        .pop()
+        .unwrap_or_else(|| panic!("no CPython {minor} under {}", versions.display()))
 }
