@@ -285,6 +285,22 @@ pub struct TargetReport {
     pub growing_stacks: u64,
     /// Its resident memory over time (None when /proc could not tell).
     pub memory: Option<MemoryReport>,
+    /// How long it ran before its probes were in, when it could not be
+    /// held until then (None: traced from its first instruction, or from
+    /// the moment it was attached to by pid).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unseen: Option<Unseen>,
+}
+
+/// A time a target ran unseen: allocations it made then are not in the
+/// report.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Unseen {
+    /// What it ran unseen after: "fork" (a followed child) or "exec" (its
+    /// new image).
+    pub after: String,
+    /// For how long, in milliseconds.
+    pub ms: f64,
 }
 
 /// One reading of a process's resident memory.
@@ -366,6 +382,11 @@ pub struct Losses {
     /// (`--max-live`) was full.
     #[serde(default)]
     pub mapping_table_full: u64,
+    /// Processes forked by targets that could not be held until their
+    /// probes were in (the table of held children was full): each ran
+    /// unseen for a while (its target says how long).
+    #[serde(default)]
+    pub hold_full: u64,
 }
 
 impl Losses {
@@ -382,6 +403,7 @@ impl Losses {
             ("targets_full", self.targets_full),
             ("series_full", self.series_full),
             ("mapping_table_full", self.mapping_table_full),
+            ("hold_full", self.hold_full),
         ]
         .into_iter()
         .filter(|(_, v)| *v > 0)
@@ -552,6 +574,7 @@ pub(crate) mod fixtures {
             stacks_holding_memory: 0,
             growing_stacks: 0,
             memory: None,
+            unseen: None,
         }
     }
 

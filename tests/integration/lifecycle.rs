@@ -10,7 +10,10 @@
 //!   killed mid-call ends the trace early with its report and `exited:
 //!   true`;
 //! - forks are followed in `-- CMD` mode and with `--pid --follow-forks`,
-//!   not with plain `--pid` (fork_follow.c);
+//!   not with plain `--pid` (fork_follow.c), and children that allocate
+//!   at once — forked, vfork'd and exec'd, posix_spawn'd, in constructors
+//!   — are traced from their first allocation, under their own names
+//!   (fork_first.c);
 //! - a pid handed to another process right after the target exits is not
 //!   mistaken for it (pid_reuse.c).
 
@@ -341,6 +344,89 @@ fn release_family(tracer: &mut Tracer, parent: u32, followed: bool) -> Vec<f64> 
         pid = child;
     }
     delays
+}
+
+/// fork_first.c: what each kind of child keeps the instant it exists.
+const FORKED: (u64, u64) = (8, 4000);
+const EARLY: (u64, u64) = (3, 5000);
+const EXECD: (u64, u64) = (4, 6000);
+const GRANDCHILD: (u64, u64) = (2, 7000);
+
+/// Children that allocate at once — after fork, vfork + exec and
+/// posix_spawn, in a constructor before main, and a grandchild — are
+/// traced from their first allocation (held by the kernel until their
+/// probes are in), each under its own pid and name.
+#[test]
+fn command_mode_traces_children_from_their_first_allocation() {
+    let exe = compile_c("fork_first");
+    let dir = scratch_dir("fork_first");
+    // A copy under another name: what the exec'd children run.
+    let spawned = dir.join("first_spawned");
+    std::fs::copy(&exe, &spawned).expect("copying fork_first");
+    let report = run_memtrace_cmd(&[], &[exe.as_os_str(), spawned.as_os_str()]);
+    let ctx = report.describe();
+    // (function, blocks per process, size, processes)
+    let want = [
+        ("forked_leak", FORKED, 9),
+        ("early_leak", EARLY, 2),
+        ("exec_leak", EXECD, 1),
+        ("spawn_leak", EXECD, 1),
+        ("grandchild_leak", GRANDCHILD, 1),
+    ];
+    for (function, (blocks, size), processes) in want {
+        let stacks = report.stacks_of(function);
+        let mut pids: Vec<u32> = stacks.iter().map(|s| s.pid).collect();
+        pids.sort_unstable();
+        pids.dedup();
+        let bytes: u64 = stacks.iter().map(|s| s.outstanding_bytes).sum();
+        let allocations: u64 = stacks.iter().map(|s| s.outstanding_allocations).sum();
+        assert_eq!(
+            (pids.len(), allocations, bytes),
+            (
+                processes,
+                blocks * processes as u64,
+                blocks * size * processes as u64
+            ),
+            "{function}: (processes, outstanding_allocations, outstanding_bytes)\n{ctx}"
+        );
+    }
+    let spawned_pids: Vec<u32> = ["exec_leak", "spawn_leak"]
+        .iter()
+        .map(|f| report.stack_of(f).pid)
+        .collect();
+    let mut names: Vec<(&str, &str)> = report
+        .targets
+        .iter()
+        .map(|t| {
+            let exe = t.exe.as_deref().unwrap_or("?");
+            (t.comm.as_str(), exe.rsplit('/').next().unwrap_or(exe))
+        })
+        .collect();
+    names.sort_unstable();
+    let mut want_names = vec![("fork_first", "fork_first"); 11];
+    want_names.extend([("first_spawned", "first_spawned"); 2]);
+    want_names.sort_unstable();
+    assert_eq!(
+        names, want_names,
+        "targets (comm, exe's file name): the head, its 9 forked children and grandchild under \
+         the head's name, the two exec'd under the copy's (pids {spawned_pids:?})\n{ctx}"
+    );
+    assert!(
+        report
+            .targets
+            .iter()
+            .all(|t| t.exited && t.unseen.is_none()),
+        "every target exited, none attached late\n{ctx}"
+    );
+    assert_eq!(
+        report.totals.outstanding_bytes,
+        want.iter()
+            .map(|(_, (blocks, size), n)| blocks * size * *n as u64)
+            .sum::<u64>(),
+        "totals.outstanding_bytes: the children's leaks, nothing else\n{ctx}"
+    );
+    report.assert_no_losses();
+    report.assert_consistent();
 }
 
 #[test]

@@ -23,11 +23,13 @@
 //! - `security`: planted links, no memory contents in reports;
 //! - `robustness`: nothing left behind, losses counted, hostile targets;
 //! - `runtimes`: Go, Node and Python programs;
+//! - `anchors`: real programs' children against valgrind memcheck;
 //! - `soak`: a minute of leak and churn keeps memtrace flat;
 //! - `regression`: bugs whose cause is known.
 
 mod agent;
 mod allocators;
+mod anchors;
 mod attach;
 mod cli;
 mod deploy;

@@ -6,7 +6,9 @@
 
 use std::path::{Path, PathBuf};
 
-use memtrace_integration::{json_args_with, secs, trace_pid, Report, StackExt, Workload};
+use memtrace_integration::{
+    json_args_with, pyenv_python, secs, trace_pid, Report, StackExt, Workload,
+};
 use memtrace_report::{StackKind, StackReport, Verdict};
 
 /// Starts `program args` (a workload printing "ready"), traces it for
@@ -154,32 +156,4 @@ fn python_dict_growth_gets_a_verdict() {
         "{}",
         top.summary()
     );
-}
-
-/// The interpreter of pyenv's CPython `minor` (e.g. "3.11"), newest patch
-/// release first; panics naming what is missing.
-fn pyenv_python(minor: &str) -> PathBuf {
-    let versions = Path::new("/root/.pyenv/versions");
-    let mut found: Vec<PathBuf> = std::fs::read_dir(versions)
-        .unwrap_or_else(|e| panic!("{}: {e} (CPython {minor} from pyenv)", versions.display()))
-        .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|dir| {
-            dir.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(&format!("{minor}.")))
-        })
-        .map(|dir| dir.join("bin").join(format!("python{minor}")))
-        .filter(|exe| exe.is_file())
-        .collect();
-    // By patch number: 3.11.10 is newer than 3.11.7.
-    let patch = |exe: &PathBuf| -> u32 {
-        exe.ancestors()
-            .nth(2)
-            .and_then(|dir| dir.file_name()?.to_str()?.rsplit('.').next()?.parse().ok())
-            .unwrap_or(0)
-    };
-    found.sort_by_key(patch);
-    found
-        .pop()
-        .unwrap_or_else(|| panic!("no CPython {minor} under {}", versions.display()))
 }

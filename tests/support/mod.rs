@@ -54,14 +54,14 @@ pub use checks::{consistency_problems_except, losses_except};
 pub use compile::{compile_c, compile_c_using, compile_c_with, CFLAGS};
 pub use process::{
     json_args_with, json_cmd_args, run_memtrace, run_memtrace_cmd, run_memtrace_cmd_env,
-    run_memtrace_stdout_closed, send_signal, trace_handshake, trace_pid, trace_until_done,
-    RunOutput, Tracer, Workload, CMD_TIMEOUT, JSON_ARGS, TRACING_TIMEOUT,
+    run_memtrace_in_env, run_memtrace_stdout_closed, send_signal, trace_handshake, trace_pid,
+    trace_until_done, RunOutput, Tracer, Workload, CMD_TIMEOUT, JSON_ARGS, TRACING_TIMEOUT,
 };
 pub use report::{
     FunctionSummary, Report, StackExt, AGE_BUCKETS, ALLOCATOR_SYMBOLS, DROPPING_LOSSES,
     TIME_SLACK_SECS, TOP,
 };
-pub use workloads::{busy_loop, leak_signal, BUSY_LEAK_SIZE};
+pub use workloads::{busy_loop, leak_signal, pyenv_python, BUSY_LEAK_SIZE};
 
 /// User nobody's uid (and gid): a user without any privilege.
 pub const NOBODY: u32 = 65534;

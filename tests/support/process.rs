@@ -5,7 +5,7 @@ use std::ffi::{OsStr, OsString};
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
@@ -307,6 +307,10 @@ struct SpawnOptions {
     /// Give the process a stdout pipe whose read end is closed at once
     /// (nothing is captured from stdout).
     close_stdout: bool,
+    /// Start from an empty environment: `env` is all of it.
+    clear_env: bool,
+    /// The working directory (else the test's).
+    cwd: Option<PathBuf>,
 }
 
 /// A process started by a test in its own process group, with stdout and
@@ -357,7 +361,18 @@ impl Running {
                 .collect();
             command = format!("{} {command}", env.join(" "));
         }
-        let mut child = Command::new(program)
+        if options.clear_env {
+            command = format!("env -i {command}");
+        }
+        let mut child = Command::new(program);
+        if options.clear_env {
+            child.env_clear();
+        }
+        if let Some(dir) = &options.cwd {
+            command = format!("cd {} && {command}", quote(dir.as_os_str()));
+            child.current_dir(dir);
+        }
+        let mut child = child
             .args(args)
             .envs(options.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
@@ -498,6 +513,24 @@ impl Drop for Running {
 pub fn run_memtrace<S: AsRef<OsStr>>(args: &[S], timeout: Duration) -> RunOutput {
     let args: Vec<OsString> = args.iter().map(|a| a.as_ref().to_os_string()).collect();
     Running::spawn(&memtrace_bin(), &args, None, None).wait(timeout)
+}
+
+/// Like [`run_memtrace`], in `dir`, with `env` as memtrace's whole
+/// environment (and so its command's).
+pub fn run_memtrace_in_env<S: AsRef<OsStr>>(
+    args: &[S],
+    dir: &Path,
+    env: &[(String, String)],
+    timeout: Duration,
+) -> RunOutput {
+    let args: Vec<OsString> = args.iter().map(|a| a.as_ref().to_os_string()).collect();
+    let options = SpawnOptions {
+        env: env.iter().map(|(k, v)| (k.into(), v.into())).collect(),
+        clear_env: true,
+        cwd: Some(dir.to_path_buf()),
+        ..SpawnOptions::default()
+    };
+    Running::spawn_with(&memtrace_bin(), &args, &options, None, None).wait(timeout)
 }
 
 /// Like [`run_memtrace`], but memtrace's stdout is a pipe whose read end
@@ -751,7 +784,7 @@ impl Workload {
                 .iter()
                 .map(|(k, v)| (k.as_ref().to_os_string(), v.as_ref().to_os_string()))
                 .collect(),
-            close_stdout: false,
+            ..SpawnOptions::default()
         };
         let (tx, rx) = mpsc::channel();
         Workload {

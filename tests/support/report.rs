@@ -967,6 +967,7 @@ mod tests {
                 stacks_holding_memory: totals.stacks_holding_memory,
                 growing_stacks: totals.stacks,
                 memory: None,
+                unseen: None,
             }],
             totals,
             losses: Losses::default(),

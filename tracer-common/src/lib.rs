@@ -385,7 +385,10 @@ pub struct ProcessEvent {
     pub pgtables_kb: u64,
     /// OOM: the victim's `oom_score_adj` (-1000..1000).
     pub oom_score_adj: i32,
-    pub _pad: u32,
+    /// Fork: 1 when the child stops at its first return to user space
+    /// until userspace releases it (targets are held), 0 when it is not
+    /// held (it runs on while its probes go in).
+    pub held: u32,
     /// The process's name (exec: the new one; fork: the parent's, which
     /// the child shares; OOM: the victim's), NUL padded.
     pub comm: [u8; 16],
@@ -504,6 +507,10 @@ stats! {
         /// Unsampled allocator calls whose return probe was skipped (uprobe
         /// session path, see [`COOKIE_MAY_SKIP`]). Not a loss.
         ReturnSkipped = 16,
+        /// A followed fork's child could not be held until its probes were
+        /// in (the table of held children was full, [`MAX_HELD`]): what it
+        /// allocated before them is not seen (its target says how long).
+        HoldFull = 17,
     }
 }
 
@@ -521,6 +528,10 @@ const _: () = {
 
 /// Capacity of the `TARGETS` map (processes traced one by one).
 pub const MAX_TARGETS: u32 = 4096;
+
+/// Children of targets held at once, between their fork and the moment
+/// userspace has put their probes in (milliseconds each).
+pub const MAX_HELD: u32 = 1024;
 
 /// Names of the eBPF programs' global settings, written by userspace at
 /// load time (`EbpfLoader::set_global`); each is a u32, 0 by default.
@@ -541,6 +552,7 @@ pub mod config {
     /// (SIGSTOP) at each of its execs until userspace has set a stop at
     /// the new image's entry point (0: none).
     pub const STOP_AT_EXEC: &str = "STOP_AT_EXEC";
+
     /// Offset of `group_dead` in the `sched/sched_process_exit` record, or
     /// 0 where the kernel's record has no such field (before 6.x): then a
     /// process's exit is its main thread's.

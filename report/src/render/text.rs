@@ -59,6 +59,13 @@ pub fn render(report: &Report, top: usize) -> String {
                 t.growing_stacks
             );
         }
+        if let Some(u) = &t.unseen {
+            let _ = writeln!(
+                w,
+                "    attached {:.1} ms after its {}: allocations before that not seen",
+                u.ms, u.after
+            );
+        }
         if let Some(c) = &t.container {
             let _ = writeln!(w, "    container: {}", describe_container(c));
         }

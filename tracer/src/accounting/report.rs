@@ -209,6 +209,7 @@ pub fn build(ctx: ReportContext<'_>, agg: &Aggregator, frames: &mut Frames<'_>) 
             targets_full: stat(Stat::TargetsFull),
             series_full: agg.series_full,
             mapping_table_full: ctx.mapping_table_full,
+            hold_full: stat(Stat::HoldFull),
         },
         counters: Counters {
             free_unknown: stat(Stat::FreeUnknown),

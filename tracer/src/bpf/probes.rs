@@ -103,6 +103,14 @@ const TRACEPOINTS: &[(&str, &str, &str)] = &[
 const EXEC_TRACEPOINT: (&str, &str, &str) = ("sched", "sched_process_exec", "sched_process_exec");
 /// Attached while forks are followed (`-- CMD`, `--follow-forks`).
 const FORK_TRACEPOINT: (&str, &str, &str) = ("task", "task_newtask", "task_newtask");
+/// Attached while targets are held (see [`Settings::hold_targets`]): the
+/// returns of the calls that make processes, where a held child stops.
+const FORK_RETURN_TRACEPOINTS: &[(&str, &str, &str)] = &[
+    ("syscalls", "sys_exit_clone", "fork_return"),
+    ("syscalls", "sys_exit_clone3", "fork_return"),
+    ("syscalls", "sys_exit_fork", "fork_return"),
+    ("syscalls", "sys_exit_vfork", "fork_return"),
+];
 /// Attached in every mode.
 const OOM_TRACEPOINT: (&str, &str, &str) = ("oom", "mark_victim", "oom_mark_victim");
 
@@ -128,6 +136,19 @@ pub struct Probes {
     pub exits_are_final: bool,
     /// Feeds the thread that detaches the probes of processes gone.
     detacher: Option<std::sync::mpsc::Sender<Vec<Detach>>>,
+    /// Targets may be held (see [`Settings::hold_targets`]).
+    pub holds: bool,
+}
+
+impl Drop for Probes {
+    /// However the run ends, nothing is held once memtrace is gone: what
+    /// has not stopped yet will not.
+    fn drop(&mut self) {
+        if self.holds {
+            let _ = self.stop_holding();
+            self.release_all_held();
+        }
+    }
 }
 
 /// How the programs are loaded: map sizes chosen on the command line and
@@ -150,6 +171,10 @@ pub struct Settings {
     /// The processes targets fork become targets (`-- CMD`,
     /// `--follow-forks`).
     pub follow_forks: bool,
+    /// Targets are held while their probes go in: a child a target forks
+    /// stops at its first return to user space, and a target at each exec,
+    /// until userspace continues it (forks followed, on given targets).
+    pub hold_targets: bool,
 }
 
 impl Probes {
@@ -200,13 +225,25 @@ impl Probes {
             false => TRACEPOINTS,
         };
         let fork = settings.follow_forks.then_some(&FORK_TRACEPOINT);
-        for &(category, name, program) in tracepoints.iter().chain(fork).chain([&OOM_TRACEPOINT]) {
+        let fork_returns = match settings.hold_targets {
+            true => FORK_RETURN_TRACEPOINTS,
+            false => &[],
+        };
+        for &(category, name, program) in tracepoints
+            .iter()
+            .chain(fork)
+            .chain(fork_returns)
+            .chain([&OOM_TRACEPOINT])
+        {
             let tp: &mut TracePoint = bpf
                 .program_mut(program)
                 .with_context(|| format!("program {program} missing from the eBPF object"))?
                 .try_into()?;
-            tp.load()
-                .with_context(|| format!("loading eBPF program {program} (verifier)"))?;
+            // (One program may serve several tracepoints: loaded once.)
+            if tp.fd().is_err() {
+                tp.load()
+                    .with_context(|| format!("loading eBPF program {program} (verifier)"))?;
+            }
             tp.attach(category, name)
                 .with_context(|| format!("attaching tracepoint {category}/{name}"))?;
         }
@@ -247,6 +284,7 @@ impl Probes {
             probe_count: 0,
             exits_are_final: group_dead != 0,
             detacher: None,
+            holds: settings.hold_targets,
         })
     }
 
@@ -286,6 +324,65 @@ impl Probes {
         });
         // (Should the thread be gone, the links come back and drop here.)
         let _ = detacher.send(owned);
+    }
+
+    /// Releases `pid`, a child held by the kernel at its first return to
+    /// user space (a fork event that said `held`), now that its probes are
+    /// in. True when it had stopped already and must be continued; false
+    /// when it had not got there yet and now will not stop.
+    pub fn release_held(&mut self, pid: u32) -> Result<bool> {
+        let mut held: BpfHashMap<_, u32, u8> =
+            BpfHashMap::try_from(self.bpf.map_mut("HELD").context("HELD map missing")?)?;
+        match held.remove(&pid) {
+            Ok(()) => Ok(false),
+            Err(aya::maps::MapError::SyscallError(e))
+                if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+            {
+                Ok(true)
+            }
+            Err(e) => Err(e).context("releasing a held child"),
+        }
+    }
+
+    /// Starts holding targets while their probes go in (see
+    /// [`Settings::hold_targets`]); a no-op unless that was set at load.
+    pub fn start_holding(&mut self) -> Result<()> {
+        self.set_holding(true)
+    }
+
+    /// Stops holding: nothing stops from here on. What was held before is
+    /// released by the events still to be read; a child whose event is
+    /// lost is released here (it will not stop).
+    pub fn stop_holding(&mut self) -> Result<()> {
+        self.set_holding(false)
+    }
+
+    fn set_holding(&mut self, on: bool) -> Result<()> {
+        if on && !self.holds {
+            return Ok(());
+        }
+        let mut holding: Array<_, u32> =
+            Array::try_from(self.bpf.map_mut("HOLDING").context("HOLDING map missing")?)?;
+        holding.set(0, on as u32, 0)?;
+        Ok(())
+    }
+
+    /// Releases every child still held that has not stopped yet (they will
+    /// not); for the end of a run, after [`Probes::stop_holding`] and a
+    /// last read of the events.
+    pub fn release_all_held(&mut self) {
+        let Ok(mut held) = self
+            .bpf
+            .map_mut("HELD")
+            .context("HELD map missing")
+            .and_then(|m| Ok(BpfHashMap::<_, u32, u8>::try_from(m)?))
+        else {
+            return;
+        };
+        let pids: Vec<u32> = held.keys().filter_map(|k| k.ok()).collect();
+        for pid in pids {
+            let _ = held.remove(&pid);
+        }
     }
 
     /// Stops `pid` at the entry point of `program` (at file offset

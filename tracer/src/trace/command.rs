@@ -1,6 +1,7 @@
-//! `-- CMD`: the held child at its exec (run on to its entry point, where
-//! its libraries are mapped and their unwind tables loaded, then
-//! continued) and at the end of the run (stopped and reaped).
+//! `-- CMD` and held targets: a target stopped by the kernel at its exec
+//! (run on to its entry point, where its libraries are mapped and their
+//! unwind tables loaded, then continued), and the command at the end of
+//! the run (stopped and reaped).
 
 use std::{
     path::PathBuf,
@@ -10,18 +11,22 @@ use std::{
 use super::{kernel::Kernel, Tracing, ENTRY_WAIT};
 use crate::{bpf::unwind, discover::target};
 
+/// Continues `pid`, stopped by the kernel for its probes to go in (see
+/// `HOLDING` in the eBPF side). It is stopped, so cannot have exited: its
+/// pid is still its own.
+pub(super) fn cont(pid: u32) {
+    // SAFETY: plain syscall; signals one process.
+    unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+}
+
 impl Tracing {
-    /// The command exec'd, and the kernel stopped it there (with unwind
-    /// tables, see `STOP_AT_EXEC`): it runs on to its entry point, where
-    /// its loader has mapped its libraries and it stops again (up to
-    /// [`ENTRY_WAIT`]); their tables are loaded, and it continues. Whatever
-    /// fails on the way, it is continued.
+    /// A target exec'd, and the kernel stopped it there (the command with
+    /// unwind tables, see `STOP_AT_EXEC`, and every held target): it runs
+    /// on to its entry point, where its loader has mapped its libraries and
+    /// it stops again (up to [`ENTRY_WAIT`]); their tables are loaded, and
+    /// it continues. Whatever fails on the way, it is continued.
     pub(super) fn continue_at_entry(&mut self, pid: u32) {
-        let cont = || {
-            // SAFETY: signalling our own child, not reaped yet: it is
-            // stopped, not exited.
-            unsafe { libc::kill(pid as i32, libc::SIGCONT) };
-        };
+        let cont = || cont(pid);
         let exe = PathBuf::from(format!("/proc/{pid}/exe"));
         let link = unwind::entry_offset(&exe)
             .and_then(|offset| self.m.probes.stop_at_entry(pid, &exe, offset).ok());

@@ -25,7 +25,7 @@ use tokio::{
 };
 use tracer_common::{EventKind, ProcessEvent, STAT_COUNT};
 
-use memtrace_report::{render::live::Live, OomKill, Unwind};
+use memtrace_report::{render::live::Live, OomKill, Unseen, Unwind};
 
 use crate::{
     accounting::{regions::MappingTracker, series::Aggregator},
@@ -123,6 +123,9 @@ pub async fn run(cfg: config::Trace, child: Option<HeldChild>) -> Result<()> {
         // before it runs (see `Tracing::continue_at_entry`).
         stop_at_exec: child.as_ref().filter(|_| unwind_tables).map(|c| c.pid),
         follow_forks: cfg.follow_forks,
+        // Given targets whose forks are followed are held while their
+        // probes go in (a watched node hooks what it finds as it can).
+        hold_targets: cfg.follow_forks && matches!(mode, Mode::Command | Mode::Pids),
     };
     let files = AllocatorFiles::new(
         cfg.attach.symbol_prefixes.clone(),
@@ -218,6 +221,7 @@ pub async fn run(cfg: config::Trace, child: Option<HeldChild>) -> Result<()> {
         tracing.sample_memory(0.0, cfg);
     }
     start::announce(&tracing, cfg);
+    tracing.m.probes.start_holding()?;
     if let Some(c) = tracing.child.as_mut() {
         c.release()?;
     }
@@ -235,8 +239,11 @@ pub async fn run(cfg: config::Trace, child: Option<HeldChild>) -> Result<()> {
         .await?;
     live.finish();
 
-    // Final drain: whatever arrived since the last tick.
+    // Final drain: whatever arrived since the last tick. Nothing is held
+    // from here on; what was is released by its event, or here.
+    tracing.m.probes.stop_holding()?;
     tracing.drain(cfg, events.get_mut())?;
+    tracing.m.probes.release_all_held();
     if tracing.mode == Mode::OomOnly {
         // The kills went out as they happened; files get the whole report.
         let files: Vec<config::Output> = outputs
@@ -329,15 +336,25 @@ impl Tracing {
                 self.cgroups.insert(pid, cgroup::read(pid));
             }
             k if k == EventKind::Exec as u32 => {
+                // Held targets (and the command, with unwind tables) were
+                // stopped by the kernel at this exec: every exec event of
+                // such a run is of a target, and each is continued, known
+                // to the lifecycle or not.
+                let stopped = self.m.probes.holds
+                    || (self.m.unwinder.is_some()
+                        && self.child.as_ref().is_some_and(|c| c.pid == pid));
                 if self.life.by_pid.contains_key(&pid) {
                     self.life.on_exec(&mut self.m, pid, e.timestamp_ns);
-                    // Its new image's allocator hooked, the command (stopped
-                    // by the kernel at its exec) runs on.
-                    if self.m.unwinder.is_some()
-                        && self.child.as_ref().is_some_and(|c| c.pid == pid)
-                    {
+                    self.life.named(pid, &e.comm);
+                    // Its new image's allocator hooked, it runs on (to its
+                    // entry point first, for its unwind tables).
+                    if stopped && self.m.unwinder.is_some() {
                         self.continue_at_entry(pid);
+                    } else if stopped {
+                        command::cont(pid);
                     }
+                } else if stopped {
+                    command::cont(pid);
                 } else if let Some(w) = &mut self.life.watcher {
                     w.ignored.remove(&pid);
                     w.recent.insert(pid, Instant::now());
@@ -345,23 +362,44 @@ impl Tracing {
                 }
             }
             k if k == EventKind::Exit as u32 => self.life.on_exit(&mut self.m, pid),
-            k if k == EventKind::Fork as u32 => {
-                let parent = e.trigger_tgid;
-                let followed = self.life.on_fork(&mut self.m, pid, parent)
-                    && self.life.by_pid.get(&pid).is_some_and(|t| !t.exited);
-                if followed && self.m.verbose {
-                    let after = drain::kernel_now_ns().saturating_sub(e.timestamp_ns);
-                    crate::note(&format!(
-                        "pid {pid} (forked by pid {parent}): followed, its probes in place \
-                         {:.1} ms after its fork",
-                        after as f64 / 1e6
-                    ));
-                }
-            }
+            k if k == EventKind::Fork as u32 => self.on_fork(pid, e),
             k if k == EventKind::OomVictim as u32 => self.on_oom(cfg, e)?,
             _ => {}
         }
         Ok(())
+    }
+
+    /// A target forked `pid`: it is followed, and, if the kernel held it at
+    /// its first return to user space, released now that its probes are
+    /// in (whatever became of it). One not held ran meanwhile: how long
+    /// it ran unseen is kept with it.
+    fn on_fork(&mut self, pid: u32, e: &ProcessEvent) {
+        let parent = e.trigger_tgid;
+        let followed = self.life.on_fork(&mut self.m, pid, parent)
+            && self.life.by_pid.get(&pid).is_some_and(|t| !t.exited);
+        let after_ms = drain::kernel_now_ns().saturating_sub(e.timestamp_ns) as f64 / 1e6;
+        if e.held != 0 {
+            match self.m.probes.release_held(pid) {
+                Ok(true) => command::cont(pid),
+                Ok(false) => {}
+                Err(err) => crate::note(&format!("warning: pid {pid}: {err:#}")),
+            }
+        } else if let Some(t) = self.life.by_pid.get_mut(&pid).filter(|_| followed) {
+            t.unseen = Some(Unseen {
+                after: "fork".into(),
+                ms: after_ms,
+            });
+        }
+        if followed && self.m.verbose {
+            let held = match e.held {
+                0 => "not held: it ran meanwhile",
+                _ => "held until then",
+            };
+            crate::note(&format!(
+                "pid {pid} (forked by pid {parent}): followed, its probes in place \
+                 {after_ms:.1} ms after its fork ({held})"
+            ));
+        }
     }
 
     /// Refreshes mappings of live targets and notes exits; on a watched

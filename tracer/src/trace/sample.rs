@@ -187,6 +187,7 @@ impl Tracing {
                 outstanding_bytes: 0,
                 stacks_holding_memory: 0,
                 growing_stacks: 0,
+                unseen: t.unseen.clone(),
                 memory: (!t.memory.is_empty()).then(|| {
                     report::memory_report(
                         t.memory.iter().copied().collect(),

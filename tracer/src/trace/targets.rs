@@ -14,7 +14,7 @@ use std::{
 };
 
 use anyhow::Result;
-use memtrace_report::MemorySample;
+use memtrace_report::{MemorySample, Unseen};
 
 use super::kernel::Kernel;
 use crate::{
@@ -36,6 +36,8 @@ pub(super) struct Target {
     pub(super) memory: VecDeque<MemorySample>,
     pub(super) cgroup: Option<String>,
     pub(super) container: Option<Container>,
+    /// How long it ran before its probes were in (not held until then).
+    pub(super) unseen: Option<Unseen>,
 }
 
 impl Target {
@@ -59,6 +61,7 @@ impl Target {
             memory: VecDeque::new(),
             cgroup,
             container,
+            unseen: None,
         }
     }
 
@@ -230,11 +233,22 @@ impl Targets {
         let Some(t) = self.by_pid.get_mut(&pid) else {
             return;
         };
-        if let Some(info) = k.inspect(pid) {
-            t.info = info;
+        match k.inspect(pid) {
+            Some(info) => t.info = info,
+            // Gone already: its old image's file is not its name any more.
+            None => t.info.exe = None,
         }
         let hooked = k.attach_image(pid, t.info.exe.as_deref());
         t.hooked(hooked);
+    }
+
+    /// The name the kernel gave `pid` at its exec (`comm`, NUL padded),
+    /// for a target whose /proc entry was gone before it could be read.
+    pub(super) fn named(&mut self, pid: u32, comm: &[u8]) {
+        let len = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
+        if let Some(t) = self.by_pid.get_mut(&pid).filter(|_| len > 0) {
+            t.info.comm = String::from_utf8_lossy(&comm[..len]).into_owned();
+        }
     }
 
     /// A given (or followed) target has exited: its regions and blocks stay
