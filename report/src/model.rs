@@ -409,6 +409,23 @@ impl Losses {
         .filter(|(_, v)| *v > 0)
         .collect()
     }
+
+    /// What makes room against the non-zero losses: the options to raise,
+    /// each once (`raise --max-live`), or None when no option would help.
+    pub fn remedy(&self) -> Option<String> {
+        let mut options: Vec<&str> = Vec::new();
+        for (counter, _) in self.nonzero() {
+            let option = match counter {
+                "live_map_full" | "mapping_table_full" => "--max-live",
+                "stack_lost" | "stack_totals_full" | "series_full" => "--max-stacks",
+                _ => continue,
+            };
+            if !options.contains(&option) {
+                options.push(option);
+            }
+        }
+        (!options.is_empty()).then(|| format!("raise {}", options.join(" and ")))
+    }
 }
 
 /// Informational counters (not losses).

@@ -2,9 +2,10 @@
 //! process selections (which exclude a command after `--`), `memtrace
 //! agent`'s options — is a one-line `memtrace: error:` usage error (exit
 //! code 2) naming the option and the value; but a bad token, a secret, is
-//! refused without being echoed.
+//! refused without being echoed. A `--format` contradicting an `--output`'s
+//! extension is one too.
 
-use memtrace_integration::{run_memtrace, secs};
+use memtrace_integration::{path_str, run_memtrace, scratch_dir, secs};
 
 /// Invalid values of every option, each given as `OPTION=VALUE`.
 const BAD_VALUES: &[(&str, &[&str])] = &[
@@ -83,4 +84,31 @@ fn bad_option_values_are_usage_errors() {
     let out = run_memtrace(&["agent", "--token", "short secret"], secs(30));
     let line = out.one_line_error(Some(2), &["--token"]);
     assert!(!line.contains("short secret"), "{line}");
+}
+
+/// A `--format` that contradicts an output's extension is a usage error,
+/// not a report of one format under the other's name.
+#[test]
+fn format_contradicting_an_extension_is_a_usage_error() {
+    let dir = scratch_dir("contradicting-format");
+    for (format, name, implied) in [
+        ("text", "a.json", "json"),
+        ("json", "a.svg", "svg"),
+        ("folded", "a.txt", "text"),
+    ] {
+        let output = dir.join(name);
+        let output = path_str(&output);
+        let out = run_memtrace(&["--format", format, "-o", output, "--", "true"], secs(30));
+        out.one_line_error(
+            Some(2),
+            &[&format!(
+                "--format {format} contradicts --output {output} (a {implied} file)"
+            )],
+        );
+        assert!(
+            !std::path::Path::new(output).exists(),
+            "{output} must not be written"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -120,10 +120,13 @@ pub struct OutputArgs {
     pub format: Option<Format>,
 
     /// Write the report to FILE instead of stdout; repeat for several
-    /// outputs of one run. The format follows the extension (.json, .svg,
-    /// .folded or .txt, .pb.gz) unless --format says otherwise. Written
-    /// atomically (a new file renamed over FILE), never through a symbolic
-    /// link that someone other than root or memtrace's user owns.
+    /// outputs of one run. The format follows the extension (.txt, .json,
+    /// .svg, .folded, .pb.gz); --format may only agree with it, or name the
+    /// format of a file without one. `-` (or /dev/stdout) is stdout. With
+    /// only files and stdout a terminal, the text report still prints and
+    /// each file written is named. Written atomically (a new file renamed
+    /// over FILE), never through a symbolic link that someone other than
+    /// root or memtrace's user owns.
     #[arg(short, long = "output", value_name = "FILE")]
     pub outputs: Vec<PathBuf>,
 
@@ -132,7 +135,8 @@ pub struct OutputArgs {
     pub weight: Weight,
 
     /// Number of stacks in the text report (default 10) and in the plain
-    /// live lines; the live table on a terminal fills the screen. JSON, SVG,
+    /// live lines; the live table on a terminal fills the screen (small
+    /// single-block stacks left out). JSON, SVG,
     /// folded and pprof outputs hold every stack holding memory unless --top
     /// is given.
     #[arg(short = 'n', long, value_name = "N",
@@ -142,38 +146,61 @@ pub struct OutputArgs {
 
 impl OutputArgs {
     /// The outputs these options ask for, checked: every file's format is
-    /// known, no file is named twice, binary pprof does not go to a
-    /// terminal, and a diff is written as text, JSON or SVG.
+    /// known and agrees with `--format`, no file (nor stdout) is named
+    /// twice, binary pprof does not go to a terminal, and a diff is written
+    /// as text, JSON or SVG.
     fn plan(&self, diff: bool) -> Result<Outputs, String> {
-        let list = if self.outputs.is_empty() {
-            let format = self.format.unwrap_or(Format::Text);
-            if format == Format::Pprof && std::io::stdout().is_terminal() {
-                return Err("pprof output is binary: write it to a file with -o FILE.pb.gz".into());
+        self.plan_for(diff, std::io::stdout().is_terminal())
+    }
+
+    /// [`plan`](Self::plan), with stdout a terminal or not.
+    fn plan_for(&self, diff: bool, stdout_terminal: bool) -> Result<Outputs, String> {
+        let mut list: Vec<Output> = Vec::new();
+        for given in &self.outputs {
+            let path = (!is_stdout(given)).then(|| given.clone());
+            if list.iter().any(|o| o.path == path) {
+                return Err(format!("--output {} is given twice", given.display()));
             }
-            vec![Output { path: None, format }]
-        } else {
-            let mut list: Vec<Output> = Vec::new();
-            for path in &self.outputs {
-                if list.iter().any(|o| o.path.as_ref() == Some(path)) {
-                    return Err(format!("--output {} is given twice", path.display()));
+            let format = match (self.format, from_extension(given)) {
+                (Some(asked), Some(implied)) if asked != implied => {
+                    return Err(format!(
+                        "--format {} contradicts --output {} (a {} file): drop --format, or \
+                         name the file for what it holds",
+                        asked.name(),
+                        given.display(),
+                        implied.name()
+                    ))
                 }
-                let format = self
-                    .format
-                    .or_else(|| from_extension(path))
-                    .ok_or_else(|| {
-                        format!(
-                            "--output {}: cannot tell the format from its extension (.json, \
-                             .svg, .folded, .txt, .pb.gz): add --format",
-                            path.display()
-                        )
-                    })?;
-                list.push(Output {
-                    path: Some(path.clone()),
-                    format,
-                });
-            }
-            list
-        };
+                (_, Some(implied)) => implied,
+                (Some(asked), None) => asked,
+                (None, None) if path.is_none() => Format::Text,
+                (None, None) => {
+                    return Err(format!(
+                        "--output {}: cannot tell the format from its extension (.txt, .json, \
+                         .svg, .folded, .pb.gz): add --format",
+                        given.display()
+                    ))
+                }
+            };
+            list.push(Output { path, format });
+        }
+        let on_stdout = list.iter().any(|o| o.path.is_none());
+        // Files only, on a terminal: the text report is shown too.
+        let name_files = !list.is_empty() && !on_stdout && stdout_terminal;
+        if list.is_empty() || name_files {
+            let format = match name_files {
+                true => Format::Text,
+                false => self.format.unwrap_or(Format::Text),
+            };
+            list.push(Output { path: None, format });
+        }
+        if stdout_terminal
+            && list
+                .iter()
+                .any(|o| o.path.is_none() && o.format == Format::Pprof)
+        {
+            return Err("pprof output is binary: write it to a file with -o FILE.pb.gz".into());
+        }
         if diff {
             if let Some(o) = list
                 .iter()
@@ -189,18 +216,26 @@ impl OutputArgs {
             list,
             top: self.top,
             weight: self.weight,
+            name_files,
         })
     }
+}
+
+/// Whether an `--output` names stdout: `-`, or stdout's own device names.
+fn is_stdout(path: &Path) -> bool {
+    ["-", "/dev/stdout", "/dev/fd/1", "/proc/self/fd/1"]
+        .iter()
+        .any(|name| path == Path::new(name))
 }
 
 /// The format a file's name implies.
 fn from_extension(path: &Path) -> Option<Format> {
     let name = path.file_name()?.to_string_lossy().to_ascii_lowercase();
     let formats = [
+        (".txt", Format::Text),
         (".json", Format::Json),
         (".svg", Format::Svg),
         (".folded", Format::Folded),
-        (".txt", Format::Folded),
         (".pb.gz", Format::Pprof),
         (".pprof", Format::Pprof),
         (".pb", Format::Pprof),
@@ -428,7 +463,9 @@ impl AgentArgs {
 Ctrl-C (or SIGTERM) stops tracing and prints the final report; so does the
 exit of every target. In `-- CMD` mode memtrace exits 0 when CMD and the
 processes it forked have exited, and stops CMD (SIGTERM) if --duration ends
-first; CMD shares memtrace's stdout, so use -o FILE for a clean JSON report.
+first. CMD's stdout is memtrace's: nothing of memtrace's goes there while
+CMD runs (progress goes to stderr), and the report only at the end when no
+-o FILE is given.
 Processes CMD forks are traced too, each as a target of its own
 (--follow-forks does the same for --pid targets).
 Every mode watches the kernel's OOM killer: when it kills a traced process,
@@ -538,19 +575,23 @@ pub struct Cli {
     #[arg(short, long)]
     pub verbose: bool,
 
-    /// No live table on a terminal: one plain line per interval instead
-    /// (what memtrace prints when stdout is not a terminal).
+    /// No live table on a terminal: one plain line per interval on stderr
+    /// instead (what memtrace prints without a terminal).
     #[arg(long)]
     pub no_live: bool,
 
     #[command(flatten)]
     pub out: OutputArgs,
 
-    /// Capacity of the kernel's live-allocation table (blocks outstanding at
-    /// once, all targets together). Allocations beyond it are counted as
-    /// lost, never as leaks; so are a few as it fills up (~0.1 % of
-    /// allocations at full, by simulation: see docs/performance.md). 64 bytes of kernel
-    /// memory each.
+    /// Heap blocks outstanding at once (all targets together) that the
+    /// kernel's live-block table is sized for: it has two slots per block
+    /// (64 bytes of kernel memory for each N). Up to N blocks, ~0.1 % of
+    /// allocations at most find no slot; beyond N it records more and more
+    /// blocks but loses a growing share (~1 % at 1.2 N, ~5 % at 1.5 N, ~30 %
+    /// at 1.8 N), and never holds more than 2 N. Allocations not recorded
+    /// are counted (live_map_full), never reported as leaks: raise --max-live
+    /// when there are any. Also the size of the table of live anonymous
+    /// mappings.
     #[arg(long, default_value_t = DEFAULT_MAX_LIVE, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1024..=(1 << 24)))]
     pub max_live: u32,
@@ -892,7 +933,7 @@ mod tests {
         Cli::command().debug_assert();
     }
     fn plan(args: &OutputArgs, diff: bool) -> Result<Vec<Output>, String> {
-        args.plan(diff).map(|o| o.list)
+        args.plan_for(diff, false).map(|o| o.list)
     }
 
     fn args(format: Option<Format>, outputs: &[&str]) -> OutputArgs {
@@ -920,12 +961,14 @@ mod tests {
                 Format::Json,
                 Format::Svg,
                 Format::Folded,
-                Format::Folded,
+                Format::Text,
                 Format::Pprof
             ]
         );
         let p = plan(&args(Some(Format::Json), &["report.out"]), false).unwrap();
         assert_eq!(p[0].path.as_deref(), Some(Path::new("report.out")));
+        assert_eq!(formats(p), [Format::Json]);
+        let p = plan(&args(Some(Format::Json), &["report.json"]), false).unwrap();
         assert_eq!(formats(p), [Format::Json]);
         let err = plan(&args(None, &["report.out"]), false).unwrap_err();
         assert!(err.contains("add --format"), "{err}");
@@ -938,6 +981,66 @@ mod tests {
                 format: Format::Text
             }]
         );
+    }
+
+    #[test]
+    fn a_format_contradicting_an_extension_is_an_error() {
+        assert_eq!(
+            plan(&args(Some(Format::Text), &["a.json"]), false).unwrap_err(),
+            "--format text contradicts --output a.json (a json file): drop --format, or name \
+             the file for what it holds"
+        );
+        let err = plan(&args(Some(Format::Json), &["a.json", "b.svg"]), false).unwrap_err();
+        assert!(
+            err.starts_with("--format json contradicts --output b.svg"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn dash_and_dev_stdout_are_stdout() {
+        for name in ["-", "/dev/stdout"] {
+            assert_eq!(
+                plan(&args(None, &[name, "a.json"]), false).unwrap(),
+                [
+                    Output {
+                        path: None,
+                        format: Format::Text
+                    },
+                    Output {
+                        path: Some("a.json".into()),
+                        format: Format::Json
+                    }
+                ],
+                "{name}"
+            );
+        }
+        let p = plan(&args(Some(Format::Json), &["-"]), false).unwrap();
+        assert_eq!(formats(p), [Format::Json]);
+        let err = plan(&args(None, &["-", "/dev/stdout"]), false).unwrap_err();
+        assert!(err.contains("given twice"), "{err}");
+    }
+
+    #[test]
+    fn files_on_a_terminal_show_the_text_report_too() {
+        let on_terminal = |a: &OutputArgs| a.plan_for(false, true).unwrap();
+        let o = on_terminal(&args(None, &["a.json", "a.svg"]));
+        assert!(o.name_files);
+        assert_eq!(
+            formats(o.list),
+            [Format::Json, Format::Svg, Format::Text],
+            "the text report on stdout after the files"
+        );
+        // Not when stdout is asked for, nor when it is not a terminal.
+        assert!(!on_terminal(&args(None, &["a.json", "-"])).name_files);
+        assert!(!on_terminal(&args(None, &[])).name_files);
+        let piped = args(None, &["a.json"]).plan_for(false, false).unwrap();
+        assert!(!piped.name_files);
+        assert_eq!(formats(piped.list), [Format::Json]);
+        let err = args(Some(Format::Pprof), &[])
+            .plan_for(false, true)
+            .unwrap_err();
+        assert!(err.starts_with("pprof output is binary"), "{err}");
     }
 
     #[test]

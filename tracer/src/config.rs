@@ -119,12 +119,17 @@ impl Sampling {
 /// Where reports go and how they are drawn.
 #[derive(Clone, Debug, Default)]
 pub struct Outputs {
-    /// Every destination (at least one: stdout when no file is given).
+    /// Every destination (at least one: stdout when no file is given), at
+    /// most one of them stdout.
     pub list: Vec<Output>,
     /// `--top`: stacks listed (None: text shows [`DEFAULT_TOP`], the other
     /// formats every stack holding memory).
     pub top: Option<u32>,
     pub weight: Weight,
+    /// Only files were asked for, with stdout a terminal: the text report
+    /// is shown there too (an output of `list`), and each file written is
+    /// named after it.
+    pub name_files: bool,
 }
 
 /// One destination of a report.

@@ -21,6 +21,8 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // Each output that failed was reported on its own line.
+        Err(e) if e.is::<output::NotWritten>() => ExitCode::FAILURE,
         Err(e) => {
             // One line: the error and its context chain.
             note(&format!("error: {e:#}"));

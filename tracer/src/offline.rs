@@ -18,7 +18,7 @@ pub fn run(command: &Offline) -> Result<()> {
                 report.stacks.truncate(n as usize);
             }
             output::check_files(&outputs.list)?;
-            output::write_report(&report, &outputs.list, outputs.render_options())
+            output::write_report(&report, outputs, &outputs.list)
         }
         Offline::Diff {
             before,
@@ -37,7 +37,7 @@ pub fn run(command: &Offline) -> Result<()> {
                 file_name(after)
             );
             output::check_files(&outputs.list)?;
-            output::write_diff(&d, &title, &outputs.list, outputs.render_options())
+            output::write_diff(&d, &title, outputs)
         }
     }
 }

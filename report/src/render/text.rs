@@ -113,10 +113,12 @@ pub fn render(report: &Report, top: usize) -> String {
         let _ = writeln!(w, "losses: none");
     } else {
         let list: Vec<String> = losses.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let remedy = report.losses.remedy().map(|r| format!("; {r}"));
         let _ = writeln!(
             w,
-            "losses: {} (report is incomplete, never inflated)",
-            list.join(" ")
+            "losses: {} (report is incomplete, never inflated{})",
+            list.join(" "),
+            remedy.unwrap_or_default()
         );
     }
     if let Some(u) = &report.unwind {

@@ -1,5 +1,6 @@
-//! Several outputs of one run (JSON, SVG flamegraph, folded stacks, pprof),
-//! formats from the file extensions: the SVG is well-formed XML naming the
+//! Several outputs of one run (JSON, SVG flamegraph, folded stacks, the
+//! text report, pprof), formats from the file extensions (`.txt` is the
+//! text report, folded stacks are `.folded`): the SVG is well-formed XML naming the
 //! leaking function, the folded stacks load in inferno and in memtrace's
 //! own parser (`memtrace diff` reads folded files), and `--weight` sets
 //! what a folded stack weighs.
@@ -81,10 +82,15 @@ fn several_outputs_from_one_run() {
         "leak.svg's title should name the target leak_signal (pid {pid})\n{ctx}"
     );
 
-    // Folded: one line per stack, outermost first, weight = bytes; the
-    // .txt output is the same format.
+    // .txt: the text report.
+    let text = read(&txt);
+    assert!(
+        text.starts_with("memtrace report:") && text.contains("leak_fixed"),
+        "leak.txt should be the text report, naming leak_fixed:\n{text}"
+    );
+
+    // Folded: one line per stack, outermost first, weight = bytes.
     let folded_text = read(&folded);
-    assert_eq!(read(&txt), folded_text, "leak.txt and leak.folded differ");
     let lines = folded_lines(&folded_text);
     let leak_line = lines
         .iter()

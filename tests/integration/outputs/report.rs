@@ -1,13 +1,15 @@
-//! The report itself: the text format (one plain line per interval when
-//! piped, then the report, its header naming the pid before the stacks);
-//! `--output` writing it to a file instead of stdout; `-o` into a missing
-//! directory failing at once, not after `--duration`; and a closed stdout
-//! (EPIPE on the report) that does not make memtrace panic.
+//! The report itself: the text format (one plain line per interval on
+//! stderr when piped, the report alone on stdout, its header naming the pid
+//! before the stacks); `--output` writing it to a file instead of stdout,
+//! `-o -` and `-o /dev/stdout` writing it to stdout; `-o` into a missing
+//! directory failing at once, not after `--duration`; an output whose
+//! directory vanished while tracing failing alone, the others written; and
+//! a closed stdout (EPIPE on the report) that does not make memtrace panic.
 
 use std::ffi::OsString;
 
 use memtrace_integration::{
-    compile_c, contains_token, json_cmd_args, leak_signal, run_memtrace,
+    compile_c, contains_token, json_cmd_args, leak_signal, path_str, run_memtrace,
     run_memtrace_stdout_closed, scratch_dir, secs, trace_until_done, StackExt, CMD_TIMEOUT,
 };
 
@@ -33,21 +35,23 @@ fn text_format_names_function_and_pid() {
     let out = tracer.finish(secs(60));
     out.assert_success();
 
-    // Piped stdout: one plain line per interval, then the report.
-    let report_at = out
-        .stdout
-        .find("memtrace report:")
-        .unwrap_or_else(|| panic!("no text report on stdout\n{}", out.describe()));
-    let progress = out.stdout[..report_at]
+    // Piped stdout: the report alone; a plain line per interval on stderr.
+    assert!(
+        out.stdout.starts_with("memtrace report:"),
+        "stdout should hold the text report and nothing before it\n{}",
+        out.describe()
+    );
+    let progress = out
+        .stderr
         .lines()
-        .filter(|l| l.contains(" outstanding in "))
+        .filter(|l| l.starts_with("memtrace: ") && l.contains(" outstanding in "))
         .count();
     assert!(
         (3..=5).contains(&progress),
-        "expected a line per 1 s interval of the 4 s run before the report, got {progress}\n{}",
+        "expected a line per 1 s interval of the 4 s run on stderr, got {progress}\n{}",
         out.describe()
     );
-    let lines: Vec<&str> = out.stdout[report_at..].lines().collect();
+    let lines: Vec<&str> = out.stdout.lines().collect();
     let function_line = lines
         .iter()
         .position(|l| l.contains("leak_fixed"))
@@ -104,6 +108,110 @@ fn output_option_writes_report_to_file() {
         report.describe()
     );
     report.assert_consistent();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `-o -` and `-o /dev/stdout` are stdout: the report goes there (text
+/// unless --format says otherwise) next to the files asked for.
+#[test]
+fn dash_and_dev_stdout_write_to_stdout() {
+    let dir = scratch_dir("output-stdout");
+    let file = dir.join("report.json");
+    let leak = compile_c("leak_exit");
+    let out = run_memtrace(
+        &[
+            "-o".as_ref(),
+            "/dev/stdout".as_ref(),
+            "-o".as_ref(),
+            file.as_os_str(),
+            "--".as_ref(),
+            leak.as_os_str(),
+        ],
+        CMD_TIMEOUT,
+    );
+    out.assert_success();
+    assert!(
+        out.stdout.starts_with("memtrace report:") && out.stdout.contains("leak_on_exit"),
+        "-o /dev/stdout: the text report on stdout\n{}",
+        out.describe()
+    );
+    let report = out.report_from(&std::fs::read_to_string(&file).expect("report.json"));
+    assert_eq!(report.top().function(), Some("leak_on_exit"));
+
+    let out = run_memtrace(
+        &[
+            "--format".as_ref(),
+            "json".as_ref(),
+            "-o".as_ref(),
+            "-".as_ref(),
+            "--".as_ref(),
+            leak.as_os_str(),
+        ],
+        CMD_TIMEOUT,
+    );
+    out.assert_success();
+    assert_eq!(
+        out.report().top().function(),
+        Some("leak_on_exit"),
+        "-o - --format json: the JSON report on stdout\n{}",
+        out.describe()
+    );
+    assert!(
+        !std::path::Path::new("-").exists(),
+        "-o - must not create a file named -"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An output whose directory is gone when the report is written (the
+/// traced command removes it) fails alone: the outputs before and after it
+/// are written, its failure is one stderr line, and memtrace exits 1.
+#[test]
+fn one_unwritable_output_does_not_lose_the_others() {
+    let dir = scratch_dir("output-vanished");
+    let gone = dir.join("gone");
+    std::fs::create_dir(&gone).expect("create the directory the command removes");
+    let (first, lost, last) = (dir.join("a.json"), gone.join("b.json"), dir.join("c.svg"));
+    let out = run_memtrace(
+        &[
+            "-o".as_ref(),
+            first.as_os_str(),
+            "-o".as_ref(),
+            lost.as_os_str(),
+            "-o".as_ref(),
+            last.as_os_str(),
+            "--".as_ref(),
+            "/usr/bin/rmdir".as_ref(),
+            gone.as_os_str(),
+        ],
+        CMD_TIMEOUT,
+    );
+    let ctx = out.describe();
+    assert_eq!(out.status.code(), Some(1), "exit code\n{ctx}");
+    let errors: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("memtrace: error:"))
+        .collect();
+    assert!(
+        errors.len() == 1 && errors[0].contains(path_str(&lost)),
+        "one error line, naming {}\n{ctx}",
+        lost.display()
+    );
+    let report = out.report_from(&std::fs::read_to_string(&first).unwrap_or_else(|e| {
+        panic!(
+            "{} (before the lost one) not written: {e}\n{ctx}",
+            first.display()
+        )
+    }));
+    report.assert_consistent();
+    let svg = std::fs::read_to_string(&last).unwrap_or_else(|e| {
+        panic!(
+            "{} (after the lost one) not written: {e}\n{ctx}",
+            last.display()
+        )
+    });
+    assert!(svg.contains("</svg>"), "c.svg is a whole SVG\n{ctx}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -104,9 +104,39 @@ fn full_live_table_is_counted_not_leaked() {
     );
     assert_eq!(
         losses_line(&text),
-        format!("losses: live_map_full={lost} (report is incomplete, never inflated)"),
-        "the text report names the full table\n{text}"
+        format!(
+            "losses: live_map_full={lost} (report is incomplete, never inflated; raise \
+             --max-live)"
+        ),
+        "the text report names the full table and what to do\n{text}"
     );
+    // What --help says the table holds: more than --max-live blocks, never
+    // more than twice as many.
+    let recorded = FLOOD_BLOCKS - lost;
+    assert!(
+        recorded > 1024 && recorded <= 2048,
+        "with --max-live 1024, {recorded} of the flood's 3000 blocks were recorded: between \
+         1024 and 2048 (two slots per block)\n{ctx}"
+    );
+    let help = run_memtrace(&["--help"], secs(30));
+    help.assert_success();
+    let max_live = help
+        .stdout
+        .split("--max-live <N>")
+        .nth(1)
+        .and_then(|rest| rest.split("\n      --").next())
+        .unwrap_or_else(|| panic!("no --max-live in --help:\n{}", help.stdout));
+    let max_live = max_live.split_whitespace().collect::<Vec<_>>().join(" ");
+    for says in [
+        "two slots per block",
+        "never holds more than 2 N",
+        "raise --max-live",
+    ] {
+        assert!(
+            max_live.contains(says),
+            "--max-live's help should say {says:?}: {max_live}"
+        );
+    }
     report.assert_consistent();
 }
 
@@ -180,7 +210,10 @@ fn full_stack_table_is_counted_and_bytes_kept() {
     );
     assert_eq!(
         losses_line(&text),
-        format!("losses: stack_lost={lost} (report is incomplete, never inflated)"),
+        format!(
+            "losses: stack_lost={lost} (report is incomplete, never inflated; raise \
+             --max-stacks)"
+        ),
         "the text report names the full table\n{text}"
     );
     // Every stack is listed (257, more than the --top the support checks

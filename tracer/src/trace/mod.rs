@@ -230,10 +230,9 @@ pub async fn run(cfg: config::Trace, child: Option<HeldChild>) -> Result<()> {
     let mut events = unsafe { AsyncFd::register(events) }
         .map_err(|e| e.into_parts().1)
         .context("polling the event ring buffer")?;
-    let mut live = match tracing.mode {
-        Mode::OomOnly => Live::choose(false, true),
-        _ => Live::choose(cfg.live_table, output::machine_on_stdout(outputs)),
-    };
+    // Never on a stdout that is not a terminal: with `-- CMD` it is the
+    // command's (and the report's, with no -o).
+    let mut live = Live::choose(cfg.live_table && tracing.mode != Mode::OomOnly);
     tracing
         .event_loop(cfg, &mut events, &mut live, &mut stop)
         .await?;
@@ -252,12 +251,12 @@ pub async fn run(cfg: config::Trace, child: Option<HeldChild>) -> Result<()> {
             .cloned()
             .collect();
         let report = tracing.report(cfg, 0);
-        return output::write_report(&report, &files, cfg.outputs.render_options());
+        return output::write_report(&report, &cfg.outputs, &files);
     }
     tracing.sample(cfg)?;
     tracing.stop_child();
     let report = tracing.report(cfg, output::stacks_needed(&cfg.outputs));
-    output::write_report(&report, outputs, cfg.outputs.render_options())?;
+    output::write_report(&report, &cfg.outputs, outputs)?;
     let probes = tracing.m.probes.probe_count;
     if probes * DETACH_MS > 2000 {
         crate::note(&format!(
@@ -302,7 +301,7 @@ impl Tracing {
                 }
                 _ = tick.tick(), if self.mode != Mode::OomOnly => {
                     self.sample(cfg)?;
-                    let rows = live.rows(self.life.by_pid.len(), cfg.outputs.text_top());
+                    let rows = live.rows(cfg.outputs.text_top());
                     let report = self.report(cfg, rows);
                     live.draw(&report);
                 }
