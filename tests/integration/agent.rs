@@ -435,7 +435,8 @@ fn http_surface_needs_a_token_off_loopback_and_refuses_paths() {
             leak.pid()
         );
         conn.write_all(req.as_bytes()).unwrap();
-        std::thread::sleep(Duration::from_millis(500));
+        // Hang up once its trace runs.
+        wait_child(&mut agent, &format!("--pid {} ", leak.pid()));
     }
     let deadline = Instant::now() + secs(30);
     loop {
@@ -526,6 +527,29 @@ fn trickle(addr: SocketAddr, head: &[u8], repeat: bool) -> (Duration, Vec<u8>) {
     (started.elapsed(), answer)
 }
 
+/// A connection from `from` the server has admitted: it has answered a
+/// kept-alive `GET /healthz` on it.
+fn answered(from: std::net::IpAddr, addr: SocketAddr) -> std::io::Result<std::net::TcpStream> {
+    use std::io::Read;
+    let mut conn = http::connect_from(from, addr)?;
+    conn.set_read_timeout(Some(secs(10)))?;
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")?;
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 512];
+    while !answer.ends_with(b"\r\n\r\nok\n") {
+        match conn.read(&mut buf)? {
+            0 => {
+                return Err(std::io::Error::other(format!(
+                    "closed after {:?}",
+                    String::from_utf8_lossy(&answer)
+                )))
+            }
+            n => answer.extend_from_slice(&buf[..n]),
+        }
+    }
+    Ok(conn)
+}
+
 #[test]
 fn http_limits_bound_slow_large_and_bursty_clients() {
     let dir = scratch_dir("agent-limits");
@@ -585,14 +609,14 @@ fn http_limits_bound_slow_large_and_bursty_clients() {
 
     // Connections: 16 per client address, 64 in all; the next one is
     // answered 429 and closed; once they are gone, requests are served.
+    // Each connection is counted once it has been answered (a connect
+    // alone completes in the kernel, before the server accepts it); it
+    // then idles, kept alive, well within the header read timeout.
     let ip = |last: u8| std::net::IpAddr::from([127, 0, 0, last]);
     let mut idle = Vec::new();
     for n in 0..MAX_CONNECTIONS_PER_CLIENT {
-        idle.push(
-            http::connect_from(ip(2), addr).unwrap_or_else(|e| panic!("connection {n}: {e}")),
-        );
+        idle.push(answered(ip(2), addr).unwrap_or_else(|e| panic!("connection {n}: {e}")));
     }
-    std::thread::sleep(Duration::from_millis(300));
     let mut refused = http::connect_from(ip(2), addr).expect("connect");
     let mut answer = String::new();
     let _ = std::io::Read::read_to_string(&mut refused, &mut answer);
@@ -602,11 +626,10 @@ fn http_limits_bound_slow_large_and_bursty_clients() {
         MAX_CONNECTIONS_PER_CLIENT + 1
     );
     for last in 3..3 + (MAX_CONNECTIONS / MAX_CONNECTIONS_PER_CLIENT - 1) as u8 {
-        for _ in 0..MAX_CONNECTIONS_PER_CLIENT {
-            idle.push(http::connect_from(ip(last), addr).expect("connect"));
+        for n in 0..MAX_CONNECTIONS_PER_CLIENT {
+            idle.push(answered(ip(last), addr).unwrap_or_else(|e| panic!("connection {n}: {e}")));
         }
     }
-    std::thread::sleep(Duration::from_millis(300));
     let mut refused = http::connect_from(ip(20), addr).expect("connect");
     let mut answer = String::new();
     let _ = std::io::Read::read_to_string(&mut refused, &mut answer);
@@ -615,9 +638,20 @@ fn http_limits_bound_slow_large_and_bursty_clients() {
         "connection {} in all: {answer:?}",
         MAX_CONNECTIONS + 1
     );
+    // Once the server has seen them close, a connection is served again.
     drop(idle);
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(http::get(addr, "/healthz", None).status, 200);
+    let deadline = Instant::now() + secs(10);
+    loop {
+        let status = http::get(addr, "/healthz", None).status;
+        if status == 200 {
+            break;
+        }
+        assert!(
+            status == 429 && Instant::now() < deadline,
+            "GET /healthz after the connections closed: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 
     // Requests: clients without the token use nothing up; then a burst of
     // authorized ones gets its first RATE_BURST (and the refill) served and
