@@ -1,7 +1,10 @@
 //! The node agent (`memtrace agent`) against real processes: it flags only
-//! the process whose memory keeps growing, traces it, writes incidents whose
-//! top stack names the leaking function, keeps its retention limits, serves
-//! metrics promtool accepts, guards its HTTP surface (bearer token off
+//! the process whose memory keeps growing (on four intervals of growth, never
+//! one step up), traces it, writes incidents whose top stack names the
+//! leaking function and whose incident.json agrees with `/reports`, keeps its
+//! retention limits, serves metrics promtool accepts, an index page, reports
+//! in every format and an answer for a wrong method, names its children
+//! memtrace, guards its HTTP surface (bearer token off
 //! loopback, incident ids that cannot become paths, on-demand traces;
 //! limits: a slow head is cut off at the header read timeout, large bodies
 //! and heads are refused, connections and request rates are bounded), and
