@@ -1,7 +1,10 @@
 //! The node agent (`memtrace agent`) against real processes: it flags only
-//! the process whose memory keeps growing, traces it, writes incidents whose
-//! top stack names the leaking function, keeps its retention limits, serves
-//! metrics promtool accepts, guards its HTTP surface (bearer token off
+//! the process whose memory keeps growing (on four intervals of growth, never
+//! one step up), traces it, writes incidents whose top stack names the
+//! leaking function and whose incident.json agrees with `/reports`, keeps its
+//! retention limits, serves metrics promtool accepts, an index page, reports
+//! in every format and an answer for a wrong method, names its children
+//! memtrace, guards its HTTP surface (bearer token off
 //! loopback, incident ids that cannot become paths, on-demand traces;
 //! limits: a slow head is cut off at the header read timeout, large bodies
 //! and heads are refused, connections and request rates are bounded), and
@@ -22,7 +25,7 @@ use std::{
 use memtrace_integration::{
     assert_within, compile_c,
     http::{self, Response},
-    run_memtrace, scratch_dir, secs, MemoryCgroup, Report, StackExt, Tracer, Workload,
+    proc_stat, run_memtrace, scratch_dir, secs, MemoryCgroup, Report, StackExt, Tracer, Workload,
 };
 use serde_json::Value;
 
@@ -435,7 +438,8 @@ fn http_surface_needs_a_token_off_loopback_and_refuses_paths() {
             leak.pid()
         );
         conn.write_all(req.as_bytes()).unwrap();
-        std::thread::sleep(Duration::from_millis(500));
+        // Hang up once its trace runs.
+        wait_child(&mut agent, &format!("--pid {} ", leak.pid()));
     }
     let deadline = Instant::now() + secs(30);
     loop {
@@ -526,6 +530,29 @@ fn trickle(addr: SocketAddr, head: &[u8], repeat: bool) -> (Duration, Vec<u8>) {
     (started.elapsed(), answer)
 }
 
+/// A connection from `from` the server has admitted: it has answered a
+/// kept-alive `GET /healthz` on it.
+fn answered(from: std::net::IpAddr, addr: SocketAddr) -> std::io::Result<std::net::TcpStream> {
+    use std::io::Read;
+    let mut conn = http::connect_from(from, addr)?;
+    conn.set_read_timeout(Some(secs(10)))?;
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")?;
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 512];
+    while !answer.ends_with(b"\r\n\r\nok\n") {
+        match conn.read(&mut buf)? {
+            0 => {
+                return Err(std::io::Error::other(format!(
+                    "closed after {:?}",
+                    String::from_utf8_lossy(&answer)
+                )))
+            }
+            n => answer.extend_from_slice(&buf[..n]),
+        }
+    }
+    Ok(conn)
+}
+
 #[test]
 fn http_limits_bound_slow_large_and_bursty_clients() {
     let dir = scratch_dir("agent-limits");
@@ -585,14 +612,14 @@ fn http_limits_bound_slow_large_and_bursty_clients() {
 
     // Connections: 16 per client address, 64 in all; the next one is
     // answered 429 and closed; once they are gone, requests are served.
+    // Each connection is counted once it has been answered (a connect
+    // alone completes in the kernel, before the server accepts it); it
+    // then idles, kept alive, well within the header read timeout.
     let ip = |last: u8| std::net::IpAddr::from([127, 0, 0, last]);
     let mut idle = Vec::new();
     for n in 0..MAX_CONNECTIONS_PER_CLIENT {
-        idle.push(
-            http::connect_from(ip(2), addr).unwrap_or_else(|e| panic!("connection {n}: {e}")),
-        );
+        idle.push(answered(ip(2), addr).unwrap_or_else(|e| panic!("connection {n}: {e}")));
     }
-    std::thread::sleep(Duration::from_millis(300));
     let mut refused = http::connect_from(ip(2), addr).expect("connect");
     let mut answer = String::new();
     let _ = std::io::Read::read_to_string(&mut refused, &mut answer);
@@ -602,11 +629,10 @@ fn http_limits_bound_slow_large_and_bursty_clients() {
         MAX_CONNECTIONS_PER_CLIENT + 1
     );
     for last in 3..3 + (MAX_CONNECTIONS / MAX_CONNECTIONS_PER_CLIENT - 1) as u8 {
-        for _ in 0..MAX_CONNECTIONS_PER_CLIENT {
-            idle.push(http::connect_from(ip(last), addr).expect("connect"));
+        for n in 0..MAX_CONNECTIONS_PER_CLIENT {
+            idle.push(answered(ip(last), addr).unwrap_or_else(|e| panic!("connection {n}: {e}")));
         }
     }
-    std::thread::sleep(Duration::from_millis(300));
     let mut refused = http::connect_from(ip(20), addr).expect("connect");
     let mut answer = String::new();
     let _ = std::io::Read::read_to_string(&mut refused, &mut answer);
@@ -615,9 +641,20 @@ fn http_limits_bound_slow_large_and_bursty_clients() {
         "connection {} in all: {answer:?}",
         MAX_CONNECTIONS + 1
     );
+    // Once the server has seen them close, a connection is served again.
     drop(idle);
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(http::get(addr, "/healthz", None).status, 200);
+    let deadline = Instant::now() + secs(10);
+    loop {
+        let status = http::get(addr, "/healthz", None).status;
+        if status == 200 {
+            break;
+        }
+        assert!(
+            status == 429 && Instant::now() < deadline,
+            "GET /healthz after the connections closed: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 
     // Requests: clients without the token use nothing up; then a burst of
     // authorized ones gets its first RATE_BURST (and the refill) served and
@@ -749,5 +786,345 @@ fn a_process_back_where_the_oom_killer_struck_is_traced() {
     let held = kill.top_stacks[0].outstanding_bytes;
     assert_within("held at the kill", held, LIMIT, 15.0, &report.describe());
     stop(agent).assert_success();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The children of `parent` (by /proc), as (pid, comm, argv joined by
+/// spaces).
+fn children_of(parent: u32) -> Vec<(u32, String, String)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        if proc_stat(pid).and_then(|f| f.get(1)?.parse::<u32>().ok()) != Some(parent) {
+            continue;
+        }
+        let read = |file: &str| std::fs::read(format!("/proc/{pid}/{file}")).unwrap_or_default();
+        let comm = String::from_utf8_lossy(&read("comm"))
+            .trim_end()
+            .to_string();
+        let args: Vec<String> = read("cmdline")
+            .split(|&b| b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        found.push((pid, comm, args.join(" ")));
+    }
+    found
+}
+
+/// Polls the children of `parent` until one's argv contains `needle`;
+/// returns it. Panics after 30 s (or once the agent exits).
+#[track_caller]
+fn wait_child(agent: &mut Tracer, needle: &str) -> (u32, String, String) {
+    let deadline = Instant::now() + secs(30);
+    loop {
+        let children = children_of(agent.pid());
+        if let Some(c) = children.iter().find(|c| c.2.contains(needle)) {
+            return c.clone();
+        }
+        assert!(agent.is_running(), "agent exited\n{}", agent.snapshot());
+        assert!(
+            Instant::now() < deadline,
+            "no child of the agent with {needle:?} in 30 s: {children:?}\n{}",
+            agent.snapshot()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// What `ps -o comm=,args= -p PID` shows.
+fn ps_line(pid: u32) -> String {
+    let out = Command::new("ps")
+        .args(["-o", "comm=,args=", "-p", &pid.to_string()])
+        .output()
+        .expect("ps (procps)");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The agent as a user meets it: an index page at `/` listing the
+/// endpoints, the processes it watches (their names escaped) and its
+/// incidents; incident.json on disk saying what `/reports` says of it;
+/// `/reports/ID?format=` in every format; a body for a wrong method (with
+/// `Allow`) and for an unknown path; its children named memtrace in `ps`.
+/// Every problem is collected, so one run lists all that is wrong.
+#[test]
+fn index_incident_files_formats_methods_and_child_names() {
+    let dir = scratch_dir("agent-index");
+    // A name that is HTML: the page must show it as text.
+    const NAME: &str = "a<b>&c";
+    let exe = dir.join(NAME);
+    std::fs::copy(compile_c("agent_mix"), &exe).unwrap();
+    let leak = Workload::spawn_ready(&exe, &["leak", &LEAK_KIB_PER_SEC.to_string()]);
+    let reports = dir.join("reports");
+    let addr: SocketAddr = format!("127.0.0.1:{}", http::free_port()).parse().unwrap();
+    let mut agent = start_agent(
+        addr,
+        &reports,
+        &[
+            "--scan-interval",
+            "1s",
+            "--min-observation",
+            "2s",
+            "--trace-window",
+            "3s",
+            "--comm",
+            NAME,
+        ],
+    );
+    wait_healthy(&mut agent, addr);
+    let mut problems: Vec<String> = Vec::new();
+    let mut check = |ok: bool, what: String| {
+        if !ok {
+            problems.push(what);
+        }
+    };
+
+    // Children: the OOM watch, and an on-demand trace while it runs.
+    let (watch, comm, args) = wait_child(&mut agent, "--oom-only");
+    check(
+        comm == "memtrace" && args == "memtrace --oom-only --format json",
+        format!("the OOM watch is comm {comm:?}, args {args:?}"),
+    );
+    let ps = ps_line(watch);
+    check(
+        ps == "memtrace        memtrace --oom-only --format json",
+        format!("ps shows the OOM watch as {ps:?}"),
+    );
+    // (Of a process of its own: the leak's growth trace may hold its pid.)
+    let steady = Workload::spawn_ready(&exe, &["steady"]);
+    let path = format!("/trace?pid={}&duration=2s&format=text", steady.pid());
+    let on_demand = std::thread::spawn(move || http::request(addr, "POST", &path, None));
+    let pid_arg = format!("--pid {} ", steady.pid());
+    let (trace, comm, args) = wait_child(&mut agent, &pid_arg);
+    check(
+        comm == "memtrace" && args.starts_with(&format!("memtrace {pid_arg}")),
+        format!("a trace is comm {comm:?}, args {args:?}"),
+    );
+    let ps = ps_line(trace);
+    check(
+        ps.starts_with(&format!("memtrace        memtrace {pid_arg}")),
+        format!("ps shows a trace as {ps:?}"),
+    );
+    let answer = on_demand.join().unwrap().expect("an answer to POST /trace");
+    check(
+        answer.status == 200
+            && answer.text().starts_with("memtrace report:")
+            && answer
+                .text()
+                .contains(&format!("pid {} ({NAME})", steady.pid())),
+        format!("POST /trace: {} {}", answer.status, answer.text()),
+    );
+
+    // An incident of the leak.
+    wait_metrics(&mut agent, addr, "an incident", |m| {
+        metric(m, "memtrace_agent_incidents_written_total").unwrap_or(0.0) >= 1.0
+    });
+    let listed = json(&http::get(addr, "/reports", None));
+    let incident = &listed[0];
+    let id = incident["id"].as_str().expect("an incident id").to_string();
+    let on_disk: Value = serde_json::from_slice(
+        &std::fs::read(reports.join(&id).join("incident.json")).expect("incident.json"),
+    )
+    .expect("incident.json is JSON");
+    check(
+        &on_disk == incident,
+        format!("incident.json on disk\n{on_disk:#}\nis not what /reports lists\n{incident:#}"),
+    );
+    let files = [
+        "incident.json",
+        "report.json",
+        "flamegraph.svg",
+        "profile.pb.gz",
+    ];
+    let sizes: u64 = files
+        .iter()
+        .map(|f| std::fs::metadata(reports.join(&id).join(f)).map_or(0, |m| m.len()))
+        .sum();
+    check(
+        on_disk["files"] == serde_json::json!(files) && on_disk["bytes"] == sizes,
+        format!(
+            "incident.json lists {} and {} bytes; the directory holds {files:?}, {sizes} bytes",
+            on_disk["files"], on_disk["bytes"]
+        ),
+    );
+
+    // Its report in every format.
+    for (format, kind, starts) in [
+        ("json", "application/json", &b"{"[..]),
+        ("text", "text/plain; charset=utf-8", b"memtrace report:"),
+        ("folded", "text/plain; charset=utf-8", &b""[..]),
+        ("svg", "image/svg+xml", b"<?xml"),
+        ("pprof", "application/octet-stream", &[0x1f, 0x8b]),
+    ] {
+        let r = http::get(addr, &format!("/reports/{id}?format={format}"), None);
+        let wants_function = !matches!(format, "pprof");
+        check(
+            r.status == 200
+                && r.header("content-type") == Some(kind)
+                && r.body.starts_with(starts)
+                && (!wants_function || r.text().contains("append_audit_record")),
+            format!(
+                "GET /reports/ID?format={format}: {} {:?} {:?}",
+                r.status,
+                r.header("content-type"),
+                r.text().chars().take(200).collect::<String>()
+            ),
+        );
+    }
+    let r = http::get(addr, &format!("/reports/{id}?format=xml"), None);
+    check(
+        r.status == 400 && r.text() == "format: json, text, svg, folded or pprof\n",
+        format!(
+            "GET ?format=xml: {} {:?}",
+            r.status,
+            r.text().chars().take(200).collect::<String>()
+        ),
+    );
+
+    // The index page.
+    let page = http::get(addr, "/", None);
+    let html = page.text();
+    check(
+        page.status == 200 && page.header("content-type") == Some("text/html; charset=utf-8"),
+        format!("GET /: {} {:?}", page.status, page.header("content-type")),
+    );
+    for wanted in [
+        "<a href=\"/metrics\">/metrics</a>".to_string(),
+        "<a href=\"/reports\">/reports</a>".to_string(),
+        "<a href=\"/healthz\">/healthz</a>".to_string(),
+        "/trace?pid=P&amp;duration=30s&amp;format=json".to_string(),
+        format!(
+            "<td class=\"n\">{}</td><td>a&lt;b&gt;&amp;c</td>",
+            leak.pid()
+        ),
+        format!("<a href=\"/reports/{id}?format=text\">{id}</a>"),
+        "append_audit_record".to_string(),
+    ] {
+        check(html.contains(&wanted), format!("GET / lacks {wanted:?}"));
+    }
+    check(
+        !html.contains(NAME),
+        format!("GET / shows the name {NAME:?} unescaped"),
+    );
+
+    // Wrong methods and unknown paths are explained.
+    for (method, path, allow) in [
+        ("POST", "/reports", "GET,HEAD"),
+        ("DELETE", "/", "GET,HEAD"),
+        ("GET", "/trace?pid=1", "POST"),
+        ("PUT", &format!("/reports/{id}") as &str, "GET,HEAD"),
+    ] {
+        let r = http::request(addr, method, path, None).expect("an answer");
+        let route = path.split('?').next().unwrap();
+        let body = format!(
+            "{method} is not allowed on {route}: it takes {}\n",
+            allow.replace(',', ", ")
+        );
+        check(
+            r.status == 405 && r.header("allow") == Some(allow) && r.text() == body,
+            format!(
+                "{method} {path}: {} allow {:?} {:?}",
+                r.status,
+                r.header("allow"),
+                r.text()
+            ),
+        );
+    }
+    let r = http::get(addr, "/no/such/thing", None);
+    check(
+        r.status == 404 && r.text() == "no such endpoint: GET / lists them\n",
+        format!("GET /no/such/thing: {} {:?}", r.status, r.text()),
+    );
+
+    let out = stop(agent);
+    let startup = out.stderr.lines().next().unwrap_or("");
+    check(
+        startup.contains(&format!(
+            "http://{addr}/ (index, metrics, healthz, reports, trace)"
+        )),
+        format!("startup line: {startup}"),
+    );
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    out.assert_success();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A process whose memory stepped up once and stayed flat showed one
+/// interval of growth ("too few intervals to call a leak (1 of 4)"): not
+/// the evidence a trace starts on. A leak running beside it is traced
+/// (so the agent could trace, and did, on four intervals).
+#[test]
+fn one_interval_of_growth_does_not_start_a_trace() {
+    const STEP_MIB: u64 = 32;
+    let exe = compile_c("agent_mix");
+    let mut step = Workload::spawn_ready(&exe, &["step", &STEP_MIB.to_string()]);
+    let dir = scratch_dir("agent-step");
+    let leak_exe = dir.join("agent_leaker");
+    std::fs::copy(&exe, &leak_exe).unwrap();
+    let leak = Workload::spawn_ready(&leak_exe, &["leak", &LEAK_KIB_PER_SEC.to_string()]);
+    let addr: SocketAddr = format!("127.0.0.1:{}", http::free_port()).parse().unwrap();
+    let mut agent = start_agent(
+        addr,
+        &dir.join("reports"),
+        &[
+            "--scan-interval",
+            "1s",
+            "--min-observation",
+            "2s",
+            "--trace-window",
+            "2s",
+            "--comm",
+            "agent_mix",
+            "--comm",
+            "agent_leaker",
+        ],
+    );
+    wait_healthy(&mut agent, addr);
+    let scans = |m: &str| metric(m, "memtrace_agent_scans_total").unwrap_or(0.0);
+    // Watched past --min-observation (first seen at the first scan).
+    wait_metrics(&mut agent, addr, "four scans", |m| scans(m) >= 4.0);
+    step.signal(libc::SIGUSR1);
+    step.expect_line("filled", secs(10));
+    let stepped = scans(&http::get(addr, "/metrics", None).text());
+    // The step seen, then judged over more intervals than a leak needs.
+    let metrics = {
+        let pid = step.pid();
+        let step_bytes = STEP_MIB << 20;
+        wait_metrics(&mut agent, addr, "the step seen", |m| {
+            process_metric(m, "memtrace_process_anon_resident_bytes", pid)
+                .is_some_and(|b| b as u64 >= step_bytes)
+        });
+        wait_metrics(&mut agent, addr, "eight scans after the step", |m| {
+            scans(m) >= stepped + 8.0
+        });
+        http::get(addr, "/metrics", None).text()
+    };
+    let out = stop(agent);
+    let traced: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("memtrace: agent: tracing pid"))
+        .collect();
+    assert!(
+        traced
+            .iter()
+            .all(|l| !l.starts_with(&format!("memtrace: agent: tracing pid {} ", step.pid()))),
+        "a process that stepped up once was traced:\n{}\n{metrics}",
+        out.stderr
+    );
+    let leak_line = format!("memtrace: agent: tracing pid {} ", leak.pid());
+    let leak_traced = traced.iter().find(|l| l.starts_with(&leak_line));
+    let leak_traced =
+        leak_traced.unwrap_or_else(|| panic!("the leak was not traced\n{}", out.stderr));
+    // ...on the evidence of a leak: four intervals or more.
+    let intervals: u64 = leak_traced
+        .split("grew in ")
+        .nth(1)
+        .and_then(|r| r.split('/').nth(1)?.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no `grew in N/M intervals` in {leak_traced}"));
+    assert!(intervals >= 4, "{leak_traced}");
+    out.assert_success();
     std::fs::remove_dir_all(&dir).unwrap();
 }

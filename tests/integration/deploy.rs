@@ -6,6 +6,11 @@
 //! manifests, and memtrace works with exactly the manifest's capabilities
 //! (and not without CAP_SYS_ADMIN, which the kernel's uprobe PMU checks).
 //!
+//! The Prometheus alerting rules in `deploy/prometheus/` pass `promtool
+//! check rules` and their unit tests (`promtool test rules`), and, fed a
+//! real agent's /metrics, use only metrics it exports and fire for the
+//! process that leaks and nothing else.
+//!
 //! kubernetes-validate is `$KUBERNETES_VALIDATE` (set by `cargo xtask
 //! test`), else the venv `cargo xtask test` installs it into
 //! (`target/xtask/k8s-venv`), else on PATH; without it the tests fail (they
@@ -21,7 +26,8 @@ use std::{
 };
 
 use memtrace_integration::{
-    compile_c, memtrace_bin, scratch_dir, workspace_root, Report, StackExt, Workload,
+    compile_c, http, memtrace_bin, scratch_dir, secs, workspace_root, Report, StackExt, Tracer,
+    Workload,
 };
 use serde_json::Value;
 
@@ -577,4 +583,245 @@ fn the_manifest_capabilities_suffice_and_sys_admin_is_needed() {
         error.contains("perf_event_open") && error.contains("Permission denied"),
         "{error}"
     );
+}
+
+fn rules_dir() -> PathBuf {
+    deploy_dir().join("prometheus")
+}
+
+const RULES: &str = "memtrace-rules.yaml";
+const RULES_TEST: &str = "memtrace-rules.test.yaml";
+
+/// `promtool ARGS...` in `dir`: Ok(stdout) or Err(everything it said).
+fn promtool(dir: &Path, args: &[&str]) -> Result<String, String> {
+    run_ok(Command::new("promtool").current_dir(dir).args(args))
+        .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The values of `key: VALUE` lines (after `- ` or indentation) of a YAML
+/// file, in order.
+fn yaml_values(text: &str, key: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| {
+            let l = l.trim_start().trim_start_matches("- ");
+            l.strip_prefix(key)?
+                .strip_prefix(": ")
+                .map(|v| v.trim().to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn prometheus_rules_pass_promtool_check_and_their_unit_tests() {
+    let dir = rules_dir();
+    let rules = std::fs::read_to_string(dir.join(RULES)).expect("deploy/prometheus rules");
+    let alerts: BTreeSet<String> = yaml_values(&rules, "alert").into_iter().collect();
+    assert_eq!(
+        alerts,
+        BTreeSet::from(
+            [
+                "MemtraceOOMKill",
+                "MemtraceOOMWatchDown",
+                "MemtraceProcessMemoryGrowing",
+                "MemtraceTracesFailing"
+            ]
+            .map(String::from)
+        ),
+        "the alerts shipped"
+    );
+    let checked = promtool(&dir, &["check", "rules", RULES]).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        checked.contains(&format!("SUCCESS: {} rules found", alerts.len())),
+        "{checked}"
+    );
+    // Every alert has a unit test that expects it to fire.
+    let tests = std::fs::read_to_string(dir.join(RULES_TEST)).expect("the rules' unit tests");
+    let tested: BTreeSet<String> = yaml_values(&tests, "alertname").into_iter().collect();
+    assert_eq!(tested, alerts, "alerts without a unit test");
+    assert!(
+        tests.matches("exp_labels:").count() >= alerts.len(),
+        "each alert is expected to fire somewhere"
+    );
+    let out = promtool(&dir, &["test", "rules", RULES_TEST]).unwrap_or_else(|e| panic!("{e}"));
+    assert!(out.contains("SUCCESS"), "{out}");
+}
+
+/// The samples of a Prometheus text exposition: (series as written, value).
+fn samples(exposition: &str) -> Vec<(String, String)> {
+    exposition
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let (series, value) = l.rsplit_once(' ').expect("`series value`");
+            (series.to_owned(), value.to_owned())
+        })
+        .collect()
+}
+
+/// The metric names a PromQL expression names (`memtrace_...`).
+fn metric_names(expr: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let mut rest = expr;
+    while let Some(at) = rest.find("memtrace_") {
+        let name: String = rest[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        rest = &rest[at + name.len()..];
+        names.insert(name);
+    }
+    names
+}
+
+/// A metric's value in an exposition (the first series of that name and
+/// labels prefix).
+fn sample_value(exposition: &str, prefix: &str) -> Option<f64> {
+    samples(exposition)
+        .into_iter()
+        .find(|(series, _)| series.starts_with(prefix))
+        .and_then(|(_, value)| value.parse().ok())
+}
+
+#[test]
+fn prometheus_rules_fire_on_a_real_agents_metrics() {
+    let dir = scratch_dir("rules");
+    // A leak of its own name, so only it is watched.
+    let exe = dir.join("rules_leak");
+    std::fs::copy(compile_c("agent_mix"), &exe).unwrap();
+    let leak = Workload::spawn_ready(&exe, &["leak", "1024"]);
+    let addr = format!("127.0.0.1:{}", http::free_port());
+    let mut agent = Tracer::spawn(
+        &[
+            "agent",
+            "--listen",
+            &addr,
+            "--reports-dir",
+            dir.join("reports").to_str().unwrap(),
+            "--scan-interval",
+            "1s",
+            "--min-observation",
+            "2s",
+            "--trace-window",
+            "2s",
+            "--comm",
+            "rules_leak",
+        ]
+        .map(std::ffi::OsString::from),
+    );
+    let addr: std::net::SocketAddr = addr.parse().unwrap();
+    // Until a trace has finished: every family the rules use is exported.
+    let deadline = std::time::Instant::now() + secs(60);
+    let exposition = loop {
+        let m = http::request(addr, "GET", "/metrics", None).map(|r| r.text());
+        if let Some(m) = m.filter(|m| {
+            sample_value(
+                m,
+                "memtrace_agent_traces_total{reason=\"growth\",result=\"ok\"}",
+            )
+            .is_some()
+                && sample_value(m, "memtrace_agent_oom_watch_up") == Some(1.0)
+        }) {
+            break m;
+        }
+        assert!(agent.is_running(), "agent exited\n{}", agent.snapshot());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no finished trace in 60 s\n{}",
+            agent.snapshot()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(agent.pid() as i32, libc::SIGTERM) };
+    agent.finish(secs(60)).assert_success();
+
+    // Every metric a rule names is one the agent exports.
+    let rules = std::fs::read_to_string(rules_dir().join(RULES)).unwrap();
+    let exported: BTreeSet<String> = exposition
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.split(' ').next())
+        .map(String::from)
+        .collect();
+    let used = metric_names(&rules);
+    assert!(used.len() >= 4, "{used:?}");
+    let unknown: Vec<&String> = used.difference(&exported).collect();
+    assert!(
+        unknown.is_empty(),
+        "the rules use metrics the agent does not export: {unknown:?}\n{exposition}"
+    );
+
+    // These very samples, held for an hour: the growth alert fires for the
+    // leak, with its labels, and nothing else does.
+    let pid = leak.pid().to_string();
+    let leaking = samples(&exposition)
+        .into_iter()
+        .find(|(s, _)| {
+            s.starts_with("memtrace_process_anon_growth_bytes_per_hour{")
+                && s.contains(&format!("pid=\"{pid}\""))
+        })
+        .unwrap_or_else(|| panic!("no growth series for pid {pid}\n{exposition}"));
+    let rate: f64 = leaking.1.parse().unwrap();
+    assert!(rate > 1e9, "the leak's growth is 3.5 GiB/h: {leaking:?}");
+    let mut test = format!(
+        "rule_files:\n  - {}\nevaluation_interval: 1m\ntests:\n  - interval: 1m\n    \
+         input_series:\n",
+        rules_dir().join(RULES).display()
+    );
+    // As scraped: with the target's instance label.
+    const INSTANCE: &str = "node-x:9464";
+    for (series, value) in samples(&exposition) {
+        let series = match series.split_once('{') {
+            Some((name, labels)) => format!("{name}{{instance=\"{INSTANCE}\",{labels}"),
+            None => format!("{series}{{instance=\"{INSTANCE}\"}}"),
+        };
+        test.push_str(&format!(
+            "      - series: '{series}'\n        values: '{value}x60'\n"
+        ));
+    }
+    test.push_str(&format!(
+        "    alert_rule_test:\n      - eval_time: 30m\n        alertname: \
+         MemtraceProcessMemoryGrowing\n        exp_alerts:\n          - exp_labels:\n              \
+         severity: warning\n              instance: {INSTANCE}\n              pid: \"{pid}\"\n              \
+         comm: rules_leak\n            \
+         exp_annotations:\n              summary: \"rules_leak (pid {pid}) keeps growing: \
+         {growth}B/h of anonymous memory\"\n              description: \"The anonymous memory of \
+         rules_leak (pid {pid}) on {INSTANCE} has grown {growth}B/h for 15 minutes. The memtrace agent \
+         traces such a process; its incident (top allocation stacks, flamegraph) is listed at \
+         /reports on that agent.\"\n",
+        growth = humanize1024(rate),
+    ));
+    for quiet in [
+        "MemtraceOOMKill",
+        "MemtraceTracesFailing",
+        "MemtraceOOMWatchDown",
+    ] {
+        test.push_str(&format!(
+            "      - eval_time: 30m\n        alertname: {quiet}\n        exp_alerts: []\n"
+        ));
+    }
+    let file = dir.join("real.test.yaml");
+    std::fs::write(&file, &test).unwrap();
+    if let Err(e) = promtool(&dir, &["test", "rules", file.to_str().unwrap()]) {
+        panic!("{e}\n--- {} ---\n{test}", file.display());
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Prometheus' `humanize1024` template function: the value scaled by 1024
+/// until below it, with 4 significant digits and Ki, Mi, Gi... (Go's `%.4g`).
+fn humanize1024(mut v: f64) -> String {
+    let prefixes = ["", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "Zi", "Yi"];
+    let mut i = 0;
+    while v.abs() >= 1024.0 && i + 1 < prefixes.len() {
+        v /= 1024.0;
+        i += 1;
+    }
+    // %.4g: 4 significant digits, trailing zeros dropped.
+    let digits = 3 - v.abs().log10().floor().max(0.0) as i32;
+    let text = format!("{v:.*}", digits.max(0) as usize);
+    let text = match text.contains('.') {
+        true => text.trim_end_matches('0').trim_end_matches('.').to_owned(),
+        false => text,
+    };
+    format!("{text}{}", prefixes[i])
 }

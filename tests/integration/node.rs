@@ -274,14 +274,16 @@ fn ctrl_c_while_attaching_ends_the_run_with_a_report() {
     // --all takes a while to look at every process and place its probes:
     // a Ctrl-C then must end the run as soon as it starts, not be lost.
     let started = std::time::Instant::now();
-    let tracer = Tracer::spawn(&[
+    let mut tracer = Tracer::spawn(&[
         "--all".into(),
         "--duration".into(),
         "120s".into(),
         "--format".into(),
         "json".into(),
     ]);
-    std::thread::sleep(Duration::from_millis(50));
+    // As soon as memtrace handles SIGINT (before anything is attached; a
+    // fixed delay could come before, when SIGINT still kills it).
+    tracer.wait_catching(libc::SIGINT, Duration::from_secs(30));
     let out = tracer.interrupt(Duration::from_secs(60));
     out.assert_success();
     let report = out.report();

@@ -671,6 +671,34 @@ impl Tracer {
         send_signal(self.pid(), sig);
     }
 
+    /// Waits until memtrace catches `sig` (its handler is installed: bit
+    /// `sig - 1` of `SigCgt` in /proc/PID/status), so that sending it ends
+    /// the run rather than killing memtrace. Panics if memtrace exits first
+    /// or `timeout` passes.
+    #[track_caller]
+    pub fn wait_catching(&mut self, sig: i32, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let pid = self.pid();
+        loop {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            let caught = status
+                .lines()
+                .find_map(|l| l.strip_prefix("SigCgt:"))
+                .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+                .is_some_and(|mask| mask & (1 << (sig - 1)) != 0);
+            if caught {
+                return;
+            }
+            assert!(self.is_running(), "memtrace exited\n{}", self.snapshot());
+            assert!(
+                Instant::now() < deadline,
+                "memtrace did not catch signal {sig} within {timeout:?}\n{}",
+                self.snapshot()
+            );
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// Waits until what memtrace has written (stdout or stderr) contains
     /// `needle`; panics with `what` and all it wrote if `timeout` passes
     /// first.
@@ -926,12 +954,20 @@ mod tests {
             .parse()
             .unwrap();
         let _ = std::fs::remove_file(&marker);
-        thread::sleep(Duration::from_millis(200));
-        // SAFETY: kill(2) with signal 0 only checks for existence.
-        let alive = unsafe { libc::kill(pid, 0) } == 0
-            && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .unwrap_or_default()
-                .contains(") Z ");
-        assert!(!alive, "background child {pid} survived the timeout");
+        // SIGKILL takes effect asynchronously: poll for its end (gone, or a
+        // zombie) with a deadline.
+        let alive = || {
+            // SAFETY: kill(2) with signal 0 only checks for existence.
+            let exists = unsafe { libc::kill(pid, 0) } == 0;
+            exists
+                && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .unwrap_or_default()
+                    .contains(") Z ")
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while alive() && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(10));
+        }
+        assert!(!alive(), "background child {pid} survived the timeout");
     }
 }

@@ -1,12 +1,15 @@
 /*
  * agent_mix.c - processes for the node agent to tell apart.
  *
- * Usage: agent_mix leak KIB_PER_SEC | plateau MIB | steady
+ * Usage: agent_mix leak KIB_PER_SEC | plateau MIB | step MIB | steady
  *   leak:    append_audit_record() mallocs KIB_PER_SEC/20 KiB every 50 ms,
  *            touches it and keeps it: anonymous memory grows for ever.
  *   plateau: fill_cache() fills MIB MiB in 256 KiB blocks over about a
  *            second, then the process only churns small blocks: it grew,
  *            then stays flat (a cache that filled up).
+ *   step:    prints "ready", waits for SIGUSR1, then fills MIB MiB at once
+ *            (one step up between two scans), prints "filled" and only
+ *            churns small blocks: one interval of growth, then flat.
  *   steady:  holds a 4 MiB table and churns 64 KiB blocks every 10 ms.
  * Prints "ready" once set up (plateau: once its cache is full), then runs
  * until killed.
@@ -38,6 +41,16 @@ __attribute__((noinline)) void fill_cache(size_t mib) {
     }
 }
 
+__attribute__((noinline)) void fill_at_once(size_t mib) {
+    for (size_t i = 0; i < mib * 4; i++) {
+        char *p = malloc(256 * 1024);
+        if (!p)
+            die("malloc");
+        memset(p, 0x3c, 256 * 1024);
+        kept[n_kept++] = p;
+    }
+}
+
 __attribute__((noinline)) void churn_block(size_t size) {
     char *p = malloc(size);
     if (!p)
@@ -61,6 +74,16 @@ int main(int argc, char **argv) {
     if (strcmp(argv[1], "plateau") == 0 && argc > 2) {
         fill_cache((size_t)atol(argv[2]));
         printf("ready\n");
+        fflush(stdout);
+        for (;;) {
+            churn_block(4096);
+            sleep_ms(10);
+        }
+    }
+    if (strcmp(argv[1], "step") == 0 && argc > 2) {
+        wait_for_go();
+        fill_at_once((size_t)atol(argv[2]));
+        printf("filled\n");
         fflush(stdout);
         for (;;) {
             churn_block(4096);

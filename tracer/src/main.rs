@@ -14,6 +14,7 @@ use memtrace::{
 };
 
 fn main() -> ExitCode {
+    agent::name_after_argv0();
     let result = match cli::Cli::parse_or_exit() {
         config::Run::Agent(settings) => agent::run(settings),
         config::Run::Offline(command) => offline::run(&command),

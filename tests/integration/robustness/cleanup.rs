@@ -271,9 +271,16 @@ fn stop_and_check(sig: i32) -> RunOutput {
     if !covered.is_empty() {
         println!("probed in every process by someone else, not judged: {covered:?}");
     }
+    // Still running: its CPU time grows (polled with a deadline, not
+    // assumed of a fixed pause on a loaded machine), and it is no zombie.
     let before = cpu_ticks(pid);
-    thread::sleep(Duration::from_millis(300));
-    let after = cpu_ticks(pid);
+    let deadline = Instant::now() + CLEANUP_TIMEOUT;
+    let mut after = cpu_ticks(pid);
+    while before.is_some() && after.is_some_and(|a| Some(a) <= before) && Instant::now() < deadline
+    {
+        thread::sleep(Duration::from_millis(20));
+        after = cpu_ticks(pid);
+    }
     assert!(
         matches!((before, after), (Some(b), Some(a)) if a > b),
         "busy_loop (pid {pid}) should still run, unharmed, after memtrace is gone: CPU ticks \

@@ -36,6 +36,9 @@ pub struct Analysis {
     /// Steps between consecutive samples, and how many of them went up.
     pub intervals: u64,
     pub grew_intervals: u64,
+    /// Steps in the active window (docs/verdicts.md): the evidence a leak
+    /// needs at least [`MIN_LEAK_INTERVALS`] of.
+    pub active_intervals: u64,
     /// Net growth in the first and the last third of the active window.
     pub early_growth_bytes: i64,
     pub late_growth_bytes: i64,
@@ -60,6 +63,7 @@ pub fn analyse_points(points: &[(f64, f64)], oldest_age_secs: Option<f64>) -> An
         growth_bytes_per_sec: 0.0,
         intervals: points.len().saturating_sub(1) as u64,
         grew_intervals: ups(points) as u64,
+        active_intervals: 0,
         early_growth_bytes: 0,
         late_growth_bytes: 0,
     };
@@ -82,6 +86,7 @@ pub fn analyse_points(points: &[(f64, f64)], oldest_age_secs: Option<f64>) -> An
         .position(|p| (p.1 - first.1).abs() > band)
         .map_or(0, |i| i - 1);
     let active = &points[start..];
+    a.active_intervals = (active.len() - 1) as u64;
     let active_span = last.0 - active[0].0;
     // The trend is judged after the window's first point: that point is
     // below everything after it by construction (a stack's zero before it
@@ -398,6 +403,16 @@ mod tests {
         let a = verdict(&series(5.0, &[0.0, 4096.0, 8192.0]), Some(10.0));
         assert_eq!(a.verdict, Verdict::Growing, "{a:?}");
         assert!(a.reason.contains("too few intervals"), "{}", a.reason);
+        assert_eq!(a.active_intervals, 2);
+        // A late start: flat for 10 intervals, then one step up is one
+        // interval of evidence, however long the series.
+        let mut late = vec![1e6; 11];
+        late.push(2e6);
+        let a = verdict(&series(1.0, &late), None);
+        assert_eq!(
+            (a.verdict, a.intervals, a.active_intervals),
+            (Verdict::Growing, 11, 1)
+        );
         // A stack that appeared in the last interval.
         assert_eq!(
             verdict(&series(1.0, &[0.0, 8192.0]), None).verdict,

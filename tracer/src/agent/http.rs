@@ -1,8 +1,11 @@
-//! The agent's HTTP surface (axum): `/healthz`, `/metrics` (Prometheus
-//! text), `/reports` (incidents, newest first), `/reports/{id}[/{file}]`
-//! (one incident's files, by validated id and a fixed list of names), and
-//! `POST /trace?pid=&duration=&format=` (an on-demand trace, answered with
-//! its report). With a token every endpoint but `/healthz` requires
+//! The agent's HTTP surface (axum): `/` (the index page), `/healthz`,
+//! `/metrics` (Prometheus text), `/reports` (incidents, newest first),
+//! `/reports/{id}[?format=]` (an incident's report in any format),
+//! `/reports/{id}/{file}` (one incident's files, by validated id and a fixed
+//! list of names), and `POST /trace?pid=&duration=&format=` (an on-demand
+//! trace, answered with its report). A wrong method is answered 405 with
+//! `Allow` and a body saying what is allowed; an unknown path, 404 pointing
+//! at `/`. With a token every endpoint but `/healthz` requires
 //! `Authorization: Bearer TOKEN`. This file also owns the server's limits
 //! (hyper's HTTP/1 connection builder, tower-http's body limit): how long a
 //! request's head may take, how large it and its body may be, how many
@@ -32,7 +35,13 @@ use serde::Deserialize;
 use tokio::{net::TcpListener, sync::oneshot};
 use tower_http::limit::RequestBodyLimitLayer;
 
-use super::{traces, Shared};
+use memtrace_report::{
+    render::{self, Format, Options},
+    Weight,
+};
+
+use super::{incidents, traces, Shared};
+use crate::config::DEFAULT_TOP;
 
 /// How long /healthz gives the OOM watch to start.
 const OOM_WATCH_GRACE: Duration = Duration::from_secs(60);
@@ -67,17 +76,24 @@ const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
 
 pub(super) fn router(shared: Arc<Shared>) -> Router {
     let bucket = Arc::new(Mutex::new(Bucket::full()));
-    Router::new()
+    let routes = Router::new()
+        .route("/", get(index))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/reports", get(list))
         .route("/reports/{id}", get(report))
         .route("/reports/{id}/{file}", get(report_file))
         .route("/trace", post(trace))
+        .fallback(not_found)
         .layer(middleware::from_fn_with_state(bucket, throttle))
         .layer(middleware::from_fn_with_state(shared.clone(), authorize))
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
-        .with_state(shared)
+        .with_state(shared);
+    // Around the whole router: axum adds a 405's `Allow` header as the
+    // route's answer leaves it, after any layer of the router's own.
+    Router::new()
+        .fallback_service(routes)
+        .layer(middleware::from_fn(explain_method))
 }
 
 /// Serves `router` on `listener` within the limits above until `stop`
@@ -210,6 +226,36 @@ async fn throttle(
         .into_response()
 }
 
+/// Gives a 405 (which axum answers with `Allow` and no body) a body saying
+/// what the endpoint takes.
+async fn explain_method(request: Request, next: Next) -> Response {
+    let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+    let mut response = next.run(request).await;
+    if response.status() != StatusCode::METHOD_NOT_ALLOWED {
+        return response;
+    }
+    let allow = response
+        .headers()
+        .get(header::ALLOW)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .replace(',', ", ");
+    let body = format!("{method} is not allowed on {path}: it takes {allow}\n");
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(TEXT));
+    headers.remove(header::CONTENT_LENGTH);
+    *response.body_mut() = body.into();
+    response
+}
+
+async fn not_found() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        "no such endpoint: GET / lists them\n",
+    )
+        .into_response()
+}
+
 /// Checks the bearer token (when there is one) on everything but /healthz.
 async fn authorize(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
     let Some(token) = &shared.token else {
@@ -260,6 +306,22 @@ async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
     }
 }
 
+async fn index(State(shared): State<Arc<Shared>>) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            // Nothing but the page itself: no scripts, whatever a process
+            // name holds (they are escaped too).
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; style-src 'unsafe-inline'",
+            ),
+        ],
+        shared.index_page(),
+    )
+        .into_response()
+}
+
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
     shared.refresh_own_metrics();
     (
@@ -276,8 +338,63 @@ async fn list(State(shared): State<Arc<Shared>>) -> Response {
     Json(shared.store.list()).into_response()
 }
 
-async fn report(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
-    serve_file(&shared, &id, None).await
+#[derive(Deserialize)]
+struct ReportQuery {
+    format: Option<String>,
+}
+
+/// An incident's report: report.json, or `?format=` svg and pprof (the
+/// files the incident holds) or text and folded (rendered from
+/// report.json, as `memtrace report` would).
+async fn report(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    Query(q): Query<ReportQuery>,
+) -> Response {
+    let format = q.format.as_deref().unwrap_or("json");
+    let file = match format {
+        "json" => incidents::REPORT,
+        "svg" => incidents::FLAMEGRAPH,
+        "pprof" => incidents::PROFILE,
+        "text" | "folded" => incidents::REPORT,
+        _ => return bad_format(),
+    };
+    if !matches!(format, "text" | "folded") {
+        return serve_file(&shared, &id, Some(file)).await;
+    }
+    if !incidents::valid_id(&id) {
+        return (StatusCode::BAD_REQUEST, "not an incident id\n").into_response();
+    }
+    let Some(path) = shared.store.file(&id, Some(file)) else {
+        return (StatusCode::NOT_FOUND, "no such incident or file\n").into_response();
+    };
+    let (format, top) = match format {
+        "text" => (Format::Text, DEFAULT_TOP),
+        _ => (Format::Folded, usize::MAX),
+    };
+    let render = move || -> anyhow::Result<Vec<u8>> {
+        let report = memtrace_report::load::load(&path)?;
+        let opts = Options {
+            text_top: top,
+            weight: Weight::default(),
+        };
+        let mut out = Vec::new();
+        render::render(&report, format, opts, &mut out)?;
+        Ok(out)
+    };
+    match tokio::task::spawn_blocking(render).await {
+        Ok(Ok(text)) => ([(header::CONTENT_TYPE, TEXT)], text).into_response(),
+        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}\n")).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
+fn bad_format() -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        "format: json, text, svg, folded or pprof\n",
+    )
+        .into_response()
 }
 
 async fn report_file(
@@ -288,7 +405,7 @@ async fn report_file(
 }
 
 async fn serve_file(shared: &Shared, id: &str, file: Option<&str>) -> Response {
-    if !super::incidents::valid_id(id) {
+    if !incidents::valid_id(id) {
         return (StatusCode::BAD_REQUEST, "not an incident id\n").into_response();
     }
     let Some(path) = shared.store.file(id, file) else {
@@ -341,13 +458,7 @@ async fn trace(State(shared): State<Arc<Shared>>, Query(q): Query<TraceQuery>) -
         .find(|f| *f == q.format.as_deref().unwrap_or("json"))
     {
         Some(f) => f,
-        None => {
-            return (
-                StatusCode::BAD_REQUEST,
-                "format: json, text, svg, folded or pprof\n",
-            )
-                .into_response()
-        }
+        None => return bad_format(),
     };
     if super::scan::read(q.pid).is_none() {
         return (

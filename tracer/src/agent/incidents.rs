@@ -66,6 +66,21 @@ pub struct Incident {
     pub bytes: u64,
 }
 
+/// `incident` as JSON whose `bytes` are `others` plus the JSON's own
+/// length. That length depends on the digits of `bytes`, which grow with
+/// it: starting from `others`, a few rounds settle.
+fn with_own_size(incident: &mut Incident, others: u64) -> Result<Vec<u8>> {
+    let mut own = 0;
+    loop {
+        incident.bytes = others + own;
+        let json = serde_json::to_vec_pretty(&*incident)?;
+        if json.len() as u64 == own {
+            return Ok(json);
+        }
+        own = json.len() as u64;
+    }
+}
+
 /// The reports directory and its limits.
 pub struct Store {
     dir: PathBuf,
@@ -179,10 +194,23 @@ impl Store {
         Ok(dir)
     }
 
-    /// Writes incident.json and moves the incident into place.
+    /// Writes incident.json, last, and moves the incident into place.
+    /// Its `files` and `bytes` are what the directory then holds,
+    /// incident.json included: what [`Store::list`] says of it.
     pub fn commit(&self, incident: &Incident) -> Result<()> {
         let staging = self.staging(&incident.id);
-        let json = serde_json::to_vec_pretty(incident)?;
+        let mut incident = incident.clone();
+        incident.files.clear();
+        let mut others = 0;
+        for name in FILES {
+            if name == META {
+                incident.files.push(name.to_string());
+            } else if let Ok(m) = fs::metadata(staging.join(name)) {
+                incident.files.push(name.to_string());
+                others += m.len();
+            }
+        }
+        let json = with_own_size(&mut incident, others)?;
         fs::write(staging.join(META), json)?;
         fs::rename(&staging, self.dir.join(&incident.id))
             .with_context(|| format!("committing incident {}", incident.id))
@@ -318,7 +346,19 @@ mod tests {
             ids.push(id);
             store.prune();
         }
-        let listed: Vec<String> = store.list().into_iter().map(|i| i.id).collect();
+        let listed = store.list();
+        // incident.json on disk says what the listing says: its files
+        // (itself included) and their size.
+        for i in &listed {
+            let on_disk: Incident =
+                serde_json::from_slice(&fs::read(dir.join(&i.id).join(META)).unwrap()).unwrap();
+            assert_eq!(on_disk.files, [META, REPORT]);
+            assert_eq!(on_disk.files, i.files);
+            assert_eq!(on_disk.bytes, i.bytes);
+            let meta_len = fs::metadata(dir.join(&i.id).join(META)).unwrap().len();
+            assert_eq!(on_disk.bytes, 3000 + meta_len);
+        }
+        let listed: Vec<String> = listed.into_iter().map(|i| i.id).collect();
         assert_eq!(listed, vec![ids[3].clone(), ids[2].clone()]);
         assert!(store.file(&ids[3], None).is_some());
         assert!(store.file(&ids[3], Some("../../etc/passwd")).is_none());

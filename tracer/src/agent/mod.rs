@@ -9,6 +9,7 @@
 
 mod http;
 pub mod incidents;
+mod index;
 mod metrics;
 pub mod scan;
 mod traces;
@@ -44,6 +45,7 @@ use crate::{
 use incidents::{Incident, Store};
 use metrics::Metrics;
 use scan::Scanner;
+pub use traces::name_after_argv0;
 use traces::Children;
 
 /// How long an OOM kill is remembered, for recognising the victim's
@@ -126,6 +128,10 @@ pub struct Shared {
     stopping: Arc<AtomicBool>,
     /// Outstanding bytes of each live pid's last finished trace window.
     traced: Mutex<HashMap<u32, u64>>,
+    /// The settings, one line (startup and the index page).
+    settings: String,
+    /// The processes of the last scan the index shows (those with metrics).
+    shown: Mutex<Vec<index::Row>>,
 }
 
 impl Shared {
@@ -160,6 +166,22 @@ impl Shared {
         m.traces_active.set(self.slots.count() as i64);
         m.oom_watch_up
             .set(i64::from(self.oom_watch_up.load(Ordering::Relaxed)));
+    }
+
+    /// The index page, now.
+    fn index_page(&self) -> String {
+        let shown = self.shown.lock().expect("shown lock").clone();
+        let mut tracing = self.slots.pids();
+        tracing.sort_unstable();
+        index::render(&index::Page {
+            node: &self.node,
+            settings: &self.settings,
+            token: self.token.is_some(),
+            watched: self.metrics.processes.get() as usize,
+            processes: &shown,
+            tracing: &tracing,
+            incidents: &self.store.list(),
+        })
     }
 
     fn refresh_store_metrics(&self) {
@@ -239,12 +261,22 @@ async fn agent(args: config::Agent) -> Result<()> {
         oom_watch_up: Arc::default(),
         stopping: Arc::default(),
         traced: Mutex::default(),
+        settings: format!(
+            "incidents in {}; scanning every {} for growth over {} after {}; traces of {} \
+             (at most {} at once)",
+            args.reports_dir.display(),
+            humantime::format_duration(args.scan_interval),
+            rate_per_hour(args.alert_growth),
+            humantime::format_duration(args.min_observation),
+            humantime::format_duration(args.trace_window),
+            args.max_traces,
+        ),
+        shown: Mutex::default(),
     });
     shared.metrics.incidents_deleted.inc_by(pruned);
     shared.refresh_store_metrics();
     crate::note(&format!(
-        "agent on node {}: http://{}/ (metrics, healthz, reports, trace){}; incidents in {}; \
-         scanning every {} for growth over {} after {}",
+        "agent on node {}: http://{}/ (index, metrics, healthz, reports, trace){}; {}",
         shared.node,
         args.listen,
         if shared.token.is_some() {
@@ -252,10 +284,7 @@ async fn agent(args: config::Agent) -> Result<()> {
         } else {
             ""
         },
-        args.reports_dir.display(),
-        humantime::format_duration(args.scan_interval),
-        rate_per_hour(args.alert_growth),
-        humantime::format_duration(args.min_observation),
+        shared.settings,
     ));
 
     let (kills_tx, mut kills) = mpsc::unbounded_channel();
@@ -418,6 +447,7 @@ fn publish_processes(shared: &Shared, scanner: &Scanner, suspects: &HashSet<u32>
     let tracing: HashSet<u32> = shared.slots.pids().into_iter().collect();
     let mut all: Vec<&scan::Watched> = scanner.processes().collect();
     all.sort_by_key(|w| std::cmp::Reverse(w.anon_bytes));
+    let mut shown = Vec::new();
     for (rank, w) in all.into_iter().enumerate() {
         let wanted = rank < metrics::PROCESSES_SHOWN
             || suspects.contains(&w.pid)
@@ -446,7 +476,26 @@ fn publish_processes(shared: &Shared, scanner: &Scanner, suspects: &HashSet<u32>
                 .with_label_values(&labels)
                 .set(held as i64);
         }
+        shown.push(index::Row {
+            pid: w.pid,
+            comm: w.comm.clone(),
+            container: container.to_string(),
+            anon_bytes: w.anon_bytes,
+            rss_bytes: w.rss_bytes,
+            verdict: w
+                .growth
+                .as_ref()
+                .map_or(String::new(), |g| format!("{:?}", g.verdict).to_lowercase()),
+            bytes_per_hour: w.growth.as_ref().map_or(0.0, |g| g.bytes_per_hour),
+            reason: w
+                .growth
+                .as_ref()
+                .map_or(String::new(), |g| g.reason.clone()),
+            suspect: suspects.contains(&w.pid),
+            traced_bytes: traced.get(&w.pid).copied(),
+        });
     }
+    *shared.shown.lock().expect("shown lock") = shown;
 }
 
 fn on_oom(shared: &Shared, kill: OomKill, ooms: &mut VecDeque<(String, String, Instant)>) {

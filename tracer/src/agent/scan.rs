@@ -88,6 +88,20 @@ pub struct Growth {
     pub verdict: Verdict,
     pub bytes_per_hour: f64,
     pub reason: String,
+    /// Intervals since the series started to move (its active window):
+    /// a trace needs as many as a leak verdict does.
+    pub active_intervals: u64,
+}
+
+/// The growth of a series of (seconds, anonymous bytes).
+fn judge(points: &[(f64, f64)]) -> Growth {
+    let a = verdict::analyse_points(points, None);
+    Growth {
+        verdict: a.verdict,
+        bytes_per_hour: a.growth_bytes_per_sec * 3600.0,
+        reason: a.reason,
+        active_intervals: a.active_intervals,
+    }
 }
 
 /// A watched process.
@@ -222,12 +236,7 @@ impl Scanner {
                 w.points.pop_front();
             }
             w.points.push_back((now, r.anon_bytes as f64));
-            let a = verdict::analyse_points(w.points.make_contiguous(), None);
-            w.growth = Some(Growth {
-                verdict: a.verdict,
-                bytes_per_hour: a.growth_bytes_per_sec * 3600.0,
-                reason: a.reason,
-            });
+            w.growth = Some(judge(w.points.make_contiguous()));
         }
         let before = self.procs.len();
         self.procs.retain(|pid, _| seen.contains(pid));
@@ -249,8 +258,10 @@ impl Scanner {
     }
 
     /// Processes growing faster than `threshold_per_hour` (verdict leak or
-    /// growing: a significant trend, not a plateau) after being watched for
-    /// `min_observation` seconds; fastest first.
+    /// growing: a significant trend, not a plateau) on the evidence a leak
+    /// verdict needs (at least [`verdict::MIN_LEAK_INTERVALS`] intervals
+    /// since the growth started: one step up is not a trend), after being
+    /// watched for `min_observation` seconds; fastest first.
     pub fn suspects(&self, threshold_per_hour: f64, min_observation: f64) -> Vec<&Watched> {
         let now = self.now();
         let mut found: Vec<&Watched> = self
@@ -260,6 +271,7 @@ impl Scanner {
             .filter(|w| {
                 w.growth.as_ref().is_some_and(|g| {
                     matches!(g.verdict, Verdict::Leak | Verdict::Growing)
+                        && g.active_intervals >= verdict::MIN_LEAK_INTERVALS as u64
                         && g.bytes_per_hour > threshold_per_hour
                 })
             })
@@ -305,6 +317,63 @@ mod tests {
         let me = read(std::process::id()).expect("own /proc entry");
         assert!(me.rss_bytes >= me.anon_bytes && me.anon_bytes > 0);
         assert!(me.start_ticks > 0);
+    }
+
+    /// A scanner that has watched, for 30 s, one process (pid 1) whose
+    /// anonymous memory was `values`, one scan a second.
+    fn watching(values: &[f64]) -> Scanner {
+        let mut scanner = Scanner::new(Vec::new());
+        scanner.started -= std::time::Duration::from_secs(30);
+        let points: VecDeque<(f64, f64)> = values
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| (30.0 - (values.len() - 1 - i) as f64, v))
+            .collect();
+        let growth = Some(judge(&points.iter().copied().collect::<Vec<_>>()));
+        scanner.procs.insert(
+            1,
+            Watched {
+                pid: 1,
+                comm: "x".into(),
+                start_ticks: 1,
+                cgroup: None,
+                container: None,
+                first_seen: 0.0,
+                rss_bytes: 0,
+                anon_bytes: *values.last().unwrap() as u64,
+                points,
+                growth,
+            },
+        );
+        scanner
+    }
+
+    #[test]
+    fn a_trace_needs_the_intervals_a_leak_needs() {
+        const MIB: f64 = 1048576.0;
+        // Flat for 20 s, then one, two, three steps up: growing at
+        // +3.5 GiB/h, but too few intervals to call a leak.
+        for steps in 1..verdict::MIN_LEAK_INTERVALS {
+            let mut v = vec![8.0 * MIB; 20];
+            v.extend((1..=steps).map(|i| (8 + i) as f64 * MIB));
+            let s = watching(&v);
+            let g = s.get(1).unwrap().growth.clone().unwrap();
+            assert_eq!(g.verdict, Verdict::Growing, "{g:?}");
+            assert_eq!(g.active_intervals, steps as u64, "{g:?}");
+            assert!(
+                s.suspects(50.0 * MIB, 10.0).is_empty(),
+                "{steps} steps: {g:?}"
+            );
+        }
+        // Four steps: the evidence of a leak.
+        let mut v = vec![8.0 * MIB; 20];
+        v.extend((1..=4).map(|i| (8 + i) as f64 * MIB));
+        let s = watching(&v);
+        let g = s.get(1).unwrap().growth.clone().unwrap();
+        assert_eq!((g.verdict, g.active_intervals), (Verdict::Leak, 4), "{g:?}");
+        assert_eq!(s.suspects(50.0 * MIB, 10.0).len(), 1);
+        // ...but not before --min-observation.
+        assert!(s.suspects(50.0 * MIB, 60.0).is_empty());
     }
 
     #[test]

@@ -46,10 +46,16 @@ pub(super) struct TraceSpec {
 /// written), else its last error line.
 pub(super) type Failure = Option<String>;
 
+/// What the agent's children are called: their argv[0], and (by
+/// [`name_after_argv0`]) their comm.
+pub(super) const CHILD_NAME: &str = "memtrace";
+
 /// A child memtrace: it gets SIGTERM if the agent dies (even by SIGKILL),
 /// so it writes what it has and detaches instead of tracing on orphaned.
+/// It runs `exe` (`/proc/self/exe`) as `memtrace`, the name `ps` shows.
 fn child(exe: &Path) -> Command {
     let mut cmd = Command::new(exe);
+    cmd.arg0(CHILD_NAME);
     let parent = std::process::id();
     // SAFETY: prctl and getppid are async-signal-safe and touch nothing of
     // the parent.
@@ -67,6 +73,30 @@ fn child(exe: &Path) -> Command {
     }
     cmd.kill_on_drop(true);
     cmd
+}
+
+/// Names this process after its argv[0] when the kernel named it
+/// otherwise: the agent's children are exec'd through `/proc/self/exe`, which
+/// makes their comm `exe` (`ps` would show `exe /proc/self/exe --pid ...`);
+/// their argv[0] is [`CHILD_NAME`]. Called first thing by every memtrace.
+pub fn name_after_argv0() {
+    let Some(arg0) = std::env::args_os().next() else {
+        return;
+    };
+    let Some(name) = Path::new(&arg0).file_name() else {
+        return;
+    };
+    // The kernel keeps 15 bytes of a name.
+    let name = &name.as_encoded_bytes()[..name.len().min(15)];
+    let comm = std::fs::read("/proc/self/comm").unwrap_or_default();
+    if name.is_empty() || comm.strip_suffix(b"\n") == Some(name) {
+        return;
+    }
+    let Ok(name) = std::ffi::CString::new(name) else {
+        return;
+    };
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of ours.
+    unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
 }
 
 /// A child's pid in [`Children`] while it lives; removed when dropped, also
