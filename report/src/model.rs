@@ -3,10 +3,12 @@
 //! `diff` load back. The tracer converts its series, verdicts and
 //! symbolized stacks into it; nothing here knows how they were measured.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Where a stack's bytes come from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StackKind {
     /// malloc family, accounted in the kernel.
@@ -328,6 +330,54 @@ pub struct Totals {
     pub stacks: u64,
     /// Stacks with outstanding memory at the end.
     pub stacks_holding_memory: u64,
+    /// The same sums for each kind of stack seen (heap blocks and
+    /// mappings are different things: bytes add up, counts do not mean
+    /// the same); empty in reports from before the split.
+    #[serde(default)]
+    pub by_kind: BTreeMap<StackKind, KindTotals>,
+}
+
+/// [`Totals`] of one kind of stack. For `mmap`, allocations are mmap
+/// calls and frees the mappings wholly unmapped since.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KindTotals {
+    pub outstanding_bytes: u64,
+    pub outstanding_allocations: u64,
+    pub allocations: u64,
+    pub frees: u64,
+    pub allocated_bytes: u64,
+    pub freed_bytes: u64,
+    pub stacks: u64,
+    pub stacks_holding_memory: u64,
+}
+
+impl Totals {
+    /// Adds sums of `kind`'s stacks to the totals and to that kind's.
+    pub fn add(&mut self, kind: StackKind, t: &KindTotals) {
+        self.by_kind.entry(kind).or_default().add(t);
+        self.outstanding_bytes += t.outstanding_bytes;
+        self.outstanding_allocations += t.outstanding_allocations;
+        self.allocations += t.allocations;
+        self.frees += t.frees;
+        self.allocated_bytes += t.allocated_bytes;
+        self.freed_bytes += t.freed_bytes;
+        self.stacks += t.stacks;
+        self.stacks_holding_memory += t.stacks_holding_memory;
+    }
+}
+
+impl KindTotals {
+    /// Adds `t` to these sums.
+    pub fn add(&mut self, t: &KindTotals) {
+        self.outstanding_bytes += t.outstanding_bytes;
+        self.outstanding_allocations += t.outstanding_allocations;
+        self.allocations += t.allocations;
+        self.frees += t.frees;
+        self.allocated_bytes += t.allocated_bytes;
+        self.freed_bytes += t.freed_bytes;
+        self.stacks += t.stacks;
+        self.stacks_holding_memory += t.stacks_holding_memory;
+    }
 }
 
 /// Events memtrace could not account. Non-zero values mean the report is

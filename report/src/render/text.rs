@@ -6,8 +6,8 @@
 use std::fmt::Write;
 
 use crate::model::{
-    frame_name, name_of, verdict_counts, Container, MemoryReport, OomKill, Overhead, Report,
-    StackReport, Unwind, UnwindReport,
+    frame_name, name_of, verdict_counts, Container, KindTotals, MemoryReport, OomKill, Overhead,
+    Report, StackKind, StackReport, Totals, Unwind, UnwindReport,
 };
 use crate::units::{bytes, rate_per_hour, rate_per_min};
 
@@ -91,16 +91,7 @@ pub fn render(report: &Report, top: usize) -> String {
             );
         }
     }
-    let tot = &report.totals;
-    let _ = writeln!(
-        w,
-        "outstanding: {} in {} allocations from {} ({} allocations, {} frees while tracing)",
-        bytes(tot.outstanding_bytes),
-        tot.outstanding_allocations,
-        counted(tot.stacks_holding_memory, "stack"),
-        tot.allocations,
-        tot.frees
-    );
+    totals(w, &report.totals);
     let losses = report.losses.nonzero();
     if losses.is_empty() {
         let _ = writeln!(w, "losses: none");
@@ -225,6 +216,46 @@ fn stack(w: &mut String, rank: usize, s: &StackReport, comm: Option<&str>) {
             w,
             "    {:>14} ... (walk stopped here: outer callers missing)",
             ""
+        );
+    }
+}
+
+/// What is outstanding, one line per kind of stack seen (heap blocks and
+/// mappings do not add up to anything meaningful); reports from before the
+/// split have the sums only.
+fn totals(w: &mut String, tot: &Totals) {
+    let kinds: Vec<(StackKind, &KindTotals)> = tot
+        .by_kind
+        .iter()
+        .filter(|(_, t)| t.stacks > 0)
+        .map(|(k, t)| (*k, t))
+        .collect();
+    if kinds.is_empty() {
+        let _ = writeln!(
+            w,
+            "outstanding: {} in {} allocations from {} ({} allocations, {} frees while tracing)",
+            bytes(tot.outstanding_bytes),
+            tot.outstanding_allocations,
+            counted(tot.stacks_holding_memory, "stack"),
+            tot.allocations,
+            tot.frees
+        );
+        return;
+    }
+    for (kind, t) in kinds {
+        let (unit, made, gone) = match kind {
+            StackKind::Heap => ("allocations", "allocations", "frees"),
+            StackKind::Mmap => ("mappings", "mapped", "unmapped"),
+        };
+        let _ = writeln!(
+            w,
+            "outstanding {}: {} in {} {unit} from {} ({} {made}, {} {gone} while tracing)",
+            name_of(&kind),
+            bytes(t.outstanding_bytes),
+            t.outstanding_allocations,
+            counted(t.stacks_holding_memory, "stack"),
+            t.allocations,
+            t.frees
         );
     }
 }

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use memtrace_report::{
-    AgeBucket, Counters, Frame, Losses, MemoryReport, MemorySample, OomKill, Overhead,
+    AgeBucket, Counters, Frame, KindTotals, Losses, MemoryReport, MemorySample, OomKill, Overhead,
     ProbesReport, Report, SeriesPoint, SortBy, StackKind, StackReport, TargetReport, Totals,
     Unwind, UnwindReport, UnwindStats, Verdict, REPORT_VERSION,
 };
@@ -147,25 +147,44 @@ pub fn build(ctx: ReportContext<'_>, agg: &Aggregator, frames: &mut Frames<'_>) 
     let stat = |s: Stat| ctx.stats.get(s as usize).copied().unwrap_or(0);
     let mut totals = Totals::default();
     for s in &agg.stacks {
-        totals.outstanding_bytes += s.outstanding_bytes();
-        totals.outstanding_allocations += s.outstanding_allocations();
-        totals.allocations += s.totals.allocations;
-        totals.frees += s.totals.frees;
-        totals.allocated_bytes += s.totals.allocated_bytes;
-        totals.freed_bytes += s.totals.freed_bytes;
-        totals.stacks += 1;
-        totals.stacks_holding_memory += u64::from(s.outstanding_bytes() > 0);
+        let t = &s.totals;
+        totals.add(
+            s.identity.kind,
+            &KindTotals {
+                outstanding_bytes: s.outstanding_bytes(),
+                outstanding_allocations: s.outstanding_allocations(),
+                allocations: t.allocations,
+                frees: t.frees,
+                allocated_bytes: t.allocated_bytes,
+                freed_bytes: t.freed_bytes,
+                stacks: 1,
+                stacks_holding_memory: u64::from(s.outstanding_bytes() > 0),
+            },
+        );
     }
+    // Stacks without a series: dormant heap stacks, evicted mapping ones.
     let departed = agg.departed();
-    let d = departed.totals;
-    totals.outstanding_bytes += d.allocated_bytes.saturating_sub(d.freed_bytes);
-    totals.outstanding_allocations += d.allocations.saturating_sub(d.frees);
-    totals.allocations += d.allocations;
-    totals.frees += d.frees;
-    totals.allocated_bytes += d.allocated_bytes;
-    totals.freed_bytes += d.freed_bytes;
-    totals.stacks += departed.stacks;
-    totals.stacks_holding_memory += departed.holding_memory;
+    for (kind, d) in [
+        (StackKind::Heap, departed.heap),
+        (StackKind::Mmap, departed.mmap),
+    ] {
+        let t = d.totals;
+        if d.stacks > 0 {
+            totals.add(
+                kind,
+                &KindTotals {
+                    outstanding_bytes: t.allocated_bytes.saturating_sub(t.freed_bytes),
+                    outstanding_allocations: t.allocations.saturating_sub(t.frees),
+                    allocations: t.allocations,
+                    frees: t.frees,
+                    allocated_bytes: t.allocated_bytes,
+                    freed_bytes: t.freed_bytes,
+                    stacks: d.stacks,
+                    stacks_holding_memory: d.holding_memory,
+                },
+            );
+        }
+    }
     let ranked = rank(agg, ctx.sort, ctx.min_age_secs);
     let mut targets = ctx.targets;
     let mut per_pid: HashMap<u32, (u64, u64, u64)> = HashMap::new();
