@@ -488,8 +488,15 @@ pub struct StackReport {
     pub verdict: Verdict,
     pub verdict_reason: String,
     /// Robust (Theil–Sen) slope of the outstanding bytes since the series
-    /// left its starting level (for a plateau: over its flat part).
+    /// left its starting level (for a plateau: over its flat part); 0 when
+    /// not `rated`.
     pub growth_bytes_per_sec: f64,
+    /// Whether the series has the intervals a growth rate needs (as many as
+    /// a leak: docs/verdicts.md). When not, no rate is shown and the stack
+    /// ranks by its outstanding bytes; reports from before this field
+    /// load as rated.
+    #[serde(default = "rated_before")]
+    pub rated: bool,
     pub intervals: u64,
     pub grew_intervals: u64,
     pub early_growth_bytes: i64,
@@ -564,6 +571,11 @@ pub fn frame_name(f: &Frame) -> String {
     }
 }
 
+/// What reports from before [`StackReport::rated`] meant.
+fn rated_before() -> bool {
+    true
+}
+
 /// A stack's weight in stack-based formats (0 leaves it out).
 pub fn weight(s: &StackReport, weight: Weight) -> u64 {
     match weight {
@@ -618,6 +630,7 @@ pub(crate) mod fixtures {
             verdict,
             verdict_reason: String::new(),
             growth_bytes_per_sec: 1024.0 / 60.0,
+            rated: true,
             intervals: 0,
             grew_intervals: 0,
             early_growth_bytes: 0,

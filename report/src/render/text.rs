@@ -7,7 +7,7 @@ use std::fmt::Write;
 
 use crate::model::{
     frame_name, name_of, verdict_counts, Container, KindTotals, MemoryReport, OomKill, Overhead,
-    Report, StackKind, StackReport, Totals, Unwind, UnwindReport,
+    Report, SortBy, StackKind, StackReport, Totals, Unwind, UnwindReport,
 };
 use crate::units::{bytes, rate_per_hour, rate_per_min};
 
@@ -115,11 +115,17 @@ pub fn render(report: &Report, top: usize) -> String {
         .min_age_secs
         .map(|s| format!(", counting only allocations older than {s:.0} s"))
         .unwrap_or_default();
+    // A run too short for any rate is ranked by what each stack holds.
+    let sort = match report.sort {
+        SortBy::Growth if stacks.iter().all(|s| !s.rated) => {
+            "outstanding (too few intervals for growth rates)".to_string()
+        }
+        sort => name_of(&sort),
+    };
     let _ = writeln!(
         w,
-        "top {} stacks by {}{aged} ({}):",
+        "top {} stacks by {sort}{aged} ({}):",
         stacks.len(),
-        name_of(&report.sort),
         verdict_counts(stacks, false)
     );
     for (i, s) in stacks.iter().enumerate() {
@@ -170,12 +176,15 @@ fn stack(w: &mut String, rank: usize, s: &StackReport, comm: Option<&str>) {
     let verdict = name_of(&s.verdict);
     let kind = name_of(&s.kind);
     let comm = comm.map(|c| format!(" ({c})")).unwrap_or_default();
+    let rate = match s.rated {
+        true => format!(", {}", rate_per_min(s.growth_bytes_per_sec)),
+        false => String::new(),
+    };
     let _ = writeln!(
         w,
-        "#{rank} [{verdict}] {} in {} allocations, {}  pid {}{comm} {kind}",
+        "#{rank} [{verdict}] {} in {} allocations{rate}  pid {}{comm} {kind}",
         bytes(s.outstanding_bytes),
         s.outstanding_allocations,
-        rate_per_min(s.growth_bytes_per_sec),
         s.pid,
     );
     let _ = writeln!(w, "    {}", s.verdict_reason);

@@ -75,6 +75,16 @@ pub struct Ranked<'a> {
     pub allocations: u64,
 }
 
+impl Ranked<'_> {
+    /// The stack's growth rate, 0 without the intervals one needs.
+    fn rate(&self) -> f64 {
+        match self.analysis.rated {
+            true => self.analysis.growth_bytes_per_sec,
+            false => 0.0,
+        }
+    }
+}
+
 /// Analyses every stack holding memory (at least `min_age` old, if given)
 /// and orders them by `sort`; ties by outstanding bytes.
 pub fn rank(agg: &Aggregator, sort: SortBy, min_age_secs: Option<f64>) -> Vec<Ranked<'_>> {
@@ -107,10 +117,9 @@ fn rank_where(
         .collect();
     ranked.sort_by(|a, b| {
         let primary = match sort {
-            SortBy::Growth => b
-                .analysis
-                .growth_bytes_per_sec
-                .total_cmp(&a.analysis.growth_bytes_per_sec),
+            // A stack without a rate ranks as 0: among the others by what
+            // it holds; on a run too short for any rate, all by that.
+            SortBy::Growth => b.rate().total_cmp(&a.rate()),
             SortBy::Outstanding => std::cmp::Ordering::Equal,
             SortBy::Count => b.allocations.cmp(&a.allocations),
         };
@@ -268,6 +277,7 @@ pub fn build(ctx: ReportContext<'_>, agg: &Aggregator, frames: &mut Frames<'_>) 
 
 fn stack_report(r: Ranked<'_>, frames: &mut Frames<'_>) -> StackReport {
     let s = r.series;
+    let rate = r.rate();
     let a = r.analysis;
     let age_histogram = (0..AGE_BUCKETS)
         .map(|i| AgeBucket {
@@ -288,7 +298,8 @@ fn stack_report(r: Ranked<'_>, frames: &mut Frames<'_>) -> StackReport {
         frees: s.totals.frees,
         verdict: a.verdict,
         verdict_reason: a.reason,
-        growth_bytes_per_sec: a.growth_bytes_per_sec,
+        growth_bytes_per_sec: rate,
+        rated: a.rated,
         intervals: a.intervals,
         grew_intervals: a.grew_intervals,
         early_growth_bytes: a.early_growth_bytes,
