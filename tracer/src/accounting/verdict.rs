@@ -89,7 +89,7 @@ pub fn analyse_points(points: &[(f64, f64)], oldest_age_secs: Option<f64>) -> An
         .map_or(0, |i| i - 1);
     let active = &points[start..];
     let active_span = last.0 - active[0].0;
-    a.rated = active.len() - 1 >= MIN_LEAK_INTERVALS;
+    a.rated = active.len() > MIN_LEAK_INTERVALS;
     // The trend is judged after the window's first point: that point is
     // below everything after it by construction (a stack's zero before it
     // appeared; the level before a late start), which would make any
