@@ -57,6 +57,9 @@ pub struct DiffSide {
     /// Stacks holding memory when it was taken: more than listed when a
     /// report kept only its top stacks.
     pub stacks_holding_memory: u64,
+    /// Of them, the ones the side lists, counted before identical ones
+    /// are summed (what `stacks_holding_memory` counts too).
+    pub stacks_holding_memory_listed: u64,
 }
 
 #[derive(Debug, PartialEq, Eq, Serialize)]
@@ -181,6 +184,11 @@ fn report_side(r: &Report) -> Side {
             duration_secs: Some(r.duration_secs),
             stacks_listed: 0,
             stacks_holding_memory: r.totals.stacks_holding_memory,
+            stacks_holding_memory_listed: r
+                .stacks
+                .iter()
+                .filter(|s| s.outstanding_bytes > 0)
+                .count() as u64,
         },
         total: Amount {
             outstanding_bytes: r.totals.outstanding_bytes,
@@ -225,6 +233,7 @@ fn folded_side(stacks: &[(Vec<String>, u64)]) -> Side {
             duration_secs: None,
             stacks_listed: 0,
             stacks_holding_memory: 0,
+            stacks_holding_memory_listed: 0,
         },
         total: Amount {
             outstanding_bytes: total,
@@ -290,6 +299,7 @@ fn compare(mut before: Side, mut after: Side) -> Diff {
     for side in [&mut before, &mut after] {
         if side.info.source == Source::Folded {
             side.info.stacks_holding_memory = side.info.stacks_listed as u64;
+            side.info.stacks_holding_memory_listed = side.info.stacks_listed as u64;
         }
     }
     let mut stacks = Vec::new();
@@ -426,12 +436,14 @@ pub fn text(d: &Diff, top: usize) -> String {
         t.new, t.gone, t.grew, t.shrank, t.same
     );
     for (name, side) in [("before", &d.before), ("after", &d.after)] {
-        if side.stacks_holding_memory > side.stacks_listed as u64 {
+        // Both counts are of the report's own stacks: the ones summed with
+        // an identical one count each.
+        if side.stacks_holding_memory > side.stacks_holding_memory_listed {
             let _ = writeln!(
                 w,
                 "  note: {name} lists {} of its {} stacks holding memory; stacks outside a list \
                  show as new or gone",
-                side.stacks_listed, side.stacks_holding_memory
+                side.stacks_holding_memory_listed, side.stacks_holding_memory
             );
         }
     }
@@ -824,6 +836,39 @@ mod tests {
             text.contains("  before: pid 3, 1 stack, [folded]\n"),
             "{text}"
         );
+    }
+
+    /// A report listing all 16 of its stacks holding memory, 8 of them
+    /// through the same functions as another (other call sites, other
+    /// processes): summed into 12, but nothing is left out of the list.
+    #[test]
+    fn no_partial_list_note_when_every_stack_is_listed() {
+        let mut stacks = Vec::new();
+        for i in 0..12u32 {
+            let name = format!("f{i}");
+            stacks.push(at(1, &[&name, "main"], 100, Verdict::Stable));
+            if i < 4 {
+                let mut other_site = at(1, &[&name, "main"], 50, Verdict::Stable);
+                other_site.frames[0].address = 0x2000;
+                stacks.push(other_site);
+            }
+        }
+        let after = snapshot(1, stacks, 1400);
+        assert_eq!(after.totals.stacks_holding_memory, 16);
+        let d = diff(&after, &after);
+        assert_eq!(d.after.stacks_listed, 12);
+        assert_eq!(d.after.stacks_holding_memory_listed, 16);
+        let text = text(&d, 5);
+        assert!(!text.contains("note:"), "{text}");
+        // One left out: said, with the report's own counts.
+        let mut partial = snapshot(1, after.stacks[..15].to_vec(), 1400);
+        partial.totals.stacks_holding_memory = 16;
+        let text = super::text(&diff(&after, &partial), 5);
+        assert!(
+            text.contains("note: after lists 15 of its 16 stacks holding memory"),
+            "{text}"
+        );
+        assert!(!text.contains("note: before"), "{text}");
     }
 
     #[test]

@@ -3,10 +3,12 @@
 //! `diff` load back. The tracer converts its series, verdicts and
 //! symbolized stacks into it; nothing here knows how they were measured.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Where a stack's bytes come from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StackKind {
     /// malloc family, accounted in the kernel.
@@ -344,6 +346,54 @@ pub struct Totals {
     pub stacks: u64,
     /// Stacks with outstanding memory at the end.
     pub stacks_holding_memory: u64,
+    /// The same sums for each kind of stack seen (heap blocks and
+    /// mappings are different things: bytes add up, counts do not mean
+    /// the same); empty in reports from before the split.
+    #[serde(default)]
+    pub by_kind: BTreeMap<StackKind, KindTotals>,
+}
+
+/// [`Totals`] of one kind of stack. For `mmap`, allocations are mmap
+/// calls and frees the mappings wholly unmapped since.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KindTotals {
+    pub outstanding_bytes: u64,
+    pub outstanding_allocations: u64,
+    pub allocations: u64,
+    pub frees: u64,
+    pub allocated_bytes: u64,
+    pub freed_bytes: u64,
+    pub stacks: u64,
+    pub stacks_holding_memory: u64,
+}
+
+impl Totals {
+    /// Adds sums of `kind`'s stacks to the totals and to that kind's.
+    pub fn add(&mut self, kind: StackKind, t: &KindTotals) {
+        self.by_kind.entry(kind).or_default().add(t);
+        self.outstanding_bytes += t.outstanding_bytes;
+        self.outstanding_allocations += t.outstanding_allocations;
+        self.allocations += t.allocations;
+        self.frees += t.frees;
+        self.allocated_bytes += t.allocated_bytes;
+        self.freed_bytes += t.freed_bytes;
+        self.stacks += t.stacks;
+        self.stacks_holding_memory += t.stacks_holding_memory;
+    }
+}
+
+impl KindTotals {
+    /// Adds `t` to these sums.
+    pub fn add(&mut self, t: &KindTotals) {
+        self.outstanding_bytes += t.outstanding_bytes;
+        self.outstanding_allocations += t.outstanding_allocations;
+        self.allocations += t.allocations;
+        self.frees += t.frees;
+        self.allocated_bytes += t.allocated_bytes;
+        self.freed_bytes += t.freed_bytes;
+        self.stacks += t.stacks;
+        self.stacks_holding_memory += t.stacks_holding_memory;
+    }
 }
 
 /// Events memtrace could not account. Non-zero values mean the report is
@@ -477,8 +527,15 @@ pub struct StackReport {
     pub verdict: Verdict,
     pub verdict_reason: String,
     /// Robust (Theil–Sen) slope of the outstanding bytes since the series
-    /// left its starting level (for a plateau: over its flat part).
+    /// left its starting level (for a plateau: over its flat part); 0 when
+    /// not `rated`.
     pub growth_bytes_per_sec: f64,
+    /// Whether the series has the intervals a growth rate needs (as many as
+    /// a leak: docs/verdicts.md). When not, no rate is shown and the stack
+    /// ranks by its outstanding bytes; reports from before this field
+    /// load as rated.
+    #[serde(default = "rated_before")]
+    pub rated: bool,
     pub intervals: u64,
     pub grew_intervals: u64,
     pub early_growth_bytes: i64,
@@ -553,6 +610,11 @@ pub fn frame_name(f: &Frame) -> String {
     }
 }
 
+/// What reports from before [`StackReport::rated`] meant.
+fn rated_before() -> bool {
+    true
+}
+
 /// A stack's weight in stack-based formats (0 leaves it out).
 pub fn weight(s: &StackReport, weight: Weight) -> u64 {
     match weight {
@@ -608,6 +670,7 @@ pub(crate) mod fixtures {
             verdict,
             verdict_reason: String::new(),
             growth_bytes_per_sec: 1024.0 / 60.0,
+            rated: true,
             intervals: 0,
             grew_intervals: 0,
             early_growth_bytes: 0,

@@ -2,10 +2,12 @@
 //! nothing outstanding; partial munmaps (at both ends, and a hole that
 //! splits a region) leave exactly the bytes still mapped; and JVM/V8-style
 //! decommit (decommit.c) — a `PROT_NONE` `MAP_FIXED` mapping over committed
-//! memory — releases it. (A user mremap, a `PROT_NONE` reservation:
-//! `semantics`.)
+//! memory — releases it; and mmap stacks the kernel's walk cut short
+//! (its frame limit, code without frame pointers) are flagged truncated,
+//! whole ones not (mmap_walks.c). (A user mremap, a `PROT_NONE`
+//! reservation: `semantics`.)
 
-use memtrace_integration::{compile_c, run_memtrace_cmd};
+use memtrace_integration::{compile_c, run_memtrace_cmd, StackExt};
 use memtrace_report::StackKind;
 
 const KIB: u64 = 1024;
@@ -104,4 +106,47 @@ fn prot_none_map_fixed_decommits() {
     report.assert_target("decommit", None);
     report.assert_no_losses();
     report.assert_consistent();
+}
+
+/// mmap_walks.c: map_region()'s 1 MiB, mapped from main, 200 calls deep,
+/// and from qsort's comparator.
+#[test]
+fn mmap_stacks_cut_short_are_flagged_truncated() {
+    let report = run_memtrace_cmd(&[], &[compile_c("mmap_walks")]);
+    let ctx = report.describe();
+    let stacks = report.stacks_of("map_region");
+    assert_eq!(stacks.len(), 3, "{ctx}");
+    let by_caller = |caller: &str| {
+        stacks
+            .iter()
+            .find(|s| s.functions().get(1) == Some(&caller))
+            .unwrap_or_else(|| panic!("no map_region stack called from {caller}\n{ctx}"))
+    };
+    for s in &stacks {
+        assert_eq!(
+            (s.kind, s.outstanding_bytes),
+            (StackKind::Mmap, MIB),
+            "{ctx}"
+        );
+    }
+    let whole = by_caller("main");
+    assert!(
+        !whole.truncated,
+        "a walk down to libc's start of main is whole: {:?}\n{ctx}",
+        whole.functions()
+    );
+    let deep = by_caller("recurse");
+    assert_eq!(deep.frames.len(), 127, "the walk's frame limit\n{ctx}");
+    assert!(deep.truncated, "cut at the frame limit\n{ctx}");
+    let sorted = by_caller("compare");
+    assert!(
+        !sorted.functions().contains(&"main"),
+        "the walk was expected to be lost in libc's qsort: {:?}\n{ctx}",
+        sorted.functions()
+    );
+    assert!(
+        sorted.truncated,
+        "lost in code without frame pointers: {:?}\n{ctx}",
+        sorted.functions()
+    );
 }

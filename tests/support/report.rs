@@ -907,6 +907,7 @@ mod tests {
             verdict: Verdict::Growing,
             verdict_reason: "grew in 2/2 intervals".into(),
             growth_bytes_per_sec: growth,
+            rated: true,
             intervals: 2,
             grew_intervals: 2,
             early_growth_bytes: 1,

@@ -6,8 +6,8 @@
 use std::fmt::Write;
 
 use crate::model::{
-    frame_name, name_of, verdict_counts, Container, MemoryReport, OomKill, Overhead, Report,
-    StackReport, Unwind, UnwindReport,
+    frame_name, name_of, verdict_counts, Container, KindTotals, MemoryReport, OomKill, Overhead,
+    Report, SortBy, StackKind, StackReport, Totals, Unwind, UnwindReport,
 };
 use crate::units::{bytes, rate_per_hour, rate_per_min};
 
@@ -98,16 +98,7 @@ pub fn render(report: &Report, top: usize) -> String {
             );
         }
     }
-    let tot = &report.totals;
-    let _ = writeln!(
-        w,
-        "outstanding: {} in {} allocations from {} ({} allocations, {} frees while tracing)",
-        bytes(tot.outstanding_bytes),
-        tot.outstanding_allocations,
-        counted(tot.stacks_holding_memory, "stack"),
-        tot.allocations,
-        tot.frees
-    );
+    totals(w, &report.totals);
     let losses = report.losses.nonzero();
     if losses.is_empty() {
         let _ = writeln!(w, "losses: none");
@@ -133,11 +124,17 @@ pub fn render(report: &Report, top: usize) -> String {
         .min_age_secs
         .map(|s| format!(", counting only allocations older than {s:.0} s"))
         .unwrap_or_default();
+    // A run too short for any rate is ranked by what each stack holds.
+    let sort = match report.sort {
+        SortBy::Growth if stacks.iter().all(|s| !s.rated) => {
+            "outstanding (too few intervals for growth rates)".to_string()
+        }
+        sort => name_of(&sort),
+    };
     let _ = writeln!(
         w,
-        "top {} stacks by {}{aged} ({}):",
+        "top {} stacks by {sort}{aged} ({}):",
         stacks.len(),
-        name_of(&report.sort),
         verdict_counts(stacks, false)
     );
     for (i, s) in stacks.iter().enumerate() {
@@ -188,12 +185,15 @@ fn stack(w: &mut String, rank: usize, s: &StackReport, comm: Option<&str>) {
     let verdict = name_of(&s.verdict);
     let kind = name_of(&s.kind);
     let comm = comm.map(|c| format!(" ({c})")).unwrap_or_default();
+    let rate = match s.rated {
+        true => format!(", {}", rate_per_min(s.growth_bytes_per_sec)),
+        false => String::new(),
+    };
     let _ = writeln!(
         w,
-        "#{rank} [{verdict}] {} in {} allocations, {}  pid {}{comm} {kind}",
+        "#{rank} [{verdict}] {} in {} allocations{rate}  pid {}{comm} {kind}",
         bytes(s.outstanding_bytes),
         s.outstanding_allocations,
-        rate_per_min(s.growth_bytes_per_sec),
         s.pid,
     );
     let _ = writeln!(w, "    {}", s.verdict_reason);
@@ -234,6 +234,46 @@ fn stack(w: &mut String, rank: usize, s: &StackReport, comm: Option<&str>) {
             w,
             "    {:>14} ... (walk stopped here: outer callers missing)",
             ""
+        );
+    }
+}
+
+/// What is outstanding, one line per kind of stack seen (heap blocks and
+/// mappings do not add up to anything meaningful); reports from before the
+/// split have the sums only.
+fn totals(w: &mut String, tot: &Totals) {
+    let kinds: Vec<(StackKind, &KindTotals)> = tot
+        .by_kind
+        .iter()
+        .filter(|(_, t)| t.stacks > 0)
+        .map(|(k, t)| (*k, t))
+        .collect();
+    if kinds.is_empty() {
+        let _ = writeln!(
+            w,
+            "outstanding: {} in {} allocations from {} ({} allocations, {} frees while tracing)",
+            bytes(tot.outstanding_bytes),
+            tot.outstanding_allocations,
+            counted(tot.stacks_holding_memory, "stack"),
+            tot.allocations,
+            tot.frees
+        );
+        return;
+    }
+    for (kind, t) in kinds {
+        let (unit, made, gone) = match kind {
+            StackKind::Heap => ("allocations", "allocations", "frees"),
+            StackKind::Mmap => ("mappings", "mapped", "unmapped"),
+        };
+        let _ = writeln!(
+            w,
+            "outstanding {}: {} in {} {unit} from {} ({} {made}, {} {gone} while tracing)",
+            name_of(&kind),
+            bytes(t.outstanding_bytes),
+            t.outstanding_allocations,
+            counted(t.stacks_holding_memory, "stack"),
+            t.allocations,
+            t.frees
         );
     }
 }

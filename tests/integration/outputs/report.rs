@@ -4,14 +4,18 @@
 //! `-o -` and `-o /dev/stdout` writing it to stdout; `-o` into a missing
 //! directory failing at once, not after `--duration`; an output whose
 //! directory vanished while tracing failing alone, the others written; and
-//! a closed stdout (EPIPE on the report) that does not make memtrace panic.
+//! a closed stdout (EPIPE on the report) that does not make memtrace panic;
+//! totals split by kind of stack (heap, mmap) in the JSON and the text.
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 
 use memtrace_integration::{
     compile_c, contains_token, json_cmd_args, leak_signal, path_str, run_memtrace,
-    run_memtrace_stdout_closed, scratch_dir, secs, trace_until_done, StackExt, CMD_TIMEOUT,
+    run_memtrace_stdout_closed, scratch_dir, secs, trace_until_done, StackExt, Workload,
+    CMD_TIMEOUT,
 };
+use memtrace_report::{KindTotals, StackKind};
 
 use super::LEAK_SIZE;
 
@@ -259,4 +263,87 @@ fn closed_stdout_does_not_panic() {
         "memtrace panicked writing its report to a closed stdout\n{}",
         out.describe()
     );
+}
+
+/// pprof_mix 40 3000 4: alloc_block() keeps 20 of its 40 blocks of 3000 B,
+/// map_region() keeps its 4 mappings of 64 KiB; nothing else allocates
+/// while traced.
+const MIX_ARGS: [u64; 3] = [40, 3000, 4];
+
+#[test]
+fn totals_are_split_by_kind() {
+    let dir = scratch_dir("totals-by-kind");
+    let json = dir.join("run.json");
+    let args: Vec<String> = MIX_ARGS.iter().map(u64::to_string).collect();
+    let mut workload = Workload::spawn_ready(&compile_c("pprof_mix"), &args);
+    let tracer = trace_until_done(
+        &mut workload,
+        &[
+            "--interval",
+            "1s",
+            "--duration",
+            "3s",
+            "-o",
+            path_str(&json),
+        ],
+    );
+    let out = tracer.finish(secs(60));
+    out.assert_success();
+    let text = std::fs::read_to_string(&json)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}\n{}", json.display(), out.describe()));
+    let report = out.report_from(&text);
+    let ctx = report.describe();
+    report.assert_consistent();
+    let heap = KindTotals {
+        outstanding_bytes: 20 * 3000,
+        outstanding_allocations: 20,
+        allocations: 40,
+        frees: 20,
+        allocated_bytes: 40 * 3000,
+        freed_bytes: 20 * 3000,
+        stacks: 1,
+        stacks_holding_memory: 1,
+    };
+    let mmap = KindTotals {
+        outstanding_bytes: 4 * 65536,
+        outstanding_allocations: 4,
+        allocations: 4,
+        frees: 0,
+        allocated_bytes: 4 * 65536,
+        freed_bytes: 0,
+        stacks: 1,
+        stacks_holding_memory: 1,
+    };
+    let t = &report.totals;
+    assert_eq!(
+        t.by_kind,
+        BTreeMap::from([(StackKind::Heap, heap), (StackKind::Mmap, mmap)]),
+        "{ctx}"
+    );
+    assert_eq!(
+        (t.outstanding_bytes, t.outstanding_allocations, t.stacks),
+        (20 * 3000 + 4 * 65536, 24, 2),
+        "the sums over every kind stay\n{ctx}"
+    );
+    // The text report, rendered from the snapshot: a line per kind.
+    let offline = run_memtrace(&["report", path_str(&json)], secs(60));
+    offline.assert_success();
+    let lines: Vec<&str> = offline
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("outstanding"))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "outstanding heap: 58.6 KiB in 20 allocations from 1 stack (40 allocations, 20 frees \
+             while tracing)",
+            "outstanding mmap: 256.0 KiB in 4 mappings from 1 stack (4 mapped, 0 unmapped while \
+             tracing)",
+        ],
+        "{}",
+        offline.describe()
+    );
+    drop(workload);
+    let _ = std::fs::remove_dir_all(&dir);
 }

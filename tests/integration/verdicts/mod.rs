@@ -20,9 +20,11 @@
 //! is tracing, so the series start with the workload's first allocation.
 //!
 //! `full_cache`: a cache that fills up, then only replaces entries, next to
-//! a steady leak (full_cache.c, `-- CMD` mode).
+//! a steady leak (full_cache.c, `-- CMD` mode). `short_runs`: stacks with
+//! too few intervals for a rate (late_small.c, leak_exit.c).
 
 mod full_cache;
+mod short_runs;
 
 use memtrace_integration::{
     assert_within, compile_c, secs, trace_pid, Report, RunOutput, StackExt, Tracer, Workload,

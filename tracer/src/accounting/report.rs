@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use memtrace_report::{
-    AgeBucket, Counters, Frame, Losses, MemoryReport, MemorySample, OomKill, Overhead,
+    AgeBucket, Counters, Frame, KindTotals, Losses, MemoryReport, MemorySample, OomKill, Overhead,
     ProbesReport, Report, SeriesPoint, SortBy, StackKind, StackReport, TargetReport, Totals,
     Unwind, UnwindReport, UnwindStats, Verdict, REPORT_VERSION,
 };
@@ -75,6 +75,16 @@ pub struct Ranked<'a> {
     pub allocations: u64,
 }
 
+impl Ranked<'_> {
+    /// The stack's growth rate, 0 without the intervals one needs.
+    fn rate(&self) -> f64 {
+        match self.analysis.rated {
+            true => self.analysis.growth_bytes_per_sec,
+            false => 0.0,
+        }
+    }
+}
+
 /// Analyses every stack holding memory (at least `min_age` old, if given)
 /// and orders them by `sort`; ties by outstanding bytes.
 pub fn rank(agg: &Aggregator, sort: SortBy, min_age_secs: Option<f64>) -> Vec<Ranked<'_>> {
@@ -107,10 +117,9 @@ fn rank_where(
         .collect();
     ranked.sort_by(|a, b| {
         let primary = match sort {
-            SortBy::Growth => b
-                .analysis
-                .growth_bytes_per_sec
-                .total_cmp(&a.analysis.growth_bytes_per_sec),
+            // A stack without a rate ranks as 0: among the others by what
+            // it holds; on a run too short for any rate, all by that.
+            SortBy::Growth => b.rate().total_cmp(&a.rate()),
             SortBy::Outstanding => std::cmp::Ordering::Equal,
             SortBy::Count => b.allocations.cmp(&a.allocations),
         };
@@ -147,25 +156,44 @@ pub fn build(ctx: ReportContext<'_>, agg: &Aggregator, frames: &mut Frames<'_>) 
     let stat = |s: Stat| ctx.stats.get(s as usize).copied().unwrap_or(0);
     let mut totals = Totals::default();
     for s in &agg.stacks {
-        totals.outstanding_bytes += s.outstanding_bytes();
-        totals.outstanding_allocations += s.outstanding_allocations();
-        totals.allocations += s.totals.allocations;
-        totals.frees += s.totals.frees;
-        totals.allocated_bytes += s.totals.allocated_bytes;
-        totals.freed_bytes += s.totals.freed_bytes;
-        totals.stacks += 1;
-        totals.stacks_holding_memory += u64::from(s.outstanding_bytes() > 0);
+        let t = &s.totals;
+        totals.add(
+            s.identity.kind,
+            &KindTotals {
+                outstanding_bytes: s.outstanding_bytes(),
+                outstanding_allocations: s.outstanding_allocations(),
+                allocations: t.allocations,
+                frees: t.frees,
+                allocated_bytes: t.allocated_bytes,
+                freed_bytes: t.freed_bytes,
+                stacks: 1,
+                stacks_holding_memory: u64::from(s.outstanding_bytes() > 0),
+            },
+        );
     }
+    // Stacks without a series: dormant heap stacks, evicted mapping ones.
     let departed = agg.departed();
-    let d = departed.totals;
-    totals.outstanding_bytes += d.allocated_bytes.saturating_sub(d.freed_bytes);
-    totals.outstanding_allocations += d.allocations.saturating_sub(d.frees);
-    totals.allocations += d.allocations;
-    totals.frees += d.frees;
-    totals.allocated_bytes += d.allocated_bytes;
-    totals.freed_bytes += d.freed_bytes;
-    totals.stacks += departed.stacks;
-    totals.stacks_holding_memory += departed.holding_memory;
+    for (kind, d) in [
+        (StackKind::Heap, departed.heap),
+        (StackKind::Mmap, departed.mmap),
+    ] {
+        let t = d.totals;
+        if d.stacks > 0 {
+            totals.add(
+                kind,
+                &KindTotals {
+                    outstanding_bytes: t.allocated_bytes.saturating_sub(t.freed_bytes),
+                    outstanding_allocations: t.allocations.saturating_sub(t.frees),
+                    allocations: t.allocations,
+                    frees: t.frees,
+                    allocated_bytes: t.allocated_bytes,
+                    freed_bytes: t.freed_bytes,
+                    stacks: d.stacks,
+                    stacks_holding_memory: d.holding_memory,
+                },
+            );
+        }
+    }
     let ranked = rank(agg, ctx.sort, ctx.min_age_secs);
     let mut targets = ctx.targets;
     let mut per_pid: HashMap<u32, (u64, u64, u64)> = HashMap::new();
@@ -250,6 +278,7 @@ pub fn build(ctx: ReportContext<'_>, agg: &Aggregator, frames: &mut Frames<'_>) 
 
 fn stack_report(r: Ranked<'_>, frames: &mut Frames<'_>) -> StackReport {
     let s = r.series;
+    let rate = r.rate();
     let a = r.analysis;
     let age_histogram = (0..AGE_BUCKETS)
         .map(|i| AgeBucket {
@@ -270,7 +299,8 @@ fn stack_report(r: Ranked<'_>, frames: &mut Frames<'_>) -> StackReport {
         frees: s.totals.frees,
         verdict: a.verdict,
         verdict_reason: a.reason,
-        growth_bytes_per_sec: a.growth_bytes_per_sec,
+        growth_bytes_per_sec: rate,
+        rated: a.rated,
         intervals: a.intervals,
         grew_intervals: a.grew_intervals,
         early_growth_bytes: a.early_growth_bytes,

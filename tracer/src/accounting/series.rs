@@ -182,8 +182,18 @@ pub struct Aggregator {
 /// A truncated walk's kernel stack and frames (see `Aggregator::folded`).
 type FoldedWalk = (StackKey, Vec<u64>);
 
-/// What the stacks without a series add up to (see [`Aggregator::departed`]).
+/// What the stacks without a series add up to (see [`Aggregator::departed`]),
+/// by kind.
 pub struct Departed {
+    /// Dormant heap stacks (evicted while holding nothing, or refused).
+    pub heap: DepartedKind,
+    /// Evicted mapping stacks.
+    pub mmap: DepartedKind,
+}
+
+/// [`Departed`] of one kind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DepartedKind {
     pub totals: StackTotals,
     pub stacks: u64,
     /// Of them, stacks holding memory (refused ones: the table was full).
@@ -282,16 +292,22 @@ impl Aggregator {
     /// What the stacks without a series count (dormant heap stacks, evicted
     /// mapping series).
     pub fn departed(&self) -> Departed {
-        let mut d = Departed {
-            totals: self.retired,
-            stacks: self.retired_stacks + self.dormant.len() as u64,
-            holding_memory: 0,
+        let mut heap = DepartedKind {
+            stacks: self.dormant.len() as u64,
+            ..DepartedKind::default()
         };
         for t in self.dormant.values() {
-            add_totals(&mut d.totals, t);
-            d.holding_memory += u64::from(t.allocated_bytes > t.freed_bytes);
+            add_totals(&mut heap.totals, t);
+            heap.holding_memory += u64::from(t.allocated_bytes > t.freed_bytes);
         }
-        d
+        Departed {
+            heap,
+            mmap: DepartedKind {
+                totals: self.retired,
+                stacks: self.retired_stacks,
+                holding_memory: 0,
+            },
+        }
     }
 
     /// Index of a stack, created on first sight.
@@ -727,13 +743,13 @@ mod tests {
         assert!(agg.is_dormant(&key(1), &totals(100, 100)));
         assert!(!agg.is_dormant(&key(1), &totals(200, 100)));
         assert_eq!(agg.heap_stack(&key(2)), Some(1));
-        let departed = agg.departed();
+        let departed = agg.departed().heap;
         assert_eq!((departed.stacks, departed.holding_memory), (1, 0));
         assert_eq!(departed.totals, totals(100, 100));
         // Back when it allocates again: a new series, out of the dormant.
         let back = agg.intern_heap(key(1), &[1], false);
         assert_eq!(back, 3);
-        assert_eq!(agg.departed().stacks, 0);
+        assert_eq!(agg.departed().heap.stacks, 0);
         // Full of stacks holding memory: the next stack is refused, and no
         // other eviction is tried before the next sample.
         agg.update_heap(key(1), totals(10, 0));
@@ -746,7 +762,7 @@ mod tests {
         assert!(agg
             .make_room(|| unreachable!("crowded until the next sample"))
             .is_none());
-        let departed = agg.departed();
+        let departed = agg.departed().heap;
         assert_eq!((departed.stacks, departed.holding_memory), (1, 1));
         agg.sample(1.0);
         agg.update_heap(key(0), totals(100, 100));

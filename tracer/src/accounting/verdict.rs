@@ -33,6 +33,11 @@ pub struct Analysis {
     /// Theil–Sen slope over the active window after its first point (for a
     /// plateau: over its flat part), bytes per second.
     pub growth_bytes_per_sec: f64,
+    /// Whether the active window has the intervals a rate needs (as many
+    /// as a leak, [`MIN_LEAK_INTERVALS`]). Below that the slope is an
+    /// extrapolation: reasons give the rise seen instead, and a stack's
+    /// report shows no rate and ranks by what it holds.
+    pub rated: bool,
     /// Steps between consecutive samples, and how many of them went up.
     pub intervals: u64,
     pub grew_intervals: u64,
@@ -61,6 +66,7 @@ pub fn analyse_points(points: &[(f64, f64)], oldest_age_secs: Option<f64>) -> An
         verdict: Verdict::Stable,
         reason: String::new(),
         growth_bytes_per_sec: 0.0,
+        rated: false,
         intervals: points.len().saturating_sub(1) as u64,
         grew_intervals: ups(points) as u64,
         active_intervals: 0,
@@ -88,6 +94,7 @@ pub fn analyse_points(points: &[(f64, f64)], oldest_age_secs: Option<f64>) -> An
     let active = &points[start..];
     a.active_intervals = (active.len() - 1) as u64;
     let active_span = last.0 - active[0].0;
+    a.rated = active.len() > MIN_LEAK_INTERVALS;
     // The trend is judged after the window's first point: that point is
     // below everything after it by construction (a stack's zero before it
     // appeared; the level before a late start), which would make any
@@ -151,16 +158,16 @@ pub fn analyse_points(points: &[(f64, f64)], oldest_age_secs: Option<f64>) -> An
             )
         } else if slope <= 0.0 {
             format!(
-                "no upward trend over {} intervals: around {} (±{}), {}",
+                "no upward trend over {} intervals: around {} (±{}){}",
                 a.intervals,
                 bytes(median(trend.iter().map(|p| p.1).collect()) as u64),
                 bytes(scatter as u64),
-                rate_per_min(slope)
+                rate_if(a.rated, ", ", slope)
             )
         } else {
             format!(
-                "no sustained growth: trend {} is within the scatter (±{}) of {} intervals",
-                rate_per_min(slope),
+                "no sustained growth: trend{} is within the scatter (±{}) of {} intervals",
+                rate_if(a.rated, " ", slope),
                 bytes(scatter as u64),
                 a.intervals
             )
@@ -170,10 +177,22 @@ pub fn analyse_points(points: &[(f64, f64)], oldest_age_secs: Option<f64>) -> An
 
     let active_steps = active.len() - 1;
     let active_ups = ups(active);
-    let evidence = format!(
-        "grew in {active_ups}/{active_steps} intervals, {}",
-        rate_per_min(slope)
-    );
+    // Without the intervals a rate needs, what was seen: the rise and the
+    // time it took.
+    let evidence = match a.rated {
+        true => format!(
+            "grew in {active_ups}/{active_steps} intervals, {}",
+            rate_per_min(slope)
+        ),
+        false => format!(
+            "grew in {active_ups}/{active_steps} intervals, {} in {}",
+            signed(net),
+            match active_span < 10.0 {
+                true => format!("{active_span:.1} s"),
+                false => secs(active_span),
+            }
+        ),
+    };
     let age = oldest_age_secs.map(|s| format!(", oldest live {}", secs(s)));
     let old_enough = oldest_age_secs.is_none_or(|s| s >= 0.5 * active_span);
     a.verdict = Verdict::Growing;
@@ -200,6 +219,14 @@ pub fn analyse_points(points: &[(f64, f64)], oldest_age_secs: Option<f64>) -> An
         format!("{evidence}{}", age.unwrap_or_default())
     };
     a
+}
+
+/// `{prefix}+X/min`, or nothing when the rate rests on too few intervals.
+fn rate_if(rated: bool, prefix: &str, slope: f64) -> String {
+    match rated {
+        true => format!("{prefix}{}", rate_per_min(slope)),
+        false => String::new(),
+    }
 }
 
 /// Steps that went up.
@@ -402,7 +429,12 @@ mod tests {
     fn too_short_is_growing() {
         let a = verdict(&series(5.0, &[0.0, 4096.0, 8192.0]), Some(10.0));
         assert_eq!(a.verdict, Verdict::Growing, "{a:?}");
-        assert!(a.reason.contains("too few intervals"), "{}", a.reason);
+        assert_eq!(
+            a.reason,
+            "grew in 2/2 intervals, +8.0 KiB in 10 s; too few intervals to call a leak (2 of 4)"
+        );
+        // No rate from so little: an extrapolation would rank it.
+        assert!(!a.rated);
         assert_eq!(a.active_intervals, 2);
         // A late start: flat for 10 intervals, then one step up is one
         // interval of evidence, however long the series.

@@ -2,7 +2,7 @@
 //! mremap events: who made each one (the program, or the dynamic loader
 //! for itself) and its region accounted per stack.
 
-use tracer_common::{EventKind, MmapEvent};
+use tracer_common::{EventKind, MmapEvent, MAX_FRAMES};
 
 use super::{kernel::Kernel, Tracing};
 use crate::accounting::series::{StackIdentity, StackKind};
@@ -24,8 +24,8 @@ impl Tracing {
         }
         match e.kind {
             k if k == EventKind::Mmap as u32 => {
-                let frames = match self.mmap_caller_frames(e) {
-                    MmapCaller::Program(frames) => frames,
+                let (frames, truncated) = match self.mmap_caller_frames(e) {
+                    MmapCaller::Program { frames, truncated } => (frames, truncated),
                     MmapCaller::Loader => {
                         self.loader_mappings += 1;
                         return;
@@ -43,6 +43,7 @@ impl Tracing {
                     return;
                 }
                 let stack = self.m.agg.intern(identity);
+                self.m.agg.stacks[stack].truncated |= truncated;
                 self.m
                     .mappings
                     .mmap(pid, e.addr, e.len, stack, e.timestamp_ns);
@@ -65,17 +66,27 @@ impl Tracing {
     /// binaries) keeps its frames as they are. None for mappings the dynamic
     /// loader makes for itself (zero-fill of loaded libraries, its private
     /// malloc): loader bookkeeping, not the program's memory.
+    ///
+    /// The kernel's walk stops without saying why, so the stack is flagged
+    /// truncated, as a heap walk would be, when it shows it stopped short:
+    /// at the frame limit, or with a last frame of code (a frame-pointer
+    /// step through code without frame pointers reads data: zeros and
+    /// addresses outside code are cut) that is not where a process's or a
+    /// thread's stack begins (see [`is_stack_base`]).
     fn mmap_caller_frames(&mut self, e: &MmapEvent) -> MmapCaller {
         let n = (e.nr_frames as usize).min(e.frames.len());
         // The frame-pointer walk ends with a zero when it leaves code built
         // with frame pointers; such entries are not frames.
-        let frames: Vec<u64> = e.frames[..n]
+        let mut frames: Vec<u64> = e.frames[..n]
             .iter()
             .copied()
             .take_while(|&f| f != 0)
             .collect();
         let Some(&first) = frames.first() else {
-            return MmapCaller::Program(Vec::new());
+            return MmapCaller::Program {
+                frames,
+                truncated: n > 0,
+            };
         };
         let pid = e.tgid;
         if self.m.symbolizer.mapping(pid, first).is_none() {
@@ -96,20 +107,57 @@ impl Tracing {
             .mapping(pid, first)
             .is_some_and(|m| m.is_file() && m.path != exe);
         if in_library && e.user_sp_word != 0 {
-            return MmapCaller::Program(
-                std::iter::once(e.user_sp_word)
-                    .chain(frames[1..].iter().copied())
-                    .collect(),
-            );
+            frames[0] = e.user_sp_word;
         }
-        MmapCaller::Program(frames)
+        let code = self.m.symbolizer.in_code(pid, &frames);
+        let whole = frames.len() == n && code == n;
+        frames.truncate(code);
+        // Where the walk stopped: the frame limit, or (whatever was read
+        // after it, a zero or data) its last frame of code.
+        let truncated = if whole && n >= MAX_FRAMES {
+            true
+        } else {
+            let last = *frames.last().expect("frame 0 is kept");
+            !self
+                .m
+                .symbolizer
+                .frames(pid, &[last])
+                .iter()
+                .any(|f| f.function.as_deref().is_some_and(is_stack_base))
+        };
+        MmapCaller::Program { frames, truncated }
     }
+}
+
+/// Functions where a process's or a thread's stack begins, or the frame
+/// a frame-pointer walk of it ends at (glibc's start routines keep no
+/// frame pointer, so the walk from `main` ends in `__libc_start_call_main`
+/// and a thread's in `start_thread`): a walk that ends anywhere else
+/// stopped short.
+fn is_stack_base(function: &str) -> bool {
+    const BASES: &[&str] = &[
+        "_start",
+        "__libc_start_call_main",
+        "__libc_start_main",
+        "__libc_start_main_impl",
+        "libc_start_main_stage2",
+        "start_thread",
+        "clone",
+        "clone3",
+        "__clone",
+        "__clone3",
+        "runtime.goexit",
+        "runtime.mstart",
+        "runtime.rt0_go",
+    ];
+    BASES.contains(&function)
 }
 
 /// Who made an anonymous mapping.
 enum MmapCaller {
-    /// The program: counted, with these frames.
-    Program(Vec<u64>),
+    /// The program: counted, with these frames (`truncated`: the walk
+    /// stopped before the outermost frame).
+    Program { frames: Vec<u64>, truncated: bool },
     /// The dynamic loader, for itself.
     Loader,
 }
