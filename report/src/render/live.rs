@@ -14,6 +14,15 @@ use std::{
 use crate::model::{name_of, verdict_counts, Report, StackReport, Verdict};
 use crate::units::{bytes, rate_per_hour, rate_per_min};
 
+/// A stack's growth rate, or nothing where it has too few intervals for
+/// one (see `StackReport::rated`).
+fn rate_of(s: &StackReport) -> String {
+    match s.rated {
+        true => rate_per_min(s.growth_bytes_per_sec),
+        false => String::new(),
+    }
+}
+
 /// Where and how the live view is drawn.
 pub enum Live {
     /// Redrawn in place on a terminal (alternate screen).
@@ -229,7 +238,7 @@ pub fn table(report: &Report, width: usize, height: usize) -> String {
             name_of(&s.verdict),
             bytes(s.outstanding_bytes),
             s.outstanding_allocations,
-            rate_per_min(s.growth_bytes_per_sec),
+            rate_of(s),
             sparkline(s, spark),
             match many {
                 true => format!("[{}] ", s.pid),
@@ -284,11 +293,14 @@ pub fn line(report: &Report) -> String {
         tot.stacks_holding_memory
     );
     if let Some(top) = report.stacks.first() {
+        let rate = match top.rated {
+            true => format!(" {}", rate_of(top)),
+            false => String::new(),
+        };
         let _ = write!(
             text,
-            "; top: {} {} [{}]",
+            "; top: {}{rate} [{}]",
             frames_within(top, 60),
-            rate_per_min(top.growth_bytes_per_sec),
             name_of(&top.verdict)
         );
     }
