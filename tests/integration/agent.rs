@@ -953,7 +953,8 @@ fn index_incident_files_formats_methods_and_child_names() {
     // Its report in every format.
     for (format, kind, starts) in [
         ("json", "application/json", &b"{"[..]),
-        ("text", "text/plain; charset=utf-8", b"memtrace report:"),
+        // (OOM kills on the node, other tests', come first in the text.)
+        ("text", "text/plain; charset=utf-8", &b""[..]),
         ("folded", "text/plain; charset=utf-8", &b""[..]),
         ("svg", "image/svg+xml", b"<?xml"),
         ("pprof", "application/octet-stream", &[0x1f, 0x8b]),
@@ -964,7 +965,8 @@ fn index_incident_files_formats_methods_and_child_names() {
             r.status == 200
                 && r.header("content-type") == Some(kind)
                 && r.body.starts_with(starts)
-                && (!wants_function || r.text().contains("append_audit_record")),
+                && (!wants_function || r.text().contains("append_audit_record"))
+                && (format != "text" || r.text().contains("memtrace report:")),
             format!(
                 "GET /reports/ID?format={format}: {} {:?} {:?}",
                 r.status,
