@@ -893,6 +893,7 @@ mod tests {
                     file: file.map(str::to_string),
                     line,
                     module: module.map(str::to_string),
+                    inlined: false,
                 }
             };
         StackReport {
@@ -967,6 +968,7 @@ mod tests {
                 stacks_holding_memory: totals.stacks_holding_memory,
                 growing_stacks: totals.stacks,
                 memory: None,
+                mappings: Vec::new(),
             }],
             totals,
             losses: Losses::default(),
@@ -976,6 +978,7 @@ mod tests {
             sample_bytes: None,
             probes: None,
             unwind: None,
+            unnamed_frames: Vec::new(),
             stacks,
         };
         serde_json::to_value(&report).unwrap()
