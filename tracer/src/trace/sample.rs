@@ -187,6 +187,7 @@ impl Tracing {
                 outstanding_bytes: 0,
                 stacks_holding_memory: 0,
                 growing_stacks: 0,
+                mappings: Vec::new(),
                 memory: (!t.memory.is_empty()).then(|| {
                     report::memory_report(
                         t.memory.iter().copied().collect(),
@@ -225,8 +226,10 @@ impl Tracing {
             }),
         };
         let symbolizer = &mut self.m.symbolizer;
-        report::build(ctx, &self.m.agg, &mut |pid, addrs| {
+        let mut report = report::build(ctx, &self.m.agg, &mut |pid, addrs| {
             symbolizer.frames(pid, addrs)
-        })
+        });
+        symbolizer.describe(&mut report);
+        report
     }
 }
