@@ -23,6 +23,8 @@
 //! - `security`: planted links, no memory contents in reports;
 //! - `robustness`: nothing left behind, losses counted, hostile targets;
 //! - `runtimes`: Go, Node and Python programs;
+//! - `symbols`: inlined calls, glibc's public names, debug files by build
+//!   id and debuginfod, unnamed files, pprof build ids, symlinked programs;
 //! - `soak`: a minute of leak and churn keeps memtrace flat;
 //! - `regression`: bugs whose cause is known.
 
@@ -43,6 +45,7 @@ mod sampling;
 mod security;
 mod semantics;
 mod soak;
+mod symbols;
 mod threads;
 mod unwind;
 mod verdicts;
