@@ -221,11 +221,13 @@ fn code_mappings_carry_build_ids() {
 
 /// leak_exit with its symbols stripped (`strip -s`), its debug file kept
 /// apart (`objcopy --only-keep-debug`, no debug link): returns (program,
-/// debug file).
-fn stripped_leak_exit(dir: &Path) -> (PathBuf, PathBuf) {
+/// debug file). `build_id` (hex) is the program's own, so that tests
+/// running at once never find each other's debug files.
+fn stripped_leak_exit(dir: &Path, build_id: &str) -> (PathBuf, PathBuf) {
     let exe = dir.join("leak_exit");
     let debug = dir.join("leak_exit.debug");
-    std::fs::copy(compile_c("leak_exit"), &exe).expect("copy");
+    let flag = format!("-Wl,--build-id=0x{build_id}");
+    std::fs::copy(compile_c_with("leak_exit", &[&flag]), &exe).expect("copy");
     tool(
         Command::new("objcopy")
             .arg("--only-keep-debug")
@@ -242,7 +244,7 @@ fn stripped_leak_exit(dir: &Path) -> (PathBuf, PathBuf) {
 #[test]
 fn debuginfod_names_a_stripped_program() {
     let dir = scratch_dir("debuginfod");
-    let (exe, debug) = stripped_leak_exit(&dir);
+    let (exe, debug) = stripped_leak_exit(&dir, "6d656d7472616365000000000000000000000001");
     let id = build_id(&exe);
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
@@ -251,8 +253,15 @@ fn debuginfod_names_a_stripped_program() {
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(mut conn) = conn else { continue };
+            // The whole request is read before answering: closing a socket
+            // with unread bytes resets the connection under the reply.
+            let mut reader = BufReader::new(&conn);
             let mut request = String::new();
-            let _ = BufReader::new(&conn).read_line(&mut request);
+            let _ = reader.read_line(&mut request);
+            let mut header = String::new();
+            while reader.read_line(&mut header).is_ok_and(|n| n > 0) && header.trim() != "" {
+                header.clear();
+            }
             let _ = if request.starts_with(&want) {
                 write!(
                     conn,
@@ -292,7 +301,7 @@ fn debuginfod_names_a_stripped_program() {
 #[test]
 fn debug_file_found_by_build_id() {
     let dir = scratch_dir("build-id");
-    let (exe, debug) = stripped_leak_exit(&dir);
+    let (exe, debug) = stripped_leak_exit(&dir, "6d656d7472616365000000000000000000000002");
     let id = build_id(&exe);
     let by_id = PathBuf::from(format!(
         "/usr/lib/debug/.build-id/{}/{}.debug",
@@ -325,7 +334,7 @@ fn debug_file_found_by_build_id() {
 #[test]
 fn unnamed_frames_say_what_would_name_them() {
     let dir = scratch_dir("unnamed");
-    let (exe, _) = stripped_leak_exit(&dir);
+    let (exe, _) = stripped_leak_exit(&dir, "6d656d7472616365000000000000000000000003");
     let id = build_id(&exe);
     let json = dir.join("run.json");
     let args = ["-o", path_str(&json), "--", path_str(&exe)];

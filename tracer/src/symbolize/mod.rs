@@ -30,7 +30,10 @@ use blazesym::symbolize::{
 pub use memtrace_report::Frame;
 use memtrace_report::{CodeMapping, Report, UnnamedFrames};
 
-use crate::discover::target::{self, Mapping};
+use crate::discover::{
+    allocator,
+    target::{self, Mapping},
+};
 
 pub mod debuginfo;
 pub mod elf;
@@ -185,10 +188,24 @@ impl Symbolizer {
     /// any executable mapping (frame 0 is kept, as unknown, even then).
     pub fn frames(&mut self, pid: u32, addrs: &[u64]) -> Vec<Frame> {
         let keep = self.in_code(pid, addrs);
-        addrs[..keep]
+        let mut frames: Vec<Frame> = addrs[..keep]
             .iter()
             .flat_map(|&a| self.frame(pid, a))
-            .collect()
+            .collect();
+        // An allocator entry point inlined into its caller (ld.so's calloc,
+        // an inline wrapper around libc's) is the allocator itself, which
+        // the probe stands for: the stack starts at the caller.
+        let allocator = frames
+            .iter()
+            .take_while(|f| {
+                f.inlined
+                    && f.function
+                        .as_deref()
+                        .is_some_and(|n| allocator::HOOKED.iter().any(|(h, _)| *h == n))
+            })
+            .count();
+        frames.drain(..allocator);
+        frames
     }
 
     /// How many of `addrs` (innermost first) lie in executable mappings
