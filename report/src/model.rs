@@ -77,6 +77,15 @@ pub struct Frame {
     pub file: Option<String>,
     pub line: Option<u32>,
     pub module: Option<String>,
+    /// A function the compiler inlined into the next frame, which has the
+    /// same address: its own frame, with its own file and line (absent in
+    /// JSON when false, and in reports from before this field).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub inlined: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !b
 }
 
 fn hex<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
@@ -198,6 +207,9 @@ pub struct Report {
     /// How heap stacks were walked, and how many came out truncated.
     #[serde(default)]
     pub unwind: Option<UnwindReport>,
+    /// Files whose frames in `stacks` have no names (no symbols found).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unnamed_frames: Vec<UnnamedFrames>,
     pub stacks: Vec<StackReport>,
 }
 
@@ -292,6 +304,10 @@ pub struct TargetReport {
     /// the moment it was attached to by pid).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unseen: Option<Unseen>,
+    /// The file mappings its reported frames lie in, its executable first
+    /// (absent in reports from before this field).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mappings: Vec<CodeMapping>,
 }
 
 /// A time a target ran unseen: allocations it made then are not in the
@@ -303,6 +319,39 @@ pub struct Unseen {
     pub after: String,
     /// For how long, in milliseconds.
     pub ms: f64,
+}
+
+/// Where a process mapped code from a file, as profilers and symbol servers
+/// (pprof mappings, Parca, Pyroscope) identify it: the address range, the
+/// file offset it starts at, the file and its GNU build id.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CodeMapping {
+    #[serde(serialize_with = "hex", deserialize_with = "from_hex")]
+    pub start: u64,
+    #[serde(serialize_with = "hex", deserialize_with = "from_hex")]
+    pub end: u64,
+    pub file_offset: u64,
+    pub path: String,
+    /// Lowercase hex (None: the file has none, or could not be read).
+    pub build_id: Option<String>,
+}
+
+impl CodeMapping {
+    pub fn contains(&self, address: u64) -> bool {
+        self.start <= address && address < self.end
+    }
+}
+
+/// Frames of one file that no symbol named, and what would name them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnnamedFrames {
+    /// The file, as the process mapped it.
+    pub module: String,
+    /// Distinct frames (addresses) of the reported stacks left unnamed.
+    pub frames: u64,
+    /// What to install or set: `install memcached-dbgsym or point
+    /// DEBUGINFOD_URLS at a debuginfod server`.
+    pub hint: String,
 }
 
 /// One reading of a process's resident memory.
@@ -654,6 +703,7 @@ pub(crate) mod fixtures {
             growing_stacks: 0,
             memory: None,
             unseen: None,
+            mappings: Vec::new(),
         }
     }
 
@@ -694,6 +744,7 @@ pub(crate) mod fixtures {
                     file: None,
                     line: None,
                     module: None,
+                    inlined: false,
                 })
                 .take(if function.is_empty() { 0 } else { 2 })
                 .collect(),
@@ -720,6 +771,7 @@ pub(crate) mod fixtures {
             sample_bytes: None,
             probes: None,
             unwind: None,
+            unnamed_frames: Vec::new(),
             counters: Counters::default(),
             stacks,
         }

@@ -24,6 +24,8 @@
 //! - `robustness`: nothing left behind, losses counted, hostile targets;
 //! - `runtimes`: Go, Node and Python programs;
 //! - `anchors`: real programs' children against valgrind memcheck;
+//! - `symbols`: inlined calls, glibc's public names, debug files by build
+//!   id and debuginfod, unnamed files, pprof build ids, symlinked programs;
 //! - `soak`: a minute of leak and churn keeps memtrace flat;
 //! - `regression`: bugs whose cause is known.
 
@@ -45,6 +47,7 @@ mod sampling;
 mod security;
 mod semantics;
 mod soak;
+mod symbols;
 mod threads;
 mod unwind;
 mod verdicts;

@@ -893,6 +893,7 @@ mod tests {
                     file: file.map(str::to_string),
                     line,
                     module: module.map(str::to_string),
+                    inlined: false,
                 }
             };
         StackReport {
@@ -969,6 +970,7 @@ mod tests {
                 growing_stacks: totals.stacks,
                 memory: None,
                 unseen: None,
+                mappings: Vec::new(),
             }],
             totals,
             losses: Losses::default(),
@@ -978,6 +980,7 @@ mod tests {
             sample_bytes: None,
             probes: None,
             unwind: None,
+            unnamed_frames: Vec::new(),
             stacks,
         };
         serde_json::to_value(&report).unwrap()

@@ -68,8 +68,10 @@ const TEST_TOOLS: [(&str, &str); 5] = [
 ];
 
 /// Libraries the allocator tests link or load (tests/integration/allocators.rs), by
-/// Debian package.
-const TEST_LIBRARIES: [(&str, &str); 4] = [
+/// Debian package; and glibc's separate debug files, which name its internal
+/// functions and inlined calls (tests/integration/symbols.rs).
+const TEST_LIBRARIES: [(&str, &str); 5] = [
+    ("/usr/share/doc/libc6-dbg", "libc6-dbg"),
     ("/usr/bin/musl-gcc", "musl-tools"),
     (
         "/usr/lib/x86_64-linux-gnu/libjemalloc.so",

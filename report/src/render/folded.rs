@@ -163,6 +163,7 @@ mod tests {
             file: None,
             line: None,
             module: None,
+            inlined: false,
         }
     }
 

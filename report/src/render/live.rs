@@ -487,6 +487,7 @@ mod tests {
                 file: None,
                 line: None,
                 module: None,
+                inlined: false,
             })
             .collect();
         s

@@ -14,10 +14,15 @@
 //! - one sample per report stack, leaf first, labelled with its `pid`,
 //!   `verdict` and `kind`; a stack that was not captured gets one location,
 //!   `[stack not captured]`, so its bytes still show up;
-//! - one mapping per module (its span is that of the addresses seen in it,
-//!   not the module's real load range), one location per frame address
-//!   (and resolution), one function per (name, file), names from
-//!   [`frame_name`];
+//! - one mapping per code mapping of a target's that its frames lie in
+//!   (`TargetReport::mappings`: the real address range, file offset and GNU
+//!   build id, so Parca, Pyroscope or `pprof` with a symbol server can
+//!   symbolize again later), the executable's first; for reports without
+//!   them, one mapping per module spanning the addresses seen in it;
+//! - one location per frame address (and resolution): frames the compiler
+//!   inlined are lines of the location of the frame they were inlined into
+//!   (innermost first, as profile.proto has it); one function per (name,
+//!   file), names from [`frame_name`];
 //! - comments naming memtrace and its targets, `--min-age` and any losses.
 //!
 //! Every location carries its function already (memtrace symbolized it, or
@@ -31,7 +36,7 @@ use anyhow::Context;
 use flate2::{write::GzEncoder, Compression};
 use prost::Message;
 
-use crate::model::{frame_name, Frame, Report, StackKind, StackReport, Verdict};
+use crate::model::{frame_name, CodeMapping, Frame, Report, StackKind, StackReport, Verdict};
 
 /// The messages of profile.proto this renderer writes (field numbers as
 /// there; fields it never sets are left out).
@@ -280,12 +285,17 @@ struct Builder {
     string_ids: HashMap<String, i64>,
     mappings: Vec<Mapping>,
     mapping_ids: HashMap<String, u64>,
+    /// (pid, its code mapping, the mapping id).
+    code_mappings: Vec<(u32, CodeMapping, u64)>,
     functions: Vec<Function>,
     function_ids: HashMap<(String, Option<String>), u64>,
     locations: Vec<Location>,
-    /// (address, mapping id, function id, line).
-    location_ids: HashMap<(u64, u64, u64, i64), u64>,
+    location_ids: HashMap<LocationKey, u64>,
 }
+
+/// A location's identity: (address, mapping id, (function id, line) of
+/// each line, innermost first).
+type LocationKey = (u64, u64, Vec<(u64, i64)>);
 
 impl Builder {
     fn new(report: &Report) -> Builder {
@@ -294,21 +304,55 @@ impl Builder {
             string_ids: HashMap::from([(String::new(), 0)]),
             mappings: Vec::new(),
             mapping_ids: HashMap::new(),
+            code_mappings: Vec::new(),
             functions: Vec::new(),
             function_ids: HashMap::new(),
             locations: Vec::new(),
             location_ids: HashMap::new(),
         };
-        // Modules in order of first appearance, a target's executable first
-        // (pprof takes mapping[0] for the main binary).
+        // The targets' own code mappings (real ranges, file offsets and
+        // build ids), each target's executable first: pprof takes
+        // mapping[0] for the main binary.
+        for t in &report.targets {
+            for m in &t.mappings {
+                let id = match b.code_mappings.iter().find(|(_, c, _)| c == m) {
+                    Some(&(_, _, id)) => id,
+                    None => {
+                        let id = b.mappings.len() as u64 + 1;
+                        let filename = b.string(&m.path);
+                        let build_id = m.build_id.as_deref().map_or(0, |id| b.string(id));
+                        b.mappings.push(Mapping {
+                            id,
+                            memory_start: m.start,
+                            memory_limit: m.end,
+                            file_offset: m.file_offset,
+                            filename,
+                            build_id,
+                            has_functions: true,
+                            ..Mapping::default()
+                        });
+                        id
+                    }
+                };
+                b.code_mappings.push((t.pid, m.clone(), id));
+            }
+        }
+        // Frames no code mapping covers (reports from before them): one
+        // mapping per module, in order of first appearance, a target's
+        // executable first, spanning the addresses seen in it.
         let mut modules: Vec<(&str, Vec<&Frame>)> = Vec::new();
-        for f in report.stacks.iter().flat_map(|s| &s.frames) {
-            let Some(module) = f.module.as_deref() else {
-                continue;
-            };
-            match modules.iter_mut().find(|(m, _)| *m == module) {
-                Some((_, frames)) => frames.push(f),
-                None => modules.push((module, vec![f])),
+        for s in &report.stacks {
+            for f in &s.frames {
+                let Some(module) = f.module.as_deref() else {
+                    continue;
+                };
+                if b.code_mapping(s.pid, f.address).is_some() {
+                    continue;
+                }
+                match modules.iter_mut().find(|(m, _)| *m == module) {
+                    Some((_, frames)) => frames.push(f),
+                    None => modules.push((module, vec![f])),
+                }
             }
         }
         let is_exe = |m: &str| report.targets.iter().any(|t| t.exe.as_deref() == Some(m));
@@ -332,13 +376,45 @@ impl Builder {
                 filename,
                 build_id: 0,
                 has_functions: true,
-                has_filenames: frames.iter().any(|f| f.file.is_some()),
-                has_line_numbers: frames.iter().any(|f| f.line.is_some()),
-                has_inline_frames: false,
+                ..Mapping::default()
             });
             b.mapping_ids.insert(module.to_string(), id);
         }
+        // What the frames in each mapping carry.
+        for s in &report.stacks {
+            for f in &s.frames {
+                let id = b.mapping_of(s.pid, f);
+                if let Some(m) = id
+                    .checked_sub(1)
+                    .and_then(|i| b.mappings.get_mut(i as usize))
+                {
+                    m.has_filenames |= f.file.is_some();
+                    m.has_line_numbers |= f.line.is_some();
+                    m.has_inline_frames |= f.inlined;
+                }
+            }
+        }
         b
+    }
+
+    /// The id of `pid`'s code mapping holding the return address `address`.
+    fn code_mapping(&self, pid: u32, address: u64) -> Option<u64> {
+        let code = address.saturating_sub(1);
+        self.code_mappings
+            .iter()
+            .find(|(p, m, _)| *p == pid && m.contains(code))
+            .map(|&(_, _, id)| id)
+    }
+
+    /// The mapping id of a frame of `pid` (0: none).
+    fn mapping_of(&self, pid: u32, f: &Frame) -> u64 {
+        self.code_mapping(pid, f.address)
+            .or_else(|| {
+                f.module
+                    .as_ref()
+                    .and_then(|m| self.mapping_ids.get(m).copied())
+            })
+            .unwrap_or(0)
     }
 
     fn string(&mut self, s: &str) -> i64 {
@@ -369,8 +445,14 @@ impl Builder {
         id
     }
 
-    fn location(&mut self, address: u64, mapping_id: u64, function_id: u64, line: i64) -> u64 {
-        let key = (address, mapping_id, function_id, line);
+    /// The location of `lines` (innermost first: inlined functions, then
+    /// the function they were inlined into) at `address`.
+    fn location(&mut self, address: u64, mapping_id: u64, lines: Vec<Line>) -> u64 {
+        let key: LocationKey = (
+            address,
+            mapping_id,
+            lines.iter().map(|l| (l.function_id, l.line)).collect(),
+        );
         if let Some(&id) = self.location_ids.get(&key) {
             return id;
         }
@@ -379,34 +461,47 @@ impl Builder {
             id,
             mapping_id,
             address,
-            line: vec![Line { function_id, line }],
+            line: lines,
             is_folded: false,
         });
         self.location_ids.insert(key, id);
         id
     }
 
-    fn frame(&mut self, f: &Frame) -> u64 {
-        let mapping_id = f
-            .module
-            .as_ref()
-            .and_then(|m| self.mapping_ids.get(m).copied())
-            .unwrap_or(0);
-        let function_id = self.function(frame_name(f), f.file.as_deref());
-        self.location(
-            f.address,
-            mapping_id,
-            function_id,
-            f.line.map_or(0, i64::from),
-        )
+    /// The locations of a stack's frames, leaf first: frames inlined into
+    /// the next one share its location, as its first lines.
+    fn locations(&mut self, pid: u32, frames: &[Frame]) -> Vec<u64> {
+        let mut ids = Vec::new();
+        let mut lines = Vec::new();
+        for (i, f) in frames.iter().enumerate() {
+            let function_id = self.function(frame_name(f), f.file.as_deref());
+            lines.push(Line {
+                function_id,
+                line: f.line.map_or(0, i64::from),
+            });
+            let next_same = frames.get(i + 1).is_some_and(|n| n.address == f.address);
+            if f.inlined && next_same {
+                continue;
+            }
+            let mapping_id = self.mapping_of(pid, f);
+            ids.push(self.location(f.address, mapping_id, std::mem::take(&mut lines)));
+        }
+        ids
     }
 
     fn sample(&mut self, s: &StackReport) -> Sample {
         let location_id = if s.frames.is_empty() {
             let function_id = self.function(STACK_NOT_CAPTURED.to_string(), None);
-            vec![self.location(0, 0, function_id, 0)]
+            vec![self.location(
+                0,
+                0,
+                vec![Line {
+                    function_id,
+                    line: 0,
+                }],
+            )]
         } else {
-            s.frames.iter().map(|f| self.frame(f)).collect()
+            self.locations(s.pid, &s.frames)
         };
         let label = vec![
             Label {
@@ -452,6 +547,7 @@ mod tests {
             file: line.map(|_| "/src/app.c".to_string()),
             line,
             module: Some(module.to_string()),
+            inlined: false,
         }
     }
 
@@ -635,6 +731,77 @@ mod tests {
             let m = &p.mapping[l.mapping_id as usize - 1];
             assert!((m.memory_start..m.memory_limit).contains(&l.address));
         }
+    }
+
+    /// An inlined call is a line of its caller's location (innermost
+    /// first), and a target's code mappings become the profile's mappings
+    /// with their real range, file offset and build id.
+    #[test]
+    fn inlined_lines_and_code_mappings_with_build_ids() {
+        let mut r = sample_report();
+        let leak = r
+            .stacks
+            .iter_mut()
+            .find(|s| s.verdict == Verdict::Leak)
+            .unwrap();
+        let mut inlined = frame(0x5000_1234, Some("extend_table"), Some(7), "/usr/bin/app");
+        inlined.inlined = true;
+        leak.frames.insert(0, inlined);
+        r.targets[0].mappings = vec![
+            CodeMapping {
+                start: 0x5000_0000,
+                end: 0x5001_0000,
+                file_offset: 0x1000,
+                path: "/usr/bin/app".into(),
+                build_id: Some("93ac61ec5a8eb1396f9fbd350e3169a558528a40".into()),
+            },
+            CodeMapping {
+                start: 0x7f00_0000,
+                end: 0x7f10_0000,
+                file_offset: 0x2000,
+                path: "/lib/libfoo.so".into(),
+                build_id: None,
+            },
+        ];
+        let p = decode(&render(&r).unwrap());
+        let name = |id: u64| {
+            let f = p.function.iter().find(|f| f.id == id).unwrap();
+            s(&p, f.name).to_string()
+        };
+        let leak = p.sample.iter().find(|x| x.value[3] == 8192).unwrap();
+        assert_eq!(leak.location_id.len(), 2, "{p:?}");
+        let loc = p
+            .location
+            .iter()
+            .find(|l| l.id == leak.location_id[0])
+            .unwrap();
+        assert_eq!(loc.address, 0x5000_1234);
+        let lines: Vec<(String, i64)> = loc
+            .line
+            .iter()
+            .map(|l| (name(l.function_id), l.line))
+            .collect();
+        assert_eq!(
+            lines,
+            [("extend_table".to_string(), 7), ("leaky".to_string(), 12)]
+        );
+        assert_eq!(p.mapping.len(), 2, "{:?}", p.mapping);
+        let app = &p.mapping[0];
+        assert_eq!(
+            (app.memory_start, app.memory_limit, app.file_offset),
+            (0x5000_0000, 0x5001_0000, 0x1000)
+        );
+        assert_eq!(s(&p, app.filename), "/usr/bin/app");
+        assert_eq!(
+            s(&p, app.build_id),
+            "93ac61ec5a8eb1396f9fbd350e3169a558528a40"
+        );
+        assert!(app.has_inline_frames && app.has_line_numbers);
+        assert_eq!(loc.mapping_id, app.id);
+        let foo = &p.mapping[1];
+        assert_eq!((s(&p, foo.filename), foo.build_id), ("/lib/libfoo.so", 0));
+        assert_eq!((foo.memory_start, foo.file_offset), (0x7f00_0000, 0x2000));
+        assert!(!foo.has_inline_frames);
     }
 
     #[test]

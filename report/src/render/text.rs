@@ -115,6 +115,12 @@ pub fn render(report: &Report, top: usize) -> String {
     if let Some(u) = &report.unwind {
         unwind(w, u);
     }
+    // "memcached: 14 frames unnamed: install memcached-dbgsym or ...".
+    for u in &report.unnamed_frames {
+        let name = u.module.rsplit('/').next().unwrap_or(&u.module);
+        let frames = counted(u.frames, "frame");
+        let _ = writeln!(w, "{name}: {frames} unnamed: {}", u.hint);
+    }
     let _ = writeln!(w);
     if stacks.is_empty() {
         let _ = writeln!(w, "no outstanding allocations were made while tracing");
@@ -224,7 +230,12 @@ fn stack(w: &mut String, rank: usize, s: &StackReport, comm: Option<&str>) {
             .as_deref()
             .map(|m| m.rsplit('/').next().unwrap_or(m))
             .unwrap_or("?");
-        let _ = writeln!(w, "    {:#014x} {function}{location} ({module})", f.address);
+        let inlined = if f.inlined { " [inlined]" } else { "" };
+        let _ = writeln!(
+            w,
+            "    {:#014x} {function}{location} ({module}){inlined}",
+            f.address
+        );
         if run > 1 {
             let _ = writeln!(w, "    {:>14} ... {function} ×{run} in a row", "");
         }
@@ -476,6 +487,45 @@ mod tests {
     }
 
     #[test]
+    fn inlined_frames_and_unnamed_files() {
+        let mut s = stack("x", Verdict::Leak, &[0, 1]);
+        let frame = |name: &str, line, inlined| crate::model::Frame {
+            address: 0x7f00_1234,
+            function: Some(name.into()),
+            file: Some("./intl/localealias.c".into()),
+            line: Some(line),
+            module: Some("/lib/libc.so.6".into()),
+            inlined,
+        };
+        s.frames = vec![
+            frame("extend_alias_table", 401, true),
+            frame("read_alias_file", 313, false),
+        ];
+        let mut r = report(vec![s]);
+        r.unnamed_frames = vec![crate::model::UnnamedFrames {
+            module: "/usr/bin/memcached".into(),
+            frames: 14,
+            hint: "install memcached-dbgsym or point DEBUGINFOD_URLS at a debuginfod server".into(),
+        }];
+        let text = render(&r, 10);
+        assert!(
+            text.contains(
+                "    0x00007f001234 extend_alias_table at ./intl/localealias.c:401 (libc.so.6) \
+                 [inlined]\n    0x00007f001234 read_alias_file at ./intl/localealias.c:313 \
+                 (libc.so.6)\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "\nmemcached: 14 frames unnamed: install memcached-dbgsym or point \
+                 DEBUGINFOD_URLS at a debuginfod server\n"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn interpreter_frames_in_a_row_are_printed_once() {
         let mut s = stack("x", Verdict::Leak, &[0, 1]);
         let frame = |name: &str| crate::model::Frame {
@@ -484,6 +534,7 @@ mod tests {
             file: None,
             line: None,
             module: None,
+            inlined: false,
         };
         s.frames = vec![
             frame("PyMem_Malloc"),

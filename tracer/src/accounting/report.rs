@@ -272,6 +272,7 @@ pub fn build(ctx: ReportContext<'_>, agg: &Aggregator, frames: &mut Frames<'_>) 
             frames_without_table: stat(Stat::UnwindNoTable),
             tables,
         }),
+        unnamed_frames: Vec::new(),
         stacks,
     }
 }

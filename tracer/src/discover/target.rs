@@ -141,6 +141,66 @@ pub fn is_exiting(pid: u32) -> bool {
     read_stat(pid).is_none_or(|s| s.exited() || s.flags & PF_EXITING != 0)
 }
 
+/// The path `pid` was started by, when it is a symbolic link to the
+/// process's executable under another name (Debian's `redis-server` →
+/// `redis-check-rdb`): the kernel names the executable by the link's
+/// target, while users know the program by the name they ran. Found from
+/// argv\[0\] (its first word too: servers rewrite their command line into
+/// a title, `redis-server *:6379`): a path as given (relative ones from the
+/// process's working directory), a bare name next to the executable. Only
+/// a link that leads to the very executable (device and inode) counts;
+/// None otherwise.
+pub fn started_as(pid: u32) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let exe_link = format!("/proc/{pid}/exe");
+    let exe = fs::read_link(&exe_link).ok()?;
+    let target = fs::metadata(&exe_link).ok()?;
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let argv0 = String::from_utf8_lossy(cmdline.split(|&b| b == 0).next()?).into_owned();
+    let mut words = vec![argv0.as_str()];
+    words.extend(argv0.split_whitespace().next().filter(|w| *w != argv0));
+    for word in words {
+        let given = Path::new(word);
+        let Some(name) = given.file_name() else {
+            continue;
+        };
+        if exe.file_name() == Some(name) {
+            return None;
+        }
+        let candidate = if word.contains('/') {
+            match given.is_absolute() {
+                true => given.to_path_buf(),
+                false => fs::read_link(format!("/proc/{pid}/cwd")).ok()?.join(given),
+            }
+        } else {
+            exe.parent()?.join(name)
+        };
+        let seen = host_path(pid, &candidate.to_string_lossy());
+        let is_link = fs::symlink_metadata(&seen).is_ok_and(|m| m.file_type().is_symlink());
+        let same =
+            fs::metadata(&seen).is_ok_and(|m| m.dev() == target.dev() && m.ino() == target.ino());
+        if is_link && same {
+            return Some(normalize(&candidate).display().to_string());
+        }
+    }
+    None
+}
+
+/// `a/./b/../c` → `a/c`, lexically.
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// Resident memory of a process from `/proc/PID/status`: (RSS, anonymous
 /// RSS) in bytes. None once it is gone (or for a zombie, which has none).
 pub fn memory_usage(pid: u32) -> Option<(u64, u64)> {

@@ -7,12 +7,20 @@
 //! caching every binary it parsed. Results are cached per (file, offset).
 //! Generated code (anonymous executable memory) is named from the process's
 //! perf map when it writes one (`perfmap`).
+//!
+//! A call the compiler inlined is a frame of its own: one address becomes
+//! the inlined functions (innermost first, each with its own file and
+//! line, marked `inlined`) and then the function they were inlined into.
+//! A file without line tables of its own is read through its separate
+//! debug file (`debuginfo`: by build id, debug link, debuginfod). A
+//! function its symbol table names by an internal alias is named by the
+//! name the file exports at its address (`elf`).
 
 use std::{
     collections::{hash_map::Entry, HashMap, HashSet},
     fs::File,
-    os::fd::AsRawFd,
-    path::PathBuf,
+    os::{fd::AsRawFd, unix::fs::MetadataExt},
+    path::{Path, PathBuf},
 };
 
 use blazesym::symbolize::{
@@ -20,13 +28,21 @@ use blazesym::symbolize::{
     Input, Symbolized, Symbolizer as Blaze,
 };
 pub use memtrace_report::Frame;
+use memtrace_report::{CodeMapping, Report, UnnamedFrames};
 
-use crate::discover::target::{self, Mapping};
+use crate::discover::{
+    allocator,
+    target::{self, Mapping},
+};
 
+pub mod debuginfo;
+pub mod elf;
 pub mod perfmap;
 
+use elf::ElfInfo;
 use perfmap::PerfMaps;
 
+/// One function at an address: the outer one, or one inlined into it.
 #[derive(Clone, Default)]
 struct Resolved {
     function: Option<String>,
@@ -34,8 +50,20 @@ struct Resolved {
     line: Option<u32>,
 }
 
+/// Where a mapped file's symbols come from.
+struct FileSymbols {
+    /// Its ELF facts (None: not readable as an object file).
+    info: Option<ElfInfo>,
+    /// Its separate debug file, when it has no line tables of its own.
+    debug: Option<PathBuf>,
+}
+
 /// A mapped file, as /proc/PID/maps identifies it: (device, inode).
 type FileKey = (String, u64);
+
+/// The path a process was started by (None: its executable's own), read
+/// for the executable of that (device, inode).
+type StartedAs = (Option<(u64, u64)>, Option<String>);
 
 pub struct Symbolizer {
     blaze: Blaze,
@@ -44,7 +72,15 @@ pub struct Symbolizer {
     maps: HashMap<u32, Vec<Mapping>>,
     /// Executable files the known mappings map, kept open.
     files: HashMap<FileKey, File>,
-    cache: HashMap<(FileKey, u64), Resolved>,
+    /// Each file's symbol sources, found when its first frame resolves.
+    symbols: HashMap<FileKey, FileSymbols>,
+    /// The functions at each (file, offset), innermost first.
+    cache: HashMap<(FileKey, u64), Vec<Resolved>>,
+    /// The path each process was started by, when a link to its
+    /// executable (read while it runs, kept after).
+    started_as: HashMap<u32, StartedAs>,
+    /// What would name a file's unnamed frames (asked once per file).
+    hints: HashMap<FileKey, String>,
 }
 
 impl Default for Symbolizer {
@@ -59,12 +95,15 @@ impl Symbolizer {
             blaze: Blaze::builder()
                 .enable_code_info(true)
                 .enable_demangling(true)
-                .enable_inlined_fns(false)
+                .enable_inlined_fns(true)
                 .build(),
             perf: PerfMaps::default(),
             maps: HashMap::new(),
             files: HashMap::new(),
+            symbols: HashMap::new(),
             cache: HashMap::new(),
+            started_as: HashMap::new(),
+            hints: HashMap::new(),
         }
     }
 
@@ -92,6 +131,13 @@ impl Symbolizer {
                 }
             }
         }
+        // Read again when the process exec'd another executable.
+        let exe = std::fs::metadata(format!("/proc/{pid}/exe"))
+            .map(|m| (m.dev(), m.ino()))
+            .ok();
+        if self.started_as.get(&pid).is_none_or(|(e, _)| *e != exe) {
+            self.started_as.insert(pid, (exe, target::started_as(pid)));
+        }
         let mut merged = fresh;
         merged.extend(kept);
         merged.sort_by_key(|m| m.start);
@@ -105,6 +151,7 @@ impl Symbolizer {
     /// Drops `pid`'s mappings (its address space was replaced by exec).
     pub fn forget(&mut self, pid: u32) {
         self.maps.remove(&pid);
+        self.started_as.remove(&pid);
         self.perf.forget(pid);
     }
 
@@ -112,6 +159,7 @@ impl Symbolizer {
     /// no remaining process maps.
     pub fn forget_processes(&mut self, gone: &HashSet<u32>) {
         self.maps.retain(|pid, _| !gone.contains(pid));
+        self.started_as.retain(|pid, _| !gone.contains(pid));
         for &pid in gone {
             self.perf.forget(pid);
         }
@@ -122,6 +170,8 @@ impl Symbolizer {
             .map(|m| (m.dev.clone(), m.inode))
             .collect();
         self.files.retain(|key, _| used.contains(key));
+        self.symbols.retain(|key, _| used.contains(key));
+        self.hints.retain(|key, _| used.contains(key));
         self.cache.retain(|(key, _), _| used.contains(key));
     }
 
@@ -138,7 +188,24 @@ impl Symbolizer {
     /// any executable mapping (frame 0 is kept, as unknown, even then).
     pub fn frames(&mut self, pid: u32, addrs: &[u64]) -> Vec<Frame> {
         let keep = self.in_code(pid, addrs);
-        addrs[..keep].iter().map(|&a| self.frame(pid, a)).collect()
+        let mut frames: Vec<Frame> = addrs[..keep]
+            .iter()
+            .flat_map(|&a| self.frame(pid, a))
+            .collect();
+        // An allocator entry point inlined into its caller (ld.so's calloc,
+        // an inline wrapper around libc's) is the allocator itself, which
+        // the probe stands for: the stack starts at the caller.
+        let allocator = frames
+            .iter()
+            .take_while(|f| {
+                f.inlined
+                    && f.function
+                        .as_deref()
+                        .is_some_and(|n| allocator::HOOKED.iter().any(|(h, _)| *h == n))
+            })
+            .count();
+        frames.drain(..allocator);
+        frames
     }
 
     /// How many of `addrs` (innermost first) lie in executable mappings
@@ -156,18 +223,105 @@ impl Symbolizer {
             .count()
     }
 
-    fn frame(&mut self, pid: u32, address: u64) -> Frame {
+    /// What a report says of the files behind its frames: each target's
+    /// code mappings its frames lie in (its executable first; with build
+    /// ids, for pprof), the path it was started by when that is a link to
+    /// its executable, and for each file with unnamed frames what would
+    /// name them.
+    pub fn describe(&mut self, report: &mut Report) {
+        for t in &mut report.targets {
+            let pid = t.pid;
+            let mut addresses: Vec<u64> = report
+                .stacks
+                .iter()
+                .filter(|s| s.pid == pid)
+                .flat_map(|s| s.frames.iter().map(|f| f.address.saturating_sub(1)))
+                .collect();
+            addresses.sort_unstable();
+            addresses.dedup();
+            let mut mappings: Vec<CodeMapping> = Vec::new();
+            for m in self.maps.get(&pid).into_iter().flatten() {
+                if !m.executable || !m.is_file() {
+                    continue;
+                }
+                let i = addresses.partition_point(|&a| a < m.start);
+                if addresses.get(i).is_none_or(|&a| a >= m.end) {
+                    continue;
+                }
+                let key = (m.dev.clone(), m.inode);
+                let build_id = self
+                    .symbols
+                    .get(&key)
+                    .and_then(|s| s.info.as_ref())
+                    .and_then(ElfInfo::build_id_hex);
+                mappings.push(CodeMapping {
+                    start: m.start,
+                    end: m.end,
+                    file_offset: m.offset,
+                    path: m.path.clone().unwrap_or_default(),
+                    build_id,
+                });
+            }
+            // The executable first (pprof takes the first mapping for it).
+            mappings.sort_by_key(|m| (t.exe.as_deref() != Some(m.path.as_str()), m.start));
+            t.mappings = mappings;
+            if let Some((_, Some(path))) = self.started_as.get(&pid) {
+                t.exe = Some(path.clone());
+            }
+        }
+        // Unnamed frames per file: the file's path, its distinct frames.
+        let mut unnamed: Vec<(FileKey, String)> = Vec::new();
+        let mut seen: HashMap<FileKey, HashSet<(u32, u64)>> = HashMap::new();
+        for s in &report.stacks {
+            for f in s.frames.iter().filter(|f| f.function.is_none()) {
+                let Some(m) = self.mapping(s.pid, f.address.saturating_sub(1)) else {
+                    continue;
+                };
+                let (Some(path), true) = (&m.path, m.is_file()) else {
+                    continue;
+                };
+                let key = (m.dev.clone(), m.inode);
+                if !seen.contains_key(&key) {
+                    unnamed.push((key.clone(), path.clone()));
+                }
+                seen.entry(key).or_default().insert((s.pid, f.address));
+            }
+        }
+        report.unnamed_frames = unnamed
+            .into_iter()
+            .map(|(key, module)| {
+                let frames = seen.get(&key).map_or(0, HashSet::len) as u64;
+                let info = self.symbols.get(&key).and_then(|s| s.info.as_ref());
+                let hint = self
+                    .hints
+                    .entry(key)
+                    .or_insert_with(|| debuginfo::hint(&module, info))
+                    .clone();
+                UnnamedFrames {
+                    module,
+                    frames,
+                    hint,
+                }
+            })
+            .collect();
+    }
+
+    /// The frames at one return address: the functions inlined there
+    /// (innermost first), then the function they were inlined into.
+    fn frame(&mut self, pid: u32, address: u64) -> Vec<Frame> {
         // Return addresses point after the call; the call itself is one
         // byte earlier, which is what file:line should describe.
         let lookup = address.saturating_sub(1);
+        let unknown = |module: Option<String>| Frame {
+            address,
+            function: None,
+            file: None,
+            line: None,
+            module,
+            inlined: false,
+        };
         let Some(mapping) = self.mapping(pid, lookup).cloned() else {
-            return Frame {
-                address,
-                function: None,
-                file: None,
-                line: None,
-                module: None,
-            };
+            return vec![unknown(None)];
         };
         let key = (mapping.dev.clone(), mapping.inode);
         let file = match self.files.get(&key) {
@@ -182,46 +336,117 @@ impl Symbolizer {
             }
             _ => {
                 if let Some((name, map)) = self.perf.lookup(pid, lookup) {
-                    return Frame {
-                        address,
+                    return vec![Frame {
                         function: Some(name),
-                        file: None,
-                        line: None,
-                        module: Some(map),
-                    };
+                        ..unknown(Some(map))
+                    }];
                 }
-                Resolved::default()
+                Vec::new()
             }
         };
-        Frame {
-            address,
-            function: resolved.function,
-            file: resolved.file,
-            line: resolved.line,
-            module: mapping.path,
+        if resolved.is_empty() {
+            return vec![unknown(mapping.path)];
         }
+        let last = resolved.len() - 1;
+        resolved
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| Frame {
+                address,
+                function: r.function,
+                file: r.file,
+                line: r.line,
+                module: mapping.path.clone(),
+                inlined: i < last,
+            })
+            .collect()
     }
 
-    fn resolve(&mut self, file_key: FileKey, file: PathBuf, offset: u64) -> Resolved {
+    /// The symbol sources of a mapped file (`path`: where memtrace opens
+    /// it), looked up once.
+    fn symbols<'a>(
+        symbols: &'a mut HashMap<FileKey, FileSymbols>,
+        key: &FileKey,
+        path: &Path,
+    ) -> &'a FileSymbols {
+        symbols.entry(key.clone()).or_insert_with(|| {
+            let info = ElfInfo::read(path);
+            let debug = info.as_ref().filter(|i| !i.has_lines).and_then(|i| {
+                // Where the file is (debug links are relative to it).
+                let real = std::fs::read_link(path).unwrap_or_else(|_| path.to_path_buf());
+                debuginfo::find(real.parent(), i)
+            });
+            FileSymbols { info, debug }
+        })
+    }
+
+    /// The functions at `offset` of a file, innermost first (empty when
+    /// nothing names it).
+    fn resolve(&mut self, file_key: FileKey, file: PathBuf, offset: u64) -> Vec<Resolved> {
         let key = (file_key, offset);
         if let Some(r) = self.cache.get(&key) {
             return r.clone();
         }
-        let src = Source::Elf(Elf::new(&file));
-        let resolved = match self.blaze.symbolize_single(&src, Input::FileOffset(offset)) {
-            Ok(Symbolized::Sym(sym)) => Resolved {
-                function: Some(sym.name.to_string()),
-                file: sym
-                    .code_info
+        let symbols = Self::symbols(&mut self.symbols, &key.0, &file);
+        // A separate debug file is read at the virtual address the file's
+        // own segments give the offset.
+        let (src, input) = match (
+            &symbols.debug,
+            symbols.info.as_ref().and_then(|i| i.vaddr(offset)),
+        ) {
+            (Some(debug), Some(vaddr)) => (Source::Elf(Elf::new(debug)), Input::VirtOffset(vaddr)),
+            _ => (Source::Elf(Elf::new(&file)), Input::FileOffset(offset)),
+        };
+        let location = |c: Option<&blazesym::symbolize::CodeInfo<'_>>| {
+            (
+                c.map(|c| c.to_path().to_string_lossy().into_owned()),
+                c.and_then(|c| c.line),
+            )
+        };
+        let resolved = match self.blaze.symbolize_single(&src, input) {
+            Ok(Symbolized::Sym(sym)) => {
+                let name = match symbols
+                    .info
                     .as_ref()
-                    .map(|c| c.to_path().to_string_lossy().into_owned()),
-                line: sym.code_info.as_ref().and_then(|c| c.line),
-            },
-            _ => Resolved::default(),
+                    .and_then(|i| i.public_name(sym.addr, &sym.name))
+                {
+                    Some(public) => public.to_string(),
+                    None => unaliased(&sym.name).to_string(),
+                };
+                let (file, line) = location(sym.code_info.as_deref());
+                let mut frames: Vec<Resolved> = sym
+                    .inlined
+                    .iter()
+                    .rev()
+                    .map(|f| {
+                        let (file, line) = location(f.code_info.as_ref());
+                        Resolved {
+                            function: Some(unaliased(&f.name).to_string()),
+                            file,
+                            line,
+                        }
+                    })
+                    .collect();
+                frames.push(Resolved {
+                    function: Some(name),
+                    file,
+                    line,
+                });
+                frames
+            }
+            _ => Vec::new(),
         };
         self.cache.insert(key, resolved.clone());
         resolved
     }
+}
+
+/// glibc's internal alias of a function (`__GI_name`, what its own calls
+/// bind to) under the function's name.
+fn unaliased(name: &str) -> &str {
+    name.strip_prefix("__GI_")
+        .filter(|n| !n.is_empty())
+        .unwrap_or(name)
 }
 
 #[cfg(test)]

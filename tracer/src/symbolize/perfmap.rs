@@ -8,12 +8,18 @@
 //! /tmp: it is used only if it is a regular file (never a FIFO or a
 //! symlink, opened without blocking) owned by the process's user or root,
 //! as perf requires. Bounded: at most [`MAX_ENTRIES`] names per process.
+//!
+//! A JIT reuses code space: a region named again later (V8 optimizing a
+//! function into the space of older code) is named by the later line, the
+//! way `perf report` reads the file. The regions are kept as disjoint
+//! intervals, each later line painted over what it covers.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     fs::File,
     io::{Read, Seek, SeekFrom},
     path::PathBuf,
+    sync::Arc,
 };
 
 /// Names kept per process (~100 bytes each).
@@ -21,11 +27,67 @@ pub const MAX_ENTRIES: usize = 200_000;
 /// Bytes read per refresh at most (the rest at the next one).
 const READ_CHUNK: u64 = 16 << 20;
 
+/// Named code regions, disjoint: a region added later replaces whatever
+/// part of older ones it covers.
+#[derive(Default)]
+struct Regions {
+    /// start → (end, name), non-overlapping.
+    by_start: BTreeMap<u64, (u64, Arc<str>)>,
+}
+
+impl Regions {
+    /// Names [start, end) `name`, over any older names there.
+    fn insert(&mut self, start: u64, end: u64, name: &str) {
+        if start >= end {
+            return;
+        }
+        // An older region starting before `start` and reaching into it
+        // keeps its part before `start` (and after `end`, if it spans it).
+        let before = self
+            .by_start
+            .range(..start)
+            .next_back()
+            .filter(|(_, (e, _))| *e > start)
+            .map(|(&s, (e, n))| (s, *e, n.clone()));
+        if let Some((s, e, n)) = before {
+            self.by_start.insert(s, (start, n.clone()));
+            if e > end {
+                self.by_start.insert(end, (e, n));
+            }
+        }
+        // Older regions starting inside [start, end): dropped, or cut to
+        // their part after `end`.
+        let inside: Vec<u64> = self.by_start.range(start..end).map(|(&s, _)| s).collect();
+        for s in inside {
+            if let Some((e, n)) = self.by_start.remove(&s) {
+                if e > end {
+                    self.by_start.insert(end, (e, n));
+                }
+            }
+        }
+        self.by_start.insert(start, (end, Arc::from(name)));
+    }
+
+    /// The name of the region containing `addr`.
+    fn lookup(&self, addr: u64) -> Option<&str> {
+        let (_, (end, name)) = self.by_start.range(..=addr).next_back()?;
+        (addr < *end).then_some(&**name)
+    }
+
+    fn len(&self) -> usize {
+        self.by_start.len()
+    }
+
+    fn clear(&mut self) {
+        self.by_start.clear();
+    }
+}
+
 /// One process's perf map: what was read of it so far.
 #[derive(Default)]
 struct PerfMap {
-    /// (start, end, name), kept sorted by start.
-    entries: Vec<(u64, u64, String)>,
+    /// The named regions read so far.
+    entries: Regions,
     /// Bytes of the file consumed (whole lines only).
     read: u64,
     /// Where the file is (found once).
@@ -127,13 +189,14 @@ impl PerfMaps {
         {
             return;
         }
-        let before = map.entries.len();
-        map.read += parse(&text, &mut map.entries) as u64;
-        map.entries.truncate(MAX_ENTRIES);
-        if map.entries.len() != before {
-            // Code regions can be reused: the later entry wins (stable sort
-            // keeps file order among equal starts).
-            map.entries.sort_by_key(|e| e.0);
+        let mut lines = Vec::new();
+        map.read += parse(&text, &mut lines) as u64;
+        // In file order: code space is reused, the later line wins.
+        for (start, end, name) in lines {
+            if map.entries.len() >= MAX_ENTRIES {
+                break;
+            }
+            map.entries.insert(start, end, &name);
         }
     }
 
@@ -141,15 +204,8 @@ impl PerfMaps {
     /// file that named it.
     pub fn lookup(&self, pid: u32, addr: u64) -> Option<(String, String)> {
         let map = self.maps.get(&pid)?;
-        let i = map.entries.partition_point(|e| e.0 <= addr);
-        // The innermost (latest-starting) region containing addr; walk back
-        // over a few overlapping older ones.
-        map.entries[..i]
-            .iter()
-            .rev()
-            .take(8)
-            .find(|e| addr < e.1)
-            .map(|e| (e.2.clone(), map.name.clone()))
+        let name = map.entries.lookup(addr)?;
+        Some((name.to_string(), map.name.clone()))
     }
 
     pub fn forget(&mut self, pid: u32) {
@@ -189,10 +245,14 @@ mod tests {
         assert_eq!(used, text.len() - "7f00000030".len());
         assert_eq!(entries.len(), 2);
         let mut maps = PerfMaps::default();
+        let mut regions = Regions::default();
+        for (start, end, name) in entries {
+            regions.insert(start, end, &name);
+        }
         maps.maps.insert(
             1,
             PerfMap {
-                entries,
+                entries: regions,
                 name: "/tmp/perf-1.map".into(),
                 ..PerfMap::default()
             },
@@ -203,5 +263,56 @@ mod tests {
         assert!(maps.lookup(1, 0x7f00_0000_1100).is_none());
         assert!(maps.lookup(1, 0x7f00_0000_2010).is_some());
         assert!(maps.lookup(2, 0x7f00_0000_2010).is_none());
+    }
+
+    /// Node's case (issue 21): an address covered by an older, wider entry
+    /// and by a newer one; the newer names it, wherever the two start.
+    #[test]
+    fn later_entries_win() {
+        let dir =
+            std::env::temp_dir().join(format!("memtrace-perfmap-later-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("perf.map");
+        // The older entry starts after the newer one: sorting by start and
+        // taking the latest-starting region picked the older.
+        std::fs::write(
+            &path,
+            "7f0000001100 1000 JS:~ node:internal/streams/writable:1:1\n\
+             7f0000001000 400 JS:*rememberRequest /tmp/ux/nodeapp.js:4:25\n\
+             7f0000002000 100 JS:~ old\n\
+             7f0000002000 100 JS:* new\n\
+             7f0000003000 1000 JS:~ wide\n\
+             7f0000003400 100 JS:* narrow\n",
+        )
+        .unwrap();
+        let mut maps = PerfMaps::default();
+        maps.maps.insert(
+            1,
+            PerfMap {
+                path: Some(path),
+                name: "/tmp/perf-1.map".into(),
+                uid: 0,
+                ..PerfMap::default()
+            },
+        );
+        maps.refresh(1);
+        let name = |addr: u64| maps.lookup(1, addr).map(|(n, _)| n);
+        let remember = Some("JS:*rememberRequest /tmp/ux/nodeapp.js:4:25".to_string());
+        assert_eq!(name(0x7f00_0000_1200), remember);
+        assert_eq!(name(0x7f00_0000_1000), remember);
+        assert_eq!(name(0x7f00_0000_13ff), remember);
+        // Past the newer entry, the older one still names its code.
+        assert_eq!(
+            name(0x7f00_0000_1400).as_deref(),
+            Some("JS:~ node:internal/streams/writable:1:1")
+        );
+        assert_eq!(name(0x7f00_0000_2010).as_deref(), Some("JS:* new"));
+        // A narrow newer entry inside a wide older one: the older keeps
+        // both of its ends.
+        assert_eq!(name(0x7f00_0000_3010).as_deref(), Some("JS:~ wide"));
+        assert_eq!(name(0x7f00_0000_3410).as_deref(), Some("JS:* narrow"));
+        assert_eq!(name(0x7f00_0000_3f00).as_deref(), Some("JS:~ wide"));
+        assert_eq!(name(0x7f00_0000_4000), None);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

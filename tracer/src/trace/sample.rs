@@ -188,6 +188,7 @@ impl Tracing {
                 stacks_holding_memory: 0,
                 growing_stacks: 0,
                 unseen: t.unseen.clone(),
+                mappings: Vec::new(),
                 memory: (!t.memory.is_empty()).then(|| {
                     report::memory_report(
                         t.memory.iter().copied().collect(),
@@ -226,8 +227,10 @@ impl Tracing {
             }),
         };
         let symbolizer = &mut self.m.symbolizer;
-        report::build(ctx, &self.m.agg, &mut |pid, addrs| {
+        let mut report = report::build(ctx, &self.m.agg, &mut |pid, addrs| {
             symbolizer.frames(pid, addrs)
-        })
+        });
+        symbolizer.describe(&mut report);
+        report
     }
 }
