@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use memtrace_integration::{
-    compile_c, compile_c_using, compile_c_with, json_args_with, run_memtrace, scratch_dir, secs,
-    trace_handshake, trace_pid, Report, Tracer, Workload,
+    compile_c, compile_c_using, compile_c_with, json_args_with, run_memtrace, run_memtrace_cmd_env,
+    scratch_dir, secs, trace_handshake, trace_pid, Report, Tracer, Workload,
 };
 use memtrace_report::StackKind;
 
@@ -251,6 +251,36 @@ fn cxx_new_names_the_member_function_that_wrote_it() {
         (600, 500, 100 * 4096),
         "{ctx}"
     );
+    assert_eq!(
+        report.counters.free_unknown, 0,
+        "counters.free_unknown: the deletes' inner frees are nested, not unknown\n{ctx}"
+    );
+}
+
+/// libstdc++'s `operator delete` frees through `free`: that inner free is
+/// part of the delete (nested), not a free of an unknown block — on both
+/// probe paths, traced from the first instruction (cxx_churn.c).
+#[test]
+fn cxx_delete_inner_free_is_not_unknown() {
+    let exe = compile_c_using("g++", "cxx_churn", &[]);
+    for probes in ["auto", "classic"] {
+        let report = run_memtrace_cmd_env(&[], &[&exe], &[("MEMTRACE_PROBES", probes)]);
+        let ctx = format!("MEMTRACE_PROBES={probes}\n{}", report.describe());
+        let problems = report.function_mismatches("keep_nodes()", StackKind::Heap, 20 * 256, 20);
+        assert!(problems.is_empty(), "{}\n{ctx}", problems.join("\n"));
+        assert_eq!(
+            report.counters.free_unknown, 0,
+            "counters.free_unknown: every block deleted was allocated while traced; the free \
+             inside each delete is nested in it\n{ctx}"
+        );
+        // 300 + 50 deletes, each with its inner free, and the new's inner
+        // mallocs: all nested.
+        assert!(
+            report.counters.nested_calls >= 2 * (300 + 50) + 20,
+            "counters.nested_calls: new's malloc and delete's free\n{ctx}"
+        );
+        report.assert_no_losses();
+    }
 }
 
 /// replaced_libc.c: 50 x 1000 bytes leaked on SIGUSR1.

@@ -54,6 +54,13 @@ impl AllocFn {
 /// so the record that marks an allocator's mmaps as its own is not needed.
 pub const COOKIE_MAY_SKIP: u64 = 1 << 32;
 
+/// Attach cookie of a free function that may free its block through
+/// another probed free function (C++'s `operator delete`, which
+/// libstdc++ implements with `free`): it leaves the block's address in the
+/// thread's record ([`InFlight::free_addr`]) so that the inner free of the
+/// same block is known as nested, not as a free of an unknown block.
+pub const COOKIE_FREE_OUTER: u64 = 1;
+
 /// See [`COOKIE_MAY_SKIP`]: glibc serves a chunk with its own mmap from
 /// 128 KiB (its default `M_MMAP_THRESHOLD`, which only ever rises by
 /// itself); requests below 124 KiB, with the chunk header and rounding,
@@ -309,8 +316,13 @@ pub struct InFlight {
     /// call to know it).
     pub tgid: u32,
     pub _pad: u32,
+    /// The block the thread's last outer free ([`COOKIE_FREE_OUTER`]) was
+    /// given, and the stack pointer at its entry: a free of the same block
+    /// from deeper on the stack is its inner free (0: none pending).
+    pub free_addr: u64,
+    pub free_sp: u64,
 }
-const _: () = assert!(core::mem::size_of::<InFlight>() == 88);
+const _: () = assert!(core::mem::size_of::<InFlight>() == 104);
 
 /// Arguments of an mmap/munmap/mremap syscall between enter and exit.
 #[repr(C)]

@@ -14,9 +14,10 @@
 //! Hot-path cost per malloc+free pair, beyond the trap itself: entry = the
 //! thread's INFLIGHT record (task storage, ~25 ns); return = the same
 //! record, stack id, STACK_TOTALS lookup, a live-table insert (`live.rs`);
-//! free = a live-table take, nothing else (what each stack freed is what it
-//! allocated less what it still holds, which userspace reads from the live
-//! table). With `--sample-bytes`, an unsampled call costs the INFLIGHT
+//! free = the attach cookie and a live-table take, nothing else (what each
+//! stack freed is what it allocated less what it still holds, which
+//! userspace reads from the live table); an outer free (C++'s `operator
+//! delete`) also leaves its block in the thread's INFLIGHT record. With `--sample-bytes`, an unsampled call costs the INFLIGHT
 //! record and the per-CPU countdown at entry, the record again at return,
 //! and its free one live-table lookup; on the session path, an unsampled
 //! glibc malloc or calloc (see `tracer_common::COOKIE_MAY_SKIP`) costs the
@@ -36,7 +37,8 @@ use aya_ebpf::{
 };
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 use tracer_common::{
-    AllocFn, InFlight, LiveAlloc, StackAllocated, StackKey, Stat, COOKIE_MAY_SKIP, SKIP_BELOW_BYTES,
+    AllocFn, InFlight, LiveAlloc, StackAllocated, StackKey, Stat, COOKIE_FREE_OUTER,
+    COOKIE_MAY_SKIP, SKIP_BELOW_BYTES,
 };
 
 use crate::{
@@ -403,24 +405,53 @@ pub(crate) fn free_enter(ctx: ProbeContext) -> u32 {
     if is_self(tgid) {
         return 0;
     }
-    match live::take(tgid, addr) {
-        Some(_) => {}
-        // Sampling: most blocks are not recorded; a miss is no news (and
-        // costs this one lookup only).
-        None if sample_bytes() != 0 => {}
-        // Misses only: one more lookup to tell glibc's realloc(p, 0) — which
-        // frees p internally after its entry probe took p's record — from a
-        // free of a block allocated before tracing.
-        None => {
-            let inside_realloc_of_addr = open_call()
-                // SAFETY: valid map value pointer for this thread only.
-                .is_some_and(|open| unsafe { (*open).ptr == addr && (*open).old_valid != 0 });
-            if !inside_realloc_of_addr {
-                count(Stat::FreeUnknown);
+    // SAFETY: ctx.regs is the probe's register set.
+    let sp = unsafe { (*ctx.regs).rsp };
+    // SAFETY: the cookie helper only reads the probe's attach cookie.
+    let outer = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) } & COOKIE_FREE_OUTER != 0;
+    let known = live::take(tgid, addr).is_some();
+    // Sampling: most blocks are not recorded; a miss is no news (and costs
+    // this one lookup only).
+    let unknown = !known && sample_bytes() == 0 && !nested_free(addr, sp);
+    if unknown {
+        count(Stat::FreeUnknown);
+    }
+    if outer && (known || unknown) {
+        // The outermost of an outer free (operator delete): the frees
+        // inside it of the same block are its own (one task-storage
+        // access, ~25 ns, per delete).
+        if let Some(record) = INFLIGHT.current(true) {
+            // SAFETY: valid map value pointer for this thread only.
+            unsafe {
+                (*record).free_addr = addr;
+                (*record).free_sp = sp;
             }
         }
     }
     0
+}
+
+/// Whether a free of `addr` (at stack pointer `sp`) that found no block is
+/// part of a call of this thread that already accounted for it: glibc's
+/// realloc(p, 0), which frees p internally after its entry probe took p's
+/// record, or a free inside an outer free of the same block (from deeper
+/// on the stack, or tail-called: the same stack pointer; `_ZdlPvm` calls
+/// `_ZdlPv`, which calls `free`). One task-storage access.
+#[inline(always)]
+fn nested_free(addr: u64, sp: u64) -> bool {
+    let Some(record) = INFLIGHT.current(false) else {
+        return false;
+    };
+    // SAFETY: valid map value pointer for this thread only.
+    let record = unsafe { &mut *record };
+    if record.active != 0 && record.ptr == addr && record.old_valid != 0 {
+        return true;
+    }
+    if record.free_addr == addr && sp <= record.free_sp {
+        count(Stat::NestedCall);
+        return true;
+    }
+    false
 }
 
 #[inline(always)]

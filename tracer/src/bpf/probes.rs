@@ -30,7 +30,7 @@ use aya::{
     },
     Ebpf, EbpfLoader,
 };
-use tracer_common::{config, live_spill_words, COOKIE_MAY_SKIP, EXP_DRAWS};
+use tracer_common::{config, live_spill_words, COOKIE_FREE_OUTER, COOKIE_MAY_SKIP, EXP_DRAWS};
 
 use crate::{
     bpf::multi::{Kind, MultiProgram},
@@ -478,7 +478,7 @@ impl Probes {
             let (mut frees, mut allocs) = ((Vec::new(), Vec::new()), (Vec::new(), Vec::new()));
             for point in points {
                 let (list, cookie) = match point.hook {
-                    Hook::Free => (&mut frees, 0),
+                    Hook::Free => (&mut frees, free_cookie(point)),
                     Hook::Alloc(func) => {
                         let skip = match point.may_skip && !tuned {
                             true => COOKIE_MAY_SKIP,
@@ -512,7 +512,10 @@ impl Probes {
             .iter()
             .filter(|p| p.hook == Hook::Free && self.multi.is_none())
         {
-            let location = UProbeAttachLocation::AbsoluteOffset(point.entry_offset);
+            let location = UProbeAttachPoint {
+                location: UProbeAttachLocation::AbsoluteOffset(point.entry_offset),
+                cookie: Some(free_cookie(point)),
+            };
             let id = uprobe(&mut self.bpf, "free_enter")?
                 .attach(location, file, scope)
                 .with_context(|| what(point))?;
@@ -657,5 +660,15 @@ mod tests {
             \tfield:bool group_dead;\toffset:32;\tsize:1;\tsigned:0;\n";
         assert_eq!(group_dead_offset(format), Some(32));
         assert_eq!(group_dead_offset("\tfield:pid_t pid;\toffset:24;\n"), None);
+    }
+}
+
+/// The attach cookie of a free function: C++'s `operator delete` frees
+/// through `free` (libstdc++'s does), whose call of the same block is then
+/// known as nested (see `tracer_common::COOKIE_FREE_OUTER`).
+fn free_cookie(point: &ProbePoint) -> u64 {
+    match crate::discover::allocator::is_operator_delete(&point.symbol) {
+        true => COOKIE_FREE_OUTER,
+        false => 0,
     }
 }

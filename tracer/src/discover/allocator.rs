@@ -46,6 +46,12 @@ pub const HOOKED: &[(&str, Hook)] = &[
     ("malloc_aligned", Hook::Alloc(AllocFn::Malloc)),
 ];
 
+/// Whether `symbol` is one of C++'s `operator delete` functions (Itanium
+/// ABI `_Zdl…`/`_Zda…`), which may free through `free`.
+pub fn is_operator_delete(symbol: &str) -> bool {
+    symbol.starts_with("_ZdlPv") || symbol.starts_with("_ZdaPv")
+}
+
 /// C++'s allocation functions (Itanium ABI names): `operator new` and
 /// `new[]` in their plain, nothrow and aligned forms, and every `operator
 /// delete`. They are allocation sites of their own — the frame that wrote
