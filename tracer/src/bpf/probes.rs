@@ -649,6 +649,16 @@ fn uprobe<'a>(bpf: &'a mut Ebpf, name: &str) -> Result<&'a mut UProbe> {
         .try_into()?)
 }
 
+/// The attach cookie of a free function: C++'s `operator delete` frees
+/// through `free` (libstdc++'s does), whose call of the same block is then
+/// known as nested (see `tracer_common::COOKIE_FREE_OUTER`).
+fn free_cookie(point: &ProbePoint) -> u64 {
+    match crate::discover::allocator::is_operator_delete(&point.symbol) {
+        true => COOKIE_FREE_OUTER,
+        false => 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -660,15 +670,5 @@ mod tests {
             \tfield:bool group_dead;\toffset:32;\tsize:1;\tsigned:0;\n";
         assert_eq!(group_dead_offset(format), Some(32));
         assert_eq!(group_dead_offset("\tfield:pid_t pid;\toffset:24;\n"), None);
-    }
-}
-
-/// The attach cookie of a free function: C++'s `operator delete` frees
-/// through `free` (libstdc++'s does), whose call of the same block is then
-/// known as nested (see `tracer_common::COOKIE_FREE_OUTER`).
-fn free_cookie(point: &ProbePoint) -> u64 {
-    match crate::discover::allocator::is_operator_delete(&point.symbol) {
-        true => COOKIE_FREE_OUTER,
-        false => 0,
     }
 }
