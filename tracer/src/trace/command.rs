@@ -64,7 +64,7 @@ impl Tracing {
         let Some(child) = &mut self.child else { return };
         child.stop(Duration::from_secs(2));
         if let Some(t) = self.life.by_pid.get_mut(&child.pid) {
-            t.exited = true;
+            t.set_exited();
         }
     }
 }

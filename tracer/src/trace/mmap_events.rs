@@ -10,9 +10,17 @@ use crate::accounting::series::{StackIdentity, StackKind};
 impl Tracing {
     pub(super) fn on_mapping_event(&mut self, e: &MmapEvent) {
         let pid = e.tgid;
-        if self.life.watcher.is_none() && self.life.by_pid.get(&pid).is_none_or(|t| t.exited) {
-            // Sent before the kernel learnt of an exit: the pid's next
-            // owner; or a child whose fork event was lost (ring buffer full).
+        if self.life.watcher.is_none()
+            && self
+                .life
+                .by_pid
+                .get(&pid)
+                .is_none_or(|t| !t.owns_event(e.timestamp_ns))
+        {
+            // Sent after the target was found gone (before the kernel
+            // learnt of its exit): the pid's next owner; or a child whose
+            // fork event was lost (ring buffer full). Events it sent before
+            // it went are its own, read late or not.
             return;
         }
         if !self.life.by_pid.contains_key(&pid) && self.life.watcher.is_some() {

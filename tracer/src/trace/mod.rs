@@ -300,12 +300,18 @@ impl Tracing {
                     guard.clear_ready();
                 }
                 _ = tick.tick(), if self.mode != Mode::OomOnly => {
+                    // Events first: a target found gone below must not
+                    // lose the mappings it made before it went.
+                    self.drain(cfg, events.get_mut())?;
                     self.sample(cfg)?;
                     let rows = live.rows(cfg.outputs.text_top());
                     let report = self.report(cfg, rows);
                     live.draw(&report);
                 }
                 _ = housekeeping.tick() => {
+                    // (Events first, as above: /proc may say a target is
+                    // gone before its last events are read.)
+                    self.drain(cfg, events.get_mut())?;
                     if self.housekeeping()? {
                         break; // every target has exited
                     }

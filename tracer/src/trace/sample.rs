@@ -165,8 +165,8 @@ impl Tracing {
 
     /// The report as of now, with the `top` first stacks.
     pub(super) fn report(&mut self, cfg: &config::Trace, top: usize) -> Report {
-        for t in self.life.by_pid.values_mut() {
-            t.exited |= !t.info.is_alive();
+        for t in self.life.by_pid.values_mut().filter(|t| !t.info.is_alive()) {
+            t.set_exited();
         }
         // On a watched node, the processes that allocated while traced (the
         // others would only make the list long).

@@ -38,6 +38,9 @@ pub(super) struct Target {
     pub(super) container: Option<Container>,
     /// How long it ran before its probes were in (not held until then).
     pub(super) unseen: Option<Unseen>,
+    /// When it was found exited (kernel clock, ns; 0 while it runs): its
+    /// events from before then, read later, are still its own.
+    pub(super) gone_ns: u64,
 }
 
 impl Target {
@@ -62,7 +65,23 @@ impl Target {
             cgroup,
             container,
             unseen: None,
+            gone_ns: 0,
         }
+    }
+
+    /// It has exited (or its pid is another process's): nothing sent for
+    /// its pid from now on is its.
+    pub(super) fn set_exited(&mut self) {
+        if !self.exited {
+            self.exited = true;
+            self.gone_ns = crate::bpf::drain::kernel_now_ns();
+        }
+    }
+
+    /// Whether an event sent at `timestamp_ns` (kernel clock) for its pid
+    /// is its own: sent while it ran, however late it is read.
+    pub(super) fn owns_event(&self, timestamp_ns: u64) -> bool {
+        !self.exited || timestamp_ns <= self.gone_ns
     }
 
     /// Adds the names of allocator files hooked in it that it does not list.
@@ -179,7 +198,9 @@ impl Targets {
             None => (inherited, true),
         };
         let mut t = k.place(info);
-        t.exited = exited;
+        if exited {
+            t.set_exited();
+        }
         self.by_pid.insert(child, t);
         if !exited {
             // Its tables before its probes (its parent's files, as a rule).
@@ -202,7 +223,7 @@ impl Targets {
             if k.start_time(pid)
                 .is_some_and(|now| now != t.info.start_time)
             {
-                t.exited = true;
+                t.set_exited();
                 return;
             }
             // A thread that calls exec outlives the main thread, whose exit
@@ -256,7 +277,7 @@ impl Targets {
     /// shows — but its pid is no longer traced and its probes go.
     pub(super) fn retire(&mut self, k: &mut impl Kernel, pid: u32) {
         if let Some(t) = self.by_pid.get_mut(&pid).filter(|t| !t.exited) {
-            t.exited = true;
+            t.set_exited();
             k.forget_target(pid);
             k.forget_unwind(pid);
         }
@@ -267,7 +288,7 @@ impl Targets {
     /// with its exit, as any process.
     pub(super) fn oom_killed(&mut self, pid: u32) {
         if let Some(t) = self.by_pid.get_mut(&pid).filter(|_| self.watcher.is_none()) {
-            t.exited = true;
+            t.set_exited();
         }
     }
 
