@@ -31,11 +31,12 @@ fuzz_target!(|data: &[u8]| {
                 Weight::Growth,
                 Weight::Allocated,
                 Weight::Count,
+                Weight::Peak,
             ] {
                 let _ = folded::render(&r, weight);
                 let _ = svg::render(&r, weight);
+                let _ = pprof::render(&r, weight);
             }
-            let _ = pprof::render(&r);
             diff::diff(&r, &r)
         }
         Snapshot::Folded(stacks) => diff::diff_folded(&stacks, &stacks),

@@ -38,6 +38,9 @@ pub enum SortBy {
     Outstanding,
     /// Most outstanding allocations first.
     Count,
+    /// Highest peak first (outstanding bytes at their most, at a sample):
+    /// also lists the stacks that hold nothing at the end.
+    Peak,
 }
 
 /// What a flamegraph's (and folded stacks') widths measure.
@@ -53,6 +56,9 @@ pub enum Weight {
     Allocated,
     /// Allocations still outstanding.
     Count,
+    /// Bytes outstanding at each stack's peak (as sampled): stacks that
+    /// held memory and freed it count too.
+    Peak,
 }
 
 /// `--unwind`: how allocation stacks are walked.
@@ -210,6 +216,11 @@ pub struct Report {
     /// Files whose frames in `stacks` have no names (no symbols found).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unnamed_frames: Vec<UnnamedFrames>,
+    /// Whether `stacks` lists every stack that held memory at a sample
+    /// (`peak.bytes > 0`), those holding nothing at the end too (`--sort
+    /// peak`, `--weight peak`); otherwise only the stacks holding memory.
+    #[serde(default)]
+    pub listed_by_peak: bool,
     pub stacks: Vec<StackReport>,
 }
 
@@ -297,6 +308,10 @@ pub struct TargetReport {
     pub stacks_holding_memory: u64,
     #[serde(default)]
     pub growing_stacks: u64,
+    /// Its traced stacks together at their most, as sampled (None in
+    /// reports from before this field, or before any sample).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak: Option<Peak>,
     /// Its resident memory over time (None when /proc could not tell).
     pub memory: Option<MemoryReport>,
     /// How long it ran before its probes were in, when it could not be
@@ -380,6 +395,38 @@ pub struct MemoryReport {
     /// RSS grows faster than the threshold (`--rss-alert`).
     pub alert: bool,
     pub alert_threshold_bytes_per_hour: f64,
+    /// The highest RSS read, at every sample (not only the ones kept in
+    /// `samples`), and when (0 in reports from before these fields).
+    #[serde(default)]
+    pub peak_rss_bytes: u64,
+    #[serde(default)]
+    pub peak_rss_t: f64,
+}
+
+/// The most memory held at one sample: a stack's outstanding memory, or a
+/// target's stacks together. Sampled every `--interval`: what was
+/// allocated and freed between two samples is not seen, which
+/// `bound_bytes` bounds (docs/outputs.md#peaks).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Peak {
+    /// Outstanding bytes at the peak (every outstanding allocation, with
+    /// `--min-age` too).
+    pub bytes: u64,
+    pub allocations: u64,
+    /// When, in seconds since tracing started: the first sample that held
+    /// `bytes`.
+    pub t: f64,
+    /// The most that can have been outstanding at any time: over every
+    /// interval, what was outstanding at its start plus every byte
+    /// allocated during it. Equal to `bytes` when the peak is exact.
+    pub bound_bytes: u64,
+}
+
+impl Peak {
+    /// Whether no higher peak can have been missed between samples.
+    pub fn exact(&self) -> bool {
+        self.bytes >= self.bound_bytes
+    }
 }
 
 /// Sums over every stack (not only the ones shown).
@@ -600,6 +647,10 @@ pub struct StackReport {
     /// The walk stopped before the outermost frame: outer callers missing.
     #[serde(default)]
     pub truncated: bool,
+    /// Its outstanding memory at its most (None in reports from before
+    /// this field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak: Option<Peak>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -671,6 +722,7 @@ pub fn weight(s: &StackReport, weight: Weight) -> u64 {
         Weight::Growth => (s.growth_bytes_per_sec * 3600.0).round().max(0.0) as u64,
         Weight::Allocated => s.allocated_bytes,
         Weight::Count => s.outstanding_allocations,
+        Weight::Peak => s.peak.map_or(0, |p| p.bytes),
     }
 }
 
@@ -701,6 +753,7 @@ pub(crate) mod fixtures {
             outstanding_bytes: 0,
             stacks_holding_memory: 0,
             growing_stacks: 0,
+            peak: None,
             memory: None,
             unseen: None,
             mappings: Vec::new(),
@@ -749,6 +802,7 @@ pub(crate) mod fixtures {
                 .take(if function.is_empty() { 0 } else { 2 })
                 .collect(),
             truncated: false,
+            peak: None,
         }
     }
 
@@ -772,6 +826,7 @@ pub(crate) mod fixtures {
             probes: None,
             unwind: None,
             unnamed_frames: Vec::new(),
+            listed_by_peak: false,
             counters: Counters::default(),
             stacks,
         }
@@ -781,6 +836,26 @@ pub(crate) mod fixtures {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reports_from_before_peaks_load() {
+        let mut s = fixtures::stack("leaky", Verdict::Leak, &[0, 10]);
+        s.peak = Some(Peak {
+            bytes: 10,
+            allocations: 1,
+            t: 1.0,
+            bound_bytes: 10,
+        });
+        let mut r = fixtures::report(vec![s]);
+        r.listed_by_peak = true;
+        let mut json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["stacks"][0]["peak"]["bound_bytes"], 10);
+        json.as_object_mut().unwrap().remove("listed_by_peak");
+        json["stacks"][0].as_object_mut().unwrap().remove("peak");
+        let old: Report = serde_json::from_value(json).unwrap();
+        assert!(!old.listed_by_peak);
+        assert_eq!(old.stacks[0].peak, None);
+    }
 
     #[test]
     fn short_ids() {

@@ -17,6 +17,7 @@
 //! - `verdicts`: leak verdicts, `--sort`, `--min-age`, `--rss-alert`;
 //! - `outputs`: text, JSON, SVG, folded, pprof, snapshots, the live view;
 //! - `oom`: OOM kills and `--oom-only`;
+//! - `peaks`: each stack's and target's peak, a spike freed before the end;
 //! - `node`: `--all`, `--comm`, `--cgroup`;
 //! - `agent`: `memtrace agent` and its HTTP surface;
 //! - `deploy`: the Kubernetes manifests in `deploy/`;
@@ -40,6 +41,7 @@ mod mappings;
 mod node;
 mod oom;
 mod outputs;
+mod peaks;
 mod regression;
 mod robustness;
 mod runtimes;

@@ -621,12 +621,14 @@ impl Report {
                 SortBy::Outstanding => s.outstanding_bytes as f64,
                 SortBy::Count => s.outstanding_allocations as f64,
                 SortBy::Growth => s.growth_bytes_per_sec,
+                SortBy::Peak => s.peak.map_or(0.0, |p| p.bytes as f64),
             }
         };
         let key_name = match self.sort {
             SortBy::Outstanding => "outstanding_bytes",
             SortBy::Count => "outstanding_allocations",
             SortBy::Growth => "growth_bytes_per_sec",
+            SortBy::Peak => "peak.bytes",
         };
         for (i, pair) in self.stacks.windows(2).enumerate() {
             if key(&pair[0]) < key(&pair[1]) {
@@ -688,7 +690,11 @@ impl Report {
 
     /// Problems with one stack's verdict evidence (empty if none):
     /// - listed stacks hold memory (`outstanding_bytes > 0`, and
-    ///   `outstanding_allocations > 0`);
+    ///   `outstanding_allocations > 0`), or, in a report `listed_by_peak`,
+    ///   held some at a sample (`peak.bytes > 0`);
+    /// - `peak`: at least every point of the series (and the outstanding
+    ///   bytes, without `--min-age`), at most `peak.bound_bytes`, at a time
+    ///   within the run;
     /// - `series`: times non-decreasing, within `0..=duration_secs` (plus
     ///   [`TIME_SLACK_SECS`]); the first point has 0 bytes in 0 allocations
     ///   (nothing was outstanding before tracing or before the stack first
@@ -710,11 +716,35 @@ impl Report {
         let mut problems = Vec::new();
         let filtered = self.min_age_secs.is_some();
         let horizon = self.duration_secs + TIME_SLACK_SECS;
-        if s.outstanding_bytes == 0 || s.outstanding_allocations == 0 {
+        let peaked = self.listed_by_peak && s.peak.is_some_and(|p| p.bytes > 0);
+        if (s.outstanding_bytes == 0 || s.outstanding_allocations == 0) && !peaked {
             problems.push(format!(
-                "listed with outstanding_bytes {} in {} allocations: listed stacks hold memory",
+                "listed with outstanding_bytes {} in {} allocations: listed stacks hold memory \
+                 (or, listed_by_peak, held some at a sample)",
                 s.outstanding_bytes, s.outstanding_allocations
             ));
+        }
+        if let Some(p) = &s.peak {
+            let highest = s.series.iter().map(|x| x.bytes).max().unwrap_or(0);
+            if p.bytes < highest || p.bytes > p.bound_bytes {
+                problems.push(format!(
+                    "peak.bytes {} is below the series' highest point {highest} or above \
+                     peak.bound_bytes {}",
+                    p.bytes, p.bound_bytes
+                ));
+            }
+            if !filtered && p.bytes < s.outstanding_bytes {
+                problems.push(format!(
+                    "peak.bytes {} is below outstanding_bytes {}",
+                    p.bytes, s.outstanding_bytes
+                ));
+            }
+            if p.bytes > 0 && !(0.0..=horizon).contains(&p.t) {
+                problems.push(format!(
+                    "peak.t {} outside 0..=duration_secs {} (+{TIME_SLACK_SECS})",
+                    p.t, self.duration_secs
+                ));
+            }
         }
 
         for (j, (a, b)) in series_steps(s).enumerate() {
@@ -871,7 +901,7 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use memtrace_report::{
-        Counters, Frame, Losses, MemoryReport, MemorySample, TargetReport, Verdict,
+        Counters, Frame, Losses, MemoryReport, MemorySample, Peak, TargetReport, Verdict,
     };
 
     use super::*;
@@ -940,6 +970,12 @@ mod tests {
                 frame(0x2000, None, None, None, None),
             ],
             truncated: false,
+            peak: Some(Peak {
+                bytes: outstanding,
+                allocations: allocs,
+                t: 2.0,
+                bound_bytes: outstanding,
+            }),
         }
     }
 
@@ -968,6 +1004,7 @@ mod tests {
                 outstanding_bytes: totals.outstanding_bytes,
                 stacks_holding_memory: totals.stacks_holding_memory,
                 growing_stacks: totals.stacks,
+                peak: None,
                 memory: None,
                 unseen: None,
                 mappings: Vec::new(),
@@ -981,6 +1018,7 @@ mod tests {
             probes: None,
             unwind: None,
             unnamed_frames: Vec::new(),
+            listed_by_peak: false,
             stacks,
         };
         serde_json::to_value(&report).unwrap()
@@ -1055,6 +1093,8 @@ mod tests {
             explained_share: Some(0.01),
             alert: true,
             alert_threshold_bytes_per_hour: 1000.0,
+            peak_rss_bytes: 200,
+            peak_rss_t: 1.0,
         })
         .unwrap();
         let r = Report::parse(&json.to_string(), "m").unwrap();
@@ -1276,5 +1316,49 @@ mod tests {
             p.len() == 1 && p[0].contains("less than --min-age"),
             "{p:?}"
         );
+    }
+
+    #[test]
+    fn stacks_listed_by_peak_may_hold_nothing() {
+        // A spike of 4096 bytes at 1 s, freed by 2 s.
+        let mut spike = stack("spike", StackKind::Heap, 4096, 4);
+        (spike.outstanding_bytes, spike.outstanding_allocations) = (0, 0);
+        (spike.freed_bytes, spike.frees) = (4096, 4);
+        spike.series[1] = SeriesPoint {
+            t: 1.0,
+            bytes: 4096,
+            allocations: 4,
+        };
+        spike.series[2] = SeriesPoint {
+            t: 2.0,
+            bytes: 0,
+            allocations: 0,
+        };
+        spike.grew_intervals = 1;
+        spike.oldest_age_secs = None;
+        spike.age_histogram.iter_mut().for_each(|b| {
+            (b.bytes, b.allocations) = (0, 0);
+        });
+        spike.peak = Some(Peak {
+            bytes: 4096,
+            allocations: 4,
+            t: 1.0,
+            bound_bytes: 4096,
+        });
+        let mut json = report_sorted(vec![spike], SortBy::Peak);
+        let p = problems(&json);
+        assert!(
+            p.len() == 1 && p[0].contains("listed stacks hold memory"),
+            "{p:?}"
+        );
+        json["listed_by_peak"] = Value::from(true);
+        assert!(problems(&json).is_empty(), "{:?}", problems(&json));
+        // A peak below a point of its series, or above its bound: wrong.
+        json["stacks"][0]["peak"]["bytes"] = Value::from(2048);
+        let p = problems(&json);
+        assert!(p.len() == 1 && p[0].contains("below the series"), "{p:?}");
+        json["stacks"][0]["peak"]["bytes"] = Value::from(8192);
+        let p = problems(&json);
+        assert!(p.len() == 1 && p[0].contains("above peak.bound"), "{p:?}");
     }
 }

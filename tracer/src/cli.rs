@@ -130,15 +130,18 @@ pub struct OutputArgs {
     #[arg(short, long = "output", value_name = "FILE")]
     pub outputs: Vec<PathBuf>,
 
-    /// What flamegraph widths and folded weights measure.
+    /// What flamegraph widths and folded weights measure, and the sample
+    /// type pprof shows first. `peak` lists every stack that held memory at
+    /// a sample, freed since or not.
     #[arg(short, long, value_enum, default_value_t = Weight::Outstanding)]
     pub weight: Weight,
 
     /// Number of stacks in the text report (default 10) and in the plain
     /// live lines; the live table on a terminal fills the screen (small
     /// single-block stacks left out). JSON, SVG,
-    /// folded and pprof outputs hold every stack holding memory unless --top
-    /// is given.
+    /// folded and pprof outputs hold every stack holding memory (with --sort
+    /// peak or --weight peak, every stack that held memory at a sample)
+    /// unless --top is given.
     #[arg(short = 'n', long, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..))]
     pub top: Option<u32>,

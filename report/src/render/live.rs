@@ -626,6 +626,8 @@ mod tests {
                 explained_share: None,
                 alert: true,
                 alert_threshold_bytes_per_hour: 0.0,
+                peak_rss_bytes: 0,
+                peak_rss_t: 0.0,
             });
             r.targets.push(t);
         }

@@ -27,7 +27,8 @@ pub enum Format {
     Svg,
     /// Folded stacks (flamegraph.pl, inferno, speedscope), weights by --weight.
     Folded,
-    /// gzip-compressed pprof profile (go tool pprof, Pyroscope, Parca, Grafana).
+    /// gzip-compressed pprof profile (go tool pprof, Pyroscope, Parca, Grafana), shown
+    /// by --weight first.
     Pprof,
 }
 
@@ -61,7 +62,7 @@ pub fn render(report: &Report, format: Format, opts: Options, out: &mut dyn Writ
         Format::Json => json::write(report, out)?,
         Format::Svg => out.write_all(&svg::render(report, opts.weight)?)?,
         Format::Folded => out.write_all(folded::render(report, opts.weight).as_bytes())?,
-        Format::Pprof => out.write_all(&pprof::render(report)?)?,
+        Format::Pprof => out.write_all(&pprof::render(report, opts.weight)?)?,
     }
     Ok(())
 }

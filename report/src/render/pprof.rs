@@ -10,7 +10,9 @@
 //!   `inuse_objects/count`, `inuse_space/bytes` (the default), from each
 //!   stack's allocations, allocated bytes, outstanding allocations and
 //!   outstanding bytes (with `--min-age`: only allocations at least that
-//!   old count as in use);
+//!   old count as in use); and `peak_space/bytes`, each stack's outstanding
+//!   bytes at its peak (as sampled); the default is the one `--weight`
+//!   names (`inuse_space` unless told otherwise);
 //! - one sample per report stack, leaf first, labelled with its `pid`,
 //!   `verdict` and `kind`; a stack that was not captured gets one location,
 //!   `[stack not captured]`, so its bytes still show up;
@@ -36,7 +38,9 @@ use anyhow::Context;
 use flate2::{write::GzEncoder, Compression};
 use prost::Message;
 
-use crate::model::{frame_name, CodeMapping, Frame, Report, StackKind, StackReport, Verdict};
+use crate::model::{
+    frame_name, CodeMapping, Frame, Report, StackKind, StackReport, Verdict, Weight,
+};
 
 /// The messages of profile.proto this renderer writes (field numbers as
 /// there; fields it never sets are left out).
@@ -172,22 +176,31 @@ mod proto {
 use proto::{Function, Label, Line, Location, Mapping, Profile, Sample, ValueType};
 
 /// `(type, unit)` of each sample value, in order.
-const SAMPLE_TYPES: [(&str, &str); 4] = [
+const SAMPLE_TYPES: [(&str, &str); 5] = [
     ("alloc_objects", "count"),
     ("alloc_space", "bytes"),
     ("inuse_objects", "count"),
     ("inuse_space", "bytes"),
+    ("peak_space", "bytes"),
 ];
 
-/// The sample type pprof shows unless told otherwise.
-const DEFAULT_SAMPLE_TYPE: &str = "inuse_space";
+/// The sample type pprof shows unless told otherwise: the one `--weight`
+/// names (`inuse_space` for growth, which has none).
+fn default_sample_type(weight: Weight) -> &'static str {
+    match weight {
+        Weight::Outstanding | Weight::Growth => "inuse_space",
+        Weight::Allocated => "alloc_space",
+        Weight::Count => "inuse_objects",
+        Weight::Peak => "peak_space",
+    }
+}
 
 /// The function of a stack that was not captured.
 const STACK_NOT_CAPTURED: &str = "[stack not captured]";
 
-/// The report as a gzip-compressed profile.proto.
-pub fn render(report: &Report) -> anyhow::Result<Vec<u8>> {
-    let profile = build(report);
+/// The report as a gzip-compressed profile.proto, shown by `weight` first.
+pub fn render(report: &Report, weight: Weight) -> anyhow::Result<Vec<u8>> {
+    let profile = build(report, weight);
     let mut gz = GzEncoder::new(Vec::new(), Compression::default());
     gz.write_all(&profile.encode_to_vec())
         .context("compressing the pprof profile")?;
@@ -195,7 +208,7 @@ pub fn render(report: &Report) -> anyhow::Result<Vec<u8>> {
 }
 
 /// The report as a profile.proto message.
-fn build(report: &Report) -> Profile {
+fn build(report: &Report, weight: Weight) -> Profile {
     let mut b = Builder::new(report);
     let sample_type = SAMPLE_TYPES
         .iter()
@@ -223,7 +236,7 @@ fn build(report: &Report) -> Profile {
         r#type: b.string("space"),
         unit: b.string("bytes"),
     });
-    let default_sample_type = b.string(DEFAULT_SAMPLE_TYPE);
+    let default_sample_type = b.string(default_sample_type(weight));
     Profile {
         sample_type,
         sample,
@@ -527,6 +540,7 @@ impl Builder {
                 int(s.allocated_bytes),
                 int(s.outstanding_allocations),
                 int(s.outstanding_bytes),
+                int(s.peak.map_or(0, |p| p.bytes)),
             ],
             label,
         }
@@ -590,6 +604,12 @@ mod tests {
         cache.allocations = 9;
         cache.allocated_bytes = 900;
         cache.outstanding_allocations = 1;
+        cache.peak = Some(crate::model::Peak {
+            bytes: 300,
+            allocations: 3,
+            t: 1.0,
+            bound_bytes: 300,
+        });
         cache.frames = vec![
             frame(0x7f00_0010, None, None, "/lib/libfoo.so"),
             frame(0x5000_2000, Some("main"), Some(40), "/usr/bin/app"),
@@ -603,7 +623,7 @@ mod tests {
 
     #[test]
     fn heap_profile_sample_types_values_and_labels() {
-        let p = decode(&render(&sample_report()).unwrap());
+        let p = decode(&render(&sample_report(), Weight::Outstanding).unwrap());
         assert_eq!(p.string_table[0], "");
         let types: Vec<(&str, &str)> = p
             .sample_type
@@ -616,10 +636,20 @@ mod tests {
                 ("alloc_objects", "count"),
                 ("alloc_space", "bytes"),
                 ("inuse_objects", "count"),
-                ("inuse_space", "bytes")
+                ("inuse_space", "bytes"),
+                ("peak_space", "bytes")
             ]
         );
         assert_eq!(s(&p, p.default_sample_type), "inuse_space");
+        for (weight, default) in [
+            (Weight::Growth, "inuse_space"),
+            (Weight::Allocated, "alloc_space"),
+            (Weight::Count, "inuse_objects"),
+            (Weight::Peak, "peak_space"),
+        ] {
+            let p = decode(&render(&sample_report(), weight).unwrap());
+            assert_eq!(s(&p, p.default_sample_type), default, "{weight:?}");
+        }
         let period = p.period_type.as_ref().unwrap();
         assert_eq!(
             (s(&p, period.r#type), s(&p, period.unit)),
@@ -631,7 +661,10 @@ mod tests {
 
         // Report order kept: the plateau first, then the leak.
         let values: Vec<&[i64]> = p.sample.iter().map(|x| &x.value[..]).collect();
-        assert_eq!(values, [&[9, 900, 1, 100][..], &[5, 20480, 2, 8192][..]]);
+        assert_eq!(
+            values,
+            [&[9, 900, 1, 100, 300][..], &[5, 20480, 2, 8192, 0][..]]
+        );
         let labels = |x: &Sample| -> Vec<(String, String, i64)> {
             x.label
                 .iter()
@@ -658,7 +691,7 @@ mod tests {
 
     #[test]
     fn locations_functions_and_mappings() {
-        let p = decode(&render(&sample_report()).unwrap());
+        let p = decode(&render(&sample_report(), Weight::Outstanding).unwrap());
         // Leaf first; the shared main frame is one location.
         let stacks: Vec<Vec<(&str, &str, i64)>> = p
             .sample
@@ -763,7 +796,7 @@ mod tests {
                 build_id: None,
             },
         ];
-        let p = decode(&render(&r).unwrap());
+        let p = decode(&render(&r, Weight::Outstanding).unwrap());
         let name = |id: u64| {
             let f = p.function.iter().find(|f| f.id == id).unwrap();
             s(&p, f.name).to_string()
@@ -812,7 +845,7 @@ mod tests {
         let mut r = report(vec![stack("leaky", Verdict::Leak, &[1024]), lost]);
         r.min_age_secs = Some(30.0);
         r.losses.stack_lost = 4;
-        let p = decode(&render(&r).unwrap());
+        let p = decode(&render(&r, Weight::Outstanding).unwrap());
         assert!(p.mapping.is_empty());
         let names: Vec<Vec<(&str, &str, i64)>> = p
             .sample
@@ -827,7 +860,7 @@ mod tests {
             ]
         );
         assert!(p.location.iter().all(|l| l.mapping_id == 0));
-        assert_eq!(p.sample[1].value, [3, 0, 3, 64]);
+        assert_eq!(p.sample[1].value, [3, 0, 3, 64, 0]);
         assert_eq!(p.sample[1].label[0].num, 9);
         let comments: Vec<&str> = p.comment.iter().map(|&c| s(&p, c)).collect();
         assert_eq!(
@@ -842,7 +875,7 @@ mod tests {
 
     #[test]
     fn string_table_is_deduplicated() {
-        let p = decode(&render(&sample_report()).unwrap());
+        let p = decode(&render(&sample_report(), Weight::Outstanding).unwrap());
         let mut seen = std::collections::HashSet::new();
         for x in &p.string_table {
             assert!(seen.insert(x), "{x:?} twice in the string table");

@@ -147,12 +147,13 @@ fn what(w: Weight) -> &'static str {
         Weight::Growth => "growth (bytes/h)",
         Weight::Allocated => "allocated bytes",
         Weight::Count => "outstanding allocations",
+        Weight::Peak => "peak outstanding bytes (as sampled)",
     }
 }
 
 fn count_name(w: Weight) -> &'static str {
     match w {
-        Weight::Outstanding | Weight::Allocated => "bytes",
+        Weight::Outstanding | Weight::Allocated | Weight::Peak => "bytes",
         Weight::Growth => "bytes/h",
         Weight::Count => "allocations",
     }

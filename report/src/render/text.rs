@@ -7,7 +7,7 @@ use std::fmt::Write;
 
 use crate::model::{
     frame_name, name_of, verdict_counts, Container, KindTotals, MemoryReport, OomKill, Overhead,
-    Report, SortBy, StackKind, StackReport, Totals, Unwind, UnwindReport,
+    Peak, Report, SortBy, StackKind, StackReport, TargetReport, Totals, Unwind, UnwindReport,
 };
 use crate::units::{bytes, rate_per_hour, rate_per_min};
 
@@ -68,6 +68,9 @@ pub fn render(report: &Report, top: usize) -> String {
         }
         if let Some(c) = &t.container {
             let _ = writeln!(w, "    container: {}", describe_container(c));
+        }
+        if let Some(line) = target_peak(t) {
+            let _ = writeln!(w, "    {line}");
         }
         if let Some(m) = &t.memory {
             memory(w, t.pid, m);
@@ -203,6 +206,12 @@ fn stack(w: &mut String, rank: usize, s: &StackReport, comm: Option<&str>) {
         s.pid,
     );
     let _ = writeln!(w, "    {}", s.verdict_reason);
+    if let Some(p) = s
+        .peak
+        .filter(|p| p.bytes > s.outstanding_bytes + s.outstanding_bytes / 8)
+    {
+        let _ = writeln!(w, "    peak {}", peak(&p));
+    }
     if s.frames.is_empty() {
         let _ = writeln!(w, "    [stack not captured]");
     }
@@ -247,6 +256,33 @@ fn stack(w: &mut String, rank: usize, s: &StackReport, comm: Option<&str>) {
             ""
         );
     }
+}
+
+/// `4.0 MiB at 1.2 s`, and what the samples may have missed when that
+/// shows (the peak is not exact, by more than the rounding).
+fn peak(p: &Peak) -> String {
+    let (held, bound) = (bytes(p.bytes), bytes(p.bound_bytes));
+    let missed = match p.exact() || bound == held {
+        true => String::new(),
+        false => format!(" (as sampled; up to {bound} between samples)"),
+    };
+    format!("{held} at {:.1} s{missed}", p.t)
+}
+
+/// A target's peaks: its traced stacks together and its RSS (None when
+/// the report knows neither).
+fn target_peak(t: &TargetReport) -> Option<String> {
+    let traced = t
+        .peak
+        .filter(|p| p.bytes > 0)
+        .map(|p| format!("traced stacks {}", peak(&p)));
+    let rss = t
+        .memory
+        .as_ref()
+        .filter(|m| m.peak_rss_bytes > 0)
+        .map(|m| format!("RSS {} at {:.1} s", bytes(m.peak_rss_bytes), m.peak_rss_t));
+    let parts: Vec<String> = traced.into_iter().chain(rss).collect();
+    (!parts.is_empty()).then(|| format!("peak: {}", parts.join("; ")))
 }
 
 /// What is outstanding, one line per kind of stack seen (heap blocks and
@@ -424,6 +460,40 @@ mod tests {
     };
 
     #[test]
+    fn peaks_of_stacks_and_targets() {
+        let mib = 1 << 20;
+        let at = |bytes, t, bound_bytes| {
+            Some(Peak {
+                bytes,
+                allocations: 64,
+                t,
+                bound_bytes,
+            })
+        };
+        let mut spike = stack("spike", Verdict::Stable, &[0, 4 * mib, 0]);
+        spike.outstanding_allocations = 0;
+        spike.peak = at(4 * mib, 1.2, 4 * mib);
+        // A leak whose peak is where it ends: no peak line.
+        let mut leak = stack("leaky", Verdict::Leak, &[0, 1024, 2048]);
+        leak.peak = at(2048, 2.0, 2048);
+        let mut r = report(vec![leak, spike]);
+        let mut t = target(7, "app");
+        t.peak = at(4 * mib + 1024, 1.2, 5 * mib);
+        r.targets.push(t);
+        let text = render(&r, 10);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[2],
+            "    peak: traced stacks 4.0 MiB at 1.2 s (as sampled; up to 5.0 MiB between \
+             samples)",
+            "{text}"
+        );
+        let spike_at = lines.iter().position(|l| l.starts_with("#2 ")).unwrap();
+        assert_eq!(lines[spike_at + 2], "    peak 4.0 MiB at 1.2 s", "{text}");
+        assert_eq!(text.matches("    peak ").count(), 1, "{text}");
+    }
+
+    #[test]
     fn verdict_reason_and_memory_alert() {
         let mut leak = stack("leaky", Verdict::Leak, &[0, 1024, 2048]);
         leak.verdict_reason = "grew in 2/2 intervals, +1.0 KiB/min, oldest live 2 s".into();
@@ -455,6 +525,8 @@ mod tests {
             explained_share: Some(0.0),
             alert: true,
             alert_threshold_bytes_per_hour: 50.0 * 1048576.0,
+            peak_rss_bytes: 0,
+            peak_rss_t: 0.0,
         });
         r.targets.push(leaky);
         let text = render(&r, 10);

@@ -7,13 +7,13 @@ use std::collections::HashMap;
 
 use memtrace_report::{
     AgeBucket, Counters, Frame, KindTotals, Losses, MemoryReport, MemorySample, OomKill, Overhead,
-    ProbesReport, Report, SeriesPoint, SortBy, StackKind, StackReport, TargetReport, Totals,
+    Peak, ProbesReport, Report, SeriesPoint, SortBy, StackKind, StackReport, TargetReport, Totals,
     Unwind, UnwindReport, UnwindStats, Verdict, REPORT_VERSION,
 };
 use tracer_common::Stat;
 
 use super::{
-    series::{Aggregator, StackSeries, AGE_BUCKETS, AGE_EDGES},
+    series::{self, Aggregator, StackSeries, AGE_BUCKETS, AGE_EDGES},
     verdict::{self, Analysis},
 };
 
@@ -21,8 +21,25 @@ use super::{
 pub type Frames<'a> = dyn FnMut(u32, &[u64]) -> Vec<Frame> + 'a;
 
 /// A process's memory series judged: its growth rates, how much of the
-/// anonymous growth the traced stacks explain, and the `--rss-alert`.
-pub fn memory_report(samples: Vec<MemorySample>, threshold_per_hour: f64) -> MemoryReport {
+/// anonymous growth the traced stacks explain, and the `--rss-alert`;
+/// `peak_rss` is the highest RSS read and when (the samples kept may have
+/// been decimated past it).
+pub fn memory_report(
+    samples: Vec<MemorySample>,
+    threshold_per_hour: f64,
+    peak_rss: Option<(u64, f64)>,
+) -> MemoryReport {
+    // The highest RSS, the earliest time it was read at.
+    let (peak_rss_bytes, peak_rss_t) = samples
+        .iter()
+        .map(|s| (s.rss_bytes, s.t))
+        .chain(peak_rss)
+        .fold((0, 0.0), |max, p| {
+            match p.0 > max.0 || p.0 == max.0 && p.1 < max.1 {
+                true => p,
+                false => max,
+            }
+        });
     let per_hour = |f: fn(&MemorySample) -> u64| {
         let points: Vec<(f64, f64)> = samples.iter().map(|s| (s.t, f(s) as f64)).collect();
         (verdict::analyse_points(&points, None), 3600.0)
@@ -41,6 +58,8 @@ pub fn memory_report(samples: Vec<MemorySample>, threshold_per_hour: f64) -> Mem
         explained_share: (grows(&anon) && anon_rate > 0.0).then(|| traced_rate / anon_rate),
         alert: grows(&rss) && rss_rate > threshold_per_hour,
         alert_threshold_bytes_per_hour: threshold_per_hour,
+        peak_rss_bytes,
+        peak_rss_t,
         samples,
     }
 }
@@ -56,6 +75,9 @@ pub struct ReportContext<'a> {
     pub mapping_table_full: u64,
     pub top: usize,
     pub sort: SortBy,
+    /// List the stacks that held memory at a sample, not only the ones
+    /// holding memory at the end (`--sort peak`, `--weight peak`).
+    pub by_peak: bool,
     pub min_age_secs: Option<f64>,
     pub oom_kills: Vec<OomKill>,
     pub overhead: Option<Overhead>,
@@ -86,12 +108,30 @@ impl Ranked<'_> {
 }
 
 /// Analyses every stack holding memory (at least `min_age` old, if given)
-/// and orders them by `sort`; ties by outstanding bytes.
-pub fn rank(agg: &Aggregator, sort: SortBy, min_age_secs: Option<f64>) -> Vec<Ranked<'_>> {
-    rank_where(agg, sort, min_age_secs, |_| true)
+/// and orders them by `sort`; ties by outstanding bytes. `by_peak`: also
+/// the stacks that hold nothing now but held memory at a sample.
+pub fn rank(
+    agg: &Aggregator,
+    sort: SortBy,
+    min_age_secs: Option<f64>,
+    by_peak: bool,
+) -> Vec<Ranked<'_>> {
+    rank_where(agg, sort, min_age_secs, |s| {
+        by_peak && s.peak.bytes > 0 || holds(s, min_age_secs).0 > 0
+    })
 }
 
-/// [`rank`] of the stacks `keep` selects.
+/// What a stack holds, as the report counts it: bytes and allocations
+/// outstanding (only those at least `min_age` old, if given).
+fn holds(s: &StackSeries, min_age_secs: Option<f64>) -> (u64, u64) {
+    match min_age_secs {
+        Some(_) => (s.ages.old_bytes, s.ages.old_allocations),
+        None => (s.outstanding_bytes(), s.outstanding_allocations()),
+    }
+}
+
+/// Analyses the stacks `keep` selects and orders them by `sort`; ties by
+/// outstanding bytes.
 fn rank_where(
     agg: &Aggregator,
     sort: SortBy,
@@ -102,17 +142,14 @@ fn rank_where(
         .stacks
         .iter()
         .filter(|s| keep(s))
-        .filter_map(|s| {
-            let (bytes, allocations) = match min_age_secs {
-                Some(_) => (s.ages.old_bytes, s.ages.old_allocations),
-                None => (s.outstanding_bytes(), s.outstanding_allocations()),
-            };
-            (bytes > 0).then(|| Ranked {
+        .map(|s| {
+            let (bytes, allocations) = holds(s, min_age_secs);
+            Ranked {
                 series: s,
                 analysis: verdict::analyse(&s.samples, oldest_age(s)),
                 bytes,
                 allocations,
-            })
+            }
         })
         .collect();
     ranked.sort_by(|a, b| {
@@ -122,6 +159,7 @@ fn rank_where(
             SortBy::Growth => b.rate().total_cmp(&a.rate()),
             SortBy::Outstanding => std::cmp::Ordering::Equal,
             SortBy::Count => b.allocations.cmp(&a.allocations),
+            SortBy::Peak => b.series.peak.bytes.cmp(&a.series.peak.bytes),
         };
         primary.then(b.bytes.cmp(&a.bytes))
     });
@@ -142,7 +180,9 @@ pub fn largest_stacks_of(
     pid: u32,
     top: usize,
 ) -> (Vec<StackReport>, u64) {
-    let ranked = rank_where(agg, SortBy::Outstanding, None, |s| s.identity.pid == pid);
+    let ranked = rank_where(agg, SortBy::Outstanding, None, |s| {
+        s.identity.pid == pid && s.outstanding_bytes() > 0
+    });
     let total = ranked.iter().map(|r| r.bytes).sum();
     let stacks = ranked
         .into_iter()
@@ -194,13 +234,14 @@ pub fn build(ctx: ReportContext<'_>, agg: &Aggregator, frames: &mut Frames<'_>) 
             );
         }
     }
-    let ranked = rank(agg, ctx.sort, ctx.min_age_secs);
+    let by_peak = ctx.by_peak || ctx.sort == SortBy::Peak;
+    let ranked = rank(agg, ctx.sort, ctx.min_age_secs, by_peak);
     let mut targets = ctx.targets;
     let mut per_pid: HashMap<u32, (u64, u64, u64)> = HashMap::new();
     for r in &ranked {
         let e = per_pid.entry(r.series.identity.pid).or_default();
         e.0 += r.bytes;
-        e.1 += 1;
+        e.1 += u64::from(r.bytes > 0);
         e.2 += u64::from(matches!(
             r.analysis.verdict,
             Verdict::Leak | Verdict::Growing
@@ -211,6 +252,7 @@ pub fn build(ctx: ReportContext<'_>, agg: &Aggregator, frames: &mut Frames<'_>) 
         t.outstanding_bytes = bytes;
         t.stacks_holding_memory = stacks;
         t.growing_stacks = growing;
+        t.peak = agg.peaks.get(&t.pid).map(|p| peak(&p.traced));
     }
     let stacks = ranked
         .into_iter()
@@ -273,7 +315,18 @@ pub fn build(ctx: ReportContext<'_>, agg: &Aggregator, frames: &mut Frames<'_>) 
             tables,
         }),
         unnamed_frames: Vec::new(),
+        listed_by_peak: by_peak,
         stacks,
+    }
+}
+
+/// A peak as the report shows it.
+fn peak(p: &series::Peak) -> Peak {
+    Peak {
+        bytes: p.bytes,
+        allocations: p.count,
+        t: p.t,
+        bound_bytes: p.bound,
     }
 }
 
@@ -319,12 +372,47 @@ fn stack_report(r: Ranked<'_>, frames: &mut Frames<'_>) -> StackReport {
             .collect(),
         frames: frames(s.identity.pid, &s.identity.frames),
         truncated: s.truncated,
+        peak: Some(peak(&s.peak)),
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use tracer_common::StackKey;
+
     use super::*;
+    use crate::accounting::series::StackTotals;
+
+    #[test]
+    fn stacks_that_peaked_are_listed_by_peak() {
+        let mut agg = Aggregator::new(10, 100, 0.1);
+        let key = |stack_id| StackKey { tgid: 3, stack_id };
+        let totals = |allocated_bytes, freed_bytes| StackTotals {
+            allocated_bytes,
+            allocations: allocated_bytes / 100,
+            freed_bytes,
+            frees: freed_bytes / 100,
+        };
+        for id in 1..=3 {
+            agg.intern_heap(key(id), &[u64::from(id)], false);
+        }
+        // 1: a spike, freed; 2: a small leak; 3: held and freed at once.
+        agg.update_heap(key(1), totals(5000, 0));
+        agg.update_heap(key(2), totals(300, 0));
+        agg.sample(1.0);
+        agg.update_heap(key(1), totals(5000, 5000));
+        agg.update_heap(key(3), totals(200, 200));
+        agg.sample(2.0);
+        let listed = |sort, by_peak| -> Vec<(u64, u64)> {
+            rank(&agg, sort, None, by_peak)
+                .iter()
+                .map(|r| (r.series.identity.frames[0], r.bytes))
+                .collect()
+        };
+        assert_eq!(listed(SortBy::Outstanding, false), [(2, 300)]);
+        assert_eq!(listed(SortBy::Outstanding, true), [(2, 300), (1, 0)]);
+        assert_eq!(listed(SortBy::Peak, true), [(1, 0), (2, 300)]);
+    }
 
     #[test]
     fn memory_judged_against_the_alert_threshold() {
@@ -343,12 +431,14 @@ mod tests {
                 traced_bytes: 0,
             },
         ];
-        let m = memory_report(samples, 50.0 * mib);
+        let m = memory_report(samples, 50.0 * mib, Some((102 << 20, 1800.0)));
         assert_eq!(m.rss_growth_bytes_per_hour, 100.0 * mib);
         assert_eq!(m.anon_growth_bytes_per_hour, 99.5 * mib);
         assert_eq!(m.traced_growth_bytes_per_hour, 0.0);
         assert_eq!(m.explained_share, Some(0.0));
         assert!(m.alert);
         assert_eq!(m.alert_threshold_bytes_per_hour, 50.0 * mib);
+        // The highest RSS read, though no sample kept has it.
+        assert_eq!((m.peak_rss_bytes, m.peak_rss_t), (102 << 20, 1800.0));
     }
 }

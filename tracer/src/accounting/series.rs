@@ -10,6 +10,14 @@
 //! when its kernel totals change; what evicted series counted stays in the
 //! totals), and if none is, the new stack gets no series (`series_full`),
 //! so a target churning millions of stacks cannot grow memtrace.
+//!
+//! Each series, and each process's stacks together, also keep their peak:
+//! the most outstanding at any sample, updated at every sample (so
+//! decimation never loses it), with a bound on what the samples may have
+//! missed between them ([`Peak`]). The kernel keeps no per-stack
+//! outstanding count (only what was allocated; the live table says what was
+//! freed), so an exact peak would cost a lookup on every free: the peak is
+//! as sampled, every `--interval`.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
@@ -114,6 +122,37 @@ impl AgeStats {
     }
 }
 
+/// The most held at one sample, and a bound on what was held between
+/// samples: over every interval, what was outstanding at its start plus
+/// every byte allocated during it. `bytes == bound`: exact.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Peak {
+    pub bytes: u64,
+    pub count: u64,
+    /// The first sample that held `bytes` (seconds since tracing started).
+    pub t: f64,
+    pub bound: u64,
+}
+
+impl Peak {
+    /// Takes in one sample at `t`; `bound` is its interval's (never below
+    /// what the sample holds).
+    fn see(&mut self, t: f64, bytes: u64, count: u64, bound: u64) {
+        if bytes > self.bytes {
+            (self.bytes, self.count, self.t) = (bytes, count, t);
+        }
+        self.bound = self.bound.max(bound).max(bytes);
+    }
+}
+
+/// A process's peaks: its traced stacks together, and its resident memory.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ProcessPeaks {
+    pub traced: Peak,
+    /// The highest RSS read and when (None before the first read).
+    pub rss: Option<(u64, f64)>,
+}
+
 pub struct StackSeries {
     pub identity: StackIdentity,
     /// Latest cumulative totals.
@@ -127,6 +166,12 @@ pub struct StackSeries {
     /// also truncated walks of the same calls (see
     /// [`Aggregator::intern_heap`]).
     pub keys: Vec<StackKey>,
+    /// The most it held at a sample.
+    pub peak: Peak,
+    /// Outstanding bytes and allocated bytes at the previous sample (the
+    /// start of the interval that [`Peak::bound`] bounds).
+    last_outstanding: u64,
+    last_allocated: u64,
 }
 
 impl StackSeries {
@@ -177,6 +222,8 @@ pub struct Aggregator {
     pub series_full: u64,
     /// The last eviction freed little: no other until the next sample.
     crowded: bool,
+    /// Each process's peaks, by pid.
+    pub peaks: HashMap<u32, ProcessPeaks>,
 }
 
 /// A truncated walk's kernel stack and frames (see `Aggregator::folded`).
@@ -222,6 +269,7 @@ impl Aggregator {
             evicted: 0,
             series_full: 0,
             crowded: false,
+            peaks: HashMap::new(),
         }
     }
 
@@ -331,6 +379,9 @@ impl Aggregator {
             ages: AgeStats::default(),
             truncated: false,
             keys: Vec::new(),
+            peak: Peak::default(),
+            last_outstanding: 0,
+            last_allocated: 0,
         });
         self.index.insert(identity, i);
         i
@@ -518,6 +569,7 @@ impl Aggregator {
     /// holders of indices to follow.
     pub fn remove_pids(&mut self, gone: &HashSet<u32>) -> Remap {
         self.dormant.retain(|k, _| !gone.contains(&k.tgid));
+        self.peaks.retain(|pid, _| !gone.contains(pid));
         self.remove_where(|_, s| gone.contains(&s.identity.pid))
     }
 
@@ -573,10 +625,13 @@ impl Aggregator {
         remap
     }
 
-    /// Appends a sample of every stack's current outstanding memory.
+    /// Appends a sample of every stack's current outstanding memory, and
+    /// takes it into the stacks' and processes' peaks.
     pub fn sample(&mut self, t: f64) {
         self.crowded = false;
         let replace = t - self.last_sample_t < self.min_gap;
+        // Per process: bytes, allocations and bound of its stacks together.
+        let mut sums: HashMap<u32, (u64, u64, u64)> = HashMap::new();
         for s in &mut self.stacks {
             let sample = Sample {
                 t,
@@ -584,13 +639,34 @@ impl Aggregator {
                 count: s.outstanding_allocations(),
                 origin: false,
             };
+            let allocated = s.totals.allocated_bytes;
+            let since = allocated.saturating_sub(s.last_allocated);
+            let bound = (s.last_outstanding + since).max(sample.bytes);
+            s.peak.see(t, sample.bytes, sample.count, bound);
+            (s.last_outstanding, s.last_allocated) = (sample.bytes, allocated);
+            let sum = sums.entry(s.identity.pid).or_default();
+            sum.0 += sample.bytes;
+            sum.1 += sample.count;
+            sum.2 += bound;
             let replace_last = replace
                 && s.samples
                     .back()
                     .is_some_and(|b| !b.origin && b.t == self.last_sample_t);
             push_bounded(&mut s.samples, sample, self.max_samples, replace_last);
         }
+        for (pid, (bytes, count, bound)) in sums {
+            let peaks = self.peaks.entry(pid).or_default();
+            peaks.traced.see(t, bytes, count, bound);
+        }
         self.last_sample_t = t;
+    }
+
+    /// Takes a process's resident memory read at `t` into its peaks.
+    pub fn see_rss(&mut self, pid: u32, t: f64, rss: u64) {
+        let peak = &mut self.peaks.entry(pid).or_default().rss;
+        if peak.is_none_or(|(bytes, _)| rss > bytes) {
+            *peak = Some((rss, t));
+        }
     }
 }
 
@@ -699,6 +775,55 @@ mod tests {
         assert_eq!(times, [0.0, 4.0, 6.1]);
         assert_eq!(s.samples.back().unwrap().bytes, 740);
         assert_eq!(agg.stacks[j].samples.len(), 2);
+    }
+
+    #[test]
+    fn peaks_survive_decimation_with_their_bound() {
+        let mut agg = Aggregator::new(4, 100, 0.1);
+        let key = |stack_id| StackKey { tgid: 5, stack_id };
+        let spike = agg.intern_heap(key(1), &[1], false);
+        let leak = agg.intern_heap(key(2), &[2], false);
+        // The spike: 4000 bytes within one interval, held two, freed.
+        let steps = [(4000, 0), (4000, 0), (4000, 4000), (4000, 4000)];
+        for (n, &(alloc, freed)) in steps.iter().enumerate() {
+            agg.update_heap(key(1), totals(alloc, freed));
+            agg.update_heap(key(2), totals(100 * (n as u64 + 1), 0));
+            agg.sample(n as f64 + 1.0);
+        }
+        // Then 1000 more allocated and freed between two samples: not seen,
+        // bounded.
+        agg.update_heap(key(1), totals(5000, 5000));
+        agg.sample(5.0);
+        agg.sample(6.0);
+        let s = &agg.stacks[spike];
+        assert!(s.samples.iter().all(|p| p.bytes == 0), "decimated away");
+        assert_eq!(
+            s.peak,
+            Peak {
+                bytes: 4000,
+                count: 400,
+                t: 1.0,
+                bound: 4000
+            }
+        );
+        assert_eq!(s.outstanding_bytes(), 0);
+        // The process: 4200 at 2 s, the most; bounded by the interval that
+        // began with 4000 + 200 outstanding and allocated 100 more.
+        let p = agg.peaks[&5].traced;
+        assert_eq!((p.bytes, p.t, p.bound), (4200, 2.0, 4300));
+        assert_eq!(agg.stacks[leak].peak.bytes, 400);
+        // What was allocated and freed between samples: in the bound only.
+        agg.update_heap(key(1), totals(11000, 11000));
+        agg.sample(7.0);
+        let s = &agg.stacks[spike];
+        assert_eq!((s.peak.bytes, s.peak.bound), (4000, 6000));
+        // RSS: the highest read, the first time.
+        agg.see_rss(5, 1.0, 10);
+        agg.see_rss(5, 2.0, 30);
+        agg.see_rss(5, 3.0, 30);
+        assert_eq!(agg.peaks[&5].rss, Some((30, 2.0)));
+        agg.remove_pids(&HashSet::from([5]));
+        assert!(agg.peaks.is_empty());
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet};
 
 use anyhow::Result;
-use memtrace_report::{MemorySample, ProbesReport, Report, TargetReport};
+use memtrace_report::{MemorySample, ProbesReport, Report, TargetReport, Weight};
 use tracer_common::StackKey;
 
 use super::{min_gap, Tracing, MAX_SAMPLES};
@@ -95,6 +95,7 @@ impl Tracing {
                 continue;
             };
             let pid = target.info.pid;
+            self.m.agg.see_rss(pid, t, rss);
             let traced = self
                 .m
                 .agg
@@ -187,12 +188,14 @@ impl Tracing {
                 outstanding_bytes: 0,
                 stacks_holding_memory: 0,
                 growing_stacks: 0,
+                peak: None,
                 unseen: t.unseen.clone(),
                 mappings: Vec::new(),
                 memory: (!t.memory.is_empty()).then(|| {
                     report::memory_report(
                         t.memory.iter().copied().collect(),
                         cfg.sampling.rss_alert,
+                        self.m.agg.peaks.get(&t.info.pid).and_then(|p| p.rss),
                     )
                 }),
             })
@@ -207,6 +210,7 @@ impl Tracing {
             mapping_table_full: self.m.mappings.table_full,
             top,
             sort: cfg.sampling.sort,
+            by_peak: cfg.outputs.weight == Weight::Peak,
             min_age_secs: cfg.sampling.min_age_secs(),
             oom_kills: self.oom_kills.iter().cloned().collect(),
             overhead: self.meter.as_ref().map(|m| m.read(&self.m.probes)),
