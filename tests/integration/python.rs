@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-use memtrace_integration::{pyenv_python, run_memtrace, secs, workspace_root, Workload};
+use memtrace_integration::{pyenv_python, run_memtrace, secs, trace_pid, workspace_root, Workload};
 use serde_json::Value;
 
 fn script() -> PathBuf {
@@ -285,4 +285,20 @@ fn python_unsupported_versions_refused() {
         secs(60),
     );
     out.one_line_error(None, &["not a CPython 3 process"]);
+}
+
+/// `--verbose` on a `--pid` Python names its interpreter and says whether
+/// its frames read (they are not in reports yet).
+#[test]
+fn python_verbose_names_the_interpreter() {
+    let w = Workload::spawn_ready(Path::new(DEBIAN_PYTHON), &[script()]);
+    let out = trace_pid(w.pid(), &["--verbose", "--duration", "1s"]).finish(secs(60));
+    out.assert_success();
+    let want = format!("memtrace: pid {}: CPython 3.11.", w.pid());
+    let line = out
+        .stderr
+        .lines()
+        .find(|l| l.starts_with(&want))
+        .unwrap_or_else(|| panic!("no {want:?} line\n{}", out.describe()));
+    assert!(line.ends_with("(python3.11), frames readable"), "{line}");
 }

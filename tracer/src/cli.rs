@@ -585,7 +585,8 @@ pub struct Cli {
     #[arg(long = "symbol-prefix", value_name = "PREFIX")]
     pub symbol_prefixes: Vec<String>,
 
-    /// Say more on stderr: where each probe was placed in each function.
+    /// Say more on stderr: where each probe was placed in each function,
+    /// and which CPython a --pid target runs.
     #[arg(short, long)]
     pub verbose: bool,
 

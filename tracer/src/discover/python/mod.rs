@@ -165,3 +165,29 @@ fn unsupported(runtime: &Runtime, why: &str) -> anyhow::Error {
         runtime.describe()
     )
 }
+
+/// For `--verbose`: one line on the CPython a target runs, `pid N: CPython
+/// 3.11.7 (libpython3.11.so.1.0), frames readable`, or why its frames
+/// cannot be read; None for a process that maps no libpython and whose
+/// executable is not named python*.
+pub fn verbose_line(pid: u32) -> Option<String> {
+    let maps = crate::discover::target::read_maps(pid).ok()?;
+    let named = |p: &str, prefix: &str| {
+        std::path::Path::new(p)
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with(prefix))
+    };
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
+    let python = maps
+        .iter()
+        .filter_map(|m| m.path.as_deref())
+        .any(|p| named(p, "libpython"))
+        || named(&exe.to_string_lossy(), "python");
+    if !python {
+        return None;
+    }
+    Some(match Python::attach(pid) {
+        Ok(python) => python.describe(),
+        Err(e) => format!("{e:#}"),
+    })
+}
