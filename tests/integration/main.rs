@@ -24,6 +24,8 @@
 //! - `security`: planted links, no memory contents in reports;
 //! - `robustness`: nothing left behind, losses counted, hostile targets;
 //! - `runtimes`: Go, Node and Python programs;
+//! - `python`: CPython 3.8–3.13 stacks read from outside (the hidden
+//!   `python-stacks`), per thread, and builds refused in one line;
 //! - `anchors`: real programs' children against valgrind memcheck;
 //! - `symbols`: inlined calls, glibc's public names, debug files by build
 //!   id and debuginfod, unnamed files, pprof build ids, symlinked programs;
@@ -42,6 +44,7 @@ mod node;
 mod oom;
 mod outputs;
 mod peaks;
+mod python;
 mod regression;
 mod robustness;
 mod runtimes;

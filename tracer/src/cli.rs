@@ -304,6 +304,17 @@ hand); an incident is a directory under --reports-dir holding incident.json,
 report.json, flamegraph.svg and profile.pb.gz. NODE_NAME (or the host name)
 names the node in incidents and metrics.")]
     Agent(AgentArgs),
+    /// Reads every thread's Python stack of a running CPython process once,
+    /// from outside, and prints it as JSON (how the tests check the frame
+    /// walk; not a user feature yet).
+    #[command(hide = true, name = "python-stacks")]
+    PythonStacks {
+        #[arg(long, value_name = "PID")]
+        pid: u32,
+        /// Read it with the offsets of CPython 3.MINOR, whatever it runs.
+        #[arg(long, value_name = "MINOR")]
+        offsets_of: Option<u32>,
+    },
 }
 
 /// Options of `memtrace agent`.
@@ -574,7 +585,8 @@ pub struct Cli {
     #[arg(long = "symbol-prefix", value_name = "PREFIX")]
     pub symbol_prefixes: Vec<String>,
 
-    /// Say more on stderr: where each probe was placed in each function.
+    /// Say more on stderr: where each probe was placed in each function,
+    /// and which CPython a --pid target runs.
     #[arg(short, long)]
     pub verbose: bool,
 
@@ -651,6 +663,9 @@ impl Cli {
                 })
             }
             Some(Subcommands::Agent(agent)) => config::Run::Agent(agent.into_config()?),
+            Some(Subcommands::PythonStacks { pid, offsets_of }) => {
+                config::Run::PythonStacks { pid, offsets_of }
+            }
             None => config::Run::Trace(self.into_trace()?),
         })
     }

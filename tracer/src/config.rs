@@ -24,6 +24,12 @@ pub enum Run {
     Trace(Trace),
     Offline(Offline),
     Agent(Agent),
+    /// `memtrace python-stacks --pid PID` (hidden): one read of a CPython
+    /// process's stacks.
+    PythonStacks {
+        pid: u32,
+        offsets_of: Option<u32>,
+    },
 }
 
 /// A tracing run.

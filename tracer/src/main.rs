@@ -9,8 +9,8 @@ use memtrace::{
     agent,
     bpf::preflight,
     cli, config,
-    discover::{launch, target},
-    note, offline, output, trace,
+    discover::{launch, python::Python, target},
+    note, offline, output, symbolize, trace,
 };
 
 fn main() -> ExitCode {
@@ -19,6 +19,7 @@ fn main() -> ExitCode {
         config::Run::Agent(settings) => agent::run(settings),
         config::Run::Offline(command) => offline::run(&command),
         config::Run::Trace(settings) => run(settings),
+        config::Run::PythonStacks { pid, offsets_of } => python_stacks(pid, offsets_of),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -51,4 +52,20 @@ fn run(settings: config::Trace) -> Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(trace::run(settings, child))
+}
+
+/// `memtrace python-stacks --pid PID`: attaches to a CPython process (the
+/// offsets checked against it), walks every thread's stack once and prints
+/// it as JSON; the check's result goes to stderr. `--offsets-of MINOR`
+/// reads it with another version's offsets (to test the check).
+fn python_stacks(pid: u32, offsets_of: Option<u32>) -> Result<()> {
+    preflight::check_privileges()?;
+    target::inspect(pid)?;
+    let python = Python::attach_as(pid, offsets_of)?;
+    note(&python.describe());
+    let mut cache = symbolize::python::CodeCache::default();
+    let stacks = symbolize::python::stacks(&python, &mut cache)
+        .ok_or_else(|| anyhow::anyhow!("pid {pid}: the interpreter is gone"))?;
+    println!("{}", serde_json::to_string_pretty(&stacks)?);
+    Ok(())
 }

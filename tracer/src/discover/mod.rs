@@ -2,12 +2,14 @@
 //! their cgroups and containers (`cgroup`), which processes a watching run
 //! selects and the allocator files they map (`select`), the allocator's
 //! entry points in a file (`allocator`) and where in each function its
-//! probe goes (`placement`), and starting `-- CMD` held before exec
-//! (`launch`). Nothing here loads eBPF.
+//! probe goes (`placement`), starting `-- CMD` held before exec
+//! (`launch`), and CPython's runtime, offsets and frames read from outside
+//! (`python`). Nothing here loads eBPF.
 
 pub mod allocator;
 pub mod cgroup;
 pub mod launch;
 pub mod placement;
+pub mod python;
 pub mod select;
 pub mod target;

@@ -6,7 +6,8 @@
 //! file offset), and blazesym resolves those from the ELF symbols and DWARF,
 //! caching every binary it parsed. Results are cached per (file, offset).
 //! Generated code (anonymous executable memory) is named from the process's
-//! perf map when it writes one (`perfmap`).
+//! perf map when it writes one (`perfmap`). CPython code objects become
+//! qualified names, files and lines through `python`.
 //!
 //! A call the compiler inlined is a frame of its own: one address becomes
 //! the inlined functions (innermost first, each with its own file and
@@ -38,6 +39,7 @@ use crate::discover::{
 pub mod debuginfo;
 pub mod elf;
 pub mod perfmap;
+pub mod python;
 
 use elf::ElfInfo;
 use perfmap::PerfMaps;

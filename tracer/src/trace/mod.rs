@@ -169,6 +169,11 @@ pub async fn run(cfg: config::Trace, child: Option<HeldChild>) -> Result<()> {
                     u.update(pid);
                 }
                 life.by_pid.insert(pid, start::attach_pid(&mut m, pid)?);
+                if cfg.verbose {
+                    if let Some(line) = crate::discover::python::verbose_line(pid) {
+                        crate::note(&line);
+                    }
+                }
             }
         }
         _ => {}

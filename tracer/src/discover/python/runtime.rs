@@ -1,0 +1,309 @@
+//! Which CPython a process runs: the mapped file that holds the runtime
+//! (`libpython3.X.so` for a shared build, the executable itself for a
+//! static one such as Debian's `/usr/bin/python3.11`), its version, and
+//! where its `_PyRuntime` and the type objects the walk checks against
+//! (`PyCode_Type`, `PyFrame_Type`, `PyUnicode_Type`, `PyBytes_Type`) are in
+//! the process. Everything is found by exported symbol (`.dynsym`, which a
+//! stripped interpreter keeps), then `.symtab` if there is one.
+
+use std::{collections::HashMap, fs::File, path::Path};
+
+use anyhow::{bail, Context, Result};
+use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol};
+
+use super::memory::Memory;
+use crate::discover::target::{self, Mapping};
+
+/// The oldest and newest minor versions of CPython 3 the walk reads.
+pub const OLDEST_MINOR: u32 = 8;
+pub const NEWEST_MINOR: u32 = 13;
+
+/// A CPython runtime found in a process.
+#[derive(Clone, Debug)]
+pub struct Runtime {
+    pub pid: u32,
+    /// The mapped file holding the runtime, as the process maps it.
+    pub file: String,
+    /// `PY_VERSION_HEX`-style: 0x030B07F0 for 3.11.7 final. Without
+    /// `Py_Version` (before 3.11), the micro version comes from the
+    /// `PY_VERSION` string in the file, 0 when it is not found.
+    pub version: u32,
+    /// Where `_PyRuntime` is in the process.
+    pub runtime: u64,
+    /// Where the type objects are in the process (`PyFrame_Type` only
+    /// before 3.11, when frames are objects).
+    pub code_type: u64,
+    pub frame_type: Option<u64>,
+    pub unicode_type: u64,
+    pub bytes_type: u64,
+}
+
+impl Runtime {
+    pub fn minor(&self) -> u32 {
+        (self.version >> 16) & 0xff
+    }
+
+    /// `CPython 3.11.7 (libpython3.11.so.1.0)`.
+    pub fn describe(&self) -> String {
+        let name = Path::new(&self.file)
+            .file_name()
+            .map_or(self.file.clone(), |n| n.to_string_lossy().into_owned());
+        format!("CPython {} ({name})", version_string(self.version))
+    }
+}
+
+/// `3.11.7`, `3.13.0rc2`.
+pub fn version_string(hex: u32) -> String {
+    let (major, minor, micro) = (hex >> 24, (hex >> 16) & 0xff, (hex >> 8) & 0xff);
+    let level = match (hex >> 4) & 0xf {
+        0xa => "a",
+        0xb => "b",
+        0xc => "rc",
+        _ => "",
+    };
+    let serial = match level {
+        "" => String::new(),
+        _ => (hex & 0xf).to_string(),
+    };
+    format!("{major}.{minor}.{micro}{level}{serial}")
+}
+
+/// What a file name says of the runtime it holds: `libpython3.11.so.1.0`
+/// → (11, free-threaded: false); `libpython3.13t.so.1.0`, `python3.13t` →
+/// (13, true); None for anything else.
+pub fn version_from_name(name: &str) -> Option<(u32, bool)> {
+    let rest = name
+        .strip_prefix("libpython3.")
+        .or_else(|| name.strip_prefix("python3."))?;
+    let digits = rest.chars().take_while(char::is_ascii_digit).count();
+    let minor = rest[..digits].parse().ok()?;
+    let after = &rest[digits..];
+    // ABI flags: t (free-threaded), d (debug), m (pymalloc, before 3.8).
+    let flags: String = after
+        .chars()
+        .take_while(|c| c.is_ascii_lowercase())
+        .collect();
+    let tail = &after[flags.len()..];
+    let shared = name.starts_with("lib");
+    if (shared && !tail.starts_with(".so")) || (!shared && !tail.is_empty()) {
+        return None;
+    }
+    Some((minor, flags.contains('t')))
+}
+
+/// Finds the CPython runtime `pid` runs, or says in one line why there is
+/// none the walk can read.
+pub fn find(pid: u32, mem: &Memory) -> Result<Runtime> {
+    let maps = target::read_maps(pid)?;
+    let base = |m: &Mapping| {
+        m.path
+            .as_deref()
+            .and_then(|p| Path::new(p).file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    // libpython3.X.so; any other libpython (2.7, the stable-ABI
+    // libpython3.so alone) to say it is not one memtrace reads.
+    let is_lib = |m: &&Mapping| m.is_file() && base(m).starts_with("libpython");
+    let lib = maps
+        .iter()
+        .filter(is_lib)
+        .find(|m| version_from_name(&base(m)).is_some())
+        .or_else(|| maps.iter().find(is_lib));
+    let exe_path = std::fs::read_link(format!("/proc/{pid}/exe"))
+        .ok()
+        .map(|p| {
+            p.to_string_lossy()
+                .trim_end_matches(" (deleted)")
+                .to_string()
+        });
+    let holder = match lib {
+        Some(m) => m,
+        None => maps
+            .iter()
+            .find(|m| m.is_file() && m.path.is_some() && m.path == exe_path)
+            .with_context(|| format!("pid {pid}: its executable is not mapped"))?,
+    };
+    let name = base(holder);
+    let named = version_from_name(&name);
+    if lib.is_some() && named.is_none() {
+        bail!("pid {pid}: {name} is not a CPython 3 runtime memtrace reads (3.{OLDEST_MINOR} to 3.{NEWEST_MINOR} are)");
+    }
+    if let Some((minor, _)) = named.filter(|(m, _)| !(OLDEST_MINOR..=NEWEST_MINOR).contains(m)) {
+        bail!("pid {pid}: CPython 3.{minor} ({name}) is not supported (3.{OLDEST_MINOR} to 3.{NEWEST_MINOR} are)");
+    }
+    if let Some((minor, true)) = named {
+        bail!("pid {pid}: free-threaded CPython 3.{minor}t ({name}) is not supported yet");
+    }
+    let path = target::mapped_file_path(pid, holder)
+        .with_context(|| format!("pid {pid}: no path to {name}"))?;
+    let file = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    // SAFETY: mapped read-only and private; a file truncated under us can
+    // fault, as with every reader of mapped files (blazesym maps it too).
+    let data = unsafe { memmap2::Mmap::map(&file) }
+        .with_context(|| format!("mapping {}", path.display()))?;
+    let obj = object::File::parse(&*data).with_context(|| format!("{name}: not an ELF file"))?;
+    let symbols = symbols(
+        &obj,
+        &[
+            "_PyRuntime",
+            "Py_Version",
+            "PyCode_Type",
+            "PyFrame_Type",
+            "PyUnicode_Type",
+            "PyBytes_Type",
+        ],
+    );
+    let Some(&runtime_vaddr) = symbols.get("_PyRuntime") else {
+        match lib {
+            Some(_) => bail!("pid {pid}: {name} has no _PyRuntime symbol"),
+            None => bail!(
+                "pid {pid}: not a CPython 3 process (no libpython mapped, no _PyRuntime in {name})"
+            ),
+        }
+    };
+    let bias = load_bias(&obj, &maps, holder)
+        .with_context(|| format!("pid {pid}: where {name} is loaded"))?;
+    let at = |sym: &str| symbols.get(sym).map(|&v| v.wrapping_add(bias));
+    let version = match at("Py_Version") {
+        Some(addr) => mem
+            .u32(addr)
+            .with_context(|| format!("pid {pid}: reading Py_Version"))?,
+        None => {
+            let minor = named
+                .map(|(m, _)| m)
+                .with_context(|| format!("pid {pid}: {name} says no CPython version (no Py_Version, no version in its name)"))?;
+            let micro = micro_from_rodata(&obj, minor).unwrap_or(0);
+            0x0300_00f0 | (minor << 16) | (micro << 8)
+        }
+    };
+    let minor = (version >> 16) & 0xff;
+    if version >> 24 != 3 || named.is_some_and(|(m, _)| m != minor) {
+        bail!(
+            "pid {pid}: {name} says version {}, not what its name says",
+            version_string(version)
+        );
+    }
+    if !(OLDEST_MINOR..=NEWEST_MINOR).contains(&minor) {
+        bail!(
+            "pid {pid}: CPython {} is not supported (3.{OLDEST_MINOR} to 3.{NEWEST_MINOR} are)",
+            version_string(version)
+        );
+    }
+    let need = |sym: &str| at(sym).with_context(|| format!("pid {pid}: {name} has no {sym}"));
+    Ok(Runtime {
+        pid,
+        file: holder.path.clone().unwrap_or_default(),
+        version,
+        runtime: runtime_vaddr.wrapping_add(bias),
+        code_type: need("PyCode_Type")?,
+        frame_type: match minor {
+            ..=10 => Some(need("PyFrame_Type")?),
+            _ => None,
+        },
+        unicode_type: need("PyUnicode_Type")?,
+        bytes_type: need("PyBytes_Type")?,
+    })
+}
+
+/// The virtual addresses of `wanted` symbols: exported ones first, then
+/// the full symbol table.
+fn symbols(obj: &object::File, wanted: &[&str]) -> HashMap<String, u64> {
+    let mut found = HashMap::new();
+    for sym in obj.dynamic_symbols().chain(obj.symbols()) {
+        if !sym.is_definition() || sym.address() == 0 {
+            continue;
+        }
+        if let Ok(name) = sym.name() {
+            if wanted.contains(&name) && !found.contains_key(name) {
+                found.insert(name.to_string(), sym.address());
+            }
+        }
+    }
+    found
+}
+
+/// What to add to the file's virtual addresses to get the process's: from
+/// the first mapping of the file and the loadable segment it maps.
+fn load_bias(obj: &object::File, maps: &[Mapping], holder: &Mapping) -> Option<u64> {
+    let first = maps
+        .iter()
+        .filter(|m| m.dev == holder.dev && m.inode == holder.inode)
+        .min_by_key(|m| m.offset)?;
+    let seg = obj.segments().find(|s| {
+        let (off, size) = s.file_range();
+        off & !0xfff <= first.offset && first.offset < off + size.max(1)
+    })?;
+    let (seg_off, _) = seg.file_range();
+    // File offset `first.offset` is at `first.start`; the segment maps
+    // file offset seg_off at vaddr seg.address().
+    Some(
+        first
+            .start
+            .wrapping_sub(seg.address())
+            .wrapping_add(seg_off)
+            .wrapping_sub(first.offset),
+    )
+}
+
+/// The micro version from the `PY_VERSION` string ("3.9.18") in the
+/// file's read-only data, for builds without `Py_Version` (before 3.11).
+fn micro_from_rodata(obj: &object::File, minor: u32) -> Option<u32> {
+    let data = obj.section_by_name(".rodata")?.data().ok()?;
+    // The linker merges a string into the tail of a longer one that ends
+    // with it ("/root/.pyenv/versions/3.9.18"), so the string may not
+    // start after a NUL: it is "3.9." after no digit or dot, then the
+    // micro version, an optional pre-release tag ("rc1", "+") and a NUL.
+    let prefix = format!("3.{minor}.");
+    let mut from = 0;
+    while let Some(i) = find_bytes(&data[from..], prefix.as_bytes()) {
+        let at = from + i;
+        let start = at + prefix.len();
+        from = start;
+        if at > 0 && (data[at - 1].is_ascii_digit() || data[at - 1] == b'.') {
+            continue;
+        }
+        let digits = data[start..]
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .count();
+        let end = start + digits;
+        let tail = data[end..].iter().take_while(|&&b| b != 0).count();
+        let tag = &data[end..end + tail];
+        if (1..=2).contains(&digits)
+            && tail <= 3
+            && tag.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'+')
+        {
+            return std::str::from_utf8(&data[start..end]).ok()?.parse().ok();
+        }
+    }
+    None
+}
+
+fn find_bytes(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert_eq!(version_from_name("libpython3.11.so.1.0"), Some((11, false)));
+        assert_eq!(version_from_name("libpython3.8.so"), Some((8, false)));
+        assert_eq!(version_from_name("libpython3.13t.so.1.0"), Some((13, true)));
+        assert_eq!(version_from_name("python3.13t"), Some((13, true)));
+        assert_eq!(version_from_name("python3.11"), Some((11, false)));
+        assert_eq!(version_from_name("libpython3.7m.so.1.0"), Some((7, false)));
+        assert_eq!(version_from_name("libpython3.so"), None);
+        assert_eq!(version_from_name("python3"), None);
+        assert_eq!(version_from_name("python3.11-config"), None);
+    }
+
+    #[test]
+    fn versions() {
+        assert_eq!(version_string(0x030b_07f0), "3.11.7");
+        assert_eq!(version_string(0x030d_00c2), "3.13.0rc2");
+    }
+}

@@ -1,0 +1,415 @@
+//! Python code objects to names and lines: a code object's address and an
+//! instruction offset (what a frame walk records) become its qualified
+//! name (3.11+; the plain name before), file name and line, read from the
+//! target's memory and decoded from each version's line table: `co_lnotab`
+//! (3.8–3.9), the 3.10 `co_linetable`, the 3.11+ location table.
+//!
+//! Code objects are cached per process by address. A code object freed
+//! and another allocated at its address must not answer with the old one's
+//! names, so each lookup reads the code object's header again and compares
+//! its identity (file name, name and line table pointers, first line)
+//! before it uses what the cache holds.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use crate::discover::python::{
+    memory::{u32_at, u64_at},
+    offsets::{LineTable, OB_TYPE},
+    walk::RawFrame,
+    Python,
+};
+
+/// One resolved Python frame.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PyFrame {
+    /// `Class.method` (3.11+), the function's name before.
+    pub function: String,
+    pub file: String,
+    /// None where the code has no line (an instruction the compiler added).
+    pub line: Option<u32>,
+}
+
+/// What tells one code object from another allocated later at its address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Identity {
+    filename: u64,
+    name: u64,
+    linetable: u64,
+    firstlineno: u32,
+}
+
+struct Code {
+    identity: Identity,
+    function: String,
+    file: String,
+    table: Vec<u8>,
+}
+
+/// The code objects of one process, resolved.
+#[derive(Default)]
+pub struct CodeCache {
+    codes: HashMap<u64, Code>,
+}
+
+impl CodeCache {
+    /// Resolves `frame` of `python`'s process; None when its code object
+    /// does not read as one (freed since the walk, or not code).
+    pub fn resolve(&mut self, python: &Python, frame: RawFrame) -> Option<PyFrame> {
+        let o = &python.offsets;
+        let head = python.mem.bytes(frame.code, o.code_span())?;
+        if u64_at(&head, OB_TYPE)? != python.runtime.code_type {
+            return None;
+        }
+        let identity = Identity {
+            filename: u64_at(&head, o.code_filename)?,
+            name: u64_at(&head, o.code_name)?,
+            linetable: u64_at(&head, o.code_linetable)?,
+            firstlineno: u32_at(&head, o.code_firstlineno)?,
+        };
+        let stale = self
+            .codes
+            .get(&frame.code)
+            .is_none_or(|c| c.identity != identity);
+        if stale {
+            let code = Code {
+                identity,
+                function: python.read_str(identity.name)?,
+                file: python.read_str(identity.filename)?,
+                table: python.read_bytes(identity.linetable)?,
+            };
+            self.codes.insert(frame.code, code);
+        }
+        let code = &self.codes[&frame.code];
+        let first = identity.firstlineno as i32;
+        Some(PyFrame {
+            function: code.function.clone(),
+            file: code.file.clone(),
+            line: line(o.line_table, &code.table, first, frame.offset),
+        })
+    }
+
+    /// How many code objects are cached.
+    pub fn len(&self) -> usize {
+        self.codes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.codes.is_empty()
+    }
+}
+
+/// The line of the instruction at byte offset `offset` of a code object
+/// whose first line is `first` and line table `table`. A frame that has
+/// not started (negative offset) is at its first line.
+pub fn line(kind: LineTable, table: &[u8], first: i32, offset: i64) -> Option<u32> {
+    if offset < 0 {
+        return u32::try_from(first).ok();
+    }
+    let line = match kind {
+        LineTable::Lnotab => lnotab_line(table, first, offset),
+        LineTable::Lines310 => lines310_line(table, first, offset),
+        LineTable::Locations => locations_line(table, first, offset / 2),
+    }?;
+    u32::try_from(line).ok()
+}
+
+/// `co_lnotab` (3.8–3.9): pairs of (bytecode increment, signed line
+/// increment); the line of `offset` is the sum of the line increments of
+/// every pair that starts at or before it.
+fn lnotab_line(table: &[u8], first: i32, offset: i64) -> Option<i32> {
+    let (mut line, mut addr) = (first, 0i64);
+    for pair in table.chunks_exact(2) {
+        addr += i64::from(pair[0]);
+        if addr > offset {
+            break;
+        }
+        line += i32::from(pair[1] as i8);
+    }
+    Some(line)
+}
+
+/// The 3.10 `co_linetable`: pairs of (bytes covered, signed line delta),
+/// the delta -128 meaning "no line" for those bytes (the line the deltas
+/// add up to carries on past them).
+fn lines310_line(table: &[u8], first: i32, offset: i64) -> Option<i32> {
+    let (mut line, mut end) = (first, 0i64);
+    for pair in table.chunks_exact(2) {
+        let start = end;
+        end += i64::from(pair[0]);
+        let delta = pair[1] as i8;
+        let here = match delta {
+            -128 => None,
+            d => {
+                line += i32::from(d);
+                Some(line)
+            }
+        };
+        if start <= offset && offset < end {
+            return here;
+        }
+    }
+    None
+}
+
+/// The 3.11+ location table (`Objects/locations.md`): entries of a first
+/// byte `1cccclll` (code c, length l+1 code units), then per code: 0–9 a
+/// short form on the same line (one more byte), 10–12 one line with line
+/// delta c-10 (two bytes of columns), 13 no columns (a signed varint line
+/// delta), 14 the long form (a signed varint line delta, then end line
+/// and columns), 15 no location. Varints are 6 bits a byte, little end
+/// first, bit 6 set on every byte but the last; a signed one keeps its
+/// sign in bit 0.
+fn locations_line(table: &[u8], first: i32, unit: i64) -> Option<i32> {
+    let mut line = first;
+    let mut addr = 0i64;
+    let mut i = 0usize;
+    let varint = |i: &mut usize| -> Option<u32> {
+        let mut b = *table.get(*i)?;
+        *i += 1;
+        let mut val = u32::from(b & 63);
+        let mut shift = 0;
+        while b & 64 != 0 {
+            b = *table.get(*i)?;
+            *i += 1;
+            shift += 6;
+            if shift > 30 {
+                return None;
+            }
+            val |= u32::from(b & 63) << shift;
+        }
+        Some(val)
+    };
+    let svarint = |i: &mut usize| -> Option<i32> {
+        let v = varint(i)?;
+        Some(match v & 1 {
+            1 => -((v >> 1) as i32),
+            _ => (v >> 1) as i32,
+        })
+    };
+    while i < table.len() {
+        let head = table[i];
+        i += 1;
+        if head & 0x80 == 0 {
+            return None;
+        }
+        let code = (head >> 3) & 15;
+        let length = i64::from(head & 7) + 1;
+        let delta = match code {
+            15 => 0,
+            14 => {
+                let d = svarint(&mut i)?;
+                for _ in 0..3 {
+                    varint(&mut i)?;
+                }
+                d
+            }
+            13 => svarint(&mut i)?,
+            10..=12 => {
+                i += 2;
+                i32::from(code) - 10
+            }
+            _ => {
+                i += 1;
+                0
+            }
+        };
+        line += delta;
+        if addr <= unit && unit < addr + length {
+            return (code != 15).then_some(line);
+        }
+        addr += length;
+    }
+    None
+}
+
+/// One thread's Python stack, resolved, innermost frame first.
+#[derive(Clone, Debug, Serialize)]
+pub struct ThreadStack {
+    pub thread_id: u64,
+    pub native_id: Option<u64>,
+    pub frames: Vec<PyFrame>,
+    /// The stack went on past the walk's depth.
+    pub cut: bool,
+}
+
+/// Every thread's Python stack, read once.
+#[derive(Clone, Debug, Serialize)]
+pub struct Stacks {
+    /// `CPython 3.11.7 (libpython3.11.so.1.0)`.
+    pub interpreter: String,
+    pub threads: Vec<ThreadStack>,
+    /// Frames that did not parse or resolve (the process runs while it is
+    /// read), skipped.
+    pub skipped: u32,
+}
+
+/// Walks `python`'s threads once and resolves their frames; None when the
+/// runtime has no interpreter (yet, or any more).
+pub fn stacks(python: &Python, cache: &mut CodeCache) -> Option<Stacks> {
+    let walk = python.walk()?;
+    let mut skipped = walk.skipped;
+    let threads = walk
+        .threads
+        .into_iter()
+        .map(|t| ThreadStack {
+            thread_id: t.thread_id,
+            native_id: t.native_id,
+            frames: t
+                .frames
+                .iter()
+                .filter_map(|&f| {
+                    let resolved = cache.resolve(python, f);
+                    skipped += u32::from(resolved.is_none());
+                    resolved
+                })
+                .collect(),
+            cut: t.cut,
+        })
+        .collect();
+    Some(Stacks {
+        interpreter: python.runtime.describe(),
+        threads,
+        skipped,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unhex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// The line table of one function, as each version compiles it, and
+    /// the line of every instruction (2 bytes apart; 0: no line) as that
+    /// interpreter itself says (`dis.findlinestarts` before 3.10,
+    /// `co_lines()` after). The function, at line 42 of its file:
+    ///
+    /// ```python
+    /// def sample(items):
+    ///     total = 0
+    ///     for x in items:
+    ///         try:
+    ///             total += x
+    ///
+    ///         except TypeError:
+    ///             continue
+    ///     return [total,
+    ///             len(items)]
+    /// ```
+    const SAMPLES: &[(LineTable, &str, &[u32])] = &[
+        // 3.8
+        (
+            LineTable::Lnotab,
+            "00010401080102010c020e010c01020106ff",
+            &[43, 43, 44, 44, 44, 44, 45, 46, 46, 46, 46, 46, 46, 48, 48, 48, 48, 48, 48, 48, 49, 49, 49, 49, 49, 49, 50, 51, 51, 51, 50, 50],
+        ),
+        // 3.9
+        (
+            LineTable::Lnotab,
+            "00010401080102010c020c010c01020106ff",
+            &[43, 43, 44, 44, 44, 44, 45, 46, 46, 46, 46, 46, 46, 48, 48, 48, 48, 48, 48, 49, 49, 49, 49, 49, 49, 50, 51, 51, 51, 50, 50],
+        ),
+        // 3.10
+        (
+            LineTable::Lines310,
+            "0401080102010c010c02040102ff0202060104ff",
+            &[43, 43, 44, 44, 44, 44, 45, 46, 46, 46, 46, 46, 46, 48, 48, 48, 48, 48, 48, 49, 49, 48, 50, 51, 51, 51, 50, 50],
+        ),
+        // 3.11
+        (
+            LineTable::Locations,
+            "8000d80c0d8045d80d12f000050515f0000505158801f002040915d80c119051894a88458845f8e50f18f000010915f000010915f000010915d80c148848f003010915f8f8f8e00c11dd0c0f9005894a8c4af003010c18f000010518",
+            &[42, 43, 43, 44, 44, 44, 44, 45, 46, 46, 46, 46, 46, 46, 0, 48, 48, 48, 48, 48, 48, 48, 48, 48, 49, 49, 48, 0, 0, 0, 50, 51, 51, 51, 51, 51, 51, 51, 51, 51, 51, 51, 51, 51, 51, 50, 50],
+        ),
+        // 3.12
+        (
+            LineTable::Locations,
+            "8000d80c0d8045d80d12f2000505158801f002040915d80c119051894a8945f005050515f00c000d12dc0c0f90058b4af003010c18f000010518f8f405001019f200010915d90c14f003010915fa",
+            &[42, 43, 43, 44, 44, 44, 44, 44, 45, 46, 46, 46, 46, 46, 46, 44, 50, 51, 51, 51, 51, 51, 51, 51, 51, 51, 51, 50, 50, 0, 48, 48, 48, 48, 48, 48, 48, 48, 49, 49, 48, 0, 0, 0],
+        ),
+        // 3.13
+        (
+            LineTable::Locations,
+            "8000d80c0d8045db0d128801f002040915d80c11894a8a45f105000e13f00c000d12dc0c0f90058b4af003010c18f000010518f8f405001019f300010915da0c14f003010915fa",
+            &[42, 43, 43, 44, 44, 44, 44, 44, 45, 46, 46, 46, 46, 46, 46, 44, 44, 50, 51, 51, 51, 51, 51, 51, 51, 51, 51, 51, 50, 50, 0, 48, 48, 48, 48, 48, 48, 48, 48, 48, 49, 49, 49, 48, 0, 0, 0],
+        ),
+    ];
+
+    #[test]
+    fn every_versions_line_table_decodes_as_cpython_does() {
+        for (n, &(kind, table, lines)) in SAMPLES.iter().enumerate() {
+            let table = unhex(table);
+            for (i, &want) in lines.iter().enumerate() {
+                let got = line(kind, &table, 42, 2 * i as i64);
+                assert_eq!(
+                    got,
+                    (want != 0).then_some(want),
+                    "sample {n} ({kind:?}), byte offset {}",
+                    2 * i
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_frame_not_started_is_at_its_first_line() {
+        assert_eq!(line(LineTable::Lines310, &[], 42, -2), Some(42));
+        assert_eq!(line(LineTable::Lnotab, &[], 42, 0), Some(42));
+    }
+
+    /// A cached code object answers only while its identity holds: the
+    /// cache is used (a name planted in it comes back), and a changed
+    /// identity (what a new code object at a reused address has) reads
+    /// the code object again. Runs Debian's python3.11 (needs root).
+    #[test]
+    fn cached_code_objects_are_checked_for_reuse() {
+        use std::io::{BufRead, BufReader};
+        use std::process::{Command, Stdio};
+
+        let script = "import os\ndef waits():\n    print('ready', flush=True); os.read(os.pipe()[0], 1)\nwaits()\n";
+        let mut child = Command::new("/usr/bin/python3.11")
+            .args(["-c", script])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("/usr/bin/python3.11");
+        let mut ready = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut ready)
+            .unwrap();
+        assert_eq!(ready, "ready\n");
+        let python = Python::attach(child.id()).unwrap();
+        let walk = python.walk().unwrap();
+        let frame = walk.threads[0].frames[0];
+        let mut cache = CodeCache::default();
+        let first = cache.resolve(&python, frame).unwrap();
+        assert_eq!((first.function.as_str(), first.line), ("waits", Some(3)));
+        cache.codes.get_mut(&frame.code).unwrap().function = "planted".into();
+        assert_eq!(cache.resolve(&python, frame).unwrap().function, "planted");
+        cache
+            .codes
+            .get_mut(&frame.code)
+            .unwrap()
+            .identity
+            .firstlineno += 1;
+        assert_eq!(cache.resolve(&python, frame).unwrap(), first);
+        assert_eq!(cache.len(), 1);
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    #[test]
+    fn malformed_tables_give_no_line() {
+        // A location entry must start with bit 7 set; a varint cut short.
+        assert_eq!(line(LineTable::Locations, &[0x05], 1, 0), None);
+        assert_eq!(line(LineTable::Locations, &[0xe8, 0x41], 1, 0), None);
+        // Past the end of a 3.10 table.
+        assert_eq!(line(LineTable::Lines310, &[2, 1], 1, 4), None);
+    }
+}
