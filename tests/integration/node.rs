@@ -176,9 +176,17 @@ fn all_hooks_a_libc_that_is_another_file() {
     // memtrace's exec watch could place: any record at all proves them;
     // at least one second's worth is asked (tests run side by side).
     let leaked = leaked_by(&report, inside.pid());
+    // Unless the live table filled up with other processes' blocks (the
+    // test process itself, parsing a large report for a test beside this
+    // one): then from that moment no new block of any process is recorded,
+    // and counted as lost instead; the records before it prove the probes.
+    let wanted = match report.losses.live_map_full {
+        0 => 50 * RECORD,
+        _ => RECORD,
+    };
     assert!(
-        leaked >= 50 * RECORD,
-        "leak in the namespace: {leaked}\n{ctx}"
+        leaked >= wanted,
+        "leak in the namespace: {leaked}, {wanted} wanted\n{ctx}"
     );
     let target = report
         .targets
