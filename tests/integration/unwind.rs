@@ -213,7 +213,7 @@ fn rust_release_build_names_the_leaking_function() {
     let (report, _) = traced(&exe, "auto");
     let ctx = report.describe();
     // Inlined calls are frames of their own: the standard library's
-    // allocation path (alloc::alloc::alloc_zeroed ← RawVec ← vec!), inlined
+    // allocation path (RawVec ← vec!, below the allocator's shims), inlined
     // into remember_request, comes first, each frame marked inlined.
     let is_std = |f: &memtrace_report::Frame| {
         let name = f.function.as_deref().unwrap_or("");
@@ -255,6 +255,14 @@ fn rust_release_build_names_the_leaking_function() {
             "{user:?}\n{ctx}"
         );
         assert!(!s.truncated, "walk flagged truncated: {user:?}\n{ctx}");
+        // The global allocator's shims (alloc::alloc::alloc_zeroed, Global's
+        // Allocator impl) are the allocator's own, as malloc's internals
+        // are: the stack starts below them.
+        let first = s.frames[0].function.as_deref().unwrap_or("");
+        assert!(
+            !first.starts_with("alloc::alloc::") && !first.starts_with("<alloc::alloc::Global"),
+            "frames[0] is the allocator's shim {first:?}\n{ctx}"
+        );
     }
 }
 

@@ -194,18 +194,7 @@ impl Symbolizer {
             .iter()
             .flat_map(|&a| self.frame(pid, a))
             .collect();
-        // An allocator entry point inlined into its caller (ld.so's calloc,
-        // an inline wrapper around libc's) is the allocator itself, which
-        // the probe stands for: the stack starts at the caller.
-        let allocator = frames
-            .iter()
-            .take_while(|f| {
-                f.inlined
-                    && f.function
-                        .as_deref()
-                        .is_some_and(|n| allocator::HOOKED.iter().any(|(h, _)| *h == n))
-            })
-            .count();
+        let allocator = allocator_frames(&frames);
         frames.drain(..allocator);
         frames
     }
@@ -451,9 +440,82 @@ fn unaliased(name: &str) -> &str {
         .unwrap_or(name)
 }
 
+/// Rust's global allocator shims, the allocator's own code as much as
+/// malloc's internals are: `alloc::alloc::alloc` and its kin, the
+/// `Allocator` impl of `Global`, the `__rust_alloc` symbols and the
+/// `System` allocator (prefixes of demangled names).
+const RUST_ALLOCATOR_SHIMS: &[&str] = &[
+    "alloc::alloc::",
+    "<alloc::alloc::Global",
+    "__rust_alloc",
+    "__rust_realloc",
+    "__rustc::__rdl_",
+    "__rdl_alloc",
+    "__rdl_realloc",
+    "<std::alloc::System",
+    "std::sys::alloc::",
+];
+
+/// How many frames at the top of a stack (innermost first) are the
+/// allocator's own, which the probe stands for: an allocator entry point
+/// inlined into its caller (ld.so's calloc, an inline wrapper around
+/// libc's), and Rust's global allocator shims (inlined or not). The stack
+/// starts at the caller; at least one frame is kept.
+fn allocator_frames(frames: &[Frame]) -> usize {
+    let own = |f: &Frame| {
+        f.function.as_deref().is_some_and(|n| {
+            (f.inlined && allocator::HOOKED.iter().any(|(h, _)| *h == n))
+                || RUST_ALLOCATOR_SHIMS.iter().any(|p| n.starts_with(p))
+        })
+    };
+    frames
+        .iter()
+        .take_while(|f| own(f))
+        .count()
+        .min(frames.len().saturating_sub(1))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn named(function: &str, inlined: bool) -> Frame {
+        Frame {
+            address: 0x1000,
+            function: Some(function.to_string()),
+            file: None,
+            line: None,
+            module: None,
+            inlined,
+        }
+    }
+
+    /// A Rust release build's allocation, as blazesym names it with inlined
+    /// frames: the shims go, `RawVec` and the user's function stay.
+    #[test]
+    fn allocator_shims_are_not_the_callers() {
+        let stack = [
+            named("alloc::alloc::alloc", true),
+            named("<alloc::alloc::Global>::alloc_impl_runtime", true),
+            named(
+                "<alloc::alloc::Global as core::alloc::Allocator>::allocate",
+                true,
+            ),
+            named("alloc::raw_vec::RawVecInner<A>::try_allocate_in", false),
+            named("app::remember_request", false),
+        ];
+        assert_eq!(allocator_frames(&stack), 3);
+        let stack = [named("calloc", true), named("_dl_allocate_tls", false)];
+        assert_eq!(allocator_frames(&stack), 1);
+        // A hooked name that is not inlined is the caller's own function
+        // (a program's own `malloc`-named wrapper calling the probed one).
+        assert_eq!(
+            allocator_frames(&[named("malloc", false), named("main", false)]),
+            0
+        );
+        // At least one frame stays.
+        assert_eq!(allocator_frames(&[named("__rust_alloc", false)]), 0);
+    }
 
     #[inline(never)]
     fn marker_function_for_symbolizer_test() -> u64 {
