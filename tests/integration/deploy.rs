@@ -134,10 +134,11 @@ fn which(name: &str) -> Option<PathBuf> {
 }
 
 /// The Python kubernetes-validate runs on (so PyYAML is there): its venv's
-/// `python3`, else its shebang interpreter, else Debian's `/usr/bin/python3`.
+/// `python` (every venv has it), else its shebang interpreter, else Debian's
+/// `/usr/bin/python3`.
 fn python_with_yaml(exe: &Path) -> Option<PathBuf> {
     let real = exe.canonicalize().unwrap_or_else(|_| exe.to_path_buf());
-    let sibling = real.parent().map(|dir| dir.join("python3"));
+    let sibling = real.parent().map(|dir| dir.join("python"));
     let shebang = std::fs::read_to_string(&real).ok().and_then(|text| {
         let line = text.lines().next()?.strip_prefix("#!")?.trim().to_owned();
         // `#!/usr/bin/env python3` names the interpreter second.

@@ -61,4 +61,26 @@ static inline void wait_for_go(void) {
         sleep_ms(10);
 }
 
+/* Keeps `n` blocks of `size` bytes, filled with `fill`, in `array`,
+ * allocated from the calling function (a macro: no frame of its own).
+ * Needs <string.h>. */
+#define KEEP_IN(array, n, size, fill)                                          \
+    for (int i = 0; i < (n); i++) {                                            \
+        (array)[i] = malloc(size);                                             \
+        if (!(array)[i])                                                       \
+            die("malloc");                                                     \
+        memset((array)[i], (fill), (size));                                    \
+    }
+
+#ifdef _SYS_WAIT_H
+/* Waits for `pid`; exits 3 unless it exited 0 (with <sys/wait.h>). */
+static inline void reap(pid_t pid) {
+    int status;
+    if (waitpid(pid, &status, 0) != pid)
+        die("waitpid");
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        exit(3);
+}
+#endif
+
 #endif

@@ -39,35 +39,26 @@ extern char **environ;
 
 static void *kept[16];
 
-/* Keeps `n` blocks of `size` bytes allocated from the calling function. */
-#define KEEP(n, size, fill)                                                    \
-    for (int i = 0; i < (n); i++) {                                            \
-        kept[i] = malloc(size);                                                \
-        if (!kept[i])                                                          \
-            die("malloc");                                                     \
-        memset(kept[i], (fill), (size));                                       \
-    }
-
 __attribute__((noinline)) void forked_leak(void) {
-    KEEP(CHILD_LEAKS, CHILD_SIZE, 0x41);
+    KEEP_IN(kept, CHILD_LEAKS, CHILD_SIZE, 0x41);
 }
 
 __attribute__((noinline)) void grandchild_leak(void) {
-    KEEP(GRANDCHILD_LEAKS, GRANDCHILD_SIZE, 0x42);
+    KEEP_IN(kept, GRANDCHILD_LEAKS, GRANDCHILD_SIZE, 0x42);
 }
 
 __attribute__((noinline)) void exec_leak(void) {
-    KEEP(EXEC_LEAKS, EXEC_SIZE, 0x43);
+    KEEP_IN(kept, EXEC_LEAKS, EXEC_SIZE, 0x43);
 }
 
 __attribute__((noinline)) void spawn_leak(void) {
-    KEEP(EXEC_LEAKS, EXEC_SIZE, 0x44);
+    KEEP_IN(kept, EXEC_LEAKS, EXEC_SIZE, 0x44);
 }
 
 static int is_spawned;
 
 __attribute__((noinline)) void early_leak(void) {
-    KEEP(EARLY_LEAKS, EARLY_SIZE, 0x45);
+    KEEP_IN(kept, EARLY_LEAKS, EARLY_SIZE, 0x45);
 }
 
 /* Runs before main (glibc passes constructors argc and argv): in the
@@ -77,15 +68,6 @@ __attribute__((constructor)) static void early(int argc, char **argv) {
         is_spawned = 1;
         early_leak();
     }
-}
-
-/* Waits for `pid`; exits 3 unless it exited 0. */
-static void reap(pid_t pid) {
-    int status;
-    if (waitpid(pid, &status, 0) != pid)
-        die("waitpid");
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-        exit(3);
 }
 
 int main(int argc, char **argv) {

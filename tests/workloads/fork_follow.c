@@ -40,17 +40,8 @@
 
 static void *kept[32];
 
-/* Keeps `n` blocks of `size` bytes allocated from the calling function. */
-#define KEEP(n, size, fill)                                                    \
-    for (int i = 0; i < (n); i++) {                                            \
-        kept[i] = malloc(size);                                                \
-        if (!kept[i])                                                          \
-            die("malloc");                                                     \
-        memset(kept[i], (fill), (size));                                       \
-    }
-
 __attribute__((noinline)) void parent_leak(void) {
-    KEEP(PARENT_LEAKS, PARENT_SIZE, 0x31);
+    KEEP_IN(kept, PARENT_LEAKS, PARENT_SIZE, 0x31);
 }
 
 __attribute__((noinline)) void free_inherited(void) {
@@ -59,20 +50,11 @@ __attribute__((noinline)) void free_inherited(void) {
 }
 
 __attribute__((noinline)) void child_leak(void) {
-    KEEP(CHILD_LEAKS, CHILD_SIZE, 0x32);
+    KEEP_IN(kept, CHILD_LEAKS, CHILD_SIZE, 0x32);
 }
 
 __attribute__((noinline)) void grandchild_leak(void) {
-    KEEP(GRANDCHILD_LEAKS, GRANDCHILD_SIZE, 0x33);
-}
-
-/* Waits for `pid`; exits 3 unless it exited 0. */
-static void reap(pid_t pid) {
-    int status;
-    if (waitpid(pid, &status, 0) != pid)
-        die("waitpid");
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-        exit(3);
+    KEEP_IN(kept, GRANDCHILD_LEAKS, GRANDCHILD_SIZE, 0x33);
 }
 
 /* Waits for SIGUSR1, blocked in every process of the family since before
