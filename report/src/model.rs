@@ -75,7 +75,7 @@ pub enum Unwind {
 }
 
 /// One resolved frame. Unknown parts are None, never invented.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Frame {
     #[serde(serialize_with = "hex", deserialize_with = "from_hex")]
     pub address: u64,
@@ -88,6 +88,28 @@ pub struct Frame {
     /// JSON when false, and in reports from before this field).
     #[serde(default, skip_serializing_if = "is_false")]
     pub inlined: bool,
+    /// The language of the code the frame runs: absent for native code
+    /// (machine code, named by the ELF symbols or a perf map), `python`
+    /// for a CPython frame (then `address` is 0, `file` and `line` are
+    /// the source's, and `module` is absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<Language>,
+}
+
+/// A frame's language, when it is not native code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Language {
+    Python,
+}
+
+impl Language {
+    /// As reports write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Language::Python => "python",
+        }
+    }
 }
 
 fn is_false(b: &bool) -> bool {
@@ -798,6 +820,7 @@ pub(crate) mod fixtures {
                     line: None,
                     module: None,
                     inlined: false,
+                    language: None,
                 })
                 .take(if function.is_empty() { 0 } else { 2 })
                 .collect(),

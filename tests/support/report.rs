@@ -924,6 +924,7 @@ mod tests {
                     line,
                     module: module.map(str::to_string),
                     inlined: false,
+                    language: None,
                 }
             };
         StackReport {

@@ -1,9 +1,8 @@
 # py_dict.py - a Python program with an unbounded dict: every 20 ms
 # remember_session() stores 200 new entries (a key string and a 1 KiB bytes
-# value each) and never removes any. CPython allocates the values with
-# malloc (over 512 bytes: not its small-object arenas) and the dict's table
-# grows by doubling; memtrace sees the native allocations under the
-# interpreter's frames.
+# value each) and never removes any. CPython allocates each value with
+# PyObject_Malloc (which takes it from malloc: over 512 bytes) and the
+# dict's table grows by doubling; memtrace names the Python line.
 #
 # Prints "ready", then grows until killed.
 import sys

@@ -86,8 +86,91 @@ pub struct StackFrames {
     /// [`STACK_TRUNCATED`] when the walk stopped before the outermost frame.
     pub flags: u32,
     pub frames: [u64; STACK_DEPTH],
+    /// Number of valid entries in `python` (0 outside CPython processes).
+    pub py_nr: u32,
+    /// [`PY_TRUNCATED`] when the Python walk stopped before the outermost
+    /// frame.
+    pub py_flags: u32,
+    /// The interpreter frames the thread was running, innermost first
+    /// (see `PyProc`).
+    pub python: [PyFrameRef; PY_DEPTH],
 }
-const _: () = assert!(core::mem::size_of::<StackFrames>() == 264);
+const _: () = assert!(core::mem::size_of::<StackFrames>() == 272 + 16 * PY_DEPTH);
+
+/// Python frames kept per allocation stack (innermost first); deeper
+/// stacks lose their outermost frames.
+pub const PY_DEPTH: usize = 24;
+
+/// [`StackFrames::py_flags`]: the Python walk did not reach the outermost
+/// frame (the depth limit, or a frame it could not read).
+pub const PY_TRUNCATED: u32 = 1;
+
+/// A CPython frame as the kernel read it: its code object and its
+/// instruction field as stored (an `int` f_lasti zero-extended, or a
+/// pointer into the code), with [`PY_ENTRY`] set on the outermost frame
+/// one run of `_PyEval_EvalFrameDefault` executes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PyFrameRef {
+    pub code: u64,
+    pub instr: u64,
+}
+
+/// [`PyFrameRef::instr`]: the frame is where its run of the evaluation
+/// loop started (user addresses and 32-bit ints never have this bit).
+pub const PY_ENTRY: u64 = 1 << 63;
+
+/// Not present (an offset [`PyProc`] has no field for).
+pub const PY_NONE: u32 = u32::MAX;
+
+/// How the kernel reads a CPython process's frames, written by userspace
+/// once it has checked the offsets against the running process (see
+/// tracer/src/discover/python): the main interpreter's thread list, and
+/// the byte offsets of what a walk reads in a thread state and a frame.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PyProc {
+    /// Address of the main interpreter's thread list head.
+    pub threads_head: u64,
+    /// The main interpreter: a thread state's `interp` must be it.
+    pub interp: u64,
+    /// Thread state: `next`, `interp`, the thread's key and its frame
+    /// (`frame`, `cframe` or `current_frame`).
+    pub tstate_next: u32,
+    pub tstate_interp: u32,
+    pub tstate_key: u32,
+    /// [`PY_KEY_TID`]: the key is `native_thread_id` (3.11+), the kernel's
+    /// thread id; [`PY_KEY_PTHREAD`]: `thread_id`, `pthread_self()`, which
+    /// is the thread's fs base on x86-64.
+    pub key_kind: u32,
+    pub tstate_frame: u32,
+    /// `_PyCFrame.current_frame` (3.11–3.12), or [`PY_NONE`].
+    pub cframe_current_frame: u32,
+    pub frame_previous: u32,
+    pub frame_code: u32,
+    pub frame_instr: u32,
+    /// `owner` (3.12+: frames the C stack owns are not Python), or [`PY_NONE`].
+    pub frame_owner: u32,
+    /// `is_entry` (3.11), or [`PY_NONE`].
+    pub frame_is_entry: u32,
+    /// 1: the instruction field is an `int` (`f_lasti`, 3.8–3.10), each
+    /// frame its own run of the evaluation loop; 0: a pointer.
+    pub instr_is_int: u32,
+    /// Bytes read of a thread state and of a frame: up to the last field
+    /// read (a frame may end a mapping), at most [`PY_SPAN`].
+    pub tstate_span: u32,
+    pub frame_span: u32,
+}
+const _: () = assert!(core::mem::size_of::<PyProc>() == 72);
+
+/// [`PyProc::key_kind`] values.
+pub const PY_KEY_TID: u32 = 0;
+pub const PY_KEY_PTHREAD: u32 = 1;
+/// The frame owner the C stack's entry frames have (3.12+).
+pub const PY_OWNED_BY_CSTACK: u8 = 3;
+/// Bytes of a thread state or a frame the kernel copies at once: every
+/// offset in [`PyProc`] is below this less 8.
+pub const PY_SPAN: usize = 256;
 
 /// [`StackFrames::flags`]: the walk did not reach the outermost frame (the
 /// depth limit, an unreadable or implausible frame, code it could not
@@ -523,6 +606,13 @@ stats! {
         /// in (the table of held children was full, [`MAX_HELD`]): what it
         /// allocated before them is not seen (its target says how long).
         HoldFull = 17,
+        /// Allocations in a CPython process made by a thread the kernel
+        /// found no Python thread state for (a thread that never ran
+        /// Python, or a state being created): no Python frames.
+        PythonNoThread = 18,
+        /// Python walks that stopped before the outermost frame (the depth
+        /// limit, or a frame that could not be read).
+        PythonTruncated = 19,
     }
 }
 
@@ -571,6 +661,10 @@ pub mod config {
     pub const EXIT_GROUP_DEAD: &str = "EXIT_GROUP_DEAD";
     /// Buckets of the live-block table (`live_buckets(--max-live)`).
     pub const LIVE_BUCKETS: &str = "LIVE_BUCKETS";
+    /// Offset of `fsbase` in `task_struct` (its `thread.fsbase`, from the
+    /// kernel's BTF), 0 when unknown: how the kernel finds a 3.8–3.10
+    /// Python thread's state (see `PY_KEY_PTHREAD`).
+    pub const TASK_FSBASE: &str = "TASK_FSBASE";
 }
 
 /// Entries of the `EXP_DRAWS` map: draws of the exponential distribution
@@ -595,6 +689,7 @@ mod user {
         StackKey,
         StackAllocated,
         StackFrames,
+        PyProc,
         ProcUnwind,
         UnwindPage,
         UnwindRow

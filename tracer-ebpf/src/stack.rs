@@ -16,7 +16,7 @@ use aya_ebpf::{
     bindings::{pt_regs, BPF_F_MMAPABLE, BPF_F_NO_PREALLOC, BPF_F_USER_STACK},
     cty::c_void,
     helpers::{
-        bpf_probe_read_kernel, bpf_probe_read_user,
+        bpf_get_current_pid_tgid, bpf_probe_read_kernel, bpf_probe_read_user,
         generated::{
             self as gen, bpf_get_current_task_btf, bpf_get_stack, bpf_loop, bpf_task_pt_regs,
         },
@@ -29,11 +29,11 @@ use aya_ebpf::{
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 use tracer_common::{
     row, ProcUnwind, StackFrames, Stat, UnwindKind, UnwindMapping, UnwindPage, UnwindRow,
-    MAX_FRAMES, MAX_TARGETS, STACK_DEPTH, STACK_TRUNCATED, UNKNOWN_STACK, UNWIND_MAX_MAPPINGS,
-    UNWIND_PAGE_SHIFT,
+    MAX_FRAMES, MAX_TARGETS, PY_DEPTH, STACK_DEPTH, STACK_TRUNCATED, UNKNOWN_STACK,
+    UNWIND_MAX_MAPPINGS, UNWIND_PAGE_SHIFT,
 };
 
-use crate::stats::count;
+use crate::{python, stats::count};
 
 /// `--unwind dwarf|auto` (see `tracer_common::config`), patched by
 /// userspace at load time. Read with a volatile load so the compiler
@@ -173,7 +173,11 @@ pub(crate) fn user_stack_id(ctx: &RetProbeContext, tgid: u32) -> u32 {
         count(Stat::StackTruncated);
     }
     let n = walk.stack.nr as usize;
-    let hash = walk.hash;
+    // The Python frames it runs, in a CPython process: one stack per
+    // Python call path, though the native frames are the same.
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let py = python::walk(tgid, tid, &mut walk.stack);
+    let hash = walk.hash ^ py.wrapping_mul(FNV_PRIME);
     let id = ((hash >> 32) ^ hash) as u32;
     let id = if id == UNKNOWN_STACK { id - 1 } else { id };
     let walk = &walk.stack;
@@ -602,18 +606,33 @@ fn lost() -> u32 {
     UNKNOWN_STACK
 }
 
-/// Whether a recorded stack is the walked one (its first `n` frames).
+/// Whether a recorded stack is the walked one (its first `n` frames, and
+/// its Python frames).
 #[inline(always)]
 fn same_frames(known: &StackFrames, walk: &StackFrames, n: usize) -> bool {
     if known.nr as usize != n {
         return false;
     }
     let mut i = 0;
-    while i < STACK_DEPTH {
-        if i >= n {
-            return true;
-        }
+    while i < STACK_DEPTH && i < n {
         if known.frames[i] != walk.frames[i] {
+            return false;
+        }
+        i += 1;
+    }
+    same_python(known, walk)
+}
+
+/// Whether a recorded stack's Python frames are the walked ones.
+#[inline(always)]
+fn same_python(known: &StackFrames, walk: &StackFrames) -> bool {
+    if known.py_nr != walk.py_nr {
+        return false;
+    }
+    let n = walk.py_nr as usize;
+    let mut i = 0;
+    while i < PY_DEPTH && i < n {
+        if known.python[i] != walk.python[i] {
             return false;
         }
         i += 1;

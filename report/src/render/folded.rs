@@ -164,6 +164,7 @@ mod tests {
             line: None,
             module: None,
             inlined: false,
+            language: None,
         }
     }
 

@@ -488,6 +488,7 @@ mod tests {
                 line: None,
                 module: None,
                 inlined: false,
+                language: None,
             })
             .collect();
         s

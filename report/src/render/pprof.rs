@@ -562,6 +562,7 @@ mod tests {
             line,
             module: Some(module.to_string()),
             inlined: false,
+            language: None,
         }
     }
 

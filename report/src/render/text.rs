@@ -240,11 +240,24 @@ fn stack(w: &mut String, rank: usize, s: &StackReport, comm: Option<&str>) {
             .map(|m| m.rsplit('/').next().unwrap_or(m))
             .unwrap_or("?");
         let inlined = if f.inlined { " [inlined]" } else { "" };
-        let _ = writeln!(
-            w,
-            "    {:#014x} {function}{location} ({module}){inlined}",
-            f.address
-        );
+        match f.language {
+            // Source code, not at a machine address nor in a module.
+            Some(language) => {
+                let _ = writeln!(
+                    w,
+                    "    {:>14} {function}{location} [{}]",
+                    "",
+                    language.name()
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    w,
+                    "    {:#014x} {function}{location} ({module}){inlined}",
+                    f.address
+                );
+            }
+        }
         if run > 1 {
             let _ = writeln!(w, "    {:>14} ... {function} ×{run} in a row", "");
         }
@@ -568,6 +581,7 @@ mod tests {
             line: Some(line),
             module: Some("/lib/libc.so.6".into()),
             inlined,
+            language: None,
         };
         s.frames = vec![
             frame("extend_alias_table", 401, true),
@@ -607,6 +621,7 @@ mod tests {
             line: None,
             module: None,
             inlined: false,
+            language: None,
         };
         s.frames = vec![
             frame("PyMem_Malloc"),

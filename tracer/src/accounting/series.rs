@@ -441,9 +441,15 @@ impl Aggregator {
                 .candidates(key.tgid, frames)
                 .iter()
                 .filter(|&&j| {
+                    let partial = &self.stacks[j];
+                    // A walk this one does not begin with is not completed
+                    // by it: checked first, since the head's list can be
+                    // long (an interpreter's allocation call sites).
                     j != i
-                        && self.stacks[j].truncated
-                        && self.completion(key.tgid, &self.stacks[j].identity.frames) == Some(i)
+                        && partial.truncated
+                        && frames.len() > partial.identity.frames.len()
+                        && frames.starts_with(&partial.identity.frames)
+                        && self.completion(key.tgid, &partial.identity.frames) == Some(i)
                 })
                 .flat_map(|&j| self.stacks[j].keys.clone())
                 .collect();

@@ -11,8 +11,8 @@ use aya::{
     Ebpf, Pod,
 };
 use tracer_common::{
-    EventKind, MmapEvent, ProcessEvent, StackAllocated, StackFrames, StackKey, STACK_TRUNCATED,
-    STAT_COUNT, UNKNOWN_STACK,
+    EventKind, MmapEvent, ProcessEvent, PyFrameRef, StackAllocated, StackFrames, StackKey,
+    PY_TRUNCATED, STACK_TRUNCATED, STAT_COUNT, UNKNOWN_STACK,
 };
 
 use crate::{
@@ -218,6 +218,10 @@ pub struct Walked {
     pub frames: Vec<u64>,
     /// The walk stopped before the outermost frame.
     pub truncated: bool,
+    /// The Python frames the thread ran (CPython processes), innermost
+    /// first, and whether their walk was cut.
+    pub python: Vec<PyFrameRef>,
+    pub python_truncated: bool,
 }
 
 /// Frames of kernel stack ids, read once per id (an id is only reused after
@@ -255,6 +259,8 @@ fn read_stack(bpf: &Ebpf, stack_id: u32) -> Result<Walked> {
         Ok(walk) => Walked {
             frames: walk.frames[..(walk.nr as usize).min(walk.frames.len())].to_vec(),
             truncated: walk.flags & STACK_TRUNCATED != 0,
+            python: walk.python[..(walk.py_nr as usize).min(walk.python.len())].to_vec(),
+            python_truncated: walk.py_flags & PY_TRUNCATED != 0,
         },
         Err(_) => Walked::default(),
     })

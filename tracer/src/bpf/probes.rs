@@ -138,6 +138,8 @@ pub struct Probes {
     detacher: Option<std::sync::mpsc::Sender<Vec<Detach>>>,
     /// Targets may be held (see [`Settings::hold_targets`]).
     pub holds: bool,
+    /// The kernel knows where a thread's fs base is (see `bpf::python`).
+    pub fs_base_known: bool,
 }
 
 impl Drop for Probes {
@@ -191,6 +193,7 @@ impl Probes {
             false => (1, 1),
         };
         let group_dead = exit_group_dead_offset();
+        let fs_base = crate::bpf::python::task_fs_base_offset();
         let live_buckets = tracer_common::live_buckets(settings.max_live);
         let mut bpf = EbpfLoader::new()
             // INFLIGHT is a task storage map, which aya creates but has no
@@ -210,6 +213,7 @@ impl Probes {
             .map_max_entries("UNWIND_PAGES", pages)
             .override_global(config::EXIT_GROUP_DEAD, &group_dead, true)
             .override_global(config::LIVE_BUCKETS, &live_buckets, true)
+            .override_global(config::TASK_FSBASE, &fs_base, true)
             .map_max_entries("LIVE", live_buckets)
             .map_max_entries("LIVE_SPILL", live_spill_words(live_buckets))
             .map_max_entries("STACKS", settings.max_stacks)
@@ -285,6 +289,7 @@ impl Probes {
             exits_are_final: group_dead != 0,
             detacher: None,
             holds: settings.hold_targets,
+            fs_base_known: fs_base != 0,
         })
     }
 
@@ -650,10 +655,11 @@ fn uprobe<'a>(bpf: &'a mut Ebpf, name: &str) -> Result<&'a mut UProbe> {
 }
 
 /// The attach cookie of a free function: C++'s `operator delete` frees
-/// through `free` (libstdc++'s does), whose call of the same block is then
-/// known as nested (see `tracer_common::COOKIE_FREE_OUTER`).
+/// through `free` (libstdc++'s does), and so do CPython's frees for blocks
+/// pymalloc did not serve; the inner call of the same block is then known
+/// as nested (see `tracer_common::COOKIE_FREE_OUTER`).
 fn free_cookie(point: &ProbePoint) -> u64 {
-    match crate::discover::allocator::is_operator_delete(&point.symbol) {
+    match crate::discover::allocator::is_outer_free(&point.symbol) {
         true => COOKIE_FREE_OUTER,
         false => 0,
     }

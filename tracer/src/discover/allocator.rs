@@ -46,11 +46,34 @@ pub const HOOKED: &[(&str, Hook)] = &[
     ("malloc_aligned", Hook::Alloc(AllocFn::Malloc)),
 ];
 
-/// Whether `symbol` is one of C++'s `operator delete` functions (Itanium
-/// ABI `_Zdl…`/`_Zda…`), which may free through `free`.
-pub fn is_operator_delete(symbol: &str) -> bool {
-    symbol.starts_with("_ZdlPv") || symbol.starts_with("_ZdaPv")
+/// Whether `symbol` frees through another hooked free: one of C++'s
+/// `operator delete` functions (Itanium ABI `_Zdl…`/`_Zda…`), which
+/// libstdc++'s call `free` in, or CPython's object and memory frees, which
+/// call it for blocks pymalloc did not serve.
+pub fn is_outer_free(symbol: &str) -> bool {
+    symbol.starts_with("_ZdlPv")
+        || symbol.starts_with("_ZdaPv")
+        || HOOKED_PYTHON
+            .iter()
+            .any(|&(name, hook)| hook == Hook::Free && name == symbol)
 }
+
+/// CPython's allocation API, where the interpreter's executable or
+/// libpython defines it: the object domain (`PyObject_*`) and the memory
+/// domain (`PyMem_*`), both served by pymalloc in a default build, so
+/// that every small Python object is an allocation of its own. Blocks
+/// over 512 bytes come from malloc inside these calls: nested, counted
+/// once; pymalloc's arena mmaps inside them are the allocator's.
+pub const HOOKED_PYTHON: &[(&str, Hook)] = &[
+    ("PyObject_Malloc", Hook::Alloc(AllocFn::Malloc)),
+    ("PyObject_Calloc", Hook::Alloc(AllocFn::Calloc)),
+    ("PyObject_Realloc", Hook::Alloc(AllocFn::Realloc)),
+    ("PyObject_Free", Hook::Free),
+    ("PyMem_Malloc", Hook::Alloc(AllocFn::Malloc)),
+    ("PyMem_Calloc", Hook::Alloc(AllocFn::Calloc)),
+    ("PyMem_Realloc", Hook::Alloc(AllocFn::Realloc)),
+    ("PyMem_Free", Hook::Free),
+];
 
 /// C++'s allocation functions (Itanium ABI names): `operator new` and
 /// `new[]` in their plain, nothrow and aligned forms, and every `operator
@@ -140,6 +163,7 @@ pub fn probe_points(path: &Path, extra_prefixes: &[String]) -> Result<Vec<ProbeP
     // (prefix, hooked name) -> address
     let mut addresses: BTreeMap<(&str, &'static str), u64> = BTreeMap::new();
     let mut cxx: BTreeMap<&'static str, u64> = BTreeMap::new();
+    let mut python: BTreeMap<&'static str, u64> = BTreeMap::new();
     let mut libc_malloc = None;
     for symbol in file.dynamic_symbols().chain(file.symbols()) {
         if !symbol.is_definition() || symbol.kind() != SymbolKind::Text || symbol.address() == 0 {
@@ -150,6 +174,12 @@ pub fn probe_points(path: &Path, extra_prefixes: &[String]) -> Result<Vec<ProbeP
         let name = name.split('@').next().unwrap_or(name);
         if name == "__libc_malloc" {
             libc_malloc.get_or_insert(symbol.address());
+        }
+        if let Some(&(hooked, _)) = HOOKED_PYTHON.iter().find(|(n, _)| *n == name) {
+            if !symbol.is_local() {
+                python.entry(hooked).or_insert(symbol.address());
+            }
+            continue;
         }
         if let Some(&(hooked, _)) = HOOKED_CXX.iter().find(|(n, _)| *n == name) {
             if !symbol.is_local() {
@@ -203,6 +233,21 @@ pub fn probe_points(path: &Path, extra_prefixes: &[String]) -> Result<Vec<ProbeP
     if cxx.contains_key("_Znwm") && cxx.contains_key("_ZdlPv") {
         for &(name, hook) in HOOKED_CXX {
             if let Some(&vaddr) = cxx.get(name) {
+                push_point(
+                    &mut points,
+                    &data,
+                    &file,
+                    name.to_string(),
+                    (hook, false),
+                    vaddr,
+                );
+            }
+        }
+    }
+    // CPython's, in the file that defines its object allocator.
+    if python.contains_key("PyObject_Malloc") && python.contains_key("PyObject_Free") {
+        for &(name, hook) in HOOKED_PYTHON {
+            if let Some(&vaddr) = python.get(name) {
                 push_point(
                     &mut points,
                     &data,

@@ -29,7 +29,7 @@ use blazesym::symbolize::{
     Input, Symbolized, Symbolizer as Blaze,
 };
 pub use memtrace_report::Frame;
-use memtrace_report::{CodeMapping, Report, UnnamedFrames};
+use memtrace_report::{CodeMapping, Language, Report, UnnamedFrames};
 
 use crate::discover::{
     allocator,
@@ -83,6 +83,11 @@ pub struct Symbolizer {
     started_as: HashMap<u32, StartedAs>,
     /// What would name a file's unnamed frames (asked once per file).
     hints: HashMap<FileKey, String>,
+    /// The Python frames stacks hold, each once: a token's frame is at its
+    /// index (see [`Symbolizer::python_token`]). Bounded by the stacks
+    /// kept times their depth.
+    python_frames: Vec<Frame>,
+    python_index: HashMap<(String, String, Option<u32>), u64>,
 }
 
 impl Default for Symbolizer {
@@ -106,6 +111,8 @@ impl Symbolizer {
             cache: HashMap::new(),
             started_as: HashMap::new(),
             hints: HashMap::new(),
+            python_frames: Vec::new(),
+            python_index: HashMap::new(),
         }
     }
 
@@ -177,6 +184,35 @@ impl Symbolizer {
         self.cache.retain(|(key, _), _| used.contains(key));
     }
 
+    /// The stand-in address of a Python frame in a stack (see
+    /// [`python::is_token`]): the same frame, the same token.
+    pub fn python_token(&mut self, frame: python::PyFrame) -> u64 {
+        let key = (frame.function, frame.file, frame.line);
+        if let Some(&token) = self.python_index.get(&key) {
+            return token;
+        }
+        let token = python::TOKEN_BASE | self.python_frames.len() as u64;
+        self.python_frames.push(Frame {
+            function: Some(key.0.clone()),
+            file: Some(key.1.clone()),
+            line: key.2,
+            language: Some(Language::Python),
+            ..Frame::default()
+        });
+        self.python_index.insert(key, token);
+        token
+    }
+
+    /// The Python frame a token stands for.
+    fn python_frame(&self, token: u64) -> Option<Frame> {
+        if !python::is_token(token) {
+            return None;
+        }
+        self.python_frames
+            .get((token & !python::TOKEN_BASE) as usize)
+            .cloned()
+    }
+
     /// The mapping of `pid` containing `addr`, if known.
     pub fn mapping(&self, pid: u32, addr: u64) -> Option<&Mapping> {
         let maps = self.maps.get(&pid)?;
@@ -207,6 +243,7 @@ impl Symbolizer {
             .enumerate()
             .take_while(|&(i, &a)| {
                 i == 0
+                    || python::is_token(a)
                     || self
                         .mapping(pid, a.saturating_sub(1))
                         .is_some_and(|m| m.executable)
@@ -303,13 +340,13 @@ impl Symbolizer {
         // Return addresses point after the call; the call itself is one
         // byte earlier, which is what file:line should describe.
         let lookup = address.saturating_sub(1);
+        if let Some(frame) = self.python_frame(address) {
+            return vec![frame];
+        }
         let unknown = |module: Option<String>| Frame {
             address,
-            function: None,
-            file: None,
-            line: None,
             module,
-            inlined: false,
+            ..Frame::default()
         };
         let Some(mapping) = self.mapping(pid, lookup).cloned() else {
             return vec![unknown(None)];
@@ -349,6 +386,7 @@ impl Symbolizer {
                 line: r.line,
                 module: mapping.path.clone(),
                 inlined: i < last,
+                language: None,
             })
             .collect()
     }
@@ -487,6 +525,7 @@ mod tests {
             line: None,
             module: None,
             inlined,
+            language: None,
         }
     }
 

@@ -275,9 +275,82 @@ pub fn stacks(python: &Python, cache: &mut CodeCache) -> Option<Stacks> {
     })
 }
 
+/// Python frames stand in a stack's addresses as tokens: this bit and an
+/// index (see `Symbolizer::python_token`). No user address has it (they
+/// are below 2^47), so a token is never taken for code.
+pub const TOKEN_BASE: u64 = 0xf000_0000_0000_0000;
+
+/// Whether a stack address is a Python frame's token.
+pub fn is_token(address: u64) -> bool {
+    address & TOKEN_BASE == TOKEN_BASE
+}
+
+/// One stack, both worlds: each native frame in the evaluation loop
+/// (`eval`: `_PyEval_EvalFrameDefault`'s start and end) is replaced by the
+/// Python frames that run of the loop was executing — `python`, innermost
+/// first, as (token, whether it is the first frame of its run) — the way
+/// py-spy's `--native` shows it. Runs left over (the native walk stopped
+/// before their loop's frame) go after the native frames; native frames in
+/// the loop left over (the Python walk was cut) stay as they are.
+pub fn splice(native: &[u64], eval: Option<(u64, u64)>, python: &[(u64, bool)]) -> Vec<u64> {
+    let mut runs = python.split_inclusive(|&(_, entry)| entry);
+    let mut out = Vec::with_capacity(native.len() + python.len());
+    for &address in native {
+        // A return address points after its call: the call is before it.
+        let call = address.wrapping_sub(1);
+        let in_loop = eval.is_some_and(|(start, end)| (start..end).contains(&call));
+        if in_loop {
+            if let Some(run) = runs.next() {
+                out.extend(run.iter().map(|&(token, _)| token));
+                continue;
+            }
+        }
+        out.push(address);
+    }
+    for run in runs {
+        out.extend(run.iter().map(|&(token, _)| token));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Python frames take the place of the loop's native frames, one run
+    /// each; what is left of either goes where it was.
+    #[test]
+    fn python_runs_replace_the_evaluation_loop_frames() {
+        let eval = Some((0x1000, 0x2000));
+        let (a, b, c, d) = (
+            TOKEN_BASE | 1,
+            TOKEN_BASE | 2,
+            TOKEN_BASE | 3,
+            TOKEN_BASE | 4,
+        );
+        // malloc's caller, the loop running a and b (b its first frame),
+        // a C function, the loop running c, main.
+        let native = [0x500, 0x1010, 0x600, 0x1020, 0x700];
+        let python = [(a, false), (b, true), (c, true)];
+        assert_eq!(
+            splice(&native, eval, &python),
+            vec![0x500, a, b, 0x600, c, 0x700]
+        );
+        // The native walk stopped early: the outer run follows it.
+        assert_eq!(splice(&native[..2], eval, &python), vec![0x500, a, b, c]);
+        // The Python walk was cut (d's run has no first frame): the loop's
+        // second frame stays native.
+        assert_eq!(
+            splice(&native, eval, &[(d, false)]),
+            vec![0x500, d, 0x600, 0x1020, 0x700]
+        );
+        // A return address just past the loop's end is not in it; one at
+        // its end is (the call is the loop's last instruction).
+        assert_eq!(splice(&[0x2001], eval, &[(a, true)]), vec![0x2001, a]);
+        assert_eq!(splice(&[0x2000], eval, &[(a, true)]), vec![a]);
+        // No loop known: the Python frames follow the native ones.
+        assert_eq!(splice(&[0x500], None, &[(a, true)]), vec![0x500, a]);
+    }
 
     fn unhex(s: &str) -> Vec<u8> {
         (0..s.len())

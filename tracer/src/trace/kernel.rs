@@ -9,7 +9,7 @@ use std::{collections::HashSet, path::PathBuf};
 
 use anyhow::Result;
 
-use super::targets::Target;
+use super::{python::PythonTargets, targets::Target};
 use crate::{
     accounting::{regions::MappingTracker, series::Aggregator},
     bpf::{
@@ -93,6 +93,8 @@ pub(super) struct Machinery {
     /// What each heap stack freed, as last computed (see
     /// [`drain::read_kernel`]).
     pub(super) freed: drain::Freed,
+    /// The CPython processes among the targets.
+    pub(super) python: PythonTargets,
     pub(super) verbose: bool,
 }
 
@@ -226,6 +228,7 @@ impl Kernel for Machinery {
         if let Some(u) = &mut self.unwinder {
             u.update(pid);
         }
+        self.python.consider(pid, &mut self.probes, self.verbose);
     }
 
     fn release_image(&mut self, pid: u32, exec_ns: u64) {
@@ -234,6 +237,7 @@ impl Kernel for Machinery {
         }
         self.mappings.release_all(pid);
         self.symbolizer.forget(pid);
+        self.python.forget(pid, &mut self.probes);
         if let Some(u) = &mut self.unwinder {
             // (The kernel dropped the old image's mappings at the exec.)
             u.invalidate(pid);
@@ -246,6 +250,9 @@ impl Kernel for Machinery {
         let remap = self.agg.remove_pids(gone);
         self.mappings.forget(gone, &remap);
         self.symbolizer.forget_processes(gone);
+        for &pid in gone {
+            self.python.forget(pid, &mut self.probes);
+        }
         if let Some(u) = &mut self.unwinder {
             for &pid in gone {
                 u.forget(pid);

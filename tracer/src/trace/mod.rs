@@ -10,7 +10,7 @@
 //! `targets` (the lifecycle: fork, exec, exit, OOM), `kernel` (what the
 //! lifecycle asks of the machinery below, behind a trait), `sample` (every
 //! interval, and the report), `mmap_events`, `node` (watched nodes),
-//! `command` (`-- CMD`), `oom`.
+//! `command` (`-- CMD`), `oom`, `python` (CPython targets' frames).
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -50,6 +50,7 @@ mod kernel;
 mod mmap_events;
 mod node;
 pub mod oom;
+mod python;
 mod sample;
 mod start;
 mod targets;
@@ -148,6 +149,7 @@ pub async fn run(cfg: config::Trace, child: Option<HeldChild>) -> Result<()> {
         agg: Aggregator::new(MAX_SAMPLES, max_series(cfg.attach.max_stacks), min_gap(cfg)),
         mappings: MappingTracker::new(cfg.attach.max_live as usize),
         freed: drain::Freed::default(),
+        python: python::PythonTargets::default(),
         verbose: cfg.verbose,
     };
     let mut life = Targets {
@@ -169,11 +171,6 @@ pub async fn run(cfg: config::Trace, child: Option<HeldChild>) -> Result<()> {
                     u.update(pid);
                 }
                 life.by_pid.insert(pid, start::attach_pid(&mut m, pid)?);
-                if cfg.verbose {
-                    if let Some(line) = crate::discover::python::verbose_line(pid) {
-                        crate::note(&line);
-                    }
-                }
             }
         }
         _ => {}

@@ -55,9 +55,18 @@ impl Tracing {
                 // differing only in that garbage are one stack (truncated).
                 let code = self.m.symbolizer.in_code(key.tgid, &walked.frames);
                 let cut = code < walked.frames.len();
-                self.m
-                    .agg
-                    .intern_heap(key, &walked.frames[..code], walked.truncated || cut);
+                // (A Python walk cut at its depth is not a native walk
+                // cut short: its stack is not folded into longer ones.)
+                let truncated = walked.truncated || cut;
+                // In a CPython process, the Python frames it ran in place
+                // of the evaluation loop's.
+                let frames = self.m.python.frames(
+                    key.tgid,
+                    &walked.frames[..code],
+                    walked,
+                    &mut self.m.symbolizer,
+                );
+                self.m.agg.intern_heap(key, &frames, truncated);
             }
             let totals = match cfg.sampling.sample_bytes {
                 Some(mean) => {

@@ -17,6 +17,7 @@ pub mod runtime;
 pub mod walk;
 
 use anyhow::Result;
+use tracer_common::{PyProc, PY_KEY_PTHREAD, PY_KEY_TID, PY_NONE, PY_SPAN};
 
 use memory::Memory;
 use offsets::Offsets;
@@ -157,6 +158,82 @@ impl Python {
     }
 }
 
+impl Python {
+    /// How the kernel reads this process's frames at each allocation (see
+    /// `tracer_common::PyProc`), once the check found them readable:
+    /// the main interpreter's thread list, and where each field is. Before
+    /// 3.11 a thread state is known by `pthread_self()`, which the kernel
+    /// reads as the thread's fs base (`fs_base_known`: the kernel's BTF
+    /// said where it is). Err: why the kernel cannot walk it.
+    pub fn kernel_view(&self, fs_base_known: bool) -> Result<PyProc> {
+        let o = &self.offsets;
+        if !matches!(self.check, Check::Readable { .. }) {
+            anyhow::bail!("its frames were not checked yet");
+        }
+        let main = self
+            .mem
+            .u64(self.runtime.runtime + o.runtime_interpreters_head + offsets::INTERPRETERS_MAIN)
+            .filter(|&m| m != 0)
+            .ok_or_else(|| anyhow::anyhow!("its main interpreter is not readable"))?;
+        let (key, key_kind) = match o.tstate_native_thread_id {
+            Some(at) => (at, PY_KEY_TID),
+            None if fs_base_known => (o.tstate_thread_id, PY_KEY_PTHREAD),
+            None => anyhow::bail!(
+                "the kernel's BTF does not say where a thread's fs base is, which CPython 3.{} \
+                 threads are known by",
+                o.minor
+            ),
+        };
+        let narrow = |v: u64| u32::try_from(v).unwrap_or(PY_NONE);
+        let int_instr = o.instr != offsets::Instr::Pointer;
+        // 3.11 marks the first frame of each run of the evaluation loop
+        // (`is_entry`, the byte before `owner`); 3.12+ pushes an entry
+        // frame the C stack owns before it (`owner` tells it).
+        let (owner, is_entry) = match (o.minor, o.frame_owner) {
+            (11, Some(owner)) => (PY_NONE, narrow(owner - 1)),
+            (12.., Some(owner)) => (narrow(owner), PY_NONE),
+            _ => (PY_NONE, PY_NONE),
+        };
+        let tstate_span = [o.tstate_next, o.tstate_interp, key, o.tstate_frame]
+            .into_iter()
+            .max()
+            .unwrap_or(0)
+            + 8;
+        let instr_end = o.frame_instr + if int_instr { 4 } else { 8 };
+        let frame_span = [
+            o.frame_previous + 8,
+            o.frame_code + 8,
+            instr_end,
+            o.frame_owner.map_or(0, |at| at + 1),
+        ]
+        .into_iter()
+        .max()
+        .unwrap_or(0)
+        .next_multiple_of(8);
+        if tstate_span > PY_SPAN as u64 || frame_span > PY_SPAN as u64 {
+            anyhow::bail!("its thread states or frames are larger than the kernel reads");
+        }
+        Ok(PyProc {
+            threads_head: main + o.interp_threads_head,
+            interp: main,
+            tstate_next: narrow(o.tstate_next),
+            tstate_interp: narrow(o.tstate_interp),
+            tstate_key: narrow(key),
+            key_kind,
+            tstate_frame: narrow(o.tstate_frame),
+            cframe_current_frame: o.cframe_current_frame.map_or(PY_NONE, narrow),
+            frame_previous: narrow(o.frame_previous),
+            frame_code: narrow(o.frame_code),
+            frame_instr: narrow(o.frame_instr),
+            frame_owner: owner,
+            frame_is_entry: is_entry,
+            instr_is_int: int_instr as u32,
+            tstate_span: tstate_span as u32,
+            frame_span: frame_span as u32,
+        })
+    }
+}
+
 /// The one-line error of a build whose layout is not what memtrace expects.
 fn unsupported(runtime: &Runtime, why: &str) -> anyhow::Error {
     anyhow::anyhow!(
@@ -171,23 +248,29 @@ fn unsupported(runtime: &Runtime, why: &str) -> anyhow::Error {
 /// cannot be read; None for a process that maps no libpython and whose
 /// executable is not named python*.
 pub fn verbose_line(pid: u32) -> Option<String> {
-    let maps = crate::discover::target::read_maps(pid).ok()?;
-    let named = |p: &str, prefix: &str| {
-        std::path::Path::new(p)
-            .file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with(prefix))
-    };
-    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
-    let python = maps
-        .iter()
-        .filter_map(|m| m.path.as_deref())
-        .any(|p| named(p, "libpython"))
-        || named(&exe.to_string_lossy(), "python");
-    if !python {
+    if !runs_python(pid) {
         return None;
     }
     Some(match Python::attach(pid) {
         Ok(python) => python.describe(),
         Err(e) => format!("{e:#}"),
     })
+}
+
+/// Whether `pid` looks like a CPython process: it maps a libpython, or its
+/// executable is named python*.
+pub fn runs_python(pid: u32) -> bool {
+    let Ok(maps) = crate::discover::target::read_maps(pid) else {
+        return false;
+    };
+    let named = |p: &str, prefix: &str| {
+        std::path::Path::new(p)
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with(prefix))
+    };
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
+    maps.iter()
+        .filter_map(|m| m.path.as_deref())
+        .any(|p| named(p, "libpython"))
+        || named(&exe.to_string_lossy(), "python")
 }

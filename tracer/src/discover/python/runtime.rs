@@ -36,6 +36,9 @@ pub struct Runtime {
     pub frame_type: Option<u64>,
     pub unicode_type: u64,
     pub bytes_type: u64,
+    /// Where `_PyEval_EvalFrameDefault` is (start, end) in the process: a
+    /// native frame there runs Python frames.
+    pub eval_frame: Option<(u64, u64)>,
 }
 
 impl Runtime {
@@ -191,6 +194,14 @@ pub fn find(pid: u32, mem: &Memory) -> Result<Runtime> {
         );
     }
     let need = |sym: &str| at(sym).with_context(|| format!("pid {pid}: {name} has no {sym}"));
+    let eval_frame = obj
+        .dynamic_symbols()
+        .chain(obj.symbols())
+        .find(|s| s.is_definition() && s.name() == Ok("_PyEval_EvalFrameDefault") && s.size() > 0)
+        .map(|s| {
+            let start = s.address().wrapping_add(bias);
+            (start, start + s.size())
+        });
     Ok(Runtime {
         pid,
         file: holder.path.clone().unwrap_or_default(),
@@ -203,6 +214,7 @@ pub fn find(pid: u32, mem: &Memory) -> Result<Runtime> {
         },
         unicode_type: need("PyUnicode_Type")?,
         bytes_type: need("PyBytes_Type")?,
+        eval_frame,
     })
 }
 

@@ -1,0 +1,164 @@
+//! CPython targets: a process running CPython is attached once its
+//! interpreter runs Python code (its runtime found, the offsets checked
+//! against it), then described to the kernel, which walks its Python
+//! frames at each allocation from then on; and each new stack's frames are
+//! resolved to names and lines while the process lives, and spliced into
+//! its native frames. A build memtrace cannot read is said once, in one
+//! line, and traced as native code.
+
+use std::collections::HashMap;
+
+use crate::{
+    bpf::{drain::Walked, probes::Probes},
+    discover::python::{self, walk::RawFrame, Check, Python},
+    symbolize::{
+        python::{splice, CodeCache},
+        Symbolizer,
+    },
+};
+
+use tracer_common::PY_ENTRY;
+
+/// Looks at a process this many times (at each refresh of its mappings:
+/// every housekeeping tick at first, then every second) for a runtime that
+/// runs Python before it stops looking.
+const MAX_LOOKS: u32 = 30;
+
+/// A CPython process being attached, or attached.
+struct PyTarget {
+    python: Option<Python>,
+    /// Described to the kernel: its frames are walked.
+    walked: bool,
+    /// Looks so far, and the last reason it was not ready.
+    looks: u32,
+    /// Code objects resolved, by address.
+    codes: CodeCache,
+}
+
+#[derive(Default)]
+pub(super) struct PythonTargets {
+    by_pid: HashMap<u32, PyTarget>,
+}
+
+impl PythonTargets {
+    /// Attaches `pid` if it runs CPython and is not attached yet: called
+    /// whenever its mappings are read again. Says once (with `verbose`,
+    /// always) what it found.
+    pub(super) fn consider(&mut self, pid: u32, probes: &mut Probes, verbose: bool) {
+        if self
+            .by_pid
+            .get(&pid)
+            .is_some_and(|t| t.walked || t.looks >= MAX_LOOKS)
+        {
+            return;
+        }
+        if !self.by_pid.contains_key(&pid) && !python::runs_python(pid) {
+            return;
+        }
+        let t = self.by_pid.entry(pid).or_insert_with(|| PyTarget {
+            python: None,
+            walked: false,
+            looks: 0,
+            codes: CodeCache::default(),
+        });
+        t.looks += 1;
+        let last_look = t.looks == MAX_LOOKS;
+        let checked = match t.python.as_mut() {
+            Some(p) => p.recheck().map(|_| ()),
+            None => Python::attach(pid).map(|p| t.python = Some(p)),
+        };
+        if let Err(e) = checked {
+            let text = format!("{e:#}");
+            // A build memtrace cannot read does not change: said once.
+            let settled = text.contains("unsupported") || text.contains("not supported");
+            if settled || last_look {
+                t.looks = MAX_LOOKS;
+                crate::note(&format!(
+                    "{text}: its allocations are traced as native code"
+                ));
+            }
+            return;
+        }
+        let Some(p) = t.python.as_ref() else { return };
+        if let Check::NotYet(why) = &p.check {
+            if last_look {
+                crate::note(&format!(
+                    "pid {pid}: {}: no Python frames ({why})",
+                    p.runtime.describe()
+                ));
+            }
+            return;
+        }
+        match p
+            .kernel_view(probes.fs_base_known)
+            .and_then(|view| probes.describe_python(pid, &view))
+        {
+            Ok(()) => {
+                t.walked = true;
+                if verbose {
+                    crate::note(&p.describe());
+                }
+            }
+            Err(e) => {
+                t.looks = MAX_LOOKS;
+                crate::note(&format!(
+                    "pid {pid}: {}: no Python frames: {e:#}",
+                    p.runtime.describe()
+                ));
+            }
+        }
+    }
+
+    /// Forgets `pid` (it exec'd, or is gone).
+    pub(super) fn forget(&mut self, pid: u32, probes: &mut Probes) {
+        if self.by_pid.remove(&pid).is_some_and(|t| t.walked) {
+            probes.forget_python(pid);
+        }
+    }
+
+    /// The frames of a new stack of `pid`: its native frames (`native`,
+    /// the walk's in-code prefix), with the Python frames the kernel read
+    /// in place of the evaluation loop's.
+    pub(super) fn frames(
+        &mut self,
+        pid: u32,
+        native: &[u64],
+        walked: &Walked,
+        symbolizer: &mut Symbolizer,
+    ) -> Vec<u64> {
+        let Some(t) = self.by_pid.get_mut(&pid) else {
+            return native.to_vec();
+        };
+        let Some(p) = t.python.as_ref() else {
+            return native.to_vec();
+        };
+        if walked.python.is_empty() {
+            return native.to_vec();
+        }
+        let o = &p.offsets;
+        let mut python: Vec<(u64, bool)> = Vec::with_capacity(walked.python.len());
+        for f in &walked.python {
+            let entry = f.instr & PY_ENTRY != 0;
+            let raw = RawFrame {
+                code: f.code,
+                offset: o.instruction_offset(f.code, f.instr & !PY_ENTRY),
+            };
+            // A frame being pushed (3.11+: before its first instruction)
+            // is not on the stack yet; its run starts at its caller.
+            if raw.offset < 0 && o.instr == python::offsets::Instr::Pointer {
+                if entry {
+                    if let Some(last) = python.last_mut() {
+                        *last = (last.0, true);
+                    }
+                }
+                continue;
+            }
+            // A code object freed since the walk is left out, never named
+            // after whatever is at its address now.
+            if let Some(frame) = t.codes.resolve(p, raw) {
+                python.push((symbolizer.python_token(frame), entry));
+            }
+        }
+        splice(native, p.runtime.eval_frame, &python)
+    }
+}
