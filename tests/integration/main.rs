@@ -26,6 +26,8 @@
 //! - `runtimes`: Go, Node and Python programs;
 //! - `python`: CPython 3.8–3.13 stacks read from outside (the hidden
 //!   `python-stacks`), per thread, and builds refused in one line;
+//! - `python_leaks`: Python leak patterns reported at their Python lines
+//!   under each interpreter, against tracemalloc, and with `--pid`;
 //! - `anchors`: real programs' children against valgrind memcheck;
 //! - `symbols`: inlined calls, glibc's public names, debug files by build
 //!   id and debuginfod, unnamed files, pprof build ids, symlinked programs;
@@ -45,6 +47,7 @@ mod oom;
 mod outputs;
 mod peaks;
 mod python;
+mod python_leaks;
 mod regression;
 mod robustness;
 mod runtimes;
