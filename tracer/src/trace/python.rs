@@ -24,6 +24,10 @@ use tracer_common::PY_ENTRY;
 /// runs Python before it stops looking.
 const MAX_LOOKS: u32 = 30;
 
+/// Looks whose check of the offsets failed before a build is called
+/// unsupported.
+const CHECK_LOOKS: u32 = 5;
+
 /// A CPython process being attached, or attached.
 struct PyTarget {
     python: Option<Python>,
@@ -69,8 +73,12 @@ impl PythonTargets {
         };
         if let Err(e) = checked {
             let text = format!("{e:#}");
-            // A build memtrace cannot read does not change: said once.
-            let settled = text.contains("unsupported") || text.contains("not supported");
+            // A version memtrace does not read does not change: said once.
+            // A check that failed may have caught threads between two
+            // writes (each check walks three times): looked at again, and
+            // said after CHECK_LOOKS failed looks.
+            let settled = text.contains("not supported")
+                || (text.contains("unsupported CPython build") && t.looks >= CHECK_LOOKS);
             if settled || last_look {
                 t.looks = MAX_LOOKS;
                 crate::note(&format!(
