@@ -397,6 +397,9 @@ fn gcc_children_heap_matches_valgrind() {
 }
 
 #[test]
+#[ignore = "issue 22 open: Python objects are now counted one by one at PyObject_Malloc, \
+            which valgrind sees only with PYTHONMALLOC=malloc; such a run takes ~30 s under \
+            memtrace (every Python free is single-stepped, issue 25) and fills the live table"]
 fn sh_python_child_heap_matches_valgrind() {
     let dir = scratch_dir("anchors-python");
     let python: PathBuf = pyenv_python("3.11");

@@ -32,6 +32,9 @@ const SECONDS: &str = "5";
 /// memtrace's `--interval` for every run here.
 const INTERVAL: &str = "500ms";
 
+/// memtrace's `--max-stacks` for the runs started with the interpreter.
+const MAX_STACKS: &str = "65536";
+
 /// The workloads' directory.
 fn workloads() -> PathBuf {
     workspace_root().join("tests/workloads/py_leaks")
@@ -182,7 +185,10 @@ fn describe_top(report: &Value, n: usize) -> String {
 fn trace(python: &Path, script: &Path, args: &[&str], extra: &[&str]) -> (Value, RunOutput) {
     let dir = scratch_dir("py-leaks");
     let out_file = dir.join("report.json");
-    let mut all: Vec<&str> = vec!["--interval", INTERVAL];
+    // --max-stacks: an interpreter's start alone makes ~25,000 distinct
+    // stacks (3.11: every import's allocations, under each chain of
+    // imports), more than the default table holds.
+    let mut all: Vec<&str> = vec!["--interval", INTERVAL, "--max-stacks", MAX_STACKS];
     all.extend_from_slice(extra);
     all.extend([
         "-o",

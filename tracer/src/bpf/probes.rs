@@ -216,17 +216,10 @@ impl Probes {
             .override_global(config::TASK_FSBASE, &fs_base, true)
             .map_max_entries("LIVE", live_buckets)
             .map_max_entries("LIVE_SPILL", live_spill_words(live_buckets))
-            // Four kernel stacks per series memtrace keeps: most stacks
-            // hold nothing for long (an interpreter's start makes tens of
-            // thousands), and their series make room for others, but
-            // the kernel's entries stay. Allocated as used.
-            .map_max_entries("STACKS", kernel_stacks(settings.max_stacks))
+            .map_max_entries("STACKS", settings.max_stacks)
             // Stacks of every target share the stack map but have totals
             // per process; leave room for a few processes per stack.
-            .map_max_entries(
-                "STACK_TOTALS",
-                kernel_stacks(settings.max_stacks).saturating_mul(2),
-            )
+            .map_max_entries("STACK_TOTALS", settings.max_stacks.saturating_mul(2))
             .load(EBPF_OBJECT)
             .context("loading the eBPF programs into the kernel")?;
         // --oom-only watches exec too: it keeps every process's cgroup, since
@@ -652,11 +645,6 @@ fn fill_sampler(bpf: &mut Ebpf, mean: u64) -> Result<()> {
         PerCpuArray::try_from(bpf.map_mut("COUNTDOWN").context("COUNTDOWN map missing")?)?;
     countdown.set(0, PerCpuValues::try_from(first)?, 0)?;
     Ok(())
-}
-
-/// Entries of the kernel's stack table for `--max-stacks` (see the load).
-pub fn kernel_stacks(max_stacks: u32) -> u32 {
-    max_stacks.saturating_mul(4)
 }
 
 fn uprobe<'a>(bpf: &'a mut Ebpf, name: &str) -> Result<&'a mut UProbe> {
