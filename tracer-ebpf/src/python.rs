@@ -20,7 +20,7 @@ use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     cty::c_void,
     helpers::{
-        bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user,
+        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user,
         generated::{self as gen, bpf_get_current_task_btf, bpf_loop},
     },
     macros::map,
@@ -150,7 +150,7 @@ fn fs_base() -> u64 {
 /// CPython process userspace described; returns a hash of them (0: none)
 /// for the stack's id.
 #[inline(always)]
-pub(crate) fn walk(tgid: u32, tid: u32, out: &mut StackFrames) -> u64 {
+pub(crate) fn walk(tgid: u32, out: &mut StackFrames) -> u64 {
     out.py_nr = 0;
     out.py_flags = 0;
     if PY_ANY.get(0).copied().unwrap_or(0) == 0 {
@@ -179,7 +179,8 @@ pub(crate) fn walk(tgid: u32, tid: u32, out: &mut StackFrames) -> u64 {
     }
     w.tgid = tgid;
     w.key = match w.p.key_kind {
-        PY_KEY_TID => tid as u64,
+        // The kernel's thread id (~10 ns), asked only here.
+        PY_KEY_TID => bpf_get_current_pid_tgid() & 0xffff_ffff,
         _ => fs_base(),
     };
     if w.key == 0 {

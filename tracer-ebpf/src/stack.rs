@@ -16,7 +16,7 @@ use aya_ebpf::{
     bindings::{pt_regs, BPF_F_MMAPABLE, BPF_F_NO_PREALLOC, BPF_F_USER_STACK},
     cty::c_void,
     helpers::{
-        bpf_get_current_pid_tgid, bpf_probe_read_kernel, bpf_probe_read_user,
+        bpf_probe_read_kernel, bpf_probe_read_user,
         generated::{
             self as gen, bpf_get_current_task_btf, bpf_get_stack, bpf_loop, bpf_task_pt_regs,
         },
@@ -178,8 +178,7 @@ pub(crate) fn user_stack_id(ctx: &RetProbeContext, tgid: u32) -> u32 {
     let n = walk.stack.nr as usize;
     // The Python frames it runs, in a CPython process: one stack per
     // Python call path, though the native frames are the same.
-    let tid = bpf_get_current_pid_tgid() as u32;
-    let py = python::walk(tgid, tid, &mut walk.stack);
+    let py = python::walk(tgid, &mut walk.stack);
     let hash = walk.hash ^ py.wrapping_mul(FNV_PRIME);
     let id = ((hash >> 32) ^ hash) as u32;
     let id = if id == UNKNOWN_STACK { id - 1 } else { id };
