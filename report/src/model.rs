@@ -555,6 +555,11 @@ pub struct Losses {
     /// unseen for a while (its target says how long).
     #[serde(default)]
     pub hold_full: u64,
+    /// Allocations in a CPython process recorded without Python frames:
+    /// the allocating thread's state was not found in the interpreter's
+    /// thread list (a thread starting or ending, or not running Python).
+    #[serde(default)]
+    pub python_no_thread: u64,
 }
 
 impl Losses {
@@ -572,6 +577,7 @@ impl Losses {
             ("series_full", self.series_full),
             ("mapping_table_full", self.mapping_table_full),
             ("hold_full", self.hold_full),
+            ("python_no_thread", self.python_no_thread),
         ]
         .into_iter()
         .filter(|(_, v)| *v > 0)
@@ -625,6 +631,17 @@ pub struct Counters {
     /// the totals; a heap stack that allocates again gets a new series).
     #[serde(default)]
     pub stacks_evicted: u64,
+    /// Stacks taken out of the kernel's stack table while they held
+    /// nothing and were idle, to leave room for new ones when it was three
+    /// quarters full (what they counted stays in the totals; one that
+    /// allocates again is walked and counted anew).
+    #[serde(default)]
+    pub stacks_recycled: u64,
+    /// Allocations whose Python frames were cut at the walk's depth (24) or
+    /// at an unreadable frame: their outermost Python frames are missing
+    /// (deep import chains, mostly).
+    #[serde(default)]
+    pub python_truncated: u64,
     /// Unsampled allocator calls whose return probe was skipped (uprobe
     /// session programs with `--sample-bytes`).
     #[serde(default)]

@@ -72,6 +72,8 @@ pub struct ReportContext<'a> {
     pub stats: &'a [u64],
     pub loader_mappings: u64,
     pub processes_dropped: u64,
+    /// Kernel stacks taken out of the table (see `trace::recycle`).
+    pub stacks_recycled: u64,
     pub mapping_table_full: u64,
     pub top: usize,
     pub sort: SortBy,
@@ -280,6 +282,7 @@ pub fn build(ctx: ReportContext<'_>, agg: &Aggregator, frames: &mut Frames<'_>) 
             series_full: agg.series_full,
             mapping_table_full: ctx.mapping_table_full,
             hold_full: stat(Stat::HoldFull),
+            python_no_thread: stat(Stat::PythonNoThread),
         },
         counters: Counters {
             free_unknown: stat(Stat::FreeUnknown),
@@ -290,6 +293,8 @@ pub fn build(ctx: ReportContext<'_>, agg: &Aggregator, frames: &mut Frames<'_>) 
             nested_calls: stat(Stat::NestedCall),
             processes_dropped: ctx.processes_dropped,
             stacks_evicted: agg.evicted,
+            stacks_recycled: ctx.stacks_recycled,
+            python_truncated: stat(Stat::PythonTruncated),
             returns_skipped: stat(Stat::ReturnSkipped),
         },
         oom_kills: ctx.oom_kills,

@@ -166,6 +166,10 @@ pub struct StackSeries {
     /// also truncated walks of the same calls (see
     /// [`Aggregator::intern_heap`]).
     pub keys: Vec<StackKey>,
+    /// What kernel stacks of it counted before they were taken out of the
+    /// kernel's tables (see [`Aggregator::retire_heap`]): they count from
+    /// zero again if they come back.
+    retired: StackTotals,
     /// The most it held at a sample.
     pub peak: Peak,
     /// Outstanding bytes and allocated bytes at the previous sample (the
@@ -216,6 +220,9 @@ pub struct Aggregator {
     /// (a mapping stack seen again starts a new series of its own).
     retired: StackTotals,
     retired_stacks: u64,
+    /// The same for dormant heap stacks taken out of the kernel's tables.
+    retired_heap: StackTotals,
+    retired_heap_stacks: u64,
     /// Series evicted to make room.
     pub evicted: u64,
     /// New stacks that found the table full of stacks holding memory.
@@ -266,6 +273,8 @@ impl Aggregator {
             dormant: HashMap::new(),
             retired: StackTotals::default(),
             retired_stacks: 0,
+            retired_heap: StackTotals::default(),
+            retired_heap_stacks: 0,
             evicted: 0,
             series_full: 0,
             crowded: false,
@@ -310,11 +319,21 @@ impl Aggregator {
             .stacks
             .iter()
             .zip(&idle)
-            .filter(|&(s, &i)| i && s.identity.kind == StackKind::Mmap)
+            .filter(|&(_, &i)| i)
             .map(|(s, _)| s)
         {
-            add_totals(&mut self.retired, &s.totals);
-            self.retired_stacks += 1;
+            match s.identity.kind {
+                StackKind::Mmap => {
+                    add_totals(&mut self.retired, &s.totals);
+                    self.retired_stacks += 1;
+                }
+                // What its kernel stacks taken out of the tables counted
+                // (its others go dormant with their own).
+                StackKind::Heap => {
+                    add_totals(&mut self.retired_heap, &s.retired);
+                    self.retired_heap_stacks += u64::from(s.keys.is_empty());
+                }
+            }
         }
         let freed = idle.iter().filter(|&&i| i).count();
         self.evicted += freed as u64;
@@ -341,7 +360,8 @@ impl Aggregator {
     /// mapping series).
     pub fn departed(&self) -> Departed {
         let mut heap = DepartedKind {
-            stacks: self.dormant.len() as u64,
+            totals: self.retired_heap,
+            stacks: self.dormant.len() as u64 + self.retired_heap_stacks,
             ..DepartedKind::default()
         };
         for t in self.dormant.values() {
@@ -379,6 +399,7 @@ impl Aggregator {
             ages: AgeStats::default(),
             truncated: false,
             keys: Vec::new(),
+            retired: StackTotals::default(),
             peak: Peak::default(),
             last_outstanding: 0,
             last_allocated: 0,
@@ -534,14 +555,34 @@ impl Aggregator {
 
     /// Sets kernel heap stack `key`'s latest cumulative totals.
     pub fn update_heap(&mut self, key: StackKey, totals: StackTotals) {
-        self.heap_totals.insert(key, totals);
+        if self.heap_totals.insert(key, totals) == Some(totals) {
+            return;
+        }
         if let Some(&i) = self.heap_index.get(&key) {
             self.sum_heap(i);
         }
     }
 
+    /// Kernel heap stacks `keys` were taken out of the kernel's tables
+    /// (holding nothing): what they counted stays with their series, or in
+    /// the departed totals, and each counts from zero if it comes back.
+    pub fn retire_heap(&mut self, keys: &[StackKey]) {
+        for key in keys {
+            let totals = self.heap_totals.remove(key);
+            if let Some(i) = self.heap_index.remove(key) {
+                let s = &mut self.stacks[i];
+                s.keys.retain(|k| k != key);
+                add_totals(&mut s.retired, &totals.unwrap_or_default());
+                self.sum_heap(i);
+            } else if let Some(t) = self.dormant.remove(key) {
+                add_totals(&mut self.retired_heap, &t);
+                self.retired_heap_stacks += 1;
+            }
+        }
+    }
+
     fn sum_heap(&mut self, i: usize) {
-        let mut sum = StackTotals::default();
+        let mut sum = self.stacks[i].retired;
         for k in &self.stacks[i].keys {
             if let Some(t) = self.heap_totals.get(k) {
                 sum.allocated_bytes += t.allocated_bytes;

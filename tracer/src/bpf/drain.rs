@@ -38,6 +38,14 @@ impl Freed {
         self.0.retain(|k, _| !gone.contains(&k.tgid));
     }
 
+    /// Forgets stacks whose kernel totals were taken out (they count from
+    /// zero if they come back).
+    pub fn forget_keys(&mut self, keys: &[StackKey]) {
+        for k in keys {
+            self.0.remove(k);
+        }
+    }
+
     /// The totals of stack `key`, which the kernel counted `allocated` and
     /// whose blocks in the live table add up to `live` (bytes, blocks).
     /// Outstanding is what the table holds, as the ages say: where it
@@ -87,8 +95,18 @@ pub fn read_kernel(
         |key: &StackKey, a: &StackAllocated| allocated.push((*key, *a)),
     )?;
     let ages = read_live_ages(bpf, min_age_secs)?;
+    let counted: HashSet<StackKey> = allocated.iter().map(|(k, _)| *k).collect();
+    // A block whose stack has no totals: allocated while its idle stack
+    // was being taken out of the tables (see [`recycle_stacks`]), its count
+    // lost with them. It counts as allocated, so no byte goes unseen.
+    let uncounted: Vec<(StackKey, StackAllocated)> = ages
+        .keys()
+        .filter(|k| !counted.contains(k))
+        .map(|k| (*k, StackAllocated::default()))
+        .collect();
     let stacks = allocated
         .into_iter()
+        .chain(uncounted)
         .map(|(key, a)| {
             let live = ages.get(&key).map_or((0, 0), AgeStats::totals);
             (key, freed.totals(key, a, live))
@@ -225,7 +243,8 @@ pub struct Walked {
 }
 
 /// Frames of kernel stack ids, read once per id (an id is only reused after
-/// [`purge_processes`] removed it, which says so).
+/// [`purge_processes`] or [`recycle_stacks`] removed it, which the caller
+/// then says).
 #[derive(Default)]
 pub struct StackCache {
     frames: HashMap<u32, Walked>,
@@ -348,6 +367,30 @@ pub fn purge_processes(bpf: &mut Ebpf, gone: &HashSet<u32>) -> Result<Vec<u32>> 
         BpfHashMap::try_from(bpf.map_mut("STACKS").context("STACKS map missing")?)?;
     ids.retain(|id| stacks.remove(id).is_ok());
     Ok(ids)
+}
+
+/// Takes stacks out of the kernel's tables: the traces of `ids`, then the
+/// totals of `keys` (every process's totals of those ids). The caller
+/// chose stacks that hold nothing and have been idle, so that the table
+/// has room for new ones; one that allocates again is walked and counted
+/// anew. The trace goes first: an allocation after that inserts it again,
+/// and one already past its lookup counts into totals that either go now
+/// (its block stays in the live table, counted there: see
+/// [`read_kernel`]) or are inserted again after.
+pub fn recycle_stacks(bpf: &mut Ebpf, ids: &[u32], keys: &[StackKey]) -> Result<()> {
+    let mut stacks: BpfHashMap<_, u32, StackFrames> =
+        BpfHashMap::try_from(bpf.map_mut("STACKS").context("STACKS map missing")?)?;
+    for id in ids {
+        let _ = stacks.remove(id);
+    }
+    let mut totals: BpfHashMap<_, StackKey, StackAllocated> = BpfHashMap::try_from(
+        bpf.map_mut("STACK_TOTALS")
+            .context("STACK_TOTALS map missing")?,
+    )?;
+    for key in keys {
+        let _ = totals.remove(key);
+    }
+    Ok(())
 }
 
 /// After `tgid` called exec (at `exec_ns`), the blocks its old image had

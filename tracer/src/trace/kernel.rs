@@ -9,7 +9,7 @@ use std::{collections::HashSet, path::PathBuf};
 
 use anyhow::Result;
 
-use super::{python::PythonTargets, targets::Target};
+use super::{python::PythonTargets, recycle::Recycler, targets::Target};
 use crate::{
     accounting::{regions::MappingTracker, series::Aggregator},
     bpf::{
@@ -95,6 +95,8 @@ pub(super) struct Machinery {
     pub(super) freed: drain::Freed,
     /// The CPython processes among the targets.
     pub(super) python: PythonTargets,
+    /// Room in the kernel's stack table.
+    pub(super) recycler: Recycler,
     pub(super) verbose: bool,
 }
 

@@ -10,7 +10,8 @@
 //! `targets` (the lifecycle: fork, exec, exit, OOM), `kernel` (what the
 //! lifecycle asks of the machinery below, behind a trait), `sample` (every
 //! interval, and the report), `mmap_events`, `node` (watched nodes),
-//! `command` (`-- CMD`), `oom`, `python` (CPython targets' frames).
+//! `command` (`-- CMD`), `oom`, `python` (CPython targets' frames),
+//! `recycle` (room in the kernel's stack table).
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -51,6 +52,7 @@ mod mmap_events;
 mod node;
 pub mod oom;
 mod python;
+mod recycle;
 mod sample;
 mod start;
 mod targets;
@@ -150,6 +152,7 @@ pub async fn run(cfg: config::Trace, child: Option<HeldChild>) -> Result<()> {
         mappings: MappingTracker::new(cfg.attach.max_live as usize),
         freed: drain::Freed::default(),
         python: python::PythonTargets::default(),
+        recycler: recycle::Recycler::new(cfg.attach.max_stacks),
         verbose: cfg.verbose,
     };
     let mut life = Targets {

@@ -9,7 +9,7 @@ use anyhow::Result;
 use memtrace_report::{MemorySample, ProbesReport, Report, TargetReport, Weight};
 use tracer_common::StackKey;
 
-use super::{min_gap, Tracing, MAX_SAMPLES};
+use super::{min_gap, recycle, Tracing, MAX_SAMPLES};
 use crate::{
     accounting::{
         report::{self, ReportContext},
@@ -27,6 +27,8 @@ impl Tracing {
         self.life.purge_gone(&mut self.m)?;
         let (kernel, ages) = self.read_kernel(cfg)?;
         self.stats = kernel.stats;
+        let recycle = self.m.recycler.round(&kernel.stacks, &ages);
+        self.m.python.new_pass();
         // With --sample-bytes: each heap stack's unbiasing factor.
         let mut factors: HashMap<StackKey, f64> = HashMap::new();
         for (key, totals) in kernel.stacks {
@@ -78,6 +80,9 @@ impl Tracing {
             };
             self.m.agg.update_heap(key, totals);
         }
+        if let Some(round) = recycle {
+            self.recycle(round)?;
+        }
         let mapped: Vec<_> = self.m.mappings.totals().map(|(s, t)| (s, *t)).collect();
         for (stack, totals) in mapped {
             self.m.agg.update(stack, totals);
@@ -90,6 +95,25 @@ impl Tracing {
         let t = self.started.elapsed().as_secs_f64();
         self.m.agg.sample(t);
         self.sample_memory(t, cfg);
+        Ok(())
+    }
+
+    /// Takes a round's idle stacks out of the kernel's tables and the
+    /// aggregator's keys (see `recycle`); forgets the frames of the
+    /// previous round's.
+    fn recycle(&mut self, round: recycle::Round) -> Result<()> {
+        drain::recycle_stacks(&mut self.m.probes.bpf, &round.ids, &round.keys)?;
+        self.m.freed.forget_keys(&round.keys);
+        self.m.agg.retire_heap(&round.keys);
+        let previous = std::mem::replace(&mut self.m.recycler.previous, round.ids);
+        self.m.stacks.forget(&previous);
+        if self.m.verbose {
+            crate::note(&format!(
+                "kernel stack table three quarters full: {} idle stacks holding nothing \
+                 taken out",
+                self.m.recycler.previous.len()
+            ));
+        }
         Ok(())
     }
 
@@ -216,6 +240,7 @@ impl Tracing {
             stats: &self.stats,
             loader_mappings: self.loader_mappings,
             processes_dropped: self.life.processes_dropped,
+            stacks_recycled: self.m.recycler.recycled,
             mapping_table_full: self.m.mappings.table_full,
             top,
             sort: cfg.sampling.sort,
