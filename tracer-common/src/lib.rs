@@ -523,8 +523,14 @@ pub struct MmapEvent {
     pub _pad: u32,
     /// User stack, innermost first; `frames[0]` is the syscall instruction.
     pub frames: [u64; MAX_FRAMES],
+    /// mmap in a CPython process: the Python frames the thread ran (as in
+    /// [`StackFrames`]); pymalloc's arenas, where its allocator is inlined
+    /// into its callers (link-time optimized builds), are seen only here.
+    pub py_nr: u32,
+    pub py_flags: u32,
+    pub python: [PyFrameRef; PY_DEPTH],
 }
-const _: () = assert!(core::mem::size_of::<MmapEvent>() == 1080);
+const _: () = assert!(core::mem::size_of::<MmapEvent>() == 1088 + 16 * PY_DEPTH);
 
 /// Defines [`Stat`] and [`Stat::ALL`] from one list of counters, so that
 /// their number ([`STAT_COUNT`], the size of the `STATS` map) is counted by

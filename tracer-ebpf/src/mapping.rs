@@ -4,7 +4,9 @@
 //! serves large mallocs and grows arenas with them) and are skipped. The
 //! rest go to userspace through the ring buffer, where the range arithmetic
 //! (partial munmap, mremap moves) is done exactly; they are rare next to
-//! malloc. Every syscall on the node pays one TARGETS lookup (~50 ns).
+//! malloc. Every syscall on the node pays one TARGETS lookup (~50 ns). An
+//! mmap of a CPython process also walks its Python frames (`python::walk`,
+//! a few µs: mmaps are rare).
 //!
 //! Owns the arguments kept between a syscall's enter and exit
 //! (`SYSCALL_ARGS`).
@@ -20,6 +22,7 @@ use tracer_common::{EventKind, MmapEvent, Stat, SyscallArgs};
 use crate::{
     alloc::open_call,
     events::EVENTS,
+    python,
     stack::{copy_user_stack, user_sp_word},
     stats::count,
     targets::is_target,
@@ -151,6 +154,10 @@ fn complete(ctx: &TracePointContext) {
             (*event).new_len = 0;
             (*event).user_sp_word = user_sp_word();
             (*event).nr_frames = copy_user_stack(ctx, &mut (*event).frames);
+            // In a CPython process, the Python frames that made it (a
+            // pymalloc arena: which line's objects needed it).
+            let e = &mut *event;
+            python::walk(e.tgid, &mut e.py_nr, &mut e.py_flags, &mut e.python);
         } else {
             (*event).addr = args.addr;
             (*event).len = args.len;
@@ -162,6 +169,8 @@ fn complete(ctx: &TracePointContext) {
             (*event).new_len = args.new_len;
             (*event).user_sp_word = 0;
             (*event).nr_frames = 0;
+            (*event).py_nr = 0;
+            (*event).py_flags = 0;
         }
     }
     entry.submit(0);

@@ -27,7 +27,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, PerCpuArray},
 };
 use tracer_common::{
-    PyFrameRef, PyProc, StackFrames, Stat, MAX_TARGETS, PY_DEPTH, PY_ENTRY, PY_KEY_TID, PY_NONE,
+    PyFrameRef, PyProc, Stat, MAX_TARGETS, PY_DEPTH, PY_ENTRY, PY_KEY_TID, PY_NONE,
     PY_OWNED_BY_CSTACK, PY_SPAN, PY_TRUNCATED,
 };
 
@@ -146,13 +146,18 @@ fn fs_base() -> u64 {
     }
 }
 
-/// Walks the current thread's Python frames into `out` when `tgid` is a
-/// CPython process userspace described; returns a hash of them (0: none)
-/// for the stack's id.
+/// Walks the current thread's Python frames into `out` (`nr` of them,
+/// `flags`) when `tgid` is a CPython process userspace described; returns
+/// a hash of them (0: none) for the stack's id.
 #[inline(always)]
-pub(crate) fn walk(tgid: u32, out: &mut StackFrames) -> u64 {
-    out.py_nr = 0;
-    out.py_flags = 0;
+pub(crate) fn walk(
+    tgid: u32,
+    nr: &mut u32,
+    flags: &mut u32,
+    out: &mut [PyFrameRef; PY_DEPTH],
+) -> u64 {
+    *nr = 0;
+    *flags = 0;
     if PY_ANY.get(0).copied().unwrap_or(0) == 0 {
         return 0;
     }
@@ -218,8 +223,8 @@ pub(crate) fn walk(tgid: u32, out: &mut StackFrames) -> u64 {
     if w.flags & PY_TRUNCATED != 0 {
         count(Stat::PythonTruncated);
     }
-    out.py_nr = w.n;
-    out.py_flags = w.flags;
+    *nr = w.n;
+    *flags = w.flags;
     // Frame by frame (a whole-array copy would be a call to memcpy, which
     // BPF has not), hashed on the way.
     let mut hash = FNV_OFFSET;
@@ -229,7 +234,7 @@ pub(crate) fn walk(tgid: u32, out: &mut StackFrames) -> u64 {
             break;
         }
         let f = w.frames[i];
-        out.python[i] = f;
+        out[i] = f;
         hash = (hash ^ f.code).wrapping_mul(FNV_PRIME);
         hash = (hash ^ f.instr).wrapping_mul(FNV_PRIME);
         i += 1;

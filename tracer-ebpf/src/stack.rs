@@ -178,7 +178,8 @@ pub(crate) fn user_stack_id(ctx: &RetProbeContext, tgid: u32) -> u32 {
     let n = walk.stack.nr as usize;
     // The Python frames it runs, in a CPython process: one stack per
     // Python call path, though the native frames are the same.
-    let py = python::walk(tgid, &mut walk.stack);
+    let s = &mut walk.stack;
+    let py = python::walk(tgid, &mut s.py_nr, &mut s.py_flags, &mut s.python);
     let hash = walk.hash ^ py.wrapping_mul(FNV_PRIME);
     let id = ((hash >> 32) ^ hash) as u32;
     let id = if id == UNKNOWN_STACK { id - 1 } else { id };

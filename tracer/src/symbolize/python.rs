@@ -6,9 +6,10 @@
 //!
 //! Code objects are cached per process by address. A code object freed
 //! and another allocated at its address must not answer with the old one's
-//! names, so each lookup reads the code object's header again and compares
-//! its identity (file name, name and line table pointers, first line)
-//! before it uses what the cache holds.
+//! names, so the first lookup of an address in each pass (an interval's new
+//! stacks) reads the code object's header again and compares its identity
+//! (file name, name and line table pointers, first line) before it uses
+//! what the cache holds.
 
 use std::collections::HashMap;
 
@@ -42,6 +43,8 @@ struct Identity {
 
 struct Code {
     identity: Identity,
+    /// The pass that last read its header.
+    checked: u64,
     function: String,
     file: String,
     table: Vec<u8>,
@@ -51,14 +54,45 @@ struct Code {
 #[derive(Default)]
 pub struct CodeCache {
     codes: HashMap<u64, Code>,
+    pass: u64,
 }
 
 impl CodeCache {
+    /// A new pass: each code object's header is read again at its next
+    /// lookup.
+    pub fn new_pass(&mut self) {
+        self.pass += 1;
+    }
+
     /// Resolves `frame` of `python`'s process; None when its code object
     /// does not read as one (freed since the walk, or not code).
     pub fn resolve(&mut self, python: &Python, frame: RawFrame) -> Option<PyFrame> {
+        let checked = self
+            .codes
+            .get(&frame.code)
+            .is_some_and(|c| c.checked == self.pass);
+        if !checked {
+            self.check(python, frame.code)?;
+        }
+        let code = &self.codes[&frame.code];
+        Some(PyFrame {
+            function: code.function.clone(),
+            file: code.file.clone(),
+            line: line(
+                python.offsets.line_table,
+                &code.table,
+                code.identity.firstlineno as i32,
+                frame.offset,
+            ),
+        })
+    }
+
+    /// Reads the header of the code object at `addr`: what the cache holds
+    /// for that address when the identity is the same, else read anew.
+    /// None when it does not read as a code object.
+    fn check(&mut self, python: &Python, addr: u64) -> Option<()> {
         let o = &python.offsets;
-        let head = python.mem.bytes(frame.code, o.code_span())?;
+        let head = python.mem.bytes(addr, o.code_span())?;
         if u64_at(&head, OB_TYPE)? != python.runtime.code_type {
             return None;
         }
@@ -68,26 +102,20 @@ impl CodeCache {
             linetable: u64_at(&head, o.code_linetable)?,
             firstlineno: u32_at(&head, o.code_firstlineno)?,
         };
-        let stale = self
-            .codes
-            .get(&frame.code)
-            .is_none_or(|c| c.identity != identity);
-        if stale {
-            let code = Code {
-                identity,
-                function: python.read_str(identity.name)?,
-                file: python.read_str(identity.filename)?,
-                table: python.read_bytes(identity.linetable)?,
-            };
-            self.codes.insert(frame.code, code);
+        match self.codes.get_mut(&addr) {
+            Some(code) if code.identity == identity => code.checked = self.pass,
+            _ => {
+                let code = Code {
+                    identity,
+                    checked: self.pass,
+                    function: python.read_str(identity.name)?,
+                    file: python.read_str(identity.filename)?,
+                    table: python.read_bytes(identity.linetable)?,
+                };
+                self.codes.insert(addr, code);
+            }
         }
-        let code = &self.codes[&frame.code];
-        let first = identity.firstlineno as i32;
-        Some(PyFrame {
-            function: code.function.clone(),
-            file: code.file.clone(),
-            line: line(o.line_table, &code.table, first, frame.offset),
-        })
+        Some(())
     }
 
     /// How many code objects are cached.
@@ -471,6 +499,9 @@ mod tests {
             .unwrap()
             .identity
             .firstlineno += 1;
+        // Checked once per pass: within it, what the cache holds.
+        assert_eq!(cache.resolve(&python, frame).unwrap().function, "planted");
+        cache.new_pass();
         assert_eq!(cache.resolve(&python, frame).unwrap(), first);
         assert_eq!(cache.len(), 1);
         let _ = child.kill();

@@ -1,11 +1,15 @@
 //! The targets' own anonymous mappings, from the kernel's mmap, munmap and
 //! mremap events: who made each one (the program, or the dynamic loader
-//! for itself) and its region accounted per stack.
+//! for itself, with the Python frames that made it in a CPython process)
+//! and its region accounted per stack.
 
-use tracer_common::{EventKind, MmapEvent, MAX_FRAMES};
+use tracer_common::{EventKind, MmapEvent, MAX_FRAMES, PY_TRUNCATED};
 
 use super::{kernel::Kernel, Tracing};
-use crate::accounting::series::{StackIdentity, StackKind};
+use crate::{
+    accounting::series::{StackIdentity, StackKind},
+    bpf::drain::Walked,
+};
 
 impl Tracing {
     pub(super) fn on_mapping_event(&mut self, e: &MmapEvent) {
@@ -39,6 +43,7 @@ impl Tracing {
                         return;
                     }
                 };
+                let frames = self.with_python(e, frames, truncated);
                 let identity = StackIdentity {
                     pid,
                     kind: StackKind::Mmap,
@@ -63,6 +68,26 @@ impl Tracing {
                 .mremap(pid, e.addr, e.len, e.new_addr, e.new_len),
             _ => {}
         }
+    }
+
+    /// An mmap's native `frames` with the Python frames the kernel walked
+    /// spliced in (see `PythonTargets::frames`): an arena of a pymalloc
+    /// inlined into its callers is named after the Python line whose
+    /// objects needed it.
+    fn with_python(&mut self, e: &MmapEvent, frames: Vec<u64>, truncated: bool) -> Vec<u64> {
+        let n = (e.py_nr as usize).min(e.python.len());
+        if n == 0 {
+            return frames;
+        }
+        let walked = Walked {
+            frames,
+            truncated,
+            python: e.python[..n].to_vec(),
+            python_truncated: e.py_flags & PY_TRUNCATED != 0,
+        };
+        self.m
+            .python
+            .frames(e.tgid, &walked.frames, &walked, &mut self.m.symbolizer)
     }
 
     /// The stack of an mmap, starting at the function that called it. The

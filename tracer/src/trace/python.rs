@@ -45,6 +45,14 @@ pub(super) struct PythonTargets {
 }
 
 impl PythonTargets {
+    /// A new pass of resolving (an interval's new stacks): code objects
+    /// are checked again at their next use.
+    pub(super) fn new_pass(&mut self) {
+        for t in self.by_pid.values_mut() {
+            t.codes.new_pass();
+        }
+    }
+
     /// Attaches `pid` if it runs CPython and is not attached yet: called
     /// whenever its mappings are read again. Says once (with `verbose`,
     /// always) what it found.
