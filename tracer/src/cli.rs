@@ -612,12 +612,14 @@ pub struct Cli {
     pub max_live: u32,
 
     /// Size of the kernel's table of distinct allocation stacks (up to 32
-    /// frames each, ~300 bytes of kernel memory). Stacks beyond it are
-    /// counted as stack_lost, their bytes kept under an unknown stack. Also
-    /// the most stack series memtrace keeps (those holding nothing are
-    /// evicted to make room; an eighth more for unknown and mapping
-    /// stacks): its memory stays under 40 MiB + 18 KiB per stack + 100
-    /// bytes per --max-live.
+    /// frames each, ~700 bytes of kernel memory each, allocated as used).
+    /// At three quarters full, stacks idle and holding nothing are taken
+    /// out; stacks beyond a full table are counted as stack_lost, their
+    /// bytes kept under an unknown stack (to trace a Python program from
+    /// its start: 65536 or more). Also the most stack series memtrace keeps
+    /// (those holding nothing are evicted to make room; an eighth more for
+    /// unknown and mapping stacks): its memory stays under 40 MiB + 18 KiB
+    /// per stack + 100 bytes per --max-live.
     #[arg(long, default_value_t = DEFAULT_MAX_STACKS, value_name = "N",
           value_parser = clap::value_parser!(u32).range(256..=(1 << 20)))]
     pub max_stacks: u32,
