@@ -17,6 +17,9 @@
 //!   frame-pointer walk;
 //! - memtrace, sampled (`--sample-bytes 512KiB`).
 //!
+//! Then the same for a Python interpreter (`python`: per loop step, with
+//! CPython's tracemalloc beside).
+//!
 //! A tracer counts as attached once its breakpoints are in the program's
 //! libc (read back through /proc/PID/mem), so no pair is timed half-traced.
 //! Prints a table of the medians and the ratios, memtrace's own CPU and peak
@@ -41,6 +44,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::{build, cmd};
+
+mod python;
 
 #[derive(Args, Debug)]
 pub(crate) struct BenchArgs {
@@ -141,6 +146,8 @@ struct Results {
     memtrace_max_rss_bytes: u64,
     /// memtrace's own cost in steady state and with many live blocks.
     own_cost: OwnCost,
+    /// The Python part (None where pyenv's CPython 3.12 is missing).
+    python: Option<python::PyResults>,
 }
 
 /// memtrace's own CPU and memory, measured on their own.
@@ -259,9 +266,15 @@ pub(crate) fn run(args: BenchArgs) -> Result<()> {
     }
     cmd::step("memtrace's own cost: 200,000 allocations/s for 12 s; 1,000,000 live blocks");
     let own_cost = bench.own_cost()?;
+    let python = python::run(&memtrace, &dir, args.repeat)?;
     let mut results = summarize(&args, rows, memtrace);
     results.own_cost = own_cost;
+    results.python = python;
     print_table(&results);
+    print!(
+        "{}",
+        python::render_markdown(Some(&serde_json::to_value(&results.python)?))?
+    );
     let json = dir.join("bench.json");
     fs::write(&json, serde_json::to_string_pretty(&results)?)
         .with_context(|| format!("writing {}", json.display()))?;
@@ -418,6 +431,7 @@ fn render_markdown(results: &Value) -> Result<String> {
         field(&own, "live_blocks")?,
         fixed(num(&own, "live_blocks_peak_rss_bytes")? / 1048576.0, 1)
     );
+    md += &python::render_markdown(results.get("python"))?;
     Ok(md)
 }
 
@@ -479,6 +493,7 @@ fn summarize(args: &BenchArgs, rows: Vec<Row>, memtrace_bin: PathBuf) -> Results
         memtrace_cpu_share_of_core: median(shares),
         memtrace_max_rss_bytes: max_rss,
         own_cost: OwnCost::default(),
+        python: None,
     }
 }
 
@@ -600,7 +615,7 @@ impl Bench {
         let pid = program.id();
         let mut tracer = self.start_tracer(mode, config, pid)?;
         if let Some(t) = &mut tracer {
-            wait_for_breakpoints(pid, &self.libc, mode, t)?;
+            wait_for_breakpoints(pid, &self.libc, wanted_breakpoints(mode), t)?;
         }
         let started = Instant::now();
         program
@@ -738,7 +753,12 @@ impl Bench {
     ) -> Result<(Child, BufReader<ChildStdout>, Child)> {
         let (mut program, lines) = self.spawn_program(args)?;
         let mut memtrace = self.spawn_memtrace(program.id(), extra)?;
-        wait_for_breakpoints(program.id(), &self.libc, "malloc", &mut memtrace)?;
+        wait_for_breakpoints(
+            program.id(),
+            &self.libc,
+            wanted_breakpoints("malloc"),
+            &mut memtrace,
+        )?;
         program
             .stdin
             .as_mut()
@@ -820,14 +840,23 @@ fn memleak_script(libc: &str, mode: &str) -> String {
     s
 }
 
+/// The breakpoints a tracer of the bench program puts in its libc: one per
+/// probed function (malloc and free; calloc and realloc too in mixed mode).
+fn wanted_breakpoints(mode: &str) -> usize {
+    if mode == "mixed" {
+        4
+    } else {
+        2
+    }
+}
+
 /// Waits until the tracer's breakpoints (int3, 0xcc) are in the program's
-/// copy of libc: at least one per probed function (malloc and free; calloc
-/// and realloc too in mixed mode). Fails if the tracer exits or 60 s pass.
-fn wait_for_breakpoints(pid: u32, libc: &Path, mode: &str, tracer: &mut Child) -> Result<()> {
-    let wanted = if mode == "mixed" { 4 } else { 2 };
+/// mapping of `lib`: at least `wanted`. Fails if the tracer exits or 60 s
+/// pass.
+fn wait_for_breakpoints(pid: u32, lib: &Path, wanted: usize, tracer: &mut Child) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if breakpoints(pid, libc)? >= wanted {
+        if breakpoints(pid, lib)? >= wanted {
             // Every probe of one function goes in at once; give the
             // tracer a moment to finish the rest of its attach calls.
             thread::sleep(Duration::from_millis(300));
