@@ -61,6 +61,10 @@ pub const COOKIE_MAY_SKIP: u64 = 1 << 32;
 /// same block is known as nested, not as a free of an unknown block.
 pub const COOKIE_FREE_OUTER: u64 = 1;
 
+/// Attach cookie of a free function whose block is its second argument
+/// (CPython's pymalloc `_PyObject_Free(ctx, p)`), not its first.
+pub const COOKIE_FREE_SECOND: u64 = 2;
+
 /// See [`COOKIE_MAY_SKIP`]: glibc serves a chunk with its own mmap from
 /// 128 KiB (its default `M_MMAP_THRESHOLD`, which only ever rises by
 /// itself); requests below 124 KiB, with the chunk header and rounding,

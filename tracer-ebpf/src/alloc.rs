@@ -38,7 +38,7 @@ use aya_ebpf::{
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 use tracer_common::{
     AllocFn, InFlight, LiveAlloc, StackAllocated, StackKey, Stat, COOKIE_FREE_OUTER,
-    COOKIE_MAY_SKIP, SKIP_BELOW_BYTES,
+    COOKIE_FREE_SECOND, COOKIE_MAY_SKIP, SKIP_BELOW_BYTES,
 };
 
 use crate::{
@@ -69,11 +69,6 @@ pub(crate) fn open_call() -> Option<*mut InFlight> {
 /// What each (tgid, stack id) allocated. Userspace reads this every interval.
 #[map]
 static STACK_TOTALS: HashMap<StackKey, StackAllocated> = HashMap::with_max_entries(32_768, 0);
-
-#[inline(always)]
-fn arg(ctx: &ProbeContext, n: usize) -> u64 {
-    ctx.arg::<u64>(n).unwrap_or(0)
-}
 
 /// The first three argument registers (rdi, rsi, rdx), each read once at
 /// a constant offset. Volatile reads: LLVM would otherwise merge the
@@ -396,7 +391,13 @@ fn try_alloc_return(ctx: &RetProbeContext, session: bool) {
 
 #[uprobe]
 pub(crate) fn free_enter(ctx: ProbeContext) -> u32 {
-    let addr = arg(&ctx, 0);
+    // SAFETY: the cookie helper only reads the probe's attach cookie.
+    let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
+    let [first, second, _] = args3(&ctx);
+    let addr = match cookie & COOKIE_FREE_SECOND {
+        0 => first,
+        _ => second,
+    };
     if addr == 0 {
         return 0;
     }
@@ -407,8 +408,7 @@ pub(crate) fn free_enter(ctx: ProbeContext) -> u32 {
     }
     // SAFETY: ctx.regs is the probe's register set.
     let sp = unsafe { (*ctx.regs).rsp };
-    // SAFETY: the cookie helper only reads the probe's attach cookie.
-    let outer = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) } & COOKIE_FREE_OUTER != 0;
+    let outer = cookie & COOKIE_FREE_OUTER != 0;
     let known = live::take(tgid, addr).is_some();
     // Sampling: most blocks are not recorded; a miss is no news (and costs
     // this one lookup only).

@@ -30,13 +30,18 @@ use aya::{
     },
     Ebpf, EbpfLoader,
 };
-use tracer_common::{config, live_spill_words, COOKIE_FREE_OUTER, COOKIE_MAY_SKIP, EXP_DRAWS};
+use tracer_common::{
+    config, live_spill_words, COOKIE_FREE_OUTER, COOKIE_FREE_SECOND, COOKIE_MAY_SKIP, EXP_DRAWS,
+};
 
 use crate::{
     bpf::multi::{Kind, MultiProgram},
-    discover::allocator::{Hook, ProbePoint},
     discover::select::AllocatorFile,
     discover::select::FileId,
+    discover::{
+        allocator::{Hook, ProbePoint, When},
+        pymalloc,
+    },
 };
 
 /// How allocation functions are probed.
@@ -448,7 +453,20 @@ impl Probes {
         if !self.attached.insert((pid, file.id)) {
             return Ok(false);
         }
-        let (points, file) = (&file.points, file.path.as_path());
+        // CPython's frees: in pymalloc itself where the process runs the
+        // default allocator (only known of a given process), else at the
+        // public functions (see `pymalloc`).
+        let default_pymalloc = pid.is_some_and(pymalloc::default_allocator);
+        let points: Vec<&ProbePoint> = file
+            .points
+            .iter()
+            .filter(|p| match p.when {
+                When::Always => true,
+                When::DefaultAllocator => default_pymalloc,
+                When::ReplacedAllocator => !default_pymalloc,
+            })
+            .collect();
+        let file = file.path.as_path();
         let scope = match pid {
             Some(pid) => UProbeScope::OneProcess(NonZeroU32::new(pid).context("pid 0")?),
             None => UProbeScope::AllProcesses,
@@ -481,9 +499,9 @@ impl Probes {
             // rule is glibc's default).
             let tuned = pid.is_some_and(crate::discover::allocator::malloc_maps_small);
             let (mut frees, mut allocs) = ((Vec::new(), Vec::new()), (Vec::new(), Vec::new()));
-            for point in points {
+            for &point in &points {
                 let (list, cookie) = match point.hook {
-                    Hook::Free => (&mut frees, free_cookie(point)),
+                    Hook::Free | Hook::FreeSecond => (&mut frees, free_cookie(point)),
                     Hook::Alloc(func) => {
                         let skip = match point.may_skip && !tuned {
                             true => COOKIE_MAY_SKIP,
@@ -513,9 +531,9 @@ impl Probes {
                 }
             }
         }
-        for point in points
+        for &point in points
             .iter()
-            .filter(|p| p.hook == Hook::Free && self.multi.is_none())
+            .filter(|p| matches!(p.hook, Hook::Free | Hook::FreeSecond) && self.multi.is_none())
         {
             let location = UProbeAttachPoint {
                 location: UProbeAttachLocation::AbsoluteOffset(point.entry_offset),
@@ -526,7 +544,7 @@ impl Probes {
                 .with_context(|| what(point))?;
             links.push(Attached::Uprobe("free_enter", id));
         }
-        for point in points.iter().filter(|_| self.multi.is_none()) {
+        for &point in points.iter().filter(|_| self.multi.is_none()) {
             let Hook::Alloc(func) = point.hook else {
                 continue;
             };
@@ -659,9 +677,13 @@ fn uprobe<'a>(bpf: &'a mut Ebpf, name: &str) -> Result<&'a mut UProbe> {
 /// pymalloc did not serve; the inner call of the same block is then known
 /// as nested (see `tracer_common::COOKIE_FREE_OUTER`).
 fn free_cookie(point: &ProbePoint) -> u64 {
-    match crate::discover::allocator::is_outer_free(&point.symbol) {
+    let outer = match crate::discover::allocator::is_outer_free(&point.symbol) {
         true => COOKIE_FREE_OUTER,
         false => 0,
+    };
+    match point.hook {
+        Hook::FreeSecond => outer | COOKIE_FREE_SECOND,
+        _ => outer,
     }
 }
 

@@ -13,13 +13,26 @@ use tracer_common::AllocFn;
 
 use iced_x86::Register;
 
-use crate::discover::placement;
+use crate::discover::{placement, pymalloc};
 
 /// What a probed function does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Hook {
     Alloc(AllocFn),
     Free,
+    /// A free whose block is its second argument: an allocator's own
+    /// `free(ctx, p)` (CPython's pymalloc, see `pymalloc`).
+    FreeSecond,
+}
+
+/// Which processes a probe point is for: CPython's frees are probed in
+/// pymalloc itself where the process runs the default allocator, else at
+/// the public functions (see `pymalloc`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum When {
+    Always,
+    DefaultAllocator,
+    ReplacedAllocator,
 }
 
 /// The functions memtrace hooks, by symbol name. Several names may share an
@@ -53,6 +66,7 @@ pub const HOOKED: &[(&str, Hook)] = &[
 pub fn is_outer_free(symbol: &str) -> bool {
     symbol.starts_with("_ZdlPv")
         || symbol.starts_with("_ZdaPv")
+        || symbol == PYMALLOC_FREE
         || HOOKED_PYTHON
             .iter()
             .any(|&(name, hook)| hook == Hook::Free && name == symbol)
@@ -74,6 +88,10 @@ pub const HOOKED_PYTHON: &[(&str, Hook)] = &[
     ("PyMem_Realloc", Hook::Alloc(AllocFn::Realloc)),
     ("PyMem_Free", Hook::Free),
 ];
+
+/// pymalloc's free, probed in place of CPython's two public frees where it
+/// can be (see `pymalloc`).
+pub const PYMALLOC_FREE: &str = "_PyObject_Free";
 
 /// C++'s allocation functions (Itanium ABI names): `operator new` and
 /// `new[]` in their plain, nothrow and aligned forms, and every `operator
@@ -132,6 +150,8 @@ pub struct ProbePoint {
     /// (see `tracer_common::COOKIE_MAY_SKIP`): glibc's malloc and calloc
     /// only, in the file that implements glibc's malloc.
     pub may_skip: bool,
+    /// The processes it is for.
+    pub when: When,
 }
 
 /// glibc's allocation functions that call no other probed function (the
@@ -222,7 +242,7 @@ pub fn probe_points(path: &Path, extra_prefixes: &[String]) -> Result<Vec<ProbeP
                     &data,
                     &file,
                     format!("{prefix}{name}"),
-                    (hook, may_skip),
+                    (hook, may_skip, When::Always),
                     vaddr,
                 );
             }
@@ -238,39 +258,57 @@ pub fn probe_points(path: &Path, extra_prefixes: &[String]) -> Result<Vec<ProbeP
                     &data,
                     &file,
                     name.to_string(),
-                    (hook, false),
+                    (hook, false, When::Always),
                     vaddr,
                 );
             }
         }
     }
-    // CPython's, in the file that defines its object allocator.
+    // CPython's, in the file that defines its object allocator; its frees
+    // in pymalloc itself where they can be.
     if python.contains_key("PyObject_Malloc") && python.contains_key("PyObject_Free") {
+        let frees: Vec<u64> = ["PyObject_Free", "PyMem_Free"]
+            .iter()
+            .filter_map(|n| python.get(n).copied())
+            .collect();
+        let inner = match frees.len() {
+            2 => pymalloc::inner_free(&file, &data, &frees),
+            _ => None,
+        };
         for &(name, hook) in HOOKED_PYTHON {
             if let Some(&vaddr) = python.get(name) {
-                push_point(
-                    &mut points,
-                    &data,
-                    &file,
-                    name.to_string(),
-                    (hook, false),
-                    vaddr,
-                );
+                let when = match (hook, inner) {
+                    (Hook::Free, Some(_)) => When::ReplacedAllocator,
+                    _ => When::Always,
+                };
+                let point = (hook, false, when);
+                push_point(&mut points, &data, &file, name.to_string(), point, vaddr);
             }
+        }
+        if let Some(vaddr) = inner {
+            let point = (Hook::FreeSecond, false, When::DefaultAllocator);
+            push_point(
+                &mut points,
+                &data,
+                &file,
+                PYMALLOC_FREE.to_string(),
+                point,
+                vaddr,
+            );
         }
     }
     Ok(points)
 }
 
 /// Adds the probe point of function `symbol` at `vaddr` (unless an alias
-/// of it is there already), with its hook and whether unsampled calls may
-/// skip their return.
+/// of it is there already), with its hook, whether unsampled calls may
+/// skip their return, and the processes it is for.
 fn push_point(
     points: &mut Vec<ProbePoint>,
     data: &[u8],
     file: &object::File,
     symbol: String,
-    (hook, may_skip): (Hook, bool),
+    (hook, may_skip, when): (Hook, bool, When),
     vaddr: u64,
 ) {
     let Some(file_offset) = file_offset(file, vaddr) else {
@@ -281,7 +319,7 @@ fn push_point(
     }
     let start = file_offset as usize;
     let code = data.get(start..data.len().min(start + 64)).unwrap_or(&[]);
-    // Free reads its pointer from rdi; an allocation function its
+    // Free reads its pointer from rdi (pymalloc's from rsi); an allocation function its
     // arguments, and its return probe needs the return address still on
     // top of the stack, which placement keeps (no instruction passed
     // touches rsp).
@@ -294,6 +332,7 @@ fn push_point(
         entry_offset,
         placement,
         may_skip,
+        when,
     });
 }
 
@@ -301,6 +340,7 @@ fn push_point(
 fn argument_registers(hook: Hook) -> &'static [Register] {
     match hook {
         Hook::Free | Hook::Alloc(AllocFn::Malloc) => &[Register::RDI],
+        Hook::FreeSecond => &[Register::RSI],
         Hook::Alloc(AllocFn::Calloc | AllocFn::Realloc | AllocFn::AlignedAlloc) => {
             &[Register::RDI, Register::RSI]
         }

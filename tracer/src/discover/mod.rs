@@ -3,13 +3,15 @@
 //! selects and the allocator files they map (`select`), the allocator's
 //! entry points in a file (`allocator`) and where in each function its
 //! probe goes (`placement`), starting `-- CMD` held before exec
-//! (`launch`), and CPython's runtime, offsets and frames read from outside
-//! (`python`). Nothing here loads eBPF.
+//! (`launch`), CPython's runtime, offsets and frames read from outside
+//! (`python`), and where its frees are probed (`pymalloc`). Nothing here
+//! loads eBPF.
 
 pub mod allocator;
 pub mod cgroup;
 pub mod launch;
 pub mod placement;
+pub mod pymalloc;
 pub mod python;
 pub mod select;
 pub mod target;
