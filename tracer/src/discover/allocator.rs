@@ -31,8 +31,22 @@ pub enum Hook {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum When {
     Always,
+    /// A given process whose environment leaves CPython's default
+    /// allocator.
     DefaultAllocator,
+    /// Every other process (and all of them at once, with `--all`).
     ReplacedAllocator,
+}
+
+impl When {
+    /// For `--verbose`: the processes a point is for, if not all.
+    pub fn describe(self) -> &'static str {
+        match self {
+            When::Always => "",
+            When::DefaultAllocator => " [processes with CPython's default allocator]",
+            When::ReplacedAllocator => " [processes with PYTHONMALLOC or -X dev, and --all]",
+        }
+    }
 }
 
 /// The functions memtrace hooks, by symbol name. Several names may share an

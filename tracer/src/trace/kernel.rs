@@ -108,11 +108,12 @@ impl Machinery {
         }
         for p in points {
             crate::note(&format!(
-                "{} in {} (file offset {:#x}): {}",
+                "{} in {} (file offset {:#x}): {}{}",
                 p.symbol,
                 file.display(),
                 p.file_offset,
-                p.placement
+                p.placement,
+                p.when.describe()
             ));
         }
     }
