@@ -612,11 +612,12 @@ pub struct Cli {
     pub max_live: u32,
 
     /// Size of the kernel's table of distinct allocation stacks (up to 32
-    /// frames each, ~700 bytes of kernel memory each, allocated as used).
-    /// At three quarters full, stacks idle and holding nothing are taken
-    /// out; stacks beyond a full table are counted as stack_lost, their
-    /// bytes kept under an unknown stack (to trace a Python program from
-    /// its start: 65536 or more). Also the most stack series memtrace keeps
+    /// frames and 24 Python frames each: 656 bytes of kernel memory and the
+    /// table's own per entry, allocated as used). At three quarters full,
+    /// stacks idle and holding nothing are taken out; stacks beyond a full
+    /// table are counted as stack_lost, their bytes kept under an unknown
+    /// stack (a CPython start makes 10,000-50,000 stacks within a second:
+    /// 131072 kept them all). Also the most stack series memtrace keeps
     /// (those holding nothing are evicted to make room; an eighth more for
     /// unknown and mapping stacks): its memory stays under 40 MiB + 18 KiB
     /// per stack + 100 bytes per --max-live.

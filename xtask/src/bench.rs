@@ -647,22 +647,12 @@ impl Bench {
                     | Config::MemtraceFullDwarf
                     | Config::MemtraceSampled
             );
-            if !is_memtrace {
-                // bpftrace runs until interrupted.
-                // SAFETY: kill(2) of our own child.
-                unsafe { libc::kill(t.id() as i32, libc::SIGINT) };
-            }
-            let (status, usage) = wait_with_usage(&mut t)?;
+            let usage = stop_tracer(&mut t, is_memtrace)?;
             if is_memtrace {
-                if !status.success() {
-                    bail!("memtrace failed ({status})");
-                }
                 let cpu = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
                 run.tracer_cpu_secs = Some(cpu(usage.ru_utime) + cpu(usage.ru_stime));
                 run.tracer_wall_secs = Some(started.elapsed().as_secs_f64());
                 run.tracer_max_rss_bytes = Some(usage.ru_maxrss as u64 * 1024);
-            } else if status.signal().is_none() && !status.success() {
-                bail!("bpftrace failed ({status})");
             }
         }
         Ok(run)
@@ -769,16 +759,7 @@ impl Bench {
 
     /// Starts the tracer of `config` on program `pid`.
     fn start_tracer(&self, mode: &str, config: Config, pid: u32) -> Result<Option<Child>> {
-        let bpftrace = |script: String| -> Result<Child> {
-            let file = self.scratch.join("bench.bt");
-            fs::write(&file, script)?;
-            Command::new("bpftrace")
-                .arg(&file)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .context("starting bpftrace")
-        };
+        let bpftrace = |script: String| spawn_bpftrace(&self.scratch.join("bench.bt"), &script);
         let memtrace = |extra: &[&str]| {
             let mut args = vec!["--interval", "1s"];
             args.extend_from_slice(extra);
@@ -921,6 +902,35 @@ fn expect_line(lines: &mut BufReader<ChildStdout>, want: &str) -> Result<()> {
         bail!("expected {want:?} from the bench program, got {line:?}");
     }
     Ok(())
+}
+
+/// Starts bpftrace on `script`, written to `file`.
+fn spawn_bpftrace(file: &Path, script: &str) -> Result<Child> {
+    fs::write(file, script).with_context(|| format!("writing {}", file.display()))?;
+    Command::new("bpftrace")
+        .arg(file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting bpftrace")
+}
+
+/// Ends a tracer once the program is done: memtrace ends with its target
+/// and must have succeeded; bpftrace runs until interrupted. Returns the
+/// tracer's resource usage.
+fn stop_tracer(tracer: &mut Child, memtrace: bool) -> Result<libc::rusage> {
+    if !memtrace {
+        // SAFETY: kill(2) of our own child.
+        unsafe { libc::kill(tracer.id() as i32, libc::SIGINT) };
+    }
+    let (status, usage) = wait_with_usage(tracer)?;
+    if memtrace && !status.success() {
+        bail!("memtrace failed ({status})");
+    }
+    if !memtrace && status.signal().is_none() && !status.success() {
+        bail!("bpftrace failed ({status})");
+    }
+    Ok(usage)
 }
 
 /// Waits for `child` and returns its status and resource usage.

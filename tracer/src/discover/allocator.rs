@@ -404,7 +404,7 @@ pub fn is_go_executable(path: &Path) -> bool {
 
 /// Translates a virtual address of the ELF into a file offset through the
 /// loadable segment containing it.
-fn file_offset(file: &object::File, vaddr: u64) -> Option<u64> {
+pub(crate) fn file_offset(file: &object::File, vaddr: u64) -> Option<u64> {
     file.segments().find_map(|seg| {
         let (offset, size) = seg.file_range();
         (seg.address() <= vaddr && vaddr < seg.address() + size)

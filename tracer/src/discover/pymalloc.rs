@@ -24,8 +24,7 @@ use std::fs;
 
 use iced_x86::{Code, Decoder, DecoderOptions, Register};
 use object::{
-    Object, ObjectSection, ObjectSegment, ObjectSymbol, ObjectSymbolTable, RelocationTarget,
-    SymbolKind,
+    Object, ObjectSection, ObjectSymbol, ObjectSymbolTable, RelocationTarget, SymbolKind,
 };
 
 /// pymalloc's free, where the object and memory domains' frees tail-call
@@ -52,11 +51,7 @@ pub fn inner_free(file: &object::File, data: &[u8], frees: &[u64]) -> Option<u64
 /// *off(%reg)` where %reg was loaded from a GOT entry (3.12+: the table is
 /// in `_PyRuntime`).
 fn tail_slot(file: &object::File, data: &[u8], vaddr: u64) -> Option<u64> {
-    let offset = file.segments().find_map(|seg| {
-        let (start, size) = seg.file_range();
-        (seg.address() <= vaddr && vaddr < seg.address() + size)
-            .then(|| start + (vaddr - seg.address()))
-    })? as usize;
+    let offset = super::allocator::file_offset(file, vaddr)? as usize;
     let code = data.get(offset..data.len().min(offset + 32))?;
     let mut decoder = Decoder::with_ip(64, code, vaddr, DecoderOptions::NONE);
     // A register loaded with a pointer the file gives (a GOT entry's).

@@ -12,7 +12,6 @@
 use std::{
     fs,
     io::{BufReader, Write},
-    os::unix::process::ExitStatusExt,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
 };
@@ -21,7 +20,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{median, next_line, wait_for_breakpoints, wait_with_usage};
+use super::{median, next_line, spawn_bpftrace, stop_tracer, wait_for_breakpoints};
 use crate::cmd;
 
 /// The interpreter's minor version (pyenv's build of it).
@@ -214,18 +213,7 @@ impl PyBench {
         }
         if let Some(mut t) = tracer {
             let memtrace = matches!(config, PyConfig::MemtraceFull | PyConfig::MemtraceSampled);
-            if !memtrace {
-                // bpftrace runs until interrupted.
-                // SAFETY: kill(2) of our own child.
-                unsafe { libc::kill(t.id() as i32, libc::SIGINT) };
-            }
-            let (status, _) = wait_with_usage(&mut t)?;
-            if memtrace && !status.success() {
-                bail!("memtrace failed ({status})");
-            }
-            if !memtrace && status.signal().is_none() && !status.success() {
-                bail!("bpftrace failed ({status})");
-            }
+            stop_tracer(&mut t, memtrace)?;
         }
         Ok(ns)
     }
@@ -254,16 +242,7 @@ impl PyBench {
                 for f in ALLOCS {
                     script += &format!("uprobe:{lib}:{f} {{}}\nuretprobe:{lib}:{f} {{}}\n");
                 }
-                let file = self.scratch.join("py-bench.bt");
-                fs::write(&file, script)?;
-                Some(
-                    Command::new("bpftrace")
-                        .arg(&file)
-                        .stdout(Stdio::null())
-                        .stderr(Stdio::null())
-                        .spawn()
-                        .context("starting bpftrace")?,
-                )
+                Some(spawn_bpftrace(&self.scratch.join("py-bench.bt"), &script)?)
             }
             PyConfig::MemtraceFull => Some(memtrace(&[])?),
             PyConfig::MemtraceSampled => Some(memtrace(&["--sample-bytes", "512KiB"])?),
