@@ -255,6 +255,12 @@ pub struct ProbesReport {
     pub path: String,
     /// The same in words (for `classic`, why).
     pub detail: String,
+    /// An interpreter with pymalloc inlined into its callers was traced
+    /// (link-time optimized CPython such as Debian's): its objects under
+    /// 512 B were counted by the pool pymalloc takes for them, this many
+    /// bytes each, at the line that needed the pool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pymalloc_pool_bytes: Option<u64>,
 }
 
 /// How the heap stacks were walked (`--unwind`) and where walks fell short.
@@ -646,6 +652,15 @@ pub struct Counters {
     /// session programs with `--sample-bytes`).
     #[serde(default)]
     pub returns_skipped: u64,
+    /// pymalloc pools counted freed when pymalloc took them again (in an
+    /// interpreter with pymalloc inlined, where pools are the unit): an
+    /// emptied pool goes back to its arena unseen, and counts outstanding
+    /// until then.
+    #[serde(default)]
+    pub pools_reused: u64,
+    /// pymalloc pools counted freed when their arena was unmapped.
+    #[serde(default)]
+    pub pools_unmapped: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

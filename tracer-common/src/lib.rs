@@ -25,6 +25,12 @@ pub enum AllocFn {
     PosixMemalign = 5,
     /// `aligned_alloc(align, size)`, `memalign(align, size)`: size in arg 1.
     AlignedAlloc = 6,
+    /// pymalloc's `allocate_from_new_pool(size_class)` in an interpreter
+    /// whose callers have pymalloc's fast path inlined (link-time optimized
+    /// builds such as Debian's `python3.11`): it returns the first block of
+    /// a pool it took for a size class. Recorded as the whole pool (the
+    /// cookie's [`cookie_pool_bits`]) at the pool's address.
+    NewPool = 7,
 }
 
 impl AllocFn {
@@ -38,6 +44,7 @@ impl AllocFn {
             4 => AllocFn::ReallocArray,
             5 => AllocFn::PosixMemalign,
             6 => AllocFn::AlignedAlloc,
+            7 => AllocFn::NewPool,
             _ => return None,
         })
     }
@@ -53,6 +60,20 @@ impl AllocFn {
 /// above glibc's mmap threshold (128 KiB unless the program lowers it),
 /// so the record that marks an allocator's mmaps as its own is not needed.
 pub const COOKIE_MAY_SKIP: u64 = 1 << 32;
+
+/// Where an [`AllocFn::NewPool`] cookie says how large a pool is: bits
+/// 40..46 hold log2 of its size (14: pymalloc's 16 KiB pools of 3.10+).
+pub const COOKIE_POOL_SHIFT: u64 = 40;
+
+/// The pool size's log2 in an [`AllocFn::NewPool`] cookie.
+pub const fn cookie_pool_bits(cookie: u64) -> u64 {
+    (cookie >> COOKIE_POOL_SHIFT) & 0x3f
+}
+
+/// At most this many pools are taken out of the live table when a
+/// process that records pools unmaps memory (a pymalloc arena holds 64:
+/// 1 MiB of 16 KiB pools from 3.10, 256 KiB of 4 KiB before).
+pub const POOLS_PER_UNMAP: u32 = 64;
 
 /// Attach cookie of a free function that may free its block through
 /// another probed free function (C++'s `operator delete`, which
@@ -449,6 +470,10 @@ pub enum EventKind {
     /// A target forked a process (not a thread) while forks are followed:
     /// the child is a target from its fork on.
     Fork = 8,
+    /// A CPython target armed to stop at its end (`EXIT_HOLD`) reached it
+    /// (`Py_FinalizeEx`, or `_exit`): it is stopped until userspace has
+    /// named its last stacks, which needs its code objects.
+    ExitStop = 9,
 }
 
 impl EventKind {
@@ -457,6 +482,7 @@ impl EventKind {
             || kind == EventKind::Exit as u32
             || kind == EventKind::OomVictim as u32
             || kind == EventKind::Fork as u32
+            || kind == EventKind::ExitStop as u32
     }
 }
 
@@ -623,6 +649,13 @@ stats! {
         /// Python walks that stopped before the outermost frame (the depth
         /// limit, or a frame that could not be read).
         PythonTruncated = 19,
+        /// pymalloc pools handed out again while still recorded (see
+        /// [`AllocFn::NewPool`]): the pool emptied and went back to its
+        /// arena, which no probe sees; the old record counts freed. Not a
+        /// loss: how emptied pools are learnt of.
+        PoolReused = 20,
+        /// Pool records taken out because their arena was unmapped.
+        PoolUnmapped = 21,
     }
 }
 

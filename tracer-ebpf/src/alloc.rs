@@ -37,12 +37,13 @@ use aya_ebpf::{
 };
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 use tracer_common::{
-    AllocFn, InFlight, LiveAlloc, StackAllocated, StackKey, Stat, COOKIE_FREE_OUTER,
-    COOKIE_FREE_SECOND, COOKIE_MAY_SKIP, SKIP_BELOW_BYTES,
+    cookie_pool_bits, AllocFn, InFlight, LiveAlloc, StackAllocated, StackKey, Stat,
+    COOKIE_FREE_OUTER, COOKIE_FREE_SECOND, COOKIE_MAY_SKIP, SKIP_BELOW_BYTES,
 };
 
 use crate::{
     live::{self, Put},
+    pools,
     sample::{sample, sample_bytes},
     stack::user_stack_id,
     stats::count,
@@ -251,6 +252,7 @@ fn try_alloc_enter(ctx: &ProbeContext, session: bool) -> bool {
         AllocFn::ReallocArray => (product(a[1], a[2]), a[0]),
         AllocFn::PosixMemalign => (Size::of(a[2]), a[0]),
         AllocFn::AlignedAlloc => (Size::of(a[1]), 0),
+        AllocFn::NewPool => (Size::of(1 << cookie_pool_bits(cookie)), 0),
     };
     // With --sample-bytes, only sampled allocations are followed (an
     // overflowing size fails: not sampled). Full tracing samples all.
@@ -363,6 +365,8 @@ fn try_alloc_return(ctx: &RetProbeContext, session: bool) {
                 unsafe { bpf_probe_read_user(call.ptr as *const u64).unwrap_or(0) }
             }
         }
+        // The pool of the first block it hands out.
+        AllocFn::NewPool => ret & !(call.size - 1),
         _ => ret,
     };
     let reallocating = matches!(func, AllocFn::Realloc | AllocFn::ReallocArray);
@@ -386,7 +390,14 @@ fn try_alloc_return(ctx: &RetProbeContext, session: bool) {
     }
     let stack_id = user_stack_id(ctx, tgid);
     // The entry's timestamp serves as the block's: one clock read per call.
-    record_alloc(tgid, addr, call.size, stack_id, call.entry_ns);
+    let reused = match func {
+        AllocFn::NewPool => {
+            pools::note(tgid, call.size);
+            Stat::PoolReused
+        }
+        _ => Stat::AddressReused,
+    };
+    record_alloc(tgid, addr, call.size, stack_id, call.entry_ns, reused);
 }
 
 #[uprobe]
@@ -474,7 +485,7 @@ fn atomic_add(field: *mut u64, value: u64) {
 /// phantom. Cost: totals lookup (+ insert the first time a stack is seen)
 /// and the live table's insert.
 #[inline(always)]
-fn record_alloc(tgid: u32, addr: u64, size: u64, stack_id: u32, now: u64) {
+fn record_alloc(tgid: u32, addr: u64, size: u64, stack_id: u32, now: u64, reused: Stat) {
     let stack_key = StackKey { tgid, stack_id };
     let totals = match STACK_TOTALS.get_ptr_mut(&stack_key) {
         Some(t) => t,
@@ -498,8 +509,10 @@ fn record_alloc(tgid: u32, addr: u64, size: u64, stack_id: u32, now: u64) {
     match live::put(tgid, addr, &block, true) {
         Put::New => {}
         // The address is still recorded: it was handed out again, so its
-        // free was missed. The old block, out of the table, counts freed.
-        Put::Present => count(Stat::AddressReused),
+        // free was missed (`reused` says how that is counted: a pool's
+        // return to its arena is never seen). The old block, out of the
+        // table, counts freed.
+        Put::Present => count(reused),
         Put::Full => {
             count(Stat::LiveMapFull);
             return;

@@ -6,7 +6,8 @@
 //! - programs: allocator uprobes (`alloc`), anonymous-mapping syscall
 //!   tracepoints (`mapping`), process lifecycle and OOM kills (`process`);
 //! - what they account with: the live-block table (`live`), stack capture
-//!   and the unwind tables (`stack`), CPython frames (`python`),
+//!   and the unwind tables (`stack`), CPython frames (`python`), pymalloc
+//!   pools recorded whole (`pools`),
 //!   `--sample-bytes` (`sample`), which processes are traced (`targets`);
 //! - shared by all: loss counters (`stats`), the ring buffer to userspace
 //!   (`events`), the task storage map type (`task_storage`).
@@ -29,6 +30,7 @@ mod alloc;
 mod events;
 mod live;
 mod mapping;
+mod pools;
 mod process;
 mod python;
 mod sample;

@@ -8,6 +8,9 @@
 //! mmap of a CPython process also walks its Python frames (`python::walk`,
 //! a few µs: mmaps are rare).
 //!
+//! A munmap also takes out the pymalloc pools recorded in the range
+//! (`pools::unmapped`: one lookup unless the process records pools).
+//!
 //! Owns the arguments kept between a syscall's enter and exit
 //! (`SYSCALL_ARGS`).
 
@@ -22,7 +25,7 @@ use tracer_common::{EventKind, MmapEvent, Stat, SyscallArgs};
 use crate::{
     alloc::open_call,
     events::EVENTS,
-    python,
+    pools, python,
     stack::{copy_user_stack, user_sp_word},
     stats::count,
     targets::is_target,
@@ -134,6 +137,10 @@ fn complete(ctx: &TracePointContext) {
     }
     if kind == EventKind::FixedReplace as u32 {
         kind = EventKind::Munmap as u32;
+    }
+    if kind == EventKind::Munmap as u32 {
+        // Pools recorded in an arena pymalloc released are gone.
+        pools::unmapped((tid >> 32) as u32, args.addr, args.len);
     }
     let Some(mut entry) = EVENTS.reserve::<MmapEvent>(0) else {
         count(Stat::RingBufFull);

@@ -7,7 +7,8 @@
 //!
 //! Owns the stops that let userspace put probes in before a process runs
 //! on: a followed fork's child at its first return to user space (`HELD`),
-//! a target at its execs, a command at its entry point (`ENTRY_REACHED`);
+//! a target at its execs, a command at its entry point (`ENTRY_REACHED`),
+//! a CPython command at its end (`EXIT_HOLD`);
 //! whether they are on (`HOLDING`); and the settings of these programs
 //! (`WATCH_EXEC`, `STOP_AT_EXEC`, `EXIT_GROUP_DEAD`).
 
@@ -99,6 +100,37 @@ fn send(mut event: ProcessEvent) -> bool {
         return false;
     }
     true
+}
+
+/// CPython targets memtrace started (`-- CMD` and its followed children)
+/// whose end is to stop them, armed by userspace once their frames are
+/// walked. As with `HELD`, whoever deletes a process's entry decides: the
+/// process at its end (it stops; userspace continues it) or userspace at
+/// the end of the run (the process never stops).
+#[map]
+static EXIT_HOLD: HashMap<u32, u8> = HashMap::with_max_entries(MAX_HELD, 0);
+
+/// A CPython target's end: uprobes at `Py_FinalizeEx` and libc's `_exit`
+/// (`os._exit`), attached for armed processes only. While the process
+/// lives its code objects can be read, and its last stacks named: it
+/// stops (SIGSTOP) and says so; userspace takes in its stacks and
+/// continues it. Once per process (the entry is taken).
+#[uprobe]
+pub(crate) fn exit_stop(_ctx: ProbeContext) -> u32 {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if EXIT_HOLD.remove(&tgid).is_err() {
+        return 0;
+    }
+    let sent = send(ProcessEvent {
+        kind: EventKind::ExitStop as u32,
+        tgid,
+        ..ProcessEvent::default()
+    });
+    if sent {
+        // SAFETY: plain helper call; signals the current process.
+        unsafe { bpf_send_signal(SIGSTOP) };
+    }
+    0
 }
 
 /// `memtrace -- CMD`: a uprobe at the program's entry point, for the

@@ -124,7 +124,7 @@ pub(crate) const TRACER_LAYERS: &[&[&str]] = &[
 /// account with, and what every program uses.
 pub(crate) const EBPF_LAYERS: &[&[&str]] = &[
     &["alloc", "mapping", "process"],
-    &["live", "python", "sample", "stack", "targets"],
+    &["live", "pools", "python", "sample", "stack", "targets"],
     &["events", "stats", "task_storage"],
 ];
 

@@ -101,6 +101,17 @@ pub fn render(report: &Report, top: usize) -> String {
             );
         }
     }
+    if let Some(pool) = report.probes.as_ref().and_then(|p| p.pymalloc_pool_bytes) {
+        let c = &report.counters;
+        let _ = writeln!(
+            w,
+            "pymalloc inlined: Python objects under 512 B counted by the {} pool they came from \
+             ({} pools counted freed when pymalloc took them again, {} with their arena)",
+            bytes(pool),
+            c.pools_reused,
+            c.pools_unmapped
+        );
+    }
     totals(w, &report.totals);
     let losses = report.losses.nonzero();
     if losses.is_empty() {

@@ -296,6 +296,8 @@ pub fn build(ctx: ReportContext<'_>, agg: &Aggregator, frames: &mut Frames<'_>) 
             stacks_recycled: ctx.stacks_recycled,
             python_truncated: stat(Stat::PythonTruncated),
             returns_skipped: stat(Stat::ReturnSkipped),
+            pools_reused: stat(Stat::PoolReused),
+            pools_unmapped: stat(Stat::PoolUnmapped),
         },
         oom_kills: ctx.oom_kills,
         overhead: ctx.overhead,

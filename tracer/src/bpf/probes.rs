@@ -18,7 +18,7 @@ use std::{
     collections::{HashMap, HashSet},
     num::NonZeroU32,
     os::fd::OwnedFd,
-    path::Path,
+    path::{Path, PathBuf},
 };
 
 use anyhow::{Context, Result};
@@ -31,7 +31,8 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use tracer_common::{
-    config, live_spill_words, COOKIE_FREE_OUTER, COOKIE_FREE_SECOND, COOKIE_MAY_SKIP, EXP_DRAWS,
+    config, live_spill_words, AllocFn, COOKIE_FREE_OUTER, COOKIE_FREE_SECOND, COOKIE_MAY_SKIP,
+    COOKIE_POOL_SHIFT, EXP_DRAWS,
 };
 
 use crate::{
@@ -145,6 +146,11 @@ pub struct Probes {
     pub holds: bool,
     /// The kernel knows where a thread's fs base is (see `bpf::python`).
     pub fs_base_known: bool,
+    /// The pool size of an interpreter with pymalloc inlined that was
+    /// hooked (its pools are the unit, see `pymalloc::inlined_pools`).
+    pub pymalloc_pools: Option<u64>,
+    /// Processes armed to stop at their end (see [`Probes::hold_exit`]).
+    exit_armed: HashSet<u32>,
 }
 
 impl Drop for Probes {
@@ -155,6 +161,7 @@ impl Drop for Probes {
             let _ = self.stop_holding();
             self.release_all_held();
         }
+        self.release_exit_holds();
     }
 }
 
@@ -263,7 +270,7 @@ impl Probes {
         let mut path = ProbePath::Classic("not tracing allocations".to_string());
         if !settings.oom_only {
             let entry_stop = settings.unwind_tables.then_some("entry_stop");
-            for name in ["free_enter"].into_iter().chain(entry_stop) {
+            for name in ["free_enter", "exit_stop"].into_iter().chain(entry_stop) {
                 uprobe(&mut bpf, name)?
                     .load()
                     .with_context(|| format!("loading eBPF program {name} (verifier)"))?;
@@ -295,6 +302,8 @@ impl Probes {
             detacher: None,
             holds: settings.hold_targets,
             fs_base_known: fs_base != 0,
+            pymalloc_pools: None,
+            exit_armed: HashSet::new(),
         })
     }
 
@@ -308,6 +317,15 @@ impl Probes {
             BpfHashMap::<_, u32, u8>::try_from(self.bpf.map_mut("TARGETS").expect("TARGETS map"))
         {
             let _ = targets.remove(&pid);
+        }
+        if self.exit_armed.remove(&pid) {
+            if let Some(mut hold) = self
+                .bpf
+                .map_mut("EXIT_HOLD")
+                .and_then(|m| BpfHashMap::<_, u32, u8>::try_from(m).ok())
+            {
+                let _ = hold.remove(&pid);
+            }
         }
         self.attached.retain(|(p, _)| *p != Some(pid));
         let Some(links) = self.links.remove(&pid) else {
@@ -411,6 +429,56 @@ impl Probes {
             .with_context(|| format!("attaching to the entry point of {}", program.display()))
     }
 
+    /// Stops CPython process `pid` at its end, once, until userspace has
+    /// taken in its last stacks and continues it (see the eBPF
+    /// `exit_stop`): a uprobe at each of `points` (file, offset) for it
+    /// alone, going with its other probes, and its `EXIT_HOLD` entry.
+    pub fn hold_exit(&mut self, pid: u32, points: &[(PathBuf, u64)]) -> Result<()> {
+        let scope = UProbeScope::OneProcess(NonZeroU32::new(pid).context("pid 0")?);
+        let mut links = Vec::new();
+        for (file, offset) in points {
+            let id = uprobe(&mut self.bpf, "exit_stop")?
+                .attach(UProbeAttachLocation::AbsoluteOffset(*offset), file, scope)
+                .with_context(|| {
+                    format!("attaching to the end of pid {pid} in {}", file.display())
+                })?;
+            links.push(Attached::Uprobe("exit_stop", id));
+        }
+        self.probe_count += links.len();
+        self.links.entry(pid).or_default().extend(links);
+        let mut hold: BpfHashMap<_, u32, u8> =
+            BpfHashMap::try_from(self.bpf.map_mut("EXIT_HOLD").context("EXIT_HOLD missing")?)?;
+        hold.insert(pid, 1, 0)
+            .with_context(|| format!("arming pid {pid}'s stop at its end"))?;
+        self.exit_armed.insert(pid);
+        Ok(())
+    }
+
+    /// `pid` stopped at its end (its `exit_stop` event): no longer armed.
+    pub fn exit_stopped(&mut self, pid: u32) {
+        self.exit_armed.remove(&pid);
+    }
+
+    /// Disarms every process armed to stop at its end: one that took its
+    /// entry meanwhile is stopped, or about to be, with its event unread,
+    /// and is continued here. For the end of a run (and memtrace's own).
+    pub fn release_exit_holds(&mut self) {
+        let Some(mut hold) = self
+            .bpf
+            .map_mut("EXIT_HOLD")
+            .and_then(|m| BpfHashMap::<_, u32, u8>::try_from(m).ok())
+        else {
+            return;
+        };
+        for pid in std::mem::take(&mut self.exit_armed) {
+            if hold.remove(&pid).is_err() {
+                // SAFETY: plain syscall; a stopped process's pid is still
+                // its own. (SIGCONT also discards a stop still pending.)
+                unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+            }
+        }
+    }
+
     /// The process `entry_stop` stopped last (0: none since
     /// [`Probes::stop_at_entry`]).
     pub fn entry_reached(&self) -> u32 {
@@ -450,8 +518,22 @@ impl Probes {
     /// are told apart by identity (device, inode), checked before their
     /// path is touched (it may run through a process that is gone).
     pub fn attach_allocator(&mut self, pid: Option<u32>, file: &AllocatorFile) -> Result<bool> {
+        let first = !self.attached.iter().any(|&(_, id)| id == file.id);
         if !self.attached.insert((pid, file.id)) {
             return Ok(false);
+        }
+        if let Some(pools) = file.points.iter().find(|p| p.pool_bits != 0) {
+            let bytes = 1u64 << pools.pool_bits;
+            self.pymalloc_pools = Some(bytes);
+            if first {
+                crate::note(&format!(
+                    "{} has pymalloc inlined into its callers: Python objects under 512 B are \
+                     counted by the {} KiB pool pymalloc takes for them, at the line that \
+                     needed the pool",
+                    file.path.display(),
+                    bytes / 1024
+                ));
+            }
         }
         // CPython's frees: in pymalloc itself where the process runs the
         // default allocator (only known of a given process), else at the
@@ -502,12 +584,12 @@ impl Probes {
             for &point in &points {
                 let (list, cookie) = match point.hook {
                     Hook::Free | Hook::FreeSecond => (&mut frees, free_cookie(point)),
-                    Hook::Alloc(func) => {
+                    Hook::Alloc(_) => {
                         let skip = match point.may_skip && !tuned {
                             true => COOKIE_MAY_SKIP,
                             false => 0,
                         };
-                        (&mut allocs, func as u64 | skip)
+                        (&mut allocs, alloc_cookie(point) | skip)
                     }
                 };
                 list.0.push(point.entry_offset);
@@ -545,7 +627,7 @@ impl Probes {
             links.push(Attached::Uprobe("free_enter", id));
         }
         for &point in points.iter().filter(|_| self.multi.is_none()) {
-            let Hook::Alloc(func) = point.hook else {
+            let Hook::Alloc(_) = point.hook else {
                 continue;
             };
             let at = || UProbeAttachLocation::AbsoluteOffset(point.entry_offset);
@@ -555,7 +637,7 @@ impl Probes {
             links.push(Attached::Uprobe("alloc_return", id));
             let entry = UProbeAttachPoint {
                 location: at(),
-                cookie: Some(func as u64),
+                cookie: Some(alloc_cookie(point)),
             };
             let id = uprobe(&mut self.bpf, "alloc_enter")?
                 .attach(entry, file, scope)
@@ -670,6 +752,19 @@ fn uprobe<'a>(bpf: &'a mut Ebpf, name: &str) -> Result<&'a mut UProbe> {
         .program_mut(name)
         .with_context(|| format!("program {name} missing from the eBPF object"))?
         .try_into()?)
+}
+
+/// The attach cookie of an allocation function: which one it is, and for
+/// pymalloc's new-pool function the pool size (see
+/// `tracer_common::AllocFn::NewPool`).
+fn alloc_cookie(point: &ProbePoint) -> u64 {
+    match point.hook {
+        Hook::Alloc(AllocFn::NewPool) => {
+            AllocFn::NewPool as u64 | u64::from(point.pool_bits) << COOKIE_POOL_SHIFT
+        }
+        Hook::Alloc(func) => func as u64,
+        Hook::Free | Hook::FreeSecond => 0,
+    }
 }
 
 /// The attach cookie of a free function: C++'s `operator delete` frees

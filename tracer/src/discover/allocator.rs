@@ -107,6 +107,10 @@ pub const HOOKED_PYTHON: &[(&str, Hook)] = &[
 /// can be (see `pymalloc`).
 pub const PYMALLOC_FREE: &str = "_PyObject_Free";
 
+/// pymalloc's slow path that takes a new pool, probed where the
+/// interpreter has pymalloc inlined (see `pymalloc::inlined_pools`).
+pub const PYMALLOC_NEW_POOL: &str = "allocate_from_new_pool";
+
 /// C++'s allocation functions (Itanium ABI names): `operator new` and
 /// `new[]` in their plain, nothrow and aligned forms, and every `operator
 /// delete`. They are allocation sites of their own — the frame that wrote
@@ -166,6 +170,8 @@ pub struct ProbePoint {
     pub may_skip: bool,
     /// The processes it is for.
     pub when: When,
+    /// [`AllocFn::NewPool`]: log2 of pymalloc's pool size (else 0).
+    pub pool_bits: u32,
 }
 
 /// glibc's allocation functions that call no other probed function (the
@@ -256,7 +262,7 @@ pub fn probe_points(path: &Path, extra_prefixes: &[String]) -> Result<Vec<ProbeP
                     &data,
                     &file,
                     format!("{prefix}{name}"),
-                    (hook, may_skip, When::Always),
+                    (hook, may_skip, When::Always, 0),
                     vaddr,
                 );
             }
@@ -272,46 +278,67 @@ pub fn probe_points(path: &Path, extra_prefixes: &[String]) -> Result<Vec<ProbeP
                     &data,
                     &file,
                     name.to_string(),
-                    (hook, false, When::Always),
+                    (hook, false, When::Always, 0),
                     vaddr,
                 );
             }
         }
     }
     // CPython's, in the file that defines its object allocator; its frees
-    // in pymalloc itself where they can be.
+    // in pymalloc itself where they can be. Where the interpreter's own
+    // code has pymalloc inlined, its pools instead (see `pymalloc`).
     if python.contains_key("PyObject_Malloc") && python.contains_key("PyObject_Free") {
-        let frees: Vec<u64> = ["PyObject_Free", "PyMem_Free"]
-            .iter()
-            .filter_map(|n| python.get(n).copied())
-            .collect();
-        let inner = match frees.len() {
-            2 => pymalloc::inner_free(&file, &data, &frees),
-            _ => None,
-        };
-        for &(name, hook) in HOOKED_PYTHON {
-            if let Some(&vaddr) = python.get(name) {
-                let when = match (hook, inner) {
-                    (Hook::Free, Some(_)) => When::ReplacedAllocator,
-                    _ => When::Always,
-                };
-                let point = (hook, false, when);
-                push_point(&mut points, &data, &file, name.to_string(), point, vaddr);
-            }
-        }
-        if let Some(vaddr) = inner {
-            let point = (Hook::FreeSecond, false, When::DefaultAllocator);
-            push_point(
-                &mut points,
-                &data,
-                &file,
-                PYMALLOC_FREE.to_string(),
-                point,
-                vaddr,
-            );
-        }
+        python_points(&mut points, &data, &file, &python);
     }
     Ok(points)
+}
+
+/// CPython's probe points in the file that defines its allocation API
+/// (`python`: name → address): the public functions, with the frees in
+/// pymalloc where they tail-call it ([`pymalloc::inner_free`]); or, where
+/// the interpreter's own code has pymalloc inlined and calls none of them
+/// ([`pymalloc::inlined_pools`]), the function that takes a new pool, and
+/// no public function: the inlined frees would never be seen, so blocks
+/// recorded by the public ones would read as leaks. Blocks over 512 bytes
+/// come from malloc there too, seen by malloc's probes.
+fn python_points(
+    points: &mut Vec<ProbePoint>,
+    data: &[u8],
+    file: &object::File,
+    python: &BTreeMap<&'static str, u64>,
+) {
+    let at = |name| python.get(name).copied();
+    if let (Some(malloc), Some(free)) = (at("PyObject_Malloc"), at("PyObject_Free")) {
+        if let Some(pools) = pymalloc::inlined_pools(file, data, malloc, free) {
+            let hook = Hook::Alloc(AllocFn::NewPool);
+            let point = (hook, false, When::Always, pools.pool_bits);
+            let name = PYMALLOC_NEW_POOL.to_string();
+            push_point(points, data, file, name, point, pools.new_pool);
+            return;
+        }
+    }
+    let frees: Vec<u64> = ["PyObject_Free", "PyMem_Free"]
+        .iter()
+        .filter_map(|n| python.get(n).copied())
+        .collect();
+    let inner = match frees.len() {
+        2 => pymalloc::inner_free(file, data, &frees),
+        _ => None,
+    };
+    for &(name, hook) in HOOKED_PYTHON {
+        if let Some(&vaddr) = python.get(name) {
+            let when = match (hook, inner) {
+                (Hook::Free, Some(_)) => When::ReplacedAllocator,
+                _ => When::Always,
+            };
+            let point = (hook, false, when, 0);
+            push_point(points, data, file, name.to_string(), point, vaddr);
+        }
+    }
+    if let Some(vaddr) = inner {
+        let point = (Hook::FreeSecond, false, When::DefaultAllocator, 0);
+        push_point(points, data, file, PYMALLOC_FREE.to_string(), point, vaddr);
+    }
 }
 
 /// Adds the probe point of function `symbol` at `vaddr` (unless an alias
@@ -322,7 +349,7 @@ fn push_point(
     data: &[u8],
     file: &object::File,
     symbol: String,
-    (hook, may_skip, when): (Hook, bool, When),
+    (hook, may_skip, when, pool_bits): (Hook, bool, When, u32),
     vaddr: u64,
 ) {
     let Some(file_offset) = file_offset(file, vaddr) else {
@@ -347,12 +374,15 @@ fn push_point(
         placement,
         may_skip,
         when,
+        pool_bits,
     });
 }
 
 /// The registers a hooked function's probes read its arguments from.
 fn argument_registers(hook: Hook) -> &'static [Register] {
     match hook {
+        // The pool size is the cookie's; only the return value is read.
+        Hook::Alloc(AllocFn::NewPool) => &[],
         Hook::Free | Hook::Alloc(AllocFn::Malloc) => &[Register::RDI],
         Hook::FreeSecond => &[Register::RSI],
         Hook::Alloc(AllocFn::Calloc | AllocFn::Realloc | AllocFn::AlignedAlloc) => {

@@ -88,6 +88,115 @@ fn tail_slot(file: &object::File, data: &[u8], vaddr: u64) -> Option<u64> {
     None
 }
 
+/// pymalloc inlined into its callers (link-time optimized builds such as
+/// Debian's `python3.11`): where pymalloc takes a new pool, and the pool
+/// size's log2.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InlinedPools {
+    /// `allocate_from_new_pool`'s address in the file.
+    pub new_pool: u64,
+    pub pool_bits: u32,
+}
+
+/// Calls of the new-pool function that show pymalloc's fast path inlined
+/// into callers all over the interpreter (Debian's 3.11 has 171; a build
+/// that calls pymalloc through its allocator table has 3: pymalloc's own
+/// malloc, calloc and realloc).
+const INLINED_CALLERS: usize = 16;
+
+/// Whether the interpreter's own code allocates objects with pymalloc
+/// inlined, so that no call marks an allocation: link-time optimization
+/// copies `PyObject_Malloc`'s body, speculatively devirtualized (`mov
+/// slot(%rip),%rax; cmp $pymalloc_malloc,%rax; jne indirect`), into every
+/// caller. Then the one call left on the way is the slow path's, when a
+/// size class needs a new pool: `allocate_from_new_pool`, the first direct
+/// call in pymalloc's malloc, made from at least [`INLINED_CALLERS`]
+/// places. The pool size comes from `PyObject_Free`, which finds a block's
+/// pool by masking its address (`and $~(pool size - 1)`).
+pub fn inlined_pools(
+    file: &object::File,
+    data: &[u8],
+    object_malloc: u64,
+    object_free: u64,
+) -> Option<InlinedPools> {
+    let decode = |vaddr: u64, len: usize| {
+        let offset = super::allocator::file_offset(file, vaddr)? as usize;
+        let code = data.get(offset..data.len().min(offset + len))?;
+        Some(Decoder::with_ip(64, code, vaddr, DecoderOptions::NONE))
+    };
+    // pymalloc's malloc: what PyObject_Malloc compares its table slot
+    // with, the slot's own initial value.
+    let mut slots = Vec::new();
+    let mut inner = None;
+    for instr in decode(object_malloc, 64)?.into_iter().take(12) {
+        if instr.code() == Code::Mov_r64_rm64 && instr.is_ip_rel_memory_operand() {
+            slots.extend(initial_pointer(file, data, instr.ip_rel_memory_address()));
+        }
+        let compare = matches!(instr.code(), Code::Cmp_rm64_imm32 | Code::Cmp_RAX_imm32);
+        if compare && instr.op0_register() != Register::None {
+            let target = instr.immediate32to64() as u64;
+            inner = slots.contains(&target).then_some(target);
+            break;
+        }
+    }
+    let inner = inner?;
+    let plt: Vec<(u64, u64)> = file
+        .sections()
+        .filter(|s| s.name().is_ok_and(|n| n.starts_with(".plt")))
+        .map(|s| (s.address(), s.address() + s.size()))
+        .collect();
+    let new_pool = decode(inner, 512)?.into_iter().find_map(|instr| {
+        let target = instr.near_branch_target();
+        (instr.code() == Code::Call_rel32_64
+            && !plt.iter().any(|&(a, b)| a <= target && target < b))
+        .then_some(target)
+    })?;
+    if direct_calls(file, data, new_pool) < INLINED_CALLERS {
+        return None;
+    }
+    let pool_bits = decode(object_free, 128)?
+        .into_iter()
+        .take(32)
+        .find_map(|instr| {
+            let mask = match instr.code() {
+                Code::And_rm64_imm32 | Code::And_RAX_imm32
+                    if instr.op0_register() != Register::None =>
+                {
+                    instr.immediate32to64() as u64
+                }
+                _ => return None,
+            };
+            let bits = (!mask).count_ones();
+            ((12..=16).contains(&bits) && !mask == (1u64 << bits) - 1).then_some(bits)
+        })?;
+    Some(InlinedPools {
+        new_pool,
+        pool_bits,
+    })
+}
+
+/// Direct calls (`call rel32`) to `target` in the file's code, counted by
+/// their encoding (a byte scan: an 0xe8 byte inside another instruction
+/// that happens to encode a call to exactly `target` is vanishingly rare).
+fn direct_calls(file: &object::File, data: &[u8], target: u64) -> usize {
+    file.sections()
+        .filter(|s| s.kind() == object::SectionKind::Text)
+        .filter_map(|s| Some((s.address(), s.file_range()?)))
+        .map(|(address, (offset, size))| {
+            let Some(code) = data.get(offset as usize..(offset + size) as usize) else {
+                return 0;
+            };
+            code.windows(5)
+                .enumerate()
+                .filter(|(i, w)| {
+                    let rel = i32::from_le_bytes([w[1], w[2], w[3], w[4]]) as i64;
+                    w[0] == 0xe8 && (address + *i as u64 + 5).wrapping_add(rel as u64) == target
+                })
+                .count()
+        })
+        .sum()
+}
+
 /// The pointer a data slot holds when the file is loaded: its relocation's
 /// (a relative one's addend, or a symbol's address), else the bytes in the
 /// file.
@@ -192,6 +301,54 @@ mod tests {
             inner_free(&file, &data, &[frees[0], address("PyObject_Malloc")]),
             None
         );
+    }
+
+    fn exported(file: &object::File, name: &str) -> u64 {
+        file.dynamic_symbols()
+            .find(|s| s.name() == Ok(name))
+            .map(|s| s.address())
+            .unwrap_or_else(|| panic!("{name} not exported"))
+    }
+
+    #[test]
+    fn debian_python_has_pymalloc_inlined() {
+        let data = fs::read("/usr/bin/python3.11").expect("Debian's python3.11");
+        let file = object::File::parse(&*data).unwrap();
+        let (malloc, free) = (
+            exported(&file, "PyObject_Malloc"),
+            exported(&file, "PyObject_Free"),
+        );
+        let pools = inlined_pools(&file, &data, malloc, free).expect("pymalloc inlined");
+        // 16 KiB pools (3.10+ on 64-bit); the function follows pymalloc's
+        // malloc and is called from all over the interpreter.
+        assert_eq!(pools.pool_bits, 14);
+        assert!(direct_calls(&file, &data, pools.new_pool) > 100);
+    }
+
+    #[test]
+    fn pyenv_python_calls_pymalloc() {
+        for lib in pyenv_libpythons() {
+            let data = fs::read(&lib).unwrap();
+            let file = object::File::parse(&*data).unwrap();
+            let (malloc, free) = (
+                exported(&file, "PyObject_Malloc"),
+                exported(&file, "PyObject_Free"),
+            );
+            assert_eq!(inlined_pools(&file, &data, malloc, free), None, "{lib:?}");
+        }
+    }
+
+    fn pyenv_libpythons() -> Vec<std::path::PathBuf> {
+        let Ok(dirs) = fs::read_dir("/root/.pyenv/versions") else {
+            return Vec::new();
+        };
+        dirs.filter_map(|e| {
+            let dir = e.ok()?.path();
+            let minor = dir.file_name()?.to_str()?.rsplit_once('.')?.0.to_string();
+            let lib = dir.join(format!("lib/libpython{minor}.so.1.0"));
+            lib.is_file().then_some(lib)
+        })
+        .collect()
     }
 
     fn pyenv_libpython() -> Option<std::path::PathBuf> {

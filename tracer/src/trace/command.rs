@@ -11,6 +11,11 @@ use std::{
 use super::{kernel::Kernel, Tracing, ENTRY_WAIT};
 use crate::{bpf::unwind, discover::target};
 
+/// How long a target continued from its entry point is watched for a
+/// CPython interpreter becoming readable (a few milliseconds after its
+/// start; seconds on a machine starved of CPU).
+const PYTHON_WAIT: Duration = Duration::from_secs(2);
+
 /// Continues `pid`, stopped by the kernel for its probes to go in (see
 /// `HOLDING` in the eBPF side). It is stopped, so cannot have exited: its
 /// pid is still its own.
@@ -49,6 +54,11 @@ impl Tracing {
             cont();
             // Its entry point is behind it: the probe cannot fire again.
             self.m.probes.detach_entry_stop(link, false);
+            // A CPython program: its frames are walked from its first
+            // Python code on, not from the next look at its mappings.
+            let m = &mut self.m;
+            m.python
+                .await_ready(pid, &mut m.probes, m.verbose, PYTHON_WAIT);
         } else {
             // Not there in time (a slow loader or constructor) or gone:
             // the probe goes first, then the process continues, so that a

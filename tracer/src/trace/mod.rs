@@ -151,7 +151,9 @@ pub async fn run(cfg: config::Trace, child: Option<HeldChild>) -> Result<()> {
         agg: Aggregator::new(MAX_SAMPLES, max_series(cfg.attach.max_stacks), min_gap(cfg)),
         mappings: MappingTracker::new(cfg.attach.max_live as usize),
         freed: drain::Freed::default(),
-        python: python::PythonTargets::default(),
+        // The command's CPython processes stop at their end until their
+        // last stacks are named.
+        python: python::PythonTargets::new(mode == Mode::Command),
         recycler: recycle::Recycler::new(cfg.attach.max_stacks),
         verbose: cfg.verbose,
     };
@@ -248,6 +250,7 @@ pub async fn run(cfg: config::Trace, child: Option<HeldChild>) -> Result<()> {
     tracing.m.probes.stop_holding()?;
     tracing.drain(cfg, events.get_mut())?;
     tracing.m.probes.release_all_held();
+    tracing.m.probes.release_exit_holds();
     if tracing.mode == Mode::OomOnly {
         // The kills went out as they happened; files get the whole report.
         let files: Vec<config::Output> = outputs
@@ -374,6 +377,15 @@ impl Tracing {
             k if k == EventKind::Exit as u32 => self.life.on_exit(&mut self.m, pid),
             k if k == EventKind::Fork as u32 => self.on_fork(pid, e),
             k if k == EventKind::OomVictim as u32 => self.on_oom(cfg, e)?,
+            k if k == EventKind::ExitStop as u32 => {
+                // A CPython target stopped at its end: its last stacks are
+                // taken in (named while its code objects live), then it
+                // goes on.
+                self.m.probes.exit_stopped(pid);
+                let sampled = self.sample(cfg);
+                command::cont(pid);
+                sampled?;
+            }
             _ => {}
         }
         Ok(())

@@ -6,11 +6,17 @@
 //! its native frames. A build memtrace cannot read is said once, in one
 //! line, and traced as native code.
 
-use std::collections::HashMap;
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
 
 use crate::{
     bpf::{drain::Walked, probes::Probes},
-    discover::python::{self, walk::RawFrame, Check, Python},
+    discover::{
+        python::{self, walk::RawFrame, Check, Python},
+        target,
+    },
     symbolize::{
         python::{splice, CodeCache},
         Symbolizer,
@@ -28,6 +34,9 @@ const MAX_LOOKS: u32 = 30;
 /// unsupported.
 const CHECK_LOOKS: u32 = 5;
 
+/// How often [`PythonTargets::await_ready`] looks.
+const READY_POLL: Duration = Duration::from_millis(2);
+
 /// A CPython process being attached, or attached.
 struct PyTarget {
     python: Option<Python>,
@@ -39,12 +48,21 @@ struct PyTarget {
     codes: CodeCache,
 }
 
-#[derive(Default)]
 pub(super) struct PythonTargets {
     by_pid: HashMap<u32, PyTarget>,
+    /// Stop each one at its end until its last stacks are named (the
+    /// processes memtrace started: `-- CMD` and its followed children).
+    hold_exits: bool,
 }
 
 impl PythonTargets {
+    pub(super) fn new(hold_exits: bool) -> PythonTargets {
+        PythonTargets {
+            by_pid: HashMap::new(),
+            hold_exits,
+        }
+    }
+
     /// A new pass of resolving (an interval's new stacks): code objects
     /// are checked again at their next use.
     pub(super) fn new_pass(&mut self) {
@@ -57,6 +75,46 @@ impl PythonTargets {
     /// whenever its mappings are read again. Says once (with `verbose`,
     /// always) what it found.
     pub(super) fn consider(&mut self, pid: u32, probes: &mut Probes, verbose: bool) {
+        self.look(pid, probes, verbose, true);
+    }
+
+    /// Attaches `pid` as soon as its interpreter runs Python code, looking
+    /// every [`READY_POLL`] for up to `wait` (the looks are not counted
+    /// against [`MAX_LOOKS`]): a command started under memtrace is
+    /// continued from its entry point, and what its script allocates
+    /// before its frames are walked has none. An interpreter reads as
+    /// ready a few milliseconds after its start, when its import system's
+    /// first Python code runs. Whether its frames are walked now.
+    pub(super) fn await_ready(
+        &mut self,
+        pid: u32,
+        probes: &mut Probes,
+        verbose: bool,
+        wait: Duration,
+    ) -> bool {
+        if !python::runs_python(pid) {
+            return false;
+        }
+        let deadline = Instant::now() + wait;
+        loop {
+            self.look(pid, probes, verbose, false);
+            let t = self.by_pid.get(&pid);
+            if t.is_some_and(|t| t.walked) {
+                return true;
+            }
+            if t.is_some_and(|t| t.looks >= MAX_LOOKS)
+                || Instant::now() >= deadline
+                || !target::is_alive(pid)
+            {
+                return false;
+            }
+            std::thread::sleep(READY_POLL);
+        }
+    }
+
+    /// One look at `pid` (see [`PythonTargets::consider`]); `counted`
+    /// looks are limited to [`MAX_LOOKS`].
+    fn look(&mut self, pid: u32, probes: &mut Probes, verbose: bool, counted: bool) {
         if self
             .by_pid
             .get(&pid)
@@ -73,7 +131,7 @@ impl PythonTargets {
             looks: 0,
             codes: CodeCache::default(),
         });
-        t.looks += 1;
+        t.looks += u32::from(counted);
         let last_look = t.looks == MAX_LOOKS;
         let checked = match t.python.as_mut() {
             Some(p) => p.recheck().map(|_| ()),
@@ -113,6 +171,14 @@ impl PythonTargets {
                 t.walked = true;
                 if verbose {
                     crate::note(&p.describe());
+                }
+                // Its code objects go with it: its last stacks are named
+                // while it waits at its end.
+                if self.hold_exits {
+                    let points = python::runtime::end_points(pid, &p.runtime.file);
+                    if let Err(e) = probes.hold_exit(pid, &points) {
+                        crate::note(&format!("warning: pid {pid}: {e:#}"));
+                    }
                 }
             }
             Err(e) => {

@@ -256,6 +256,7 @@ impl Tracing {
                 }
                 .to_string(),
                 detail: self.m.probes.path.describe(),
+                pymalloc_pool_bytes: self.m.probes.pymalloc_pools,
             }),
             unwind: (self.mode != Mode::OomOnly).then(|| {
                 (

@@ -6,7 +6,11 @@
 //! the process. Everything is found by exported symbol (`.dynsym`, which a
 //! stripped interpreter keeps), then `.symtab` if there is one.
 
-use std::{collections::HashMap, fs::File, path::Path};
+use std::{
+    collections::HashMap,
+    fs::File,
+    path::{Path, PathBuf},
+};
 
 use anyhow::{bail, Context, Result};
 use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol};
@@ -92,6 +96,46 @@ pub fn version_from_name(name: &str) -> Option<(u32, bool)> {
         return None;
     }
     Some((minor, flags.contains('t')))
+}
+
+/// Where CPython process `pid` ends while its code objects still live
+/// (`runtime_file`: the file holding its runtime, as the process maps
+/// it): `Py_FinalizeEx` there, which a normal end runs before it frees
+/// the modules, and libc's `_exit`, which `os._exit` calls without
+/// finalizing. Each as (the file through the process's root, file
+/// offset); a point not found is left out.
+pub fn end_points(pid: u32, runtime_file: &str) -> Vec<(PathBuf, u64)> {
+    let maps = target::read_maps(pid).unwrap_or_default();
+    let libc = maps.iter().filter_map(|m| m.path.as_deref()).find(|p| {
+        Path::new(p)
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("libc.so"))
+    });
+    [(Some(runtime_file), "Py_FinalizeEx"), (libc, "_exit")]
+        .into_iter()
+        .filter_map(|(file, symbol)| {
+            let path = PathBuf::from(format!("/proc/{pid}/root{}", file?));
+            let offset = exported_offset(&path, symbol)?;
+            Some((path, offset))
+        })
+        .collect()
+}
+
+/// The file offset of the function `symbol` that the ELF file at `path`
+/// exports.
+fn exported_offset(path: &Path, symbol: &str) -> Option<u64> {
+    let file = File::open(path).ok()?;
+    // SAFETY: a read-only private mapping, only parsed.
+    let data = unsafe { memmap2::Mmap::map(&file) }.ok()?;
+    let elf = object::File::parse(&*data).ok()?;
+    let vaddr = elf
+        .dynamic_symbols()
+        .find(|s| s.is_definition() && s.name().is_ok_and(|n| n == symbol))?
+        .address();
+    elf.segments().find_map(|s| {
+        let (offset, size) = s.file_range();
+        (vaddr >= s.address() && vaddr - s.address() < size).then(|| vaddr - s.address() + offset)
+    })
 }
 
 /// Finds the CPython runtime `pid` runs, or says in one line why there is
