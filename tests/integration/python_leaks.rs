@@ -678,6 +678,22 @@ fn debian_pools_freed_with_their_arena() {
     );
 }
 
+/// `--empty-programs`, the bench's floor (the traps at memtrace's probe
+/// points alone): the same probes go in, and no heap block is counted
+/// (the mapping tracepoints still count pymalloc's arenas).
+#[test]
+fn empty_programs_count_nothing() {
+    let script = script("dict_cache.py");
+    let (report, out) = trace(&anchor_python(), &script, &["2"], &["--empty-programs"]);
+    assert_eq!(
+        report["totals"]["by_kind"].get("heap"),
+        None,
+        "{}",
+        out.describe()
+    );
+    assert!(heap_stacks(&report).is_empty(), "{}", out.describe());
+}
+
 /// The number of the one line of `script` ending with `marker`.
 fn marked_line(script: &Path, marker: &str) -> u64 {
     let text = std::fs::read_to_string(script).unwrap();

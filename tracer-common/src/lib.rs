@@ -708,6 +708,9 @@ pub mod config {
     /// kernel's BTF), 0 when unknown: how the kernel finds a 3.8–3.10
     /// Python thread's state (see `PY_KEY_PTHREAD`).
     pub const TASK_FSBASE: &str = "TASK_FSBASE";
+    /// 1: the allocator programs return at once (`--empty-programs`: the
+    /// bench's floor, what the traps at memtrace's probe points cost).
+    pub const EMPTY_PROGRAMS: &str = "EMPTY_PROGRAMS";
 }
 
 /// Entries of the `EXP_DRAWS` map: draws of the exponential distribution

@@ -625,6 +625,12 @@ pub struct Cli {
           value_parser = clap::value_parser!(u32).range(256..=(1 << 20)))]
     pub max_stacks: u32,
 
+    /// The bench's floor: the allocator programs return at once, so that
+    /// a run costs the traps at memtrace's probe points and nothing else
+    /// (nothing is counted).
+    #[arg(long, hide = true)]
+    pub empty_programs: bool,
+
     /// Command to start and trace from its first allocation.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -749,6 +755,7 @@ impl Cli {
                 unwind: self.unwind,
                 max_live: self.max_live,
                 max_stacks: self.max_stacks,
+                empty_programs: self.empty_programs,
             },
             sampling: config::Sampling {
                 interval: self.interval,

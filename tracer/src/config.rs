@@ -97,6 +97,9 @@ pub struct Attach {
     pub max_live: u32,
     /// Capacity of the stack table, and the most series kept.
     pub max_stacks: u32,
+    /// The allocator programs do nothing (`--empty-programs`, the bench's
+    /// floor).
+    pub empty_programs: bool,
 }
 
 /// When and how much is measured, and how it is judged.

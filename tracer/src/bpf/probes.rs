@@ -189,6 +189,8 @@ pub struct Settings {
     /// stops at its first return to user space, and a target at each exec,
     /// until userspace continues it (forks followed, on given targets).
     pub hold_targets: bool,
+    /// The allocator programs return at once (the bench's floor).
+    pub empty_programs: bool,
 }
 
 impl Probes {
@@ -226,6 +228,7 @@ impl Probes {
             .override_global(config::EXIT_GROUP_DEAD, &group_dead, true)
             .override_global(config::LIVE_BUCKETS, &live_buckets, true)
             .override_global(config::TASK_FSBASE, &fs_base, true)
+            .override_global(config::EMPTY_PROGRAMS, &flag(settings.empty_programs), true)
             .map_max_entries("LIVE", live_buckets)
             .map_max_entries("LIVE_SPILL", live_spill_words(live_buckets))
             .map_max_entries("STACKS", settings.max_stacks)

@@ -129,6 +129,7 @@ pub async fn run(cfg: config::Trace, child: Option<HeldChild>) -> Result<()> {
         // Given targets whose forks are followed are held while their
         // probes go in (a watched node hooks what it finds as it can).
         hold_targets: cfg.follow_forks && matches!(mode, Mode::Command | Mode::Pids),
+        empty_programs: cfg.attach.empty_programs,
     };
     let files = AllocatorFiles::new(
         cfg.attach.symbol_prefixes.clone(),

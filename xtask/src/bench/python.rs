@@ -7,7 +7,11 @@
 //! bpftrace probes at offset 0 of the functions memtrace hooks in
 //! libpython (entry + return probe on the allocation functions, entry on
 //! the frees; libc's are left out, as system-wide probes there would hit
-//! every process); memtrace full; memtrace `--sample-bytes 512KiB`.
+//! every process); the floor, memtrace's own probes with programs that
+//! return at once (`--empty-programs`: the same probe points, placements
+//! and traps, libc's included); memtrace full; memtrace `--sample-bytes
+//! 512KiB`. And Debian's python3.11, whose pymalloc is inlined (memtrace
+//! counts its pools), untraced and traced.
 
 use std::{
     fs,
@@ -48,18 +52,27 @@ pub(super) enum PyConfig {
     Tracemalloc1,
     Tracemalloc25,
     NaiveFloor,
+    Floor,
     MemtraceFull,
     MemtraceSampled,
+    DebianUntraced,
+    DebianMemtrace,
 }
 
-const CONFIGS: [PyConfig; 6] = [
+const CONFIGS: [PyConfig; 9] = [
     PyConfig::Untraced,
     PyConfig::Tracemalloc1,
     PyConfig::Tracemalloc25,
     PyConfig::NaiveFloor,
+    PyConfig::Floor,
     PyConfig::MemtraceFull,
     PyConfig::MemtraceSampled,
+    PyConfig::DebianUntraced,
+    PyConfig::DebianMemtrace,
 ];
+
+/// Debian's CPython 3.11 (static, link-time optimized: pymalloc inlined).
+const DEBIAN_PYTHON: &str = "/usr/bin/python3.11";
 
 impl PyConfig {
     fn label(self) -> &'static str {
@@ -68,8 +81,11 @@ impl PyConfig {
             PyConfig::Tracemalloc1 => "python -X tracemalloc=1",
             PyConfig::Tracemalloc25 => "python -X tracemalloc=25",
             PyConfig::NaiveFloor => "empty probes at offset 0 (naive floor)",
+            PyConfig::Floor => "memtrace's probes, empty programs (floor)",
             PyConfig::MemtraceFull => "memtrace (full tracing)",
             PyConfig::MemtraceSampled => "memtrace --sample-bytes 512KiB",
+            PyConfig::DebianUntraced => "Debian python3.11, untraced",
+            PyConfig::DebianMemtrace => "Debian python3.11, memtrace (pools)",
         }
     }
 }
@@ -178,7 +194,11 @@ struct PyBench {
 impl PyBench {
     /// One timed run: ns per step of loop `mode`.
     fn measure(&self, mode: &str, steps: u64, config: PyConfig) -> Result<f64> {
-        let mut python = Command::new(&self.python);
+        let debian = matches!(config, PyConfig::DebianUntraced | PyConfig::DebianMemtrace);
+        let mut python = Command::new(match debian {
+            true => Path::new(DEBIAN_PYTHON),
+            false => &self.python,
+        });
         match config {
             PyConfig::Tracemalloc1 => python.args(["-X", "tracemalloc=1"]),
             PyConfig::Tracemalloc25 => python.args(["-X", "tracemalloc=25"]),
@@ -198,8 +218,12 @@ impl PyBench {
         }
         let mut tracer = self.start_tracer(config, program.id())?;
         if let Some(t) = &mut tracer {
-            // PyObject_Malloc and PyObject_Free at least.
-            wait_for_breakpoints(program.id(), &self.lib, 2, t)?;
+            // PyObject_Malloc and PyObject_Free at least; Debian's: the
+            // new-pool function.
+            match debian {
+                true => wait_for_breakpoints(program.id(), Path::new(DEBIAN_PYTHON), 1, t)?,
+                false => wait_for_breakpoints(program.id(), &self.lib, 2, t)?,
+            }
         }
         program.stdin.take().context("stdin")?.write_all(b"go\n")?;
         let line = next_line(&mut lines)?;
@@ -212,7 +236,7 @@ impl PyBench {
             bail!("py_bench.py failed: {status}");
         }
         if let Some(mut t) = tracer {
-            let memtrace = matches!(config, PyConfig::MemtraceFull | PyConfig::MemtraceSampled);
+            let memtrace = !matches!(config, PyConfig::NaiveFloor);
             stop_tracer(&mut t, memtrace)?;
         }
         Ok(ns)
@@ -232,7 +256,10 @@ impl PyBench {
                 .context("starting memtrace")
         };
         Ok(match config {
-            PyConfig::Untraced | PyConfig::Tracemalloc1 | PyConfig::Tracemalloc25 => None,
+            PyConfig::Untraced
+            | PyConfig::Tracemalloc1
+            | PyConfig::Tracemalloc25
+            | PyConfig::DebianUntraced => None,
             PyConfig::NaiveFloor => {
                 let lib = self.lib.display();
                 let mut script = String::new();
@@ -244,7 +271,8 @@ impl PyBench {
                 }
                 Some(spawn_bpftrace(&self.scratch.join("py-bench.bt"), &script)?)
             }
-            PyConfig::MemtraceFull => Some(memtrace(&[])?),
+            PyConfig::Floor => Some(memtrace(&["--empty-programs"])?),
+            PyConfig::MemtraceFull | PyConfig::DebianMemtrace => Some(memtrace(&[])?),
             PyConfig::MemtraceSampled => Some(memtrace(&["--sample-bytes", "512KiB"])?),
         })
     }
@@ -296,22 +324,29 @@ pub(super) fn render_markdown(python: Option<&Value>) -> Result<String> {
             .get("median_ns_per_step")
             .and_then(Value::as_f64)
             .unwrap_or(f64::NAN);
+        // Debian's rows against Debian's untraced run.
+        let untraced = match config {
+            PyConfig::DebianMemtrace => get(mode, "debian_untraced"),
+            _ => get(mode, "untraced"),
+        };
         md += &format!(
             "| {mode} | {} | {} | {} |\n",
             config.label(),
             fixed(ns, 1),
-            fixed(ns / get(mode, "untraced"), 1)
+            fixed(ns / untraced, 1)
         );
     }
-    md += "\n| loop | memtrace full / naive floor | sampled / naive floor | full / tracemalloc=1 \
+    md += "\n| loop | full / floor | sampled / floor | full / naive floor | full / tracemalloc=1 \
            | full / tracemalloc=25 |\n";
-    md += "| --- | ---: | ---: | ---: | ---: |\n";
+    md += "| --- | ---: | ---: | ---: | ---: | ---: |\n";
     for (mode, _) in MODES {
         let full = get(mode, "memtrace_full");
+        let floor = get(mode, "floor");
         md += &format!(
-            "| {mode} | {} | {} | {} | {} |\n",
+            "| {mode} | {} | {} | {} | {} | {} |\n",
+            fixed(full / floor, 2),
+            fixed(get(mode, "memtrace_sampled") / floor, 2),
             fixed(full / get(mode, "naive_floor"), 2),
-            fixed(get(mode, "memtrace_sampled") / get(mode, "naive_floor"), 2),
             fixed(full / get(mode, "tracemalloc1"), 1),
             fixed(full / get(mode, "tracemalloc25"), 1),
         );
