@@ -326,7 +326,7 @@ pub(super) fn render_markdown(python: Option<&Value>) -> Result<String> {
             .unwrap_or(f64::NAN);
         // Debian's rows against Debian's untraced run.
         let untraced = match config {
-            PyConfig::DebianMemtrace => get(mode, "debian_untraced"),
+            PyConfig::DebianUntraced | PyConfig::DebianMemtrace => get(mode, "debian_untraced"),
             _ => get(mode, "untraced"),
         };
         md += &format!(
