@@ -678,6 +678,69 @@ fn debian_pools_freed_with_their_arena() {
     );
 }
 
+/// Forked workers, gunicorn style (`-- python app.py`: the command's
+/// children are followed): each worker process's own heap has the
+/// workers' marked line on top, with verdict `leak`, read from the
+/// worker's own frames (its stacks are its own, its Python frames walked
+/// in it); the parent, which only waits, holds no such stack.
+#[test]
+fn forked_workers_leak_at_their_line() {
+    let python = anchor_python();
+    let script = workspace_root().join("tests/workloads/py_fork_workers.py");
+    let (report, out) = trace(&python, &script, &[SECONDS], &[]);
+    let want = marked_frame(&script, minor_of(&python));
+    let ctx = || format!("{}\n{}", out.command, describe_top(&report, 4));
+    let targets = report["targets"].as_array().cloned().unwrap_or_default();
+    assert_eq!(targets.len(), 3, "the parent and two workers\n{}", ctx());
+    let leaking: Vec<u64> = targets
+        .iter()
+        .filter_map(|t| {
+            let pid = t["pid"].as_u64()?;
+            let top = heap_stacks(&report)
+                .into_iter()
+                .find(|s| s["pid"].as_u64() == Some(pid))?;
+            (first_python_frame(top) == Some(want.clone()) && top["verdict"] == "leak")
+                .then_some(pid)
+        })
+        .collect();
+    assert_eq!(
+        leaking.len(),
+        2,
+        "two processes (the workers) should have {want} on top, leaking; these do: \
+         {leaking:?}\n{}",
+        ctx()
+    );
+}
+
+/// `python3.12` through pyenv's shim (a bash script that execs pyenv's,
+/// which execs the interpreter): the interpreter is found in the
+/// command's last image and named at its line.
+#[test]
+fn pyenv_shim_names_the_line() {
+    let script = script("dict_cache.py");
+    let shim = PathBuf::from("/root/.pyenv/shims/python3.12");
+    assert!(shim.is_file(), "no pyenv shim at {}", shim.display());
+    let version = anchor_python();
+    let version = version
+        .ancestors()
+        .nth(2)
+        .and_then(|d| d.file_name())
+        .and_then(|n| n.to_str())
+        .expect("pyenv version directory")
+        .to_string();
+    let pyenv_version = format!("PYENV_VERSION={version}");
+    let (report, out) = trace_with(
+        &["/usr/bin/env", &pyenv_version, path_str(&shim)],
+        &script,
+        &[SECONDS],
+        &[],
+    );
+    let want = marked_frame(&script, 12);
+    if let Some(problem) = top_stack_problem(&report, &want, "leak") {
+        panic!("{problem}\n{}\n{}", out.command, describe_top(&report, 3));
+    }
+}
+
 /// `--empty-programs`, the bench's floor (the traps at memtrace's probe
 /// points alone): the same probes go in, and no heap block is counted
 /// (the mapping tracepoints still count pymalloc's arenas).
