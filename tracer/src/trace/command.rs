@@ -4,16 +4,22 @@
 //! the run (stopped and reaped).
 
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
 use super::{kernel::Kernel, Tracing, ENTRY_WAIT};
-use crate::{bpf::unwind, discover::target};
+use crate::{
+    bpf::unwind,
+    discover::{
+        python::{self, runtime},
+        target,
+    },
+};
 
-/// How long a target continued from its entry point is watched for a
-/// CPython interpreter becoming readable (a few milliseconds after its
-/// start; seconds on a machine starved of CPU).
+/// How long a CPython target continued from its entry point may take to
+/// reach its main program (milliseconds; seconds on a machine starved of
+/// CPU), and to become readable where it does not (`await_ready`).
 const PYTHON_WAIT: Duration = Duration::from_secs(2);
 
 /// Continues `pid`, stopped by the kernel for its probes to go in (see
@@ -29,20 +35,54 @@ impl Tracing {
     /// unwind tables, see `STOP_AT_EXEC`, and every held target): it runs
     /// on to its entry point, where its loader has mapped its libraries and
     /// it stops again (up to [`ENTRY_WAIT`]); their tables are loaded, and
-    /// it continues. Whatever fails on the way, it is continued.
+    /// it continues. A CPython program then stops again where its
+    /// interpreter is about to run its main program (`Py_RunMain`), and
+    /// the kernel walks its frames from there on. Whatever fails on the
+    /// way, it is continued.
     pub(super) fn continue_at_entry(&mut self, pid: u32) {
-        let cont = || cont(pid);
         let exe = PathBuf::from(format!("/proc/{pid}/exe"));
-        let link = unwind::entry_offset(&exe)
-            .and_then(|offset| self.m.probes.stop_at_entry(pid, &exe, offset).ok());
-        cont();
-        let Some(link) = link else {
+        let at_entry = unwind::entry_offset(&exe).is_some_and(|offset| {
+            self.run_to(pid, &exe, offset, ENTRY_WAIT, |t| t.m.refresh_maps(pid))
+        });
+        if !at_entry || !python::runs_python(pid) {
+            return;
+        }
+        let Some((runtime, offset)) = runtime::start_point(pid) else {
             return;
         };
-        let deadline = Instant::now() + ENTRY_WAIT;
+        let at_main = self.run_to(pid, &runtime, offset, PYTHON_WAIT, |t| {
+            let m = &mut t.m;
+            m.python.attach_at_start(pid, &mut m.probes, m.verbose);
+        });
+        if !at_main {
+            // (An embedding program that never calls Py_RunMain.)
+            let m = &mut self.m;
+            m.python
+                .await_ready(pid, &mut m.probes, m.verbose, PYTHON_WAIT);
+        }
+    }
+
+    /// Makes `pid`, stopped now, run to file offset `offset` of `file` and
+    /// stop there (see the eBPF `entry_stop`; up to `wait`), does
+    /// `stopped` while it is, and continues it. Whether it got there.
+    fn run_to(
+        &mut self,
+        pid: u32,
+        file: &Path,
+        offset: u64,
+        wait: Duration,
+        stopped: impl FnOnce(&mut Tracing),
+    ) -> bool {
+        let link = self.m.probes.stop_at_entry(pid, file, offset).ok();
+        cont(pid);
+        let Some(link) = link else {
+            return false;
+        };
+        let deadline = Instant::now() + wait;
+        let mut there = false;
         while Instant::now() < deadline {
             if self.m.probes.entry_reached() == pid && target::state(pid) == Some('T') {
-                self.m.refresh_maps(pid);
+                there = true;
                 break;
             }
             if !target::is_alive(pid) {
@@ -50,22 +90,21 @@ impl Tracing {
             }
             std::thread::sleep(Duration::from_millis(1));
         }
+        if there {
+            stopped(self);
+        }
         if self.m.probes.entry_reached() == pid {
-            cont();
-            // Its entry point is behind it: the probe cannot fire again.
+            cont(pid);
+            // The point is behind it (each is reached once).
             self.m.probes.detach_entry_stop(link, false);
-            // A CPython program: its frames are walked from its first
-            // Python code on, not from the next look at its mappings.
-            let m = &mut self.m;
-            m.python
-                .await_ready(pid, &mut m.probes, m.verbose, PYTHON_WAIT);
         } else {
             // Not there in time (a slow loader or constructor) or gone:
             // the probe goes first, then the process continues, so that a
             // stop on its way out cannot be left pending.
             self.m.probes.detach_entry_stop(link, true);
-            cont();
+            cont(pid);
         }
+        there
     }
 
     /// In `-- CMD` mode, stops CMD if it still runs (SIGTERM, then SIGKILL

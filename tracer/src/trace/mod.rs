@@ -383,8 +383,15 @@ impl Tracing {
                 // taken in (named while its code objects live), then it
                 // goes on.
                 self.m.probes.exit_stopped(pid);
+                let stopped = Instant::now();
                 let sampled = self.sample(cfg);
                 command::cont(pid);
+                if self.m.verbose {
+                    crate::note(&format!(
+                        "pid {pid} held at its end for {:.1} ms while its stacks were named",
+                        stopped.elapsed().as_secs_f64() * 1e3
+                    ));
+                }
                 sampled?;
             }
             _ => {}

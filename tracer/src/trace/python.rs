@@ -42,6 +42,9 @@ struct PyTarget {
     python: Option<Python>,
     /// Described to the kernel: its frames are walked.
     walked: bool,
+    /// Its frame fields were checked against its frames (a target
+    /// described at its start is walked before it has any).
+    verified: bool,
     /// Looks so far, and the last reason it was not ready.
     looks: u32,
     /// Code objects resolved, by address.
@@ -75,7 +78,16 @@ impl PythonTargets {
     /// whenever its mappings are read again. Says once (with `verbose`,
     /// always) what it found.
     pub(super) fn consider(&mut self, pid: u32, probes: &mut Probes, verbose: bool) {
-        self.look(pid, probes, verbose, true);
+        self.look(pid, probes, verbose, true, false);
+    }
+
+    /// Attaches `pid`, stopped where its interpreter is about to run its
+    /// main program (see `Tracing::continue_at_entry`): its thread list is
+    /// checked now and its frames walked from now on; their fields are
+    /// checked once it runs Python code (see [`PythonTargets::consider`]),
+    /// and a build that fails that check is walked no more.
+    pub(super) fn attach_at_start(&mut self, pid: u32, probes: &mut Probes, verbose: bool) {
+        self.look(pid, probes, verbose, false, true);
     }
 
     /// Attaches `pid` as soon as its interpreter runs Python code, looking
@@ -97,7 +109,7 @@ impl PythonTargets {
         }
         let deadline = Instant::now() + wait;
         loop {
-            self.look(pid, probes, verbose, false);
+            self.look(pid, probes, verbose, false, false);
             let t = self.by_pid.get(&pid);
             if t.is_some_and(|t| t.walked) {
                 return true;
@@ -113,13 +125,25 @@ impl PythonTargets {
     }
 
     /// One look at `pid` (see [`PythonTargets::consider`]); `counted`
-    /// looks are limited to [`MAX_LOOKS`].
-    fn look(&mut self, pid: u32, probes: &mut Probes, verbose: bool, counted: bool) {
+    /// looks are limited to [`MAX_LOOKS`]; `at_start`: a check of its
+    /// threads alone will do (see [`PythonTargets::attach_at_start`]).
+    fn look(
+        &mut self,
+        pid: u32,
+        probes: &mut Probes,
+        verbose: bool,
+        counted: bool,
+        at_start: bool,
+    ) {
         if self
             .by_pid
             .get(&pid)
-            .is_some_and(|t| t.walked || t.looks >= MAX_LOOKS)
+            .is_some_and(|t| (t.walked && t.verified) || t.looks >= MAX_LOOKS)
         {
+            return;
+        }
+        if self.by_pid.get(&pid).is_some_and(|t| t.walked) {
+            self.verify(pid, probes, verbose, counted);
             return;
         }
         if !self.by_pid.contains_key(&pid) && !python::runs_python(pid) {
@@ -128,6 +152,7 @@ impl PythonTargets {
         let t = self.by_pid.entry(pid).or_insert_with(|| PyTarget {
             python: None,
             walked: false,
+            verified: false,
             looks: 0,
             codes: CodeCache::default(),
         });
@@ -154,7 +179,12 @@ impl PythonTargets {
             return;
         }
         let Some(p) = t.python.as_ref() else { return };
-        if let Check::NotYet(why) = &p.check {
+        let waiting = match &p.check {
+            Check::NotYet(why) => Some(why.as_str()),
+            Check::ThreadsOnly if !at_start => Some("no thread runs Python code yet"),
+            Check::ThreadsOnly | Check::Readable { .. } => None,
+        };
+        if let Some(why) = waiting {
             if last_look {
                 crate::note(&format!(
                     "pid {pid}: {}: no Python frames ({why})",
@@ -163,12 +193,14 @@ impl PythonTargets {
             }
             return;
         }
+        let verified = matches!(p.check, Check::Readable { .. });
         match p
             .kernel_view(probes.fs_base_known)
             .and_then(|view| probes.describe_python(pid, &view))
         {
             Ok(()) => {
                 t.walked = true;
+                t.verified = verified;
                 if verbose {
                     crate::note(&p.describe());
                 }
@@ -187,6 +219,39 @@ impl PythonTargets {
                     "pid {pid}: {}: no Python frames: {e:#}",
                     p.runtime.describe()
                 ));
+            }
+        }
+    }
+
+    /// Checks the frame fields of `pid`, walked since its start, once it
+    /// runs Python code: a build that does not fit is walked no more (its
+    /// first stacks' Python frames, read with the wrong fields, name
+    /// nothing: each code object is checked when it is resolved).
+    fn verify(&mut self, pid: u32, probes: &mut Probes, verbose: bool, counted: bool) {
+        let Some(t) = self.by_pid.get_mut(&pid) else {
+            return;
+        };
+        t.looks += u32::from(counted);
+        let Some(p) = t.python.as_mut() else { return };
+        match p.recheck().cloned() {
+            Ok(Check::Readable { .. }) => {
+                t.verified = true;
+                if verbose {
+                    crate::note(&p.describe());
+                }
+            }
+            Ok(_) if t.looks < MAX_LOOKS => {}
+            outcome => {
+                let why = match outcome {
+                    Err(e) => format!("{e:#}"),
+                    Ok(_) => "its frames could not be checked".to_string(),
+                };
+                crate::note(&format!(
+                    "pid {pid}: {why}: its allocations are traced as native code"
+                ));
+                t.walked = false;
+                t.looks = MAX_LOOKS;
+                probes.forget_python(pid);
             }
         }
     }

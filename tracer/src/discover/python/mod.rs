@@ -38,8 +38,12 @@ pub enum Check {
     /// The thread list and at least one frame chain read as they must:
     /// this many thread states, this many frames.
     Readable { threads: usize, frames: usize },
-    /// Nothing to check yet (the runtime is not initialized, or no thread
-    /// runs Python code): the reason.
+    /// The thread list reads as it must, and one of its thread states is
+    /// a thread of the process, but no thread runs Python code: the frame
+    /// fields are not checked yet (an interpreter about to run its main
+    /// program).
+    ThreadsOnly,
+    /// Nothing to check yet (the runtime is not initialized): the reason.
     NotYet(String),
 }
 
@@ -100,6 +104,7 @@ impl Python {
     pub fn describe(&self) -> String {
         let state = match &self.check {
             Check::Readable { .. } => "frames readable".to_string(),
+            Check::ThreadsOnly => "threads readable, frames not checked yet".to_string(),
             Check::NotYet(why) => format!("frames not checked yet ({why})"),
         };
         format!(
@@ -164,10 +169,11 @@ impl Python {
     /// the main interpreter's thread list, and where each field is. Before
     /// 3.11 a thread state is known by `pthread_self()`, which the kernel
     /// reads as the thread's fs base (`fs_base_known`: the kernel's BTF
-    /// said where it is). Err: why the kernel cannot walk it.
+    /// said where it is). Also with only its threads checked (the caller
+    /// has the frames checked later). Err: why the kernel cannot walk it.
     pub fn kernel_view(&self, fs_base_known: bool) -> Result<PyProc> {
         let o = &self.offsets;
-        if !matches!(self.check, Check::Readable { .. }) {
+        if !matches!(self.check, Check::Readable { .. } | Check::ThreadsOnly) {
             anyhow::bail!("its frames were not checked yet");
         }
         let main = self

@@ -121,6 +121,26 @@ pub fn end_points(pid: u32, runtime_file: &str) -> Vec<(PathBuf, u64)> {
         .collect()
 }
 
+/// Where CPython process `pid`, stopped at its entry point, is about to
+/// run its main program, its interpreter initialized: `Py_RunMain` (3.8+),
+/// in its libpython or else its executable, as (the file through the
+/// process's root, file offset). None for a process that maps no
+/// libpython and whose executable exports no `Py_RunMain`.
+pub fn start_point(pid: u32) -> Option<(PathBuf, u64)> {
+    let maps = target::read_maps(pid).ok()?;
+    let lib = maps.iter().filter_map(|m| m.path.as_deref()).find(|p| {
+        Path::new(p)
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("libpython"))
+    });
+    let path = match lib {
+        Some(lib) => PathBuf::from(format!("/proc/{pid}/root{lib}")),
+        None => PathBuf::from(format!("/proc/{pid}/exe")),
+    };
+    let offset = exported_offset(&path, "Py_RunMain")?;
+    Some((path, offset))
+}
+
 /// The file offset of the function `symbol` that the ELF file at `path`
 /// exports.
 fn exported_offset(path: &Path, symbol: &str) -> Option<u64> {
@@ -132,10 +152,7 @@ fn exported_offset(path: &Path, symbol: &str) -> Option<u64> {
         .dynamic_symbols()
         .find(|s| s.is_definition() && s.name().is_ok_and(|n| n == symbol))?
         .address();
-    elf.segments().find_map(|s| {
-        let (offset, size) = s.file_range();
-        (vaddr >= s.address() && vaddr - s.address() < size).then(|| vaddr - s.address() + offset)
-    })
+    crate::discover::allocator::file_offset(&elf, vaddr)
 }
 
 /// Finds the CPython runtime `pid` runs, or says in one line why there is

@@ -238,7 +238,7 @@ pub(super) fn check(python: &Python) -> Result<Check, String> {
     let frames: Vec<&RawFrame> = walk.threads.iter().flat_map(|t| &t.frames).collect();
     if frames.is_empty() {
         return match walk.skipped {
-            0 => Ok(Check::NotYet("no thread runs Python code yet".into())),
+            0 => Ok(Check::ThreadsOnly),
             n => Err(format!("none of {n} frame(s) parsed")),
         };
     }
