@@ -19,7 +19,7 @@ use crate::{
 
 /// How long a CPython target continued from its entry point may take to
 /// reach its main program (milliseconds; seconds on a machine starved of
-/// CPU), and to become readable where it does not (`await_ready`).
+/// CPU).
 const PYTHON_WAIT: Duration = Duration::from_secs(2);
 
 /// Continues `pid`, stopped by the kernel for its probes to go in (see
@@ -50,16 +50,12 @@ impl Tracing {
         let Some((runtime, offset)) = runtime::start_point(pid) else {
             return;
         };
-        let at_main = self.run_to(pid, &runtime, offset, PYTHON_WAIT, |t| {
+        // (A program embedding CPython that does not get there is
+        // attached by the looks at its mappings, as with --pid.)
+        self.run_to(pid, &runtime, offset, PYTHON_WAIT, |t| {
             let m = &mut t.m;
             m.python.attach_at_start(pid, &mut m.probes, m.verbose);
         });
-        if !at_main {
-            // (An embedding program that never calls Py_RunMain.)
-            let m = &mut self.m;
-            m.python
-                .await_ready(pid, &mut m.probes, m.verbose, PYTHON_WAIT);
-        }
     }
 
     /// Makes `pid`, stopped now, run to file offset `offset` of `file` and

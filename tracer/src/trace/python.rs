@@ -6,17 +6,11 @@
 //! its native frames. A build memtrace cannot read is said once, in one
 //! line, and traced as native code.
 
-use std::{
-    collections::HashMap,
-    time::{Duration, Instant},
-};
+use std::collections::HashMap;
 
 use crate::{
     bpf::{drain::Walked, probes::Probes},
-    discover::{
-        python::{self, walk::RawFrame, Check, Python},
-        target,
-    },
+    discover::python::{self, walk::RawFrame, Check, Python},
     symbolize::{
         python::{splice, CodeCache},
         Symbolizer,
@@ -33,9 +27,6 @@ const MAX_LOOKS: u32 = 30;
 /// Looks whose check of the offsets failed before a build is called
 /// unsupported.
 const CHECK_LOOKS: u32 = 5;
-
-/// How often [`PythonTargets::await_ready`] looks.
-const READY_POLL: Duration = Duration::from_millis(2);
 
 /// A CPython process being attached, or attached.
 struct PyTarget {
@@ -88,40 +79,6 @@ impl PythonTargets {
     /// and a build that fails that check is walked no more.
     pub(super) fn attach_at_start(&mut self, pid: u32, probes: &mut Probes, verbose: bool) {
         self.look(pid, probes, verbose, false, true);
-    }
-
-    /// Attaches `pid` as soon as its interpreter runs Python code, looking
-    /// every [`READY_POLL`] for up to `wait` (the looks are not counted
-    /// against [`MAX_LOOKS`]): a command started under memtrace is
-    /// continued from its entry point, and what its script allocates
-    /// before its frames are walked has none. An interpreter reads as
-    /// ready a few milliseconds after its start, when its import system's
-    /// first Python code runs. Whether its frames are walked now.
-    pub(super) fn await_ready(
-        &mut self,
-        pid: u32,
-        probes: &mut Probes,
-        verbose: bool,
-        wait: Duration,
-    ) -> bool {
-        if !python::runs_python(pid) {
-            return false;
-        }
-        let deadline = Instant::now() + wait;
-        loop {
-            self.look(pid, probes, verbose, false, false);
-            let t = self.by_pid.get(&pid);
-            if t.is_some_and(|t| t.walked) {
-                return true;
-            }
-            if t.is_some_and(|t| t.looks >= MAX_LOOKS)
-                || Instant::now() >= deadline
-                || !target::is_alive(pid)
-            {
-                return false;
-            }
-            std::thread::sleep(READY_POLL);
-        }
     }
 
     /// One look at `pid` (see [`PythonTargets::consider`]); `counted`
