@@ -482,6 +482,10 @@ CMD runs (progress goes to stderr), and the report only at the end when no
 -o FILE is given.
 Processes CMD forks are traced too, each as a target of its own
 (--follow-forks does the same for --pid targets).
+A CPython CMD is stopped where it is about to run its program, and it and
+the Python processes it forks at their end, while memtrace reads their code
+objects: milliseconds, a second after a start that makes tens of thousands
+of stacks (--verbose says how long). A --pid target is never stopped.
 Every mode watches the kernel's OOM killer: when it kills a traced process,
 the report starts with the stacks that held its memory (and with --pid, an
 OOM-killed target ends the run)."

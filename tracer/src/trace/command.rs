@@ -53,8 +53,16 @@ impl Tracing {
         // (A program embedding CPython that does not get there is
         // attached by the looks at its mappings, as with --pid.)
         self.run_to(pid, &runtime, offset, PYTHON_WAIT, |t| {
+            let held = Instant::now();
             let m = &mut t.m;
             m.python.attach_at_start(pid, &mut m.probes, m.verbose);
+            if m.verbose {
+                crate::note(&format!(
+                    "pid {pid} held before its program for {:.1} ms while its interpreter \
+                     was read",
+                    held.elapsed().as_secs_f64() * 1e3
+                ));
+            }
         });
     }
 
