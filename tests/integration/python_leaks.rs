@@ -638,7 +638,7 @@ fn short_run_named_at_its_end() {
             top,
             Some(Some(want)),
             "{}\n{}",
-            out.command,
+            out.describe(),
             describe_top(&report, 3)
         );
     }

@@ -4,9 +4,11 @@
 //! the run (stopped and reaped).
 
 use std::{
-    path::{Path, PathBuf},
+    path::PathBuf,
     time::{Duration, Instant},
 };
+
+use aya::programs::uprobe::UProbeLinkId;
 
 use super::{kernel::Kernel, Tracing, ENTRY_WAIT};
 use crate::{
@@ -41,20 +43,32 @@ impl Tracing {
     /// way, it is continued.
     pub(super) fn continue_at_entry(&mut self, pid: u32) {
         let exe = PathBuf::from(format!("/proc/{pid}/exe"));
-        let at_entry = unwind::entry_offset(&exe).is_some_and(|offset| {
-            self.run_to(pid, &exe, offset, ENTRY_WAIT, |t| t.m.refresh_maps(pid))
-        });
-        if !at_entry || !python::runs_python(pid) {
-            return;
-        }
-        let Some((runtime, offset)) = runtime::start_point(pid) else {
+        let link = unwind::entry_offset(&exe)
+            .and_then(|offset| self.m.probes.stop_at_entry(pid, &exe, offset).ok());
+        cont(pid);
+        let Some(link) = link else {
             return;
         };
-        // (A program embedding CPython that does not get there is
-        // attached by the looks at its mappings, as with --pid.)
-        self.run_to(pid, &runtime, offset, PYTHON_WAIT, |t| {
+        if !self.stopped_there(pid, ENTRY_WAIT) {
+            self.release(pid, link);
+            return;
+        }
+        self.m.refresh_maps(pid);
+        // A CPython program: its next stop is set before it goes on (a
+        // fast interpreter would be past it otherwise).
+        let next = python::runs_python(pid)
+            .then(|| runtime::start_point(pid))
+            .flatten()
+            .and_then(|(file, offset)| self.m.probes.stop_at_entry(pid, &file, offset).ok());
+        cont(pid);
+        // Its entry point is behind it: the probe cannot fire again.
+        self.m.probes.detach_entry_stop(link, false);
+        let Some(next) = next else {
+            return;
+        };
+        if self.stopped_there(pid, PYTHON_WAIT) {
             let held = Instant::now();
-            let m = &mut t.m;
+            let m = &mut self.m;
             m.python.attach_at_start(pid, &mut m.probes, m.verbose);
             if m.verbose {
                 crate::note(&format!(
@@ -63,40 +77,30 @@ impl Tracing {
                     held.elapsed().as_secs_f64() * 1e3
                 ));
             }
-        });
+        }
+        // (A program embedding CPython that does not get there is
+        // attached by the looks at its mappings, as with --pid.)
+        self.release(pid, next);
     }
 
-    /// Makes `pid`, stopped now, run to file offset `offset` of `file` and
-    /// stop there (see the eBPF `entry_stop`; up to `wait`), does
-    /// `stopped` while it is, and continues it. Whether it got there.
-    fn run_to(
-        &mut self,
-        pid: u32,
-        file: &Path,
-        offset: u64,
-        wait: Duration,
-        stopped: impl FnOnce(&mut Tracing),
-    ) -> bool {
-        let link = self.m.probes.stop_at_entry(pid, file, offset).ok();
-        cont(pid);
-        let Some(link) = link else {
-            return false;
-        };
+    /// Whether `pid` stopped at the stop set last (see the eBPF
+    /// `entry_stop`) within `wait`.
+    fn stopped_there(&self, pid: u32, wait: Duration) -> bool {
         let deadline = Instant::now() + wait;
-        let mut there = false;
         while Instant::now() < deadline {
             if self.m.probes.entry_reached() == pid && target::state(pid) == Some('T') {
-                there = true;
-                break;
+                return true;
             }
             if !target::is_alive(pid) {
-                break;
+                return false;
             }
             std::thread::sleep(Duration::from_millis(1));
         }
-        if there {
-            stopped(self);
-        }
+        false
+    }
+
+    /// Continues `pid` and takes its stop `link` out.
+    fn release(&mut self, pid: u32, link: UProbeLinkId) {
         if self.m.probes.entry_reached() == pid {
             cont(pid);
             // The point is behind it (each is reached once).
@@ -108,7 +112,6 @@ impl Tracing {
             self.m.probes.detach_entry_stop(link, true);
             cont(pid);
         }
-        there
     }
 
     /// In `-- CMD` mode, stops CMD if it still runs (SIGTERM, then SIGKILL

@@ -36,6 +36,8 @@ struct PyTarget {
     /// Its frame fields were checked against its frames (a target
     /// described at its start is walked before it has any).
     verified: bool,
+    /// Checks of a target walked since its start that failed so far.
+    failed_checks: u32,
     /// Looks so far, and the last reason it was not ready.
     looks: u32,
     /// Code objects resolved, by address.
@@ -110,6 +112,7 @@ impl PythonTargets {
             python: None,
             walked: false,
             verified: false,
+            failed_checks: 0,
             looks: 0,
             codes: CodeCache::default(),
         });
@@ -198,6 +201,15 @@ impl PythonTargets {
                 }
             }
             Ok(_) if t.looks < MAX_LOOKS => {}
+            // A check may catch a thread between two writes (each walks
+            // three times): a build is called unsupported after
+            // CHECK_LOOKS failed looks, as before its frames are walked.
+            Err(e)
+                if t.failed_checks + 1 < CHECK_LOOKS
+                    && !format!("{e:#}").contains("not supported") =>
+            {
+                t.failed_checks += 1;
+            }
             outcome => {
                 let why = match outcome {
                     Err(e) => format!("{e:#}"),
