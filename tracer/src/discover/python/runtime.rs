@@ -106,11 +106,7 @@ pub fn version_from_name(name: &str) -> Option<(u32, bool)> {
 /// offset); a point not found is left out.
 pub fn end_points(pid: u32, runtime_file: &str) -> Vec<(PathBuf, u64)> {
     let maps = target::read_maps(pid).unwrap_or_default();
-    let libc = maps.iter().filter_map(|m| m.path.as_deref()).find(|p| {
-        Path::new(p)
-            .file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with("libc.so"))
-    });
+    let libc = mapped_named(&maps, "libc.so");
     [(Some(runtime_file), "Py_FinalizeEx"), (libc, "_exit")]
         .into_iter()
         .filter_map(|(file, symbol)| {
@@ -128,17 +124,23 @@ pub fn end_points(pid: u32, runtime_file: &str) -> Vec<(PathBuf, u64)> {
 /// libpython and whose executable exports no `Py_RunMain`.
 pub fn start_point(pid: u32) -> Option<(PathBuf, u64)> {
     let maps = target::read_maps(pid).ok()?;
-    let lib = maps.iter().filter_map(|m| m.path.as_deref()).find(|p| {
-        Path::new(p)
-            .file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with("libpython"))
-    });
+    let lib = mapped_named(&maps, "libpython");
     let path = match lib {
         Some(lib) => PathBuf::from(format!("/proc/{pid}/root{lib}")),
         None => PathBuf::from(format!("/proc/{pid}/exe")),
     };
     let offset = exported_offset(&path, "Py_RunMain")?;
     Some((path, offset))
+}
+
+/// The first mapped file whose name starts with `prefix`, as the process
+/// maps it.
+fn mapped_named<'a>(maps: &'a [Mapping], prefix: &str) -> Option<&'a str> {
+    maps.iter().filter_map(|m| m.path.as_deref()).find(|p| {
+        Path::new(p)
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with(prefix))
+    })
 }
 
 /// The file offset of the function `symbol` that the ELF file at `path`
