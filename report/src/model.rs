@@ -15,6 +15,11 @@ pub enum StackKind {
     Heap,
     /// Anonymous mmap made by the program itself.
     Mmap,
+    /// A Go program's heap, from its runtime's own heap profile (the
+    /// sampled allocations of the last completed garbage collection,
+    /// unbiased as pprof does).
+    #[serde(rename = "go-heap")]
+    GoHeap,
 }
 
 /// A stack's verdict, most severe first (the rules: docs/verdicts.md).
@@ -75,7 +80,7 @@ pub enum Unwind {
 }
 
 /// One resolved frame. Unknown parts are None, never invented.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Frame {
     #[serde(serialize_with = "hex", deserialize_with = "from_hex")]
     pub address: u64,
@@ -351,6 +356,83 @@ pub struct TargetReport {
     /// (absent in reports from before this field).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mappings: Vec<CodeMapping>,
+    /// What was read from its Go runtime (Go programs only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub go: Option<GoReport>,
+}
+
+/// What memtrace read from a Go program's runtime, from outside.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GoReport {
+    /// The Go that built it ("go1.19.8").
+    pub version: String,
+    /// Where the runtime's layouts came from: "dwarf", or "table" (the
+    /// binary has no DWARF: memtrace's checked table for its version).
+    pub layout: String,
+    /// The heap profile: "read"; "off" (the linker switched memory
+    /// profiling off: the heap is seen through the runtime's mmap calls
+    /// only); "enabled" (memtrace set `runtime.MemProfileRate`, as
+    /// `--go-enable-heap-profile` asked: allocations since are sampled).
+    pub heap_profile: String,
+    /// `runtime.MemProfileRate` as last read (bytes per sample).
+    pub profile_rate: u64,
+    /// Reads of the profile; buckets in the last; buckets that did not
+    /// parse (all reads); reads cut short (a bucket's link unreadable).
+    pub reads: u64,
+    pub buckets: u64,
+    pub buckets_skipped: u64,
+    pub reads_cut: u64,
+    /// How long the last read of the profile and goroutines took (ms).
+    pub read_ms: f64,
+    /// What the runtime mapped for its heap while traced: counted by the
+    /// heap profile's stacks, not as mappings of their own.
+    #[serde(default)]
+    pub heap_mapped_bytes: u64,
+    /// The goroutines, when the list could be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub goroutines: Option<GoroutinesReport>,
+}
+
+/// A Go program's goroutines (the runtime's own ones left out, as
+/// `runtime.NumGoroutine` and the goroutine profile count them).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GoroutinesReport {
+    /// Goroutines at the last read, and their stacks' bytes.
+    pub count: u64,
+    pub stack_bytes: u64,
+    /// The count over the run (sampled at each interval).
+    pub series: Vec<CountSample>,
+    /// The count's verdict and growth (goroutines per second).
+    pub verdict: Verdict,
+    pub growth_per_sec: f64,
+    /// Goroutines that did not read (all reads).
+    pub skipped: u64,
+    /// Live goroutines by where they were created, what they started in
+    /// and what they are doing; most first.
+    pub groups: Vec<GoroutineGroup>,
+}
+
+/// A count at a time.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CountSample {
+    pub t: f64,
+    pub count: u64,
+}
+
+/// Goroutines created at one `go` statement, started in one function,
+/// in one state.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GoroutineGroup {
+    pub count: u64,
+    pub stack_bytes: u64,
+    /// "chan receive", "select", "sleep", "IO wait", "running", ...
+    pub state: String,
+    /// The `go` statement (innermost first when inlined).
+    pub created_at: Vec<Frame>,
+    /// The function it started in.
+    pub start: Option<String>,
+    pub verdict: Verdict,
+    pub growth_per_sec: f64,
 }
 
 /// A time a target ran unseen: allocations it made then are not in the
@@ -811,6 +893,7 @@ pub(crate) mod fixtures {
             memory: None,
             unseen: None,
             mappings: Vec::new(),
+            go: None,
         }
     }
 

@@ -24,6 +24,8 @@
 //! - `security`: planted links, no memory contents in reports;
 //! - `robustness`: nothing left behind, losses counted, hostile targets;
 //! - `runtimes`: Go, Node and Python programs;
+//! - `golang`: Go heap profiles and goroutines read from outside, against
+//!   the program's own pprof, with every Go from 1.19 to 1.27;
 //! - `python`: CPython 3.8–3.13 stacks read from outside (the hidden
 //!   `python-stacks`), per thread, and builds refused in one line;
 //! - `python_leaks`: Python leak patterns reported at their Python lines
@@ -40,6 +42,7 @@ mod anchors;
 mod attach;
 mod cli;
 mod deploy;
+mod golang;
 mod lifecycle;
 mod mappings;
 mod node;

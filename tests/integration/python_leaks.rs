@@ -759,18 +759,5 @@ fn empty_programs_count_nothing() {
 
 /// The number of the one line of `script` ending with `marker`.
 fn marked_line(script: &Path, marker: &str) -> u64 {
-    let text = std::fs::read_to_string(script).unwrap();
-    let lines: Vec<usize> = text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| l.trim_end().ends_with(marker))
-        .map(|(i, _)| i + 1)
-        .collect();
-    assert_eq!(
-        lines.len(),
-        1,
-        "{}: one line should end with {marker}",
-        script.display()
-    );
-    lines[0] as u64
+    u64::from(memtrace_integration::marked_line(script, marker))
 }

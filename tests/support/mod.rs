@@ -36,11 +36,16 @@
 //!   [`proc_memory`] reads a process's resident memory, [`proc_stat`] the
 //!   fields of its `/proc/PID/stat`.
 //! - [`scratch_dir`] is a test's own directory, [`open_dir`] one user
-//!   [`NOBODY`] can write to.
+//!   [`NOBODY`] can write to; [`marked_line`] the line of a workload's
+//!   source that ends with a marker.
+//! - [`go_toolchain`] is a Go toolchain (Debian's, or one of
+//!   [`GO_VERSIONS`] from PyPI, installed on first use), [`build_go`] a Go
+//!   workload built with it.
 
 mod cgroup;
 mod checks;
 mod compile;
+mod golang;
 pub mod http;
 mod process;
 mod report;
@@ -52,6 +57,7 @@ use std::time::Duration;
 pub use cgroup::MemoryCgroup;
 pub use checks::{consistency_problems_except, losses_except};
 pub use compile::{compile_c, compile_c_using, compile_c_with, CFLAGS};
+pub use golang::{build_go, go_toolchain, DEBIAN_GO, GO_VERSIONS};
 pub use process::{
     json_args_with, json_cmd_args, run_memtrace, run_memtrace_cmd, run_memtrace_cmd_env,
     run_memtrace_in_env, run_memtrace_stdout_closed, send_signal, trace_handshake, trace_pid,
@@ -107,6 +113,26 @@ pub fn scratch_dir(tag: &str) -> PathBuf {
     std::fs::create_dir_all(&dir)
         .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
     dir
+}
+
+/// The number of the one line of `source` ending with `marker` (a comment
+/// naming what the line does).
+pub fn marked_line(source: &Path, marker: &str) -> u32 {
+    let text =
+        std::fs::read_to_string(source).unwrap_or_else(|e| panic!("{}: {e}", source.display()));
+    let lines: Vec<usize> = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| l.trim_end().ends_with(marker))
+        .map(|(i, _)| i + 1)
+        .collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "{}: one line should end with {marker}",
+        source.display()
+    );
+    lines[0] as u32
 }
 
 /// A directory `nobody` in `dir` that user [`NOBODY`] can write to (mode

@@ -1009,6 +1009,7 @@ mod tests {
                 memory: None,
                 unseen: None,
                 mappings: Vec::new(),
+                go: None,
             }],
             totals,
             losses: Losses::default(),

@@ -315,6 +315,15 @@ names the node in incidents and metrics.")]
         #[arg(long, value_name = "MINOR")]
         offsets_of: Option<u32>,
     },
+    /// Prints the Go runtime layouts memtrace reads in a Go binary: from
+    /// its DWARF, and its version's row of the table used without DWARF,
+    /// as JSON (how the tests check the table against every Go they can
+    /// build; not a user feature).
+    #[command(hide = true, name = "go-layout")]
+    GoLayout {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
 }
 
 /// Options of `memtrace agent`.
@@ -594,6 +603,16 @@ pub struct Cli {
     #[arg(short, long)]
     pub verbose: bool,
 
+    /// In a Go program whose memory profiling is off (it never references
+    /// runtime.MemProfile, so the linker switched it off), switch it on:
+    /// memtrace writes one word in the running program, setting
+    /// runtime.MemProfileRate to 512 KiB (what the program could do
+    /// itself), and its heap profile names the allocations made from then
+    /// on. Without it such a program's heap is seen through the runtime's
+    /// mmap calls only. Nothing is ever written otherwise.
+    #[arg(long)]
+    pub go_enable_heap_profile: bool,
+
     /// No live table on a terminal: one plain line per interval on stderr
     /// instead (what memtrace prints without a terminal).
     #[arg(long)]
@@ -679,6 +698,7 @@ impl Cli {
             Some(Subcommands::PythonStacks { pid, offsets_of }) => {
                 config::Run::PythonStacks { pid, offsets_of }
             }
+            Some(Subcommands::GoLayout { file }) => config::Run::GoLayout { file },
             None => config::Run::Trace(self.into_trace()?),
         })
     }
@@ -760,6 +780,7 @@ impl Cli {
                 max_live: self.max_live,
                 max_stacks: self.max_stacks,
                 empty_programs: self.empty_programs,
+                go_enable_heap_profile: self.go_enable_heap_profile,
             },
             sampling: config::Sampling {
                 interval: self.interval,

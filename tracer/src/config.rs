@@ -30,6 +30,11 @@ pub enum Run {
         pid: u32,
         offsets_of: Option<u32>,
     },
+    /// `memtrace go-layout FILE` (hidden): the Go runtime layouts of a
+    /// binary, from its DWARF and from the table.
+    GoLayout {
+        file: PathBuf,
+    },
 }
 
 /// A tracing run.
@@ -100,6 +105,9 @@ pub struct Attach {
     /// The allocator programs do nothing (`--empty-programs`, the bench's
     /// floor).
     pub empty_programs: bool,
+    /// Set `runtime.MemProfileRate` in Go programs whose memory profiling
+    /// is off (`--go-enable-heap-profile`).
+    pub go_enable_heap_profile: bool,
 }
 
 /// When and how much is measured, and how it is judged.

@@ -9,7 +9,7 @@ use memtrace::{
     agent,
     bpf::preflight,
     cli, config,
-    discover::{launch, python::Python, target},
+    discover::{golang, launch, python::Python, target},
     note, offline, output, symbolize, trace,
 };
 
@@ -20,6 +20,7 @@ fn main() -> ExitCode {
         config::Run::Offline(command) => offline::run(&command),
         config::Run::Trace(settings) => run(settings),
         config::Run::PythonStacks { pid, offsets_of } => python_stacks(pid, offsets_of),
+        config::Run::GoLayout { file } => go_layout(&file),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -67,5 +68,22 @@ fn python_stacks(pid: u32, offsets_of: Option<u32>) -> Result<()> {
     let stacks = symbolize::python::stacks(&python, &mut cache)
         .ok_or_else(|| anyhow::anyhow!("pid {pid}: the interpreter is gone"))?;
     println!("{}", serde_json::to_string_pretty(&stacks)?);
+    Ok(())
+}
+
+/// `memtrace go-layout FILE`: the Go version of a binary, the layouts its
+/// DWARF gives (or why not) and its version's row of the table, as JSON.
+fn go_layout(file: &std::path::Path) -> Result<()> {
+    let data = std::fs::read(file)?;
+    let obj = object::File::parse(&*data)?;
+    let version = golang::build_version(&obj);
+    let minor = version.as_deref().and_then(golang::minor_of);
+    let dwarf = match golang::layout::Layout::from_dwarf(&obj) {
+        Ok(layout) => serde_json::to_value(layout)?,
+        Err(e) => serde_json::json!({ "error": format!("{e:#}") }),
+    };
+    let table = minor.and_then(golang::layout::table_row);
+    let out = serde_json::json!({ "version": version, "dwarf": dwarf, "table": table });
+    println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
 }

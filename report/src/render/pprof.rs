@@ -285,6 +285,7 @@ fn kind_name(k: StackKind) -> &'static str {
     match k {
         StackKind::Heap => "heap",
         StackKind::Mmap => "mmap",
+        StackKind::GoHeap => "go-heap",
     }
 }
 

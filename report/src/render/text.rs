@@ -6,8 +6,9 @@
 use std::fmt::Write;
 
 use crate::model::{
-    frame_name, name_of, verdict_counts, Container, KindTotals, MemoryReport, OomKill, Overhead,
-    Peak, Report, SortBy, StackKind, StackReport, TargetReport, Totals, Unwind, UnwindReport,
+    frame_name, name_of, verdict_counts, Container, Frame, GoReport, KindTotals, MemoryReport,
+    OomKill, Overhead, Peak, Report, SortBy, StackKind, StackReport, TargetReport, Totals, Unwind,
+    UnwindReport,
 };
 use crate::units::{bytes, rate_per_hour, rate_per_min};
 
@@ -74,6 +75,9 @@ pub fn render(report: &Report, top: usize) -> String {
         }
         if let Some(m) = &t.memory {
             memory(w, t.pid, m);
+        }
+        if let Some(g) = &t.go {
+            go(w, g);
         }
     }
     if targets.len() > MAX_TARGETS_SHOWN {
@@ -332,13 +336,15 @@ fn totals(w: &mut String, tot: &Totals) {
         return;
     }
     for (kind, t) in kinds {
-        let (unit, made, gone) = match kind {
-            StackKind::Heap => ("allocations", "allocations", "frees"),
-            StackKind::Mmap => ("mappings", "mapped", "unmapped"),
+        let (unit, made, gone, when) = match kind {
+            StackKind::Heap => ("allocations", "allocations", "frees", "while tracing"),
+            StackKind::Mmap => ("mappings", "mapped", "unmapped", "while tracing"),
+            // The runtime's profile counts from the program's start.
+            StackKind::GoHeap => ("objects", "allocated", "freed", "since it started"),
         };
         let _ = writeln!(
             w,
-            "outstanding {}: {} in {} {unit} from {} ({} {made}, {} {gone} while tracing)",
+            "outstanding {}: {} in {} {unit} from {} ({} {made}, {} {gone} {when})",
             name_of(&kind),
             bytes(t.outstanding_bytes),
             t.outstanding_allocations,
@@ -410,6 +416,75 @@ fn memory(w: &mut String, pid: u32, m: &MemoryReport) {
 }
 
 /// "1 stack", "3 stacks".
+/// Goroutine groups shown per Go target (the JSON report has them all).
+const GOROUTINE_GROUPS_SHOWN: usize = 5;
+
+/// What was read from a Go program's runtime: its heap profile, and its
+/// goroutines by creation site and state.
+fn go(w: &mut String, g: &GoReport) {
+    let heap = match g.heap_profile.as_str() {
+        "off" => "memory profiling off: heap seen through the runtime's mmap calls only \
+                  (--go-enable-heap-profile switches it on)"
+            .to_string(),
+        state => format!(
+            "heap profile read from the runtime{} (one sample per {}; {} buckets, {} skipped; \
+             {} read in {:.1} ms)",
+            match state {
+                "enabled" => ", switched on by memtrace",
+                _ => "",
+            },
+            bytes(g.profile_rate),
+            g.buckets,
+            g.buckets_skipped,
+            counted(g.reads, "read"),
+            g.read_ms
+        ),
+    };
+    let _ = writeln!(w, "    {}: {heap}", g.version);
+    let Some(gs) = &g.goroutines else {
+        return;
+    };
+    let _ = writeln!(
+        w,
+        "    goroutines: {}, {:+.1}/s [{}], stacks {}",
+        gs.count,
+        gs.growth_per_sec,
+        name_of(&gs.verdict),
+        bytes(gs.stack_bytes)
+    );
+    for group in gs.groups.iter().take(GOROUTINE_GROUPS_SHOWN) {
+        let created = group
+            .created_at
+            .first()
+            .map(|f| format!(", created at {}", frame_at(f)))
+            .unwrap_or_default();
+        let start = group
+            .start
+            .as_deref()
+            .map(|s| format!(", started in {s}"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            w,
+            "      {} {}{created}{start}, {:+.1}/s [{}]",
+            group.count,
+            group.state,
+            group.growth_per_sec,
+            name_of(&group.verdict)
+        );
+    }
+}
+
+/// "main.handle (server.go:88)".
+fn frame_at(f: &Frame) -> String {
+    match (&f.file, f.line) {
+        (Some(file), Some(line)) => {
+            let base = file.rsplit('/').next().unwrap_or(file);
+            format!("{} ({base}:{line})", frame_name(f))
+        }
+        _ => frame_name(f),
+    }
+}
+
 fn counted(n: u64, noun: &str) -> String {
     match n {
         1 => format!("1 {noun}"),

@@ -148,7 +148,7 @@ fn rank_where(
             let (bytes, allocations) = holds(s, min_age_secs);
             Ranked {
                 series: s,
-                analysis: verdict::analyse(&s.samples, oldest_age(s)),
+                analysis: verdict::analyse(&s.samples, oldest_age(s), s.noise_bytes),
                 bytes,
                 allocations,
             }

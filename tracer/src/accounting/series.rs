@@ -162,6 +162,10 @@ pub struct StackSeries {
     pub ages: AgeStats,
     /// The kernel's walk of this stack stopped before the outermost frame.
     pub truncated: bool,
+    /// How far its latest sample may stray from the truth by sampling
+    /// alone (a Go heap profile's: twice its standard error), in bytes; 0
+    /// when counted exactly.
+    pub noise_bytes: f64,
     /// The kernel heap stacks whose totals this series adds up: one, or
     /// also truncated walks of the same calls (see
     /// [`Aggregator::intern_heap`]).
@@ -333,6 +337,9 @@ impl Aggregator {
                     add_totals(&mut self.retired_heap, &s.retired);
                     self.retired_heap_stacks += u64::from(s.keys.is_empty());
                 }
+                // Its totals are the Go runtime's own, since the program
+                // started: read again should it hold memory again.
+                StackKind::GoHeap => {}
             }
         }
         let freed = idle.iter().filter(|&&i| i).count();
@@ -380,6 +387,18 @@ impl Aggregator {
 
     /// Index of a stack, created on first sight.
     pub fn intern(&mut self, identity: StackIdentity) -> usize {
+        self.intern_from(identity, true)
+    }
+
+    /// Index of a stack, created on first sight without a starting zero:
+    /// a stack that held memory before tracing began (a Go heap profile's,
+    /// counted by the runtime since the program started), whose series
+    /// starts at its first sample.
+    pub fn intern_present(&mut self, identity: StackIdentity) -> usize {
+        self.intern_from(identity, false)
+    }
+
+    fn intern_from(&mut self, identity: StackIdentity, from_zero: bool) -> usize {
         if let Some(&i) = self.index.get(&identity) {
             return i;
         }
@@ -392,12 +411,17 @@ impl Aggregator {
             count: 0,
             origin: true,
         };
+        let samples = match from_zero {
+            true => VecDeque::from([origin]),
+            false => VecDeque::new(),
+        };
         self.stacks.push(StackSeries {
             identity: identity.clone(),
             totals: StackTotals::default(),
-            samples: VecDeque::from([origin]),
+            samples,
             ages: AgeStats::default(),
             truncated: false,
+            noise_bytes: 0.0,
             keys: Vec::new(),
             retired: StackTotals::default(),
             peak: Peak::default(),

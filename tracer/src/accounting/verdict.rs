@@ -51,17 +51,29 @@ pub struct Analysis {
 
 /// Analyses a series (the first point may be a stack's starting zero: that
 /// is a true measurement — nothing of it was outstanding then).
-/// `oldest_age_secs` is the age of the oldest live allocation when known.
+/// `oldest_age_secs` is the age of the oldest live allocation when known;
+/// `noise_bytes` how far a sample may stray from the truth by sampling
+/// alone (0: measured exactly), below which no change is material.
 pub fn analyse<'a>(
     samples: impl IntoIterator<Item = &'a Sample>,
     oldest_age_secs: Option<f64>,
+    noise_bytes: f64,
 ) -> Analysis {
     let points: Vec<(f64, f64)> = samples.into_iter().map(|s| (s.t, s.bytes as f64)).collect();
-    analyse_points(&points, oldest_age_secs)
+    analyse_noisy(&points, oldest_age_secs, noise_bytes)
+}
+
+/// [`analyse`] on `(seconds, bytes)` points measured exactly.
+pub fn analyse_points(points: &[(f64, f64)], oldest_age_secs: Option<f64>) -> Analysis {
+    analyse_noisy(points, oldest_age_secs, 0.0)
 }
 
 /// [`analyse`] on `(seconds, bytes)` points.
-pub fn analyse_points(points: &[(f64, f64)], oldest_age_secs: Option<f64>) -> Analysis {
+pub fn analyse_noisy(
+    points: &[(f64, f64)],
+    oldest_age_secs: Option<f64>,
+    noise_bytes: f64,
+) -> Analysis {
     let mut a = Analysis {
         verdict: Verdict::Stable,
         reason: String::new(),
@@ -82,7 +94,7 @@ pub fn analyse_points(points: &[(f64, f64)], oldest_age_secs: Option<f64>) -> An
         return a;
     }
     let peak = points.iter().map(|p| p.1).fold(0.0, f64::max);
-    let band = BAND * peak;
+    let band = (BAND * peak).max(noise_bytes);
     let span = last.0 - first.0;
 
     // The active window starts where the series last sat at its starting
@@ -119,11 +131,23 @@ pub fn analyse_points(points: &[(f64, f64)], oldest_age_secs: Option<f64>) -> An
     // Two intervals or fewer since it moved: that it rose is all there is.
     let steps = trend.len() - 1;
     let short = active.len() <= 3;
-    let clear = slope * trend_span > SIGNIFICANCE * scatter && ups(trend) >= steps - steps / 8;
+    // (A sampled estimate of what is never freed does not fall, but stays
+    // level over an interval without a new sample: that counts as rising.)
+    let rising_steps = match noise_bytes > 0.0 {
+        true => trend.windows(2).filter(|w| w[1].1 >= w[0].1).count(),
+        false => ups(trend),
+    };
+    let clear = slope * trend_span > SIGNIFICANCE * scatter && rising_steps >= steps - steps / 8;
     let significant =
         net > band && slope > 0.0 && (short || clear || mann_kendall_z(trend) > Z_CRITICAL);
 
-    let tail = flat_tail(points, band);
+    // Samples scattered by sampling alone spread over twice their noise.
+    let scatter_of_sampling = 2.0 * noise_bytes;
+    let tail = flat_tail(
+        points,
+        (BAND * peak).max(scatter_of_sampling),
+        (noise_bytes > 0.0).then_some((BAND * peak / 4.0, scatter_of_sampling)),
+    );
     let tail_start = points[tail];
     let tail_secs = last.0 - tail_start.0;
     let tail_steps = points.len() - 1 - tail;
@@ -327,7 +351,14 @@ fn thirds(points: &[(f64, f64)]) -> [f64; 3] {
 /// Index where the longest flat suffix starts: all its points within `band`
 /// of each other, and not rising at every step (a slow steady climb is not
 /// flat, however small its steps). The last point alone if none.
-fn flat_tail(points: &[(f64, f64)], band: f64) -> usize {
+///
+/// A sampled series (`sampled`: the least rise that is material, a quarter
+/// of the band; and the scatter of sampling, twice its noise) climbs when
+/// it never falls over three points and rises by more than both, or over
+/// five points by more than the first: a leak's estimate stays level over
+/// an interval without a new sample, and a level's jitters up three times
+/// in a row one time in six, five times one time in 120.
+fn flat_tail(points: &[(f64, f64)], band: f64, sampled: Option<(f64, f64)>) -> usize {
     let last = points.len() - 1;
     let (mut lo, mut hi) = (points[last].1, points[last].1);
     let mut rising = true;
@@ -336,9 +367,18 @@ fn flat_tail(points: &[(f64, f64)], band: f64) -> usize {
         let y = points[k].1;
         lo = lo.min(y);
         hi = hi.max(y);
-        rising &= points[k + 1].1 > y;
         let len = last - k + 1;
-        if hi - lo > band || (rising && len >= 3) {
+        let climbs = match sampled {
+            None => {
+                rising &= points[k + 1].1 > y;
+                rising && len >= 3
+            }
+            Some((material, scatter)) => {
+                rising &= points[k + 1].1 >= y;
+                rising && len >= 3 && hi - lo > material && (hi - lo > scatter || len >= 5)
+            }
+        };
+        if hi - lo > band || climbs {
             break;
         }
         start = k;
@@ -606,5 +646,29 @@ mod tests {
         let a = verdict(&series(1.0, &v), Some(20.0));
         assert_ne!(a.verdict, Verdict::Plateau, "{a:?}");
         assert_ne!(a.verdict, Verdict::Stable, "{a:?}");
+    }
+}
+
+#[cfg(test)]
+mod sampled {
+    use super::*;
+
+    /// A Go heap profile's bounded cache of 64 MiB, estimated from ~125
+    /// recorded objects: filled in 3 s, then scattered by sampling alone.
+    #[test]
+    fn a_sampled_level_is_a_plateau() {
+        let mib = [
+            0.0, 11.7, 42.7, 62.0, 61.4, 66.0, 60.9, 50.3, 57.4, 62.5, 55.9, 63.0, 68.1,
+        ];
+        let points: Vec<(f64, f64)> = mib
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (i as f64, m * 1048576.0))
+            .collect();
+        let noise = 2.0 * 0.088 * 68.1 * 1048576.0;
+        let a = analyse_noisy(&points, None, noise);
+        assert_eq!(a.verdict, Verdict::Plateau, "{}", a.reason);
+        // Measured exactly, the same numbers would be no plateau.
+        assert_ne!(analyse_points(&points, None).verdict, Verdict::Plateau);
     }
 }

@@ -190,7 +190,7 @@ pub fn probe_points(path: &Path, extra_prefixes: &[String]) -> Result<Vec<ProbeP
     let data = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let file =
         object::File::parse(&*data).with_context(|| format!("parsing ELF {}", path.display()))?;
-    if is_go(&file) {
+    if super::golang::is_go(&file) {
         // Go code must never get return probes (a uretprobe rewrites the
         // return address on the stack, which Go's stack copying and
         // unwinding do not expect), and its heap is not malloc's anyway.
@@ -416,20 +416,18 @@ fn tunes_malloc_mapping(environ: &[u8]) -> bool {
     })
 }
 
-/// Whether the ELF was built by Go (its runtime's sections are there).
-fn is_go(file: &object::File) -> bool {
-    [".go.buildinfo", ".gopclntab", ".note.go.buildid"]
-        .iter()
-        .any(|name| file.section_by_name(name).is_some())
-}
-
 /// Whether the executable at `path` is a Go program: its heap grows by
 /// mmap from the Go runtime, seen through the mmap tracepoints only.
 pub fn is_go_executable(path: &Path) -> bool {
-    let Ok(data) = fs::read(path) else {
+    let Ok(file) = fs::File::open(path) else {
         return false;
     };
-    object::File::parse(&*data).is_ok_and(|f| is_go(&f))
+    // SAFETY: mapped read-only and private; only its section headers are
+    // read.
+    let Ok(data) = (unsafe { memmap2::Mmap::map(&file) }) else {
+        return false;
+    };
+    object::File::parse(&*data).is_ok_and(|f| super::golang::is_go(&f))
 }
 
 /// Translates a virtual address of the ELF into a file offset through the

@@ -4,12 +4,18 @@
 //! entry points in a file (`allocator`) and where in each function its
 //! probe goes (`placement`), starting `-- CMD` held before exec
 //! (`launch`), CPython's runtime, offsets and frames read from outside
-//! (`python`), and where its frees are probed (`pymalloc`). Nothing here
+//! (`python`), and where its frees are probed (`pymalloc`), Go's heap
+//! profile and goroutines read from outside (`golang`); and what these
+//! share: a process's memory read without stopping it (`memory`), a
+//! mapped file's symbols at their process addresses (`image`). Nothing here
 //! loads eBPF.
 
 pub mod allocator;
 pub mod cgroup;
+pub mod golang;
+pub mod image;
 pub mod launch;
+pub mod memory;
 pub mod placement;
 pub mod pymalloc;
 pub mod python;

@@ -83,11 +83,12 @@ pub struct Symbolizer {
     started_as: HashMap<u32, StartedAs>,
     /// What would name a file's unnamed frames (asked once per file).
     hints: HashMap<FileKey, String>,
-    /// The Python frames stacks hold, each once: a token's frame is at its
-    /// index (see [`Symbolizer::python_token`]). Bounded by the stacks
-    /// kept times their depth.
-    python_frames: Vec<Frame>,
-    python_index: HashMap<(String, String, Option<u32>), u64>,
+    /// The frames named when their stacks were made (Python frames, a Go
+    /// heap profile's), each once: a token's frame is at its index (see
+    /// [`Symbolizer::frame_token`]). Bounded by the stacks kept times
+    /// their depth.
+    token_frames: Vec<Frame>,
+    token_index: HashMap<Frame, u64>,
 }
 
 impl Default for Symbolizer {
@@ -111,8 +112,8 @@ impl Symbolizer {
             cache: HashMap::new(),
             started_as: HashMap::new(),
             hints: HashMap::new(),
-            python_frames: Vec::new(),
-            python_index: HashMap::new(),
+            token_frames: Vec::new(),
+            token_index: HashMap::new(),
         }
     }
 
@@ -187,28 +188,53 @@ impl Symbolizer {
     /// The stand-in address of a Python frame in a stack (see
     /// [`python::is_token`]): the same frame, the same token.
     pub fn python_token(&mut self, frame: python::PyFrame) -> u64 {
-        let key = (frame.function, frame.file, frame.line);
-        if let Some(&token) = self.python_index.get(&key) {
-            return token;
-        }
-        let token = python::TOKEN_BASE | self.python_frames.len() as u64;
-        self.python_frames.push(Frame {
-            function: Some(key.0.clone()),
-            file: Some(key.1.clone()),
-            line: key.2,
+        self.frame_token(Frame {
+            function: Some(frame.function),
+            file: Some(frame.file),
+            line: frame.line,
             language: Some(Language::Python),
             ..Frame::default()
-        });
-        self.python_index.insert(key, token);
+        })
+    }
+
+    /// The stand-in address of a frame named when its stack was made (a
+    /// Python frame; a Go heap profile's logical frame): the same frame,
+    /// the same token.
+    pub fn frame_token(&mut self, frame: Frame) -> u64 {
+        if let Some(&token) = self.token_index.get(&frame) {
+            return token;
+        }
+        let token = python::TOKEN_BASE | self.token_frames.len() as u64;
+        self.token_frames.push(frame.clone());
+        self.token_index.insert(frame, token);
         token
     }
 
-    /// The Python frame a token stands for.
-    fn python_frame(&self, token: u64) -> Option<Frame> {
+    /// A Go heap profile's stack entry as one frame (to stand in the stack
+    /// as a [`Symbolizer::frame_token`]): Go records a return PC per
+    /// logical frame, an inlined call's caller included, so the entry
+    /// names the innermost function at it, never the inlined calls DWARF
+    /// would add.
+    pub fn logical_frame(&mut self, pid: u32, address: u64) -> Frame {
+        self.frame(pid, address)
+            .into_iter()
+            .next()
+            .map(|f| Frame {
+                inlined: false,
+                ..f
+            })
+            .unwrap_or(Frame {
+                address,
+                ..Frame::default()
+            })
+    }
+
+    /// The frame a token stands for.
+    fn token_frame(&self, token: u64) -> Option<Frame> {
         if !python::is_token(token) {
             return None;
         }
-        self.python_frames
+        self.token_frames
             .get((token & !python::TOKEN_BASE) as usize)
             .cloned()
     }
@@ -233,6 +259,17 @@ impl Symbolizer {
         let allocator = allocator_frames(&frames);
         frames.drain(..allocator);
         frames
+    }
+
+    /// The frames at one return address: the functions inlined there
+    /// (innermost first), then the function they were inlined into.
+    pub fn frames_at(&mut self, pid: u32, address: u64) -> Vec<Frame> {
+        self.frame(pid, address)
+    }
+
+    /// The function a return address lies in (not one inlined there).
+    pub fn function_at(&mut self, pid: u32, address: u64) -> Option<String> {
+        self.frame(pid, address).pop().and_then(|f| f.function)
     }
 
     /// How many of `addrs` (innermost first) lie in executable mappings
@@ -340,7 +377,7 @@ impl Symbolizer {
         // Return addresses point after the call; the call itself is one
         // byte earlier, which is what file:line should describe.
         let lookup = address.saturating_sub(1);
-        if let Some(frame) = self.python_frame(address) {
+        if let Some(frame) = self.token_frame(address) {
             return vec![frame];
         }
         let unknown = |module: Option<String>| Frame {

@@ -15,11 +15,13 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use crate::discover::python::{
+use crate::discover::{
     memory::{u32_at, u64_at},
-    offsets::{LineTable, OB_TYPE},
-    walk::RawFrame,
-    Python,
+    python::{
+        offsets::{LineTable, OB_TYPE},
+        walk::RawFrame,
+        Python,
+    },
 };
 
 /// One resolved Python frame.

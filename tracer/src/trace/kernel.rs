@@ -9,7 +9,7 @@ use std::{collections::HashSet, path::PathBuf};
 
 use anyhow::Result;
 
-use super::{python::PythonTargets, recycle::Recycler, targets::Target};
+use super::{golang::GoTargets, python::PythonTargets, recycle::Recycler, targets::Target};
 use crate::{
     accounting::{regions::MappingTracker, series::Aggregator},
     bpf::{
@@ -95,6 +95,8 @@ pub(super) struct Machinery {
     pub(super) freed: drain::Freed,
     /// The CPython processes among the targets.
     pub(super) python: PythonTargets,
+    /// The Go processes among the targets.
+    pub(super) golang: GoTargets,
     /// Room in the kernel's stack table.
     pub(super) recycler: Recycler,
     pub(super) verbose: bool,
@@ -232,6 +234,7 @@ impl Kernel for Machinery {
             u.update(pid);
         }
         self.python.consider(pid, &mut self.probes, self.verbose);
+        self.golang.consider(pid);
     }
 
     fn release_image(&mut self, pid: u32, exec_ns: u64) {
@@ -241,6 +244,7 @@ impl Kernel for Machinery {
         self.mappings.release_all(pid);
         self.symbolizer.forget(pid);
         self.python.forget(pid, &mut self.probes);
+        self.golang.forget(pid);
         if let Some(u) = &mut self.unwinder {
             // (The kernel dropped the old image's mappings at the exec.)
             u.invalidate(pid);
@@ -255,6 +259,7 @@ impl Kernel for Machinery {
         self.symbolizer.forget_processes(gone);
         for &pid in gone {
             self.python.forget(pid, &mut self.probes);
+            self.golang.forget(pid);
         }
         if let Some(u) = &mut self.unwinder {
             for &pid in gone {

@@ -1,7 +1,8 @@
 //! The targets' own anonymous mappings, from the kernel's mmap, munmap and
 //! mremap events: who made each one (the program, or the dynamic loader
 //! for itself, with the Python frames that made it in a CPython process)
-//! and its region accounted per stack.
+//! and its region accounted per stack. A Go heap's own growth is left to
+//! its heap profile's stacks where that is read.
 
 use tracer_common::{EventKind, MmapEvent, MAX_FRAMES, PY_TRUNCATED};
 
@@ -44,6 +45,15 @@ impl Tracing {
                     }
                 };
                 let frames = self.with_python(e, frames, truncated);
+                if self
+                    .m
+                    .golang
+                    .heap_mapping(pid, &frames, e.len, &mut self.m.symbolizer)
+                {
+                    // What it maps over is replaced all the same.
+                    self.m.mappings.unmap(pid, e.addr, e.len);
+                    return;
+                }
                 let identity = StackIdentity {
                     pid,
                     kind: StackKind::Mmap,

@@ -47,6 +47,7 @@ use crate::{
 };
 
 mod command;
+mod golang;
 mod kernel;
 mod mmap_events;
 mod node;
@@ -155,6 +156,7 @@ pub async fn run(cfg: config::Trace, child: Option<HeldChild>) -> Result<()> {
         // The command's CPython processes stop at their end until their
         // last stacks are named.
         python: python::PythonTargets::new(mode == Mode::Command),
+        golang: golang::GoTargets::new(cfg.attach.go_enable_heap_profile, cfg.verbose),
         recycler: recycle::Recycler::new(cfg.attach.max_stacks),
         verbose: cfg.verbose,
     };

@@ -93,6 +93,13 @@ impl Tracing {
             .collect();
         self.set_ages(cfg, ages);
         let t = self.started.elapsed().as_secs_f64();
+        let replace = self
+            .life
+            .by_pid
+            .values()
+            .filter_map(|t| t.memory.back())
+            .any(|last| t - last.t < min_gap(cfg));
+        self.sample_go(t, replace);
         self.m.agg.sample(t);
         self.sample_memory(t, cfg);
         Ok(())
@@ -224,6 +231,7 @@ impl Tracing {
                 peak: None,
                 unseen: t.unseen.clone(),
                 mappings: Vec::new(),
+                go: self.m.golang.report(t.info.pid, &mut self.m.symbolizer),
                 memory: (!t.memory.is_empty()).then(|| {
                     report::memory_report(
                         t.memory.iter().copied().collect(),

@@ -44,8 +44,8 @@ pub(super) fn attach_pid(m: &mut Machinery, pid: u32) -> Result<Target> {
             );
         }
         crate::note(&format!(
-            "pid {pid} ({}) is a Go program: its heap is traced through the runtime's mmap \
-             calls (Go code gets no probes)",
+            "pid {pid} ({}) is a Go program: Go code gets no probes; its runtime's mmap calls \
+             are traced and its heap profile read",
             info.comm
         ));
     }
@@ -86,8 +86,8 @@ pub(super) fn attach_command(m: &mut Machinery, child: &HeldChild) -> Result<Tar
             );
         }
         crate::note(&format!(
-            "{} is a Go program: its heap is traced through the runtime's mmap calls (Go code \
-             gets no probes)",
+            "{} is a Go program: Go code gets no probes; its runtime's mmap calls are traced and \
+             its heap profile read",
             child.program.display()
         ));
     }

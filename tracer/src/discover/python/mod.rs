@@ -1,7 +1,7 @@
 //! CPython processes, read from outside without stopping them: which
 //! interpreter a process runs and where its runtime is (`runtime`), the
 //! offsets of what a frame walk reads, per minor version 3.8–3.13
-//! (`offsets`), reading its memory (`memory`), and one walk of every
+//! (`offsets`), and one walk of every
 //! thread's Python stack (`walk`). [`Python::attach`] checks the offsets
 //! against the running process before anything trusts them: a table that
 //! does not fit the build is a one-line "unsupported build" error, never
@@ -11,7 +11,6 @@
 //! side turns its code objects into names and lines
 //! (`symbolize::python`).
 
-pub mod memory;
 pub mod offsets;
 pub mod runtime;
 pub mod walk;
@@ -19,7 +18,7 @@ pub mod walk;
 use anyhow::Result;
 use tracer_common::{PyProc, PY_KEY_PTHREAD, PY_KEY_TID, PY_NONE, PY_SPAN};
 
-use memory::Memory;
+use super::memory::{self, Memory};
 use offsets::Offsets;
 use runtime::Runtime;
 

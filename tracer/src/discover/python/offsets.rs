@@ -17,7 +17,7 @@
 
 use anyhow::{bail, Result};
 
-use super::memory::u64_at;
+use crate::discover::memory::u64_at;
 
 /// Which frame structure the thread state points at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

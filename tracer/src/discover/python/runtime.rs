@@ -7,16 +7,18 @@
 //! stripped interpreter keeps), then `.symtab` if there is one.
 
 use std::{
-    collections::HashMap,
     fs::File,
     path::{Path, PathBuf},
 };
 
 use anyhow::{bail, Context, Result};
-use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol};
+use object::{Object, ObjectSection, ObjectSymbol};
 
-use super::memory::Memory;
-use crate::discover::target::{self, Mapping};
+use crate::discover::{
+    image::{load_bias, symbols},
+    memory::Memory,
+    target::{self, Mapping},
+};
 
 /// The oldest and newest minor versions of CPython 3 the walk reads.
 pub const OLDEST_MINOR: u32 = 8;
@@ -279,46 +281,6 @@ pub fn find(pid: u32, mem: &Memory) -> Result<Runtime> {
         bytes_type: need("PyBytes_Type")?,
         eval_frame,
     })
-}
-
-/// The virtual addresses of `wanted` symbols: exported ones first, then
-/// the full symbol table.
-fn symbols(obj: &object::File, wanted: &[&str]) -> HashMap<String, u64> {
-    let mut found = HashMap::new();
-    for sym in obj.dynamic_symbols().chain(obj.symbols()) {
-        if !sym.is_definition() || sym.address() == 0 {
-            continue;
-        }
-        if let Ok(name) = sym.name() {
-            if wanted.contains(&name) && !found.contains_key(name) {
-                found.insert(name.to_string(), sym.address());
-            }
-        }
-    }
-    found
-}
-
-/// What to add to the file's virtual addresses to get the process's: from
-/// the first mapping of the file and the loadable segment it maps.
-fn load_bias(obj: &object::File, maps: &[Mapping], holder: &Mapping) -> Option<u64> {
-    let first = maps
-        .iter()
-        .filter(|m| m.dev == holder.dev && m.inode == holder.inode)
-        .min_by_key(|m| m.offset)?;
-    let seg = obj.segments().find(|s| {
-        let (off, size) = s.file_range();
-        off & !0xfff <= first.offset && first.offset < off + size.max(1)
-    })?;
-    let (seg_off, _) = seg.file_range();
-    // File offset `first.offset` is at `first.start`; the segment maps
-    // file offset seg_off at vaddr seg.address().
-    Some(
-        first
-            .start
-            .wrapping_sub(seg.address())
-            .wrapping_add(seg_off)
-            .wrapping_sub(first.offset),
-    )
 }
 
 /// The micro version from the `PY_VERSION` string ("3.9.18") in the

@@ -8,8 +8,9 @@
 
 use std::collections::HashSet;
 
+use crate::discover::memory::{u32_at, u64_at};
+
 use super::{
-    memory::{u32_at, u64_at},
     offsets::{FrameLayout, Instr, FRAME_OWNED_BY_CSTACK, INTERPRETERS_MAIN, OB_SIZE, OB_TYPE},
     Check, Python,
 };

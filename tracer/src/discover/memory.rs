@@ -69,3 +69,14 @@ pub fn u32_at(buf: &[u8], at: u64) -> Option<u32> {
     let at = usize::try_from(at).ok()?;
     Some(u32::from_le_bytes(buf.get(at..at + 4)?.try_into().ok()?))
 }
+
+/// Writes `value` at `addr` in `pid`'s memory: only where the user asked
+/// for it (one word, what the program could set itself).
+pub fn write_u64(pid: u32, addr: u64, value: u64) -> Result<()> {
+    let mem = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/proc/{pid}/mem"))
+        .with_context(|| format!("opening /proc/{pid}/mem for writing"))?;
+    mem.write_all_at(&value.to_le_bytes(), addr)
+        .with_context(|| format!("writing pid {pid}'s memory at {addr:#x}"))
+}

@@ -1,0 +1,3 @@
+module memtrace.test/goleaks
+
+go 1.19
