@@ -422,3 +422,54 @@ fn go_heap_matches_the_programs_own_pprof() {
     // 100 parked, main, the server's accept loop.
     assert_eq!(goroutines, 102, "{profile}");
 }
+
+#[test]
+fn go_programs_selected_by_name_are_each_read() {
+    // Two Go programs running before memtrace, selected by --comm: each
+    // has its runtime read, its leak named (one leaks a map, the other
+    // goroutines).
+    // Under a name of their own: other tests run go_leaks at the same time.
+    let dir = memtrace_integration::scratch_dir("go-comm");
+    let exe = dir.join("go_by_name");
+    std::fs::copy(build_go(DEBIAN_GO, "go_leaks", &[], ""), &exe).unwrap();
+    let map = Workload::spawn(&exe, &["map"]);
+    let goroutines = Workload::spawn(&exe, &["goroutines"]);
+    let args = json_args_with(&["--comm", "go_by_name", "--duration", "12s"]);
+    let out = run_memtrace(&args, CMD_TIMEOUT);
+    out.assert_success();
+    let report = out.report();
+    let ctx = report.describe();
+    let target = |pid: u32| {
+        report
+            .targets
+            .iter()
+            .find(|t| t.pid == pid)
+            .unwrap_or_else(|| panic!("pid {pid} not traced\n{ctx}"))
+    };
+    for pid in [map.pid(), goroutines.pid()] {
+        let go = target(pid).go.as_ref().unwrap_or_else(|| panic!("{ctx}"));
+        assert_eq!(go.heap_profile, "read", "{ctx}");
+    }
+    assert_map_leak(&report, true);
+    assert!(
+        report
+            .stacks
+            .iter()
+            .filter(|s| s.function() == Some("main.remember"))
+            .all(|s| s.pid == map.pid()),
+        "map is pid {}\n{ctx}",
+        map.pid()
+    );
+    let gs = target(goroutines.pid())
+        .go
+        .as_ref()
+        .unwrap()
+        .goroutines
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        (gs.groups[0].state.as_str(), gs.groups[0].verdict),
+        ("chan receive", Verdict::Leak),
+        "{ctx}"
+    );
+}

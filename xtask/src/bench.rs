@@ -45,6 +45,7 @@ use serde_json::Value;
 
 use crate::{build, cmd};
 
+mod golang;
 mod python;
 
 #[derive(Args, Debug)]
@@ -64,6 +65,10 @@ pub(crate) struct BenchArgs {
     /// target/xtask/bench.json).
     #[arg(long)]
     no_docs: bool,
+    /// Run only the Go part (reading a Go program's runtime from outside),
+    /// in a minute or two; its table in docs/performance.md is its own.
+    #[arg(long)]
+    go_only: bool,
 }
 
 /// The results go into docs/performance.md between these two lines.
@@ -213,6 +218,21 @@ pub(crate) fn run(args: BenchArgs) -> Result<()> {
         Some(path) => path,
         None => build::run()?,
     };
+    let go = golang::run(&memtrace, &cmd::target_dir().join("xtask"), args.repeat)?;
+    let go_table = golang::render_markdown(&go);
+    print!("{go_table}");
+    if !args.no_docs {
+        let filled = fill_between(
+            &read_docs(&docs)?,
+            &go_table,
+            golang::DOCS_BEGIN,
+            golang::DOCS_END,
+        )?;
+        fs::write(&docs, filled).with_context(|| format!("writing {}", docs.display()))?;
+    }
+    if args.go_only {
+        return Ok(());
+    }
     cmd::step("compile the bench program");
     let program = cmd::compile_workload("bench_alloc", &["-O2", "-g", "-fno-omit-frame-pointer"])?;
     let dir = cmd::target_dir().join("xtask");
@@ -303,6 +323,11 @@ fn read_docs(docs: &Path) -> Result<String> {
 /// (what was there goes); fails with one line unless each marker is there
 /// once, in that order.
 fn fill_docs(docs: &str, table: &str) -> Result<String> {
+    fill_between(docs, table, DOCS_BEGIN, DOCS_END)
+}
+
+/// `docs` with `table` between its lines `begin_marker` and `end_marker`.
+fn fill_between(docs: &str, table: &str, begin_marker: &str, end_marker: &str) -> Result<String> {
     let find = |marker: &str| -> Result<usize> {
         let mut at = docs
             .lines()
@@ -313,14 +338,14 @@ fn fill_docs(docs: &str, table: &str) -> Result<String> {
             (Some(i), None) => Ok(i),
             (None, _) => bail!(
                 "docs/performance.md has no line {marker}: the bench writes its results \
-                 between the lines {DOCS_BEGIN} and {DOCS_END} (or run it with --no-docs)"
+                 between the lines {begin_marker} and {end_marker} (or run it with --no-docs)"
             ),
             (Some(_), Some(_)) => bail!("docs/performance.md has the line {marker} twice"),
         }
     };
-    let (begin, end) = (find(DOCS_BEGIN)?, find(DOCS_END)?);
+    let (begin, end) = (find(begin_marker)?, find(end_marker)?);
     if end < begin {
-        bail!("docs/performance.md has {DOCS_END} before {DOCS_BEGIN}");
+        bail!("docs/performance.md has {end_marker} before {begin_marker}");
     }
     let lines: Vec<&str> = docs.lines().collect();
     let mut out = String::new();

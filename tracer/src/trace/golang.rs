@@ -261,6 +261,12 @@ impl GoTargets {
         heap
     }
 
+    /// Reads `pid` no more, nor looks at it again until it execs or goes.
+    fn pass(&mut self, pid: u32) {
+        self.by_pid.remove(&pid);
+        self.passed.insert(pid);
+    }
+
     pub(super) fn forget(&mut self, pid: u32) {
         self.by_pid.remove(&pid);
         self.passed.remove(&pid);
@@ -461,6 +467,12 @@ impl Tracing {
     pub(super) fn sample_go(&mut self, t: f64, replace: bool) {
         let pids: Vec<u32> = self.m.golang.by_pid.keys().copied().collect();
         for pid in pids {
+            // Looked at but not (or no longer) a target: a watched node's
+            // process that its selection left out.
+            if !self.life.by_pid.contains_key(&pid) {
+                self.m.golang.pass(pid);
+                continue;
+            }
             let started = Instant::now();
             self.read_go_heap(pid);
             self.read_goroutines(pid, t, replace);

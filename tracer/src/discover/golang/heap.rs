@@ -9,9 +9,10 @@
 //! does.
 //!
 //! Buckets are never freed and are prepended at the head with `allnext`
-//! set first, so a walk from the head read once sees a consistent list.
-//! A bucket that does not parse (its type is not a memory profile's, its
-//! stack depth is out of range, a read fails) is skipped and counted.
+//! set first, so a walk from the head read once sees a consistent list,
+//! and a later pass walks only the buckets made since ([`List`]). A bucket
+//! that does not parse (its type is not a memory profile's, its stack depth
+//! is out of range, a read fails) is skipped and counted.
 
 use super::layout::Layout;
 use crate::discover::memory::{u64_at, Memory};
@@ -72,27 +73,57 @@ pub struct Profile {
     pub unpublished: bool,
 }
 
-/// Reads the list at `head_addr` (`runtime.mbuckets`); `cycle`: the
-/// runtime's `mProfCycle` as read (which future cycle `MemProfile` would
-/// flush first); `stack_of` says for which buckets (address, and every
-/// cycle's counts added up) the stack is read too.
+/// The list as walked so far, newest bucket first. Buckets are never freed
+/// and only ever prepended, so a pass walks only the buckets made since the
+/// last one (down to the head it knew), and reads every bucket's counts
+/// at its known address in batches.
+#[derive(Debug, Default)]
+pub struct List {
+    head: u64,
+    buckets: Vec<Known>,
+}
+
+/// A bucket whose header was read.
+#[derive(Clone, Copy, Debug)]
+struct Known {
+    addr: u64,
+    nstk: u64,
+    /// Its objects' size (bytes are counts times it where the runtime
+    /// keeps no byte counts).
+    size: u64,
+}
+
+impl Known {
+    fn stack_at(&self, layout: &Layout) -> u64 {
+        self.addr + layout.bucket_size
+    }
+
+    fn record_at(&self, layout: &Layout) -> u64 {
+        self.stack_at(layout) + self.nstk * 8
+    }
+}
+
+/// Reads the profile at `head_addr` (`runtime.mbuckets`), walking only
+/// what `list` does not know yet; `cycle`: the runtime's `mProfCycle` as
+/// read (which future cycle `MemProfile` would flush first); `stack_of`
+/// says for which buckets (address, and every cycle's counts added up) the
+/// stack is read too.
 pub fn read(
     mem: &Memory,
     layout: &Layout,
     head_addr: u64,
     cycle: Option<u32>,
+    list: &mut List,
     mut stack_of: impl FnMut(u64, &Cycle) -> bool,
 ) -> Profile {
     let mut p = Profile::default();
-    // mProfCycle holds the cycle shifted by one (bit 0: flushed).
-    let flushed = cycle.map(|c| u64::from(c >> 1) % layout.futures);
-    let Some(mut b) = mem.u64(head_addr) else {
+    let Some(head) = mem.u64(head_addr) else {
         p.cut = true;
         return p;
     };
-    let mut futures: Vec<Cycle> = Vec::new();
-    let mut header = vec![0u8; layout.bucket_size as usize];
-    let mut record = vec![0u8; layout.record_size as usize];
+    walk_new(mem, layout, head, list, &mut p);
+    // mProfCycle holds the cycle shifted by one (bit 0: flushed).
+    let flushed = cycle.map(|c| u64::from(c >> 1) % layout.futures);
     // A cycle's counts; bytes are counts times the bucket's object size
     // where the cycle keeps none (Go 1.27).
     let cycle_at = |buf: &[u8], base: u64, size: u64| -> Option<Cycle> {
@@ -109,8 +140,70 @@ pub fn read(
             free_bytes,
         })
     };
-    while b != 0 {
-        if p.buckets.len() + p.skipped as usize >= MAX_BUCKETS {
+    let record_size = layout.record_size as usize;
+    let pieces: Vec<(u64, usize)> = list
+        .buckets
+        .iter()
+        .map(|k| (k.record_at(layout), record_size))
+        .collect();
+    let mut records = vec![0u8; pieces.len() * record_size];
+    let read = mem.read_many(&pieces, &mut records);
+    let mut futures: Vec<Cycle> = Vec::new();
+    let mut wanted: Vec<usize> = Vec::new();
+    for (i, k) in list.buckets.iter().enumerate() {
+        let record = &records[i * record_size..(i + 1) * record_size];
+        let counts = read[i].then_some(()).and_then(|_| {
+            let mut active = cycle_at(record, layout.record_active, k.size)?;
+            let mut future = Cycle::default();
+            for f in 0..layout.futures {
+                let c = cycle_at(record, layout.record_future + f * layout.cycle_size, k.size)?;
+                // The cycle MemProfile flushes into the published one
+                // before it reads (allocations swept since the last
+                // collection's end).
+                match Some(f) == flushed {
+                    true => active.add(&c),
+                    false => future.add(&c),
+                }
+            }
+            Some((active, future))
+        });
+        let Some((active, future)) = counts else {
+            p.skipped += 1;
+            continue;
+        };
+        let mut all = active;
+        all.add(&future);
+        if stack_of(k.addr, &all) {
+            wanted.push(p.buckets.len());
+        }
+        p.buckets.push(Bucket {
+            addr: k.addr,
+            stack: None,
+            counts: active,
+        });
+        futures.push(future);
+    }
+    read_stacks(mem, layout, list, &mut p, &wanted);
+    // No collection has published anything yet: what MemProfile reads then.
+    if !p.buckets.is_empty() && p.buckets.iter().all(|b| b.counts.is_empty()) {
+        p.unpublished = true;
+        for (bucket, future) in p.buckets.iter_mut().zip(&futures) {
+            bucket.counts.add(future);
+        }
+    }
+    p
+}
+
+/// Walks the buckets made since `list` was last walked (from `head` down
+/// to the head it knew) and puts them in front of it. A header that does
+/// not parse leaves `list` as it was (its link cannot be trusted): the
+/// pass is cut.
+fn walk_new(mem: &Memory, layout: &Layout, head: u64, list: &mut List, p: &mut Profile) {
+    let mut header = vec![0u8; layout.bucket_size as usize];
+    let mut new: Vec<Known> = Vec::new();
+    let mut b = head;
+    while b != 0 && b != list.head {
+        if new.len() + list.buckets.len() >= MAX_BUCKETS {
             p.cut = true;
             break;
         }
@@ -122,59 +215,55 @@ pub fn read(
             (typ == MEM_PROFILE && (1..=MAX_STACK).contains(&nstk)).then_some((nstk, next, size))
         });
         let Some((nstk, next, size)) = parsed else {
-            // Its link is not to be trusted either.
             p.skipped += 1;
             p.cut = true;
-            break;
+            return;
         };
-        let stack_at = b + layout.bucket_size;
-        let record_at = stack_at + nstk * 8;
-        let counts = mem.read(record_at, &mut record).and_then(|_| {
-            let mut active = cycle_at(&record, layout.record_active, size)?;
-            let mut future = Cycle::default();
-            for i in 0..layout.futures {
-                let c = cycle_at(&record, layout.record_future + i * layout.cycle_size, size)?;
-                // The cycle MemProfile flushes into the published one
-                // before it reads (allocations swept since the last
-                // collection's end).
-                match Some(i) == flushed {
-                    true => active.add(&c),
-                    false => future.add(&c),
-                }
-            }
-            Some((active, future))
+        new.push(Known {
+            addr: b,
+            nstk,
+            size,
         });
-        match counts {
-            Some((active, future)) => {
-                let mut all = active;
-                all.add(&future);
-                let stack = match stack_of(b, &all) {
-                    true => mem.bytes(stack_at, nstk * 8).map(|raw| {
-                        raw.chunks_exact(8)
-                            .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
-                            .collect()
-                    }),
-                    false => None,
-                };
-                p.buckets.push(Bucket {
-                    addr: b,
-                    stack,
-                    counts: active,
-                });
-                futures.push(future);
-            }
-            None => p.skipped += 1,
-        }
         b = next;
     }
-    // No collection has published anything yet: what MemProfile reads then.
-    if !p.buckets.is_empty() && p.buckets.iter().all(|b| b.counts.is_empty()) {
-        p.unpublished = true;
-        for (bucket, future) in p.buckets.iter_mut().zip(&futures) {
-            bucket.counts.add(future);
-        }
+    if b == 0 && list.head != 0 {
+        // The head it knew was not met: not the list it walked before.
+        list.buckets.clear();
     }
-    p
+    list.buckets.splice(0..0, new);
+    list.head = head;
+}
+
+/// Reads the stacks of the buckets at `wanted` (indices into `p.buckets`),
+/// in batches.
+fn read_stacks(mem: &Memory, layout: &Layout, list: &List, p: &mut Profile, wanted: &[usize]) {
+    if wanted.is_empty() {
+        return;
+    }
+    let known: std::collections::HashMap<u64, Known> =
+        list.buckets.iter().map(|k| (k.addr, *k)).collect();
+    let pieces: Vec<(u64, usize)> = wanted
+        .iter()
+        .map(|&i| {
+            let k = known[&p.buckets[i].addr];
+            (k.stack_at(layout), k.nstk as usize * 8)
+        })
+        .collect();
+    let mut raw = vec![0u8; pieces.iter().map(|p| p.1).sum()];
+    let read = mem.read_many(&pieces, &mut raw);
+    let mut at = 0;
+    for (n, &i) in wanted.iter().enumerate() {
+        let len = pieces[n].1;
+        if read[n] {
+            p.buckets[i].stack = Some(
+                raw[at..at + len]
+                    .chunks_exact(8)
+                    .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+                    .collect(),
+            );
+        }
+        at += len;
+    }
 }
 
 /// Unbiases sampled `(count, bytes)` as pprof does (`scaleHeapSample` in

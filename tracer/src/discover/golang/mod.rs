@@ -42,6 +42,8 @@ pub struct GoProcess {
     /// `runtime.waitReasonStrings`, read once.
     pub wait_reasons: Vec<String>,
     mem: Memory,
+    /// The profile's buckets as walked so far.
+    buckets: heap::List,
 }
 
 /// The runtime's variables read, at their process addresses.
@@ -192,6 +194,7 @@ impl GoProcess {
             vars,
             wait_reasons,
             mem,
+            buckets: heap::List::default(),
         })
     }
 
@@ -239,9 +242,16 @@ impl GoProcess {
 
     /// One read of the heap profile (see [`heap::read`]); `stack_of`
     /// says which buckets' stacks are wanted.
-    pub fn heap(&self, stack_of: impl FnMut(u64, &heap::Cycle) -> bool) -> heap::Profile {
+    pub fn heap(&mut self, stack_of: impl FnMut(u64, &heap::Cycle) -> bool) -> heap::Profile {
         let cycle = self.vars.mprof_cycle.and_then(|a| self.mem.u32(a));
-        heap::read(&self.mem, &self.layout, self.vars.mbuckets, cycle, stack_of)
+        heap::read(
+            &self.mem,
+            &self.layout,
+            self.vars.mbuckets,
+            cycle,
+            &mut self.buckets,
+            stack_of,
+        )
     }
 
     /// One read of the goroutine list (see [`goroutines::read`]).
