@@ -372,7 +372,8 @@ pub struct GoReport {
     /// The heap profile: "read"; "off" (the linker switched memory
     /// profiling off: the heap is seen through the runtime's mmap calls
     /// only); "enabled" (memtrace set `runtime.MemProfileRate`, as
-    /// `--go-enable-heap-profile` asked: allocations since are sampled).
+    /// `--go-enable-heap-profile` asked: allocations since are sampled);
+    /// "unreadable" (its first read did not parse as the layout says).
     pub heap_profile: String,
     /// `runtime.MemProfileRate` as last read (bytes per sample).
     pub profile_rate: u64,

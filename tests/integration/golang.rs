@@ -473,3 +473,49 @@ fn go_programs_selected_by_name_are_each_read() {
         "{ctx}"
     );
 }
+
+#[test]
+fn go_a_layout_that_does_not_fit_is_refused() {
+    // A Go 1.23 build without DWARF whose build info says 1.21 (the same
+    // length, patched): memtrace takes 1.21's table, where a goroutine's
+    // fields lie elsewhere. Its goroutine list does not read as that says:
+    // refused in one line, never guessed. (A bucket's layout is the same in
+    // both: the heap profile reads.)
+    let built = build_go("1.23.9", "go_leaks", &[], "-w");
+    let mut binary = std::fs::read(&built).unwrap();
+    let info = binary
+        .windows(14)
+        .position(|w| w == b"\xff Go buildinf:")
+        .expect("build info");
+    let version = info
+        + binary[info..info + 64]
+            .windows(8)
+            .position(|w| w == b"go1.23.9")
+            .expect("the version in the build info");
+    binary[version..version + 8].copy_from_slice(b"go1.21.9");
+    let dir = memtrace_integration::scratch_dir("go-lie");
+    let exe = dir.join("go_leaks");
+    std::fs::write(&exe, &binary).unwrap();
+    std::fs::set_permissions(&exe, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let args = json_cmd_args(
+        &["--duration", "4s"],
+        &[exe.to_str().unwrap(), "goroutines"],
+    );
+    let out = run_memtrace(&args, CMD_TIMEOUT);
+    out.assert_success();
+    let report = out.report();
+    let refused: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.contains("its goroutine list does not read as the layout from"))
+        .collect();
+    assert_eq!(refused.len(), 1, "{}", out.describe());
+    assert!(refused[0].contains("table for Go 1.21"), "{}", refused[0]);
+    let go = go_of(&report);
+    assert_eq!(
+        (go.version.as_str(), go.layout.as_str()),
+        ("go1.21.9", "table")
+    );
+    assert!(go.goroutines.is_none(), "{}", report.describe());
+    assert_eq!(go.heap_profile, "read", "{}", report.describe());
+}

@@ -84,6 +84,7 @@ fn go_layout(file: &std::path::Path) -> Result<()> {
     };
     let table = minor.and_then(golang::layout::table_row);
     let out = serde_json::json!({ "version": version, "dwarf": dwarf, "table": table });
-    println!("{}", serde_json::to_string_pretty(&out)?);
+    use std::io::Write;
+    writeln!(std::io::stdout(), "{}", serde_json::to_string_pretty(&out)?)?;
     Ok(())
 }

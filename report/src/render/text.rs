@@ -426,6 +426,9 @@ fn go(w: &mut String, g: &GoReport) {
         "off" => "memory profiling off: heap seen through the runtime's mmap calls only \
                   (--go-enable-heap-profile switches it on)"
             .to_string(),
+        "unreadable" => "heap profile not read (it does not read as its layout says): heap \
+                         seen through the runtime's mmap calls only"
+            .to_string(),
         state => format!(
             "heap profile read from the runtime{} (one sample per {}; {} buckets, {} skipped; \
              {} read in {:.1} ms)",

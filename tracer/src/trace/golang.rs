@@ -66,6 +66,8 @@ enum HeapProfile {
     Enabling,
     /// Switched on by memtrace (`--go-enable-heap-profile`).
     Enabled,
+    /// Its first read did not parse as the layout says: read no more.
+    Unreadable,
 }
 
 impl HeapProfile {
@@ -74,13 +76,14 @@ impl HeapProfile {
             HeapProfile::Off => "off",
             HeapProfile::Read => "read",
             HeapProfile::Enabling | HeapProfile::Enabled => "enabled",
+            HeapProfile::Unreadable => "unreadable",
         }
     }
 
     /// Whether the heap's bytes are the profile's (its growth by mmap is
     /// then not a stack of its own).
     fn reads(self) -> bool {
-        self != HeapProfile::Off
+        !matches!(self, HeapProfile::Off | HeapProfile::Unreadable)
     }
 }
 
@@ -106,6 +109,8 @@ struct GoTarget {
 #[derive(Default)]
 struct Goroutines {
     read: bool,
+    /// The first read did not parse as the layout says: read no more.
+    refused: bool,
     count: u64,
     stack_bytes: u64,
     skipped: u64,
@@ -507,6 +512,18 @@ impl Tracing {
         let profile = target.go.heap(|addr, counts| {
             !cached.contains_key(&addr) && (refill || counts.alloc_bytes > counts.free_bytes)
         });
+        if target.reads == 0 && profile.buckets.is_empty() && profile.skipped > 0 {
+            // Not one bucket reads as the layout says: refused, not guessed.
+            target.heap_profile = HeapProfile::Unreadable;
+            let line = format!(
+                "pid {pid}: {}: its heap profile does not read as the layout from {} says: \
+                 not read; its heap is seen through the runtime's mmap calls only",
+                target.go.version,
+                target.go.source.describe()
+            );
+            self.m.golang.say(Some(line));
+            return;
+        }
         target.reads += 1;
         target.buckets = profile.buckets.len() as u64;
         target.skipped += profile.skipped;
@@ -555,7 +572,38 @@ impl Tracing {
         let Some(target) = self.m.golang.by_pid.get_mut(&pid) else {
             return;
         };
+        if target.goroutines.refused {
+            return;
+        }
+        if !target.goroutines.read && !target.go.initialized() {
+            return;
+        }
         let list = target.go.goroutines();
+        // A running program's list holds its main goroutine, started in
+        // runtime.main: without it, the list does not read as the layout
+        // says. Refused, not guessed.
+        let mut has_main = || {
+            list.goroutines.iter().any(|g| {
+                target
+                    .goroutines
+                    .starts
+                    .entry(g.start_pc)
+                    .or_insert_with(|| self.m.symbolizer.function_at(pid, g.start_pc + 1))
+                    .as_deref()
+                    == Some("runtime.main")
+            })
+        };
+        if !target.goroutines.read && list.entries > 0 && !has_main() {
+            target.goroutines.refused = true;
+            let line = format!(
+                "pid {pid}: {}: its goroutine list does not read as the layout from {} says: \
+                 not read",
+                target.go.version,
+                target.go.source.describe()
+            );
+            self.m.golang.say(Some(line));
+            return;
+        }
         let gs = &mut target.goroutines;
         gs.read = true;
         gs.skipped += list.skipped;

@@ -39,6 +39,8 @@ pub struct Goroutine {
 #[derive(Debug, Default)]
 pub struct List {
     pub goroutines: Vec<Goroutine>,
+    /// Entries of `allgs` read (dead goroutines included).
+    pub entries: u64,
     /// Entries that did not read, or read as nothing a goroutine can be.
     pub skipped: u64,
     /// The list was longer than [`MAX_GOROUTINES`] (or its slice did not
@@ -60,7 +62,7 @@ pub fn read(mem: &Memory, layout: &Layout, allgs: u64, allglen: u64) -> List {
         len
     };
     let per_read = MAX_OBJECT_BYTES / 8;
-    let mut g = vec![0u8; layout.g_size as usize];
+    let g_size = layout.g_size as usize;
     let mut start = 0;
     while start < len {
         let n = per_read.min(len - start);
@@ -68,11 +70,16 @@ pub fn read(mem: &Memory, layout: &Layout, allgs: u64, allglen: u64) -> List {
             list.cut = true;
             break;
         };
-        for ptr in raw
+        // Every g of this part of the slice, read in batches.
+        let pieces: Vec<(u64, usize)> = raw
             .chunks_exact(8)
-            .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
-        {
-            match mem.read(ptr, &mut g).and_then(|_| parse(&g, layout)) {
+            .map(|c| (u64::from_le_bytes(c.try_into().unwrap()), g_size))
+            .collect();
+        let mut gs = vec![0u8; pieces.len() * g_size];
+        let read = mem.read_many(&pieces, &mut gs);
+        list.entries += pieces.len() as u64;
+        for (i, g) in gs.chunks_exact(g_size).enumerate() {
+            match read[i].then_some(()).and_then(|_| parse(g, layout)) {
                 Some(Some(gr)) => list.goroutines.push(gr),
                 Some(None) => {}
                 None => list.skipped += 1,
@@ -92,14 +99,21 @@ fn parse(g: &[u8], l: &Layout) -> Option<Option<Goroutine>> {
     if status > LEAKED {
         return None;
     }
+    // A live goroutine's stack is a power of two of at least 2 KiB, and
+    // its id is not 0: what a wrong layout reads fails this.
     let (lo, hi) = (u64_at(g, l.g_stack_lo)?, u64_at(g, l.g_stack_hi)?);
+    let size = hi.checked_sub(lo)?;
+    let id = u64_at(g, l.g_goid)?;
+    if !size.is_power_of_two() || size < 2048 || id == 0 {
+        return None;
+    }
     Some(Some(Goroutine {
-        id: u64_at(g, l.g_goid)?,
+        id,
         status,
         wait_reason: *g.get(l.g_waitreason as usize)?,
         go_pc: u64_at(g, l.g_gopc)?,
         start_pc: u64_at(g, l.g_startpc)?,
-        stack_bytes: hi.saturating_sub(lo),
+        stack_bytes: size,
     }))
 }
 
