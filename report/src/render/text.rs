@@ -431,7 +431,7 @@ fn go(w: &mut String, g: &GoReport) {
             .to_string(),
         state => format!(
             "heap profile read from the runtime{} (one sample per {}; {} buckets, {} skipped; \
-             {} read in {:.1} ms)",
+             {}, the last in {:.1} ms)",
             match state {
                 "enabled" => ", switched on by memtrace",
                 _ => "",
