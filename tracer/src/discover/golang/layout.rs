@@ -93,7 +93,7 @@ impl Layout {
         if obj.section_by_name(".debug_info").is_some() {
             return Ok((Layout::from_dwarf(obj)?, Source::Dwarf));
         }
-        match table(minor) {
+        match table_row(minor) {
             Some(layout) => Ok((layout, Source::Table(minor))),
             None => bail!(
                 "built by Go 1.{minor} without DWARF, a version memtrace has no checked layout \
@@ -290,9 +290,10 @@ fn runtime_structs(obj: &object::File) -> Result<HashMap<String, Struct>> {
 }
 
 /// The layout of Go 1.`minor` on amd64, for binaries without DWARF: each
-/// row as that version's DWARF has it (tests/integration/golang.rs
-/// compares the rows of every toolchain it can build with).
-fn table(minor: u32) -> Option<Layout> {
+/// row as that version's DWARF has it (`memtrace go-layout` shows a row
+/// next to a binary's DWARF; tests/integration/golang.rs compares them for
+/// every toolchain it can build with).
+pub fn table_row(minor: u32) -> Option<Layout> {
     // runtime.g: its size, atomicstatus, goid, waitreason, gopc, startpc
     // (its stack's bounds are its first two words in every version).
     let (g_size, g_status, g_goid, g_waitreason, g_gopc, g_startpc) = match minor {
@@ -336,12 +337,6 @@ fn table(minor: u32) -> Option<Layout> {
     })
 }
 
-/// The table's row for Go 1.`minor` (`memtrace go-layout` shows it next to
-/// a binary's DWARF, for the tests to compare).
-pub fn table_row(minor: u32) -> Option<Layout> {
-    table(minor)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -349,11 +344,11 @@ mod tests {
     #[test]
     fn table_rows_hold_together() {
         for minor in OLDEST_MINOR..=NEWEST_MINOR {
-            let row = table(minor).unwrap();
+            let row = table_row(minor).unwrap();
             row.check().unwrap();
             assert_eq!(row.futures, 3);
         }
-        assert!(table(OLDEST_MINOR - 1).is_none());
-        assert!(table(NEWEST_MINOR + 1).is_none());
+        assert!(table_row(OLDEST_MINOR - 1).is_none());
+        assert!(table_row(NEWEST_MINOR + 1).is_none());
     }
 }
