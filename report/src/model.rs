@@ -406,7 +406,7 @@ pub struct GoroutinesReport {
     /// The count's verdict and growth (goroutines per second).
     pub verdict: Verdict,
     pub growth_per_sec: f64,
-    /// Goroutines that did not read (all reads).
+    /// Goroutines that did not read or were left unread (all reads).
     pub skipped: u64,
     /// Live goroutines by where they were created, what they started in
     /// and what they are doing; most first.

@@ -41,33 +41,27 @@ pub struct List {
     pub goroutines: Vec<Goroutine>,
     /// Entries of `allgs` read (dead goroutines included).
     pub entries: u64,
-    /// Entries that did not read, or read as nothing a goroutine can be.
+    /// Entries that did not read, read as nothing a goroutine can be, or
+    /// were left unread (past [`MAX_GOROUTINES`], or a part of the slice
+    /// that did not read).
     pub skipped: u64,
-    /// The list was longer than [`MAX_GOROUTINES`] (or its slice did not
-    /// read): what is here is part of it.
-    pub cut: bool,
 }
 
 /// Reads the list at `allgs` (the slice header) of `allglen` entries.
 pub fn read(mem: &Memory, layout: &Layout, allgs: u64, allglen: u64) -> List {
     let mut list = List::default();
     let (Some(len), Some(array)) = (mem.u64(allglen), mem.u64(allgs)) else {
-        list.cut = true;
         return list;
     };
-    let len = if len > MAX_GOROUTINES {
-        list.cut = true;
-        MAX_GOROUTINES
-    } else {
-        len
-    };
+    list.skipped = len.saturating_sub(MAX_GOROUTINES);
+    let len = len.min(MAX_GOROUTINES);
     let per_read = MAX_OBJECT_BYTES / 8;
     let g_size = layout.g_size as usize;
     let mut start = 0;
     while start < len {
         let n = per_read.min(len - start);
         let Some(raw) = mem.bytes(array + start * 8, n * 8) else {
-            list.cut = true;
+            list.skipped += len - start;
             break;
         };
         // Every g of this part of the slice, read in batches.

@@ -68,9 +68,6 @@ pub struct Profile {
     /// The walk stopped early: at a bucket whose header did not parse (its
     /// link cannot be trusted), or at [`MAX_BUCKETS`].
     pub cut: bool,
-    /// No collection had published a cycle: the counts are the cycles
-    /// still being counted (as `runtime.MemProfile` reads them then).
-    pub unpublished: bool,
 }
 
 /// The list as walked so far, newest bucket first. Buckets are never freed
@@ -186,7 +183,6 @@ pub fn read(
     read_stacks(mem, layout, list, &mut p, &wanted);
     // No collection has published anything yet: what MemProfile reads then.
     if !p.buckets.is_empty() && p.buckets.iter().all(|b| b.counts.is_empty()) {
-        p.unpublished = true;
         for (bucket, future) in p.buckets.iter_mut().zip(&futures) {
             bucket.counts.add(future);
         }
