@@ -387,6 +387,10 @@ impl Tracing {
                 self.m.probes.exit_stopped(pid);
                 let stopped = Instant::now();
                 let sampled = self.sample(cfg);
+                // What it holds at its end is in: its series end here.
+                if let Some(t) = self.life.by_pid.get_mut(&pid) {
+                    t.series_closed = true;
+                }
                 command::cont(pid);
                 if self.m.verbose {
                     crate::note(&format!(

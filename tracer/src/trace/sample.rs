@@ -26,6 +26,10 @@ impl Tracing {
     pub(super) fn sample(&mut self, cfg: &config::Trace) -> Result<()> {
         self.life.purge_gone(&mut self.m)?;
         let (kernel, ages) = self.read_kernel(cfg)?;
+        // The moment the counts are of: naming new stacks can take long
+        // (seconds for tens of thousands at a CPython's end), and a point
+        // stamped after it would put that time into the series' slope.
+        let t = self.started.elapsed().as_secs_f64();
         self.stats = kernel.stats;
         let recycle = self.m.recycler.round(&kernel.stacks, &ages);
         self.m.python.new_pass();
@@ -92,7 +96,6 @@ impl Tracing {
             .map(|(key, a)| (key, a.scaled(factors.get(&key).copied().unwrap_or(1.0))))
             .collect();
         self.set_ages(cfg, ages);
-        let t = self.started.elapsed().as_secs_f64();
         let replace = self
             .life
             .by_pid
@@ -100,7 +103,17 @@ impl Tracing {
             .filter_map(|t| t.memory.back())
             .any(|last| t - last.t < min_gap(cfg));
         self.sample_go(t, replace);
-        self.m.agg.sample(t);
+        let closed: HashSet<u32> = self
+            .life
+            .by_pid
+            .values()
+            .filter(|t| t.series_closed)
+            .map(|t| t.info.pid)
+            .collect();
+        self.m.agg.sample(t, &closed);
+        for target in self.life.by_pid.values_mut() {
+            target.series_closed |= target.exited;
+        }
         self.sample_memory(t, cfg);
         Ok(())
     }

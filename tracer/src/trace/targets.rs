@@ -41,6 +41,10 @@ pub(super) struct Target {
     /// When it was found exited (kernel clock, ns; 0 while it runs): its
     /// events from before then, read later, are still its own.
     pub(super) gone_ns: u64,
+    /// Its series have their last point (the first sample after it
+    /// exited, or the one taken while it was held at its end): later
+    /// samples would add time in which it could not grow.
+    pub(super) series_closed: bool,
 }
 
 impl Target {
@@ -66,6 +70,7 @@ impl Target {
             container,
             unseen: None,
             gone_ns: 0,
+            series_closed: false,
         }
     }
 
@@ -229,6 +234,7 @@ impl Targets {
             // A thread that calls exec outlives the main thread, whose exit
             // those kernels take for the process's.
             t.exited = false;
+            t.series_closed = false;
         }
         // Blocks the old image left behind count as released.
         k.release_image(pid, exec_ns);
