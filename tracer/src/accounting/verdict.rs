@@ -355,9 +355,12 @@ fn thirds(points: &[(f64, f64)]) -> [f64; 3] {
 /// A sampled series (`sampled`: the least rise that is material, a quarter
 /// of the band; and the scatter of sampling, twice its noise) climbs when
 /// it never falls over three points and rises by more than both, or over
-/// five points by more than the first: a leak's estimate stays level over
-/// an interval without a new sample, and a level's jitters up three times
-/// in a row one time in six, five times one time in 120.
+/// five points by more than the first and the noise: a leak's estimate
+/// stays level over an interval without a new sample, and a level's
+/// jitters up three times in a row one time in six, five times one time in
+/// 120 — more often where samples outlive a read (V8's live while their
+/// objects are, the level's estimate wandering as they turn over), but
+/// then by less than its noise.
 fn flat_tail(points: &[(f64, f64)], band: f64, sampled: Option<(f64, f64)>) -> usize {
     let last = points.len() - 1;
     let (mut lo, mut hi) = (points[last].1, points[last].1);
@@ -375,7 +378,10 @@ fn flat_tail(points: &[(f64, f64)], band: f64, sampled: Option<(f64, f64)>) -> u
             }
             Some((material, scatter)) => {
                 rising &= points[k + 1].1 >= y;
-                rising && len >= 3 && hi - lo > material && (hi - lo > scatter || len >= 5)
+                rising
+                    && len >= 3
+                    && hi - lo > material
+                    && (hi - lo > scatter || (len >= 5 && hi - lo > scatter / 2.0))
             }
         };
         if hi - lo > band || climbs {
