@@ -20,6 +20,11 @@ pub enum StackKind {
     /// unbiased as pprof does).
     #[serde(rename = "go-heap")]
     GoHeap,
+    /// A Node process's JavaScript heap, from V8's sampling heap profiler
+    /// (the sampled objects still live, unbiased as V8 does), read over
+    /// its inspector.
+    #[serde(rename = "js-heap")]
+    JsHeap,
 }
 
 /// A stack's verdict, most severe first (the rules: docs/verdicts.md).
@@ -96,9 +101,14 @@ pub struct Frame {
     /// The language of the code the frame runs: absent for native code
     /// (machine code, named by the ELF symbols or a perf map), `python`
     /// for a CPython frame (then `address` is 0, `file` and `line` are
-    /// the source's, and `module` is absent).
+    /// the source's, and `module` is absent), `javascript` for a frame of
+    /// V8's heap profile (the same, with `column`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub language: Option<Language>,
+    /// The source column (1-based), where the language's runtime gives it
+    /// (JavaScript); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub column: Option<u32>,
 }
 
 /// A frame's language, when it is not native code.
@@ -106,6 +116,7 @@ pub struct Frame {
 #[serde(rename_all = "lowercase")]
 pub enum Language {
     Python,
+    Javascript,
 }
 
 impl Language {
@@ -113,6 +124,7 @@ impl Language {
     pub fn name(self) -> &'static str {
         match self {
             Language::Python => "python",
+            Language::Javascript => "javascript",
         }
     }
 }
@@ -359,6 +371,38 @@ pub struct TargetReport {
     /// What was read from its Go runtime (Go programs only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub go: Option<GoReport>,
+    /// What was read through its inspector (Node processes only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<NodeReport>,
+}
+
+/// A Node process's JavaScript heap, sampled by V8 and read over the
+/// process's own inspector (opened with SIGUSR1, closed again at the end).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeReport {
+    /// "read" (its heap was sampled); "refused" (not opened: `reason`
+    /// says why; its native memory is still traced); "lost" (the session
+    /// ended early: `reason`).
+    pub inspector: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Where its inspector listened, in its network namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// V8's mean bytes between sampled allocations.
+    pub sampling_interval_bytes: u64,
+    /// Profiles read; reads that got no answer in time; how long the last
+    /// took (ms).
+    pub reads: u64,
+    pub reads_failed: u64,
+    pub read_ms: f64,
+    /// Whether memtrace closed the inspector at the end and saw nothing
+    /// listen on its address afterwards.
+    pub closed: bool,
+    /// Peers other than memtrace seen connected to the inspector while it
+    /// was open.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub other_connections: Vec<String>,
 }
 
 /// What memtrace read from a Go program's runtime, from outside.
@@ -895,6 +939,7 @@ pub(crate) mod fixtures {
             unseen: None,
             mappings: Vec::new(),
             go: None,
+            node: None,
         }
     }
 
@@ -937,6 +982,7 @@ pub(crate) mod fixtures {
                     module: None,
                     inlined: false,
                     language: None,
+                    column: None,
                 })
                 .take(if function.is_empty() { 0 } else { 2 })
                 .collect(),

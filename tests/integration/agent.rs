@@ -1130,3 +1130,43 @@ fn one_interval_of_growth_does_not_start_a_trace() {
     out.assert_success();
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The agent's traces open no Node inspector unless the agent was started
+/// with `--runtime-attach`: an on-demand trace of a Node server is native
+/// only (nothing new listens in it), then, with the flag, has its
+/// JavaScript heap.
+#[test]
+fn traces_open_node_inspectors_only_when_configured() {
+    let server = memtrace_integration::NodeServer::start("map_cache", &["--inspect-port=0"]);
+    let _load = server.load(300, None);
+    for attach in [false, true] {
+        let dir = scratch_dir(&format!("agent-node-{attach}"));
+        let addr: SocketAddr = format!("127.0.0.1:{}", http::free_port()).parse().unwrap();
+        let extra: &[&str] = if attach { &["--runtime-attach"] } else { &[] };
+        let mut agent = start_agent(addr, &dir.join("reports"), extra);
+        wait_healthy(&mut agent, addr);
+        let path = format!("/trace?pid={}&duration=3s", server.pid());
+        let r = http::request(addr, "POST", &path, None).expect("an answer");
+        assert_eq!(r.status, 200, "{}", r.text());
+        let report = Report::parse(&r.text(), "on-demand trace").expect("a valid report");
+        let node = report.targets[0].node.as_ref();
+        let js = report
+            .stacks
+            .iter()
+            .filter(|s| s.kind == memtrace_report::StackKind::JsHeap)
+            .count();
+        match attach {
+            false => assert!(node.is_none() && js == 0, "{node:?}, {js} js-heap stacks"),
+            true => {
+                let node = node.expect("a node section");
+                assert_eq!((node.inspector.as_str(), node.closed), ("read", true));
+                assert!(js > 0, "no js-heap stack");
+            }
+        }
+        assert_eq!(
+            memtrace_integration::listening_ports(server.pid()),
+            vec![server.port]
+        );
+        stop(agent).assert_success();
+    }
+}

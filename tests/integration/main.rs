@@ -24,6 +24,9 @@
 //! - `security`: planted links, no memory contents in reports;
 //! - `robustness`: nothing left behind, losses counted, hostile targets;
 //! - `runtimes`: Go, Node and Python programs;
+//! - `nodejs`: Node's JavaScript heap sampled by V8 over the inspector
+//!   memtrace opens, leak patterns at their handler's line, against V8's
+//!   own heap figures;
 //! - `golang`: Go heap profiles and goroutines read from outside, against
 //!   the program's own pprof, with every Go from 1.19 to 1.27;
 //! - `python`: CPython 3.8–3.13 stacks read from outside (the hidden
@@ -46,6 +49,7 @@ mod golang;
 mod lifecycle;
 mod mappings;
 mod node;
+mod nodejs;
 mod oom;
 mod outputs;
 mod peaks;

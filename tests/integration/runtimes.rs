@@ -79,6 +79,8 @@ fn go_heap_growth_through_mmap_with_go_frames() {
 
 #[test]
 fn node_cache_is_named_by_its_javascript_function() {
+    // memtrace opens its inspector, on Node's default port.
+    let _port = memtrace_integration::default_inspector_port();
     let node = PathBuf::from("/usr/bin/node");
     assert!(
         node.exists(),

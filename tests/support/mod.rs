@@ -41,12 +41,16 @@
 //! - [`go_toolchain`] is a Go toolchain (Debian's, or one of
 //!   [`GO_VERSIONS`] from PyPI, installed on first use), [`build_go`] a Go
 //!   workload built with it.
+//! - [`NodeServer`] is one of the Node HTTP servers of
+//!   `tests/workloads/node_leaks/`, with its load and V8's own heap
+//!   figures; [`listening_ports`] the ports a process listens on.
 
 mod cgroup;
 mod checks;
 mod compile;
 mod golang;
 pub mod http;
+mod node;
 mod process;
 mod report;
 mod workloads;
@@ -58,6 +62,7 @@ pub use cgroup::MemoryCgroup;
 pub use checks::{consistency_problems_except, losses_except};
 pub use compile::{compile_c, compile_c_using, compile_c_with, CFLAGS};
 pub use golang::{build_go, go_toolchain, DEBIAN_GO, GO_VERSIONS};
+pub use node::{default_inspector_port, listening_ports, node_workload, NodeServer, NODE};
 pub use process::{
     json_args_with, json_cmd_args, run_memtrace, run_memtrace_cmd, run_memtrace_cmd_env,
     run_memtrace_in_env, run_memtrace_stdout_closed, send_signal, trace_handshake, trace_pid,

@@ -883,6 +883,11 @@ impl Workload {
         }
     }
 
+    /// Its exit status if it has exited (reaped now); None while it runs.
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        self.run.try_wait()
+    }
+
     /// Waits up to `timeout` for the workload to exit on its own and reaps
     /// it; panics (with what it printed) if it is still running then.
     #[track_caller]

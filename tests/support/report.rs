@@ -925,6 +925,7 @@ mod tests {
                     module: module.map(str::to_string),
                     inlined: false,
                     language: None,
+                    column: None,
                 }
             };
         StackReport {
@@ -1010,6 +1011,7 @@ mod tests {
                 unseen: None,
                 mappings: Vec::new(),
                 go: None,
+                node: None,
             }],
             totals,
             losses: Losses::default(),

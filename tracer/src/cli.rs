@@ -398,6 +398,12 @@ pub struct AgentArgs {
     #[arg(long, value_name = "NAME")]
     pub comm: Vec<String>,
 
+    /// Let the traces it runs drive runtimes from outside: open a Node
+    /// process's inspector (SIGUSR1) to sample its JavaScript heap. Off:
+    /// its traces run with --no-runtime-attach, probes only.
+    #[arg(long)]
+    pub runtime_attach: bool,
+
     /// Log each scan's suspects and each trace's command on stderr.
     #[arg(short, long)]
     pub verbose: bool,
@@ -422,6 +428,7 @@ impl AgentArgs {
             max_report_bytes: self.max_report_bytes,
             comm: self.comm,
             verbose: self.verbose,
+            runtime_attach: self.runtime_attach,
         })
     }
 
@@ -473,6 +480,7 @@ impl AgentArgs {
     sudo memtrace --format json -o leak.json --pid 1234
     sudo memtrace -- ./myprog --its-args           start ./myprog traced from its first malloc
     sudo memtrace --interval 1s --top 5 -- python3 app.py
+    sudo memtrace -p $(pgrep -f server.js) -d 5m   a Node server's JavaScript heap, at its lines
     sudo memtrace -p 1234 --min-age 1m --sort outstanding   only blocks older than a minute
     sudo memtrace -p 1234 -d 30s -o leak.svg      a flamegraph of what is outstanding
     sudo memtrace -p 1234 -d 5m -o leak.json -o leak.svg -o leak.pb.gz
@@ -495,6 +503,9 @@ A CPython CMD is stopped where it is about to run its program, and it and
 the Python processes it forks at their end, while memtrace reads their code
 objects: milliseconds, a second after a start that makes tens of thousands
 of stacks (--verbose says how long). A --pid target is never stopped.
+A Node target's JavaScript heap is sampled by V8 itself, through the
+inspector memtrace opens with SIGUSR1 and closes at the end
+(--no-runtime-attach: never).
 Every mode watches the kernel's OOM killer: when it kills a traced process,
 the report starts with the stacks that held its memory (and with --pid, an
 OOM-killed target ends the run)."
@@ -612,6 +623,20 @@ pub struct Cli {
     /// mmap calls only. Nothing is ever written otherwise.
     #[arg(long)]
     pub go_enable_heap_profile: bool,
+
+    /// Drive no runtime from outside: no Node process has its inspector
+    /// opened (by default a Node target gets SIGUSR1, which opens its
+    /// inspector on loopback in its own network namespace; memtrace
+    /// samples its JavaScript heap there and closes the inspector again at
+    /// the end). Node prints "Debugger listening on ..." and "Debugger
+    /// attached." on its stderr when that happens.
+    #[arg(long)]
+    pub no_runtime_attach: bool,
+
+    /// V8's mean bytes between sampled JavaScript allocations in Node
+    /// targets (the cost and resolution of the JavaScript heap's view).
+    #[arg(long, default_value = "32KiB", value_parser = parse_sample_bytes, value_name = "SIZE")]
+    pub node_sampling_interval: u64,
 
     /// No live table on a terminal: one plain line per interval on stderr
     /// instead (what memtrace prints without a terminal).
@@ -781,6 +806,8 @@ impl Cli {
                 max_stacks: self.max_stacks,
                 empty_programs: self.empty_programs,
                 go_enable_heap_profile: self.go_enable_heap_profile,
+                node_inspector: !self.no_runtime_attach,
+                node_sampling_interval: self.node_sampling_interval,
             },
             sampling: config::Sampling {
                 interval: self.interval,

@@ -108,6 +108,11 @@ pub struct Attach {
     /// Set `runtime.MemProfileRate` in Go programs whose memory profiling
     /// is off (`--go-enable-heap-profile`).
     pub go_enable_heap_profile: bool,
+    /// Open Node targets' inspectors to sample their JavaScript heaps
+    /// (not `--no-runtime-attach`).
+    pub node_inspector: bool,
+    /// V8's mean bytes between sampled allocations.
+    pub node_sampling_interval: u64,
 }
 
 /// When and how much is measured, and how it is judged.
@@ -204,4 +209,6 @@ pub struct Agent {
     pub max_report_bytes: u64,
     pub comm: Vec<String>,
     pub verbose: bool,
+    /// Its traces may open Node inspectors (`--runtime-attach`).
+    pub runtime_attach: bool,
 }

@@ -165,6 +165,7 @@ mod tests {
             module: None,
             inlined: false,
             language: None,
+            column: None,
         }
     }
 

@@ -489,6 +489,7 @@ mod tests {
                 module: None,
                 inlined: false,
                 language: None,
+                column: None,
             })
             .collect();
         s

@@ -286,6 +286,7 @@ fn kind_name(k: StackKind) -> &'static str {
         StackKind::Heap => "heap",
         StackKind::Mmap => "mmap",
         StackKind::GoHeap => "go-heap",
+        StackKind::JsHeap => "js-heap",
     }
 }
 
@@ -564,6 +565,7 @@ mod tests {
             module: Some(module.to_string()),
             inlined: false,
             language: None,
+            column: None,
         }
     }
 

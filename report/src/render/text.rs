@@ -7,8 +7,8 @@ use std::fmt::Write;
 
 use crate::model::{
     frame_name, name_of, verdict_counts, Container, Frame, GoReport, KindTotals, MemoryReport,
-    OomKill, Overhead, Peak, Report, SortBy, StackKind, StackReport, TargetReport, Totals, Unwind,
-    UnwindReport,
+    NodeReport, OomKill, Overhead, Peak, Report, SortBy, StackKind, StackReport, TargetReport,
+    Totals, Unwind, UnwindReport,
 };
 use crate::units::{bytes, rate_per_hour, rate_per_min};
 
@@ -78,6 +78,9 @@ pub fn render(report: &Report, top: usize) -> String {
         }
         if let Some(g) = &t.go {
             go(w, g);
+        }
+        if let Some(n) = &t.node {
+            node(w, n);
         }
     }
     if targets.len() > MAX_TARGETS_SHOWN {
@@ -215,9 +218,14 @@ fn stack(w: &mut String, rank: usize, s: &StackReport, comm: Option<&str>) {
     };
     let _ = writeln!(
         w,
-        "#{rank} [{verdict}] {} in {} allocations{rate}  pid {}{comm} {kind}",
+        "#{rank} [{verdict}] {} in {} {}{rate}  pid {}{comm} {kind}",
         bytes(s.outstanding_bytes),
         s.outstanding_allocations,
+        // V8 gives no object counts: its live samples.
+        match s.kind {
+            StackKind::JsHeap => "samples",
+            _ => "allocations",
+        },
         s.pid,
     );
     let _ = writeln!(w, "    {}", s.verdict_reason);
@@ -244,9 +252,10 @@ fn stack(w: &mut String, rank: usize, s: &StackReport, comm: Option<&str>) {
             .max(1);
         i += run;
         let function = f.function.as_deref().unwrap_or("??");
-        let location = match (&f.file, f.line) {
-            (Some(file), Some(line)) => format!(" at {file}:{line}"),
-            (Some(file), None) => format!(" at {file}"),
+        let location = match (&f.file, f.line, f.column) {
+            (Some(file), Some(line), Some(column)) => format!(" at {file}:{line}:{column}"),
+            (Some(file), Some(line), None) => format!(" at {file}:{line}"),
+            (Some(file), None, _) => format!(" at {file}"),
             _ => String::new(),
         };
         let module = f
@@ -341,6 +350,8 @@ fn totals(w: &mut String, tot: &Totals) {
             StackKind::Mmap => ("mappings", "mapped", "unmapped", "while tracing"),
             // The runtime's profile counts from the program's start.
             StackKind::GoHeap => ("objects", "allocated", "freed", "since it started"),
+            // V8's profile holds live objects only: what rose and fell.
+            StackKind::JsHeap => ("samples", "seen allocated", "seen freed", "while sampled"),
         };
         let _ = writeln!(
             w,
@@ -418,6 +429,46 @@ fn memory(w: &mut String, pid: u32, m: &MemoryReport) {
 /// "1 stack", "3 stacks".
 /// Goroutine groups shown per Go target (the JSON report has them all).
 const GOROUTINE_GROUPS_SHOWN: usize = 5;
+
+/// How a Node process's JavaScript heap was read, and who else used its
+/// inspector.
+fn node(w: &mut String, n: &NodeReport) {
+    let how = match (n.inspector.as_str(), &n.reason) {
+        ("read", _) => format!(
+            "JavaScript heap sampled by V8 every {} over its inspector{} ({}, the last in {:.1} ms{}); {}",
+            bytes(n.sampling_interval_bytes),
+            n.address
+                .as_deref()
+                .map(|a| format!(" at {a}"))
+                .unwrap_or_default(),
+            counted(n.reads, "read"),
+            n.read_ms,
+            match n.reads_failed {
+                0 => String::new(),
+                f => format!(", {f} unanswered"),
+            },
+            match n.closed {
+                true => "inspector closed again",
+                false => "its inspector could not be seen closed",
+            }
+        ),
+        (state, reason) => format!(
+            "JavaScript heap not read ({state}{}): native memory only",
+            reason
+                .as_deref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
+        ),
+    };
+    let _ = writeln!(w, "    node: {how}");
+    if !n.other_connections.is_empty() {
+        let _ = writeln!(
+            w,
+            "    node: something else connected to its inspector while memtrace held it: {}",
+            n.other_connections.join(", ")
+        );
+    }
+}
 
 /// What was read from a Go program's runtime: its heap profile, and its
 /// goroutines by creation site and state.
@@ -671,6 +722,7 @@ mod tests {
             module: Some("/lib/libc.so.6".into()),
             inlined,
             language: None,
+            column: None,
         };
         s.frames = vec![
             frame("extend_alias_table", 401, true),
@@ -711,6 +763,7 @@ mod tests {
             module: None,
             inlined: false,
             language: None,
+            column: None,
         };
         s.frames = vec![
             frame("PyMem_Malloc"),

@@ -388,7 +388,6 @@ mod tests {
     use tracer_common::StackKey;
 
     use super::*;
-    use std::collections::HashSet;
     use crate::accounting::series::StackTotals;
 
     #[test]
@@ -407,10 +406,10 @@ mod tests {
         // 1: a spike, freed; 2: a small leak; 3: held and freed at once.
         agg.update_heap(key(1), totals(5000, 0));
         agg.update_heap(key(2), totals(300, 0));
-        agg.sample(1.0, &HashSet::new());
+        agg.sample(1.0, |_| false);
         agg.update_heap(key(1), totals(5000, 5000));
         agg.update_heap(key(3), totals(200, 200));
-        agg.sample(2.0, &HashSet::new());
+        agg.sample(2.0, |_| false);
         let listed = |sort, by_peak| -> Vec<(u64, u64)> {
             rank(&agg, sort, None, by_peak)
                 .iter()

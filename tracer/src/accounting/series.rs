@@ -337,9 +337,9 @@ impl Aggregator {
                     add_totals(&mut self.retired_heap, &s.retired);
                     self.retired_heap_stacks += u64::from(s.keys.is_empty());
                 }
-                // Its totals are the Go runtime's own, since the program
-                // started: read again should it hold memory again.
-                StackKind::GoHeap => {}
+                // Its totals are the runtime's own profile's: read again
+                // should it hold memory again.
+                StackKind::GoHeap | StackKind::JsHeap => {}
             }
         }
         let freed = idle.iter().filter(|&&i| i).count();
@@ -698,15 +698,15 @@ impl Aggregator {
 
     /// Appends a sample at `t` of every stack's current outstanding memory,
     /// and takes it into the stacks' and processes' peaks; but not of the
-    /// stacks of the processes in `closed` (their series have their last
-    /// point).
-    pub fn sample(&mut self, t: f64, closed: &HashSet<u32>) {
+    /// stacks `skip` names (their process's series have their last point,
+    /// or their source was not read again since the last).
+    pub fn sample(&mut self, t: f64, skip: impl Fn(&StackIdentity) -> bool) {
         self.crowded = false;
         let replace = t - self.last_sample_t < self.min_gap;
         // Per process: bytes, allocations and bound of its stacks together.
         let mut sums: HashMap<u32, (u64, u64, u64)> = HashMap::new();
         for s in &mut self.stacks {
-            if closed.contains(&s.identity.pid) {
+            if skip(&s.identity) {
                 continue;
             }
             let sample = Sample {
@@ -819,7 +819,7 @@ mod tests {
         assert_eq!(agg.heap_stack(&key), Some(i));
         for n in 1..=6u64 {
             agg.update(i, totals(100 * n, 10 * n));
-            agg.sample(n as f64, &HashSet::new());
+            agg.sample(n as f64, |_| false);
         }
         let s = &agg.stacks[i];
         // origin,1,2,3 full at the 4th sample: decimated to origin,2 then
@@ -845,14 +845,14 @@ mod tests {
         );
         // The final sample right after an interval's replaces it.
         agg.update(i, totals(800, 60));
-        agg.sample(6.1, &HashSet::new());
+        agg.sample(6.1, |_| false);
         let s = &agg.stacks[i];
         let times: Vec<f64> = s.samples.iter().map(|x| x.t).collect();
         assert_eq!(times, [0.0, 4.0, 6.1]);
         assert_eq!(s.samples.back().unwrap().bytes, 740);
         assert_eq!(agg.stacks[j].samples.len(), 2);
         // Its process ended: its series stops at its last point.
-        agg.sample(9.0, &HashSet::from([5]));
+        agg.sample(9.0, |s| s.pid == 5);
         assert_eq!(agg.stacks[i].samples.back().unwrap().t, 6.1);
         assert_eq!(agg.stacks[j].samples.len(), 2);
     }
@@ -868,13 +868,13 @@ mod tests {
         for (n, &(alloc, freed)) in steps.iter().enumerate() {
             agg.update_heap(key(1), totals(alloc, freed));
             agg.update_heap(key(2), totals(100 * (n as u64 + 1), 0));
-            agg.sample(n as f64 + 1.0, &HashSet::new());
+            agg.sample(n as f64 + 1.0, |_| false);
         }
         // Then 1000 more allocated and freed between two samples: not seen,
         // bounded.
         agg.update_heap(key(1), totals(5000, 5000));
-        agg.sample(5.0, &HashSet::new());
-        agg.sample(6.0, &HashSet::new());
+        agg.sample(5.0, |_| false);
+        agg.sample(6.0, |_| false);
         let s = &agg.stacks[spike];
         assert!(s.samples.iter().all(|p| p.bytes == 0), "decimated away");
         assert_eq!(
@@ -894,7 +894,7 @@ mod tests {
         assert_eq!(agg.stacks[leak].peak.bytes, 400);
         // What was allocated and freed between samples: in the bound only.
         agg.update_heap(key(1), totals(11000, 11000));
-        agg.sample(7.0, &HashSet::new());
+        agg.sample(7.0, |_| false);
         let s = &agg.stacks[spike];
         assert_eq!((s.peak.bytes, s.peak.bound), (4000, 6000));
         // RSS: the highest read, the first time.
@@ -969,7 +969,7 @@ mod tests {
             .is_none());
         let departed = agg.departed().heap;
         assert_eq!((departed.stacks, departed.holding_memory), (1, 1));
-        agg.sample(1.0, &HashSet::new());
+        agg.sample(1.0, |_| false);
         agg.update_heap(key(0), totals(100, 100));
         let remap = agg.make_room(HashSet::new).expect("evicted");
         assert_eq!(remap, [None, Some(0), Some(1), Some(2)]);
@@ -1026,7 +1026,7 @@ mod tests {
         let mut agg = Aggregator::new(10, 100, 0.1);
         let early = agg.intern_heap(key(1), &[1, 2, 3], true);
         agg.update_heap(key(1), totals(100, 0));
-        agg.sample(1.0, &HashSet::new());
+        agg.sample(1.0, |_| false);
         let whole = agg.intern_heap(key(2), &complete, false);
         agg.update_heap(key(2), totals(300, 50));
         assert_ne!(early, whole);

@@ -503,6 +503,7 @@ async fn on_demand(
         interval: (duration / 30).clamp(Duration::from_secs(1), Duration::from_secs(10)),
         outputs: vec![out.clone()],
         format: Some(format),
+        runtime_attach: shared.runtime_attach,
     };
     let failure = traces::run(&shared.exe, &spec, &shared.children, shared.verbose).await;
     let reason = "on-demand";

@@ -122,6 +122,8 @@ pub struct Shared {
     last_scan: Mutex<Option<Instant>>,
     scan_interval: Duration,
     verbose: bool,
+    /// `--runtime-attach`: its traces may open Node inspectors.
+    runtime_attach: bool,
     serial: AtomicU64,
     started: Instant,
     oom_watch_up: Arc<AtomicBool>,
@@ -256,6 +258,7 @@ async fn agent(args: config::Agent) -> Result<()> {
         last_scan: Mutex::new(None),
         scan_interval: args.scan_interval,
         verbose: args.verbose,
+        runtime_attach: args.runtime_attach,
         serial: AtomicU64::new(0),
         started: Instant::now(),
         oom_watch_up: Arc::default(),
@@ -542,6 +545,7 @@ async fn trace_window(
             .map(|f| dir.join(f))
             .collect(),
         format: None,
+        runtime_attach: shared.runtime_attach,
     };
     let failure = traces::run(&shared.exe, &spec, &shared.children, shared.verbose).await;
     let loaded = match failure {

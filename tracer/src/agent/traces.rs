@@ -40,6 +40,9 @@ pub(super) struct TraceSpec {
     pub outputs: Vec<PathBuf>,
     /// ...or in this format.
     pub format: Option<&'static str>,
+    /// The trace may open a Node process's inspector (the agent's
+    /// `--runtime-attach`); else it runs with `--no-runtime-attach`.
+    pub runtime_attach: bool,
 }
 
 /// How a trace ended: None when the child exited 0 (its report is
@@ -138,6 +141,9 @@ pub(super) async fn run(
         .arg("--interval")
         .arg(secs_arg(spec.interval))
         .arg("--no-live");
+    if !spec.runtime_attach {
+        cmd.arg("--no-runtime-attach");
+    }
     if let Some(format) = spec.format {
         cmd.arg("--format").arg(format);
     }

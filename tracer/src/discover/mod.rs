@@ -5,7 +5,8 @@
 //! probe goes (`placement`), starting `-- CMD` held before exec
 //! (`launch`), CPython's runtime, offsets and frames read from outside
 //! (`python`), and where its frees are probed (`pymalloc`), Go's heap
-//! profile and goroutines read from outside (`golang`); and what these
+//! profile and goroutines read from outside (`golang`), a Node process's
+//! JavaScript heap sampled through its own inspector (`node`); and what these
 //! share: a process's memory read without stopping it (`memory`), a
 //! mapped file's symbols at their process addresses (`image`). Nothing here
 //! loads eBPF.
@@ -16,6 +17,7 @@ pub mod golang;
 pub mod image;
 pub mod launch;
 pub mod memory;
+pub mod node;
 pub mod placement;
 pub mod pymalloc;
 pub mod python;

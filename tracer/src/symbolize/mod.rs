@@ -424,6 +424,7 @@ impl Symbolizer {
                 module: mapping.path.clone(),
                 inlined: i < last,
                 language: None,
+                column: None,
             })
             .collect()
     }
@@ -563,6 +564,7 @@ mod tests {
             module: None,
             inlined,
             language: None,
+            column: None,
         }
     }
 

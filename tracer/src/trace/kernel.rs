@@ -9,7 +9,10 @@ use std::{collections::HashSet, path::PathBuf};
 
 use anyhow::Result;
 
-use super::{golang::GoTargets, python::PythonTargets, recycle::Recycler, targets::Target};
+use super::{
+    golang::GoTargets, nodejs::NodeTargets, python::PythonTargets, recycle::Recycler,
+    targets::Target,
+};
 use crate::{
     accounting::{regions::MappingTracker, series::Aggregator},
     bpf::{
@@ -97,6 +100,8 @@ pub(super) struct Machinery {
     pub(super) python: PythonTargets,
     /// The Go processes among the targets.
     pub(super) golang: GoTargets,
+    /// The Node processes among the targets.
+    pub(super) node: NodeTargets,
     /// Room in the kernel's stack table.
     pub(super) recycler: Recycler,
     pub(super) verbose: bool,
@@ -235,6 +240,7 @@ impl Kernel for Machinery {
         }
         self.python.consider(pid, &mut self.probes, self.verbose);
         self.golang.consider(pid);
+        self.node.consider(pid);
     }
 
     fn release_image(&mut self, pid: u32, exec_ns: u64) {
@@ -245,6 +251,7 @@ impl Kernel for Machinery {
         self.symbolizer.forget(pid);
         self.python.forget(pid, &mut self.probes);
         self.golang.forget(pid);
+        self.node.forget(pid);
         if let Some(u) = &mut self.unwinder {
             // (The kernel dropped the old image's mappings at the exec.)
             u.invalidate(pid);
@@ -260,6 +267,7 @@ impl Kernel for Machinery {
         for &pid in gone {
             self.python.forget(pid, &mut self.probes);
             self.golang.forget(pid);
+            self.node.forget(pid);
         }
         if let Some(u) = &mut self.unwinder {
             for &pid in gone {

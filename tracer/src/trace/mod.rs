@@ -51,6 +51,7 @@ mod golang;
 mod kernel;
 mod mmap_events;
 mod node;
+mod nodejs;
 pub mod oom;
 mod python;
 mod recycle;
@@ -157,6 +158,14 @@ pub async fn run(cfg: config::Trace, child: Option<HeldChild>) -> Result<()> {
         // last stacks are named.
         python: python::PythonTargets::new(mode == Mode::Command),
         golang: golang::GoTargets::new(cfg.attach.go_enable_heap_profile, cfg.verbose),
+        // Not on a whole node (--all): SIGUSR1 to every Node process on it
+        // is more than a user asks by watching.
+        node: nodejs::NodeTargets::new(
+            cfg.attach.node_inspector
+                && !matches!(&mode, Mode::Watch(selection) if selection.system_wide()),
+            cfg.attach.node_sampling_interval,
+            cfg.verbose,
+        ),
         recycler: recycle::Recycler::new(cfg.attach.max_stacks),
         verbose: cfg.verbose,
     };
@@ -264,7 +273,10 @@ pub async fn run(cfg: config::Trace, child: Option<HeldChild>) -> Result<()> {
         let report = tracing.report(cfg, 0);
         return output::write_report(&report, &cfg.outputs, &files);
     }
+    tracing.m.node.read_all_next();
     tracing.sample(cfg)?;
+    // Sampling stopped and inspectors closed before the report says so.
+    tracing.m.node.finish();
     tracing.stop_child();
     let report = tracing.report(cfg, output::stacks_needed(&cfg.outputs));
     output::write_report(&report, &cfg.outputs, outputs)?;

@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet};
 
 use anyhow::Result;
-use memtrace_report::{MemorySample, ProbesReport, Report, TargetReport, Weight};
+use memtrace_report::{MemorySample, ProbesReport, Report, StackKind, TargetReport, Weight};
 use tracer_common::StackKey;
 
 use super::{min_gap, recycle, Tracing, MAX_SAMPLES};
@@ -103,6 +103,7 @@ impl Tracing {
             .filter_map(|t| t.memory.back())
             .any(|last| t - last.t < min_gap(cfg));
         self.sample_go(t, replace);
+        self.sample_node();
         let closed: HashSet<u32> = self
             .life
             .by_pid
@@ -110,7 +111,10 @@ impl Tracing {
             .filter(|t| t.series_closed)
             .map(|t| t.info.pid)
             .collect();
-        self.m.agg.sample(t, &closed);
+        let unread = self.m.node.unread();
+        self.m.agg.sample(t, |s| {
+            closed.contains(&s.pid) || (s.kind == StackKind::JsHeap && unread.contains(&s.pid))
+        });
         for target in self.life.by_pid.values_mut() {
             target.series_closed |= target.exited;
         }
@@ -245,6 +249,7 @@ impl Tracing {
                 unseen: t.unseen.clone(),
                 mappings: Vec::new(),
                 go: self.m.golang.report(t.info.pid, &mut self.m.symbolizer),
+                node: self.m.node.report(t.info.pid),
                 memory: (!t.memory.is_empty()).then(|| {
                     report::memory_report(
                         t.memory.iter().copied().collect(),
