@@ -46,6 +46,7 @@ use serde_json::Value;
 use crate::{build, cmd};
 
 mod golang;
+mod node;
 mod python;
 
 #[derive(Args, Debug)]
@@ -69,6 +70,11 @@ pub(crate) struct BenchArgs {
     /// in a minute or two; its table in docs/performance.md is its own.
     #[arg(long)]
     go_only: bool,
+    /// Run only the Node part (an HTTP server's requests a second,
+    /// untraced and traced), in a minute; its table in
+    /// docs/performance.md is its own.
+    #[arg(long)]
+    node_only: bool,
 }
 
 /// The results go into docs/performance.md between these two lines.
@@ -218,19 +224,35 @@ pub(crate) fn run(args: BenchArgs) -> Result<()> {
         Some(path) => path,
         None => build::run()?,
     };
-    let go = golang::run(&memtrace, &cmd::target_dir().join("xtask"), args.repeat)?;
-    let go_table = golang::render_markdown(&go);
-    print!("{go_table}");
-    if !args.no_docs {
-        let filled = fill_between(
-            &read_docs(&docs)?,
-            &go_table,
-            golang::DOCS_BEGIN,
-            golang::DOCS_END,
-        )?;
-        fs::write(&docs, filled).with_context(|| format!("writing {}", docs.display()))?;
+    if !args.node_only {
+        let go = golang::run(&memtrace, &cmd::target_dir().join("xtask"), args.repeat)?;
+        let go_table = golang::render_markdown(&go);
+        print!("{go_table}");
+        if !args.no_docs {
+            let filled = fill_between(
+                &read_docs(&docs)?,
+                &go_table,
+                golang::DOCS_BEGIN,
+                golang::DOCS_END,
+            )?;
+            fs::write(&docs, filled).with_context(|| format!("writing {}", docs.display()))?;
+        }
     }
-    if args.go_only {
+    if !args.go_only {
+        let node = node::run(&memtrace, &cmd::target_dir().join("xtask"), args.repeat)?;
+        let node_table = node::render_markdown(&node);
+        print!("{node_table}");
+        if !args.no_docs {
+            let filled = fill_between(
+                &read_docs(&docs)?,
+                &node_table,
+                node::DOCS_BEGIN,
+                node::DOCS_END,
+            )?;
+            fs::write(&docs, filled).with_context(|| format!("writing {}", docs.display()))?;
+        }
+    }
+    if args.go_only || args.node_only {
         return Ok(());
     }
     cmd::step("compile the bench program");
