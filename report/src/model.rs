@@ -129,6 +129,10 @@ impl Language {
     }
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 fn is_false(b: &bool) -> bool {
     !b
 }
@@ -396,6 +400,10 @@ pub struct NodeReport {
     pub reads: u64,
     pub reads_failed: u64,
     pub read_ms: f64,
+    /// JavaScript stacks of the profile left out, past the most followed
+    /// per process (65,536).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub stacks_left_out: u64,
     /// Whether memtrace closed the inspector at the end and saw nothing
     /// listen on its address afterwards.
     pub closed: bool,

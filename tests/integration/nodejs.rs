@@ -4,8 +4,8 @@
 //! request, a timer closure keeping an array: `leak` at the request
 //! handler's line; a bounded cache: `plateau`; a server that keeps
 //! nothing: no leak); V8's own heap figures as the anchor; the process
-//! left running with its inspector closed; `-- node`, a network namespace
-//! of its own, the processes refused in one line, `--no-runtime-attach`,
+//! left running with its inspector closed; `-- node`, `--comm`, a network
+//! namespace of its own, the processes refused in one line, `--no-runtime-attach`,
 //! and another client of the inspector reported.
 
 use std::net::TcpStream;
@@ -17,8 +17,9 @@ use memtrace_integration::{
 };
 use memtrace_report::{Language, NodeReport, StackKind, StackReport, Verdict};
 
-/// Requests a second the leak patterns are loaded with (each keeps ~2 KiB:
-/// ~20 of V8's samples a second at its default 32 KiB).
+/// Requests a second the leak patterns are loaded with (each keeps ~4 KiB:
+/// ~37 of V8's samples a second at its default 32 KiB; a leak needs some
+/// 150 in its window to stand clear of the sampling noise).
 const RATE: u32 = 300;
 
 /// memtrace's options for these runs (JSON on stdout).
@@ -250,7 +251,9 @@ fn command_mode_samples_from_the_start() {
     let dir = memtrace_integration::scratch_dir("node-cmd");
     let out = dir.join("report.json");
     let script = node_workload("map_cache");
-    let mut args: Vec<String> = options("8s").iter().map(|s| s.to_string()).collect();
+    // (Sampling starts later than with --pid: once Node is up and catches
+    // SIGUSR1.)
+    let mut args: Vec<String> = options("12s").iter().map(|s| s.to_string()).collect();
     args.retain(|a| a != "--format" && a != "json");
     args.extend(["-o".into(), out.to_str().unwrap().into(), "--".into()]);
     args.extend([NODE.into(), script.to_str().unwrap().into()]);
@@ -273,6 +276,25 @@ fn command_mode_samples_from_the_start() {
     let node = node_of(&report);
     assert_eq!(node.address.as_deref(), Some("127.0.0.1:9229"), "{node:?}");
     assert!(node.closed, "{node:?}");
+}
+
+/// `--comm`: a Node process selected by its name is sampled too (Node
+/// run through a link named `node-comm`, a name no other test uses).
+#[test]
+fn comm_mode_samples_node_by_name() {
+    let link = memtrace_integration::scratch_dir("node-comm").join("node-comm");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(NODE, &link).unwrap();
+    let server = NodeServer::start_as(&link, "map_cache", &["--inspect-port=0"]);
+    let _load = server.load(RATE, None);
+    let mut args = options("8s");
+    args.extend(["--comm", "node-comm"]);
+    let os_args: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
+    let run = Tracer::spawn(&os_args).finish(CMD_TIMEOUT);
+    run.assert_success();
+    let report = run.report();
+    assert_top_at(&report, "map_cache", "leak", Verdict::Leak);
+    assert_left_as_found(&server, &report);
 }
 
 /// A Node in a network namespace of its own (a container's): memtrace

@@ -4,7 +4,7 @@
 //! TCP ports a process listens on (its inspector's, once opened).
 
 use std::collections::HashSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
 use crate::{secs, Workload};
@@ -39,10 +39,17 @@ impl NodeServer {
     /// Starts `node NODE_ARGS NAME.js` and waits for its port.
     #[track_caller]
     pub fn start(name: &str, node_args: &[&str]) -> NodeServer {
+        NodeServer::start_as(Path::new(NODE), name, node_args)
+    }
+
+    /// [`NodeServer::start`] with Node run as `exe` (a link to it under
+    /// another name, for its comm).
+    #[track_caller]
+    pub fn start_as(exe: &Path, name: &str, node_args: &[&str]) -> NodeServer {
         let script = node_workload(name);
         let mut args: Vec<&str> = node_args.to_vec();
         args.push(script.to_str().unwrap());
-        let mut process = Workload::spawn_ready(&PathBuf::from(NODE), &args);
+        let mut process = Workload::spawn_ready(exe, &args);
         let line = process.next_line(secs(10));
         let port = line
             .strip_prefix("listening ")

@@ -461,6 +461,13 @@ fn node(w: &mut String, n: &NodeReport) {
         ),
     };
     let _ = writeln!(w, "    node: {how}");
+    if n.stacks_left_out > 0 {
+        let _ = writeln!(
+            w,
+            "    node: {} JavaScript stacks of V8's profile left out (past the most followed)",
+            n.stacks_left_out
+        );
+    }
     if !n.other_connections.is_empty() {
         let _ = writeln!(
             w,

@@ -82,10 +82,11 @@ fn several_outputs_from_one_run() {
         "leak.svg's title should name the target leak_signal (pid {pid})\n{ctx}"
     );
 
-    // .txt: the text report.
+    // .txt: the text report (after the node's OOM kills, when another
+    // test's process was killed meanwhile: every kill is reported).
     let text = read(&txt);
     assert!(
-        text.starts_with("memtrace report:") && text.contains("leak_fixed"),
+        text.lines().any(|l| l.starts_with("memtrace report:")) && text.contains("leak_fixed"),
         "leak.txt should be the text report, naming leak_fixed:\n{text}"
     );
 

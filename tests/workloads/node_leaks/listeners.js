@@ -1,6 +1,6 @@
 'use strict';
 // Listeners added per request and never removed: each request subscribes
-// to configuration reloads with a closure over its context (~2 KiB), so
+// to configuration reloads with a closure over its context (~4 KiB), so
 // the emitter keeps every request's context alive.
 const { EventEmitter } = require('events');
 const serve = require('./serve');
@@ -13,7 +13,7 @@ function reconfigure(context) {
 
 function handleRequest(req, res) { // leak: handleRequest
   const context = { url: req.url, agent: req.headers['user-agent'] };
-  context.trace = new Array(256).fill(0);
+  context.trace = new Array(512).fill(0);
   config.on('reload', () => reconfigure(context));
   res.end('ok');
 }

@@ -1,6 +1,6 @@
 'use strict';
-// An unbounded Map cache: every request's session (~2 KiB: its id, user,
-// user agent and a history of 256 entries) is kept under its id and never
+// An unbounded Map cache: every request's session (~4 KiB: its id, user,
+// user agent and a history of 512 entries) is kept under its id and never
 // evicted.
 const serve = require('./serve');
 
@@ -9,7 +9,7 @@ const sessions = new Map();
 function handleRequest(req, res) { // leak: handleRequest
   const id = Number(req.url.slice(req.url.indexOf('=') + 1));
   const session = { id, user: 'user-' + id, agent: req.headers['user-agent'] };
-  session.history = new Array(256).fill(id);
+  session.history = new Array(512).fill(id);
   sessions.set(id, session);
   res.end('sessions ' + sessions.size);
 }

@@ -1,6 +1,6 @@
 'use strict';
 // A timer per request whose closure keeps a large array: the audit runs
-// an hour later, so every request's rows (~2 KiB) stay alive until then.
+// an hour later, so every request's rows (~4 KiB) stay alive until then.
 const serve = require('./serve');
 
 let audited = 0;
@@ -10,7 +10,7 @@ function audit(rows) {
 }
 
 function handleRequest(req, res) { // leak: handleRequest
-  const rows = new Array(256).fill(req.url);
+  const rows = new Array(512).fill(req.url);
   setTimeout(() => audit(rows), 3600 * 1000);
   res.end('ok');
 }

@@ -109,7 +109,7 @@ struct NodeTarget {
 #[derive(Default)]
 struct Seen {
     live_bytes: u64,
-    live_objects: u64,
+    live_samples: u64,
     totals: StackTotals,
 }
 
@@ -371,6 +371,7 @@ impl NodeTargets {
             reads: t.reads,
             reads_failed: t.reads_failed,
             read_ms: t.read_ms,
+            stacks_left_out: t.stacks_left_out,
             closed: t.closed,
             other_connections: t.others.iter().map(|a| a.to_string()).collect(),
         })
@@ -532,18 +533,18 @@ impl Tracing {
     }
 }
 
-/// Takes a stack's live bytes and objects now into what was seen rise
+/// Takes a stack's live bytes and samples now into what was seen rise
 /// (allocated) and fall (freed) since sampling began: V8's profile holds
 /// live objects only, so these are lower bounds, and allocated minus freed
 /// is what is live.
-fn rise_and_fall(seen: &mut Seen, bytes: u64, objects: u64) {
+fn rise_and_fall(seen: &mut Seen, bytes: u64, samples: u64) {
     let t = &mut seen.totals;
     t.allocated_bytes += bytes.saturating_sub(seen.live_bytes);
     t.freed_bytes += seen.live_bytes.saturating_sub(bytes);
-    t.allocations += objects.saturating_sub(seen.live_objects);
-    t.frees += seen.live_objects.saturating_sub(objects);
+    t.allocations += samples.saturating_sub(seen.live_samples);
+    t.frees += seen.live_samples.saturating_sub(samples);
     seen.live_bytes = bytes;
-    seen.live_objects = objects;
+    seen.live_samples = samples;
 }
 
 #[cfg(test)]
@@ -553,11 +554,11 @@ mod tests {
     #[test]
     fn rises_and_falls_add_up_to_what_is_live() {
         let mut s = Seen::default();
-        for (bytes, objects) in [(100, 2), (300, 5), (50, 1), (50, 1), (400, 4)] {
-            rise_and_fall(&mut s, bytes, objects);
+        for (bytes, samples) in [(100, 2), (300, 5), (50, 1), (50, 1), (400, 4)] {
+            rise_and_fall(&mut s, bytes, samples);
             let t = &s.totals;
             assert_eq!(t.allocated_bytes - t.freed_bytes, bytes);
-            assert_eq!(t.allocations - t.frees, objects);
+            assert_eq!(t.allocations - t.frees, samples);
         }
         assert_eq!((s.totals.allocated_bytes, s.totals.freed_bytes), (650, 250));
     }
