@@ -224,33 +224,32 @@ pub(crate) fn run(args: BenchArgs) -> Result<()> {
         Some(path) => path,
         None => build::run()?,
     };
-    if !args.node_only {
-        let go = golang::run(&memtrace, &cmd::target_dir().join("xtask"), args.repeat)?;
-        let go_table = golang::render_markdown(&go);
-        print!("{go_table}");
-        if !args.no_docs {
-            let filled = fill_between(
-                &read_docs(&docs)?,
-                &go_table,
-                golang::DOCS_BEGIN,
-                golang::DOCS_END,
-            )?;
-            fs::write(&docs, filled).with_context(|| format!("writing {}", docs.display()))?;
+    // Each runtime's part: its table printed, and written between its own
+    // markers (unless --no-docs).
+    let part = |table: String, begin: &str, end: &str| -> Result<()> {
+        print!("{table}");
+        if args.no_docs {
+            return Ok(());
         }
+        let filled = fill_between(&read_docs(&docs)?, &table, begin, end)?;
+        fs::write(&docs, filled).with_context(|| format!("writing {}", docs.display()))
+    };
+    let scratch = cmd::target_dir().join("xtask");
+    if !args.node_only {
+        let go = golang::run(&memtrace, &scratch, args.repeat)?;
+        part(
+            golang::render_markdown(&go),
+            golang::DOCS_BEGIN,
+            golang::DOCS_END,
+        )?;
     }
     if !args.go_only {
-        let node = node::run(&memtrace, &cmd::target_dir().join("xtask"), args.repeat)?;
-        let node_table = node::render_markdown(&node);
-        print!("{node_table}");
-        if !args.no_docs {
-            let filled = fill_between(
-                &read_docs(&docs)?,
-                &node_table,
-                node::DOCS_BEGIN,
-                node::DOCS_END,
-            )?;
-            fs::write(&docs, filled).with_context(|| format!("writing {}", docs.display()))?;
-        }
+        let node = node::run(&memtrace, &scratch, args.repeat)?;
+        part(
+            node::render_markdown(&node),
+            node::DOCS_BEGIN,
+            node::DOCS_END,
+        )?;
     }
     if args.go_only || args.node_only {
         return Ok(());
