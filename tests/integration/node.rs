@@ -147,7 +147,20 @@ fn all_hooks_a_libc_that_is_another_file() {
         exe.display()
     );
     let mut inside: Option<Workload> = None;
-    let (report, _) = trace_node(&["--all", "--duration", "7s", "--interval", "1s"], || {
+    // A live table for 2 M blocks (128 MiB of kernel memory): the node's
+    // other processes, this test binary among them parsing another test's
+    // report (0.5 M blocks live, seen in CI), filled the default 256 K
+    // before the workload's first leak.
+    let args = [
+        "--all",
+        "--duration",
+        "7s",
+        "--interval",
+        "1s",
+        "--max-live",
+        "2097152",
+    ];
+    let (report, _) = trace_node(&args, || {
         let mut w = Workload::spawn(Path::new("/usr/bin/unshare"), &["-m", "sh", "-c", &script]);
         w.expect_line("ready", LINE_TIMEOUT);
         let maps = std::fs::read_to_string(format!("/proc/{}/maps", w.pid())).unwrap();
