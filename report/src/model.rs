@@ -662,8 +662,9 @@ impl KindTotals {
 pub struct Losses {
     /// Allocations not recorded: live-allocation table full (`--max-live`).
     pub live_map_full: u64,
-    /// Allocations whose stack could not be captured (stack table full or
-    /// hash collision): counted under an unknown stack.
+    /// Allocations whose stack could not be captured (stack table full, or
+    /// other stacks at each of its candidate ids): counted under an unknown
+    /// stack.
     pub stack_lost: u64,
     /// Allocations not recorded: per-stack table full (`--max-stacks`).
     pub stack_totals_full: u64,
@@ -796,6 +797,11 @@ pub struct Counters {
     /// pymalloc pools counted freed when their arena was unmapped.
     #[serde(default)]
     pub pools_unmapped: u64,
+    /// Stack walks recorded at another id because their first candidate
+    /// held a different stack (32-bit ids collide: about once a run among
+    /// an interpreter start's 47,000 stacks). Not a loss.
+    #[serde(default)]
+    pub stack_ids_moved: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

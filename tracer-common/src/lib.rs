@@ -589,9 +589,9 @@ stats! {
     pub enum Stat {
         /// An allocation could not be recorded: the live-allocation map was full.
         LiveMapFull = 0,
-        /// A stack could not be recorded (stack table full, or another stack
-        /// with the same 32-bit hash already there: detected by comparing the
-        /// frames, never merged); the bytes went to the unknown-stack bucket.
+        /// A stack could not be recorded (stack table full, or other stacks
+        /// at each of its candidate ids: detected by comparing the frames,
+        /// never merged); the bytes went to the unknown-stack bucket.
         StackLost = 1,
         /// The per-stack totals map was full; the allocation is not recorded in
         /// the live table either, so its free cannot create a phantom.
@@ -656,6 +656,9 @@ stats! {
         PoolReused = 20,
         /// Pool records taken out because their arena was unmapped.
         PoolUnmapped = 21,
+        /// Stacks recorded at another candidate id because their first
+        /// one held a different stack (a 32-bit id collision). Not a loss.
+        StackIdMoved = 22,
     }
 }
 
@@ -711,6 +714,9 @@ pub mod config {
     /// 1: the allocator programs return at once (`--empty-programs`: the
     /// bench's floor, what the traps at memtrace's probe points cost).
     pub const EMPTY_PROGRAMS: &str = "EMPTY_PROGRAMS";
+    /// 1: every stack's first candidate id is the same (the hidden
+    /// `--stack-ids-collide`, for the test of colliding ids).
+    pub const STACK_IDS_COLLIDE: &str = "STACK_IDS_COLLIDE";
 }
 
 /// Entries of the `EXP_DRAWS` map: draws of the exponential distribution

@@ -125,8 +125,9 @@ pub(crate) fn forget_mappings(tgid: u32) {
 /// Stack id of the current user stack, walked from the return probe's
 /// registers (the return address, then each caller's), its frames hashed,
 /// and the table entry of that hash compared frame by frame — a different
-/// stack with the same hash is counted lost, never merged. A full table is
-/// counted lost too. Lost stacks map to [`UNKNOWN_STACK`].
+/// stack with the same id tries the next of [`ID_CANDIDATES`] ids, never
+/// merged; past them, or in a full table, it is counted lost. Lost stacks
+/// map to [`UNKNOWN_STACK`].
 ///
 /// Each step up is by frame pointer or, with `--unwind dwarf|auto`, by the
 /// unwind table of the code it is in (see [`table_step`]). The words each
@@ -181,26 +182,65 @@ pub(crate) fn user_stack_id(ctx: &RetProbeContext, tgid: u32) -> u32 {
     let s = &mut walk.stack;
     let py = python::walk(tgid, &mut s.py_nr, &mut s.py_flags, &mut s.python);
     let hash = walk.hash ^ py.wrapping_mul(FNV_PRIME);
-    let id = ((hash >> 32) ^ hash) as u32;
-    let id = if id == UNKNOWN_STACK { id - 1 } else { id };
+    let first = match ids_collide() {
+        true => 0x5eed,
+        false => ((hash >> 32) ^ hash) as u32,
+    };
     let walk = &walk.stack;
-    if let Some(known) = STACKS.get_ptr(&id) {
-        // SAFETY: a valid map value.
-        return match same_frames(unsafe { &*known }, walk, n) {
-            true => id,
-            false => lost(),
-        };
+    // Ids are 32 bits, and they collide: a CPython start that imports a
+    // few packages (47,000 stacks) has about one collision a run. A stack
+    // whose id is taken by another tries the next candidates, each one
+    // more lookup, paid only on a collision.
+    let mut k = 0;
+    while k < ID_CANDIDATES {
+        let id = first.wrapping_add(k.wrapping_mul(ID_STEP));
+        k += 1;
+        if id == UNKNOWN_STACK {
+            continue;
+        }
+        if let Some(known) = STACKS.get_ptr(&id) {
+            // SAFETY: a valid map value.
+            match same_frames(unsafe { &*known }, walk, n) {
+                true => return id,
+                false => continue,
+            }
+        }
+        if STACKS.insert(&id, walk, BPF_NOEXIST).is_ok() {
+            if k > 1 {
+                count(Stat::StackIdMoved);
+            }
+            return id;
+        }
+        // Full, or another CPU inserted this id just now: compare with it.
+        match STACKS.get_ptr(&id) {
+            // SAFETY: a valid map value.
+            Some(known) if same_frames(unsafe { &*known }, walk, n) => return id,
+            Some(_) => continue,
+            None => return lost(),
+        }
     }
-    if STACKS.insert(&id, walk, BPF_NOEXIST).is_ok() {
-        return id;
-    }
-    // Full, or another CPU inserted this hash just now: compare with it.
-    match STACKS.get_ptr(&id) {
-        // SAFETY: a valid map value.
-        Some(known) if same_frames(unsafe { &*known }, walk, n) => id,
-        _ => lost(),
-    }
+    lost()
 }
+
+/// 1: every stack's first candidate id is the same (the hidden
+/// `--stack-ids-collide`, for the test of colliding ids), patched by
+/// userspace at load time.
+#[unsafe(no_mangle)]
+static STACK_IDS_COLLIDE: u32 = 0;
+
+/// Whether every stack collides: one load from .rodata (~1 ns).
+#[inline(always)]
+fn ids_collide() -> bool {
+    // SAFETY: a plain read of a static patched at load time.
+    unsafe { core::ptr::read_volatile(&STACK_IDS_COLLIDE) != 0 }
+}
+
+/// Ids a stack may take when its hash's id holds another stack (see
+/// [`user_stack_id`]); past them it is counted lost.
+const ID_CANDIDATES: u32 = 4;
+/// The distance between a stack's candidate ids (odd, so that no two of
+/// them are the same).
+const ID_STEP: u32 = 0x9e37_79b9;
 
 /// A stack walk in progress, in a per-CPU map slot (`WALK`): the frame
 /// being recorded (its instruction pointer and the stack and frame

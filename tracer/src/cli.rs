@@ -679,6 +679,11 @@ pub struct Cli {
     #[arg(long, hide = true)]
     pub empty_programs: bool,
 
+    /// Tests: every stack's first kernel id is the same, so that each new
+    /// stack collides (see `counters.stack_ids_moved`).
+    #[arg(long, hide = true)]
+    pub stack_ids_collide: bool,
+
     /// Command to start and trace from its first allocation.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -805,6 +810,7 @@ impl Cli {
                 max_live: self.max_live,
                 max_stacks: self.max_stacks,
                 empty_programs: self.empty_programs,
+                stack_ids_collide: self.stack_ids_collide,
                 go_enable_heap_profile: self.go_enable_heap_profile,
                 node_inspector: !self.no_runtime_attach,
                 node_sampling_interval: self.node_sampling_interval,

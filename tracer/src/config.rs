@@ -105,6 +105,9 @@ pub struct Attach {
     /// The allocator programs do nothing (`--empty-programs`, the bench's
     /// floor).
     pub empty_programs: bool,
+    /// Every stack's first kernel id is the same (`--stack-ids-collide`,
+    /// tests).
+    pub stack_ids_collide: bool,
     /// Set `runtime.MemProfileRate` in Go programs whose memory profiling
     /// is off (`--go-enable-heap-profile`).
     pub go_enable_heap_profile: bool,

@@ -221,3 +221,41 @@ fn full_stack_table_is_counted_and_bytes_kept() {
     let problems = consistency_problems_except(&report, "stacks listed, more than --top");
     assert!(problems.is_empty(), "{}\n{ctx}", problems.join("\n"));
 }
+
+/// Stack ids are 32-bit hashes of the frames: a stack whose id another
+/// stack holds moves to the next of its four candidate ids. With every
+/// stack's first id made the same (the hidden `--stack-ids-collide`),
+/// steady_leak's stack takes it, the first three leaf paths move to the
+/// other three, and the 4,093 paths after them are lost, bytes kept.
+#[test]
+fn colliding_stack_ids_move_to_the_next_id() {
+    let (report, _) = loss_flood("stacks", &["--stack-ids-collide"]);
+    let ctx = report.describe();
+    let leaves = report.function_summary("leaf_alloc");
+    let unknown: Vec<&StackReport> = report
+        .stacks
+        .iter()
+        .filter(|s| s.frames.is_empty())
+        .collect();
+    assert_eq!(
+        (
+            report.counters.stack_ids_moved,
+            leaves.stacks,
+            leaves.totals.outstanding_bytes
+        ),
+        (3, 3, 3 * LEAF_SIZE),
+        "three leaf paths recorded at the second, third and fourth ids: (counters.\
+         stack_ids_moved, leaf_alloc's stacks, their bytes)\n{ctx}"
+    );
+    assert_eq!(
+        (
+            report.losses.stack_lost,
+            unknown.len(),
+            unknown.first().map(|s| s.outstanding_bytes)
+        ),
+        (PATHS - 3, 1, Some((PATHS - 3) * LEAF_SIZE)),
+        "the other paths, all four ids taken, are lost into one unknown stack, their bytes \
+         kept: (stack_lost, unknown stacks, its bytes)\n{ctx}"
+    );
+    assert_steady_leak(&report);
+}

@@ -298,6 +298,7 @@ pub fn build(ctx: ReportContext<'_>, agg: &Aggregator, frames: &mut Frames<'_>) 
             returns_skipped: stat(Stat::ReturnSkipped),
             pools_reused: stat(Stat::PoolReused),
             pools_unmapped: stat(Stat::PoolUnmapped),
+            stack_ids_moved: stat(Stat::StackIdMoved),
         },
         oom_kills: ctx.oom_kills,
         overhead: ctx.overhead,

@@ -191,6 +191,8 @@ pub struct Settings {
     pub hold_targets: bool,
     /// The allocator programs return at once (the bench's floor).
     pub empty_programs: bool,
+    /// Every stack's first kernel id is the same (tests).
+    pub stack_ids_collide: bool,
 }
 
 impl Probes {
@@ -229,6 +231,11 @@ impl Probes {
             .override_global(config::LIVE_BUCKETS, &live_buckets, true)
             .override_global(config::TASK_FSBASE, &fs_base, true)
             .override_global(config::EMPTY_PROGRAMS, &flag(settings.empty_programs), true)
+            .override_global(
+                config::STACK_IDS_COLLIDE,
+                &flag(settings.stack_ids_collide),
+                true,
+            )
             .map_max_entries("LIVE", live_buckets)
             .map_max_entries("LIVE_SPILL", live_spill_words(live_buckets))
             .map_max_entries("STACKS", settings.max_stacks)

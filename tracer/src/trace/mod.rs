@@ -132,6 +132,7 @@ pub async fn run(cfg: config::Trace, child: Option<HeldChild>) -> Result<()> {
         // probes go in (a watched node hooks what it finds as it can).
         hold_targets: cfg.follow_forks && matches!(mode, Mode::Command | Mode::Pids),
         empty_programs: cfg.attach.empty_programs,
+        stack_ids_collide: cfg.attach.stack_ids_collide,
     };
     let files = AllocatorFiles::new(
         cfg.attach.symbol_prefixes.clone(),
