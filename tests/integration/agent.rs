@@ -8,7 +8,9 @@
 //! loopback, incident ids that cannot become paths, on-demand traces;
 //! limits: a slow head is cut off at the header read timeout, large bodies
 //! and heads are refused, connections and request rates are bounded), and
-//! traces a process that comes back where the OOM killer struck.
+//! traces a process that comes back where the OOM killer struck; its
+//! on-demand traces read Go programs' heap profiles, and open Node's
+//! inspector only when configured to.
 //!
 //! Each test's agent watches only its own workloads (`--comm`), so tests
 //! running side by side do not see each other's processes.
@@ -1169,4 +1171,36 @@ fn traces_open_node_inspectors_only_when_configured() {
         );
         stop(agent).assert_success();
     }
+}
+
+#[test]
+fn traces_read_go_programs() {
+    // An on-demand trace is `memtrace --pid`: a Go program's heap profile
+    // is read from outside (nothing written to it, so it needs no
+    // --runtime-attach), and its map leak is named at its function.
+    let go = Workload::spawn(&memtrace_integration::go_leaks_as("go_agent"), &["map"]);
+    let dir = scratch_dir("agent-go");
+    let addr: SocketAddr = format!("127.0.0.1:{}", http::free_port()).parse().unwrap();
+    let mut agent = start_agent(addr, &dir.join("reports"), &[]);
+    wait_healthy(&mut agent, addr);
+    let path = format!("/trace?pid={}&duration=6s", go.pid());
+    let r = http::request(addr, "POST", &path, None).expect("an answer");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let report = Report::parse(&r.text(), "on-demand trace").expect("a valid report");
+    let ctx = report.describe();
+    let read = report.targets[0]
+        .go
+        .as_ref()
+        .map(|g| g.heap_profile.as_str());
+    assert_eq!(read, Some("read"), "{ctx}");
+    assert!(
+        report
+            .stacks
+            .iter()
+            .any(|s| s.kind == memtrace_report::StackKind::GoHeap
+                && s.function() == Some("main.remember")
+                && s.outstanding_bytes > 1 << 20),
+        "the Go map leak at main.remember\n{ctx}"
+    );
+    stop(agent).assert_success();
 }

@@ -429,9 +429,7 @@ fn go_programs_selected_by_name_are_each_read() {
     // has its runtime read, its leak named (one leaks a map, the other
     // goroutines).
     // Under a name of their own: other tests run go_leaks at the same time.
-    let dir = memtrace_integration::scratch_dir("go-comm");
-    let exe = dir.join("go_by_name");
-    std::fs::copy(build_go(DEBIAN_GO, "go_leaks", &[], ""), &exe).unwrap();
+    let exe = memtrace_integration::go_leaks_as("go_by_name");
     let map = Workload::spawn(&exe, &["map"]);
     let goroutines = Workload::spawn(&exe, &["goroutines"]);
     let args = json_args_with(&["--comm", "go_by_name", "--duration", "12s"]);

@@ -1,6 +1,6 @@
 //! Watching a node: `--all` attributing leaks to the right processes (one
-//! started after memtrace; a clean one shows none; memtrace never traces
-//! itself), hooking a process whose libc is another file (a copy
+//! started after memtrace; a clean one shows none; a Go program's heap
+//! profile read; memtrace never traces itself), hooking a process whose libc is another file (a copy
 //! bind-mounted in a private mount namespace) and dropping processes that
 //! exit; `--comm`/`--cgroup` selecting processes as they start; and a
 //! Ctrl-C while `--all` is still attaching. (OOM kills: `oom`.)
@@ -10,7 +10,7 @@ use std::{path::Path, time::Duration};
 use memtrace_integration::{
     compile_c, scratch_dir, MemoryCgroup, Report, StackExt, Tracer, Workload, TRACING_TIMEOUT,
 };
-use memtrace_report::Verdict;
+use memtrace_report::{StackKind, Verdict};
 
 const LINE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -61,6 +61,8 @@ fn all_attributes_each_leak_to_its_process() {
     let exe = compile_c("node_leak");
     let mut early = Workload::spawn(&exe, &["leak"]);
     let mut clean = Workload::spawn(&exe, &["clean"]);
+    // A Go map leak: no probes, its runtime's heap profile read.
+    let go = Workload::spawn(&memtrace_integration::go_leaks_as("go_all"), &["map"]);
     early.expect_line("started", LINE_TIMEOUT);
     clean.expect_line("started", LINE_TIMEOUT);
     let mut late: Option<Workload> = None;
@@ -121,6 +123,21 @@ fn all_attributes_each_leak_to_its_process() {
     }
     assert!(report.targets.iter().all(|t| t.pid != memtrace), "{ctx}");
     assert!(report.stacks.iter().all(|s| s.pid != memtrace), "{ctx}");
+    let go_target = report.targets.iter().find(|t| t.pid == go.pid());
+    assert_eq!(
+        go_target
+            .and_then(|t| t.go.as_ref())
+            .map(|g| g.heap_profile.as_str()),
+        Some("read"),
+        "the Go program's heap profile\n{ctx}"
+    );
+    assert!(
+        report.stacks.iter().any(|s| s.pid == go.pid()
+            && s.kind == StackKind::GoHeap
+            && s.function() == Some("main.remember")
+            && s.verdict == Verdict::Leak),
+        "the Go map leak at main.remember\n{ctx}"
+    );
     // What it cost the node is measured and reported.
     let cost = report
         .overhead

@@ -153,3 +153,14 @@ pub fn build_go(version: &str, package: &str, tags: &[&str], ldflags: &str) -> P
     built.lock().unwrap().insert(key, exe.clone());
     exe
 }
+
+/// Debian's Go build of `tests/workloads/go_leaks`, copied to a scratch
+/// directory as `name`: a comm of its own, for a test that selects
+/// processes by name or watches the whole node while other tests run
+/// go_leaks.
+pub fn go_leaks_as(name: &str) -> PathBuf {
+    let exe = scratch_dir(&format!("go-as-{name}")).join(name);
+    std::fs::copy(build_go(DEBIAN_GO, "go_leaks", &[], ""), &exe)
+        .unwrap_or_else(|e| panic!("copying go_leaks to {}: {e}", exe.display()));
+    exe
+}
