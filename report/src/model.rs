@@ -411,6 +411,87 @@ pub struct NodeReport {
     /// was open.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub other_connections: Vec<String>,
+    /// Two heap snapshots compared (`--node-heap-diff`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heap_diff: Option<HeapDiff>,
+}
+
+/// A Node process's JavaScript heap at the start and at the end, from two
+/// V8 heap snapshots: what grew, by object and retaining path, and by
+/// constructor.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct HeapDiff {
+    /// "compared"; "refused" (its heap was larger than the limit, or the
+    /// process ended before the second: `reason`); "failed" (`reason`).
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The heap in each snapshot: objects and their own bytes.
+    pub objects_before: u64,
+    pub objects_after: u64,
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+    /// How long each snapshot stopped the process (ms), and the text V8
+    /// streamed for each (bytes).
+    pub pause_ms: Vec<f64>,
+    pub snapshot_bytes: Vec<u64>,
+    /// Objects of the program that were there at the start and whose
+    /// retained size grew the most, each with what holds it; the largest
+    /// growth first. An object held by another listed one is left out
+    /// when it explains most of that one's growth (the innermost named).
+    pub grown: Vec<GrownObject>,
+    /// Constructors whose objects' own bytes grew the most.
+    pub constructors: Vec<ConstructorGrowth>,
+}
+
+/// An object whose retained size (what would be freed with it) grew.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct GrownObject {
+    /// Its constructor ("Map", "Array", a class), or "(closure)".
+    pub constructor: String,
+    /// V8's id of it (the same in both snapshots, and in DevTools).
+    pub id: u64,
+    pub retained_before: u64,
+    pub retained_after: u64,
+    /// A Map's or Set's entries, in each snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entries_before: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entries_after: Option<u64>,
+    /// What holds it, nearest first, each step the nearest retainer to
+    /// the heap's roots (as DevTools' retainers view lists them first).
+    pub held_by: Vec<Retainer>,
+}
+
+/// One step of a retaining path: `holder` holds the object below it by
+/// `edge` `name` (a "context" edge is a variable of a function's scope).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Retainer {
+    /// "context" (a variable), "property", "element", "internal", ...
+    pub edge: String,
+    pub name: String,
+    /// The holder's constructor ("system / Context" for a scope).
+    pub holder: String,
+    /// For a scope: the function whose scope it is, and where that
+    /// function starts (1-based).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub column: Option<u32>,
+}
+
+/// One constructor's objects in both snapshots.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ConstructorGrowth {
+    pub constructor: String,
+    pub objects_before: u64,
+    pub objects_after: u64,
+    pub bytes_before: u64,
+    pub bytes_after: u64,
 }
 
 /// What memtrace read from a Go program's runtime, from outside.

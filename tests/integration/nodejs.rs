@@ -6,7 +6,8 @@
 //! nothing: no leak); V8's own heap figures as the anchor; the process
 //! left running with its inspector closed; `-- node`, `--comm`, a network
 //! namespace of its own, the processes refused in one line, `--no-runtime-attach`,
-//! and another client of the inspector reported.
+//! and another client of the inspector reported; `--node-heap-diff` naming
+//! the Map that grew and the variable holding it.
 
 use std::net::TcpStream;
 use std::path::PathBuf;
@@ -119,9 +120,17 @@ fn assert_top_at<'a>(
 
 /// Asserts that the server runs on after memtrace, listening where it
 /// serves and nowhere else (its inspector closed), and that the report
-/// says memtrace closed it.
+/// says memtrace closed it after reading its profile 10 times or more.
 #[track_caller]
 fn assert_left_as_found(server: &NodeServer, report: &Report) {
+    assert_closed_and_running(server, report);
+    let node = node_of(report);
+    assert!(node.reads >= 10, "{node:?}");
+}
+
+/// Asserts that the server runs on after memtrace, its inspector closed.
+#[track_caller]
+fn assert_closed_and_running(server: &NodeServer, report: &Report) {
     let pid = server.pid();
     let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     assert!(
@@ -142,7 +151,6 @@ fn assert_left_as_found(server: &NodeServer, report: &Report) {
         ("read", true),
         "{node:?}"
     );
-    assert!(node.reads >= 10, "{node:?}");
     assert!(node.other_connections.is_empty(), "{node:?}");
 }
 
@@ -439,4 +447,78 @@ fn interrupted_run_closes_the_inspector() {
         run.describe()
     );
     assert!(node_of(&run.report()).closed);
+}
+
+/// `--node-heap-diff`: a snapshot when the inspector opens, another at the
+/// end. Between them the server gets exactly 2,000 requests: the Map
+/// that keeps their sessions is the object that grew, by 2,000 entries,
+/// held by the variable `sessions` of handleRequest's scope, and its
+/// retained size grew by what V8's own used_heap_size did.
+#[test]
+fn heap_diff_names_the_map_and_its_variable() {
+    const REQUESTS: u64 = 2000;
+    let mut server = NodeServer::start("map_cache", &["--inspect-port=0"]);
+    server
+        .load(RATE * 2, Some(500))
+        .expect_line("done", secs(60));
+    let mut args = options("120s");
+    args.push("--node-heap-diff");
+    let mut tracer = Tracer::attach(&[server.pid()], &args);
+    tracer.wait_line("a heap snapshot taken", secs(30));
+    let before = server.used_heap();
+    server
+        .load(RATE * 2, Some(REQUESTS as u32))
+        .expect_line("done", secs(60));
+    let after = server.used_heap();
+    let report = tracer.interrupt(CMD_TIMEOUT).report();
+    let node = node_of(&report);
+    let diff = node
+        .heap_diff
+        .as_ref()
+        .unwrap_or_else(|| panic!("no heap diff: {node:?}"));
+    let ctx = format!("{diff:#?}");
+    assert_eq!(
+        (diff.state.as_str(), diff.pause_ms.len()),
+        ("compared", 2),
+        "{ctx}"
+    );
+    let map = &diff.grown[0];
+    let (was, is) = (
+        map.entries_before.unwrap_or(0),
+        map.entries_after.unwrap_or(0),
+    );
+    assert_eq!(
+        (map.constructor.as_str(), is - was),
+        ("Map", REQUESTS),
+        "the object that grew most is the Map, by an entry a request\n{ctx}"
+    );
+    let script = node_workload("map_cache");
+    let line = marked_line(&script, "// leak: handleRequest");
+    let held = &map.held_by[0];
+    assert_eq!(
+        (
+            held.edge.as_str(),
+            held.name.as_str(),
+            held.function.as_deref(),
+            held.file.as_deref(),
+            held.line
+        ),
+        (
+            "context",
+            "sessions",
+            Some("handleRequest"),
+            script.to_str(),
+            Some(line)
+        ),
+        "held by the variable sessions of handleRequest's scope\n{ctx}"
+    );
+    memtrace_integration::assert_within(
+        "the Map's retained growth against V8's used_heap_size growth",
+        map.retained_after - map.retained_before,
+        after.saturating_sub(before),
+        10.0,
+        &format!("V8: {before} -> {after} B\n{ctx}"),
+    );
+    // (Fewer reads: each snapshot holds the loop for a second or two.)
+    assert_closed_and_running(&server, &report);
 }

@@ -116,6 +116,8 @@ pub struct Attach {
     pub node_inspector: bool,
     /// V8's mean bytes between sampled allocations.
     pub node_sampling_interval: u64,
+    /// `--node-heap-diff`: the largest heap snapshotted.
+    pub node_heap_diff: Option<u64>,
 }
 
 /// When and how much is measured, and how it is judged.

@@ -6,9 +6,9 @@
 use std::fmt::Write;
 
 use crate::model::{
-    frame_name, name_of, verdict_counts, Container, Frame, GoReport, KindTotals, MemoryReport,
-    NodeReport, OomKill, Overhead, Peak, Report, SortBy, StackKind, StackReport, TargetReport,
-    Totals, Unwind, UnwindReport,
+    frame_name, name_of, verdict_counts, Container, Frame, GoReport, HeapDiff, KindTotals,
+    MemoryReport, NodeReport, OomKill, Overhead, Peak, Report, Retainer, SortBy, StackKind,
+    StackReport, TargetReport, Totals, Unwind, UnwindReport,
 };
 use crate::units::{bytes, rate_per_hour, rate_per_min};
 
@@ -474,6 +474,112 @@ fn node(w: &mut String, n: &NodeReport) {
             "    node: something else connected to its inspector while memtrace held it: {}",
             n.other_connections.join(", ")
         );
+    }
+    if let Some(d) = &n.heap_diff {
+        heap_diff(w, d);
+    }
+}
+
+/// Two heap snapshots compared: the heap, the objects that grew with what
+/// holds them, the constructors that grew.
+fn heap_diff(w: &mut String, d: &HeapDiff) {
+    if d.state != "compared" || d.pause_ms.len() < 2 {
+        let _ = writeln!(
+            w,
+            "    heap diff: none ({}{})",
+            d.state,
+            d.reason
+                .as_deref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
+        );
+        return;
+    }
+    let _ = writeln!(
+        w,
+        "    heap diff: {} -> {} in {} -> {} objects (snapshots took {:.0} and {:.0} ms)",
+        bytes(d.bytes_before),
+        bytes(d.bytes_after),
+        d.objects_before,
+        d.objects_after,
+        d.pause_ms[0],
+        d.pause_ms[1]
+    );
+    for g in &d.grown {
+        let entries = match (g.entries_before, g.entries_after) {
+            (Some(b), Some(a)) => format!(", {} entries ({b} -> {a})", signed(b, a)),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            w,
+            "      {} @{}: {} retained ({} -> {}){entries}",
+            g.constructor,
+            g.id,
+            signed_bytes(g.retained_before, g.retained_after),
+            bytes(g.retained_before),
+            bytes(g.retained_after)
+        );
+        if !g.held_by.is_empty() {
+            let path: Vec<String> = g.held_by.iter().map(retainer).collect();
+            let _ = writeln!(w, "        held by {}", path.join(" <- "));
+        }
+    }
+    if !d.constructors.is_empty() {
+        let grew: Vec<String> = d
+            .constructors
+            .iter()
+            .map(|c| {
+                format!(
+                    "{} {} ({})",
+                    c.constructor,
+                    signed(c.objects_before, c.objects_after),
+                    signed_bytes(c.bytes_before, c.bytes_after)
+                )
+            })
+            .collect();
+        let _ = writeln!(w, "      grew by constructor: {}", grew.join(", "));
+    }
+}
+
+/// "+12", "-3".
+fn signed(before: u64, after: u64) -> String {
+    match after >= before {
+        true => format!("+{}", after - before),
+        false => format!("-{}", before - after),
+    }
+}
+
+/// "+8.6 MiB", "-1.0 KiB".
+fn signed_bytes(before: u64, after: u64) -> String {
+    match after >= before {
+        true => format!("+{}", bytes(after - before)),
+        false => format!("-{}", bytes(before - after)),
+    }
+}
+
+/// One step of a retaining path, in words.
+fn retainer(r: &Retainer) -> String {
+    match r.edge.as_str() {
+        "context" => {
+            let scope = match &r.function {
+                Some(f) => format!("{f}'s scope"),
+                None => "a scope".into(),
+            };
+            let at = match (&r.file, r.line) {
+                (Some(file), Some(line)) => {
+                    let name = file.rsplit('/').next().unwrap_or(file);
+                    match r.column {
+                        Some(c) => format!(" ({name}:{line}:{c})"),
+                        None => format!(" ({name}:{line})"),
+                    }
+                }
+                _ => String::new(),
+            };
+            format!("the variable {} of {scope}{at}", r.name)
+        }
+        "property" => format!("property {} of {}", r.name, r.holder),
+        "element" => format!("element {} of {}", r.name, r.holder),
+        edge => format!("{edge} {} of {}", r.name, r.holder),
     }
 }
 

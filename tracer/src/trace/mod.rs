@@ -165,6 +165,7 @@ pub async fn run(cfg: config::Trace, child: Option<HeldChild>) -> Result<()> {
             cfg.attach.node_inspector
                 && !matches!(&mode, Mode::Watch(selection) if selection.system_wide()),
             cfg.attach.node_sampling_interval,
+            cfg.attach.node_heap_diff,
             cfg.verbose,
         ),
         recycler: recycle::Recycler::new(cfg.attach.max_stacks),

@@ -15,14 +15,20 @@ use std::{
     time::{Duration, Instant},
 };
 
-use memtrace_report::{Frame, Language, NodeReport, StackKind};
+use memtrace_report::{Frame, HeapDiff, Language, NodeReport, StackKind};
 use serde_json::json;
 
 use super::Tracing;
 use crate::{
     accounting::series::{StackIdentity, StackTotals},
     discover::{
-        node::{self, inspector::Inspector, profile, sockets, Options},
+        node::{
+            self, heapdiff,
+            inspector::Inspector,
+            profile,
+            snapshot::{Snapshot, Summary},
+            sockets, Options,
+        },
         target,
     },
     symbolize::Symbolizer,
@@ -60,6 +66,8 @@ pub(super) struct NodeTargets {
     /// Inspectors may be opened (not `--no-runtime-attach`, not `--all`).
     enabled: bool,
     interval_bytes: u64,
+    /// `--node-heap-diff`: the largest heap snapshotted.
+    heap_diff: Option<u64>,
     verbose: bool,
     /// memtrace's own start (clock ticks since boot).
     started: u64,
@@ -104,6 +112,12 @@ struct NodeTarget {
     /// last read, and what was seen rise and fall since sampling began.
     seen: HashMap<Vec<u64>, Seen>,
     stacks_left_out: u64,
+    /// Script ids' URLs, from the profile's frames (heap snapshots give
+    /// ids only).
+    scripts: HashMap<u32, String>,
+    /// `--node-heap-diff`: the first snapshot's summary, and the diff.
+    before: Option<Summary>,
+    diff: Option<HeapDiff>,
 }
 
 #[derive(Default)]
@@ -114,12 +128,18 @@ struct Seen {
 }
 
 impl NodeTargets {
-    pub(super) fn new(enabled: bool, interval_bytes: u64, verbose: bool) -> NodeTargets {
+    pub(super) fn new(
+        enabled: bool,
+        interval_bytes: u64,
+        heap_diff: Option<u64>,
+        verbose: bool,
+    ) -> NodeTargets {
         NodeTargets {
             by_pid: HashMap::new(),
             passed: HashSet::new(),
             enabled,
             interval_bytes,
+            heap_diff,
             verbose,
             started: target::start_time(std::process::id()).unwrap_or(0),
         }
@@ -165,6 +185,9 @@ impl NodeTargets {
             others: BTreeSet::new(),
             seen: HashMap::new(),
             stacks_left_out: 0,
+            scripts: HashMap::new(),
+            before: None,
+            diff: None,
         };
         if let Some(reason) = refusal {
             refuse(pid, &mut t, reason);
@@ -181,6 +204,7 @@ impl NodeTargets {
     /// its inspector listens. True when its profile is to be read now.
     fn advance(&mut self, pid: u32) -> bool {
         let interval = self.interval_bytes;
+        let heap_diff = self.heap_diff;
         let verbose = self.verbose;
         let Some(t) = self.by_pid.get_mut(&pid) else {
             return false;
@@ -274,16 +298,26 @@ impl NodeTargets {
                 });
                 match opened {
                     Ok(i) => {
+                        let mut i = Box::new(i);
+                        // Before the line that says it is open: what comes
+                        // after it is in the second snapshot only.
+                        if let Some(limit) = heap_diff {
+                            first_snapshot(pid, t, &mut i, limit);
+                        }
                         crate::note(&format!(
                             "pid {pid}: Node's inspector opened at {addr} (SIGUSR1); V8 samples \
-                             its JavaScript heap every {}{}; closed again at the end",
+                             its JavaScript heap every {}{}{}; closed again at the end",
                             memtrace_report::units::bytes(interval),
+                            match t.diff.as_ref().and_then(|d| d.pause_ms.first()) {
+                                Some(ms) => format!(", a heap snapshot taken ({ms:.0} ms)"),
+                                None => String::new(),
+                            },
                             match verbose {
                                 true => format!(" (session from {})", i.local),
                                 false => String::new(),
                             }
                         ));
-                        t.state = State::Reading(Box::new(i));
+                        t.state = State::Reading(i);
                         true
                     }
                     Err(e) => {
@@ -326,7 +360,16 @@ impl NodeTargets {
                 unreachable!()
             };
             note_others(pid, &mut t.others, i.addr, i.local);
+            if let Some(limit) = self.heap_diff {
+                last_snapshot(pid, t, &mut i, limit);
+            }
             let _ = i.call("HeapProfiler.stopSampling", json!({}), ANSWER_WAIT);
+            if t.diff.is_some() {
+                // V8 keeps the names and ids of what it snapshotted (tens
+                // of MiB of native memory) until its heap profiler is
+                // disabled.
+                let _ = i.call("HeapProfiler.disable", json!({}), ANSWER_WAIT);
+            }
             let addr = i.addr;
             if let Err(e) = i.close_inspector(ANSWER_WAIT) {
                 crate::note(&format!(
@@ -374,6 +417,7 @@ impl NodeTargets {
             stacks_left_out: t.stacks_left_out,
             closed: t.closed,
             other_connections: t.others.iter().map(|a| a.to_string()).collect(),
+            heap_diff: t.diff.clone(),
         })
     }
 }
@@ -382,6 +426,94 @@ impl Drop for NodeTargets {
     /// An inspector memtrace opened is closed whatever ends the run.
     fn drop(&mut self) {
         self.finish();
+    }
+}
+
+/// The longest a heap snapshot may take to stream.
+const SNAPSHOT_WAIT: Duration = Duration::from_secs(120);
+
+/// A snapshot of `i`'s heap, if it holds at most `limit` bytes: parsed,
+/// with how long it took (ms) and its text's size.
+fn snapshot(i: &mut Inspector, limit: u64) -> Result<(Snapshot, f64, u64), (bool, String)> {
+    let usage = i
+        .call("Runtime.getHeapUsage", json!({}), ANSWER_WAIT)
+        .map_err(|e| (false, format!("{e:#}")))?;
+    let used = usage["usedSize"].as_f64().unwrap_or(0.0) as u64;
+    if used > limit {
+        return Err((
+            true,
+            format!(
+                "its JavaScript heap holds {}, more than --node-heap-diff-limit {} (a snapshot \
+                 stops the process while V8 writes it)",
+                memtrace_report::units::bytes(used),
+                memtrace_report::units::bytes(limit)
+            ),
+        ));
+    }
+    let started = Instant::now();
+    let params = json!({"reportProgress": false, "captureNumericValue": false});
+    let mut chunks = i
+        .stream_chunks(
+            "HeapProfiler.takeHeapSnapshot",
+            params,
+            started + SNAPSHOT_WAIT,
+        )
+        .map_err(|e| (false, format!("{e:#}")))?;
+    let parsed = Snapshot::read(&mut chunks);
+    let bytes = chunks.bytes;
+    let drained = chunks.drain();
+    let took = started.elapsed().as_secs_f64() * 1e3;
+    let snapshot = parsed.map_err(|e| (false, format!("{e:#}")))?;
+    drained.map_err(|e| (false, format!("{e:#}")))?;
+    Ok((snapshot, took, bytes))
+}
+
+/// The heap diff's start: a snapshot summarized.
+fn first_snapshot(pid: u32, t: &mut NodeTarget, i: &mut Inspector, limit: u64) {
+    let mut diff = HeapDiff::default();
+    match snapshot(i, limit) {
+        Ok((s, ms, bytes)) => {
+            let graph = s.graph(&s.retainers());
+            t.before = Some(s.summary(&graph));
+            diff.state = "compared".into();
+            diff.pause_ms.push(ms);
+            diff.snapshot_bytes.push(bytes);
+        }
+        Err((refused, reason)) => {
+            crate::note(&format!("pid {pid}: no heap diff: {reason}"));
+            diff.state = if refused { "refused" } else { "failed" }.into();
+            diff.reason = Some(reason);
+        }
+    }
+    t.diff = Some(diff);
+}
+
+/// The heap diff's end: a second snapshot, compared with the first.
+fn last_snapshot(pid: u32, t: &mut NodeTarget, i: &mut Inspector, limit: u64) {
+    let (Some(before), Some(diff)) = (t.before.take(), t.diff.as_mut()) else {
+        return;
+    };
+    if !target::is_alive(pid) {
+        diff.state = "refused".into();
+        diff.reason = Some("the process ended before the second snapshot".into());
+        return;
+    }
+    match snapshot(i, limit) {
+        Ok((s, ms, bytes)) => {
+            let retainers = s.retainers();
+            let graph = s.graph(&retainers);
+            let mut compared = heapdiff::compare(&before, &s, &graph, &retainers, &t.scripts);
+            compared.pause_ms = std::mem::take(&mut diff.pause_ms);
+            compared.pause_ms.push(ms);
+            compared.snapshot_bytes = std::mem::take(&mut diff.snapshot_bytes);
+            compared.snapshot_bytes.push(bytes);
+            *diff = compared;
+        }
+        Err((refused, reason)) => {
+            crate::note(&format!("pid {pid}: no heap diff: {reason}"));
+            diff.state = if refused { "refused" } else { "failed" }.into();
+            diff.reason = Some(reason);
+        }
     }
 }
 
@@ -488,6 +620,13 @@ impl Tracing {
         note_others(pid, &mut t.others, addr, local);
         // Per stack: live bytes, samples and the variance of the bytes.
         let mut now: HashMap<Vec<u64>, (f64, f64, f64)> = HashMap::new();
+        for f in stacks.iter().flat_map(|s| &s.frames) {
+            if let Ok(id) = f.script_id.parse::<u32>() {
+                if !f.url.is_empty() && !t.scripts.contains_key(&id) {
+                    t.scripts.insert(id, f.url.clone());
+                }
+            }
+        }
         for s in &stacks {
             let tokens = stack_tokens(&mut self.m.symbolizer, &s.frames);
             if !t.seen.contains_key(&tokens) && t.seen.len() >= MAX_STACKS {
@@ -568,6 +707,7 @@ mod tests {
         let f = frame_of(&profile::CallFrame {
             function_name: String::new(),
             url: "file:///srv/app/server.js".into(),
+            script_id: "71".into(),
             line_number: 11,
             column_number: 4,
         });
@@ -577,6 +717,7 @@ mod tests {
         let native = frame_of(&profile::CallFrame {
             function_name: "(V8 API)".into(),
             url: String::new(),
+            script_id: "0".into(),
             line_number: -1,
             column_number: -1,
         });

@@ -200,24 +200,11 @@ impl Inspector {
     }
 
     fn exchange(&mut self, method: &str, params: Value, timeout: Duration) -> Result<Value> {
-        let id = self.next_id;
-        self.next_id += 1;
-        let request = json!({"id": id, "method": method, "params": params});
         let deadline = Instant::now() + timeout;
-        self.send(request.to_string(), deadline)
-            .with_context(|| format!("sending {method}"))?;
+        let id = self.request(method, params, deadline)?;
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            let Some(text) = self.next_text(deadline)? else {
                 return Err(Late(method.to_string(), timeout).into());
-            }
-            self.ws.get_mut().set_read_timeout(Some(left))?;
-            let text = match self.ws.read() {
-                Ok(Message::Text(text)) => text,
-                Ok(Message::Close(_)) => bail!("the inspector closed the session"),
-                Ok(_) => continue,
-                Err(tungstenite::Error::Io(e)) if retry(&e) => continue,
-                Err(e) => return Err(e).with_context(|| format!("reading the answer to {method}")),
             };
             let mut answer: Value = super::profile::parse_deep(text.as_str())
                 .with_context(|| format!("an answer to {method} that is not JSON"))?;
@@ -230,6 +217,57 @@ impl Inspector {
             }
             return Ok(answer["result"].take());
         }
+    }
+
+    /// Sends `method` by `deadline`; returns its request id.
+    fn request(&mut self, method: &str, params: Value, deadline: Instant) -> Result<u64> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let request = json!({"id": id, "method": method, "params": params});
+        self.send(request.to_string(), deadline)
+            .with_context(|| format!("sending {method}"))?;
+        Ok(id)
+    }
+
+    /// The next text message (an answer or an event), or None once
+    /// `deadline` passes first. The session's end is an error.
+    fn next_text(&mut self, deadline: Instant) -> Result<Option<tungstenite::Utf8Bytes>> {
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            self.ws.get_mut().set_read_timeout(Some(left))?;
+            match self.ws.read() {
+                Ok(Message::Text(text)) => return Ok(Some(text)),
+                Ok(Message::Close(_)) => bail!("the inspector closed the session"),
+                Ok(_) => continue,
+                Err(tungstenite::Error::Io(e)) if retry(&e) => continue,
+                Err(e) => return Err(e).context("reading from the inspector"),
+            }
+        }
+    }
+
+    /// Sends `method` and returns a reader of the text V8 streams back as
+    /// `HeapProfiler.addHeapSnapshotChunk` events until it answers the
+    /// request (the end of the text), all by `deadline`. Until the reader
+    /// is dropped, nothing else is asked.
+    pub fn stream_chunks(
+        &mut self,
+        method: &str,
+        params: Value,
+        deadline: Instant,
+    ) -> Result<Chunks<'_>> {
+        let id = self.request(method, params, deadline)?;
+        Ok(Chunks {
+            inspector: self,
+            id,
+            deadline,
+            chunk: Vec::new(),
+            at: 0,
+            answered: false,
+            bytes: 0,
+        })
     }
 
     /// Sends one text message by `deadline` (a signal to memtrace, such as
@@ -253,25 +291,96 @@ impl Inspector {
     /// stops its server and ends every session, this one included), then
     /// waits up to `timeout` for the session to end.
     pub fn close_inspector(mut self, timeout: Duration) -> Result<()> {
-        let request = json!({
-            "id": self.next_id,
-            "method": "Runtime.evaluate",
-            "params": {"expression": "process._debugEnd()"},
-        });
         let deadline = Instant::now() + timeout;
-        self.send(request.to_string(), deadline)?;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                bail!("the inspector did not end the session");
+        let params = json!({"expression": "process._debugEnd()"});
+        self.request("Runtime.evaluate", params, deadline)?;
+        // Whatever comes until the session ends (an error, the close).
+        while self.next_text(deadline).is_ok_and(|t| t.is_some()) {}
+        match Instant::now() < deadline {
+            true => Ok(()),
+            false => bail!("the inspector did not end the session"),
+        }
+    }
+}
+
+/// The text of a streamed answer (see [`Inspector::stream_chunks`]), read
+/// chunk by chunk as it comes: a heap snapshot is never held whole.
+pub struct Chunks<'a> {
+    inspector: &'a mut Inspector,
+    id: u64,
+    deadline: Instant,
+    chunk: Vec<u8>,
+    at: usize,
+    answered: bool,
+    /// Bytes of text read so far.
+    pub bytes: u64,
+}
+
+/// What a streamed message says: a chunk of the text, or the answer that
+/// ends it.
+#[derive(serde::Deserialize)]
+struct Streamed {
+    id: Option<u64>,
+    method: Option<String>,
+    params: Option<ChunkParams>,
+    error: Option<Value>,
+}
+
+#[derive(serde::Deserialize)]
+struct ChunkParams {
+    chunk: Option<String>,
+}
+
+impl Chunks<'_> {
+    /// Reads the next chunk into `self.chunk`; false at the text's end.
+    fn next_chunk(&mut self) -> Result<bool> {
+        while !self.answered {
+            let Some(text) = self.inspector.next_text(self.deadline)? else {
+                bail!("the inspector streamed for longer than memtrace waits");
+            };
+            let message: Streamed =
+                serde_json::from_str(text.as_str()).context("a message that is not JSON")?;
+            if message.id == Some(self.id) {
+                if let Some(e) = message.error {
+                    bail!(
+                        "the inspector refused: {}",
+                        e["message"].as_str().unwrap_or("?")
+                    );
+                }
+                self.answered = true;
+                break;
             }
-            self.ws.get_mut().set_read_timeout(Some(left))?;
-            match self.ws.read() {
-                Ok(Message::Close(_)) => {}
-                Ok(_) => continue,
-                Err(tungstenite::Error::Io(e)) if retry(&e) => continue,
-                Err(_) => return Ok(()),
+            if message.method.as_deref() != Some("HeapProfiler.addHeapSnapshotChunk") {
+                continue;
+            }
+            if let Some(chunk) = message.params.and_then(|p| p.chunk) {
+                self.bytes += chunk.len() as u64;
+                self.chunk = chunk.into_bytes();
+                self.at = 0;
+                return Ok(true);
             }
         }
+        Ok(false)
+    }
+
+    /// Reads what is left of the answer (a reader given up on early), so
+    /// that the session is ready for the next request.
+    pub fn drain(mut self) -> Result<()> {
+        while self.next_chunk()? {}
+        Ok(())
+    }
+}
+
+impl Read for Chunks<'_> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.at == self.chunk.len() {
+            if !self.next_chunk().map_err(std::io::Error::other)? {
+                return Ok(0);
+            }
+        }
+        let n = out.len().min(self.chunk.len() - self.at);
+        out[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
     }
 }

@@ -2,11 +2,14 @@
 //! which processes are Node and whether their inspector may be opened
 //! (`SIGUSR1` caught, not disabled, not open already), the inspector's
 //! listening socket in the process's network namespace (`sockets`), the
-//! DevTools protocol spoken to it (`inspector`), and V8's sampling heap
-//! profile read into stacks (`profile`).
+//! DevTools protocol spoken to it (`inspector`), V8's sampling heap
+//! profile read into stacks (`profile`), and heap snapshots streamed
+//! (`snapshot`) and compared (`heapdiff`).
 
+pub mod heapdiff;
 pub mod inspector;
 pub mod profile;
+pub mod snapshot;
 pub mod sockets;
 
 use std::path::Path;

@@ -39,6 +39,9 @@ pub struct CallFrame {
     pub function_name: String,
     #[serde(default)]
     pub url: String,
+    /// V8's id of the script (a number, as a string).
+    #[serde(default)]
+    pub script_id: String,
     pub line_number: i64,
     pub column_number: i64,
 }
