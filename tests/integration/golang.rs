@@ -409,6 +409,15 @@ fn go_heap_matches_the_programs_own_pprof() {
             .or_default() += s.outstanding_bytes;
     }
     let total: u64 = ours.values().sum();
+    eprintln!(
+        "in-use bytes: memtrace {total}, pprof {pprof_total}; top: {:?}; memtrace: {:?}",
+        &pprof[..pprof.len().min(3)],
+        pprof
+            .iter()
+            .take(3)
+            .map(|(f, _)| ours.get(f).copied().unwrap_or(0))
+            .collect::<Vec<_>>()
+    );
     memtrace_integration::assert_within("in-use bytes", total, pprof_total, 1.0, &ctx);
     // The same top functions, each within 1 %.
     for (function, bytes) in pprof.iter().take(3) {
