@@ -152,7 +152,15 @@ pub fn analyse_noisy(
     let tail_secs = last.0 - tail_start.0;
     let tail_steps = points.len() - 1 - tail;
     let tail_level = median(points[tail..].iter().map(|p| p.1).collect());
-    if tail_level - first.1 > band && tail_steps >= 2 && tail_secs >= SUSTAINED * span {
+    // A sampled estimate's tail may sit within its noise while it still
+    // climbs at the rate it filled: no plateau.
+    let filling = tail > 0 && noise_bytes > 0.0 && {
+        let fill = &points[..=tail];
+        let fill_rate = (fill[tail].1 - fill[0].1) / (fill[tail].0 - fill[0].0).max(1e-9);
+        let tail_rate = (last.1 - tail_start.1) / tail_secs.max(1e-9);
+        points[tail..].windows(2).all(|w| w[1].1 >= w[0].1) && tail_rate >= fill_rate / 2.0
+    };
+    if tail_level - first.1 > band && tail_steps >= 2 && tail_secs >= SUSTAINED * span && !filling {
         a.verdict = Verdict::Plateau;
         // Its growth now is that of the flat part, not of the fill.
         a.growth_bytes_per_sec = theil_sen(&points[tail..]);
@@ -676,5 +684,23 @@ mod sampled {
         assert_eq!(a.verdict, Verdict::Plateau, "{}", a.reason);
         // Measured exactly, the same numbers would be no plateau.
         assert_ne!(analyse_points(&points, None).verdict, Verdict::Plateau);
+    }
+
+    /// A Go map leak's heap profile estimate over four 2 s intervals (one
+    /// sample per 512 KiB): its last three points lie within twice the
+    /// level's noise, but they climb as fast as it filled.
+    #[test]
+    fn a_sampled_climb_at_its_fill_rate_is_no_plateau() {
+        let mb = [0.0, 11.01, 19.92, 27.79, 37.23];
+        let points: Vec<(f64, f64)> = mb
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (i as f64 * 2.1, m * 1e6))
+            .collect();
+        let weight = 524288.0;
+        let noise = 2.0 * (37.23e6 / weight as f64).sqrt() * weight;
+        let a = analyse_noisy(&points, None, noise);
+        assert_ne!(a.verdict, Verdict::Plateau, "{}", a.reason);
+        assert_ne!(a.verdict, Verdict::Stable, "{}", a.reason);
     }
 }
