@@ -113,10 +113,14 @@ pub const PYMALLOC_NEW_POOL: &str = "allocate_from_new_pool";
 
 /// C++'s allocation functions (Itanium ABI names): `operator new` and
 /// `new[]` in their plain, nothrow and aligned forms, and every `operator
-/// delete`. They are allocation sites of their own — the frame that wrote
-/// `new` comes first — and the malloc that libstdc++'s call inside is
-/// nested, counted once; tcmalloc, jemalloc and mimalloc define their own,
-/// which call no malloc at all. Size and pointer are the first argument.
+/// delete`, hooked where an allocator defines its own (tcmalloc, jemalloc
+/// and mimalloc, whose operators call no malloc at all, a program's own).
+/// libstdc++'s are not hooked: they only call `malloc` (`aligned_alloc`
+/// for the aligned forms) and `free`, which are, so a `new`/`delete` pair
+/// traps twice instead of four times; its `operator new` frame is the
+/// allocator's own, and the stack starts at the function that wrote `new`
+/// (see `symbolize::allocator_frames`). Size and pointer are the first
+/// argument.
 pub const HOOKED_CXX: &[(&str, Hook)] = &[
     ("_Znwm", Hook::Alloc(AllocFn::Malloc)),
     ("_Znam", Hook::Alloc(AllocFn::Malloc)),
@@ -268,9 +272,10 @@ pub fn probe_points(path: &Path, extra_prefixes: &[String]) -> Result<Vec<ProbeP
             }
         }
     }
-    // C++'s operators, where they are defined (libstdc++, or an allocator
-    // that replaces them): a file with operator new and operator delete.
-    if cxx.contains_key("_Znwm") && cxx.contains_key("_ZdlPv") {
+    // C++'s operators, where an allocator that replaces them defines them:
+    // a file with operator new and operator delete, not libstdc++ (its
+    // wrappers around malloc and free).
+    if cxx.contains_key("_Znwm") && cxx.contains_key("_ZdlPv") && !is_libstdcxx(path) {
         for &(name, hook) in HOOKED_CXX {
             if let Some(&vaddr) = cxx.get(name) {
                 push_point(
@@ -291,6 +296,15 @@ pub fn probe_points(path: &Path, extra_prefixes: &[String]) -> Result<Vec<ProbeP
         python_points(&mut points, &data, &file, &python);
     }
     Ok(points)
+}
+
+/// Whether `path` is GNU libstdc++ (`libstdc++.so.6...`), whose `operator
+/// new` and `operator delete` only wrap malloc and free (libsupc++'s
+/// new_op.cc, del_op.cc and their aligned, sized and nothrow kin).
+fn is_libstdcxx(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with("libstdc++.so"))
 }
 
 /// CPython's probe points in the file that defines its allocation API
@@ -500,20 +514,19 @@ mod tests {
     }
 
     #[test]
-    fn cxx_operators_and_allocation_probes_move_past_single_stepped_code() {
-        // Debian's libstdc++ (a dependency of g++) is built with CET: its
-        // operator new starts with endbr64; test rdi,rdi — both
-        // single-stepped. Its probes (entry and return) move to the push.
+    fn libstdcxx_operators_are_left_to_malloc_and_free() {
+        // Debian's libstdc++ (a dependency of g++): its operators only wrap
+        // malloc and free, which are probed in libc.
         let lib = Path::new("/usr/lib/x86_64-linux-gnu/libstdc++.so.6");
-        let points = probe_points(lib, &[]).unwrap();
-        // operator new calls malloc: never skips its return.
-        assert!(points.iter().all(|p| !p.may_skip), "{points:?}");
-        let new = points.iter().find(|p| p.symbol == "_Znwm").unwrap();
-        assert!(new.entry_offset > new.file_offset, "{new:?}");
-        assert!(new.placement.contains("after endbr64"), "{new:?}");
+        assert!(is_libstdcxx(&lib.canonicalize().unwrap()));
+        assert_eq!(probe_points(lib, &[]).unwrap(), Vec::new());
+        // tcmalloc's own operator new is hooked (its operator delete is
+        // its free, at the same address: probed once, as free).
+        let tcmalloc = Path::new("/usr/lib/x86_64-linux-gnu/libtcmalloc.so.4");
+        let points = probe_points(tcmalloc, &[]).unwrap();
         assert!(points
             .iter()
-            .any(|p| p.symbol == "_ZdlPv" && p.hook == Hook::Free));
+            .any(|p| p.symbol == "_Znwm" && p.hook == Hook::Alloc(AllocFn::Malloc)));
         // glibc's malloc starts with an emulated push: it stays at +0.
         let libc = probe_points(system_libc(), &[]).unwrap();
         let malloc = libc.iter().find(|p| p.symbol == "malloc").unwrap();

@@ -13,8 +13,9 @@
 //! probe, with its arguments intact — and with the return address still on
 //! top of the stack, which is all a uretprobe needs: allocation functions'
 //! entry and return probes move together (past `endbr64` and the like:
-//! libstdc++'s `operator new` starts with `endbr64; test %rdi,%rdi`, both
-//! single-stepped). Anything else keeps the probe at offset 0.
+//! a CET build's function starts with `endbr64`, often followed by `test
+//! %rdi,%rdi`, both single-stepped). Anything else keeps the probe at
+//! offset 0.
 
 use iced_x86::{
     Code, Decoder, DecoderOptions, FastFormatter, FlowControl, Instruction, InstructionInfoFactory,

@@ -535,13 +535,16 @@ const RUST_ALLOCATOR_SHIMS: &[&str] = &[
 /// How many frames at the top of a stack (innermost first) are the
 /// allocator's own, which the probe stands for: an allocator entry point
 /// inlined into its caller (ld.so's calloc, an inline wrapper around
-/// libc's), and Rust's global allocator shims (inlined or not). The stack
-/// starts at the caller; at least one frame is kept.
+/// libc's), Rust's global allocator shims (inlined or not), and C++'s
+/// `operator new` around the probed malloc (libstdc++'s, which is not
+/// probed: a hooked one is the probe's own site and has no frame). The
+/// stack starts at the caller; at least one frame is kept.
 fn allocator_frames(frames: &[Frame]) -> usize {
     let own = |f: &Frame| {
         f.function.as_deref().is_some_and(|n| {
             (f.inlined && allocator::HOOKED.iter().any(|(h, _)| *h == n))
                 || RUST_ALLOCATOR_SHIMS.iter().any(|p| n.starts_with(p))
+                || n.starts_with("operator new")
         })
     };
     frames
@@ -593,6 +596,12 @@ mod tests {
         );
         // At least one frame stays.
         assert_eq!(allocator_frames(&[named("__rust_alloc", false)]), 0);
+        // libstdc++'s operator new around malloc.
+        let stack = [
+            named("operator new(unsigned long)", false),
+            named("SessionStore::remember(int)", false),
+        ];
+        assert_eq!(allocator_frames(&stack), 1);
     }
 
     #[inline(never)]
