@@ -697,8 +697,8 @@ mod sampled {
             .enumerate()
             .map(|(i, m)| (i as f64 * 2.1, m * 1e6))
             .collect();
-        let weight = 524288.0;
-        let noise = 2.0 * (37.23e6 / weight as f64).sqrt() * weight;
+        let weight: f64 = 524288.0;
+        let noise = 2.0 * (37.23e6 / weight).sqrt() * weight;
         let a = analyse_noisy(&points, None, noise);
         assert_ne!(a.verdict, Verdict::Plateau, "{}", a.reason);
         assert_ne!(a.verdict, Verdict::Stable, "{}", a.reason);
