@@ -431,7 +431,8 @@ pub struct HeapDiff {
     pub objects_after: u64,
     pub bytes_before: u64,
     pub bytes_after: u64,
-    /// How long each snapshot stopped the process (ms), and the text V8
+    /// How long each snapshot took, from the request to its last chunk
+    /// parsed (ms; the process is stopped for most of it), and the text V8
     /// streamed for each (bytes).
     pub pause_ms: Vec<f64>,
     pub snapshot_bytes: Vec<u64>,
