@@ -112,7 +112,10 @@ fn jemalloc_and_tcmalloc() {
         ("-ltcmalloc", "libtcmalloc.so.4"),
     ] {
         let exe = compile_c_with("alloc_leak", &[lib]);
-        let report = traced_leak(&exe, &["malloc"], &[]);
+        // 1000 blocks malloc'd and freed (jemalloc's free is probed at its
+        // first branch, past ten instructions), then the leak: every call
+        // counted once.
+        let report = traced_leak(&exe, &["churn"], &[]);
         let hooked = &report.targets[0].allocators;
         // tcmalloc's file is named by its full version (libtcmalloc.so.4.x.y).
         let file = hooked
@@ -121,6 +124,13 @@ fn jemalloc_and_tcmalloc() {
             .unwrap_or_else(|| panic!("{file} not hooked: {hooked:?}"))
             .clone();
         assert_leak(&report, "leak_blocks", &file);
+        let t = &report.totals;
+        assert_eq!(
+            (t.allocations, t.frees, report.counters.free_unknown),
+            (1000 + LEAK_COUNT, 1000, 0),
+            "{file}: every malloc and free counted once: {}",
+            report.describe()
+        );
     }
     // jemalloc's sized free (all Rust's tikv-jemallocator uses): 1000
     // blocks freed with sdallocx leave nothing outstanding.

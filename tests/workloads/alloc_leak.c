@@ -2,11 +2,13 @@
  * alloc_leak.c - leaks exactly LEAK_COUNT blocks of LEAK_SIZE bytes through
  * one allocator API, for the allocator-discovery tests.
  *
- * Usage: alloc_leak malloc | mi | sdallocx | plugin PATH | myalloc PATH
+ * Usage: alloc_leak malloc | churn | mi | sdallocx | plugin PATH | myalloc PATH
  * Prints "ready" and waits for SIGUSR1 (memtrace attaches in between), then:
  *   malloc:       leak_blocks() mallocs the blocks with whatever malloc the
  *                 program is linked with (glibc, musl, static, jemalloc,
  *                 tcmalloc);
+ *   churn:        churn_free() mallocs and frees CHURN_COUNT blocks one by
+ *                 one with plain free, then leak_blocks();
  *   mi:           leak_blocks_mi() with mimalloc's mi_malloc (only when
  *                 built with -DWITH_MIMALLOC);
  *   sdallocx:     churn_sized() mallocs CHURN_COUNT blocks and frees each
@@ -39,8 +41,19 @@ __attribute__((noinline)) void leak_blocks(void) {
     }
 }
 
-#ifdef WITH_JEMALLOC
 #define CHURN_COUNT 1000
+
+__attribute__((noinline)) void churn_free(void) {
+    for (int i = 0; i < CHURN_COUNT; i++) {
+        char *p = malloc(LEAK_SIZE);
+        if (!p)
+            die("malloc");
+        memset(p, 4, LEAK_SIZE);
+        free(p);
+    }
+}
+
+#ifdef WITH_JEMALLOC
 void sdallocx(void *ptr, size_t size, int flags);
 
 __attribute__((noinline)) void churn_sized(void) {
@@ -96,6 +109,9 @@ int main(int argc, char **argv) {
         return 2;
     wait_for_go();
     if (strcmp(argv[1], "malloc") == 0) {
+        leak_blocks();
+    } else if (strcmp(argv[1], "churn") == 0) {
+        churn_free();
         leak_blocks();
 #ifdef WITH_JEMALLOC
     } else if (strcmp(argv[1], "sdallocx") == 0) {

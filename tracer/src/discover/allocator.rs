@@ -373,7 +373,9 @@ fn push_point(
         return; // alias of a function already probed
     }
     let start = file_offset as usize;
-    let code = data.get(start..data.len().min(start + 64)).unwrap_or(&[]);
+    let code = data
+        .get(start..data.len().min(start + placement::CODE_BYTES))
+        .unwrap_or(&[]);
     // Free reads its pointer from rdi (pymalloc's from rsi); an allocation function its
     // arguments, and its return probe needs the return address still on
     // top of the stack, which placement keeps (no instruction passed

@@ -22,8 +22,12 @@ use iced_x86::{
     OpAccess, Register,
 };
 
-/// How far into the function to look.
-const MAX_INSTRUCTIONS: usize = 8;
+/// How far into the function to look (jemalloc's `free` computes its
+/// thread cache's slot in ten instructions before its first branch).
+const MAX_INSTRUCTIONS: usize = 16;
+
+/// The bytes of code that many instructions may take, at most.
+pub const CODE_BYTES: usize = 128;
 
 /// Where a probe goes, and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -137,6 +141,22 @@ mod tests {
     }
 
     #[test]
+    fn jemalloc_free_is_probed_at_its_first_branch() {
+        // Debian's libjemalloc2 5.3 free: mov rax,rdi; mov rdx,[rip+..];
+        // mov rcx,rdi; shr rax,1Ah; and rcx,..; and eax,0F0h; add
+        // rax,fs:[0]; add rax,rdx; cmp rcx,[rax+1B0h]; jne (the tenth).
+        let code = [
+            0x48, 0x89, 0xf8, 0x48, 0x8b, 0x15, 0x0e, 0x53, 0x0a, 0x00, 0x48, 0x89, 0xf9, 0x48,
+            0xc1, 0xe8, 0x1a, 0x48, 0x81, 0xe1, 0x00, 0x00, 0x00, 0xc0, 0x25, 0xf0, 0x00, 0x00,
+            0x00, 0x64, 0x48, 0x03, 0x04, 0x25, 0x00, 0x00, 0x00, 0x00, 0x48, 0x01, 0xd0, 0x48,
+            0x3b, 0x88, 0xb0, 0x01, 0x00, 0x00, 0x0f, 0x85, 0x8a, 0x00, 0x00, 0x00,
+        ];
+        let p = place(&code, RDI);
+        assert_eq!(p.offset, 0x30, "{p:?}");
+        assert!(p.reason.contains("jne"), "{p:?}");
+    }
+
+    #[test]
     fn already_emulated_at_entry() {
         // push r12; push rbp (glibc malloc)
         assert_eq!(place(&[0x41, 0x54, 0x55], RDI).offset, 0);
@@ -162,8 +182,8 @@ mod tests {
         assert_eq!(place(&[0x48, 0x83, 0xec, 0x18, 0x53], RDI).offset, 0);
         // ret: control flow leaves.
         assert_eq!(place(&[0xc3, 0x53], RDI).offset, 0);
-        // Nothing emulated within reach (eight `test rdi,rdi`).
-        assert_eq!(place(&[0x48, 0x85, 0xff].repeat(8), RDI).offset, 0);
+        // Nothing emulated within reach (sixteen `test rdi,rdi`).
+        assert_eq!(place(&[0x48, 0x85, 0xff].repeat(16), RDI).offset, 0);
         // Truncated code.
         assert_eq!(place(&[0x48, 0x85], RDI).offset, 0);
     }
