@@ -60,7 +60,6 @@ fn grown(
         .collect();
     candidates.sort_unstable_by(|a, b| b.cmp(a));
     candidates.truncate(CANDIDATES);
-    let growth_of: HashMap<usize, u64> = candidates.iter().map(|&(g, n)| (n, g)).collect();
     // An object that dominates another candidate whose growth is more than
     // half its own is explained by it: the inner one is listed.
     let mut explained = vec![false; candidates.len()];
@@ -74,7 +73,7 @@ fn grown(
         let mut steps = 0;
         while up != 0 && up < after.nodes() && steps < 10_000 {
             if let Some(&i) = index.get(&up) {
-                if g * 2 > growth_of[&up] {
+                if g * 2 > candidates[i].0 {
                     explained[i] = true;
                 }
             }
