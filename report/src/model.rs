@@ -25,6 +25,12 @@ pub enum StackKind {
     /// its inspector.
     #[serde(rename = "js-heap")]
     JsHeap,
+    /// A JVM's Java heap, from its leak profiler's live object samples
+    /// (JFR's `jdk.OldObjectSample`), each site's share of the samples
+    /// applied to the heap's growth after collections since recording
+    /// began.
+    #[serde(rename = "java-heap")]
+    JavaHeap,
 }
 
 /// A stack's verdict, most severe first (the rules: docs/verdicts.md).
@@ -102,7 +108,9 @@ pub struct Frame {
     /// (machine code, named by the ELF symbols or a perf map), `python`
     /// for a CPython frame (then `address` is 0, `file` and `line` are
     /// the source's, and `module` is absent), `javascript` for a frame of
-    /// V8's heap profile (the same, with `column`).
+    /// V8's heap profile (the same, with `column`), `java` for a frame of
+    /// a JFR stack trace (`function` is `Class.method`, `file` absent: JFR
+    /// does not give it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub language: Option<Language>,
     /// The source column (1-based), where the language's runtime gives it
@@ -117,6 +125,7 @@ pub struct Frame {
 pub enum Language {
     Python,
     Javascript,
+    Java,
 }
 
 impl Language {
@@ -125,6 +134,7 @@ impl Language {
         match self {
             Language::Python => "python",
             Language::Javascript => "javascript",
+            Language::Java => "java",
         }
     }
 }
@@ -378,6 +388,70 @@ pub struct TargetReport {
     /// What was read through its inspector (Node processes only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<NodeReport>,
+    /// What was read from its JFR recording (HotSpot JVMs only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub java: Option<JavaReport>,
+}
+
+/// A HotSpot JVM's Java heap, read from a JFR recording of its memory
+/// events that memtrace started through the JVM's attach mechanism and
+/// stopped at the end.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct JavaReport {
+    /// "recorded" (its heap was read); "refused" (not attached: `reason`
+    /// says why; its native memory is still traced); "lost" (the
+    /// recording could no longer be read: `reason`); "attaching".
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The recording's name in the JVM (`jcmd PID JFR.check`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording: Option<String>,
+    /// Dumps read; dumps that failed; how long the last took (ms,
+    /// command and reading) and its size.
+    pub reads: u64,
+    pub reads_failed: u64,
+    pub read_ms: f64,
+    pub dump_bytes: u64,
+    /// Live objects the leak profiler holds at the last read, and of
+    /// those (left out of the stacks) the ones memtrace's attaching made:
+    /// allocated by the JVM's attach listener or JFR's own threads.
+    pub samples: u64,
+    #[serde(default)]
+    pub own_samples: u64,
+    /// The heap in use after each collection: (seconds since the run's
+    /// start, bytes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub heap_after_gc: Vec<(f64, u64)>,
+    /// Each sampled site's paths to a GC root, found by the JVM at the
+    /// last read (the most common first).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retained: Vec<JavaRetention>,
+    /// How long the JVM's last walk for those paths took (ms; it stops
+    /// the JVM, and is cut at 1 s), and whether it told which samples are
+    /// reachable (then the stacks count those only).
+    pub walk_ms: f64,
+    pub reachability: bool,
+    /// Whether memtrace stopped its recording at the end.
+    pub stopped: bool,
+}
+
+/// Live samples of one allocation site held along one path.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct JavaRetention {
+    /// The allocating frame (`Class.method`) and line.
+    pub function: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<u32>,
+    /// The sampled objects' class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<String>,
+    pub samples: u64,
+    /// From the object's referrer to the field nearest the root
+    /// (`java.util.ArrayList.elementData`, `Leaks.retained (static)`).
+    pub path: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<String>,
 }
 
 /// A Node process's JavaScript heap, sampled by V8 and read over the
@@ -1036,6 +1110,7 @@ pub(crate) mod fixtures {
             mappings: Vec::new(),
             go: None,
             node: None,
+            java: None,
         }
     }
 

@@ -1012,6 +1012,7 @@ mod tests {
                 mappings: Vec::new(),
                 go: None,
                 node: None,
+                java: None,
             }],
             totals,
             losses: Losses::default(),

@@ -287,6 +287,7 @@ fn kind_name(k: StackKind) -> &'static str {
         StackKind::Mmap => "mmap",
         StackKind::GoHeap => "go-heap",
         StackKind::JsHeap => "js-heap",
+        StackKind::JavaHeap => "java-heap",
     }
 }
 

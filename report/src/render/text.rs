@@ -6,9 +6,9 @@
 use std::fmt::Write;
 
 use crate::model::{
-    frame_name, name_of, verdict_counts, Container, Frame, GoReport, HeapDiff, KindTotals,
-    MemoryReport, NodeReport, OomKill, Overhead, Peak, Report, Retainer, SortBy, StackKind,
-    StackReport, TargetReport, Totals, Unwind, UnwindReport,
+    frame_name, name_of, verdict_counts, Container, Frame, GoReport, HeapDiff, JavaReport,
+    KindTotals, MemoryReport, NodeReport, OomKill, Overhead, Peak, Report, Retainer, SortBy,
+    StackKind, StackReport, TargetReport, Totals, Unwind, UnwindReport,
 };
 use crate::units::{bytes, rate_per_hour, rate_per_min};
 
@@ -81,6 +81,9 @@ pub fn render(report: &Report, top: usize) -> String {
         }
         if let Some(n) = &t.node {
             node(w, n);
+        }
+        if let Some(j) = &t.java {
+            java(w, j);
         }
     }
     if targets.len() > MAX_TARGETS_SHOWN {
@@ -223,7 +226,7 @@ fn stack(w: &mut String, rank: usize, s: &StackReport, comm: Option<&str>) {
         s.outstanding_allocations,
         // V8 gives no object counts: its live samples.
         match s.kind {
-            StackKind::JsHeap => "samples",
+            StackKind::JsHeap | StackKind::JavaHeap => "samples",
             _ => "allocations",
         },
         s.pid,
@@ -256,6 +259,8 @@ fn stack(w: &mut String, rank: usize, s: &StackReport, comm: Option<&str>) {
             (Some(file), Some(line), Some(column)) => format!(" at {file}:{line}:{column}"),
             (Some(file), Some(line), None) => format!(" at {file}:{line}"),
             (Some(file), None, _) => format!(" at {file}"),
+            // A Java frame: JFR gives no file.
+            (None, Some(line), _) => format!(" line {line}"),
             _ => String::new(),
         };
         let module = f
@@ -352,6 +357,8 @@ fn totals(w: &mut String, tot: &Totals) {
             StackKind::GoHeap => ("objects", "allocated", "freed", "since it started"),
             // V8's profile holds live objects only: what rose and fell.
             StackKind::JsHeap => ("samples", "seen allocated", "seen freed", "while sampled"),
+            // Shares of the heap's growth, from the leak profiler's samples.
+            StackKind::JavaHeap => ("samples", "seen allocated", "seen freed", "while recorded"),
         };
         let _ = writeln!(
             w,
@@ -477,6 +484,72 @@ fn node(w: &mut String, n: &NodeReport) {
     }
     if let Some(d) = &n.heap_diff {
         heap_diff(w, d);
+    }
+}
+
+/// How a JVM's Java heap was read: its recording, its heap after
+/// collections, and what holds the samples.
+fn java(w: &mut String, j: &JavaReport) {
+    if j.state != "recorded" {
+        let _ = writeln!(
+            w,
+            "    java: Java heap not read ({}{}): native memory only",
+            j.state,
+            j.reason
+                .as_deref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
+        );
+        return;
+    }
+    let _ = writeln!(
+        w,
+        "    java: JFR recording {} dumped {} (the last in {:.1} ms, {}; the JVM's walk for \
+         paths to GC roots {:.1} ms{}); {} live samples{}; {}",
+        j.recording.as_deref().unwrap_or("?"),
+        counted(j.reads, "time"),
+        j.read_ms,
+        bytes(j.dump_bytes),
+        j.walk_ms,
+        match j.reachability {
+            true => "",
+            false => ", cut: reachability not known",
+        },
+        j.samples,
+        match j.own_samples {
+            0 => String::new(),
+            n => format!(" ({n} made by the attach listener or JFR itself, left out)"),
+        },
+        match j.stopped {
+            true => "recording stopped",
+            false => "its recording could not be seen stopped",
+        }
+    );
+    if let (Some(first), Some(last)) = (j.heap_after_gc.first(), j.heap_after_gc.last()) {
+        let _ = writeln!(
+            w,
+            "    java: heap after collection {} at {:.1} s → {} at {:.1} s ({} collections)",
+            bytes(first.1),
+            first.0,
+            bytes(last.1),
+            last.0,
+            j.heap_after_gc.len()
+        );
+    }
+    for r in j.retained.iter().take(5) {
+        let _ = writeln!(
+            w,
+            "    java: {} {} allocated at {}{} held by {}{}",
+            counted(r.samples, "sample"),
+            r.class.as_deref().unwrap_or("?"),
+            r.function,
+            r.line.map(|l| format!(" (line {l})")).unwrap_or_default(),
+            r.path.iter().rev().cloned().collect::<Vec<_>>().join(" → "),
+            r.root
+                .as_deref()
+                .map(|r| format!(" (root: {r})"))
+                .unwrap_or_default()
+        );
     }
 }
 
@@ -648,6 +721,7 @@ fn frame_at(f: &Frame) -> String {
             let base = file.rsplit('/').next().unwrap_or(file);
             format!("{} ({base}:{line})", frame_name(f))
         }
+        (None, Some(line)) => format!("{} (line {line})", frame_name(f)),
         _ => frame_name(f),
     }
 }

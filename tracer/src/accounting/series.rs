@@ -339,7 +339,7 @@ impl Aggregator {
                 }
                 // Its totals are the runtime's own profile's: read again
                 // should it hold memory again.
-                StackKind::GoHeap | StackKind::JsHeap => {}
+                StackKind::GoHeap | StackKind::JsHeap | StackKind::JavaHeap => {}
             }
         }
         let freed = idle.iter().filter(|&&i| i).count();

@@ -15,6 +15,7 @@ pub mod allocator;
 pub mod cgroup;
 pub mod golang;
 pub mod image;
+pub mod java;
 pub mod launch;
 pub mod memory;
 pub mod node;

@@ -320,6 +320,46 @@ pub fn host_path(pid: u32, path: &str) -> PathBuf {
     }
 }
 
+/// The pid `pid` has in its own pid namespace (the one it names its perf
+/// map and its JVM's attach files after), and its effective uid.
+pub fn namespace_pid_and_uid(pid: u32) -> Option<(u32, u32)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name));
+    let ns = field("NSpid:")
+        .and_then(|l| l.split_whitespace().last()?.parse().ok())
+        .unwrap_or(pid);
+    let uid = field("Uid:")?.split_whitespace().nth(1)?.parse().ok()?;
+    Some((ns, uid))
+}
+
+/// Opens a file a process wrote (a perf map, a JFR dump) without blocking or following a symlink; None unless
+/// it is a regular file owned by `uid` or root.
+pub fn open_checked(path: &std::path::Path, uid: u32) -> Option<(fs::File, fs::Metadata)> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+        .open(path)
+        .ok()?;
+    let meta = file.metadata().ok()?;
+    (meta.file_type().is_file() && (meta.uid() == uid || meta.uid() == 0)).then_some((file, meta))
+}
+
+/// Whether `pid` has a handler for signal `signal` (`SigCgt` in its
+/// status). A signal whose default action kills is never sent to a
+/// process that does not catch it.
+pub fn catches_signal(pid: u32, signal: i32) -> anyhow::Result<bool> {
+    use anyhow::Context;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
+    let mask = status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+        .context("no SigCgt in its status")?;
+    Ok(mask >> (signal - 1) & 1 == 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,9 +14,9 @@
 //! way `perf report` reads the file. The regions are kept as disjoint
 //! intervals, each later line painted over what it covers.
 
+use crate::discover::target;
 use std::{
     collections::{BTreeMap, HashMap},
-    fs::File,
     io::{Read, Seek, SeekFrom},
     path::PathBuf,
     sync::Arc,
@@ -105,31 +105,6 @@ pub struct PerfMaps {
     maps: HashMap<u32, PerfMap>,
 }
 
-/// The pid `pid` has in its own pid namespace (the one it names its perf
-/// map after), and its effective uid.
-fn namespace_pid_and_uid(pid: u32) -> Option<(u32, u32)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name));
-    let ns = field("NSpid:")
-        .and_then(|l| l.split_whitespace().last()?.parse().ok())
-        .unwrap_or(pid);
-    let uid = field("Uid:")?.split_whitespace().nth(1)?.parse().ok()?;
-    Some((ns, uid))
-}
-
-/// Opens a perf map without blocking or following a symlink; None unless
-/// it is a regular file owned by `uid` or root.
-fn open_checked(path: &std::path::Path, uid: u32) -> Option<(File, std::fs::Metadata)> {
-    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
-        .open(path)
-        .ok()?;
-    let meta = file.metadata().ok()?;
-    (meta.file_type().is_file() && (meta.uid() == uid || meta.uid() == 0)).then_some((file, meta))
-}
-
 /// Parses whole lines of a perf map into `out`; returns the bytes consumed
 /// (up to the last newline).
 pub fn parse(text: &[u8], out: &mut Vec<(u64, u64, String)>) -> usize {
@@ -156,7 +131,7 @@ impl PerfMaps {
         use std::os::unix::fs::MetadataExt;
         let map = self.maps.entry(pid).or_default();
         if map.path.is_none() {
-            let Some((ns, uid)) = namespace_pid_and_uid(pid) else {
+            let Some((ns, uid)) = target::namespace_pid_and_uid(pid) else {
                 return;
             };
             map.name = format!("/tmp/perf-{ns}.map");
@@ -164,7 +139,7 @@ impl PerfMaps {
             map.uid = uid;
         }
         let Some(path) = &map.path else { return };
-        let Some((mut file, meta)) = open_checked(path, map.uid) else {
+        let Some((mut file, meta)) = target::open_checked(path, map.uid) else {
             return;
         };
         let id = (meta.dev(), meta.ino());
@@ -225,13 +200,19 @@ mod tests {
         let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
         // SAFETY: a valid path.
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-        assert!(open_checked(&fifo, 0).is_none(), "a FIFO never blocks us");
+        assert!(
+            target::open_checked(&fifo, 0).is_none(),
+            "a FIFO never blocks us"
+        );
         let plain = dir.join("plain.map");
         std::fs::write(&plain, "1000 10 f\n").unwrap();
-        assert!(open_checked(&plain, 4242).is_some(), "root's file");
+        assert!(target::open_checked(&plain, 4242).is_some(), "root's file");
         let link = dir.join("link.map");
         std::os::unix::fs::symlink(&plain, &link).unwrap();
-        assert!(open_checked(&link, 0).is_none(), "never through a symlink");
+        assert!(
+            target::open_checked(&link, 0).is_none(),
+            "never through a symlink"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

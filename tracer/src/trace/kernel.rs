@@ -10,8 +10,8 @@ use std::{collections::HashSet, path::PathBuf};
 use anyhow::Result;
 
 use super::{
-    golang::GoTargets, nodejs::NodeTargets, python::PythonTargets, recycle::Recycler,
-    targets::Target,
+    golang::GoTargets, java::JavaTargets, nodejs::NodeTargets, python::PythonTargets,
+    recycle::Recycler, targets::Target,
 };
 use crate::{
     accounting::{regions::MappingTracker, series::Aggregator},
@@ -102,6 +102,7 @@ pub(super) struct Machinery {
     pub(super) golang: GoTargets,
     /// The Node processes among the targets.
     pub(super) node: NodeTargets,
+    pub(super) java: JavaTargets,
     /// Room in the kernel's stack table.
     pub(super) recycler: Recycler,
     pub(super) verbose: bool,
@@ -241,6 +242,7 @@ impl Kernel for Machinery {
         self.python.consider(pid, &mut self.probes, self.verbose);
         self.golang.consider(pid);
         self.node.consider(pid);
+        self.java.consider(pid);
     }
 
     fn release_image(&mut self, pid: u32, exec_ns: u64) {
@@ -252,6 +254,7 @@ impl Kernel for Machinery {
         self.python.forget(pid, &mut self.probes);
         self.golang.forget(pid);
         self.node.forget(pid);
+        self.java.forget(pid);
         if let Some(u) = &mut self.unwinder {
             // (The kernel dropped the old image's mappings at the exec.)
             u.invalidate(pid);
@@ -268,6 +271,8 @@ impl Kernel for Machinery {
             self.python.forget(pid, &mut self.probes);
             self.golang.forget(pid);
             self.node.forget(pid);
+            self.java.forget(pid);
+            self.java.forget(pid);
         }
         if let Some(u) = &mut self.unwinder {
             for &pid in gone {

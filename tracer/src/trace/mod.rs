@@ -48,6 +48,7 @@ use crate::{
 
 mod command;
 mod golang;
+mod java;
 mod kernel;
 mod mmap_events;
 mod node;
@@ -168,6 +169,13 @@ pub async fn run(cfg: config::Trace, child: Option<HeldChild>) -> Result<()> {
             cfg.attach.node_heap_diff,
             cfg.verbose,
         ),
+        // Not on a whole node either: SIGQUIT and a recording in every JVM.
+        java: java::JavaTargets::new(
+            cfg.attach.node_inspector
+                && !matches!(&mode, Mode::Watch(selection) if selection.system_wide()),
+            cfg.sampling.interval,
+            cfg.verbose,
+        ),
         recycler: recycle::Recycler::new(cfg.attach.max_stacks),
         verbose: cfg.verbose,
     };
@@ -276,9 +284,12 @@ pub async fn run(cfg: config::Trace, child: Option<HeldChild>) -> Result<()> {
         return output::write_report(&report, &cfg.outputs, &files);
     }
     tracing.m.node.read_all_next();
+    tracing.m.java.read_all_next();
     tracing.sample(cfg)?;
-    // Sampling stopped and inspectors closed before the report says so.
+    // Sampling stopped, inspectors closed and recordings stopped before
+    // the report says so.
     tracing.m.node.finish();
+    tracing.m.java.finish();
     tracing.stop_child();
     let report = tracing.report(cfg, output::stacks_needed(&cfg.outputs));
     output::write_report(&report, &cfg.outputs, outputs)?;

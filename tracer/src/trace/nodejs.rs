@@ -20,7 +20,7 @@ use serde_json::json;
 
 use super::Tracing;
 use crate::{
-    accounting::series::{StackIdentity, StackTotals},
+    accounting::series::StackTotals,
     discover::{
         node::{
             self, heapdiff,
@@ -121,10 +121,10 @@ struct NodeTarget {
 }
 
 #[derive(Default)]
-struct Seen {
+pub(super) struct Seen {
     live_bytes: u64,
     live_samples: u64,
-    totals: StackTotals,
+    pub(super) totals: StackTotals,
 }
 
 impl NodeTargets {
@@ -650,24 +650,8 @@ impl Tracing {
             })
             .collect();
         for (frames, totals, variance) in updates {
-            let identity = StackIdentity {
-                pid,
-                kind: StackKind::JsHeap,
-                frames,
-            };
-            if !self.m.agg.is_interned(&identity) {
-                if totals.allocated_bytes == totals.freed_bytes {
-                    continue;
-                }
-                if !self.room_for_a_stack() {
-                    self.m.agg.refuse(None);
-                    continue;
-                }
-            }
             // Sampling began with memtrace: every stack starts from zero.
-            let s = self.m.agg.intern(identity);
-            self.m.agg.update(s, totals);
-            self.m.agg.stacks[s].noise_bytes = 2.0 * variance.sqrt();
+            self.update_runtime_stack(pid, StackKind::JsHeap, frames, totals, variance);
         }
     }
 }
@@ -676,7 +660,7 @@ impl Tracing {
 /// (allocated) and fall (freed) since sampling began: V8's profile holds
 /// live objects only, so these are lower bounds, and allocated minus freed
 /// is what is live.
-fn rise_and_fall(seen: &mut Seen, bytes: u64, samples: u64) {
+pub(super) fn rise_and_fall(seen: &mut Seen, bytes: u64, samples: u64) {
     let t = &mut seen.totals;
     t.allocated_bytes += bytes.saturating_sub(seen.live_bytes);
     t.freed_bytes += seen.live_bytes.saturating_sub(bytes);

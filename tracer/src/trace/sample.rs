@@ -104,6 +104,7 @@ impl Tracing {
             .any(|last| t - last.t < min_gap(cfg));
         self.sample_go(t, replace);
         self.sample_node();
+        self.sample_java();
         let closed: HashSet<u32> = self
             .life
             .by_pid
@@ -112,8 +113,11 @@ impl Tracing {
             .map(|t| t.info.pid)
             .collect();
         let unread = self.m.node.unread();
+        let unread_java = self.m.java.unread();
         self.m.agg.sample(t, |s| {
-            closed.contains(&s.pid) || (s.kind == StackKind::JsHeap && unread.contains(&s.pid))
+            closed.contains(&s.pid)
+                || (s.kind == StackKind::JsHeap && unread.contains(&s.pid))
+                || (s.kind == StackKind::JavaHeap && unread_java.contains(&s.pid))
         });
         for target in self.life.by_pid.values_mut() {
             target.series_closed |= target.exited;
@@ -250,6 +254,7 @@ impl Tracing {
                 mappings: Vec::new(),
                 go: self.m.golang.report(t.info.pid, &mut self.m.symbolizer),
                 node: self.m.node.report(t.info.pid),
+                java: self.m.java.report(t.info.pid),
                 memory: (!t.memory.is_empty()).then(|| {
                     report::memory_report(
                         t.memory.iter().copied().collect(),

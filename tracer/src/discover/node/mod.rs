@@ -120,18 +120,11 @@ impl Options {
     }
 }
 
-/// Whether `pid` has a handler for SIGUSR1 (`SigCgt` in its status):
-/// Node installs one at start unless `--disable-sigusr1`. Without it the
-/// signal's default action would kill the process, so it is never sent.
+/// Whether `pid` has a handler for SIGUSR1: Node installs one at start
+/// unless `--disable-sigusr1`. Without it the signal's default action
+/// would kill the process, so it is never sent.
 pub fn catches_sigusr1(pid: u32) -> Result<bool> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .with_context(|| format!("reading /proc/{pid}/status"))?;
-    let mask = status
-        .lines()
-        .find_map(|l| l.strip_prefix("SigCgt:"))
-        .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
-        .context("no SigCgt in its status")?;
-    Ok(mask >> (SIGUSR1 - 1) & 1 == 1)
+    super::target::catches_signal(pid, SIGUSR1)
 }
 
 /// Asks `pid` to open its inspector.
