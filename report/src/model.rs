@@ -419,6 +419,13 @@ pub struct JavaReport {
     pub samples: u64,
     #[serde(default)]
     pub own_samples: u64,
+    /// Samples whose allocation buffer refill was not in the dumps (a
+    /// lost event): weighed by their thread's last buffer size; and those
+    /// with none to go by, left out of the stacks.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub samples_weight_guessed: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub samples_unweighed: u64,
     /// The heap in use after each collection: (seconds since the run's
     /// start, bytes).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -27,6 +27,9 @@
 //! - `nodejs`: Node's JavaScript heap sampled by V8 over the inspector
 //!   memtrace opens, leak patterns at their handler's line, against V8's
 //!   own heap figures;
+//! - `java`: HotSpot JVMs' Java heaps from the JFR recording memtrace
+//!   starts through their attach mechanism, leak patterns at their Java
+//!   lines on OpenJDK 17 and Temurin 25, against the JVM's class histogram;
 //! - `golang`: Go heap profiles and goroutines read from outside, against
 //!   the program's own pprof, with every Go from 1.19 to 1.27;
 //! - `python`: CPython 3.8–3.13 stacks read from outside (the hidden
@@ -46,6 +49,7 @@ mod attach;
 mod cli;
 mod deploy;
 mod golang;
+mod java;
 mod lifecycle;
 mod mappings;
 mod node;

@@ -50,6 +50,7 @@ mod checks;
 mod compile;
 mod golang;
 pub mod http;
+mod java;
 mod node;
 mod process;
 mod report;
@@ -62,6 +63,10 @@ pub use cgroup::MemoryCgroup;
 pub use checks::{consistency_problems_except, losses_except};
 pub use compile::{compile_c, compile_c_using, compile_c_with, CFLAGS};
 pub use golang::{build_go, go_leaks_as, go_toolchain, DEBIAN_GO, GO_VERSIONS};
+pub use java::{
+    histogram_bytes, jcmd, leaks_classes, leaks_command, leaks_source, start_leaks, JDK17, JDK25,
+    JVM_OPTIONS,
+};
 pub use node::{default_inspector_port, listening_ports, node_workload, NodeServer, NODE};
 pub use process::{
     json_args_with, json_cmd_args, run_memtrace, run_memtrace_cmd, run_memtrace_cmd_env,

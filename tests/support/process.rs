@@ -888,6 +888,11 @@ impl Workload {
         self.run.try_wait()
     }
 
+    /// What it has written so far, stdout and stderr.
+    pub fn output(&self) -> String {
+        self.run.snapshot()
+    }
+
     /// Waits up to `timeout` for the workload to exit on its own and reaps
     /// it; panics (with what it printed) if it is still running then.
     #[track_caller]

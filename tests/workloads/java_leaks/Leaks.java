@@ -1,11 +1,11 @@
 // Java leaks for memtrace's tests: a loop of "requests", each making
 // garbage (an 8 KiB buffer, a string) and, by mode, keeping something:
 //
-//   java Leaks.java MODE RATE [SECONDS]
+//   java Leaks MODE RATE [SECONDS [THEN]]
 //
 //   list       a static ArrayList grows by a 1 KiB byte array a request
 //   map        a HashMap cache keyed by request id grows by a session
-//              (an object holding a 512-byte array) a request
+//              (an object holding a 2 KiB array) a request
 //   listeners  a static registry keeps a listener (holding a 768-byte
 //              context) per request
 //   lru        a LinkedHashMap LRU cache of 10,000 1 KiB entries: fills in
@@ -14,7 +14,8 @@
 //
 // RATE requests a second (by the clock: late ones catch up), or "max" for
 // as many as it can. Prints "ready" when its loop starts; after SECONDS
-// (if given) prints "requests N in S s" and exits.
+// (if given) prints "requests N in S s" and exits, or with THEN (another
+// mode) goes on in that mode.
 import java.util.ArrayList;
 import java.util.HashMap;
 import java.util.LinkedHashMap;
@@ -56,7 +57,7 @@ public class Leaks {
     }
 
     static void cache(long id) {
-        sessions.put(id, new Session(id, new byte[512])); // map leak
+        sessions.put(id, new Session(id, new byte[2048])); // map leak
     }
 
     static void subscribe(long id) {
@@ -91,6 +92,7 @@ public class Leaks {
         boolean max = args[1].equals("max");
         double rate = max ? 0 : Double.parseDouble(args[1]);
         double seconds = args.length > 2 ? Double.parseDouble(args[2]) : Double.POSITIVE_INFINITY;
+        String then = args.length > 3 ? args[3] : null;
         System.out.println("ready");
         System.out.flush();
         long start = System.nanoTime();
@@ -98,7 +100,14 @@ public class Leaks {
         while (true) {
             double elapsed = (System.nanoTime() - start) / 1e9;
             if (elapsed >= seconds) {
-                break;
+                if (then == null) {
+                    break;
+                }
+                System.out.println("requests " + id + " in " + String.format("%.3f", elapsed) + " s");
+                System.out.flush();
+                mode = then;
+                then = null;
+                seconds = Double.POSITIVE_INFINITY;
             }
             if (max) {
                 for (int i = 0; i < 1000; i++) {

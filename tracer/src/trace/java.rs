@@ -23,7 +23,7 @@ use super::Tracing;
 use crate::{
     accounting::series::{StackIdentity, StackTotals},
     discover::{
-        java::{self, attach::Attach, HeapAfterGc, JavaFrame, OldSample, Recording},
+        java::{self, attach::Attach, HeapAfterGc, JavaFrame, OldSample, Recording, Refill},
         target,
     },
 };
@@ -86,8 +86,16 @@ struct JavaTarget {
     stopped: bool,
     /// The heap after each collection seen, by GC id.
     heap: Vec<HeapAfterGc>,
+    /// Each live sample's weight, by (thread, allocation ticks); each
+    /// thread's last allocation buffer size; samples weighed by a guess,
+    /// and not weighed (left out).
+    weights: HashMap<(i64, i64), u64>,
+    buffers: HashMap<i64, u64>,
+    unweighed: (u64, u64),
     /// The heap after the JVM's last collection before recording began.
     base: Option<u64>,
+    /// The samples the last walk reached.
+    reached: HashSet<(i64, i64)>,
     /// Per Java stack (its frames' tokens): what it held at the last
     /// read, and what was seen rise and fall since recording began.
     seen: HashMap<Vec<u64>, super::nodejs::Seen>,
@@ -141,7 +149,11 @@ impl JavaTargets {
             read_now: false,
             stopped: false,
             heap: Vec::new(),
+            weights: HashMap::new(),
+            buffers: HashMap::new(),
+            unweighed: (0, 0),
             base: None,
+            reached: HashSet::new(),
             seen: HashMap::new(),
             stacks_left_out: 0,
             retained: Vec::new(),
@@ -264,6 +276,8 @@ impl JavaTargets {
             dump_bytes: t.dump_bytes,
             samples: t.samples,
             own_samples: t.own_samples,
+            samples_weight_guessed: t.unweighed.0,
+            samples_unweighed: t.unweighed.1,
             heap_after_gc: t
                 .heap
                 .iter()
@@ -316,6 +330,72 @@ fn base(samples: &[OldSample], heap: &[HeapAfterGc]) -> Option<u64> {
         .or(heap.first().map(|h| h.used))
 }
 
+/// The longest a refill event and the sample taken at it may be apart
+/// (both read the clock at the same allocation), in seconds.
+const MATCH_SECS: f64 = 0.005;
+
+/// Each live sample's weight: the bytes of allocation it stands for. The
+/// leak profiler samples at refills of a thread's allocation buffer (the
+/// object that no longer fits, chosen with a chance of its size over the
+/// buffer's) and at allocations outside it (always): so a sample stands
+/// for the buffer's size, or for its own. A sample's refill is the
+/// thread's one at the same moment, found in the dump after the one it
+/// was taken in and remembered for its life; without it, the thread's
+/// last buffer size (`guessed`), or none (`missing`: left out).
+fn weigh(
+    samples: &[OldSample],
+    refills: &[Refill],
+    ticks_per_second: i64,
+    weights: &mut HashMap<(i64, i64), u64>,
+    buffers: &mut HashMap<i64, u64>,
+    missed: &mut (u64, u64),
+) {
+    let mut by_thread: HashMap<i64, Vec<&Refill>> = HashMap::new();
+    for r in refills {
+        by_thread.entry(r.thread_id).or_default().push(r);
+    }
+    for list in by_thread.values_mut() {
+        list.sort_by_key(|r| r.ticks);
+        if let Some(last) = list.iter().rev().find(|r| !r.outside) {
+            buffers.insert(last.thread_id, last.weight);
+        }
+    }
+    let live: HashSet<(i64, i64)> = samples
+        .iter()
+        .map(|s| (s.thread_id, s.allocated_ticks))
+        .collect();
+    let tolerance = (ticks_per_second as f64 * MATCH_SECS) as i64;
+    weights.retain(|k, _| live.contains(k));
+    for key in live {
+        if weights.contains_key(&key) {
+            continue;
+        }
+        let nearest = by_thread.get(&key.0).and_then(|list| {
+            let i = list.partition_point(|r| r.ticks < key.1);
+            [i.checked_sub(1), Some(i)]
+                .into_iter()
+                .flatten()
+                .filter_map(|i| list.get(i))
+                .min_by_key(|r| (r.ticks - key.1).abs())
+                .filter(|r| (r.ticks - key.1).abs() <= tolerance)
+        });
+        let weight = match nearest {
+            Some(r) => r.weight,
+            None => match buffers.get(&key.0) {
+                Some(&w) => {
+                    missed.0 += 1;
+                    w
+                }
+                None => {
+                    missed.1 += 1;
+                    continue;
+                }
+            },
+        };
+        weights.insert(key, weight);
+    }
+}
+
 impl Tracing {
     /// Starts the recordings of JVMs that are ready, and reads each one
     /// recording into its `java-heap` stacks.
@@ -346,7 +426,10 @@ impl Tracing {
                 if !target::is_alive(pid) {
                     return;
                 }
-                crate::note(&format!("pid {pid}: reading its JFR recording: {e:#}"));
+                // Said once; counted in the report.
+                if t.reads_failed == 1 {
+                    crate::note(&format!("pid {pid}: reading its JFR recording: {e:#}"));
+                }
                 if t.reads_failed > 2 && t.reads == 0 {
                     t.reason = Some(format!("{e:#}"));
                     t.state = State::Lost;
@@ -357,7 +440,7 @@ impl Tracing {
         t.reads += 1;
         t.read_ms = started.elapsed().as_secs_f64() * 1e3;
         t.dump_bytes = bytes;
-        let (samples, heap) = java::samples(&chunks);
+        let (samples, heap, refills, ticks_per_second) = java::samples(&chunks);
         let newest = t.heap.last().map_or(-1, |h| h.gc_id);
         for h in heap.into_iter().filter(|h| h.gc_id > newest) {
             if t.heap.len() < MAX_HEAP_POINTS {
@@ -376,15 +459,24 @@ impl Tracing {
         let reached = !walk.is_zero() && walk < java::WALK_CUTOFF;
         t.reachable = reached;
         t.retained = retention(&samples);
+        weigh(
+            &samples,
+            &refills,
+            ticks_per_second,
+            &mut t.weights,
+            &mut t.buffers,
+            &mut t.unweighed,
+        );
         if t.base.is_none() {
             t.base = base(&samples, &t.heap);
         }
-        // What the samples stand for: the heap after the last collection
-        // (what it kept, garbage it has not reached yet included), grown
-        // since recording began, over the samples it kept (the ones
-        // allocated before it, the unreachable included): bytes per
-        // sample. A site holds its reachable samples' worth (all its
-        // samples' when reachability is not known).
+        // The samples stand for the heap after the last collection grown
+        // since recording began (they are of objects allocated since
+        // then, which that collection kept: garbage it has not reached
+        // yet included). Each site holds its reachable samples' share of
+        // the samples' weight (all of its samples' when reachability is
+        // not known) of that growth. Until a collection, nothing is known
+        // live.
         let (Some(base), Some(gc)) = (t.base, t.heap.last().copied()) else {
             return;
         };
@@ -395,9 +487,36 @@ impl Tracing {
             .filter(|s| s.allocated_nanos <= gc.nanos)
             .partition(|s| s.is_recordings_own());
         t.own_samples = own.len() as u64;
-        let n = kept.len() as f64;
-        let mut count: HashMap<Vec<u64>, u64> = HashMap::new();
-        for s in kept.iter().filter(|s| !reached || s.root.is_some()) {
+        let weight = |s: &OldSample| t.weights.get(&(s.thread_id, s.allocated_ticks)).copied();
+        let total: f64 = kept
+            .iter()
+            .filter_map(|s| weight(s))
+            .map(|w| w as f64)
+            .sum();
+        // The samples' effective number (unequal weights count for less).
+        let squares: f64 = kept
+            .iter()
+            .filter_map(|s| weight(s))
+            .map(|w| (w as f64).powi(2))
+            .sum();
+        let effective = total * total / squares.max(1.0);
+        // The JVM's walk may stop short of an object it could reach (its
+        // depth-first fallback is bounded): a sample reached by the last
+        // walk counts as reachable still (garbage is reached by none).
+        let reached_now: HashSet<(i64, i64)> = kept
+            .iter()
+            .filter(|s| s.root.is_some())
+            .map(|s| (s.thread_id, s.allocated_ticks))
+            .collect();
+        let reachable = |s: &OldSample| {
+            let key = (s.thread_id, s.allocated_ticks);
+            !reached || reached_now.contains(&key) || t.reached.contains(&key)
+        };
+        let mut sites: HashMap<Vec<u64>, (u64, f64)> = HashMap::new();
+        for s in kept.iter().filter(|s| reachable(s)) {
+            let Some(w) = weight(s) else {
+                continue;
+            };
             let tokens: Vec<u64> = s
                 .frames
                 .iter()
@@ -407,21 +526,24 @@ impl Tracing {
                 t.stacks_left_out += 1;
                 continue;
             }
-            *count.entry(tokens).or_default() += 1;
+            let e = sites.entry(tokens).or_default();
+            e.0 += 1;
+            e.1 += w as f64 / total;
+        }
+        if reached {
+            t.reached = reached_now;
         }
         for frames in t.seen.keys() {
-            count.entry(frames.clone()).or_default();
+            sites.entry(frames.clone()).or_default();
         }
-        let updates: Vec<_> = count
+        let updates: Vec<_> = sites
             .into_iter()
-            // Each site's share of the samples, and its variance
-            // (binomial).
-            .map(|(frames, k)| {
-                let p = k as f64 / n.max(1.0);
-                let bytes = grown * p;
-                let variance = grown * grown * p * (1.0 - p) / n.max(1.0);
+            // A site's share of the samples' weight, of the growth; the
+            // share's variance is binomial's, p (1 - p) / n.
+            .map(|(frames, (k, share))| {
                 let seen = t.seen.entry(frames.clone()).or_default();
-                super::nodejs::rise_and_fall(seen, bytes.round() as u64, k);
+                super::nodejs::rise_and_fall(seen, (grown * share).round() as u64, k);
+                let variance = grown * grown * share * (1.0 - share).max(0.0) / effective;
                 (frames, seen.totals, variance)
             })
             .collect();

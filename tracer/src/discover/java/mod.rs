@@ -22,14 +22,24 @@ use self::{attach::Attach, jfr::Value};
 /// The JFR settings memtrace records with: the leak profiler's samples
 /// with their stacks and, at each dump, their paths to GC roots (the JVM
 /// walks its heap from the roots, stopped, for at most `cutoff`: see
-/// [`WALK_CUTOFF`]), and the heap after each collection. Nothing else is
-/// recorded.
+/// [`WALK_CUTOFF`]); the allocations that refill a thread's allocation
+/// buffer or bypass it, without stacks (the leak profiler samples at
+/// exactly these: their sizes weigh its samples); and the heap after each
+/// collection. Nothing else is recorded.
 const SETTINGS: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
 <configuration version="2.0" label="memtrace" description="memtrace: memory events only" provider="memtrace">
   <event name="jdk.OldObjectSample">
     <setting name="enabled">true</setting>
     <setting name="stackTrace">true</setting>
     <setting name="cutoff">1 s</setting>
+  </event>
+  <event name="jdk.ObjectAllocationInNewTLAB">
+    <setting name="enabled">true</setting>
+    <setting name="stackTrace">false</setting>
+  </event>
+  <event name="jdk.ObjectAllocationOutsideTLAB">
+    <setting name="enabled">true</setting>
+    <setting name="stackTrace">false</setting>
   </event>
   <event name="jdk.GCHeapSummary">
     <setting name="enabled">true</setting>
@@ -100,6 +110,14 @@ pub struct Recording {
     dump: (String, PathBuf),
 }
 
+/// The events read from a dump.
+const WANTED: [&str; 4] = [
+    "jdk.OldObjectSample",
+    "jdk.GCHeapSummary",
+    "jdk.ObjectAllocationInNewTLAB",
+    "jdk.ObjectAllocationOutsideTLAB",
+];
+
 /// How long a JFR command may take (a dump with the path to GC roots walks
 /// the heap).
 pub const COMMAND_WAIT: Duration = Duration::from_secs(30);
@@ -128,7 +146,16 @@ impl Recording {
             COMMAND_WAIT,
         );
         let _ = std::fs::remove_file(&rec.settings.1);
-        started.context("JFR.start")?;
+        let out = started.context("JFR.start")?;
+        if !out.contains("Started recording") {
+            // A runtime built without the jdk.jfr module answers "Module
+            // jdk.jfr not found."
+            let said = out.split_whitespace().collect::<Vec<_>>().join(" ");
+            match said.contains("jdk.jfr not found") {
+                true => bail!("its runtime has no JFR ({said})"),
+                false => bail!("JFR.start: {said}"),
+            }
+        }
         Ok(rec)
     }
 
@@ -142,8 +169,7 @@ impl Recording {
         let bytes = read_dump(&self.dump.1, self.pid);
         let _ = std::fs::remove_file(&self.dump.1);
         let bytes = bytes?;
-        let chunks = jfr::read(&bytes, &["jdk.OldObjectSample", "jdk.GCHeapSummary"])
-            .context("reading the JFR dump")?;
+        let chunks = jfr::read(&bytes, &WANTED).context("reading the JFR dump")?;
         Ok((chunks, bytes.len() as u64))
     }
 
@@ -217,9 +243,12 @@ pub struct OldSample {
     pub frames: Vec<JavaFrame>,
     /// Its class (`byte[]`, `java.util.HashMap$Node`).
     pub class: Option<String>,
-    /// The Java thread that allocated it.
+    /// The Java thread that allocated it: name and id.
     pub thread: Option<String>,
-    /// When it was allocated (ns since the epoch), and its age then.
+    pub thread_id: i64,
+    /// When it was allocated: the JVM's ticks (the same in every chunk: a
+    /// sample's key), and ns since the epoch; its age then.
+    pub allocated_ticks: i64,
     pub allocated_nanos: i64,
     pub age_ns: u64,
     /// How long the JVM took to emit the samples (its walk for paths to
@@ -240,20 +269,48 @@ pub struct HeapAfterGc {
     pub used: u64,
 }
 
+/// A point where the leak profiler may take a sample: an allocation that
+/// refilled its thread's allocation buffer (weight: the buffer's size, the
+/// allocation it stands for) or bypassed it (weight: its own size).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Refill {
+    pub thread_id: i64,
+    /// The JVM's ticks.
+    pub ticks: i64,
+    pub weight: u64,
+    /// Allocated outside the buffer (then `weight` is its own size).
+    pub outside: bool,
+}
+
 /// What one dump tells: the samples live at its end (the last chunk's:
-/// earlier chunks hold earlier dumps' samples), and the heap after every
-/// collection it covers.
-pub fn samples(chunks: &[jfr::Chunk]) -> (Vec<OldSample>, Vec<HeapAfterGc>) {
+/// earlier chunks hold earlier dumps' samples), the heap after every
+/// collection it covers, the refills, and the JVM's ticks per second.
+pub fn samples(chunks: &[jfr::Chunk]) -> (Vec<OldSample>, Vec<HeapAfterGc>, Vec<Refill>, i64) {
     let mut heap = Vec::new();
+    let mut refills = Vec::new();
     for c in chunks {
         for (name, v) in &c.events {
-            if name == "jdk.GCHeapSummary" && c.text(v, &["when"]).as_deref() == Some("After GC") {
-                heap.push(HeapAfterGc {
-                    nanos: c.nanos(c.int(v, &["startTime"]).unwrap_or(0)),
-                    gc_id: c.int(v, &["gcId"]).unwrap_or(-1),
-                    used: c.int(v, &["heapUsed"]).unwrap_or(0).max(0) as u64,
-                });
-            }
+            let weight = match name.as_str() {
+                "jdk.GCHeapSummary" => {
+                    if c.text(v, &["when"]).as_deref() == Some("After GC") {
+                        heap.push(HeapAfterGc {
+                            nanos: c.nanos(c.int(v, &["startTime"]).unwrap_or(0)),
+                            gc_id: c.int(v, &["gcId"]).unwrap_or(-1),
+                            used: c.int(v, &["heapUsed"]).unwrap_or(0).max(0) as u64,
+                        });
+                    }
+                    continue;
+                }
+                "jdk.ObjectAllocationInNewTLAB" => c.int(v, &["tlabSize"]),
+                "jdk.ObjectAllocationOutsideTLAB" => c.int(v, &["allocationSize"]),
+                _ => continue,
+            };
+            refills.push(Refill {
+                thread_id: c.int(v, &["eventThread", "javaThreadId"]).unwrap_or(-1),
+                ticks: c.int(v, &["startTime"]).unwrap_or(0),
+                weight: weight.unwrap_or(0).max(0) as u64,
+                outside: name == "jdk.ObjectAllocationOutsideTLAB",
+            });
         }
     }
     let old = chunks
@@ -266,7 +323,8 @@ pub fn samples(chunks: &[jfr::Chunk]) -> (Vec<OldSample>, Vec<HeapAfterGc>) {
                 .collect()
         })
         .unwrap_or_default();
-    (old, heap)
+    let ticks_per_second = chunks.last().map_or(1, |c| c.ticks_per_second);
+    (old, heap, refills, ticks_per_second)
 }
 
 fn old_sample(c: &jfr::Chunk, v: &Value) -> OldSample {
@@ -319,6 +377,8 @@ fn old_sample(c: &jfr::Chunk, v: &Value) -> OldSample {
         frames,
         class: c.text(object, &["type", "name"]).map(|n| class_name(&n)),
         thread: c.text(v, &["eventThread", "javaName"]),
+        thread_id: c.int(v, &["eventThread", "javaThreadId"]).unwrap_or(-1),
+        allocated_ticks: c.int(v, &["allocationTime"]).unwrap_or(0),
         allocated_nanos: c.nanos(c.int(v, &["allocationTime"]).unwrap_or(0)),
         age_ns: c.span_nanos(c.int(v, &["objectAge"]).unwrap_or(0)).max(0) as u64,
         emit_ns: c.span_nanos(c.int(v, &["duration"]).unwrap_or(0)).max(0) as u64,
