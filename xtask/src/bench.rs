@@ -46,6 +46,7 @@ use serde_json::Value;
 use crate::{build, cmd};
 
 mod golang;
+mod java;
 mod node;
 mod python;
 
@@ -75,6 +76,10 @@ pub(crate) struct BenchArgs {
     /// docs/performance.md is its own.
     #[arg(long)]
     node_only: bool,
+    /// Run only the Java part (a JVM's requests a second, untraced and
+    /// traced), in a minute; its table in docs/performance.md is its own.
+    #[arg(long)]
+    java_only: bool,
 }
 
 /// The results go into docs/performance.md between these two lines.
@@ -235,7 +240,8 @@ pub(crate) fn run(args: BenchArgs) -> Result<()> {
         fs::write(&docs, filled).with_context(|| format!("writing {}", docs.display()))
     };
     let scratch = cmd::target_dir().join("xtask");
-    if !args.node_only {
+    let only = args.go_only || args.node_only || args.java_only;
+    if !only || args.go_only {
         let go = golang::run(&memtrace, &scratch, args.repeat)?;
         part(
             golang::render_markdown(&go),
@@ -243,7 +249,7 @@ pub(crate) fn run(args: BenchArgs) -> Result<()> {
             golang::DOCS_END,
         )?;
     }
-    if !args.go_only {
+    if !only || args.node_only {
         let node = node::run(&memtrace, &scratch, args.repeat)?;
         part(
             node::render_markdown(&node),
@@ -251,7 +257,15 @@ pub(crate) fn run(args: BenchArgs) -> Result<()> {
             node::DOCS_END,
         )?;
     }
-    if args.go_only || args.node_only {
+    if !only || args.java_only {
+        let java = java::run(&memtrace, &scratch, args.repeat)?;
+        part(
+            java::render_markdown(&java),
+            java::DOCS_BEGIN,
+            java::DOCS_END,
+        )?;
+    }
+    if only {
         return Ok(());
     }
     cmd::step("compile the bench program");

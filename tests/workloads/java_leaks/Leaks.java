@@ -13,7 +13,8 @@
 //   stable     garbage only
 //
 // RATE requests a second (by the clock: late ones catch up), or "max" for
-// as many as it can. Prints "ready" when its loop starts; after SECONDS
+// as many as it can (then it prints "at S s: N" each second: N requests
+// done by S seconds). Prints "ready" when its loop starts; after SECONDS
 // (if given) prints "requests N in S s" and exits, or with THEN (another
 // mode) goes on in that mode.
 import java.util.ArrayList;
@@ -97,6 +98,7 @@ public class Leaks {
         System.out.flush();
         long start = System.nanoTime();
         long id = 0;
+        double reported = 0;
         while (true) {
             double elapsed = (System.nanoTime() - start) / 1e9;
             if (elapsed >= seconds) {
@@ -112,6 +114,11 @@ public class Leaks {
             if (max) {
                 for (int i = 0; i < 1000; i++) {
                     handle(mode, id++);
+                }
+                if (elapsed >= reported + 1) {
+                    reported = Math.floor(elapsed);
+                    System.out.println("at " + String.format("%.3f", elapsed) + " s: " + id);
+                    System.out.flush();
                 }
                 continue;
             }

@@ -108,7 +108,13 @@ impl Drop for Server {
 
 /// `memtrace --pid` started on the server; waits for the stderr line that
 /// says it is ready (`ready`), then drains the rest.
-fn trace(memtrace: &Path, pid: u32, extra: &[&str], report: &Path, ready: &str) -> Result<Child> {
+pub(super) fn trace(
+    memtrace: &Path,
+    pid: u32,
+    extra: &[&str],
+    report: &Path,
+    ready: &str,
+) -> Result<Child> {
     let mut child = Command::new(memtrace)
         .args(["--pid", &pid.to_string(), "--no-live", "--interval", "1s"])
         .args(["--duration", "60s", "--format", "json", "-o"])
@@ -137,7 +143,7 @@ fn trace(memtrace: &Path, pid: u32, extra: &[&str], report: &Path, ready: &str) 
 }
 
 /// Ends memtrace with Ctrl-C (its report written).
-fn stop(mut child: Child) -> Result<()> {
+pub(super) fn stop(mut child: Child) -> Result<()> {
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let status = child.wait()?;
