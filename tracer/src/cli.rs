@@ -399,8 +399,9 @@ pub struct AgentArgs {
     pub comm: Vec<String>,
 
     /// Let the traces it runs drive runtimes from outside: open a Node
-    /// process's inspector (SIGUSR1) to sample its JavaScript heap. Off:
-    /// its traces run with --no-runtime-attach, probes only.
+    /// process's inspector (SIGUSR1) to sample its JavaScript heap, start a
+    /// JFR recording in a JVM through its attach mechanism. Off: its traces
+    /// run with --no-runtime-attach, probes only.
     #[arg(long)]
     pub runtime_attach: bool,
 
@@ -504,8 +505,10 @@ the Python processes it forks at their end, while memtrace reads their code
 objects: milliseconds, a second after a start that makes tens of thousands
 of stacks (--verbose says how long). A --pid target is never stopped.
 A Node target's JavaScript heap is sampled by V8 itself, through the
-inspector memtrace opens with SIGUSR1 and closes at the end
-(--no-runtime-attach: never).
+inspector memtrace opens with SIGUSR1 and closes at the end; a HotSpot
+JVM's by its own leak profiler, a JFR recording memtrace starts through
+the JVM's attach mechanism and stops at the end (--no-runtime-attach:
+neither).
 Every mode watches the kernel's OOM killer: when it kills a traced process,
 the report starts with the stacks that held its memory (and with --pid, an
 OOM-killed target ends the run)."
@@ -628,8 +631,11 @@ pub struct Cli {
     /// opened (by default a Node target gets SIGUSR1, which opens its
     /// inspector on loopback in its own network namespace; memtrace
     /// samples its JavaScript heap there and closes the inspector again at
-    /// the end). Node prints "Debugger listening on ..." and "Debugger
-    /// attached." on its stderr when that happens.
+    /// the end; Node prints "Debugger listening on ..." and "Debugger
+    /// attached." on its stderr when that happens), no JVM gets a JFR
+    /// recording (by default a HotSpot target's attach listener is started
+    /// with SIGQUIT, as jcmd does, and a recording of its memory events runs
+    /// until the end).
     #[arg(long)]
     pub no_runtime_attach: bool,
 
