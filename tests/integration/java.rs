@@ -268,6 +268,23 @@ fn a_java_command_is_recorded_from_its_start() {
     assert!(j.reads >= 5 && j.state == "recorded", "{j:?}");
 }
 
+/// A JVM running before memtrace, selected by `--comm` (under a name of its
+/// own: other tests run JVMs at the same time): recorded, its leak named.
+#[test]
+fn a_jvm_selected_by_name() {
+    let link = memtrace_integration::scratch_dir("java-by-name").join("java_by_name");
+    std::os::unix::fs::symlink(Path::new(JDK17).join("bin/java"), &link).unwrap();
+    let cmd = leaks_command(JDK17, &JVM_OPTIONS, &["list", RATE]);
+    let jvm = Workload::spawn_ready(&link, &cmd[1..]);
+    let mut args = options("16s");
+    args.extend(["--comm", "java_by_name"]);
+    let run = run_memtrace(&args, CMD_TIMEOUT);
+    run.assert_success();
+    let report = run.report();
+    assert_pattern(&report, jvm.pid(), &PATTERNS[0]);
+    assert_eq!(java_of(&report, jvm.pid()).state, "recorded");
+}
+
 /// A JVM in pid and mount namespaces of its own, with a /tmp of its own (a
 /// container's): memtrace reaches its attach socket, writes and reads its
 /// files there, and leaves nothing.
