@@ -34,9 +34,7 @@ pub fn leaks_classes(jdk: &str) -> PathBuf {
         return dir.clone();
     }
     let name = Path::new(jdk).file_name().unwrap().to_string_lossy();
-    let dir = workspace_root()
-        .join("target/java-leaks")
-        .join(format!("{name}-{}", std::process::id()));
+    let dir = workspace_root().join("target/java-leaks").join(&*name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let out = Command::new(Path::new(jdk).join("bin/javac"))
