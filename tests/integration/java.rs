@@ -290,8 +290,16 @@ fn a_jvm_selected_by_name() {
 /// files there, and leaves nothing.
 #[test]
 fn a_jvm_in_its_own_namespaces() {
-    let cmd = leaks_command(JDK17, &JVM_OPTIONS, &["list", RATE]);
-    let shell = format!("mount -t tmpfs tmpfs /tmp && exec {}", cmd.join(" "));
+    // The classes stay reachable through a descriptor opened before the
+    // new /tmp hides what was there (the workspace may be under /tmp).
+    let classes = memtrace_integration::leaks_classes(JDK17);
+    let java = Path::new(JDK17).join("bin/java");
+    let shell = format!(
+        "exec 3<{} && mount -t tmpfs tmpfs /tmp && exec {} {} -cp /proc/self/fd/3 Leaks list {RATE}",
+        classes.display(),
+        java.display(),
+        JVM_OPTIONS.join(" ")
+    );
     let unshare = Workload::spawn_ready(
         Path::new("/usr/bin/unshare"),
         &["-p", "-f", "-m", "--mount-proc", "sh", "-c", &shell],
