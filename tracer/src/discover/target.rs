@@ -345,6 +345,18 @@ pub fn open_checked(path: &std::path::Path, uid: u32) -> Option<(fs::File, fs::M
     (meta.file_type().is_file() && (meta.uid() == uid || meta.uid() == 0)).then_some((file, meta))
 }
 
+/// `pid`'s command line and environment, each entry a string (lossy).
+pub fn args_and_environ(pid: u32) -> (Vec<String>, Vec<String>) {
+    let split = |file: &str| -> Vec<String> {
+        fs::read(format!("/proc/{pid}/{file}"))
+            .unwrap_or_default()
+            .split(|&b| b == 0)
+            .map(|s| String::from_utf8_lossy(s).into_owned())
+            .collect()
+    };
+    (split("cmdline"), split("environ"))
+}
+
 /// Whether `pid` has a handler for signal `signal` (`SigCgt` in its
 /// status). A signal whose default action kills is never sent to a
 /// process that does not catch it.

@@ -19,13 +19,13 @@ use std::{
 
 use memtrace_report::{Frame, JavaReport, JavaRetention, Language, StackKind};
 
-use super::Tracing;
-use crate::{
-    accounting::series::{StackIdentity, StackTotals},
-    discover::{
-        java::{self, attach::Attach, HeapAfterGc, JavaFrame, OldSample, Recording, Refill},
-        target,
-    },
+use super::{
+    runtime::{self, ReadSchedule},
+    Tracing,
+};
+use crate::discover::{
+    java::{self, attach::Attach, HeapAfterGc, JavaFrame, OldSample, Recording, Refill},
+    target,
 };
 
 /// How long a JVM started since memtrace may take to catch SIGQUIT (it
@@ -38,10 +38,6 @@ const ATTACH_WAIT: Duration = Duration::from_secs(5);
 
 /// Java stacks followed per process; further ones are left out.
 const MAX_STACKS: usize = 1 << 14;
-
-/// Each dump's walk for paths to GC roots stops the JVM: reads are spaced
-/// so that these pauses take at most 1/PAUSE_SHARE of its time.
-const PAUSE_SHARE: u32 = 20;
 
 /// Collections kept in a JVM's heap series.
 const MAX_HEAP_POINTS: usize = 4096;
@@ -82,7 +78,6 @@ struct JavaTarget {
     dump_bytes: u64,
     samples: u64,
     own_samples: u64,
-    read_now: bool,
     stopped: bool,
     /// The heap after each collection seen, by GC id.
     heap: Vec<HeapAfterGc>,
@@ -98,14 +93,14 @@ struct JavaTarget {
     reached: HashSet<(i64, i64)>,
     /// Per Java stack (its frames' tokens): what it held at the last
     /// read, and what was seen rise and fall since recording began.
-    seen: HashMap<Vec<u64>, super::nodejs::Seen>,
+    seen: HashMap<Vec<u64>, super::runtime::Seen>,
     stacks_left_out: u64,
     retained: Vec<JavaRetention>,
     /// The last dump's walk for paths to GC roots (ms), whether it told
-    /// reachability, and when the next read may be.
+    /// reachability; when the next read may be (each walk stops the JVM).
     walk_ms: f64,
     reachable: bool,
-    next_read: Instant,
+    schedule: ReadSchedule,
 }
 
 impl JavaTargets {
@@ -146,7 +141,6 @@ impl JavaTargets {
             dump_bytes: 0,
             samples: 0,
             own_samples: 0,
-            read_now: false,
             stopped: false,
             heap: Vec::new(),
             weights: HashMap::new(),
@@ -159,7 +153,7 @@ impl JavaTargets {
             retained: Vec::new(),
             walk_ms: 0.0,
             reachable: false,
-            next_read: Instant::now(),
+            schedule: ReadSchedule::new(),
         };
         if java::attach_disabled(pid) {
             refuse(
@@ -215,7 +209,7 @@ impl JavaTargets {
                     }
                 }
             }
-            State::Recording(_) => Instant::now() >= t.next_read,
+            State::Recording(_) => t.schedule.due(),
             State::Refused | State::Lost | State::Done => false,
         }
     }
@@ -223,18 +217,16 @@ impl JavaTargets {
     /// The processes whose recording this sample did not read: their
     /// `java-heap` stacks take no point now.
     pub(super) fn unread(&mut self) -> HashSet<u32> {
-        self.by_pid
-            .iter_mut()
-            .filter_map(|(&pid, t)| (!std::mem::take(&mut t.read_now)).then_some(pid))
-            .collect()
+        runtime::unread(
+            self.by_pid
+                .iter_mut()
+                .map(|(&pid, t)| (pid, &mut t.schedule)),
+        )
     }
 
-    /// The next sample reads every recording, however recent the last
-    /// read (the run's final sample).
+    /// The next sample reads every recording (the run's final sample).
     pub(super) fn read_all_next(&mut self) {
-        for t in self.by_pid.values_mut() {
-            t.next_read = Instant::now();
-        }
+        runtime::read_all_next(self.by_pid.values_mut().map(|t| &mut t.schedule));
     }
 
     /// Stops every recording memtrace started. Idempotent.
@@ -448,11 +440,10 @@ impl Tracing {
             }
         }
         t.samples = samples.len() as u64;
-        // The walk for paths to GC roots stops the JVM: reads are spaced
-        // so that it takes at most 1/PAUSE_SHARE of its time.
+        // The walk for paths to GC roots stops the JVM.
         let walk = Duration::from_nanos(samples.iter().map(|s| s.emit_ns).max().unwrap_or(0));
         t.walk_ms = walk.as_secs_f64() * 1e3;
-        t.next_read = Instant::now() + walk * PAUSE_SHARE;
+        t.schedule.paused(walk);
         // Reachability is known when a walk ran (a dump without one emits
         // its samples in no time) and ended within its cutoff: a sample
         // it did not reach is garbage the JVM has not collected yet.
@@ -480,7 +471,7 @@ impl Tracing {
         let (Some(base), Some(gc)) = (t.base, t.heap.last().copied()) else {
             return;
         };
-        t.read_now = true;
+        t.schedule.read();
         let grown = gc.used.saturating_sub(base) as f64;
         let (own, kept): (Vec<&OldSample>, Vec<&OldSample>) = samples
             .iter()
@@ -542,7 +533,7 @@ impl Tracing {
             // share's variance is binomial's, p (1 - p) / n.
             .map(|(frames, (k, share))| {
                 let seen = t.seen.entry(frames.clone()).or_default();
-                super::nodejs::rise_and_fall(seen, (grown * share).round() as u64, k);
+                super::runtime::rise_and_fall(seen, (grown * share).round() as u64, k);
                 let variance = grown * grown * share * (1.0 - share).max(0.0) / effective;
                 (frames, seen.totals, variance)
             })
@@ -551,32 +542,6 @@ impl Tracing {
             // Recording began with memtrace: every stack starts from zero.
             self.update_runtime_stack(pid, StackKind::JavaHeap, frames, totals, variance);
         }
-    }
-
-    /// Takes a runtime-sourced stack's totals (and the variance of its
-    /// live bytes from sampling) into its series; a stack not yet followed
-    /// that holds nothing is not made one.
-    pub(super) fn update_runtime_stack(
-        &mut self,
-        pid: u32,
-        kind: StackKind,
-        frames: Vec<u64>,
-        totals: StackTotals,
-        variance: f64,
-    ) {
-        let identity = StackIdentity { pid, kind, frames };
-        if !self.m.agg.is_interned(&identity) {
-            if totals.allocated_bytes == totals.freed_bytes {
-                return;
-            }
-            if !self.room_for_a_stack() {
-                self.m.agg.refuse(None);
-                return;
-            }
-        }
-        let s = self.m.agg.intern(identity);
-        self.m.agg.update(s, totals);
-        self.m.agg.stacks[s].noise_bytes = 2.0 * variance.sqrt();
     }
 }
 

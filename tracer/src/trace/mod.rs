@@ -56,6 +56,7 @@ mod nodejs;
 pub mod oom;
 mod python;
 mod recycle;
+mod runtime;
 mod sample;
 mod start;
 mod targets;

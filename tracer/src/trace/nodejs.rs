@@ -18,9 +18,11 @@ use std::{
 use memtrace_report::{Frame, HeapDiff, Language, NodeReport, StackKind};
 use serde_json::json;
 
-use super::Tracing;
+use super::{
+    runtime::{self, ReadSchedule},
+    Tracing,
+};
 use crate::{
-    accounting::series::StackTotals,
     discover::{
         node::{
             self, heapdiff,
@@ -48,12 +50,6 @@ const OPEN_WAIT: Duration = Duration::from_secs(5);
 /// The longest wait for one answer of the inspector (it answers between
 /// two JavaScript tasks, or at once from an interrupt).
 const ANSWER_WAIT: Duration = Duration::from_secs(2);
-
-/// Each read of the profile makes V8 collect all garbage first (a full,
-/// stopping collection: the profile holds live objects only). Reads are
-/// spaced so that these pauses take at most 1/PAUSE_SHARE of the
-/// process's time: a read that took 50 ms waits a second before the next.
-const PAUSE_SHARE: u32 = 20;
 
 /// JavaScript stacks followed per process; the profile's further stacks
 /// are left out (counted in `stacks_left_out`).
@@ -102,15 +98,14 @@ struct NodeTarget {
     reads: u64,
     reads_failed: u64,
     read_ms: f64,
-    /// Not read before then (see [`PAUSE_SHARE`]).
-    next_read: Instant,
-    /// Read in this sample.
-    read_now: bool,
+    /// Each read makes V8 collect all garbage first (a full, stopping
+    /// collection: the profile holds live objects only).
+    schedule: ReadSchedule,
     closed: bool,
     others: BTreeSet<SocketAddr>,
     /// Per JavaScript stack (its frames' tokens): what it held at the
     /// last read, and what was seen rise and fall since sampling began.
-    seen: HashMap<Vec<u64>, Seen>,
+    seen: HashMap<Vec<u64>, runtime::Seen>,
     stacks_left_out: u64,
     /// Script ids' URLs, from the profile's frames (heap snapshots give
     /// ids only).
@@ -118,13 +113,6 @@ struct NodeTarget {
     /// `--node-heap-diff`: the first snapshot's summary, and the diff.
     before: Option<Summary>,
     diff: Option<HeapDiff>,
-}
-
-#[derive(Default)]
-pub(super) struct Seen {
-    live_bytes: u64,
-    live_samples: u64,
-    pub(super) totals: StackTotals,
 }
 
 impl NodeTargets {
@@ -179,8 +167,7 @@ impl NodeTargets {
             reads: 0,
             reads_failed: 0,
             read_ms: 0.0,
-            next_read: Instant::now(),
-            read_now: false,
+            schedule: ReadSchedule::new(),
             closed: false,
             others: BTreeSet::new(),
             seen: HashMap::new(),
@@ -326,27 +313,24 @@ impl NodeTargets {
                     }
                 }
             }
-            State::Reading(_) => Instant::now() >= t.next_read,
+            State::Reading(_) => t.schedule.due(),
             State::Refused | State::Lost | State::Done => false,
         }
     }
 
     /// The processes whose profile this sample did not read (too soon
-    /// after the last read: see [`PAUSE_SHARE`]): their `js-heap` stacks
-    /// take no point now, rather than a repeat of the last.
+    /// after the last read): their `js-heap` stacks take no point now.
     pub(super) fn unread(&mut self) -> HashSet<u32> {
-        self.by_pid
-            .iter_mut()
-            .filter_map(|(&pid, t)| (!std::mem::take(&mut t.read_now)).then_some(pid))
-            .collect()
+        runtime::unread(
+            self.by_pid
+                .iter_mut()
+                .map(|(&pid, t)| (pid, &mut t.schedule)),
+        )
     }
 
-    /// The next sample reads every open profile, however recent the last
-    /// read (the run's final sample).
+    /// The next sample reads every open profile (the run's final sample).
     pub(super) fn read_all_next(&mut self) {
-        for t in self.by_pid.values_mut() {
-            t.next_read = Instant::now();
-        }
+        runtime::read_all_next(self.by_pid.values_mut().map(|t| &mut t.schedule));
     }
 
     /// Stops sampling in every process read, closes their inspectors and
@@ -614,8 +598,8 @@ impl Tracing {
         t.reads += 1;
         let took = started.elapsed();
         t.read_ms = took.as_secs_f64() * 1e3;
-        t.next_read = Instant::now() + took * PAUSE_SHARE;
-        t.read_now = true;
+        t.schedule.paused(took);
+        t.schedule.read();
         let (addr, local) = (i.addr, i.local);
         note_others(pid, &mut t.others, addr, local);
         // Per stack: live bytes, samples and the variance of the bytes.
@@ -645,7 +629,7 @@ impl Tracing {
             .into_iter()
             .map(|(frames, (bytes, samples, variance))| {
                 let seen = t.seen.entry(frames.clone()).or_default();
-                rise_and_fall(seen, bytes.round() as u64, samples as u64);
+                runtime::rise_and_fall(seen, bytes.round() as u64, samples as u64);
                 (frames, seen.totals, variance)
             })
             .collect();
@@ -656,35 +640,9 @@ impl Tracing {
     }
 }
 
-/// Takes a stack's live bytes and samples now into what was seen rise
-/// (allocated) and fall (freed) since sampling began: V8's profile holds
-/// live objects only, so these are lower bounds, and allocated minus freed
-/// is what is live.
-pub(super) fn rise_and_fall(seen: &mut Seen, bytes: u64, samples: u64) {
-    let t = &mut seen.totals;
-    t.allocated_bytes += bytes.saturating_sub(seen.live_bytes);
-    t.freed_bytes += seen.live_bytes.saturating_sub(bytes);
-    t.allocations += samples.saturating_sub(seen.live_samples);
-    t.frees += seen.live_samples.saturating_sub(samples);
-    seen.live_bytes = bytes;
-    seen.live_samples = samples;
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rises_and_falls_add_up_to_what_is_live() {
-        let mut s = Seen::default();
-        for (bytes, samples) in [(100, 2), (300, 5), (50, 1), (50, 1), (400, 4)] {
-            rise_and_fall(&mut s, bytes, samples);
-            let t = &s.totals;
-            assert_eq!(t.allocated_bytes - t.freed_bytes, bytes);
-            assert_eq!(t.allocations - t.frees, samples);
-        }
-        assert_eq!((s.totals.allocated_bytes, s.totals.freed_bytes), (650, 250));
-    }
 
     #[test]
     fn frames_are_one_based_and_named() {

@@ -69,14 +69,7 @@ pub fn is_jvm(pid: u32) -> bool {
 /// given wins). SIGQUIT would then print a thread dump to its standard
 /// output: it is never sent.
 pub fn attach_disabled(pid: u32) -> bool {
-    let split = |bytes: Vec<u8>| -> Vec<String> {
-        bytes
-            .split(|&b| b == 0)
-            .map(|s| String::from_utf8_lossy(s).into_owned())
-            .collect()
-    };
-    let args = split(std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default());
-    let env = split(std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default());
+    let (args, env) = crate::discover::target::args_and_environ(pid);
     let from_env = ["JAVA_TOOL_OPTIONS=", "JDK_JAVA_OPTIONS=", "_JAVA_OPTIONS="]
         .iter()
         .filter_map(|k| env.iter().find_map(|v| v.strip_prefix(k)))

@@ -50,14 +50,7 @@ pub struct Options {
 impl Options {
     /// Reads the options from `pid`'s command line and environment.
     pub fn of(pid: u32) -> Options {
-        let split = |bytes: Vec<u8>| -> Vec<String> {
-            bytes
-                .split(|&b| b == 0)
-                .map(|s| String::from_utf8_lossy(s).into_owned())
-                .collect()
-        };
-        let args = split(std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default());
-        let env = split(std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default());
+        let (args, env) = super::target::args_and_environ(pid);
         let node_options = env
             .iter()
             .find_map(|v| v.strip_prefix("NODE_OPTIONS="))
