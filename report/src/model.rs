@@ -426,6 +426,9 @@ pub struct JavaReport {
     pub samples_weight_guessed: u64,
     #[serde(default, skip_serializing_if = "is_zero")]
     pub samples_unweighed: u64,
+    /// Java stacks left out, past the most followed per process (16,384).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub stacks_left_out: u64,
     /// The heap in use after each collection: (seconds since the run's
     /// start, bytes).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

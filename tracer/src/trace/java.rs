@@ -3,14 +3,15 @@
 //! memory events for memtrace, dumped and read every interval. The leak
 //! profiler's live object samples, per Java allocation stack, become
 //! stacks of kind `java-heap` (frames `language: "java"`): each site's
-//! share of the live samples applied to the heap's growth after
-//! collections since the recording began. The heap after each collection
-//! is the JVM's memory line. Each dump has the JVM find each sample's path
-//! to a GC root (a bounded walk of its heap), which tells the samples
-//! still reachable from the garbage it has not collected yet. At the end the recording is stopped and memtrace's
-//! files removed. A JVM that cannot be attached to (the mechanism
-//! disabled, SIGQUIT not caught, no JFR) is said once, in one line, and
-//! keeps its native view only.
+//! share of the samples' weight (each weighed by the allocation buffer
+//! refill it was taken at) applied to the heap's growth after collections
+//! since the recording began. The heap after each collection is the JVM's
+//! memory line. Each dump has the JVM find each sample's path to a GC root
+//! (a bounded walk of its heap), which tells the samples still reachable
+//! from the garbage it has not collected yet. At the end the recording is
+//! stopped and memtrace's files removed. A JVM that cannot be attached to
+//! (the mechanism disabled, SIGQUIT not caught, no JFR) is said once, in
+//! one line, and keeps its native view only.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -270,6 +271,7 @@ impl JavaTargets {
             own_samples: t.own_samples,
             samples_weight_guessed: t.unweighed.0,
             samples_unweighed: t.unweighed.1,
+            stacks_left_out: t.stacks_left_out,
             heap_after_gc: t
                 .heap
                 .iter()
