@@ -55,7 +55,9 @@ impl Attach {
     pub fn start(pid: u32, wait: Duration) -> Result<Attach> {
         let (ns_pid, uid) = target::namespace_pid_and_uid(pid).context("reading its status")?;
         if !target::catches_signal(pid, SIGQUIT)? {
-            bail!("it does not catch SIGQUIT (started with -Xrs or -XX:+ReduceSignalUsage)");
+            // (-Xrs JVMs do not catch it, but start their listener with
+            // themselves: found by `existing`.)
+            bail!("it does not catch SIGQUIT and its attach listener is not running");
         }
         let dir = temp_dir(pid);
         let trigger = dir.join(format!(".attach_pid{ns_pid}"));
