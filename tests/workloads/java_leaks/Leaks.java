@@ -1,5 +1,6 @@
 // Java leaks for memtrace's tests: a loop of "requests", each making
-// garbage (an 8 KiB buffer, a string) and, by mode, keeping something:
+// garbage (~8 KiB in 64 small arrays, a string) and, by mode, keeping
+// something:
 //
 //   java Leaks MODE RATE [SECONDS [THEN]]
 //
@@ -70,10 +71,15 @@ public class Leaks {
     }
 
     static void garbage(long id) {
-        byte[] buffer = new byte[8192];
-        buffer[(int) (id % 8192)] = 1;
+        // ~8 KiB in 64 small arrays of 16 to 212 bytes, as a request's
+        // parsing and formatting make them.
+        for (int i = 0; i < 64; i++) {
+            byte[] part = new byte[16 + (int) ((id + i * 37) % 197)];
+            part[0] = (byte) i;
+            sink += part[part.length - 1];
+        }
         String s = "request " + id;
-        sink += buffer[0] + s.length();
+        sink += s.length();
     }
 
     static void handle(String mode, long id) {

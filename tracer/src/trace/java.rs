@@ -313,15 +313,18 @@ fn frame_of(f: &JavaFrame) -> Frame {
 /// The heap after the JVM's last collection before recording began: the
 /// leak profiler notes the heap after the last collection with each
 /// sample, so the earliest sample allocated before the first collection
-/// recorded tells it; without one, that first collection's.
+/// recorded tells it; without one, that first collection's. Never more
+/// than that first collection's (after a full collection forced from
+/// outside, as `jcmd GC.class_histogram` does, the noted figure was seen
+/// above every later one: every site then read 0).
 fn base(samples: &[OldSample], heap: &[HeapAfterGc]) -> Option<u64> {
-    let first_gc = heap.first().map(|h| h.nanos);
-    samples
+    let first = heap.first()?;
+    let noted = samples
         .iter()
-        .filter(|s| first_gc.is_none_or(|g| s.allocated_nanos < g))
+        .filter(|s| s.allocated_nanos < first.nanos)
         .min_by_key(|s| s.allocated_nanos)
-        .map(|s| s.heap_used)
-        .or(heap.first().map(|h| h.used))
+        .map(|s| s.heap_used);
+    Some(noted.map_or(first.used, |n| n.min(first.used)))
 }
 
 /// The longest a refill event and the sample taken at it may be apart
