@@ -438,9 +438,11 @@ impl Tracing {
         t.read_ms = started.elapsed().as_secs_f64() * 1e3;
         t.dump_bytes = bytes;
         let (samples, heap, refills, ticks_per_second) = java::samples(&chunks);
-        let newest = t.heap.last().map_or(-1, |h| h.gc_id);
-        for h in heap.into_iter().filter(|h| h.gc_id > newest) {
-            if t.heap.len() < MAX_HEAP_POINTS {
+        // One point per collection (G1 may write its summary twice), the
+        // ones not seen before.
+        for h in heap {
+            let newest = t.heap.last().map_or(-1, |l| l.gc_id);
+            if h.gc_id > newest && t.heap.len() < MAX_HEAP_POINTS {
                 t.heap.push(h);
             }
         }
