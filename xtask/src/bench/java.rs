@@ -183,7 +183,7 @@ pub(super) fn render_markdown(r: &JavaResults) -> String {
     let pct = |v: f64| 100.0 * (v / untraced - 1.0);
     format!(
         "Java (tests/workloads/java_leaks/Leaks.java `lru max`: a 10,000-entry LRU cache and \
-         8 KiB of garbage a request, as many requests as it does; OpenJDK 17, `-Xmx256m \
+         ~8 KiB of garbage in 64 small arrays a request, as many requests as it does; OpenJDK 17, `-Xmx256m \
          -Xmn16m`); each round one JVM, {MEASURE_SECS} s per measure after a {WARM_SECS} s \
          warm-up; medians of {} rounds (`cargo xtask bench --java-only`):\n\n\
          | measure | value |\n| --- | ---: |\n\
