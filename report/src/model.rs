@@ -442,7 +442,8 @@ pub struct JavaReport {
     /// reachable (then the stacks count those only).
     pub walk_ms: f64,
     pub reachability: bool,
-    /// Whether memtrace stopped its recording at the end.
+    /// Whether its recording is known ended: stopped by memtrace at the
+    /// end, or ended with the JVM.
     pub stopped: bool,
 }
 

@@ -240,10 +240,9 @@ pub struct OldSample {
     pub thread: Option<String>,
     pub thread_id: i64,
     /// When it was allocated: the JVM's ticks (the same in every chunk: a
-    /// sample's key), and ns since the epoch; its age then.
+    /// sample's key), and ns since the epoch.
     pub allocated_ticks: i64,
     pub allocated_nanos: i64,
-    pub age_ns: u64,
     /// How long the JVM took to emit the samples (its walk for paths to
     /// GC roots).
     pub emit_ns: u64,
@@ -373,7 +372,6 @@ fn old_sample(c: &jfr::Chunk, v: &Value) -> OldSample {
         thread_id: c.int(v, &["eventThread", "javaThreadId"]).unwrap_or(-1),
         allocated_ticks: c.int(v, &["allocationTime"]).unwrap_or(0),
         allocated_nanos: c.nanos(c.int(v, &["allocationTime"]).unwrap_or(0)),
-        age_ns: c.span_nanos(c.int(v, &["objectAge"]).unwrap_or(0)).max(0) as u64,
         emit_ns: c.span_nanos(c.int(v, &["duration"]).unwrap_or(0)).max(0) as u64,
         heap_used: c.int(v, &["lastKnownHeapUsage"]).unwrap_or(0).max(0) as u64,
         path,
