@@ -267,8 +267,9 @@ pub struct HeapAfterGc {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Refill {
     pub thread_id: i64,
-    /// The JVM's ticks.
+    /// The JVM's ticks, and the same as nanoseconds since the epoch.
     pub ticks: i64,
+    pub nanos: i64,
     pub weight: u64,
     /// Allocated outside the buffer (then `weight` is its own size).
     pub outside: bool,
@@ -297,9 +298,11 @@ pub fn samples(chunks: &[jfr::Chunk]) -> (Vec<OldSample>, Vec<HeapAfterGc>, Vec<
                 "jdk.ObjectAllocationOutsideTLAB" => c.int(v, &["allocationSize"]),
                 _ => continue,
             };
+            let ticks = c.int(v, &["startTime"]).unwrap_or(0);
             refills.push(Refill {
                 thread_id: c.int(v, &["eventThread", "javaThreadId"]).unwrap_or(-1),
-                ticks: c.int(v, &["startTime"]).unwrap_or(0),
+                ticks,
+                nanos: c.nanos(ticks),
                 weight: weight.unwrap_or(0).max(0) as u64,
                 outside: name == "jdk.ObjectAllocationOutsideTLAB",
             });

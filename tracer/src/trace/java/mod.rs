@@ -4,7 +4,8 @@
 //! profiler's live object samples, per Java allocation stack, become
 //! stacks of kind `java-heap` (frames `language: "java"`): each site's
 //! share of the samples' weight (each weighed by the allocation buffer
-//! refill it was taken at) applied to the heap's growth after collections
+//! refill it was taken at, scaled by its stretch's sampling: `acceptance`)
+//! applied to the heap's growth after collections
 //! since the recording began. The heap after each collection is the JVM's
 //! memory line. Each dump has the JVM find each sample's path to a GC root
 //! (a bounded walk of its heap), which tells the samples still reachable
@@ -12,6 +13,8 @@
 //! stopped and memtrace's files removed. A JVM that cannot be attached to
 //! (the mechanism disabled, SIGQUIT not caught, no JFR) is said once, in
 //! one line, and keeps its native view only.
+
+mod acceptance;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -88,10 +91,14 @@ struct JavaTarget {
     weights: HashMap<(i64, i64), u64>,
     buffers: HashMap<i64, u64>,
     unweighed: (u64, u64),
+    /// How many of each stretch's allocations were sampled.
+    acceptance: acceptance::Acceptance,
     /// The heap after the JVM's last collection before recording began.
     base: Option<u64>,
-    /// The samples the last walk reached.
+    /// The samples reached by the walks since the collection `reached_gc`
+    /// (so live at it: what is unreachable never is reachable again).
     reached: HashSet<(i64, i64)>,
+    reached_gc: i64,
     /// Per Java stack (its frames' tokens): what it held at the last
     /// read, and what was seen rise and fall since recording began.
     seen: HashMap<Vec<u64>, super::runtime::Seen>,
@@ -147,8 +154,10 @@ impl JavaTargets {
             weights: HashMap::new(),
             buffers: HashMap::new(),
             unweighed: (0, 0),
+            acceptance: Default::default(),
             base: None,
             reached: HashSet::new(),
+            reached_gc: -1,
             seen: HashMap::new(),
             stacks_left_out: 0,
             retained: Vec::new(),
@@ -466,6 +475,15 @@ impl Tracing {
             &mut t.buffers,
             &mut t.unweighed,
         );
+        t.acceptance.take(&refills);
+        let first_seen: Vec<(i64, u64)> = samples
+            .iter()
+            .filter_map(|s| {
+                let w = t.weights.get(&(s.thread_id, s.allocated_ticks))?;
+                Some((s.allocated_nanos, *w))
+            })
+            .collect();
+        t.acceptance.close(&t.heap, &first_seen);
         if t.base.is_none() {
             t.base = base(&samples, &t.heap);
         }
@@ -486,33 +504,42 @@ impl Tracing {
             .filter(|s| s.allocated_nanos <= gc.nanos)
             .partition(|s| s.is_recordings_own());
         t.own_samples = own.len() as u64;
-        let weight = |s: &OldSample| t.weights.get(&(s.thread_id, s.allocated_ticks)).copied();
-        let total: f64 = kept
-            .iter()
-            .filter_map(|s| weight(s))
-            .map(|w| w as f64)
-            .sum();
+        // A sample's refill, scaled by how sparsely its stretch between
+        // collections was sampled.
+        let weight = |s: &OldSample| {
+            let w = *t.weights.get(&(s.thread_id, s.allocated_ticks))?;
+            Some(w as f64 * t.acceptance.factor(s.allocated_nanos))
+        };
+        let total: f64 = kept.iter().filter_map(|s| weight(s)).sum();
         // The samples' effective number (unequal weights count for less).
         let squares: f64 = kept
             .iter()
             .filter_map(|s| weight(s))
-            .map(|w| (w as f64).powi(2))
+            .map(|w| w.powi(2))
             .sum();
         let effective = total * total / squares.max(1.0);
-        // A cache's reachable samples were seen to fall by two thirds in
-        // one read and not stay down (the walk's own limits are the likely
-        // cause; not confirmed): a sample reached by the last walk counts
-        // as reachable still, so one short walk does not move a site.
-        // (Garbage is reached by no walk.)
-        let reached_now: HashSet<(i64, i64)> = kept
-            .iter()
-            .filter(|s| s.root.is_some())
-            .map(|s| (s.thread_id, s.allocated_ticks))
-            .collect();
-        let reachable = |s: &OldSample| {
-            let key = (s.thread_id, s.allocated_ticks);
-            !reached || reached_now.contains(&key) || t.reached.contains(&key)
-        };
+        // The sites are taken as of the last collection (its heap is the
+        // bytes shared out; samples allocated after it are not counted): a
+        // sample is live at it when a walk since it reached the sample. A
+        // walk later than that collection misses what died in between;
+        // reads with no collection between them add up what their walks
+        // reached. (Taking only this walk's, a cache's share fell at every
+        // read without a collection since the last: its evicted entries
+        // left, its new ones were not counted yet. Garbage is reached by
+        // no walk.)
+        if reached {
+            let now = kept
+                .iter()
+                .filter(|s| s.root.is_some())
+                .map(|s| (s.thread_id, s.allocated_ticks));
+            if t.reached_gc != gc.gc_id {
+                t.reached.clear();
+                t.reached_gc = gc.gc_id;
+            }
+            t.reached.extend(now);
+        }
+        let reachable =
+            |s: &OldSample| !reached || t.reached.contains(&(s.thread_id, s.allocated_ticks));
         let mut sites: HashMap<Vec<u64>, (u64, f64)> = HashMap::new();
         for s in kept.iter().filter(|s| reachable(s)) {
             let Some(w) = weight(s) else {
@@ -529,10 +556,7 @@ impl Tracing {
             }
             let e = sites.entry(tokens).or_default();
             e.0 += 1;
-            e.1 += w as f64 / total;
-        }
-        if reached {
-            t.reached = reached_now;
+            e.1 += w / total;
         }
         for frames in t.seen.keys() {
             sites.entry(frames.clone()).or_default();
