@@ -1173,6 +1173,56 @@ fn traces_open_node_inspectors_only_when_configured() {
     }
 }
 
+/// The same for a JVM: without `--runtime-attach` an on-demand trace sends
+/// it nothing (no recording, no attach file); with it, the trace records
+/// the JVM's leak profiler, names its leak at its Java method and stops the
+/// recording again.
+#[test]
+fn traces_record_jvms_only_when_configured() {
+    use memtrace_integration::{jcmd, start_leaks, JDK17};
+    let jvm = start_leaks(JDK17, &[], &["list", "1000"]);
+    for attach in [false, true] {
+        let dir = scratch_dir(&format!("agent-java-{attach}"));
+        let addr: SocketAddr = format!("127.0.0.1:{}", http::free_port()).parse().unwrap();
+        let extra: &[&str] = if attach { &["--runtime-attach"] } else { &[] };
+        let mut agent = start_agent(addr, &dir.join("reports"), extra);
+        wait_healthy(&mut agent, addr);
+        let path = format!("/trace?pid={}&duration=8s", jvm.pid());
+        let r = http::request(addr, "POST", &path, None).expect("an answer");
+        assert_eq!(r.status, 200, "{}", r.text());
+        let report = Report::parse(&r.text(), "on-demand trace").expect("a valid report");
+        let java = report.targets[0].java.as_ref();
+        let remember = report.stacks.iter().find(|s| {
+            s.kind == memtrace_report::StackKind::JavaHeap && s.function() == Some("Leaks.remember")
+        });
+        match attach {
+            false => {
+                assert!(java.is_none() && remember.is_none(), "{java:?}");
+                let tmp = format!("/proc/{}/root/tmp/.attach_pid{}", jvm.pid(), jvm.pid());
+                assert!(!std::path::Path::new(&tmp).exists(), "{tmp}");
+            }
+            true => {
+                let java = java.expect("a java section");
+                assert_eq!((java.state.as_str(), java.stopped), ("recorded", true));
+                let remember = remember.unwrap_or_else(|| {
+                    panic!(
+                        "no java-heap stack at Leaks.remember\n{}",
+                        report.describe()
+                    )
+                });
+                assert!(
+                    remember.outstanding_bytes > 1 << 20,
+                    "{}",
+                    remember.summary()
+                );
+            }
+        }
+        let check = jcmd(JDK17, jvm.pid(), &["JFR.check"]);
+        assert!(check.contains("No available recordings"), "{check}");
+        stop(agent).assert_success();
+    }
+}
+
 #[test]
 fn traces_read_go_programs() {
     // An on-demand trace is `memtrace --pid`: a Go program's heap profile
