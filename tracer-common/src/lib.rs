@@ -119,8 +119,12 @@ pub struct StackFrames {
     /// The interpreter frames the thread was running, innermost first
     /// (see `PyProc`).
     pub python: [PyFrameRef; PY_DEPTH],
+    /// The walk's 64-bit hash of its frames and its Python frames, by
+    /// which the probe tells this stack from another that drew the same
+    /// 32-bit id (see the eBPF side's `user_stack_id`).
+    pub hash: u64,
 }
-const _: () = assert!(core::mem::size_of::<StackFrames>() == 272 + 16 * PY_DEPTH);
+const _: () = assert!(core::mem::size_of::<StackFrames>() == 280 + 16 * PY_DEPTH);
 
 /// Python frames kept per allocation stack (innermost first); deeper
 /// stacks lose their outermost frames.
