@@ -33,6 +33,19 @@ pub mod output;
 pub mod symbolize;
 pub mod trace;
 
+/// When this process began (`main` marks it first thing).
+static STARTED: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+
+/// Marks this process's start (idempotent).
+pub fn mark_start() {
+    STARTED.get_or_init(std::time::Instant::now);
+}
+
+/// Time since [`mark_start`] (or since the first call).
+pub fn since_start() -> std::time::Duration {
+    STARTED.get_or_init(std::time::Instant::now).elapsed()
+}
+
 /// Writes `memtrace: MSG` to stderr, ignoring a closed stderr (eprintln!
 /// would panic on EPIPE).
 pub fn note(msg: &str) {

@@ -14,6 +14,7 @@ use memtrace::{
 };
 
 fn main() -> ExitCode {
+    memtrace::mark_start();
     agent::name_after_argv0();
     let result = match cli::Cli::parse_or_exit() {
         config::Run::Agent(settings) => agent::run(settings),

@@ -49,6 +49,7 @@ mod golang;
 mod java;
 mod node;
 mod python;
+mod startup;
 
 #[derive(Args, Debug)]
 pub(crate) struct BenchArgs {
@@ -80,6 +81,11 @@ pub(crate) struct BenchArgs {
     /// traced), in a minute; its table in docs/performance.md is its own.
     #[arg(long)]
     java_only: bool,
+    /// Run only the start-up part (memtrace's time to the command's first
+    /// instruction and to probes in place), in seconds; its table in
+    /// docs/performance.md is its own.
+    #[arg(long)]
+    startup_only: bool,
 }
 
 /// The results go into docs/performance.md between these two lines.
@@ -240,7 +246,15 @@ pub(crate) fn run(args: BenchArgs) -> Result<()> {
         fs::write(&docs, filled).with_context(|| format!("writing {}", docs.display()))
     };
     let scratch = cmd::target_dir().join("xtask");
-    let only = args.go_only || args.node_only || args.java_only;
+    let only = args.go_only || args.node_only || args.java_only || args.startup_only;
+    if !only || args.startup_only {
+        let startup = startup::run(&memtrace)?;
+        part(
+            startup::render_markdown(&startup),
+            startup::DOCS_BEGIN,
+            startup::DOCS_END,
+        )?;
+    }
     if !only || args.go_only {
         let go = golang::run(&memtrace, &scratch, args.repeat)?;
         part(

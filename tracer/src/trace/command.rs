@@ -45,11 +45,15 @@ impl Tracing {
         let exe = PathBuf::from(format!("/proc/{pid}/exe"));
         let link = unwind::entry_offset(&exe)
             .and_then(|offset| self.m.probes.stop_at_entry(pid, &exe, offset).ok());
+        if link.is_none() {
+            self.say_started();
+        }
         cont(pid);
         let Some(link) = link else {
             return;
         };
         if !self.stopped_there(pid, ENTRY_WAIT) {
+            self.say_started();
             self.release(pid, link);
             return;
         }
@@ -60,6 +64,7 @@ impl Tracing {
             .then(|| runtime::start_point(pid))
             .flatten()
             .and_then(|(file, offset)| self.m.probes.stop_at_entry(pid, &file, offset).ok());
+        self.say_started();
         cont(pid);
         // Its entry point is behind it: the probe cannot fire again.
         self.m.probes.detach_entry_stop(link, false);

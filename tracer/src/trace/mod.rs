@@ -104,6 +104,15 @@ struct Tracing {
     loader_mappings: u64,
     housekeeping_ticks: u64,
     started: Instant,
+    /// How the start went (said once with --verbose, when the command
+    /// runs its first instruction or the probes are in place).
+    startup: Option<Startup>,
+}
+
+/// Start-up phases, from memtrace's own start.
+struct Startup {
+    load: Duration,
+    attach: Duration,
 }
 
 pub async fn run(cfg: config::Trace, child: Option<HeldChild>) -> Result<()> {
@@ -140,7 +149,9 @@ pub async fn run(cfg: config::Trace, child: Option<HeldChild>) -> Result<()> {
         cfg.attach.symbol_prefixes.clone(),
         &cfg.attach.allocator_libs,
     )?;
+    let loading = Instant::now();
     let mut probes = Probes::load(&settings)?;
+    let load = loading.elapsed();
     if cfg.verbose && !settings.oom_only {
         crate::note(&format!("allocation functions: {}", probes.path.describe()));
     }
@@ -187,6 +198,7 @@ pub async fn run(cfg: config::Trace, child: Option<HeldChild>) -> Result<()> {
         },
         ..Targets::default()
     };
+    let attaching = Instant::now();
     match (&mode, &child) {
         (Mode::Command, Some(c)) => {
             life.by_pid.insert(c.pid, start::attach_command(&mut m, c)?);
@@ -203,6 +215,7 @@ pub async fn run(cfg: config::Trace, child: Option<HeldChild>) -> Result<()> {
         }
         _ => {}
     }
+    let attach = attaching.elapsed();
     let events = drain::take_events(&mut m.probes.bpf)?;
     let mut tracing = Tracing {
         mode,
@@ -216,6 +229,7 @@ pub async fn run(cfg: config::Trace, child: Option<HeldChild>) -> Result<()> {
         loader_mappings: 0,
         housekeeping_ticks: 0,
         started: Instant::now(),
+        startup: cfg.verbose.then_some(Startup { load, attach }),
     };
     if tracing.life.watcher.is_some() {
         // memtrace's own allocator (the host's libc, as a rule) is known
@@ -254,6 +268,10 @@ pub async fn run(cfg: config::Trace, child: Option<HeldChild>) -> Result<()> {
     tracing.m.probes.start_holding()?;
     if let Some(c) = tracing.child.as_mut() {
         c.release()?;
+    }
+    // (A command stopped at its exec starts at its entry point.)
+    if settings.stop_at_exec.is_none() {
+        tracing.say_started();
     }
     // SAFETY: the ring buffer owns its fd and is moved into the AsyncFd,
     // which keeps it open until it deregisters it.

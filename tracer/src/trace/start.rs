@@ -1,9 +1,10 @@
 //! The start of a trace: the targets given on the command line hooked
 //! before the run (a `--pid` process on every allocator it maps, a held
 //! `-- CMD` child on its program's libraries before it execs), and the
-//! line that says what is traced.
+//! line that says what is traced (and, with --verbose, how long the start
+//! took).
 
-use std::path::Path;
+use std::{path::Path, time::Duration};
 
 use anyhow::{bail, Context, Result};
 
@@ -189,4 +190,27 @@ pub(super) fn announce(tracing: &Tracing, cfg: &config::Trace) {
         })
         .collect();
     crate::note(&format!("tracing {} {until}", what.join(", ")));
+}
+
+impl Tracing {
+    /// With --verbose, says once how long the start took, from memtrace's
+    /// own start: to the command's first instruction, or to the targets'
+    /// probes in place.
+    pub(super) fn say_started(&mut self) {
+        let Some(s) = self.startup.take() else {
+            return;
+        };
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let what = match self.child.is_some() {
+            true => "the command runs",
+            false => "probes in place",
+        };
+        crate::note(&format!(
+            "{what} {:.0} ms after memtrace started (programs loaded and verified in {:.0} ms, \
+             targets attached in {:.0} ms)",
+            ms(crate::since_start()),
+            ms(s.load),
+            ms(s.attach)
+        ));
+    }
 }
