@@ -25,6 +25,7 @@ use anyhow::{Context, Result};
 use aya::{
     maps::{Array, HashMap as BpfHashMap, PerCpuArray, PerCpuValues},
     programs::{
+        trace_point::TracePointLinkId,
         uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
         TracePoint, UProbe,
     },
@@ -123,6 +124,8 @@ const OOM_TRACEPOINT: (&str, &str, &str) = ("oom", "mark_victim", "oom_mark_vict
 /// The loaded programs and maps.
 pub struct Probes {
     pub bpf: Ebpf,
+    /// The tracepoints' links, by program.
+    tracepoints: Vec<(&'static str, TracePointLinkId)>,
     /// (process or every process, file) pairs already hooked.
     attached: HashSet<(Option<u32>, FileId)>,
     /// Links of probes attached for one process, dropped when it exits.
@@ -255,6 +258,7 @@ impl Probes {
             true => FORK_RETURN_TRACEPOINTS,
             false => &[],
         };
+        let mut tp_links = Vec::new();
         for &(category, name, program) in tracepoints
             .iter()
             .chain(fork)
@@ -270,8 +274,10 @@ impl Probes {
                 tp.load()
                     .with_context(|| format!("loading eBPF program {program} (verifier)"))?;
             }
-            tp.attach(category, name)
+            let link = tp
+                .attach(category, name)
                 .with_context(|| format!("attaching tracepoint {category}/{name}"))?;
+            tp_links.push((program, link));
         }
         if let Some(mean) = settings.sample_bytes {
             fill_sampler(&mut bpf, mean)?;
@@ -302,6 +308,7 @@ impl Probes {
         }
         Ok(Probes {
             bpf,
+            tracepoints: tp_links,
             attached: HashSet::new(),
             links: HashMap::new(),
             global_links: Vec::new(),
@@ -315,6 +322,55 @@ impl Probes {
             pymalloc_pools: None,
             exit_armed: HashSet::new(),
         })
+    }
+
+    /// Detaches every tracepoint and probe at the end of a run, all at
+    /// once. Each tracepoint's detach waits for the kernel's grace periods
+    /// (60-170 ms here); one after the other, at memtrace's exit, they kept
+    /// it a second past its report. Waits from several threads share them.
+    pub fn detach_all(&mut self) {
+        let mut owned: Vec<Detach> = Vec::new();
+        for (program, id) in std::mem::take(&mut self.tracepoints) {
+            let tp: Option<&mut TracePoint> = self
+                .bpf
+                .program_mut(program)
+                .and_then(|p| p.try_into().ok());
+            if let Some(link) = tp.and_then(|tp| tp.take_link(id).ok()) {
+                owned.push(Box::new(link));
+            }
+        }
+        for (_, links) in std::mem::take(&mut self.links) {
+            for attached in links {
+                match attached {
+                    Attached::Uprobe(program, id) => {
+                        if let Ok(p) = uprobe(&mut self.bpf, program) {
+                            if let Ok(link) = p.take_link(id) {
+                                owned.push(Box::new(link));
+                            }
+                        }
+                    }
+                    Attached::Multi(fd) => owned.push(Box::new(fd)),
+                }
+            }
+        }
+        owned.extend(
+            std::mem::take(&mut self.global_links)
+                .into_iter()
+                .map(|fd| Box::new(fd) as Detach),
+        );
+        self.attached.clear();
+        self.probe_count = 0;
+        // At most 64 threads, each dropping its share.
+        let threads = owned.len().clamp(1, 64);
+        let mut shares: Vec<Vec<Detach>> = (0..threads).map(|_| Vec::new()).collect();
+        for (i, d) in owned.into_iter().enumerate() {
+            shares[i % threads].push(d);
+        }
+        std::thread::scope(|s| {
+            for share in shares {
+                s.spawn(move || drop(share));
+            }
+        });
     }
 
     /// Stops tracing `pid` (it exited): its tracepoint registration goes,

@@ -313,6 +313,7 @@ pub async fn run(cfg: config::Trace, child: Option<HeldChild>) -> Result<()> {
     let report = tracing.report(cfg, output::stacks_needed(&cfg.outputs));
     output::write_report(&report, &cfg.outputs, outputs)?;
     let probes = tracing.m.probes.probe_count;
+    tracing.m.probes.detach_all();
     if probes * DETACH_MS > 2000 {
         crate::note(&format!(
             "detaching {probes} probes: the kernel takes ~{DETACH_MS} ms for each, one at a \
