@@ -38,6 +38,7 @@ fn main() -> ExitCode {
 fn run(settings: config::Trace) -> Result<()> {
     preflight::check_privileges()?;
     preflight::check_btf()?;
+    preflight::check_kernel_features()?;
     preflight::ensure_tracefs()?;
     preflight::raise_resource_limits();
     for &pid in &settings.pids {

@@ -198,6 +198,7 @@ impl Shared {
 pub fn run(args: config::Agent) -> Result<()> {
     preflight::check_privileges()?;
     preflight::check_btf()?;
+    preflight::check_kernel_features()?;
     preflight::ensure_tracefs()?;
     preflight::raise_resource_limits();
     let runtime = tokio::runtime::Builder::new_current_thread()

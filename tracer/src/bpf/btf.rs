@@ -1,13 +1,17 @@
 //! Where a field of a kernel structure is, read from the kernel's BTF
 //! (`/sys/kernel/btf/vmlinux`): the byte offset of a member path such as
 //! `task_struct` → `thread` → `fsbase`, for the programs that read the
-//! current task (aya-obj parses BTF but does not expose struct members).
-//! Reads only the type section's structures and the string section.
+//! current task (aya-obj parses BTF but does not expose struct members);
+//! and the names of an enumeration's values (the eBPF helpers this kernel
+//! has, in `bpf_func_id`). Reads only the type section's structures and
+//! enumerations, and the string section.
 
 use std::collections::HashMap;
 
 const MAGIC: u16 = 0xeb9f;
 const KIND_STRUCT: u32 = 4;
+const KIND_ENUM: u32 = 6;
+const KIND_ENUM64: u32 = 19;
 const KIND_UNION: u32 = 5;
 const KIND_TYPEDEF: u32 = 8;
 const KIND_VOLATILE: u32 = 9;
@@ -30,6 +34,11 @@ enum Type {
     },
     /// A typedef or qualifier: the type it names.
     Alias(u32),
+    /// An enumeration: its name and its values' names.
+    Enum {
+        name: u32,
+        values: Vec<u32>,
+    },
     Other,
 }
 
@@ -45,9 +54,12 @@ fn u32_at(data: &[u8], at: usize) -> Option<u32> {
 }
 
 impl Btf {
-    /// The running kernel's BTF.
-    pub fn kernel() -> Option<Btf> {
-        Btf::parse(&std::fs::read("/sys/kernel/btf/vmlinux").ok()?)
+    /// The running kernel's BTF, read once.
+    pub fn kernel() -> Option<&'static Btf> {
+        static KERNEL: std::sync::OnceLock<Option<Btf>> = std::sync::OnceLock::new();
+        KERNEL
+            .get_or_init(|| Btf::parse(&std::fs::read("/sys/kernel/btf/vmlinux").ok()?))
+            .as_ref()
     }
 
     /// Parses raw BTF (little-endian); None when it is not BTF or a type
@@ -105,6 +117,12 @@ impl Btf {
                 KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG => {
                     Type::Alias(size_or_type)
                 }
+                KIND_ENUM | KIND_ENUM64 => Type::Enum {
+                    name,
+                    values: (0..vlen)
+                        .map(|i| u32_at(types_data, at + (extra / vlen.max(1)) * i).unwrap_or(0))
+                        .collect(),
+                },
                 _ => Type::Other,
             };
             types.push(ty);
@@ -124,6 +142,16 @@ impl Btf {
             }
         }
         Some(btf)
+    }
+
+    /// The names of the values of enumeration `name`, if it is known.
+    pub fn enum_values(&self, name: &str) -> Option<Vec<&str>> {
+        self.types.iter().find_map(|t| match t {
+            Type::Enum { name: n, values } if self.string(*n) == name => {
+                Some(values.iter().map(|&v| self.string(v)).collect())
+            }
+            _ => None,
+        })
     }
 
     fn string(&self, off: u32) -> &str {
@@ -196,5 +224,15 @@ mod tests {
         );
         assert_eq!(btf.offset_of("task_struct", &["no_such_member"]), None);
         assert_eq!(btf.offset_of("no_such_struct", &["thread"]), None);
+    }
+
+    /// The running kernel's eBPF helpers, from `enum bpf_func_id`.
+    #[test]
+    fn reads_the_kernels_helper_names() {
+        let btf = Btf::kernel().expect("this machine's kernel has BTF");
+        let helpers = btf.enum_values("bpf_func_id").unwrap();
+        assert_eq!(helpers.first(), Some(&"BPF_FUNC_unspec"));
+        assert!(helpers.contains(&"BPF_FUNC_loop"), "{helpers:?}");
+        assert_eq!(btf.enum_values("no_such_enum"), None);
     }
 }

@@ -1,5 +1,6 @@
 //! Checks before anything is loaded, each failing with one line that names
-//! the fix: privileges, kernel BTF, and tracefs (mounted here if missing,
+//! the fix: privileges, kernel BTF, the eBPF helpers the programs call (the
+//! oldest kernel memtrace runs on), and tracefs (mounted here if missing,
 //! since aya resolves tracepoint ids through it); and resource limits.
 
 use std::{ffi::CString, fs, path::Path};
@@ -37,6 +38,51 @@ pub fn check_btf() -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The eBPF helpers memtrace's programs call that came after the ring
+/// buffer, and the Linux release that brought each: the newest is the
+/// oldest kernel memtrace runs on.
+const HELPERS: [(&str, &str); 7] = [
+    ("BPF_FUNC_ringbuf_reserve", "5.8"),
+    ("BPF_FUNC_get_current_task_btf", "5.11"),
+    ("BPF_FUNC_task_storage_get", "5.11"),
+    ("BPF_FUNC_get_func_ip", "5.15"),
+    ("BPF_FUNC_get_attach_cookie", "5.15"),
+    ("BPF_FUNC_task_pt_regs", "5.15"),
+    ("BPF_FUNC_loop", "5.17"),
+];
+
+/// Checks that the kernel has every eBPF helper the programs call (from
+/// its BTF's `enum bpf_func_id`): else one line naming the first missing
+/// one, rather than a verifier error at load.
+pub fn check_kernel_features() -> Result<()> {
+    let Some(have) = super::btf::Btf::kernel().and_then(|b| b.enum_values("bpf_func_id")) else {
+        // (Unreadable BTF: the load says what is wrong.)
+        return Ok(());
+    };
+    match missing_helper(&have) {
+        None => Ok(()),
+        Some(why) => bail!(
+            "{why}: memtrace needs Linux 5.17 or later (this kernel is {})",
+            std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .unwrap_or_default()
+                .trim()
+        ),
+    }
+}
+
+/// The first helper of [`HELPERS`] not in `have`, said.
+fn missing_helper(have: &[&str]) -> Option<String> {
+    HELPERS
+        .iter()
+        .find(|(h, _)| !have.contains(h))
+        .map(|(h, v)| {
+            format!(
+                "this kernel has no eBPF helper bpf_{} (Linux {v})",
+                h.trim_start_matches("BPF_FUNC_")
+            )
+        })
 }
 
 /// Makes sure tracefs is mounted where aya looks for it.
@@ -95,5 +141,32 @@ pub fn raise_resource_limits() {
             rlim_max: libc::RLIM_INFINITY,
         };
         libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_kernel_has_every_helper() {
+        let btf = crate::bpf::btf::Btf::kernel().expect("this machine's kernel has BTF");
+        let have = btf.enum_values("bpf_func_id").unwrap();
+        assert_eq!(missing_helper(&have), None);
+        check_kernel_features().unwrap();
+    }
+
+    #[test]
+    fn a_kernel_without_bpf_loop_is_named_for_it() {
+        // What 5.15 has of them.
+        let have: Vec<&str> = HELPERS
+            .iter()
+            .map(|(h, _)| *h)
+            .filter(|h| *h != "BPF_FUNC_loop")
+            .collect();
+        assert_eq!(
+            missing_helper(&have).as_deref(),
+            Some("this kernel has no eBPF helper bpf_loop (Linux 5.17)")
+        );
     }
 }
