@@ -2,7 +2,9 @@
 //! are counted exactly, blocks allocated on one thread and freed on another
 //! leave nothing outstanding, the arena glibc maps inside a thread's first
 //! free() is not reported as an mmap leak, and 1,000 threads created and
-//! joined while traced are counted exactly (thread_storm.c).
+//! joined while traced are counted exactly (thread_storm.c), and a program
+//! whose main thread exits first is traced until its last thread ends
+//! (main_thread_exit.c).
 
 use memtrace_integration::{compile_c, run_memtrace_cmd, StackExt};
 use memtrace_report::StackKind;
@@ -186,4 +188,26 @@ fn thousand_threads_are_counted_exactly() {
     );
     report.assert_no_losses();
     report.assert_consistent();
+}
+
+/// main_thread_exit.c: after the main thread's pthread_exit(), its worker
+/// keeps 200 x 4096 bytes in late_leak() over 2 s. The process's leader is
+/// a zombie all that time (state Z, with a thread still running): it is
+/// not taken as exited, and every allocation is counted.
+#[test]
+fn main_thread_exit_is_not_the_process_exit() {
+    let report = run_memtrace_cmd(&["--duration", "30s"], &[compile_c("main_thread_exit")]);
+    let ctx = report.describe();
+    report.assert_target("main_thread_exit", None);
+    let t = report.function_summary("late_leak").totals;
+    assert_eq!(
+        (
+            t.outstanding_bytes,
+            t.outstanding_allocations,
+            t.allocations
+        ),
+        (200 * 4096, 200, 200),
+        "late_leak: (outstanding_bytes, outstanding_allocations, allocations)\n{ctx}"
+    );
+    report.assert_no_losses();
 }

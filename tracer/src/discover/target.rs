@@ -43,15 +43,19 @@ pub struct ProcStat {
     /// When the process started (clock ticks since boot; 0 if the line
     /// ends before it).
     pub start_time: u64,
+    /// Its threads (0 if the line ends before the field).
+    pub threads: u64,
 }
 
 const PF_EXITING: u64 = 0x4;
 const PF_KTHREAD: u64 = 0x0020_0000;
 
 impl ProcStat {
-    /// Whether the process has exited (a zombie, or dead).
+    /// Whether the process has exited: dead, or a zombie with no thread
+    /// left (its main thread is a zombie too after `pthread_exit()`, while
+    /// the others run on).
     pub fn exited(&self) -> bool {
-        self.state == "Z" || self.state == "X"
+        self.state == "X" || (self.state == "Z" && self.threads <= 1)
     }
 }
 
@@ -61,15 +65,15 @@ impl ProcStat {
 pub fn parse_stat(stat: &str) -> Option<ProcStat> {
     let close = stat.rfind(')')?;
     let open = stat[..close].find('(').map_or(0, |i| i + 1);
-    let mut fields = stat[close + 1..].split_whitespace();
-    let state = fields.next()?.to_string();
-    let flags = fields.nth(5)?.parse().ok()?;
-    let start_time = fields.nth(12).and_then(|f| f.parse().ok()).unwrap_or(0);
+    // Fields 3 (state) on, of proc(5)'s numbering.
+    let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+    let number = |n: usize| fields.get(n - 3).and_then(|f| f.parse().ok());
     Some(ProcStat {
         comm: stat[open..close].to_string(),
-        state,
-        flags,
-        start_time,
+        state: fields.first()?.to_string(),
+        flags: number(9)?,
+        threads: number(20).unwrap_or(0),
+        start_time: number(22).unwrap_or(0),
     })
 }
 
@@ -87,16 +91,18 @@ pub fn inspect(pid: u32) -> Result<TargetInfo> {
         }
         Err(e) => return Err(e).with_context(|| format!("reading /proc/{pid}/stat")),
     };
+    let parsed = parse_stat(&stat).with_context(|| format!("malformed /proc/{pid}/stat"))?;
+    let exited = parsed.exited();
     let ProcStat {
         comm,
-        state,
         flags,
         start_time,
-    } = parse_stat(&stat).with_context(|| format!("malformed /proc/{pid}/stat"))?;
+        ..
+    } = parsed;
     if flags & PF_KTHREAD != 0 {
         bail!("pid {pid} ({comm}) is a kernel thread: it has no user-space allocator to trace");
     }
-    if state == "Z" || state == "X" {
+    if exited {
         bail!("pid {pid} ({comm}) has already exited (zombie)");
     }
     let status = fs::read_to_string(proc_dir.join("status")).unwrap_or_default();
@@ -421,11 +427,17 @@ mod tests {
                 comm: "a) b) (c".into(),
                 state: "S".into(),
                 flags: 4194560,
+                threads: 1,
                 start_time: 77,
             })
         );
         let zombie = parse_stat("7 (x) Z 1 7 7 0 -1 4 0").unwrap();
         assert!(zombie.exited() && zombie.flags & PF_EXITING != 0);
+        // A main thread gone with pthread_exit(), another running on.
+        let leader = "9 (x) Z 1 9 9 0 -1 4 0 0 0 0 0 0 0 0 20 0 2 0 77 0";
+        assert!(!parse_stat(leader).unwrap().exited());
+        let last = "9 (x) Z 1 9 9 0 -1 4 0 0 0 0 0 0 0 0 20 0 1 0 77 0";
+        assert!(parse_stat(last).unwrap().exited());
         assert_eq!(parse_stat("7 (x) S 1 2"), None);
         assert_eq!(parse_stat("7 x S 1 7 7 0 -1 4"), None);
     }
