@@ -490,6 +490,43 @@ impl EventKind {
     }
 }
 
+/// Where each field of the `oom/mark_victim` record is (byte offsets, from
+/// the tracepoint's format; [`OOM_FIELD_ABSENT`] for a field this kernel's
+/// record does not have: before 6.8 it has only `pid`). The defaults are
+/// 6.8's layout.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OomFields {
+    pub pid: u32,
+    /// `__data_loc char[] comm`: (length << 16) | offset of the string.
+    pub comm: u32,
+    pub total_vm: u32,
+    pub anon_rss: u32,
+    pub file_rss: u32,
+    pub shmem_rss: u32,
+    pub uid: u32,
+    pub pgtables: u32,
+    pub oom_score_adj: u32,
+}
+
+/// [`OomFields`]: the record has no such field (it reads as zero).
+pub const OOM_FIELD_ABSENT: u32 = u32::MAX;
+
+impl OomFields {
+    /// The layout of 6.8 and later.
+    pub const LATEST: OomFields = OomFields {
+        pid: 8,
+        comm: 12,
+        total_vm: 16,
+        anon_rss: 24,
+        file_rss: 32,
+        shmem_rss: 40,
+        uid: 48,
+        pgtables: 56,
+        oom_score_adj: 64,
+    };
+}
+
 /// An exec, an exit, a followed fork or an OOM kill, sent through the ring
 /// buffer.
 #[repr(C)]
@@ -709,6 +746,9 @@ pub mod config {
     /// 0 where the kernel's record has no such field (before 6.x): then a
     /// process's exit is its main thread's.
     pub const EXIT_GROUP_DEAD: &str = "EXIT_GROUP_DEAD";
+    /// Offsets of the fields of the `oom/mark_victim` record
+    /// ([`super::OomFields`]), from its format.
+    pub const OOM_FIELDS: &str = "OOM_FIELDS";
     /// Buckets of the live-block table (`live_buckets(--max-live)`).
     pub const LIVE_BUCKETS: &str = "LIVE_BUCKETS";
     /// Offset of `fsbase` in `task_struct` (its `thread.fsbase`, from the
@@ -745,6 +785,7 @@ mod user {
         StackKey,
         StackAllocated,
         StackFrames,
+        OomFields,
         PyProc,
         ProcUnwind,
         UnwindPage,

@@ -10,7 +10,7 @@
 //! a target at its execs, a command at its entry point (`ENTRY_REACHED`),
 //! a CPython command at its end (`EXIT_HOLD`);
 //! whether they are on (`HOLDING`); and the settings of these programs
-//! (`WATCH_EXEC`, `STOP_AT_EXEC`, `EXIT_GROUP_DEAD`).
+//! (`WATCH_EXEC`, `STOP_AT_EXEC`, `EXIT_GROUP_DEAD`, `OOM_FIELDS`).
 
 use aya_ebpf::{
     helpers::{
@@ -21,7 +21,7 @@ use aya_ebpf::{
     maps::{Array, HashMap},
     programs::{ProbeContext, TracePointContext},
 };
-use tracer_common::{EventKind, ProcessEvent, Stat, MAX_HELD};
+use tracer_common::{EventKind, OomFields, ProcessEvent, Stat, MAX_HELD, OOM_FIELD_ABSENT};
 
 use crate::{events::EVENTS, stack, stats::count, targets};
 
@@ -302,30 +302,32 @@ fn field<T>(ctx: &TracePointContext, offset: usize) -> Option<T> {
     unsafe { ctx.read_at::<T>(offset) }.ok()
 }
 
-/// Offsets in the `oom/mark_victim` record (tracefs
-/// `events/oom/mark_victim/format` on 6.x kernels).
-mod victim {
-    pub(crate) const PID: usize = 8;
-    /// `__data_loc char[] comm`: (length << 16) | offset of the string.
-    pub(crate) const COMM_LOC: usize = 12;
-    pub(crate) const TOTAL_VM: usize = 16;
-    pub(crate) const ANON_RSS: usize = 24;
-    pub(crate) const FILE_RSS: usize = 32;
-    pub(crate) const SHMEM_RSS: usize = 40;
-    pub(crate) const UID: usize = 48;
-    pub(crate) const PGTABLES: usize = 56;
-    pub(crate) const OOM_SCORE_ADJ: usize = 64;
+/// Where the `oom/mark_victim` record's fields are: patched at load from
+/// the tracepoint's format (the defaults are 6.8's).
+#[unsafe(no_mangle)]
+static OOM_FIELDS: OomFields = OomFields::LATEST;
+
+/// The victim record's field at `offset`, None when this kernel's record
+/// has no such field.
+#[inline(always)]
+fn victim_field<T>(ctx: &TracePointContext, offset: u32) -> Option<T> {
+    match offset {
+        OOM_FIELD_ABSENT => None,
+        offset => field::<T>(ctx, offset as usize),
+    }
 }
 
 /// The OOM killer chose a victim: always reported, for any process.
 /// Userspace captures the victim's stacks at once if it is traced.
 #[tracepoint]
 pub(crate) fn oom_mark_victim(ctx: TracePointContext) -> u32 {
-    // A failed read leaves the field zero.
-    let read_u64 = |offset| field::<u64>(&ctx, offset).unwrap_or(0);
-    let pid = field::<i32>(&ctx, victim::PID).unwrap_or(0) as u32;
+    // SAFETY: a plain read of a static patched at load time.
+    let f = unsafe { core::ptr::read_volatile(&OOM_FIELDS) };
+    // A field this kernel's record lacks, or that fails to read, is zero.
+    let read_u64 = |offset| victim_field::<u64>(&ctx, offset).unwrap_or(0);
+    let pid = victim_field::<i32>(&ctx, f.pid).unwrap_or(0) as u32;
     let mut comm = [0u8; 16];
-    let loc = field::<u32>(&ctx, victim::COMM_LOC).unwrap_or(0);
+    let loc = victim_field::<u32>(&ctx, f.comm).unwrap_or(0);
     let offset = (loc & 0xffff) as usize;
     if offset != 0 {
         // At most 15 bytes and a NUL: TASK_COMM_LEN.
@@ -336,13 +338,13 @@ pub(crate) fn oom_mark_victim(ctx: TracePointContext) -> u32 {
         kind: EventKind::OomVictim as u32,
         tgid: pid,
         trigger_tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
-        uid: field::<u32>(&ctx, victim::UID).unwrap_or(0),
-        total_vm_kb: read_u64(victim::TOTAL_VM),
-        anon_rss_kb: read_u64(victim::ANON_RSS),
-        file_rss_kb: read_u64(victim::FILE_RSS),
-        shmem_rss_kb: read_u64(victim::SHMEM_RSS),
-        pgtables_kb: read_u64(victim::PGTABLES),
-        oom_score_adj: field::<i16>(&ctx, victim::OOM_SCORE_ADJ).unwrap_or(0) as i32,
+        uid: victim_field::<u32>(&ctx, f.uid).unwrap_or(0),
+        total_vm_kb: read_u64(f.total_vm),
+        anon_rss_kb: read_u64(f.anon_rss),
+        file_rss_kb: read_u64(f.file_rss),
+        shmem_rss_kb: read_u64(f.shmem_rss),
+        pgtables_kb: read_u64(f.pgtables),
+        oom_score_adj: victim_field::<i16>(&ctx, f.oom_score_adj).unwrap_or(0) as i32,
         comm,
         ..ProcessEvent::default()
     });

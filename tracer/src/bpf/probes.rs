@@ -32,8 +32,8 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use tracer_common::{
-    config, live_spill_words, AllocFn, COOKIE_FREE_OUTER, COOKIE_FREE_SECOND, COOKIE_MAY_SKIP,
-    COOKIE_POOL_SHIFT, EXP_DRAWS,
+    config, live_spill_words, AllocFn, OomFields, COOKIE_FREE_OUTER, COOKIE_FREE_SECOND,
+    COOKIE_MAY_SKIP, COOKIE_POOL_SHIFT, EXP_DRAWS, OOM_FIELD_ABSENT,
 };
 
 use crate::{
@@ -231,6 +231,7 @@ impl Probes {
             .map_max_entries("UNWIND_ROWS", rows)
             .map_max_entries("UNWIND_PAGES", pages)
             .override_global(config::EXIT_GROUP_DEAD, &group_dead, true)
+            .override_global(config::OOM_FIELDS, &oom_fields(), true)
             .override_global(config::LIVE_BUCKETS, &live_buckets, true)
             .override_global(config::TASK_FSBASE, &fs_base, true)
             .override_global(config::EMPTY_PROGRAMS, &flag(settings.empty_programs), true)
@@ -777,18 +778,47 @@ fn load_session(bpf: &mut Ebpf) -> Result<Multi> {
 /// record (tracefs `format`), or 0 when it has none (older kernels) or
 /// tracefs cannot be read: exits are then main threads' exits.
 fn exit_group_dead_offset() -> u32 {
-    ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
-        .iter()
-        .find_map(|root| {
-            std::fs::read_to_string(format!("{root}/events/sched/sched_process_exit/format")).ok()
-        })
-        .and_then(|format| group_dead_offset(&format))
+    tracepoint_format("sched/sched_process_exit")
+        .and_then(|format| field_offset(&format, "group_dead"))
         .unwrap_or(0)
 }
 
-/// The offset of the `group_dead` field in a tracepoint `format` text.
-fn group_dead_offset(format: &str) -> Option<u32> {
-    let line = format.lines().find(|l| l.contains(" group_dead;"))?;
+/// Where the `oom/mark_victim` record's fields are, from its format (6.8's
+/// layout when the format cannot be read).
+fn oom_fields() -> OomFields {
+    match tracepoint_format("oom/mark_victim") {
+        Some(format) => oom_fields_of(&format),
+        None => OomFields::LATEST,
+    }
+}
+
+/// [`oom_fields`] of a format text: each field's offset, or
+/// [`OOM_FIELD_ABSENT`].
+fn oom_fields_of(format: &str) -> OomFields {
+    let at = |name| field_offset(format, name).unwrap_or(OOM_FIELD_ABSENT);
+    OomFields {
+        pid: at("pid"),
+        comm: at("comm"),
+        total_vm: at("total_vm"),
+        anon_rss: at("anon_rss"),
+        file_rss: at("file_rss"),
+        shmem_rss: at("shmem_rss"),
+        uid: at("uid"),
+        pgtables: at("pgtables"),
+        oom_score_adj: at("oom_score_adj"),
+    }
+}
+
+/// The `format` file of tracepoint `event` ("category/name").
+fn tracepoint_format(event: &str) -> Option<String> {
+    ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+        .iter()
+        .find_map(|root| std::fs::read_to_string(format!("{root}/events/{event}/format")).ok())
+}
+
+/// The offset of field `name` in a tracepoint `format` text.
+fn field_offset(format: &str, name: &str) -> Option<u32> {
+    let line = format.lines().find(|l| l.contains(&format!(" {name};")))?;
     let offset = line.split("offset:").nth(1)?.split(';').next()?;
     offset.trim().parse().ok()
 }
@@ -857,7 +887,28 @@ mod tests {
         let format = "name: sched_process_exit\nformat:\n\
             \tfield:pid_t pid;\toffset:24;\tsize:4;\tsigned:1;\n\
             \tfield:bool group_dead;\toffset:32;\tsize:1;\tsigned:0;\n";
-        assert_eq!(group_dead_offset(format), Some(32));
-        assert_eq!(group_dead_offset("\tfield:pid_t pid;\toffset:24;\n"), None);
+        assert_eq!(field_offset(format, "group_dead"), Some(32));
+        assert_eq!(
+            field_offset("\tfield:pid_t pid;\toffset:24;\n", "group_dead"),
+            None
+        );
+    }
+
+    /// This kernel's mark_victim record is the layout the programs default
+    /// to; 6.1's has only the pid (the rest then reads as zero).
+    #[test]
+    fn finds_the_oom_victims_fields_in_its_format() {
+        let here = tracepoint_format("oom/mark_victim").expect("tracefs is mounted");
+        assert_eq!(oom_fields_of(&here), OomFields::LATEST);
+        let v6_1 = "name: mark_victim\nID: 448\nformat:\n\
+            \tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\
+            \tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;\n\n\
+            \tfield:int pid;\toffset:8;\tsize:4;\tsigned:1;\n";
+        let old = oom_fields_of(v6_1);
+        assert_eq!(
+            (old.pid, old.comm, old.anon_rss),
+            (8, OOM_FIELD_ABSENT, OOM_FIELD_ABSENT)
+        );
+        assert_eq!(old.oom_score_adj, OOM_FIELD_ABSENT);
     }
 }
