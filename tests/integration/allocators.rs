@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use memtrace_integration::{
     compile_c, compile_c_using, compile_c_with, json_args_with, run_memtrace, run_memtrace_cmd_env,
-    scratch_dir, secs, trace_handshake, trace_pid, Report, Tracer, Workload,
+    scratch_dir, secs, system_libc, trace_handshake, trace_pid, Report, Tracer, Workload,
 };
 use memtrace_report::StackKind;
 
@@ -296,22 +296,6 @@ fn cxx_delete_inner_free_is_not_unknown() {
 /// replaced_libc.c: 50 x 1000 bytes leaked on SIGUSR1.
 const REPLACED_LEAKS: u64 = 50;
 const REPLACED_LEAK_SIZE: u64 = 1000;
-
-/// The libc the workloads are linked against, from `ldd exe`, or the
-/// Debian path if ldd does not name it.
-fn system_libc(exe: &Path) -> PathBuf {
-    let out = std::process::Command::new("ldd")
-        .arg(exe)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run ldd: {e}"));
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("libc.so.6 => "))
-        .filter_map(|rest| rest.split_whitespace().next())
-        .map(PathBuf::from)
-        .next()
-        .unwrap_or_else(|| PathBuf::from("/lib/x86_64-linux-gnu/libc.so.6"))
-}
 
 /// Lines of /proc/PID/maps that map `path`.
 fn maps_of(pid: u32, path: &str) -> Vec<String> {

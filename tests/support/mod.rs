@@ -77,7 +77,9 @@ pub use report::{
     FunctionSummary, Report, StackExt, AGE_BUCKETS, ALLOCATOR_SYMBOLS, DROPPING_LOSSES,
     TIME_SLACK_SECS, TOP,
 };
-pub use workloads::{busy_loop, leak_signal, pyenv_python, BUSY_LEAK_SIZE};
+pub use workloads::{
+    busy_loop, leak_signal, private_libc_dir, pyenv_python, system_libc, BUSY_LEAK_SIZE,
+};
 
 /// User nobody's uid (and gid): a user without any privilege.
 pub const NOBODY: u32 = 65534;

@@ -54,3 +54,31 @@ pub fn pyenv_python(minor: &str) -> PathBuf {
         .pop()
         .unwrap_or_else(|| panic!("no CPython {minor} under {}", versions.display()))
 }
+
+/// The libc the workloads are linked against, from `ldd exe`, or the
+/// Debian path if ldd does not name it.
+pub fn system_libc(exe: &Path) -> PathBuf {
+    let out = std::process::Command::new("ldd")
+        .arg(exe)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run ldd: {e}"));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("libc.so.6 => "))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .map(PathBuf::from)
+        .next()
+        .unwrap_or_else(|| PathBuf::from("/lib/x86_64-linux-gnu/libc.so.6"))
+}
+
+/// A directory under the scratch area `name` holding a copy of `exe`'s
+/// libc, for `LD_LIBRARY_PATH`: a program run on it shares its allocator
+/// file with no other tracer.
+pub fn private_libc_dir(exe: &Path, name: &str) -> PathBuf {
+    let dir = crate::scratch_dir(name).join("lib");
+    std::fs::create_dir_all(&dir).expect("create scratch lib dir");
+    let libc = system_libc(exe);
+    std::fs::copy(&libc, dir.join("libc.so.6"))
+        .unwrap_or_else(|e| panic!("cannot copy {}: {e}", libc.display()));
+    dir
+}

@@ -130,6 +130,12 @@ pub fn is_alive(pid: u32) -> bool {
     read_stat(pid).is_some_and(|s| !s.exited())
 }
 
+/// Whether `pid`'s main thread has exited while its other threads run on
+/// (`pthread_exit()` in `main`): its leader is a zombie, the process is not.
+pub fn main_thread_gone(pid: u32) -> bool {
+    read_stat(pid).is_some_and(|s| s.state == "Z" && !s.exited())
+}
+
 /// When `pid` started (clock ticks since boot), if it exists.
 pub fn start_time(pid: u32) -> Option<u64> {
     read_stat(pid).map(|s| s.start_time)

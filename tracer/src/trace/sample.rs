@@ -152,6 +152,17 @@ impl Tracing {
             if target.exited {
                 continue;
             }
+            if !target.leaderless_said && target::main_thread_gone(target.info.pid) {
+                target.leaderless_said = true;
+                crate::note(&format!(
+                    "warning: pid {}: its main thread has exited while other threads run on: \
+                     its memory is no longer read, and the kernel drops its probes whenever \
+                     another tracer attaches to or detaches from the same files (the probes' \
+                     process filter follows the main thread); what it allocates after that is \
+                     not seen, and not counted as lost",
+                    target.info.pid
+                ));
+            }
             let Some((rss, anon)) = target::memory_usage(target.info.pid) else {
                 continue;
             };

@@ -45,6 +45,8 @@ pub(super) struct Target {
     /// exited, or the one taken while it was held at its end): later
     /// samples would add time in which it could not grow.
     pub(super) series_closed: bool,
+    /// Its main thread was seen gone while other threads run (said once).
+    pub(super) leaderless_said: bool,
 }
 
 impl Target {
@@ -71,6 +73,7 @@ impl Target {
             unseen: None,
             gone_ns: 0,
             series_closed: false,
+            leaderless_said: false,
         }
     }
 
