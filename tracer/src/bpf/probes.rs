@@ -325,6 +325,17 @@ impl Probes {
         })
     }
 
+    /// An attachment taken out of its program, to be dropped (detached).
+    fn take_out(&mut self, attached: Attached) -> Option<Detach> {
+        match attached {
+            Attached::Uprobe(program, id) => {
+                let link = uprobe(&mut self.bpf, program).ok()?.take_link(id).ok()?;
+                Some(Box::new(link))
+            }
+            Attached::Multi(fd) => Some(Box::new(fd)),
+        }
+    }
+
     /// Detaches every tracepoint and probe at the end of a run, all at
     /// once. Each tracepoint's detach waits for the kernel's grace periods
     /// (60-170 ms here); one after the other, at memtrace's exit, they kept
@@ -341,18 +352,7 @@ impl Probes {
             }
         }
         for (_, links) in std::mem::take(&mut self.links) {
-            for attached in links {
-                match attached {
-                    Attached::Uprobe(program, id) => {
-                        if let Ok(p) = uprobe(&mut self.bpf, program) {
-                            if let Ok(link) = p.take_link(id) {
-                                owned.push(Box::new(link));
-                            }
-                        }
-                    }
-                    Attached::Multi(fd) => owned.push(Box::new(fd)),
-                }
-            }
+            owned.extend(links.into_iter().filter_map(|a| self.take_out(a)));
         }
         owned.extend(
             std::mem::take(&mut self.global_links)
@@ -399,19 +399,7 @@ impl Probes {
             return;
         };
         self.probe_count -= links.len();
-        let mut owned = Vec::new();
-        for attached in links {
-            match attached {
-                Attached::Uprobe(program, id) => {
-                    if let Ok(p) = uprobe(&mut self.bpf, program) {
-                        if let Ok(link) = p.take_link(id) {
-                            owned.push(Box::new(link) as Detach);
-                        }
-                    }
-                }
-                Attached::Multi(fd) => owned.push(Box::new(fd)),
-            }
-        }
+        let owned: Vec<Detach> = links.into_iter().filter_map(|a| self.take_out(a)).collect();
         let detacher = self.detacher.get_or_insert_with(|| {
             let (tx, rx) = std::sync::mpsc::channel::<Vec<Detach>>();
             std::thread::spawn(move || rx.into_iter().for_each(drop));

@@ -313,7 +313,6 @@ pub async fn run(cfg: config::Trace, child: Option<HeldChild>) -> Result<()> {
     let report = tracing.report(cfg, output::stacks_needed(&cfg.outputs));
     output::write_report(&report, &cfg.outputs, outputs)?;
     let probes = tracing.m.probes.probe_count;
-    tracing.m.probes.detach_all();
     if probes * DETACH_MS > 2000 {
         crate::note(&format!(
             "detaching {probes} probes: the kernel takes ~{DETACH_MS} ms for each, one at a \
@@ -321,6 +320,7 @@ pub async fn run(cfg: config::Trace, child: Option<HeldChild>) -> Result<()> {
             probes * DETACH_MS / 1000
         ));
     }
+    tracing.m.probes.detach_all();
     Ok(())
 }
 

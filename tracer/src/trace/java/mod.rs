@@ -5,9 +5,8 @@
 //! stacks of kind `java-heap` (frames `language: "java"`): each site's
 //! share of the samples' weight (each weighed by the allocation buffer
 //! refill it was taken at, scaled by its stretch's sampling: `acceptance`)
-//! applied to the heap's growth after collections
-//! since the recording began. The heap after each collection is the JVM's
-//! memory line. Each dump has the JVM find each sample's path to a GC root
+//! applied to the heap's growth after collections since the recording
+//! began. The heap after each collection is the JVM's memory line. Each dump has the JVM find each sample's path to a GC root
 //! (a bounded walk of its heap), which tells the samples still reachable
 //! from the garbage it has not collected yet. At the end the recording is
 //! stopped and memtrace's files removed. A JVM that cannot be attached to
