@@ -195,7 +195,8 @@ fn thousand_threads_are_counted_exactly() {
 /// main_thread_exit.c: after the main thread's pthread_exit(), its worker
 /// keeps 200 x 4096 bytes in late_leak() over 2 s. The process's leader is
 /// a zombie all that time (state Z, with a thread still running): it is
-/// not taken as exited, and every allocation is counted. (On a libc of its
+/// not taken as exited, every allocation is counted and its memory read.
+/// (On a libc of its
 /// own: the kernel drops a process's pid-filtered probes when another
 /// tracer of the same file attaches or detaches while its main thread is
 /// gone, and other tests run memtrace at the same time.)
@@ -219,6 +220,13 @@ fn main_thread_exit_is_not_the_process_exit() {
         ),
         (200 * 4096, 200, 200),
         "late_leak: (outstanding_bytes, outstanding_allocations, allocations)\n{ctx}"
+    );
+    // Its memory read all along (from its running thread's /proc entry).
+    let memory = report.targets[0].memory.as_ref().expect("a memory series");
+    assert!(
+        memory.samples.len() >= 2 && memory.samples.iter().all(|m| m.rss_bytes > 0),
+        "{:?}",
+        memory.samples
     );
     report.assert_no_losses();
 }

@@ -217,7 +217,15 @@ fn normalize(path: &Path) -> PathBuf {
 /// RSS) in bytes. None once it is gone (or for a zombie, which has none).
 pub fn memory_usage(pid: u32) -> Option<(u64, u64)> {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    parse_memory(&status)
+    parse_memory(&status).or_else(|| {
+        // Its main thread gone (a zombie has no memory lines), another
+        // thread's: they share its memory.
+        fs::read_dir(format!("/proc/{pid}/task"))
+            .ok()?
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name() != *pid.to_string())
+            .find_map(|e| parse_memory(&fs::read_to_string(e.path().join("status")).ok()?))
+    })
 }
 
 /// (VmRSS, RssAnon) in bytes from `/proc/PID/status` text.

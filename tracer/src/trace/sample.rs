@@ -156,10 +156,9 @@ impl Tracing {
                 target.leaderless_said = true;
                 crate::note(&format!(
                     "warning: pid {}: its main thread has exited while other threads run on: \
-                     its memory is no longer read, and the kernel drops its probes whenever \
-                     another tracer attaches to or detaches from the same files (the probes' \
-                     process filter follows the main thread); what it allocates after that is \
-                     not seen, and not counted as lost",
+                     the kernel drops its probes whenever another tracer attaches to or \
+                     detaches from the same files (the probes' process filter follows the main \
+                     thread); what it allocates after that is not seen, and not counted as lost",
                     target.info.pid
                 ));
             }
