@@ -201,9 +201,10 @@ impl Tracing {
             return;
         };
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
-        let what = match self.child.is_some() {
-            true => "the command runs",
-            false => "probes in place",
+        let what = match (&self.mode, self.child.is_some()) {
+            (_, true) => "the command runs",
+            (Mode::Pids, _) => "probes in place",
+            _ => "watching",
         };
         crate::note(&format!(
             "{what} {:.0} ms after memtrace started (programs loaded and verified in {:.0} ms, \
