@@ -1142,15 +1142,7 @@ fn traces_open_node_inspectors_only_when_configured() {
     let server = memtrace_integration::NodeServer::start("map_cache", &["--inspect-port=0"]);
     let _load = server.load(300, None);
     for attach in [false, true] {
-        let dir = scratch_dir(&format!("agent-node-{attach}"));
-        let addr: SocketAddr = format!("127.0.0.1:{}", http::free_port()).parse().unwrap();
-        let extra: &[&str] = if attach { &["--runtime-attach"] } else { &[] };
-        let mut agent = start_agent(addr, &dir.join("reports"), extra);
-        wait_healthy(&mut agent, addr);
-        let path = format!("/trace?pid={}&duration=3s", server.pid());
-        let r = http::request(addr, "POST", &path, None).expect("an answer");
-        assert_eq!(r.status, 200, "{}", r.text());
-        let report = Report::parse(&r.text(), "on-demand trace").expect("a valid report");
+        let report = trace_through_agent("agent-node", server.pid(), "3s", attach);
         let node = report.targets[0].node.as_ref();
         let js = report
             .stacks
@@ -1169,8 +1161,23 @@ fn traces_open_node_inspectors_only_when_configured() {
             memtrace_integration::listening_ports(server.pid()),
             vec![server.port]
         );
-        stop(agent).assert_success();
     }
+}
+
+/// An on-demand trace of `pid` for `duration` through an agent of its own
+/// (with `--runtime-attach` when `attach`), stopped again: its report.
+fn trace_through_agent(name: &str, pid: u32, duration: &str, attach: bool) -> Report {
+    let dir = scratch_dir(&format!("{name}-{attach}"));
+    let addr: SocketAddr = format!("127.0.0.1:{}", http::free_port()).parse().unwrap();
+    let extra: &[&str] = if attach { &["--runtime-attach"] } else { &[] };
+    let mut agent = start_agent(addr, &dir.join("reports"), extra);
+    wait_healthy(&mut agent, addr);
+    let path = format!("/trace?pid={pid}&duration={duration}");
+    let r = http::request(addr, "POST", &path, None).expect("an answer");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let report = Report::parse(&r.text(), "on-demand trace").expect("a valid report");
+    stop(agent).assert_success();
+    report
 }
 
 /// The same for a JVM: without `--runtime-attach` an on-demand trace sends
@@ -1182,15 +1189,7 @@ fn traces_record_jvms_only_when_configured() {
     use memtrace_integration::{jcmd, start_leaks, JDK17};
     let jvm = start_leaks(JDK17, &[], &["list", "1000"]);
     for attach in [false, true] {
-        let dir = scratch_dir(&format!("agent-java-{attach}"));
-        let addr: SocketAddr = format!("127.0.0.1:{}", http::free_port()).parse().unwrap();
-        let extra: &[&str] = if attach { &["--runtime-attach"] } else { &[] };
-        let mut agent = start_agent(addr, &dir.join("reports"), extra);
-        wait_healthy(&mut agent, addr);
-        let path = format!("/trace?pid={}&duration=8s", jvm.pid());
-        let r = http::request(addr, "POST", &path, None).expect("an answer");
-        assert_eq!(r.status, 200, "{}", r.text());
-        let report = Report::parse(&r.text(), "on-demand trace").expect("a valid report");
+        let report = trace_through_agent("agent-java", jvm.pid(), "8s", attach);
         let java = report.targets[0].java.as_ref();
         let remember = report.stacks.iter().find(|s| {
             s.kind == memtrace_report::StackKind::JavaHeap && s.function() == Some("Leaks.remember")
@@ -1219,7 +1218,6 @@ fn traces_record_jvms_only_when_configured() {
         }
         let check = jcmd(JDK17, jvm.pid(), &["JFR.check"]);
         assert!(check.contains("No available recordings"), "{check}");
-        stop(agent).assert_success();
     }
 }
 
