@@ -17,8 +17,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use memtrace_integration::{
-    compile_c, compile_c_using, compile_c_with, json_args_with, run_memtrace, run_memtrace_cmd_env,
-    scratch_dir, secs, system_libc, trace_handshake, trace_pid, Report, Tracer, Workload,
+    compile_c, compile_c_using, compile_c_with, json_args_with, run_memtrace, run_memtrace_cmd,
+    run_memtrace_cmd_env, scratch_dir, secs, system_libc, trace_handshake, trace_pid, Report,
+    Tracer, Workload,
 };
 use memtrace_report::StackKind;
 
@@ -146,6 +147,66 @@ fn jemalloc_and_tcmalloc() {
         "every sdallocx is a free: {}",
         report.describe()
     );
+}
+
+/// Every entry point on each allocator a program links (alloc_variants.c:
+/// calloc, realloc from NULL up to 64 KiB, posix_memalign, aligned_alloc),
+/// each call counted once at its caller with its exact bytes, wherever
+/// the placement put its probe: mimalloc's calloc and realloc are probed
+/// past code that moves their arguments to other registers, jemalloc's and
+/// tcmalloc's frees past their first instructions.
+#[test]
+fn each_entry_point_of_each_allocator_counts_once() {
+    const KIB: u64 = 1024;
+    let libraries = [
+        (
+            "/usr/lib/x86_64-linux-gnu/libjemalloc.so",
+            "libjemalloc-dev",
+            "-ljemalloc",
+            "libjemalloc.so.2",
+        ),
+        (
+            "/usr/lib/x86_64-linux-gnu/libtcmalloc.so",
+            "libgoogle-perftools-dev",
+            "-ltcmalloc",
+            "libtcmalloc.so.4",
+        ),
+        (
+            "/usr/lib/x86_64-linux-gnu/libmimalloc.so.2.0",
+            "libmimalloc2.0",
+            "-l:libmimalloc.so.2.0",
+            "libmimalloc.so.2",
+        ),
+    ];
+    for (path, package, link, file) in libraries {
+        library(path, package);
+        let exe = compile_c_with("alloc_variants", &[link]);
+        let report = run_memtrace_cmd(&["--duration", "30s"], &[exe]);
+        let ctx = format!("{file}\n{}", report.describe());
+        assert!(
+            report.targets[0]
+                .allocators
+                .iter()
+                .any(|a| a.contains(file)),
+            "{ctx}"
+        );
+        let expected: &[(&str, u64, u64)] = &[
+            ("leak_calloc", 5 * 100 * 40, 5),
+            ("grow_realloc", 64 * KIB, 1),
+            ("leak_posix_memalign", 3 * 1000, 3),
+            ("leak_aligned_alloc", 4 * 2048, 4),
+        ];
+        let problems: Vec<String> = expected
+            .iter()
+            .flat_map(|&(f, bytes, n)| report.function_mismatches(f, StackKind::Heap, bytes, n))
+            .collect();
+        assert!(problems.is_empty(), "{}\n{ctx}", problems.join("\n"));
+        assert_eq!(
+            report.counters.free_unknown, 0,
+            "counters.free_unknown\n{ctx}"
+        );
+        report.assert_no_losses();
+    }
 }
 
 #[test]
@@ -288,6 +349,52 @@ fn cxx_delete_inner_free_is_not_unknown() {
         assert_eq!(
             report.counters.nested_calls, 0,
             "counters.nested_calls: new and delete are not hooked around malloc and free\n{ctx}"
+        );
+        report.assert_no_losses();
+    }
+}
+
+/// A program's own `operator new` and `operator delete` (cxx_leak.c with
+/// OWN_OPERATORS, optimized as groff's troff is, and shaped like it: new
+/// calls malloc first thing, behind a `sub rsp` the kernel would
+/// single-step; delete calls free unless the pointer is null; the churn's
+/// pairs kept, which -O2 would remove) are not probed: malloc's and free's probes
+/// see each call exactly once, on both probe paths, and the stack still
+/// starts at the function that wrote `new`.
+#[test]
+fn a_programs_own_operators_around_malloc_trap_once() {
+    let exe = compile_c_using(
+        "g++",
+        "cxx_leak",
+        &["-DOWN_OPERATORS", "-O2", "-fno-allocation-dce"],
+    );
+    for probes in ["auto", "classic"] {
+        let report = run_memtrace_cmd_env(&[], &[&exe], &[("MEMTRACE_PROBES", probes)]);
+        let ctx = format!("MEMTRACE_PROBES={probes}\n{}", report.describe());
+        let problems = report.function_mismatches(
+            "SessionStore::remember(int)",
+            StackKind::Heap,
+            100 * 4096,
+            100,
+        );
+        assert!(problems.is_empty(), "{}\n{ctx}", problems.join("\n"));
+        // The churn's 500 news and deletes too, each counted once.
+        let t = &report.totals;
+        assert_eq!((t.allocations, t.frees), (600, 500), "{ctx}");
+        // Not one call inside another: new and delete did not trap.
+        assert_eq!(
+            (report.counters.nested_calls, report.counters.free_unknown),
+            (0, 0),
+            "counters.nested_calls, free_unknown\n{ctx}"
+        );
+        let name = exe.file_name().unwrap().to_str().unwrap();
+        assert!(
+            !report.targets[0]
+                .allocators
+                .iter()
+                .any(|a| a.ends_with(name)),
+            "{name} is no allocator of its own: {:?}",
+            report.targets[0].allocators
         );
         report.assert_no_losses();
     }

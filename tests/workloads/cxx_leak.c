@@ -9,7 +9,13 @@
  * each) and keeps them in an intrusive list, never deleted; then
  * SessionStore::churn() news and deletes CHURN Session objects. Prints
  * "done" and sleeps until killed.
+ *
+ * With -DOWN_OPERATORS the program has its own global operator new and
+ * operator delete, as groff's troff does: new calls malloc first thing,
+ * delete calls free unless the pointer is null. It then runs at once (to
+ * be traced from its first instruction), prints nothing and exits.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "common.h"
@@ -17,6 +23,25 @@
 #define SESSIONS 100
 #define CHURN 500
 #define SESSION_BYTES 4096
+
+#ifdef OWN_OPERATORS
+__attribute__((noinline)) void *operator new(size_t n) {
+    void *p = malloc(n ? n : 1);
+    if (!p)
+        abort();
+    return p;
+}
+
+__attribute__((noinline)) void operator delete(void *p) noexcept {
+    if (p)
+        free(p);
+}
+
+__attribute__((noinline)) void operator delete(void *p, size_t) noexcept {
+    if (p)
+        free(p);
+}
+#endif
 
 struct Session {
     Session *next;
@@ -47,12 +72,16 @@ class SessionStore {
 static SessionStore store;
 
 int main() {
+#ifndef OWN_OPERATORS
     wait_for_go();
+#endif
     for (int i = 0; i < SESSIONS; i++)
         store.remember(i);
     store.churn();
+#ifndef OWN_OPERATORS
     printf("done\n");
     fflush(stdout);
     for (;;)
         sleep_ms(1000);
+#endif
 }

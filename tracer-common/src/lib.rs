@@ -70,6 +70,26 @@ pub const fn cookie_pool_bits(cookie: u64) -> u64 {
     (cookie >> COOKIE_POOL_SHIFT) & 0x3f
 }
 
+/// Where the probe of a function reads its arguments when its placement
+/// moved it past code that copied an argument to another register and
+/// then overwrote the first (mimalloc's `malloc`: `mov rsi,rdi` ... `mov
+/// rdi,fs:[rax]` before its first branch): 4 bits per argument from this
+/// shift, argument 0 lowest, each 0 for the register the ABI passes it in
+/// or an index of [`ARG_REGISTERS`] plus one.
+pub const COOKIE_ARGS_SHIFT: u64 = 48;
+
+/// The registers an argument may be read from, by the cookie's index
+/// minus one (see [`COOKIE_ARGS_SHIFT`]).
+pub const ARG_REGISTERS: [&str; 15] = [
+    "rdi", "rsi", "rdx", "rcx", "r8", "r9", "rax", "rbx", "rbp", "r10", "r11", "r12", "r13", "r14",
+    "r15",
+];
+
+/// The register index (0: the ABI's own) of argument `arg` in a cookie.
+pub const fn cookie_arg_register(cookie: u64, arg: u64) -> u64 {
+    (cookie >> (COOKIE_ARGS_SHIFT + 4 * arg)) & 0xf
+}
+
 /// At most this many pools are taken out of the live table when a
 /// process that records pools unmaps memory (a pymalloc arena holds 64:
 /// 1 MiB of 16 KiB pools from 3.10, 256 KiB of 4 KiB before).

@@ -37,8 +37,9 @@ use aya_ebpf::{
 };
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 use tracer_common::{
-    cookie_pool_bits, AllocFn, InFlight, LiveAlloc, StackAllocated, StackKey, Stat,
-    COOKIE_FREE_OUTER, COOKIE_FREE_SECOND, COOKIE_MAY_SKIP, SKIP_BELOW_BYTES,
+    cookie_arg_register, cookie_pool_bits, AllocFn, InFlight, LiveAlloc, StackAllocated, StackKey,
+    Stat, COOKIE_ARGS_SHIFT, COOKIE_FREE_OUTER, COOKIE_FREE_SECOND, COOKIE_MAY_SKIP,
+    SKIP_BELOW_BYTES,
 };
 
 use crate::{
@@ -84,21 +85,60 @@ pub(crate) fn open_call() -> Option<*mut InFlight> {
 #[map]
 static STACK_TOTALS: HashMap<StackKey, StackAllocated> = HashMap::with_max_entries(32_768, 0);
 
-/// The first three argument registers (rdi, rsi, rdx), each read once at
-/// a constant offset. Volatile reads: LLVM would otherwise merge the
-/// loads of different `match` arms into one load from a computed offset
-/// of the context, which the verifier rejects ("dereference of modified
-/// ctx ptr").
+/// The first three arguments: from the registers the ABI passes them in
+/// (rdi, rsi, rdx), each read once at a constant offset, unless the
+/// cookie says the probe's placement found one in another register (see
+/// `tracer_common::COOKIE_ARGS_SHIFT`; a few more loads and compares,
+/// only then). Volatile reads: LLVM would otherwise merge the loads of
+/// different `match` arms into one load from a computed offset of the
+/// context, which the verifier rejects ("dereference of modified ctx
+/// ptr").
 #[inline(always)]
-fn args3(ctx: &ProbeContext) -> [u64; 3] {
+fn args3(ctx: &ProbeContext, cookie: u64) -> [u64; 3] {
     let regs = ctx.regs;
     // SAFETY: ctx.regs is the probe's register set.
-    unsafe {
+    let abi = unsafe {
         [
             core::ptr::read_volatile(&raw const (*regs).rdi),
             core::ptr::read_volatile(&raw const (*regs).rsi),
             core::ptr::read_volatile(&raw const (*regs).rdx),
         ]
+    };
+    if cookie >> COOKIE_ARGS_SHIFT == 0 {
+        return abi;
+    }
+    [
+        register(ctx, cookie_arg_register(cookie, 0), abi[0]),
+        register(ctx, cookie_arg_register(cookie, 1), abi[1]),
+        register(ctx, cookie_arg_register(cookie, 2), abi[2]),
+    ]
+}
+
+/// The register of index `index` of `tracer_common::ARG_REGISTERS` (plus
+/// one), or `abi` for index 0.
+#[inline(always)]
+fn register(ctx: &ProbeContext, index: u64, abi: u64) -> u64 {
+    let r = ctx.regs;
+    // SAFETY: ctx.regs is the probe's register set.
+    unsafe {
+        match index {
+            1 => core::ptr::read_volatile(&raw const (*r).rdi),
+            2 => core::ptr::read_volatile(&raw const (*r).rsi),
+            3 => core::ptr::read_volatile(&raw const (*r).rdx),
+            4 => core::ptr::read_volatile(&raw const (*r).rcx),
+            5 => core::ptr::read_volatile(&raw const (*r).r8),
+            6 => core::ptr::read_volatile(&raw const (*r).r9),
+            7 => core::ptr::read_volatile(&raw const (*r).rax),
+            8 => core::ptr::read_volatile(&raw const (*r).rbx),
+            9 => core::ptr::read_volatile(&raw const (*r).rbp),
+            10 => core::ptr::read_volatile(&raw const (*r).r10),
+            11 => core::ptr::read_volatile(&raw const (*r).r11),
+            12 => core::ptr::read_volatile(&raw const (*r).r12),
+            13 => core::ptr::read_volatile(&raw const (*r).r13),
+            14 => core::ptr::read_volatile(&raw const (*r).r14),
+            15 => core::ptr::read_volatile(&raw const (*r).r15),
+            _ => abi,
+        }
     }
 }
 
@@ -263,7 +303,7 @@ fn try_alloc_enter(ctx: &ProbeContext, session: bool) -> bool {
     };
     // Overflowing products make the call fail (and are flagged so that its
     // NULL is not mistaken for realloc(p, 0)).
-    let a = args3(ctx);
+    let a = args3(ctx, cookie);
     let (size, ptr) = match func {
         AllocFn::Malloc => (Size::of(a[0]), 0),
         AllocFn::Calloc => (product(a[0], a[1]), 0),
@@ -428,7 +468,7 @@ pub(crate) fn free_enter(ctx: ProbeContext) -> u32 {
     }
     // SAFETY: the cookie helper only reads the probe's attach cookie.
     let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
-    let [first, second, _] = args3(&ctx);
+    let [first, second, _] = args3(&ctx, cookie);
     let addr = match cookie & COOKIE_FREE_SECOND {
         0 => first,
         _ => second,

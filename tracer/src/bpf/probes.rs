@@ -842,13 +842,14 @@ fn uprobe<'a>(bpf: &'a mut Ebpf, name: &str) -> Result<&'a mut UProbe> {
 /// pymalloc's new-pool function the pool size (see
 /// `tracer_common::AllocFn::NewPool`).
 fn alloc_cookie(point: &ProbePoint) -> u64 {
-    match point.hook {
+    let func = match point.hook {
         Hook::Alloc(AllocFn::NewPool) => {
             AllocFn::NewPool as u64 | u64::from(point.pool_bits) << COOKIE_POOL_SHIFT
         }
         Hook::Alloc(func) => func as u64,
         Hook::Free | Hook::FreeSecond => 0,
-    }
+    };
+    func | point.argument_bits
 }
 
 /// The attach cookie of a free function: C++'s `operator delete` frees
@@ -860,10 +861,11 @@ fn free_cookie(point: &ProbePoint) -> u64 {
         true => COOKIE_FREE_OUTER,
         false => 0,
     };
-    match point.hook {
-        Hook::FreeSecond => outer | COOKIE_FREE_SECOND,
-        _ => outer,
-    }
+    let which = match point.hook {
+        Hook::FreeSecond => COOKIE_FREE_SECOND,
+        _ => 0,
+    };
+    outer | which | point.argument_bits
 }
 
 #[cfg(test)]

@@ -9,11 +9,14 @@ use std::{collections::BTreeMap, fs, path::Path};
 
 use anyhow::{Context, Result};
 use object::{Object, ObjectSegment, ObjectSymbol, SymbolKind};
-use tracer_common::AllocFn;
+use tracer_common::{AllocFn, ARG_REGISTERS, COOKIE_ARGS_SHIFT};
 
 use iced_x86::Register;
 
-use crate::discover::{placement, pymalloc};
+use crate::discover::{
+    placement, pymalloc,
+    wrapper::{self, Wrapped},
+};
 
 /// What a probed function does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,14 +116,14 @@ pub const PYMALLOC_NEW_POOL: &str = "allocate_from_new_pool";
 
 /// C++'s allocation functions (Itanium ABI names): `operator new` and
 /// `new[]` in their plain, nothrow and aligned forms, and every `operator
-/// delete`, hooked where an allocator defines its own (tcmalloc, jemalloc
-/// and mimalloc, whose operators call no malloc at all, a program's own).
-/// libstdc++'s are not hooked: they only call `malloc` (`aligned_alloc`
-/// for the aligned forms) and `free`, which are, so a `new`/`delete` pair
-/// traps twice instead of four times; its `operator new` frame is the
-/// allocator's own, and the stack starts at the function that wrote `new`
-/// (see `symbolize::allocator_frames`). Size and pointer are the first
-/// argument.
+/// delete`, hooked where a file other than libstdc++ defines its own
+/// (tcmalloc, jemalloc and mimalloc, a program's own) and they do more
+/// than call a hooked function first (see `wrapper`). libstdc++'s are not
+/// hooked: they only call `malloc` (`aligned_alloc` for the aligned forms)
+/// and `free`, which are, so a `new`/`delete` pair traps twice instead of
+/// four times; its `operator new` frame is the allocator's own, and the
+/// stack starts at the function that wrote `new` (see
+/// `symbolize::allocator_frames`). Size and pointer are the first argument.
 pub const HOOKED_CXX: &[(&str, Hook)] = &[
     ("_Znwm", Hook::Alloc(AllocFn::Malloc)),
     ("_Znam", Hook::Alloc(AllocFn::Malloc)),
@@ -168,6 +171,10 @@ pub struct ProbePoint {
     pub entry_offset: u64,
     /// Why there (for `--verbose`).
     pub placement: String,
+    /// The attach cookie's bits that say where the probe reads arguments
+    /// the placement found moved (`tracer_common::COOKIE_ARGS_SHIFT`); 0
+    /// when all are where the ABI passes them.
+    pub argument_bits: u64,
     /// On the uprobe session path, an unsampled call may skip its return
     /// (see `tracer_common::COOKIE_MAY_SKIP`): glibc's malloc and calloc
     /// only, in the file that implements glibc's malloc.
@@ -191,6 +198,20 @@ const GLIBC_LEAVES: [&str; 2] = ["malloc", "calloc"];
 /// delete`. Empty when there is none. A function with several names
 /// (aliases) is probed once.
 pub fn probe_points(path: &Path, extra_prefixes: &[String]) -> Result<Vec<ProbePoint>> {
+    Ok(file_probes(path, extra_prefixes)?.points)
+}
+
+/// What is probed in an allocator file, and the C++ operators in it that
+/// are not because they only hand each call on to a hooked function.
+#[derive(Debug, Default)]
+pub struct FileProbes {
+    pub points: Vec<ProbePoint>,
+    /// (operator, its call), see `wrapper`.
+    pub wrappers: Vec<(String, Wrapped)>,
+}
+
+/// [`probe_points`], with the wrappers left out.
+pub fn file_probes(path: &Path, extra_prefixes: &[String]) -> Result<FileProbes> {
     let data = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let file =
         object::File::parse(&*data).with_context(|| format!("parsing ELF {}", path.display()))?;
@@ -198,7 +219,7 @@ pub fn probe_points(path: &Path, extra_prefixes: &[String]) -> Result<Vec<ProbeP
         // Go code must never get return probes (a uretprobe rewrites the
         // return address on the stack, which Go's stack copying and
         // unwinding do not expect), and its heap is not malloc's anyway.
-        return Ok(Vec::new());
+        return Ok(FileProbes::default());
     }
     let prefixes: Vec<&str> = std::iter::once("")
         .chain(PREFIXES)
@@ -275,9 +296,27 @@ pub fn probe_points(path: &Path, extra_prefixes: &[String]) -> Result<Vec<ProbeP
     // C++'s operators, where an allocator that replaces them defines them:
     // a file with operator new and operator delete, not libstdc++ (its
     // wrappers around malloc and free).
+    let mut wrappers = Vec::new();
     if cxx.contains_key("_Znwm") && cxx.contains_key("_ZdlPv") && !is_libstdcxx(path) {
+        let callees = wrapper::Callees::of(&file);
         for &(name, hook) in HOOKED_CXX {
             if let Some(&vaddr) = cxx.get(name) {
+                let same_kind = |callee: &str| {
+                    let bare = PREFIXES
+                        .iter()
+                        .find_map(|p| callee.strip_prefix(p))
+                        .unwrap_or(callee);
+                    HOOKED
+                        .iter()
+                        .chain(HOOKED_CXX)
+                        .any(|&(n, h)| (n == bare || n == callee) && is_alloc(h) == is_alloc(hook))
+                };
+                if let Some(call) =
+                    wrapper::wrapped_call(&data, &file, &callees, vaddr, !is_alloc(hook), same_kind)
+                {
+                    wrappers.push((name.to_string(), call));
+                    continue;
+                }
                 push_point(
                     &mut points,
                     &data,
@@ -295,7 +334,11 @@ pub fn probe_points(path: &Path, extra_prefixes: &[String]) -> Result<Vec<ProbeP
     if python.contains_key("PyObject_Malloc") && python.contains_key("PyObject_Free") {
         python_points(&mut points, &data, &file, &python);
     }
-    Ok(points)
+    Ok(FileProbes { points, wrappers })
+}
+
+fn is_alloc(hook: Hook) -> bool {
+    matches!(hook, Hook::Alloc(_))
 }
 
 /// Whether `path` is GNU libstdc++ (`libstdc++.so.6...`), whose `operator
@@ -380,7 +423,31 @@ fn push_point(
     // arguments, and its return probe needs the return address still on
     // top of the stack, which placement keeps (no instruction passed
     // touches rsp).
-    let p = placement::place(code, argument_registers(hook));
+    let arguments = argument_registers(hook);
+    let mut p = placement::place(code, arguments);
+    let mut argument_bits = 0;
+    for (i, (&abi, &at)) in arguments.iter().zip(&p.registers).enumerate() {
+        if abi == at {
+            continue;
+        }
+        // Where the probe reads it from (each register the placement may
+        // choose is one of the cookie's).
+        let name = format!("{at:?}").to_lowercase();
+        match ARG_REGISTERS.iter().position(|r| *r == name) {
+            Some(index) => {
+                argument_bits |= (index as u64 + 1) << (COOKIE_ARGS_SHIFT + 4 * i as u64)
+            }
+            None => {
+                p = placement::Placement {
+                    offset: 0,
+                    reason: format!("kept at +0: an argument moves to {name}"),
+                    registers: arguments.to_vec(),
+                };
+                argument_bits = 0;
+                break;
+            }
+        }
+    }
     let (entry_offset, placement) = (file_offset + p.offset, p.reason);
     points.push(ProbePoint {
         symbol,
@@ -388,6 +455,7 @@ fn push_point(
         file_offset,
         entry_offset,
         placement,
+        argument_bits,
         may_skip,
         when,
         pool_bits,

@@ -24,3 +24,4 @@ pub mod pymalloc;
 pub mod python;
 pub mod select;
 pub mod target;
+pub mod wrapper;

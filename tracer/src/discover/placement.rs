@@ -8,18 +8,22 @@
 //!
 //! The probe moves forward over straight-line code only: every instruction
 //! it passes executes normally and falls through (no branch, call or
-//! return), and none writes the registers the probe reads (the argument
-//! registers given) or the stack pointer. So every call still reaches the
-//! probe, with its arguments intact — and with the return address still on
-//! top of the stack, which is all a uretprobe needs: allocation functions'
-//! entry and return probes move together (past `endbr64` and the like:
-//! a CET build's function starts with `endbr64`, often followed by `test
-//! %rdi,%rdi`, both single-stepped). Anything else keeps the probe at
-//! offset 0.
+//! return), and none writes the stack pointer. So every call still
+//! reaches the probe — with the return address still on top of the stack,
+//! which is all a uretprobe needs: allocation functions' entry and return
+//! probes move together (past `endbr64` and the like: a CET build's
+//! function starts with `endbr64`, often followed by `test %rdi,%rdi`,
+//! both single-stepped). The arguments the probe reads must still be in
+//! some register there: a 64-bit `mov` between registers passed on the way
+//! copies an argument, and an argument overwritten in the register the ABI
+//! passed it in is read from its copy (mimalloc's `malloc` moves its size
+//! to rsi and loads its heap into rdi before its first branch; the attach
+//! cookie says where, `tracer_common::COOKIE_ARGS_SHIFT`). Anything else
+//! keeps the probe at offset 0.
 
 use iced_x86::{
     Code, Decoder, DecoderOptions, FastFormatter, FlowControl, Instruction, InstructionInfoFactory,
-    OpAccess, Register,
+    OpAccess, OpKind, Register,
 };
 
 /// How far into the function to look (jemalloc's `free` computes its
@@ -36,6 +40,10 @@ pub struct Placement {
     pub offset: u64,
     /// For `--verbose`: the probed instruction and what was passed over.
     pub reason: String,
+    /// Where each of the arguments asked for is at the probe, in their
+    /// order: the register the ABI passed it in while that still holds
+    /// it, else a register it was copied to.
+    pub registers: Vec<Register>,
 }
 
 /// Places an entry-only probe in the function whose first bytes are `code`,
@@ -44,9 +52,12 @@ pub fn place(code: &[u8], arguments: &[Register]) -> Placement {
     let mut decoder = Decoder::with_ip(64, code, 0, DecoderOptions::NONE);
     let mut info = InstructionInfoFactory::new();
     let mut passed: Vec<String> = Vec::new();
+    // Per argument, the registers holding it: the ABI's first.
+    let mut holders: Vec<Vec<Register>> = arguments.iter().map(|&r| vec![r]).collect();
     let at_entry = |why: String| Placement {
         offset: 0,
         reason: why,
+        registers: arguments.to_vec(),
     };
     for _ in 0..MAX_INSTRUCTIONS {
         if !decoder.can_decode() {
@@ -63,23 +74,59 @@ pub fn place(code: &[u8], arguments: &[Register]) -> Placement {
             } else {
                 format!(", after {}", passed.join("; "))
             };
+            let registers: Vec<Register> = holders.iter().map(|h| h[0]).collect();
+            let moved: Vec<String> = arguments
+                .iter()
+                .zip(&registers)
+                .filter(|(abi, at)| abi != at)
+                .map(|(abi, at)| format!("{abi:?} read from {at:?}").to_lowercase())
+                .collect();
+            let moved = match moved.is_empty() {
+                true => String::new(),
+                false => format!(" ({})", moved.join(", ")),
+            };
             return Placement {
                 offset: instr.ip(),
-                reason: format!("+{}: {text} (emulated by the kernel){skipped}", instr.ip()),
+                reason: format!(
+                    "+{}: {text} (emulated by the kernel){skipped}{moved}",
+                    instr.ip()
+                ),
+                registers,
             };
         }
         if instr.flow_control() != FlowControl::Next {
             return at_entry(format!("kept at +0: {text} at +{} branches", instr.ip()));
         }
-        if let Some(reg) = writes_any(&mut info, &instr, arguments) {
+        let written = written(&mut info, &instr);
+        if written.contains(&Register::RSP) {
+            return at_entry(format!("kept at +0: {text} at +{} writes RSP", instr.ip()));
+        }
+        let copied = register_copy(&instr);
+        for h in &mut holders {
+            let copy = copied.filter(|(_, from)| h.contains(from));
+            h.retain(|r| !written.contains(r));
+            if let Some((to, _)) = copy {
+                h.push(to);
+            }
+        }
+        if let Some(i) = holders.iter().position(Vec::is_empty) {
             return at_entry(format!(
-                "kept at +0: {text} at +{} writes {reg:?}",
-                instr.ip()
+                "kept at +0: {text} at +{} writes {:?}",
+                instr.ip(),
+                arguments[i]
             ));
         }
         passed.push(text);
     }
     at_entry("kept at +0: no emulated instruction in straight-line reach".into())
+}
+
+/// A 64-bit `mov` from one general register to another: (to, from).
+fn register_copy(instr: &Instruction) -> Option<(Register, Register)> {
+    let copies = matches!(instr.code(), Code::Mov_r64_rm64 | Code::Mov_rm64_r64)
+        && instr.op0_kind() == OpKind::Register
+        && instr.op1_kind() == OpKind::Register;
+    copies.then(|| (instr.op0_register(), instr.op1_register()))
 }
 
 /// Whether the kernel's x86 uprobe code emulates this instruction instead
@@ -97,21 +144,22 @@ fn emulated(instr: &Instruction) -> bool {
     plain_branch || instr.code() == Code::Push_r64
 }
 
-/// The first of `registers` (or the stack pointer) the instruction may
-/// write.
-fn writes_any(
-    info: &mut InstructionInfoFactory,
-    instr: &Instruction,
-    registers: &[Register],
-) -> Option<Register> {
-    info.info(instr).used_registers().iter().find_map(|used| {
-        let reg = used.register().full_register();
-        let writes = matches!(
-            used.access(),
-            OpAccess::Write | OpAccess::CondWrite | OpAccess::ReadWrite | OpAccess::ReadCondWrite
-        );
-        (writes && (reg == Register::RSP || registers.contains(&reg))).then_some(reg)
-    })
+/// The full registers the instruction may write.
+fn written(info: &mut InstructionInfoFactory, instr: &Instruction) -> Vec<Register> {
+    info.info(instr)
+        .used_registers()
+        .iter()
+        .filter(|used| {
+            matches!(
+                used.access(),
+                OpAccess::Write
+                    | OpAccess::CondWrite
+                    | OpAccess::ReadWrite
+                    | OpAccess::ReadCondWrite
+            )
+        })
+        .map(|used| used.register().full_register())
+        .collect()
 }
 
 fn format_instr(instr: &Instruction) -> String {
@@ -170,6 +218,46 @@ mod tests {
         ];
         let p = place(&code, RDI);
         assert_eq!(p.offset, 10, "{p:?}");
+    }
+
+    #[test]
+    fn reads_an_argument_from_its_copy() {
+        // mimalloc 2.0's malloc: mov rax,[rip+..]; mov rsi,rdi; mov
+        // rdi,fs:[rax]; cmp rsi,400h; ja: the size is in rsi at the ja.
+        let code = [
+            0x48, 0x8b, 0x05, 0x49, 0xb4, 0x00, 0x00, 0x48, 0x89, 0xfe, 0x64, 0x48, 0x8b, 0x38,
+            0x48, 0x81, 0xfe, 0x00, 0x04, 0x00, 0x00, 0x77, 0x29,
+        ];
+        let p = place(&code, RDI);
+        assert_eq!(
+            (p.offset, p.registers.as_slice()),
+            (21, &[Register::RSI][..]),
+            "{p:?}"
+        );
+        assert!(p.reason.ends_with("(rdi read from rsi)"), "{p:?}");
+        // Its realloc: mov rax,[rip+..]; mov rdx,rsi; mov rsi,rdi; mov
+        // rax,fs:[rax]; mov rdi,rax; jmp mi_heap_realloc: both moved.
+        let code = [
+            0x48, 0x8b, 0x05, 0x49, 0xa9, 0x00, 0x00, 0x48, 0x89, 0xf2, 0x48, 0x89, 0xfe, 0x64,
+            0x48, 0x8b, 0x00, 0x48, 0x89, 0xc7, 0xe9, 0xf7, 0x4e, 0xff, 0xff,
+        ];
+        let p = place(&code, &[Register::RDI, Register::RSI]);
+        assert_eq!(
+            (p.offset, p.registers.as_slice()),
+            (20, &[Register::RSI, Register::RDX][..]),
+            "{p:?}"
+        );
+        // A copy overwritten in turn loses the argument: mov rsi,rdi; mov
+        // rdi,rax; mov rsi,rax; ja.
+        let code = [
+            0x48, 0x89, 0xfe, 0x48, 0x89, 0xc7, 0x48, 0x89, 0xc6, 0x77, 0x29,
+        ];
+        let p = place(&code, RDI);
+        assert_eq!((p.offset, p.registers.as_slice()), (0, RDI), "{p:?}");
+        assert!(p.reason.contains("writes RDI"), "{p:?}");
+        // A 32-bit copy truncates: not a copy.
+        let code = [0x89, 0xfe, 0x48, 0x89, 0xc7, 0x77, 0x29];
+        assert_eq!(place(&code, RDI).offset, 0);
     }
 
     #[test]

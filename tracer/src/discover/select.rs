@@ -6,13 +6,7 @@
 //! library, not per process (every mode uses that cache: a traced process
 //! that loads an allocator later is hooked on it too).
 
-use std::{
-    collections::HashMap,
-    fs,
-    os::unix::fs::MetadataExt,
-    path::{Path, PathBuf},
-    sync::Arc,
-};
+use std::{collections::HashMap, fs, os::unix::fs::MetadataExt, path::PathBuf, sync::Arc};
 
 use anyhow::{bail, Context, Result};
 
@@ -22,6 +16,7 @@ use crate::{
         allocator::{self, ProbePoint},
         cgroup::{self, Container},
         target,
+        wrapper::Wrapped,
     },
 };
 
@@ -126,6 +121,9 @@ pub struct AllocatorFile {
     /// How that process names it.
     pub name: String,
     pub points: Vec<ProbePoint>,
+    /// Its C++ operators left unprobed: each calls a hooked function first
+    /// (see `wrapper`).
+    pub wrappers: Vec<(String, Wrapped)>,
 }
 
 /// Cache of allocator discovery by the (device, inode) that /proc/PID/maps
@@ -167,11 +165,6 @@ impl AllocatorFiles {
     /// The `--allocator-lib` files.
     pub fn forced(&self) -> &[Arc<AllocatorFile>] {
         &self.forced
-    }
-
-    /// The probe points of the allocators in the ELF file at `path`.
-    pub fn points(&self, path: &Path) -> Result<Vec<ProbePoint>> {
-        allocator::probe_points(path, &self.prefixes)
     }
 
     /// The allocator files `pid` maps now, and the `--allocator-lib` ones.
@@ -229,15 +222,16 @@ impl AllocatorFiles {
     /// it implements none.
     pub fn open(&self, path: PathBuf, name: String) -> Result<Option<Arc<AllocatorFile>>> {
         let meta = fs::metadata(&path).with_context(|| format!("opening {}", path.display()))?;
-        let points = self.points(&path)?;
-        if points.is_empty() {
+        let probes = allocator::file_probes(&path, &self.prefixes)?;
+        if probes.points.is_empty() {
             return Ok(None);
         }
         Ok(Some(Arc::new(AllocatorFile {
             id: (meta.dev(), meta.ino()),
             path,
             name,
-            points,
+            points: probes.points,
+            wrappers: probes.wrappers,
         })))
     }
 

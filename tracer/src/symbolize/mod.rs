@@ -536,8 +536,9 @@ const RUST_ALLOCATOR_SHIMS: &[&str] = &[
 /// allocator's own, which the probe stands for: an allocator entry point
 /// inlined into its caller (ld.so's calloc, an inline wrapper around
 /// libc's), Rust's global allocator shims (inlined or not), and C++'s
-/// `operator new` around the probed malloc (libstdc++'s, which is not
-/// probed: a hooked one is the probe's own site and has no frame). The
+/// `operator new` around the probed malloc (one not probed because it only
+/// calls malloc, `discover::wrapper`: libstdc++'s, a program's own; a
+/// hooked one is the probe's own site and has no frame). The
 /// stack starts at the caller; at least one frame is kept.
 fn allocator_frames(frames: &[Frame]) -> usize {
     let own = |f: &Frame| {

@@ -21,9 +21,8 @@ use crate::{
         unwind::Unwinder,
     },
     discover::{
-        allocator::ProbePoint,
         launch,
-        select::{self, AllocatorFiles, Process},
+        select::{self, AllocatorFile, AllocatorFiles, Process},
         target::{self, TargetInfo},
     },
     symbolize::Symbolizer,
@@ -110,15 +109,24 @@ pub(super) struct Machinery {
 
 impl Machinery {
     /// With --verbose: where each function's probes went (see `placement`).
-    pub(super) fn describe_probes(&self, file: &std::path::Path, points: &[ProbePoint]) {
+    pub(super) fn describe_probes(&self, path: &std::path::Path, file: &AllocatorFile) {
         if !self.verbose {
             return;
         }
-        for p in points {
+        for (operator, call) in &file.wrappers {
+            crate::note(&format!(
+                "{operator} in {}: not probed: it calls {} first (at +{}), whose probe sees each \
+                 of its calls",
+                path.display(),
+                call.callee,
+                call.at
+            ));
+        }
+        for p in &file.points {
             crate::note(&format!(
                 "{} in {} (file offset {:#x}): {}{}",
                 p.symbol,
-                file.display(),
+                path.display(),
                 p.file_offset,
                 p.placement,
                 p.when.describe()
@@ -182,7 +190,7 @@ impl Kernel for Machinery {
                 }
             };
             if new {
-                self.describe_probes(&file.path, &file.points);
+                self.describe_probes(&file.path, &file);
                 if loaded_later {
                     crate::note(&format!(
                         "pid {pid} loaded the allocator {}: hooked",
@@ -224,7 +232,7 @@ impl Kernel for Machinery {
             };
             match self.probes.attach_allocator(Some(pid), &file) {
                 Ok(true) => {
-                    self.describe_probes(std::path::Path::new(&file.name), &file.points);
+                    self.describe_probes(std::path::Path::new(&file.name), &file);
                     hooked.push(file.name.clone());
                 }
                 Ok(false) => {}

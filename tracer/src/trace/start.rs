@@ -31,7 +31,7 @@ pub(super) fn attach_pid(m: &mut Machinery, pid: u32) -> Result<Target> {
     let mut allocators: Vec<String> = Vec::new();
     for file in m.files.of(pid) {
         m.probes.attach_allocator(Some(pid), &file)?;
-        m.describe_probes(&file.path, &file.points);
+        m.describe_probes(&file.path, &file);
         if !allocators.contains(&file.name) {
             allocators.push(file.name.clone());
         }
@@ -70,7 +70,7 @@ pub(super) fn attach_command(m: &mut Machinery, child: &HeldChild) -> Result<Tar
             continue;
         };
         if m.probes.attach_allocator(Some(pid), &file)? {
-            m.describe_probes(&file.path, &file.points);
+            m.describe_probes(&file.path, &file);
             allocators.push(file.name.clone());
         }
     }
