@@ -52,7 +52,8 @@ fn trace_loaded_with(server: &NodeServer, args: &[&str]) -> Report {
     let report = tracer.finish(CMD_TIMEOUT).report();
     assert!(
         load.try_wait().is_none(),
-        "the load stopped before the trace's end"
+        "the load stopped before the trace's end\n{}",
+        load.output()
     );
     report
 }
