@@ -45,6 +45,7 @@ use serde_json::Value;
 
 use crate::{build, cmd};
 
+mod allocators;
 mod golang;
 mod java;
 mod node;
@@ -86,6 +87,11 @@ pub(crate) struct BenchArgs {
     /// docs/performance.md is its own.
     #[arg(long)]
     startup_only: bool,
+    /// Run only the allocator part (a pair's cost, untraced and traced, on
+    /// glibc, musl, jemalloc, tcmalloc, mimalloc and C++ new/delete), in a
+    /// few minutes; its table in docs/performance.md is its own.
+    #[arg(long)]
+    allocators_only: bool,
 }
 
 /// The results go into docs/performance.md between these two lines.
@@ -246,7 +252,19 @@ pub(crate) fn run(args: BenchArgs) -> Result<()> {
         fs::write(&docs, filled).with_context(|| format!("writing {}", docs.display()))
     };
     let scratch = cmd::target_dir().join("xtask");
-    let only = args.go_only || args.node_only || args.java_only || args.startup_only;
+    let only = args.go_only
+        || args.node_only
+        || args.java_only
+        || args.startup_only
+        || args.allocators_only;
+    if !only || args.allocators_only {
+        let allocators = allocators::run(&memtrace, args.repeat, args.pairs)?;
+        part(
+            allocators::render_markdown(&allocators),
+            allocators::DOCS_BEGIN,
+            allocators::DOCS_END,
+        )?;
+    }
     if !only || args.startup_only {
         let startup = startup::run(&memtrace)?;
         part(
@@ -648,12 +666,17 @@ fn ensure_tools() -> Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    cmd::step(&format!("installing bench tools: {}", missing.join(" ")));
+    apt_install(&missing)
+}
+
+/// Installs Debian `packages` (as root), after an `apt-get update`.
+fn apt_install(packages: &[&str]) -> Result<()> {
+    cmd::step(&format!("installing bench tools: {}", packages.join(" ")));
     cmd::run(Command::new("apt-get").args(["update", "-q"]))?;
     cmd::run(
         Command::new("apt-get")
             .args(["install", "-y", "-q", "--no-install-recommends"])
-            .args(&missing)
+            .args(packages)
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )
 }

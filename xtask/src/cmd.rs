@@ -27,15 +27,35 @@ pub(crate) fn workspace_root() -> PathBuf {
 /// Compiles `tests/workloads/NAME.c` with gcc and `flags` into
 /// target/xtask/NAME (the directory created); returns the executable.
 pub(crate) fn compile_workload(name: &str, flags: &[&str]) -> anyhow::Result<PathBuf> {
+    compile_workload_as("gcc", name, name, flags)
+}
+
+/// Compiles `tests/workloads/{name}.c` with `compiler` (`gcc`, `g++`,
+/// `musl-gcc`) into `target/xtask/{out}`, the libraries in `flags` linked
+/// after it.
+pub(crate) fn compile_workload_as(
+    compiler: &str,
+    name: &str,
+    out: &str,
+    flags: &[&str],
+) -> anyhow::Result<PathBuf> {
     use anyhow::Context;
     let dir = target_dir().join("xtask");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let exe = dir.join(name);
-    run(std::process::Command::new("gcc")
-        .args(flags)
+    let exe = dir.join(out);
+    let source = workspace_root().join(format!("tests/workloads/{name}.c"));
+    let (libraries, options): (Vec<&str>, Vec<&str>) =
+        flags.iter().partition(|f| f.starts_with("-l"));
+    let mut command = std::process::Command::new(compiler);
+    if compiler == "g++" {
+        command.args(["-x", "c++"]);
+    }
+    run(command
+        .args(options)
         .arg("-o")
         .arg(&exe)
-        .arg(workspace_root().join(format!("tests/workloads/{name}.c"))))?;
+        .arg(source)
+        .args(libraries))?;
     Ok(exe)
 }
 
