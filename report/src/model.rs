@@ -186,7 +186,8 @@ impl Container {
 pub struct Overhead {
     /// Seconds measured.
     pub seconds: f64,
-    /// Probed allocation calls (malloc, calloc, realloc, ...) on the node;
+    /// Probed allocation calls (malloc, calloc, realloc, ...) of the
+    /// targets (with --all, the node's);
     /// with uprobe session programs, their entry runs and the return runs
     /// not skipped (each also a trap).
     pub allocation_calls: u64,
@@ -205,6 +206,17 @@ pub struct Overhead {
     /// `cpu_seconds` over the wall time, as a share of the node's CPUs.
     pub cpu_share: f64,
     pub cpus: usize,
+}
+
+impl Overhead {
+    /// `cpu_seconds` over the wall time: the share of one CPU (what a
+    /// single-threaded target is slowed by, about).
+    pub fn one_cpu_share(&self) -> f64 {
+        match self.seconds > 0.0 {
+            true => self.cpu_seconds / self.seconds,
+            false => 0.0,
+        }
+    }
 }
 
 /// What the tables cost and where they fell short over the run, for the
@@ -292,6 +304,11 @@ pub struct ProbesReport {
     /// bytes each, at the line that needed the pool.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pymalloc_pool_bytes: Option<u64>,
+    /// The probed functions whose probe the kernel single-steps, no
+    /// instruction it emulates being within reach (`malloc in
+    /// /usr/lib/libfoo.so`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub single_stepped: Vec<String>,
 }
 
 /// How the heap stacks were walked (`--unwind`) and where walks fell short.
@@ -969,6 +986,11 @@ pub struct Counters {
     /// an interpreter start's 47,000 stacks). Not a loss.
     #[serde(default)]
     pub stack_ids_moved: u64,
+    /// Runs of probes on an instruction the kernel single-steps (~10 µs
+    /// each; the functions are in `probes.single_stepped`). Not a loss: a
+    /// cost.
+    #[serde(default)]
+    pub stepped_probe_runs: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -17,9 +17,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use memtrace_integration::{
-    compile_c, compile_c_using, compile_c_with, json_args_with, run_memtrace, run_memtrace_cmd,
-    run_memtrace_cmd_env, scratch_dir, secs, system_libc, trace_handshake, trace_pid, Report,
-    Tracer, Workload,
+    compile_c, compile_c_using, compile_c_with, json_args_with, json_cmd_args, run_memtrace,
+    run_memtrace_cmd, run_memtrace_cmd_env, scratch_dir, secs, system_libc, trace_handshake,
+    trace_pid, Report, Tracer, Workload,
 };
 use memtrace_report::StackKind;
 
@@ -132,6 +132,12 @@ fn jemalloc_and_tcmalloc() {
             "{file}: every malloc and free counted once: {}",
             report.describe()
         );
+        // --pid measures what tracing cost the target.
+        let cost = report.overhead.as_ref().expect("tracing cost");
+        assert!(
+            cost.allocation_calls >= 1100 && cost.frees >= 1000 && cost.pair_overhead_ns > 100.0,
+            "{file}: {cost:?}"
+        );
     }
     // jemalloc's sized free (all Rust's tikv-jemallocator uses): 1000
     // blocks freed with sdallocx leave nothing outstanding.
@@ -207,6 +213,40 @@ fn each_entry_point_of_each_allocator_counts_once() {
         );
         report.assert_no_losses();
     }
+}
+
+/// A probe the kernel single-steps is counted and named, and said on
+/// stderr when it runs over 1,000 times a second (stepped_calls.c: 20,000
+/// calls of glibc's reallocarray, whose entry has no emulated instruction
+/// within reach).
+#[test]
+fn single_stepped_probes_are_counted_and_named() {
+    let exe = compile_c("stepped_calls");
+    let out = run_memtrace(&json_cmd_args(&[] as &[&str], &[&exe]), secs(60));
+    out.assert_success();
+    let report = out.report();
+    let ctx = report.describe();
+    assert_eq!(report.counters.stepped_probe_runs, 20_000, "{ctx}");
+    let stepped = &report.probes.as_ref().expect("probes").single_stepped;
+    assert!(
+        stepped.len() == 1
+            && stepped[0].starts_with("reallocarray in ")
+            && stepped[0].contains("libc.so.6"),
+        "{stepped:?}"
+    );
+    assert!(
+        out.stderr.lines().any(|l| l.starts_with(
+            "memtrace: warning: 20000 probe runs on instructions the kernel single-steps"
+        ) && l.contains("reallocarray")),
+        "{}",
+        out.describe()
+    );
+    // Where no probe is single-stepped, none is named and nothing is said.
+    let exe = compile_c("alloc_variants");
+    let out = run_memtrace(&json_cmd_args(&[] as &[&str], &[&exe]), secs(60));
+    let report = out.report();
+    assert_eq!(report.counters.stepped_probe_runs, 0);
+    assert!(!out.stderr.contains("single-steps"), "{}", out.describe());
 }
 
 #[test]
@@ -386,6 +426,16 @@ fn a_programs_own_operators_around_malloc_trap_once() {
             (report.counters.nested_calls, report.counters.free_unknown),
             (0, 0),
             "counters.nested_calls, free_unknown\n{ctx}"
+        );
+        // What tracing cost is measured in this mode too: every call ran
+        // a probe (on the session path the runs count returns as well).
+        let cost = report
+            .overhead
+            .as_ref()
+            .unwrap_or_else(|| panic!("no tracing cost\n{ctx}"));
+        assert!(
+            cost.allocation_calls >= 600 && cost.frees >= 500 && cost.pair_overhead_ns > 100.0,
+            "{cost:?}\n{ctx}"
         );
         let name = exe.file_name().unwrap().to_str().unwrap();
         assert!(

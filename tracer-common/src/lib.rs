@@ -78,6 +78,11 @@ pub const fn cookie_pool_bits(cookie: u64) -> u64 {
 /// or an index of [`ARG_REGISTERS`] plus one.
 pub const COOKIE_ARGS_SHIFT: u64 = 48;
 
+/// Attach-cookie flag of a probe on an instruction the kernel single-steps
+/// (no emulated one in reach, see the placement): its runs are counted
+/// ([`Stat::SteppedProbe`]), so that what they cost can be told.
+pub const COOKIE_STEPPED: u64 = 1 << 62;
+
 /// The registers an argument may be read from, by the cookie's index
 /// minus one (see [`COOKIE_ARGS_SHIFT`]).
 pub const ARG_REGISTERS: [&str; 15] = [
@@ -720,6 +725,11 @@ stats! {
         /// Stacks recorded at another candidate id because their first
         /// one held a different stack (a 32-bit id collision). Not a loss.
         StackIdMoved = 22,
+        /// Runs of probes that sit on an instruction the kernel
+        /// single-steps (~10 µs a trap, against ~1 where it emulates it;
+        /// userspace marks them with [`COOKIE_STEPPED`]). Calls nested in
+        /// another allocator call are not counted. Not a loss: a cost.
+        SteppedProbe = 23,
     }
 }
 

@@ -11,7 +11,7 @@ use std::{
     os::fd::RawFd,
 };
 
-use crate::model::{name_of, verdict_counts, Report, StackReport, Verdict};
+use crate::model::{name_of, verdict_counts, Overhead, Report, StackReport, Verdict};
 use crate::units::{bytes, rate_per_hour, rate_per_min};
 
 /// A stack's growth rate, or nothing where it has too few intervals for
@@ -207,6 +207,9 @@ pub fn table(report: &Report, width: usize, height: usize) -> String {
         ],
         width,
     ));
+    if let Some(o) = &report.overhead {
+        lines.push(fit(&[&cost(o)], width));
+    }
     if !losses.is_empty() {
         let mut text = String::from("losses:");
         for (k, v) in &losses {
@@ -310,7 +313,21 @@ pub fn line(report: &Report) -> String {
         report.stacks.len(),
         verdict_counts(&report.stacks, true)
     );
+    if let Some(o) = &report.overhead {
+        let _ = write!(text, "; {}", cost(o));
+    }
     text
+}
+
+/// What tracing costs, in a few words: `cost ~4.1% of a CPU (12,345
+/// calls/s probed)`.
+fn cost(o: &Overhead) -> String {
+    let calls = (o.allocation_calls + o.frees) as f64 / o.seconds.max(1e-9);
+    format!(
+        "cost ~{:.1}% of a CPU ({:.0} calls/s probed)",
+        o.one_cpu_share() * 100.0,
+        calls
+    )
 }
 
 /// The allocating function and as many of its callers as fit in `width`
@@ -473,6 +490,31 @@ mod tests {
             line(&r),
             "  12.0s  2.0 KiB outstanding in 2 stacks; top: leaky ← main +1.0 KiB/min \
              [leak]; top 2: 1 leak, 0 growing, 1 plateau, 0 stable"
+        );
+        // What tracing costs, once measured: below the totals, and at the
+        // end of the line.
+        let mut r = r;
+        r.overhead = Some(Overhead {
+            seconds: 10.0,
+            allocation_calls: 80_000,
+            frees: 40_000,
+            program_ns: 20_000_000,
+            pair_overhead_ns: 1500.0,
+            pair_baseline_ns: 8.0,
+            cpu_seconds: 0.11,
+            cpu_share: 0.0055,
+            cpus: 2,
+        });
+        let costed = super::table(&r, 100, 40);
+        let rows: Vec<&str> = costed.lines().collect();
+        assert_eq!(
+            rows[2], "cost ~1.1% of a CPU (12000 calls/s probed)",
+            "{costed}"
+        );
+        assert!(
+            line(&r).ends_with("; cost ~1.1% of a CPU (12000 calls/s probed)"),
+            "{}",
+            line(&r)
         );
     }
 

@@ -96,6 +96,9 @@ pub fn render(report: &Report, top: usize) -> String {
     if let Some(o) = &report.overhead {
         overhead(w, o);
     }
+    if let Some(line) = stepped(report) {
+        let _ = writeln!(w, "{line}");
+    }
     if let Some(mean) = report.sample_bytes {
         let _ = writeln!(
             w,
@@ -389,18 +392,32 @@ fn unwind(w: &mut String, u: &UnwindReport) {
     );
 }
 
+/// The runs of single-stepped probes and their functions, when any ran.
+pub fn stepped(report: &Report) -> Option<String> {
+    let runs = report.counters.stepped_probe_runs;
+    let functions = &report.probes.as_ref()?.single_stepped;
+    (runs > 0).then(|| {
+        format!(
+            "{runs} probe runs on instructions the kernel single-steps (~10 µs each, against ~1 \
+             where it emulates them): {}",
+            functions.join(", ")
+        )
+    })
+}
+
 fn overhead(w: &mut String, o: &Overhead) {
     let _ = writeln!(
         w,
-        "cost to the node: {} allocation calls and {} frees probed in {:.1} s; a probed \
-         malloc+free pair costs {:.1} µs more here ({:.0} ns unprobed) => ~{:.2} CPU-s, {:.2}% of \
-         {} CPUs",
+        "tracing cost: {} runs of the allocation probes and {} of the free probes in {:.1} s; a \
+         probed malloc+free pair costs {:.1} µs more here ({:.0} ns unprobed) => ~{:.2} CPU-s, \
+         {:.2}% of one CPU, {:.2}% of {} CPUs",
         o.allocation_calls,
         o.frees,
         o.seconds,
         o.pair_overhead_ns / 1000.0,
         o.pair_baseline_ns,
         o.cpu_seconds,
+        o.one_cpu_share() * 100.0,
         o.cpu_share * 100.0,
         o.cpus
     );

@@ -299,6 +299,7 @@ pub fn build(ctx: ReportContext<'_>, agg: &Aggregator, frames: &mut Frames<'_>) 
             pools_reused: stat(Stat::PoolReused),
             pools_unmapped: stat(Stat::PoolUnmapped),
             stack_ids_moved: stat(Stat::StackIdMoved),
+            stepped_probe_runs: stat(Stat::SteppedProbe),
         },
         oom_kills: ctx.oom_kills,
         overhead: ctx.overhead,

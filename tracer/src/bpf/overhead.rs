@@ -1,13 +1,13 @@
-//! What tracing every process costs the node (`--all`): every malloc and
-//! free on it traps into the kernel. Two measurements, both taken here:
+//! What tracing costs the targets (with `--all`, the node): every probed
+//! malloc and free traps into the kernel. Two measurements, both taken here:
 //! the kernel's own run counts and run times of memtrace's allocator
-//! programs (BPF statistics, enabled while memtrace runs), and the cost of
+//! programs (BPF statistics, enabled once the targets run), and the cost of
 //! one probed malloc+free pair, timed in memtrace's own process before and
-//! after the probes went in (its calls trap like anyone's, and the programs
-//! return at once for it). Calls × trap cost + program time is the CPU the
-//! node spends on tracing.
+//! after its libc was probed (its calls trap like anyone's, and the programs
+//! return at once for it), kept for the rest of the boot. Calls × trap cost
+//! + program time is the CPU tracing takes.
 
-use std::{os::fd::OwnedFd, time::Instant};
+use std::{os::fd::OwnedFd, path::Path, time::Instant};
 
 use anyhow::{Context, Result};
 use aya::sys::{enable_stats, Stats};
@@ -16,38 +16,135 @@ pub use memtrace_report::Overhead;
 
 use crate::bpf::probes::Probes;
 
-/// Pairs timed per calibration (~80 ms when probed, at ~4 µs a pair).
-const CALIBRATION_PAIRS: u32 = 20_000;
+/// Pairs timed per calibration (~8 ms when probed, at ~1.5 µs a pair).
+const CALIBRATION_PAIRS: u32 = 5_000;
+
+/// Where a calibration is kept for the later runs of a boot: probing
+/// memtrace's own allocator and letting it go again costs ~100 ms (the
+/// kernel's detach waits), too much for every start.
+const CACHE_DIR: &str = "/run/memtrace";
+const CACHE_FILE: &str = "pair-cost";
+
+/// This boot's id.
+fn boot_id() -> Option<String> {
+    let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    Some(id.trim().to_string())
+}
+
+/// The (baseline, probed) ns of the calibration kept for `key` this boot.
+fn cached(key: &str) -> Option<(f64, f64)> {
+    let text = std::fs::read_to_string(Path::new(CACHE_DIR).join(CACHE_FILE)).ok()?;
+    let boot = boot_id()?;
+    text.lines().find_map(|line| {
+        let mut fields = line.split('\t');
+        if fields.next() != Some(boot.as_str()) || fields.next() != Some(key) {
+            return None;
+        }
+        let baseline: f64 = fields.next()?.parse().ok()?;
+        let probed: f64 = fields.next()?.parse().ok()?;
+        (baseline.is_finite() && probed.is_finite()).then_some((baseline, probed))
+    })
+}
 
 /// Keeps BPF statistics on and knows the calibration.
 pub struct Meter {
-    /// Statistics stay enabled while this is open.
-    _stats: OwnedFd,
+    /// Statistics stay enabled while this is open (None: not yet).
+    stats: Option<OwnedFd>,
     started: Instant,
     baseline_ns: f64,
     probed_ns: Option<f64>,
 }
 
+impl Default for Meter {
+    fn default() -> Meter {
+        Meter::new()
+    }
+}
+
 impl Meter {
-    /// Enables the kernel's BPF statistics and times unprobed pairs. Call
-    /// before any allocator probe is attached.
-    pub fn start() -> Result<Meter> {
-        let stats = enable_stats(Stats::RunTime).context("enabling BPF run-time statistics")?;
-        Ok(Meter {
-            _stats: stats,
+    /// Times unprobed pairs. Call before any allocator probe of memtrace's
+    /// own is attached; then [`Meter::count`].
+    pub fn new() -> Meter {
+        Meter {
+            stats: None,
             started: Instant::now(),
             baseline_ns: time_pairs(),
             probed_ns: None,
-        })
+        }
     }
 
-    /// Times probed pairs: call once the allocator probes are attached.
+    /// [`Meter::new`], counting at once (--all: from before any probe).
+    pub fn start() -> Result<Meter> {
+        let mut meter = Meter::new();
+        meter.count()?;
+        Ok(meter)
+    }
+
+    /// Enables the kernel's BPF statistics (once): the programs' runs and
+    /// times are counted from now.
+    pub fn count(&mut self) -> Result<()> {
+        if self.stats.is_none() {
+            let stats = enable_stats(Stats::RunTime).context("enabling BPF run-time statistics")?;
+            self.stats = Some(stats);
+            self.started = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// Times probed pairs: call once memtrace's own allocator is probed.
     pub fn calibrate(&mut self) {
         self.probed_ns = Some(time_pairs());
     }
 
-    /// The cost so far.
-    pub fn read(&self, probes: &Probes) -> Overhead {
+    /// Whether probed pairs were timed.
+    pub fn calibrated(&self) -> bool {
+        self.probed_ns.is_some()
+    }
+
+    /// Takes the calibration of an earlier run of this boot, when `key`
+    /// (the probe path and the allocator file timed) is the one it was
+    /// made with: true when there was one.
+    pub fn reuse(&mut self, key: &str) -> bool {
+        let Some((baseline, probed)) = cached(key) else {
+            return false;
+        };
+        self.baseline_ns = baseline;
+        self.probed_ns = Some(probed);
+        true
+    }
+
+    /// Keeps this calibration for the later runs of this boot (best
+    /// effort: a file under /run, which the next boot starts without).
+    pub fn keep(&self, key: &str) {
+        let (Some(probed), Some(boot)) = (self.probed_ns, boot_id()) else {
+            return;
+        };
+        let _ = std::fs::create_dir_all(CACHE_DIR);
+        let path = Path::new(CACHE_DIR).join(CACHE_FILE);
+        // This boot's other keys stay (a line each).
+        let mut text: String = std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| {
+                let mut f = l.split('\t');
+                f.next() == Some(boot.as_str()) && f.next() != Some(key)
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        text += &format!("{boot}\t{key}\t{}\t{probed}\n", self.baseline_ns);
+        let tmp = path.with_extension(format!("{}", std::process::id()));
+        if std::fs::write(&tmp, text).is_ok() {
+            let _ = std::fs::rename(&tmp, &path);
+        }
+    }
+
+    /// The cost so far; None before [`Meter::count`].
+    pub fn read(&self, probes: &Probes) -> Option<Overhead> {
+        self.stats.as_ref()?;
+        Some(self.read_counted(probes))
+    }
+
+    fn read_counted(&self, probes: &Probes) -> Overhead {
         let stats = probes.run_stats();
         let (allocation_calls, enter_ns) = stats.alloc;
         let (_, return_ns) = stats.ret;
@@ -75,6 +172,23 @@ impl Meter {
             },
             cpus,
         }
+    }
+}
+
+/// The file that defines the `malloc` the calibration calls (memtrace's
+/// libc), as the dynamic loader knows it: the one file to probe for the
+/// calibration (memtrace's own executable, tens of MB, is not parsed).
+pub fn own_allocator() -> Option<std::path::PathBuf> {
+    // SAFETY: dladdr only reads the loader's tables; info is written by it
+    // before use, and dli_fname points into them for the process's life.
+    unsafe {
+        let mut info: libc::Dl_info = std::mem::zeroed();
+        let malloc = libc::malloc as *const libc::c_void;
+        if libc::dladdr(malloc, &mut info) == 0 || info.dli_fname.is_null() {
+            return None;
+        }
+        let name = std::ffi::CStr::from_ptr(info.dli_fname);
+        Some(std::path::PathBuf::from(name.to_str().ok()?))
     }
 }
 

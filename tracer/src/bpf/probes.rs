@@ -15,7 +15,7 @@
 //! allocation function and an entry uprobe per free function.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeSet, HashMap, HashSet},
     num::NonZeroU32,
     os::fd::OwnedFd,
     path::{Path, PathBuf},
@@ -33,7 +33,7 @@ use aya::{
 };
 use tracer_common::{
     config, live_spill_words, AllocFn, OomFields, COOKIE_FREE_OUTER, COOKIE_FREE_SECOND,
-    COOKIE_MAY_SKIP, COOKIE_POOL_SHIFT, EXP_DRAWS, OOM_FIELD_ABSENT,
+    COOKIE_MAY_SKIP, COOKIE_POOL_SHIFT, COOKIE_STEPPED, EXP_DRAWS, OOM_FIELD_ABSENT,
 };
 
 use crate::{
@@ -58,6 +58,14 @@ pub enum ProbePath {
 }
 
 impl ProbePath {
+    /// `session` or `classic`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ProbePath::Session => "session",
+            ProbePath::Classic(_) => "classic",
+        }
+    }
+
     /// One line for `--verbose` and the report.
     pub fn describe(&self) -> String {
         match self {
@@ -152,6 +160,9 @@ pub struct Probes {
     /// The pool size of an interpreter with pymalloc inlined that was
     /// hooked (its pools are the unit, see `pymalloc::inlined_pools`).
     pub pymalloc_pools: Option<u64>,
+    /// The functions hooked whose probe the kernel single-steps (`malloc
+    /// in /path`).
+    pub single_stepped: BTreeSet<String>,
     /// Processes armed to stop at their end (see [`Probes::hold_exit`]).
     exit_armed: HashSet<u32>,
 }
@@ -321,6 +332,7 @@ impl Probes {
             holds: settings.hold_targets,
             fs_base_known: fs_base != 0,
             pymalloc_pools: None,
+            single_stepped: BTreeSet::new(),
             exit_armed: HashSet::new(),
         })
     }
@@ -380,6 +392,27 @@ impl Probes {
     /// for all: a run that sees thousands of processes exit (forks followed,
     /// a busy node) queues their probes rather than starting a thread each.
     pub fn forget_target(&mut self, pid: u32) {
+        let owned = self.unhook(pid);
+        if owned.is_empty() {
+            return;
+        }
+        let detacher = self.detacher.get_or_insert_with(|| {
+            let (tx, rx) = std::sync::mpsc::channel::<Vec<Detach>>();
+            std::thread::spawn(move || rx.into_iter().for_each(drop));
+            tx
+        });
+        // (Should the thread be gone, the links come back and drop here.)
+        let _ = detacher.send(owned);
+    }
+
+    /// [`Probes::forget_target`], its probes detached before it returns.
+    pub fn forget_target_now(&mut self, pid: u32) {
+        drop(self.unhook(pid));
+    }
+
+    /// Takes `pid` out of the kernel's tables and out of the links: the
+    /// links to detach.
+    fn unhook(&mut self, pid: u32) -> Vec<Detach> {
         if let Ok(mut targets) =
             BpfHashMap::<_, u32, u8>::try_from(self.bpf.map_mut("TARGETS").expect("TARGETS map"))
         {
@@ -396,17 +429,10 @@ impl Probes {
         }
         self.attached.retain(|(p, _)| *p != Some(pid));
         let Some(links) = self.links.remove(&pid) else {
-            return;
+            return Vec::new();
         };
         self.probe_count -= links.len();
-        let owned: Vec<Detach> = links.into_iter().filter_map(|a| self.take_out(a)).collect();
-        let detacher = self.detacher.get_or_insert_with(|| {
-            let (tx, rx) = std::sync::mpsc::channel::<Vec<Detach>>();
-            std::thread::spawn(move || rx.into_iter().for_each(drop));
-            tx
-        });
-        // (Should the thread be gone, the links come back and drop here.)
-        let _ = detacher.send(owned);
+        links.into_iter().filter_map(|a| self.take_out(a)).collect()
     }
 
     /// Releases `pid`, a child held by the kernel at its first return to
@@ -603,6 +629,12 @@ impl Probes {
                 When::ReplacedAllocator => !default_pymalloc,
             })
             .collect();
+        // (memtrace's own calls, probed to time them, are no target's.)
+        let own = pid == Some(std::process::id());
+        for point in points.iter().filter(|p| p.stepped && !own) {
+            self.single_stepped
+                .insert(format!("{} in {}", point.symbol, file.name));
+        }
         let file = file.path.as_path();
         let scope = match pid {
             Some(pid) => UProbeScope::OneProcess(NonZeroU32::new(pid).context("pid 0")?),
@@ -849,7 +881,15 @@ fn alloc_cookie(point: &ProbePoint) -> u64 {
         Hook::Alloc(func) => func as u64,
         Hook::Free | Hook::FreeSecond => 0,
     };
-    func | point.argument_bits
+    func | point.argument_bits | stepped(point)
+}
+
+/// [`COOKIE_STEPPED`] on a probe the kernel single-steps.
+fn stepped(point: &ProbePoint) -> u64 {
+    match point.stepped {
+        true => COOKIE_STEPPED,
+        false => 0,
+    }
 }
 
 /// The attach cookie of a free function: C++'s `operator delete` frees
@@ -865,7 +905,7 @@ fn free_cookie(point: &ProbePoint) -> u64 {
         Hook::FreeSecond => COOKIE_FREE_SECOND,
         _ => 0,
     };
-    outer | which | point.argument_bits
+    outer | which | point.argument_bits | stepped(point)
 }
 
 #[cfg(test)]

@@ -171,6 +171,8 @@ pub struct ProbePoint {
     pub entry_offset: u64,
     /// Why there (for `--verbose`).
     pub placement: String,
+    /// The kernel single-steps the probed instruction (~10 µs a hit).
+    pub stepped: bool,
     /// The attach cookie's bits that say where the probe reads arguments
     /// the placement found moved (`tracer_common::COOKIE_ARGS_SHIFT`); 0
     /// when all are where the ABI passes them.
@@ -441,6 +443,8 @@ fn push_point(
                 p = placement::Placement {
                     offset: 0,
                     reason: format!("kept at +0: an argument moves to {name}"),
+                    // (+0 is not emulated, or it would have been chosen.)
+                    emulated: false,
                     registers: arguments.to_vec(),
                 };
                 argument_bits = 0;
@@ -448,13 +452,14 @@ fn push_point(
             }
         }
     }
-    let (entry_offset, placement) = (file_offset + p.offset, p.reason);
+    let (entry_offset, placement, stepped) = (file_offset + p.offset, p.reason, !p.emulated);
     points.push(ProbePoint {
         symbol,
         hook,
         file_offset,
         entry_offset,
         placement,
+        stepped,
         argument_bits,
         may_skip,
         when,

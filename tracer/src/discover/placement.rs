@@ -40,6 +40,9 @@ pub struct Placement {
     pub offset: u64,
     /// For `--verbose`: the probed instruction and what was passed over.
     pub reason: String,
+    /// Whether the kernel emulates the probed instruction (else it
+    /// single-steps it, ~10 µs a hit).
+    pub emulated: bool,
     /// Where each of the arguments asked for is at the probe, in their
     /// order: the register the ABI passed it in while that still holds
     /// it, else a register it was copied to.
@@ -54,9 +57,11 @@ pub fn place(code: &[u8], arguments: &[Register]) -> Placement {
     let mut passed: Vec<String> = Vec::new();
     // Per argument, the registers holding it: the ABI's first.
     let mut holders: Vec<Vec<Register>> = arguments.iter().map(|&r| vec![r]).collect();
+    // (Kept at +0 only when the instruction there is not emulated.)
     let at_entry = |why: String| Placement {
         offset: 0,
         reason: why,
+        emulated: false,
         registers: arguments.to_vec(),
     };
     for _ in 0..MAX_INSTRUCTIONS {
@@ -91,6 +96,7 @@ pub fn place(code: &[u8], arguments: &[Register]) -> Placement {
                     "+{}: {text} (emulated by the kernel){skipped}{moved}",
                     instr.ip()
                 ),
+                emulated: true,
                 registers,
             };
         }

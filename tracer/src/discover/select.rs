@@ -113,7 +113,7 @@ pub fn pids() -> Vec<u32> {
 pub type FileId = (u64, u64);
 
 /// An allocator implementation in one file.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct AllocatorFile {
     pub id: FileId,
     /// How memtrace opens it (through the first process found mapping it).

@@ -40,7 +40,7 @@ use crate::{
     discover::{
         cgroup::{self},
         launch::HeldChild,
-        select::AllocatorFiles,
+        select::{AllocatorFile, AllocatorFiles},
     },
     output,
     symbolize::Symbolizer,
@@ -93,7 +93,7 @@ struct Tracing {
     /// Everything kept per process below the lifecycle.
     m: Machinery,
     oom_kills: VecDeque<OomKill>,
-    /// With --all: what tracing costs the node.
+    /// What tracing costs the targets (or, with --all, the node).
     meter: Option<overhead::Meter>,
     /// --oom-only: every process's cgroup, read at exec and every rescan,
     /// for kills of processes gone before theirs can be read.
@@ -198,6 +198,14 @@ pub async fn run(cfg: config::Trace, child: Option<HeldChild>) -> Result<()> {
         },
         ..Targets::default()
     };
+    // What tracing costs is timed before any target's probes go in:
+    // attaching or detaching probes on a file while a target runs on it
+    // made the kernel drop some of the target's own (--all: later, its
+    // probes stay).
+    let meter = match &mode {
+        Mode::OomOnly | Mode::Watch(Selection::All) => None,
+        _ => calibrated_meter(&mut m),
+    };
     let attaching = Instant::now();
     match (&mode, &child) {
         (Mode::Command, Some(c)) => {
@@ -222,7 +230,7 @@ pub async fn run(cfg: config::Trace, child: Option<HeldChild>) -> Result<()> {
         life,
         m,
         oom_kills: VecDeque::new(),
-        meter: None,
+        meter,
         cgroups: HashMap::new(),
         child,
         stats: [0; STAT_COUNT as usize],
@@ -244,12 +252,18 @@ pub async fn run(cfg: config::Trace, child: Option<HeldChild>) -> Result<()> {
     if tracing.mode == Mode::OomOnly {
         tracing.remember_cgroups();
     }
-    if let Some(meter) = &mut tracing.meter {
+    if let Some(meter) = tracing
+        .meter
+        .as_mut()
+        .filter(|_| tracing.mode == Mode::Watch(Selection::All))
+    {
         // memtrace's own allocator is hooked too (its calls return at once
         // in the programs) so that the calibration times probed calls.
-        let me = std::process::id();
-        for file in tracing.m.files.of(me) {
-            tracing.m.probes.attach_allocator(None, &file)?;
+        if let Some(path) = overhead::own_allocator() {
+            let name = path.display().to_string();
+            if let Some(file) = tracing.m.files.open(path, name)? {
+                tracing.m.probes.attach_allocator(None, &file)?;
+            }
         }
         meter.calibrate();
     }
@@ -312,6 +326,7 @@ pub async fn run(cfg: config::Trace, child: Option<HeldChild>) -> Result<()> {
     tracing.stop_child();
     let report = tracing.report(cfg, output::stacks_needed(&cfg.outputs));
     output::write_report(&report, &cfg.outputs, outputs)?;
+    warn_of_stepped_probes(&report);
     let probes = tracing.m.probes.probe_count;
     if probes * DETACH_MS > 2000 {
         crate::note(&format!(
@@ -322,6 +337,59 @@ pub async fn run(cfg: config::Trace, child: Option<HeldChild>) -> Result<()> {
     }
     tracing.m.probes.detach_all();
     Ok(())
+}
+
+/// Times malloc+free pairs in memtrace's own process, unprobed and then
+/// with its libc probed for it alone (the programs return at once for
+/// memtrace), its probes detached again before this returns (see
+/// `overhead`); or takes the times of an earlier run of this boot. It
+/// counts once the targets run (`Tracing::say_started`).
+fn calibrated_meter(m: &mut Machinery) -> Option<overhead::Meter> {
+    let mut meter = overhead::Meter::new();
+    let path = overhead::own_allocator()?;
+    let key = format!("{} {}", m.probes.path.name(), path.display());
+    if meter.reuse(&key) {
+        return Some(meter);
+    }
+    let me = std::process::id();
+    let name = path.display().to_string();
+    // Only the pair timed is probed: every probe more is a detach to wait
+    // for (~80 ms each on the classic path).
+    let file = m
+        .files
+        .open(path, name)
+        .ok()
+        .flatten()
+        .map(|f| AllocatorFile {
+            points: f
+                .points
+                .iter()
+                .filter(|p| p.symbol == "malloc" || p.symbol == "free")
+                .cloned()
+                .collect(),
+            wrappers: Vec::new(),
+            ..(*f).clone()
+        });
+    if file.is_some_and(|f| m.probes.attach_allocator(Some(me), &f).unwrap_or(false)) {
+        meter.calibrate();
+        meter.keep(&key);
+    }
+    m.probes.forget_target_now(me);
+    Some(meter)
+}
+
+/// Says on stderr when single-stepped probes ran often enough to matter
+/// (over 1,000 times a second: 1 % of a CPU at ~10 µs each); the report
+/// has them whenever they ran.
+fn warn_of_stepped_probes(report: &memtrace_report::Report) {
+    let runs = report.counters.stepped_probe_runs as f64;
+    if runs / report.duration_secs.max(1.0) > 1000.0 {
+        if let Some(line) = memtrace_report::render::text::stepped(report) {
+            crate::note(&format!(
+                "warning: {line} (see docs/performance.md, Probe placement)"
+            ));
+        }
+    }
 }
 
 /// What the kernel takes to detach one uprobe here (measured, serialized:

@@ -288,7 +288,7 @@ impl Tracing {
             by_peak: cfg.outputs.weight == Weight::Peak,
             min_age_secs: cfg.sampling.min_age_secs(),
             oom_kills: self.oom_kills.iter().cloned().collect(),
-            overhead: self.meter.as_ref().map(|m| m.read(&self.m.probes)),
+            overhead: self.meter.as_ref().and_then(|m| m.read(&self.m.probes)),
             sample_bytes: cfg.sampling.sample_bytes,
             probes: (self.mode != Mode::OomOnly).then(|| ProbesReport {
                 path: match self.m.probes.path {
@@ -298,6 +298,7 @@ impl Tracing {
                 .to_string(),
                 detail: self.m.probes.path.describe(),
                 pymalloc_pool_bytes: self.m.probes.pymalloc_pools,
+                single_stepped: self.m.probes.single_stepped.iter().cloned().collect(),
             }),
             unwind: (self.mode != Mode::OomOnly).then(|| {
                 (
