@@ -666,19 +666,7 @@ fn ensure_tools() -> Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    apt_install(&missing)
-}
-
-/// Installs Debian `packages` (as root), after an `apt-get update`.
-fn apt_install(packages: &[&str]) -> Result<()> {
-    cmd::step(&format!("installing bench tools: {}", packages.join(" ")));
-    cmd::run(Command::new("apt-get").args(["update", "-q"]))?;
-    cmd::run(
-        Command::new("apt-get")
-            .args(["install", "-y", "-q", "--no-install-recommends"])
-            .args(packages)
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-    )
+    cmd::apt_install(&missing)
 }
 
 /// Copies the libc `program` loads into `dir` (so probes on the copy only
@@ -985,7 +973,7 @@ fn breakpoints(pid: u32, libc: &Path) -> Result<usize> {
         .count())
 }
 
-fn next_line(lines: &mut BufReader<ChildStdout>) -> Result<String> {
+pub(super) fn next_line(lines: &mut BufReader<ChildStdout>) -> Result<String> {
     let mut line = String::new();
     if lines.read_line(&mut line)? == 0 {
         bail!("the bench program closed its output");
@@ -993,7 +981,7 @@ fn next_line(lines: &mut BufReader<ChildStdout>) -> Result<String> {
     Ok(line.trim_end().to_string())
 }
 
-fn expect_line(lines: &mut BufReader<ChildStdout>, want: &str) -> Result<()> {
+pub(super) fn expect_line(lines: &mut BufReader<ChildStdout>, want: &str) -> Result<()> {
     let line = next_line(lines)?;
     if line != want {
         bail!("expected {want:?} from the bench program, got {line:?}");

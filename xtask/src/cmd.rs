@@ -180,3 +180,14 @@ pub(crate) fn memory_kib(pid: u32, field: &str) -> Result<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .with_context(|| format!("no {field} in /proc/{pid}/status"))
 }
+
+/// `apt-get install` of Debian `packages` (as root), after an `apt-get
+/// update`.
+pub(crate) fn apt_install(packages: &[&str]) -> Result<()> {
+    step(&format!("installing: {}", packages.join(" ")));
+    run(Command::new("apt-get").args(["update", "-q"]))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(packages)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}

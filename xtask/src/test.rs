@@ -85,7 +85,7 @@ const TEST_TOOLS: [(&str, &str); 5] = [
 /// Libraries the allocator tests link or load (tests/integration/allocators.rs), by
 /// Debian package; and glibc's separate debug files, which name its internal
 /// functions and inlined calls (tests/integration/symbols.rs).
-const TEST_LIBRARIES: [(&str, &str); 5] = [
+pub(crate) const TEST_LIBRARIES: [(&str, &str); 5] = [
     ("/usr/share/doc/libc6-dbg", "libc6-dbg"),
     ("/usr/bin/musl-gcc", "musl-tools"),
     (
@@ -119,19 +119,7 @@ fn ensure_test_tools() -> Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    apt_install(&missing)
-}
-
-/// `apt-get install` of `packages` (as root), after an `apt-get update`.
-fn apt_install(packages: &[&str]) -> Result<()> {
-    cmd::step(&format!("installing test tools: {}", packages.join(" ")));
-    cmd::run(Command::new("apt-get").args(["update", "-q"]))?;
-    cmd::run(
-        Command::new("apt-get")
-            .args(["install", "-y", "-q", "--no-install-recommends"])
-            .args(packages)
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-    )
+    cmd::apt_install(&missing)
 }
 
 /// The kubernetes-validate release the deploy tests use (tests/integration/deploy.rs
@@ -153,7 +141,7 @@ fn ensure_kubernetes_validate() -> Result<PathBuf> {
         .output()
         .is_ok_and(|out| out.status.success());
     if !can_venv {
-        apt_install(&["python3", "python3-venv"])?;
+        cmd::apt_install(&["python3", "python3-venv"])?;
     }
     cmd::step(&format!(
         "installing kubernetes-validate {KUBERNETES_VALIDATE_VERSION} into {}",

@@ -9,7 +9,7 @@
 use std::{
     io::{BufRead, BufReader, Write},
     path::{Path, PathBuf},
-    process::{Child, ChildStderr, ChildStdout, Command, Stdio},
+    process::{Child, ChildStderr, Command, Stdio},
     sync::mpsc,
     time::Duration,
 };
@@ -17,7 +17,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
-use super::median;
+use super::{expect_line, median, next_line};
 use crate::cmd;
 
 /// The table goes into docs/performance.md between these lines.
@@ -79,24 +79,6 @@ const ALLOCATORS: [Allocator; 6] = [
     },
 ];
 
-/// Debian packages the allocators come from, by a file each installs.
-const PACKAGES: [(&str, &str); 5] = [
-    ("/usr/bin/musl-gcc", "musl-tools"),
-    (
-        "/usr/lib/x86_64-linux-gnu/libjemalloc.so",
-        "libjemalloc-dev",
-    ),
-    (
-        "/usr/lib/x86_64-linux-gnu/libtcmalloc.so",
-        "libgoogle-perftools-dev",
-    ),
-    (
-        "/usr/lib/x86_64-linux-gnu/libmimalloc.so.2.0",
-        "libmimalloc2.0",
-    ),
-    ("/usr/bin/g++", "g++"),
-];
-
 #[derive(Debug, Serialize)]
 pub(super) struct AllocatorRow {
     name: String,
@@ -114,13 +96,15 @@ pub(super) struct AllocatorResults {
 }
 
 pub(super) fn run(memtrace: &Path, repeat: u32, pairs: u64) -> Result<AllocatorResults> {
-    let missing: Vec<&str> = PACKAGES
+    // The allocator tests' libraries (musl-gcc among them), and g++.
+    let missing: Vec<&str> = crate::test::TEST_LIBRARIES
         .iter()
+        .chain(&[("/usr/bin/g++", "g++")])
         .filter(|(path, _)| !Path::new(path).exists())
         .map(|&(_, package)| package)
         .collect();
     if !missing.is_empty() {
-        super::apt_install(&missing)?;
+        cmd::apt_install(&missing)?;
     }
     cmd::step(&format!(
         "allocators: {} rounds of {pairs} pairs on each of {} allocators, untraced and traced",
@@ -182,7 +166,7 @@ fn time_pairs(
         .spawn()
         .with_context(|| format!("starting {}", program.display()))?;
     let mut lines = BufReader::new(child.stdout.take().context("stdout")?);
-    expect(&mut lines, "ready")?;
+    expect_line(&mut lines, "ready")?;
     let mut tracer = match memtrace {
         Some(memtrace) => Some(attach(memtrace, child.id())?),
         None => None,
@@ -193,7 +177,7 @@ fn time_pairs(
         .context("stdin")?
         .write_all(b"go\n")
         .context("starting the timed loop")?;
-    let line = next(&mut lines)?;
+    let line = next_line(&mut lines)?;
     let ns: f64 = line
         .strip_prefix("ns_per_pair ")
         .and_then(|v| v.trim().parse().ok())
@@ -234,22 +218,6 @@ fn attach(memtrace: &Path, pid: u32) -> Result<Child> {
         bail!("memtrace --pid {pid} did not say it traces within 30 s");
     }
     Ok(t)
-}
-
-fn next(lines: &mut BufReader<ChildStdout>) -> Result<String> {
-    let mut line = String::new();
-    if lines.read_line(&mut line)? == 0 {
-        bail!("the bench program ended without a word");
-    }
-    Ok(line.trim_end().to_string())
-}
-
-fn expect(lines: &mut BufReader<ChildStdout>, want: &str) -> Result<()> {
-    let line = next(lines)?;
-    if line != want {
-        bail!("the bench program said {line:?}, not {want:?}");
-    }
-    Ok(())
 }
 
 /// The table: per allocator, the untraced and traced pair, what tracing
