@@ -96,11 +96,6 @@ impl Meter {
         self.probed_ns = Some(time_pairs());
     }
 
-    /// Whether probed pairs were timed.
-    pub fn calibrated(&self) -> bool {
-        self.probed_ns.is_some()
-    }
-
     /// Takes the calibration of an earlier run of this boot, when `key`
     /// (the probe path and the allocator file timed) is the one it was
     /// made with: true when there was one.
@@ -138,9 +133,12 @@ impl Meter {
         }
     }
 
-    /// The cost so far; None before [`Meter::count`].
+    /// The cost so far; None before [`Meter::count`], or when no probed
+    /// pair could be timed (the cost would read as the programs' time
+    /// alone).
     pub fn read(&self, probes: &Probes) -> Option<Overhead> {
         self.stats.as_ref()?;
+        self.probed_ns?;
         Some(self.read_counted(probes))
     }
 
