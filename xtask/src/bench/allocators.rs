@@ -225,8 +225,8 @@ fn attach(memtrace: &Path, pid: u32) -> Result<Child> {
 pub(super) fn render_markdown(r: &AllocatorResults) -> String {
     let glibc = r.rows.first().map_or(1.0, |g| g.traced_median_ns);
     let mut out = format!(
-        "{DOCS_BEGIN}\n\n| allocator ({} pairs a run, median) | untraced | memtrace --pid | \
-         added | traced / glibc traced |\n|---|---:|---:|---:|---:|\n",
+        "| allocator ({} pairs a run, median) | untraced | memtrace --pid | added | traced / \
+         glibc traced |\n|---|---:|---:|---:|---:|\n",
         r.pairs
     );
     for row in &r.rows {
@@ -239,6 +239,5 @@ pub(super) fn render_markdown(r: &AllocatorResults) -> String {
             row.traced_median_ns / glibc
         );
     }
-    out += &format!("\n{DOCS_END}\n");
     out
 }
