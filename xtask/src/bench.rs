@@ -703,17 +703,7 @@ impl Bench {
             wait_for_breakpoints(pid, &self.libc, wanted_breakpoints(mode), t)?;
         }
         let started = Instant::now();
-        program
-            .stdin
-            .take()
-            .context("stdin")?
-            .write_all(b"go\n")
-            .context("starting the timed loop")?;
-        let line = next_line(&mut lines)?;
-        let ns_per_pair: f64 = line
-            .strip_prefix("ns_per_pair ")
-            .and_then(|v| v.trim().parse().ok())
-            .with_context(|| format!("unexpected output of the bench program: {line:?}"))?;
+        let ns_per_pair = time_loop(&mut program, &mut lines)?;
         let status = program.wait()?;
         if !status.success() {
             bail!("the bench program failed: {status}");
@@ -971,6 +961,21 @@ fn breakpoints(pid: u32, libc: &Path) -> Result<usize> {
         .zip(&file[..n])
         .filter(|&(&m, &f)| m == 0xcc && f != 0xcc)
         .count())
+}
+
+/// Sends a bench program (bench_alloc.c, bench_new.c) its go line and
+/// reads the ns per pair its loop took.
+pub(super) fn time_loop(program: &mut Child, lines: &mut BufReader<ChildStdout>) -> Result<f64> {
+    program
+        .stdin
+        .take()
+        .context("stdin")?
+        .write_all(b"go\n")
+        .context("starting the timed loop")?;
+    let line = next_line(lines)?;
+    line.strip_prefix("ns_per_pair ")
+        .and_then(|v| v.trim().parse().ok())
+        .with_context(|| format!("unexpected output of the bench program: {line:?}"))
 }
 
 pub(super) fn next_line(lines: &mut BufReader<ChildStdout>) -> Result<String> {

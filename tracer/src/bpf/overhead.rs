@@ -1,7 +1,7 @@
 //! What tracing costs the targets (with `--all`, the node): every probed
 //! malloc and free traps into the kernel. Two measurements, both taken here:
 //! the kernel's own run counts and run times of memtrace's allocator
-//! programs (BPF statistics, enabled once the targets run), and the cost of
+//! programs (BPF statistics, enabled while memtrace runs), and the cost of
 //! one probed malloc+free pair, timed in memtrace's own process before and
 //! after its libc was probed (its calls trap like anyone's, and the programs
 //! return at once for it), kept for the rest of the boot. Calls × trap cost
@@ -48,47 +48,24 @@ fn cached(key: &str) -> Option<(f64, f64)> {
 
 /// Keeps BPF statistics on and knows the calibration.
 pub struct Meter {
-    /// Statistics stay enabled while this is open (None: not yet).
-    stats: Option<OwnedFd>,
+    /// Statistics stay enabled while this is open.
+    _stats: OwnedFd,
     started: Instant,
     baseline_ns: f64,
     probed_ns: Option<f64>,
 }
 
-impl Default for Meter {
-    fn default() -> Meter {
-        Meter::new()
-    }
-}
-
 impl Meter {
-    /// Times unprobed pairs. Call before any allocator probe of memtrace's
-    /// own is attached; then [`Meter::count`].
-    pub fn new() -> Meter {
-        Meter {
-            stats: None,
+    /// Enables the kernel's BPF statistics and times unprobed pairs. Call
+    /// before any allocator probe of memtrace's own is attached.
+    pub fn start() -> Result<Meter> {
+        let stats = enable_stats(Stats::RunTime).context("enabling BPF run-time statistics")?;
+        Ok(Meter {
+            _stats: stats,
             started: Instant::now(),
             baseline_ns: time_pairs(),
             probed_ns: None,
-        }
-    }
-
-    /// [`Meter::new`], counting at once (--all: from before any probe).
-    pub fn start() -> Result<Meter> {
-        let mut meter = Meter::new();
-        meter.count()?;
-        Ok(meter)
-    }
-
-    /// Enables the kernel's BPF statistics (once): the programs' runs and
-    /// times are counted from now.
-    pub fn count(&mut self) -> Result<()> {
-        if self.stats.is_none() {
-            let stats = enable_stats(Stats::RunTime).context("enabling BPF run-time statistics")?;
-            self.stats = Some(stats);
-            self.started = Instant::now();
-        }
-        Ok(())
+        })
     }
 
     /// Times probed pairs: call once memtrace's own allocator is probed.
@@ -133,11 +110,9 @@ impl Meter {
         }
     }
 
-    /// The cost so far; None before [`Meter::count`], or when no probed
-    /// pair could be timed (the cost would read as the programs' time
-    /// alone).
+    /// The cost so far; None when no probed pair could be timed (the cost
+    /// would read as the programs' time alone).
     pub fn read(&self, probes: &Probes) -> Option<Overhead> {
-        self.stats.as_ref()?;
         self.probed_ns?;
         Some(self.read_counted(probes))
     }

@@ -342,10 +342,16 @@ pub async fn run(cfg: config::Trace, child: Option<HeldChild>) -> Result<()> {
 /// Times malloc+free pairs in memtrace's own process, unprobed and then
 /// with its libc probed for it alone (the programs return at once for
 /// memtrace), its probes detached again before this returns (see
-/// `overhead`); or takes the times of an earlier run of this boot. It
-/// counts once the targets run (`Tracing::say_started`).
+/// `overhead`); or takes the times of an earlier run of this boot. None,
+/// said once, when the kernel's BPF statistics cannot be enabled.
 fn calibrated_meter(m: &mut Machinery) -> Option<overhead::Meter> {
-    let mut meter = overhead::Meter::new();
+    let mut meter = match overhead::Meter::start() {
+        Ok(meter) => meter,
+        Err(e) => {
+            crate::note(&format!("warning: tracing cost not measured: {e:#}"));
+            return None;
+        }
+    };
     let path = overhead::own_allocator()?;
     let key = format!("{} {}", m.probes.path.name(), path.display());
     if meter.reuse(&key) {

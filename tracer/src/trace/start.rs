@@ -197,20 +197,6 @@ impl Tracing {
     /// own start: to the command's first instruction, or to the targets'
     /// probes in place.
     pub(super) fn say_started(&mut self) {
-        self.say_startup();
-        // The kernel's BPF statistics are switched on now, not before: it
-        // patches the kernel's text (~30 ms), which the start need not wait
-        // for.
-        if let Some(meter) = self.meter.as_mut() {
-            if let Err(e) = meter.count() {
-                crate::note(&format!("warning: tracing cost not measured: {e:#}"));
-                self.meter = None;
-            }
-        }
-    }
-
-    /// With --verbose: how long the start took.
-    fn say_startup(&mut self) {
         let Some(s) = self.startup.take() else {
             return;
         };

@@ -7,7 +7,7 @@
 //! gives the medians and each traced pair against glibc's.
 
 use std::{
-    io::{BufRead, BufReader, Write},
+    io::{BufRead, BufReader},
     path::{Path, PathBuf},
     process::{Child, ChildStderr, Command, Stdio},
     sync::mpsc,
@@ -17,7 +17,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
-use super::{expect_line, median, next_line};
+use super::{expect_line, median, time_loop};
 use crate::cmd;
 
 /// The table goes into docs/performance.md between these lines.
@@ -171,17 +171,7 @@ fn time_pairs(
         Some(memtrace) => Some(attach(memtrace, child.id())?),
         None => None,
     };
-    child
-        .stdin
-        .take()
-        .context("stdin")?
-        .write_all(b"go\n")
-        .context("starting the timed loop")?;
-    let line = next_line(&mut lines)?;
-    let ns: f64 = line
-        .strip_prefix("ns_per_pair ")
-        .and_then(|v| v.trim().parse().ok())
-        .with_context(|| format!("unexpected output of {}: {line:?}", program.display()))?;
+    let ns = time_loop(&mut child, &mut lines).with_context(|| program.display().to_string())?;
     if !child.wait()?.success() {
         bail!("{} failed", program.display());
     }
