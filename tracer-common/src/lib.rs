@@ -83,6 +83,21 @@ pub const COOKIE_ARGS_SHIFT: u64 = 48;
 /// ([`Stat::SteppedProbe`]), so that what they cost can be told.
 pub const COOKIE_STEPPED: u64 = 1 << 62;
 
+/// Attach cookie of a classic-path return probe (`alloc_return`): the
+/// process it was attached for, or 0 for every process. Kernels before
+/// 6.11 (Debian 12's 6.1) run a uretprobe's program for the returns of
+/// every process whose entry trapped, not only the one its link names, so
+/// with two traced processes each return would run twice; the program
+/// leaves the other process's returns alone.
+pub const fn return_cookie(pid: u32) -> u64 {
+    pid as u64
+}
+
+/// The process a return probe's cookie names (0: any).
+pub const fn return_cookie_pid(cookie: u64) -> u32 {
+    cookie as u32
+}
+
 /// The registers an argument may be read from, by the cookie's index
 /// minus one (see [`COOKIE_ARGS_SHIFT`]).
 pub const ARG_REGISTERS: [&str; 15] = [

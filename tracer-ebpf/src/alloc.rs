@@ -37,9 +37,9 @@ use aya_ebpf::{
 };
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 use tracer_common::{
-    cookie_arg_register, cookie_pool_bits, AllocFn, InFlight, LiveAlloc, StackAllocated, StackKey,
-    Stat, COOKIE_ARGS_SHIFT, COOKIE_FREE_OUTER, COOKIE_FREE_SECOND, COOKIE_MAY_SKIP,
-    COOKIE_STEPPED, SKIP_BELOW_BYTES,
+    cookie_arg_register, cookie_pool_bits, return_cookie_pid, AllocFn, InFlight, LiveAlloc,
+    StackAllocated, StackKey, Stat, COOKIE_ARGS_SHIFT, COOKIE_FREE_OUTER, COOKIE_FREE_SECOND,
+    COOKIE_MAY_SKIP, COOKIE_STEPPED, SKIP_BELOW_BYTES,
 };
 
 use crate::{
@@ -389,9 +389,18 @@ fn skip_return(cookie: u64, func: AllocFn, size: Size) -> bool {
 
 #[uretprobe]
 pub(crate) fn alloc_return(ctx: RetProbeContext) -> u32 {
-    if !empty() {
-        try_alloc_return(&ctx, false);
+    if empty() {
+        return 0;
     }
+    // One helper call and a compare: on kernels before 6.11 this program
+    // also runs for the returns of other processes whose entries trapped
+    // (see `return_cookie`); those are their own link's to close.
+    // SAFETY: the cookie helper only reads the probe's attach cookie.
+    let owner = return_cookie_pid(unsafe { bpf_get_attach_cookie(ctx.as_ptr()) });
+    if owner != 0 && owner != (bpf_get_current_pid_tgid() >> 32) as u32 {
+        return 0;
+    }
+    try_alloc_return(&ctx, false);
     0
 }
 

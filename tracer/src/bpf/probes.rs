@@ -32,8 +32,9 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use tracer_common::{
-    config, live_spill_words, AllocFn, OomFields, COOKIE_FREE_OUTER, COOKIE_FREE_SECOND,
-    COOKIE_MAY_SKIP, COOKIE_POOL_SHIFT, COOKIE_STEPPED, EXP_DRAWS, OOM_FIELD_ABSENT,
+    config, live_spill_words, return_cookie, AllocFn, OomFields, COOKIE_FREE_OUTER,
+    COOKIE_FREE_SECOND, COOKIE_MAY_SKIP, COOKIE_POOL_SHIFT, COOKIE_STEPPED, EXP_DRAWS,
+    OOM_FIELD_ABSENT,
 };
 
 use crate::{
@@ -718,8 +719,12 @@ impl Probes {
                 continue;
             };
             let at = || UProbeAttachLocation::AbsoluteOffset(point.entry_offset);
+            let ret = UProbeAttachPoint {
+                location: at(),
+                cookie: Some(return_cookie(pid.unwrap_or(0))),
+            };
             let id = uprobe(&mut self.bpf, "alloc_return")?
-                .attach(at(), file, scope)
+                .attach(ret, file, scope)
                 .with_context(|| what(point))?;
             links.push(Attached::Uprobe("alloc_return", id));
             let entry = UProbeAttachPoint {
