@@ -395,6 +395,13 @@ pub struct TargetReport {
     /// the moment it was attached to by pid).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unseen: Option<Unseen>,
+    /// Seconds into the run by which its probes were gone while it ran on:
+    /// its main thread exited before its other threads, and on the classic
+    /// probe path (kernels before 6.13) the kernel's per-process probes
+    /// belong to the main thread. What it allocated and freed after that
+    /// is not in the report, which shows what it held then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probes_lost_at_s: Option<f64>,
     /// The file mappings its reported frames lie in, its executable first
     /// (absent in reports from before this field).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -1140,6 +1147,7 @@ pub(crate) mod fixtures {
             peak: None,
             memory: None,
             unseen: None,
+            probes_lost_at_s: None,
             mappings: Vec::new(),
             go: None,
             node: None,

@@ -1009,6 +1009,7 @@ mod tests {
                 peak: None,
                 memory: None,
                 unseen: None,
+                probes_lost_at_s: None,
                 mappings: Vec::new(),
                 go: None,
                 node: None,

@@ -67,6 +67,13 @@ pub fn render(report: &Report, top: usize) -> String {
                 u.ms, u.after
             );
         }
+        if let Some(at) = t.probes_lost_at_s {
+            let _ = writeln!(
+                w,
+                "    its probes went with its main thread by {at:.1} s (this kernel's probes \
+                 belong to the main thread): what it did after that is not seen"
+            );
+        }
         if let Some(c) = &t.container {
             let _ = writeln!(w, "    container: {}", describe_container(c));
         }

@@ -154,13 +154,27 @@ impl Tracing {
             }
             if !target.leaderless_said && target::main_thread_gone(target.info.pid) {
                 target.leaderless_said = true;
-                crate::note(&format!(
-                    "warning: pid {}: its main thread has exited while other threads run on: \
-                     the kernel drops its probes whenever another tracer attaches to or \
-                     detaches from the same files (the probes' process filter follows the main \
-                     thread); what it allocates after that is not seen, and not counted as lost",
-                    target.info.pid
-                ));
+                let pid = target.info.pid;
+                match &self.m.probes.path {
+                    // A uprobe opened for a process belongs to the thread
+                    // it names, its main thread: gone with it.
+                    ProbePath::Classic(_) => {
+                        target.probes_lost_at = Some(t);
+                        crate::note(&format!(
+                            "warning: pid {pid}: its main thread has exited while other threads \
+                             run on, and on this kernel's probe path its probes went with it: \
+                             what it allocates and frees from here on is not seen (the report \
+                             shows what it held by {t:.1} s)"
+                        ));
+                    }
+                    ProbePath::Session => crate::note(&format!(
+                        "warning: pid {pid}: its main thread has exited while other threads run \
+                         on: the kernel drops its probes whenever another tracer attaches to or \
+                         detaches from the same files (the probes' process filter follows the \
+                         main thread); what it allocates after that is not seen, and not counted \
+                         as lost"
+                    )),
+                }
             }
             let Some((rss, anon)) = target::memory_usage(target.info.pid) else {
                 continue;
@@ -261,6 +275,7 @@ impl Tracing {
                 growing_stacks: 0,
                 peak: None,
                 unseen: t.unseen.clone(),
+                probes_lost_at_s: t.probes_lost_at,
                 mappings: Vec::new(),
                 go: self.m.golang.report(t.info.pid, &mut self.m.symbolizer),
                 node: self.m.node.report(t.info.pid),

@@ -47,6 +47,9 @@ pub(super) struct Target {
     pub(super) series_closed: bool,
     /// Its main thread was seen gone while other threads run (said once).
     pub(super) leaderless_said: bool,
+    /// When (seconds into the run) its probes were seen gone with its main
+    /// thread (classic probe path).
+    pub(super) probes_lost_at: Option<f64>,
 }
 
 impl Target {
@@ -74,6 +77,7 @@ impl Target {
             gone_ns: 0,
             series_closed: false,
             leaderless_said: false,
+            probes_lost_at: None,
         }
     }
 
