@@ -40,6 +40,7 @@
 //! - `symbols`: inlined calls, glibc's public names, debug files by build
 //!   id and debuginfod, unnamed files, pprof build ids, symlinked programs;
 //! - `soak`: a minute of leak and churn keeps memtrace flat;
+//! - `kernels`: the kernel features memtrace finds, against docs/kernels.md;
 //! - `regression`: bugs whose cause is known.
 
 mod agent;
@@ -50,6 +51,7 @@ mod cli;
 mod deploy;
 mod golang;
 mod java;
+mod kernels;
 mod lifecycle;
 mod mappings;
 mod node;

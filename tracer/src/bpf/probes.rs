@@ -152,6 +152,8 @@ pub struct Probes {
     /// pid is forgotten then (the kernel's record says `group_dead`); else
     /// they are its main thread's.
     pub exits_are_final: bool,
+    /// The kernel's OOM records carry the victim's memory (`anon_rss`…).
+    oom_victim_memory: bool,
     /// Feeds the thread that detaches the probes of processes gone.
     detacher: Option<std::sync::mpsc::Sender<Vec<Detach>>>,
     /// Targets may be held (see [`Settings::hold_targets`]).
@@ -224,6 +226,7 @@ impl Probes {
             false => (1, 1),
         };
         let group_dead = exit_group_dead_offset();
+        let oom = oom_fields();
         let fs_base = crate::bpf::python::task_fs_base_offset();
         let live_buckets = tracer_common::live_buckets(settings.max_live);
         let mut bpf = EbpfLoader::new()
@@ -243,7 +246,7 @@ impl Probes {
             .map_max_entries("UNWIND_ROWS", rows)
             .map_max_entries("UNWIND_PAGES", pages)
             .override_global(config::EXIT_GROUP_DEAD, &group_dead, true)
-            .override_global(config::OOM_FIELDS, &oom_fields(), true)
+            .override_global(config::OOM_FIELDS, &oom, true)
             .override_global(config::LIVE_BUCKETS, &live_buckets, true)
             .override_global(config::TASK_FSBASE, &fs_base, true)
             .override_global(config::EMPTY_PROGRAMS, &flag(settings.empty_programs), true)
@@ -329,6 +332,7 @@ impl Probes {
             path,
             probe_count: 0,
             exits_are_final: group_dead != 0,
+            oom_victim_memory: oom.anon_rss != OOM_FIELD_ABSENT,
             detacher: None,
             holds: settings.hold_targets,
             fs_base_known: fs_base != 0,
@@ -741,6 +745,27 @@ impl Probes {
             self.links.entry(pid).or_default().extend(links);
         }
         Ok(true)
+    }
+}
+
+impl Probes {
+    /// What memtrace found this kernel to have, by the names of
+    /// docs/kernels.md's table (`--verbose`; the kernel matrix checks them
+    /// against the table); None for sessions not tried ([`PROBES_ENV`]).
+    pub fn kernel_features(&self) -> Vec<(&'static str, Option<bool>)> {
+        let forced = std::env::var(PROBES_ENV).is_ok_and(|v| v == "classic");
+        vec![
+            (
+                "uprobe_session",
+                (!forced).then_some(self.path == ProbePath::Session),
+            ),
+            ("group_dead", Some(self.exits_are_final)),
+            ("oom_victim_memory", Some(self.oom_victim_memory)),
+            (
+                "exact_rss_counters",
+                Some(!crate::discover::target::status_counters_lag()),
+            ),
+        ]
     }
 }
 

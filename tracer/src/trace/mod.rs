@@ -154,6 +154,25 @@ pub async fn run(cfg: config::Trace, child: Option<HeldChild>) -> Result<()> {
     let load = loading.elapsed();
     if cfg.verbose && !settings.oom_only {
         crate::note(&format!("allocation functions: {}", probes.path.describe()));
+        let features: Vec<String> = probes
+            .kernel_features()
+            .iter()
+            .map(|(name, has)| {
+                let has = match has {
+                    Some(true) => "yes",
+                    Some(false) => "no",
+                    None => "not tried",
+                };
+                format!("{name} {has}")
+            })
+            .collect();
+        crate::note(&format!(
+            "kernel {}: {} (docs/kernels.md)",
+            std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .unwrap_or_default()
+                .trim(),
+            features.join(", ")
+        ));
     }
     let unwinder = match settings.unwind_tables {
         true => Some(Unwinder::new(&mut probes.bpf, cfg.attach.unwind)?),
