@@ -191,3 +191,37 @@ pub(crate) fn apt_install(packages: &[&str]) -> Result<()> {
         .args(packages)
         .env("DEBIAN_FRONTEND", "noninteractive"))
 }
+
+/// The executable `exe` of the PyPI package `spec` (`name==version`),
+/// installed into the venv `target/xtask/{venv}` unless already there
+/// (python3-venv installed first where Debian's python3 lacks it).
+pub(crate) fn venv_tool(venv: &str, spec: &str, exe: &str) -> Result<PathBuf> {
+    let venv = target_dir().join("xtask").join(venv);
+    let exe = venv.join("bin").join(exe);
+    if exe.is_file() {
+        return Ok(exe);
+    }
+    // Debian's python3 creates venvs only with python3-venv (ensurepip).
+    let can_venv = Command::new("python3")
+        .args(["-c", "import ensurepip, venv"])
+        .output()
+        .is_ok_and(|out| out.status.success());
+    if !can_venv {
+        apt_install(&["python3", "python3-venv"])?;
+    }
+    step(&format!("installing {spec} into {}", venv.display()));
+    run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
+    run(Command::new(venv.join("bin").join("python3"))
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
+        .arg(spec))?;
+    if !exe.is_file() {
+        bail!("pip install left no {}", exe.display());
+    }
+    Ok(exe)
+}

@@ -6,6 +6,7 @@ mod build;
 mod cmd;
 mod demo;
 mod fuzz;
+mod kernel;
 mod lint;
 mod prereqs;
 mod soak;
@@ -49,6 +50,10 @@ enum Task {
     /// Steps: `cargo xtask build`, the checks of `cargo xtask lint`, then
     /// `cargo test --workspace --release` with MEMTRACE_BIN pointing at
     /// target/release/memtrace. Stops at the first failing step.
+    ///
+    /// With `--kernel 6.1`: the kernel-dependent integration tests on
+    /// Debian's 6.1 kernel instead, booted under QEMU with virtme-ng (both
+    /// installed when missing; docs/kernels.md).
     Test(test::TestArgs),
 
     /// Time a malloc-heavy program untraced, under empty probes at offset 0

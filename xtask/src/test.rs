@@ -5,18 +5,25 @@
 //! Python venv under target/xtask/; and warms the Go toolchains' build
 //! caches before the suite.
 
-use std::{ffi::OsString, path::PathBuf, process::Command};
+use std::{ffi::OsString, path::PathBuf};
 
 use anyhow::{bail, Result};
 use clap::Args;
 
-use crate::{build, cmd, lint};
+use crate::{build, cmd, kernel, lint};
 
 #[derive(Args, Debug)]
 pub(crate) struct TestArgs {
     /// Skip `cargo fmt --check` and `cargo clippy`.
     #[arg(long)]
     no_lint: bool,
+
+    /// Run the kernel-dependent integration tests on Debian's kernel of
+    /// this version (`6.1`) in a QEMU VM instead of the suite on this
+    /// machine's kernel (the arguments after `--` are then test name
+    /// filters in place of the standard subset).
+    #[arg(long, value_name = "VERSION")]
+    kernel: Option<String>,
 
     /// Extra arguments for `cargo test`, after `--`
     /// (e.g. `cargo xtask test -- --test integration -- attach:: --nocapture`).
@@ -35,6 +42,9 @@ pub(crate) fn run(args: TestArgs) -> Result<()> {
 
     let bin = build::run()?;
     ensure_test_tools()?;
+    if let Some(version) = &args.kernel {
+        return kernel::run(version, &bin, &args.cargo_test_args);
+    }
     let kubernetes_validate = ensure_kubernetes_validate()?;
 
     if !args.no_lint {
@@ -130,39 +140,9 @@ const KUBERNETES_VALIDATE_VERSION: &str = "1.37.0";
 /// tests), installed into the venv `target/xtask/k8s-venv` unless already
 /// there. Returns the path of its executable.
 fn ensure_kubernetes_validate() -> Result<PathBuf> {
-    let venv = cmd::target_dir().join("xtask").join("k8s-venv");
-    let exe = venv.join("bin").join("kubernetes-validate");
-    if exe.is_file() {
-        return Ok(exe);
-    }
-    // Debian's python3 creates venvs only with python3-venv (ensurepip).
-    let can_venv = Command::new("python3")
-        .args(["-c", "import ensurepip, venv"])
-        .output()
-        .is_ok_and(|out| out.status.success());
-    if !can_venv {
-        cmd::apt_install(&["python3", "python3-venv"])?;
-    }
-    cmd::step(&format!(
-        "installing kubernetes-validate {KUBERNETES_VALIDATE_VERSION} into {}",
-        venv.display()
-    ));
-    cmd::run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
-    cmd::run(
-        Command::new(venv.join("bin").join("python3"))
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-            ])
-            .arg(format!(
-                "kubernetes-validate=={KUBERNETES_VALIDATE_VERSION}"
-            )),
-    )?;
-    if !exe.is_file() {
-        bail!("pip install left no {}", exe.display());
-    }
-    Ok(exe)
+    cmd::venv_tool(
+        "k8s-venv",
+        &format!("kubernetes-validate=={KUBERNETES_VALIDATE_VERSION}"),
+        "kubernetes-validate",
+    )
 }

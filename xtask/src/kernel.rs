@@ -1,0 +1,389 @@
+//! `cargo xtask test --kernel VERSION`: the integration tests that depend
+//! on the kernel, run on another kernel than this machine's. Debian's
+//! generic kernel package of that version (`linux-image-6.1.0-N-amd64-
+//! unsigned`, the newest ABI apt knows) is downloaded and unpacked into
+//! /var/cache/memtrace/kernels, and booted under QEMU with virtme-ng (from
+//! PyPI, in a venv under target/xtask/) with this machine's filesystem as
+//! its root: read-only, but /tmp (where the tests build their workloads)
+//! and the target dir (the test binary and memtrace) writable. The VM
+//! emulates its CPUs in software (no nested KVM here), so it runs the
+//! subset in [`SUBSET`], not the whole suite.
+
+use std::{
+    ffi::OsString,
+    fs,
+    io::{BufRead, BufReader, Read, Seek, SeekFrom},
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+
+use crate::cmd;
+
+/// The virtme-ng release the runs were made with.
+const VIRTME_NG: &str = "virtme-ng==1.42";
+
+/// Where the unpacked kernels are kept between runs (and clones).
+const CACHE: &str = "/var/cache/memtrace/kernels";
+
+/// The tests run inside the VM, by name prefix, and what each exercises
+/// that depends on the kernel. Software emulation runs them ~4x slower
+/// than the host (~4 min against ~1); the runtimes' tests (Go, Node, Java, Python's versions)
+/// read process memory the same way on every kernel and stay on the host.
+const SUBSET: &[&str] = &[
+    // Forks followed and held (task_newtask, the fork-return tracepoints,
+    // bpf_send_signal), exec, pid reuse; two traced processes' returns.
+    "lifecycle::",
+    // Main-thread exit without `group_dead`; thread churn.
+    "threads::",
+    // The oom/mark_victim tracepoint's fields as this kernel has them.
+    "oom::",
+    // Resident memory that moves in steps before 6.2.
+    "verdicts::rss_",
+    // Exact counts on the fallback probe path, every entry point.
+    "semantics::",
+    "allocators::each_entry_point_of_each_allocator_counts_once",
+    "allocators::single_stepped_probes_are_counted_and_named",
+    // The mapping tracepoints.
+    "mappings::",
+    // Modes and their errors; `--all`, and processes selected by name and
+    // cgroup. (Not node::all_attributes_each_leak_to_its_process: Go's
+    // linker cannot map its output file on the VM's 9p /tmp.)
+    "attach::",
+    "node::all_drops_processes_that_exit",
+    "node::all_hooks_a_libc_that_is_another_file",
+    "node::comm_and_cgroup_select_processes_as_they_start",
+    // Nothing of memtrace left in the kernel after Ctrl-C and SIGKILL.
+    "robustness::cleanup::",
+    // The kernel features memtrace finds, against docs/kernels.md.
+    "kernels::",
+];
+
+/// At most this long for the whole VM run (boot, tests, power-off).
+const TIMEOUT: Duration = Duration::from_secs(45 * 60);
+
+pub(crate) fn run(version: &str, bin: &Path, test_args: &[OsString]) -> Result<()> {
+    let vng = ensure_vm_tools()?;
+    let kernel = unpacked_kernel(version)?;
+    let tests = integration_test_binary()?;
+    let dir = cmd::target_dir()
+        .join("xtask")
+        .join(format!("kernel-{version}"));
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let status = dir.join("status");
+    let log = dir.join("tests.log");
+    for file in [&status, &log] {
+        let _ = fs::remove_file(file);
+    }
+    let script = dir.join("run.sh");
+    let filters: Vec<String> = match test_args.is_empty() {
+        true => SUBSET.iter().map(|s| s.to_string()).collect(),
+        false => test_args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect(),
+    };
+    write_script(&script, &tests, bin, &filters, &status, &log)?;
+    cmd::step(&format!(
+        "integration tests on Linux {} (QEMU, software emulation)",
+        kernel.release
+    ));
+    let started = Instant::now();
+    let mut vm = Command::new(&vng);
+    // vng runs virtme-run, from its venv.
+    let venv_bin = vng.parent().context("vng's directory")?;
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut paths = vec![venv_bin.to_path_buf()];
+    paths.extend(std::env::split_paths(&path));
+    vm.env("PATH", std::env::join_paths(paths)?)
+        .arg("--run")
+        .arg(&kernel.image)
+        .args([
+            "--disable-kvm",
+            "--force-9p",
+            "--cpus",
+            "2",
+            "--memory",
+            "4G",
+        ])
+        .args(["--rwdir", "/tmp", "--rwdir"])
+        .arg(cmd::target_dir())
+        .arg("--exec")
+        .arg(&script)
+        .current_dir(cmd::workspace_root());
+    run_with_timeout(&mut vm, TIMEOUT, &log)?;
+    let code = fs::read_to_string(&status).with_context(|| {
+        format!(
+            "the VM ended without the tests' exit status ({} not written): it did not boot or \
+             was stopped",
+            status.display()
+        )
+    })?;
+    let minutes = started.elapsed().as_secs_f64() / 60.0;
+    match code.trim() {
+        "0" => {
+            eprintln!(
+                "==> integration tests passed on Linux {} ({minutes:.1} min with boot)",
+                kernel.release
+            );
+            Ok(())
+        }
+        other => bail!(
+            "integration tests failed on Linux {} (exit status {other}, {minutes:.1} min)",
+            kernel.release
+        ),
+    }
+}
+
+/// QEMU and a static busybox (virtme-ng's initramfs) from Debian, and
+/// virtme-ng; returns the `vng` executable.
+fn ensure_vm_tools() -> Result<PathBuf> {
+    let mut missing = Vec::new();
+    if cmd::which("qemu-system-x86_64").is_none() {
+        missing.push("qemu-system-x86");
+    }
+    if !Path::new("/bin/busybox").exists() {
+        missing.push("busybox-static");
+    }
+    if !missing.is_empty() {
+        cmd::apt_install(&missing)?;
+    }
+    cmd::venv_tool("vng-venv", VIRTME_NG, "vng")
+}
+
+/// A kernel unpacked from its Debian package.
+struct Kernel {
+    /// `6.1.0-50-amd64`
+    release: String,
+    /// Its vmlinuz.
+    image: PathBuf,
+}
+
+/// The newest generic Debian kernel of `version` (`6.1`) apt knows,
+/// downloaded and unpacked unless it already is; its modules linked into
+/// /lib/modules, where virtme-ng and the booted system look for them.
+fn unpacked_kernel(version: &str) -> Result<Kernel> {
+    let pattern = format!(
+        "^linux-image-{}\\.0-[0-9]+-amd64-unsigned$",
+        version.replace('.', "\\.")
+    );
+    let search =
+        || cmd::stdout_of(Command::new("apt-cache").args(["search", "--names-only", &pattern]));
+    let mut package = newest_package(&search()?, version);
+    if package.is_none() {
+        // A machine whose package lists were never fetched.
+        cmd::run(Command::new("apt-get").args(["update", "-q"]))?;
+        package = newest_package(&search()?, version);
+    }
+    let package = package.with_context(|| {
+        format!(
+            "apt knows no Debian kernel package matching {pattern} (is bookworm in sources.list?)"
+        )
+    })?;
+    let release = package
+        .trim_start_matches("linux-image-")
+        .trim_end_matches("-unsigned")
+        .to_string();
+    let root = Path::new(CACHE).join(&release);
+    let image = root.join("boot").join(format!("vmlinuz-{release}"));
+    let modules = root.join("lib/modules").join(&release);
+    if !image.is_file() || !modules.is_dir() {
+        cmd::step(&format!("downloading {package}"));
+        let download = Path::new(CACHE).join("download");
+        fs::create_dir_all(&download)
+            .with_context(|| format!("creating {}", download.display()))?;
+        cmd::run(
+            Command::new("apt-get")
+                .args(["download", "-q", "-o", "APT::Sandbox::User=root"])
+                .arg(&package)
+                .current_dir(&download),
+        )?;
+        let deb = fs::read_dir(&download)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(&format!("{package}_")) && n.ends_with(".deb"))
+            })
+            .with_context(|| format!("apt-get download left no {package}_*.deb"))?;
+        let partial = root.with_extension("partial");
+        let _ = fs::remove_dir_all(&partial);
+        cmd::run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&partial))?;
+        let _ = fs::remove_dir_all(&root);
+        fs::rename(&partial, &root).with_context(|| format!("moving into {}", root.display()))?;
+        let _ = fs::remove_file(&deb);
+    }
+    let link = Path::new("/lib/modules").join(&release);
+    if fs::read_link(&link).ok().as_deref() != Some(modules.as_path()) {
+        if link.exists() && fs::read_link(&link).is_err() {
+            // An installed kernel of that release: its modules serve.
+        } else {
+            let _ = fs::remove_file(&link);
+            fs::create_dir_all("/lib/modules")?;
+            std::os::unix::fs::symlink(&modules, &link)
+                .with_context(|| format!("linking {} to {}", link.display(), modules.display()))?;
+        }
+    }
+    Ok(Kernel { release, image })
+}
+
+/// The package of the highest ABI number among `apt-cache search` lines
+/// (`linux-image-6.1.0-50-amd64-unsigned - Linux 6.1 for 64-bit PCs`).
+fn newest_package(listed: &str, version: &str) -> Option<String> {
+    let prefix = format!("linux-image-{version}.0-");
+    listed
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter_map(|name| {
+            let abi = name
+                .strip_prefix(&prefix)?
+                .strip_suffix("-amd64-unsigned")?;
+            Some((abi.parse::<u32>().ok()?, name.to_string()))
+        })
+        .max()
+        .map(|(_, name)| name)
+}
+
+/// Builds the integration tests (release) and returns their executable.
+fn integration_test_binary() -> Result<PathBuf> {
+    cmd::step("building the integration tests");
+    let out = cmd::stdout_of(cmd::cargo().args([
+        "test",
+        "--release",
+        "-p",
+        "memtrace-integration",
+        "--test",
+        "integration",
+        "--no-run",
+        "--message-format=json",
+    ]))?;
+    out.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|m| m["target"]["name"] == "integration")
+        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .context("cargo built no integration test executable")
+}
+
+/// The script the VM runs: the memory controller enabled for the OOM
+/// tests' groups (the host's init does it; virtme-ng's does not), the
+/// tests run as `cargo xtask test` runs them, their output and exit
+/// status written where the host reads them (on 6.1, virtme-ng's init
+/// finds no serial ports for the script's output in time and sends it to
+/// the console).
+fn write_script(
+    script: &Path,
+    tests: &Path,
+    bin: &Path,
+    filters: &[String],
+    status: &Path,
+    log: &Path,
+) -> Result<()> {
+    let quote = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
+    let path = std::env::var("PATH").unwrap_or_default();
+    let text = format!(
+        "#!/bin/sh\n\
+         # Written by `cargo xtask test --kernel`: run inside the VM.\n\
+         echo +memory > /sys/fs/cgroup/cgroup.subtree_control\n\
+         cd {root}\n\
+         export CI=true MEMTRACE_BIN={bin} PATH={path} TMPDIR=/tmp\n\
+         exec > {log} 2>&1\n\
+         echo \"==> $(uname -r): {tests} {filters}\"\n\
+         {tests} --test-threads 2 {filters}\n\
+         echo $? > {status}\n",
+        root = quote(&cmd::workspace_root().to_string_lossy()),
+        bin = quote(&bin.to_string_lossy()),
+        path = quote(&path),
+        tests = quote(&tests.to_string_lossy()),
+        filters = filters
+            .iter()
+            .map(|f| quote(f))
+            .collect::<Vec<_>>()
+            .join(" "),
+        status = quote(&status.to_string_lossy()),
+        log = quote(&log.to_string_lossy()),
+    );
+    fs::write(script, text).with_context(|| format!("writing {}", script.display()))?;
+    fs::set_permissions(script, fs::Permissions::from_mode(0o755))?;
+    Ok(())
+}
+
+/// Runs `command`, its output and what the VM writes to `log` streamed,
+/// killing it after `limit`. Its streams are pipes: QEMU reopens its own
+/// stdout and stderr by path (with O_TRUNC), which would empty a log file
+/// they were redirected to.
+fn run_with_timeout(command: &mut Command, limit: Duration, log: &Path) -> Result<()> {
+    eprintln!("    $ {}", cmd::display(command));
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {}", cmd::display(command)))?;
+    let stdout = child.stdout.take().context("no stdout pipe")?;
+    let stderr = child.stderr.take().context("no stderr pipe")?;
+    let echo_out = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            println!("{line}");
+        }
+    });
+    let echo_err = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("{line}");
+        }
+    });
+    let started = Instant::now();
+    let mut shown = 0;
+    loop {
+        shown = show_new(log, shown);
+        // (vng's own status says nothing of the tests': the status file
+        // does.)
+        if child.try_wait()?.is_some() {
+            let _ = echo_out.join();
+            let _ = echo_err.join();
+            show_new(log, shown);
+            return Ok(());
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!(
+                "the VM run took more than {} min: stopped",
+                limit.as_secs() / 60
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Prints what `log` holds past byte `from`; returns where it ends.
+fn show_new(log: &Path, from: u64) -> u64 {
+    let Ok(mut file) = fs::File::open(log) else {
+        return from;
+    };
+    let mut new = Vec::new();
+    if file.seek(SeekFrom::Start(from)).is_err() || file.read_to_end(&mut new).is_err() {
+        return from;
+    }
+    print!("{}", String::from_utf8_lossy(&new));
+    from + new.len() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_newest_abi_is_chosen() {
+        let listed = "linux-image-6.1.0-47-amd64-unsigned - Linux 6.1 for 64-bit PCs\n\
+                      linux-image-6.1.0-50-amd64-unsigned - Linux 6.1 for 64-bit PCs\n\
+                      linux-image-6.1.0-9-amd64-unsigned - Linux 6.1 for 64-bit PCs\n\
+                      linux-image-6.1.0-50-cloud-amd64-unsigned - Linux 6.1 for x86-64 cloud\n";
+        assert_eq!(
+            newest_package(listed, "6.1").as_deref(),
+            Some("linux-image-6.1.0-50-amd64-unsigned")
+        );
+        assert_eq!(newest_package("", "6.1"), None);
+    }
+}
