@@ -955,7 +955,8 @@ mod tests {
     }
 
     /// This kernel's mark_victim record is the layout the programs default
-    /// to; 6.1's has only the pid (the rest then reads as zero).
+    /// to (6.18's, and Debian's 6.1.0-57's); earlier 6.1 builds had only
+    /// the pid (the rest then reads as zero).
     #[test]
     fn finds_the_oom_victims_fields_in_its_format() {
         let here = tracepoint_format("oom/mark_victim").expect("tracefs is mounted");
