@@ -134,16 +134,23 @@ fn assert_verdict(s: &StackReport, want: Verdict, why: &str, ctx: &str) {
 #[track_caller]
 fn assert_cache_plateau(report: &Report, ctx: &str) -> StackReport {
     let cache = report.stack_of("cache_insert").clone();
+    // A replacement frees the old value, then mallocs the new one: a report
+    // taken between the two (the workload preempted there, seen once in
+    // CI) holds one entry less.
+    let held = cache.outstanding_allocations;
+    assert!(
+        held == CACHE_ENTRIES || held == CACHE_ENTRIES - 1,
+        "cache_insert holds {held} blocks: a full 256-entry cache, or 255 mid-replacement\n{ctx}"
+    );
     assert_eq!(
         (
             cache.kind,
             cache.outstanding_bytes,
-            cache.outstanding_allocations,
             cache.allocations - cache.frees
         ),
-        (StackKind::Heap, CACHE_BYTES, CACHE_ENTRIES, CACHE_ENTRIES),
-        "cache_insert: (kind, outstanding_bytes, outstanding_allocations, allocations - frees) \
-         of a full 256-entry cache of 8 KiB values\n{ctx}"
+        (StackKind::Heap, CACHE_VALUE_SIZE * held, held),
+        "cache_insert: (kind, outstanding_bytes, allocations - frees) of its {held} blocks of \
+         8 KiB\n{ctx}"
     );
     assert_within(
         &format!(
