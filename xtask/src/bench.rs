@@ -49,6 +49,7 @@ mod allocators;
 mod golang;
 mod java;
 mod node;
+mod programs;
 mod python;
 mod startup;
 
@@ -92,6 +93,12 @@ pub(crate) struct BenchArgs {
     /// few minutes; its table in docs/performance.md is its own.
     #[arg(long)]
     allocators_only: bool,
+    /// Run only the whole-program part (sqlite3 and cc1plus untraced and
+    /// under heaptrack, bpftrace and memtrace; redis-server's SET rate
+    /// untraced and traced), in ~10 minutes; its tables in
+    /// docs/performance.md are their own.
+    #[arg(long)]
+    programs_only: bool,
 }
 
 /// The results go into docs/performance.md between these two lines.
@@ -256,13 +263,22 @@ pub(crate) fn run(args: BenchArgs) -> Result<()> {
         || args.node_only
         || args.java_only
         || args.startup_only
-        || args.allocators_only;
+        || args.allocators_only
+        || args.programs_only;
     if !only || args.allocators_only {
         let allocators = allocators::run(&memtrace, args.repeat, args.pairs)?;
         part(
             allocators::render_markdown(&allocators),
             allocators::DOCS_BEGIN,
             allocators::DOCS_END,
+        )?;
+    }
+    if !only || args.programs_only {
+        let programs = programs::run(&memtrace, &scratch, args.repeat)?;
+        part(
+            programs::render_markdown(&programs),
+            programs::DOCS_BEGIN,
+            programs::DOCS_END,
         )?;
     }
     if !only || args.startup_only {
@@ -866,7 +882,7 @@ impl Bench {
 /// A memleak-style bpftrace script: the requested size per thread at
 /// entry; at return the block's size and stack by address and the stack's
 /// outstanding sum; at free the reverse.
-fn memleak_script(libc: &str, mode: &str) -> String {
+pub(super) fn memleak_script(libc: &str, mode: &str) -> String {
     let mut s = String::new();
     s += &format!("uprobe:{libc}:malloc {{ @size[tid] = arg0; }}\n");
     if mode == "mixed" {
@@ -909,7 +925,12 @@ fn wanted_breakpoints(mode: &str) -> usize {
 /// Waits until the tracer's breakpoints (int3, 0xcc) are in the program's
 /// mapping of `lib`: at least `wanted`. Fails if the tracer exits or 60 s
 /// pass.
-fn wait_for_breakpoints(pid: u32, lib: &Path, wanted: usize, tracer: &mut Child) -> Result<()> {
+pub(super) fn wait_for_breakpoints(
+    pid: u32,
+    lib: &Path,
+    wanted: usize,
+    tracer: &mut Child,
+) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if breakpoints(pid, lib)? >= wanted {
@@ -995,7 +1016,7 @@ pub(super) fn expect_line(lines: &mut BufReader<ChildStdout>, want: &str) -> Res
 }
 
 /// Starts bpftrace on `script`, written to `file`.
-fn spawn_bpftrace(file: &Path, script: &str) -> Result<Child> {
+pub(super) fn spawn_bpftrace(file: &Path, script: &str) -> Result<Child> {
     fs::write(file, script).with_context(|| format!("writing {}", file.display()))?;
     Command::new("bpftrace")
         .arg(file)

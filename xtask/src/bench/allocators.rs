@@ -168,7 +168,7 @@ fn time_pairs(
     let mut lines = BufReader::new(child.stdout.take().context("stdout")?);
     expect_line(&mut lines, "ready")?;
     let mut tracer = match memtrace {
-        Some(memtrace) => Some(attach(memtrace, child.id())?),
+        Some(memtrace) => Some(attach(memtrace, child.id(), &[])?),
         None => None,
     };
     let ns = time_loop(&mut child, &mut lines).with_context(|| program.display().to_string())?;
@@ -185,11 +185,12 @@ fn time_pairs(
     Ok(ns)
 }
 
-/// Starts `memtrace --pid pid` and waits (30 s at most) for its line that
-/// says it traces, printed once the probes are in.
-fn attach(memtrace: &Path, pid: u32) -> Result<Child> {
+/// Starts `memtrace --pid pid extra...` and waits (30 s at most) for its
+/// line that says it traces, printed once the probes are in.
+pub(super) fn attach(memtrace: &Path, pid: u32, extra: &[&str]) -> Result<Child> {
     let mut t = Command::new(memtrace)
         .args(["--pid", &pid.to_string(), "--no-live", "--format", "json"])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
