@@ -674,31 +674,30 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// gcc and bpftrace (Debian packages), installed when missing.
 fn ensure_tools() -> Result<()> {
-    let missing: Vec<&str> = [("gcc", "gcc"), ("bpftrace", "bpftrace")]
-        .into_iter()
-        .filter(|(program, _)| cmd::which(program).is_none())
-        .map(|(_, package)| package)
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    cmd::apt_install(&missing)
+    cmd::install_missing(&[("gcc", "gcc"), ("bpftrace", "bpftrace")])
 }
 
 /// Copies the libc `program` loads into `dir` (so probes on the copy only
 /// hit programs run with `LD_LIBRARY_PATH=dir`).
 fn private_libc(program: &Path, dir: &Path) -> Result<PathBuf> {
+    let host = libc_of(program)?;
+    fs::create_dir_all(dir)?;
+    let copy = dir.join(host.file_name().context("libc path")?);
+    fs::copy(&host, &copy)
+        .with_context(|| format!("copying {} to {}", host.display(), copy.display()))?;
+    Ok(copy)
+}
+
+/// The libc `program` loads, as ldd names it.
+pub(super) fn libc_of(program: &Path) -> Result<PathBuf> {
     let listing = cmd::stdout_of(Command::new("ldd").arg(program))?;
-    let host = listing
+    listing
         .lines()
         .filter_map(|l| l.split("=>").nth(1))
         .filter_map(|rest| rest.split_whitespace().next())
         .find(|path| path.contains("/libc.so"))
-        .context("ldd names no libc.so for the bench program")?;
-    fs::create_dir_all(dir)?;
-    let copy = dir.join(Path::new(host).file_name().context("libc path")?);
-    fs::copy(host, &copy).with_context(|| format!("copying {host} to {}", copy.display()))?;
-    Ok(copy)
+        .map(PathBuf::from)
+        .with_context(|| format!("ldd names no libc.so for {}", program.display()))
 }
 
 struct Bench {

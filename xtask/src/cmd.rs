@@ -181,6 +181,20 @@ pub(crate) fn memory_kib(pid: u32, field: &str) -> Result<u64> {
         .with_context(|| format!("no {field} in /proc/{pid}/status"))
 }
 
+/// Installs with apt-get the Debian packages of the `(program, package)`
+/// pairs whose program is not on PATH.
+pub(crate) fn install_missing(tools: &[(&str, &str)]) -> Result<()> {
+    let missing: Vec<&str> = tools
+        .iter()
+        .filter(|(program, _)| which(program).is_none())
+        .map(|&(_, package)| package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    apt_install(&missing)
+}
+
 /// `apt-get install` of Debian `packages` (as root), after an `apt-get
 /// update`.
 pub(crate) fn apt_install(packages: &[&str]) -> Result<()> {

@@ -20,7 +20,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
-use super::{median, memleak_script, spawn_bpftrace, wait_for_breakpoints};
+use super::{libc_of, median, memleak_script, spawn_bpftrace, wait_for_breakpoints};
 use crate::cmd;
 
 /// The tables go into docs/performance.md between these lines.
@@ -158,21 +158,13 @@ pub(super) fn run(memtrace: &Path, scratch: &Path, repeat: u32) -> Result<Progra
 
 /// sqlite3, heaptrack, redis-server and redis-benchmark from Debian.
 fn ensure_tools() -> Result<()> {
-    let missing: Vec<&str> = [
+    cmd::install_missing(&[
         ("sqlite3", "sqlite3"),
         ("heaptrack", "heaptrack"),
         ("redis-server", "redis-server"),
         ("redis-benchmark", "redis-tools"),
         ("g++", "g++"),
-    ]
-    .into_iter()
-    .filter(|(program, _)| cmd::which(program).is_none())
-    .map(|(_, package)| package)
-    .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    cmd::apt_install(&missing)
+    ])
 }
 
 /// sqlite3 on an in-memory database: 30,000 inserts of pseudo-random
@@ -245,14 +237,8 @@ fn cxx_program(dir: &Path) -> Result<Program> {
 /// The libc this machine's programs load (what bpftrace's script probes).
 /// The path is the one /proc/PID/maps shows (symbolic links resolved).
 fn system_libc() -> Result<PathBuf> {
-    let listing = cmd::stdout_of(Command::new("ldd").arg("/bin/true"))?;
-    let libc = listing
-        .lines()
-        .filter_map(|l| l.split("=>").nth(1))
-        .filter_map(|rest| rest.split_whitespace().next())
-        .find(|path| path.contains("/libc.so"))
-        .context("ldd names no libc.so for /bin/true")?;
-    fs::canonicalize(libc).with_context(|| format!("resolving {libc}"))
+    let libc = libc_of(Path::new("/bin/true"))?;
+    fs::canonicalize(&libc).with_context(|| format!("resolving {}", libc.display()))
 }
 
 /// Runs `program` under timed.c and `tracer`; the seconds timed.c wrote.
