@@ -14,11 +14,11 @@
  * posix_memalign holds a nested malloc call, as a C++ new or a
  * realloc(NULL) does.
  *
- * On kernels before 6.11 a uretprobe's program also ran for the returns of
- * every other process whose entry trapped; each return ran once per
- * traced process: the inner malloc's second return closed posix_memalign's
- * record, whose own return then had none (6.1 found 2 of 400 blocks and
- * counted the others as failed calls).
+ * On older kernels (6.1, not 6.18) a uretprobe's program also ran for the
+ * returns of every other process whose entry trapped; each return ran once
+ * per traced process: the inner malloc's second return closed
+ * posix_memalign's record, whose own return then had none (6.1 found 2 of
+ * 400 blocks and counted the others as failed calls).
  */
 #include <stdlib.h>
 #include <sys/wait.h>

@@ -84,9 +84,9 @@ pub const COOKIE_ARGS_SHIFT: u64 = 48;
 pub const COOKIE_STEPPED: u64 = 1 << 62;
 
 /// Attach cookie of a classic-path return probe (`alloc_return`): the
-/// process it was attached for, or 0 for every process. Kernels before
-/// 6.11 (Debian 12's 6.1) run a uretprobe's program for the returns of
-/// every process whose entry trapped, not only the one its link names, so
+/// process it was attached for, or 0 for every process. Older kernels
+/// (Debian 12's 6.1; not 6.18) run a uretprobe's program for the returns
+/// of every process whose entry trapped, not only the one its link names, so
 /// with two traced processes each return would run twice; the program
 /// leaves the other process's returns alone.
 pub const fn return_cookie(pid: u32) -> u64 {

@@ -392,7 +392,7 @@ pub(crate) fn alloc_return(ctx: RetProbeContext) -> u32 {
     if empty() {
         return 0;
     }
-    // One helper call and a compare: on kernels before 6.11 this program
+    // One helper call and a compare: on older kernels (6.1) this program
     // also runs for the returns of other processes whose entries trapped
     // (see `return_cookie`); those are their own link's to close.
     // SAFETY: the cookie helper only reads the probe's attach cookie.
