@@ -27,16 +27,7 @@
 #include <string.h>
 #include <time.h>
 
-#define RING 1024
-
-static const size_t SIZES[8] = {16, 32, 64, 100, 256, 512, 1024, 4096};
-static void *ring[RING];
-
-static double now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e9 + ts.tv_nsec;
-}
+#include "bench_ring.h"
 
 __attribute__((noinline)) static void *allocate(unsigned long i, int mixed, void *old, int *freed) {
     size_t size = SIZES[i % 8];

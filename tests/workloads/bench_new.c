@@ -15,16 +15,7 @@
 
 #include <new>
 
-#define RING 1024
-
-static const size_t SIZES[8] = {16, 32, 64, 100, 256, 512, 1024, 4096};
-static void *ring[RING];
-
-static double now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e9 + ts.tv_nsec;
-}
+#include "bench_ring.h"
 
 int main(int argc, char **argv) {
     if (argc < 2) {
