@@ -74,8 +74,10 @@ const UNIT_SUBSET: &[&str] = &[
     "discover::target::",
 ];
 
-/// At most this long for the whole VM run (boot, tests, power-off).
-const TIMEOUT: Duration = Duration::from_secs(45 * 60);
+/// At most this long for the whole VM run (boot, tests, power-off): the
+/// runs so far took 4-5 min; one of them wedged (both CPUs busy, no test
+/// output for minutes), and its console is what the next one must show.
+const TIMEOUT: Duration = Duration::from_secs(20 * 60);
 
 pub(crate) fn run(version: &str, bin: &Path, test_args: &[OsString]) -> Result<()> {
     let vng = ensure_vm_tools()?;
@@ -120,6 +122,7 @@ pub(crate) fn run(version: &str, bin: &Path, test_args: &[OsString]) -> Result<(
         .arg("--run")
         .arg(&kernel.image)
         .args([
+            "--verbose",
             "--disable-kvm",
             "--force-9p",
             "--cpus",
@@ -132,7 +135,7 @@ pub(crate) fn run(version: &str, bin: &Path, test_args: &[OsString]) -> Result<(
         .arg("--exec")
         .arg(&script)
         .current_dir(cmd::workspace_root());
-    run_with_timeout(&mut vm, TIMEOUT, &log)?;
+    run_with_timeout(&mut vm, TIMEOUT, &log, &dir.join("console.log"))?;
     let code = fs::read_to_string(&status).with_context(|| {
         format!(
             "the VM ended without the tests' exit status ({} not written): it did not boot or \
@@ -334,29 +337,45 @@ fn write_script(
     Ok(())
 }
 
-/// Runs `command`, its output and what the VM writes to `log` streamed,
-/// killing it after `limit`. Its streams are pipes: QEMU reopens its own
-/// stdout and stderr by path (with O_TRUNC), which would empty a log file
+/// Runs `command` (vng), what the VM writes to `log` streamed and its own
+/// output (the kernel's console, with `--verbose`) kept in `console`;
+/// kills its whole process group (QEMU included) after `limit`, and then
+/// shows the console's end. Its streams are pipes: QEMU reopens its own
+/// stdout and stderr by path (with O_TRUNC), which would empty a file
 /// they were redirected to.
-fn run_with_timeout(command: &mut Command, limit: Duration, log: &Path) -> Result<()> {
+fn run_with_timeout(
+    command: &mut Command,
+    limit: Duration,
+    log: &Path,
+    console: &Path,
+) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::process::CommandExt;
     eprintln!("    $ {}", cmd::display(command));
+    eprintln!("    (the VM's console: {})", console.display());
     let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .process_group(0)
         .spawn()
         .with_context(|| format!("starting {}", cmd::display(command)))?;
-    let stdout = child.stdout.take().context("no stdout pipe")?;
-    let stderr = child.stderr.take().context("no stderr pipe")?;
-    let echo_out = std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            println!("{line}");
-        }
-    });
-    let echo_err = std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            eprintln!("{line}");
-        }
-    });
+    let file =
+        fs::File::create(console).with_context(|| format!("creating {}", console.display()))?;
+    let echo = |stream: Box<dyn Read + Send>, mut file: fs::File| {
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                let _ = writeln!(file, "{line}");
+            }
+        })
+    };
+    let echo_out = echo(
+        Box::new(child.stdout.take().context("no stdout pipe")?),
+        file.try_clone()?,
+    );
+    let echo_err = echo(
+        Box::new(child.stderr.take().context("no stderr pipe")?),
+        file,
+    );
     let started = Instant::now();
     let mut shown = 0;
     loop {
@@ -370,8 +389,15 @@ fn run_with_timeout(command: &mut Command, limit: Duration, log: &Path) -> Resul
             return Ok(());
         }
         if started.elapsed() > limit {
-            let _ = child.kill();
+            // SAFETY: kill(2) of the process group vng leads.
+            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
             let _ = child.wait();
+            let text = fs::read_to_string(console).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            eprintln!("==> the VM's console, last 60 lines:");
+            for line in &lines[lines.len().saturating_sub(60)..] {
+                eprintln!("{line}");
+            }
             bail!(
                 "the VM run took more than {} min: stopped",
                 limit.as_secs() / 60
