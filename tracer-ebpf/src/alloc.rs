@@ -234,7 +234,7 @@ pub(crate) fn alloc_session(ctx: *mut c_void) -> u32 {
     // SAFETY: the helper reads the run context the kernel set up (~5 ns).
     let probed = unsafe { bpf_get_func_ip(ctx.as_ptr()) };
     if ip != probed {
-        try_alloc_return(&RetProbeContext::new(ctx.as_ptr()), true);
+        try_alloc_return(&RetProbeContext::new(ctx.as_ptr()));
         return 0;
     }
     match try_alloc_enter(&ctx, true) {
@@ -392,26 +392,24 @@ pub(crate) fn alloc_return(ctx: RetProbeContext) -> u32 {
     if empty() {
         return 0;
     }
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     // One helper call and a compare: on older kernels (6.1) this program
     // also runs for the returns of other processes whose entries trapped
     // (see `return_cookie`); those are their own link's to close.
     // SAFETY: the cookie helper only reads the probe's attach cookie.
     let owner = return_cookie_pid(unsafe { bpf_get_attach_cookie(ctx.as_ptr()) });
-    if owner != 0 && owner != (bpf_get_current_pid_tgid() >> 32) as u32 {
+    if (owner != 0 && owner != tgid) || is_self(tgid) {
         return 0;
     }
-    try_alloc_return(&ctx, false);
+    try_alloc_return(&ctx);
     0
 }
 
-/// The return of an allocation call. On the session path (`session`), the
-/// entry run already passed over memtrace's own calls and recorded the
-/// process: the record says who called.
+/// The return of an allocation call, past memtrace's own calls (on the
+/// session path the entry run passed over them): the thread's record says
+/// who called.
 #[inline(always)]
-fn try_alloc_return(ctx: &RetProbeContext, session: bool) {
-    if !session && is_self((bpf_get_current_pid_tgid() >> 32) as u32) {
-        return;
-    }
+fn try_alloc_return(ctx: &RetProbeContext) {
     let Some(open) = open_call() else {
         count(Stat::ReturnWithoutEntry);
         return;
