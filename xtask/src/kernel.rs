@@ -288,9 +288,31 @@ fn test_binary(selection: &[&str], name: &str, kind: &str) -> Result<PathBuf> {
         .with_context(|| format!("cargo built no {kind} test executable of {name}"))
 }
 
+/// Trace events the VM keeps enabled for its whole life (recording off),
+/// so that no test's attach or detach patches kernel code. A tracepoint's
+/// first probe flips its static key and its second turns its static call
+/// into a loop over probes, and x86 rewrites the call sites for both with
+/// `text_poke_bp`. QEMU's software emulation once locked up a vCPU at such
+/// a site in `syscall_trace_enter` (the sys_enter tracepoint's jump, in a
+/// CI run at 24ea3e1: "soft lockup - CPU#1 stuck for 935s", the test
+/// harness stuck at that instruction). The syscall tracepoints, run by
+/// every system call, get two probes each (the raw_syscalls event's, and
+/// the one all syscalls events share); the others, run only at process
+/// starts, exits and OOM kills, get their key held.
+const HELD_EVENTS: &[&str] = &[
+    "raw_syscalls/sys_enter",
+    "raw_syscalls/sys_exit",
+    "syscalls/sys_enter_mmap",
+    "syscalls/sys_exit_mmap",
+    "sched/sched_process_exit",
+    "sched/sched_process_exec",
+    "task/task_newtask",
+    "oom/mark_victim",
+];
+
 /// The script the VM runs: the memory controller enabled for the OOM
-/// tests' groups (the host's init does it; virtme-ng's does not), the
-/// unit tests that read the kernel, then the integration tests as `cargo
+/// tests' groups (the host's init does it; virtme-ng's does not),
+/// [`HELD_EVENTS`] enabled, the unit tests that read the kernel, then the integration tests as `cargo
 /// xtask test` runs them, their output and exit
 /// status written where the host reads them (on 6.1, virtme-ng's init
 /// finds no serial ports for the script's output in time and sends it to
@@ -312,12 +334,19 @@ fn write_script(
          cd {root}\n\
          export CI=true MEMTRACE_BIN={bin} PATH={path} TMPDIR=/tmp\n\
          exec > {log} 2>&1\n\
+         t=/sys/kernel/tracing\n\
+         [ -e $t/tracing_on ] || mount -t tracefs tracefs $t\n\
+         echo 0 > $t/tracing_on\n\
+         for e in {held}; do\n\
+         \x20 echo 1 > $t/events/$e/enable || {{ echo \"cannot enable $e\"; echo 1 > {status}; exit 1; }}\n\
+         done\n\
          echo \"==> $(uname -r): {unit} {unit_filters}\"\n\
          {unit} {unit_filters}\n\
          unit=$?\n\
          echo \"==> $(uname -r): {tests} {filters}\"\n\
          {tests} --test-threads 2 {filters}\n\
          echo $((unit | $?)) > {status}\n",
+        held = HELD_EVENTS.join(" "),
         root = quote(&cmd::workspace_root().to_string_lossy()),
         bin = quote(&bin.to_string_lossy()),
         path = quote(&path),
@@ -339,8 +368,9 @@ fn write_script(
 
 /// Runs `command` (vng), what the VM writes to `log` streamed and its own
 /// output (the kernel's console, with `--verbose`) kept in `console`;
-/// kills its whole process group (QEMU included) after `limit`, and then
-/// shows the console's end. Its streams are pipes: QEMU reopens its own
+/// kills its whole process group (QEMU included) after `limit`, or as soon
+/// as the kernel reports a lockup, and then shows the console from there
+/// (or its end). Its streams are pipes: QEMU reopens its own
 /// stdout and stderr by path (with O_TRUNC), which would empty a file
 /// they were redirected to.
 fn run_with_timeout(
@@ -388,23 +418,51 @@ fn run_with_timeout(
             show_new(log, shown);
             return Ok(());
         }
-        if started.elapsed() > limit {
+        let text = fs::read_to_string(console).unwrap_or_default();
+        let stuck = first_lockup(&text);
+        if stuck.is_some() || started.elapsed() > limit {
             // SAFETY: kill(2) of the process group vng leads.
             unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
             let _ = child.wait();
-            let text = fs::read_to_string(console).unwrap_or_default();
             let lines: Vec<&str> = text.lines().collect();
-            eprintln!("==> the VM's console, last 60 lines:");
-            for line in &lines[lines.len().saturating_sub(60)..] {
+            let (from, what) = match stuck {
+                Some(at) => (at, "from its first lockup report"),
+                None => (lines.len().saturating_sub(60), "last 60 lines"),
+            };
+            eprintln!("==> the VM's console, {what}:");
+            for line in lines.iter().skip(from).take(60) {
                 eprintln!("{line}");
             }
-            bail!(
-                "the VM run took more than {} min: stopped",
-                limit.as_secs() / 60
-            );
+            match stuck {
+                Some(_) => bail!(
+                    "the VM's kernel reported a lockup after {:.1} min: stopped (the whole \
+                     console: {})",
+                    started.elapsed().as_secs_f64() / 60.0,
+                    console.display()
+                ),
+                None => bail!(
+                    "the VM run took more than {} min: stopped",
+                    limit.as_secs() / 60
+                ),
+            }
         }
         std::thread::sleep(Duration::from_millis(500));
     }
+}
+
+/// The line of the first lockup or stall the kernel reported on its
+/// console: the VM will not recover from it, and waiting for the time
+/// limit would only hide it.
+fn first_lockup(console: &str) -> Option<usize> {
+    const REPORTS: [&str; 4] = [
+        "soft lockup - CPU#",
+        "hard LOCKUP",
+        "detected stalls on CPUs",
+        "self-detected stall on CPU",
+    ];
+    console
+        .lines()
+        .position(|line| REPORTS.iter().any(|r| line.contains(r)))
 }
 
 /// Prints what `log` holds past byte `from`; returns where it ends.
@@ -435,5 +493,14 @@ mod tests {
             Some("linux-image-6.1.0-50-amd64-unsigned")
         );
         assert_eq!(newest_package("", "6.1"), None);
+    }
+
+    #[test]
+    fn lockups_are_found_on_the_console() {
+        let console = "[    1.0] virtme-ng-init: mount /tmp\n\
+                       [  258.1] rcu: INFO: rcu_preempt self-detected stall on CPU\n\
+                       [ 1193.1] watchdog: BUG: soft lockup - CPU#1 stuck for 935s! [threads::thread:2333]\n";
+        assert_eq!(first_lockup(console), Some(1));
+        assert_eq!(first_lockup("[ 0.1] Linux version 6.1.0-57-amd64\n"), None);
     }
 }
