@@ -1,7 +1,8 @@
 //! Comparison of two snapshots (JSON reports or folded stacks): stacks are
 //! matched by what survives a restart, their kind and frame names (never
 //! the pid or addresses), and each match gets its change in outstanding
-//! memory and verdict. Renders as text, JSON or a differential flamegraph.
+//! memory and verdict. Renders as text, JSON, a differential flamegraph or
+//! an HTML page.
 //!
 //! On each side, stacks with the same kind and frame names (different
 //! processes, different call sites in the same functions) are summed
@@ -121,6 +122,16 @@ pub struct StackSide {
     pub outstanding_bytes: u64,
     pub outstanding_allocations: u64,
     pub verdict: Option<Verdict>,
+}
+
+/// The diff as one HTML page: what grew, what is new and what is gone,
+/// side by side.
+pub fn html(d: &Diff, title: &str) -> anyhow::Result<Vec<u8>> {
+    crate::render::html::render_other(
+        d.kind,
+        serde_json::to_value(d)?,
+        &format!("memtrace diff: {title}"),
+    )
 }
 
 /// Compares two JSON reports.

@@ -16,7 +16,7 @@ const LIMIT: u64 = 64 << 20;
 
 /// Starts oom_hoard in a fresh cgroup limited to [`LIMIT`]; it waits for
 /// SIGUSR1 before hoarding.
-fn hoarder_in_cgroup(tag: &str) -> (Workload, MemoryCgroup) {
+pub(crate) fn hoarder_in_cgroup(tag: &str) -> (Workload, MemoryCgroup) {
     let exe = compile_c("oom_hoard");
     let cgroup = MemoryCgroup::new(tag, LIMIT);
     let w = Workload::spawn_ready(&exe, &[] as &[&str]);

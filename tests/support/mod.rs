@@ -30,6 +30,8 @@
 //!   the verdict's evidence for failure messages).
 //! - [`MemoryCgroup`] is a memory cgroup with a limit, for OOM kills.
 //! - [`http`] is a raw HTTP/1.1 client for the agent's endpoints.
+//! - [`browser::Browser`] is a headless Chromium on one page, driven over
+//!   the DevTools protocol (the HTML reports).
 //! - [`losses_except`] and [`consistency_problems_except`] check a report
 //!   but for what a test knows does not hold for its run.
 //! - [`assert_within`] compares with a stated relative tolerance;
@@ -45,6 +47,7 @@
 //!   `tests/workloads/node_leaks/`, with its load and V8's own heap
 //!   figures; [`listening_ports`] the ports a process listens on.
 
+pub mod browser;
 mod cgroup;
 mod checks;
 mod compile;

@@ -121,7 +121,7 @@ pub struct OutputArgs {
 
     /// Write the report to FILE instead of stdout; repeat for several
     /// outputs of one run. The format follows the extension (.txt, .json,
-    /// .svg, .folded, .pb.gz); --format may only agree with it, or name the
+    /// .svg, .folded, .pb.gz, .html); --format may only agree with it, or name the
     /// format of a file without one. `-` (or /dev/stdout) is stdout. With
     /// only files and stdout a terminal, the text report still prints and
     /// each file written is named. Written atomically (a new file renamed
@@ -180,7 +180,7 @@ impl OutputArgs {
                 (None, None) => {
                     return Err(format!(
                         "--output {}: cannot tell the format from its extension (.txt, .json, \
-                         .svg, .folded, .pb.gz): add --format",
+                         .svg, .folded, .pb.gz, .html): add --format",
                         given.display()
                     ))
                 }
@@ -205,12 +205,14 @@ impl OutputArgs {
             return Err("pprof output is binary: write it to a file with -o FILE.pb.gz".into());
         }
         if diff {
-            if let Some(o) = list
-                .iter()
-                .find(|o| !matches!(o.format, Format::Text | Format::Json | Format::Svg))
-            {
+            if let Some(o) = list.iter().find(|o| {
+                !matches!(
+                    o.format,
+                    Format::Text | Format::Json | Format::Svg | Format::Html
+                )
+            }) {
                 return Err(format!(
-                    "memtrace diff writes text, json or svg, not {}",
+                    "memtrace diff writes text, json, svg or html, not {}",
                     o.format.name()
                 ));
             }
@@ -242,6 +244,8 @@ fn from_extension(path: &Path) -> Option<Format> {
         (".pb.gz", Format::Pprof),
         (".pprof", Format::Pprof),
         (".pb", Format::Pprof),
+        (".html", Format::Html),
+        (".htm", Format::Html),
     ];
     formats
         .into_iter()
@@ -257,6 +261,7 @@ pub enum Subcommands {
     #[command(after_help = "EXAMPLES:
     memtrace report leak.json                       the text report again
     memtrace report leak.json -o leak.svg           flamegraph of it
+    memtrace report leak.json -o leak.html          a page to explore it in a browser
     memtrace report leak.json -o leak.pb.gz         for go tool pprof, Pyroscope, Parca")]
     Report {
         /// A JSON report written by memtrace (--format json / -o FILE.json).
@@ -270,6 +275,7 @@ pub enum Subcommands {
     #[command(after_help = "EXAMPLES:
     memtrace diff before.json after.json            per-stack deltas, largest growth first
     memtrace diff before.json after.json -o d.svg   differential flamegraph (red grew)
+    memtrace diff before.json after.json -o d.html  grew, new and gone side by side
     memtrace diff a.folded b.folded --format json   folded stacks work too")]
     Diff {
         /// The earlier snapshot: a JSON report, or folded stacks.
@@ -484,6 +490,7 @@ impl AgentArgs {
     sudo memtrace -p $(pgrep -f server.js) -d 5m   a Node server's JavaScript heap, at its lines
     sudo memtrace -p 1234 --min-age 1m --sort outstanding   only blocks older than a minute
     sudo memtrace -p 1234 -d 30s -o leak.svg      a flamegraph of what is outstanding
+    sudo memtrace -p 1234 -d 5m -o leak.html      charts, stacks and icicle graph in one page
     sudo memtrace -p 1234 -d 5m -o leak.json -o leak.svg -o leak.pb.gz
     sudo memtrace --comm nginx -d 10m             every nginx process, present and future
     sudo memtrace --container 3f2a9c -o c.json    the processes of one container
@@ -1061,7 +1068,10 @@ mod tests {
     #[test]
     fn formats_follow_extensions_unless_given() {
         let p = plan(
-            &args(None, &["a.json", "b.SVG", "c.folded", "d.txt", "e.pb.gz"]),
+            &args(
+                None,
+                &["a.json", "b.SVG", "c.folded", "d.txt", "e.pb.gz", "f.html"],
+            ),
             false,
         );
         assert_eq!(
@@ -1071,7 +1081,8 @@ mod tests {
                 Format::Svg,
                 Format::Folded,
                 Format::Text,
-                Format::Pprof
+                Format::Pprof,
+                Format::Html
             ]
         );
         let p = plan(&args(Some(Format::Json), &["report.out"]), false).unwrap();
@@ -1153,9 +1164,12 @@ mod tests {
     }
 
     #[test]
-    fn diff_outputs_are_text_json_or_svg() {
-        assert!(plan(&args(None, &["d.svg", "d.json"]), true).is_ok());
+    fn diff_outputs_are_text_json_svg_or_html() {
+        assert!(plan(&args(None, &["d.svg", "d.json", "d.html"]), true).is_ok());
         let err = plan(&args(None, &["d.pb.gz"]), true).unwrap_err();
-        assert_eq!(err, "memtrace diff writes text, json or svg, not pprof");
+        assert_eq!(
+            err,
+            "memtrace diff writes text, json, svg or html, not pprof"
+        );
     }
 }

@@ -55,11 +55,19 @@ pub(crate) fn run(args: DemoArgs) -> Result<()> {
         }
         None => Command::new(&memtrace),
     };
+    // The report on stdout, and as a page to open in a browser.
+    let page = cmd::target_dir().join("demo").join("report.html");
+    std::fs::create_dir_all(page.parent().expect("target/demo"))?;
     trace
-        .args(["--interval", INTERVAL, "--duration", &args.duration, "--"])
+        .args(["--interval", INTERVAL, "--duration", &args.duration])
+        .args(["-o", "-", "-o"])
+        .arg(&page)
+        .arg("--")
         .arg(&workload)
         .current_dir(&root);
-    cmd::run(&mut trace)
+    cmd::run(&mut trace)?;
+    eprintln!("==> the same report as a page: {}", page.display());
+    Ok(())
 }
 
 /// Accept durations memtrace understands, as one or more `<number><unit>`

@@ -83,13 +83,15 @@ pub(crate) fn run(args: TestArgs) -> Result<()> {
 /// metrics`, from Debian's `prometheus` package, which also installs the
 /// Prometheus server) checks the agent's /metrics exposition, bpftool lists
 /// the kernel's BPF programs and links (nothing of memtrace may be left
-/// once it is gone).
-const TEST_TOOLS: [(&str, &str); 5] = [
+/// once it is gone), chromium (headless, over the DevTools protocol) loads
+/// the HTML reports.
+const TEST_TOOLS: [(&str, &str); 6] = [
     ("gcc", "gcc"),
     ("tmux", "tmux"),
     ("go", "golang-go"),
     ("promtool", "prometheus"),
     ("bpftool", "bpftool"),
+    ("chromium", "chromium"),
 ];
 
 /// Libraries the allocator tests link or load (tests/integration/allocators.rs), by

@@ -3,6 +3,7 @@
 //! renderer; `live` draws the view shown while tracing.
 
 pub mod folded;
+pub mod html;
 pub mod json;
 pub mod live;
 pub mod pprof;
@@ -30,6 +31,9 @@ pub enum Format {
     /// gzip-compressed pprof profile (go tool pprof, Pyroscope, Parca, Grafana), shown
     /// by --weight first.
     Pprof,
+    /// One self-contained page (charts, sortable stack table, icicle graph),
+    /// opened from disk in a browser.
+    Html,
 }
 
 impl Format {
@@ -41,6 +45,7 @@ impl Format {
             Format::Svg => "svg",
             Format::Folded => "folded",
             Format::Pprof => "pprof",
+            Format::Html => "html",
         }
     }
 }
@@ -63,6 +68,7 @@ pub fn render(report: &Report, format: Format, opts: Options, out: &mut dyn Writ
         Format::Svg => out.write_all(&svg::render(report, opts.weight)?)?,
         Format::Folded => out.write_all(folded::render(report, opts.weight).as_bytes())?,
         Format::Pprof => out.write_all(&pprof::render(report, opts.weight)?)?,
+        Format::Html => out.write_all(&html::render(report)?)?,
     }
     Ok(())
 }

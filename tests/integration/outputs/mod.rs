@@ -9,13 +9,15 @@
 //! - `snapshots`: saved snapshots render and diff offline, without root;
 //!   broken snapshot files are one-line errors;
 //! - `live`: the live view on a terminal, and its plain lines when piped;
-//! - `pprof`: pprof profiles read by the real `go tool pprof`.
+//! - `pprof`: pprof profiles read by the real `go tool pprof`;
+//! - `html`: the HTML report and diff in a headless browser.
 //!
 //! Workload (of all but `live`, and `pprof`'s pprof_mix): leak_signal
 //! (`leak_signal COUNT SIZE INTERVAL_US`): after SIGUSR1, leak_fixed()
 //! mallocs SIZE bytes COUNT times, never freed.
 
 mod formats;
+mod html;
 mod live;
 mod pprof;
 mod report;

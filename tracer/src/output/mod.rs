@@ -91,6 +91,7 @@ pub fn write_diff(d: &Diff, title: &str, outputs: &Outputs) -> Result<()> {
         let bytes = match o.format {
             Format::Json => diff::json(d).into_bytes(),
             Format::Svg => diff::svg(d, title).map_err(std::io::Error::other)?,
+            Format::Html => diff::html(d, title).map_err(std::io::Error::other)?,
             _ => diff::text(d, opts.text_top).into_bytes(),
         };
         out.write_all(&bytes)
