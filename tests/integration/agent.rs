@@ -233,7 +233,8 @@ fn flags_only_the_leak_traces_it_and_keeps_retention() {
                 "incident.json",
                 "report.json",
                 "flamegraph.svg",
-                "profile.pb.gz"
+                "profile.pb.gz",
+                "report.html"
             ]),
             "{summary}"
         );
@@ -265,6 +266,22 @@ fn flags_only_the_leak_traces_it_and_keeps_retention() {
     assert!(svg.text().contains("append_audit_record"));
     let pprof = http::get(addr, &format!("/reports/{newest}/profile.pb.gz"), None);
     assert_eq!(&pprof.body[..2], &[0x1f, 0x8b], "gzip");
+    // The page, with the policy it states as a header too.
+    let page = http::get(addr, &format!("/reports/{newest}?format=html"), None);
+    assert_eq!(page.status, 200);
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    assert!(
+        page.header("content-security-policy")
+            .is_some_and(|p| p.starts_with("default-src 'none'")),
+        "{:?}",
+        page.header("content-security-policy")
+    );
+    assert!(
+        page.text().starts_with("<!DOCTYPE html>") && page.text().contains("append_audit_record")
+    );
 
     let out = stop(agent);
     out.assert_success();
@@ -942,6 +959,7 @@ fn index_incident_files_formats_methods_and_child_names() {
         "report.json",
         "flamegraph.svg",
         "profile.pb.gz",
+        "report.html",
     ];
     let sizes: u64 = files
         .iter()
@@ -982,7 +1000,7 @@ fn index_incident_files_formats_methods_and_child_names() {
     }
     let r = http::get(addr, &format!("/reports/{id}?format=xml"), None);
     check(
-        r.status == 400 && r.text() == "format: json, text, svg, folded or pprof\n",
+        r.status == 400 && r.text() == "format: json, text, svg, folded, pprof or html\n",
         format!(
             "GET ?format=xml: {} {:?}",
             r.status,
@@ -1006,7 +1024,7 @@ fn index_incident_files_formats_methods_and_child_names() {
             "<td class=\"n\">{}</td><td>a&lt;b&gt;&amp;c</td>",
             leak.pid()
         ),
-        format!("<a href=\"/reports/{id}?format=text\">{id}</a>"),
+        format!("<a href=\"/reports/{id}?format=html\">{id}</a>"),
         "append_audit_record".to_string(),
     ] {
         check(html.contains(&wanted), format!("GET / lacks {wanted:?}"));

@@ -356,6 +356,7 @@ async fn report(
         "json" => incidents::REPORT,
         "svg" => incidents::FLAMEGRAPH,
         "pprof" => incidents::PROFILE,
+        "html" => incidents::PAGE,
         "text" | "folded" => incidents::REPORT,
         _ => return bad_format(),
     };
@@ -392,7 +393,7 @@ async fn report(
 fn bad_format() -> Response {
     (
         StatusCode::BAD_REQUEST,
-        "format: json, text, svg, folded or pprof\n",
+        "format: json, text, svg, folded, pprof or html\n",
     )
         .into_response()
 }
@@ -412,6 +413,7 @@ async fn serve_file(shared: &Shared, id: &str, file: Option<&str>) -> Response {
         return (StatusCode::NOT_FOUND, "no such incident or file\n").into_response();
     };
     match tokio::fs::read(&path).await {
+        Ok(bytes) if content_type(&path) == HTML => page(bytes),
         Ok(bytes) => ([(header::CONTENT_TYPE, content_type(&path))], bytes).into_response(),
         Err(_) => (StatusCode::NOT_FOUND, "no such incident or file\n").into_response(),
     }
@@ -421,6 +423,7 @@ const JSON: &str = "application/json";
 const SVG: &str = "image/svg+xml";
 const BINARY: &str = "application/octet-stream";
 const TEXT: &str = "text/plain; charset=utf-8";
+const HTML: &str = "text/html; charset=utf-8";
 
 /// The content type of an incident's file, by its extension.
 fn content_type(path: &std::path::Path) -> &'static str {
@@ -428,8 +431,22 @@ fn content_type(path: &std::path::Path) -> &'static str {
         Some("json") => JSON,
         Some("svg") => SVG,
         Some("gz") => BINARY,
+        Some("html") => HTML,
         _ => TEXT,
     }
+}
+
+/// An HTML report, with the policy it states itself as a header too:
+/// nothing fetched, nothing run but its own inline scripts.
+fn page(bytes: Vec<u8>) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, HTML),
+            (header::CONTENT_SECURITY_POLICY, render::html::CSP),
+        ],
+        bytes,
+    )
+        .into_response()
 }
 
 #[derive(Deserialize)]
@@ -452,7 +469,7 @@ async fn trace(State(shared): State<Arc<Shared>>, Query(q): Query<TraceQuery>) -
                 .into_response()
         }
     };
-    const FORMATS: [&str; 5] = ["json", "text", "svg", "folded", "pprof"];
+    const FORMATS: [&str; 6] = ["json", "text", "svg", "folded", "pprof", "html"];
     let format = match FORMATS
         .into_iter()
         .find(|f| *f == q.format.as_deref().unwrap_or("json"))
@@ -509,6 +526,10 @@ async fn on_demand(
     let reason = "on-demand";
     let response = match failure {
         None => match tokio::fs::read(&out).await {
+            Ok(bytes) if format == "html" => {
+                shared.count_trace(reason, true);
+                page(bytes)
+            }
             Ok(bytes) => {
                 shared.count_trace(reason, true);
                 let kind = match format {

@@ -25,8 +25,10 @@ pub const META: &str = "incident.json";
 pub const REPORT: &str = "report.json";
 pub const FLAMEGRAPH: &str = "flamegraph.svg";
 pub const PROFILE: &str = "profile.pb.gz";
+/// The report as a page to open in a browser.
+pub const PAGE: &str = "report.html";
 /// The files an incident may hold: the only names ever served.
-pub const FILES: [&str; 4] = [META, REPORT, FLAMEGRAPH, PROFILE];
+pub const FILES: [&str; 5] = [META, REPORT, FLAMEGRAPH, PROFILE, PAGE];
 /// Where incidents are written before they are complete.
 const STAGING: &str = ".staging";
 /// Locked by the agent using the directory.

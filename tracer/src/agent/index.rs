@@ -48,13 +48,13 @@ pub(super) const ENDPOINTS: [(&str, &str, &str); 8] = [
     ("GET", "/reports", "incidents, newest first (JSON)"),
     (
         "GET",
-        "/reports/ID?format=json|text|svg|folded|pprof",
+        "/reports/ID?format=json|text|svg|folded|pprof|html",
         "an incident's report",
     ),
     (
         "GET",
         "/reports/ID/FILE",
-        "an incident's incident.json, report.json, flamegraph.svg, profile.pb.gz",
+        "an incident's incident.json, report.json, report.html, flamegraph.svg, profile.pb.gz",
     ),
     (
         "POST",
@@ -191,9 +191,10 @@ pub(super) fn render(page: &Page) -> String {
             };
             let _ = writeln!(
                 h,
-                "<tr><td><a href=\"/reports/{id}?format=text\">{id}</a></td><td>{}</td>\
+                "<tr><td><a href=\"/reports/{id}?format=html\">{id}</a></td><td>{}</td>\
                  <td class=\"n\">{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td>\
-                 <td>{top}</td><td><a href=\"/reports/{id}?format=text\">text</a> \
+                 <td>{top}</td><td><a href=\"/reports/{id}?format=html\">html</a> \
+                 <a href=\"/reports/{id}?format=text\">text</a> \
                  <a href=\"/reports/{id}\">json</a> <a href=\"/reports/{id}?format=svg\">svg</a> \
                  <a href=\"/reports/{id}?format=pprof\">pprof</a> \
                  <a href=\"/reports/{id}/incident.json\">incident.json</a></td></tr>",

@@ -541,10 +541,15 @@ async fn trace_window(
         pid: s.pid,
         duration: window,
         interval,
-        outputs: [incidents::REPORT, incidents::FLAMEGRAPH, incidents::PROFILE]
-            .iter()
-            .map(|f| dir.join(f))
-            .collect(),
+        outputs: [
+            incidents::REPORT,
+            incidents::FLAMEGRAPH,
+            incidents::PROFILE,
+            incidents::PAGE,
+        ]
+        .iter()
+        .map(|f| dir.join(f))
+        .collect(),
         format: None,
         runtime_attach: shared.runtime_attach,
     };
