@@ -7,7 +7,10 @@
 //!
 //! Frames repeat across stacks (every stack of a program shares its
 //! outer frames), so the embedded report names each distinct frame once,
-//! in a table, and the stacks list indices into it.
+//! in a table, and the stacks list indices into it; a stack's series is
+//! written as columns (`{"t": [..], "bytes": [..], "allocations": [..]}`)
+//! rather than one object per point. A page of 10,000 stacks is then
+//! about a third of their JSON report.
 
 use std::collections::HashMap;
 
@@ -90,12 +93,16 @@ struct FrameTable {
 }
 
 impl FrameTable {
-    /// Replaces each stack's `frames` (objects) by indices into the table.
+    /// Replaces each stack's `frames` (objects) by indices into the table,
+    /// and its series by columns.
     fn index_stacks(&mut self, stacks: &mut Value) {
         let Value::Array(stacks) = stacks else {
             return;
         };
         for stack in stacks {
+            if let Some(series) = stack.get_mut("series") {
+                *series = columns(series, &["t", "bytes", "allocations"]);
+            }
             let Some(Value::Array(frames)) = stack.get_mut("frames") else {
                 continue;
             };
@@ -110,6 +117,17 @@ impl FrameTable {
             }
         }
     }
+}
+
+/// An array of objects as one array per field.
+fn columns(rows: &Value, fields: &[&str]) -> Value {
+    let rows = rows.as_array().map(Vec::as_slice).unwrap_or_default();
+    let mut out = serde_json::Map::new();
+    for field in fields {
+        let column = rows.iter().map(|r| r[*field].clone()).collect();
+        out.insert(field.to_string(), Value::Array(column));
+    }
+    Value::Object(out)
 }
 
 /// The whole file. The JSON goes in a `<script type="application/json">`
@@ -187,6 +205,9 @@ mod tests {
         let page = String::from_utf8(render(&report).unwrap()).unwrap();
         assert_eq!(page.matches("</script>").count(), 3, "data, uPlot, page");
         let data = embedded(&page);
+        let series = &data["data"]["stacks"][0]["series"];
+        assert_eq!(series["t"], serde_json::json!([0.0, 1.0, 2.0]));
+        assert_eq!(series["bytes"], serde_json::json!([0, 10, 20]));
         let frames = data["frames"].as_array().unwrap();
         assert_eq!(frames[0]["function"], "f<</script><b>>");
         let distinct: std::collections::HashSet<String> = report

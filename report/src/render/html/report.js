@@ -217,19 +217,17 @@
     return new uPlot(opts, [buckets.map((_, i) => i), buckets.map((b) => b.bytes)], box);
   }
 
-  /** A sparkline of a series' bytes, as an inline SVG polyline. */
+  /** A sparkline of a series' bytes (columns t, bytes), as an inline SVG polyline. */
   function sparkline(series) {
     const width = 90;
     const height = 22;
     const svg = svgEl("svg", { class: "spark", width, height, viewBox: `0 0 ${width} ${height}`, "aria-hidden": "true" });
-    if (!series || series.length < 2) return svg;
-    const t0 = series[0].t;
-    const span = series[series.length - 1].t - t0 || 1;
-    let max = 0;
-    for (const p of series) max = Math.max(max, p.bytes);
-    max = max || 1;
-    const points = series
-      .map((p) => `${(((p.t - t0) / span) * (width - 2) + 1).toFixed(1)},${(height - 1 - (p.bytes / max) * (height - 3)).toFixed(1)}`)
+    const { t, bytes: ys } = series;
+    if (t.length < 2) return svg;
+    const span = t[t.length - 1] - t[0] || 1;
+    const max = Math.max(...ys) || 1;
+    const points = t
+      .map((x, i) => `${(((x - t[0]) / span) * (width - 2) + 1).toFixed(1)},${(height - 1 - (ys[i] / max) * (height - 3)).toFixed(1)}`)
       .join(" ");
     svg.append(svgEl("polyline", { points }));
     return svg;
@@ -579,7 +577,7 @@
       mount(ageBox, () => ageChart(ageBox, s.age_histogram));
     }
     out.push(columns);
-    if (s.series.length >= 2) {
+    if (s.series.t.length >= 2) {
       mount(chartBox, () => seriesChart(chartBox, s));
     } else {
       chartBox.append("One sample: no series to draw.");
@@ -612,8 +610,8 @@
    * plateau (flat in the last).
    */
   function seriesChart(box, s) {
-    const xs = s.series.map((p) => p.t);
-    const ys = s.series.map((p) => p.bytes);
+    const xs = s.series.t;
+    const ys = s.series.bytes;
     const peak = Math.max(...ys);
     const band = 0.05 * peak;
     const moved = ys.findIndex((y) => Math.abs(y - ys[0]) > band);
@@ -784,7 +782,7 @@
       };
       place(root, 0, "all", false);
       graph.style.height = `${(depth + 1) * ROW + 2}px`;
-      note.textContent = `${weight.fmt(root.weight)} in all` + (hidden ? ` · ${count(hidden)} frames narrower than 0.2 % not drawn` : "");
+      note.textContent = `${weight.fmt(root.weight)} in all` + (hidden ? ` · ${count(hidden)} frame${hidden === 1 ? "" : "s"} narrower than 0.2 % not drawn` : "");
     }
     select.addEventListener("change", draw);
     draw();
