@@ -155,22 +155,32 @@
   const mounted = [];
   function mount(box, build) {
     requestAnimationFrame(() => {
+      forget((entry) => !entry.box.isConnected);
       const entry = { box, build, chart: build() };
-      mounted.push(entry);
-      new ResizeObserver(() => {
+      entry.observer = new ResizeObserver(() => {
         const width = Math.max(320, box.clientWidth);
-        if (box.isConnected && Math.abs(width - entry.chart.width) > 4) {
+        if (Math.abs(width - entry.chart.width) > 4) {
           entry.chart.setSize({ width, height: entry.chart.height });
         }
-      }).observe(box);
+      });
+      entry.observer.observe(box);
+      mounted.push(entry);
     });
   }
-  matchMedia("(prefers-color-scheme: dark)").addEventListener("change", (e) => {
+  /** Drops the charts `gone` picks (those of a stack no longer shown). */
+  function forget(gone) {
     for (let i = mounted.length - 1; i >= 0; i--) {
-      const entry = mounted[i];
+      if (!gone(mounted[i])) continue;
+      mounted[i].observer.disconnect();
+      mounted[i].chart.destroy();
+      mounted.splice(i, 1);
+    }
+  }
+  matchMedia("(prefers-color-scheme: dark)").addEventListener("change", (e) => {
+    forget((entry) => !entry.box.isConnected);
+    for (const entry of mounted) {
       entry.chart.destroy();
-      if (entry.box.isConnected) entry.chart = entry.build();
-      else mounted.splice(i, 1);
+      entry.chart = entry.build();
     }
     document.body.dataset.scheme = e.matches ? "dark" : "light";
   });
