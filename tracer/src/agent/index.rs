@@ -6,7 +6,10 @@
 
 use std::fmt::Write;
 
-use memtrace_report::units::{bytes, rate_per_hour};
+use memtrace_report::{
+    render::html::escape,
+    units::{bytes, rate_per_hour},
+};
 
 use super::incidents::Incident;
 
@@ -63,23 +66,6 @@ pub(super) const ENDPOINTS: [(&str, &str, &str); 8] = [
     ),
     ("HEAD", "(any GET above)", "its headers only"),
 ];
-
-/// Escapes text for HTML content and attribute values.
-pub(super) fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c if c.is_control() => out.push('\u{fffd}'),
-            c => out.push(c),
-        }
-    }
-    out
-}
 
 const STYLE: &str = "body{font-family:sans-serif;margin:1.5em}\
 table{border-collapse:collapse}td,th{padding:2px 8px;text-align:left;\

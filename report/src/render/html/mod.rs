@@ -159,8 +159,9 @@ fn page(title: &str, embedded: &Embedded) -> Result<Vec<u8>> {
     Ok(out.into_bytes())
 }
 
-/// Text for HTML element content and attribute values.
-fn escape(text: &str) -> String {
+/// Text for HTML element content and attribute values (the agent's index
+/// page uses it too); control characters become U+FFFD.
+pub fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -169,6 +170,7 @@ fn escape(text: &str) -> String {
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&#39;"),
+            c if c.is_control() => out.push('\u{fffd}'),
             c => out.push(c),
         }
     }
