@@ -22,7 +22,7 @@ use memtrace_integration::{
 };
 use serde_json::Value;
 
-use super::{read, traced_leak};
+use super::{read, traced_leak, two_snapshots};
 
 /// Where the screenshots are kept, to be looked at after a run
 /// (target/tmp/screenshots).
@@ -193,10 +193,9 @@ fn html_report_of_a_leak_in_a_browser() {
     // Sorting by a column: outstanding bytes, largest first.
     browser.click("#icicle button[data-name='all']");
     browser.click("th button[data-key='outstanding']");
-    let mut by_size: Vec<&str> = Vec::new();
-    let mut sorted = report.stacks.iter().collect::<Vec<_>>();
+    let mut sorted: Vec<_> = report.stacks.iter().collect();
     sorted.sort_by_key(|s| std::cmp::Reverse(s.outstanding_bytes));
-    by_size.extend(sorted.iter().map(|s| s.function().unwrap()));
+    let by_size: Vec<&str> = sorted.iter().map(|s| s.function().unwrap()).collect();
     browser.wait_for(
         &format!(
             "document.querySelectorAll('#stack-table tbody tr').length === {}",
@@ -210,6 +209,35 @@ fn html_report_of_a_leak_in_a_browser() {
         .map(|r| r[6].split(' ').next().unwrap())
         .collect();
     assert_eq!(shown, by_size);
+
+    // The text filter (a file and line match) and the verdict filter.
+    let cache = &report.stack_of("cache_insert").frames[0];
+    let at = format!("demo_leak.c:{}", cache.line.expect("cache_insert's line"));
+    browser.eval(&format!(
+        "(() => {{ const s = document.querySelector('#stacks input[type=search]'); \
+         s.value = '{at}'; s.dispatchEvent(new Event('input')); }})()"
+    ));
+    let matched = rows(&mut browser);
+    assert!(
+        matched.len() == 1 && matched[0][6].starts_with("cache_insert"),
+        "{at} is in cache_insert only: {matched:?}"
+    );
+    browser.eval(
+        "(() => { const s = document.querySelector('#stacks input[type=search]'); \
+         s.value = ''; s.dispatchEvent(new Event('input')); \
+         const v = document.querySelector('#stacks select'); v.value = 'leak'; \
+         v.dispatchEvent(new Event('change')); })()",
+    );
+    let leaks = rows(&mut browser);
+    let want = report
+        .stacks
+        .iter()
+        .filter(|s| s.verdict == memtrace_report::Verdict::Leak)
+        .count();
+    assert!(
+        leaks.len() == want && leaks.iter().all(|r| r[0] == "leak"),
+        "the leak filter keeps the {want} leak stacks: {leaks:?}"
+    );
 
     // A reader who prefers dark gets a dark page.
     browser.color_scheme("dark");
@@ -298,10 +326,7 @@ fn a_ten_thousand_stack_page_is_drawn_in_under_two_seconds() {
 
 #[test]
 fn diff_page_shows_what_grew() {
-    let dir = scratch_dir("html-diff");
-    let (before, after) = (dir.join("before.json"), dir.join("after.json"));
-    traced_leak(20, &["-o", path_str(&before)]);
-    traced_leak(60, &["-o", path_str(&after)]);
+    let (dir, before, after) = two_snapshots("html-diff");
     let html = dir.join("diff.html");
     let out = run_memtrace(
         &[

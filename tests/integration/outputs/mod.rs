@@ -25,7 +25,9 @@ mod snapshots;
 
 use std::path::Path;
 
-use memtrace_integration::{leak_signal, secs, trace_until_done, RunOutput};
+use std::path::PathBuf;
+
+use memtrace_integration::{leak_signal, path_str, scratch_dir, secs, trace_until_done, RunOutput};
 
 /// leak_signal: bytes per leak_fixed() call.
 const LEAK_SIZE: u64 = 4096;
@@ -41,6 +43,17 @@ fn traced_leak(count: u64, args: &[&str]) -> (RunOutput, u32) {
     let out = tracer.finish(secs(60));
     out.assert_success();
     (out, pid)
+}
+
+/// Two snapshots of leak_signal in a scratch directory named for `tag`:
+/// before.json (20 blocks leaked) and after.json (60). Returns the
+/// directory and the two paths.
+fn two_snapshots(tag: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let dir = scratch_dir(tag);
+    let (before, after) = (dir.join("before.json"), dir.join("after.json"));
+    traced_leak(20, &["-o", path_str(&before)]);
+    traced_leak(60, &["-o", path_str(&after)]);
+    (dir, before, after)
 }
 
 /// Parses an SVG as XML (flamegraphs carry the SVG 1.1 DOCTYPE).

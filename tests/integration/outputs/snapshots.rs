@@ -9,7 +9,7 @@ use memtrace_integration::{
     memtrace_bin, open_dir, path_str, run_memtrace, scratch_dir, secs, NOBODY,
 };
 
-use super::{parse_svg, read, traced_leak};
+use super::{parse_svg, read, two_snapshots};
 
 /// Runs memtrace as user nobody (no privileges at all).
 fn memtrace_unprivileged(args: &[&str]) -> std::process::Output {
@@ -28,10 +28,7 @@ fn memtrace_unprivileged(args: &[&str]) -> std::process::Output {
 
 #[test]
 fn snapshots_render_and_diff_without_root() {
-    let dir = scratch_dir("snapshots");
-    let (before, after) = (dir.join("before.json"), dir.join("after.json"));
-    traced_leak(20, &["-o", path_str(&before)]);
-    traced_leak(60, &["-o", path_str(&after)]);
+    let (dir, before, after) = two_snapshots("snapshots");
     let open = open_dir(&dir);
 
     // The text report again, from the snapshot.

@@ -466,7 +466,7 @@
           stacks.map((s) => [
             s.id,
             [comms.get(s.pid) || "", String(s.pid)]
-              .concat(s.frames.map((f) => frameName(f) + " " + (f.file || "") + " " + (f.module || "")))
+              .concat(s.frames.map((f) => `${frameName(f)} ${f.file || ""}${f.line ? ":" + f.line : ""} ${f.module || ""}`))
               .join("\n")
               .toLowerCase(),
           ])
