@@ -1,9 +1,10 @@
 //! The HTML report: one self-contained file that opens from disk, fetches
 //! nothing and works offline. It holds the report (or a diff) as JSON, the
 //! page's own script and styles (`report.js`, `report.css`, readable as
-//! written) and uPlot, a small charting library for time series, vendored
-//! under `vendor/` with its licence (the page's charts are uPlot's; the
-//! icicle graph and sparklines are laid out by `report.js`).
+//! written; `common.js`, the helpers and charts the agent's page shares)
+//! and uPlot, a small charting library for time series, vendored under
+//! `vendor/` with its licence (the page's charts are uPlot's; the icicle
+//! graph and sparklines are laid out by the page's own script).
 //!
 //! Frames repeat across stacks (every stack of a program shares its
 //! outer frames), so the embedded report names each distinct frame once,
@@ -21,10 +22,14 @@ use serde_json::Value;
 use crate::model::Report;
 
 /// uPlot 1.6.32 (MIT, github.com/leeoniya/uPlot), as published on npm.
-const UPLOT_JS: &str = include_str!("vendor/uPlot.iife.min.js");
-const UPLOT_CSS: &str = include_str!("vendor/uPlot.min.css");
+pub const UPLOT_JS: &str = include_str!("vendor/uPlot.iife.min.js");
+pub const UPLOT_CSS: &str = include_str!("vendor/uPlot.min.css");
+/// What memtrace's pages share: helpers, charts, sparklines
+/// (`memtraceUi`); the agent's page loads it too.
+pub const COMMON_JS: &str = include_str!("common.js");
+/// The pages' styles: colours (light and dark), panels, tables, badges.
+pub const PAGE_CSS: &str = include_str!("report.css");
 const PAGE_JS: &str = include_str!("report.js");
-const PAGE_CSS: &str = include_str!("report.css");
 
 /// The page allows nothing from outside the file: no fetch, no font, no
 /// image but its own inline ones (browsers also apply it to file://). The
@@ -135,7 +140,8 @@ fn columns(rows: &Value, fields: &[&str]) -> Value {
 /// can close that element.
 fn page(title: &str, embedded: &Embedded) -> Result<Vec<u8>> {
     let json = serde_json::to_string(embedded)?.replace('<', "\\u003c");
-    let mut out = String::with_capacity(json.len() + UPLOT_JS.len() + PAGE_JS.len() + 8192);
+    let scripts = UPLOT_JS.len() + COMMON_JS.len() + PAGE_JS.len();
+    let mut out = String::with_capacity(json.len() + scripts + 8192);
     out.push_str("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n");
     out.push_str(&format!(
         "<meta http-equiv=\"Content-Security-Policy\" content=\"{CSP}\">\n"
@@ -154,6 +160,8 @@ fn page(title: &str, embedded: &Embedded) -> Result<Vec<u8>> {
     out.push_str("</script>\n<script>\n");
     out.push_str(UPLOT_JS);
     out.push_str("\n</script>\n<script>\n");
+    out.push_str(COMMON_JS);
+    out.push_str("</script>\n<script>\n");
     out.push_str(PAGE_JS);
     out.push_str("</script>\n</body>\n</html>\n");
     Ok(out.into_bytes())
@@ -205,7 +213,11 @@ mod tests {
             stack.frames.push(shared.clone());
         }
         let page = String::from_utf8(render(&report).unwrap()).unwrap();
-        assert_eq!(page.matches("</script>").count(), 3, "data, uPlot, page");
+        assert_eq!(
+            page.matches("</script>").count(),
+            4,
+            "data, uPlot, common, page"
+        );
         let data = embedded(&page);
         let series = &data["data"]["stacks"][0]["series"];
         assert_eq!(series["t"], serde_json::json!([0.0, 1.0, 2.0]));
