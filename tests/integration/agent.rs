@@ -2,7 +2,8 @@
 //! the process whose memory keeps growing (on four intervals of growth, never
 //! one step up), traces it, writes incidents whose top stack names the
 //! leaking function and whose incident.json agrees with `/reports`, keeps its
-//! retention limits, serves metrics promtool accepts, an index page, reports
+//! retention limits, serves metrics promtool accepts, a web page (driven
+//! in a real browser: token, leak flagged, trace action), reports
 //! in every format and an answer for a wrong method, names its children
 //! memtrace, guards its HTTP surface (bearer token off
 //! loopback, incident ids that cannot become paths, on-demand traces;
@@ -25,13 +26,25 @@ use std::{
 };
 
 use memtrace_integration::{
-    assert_within, compile_c,
+    assert_within,
+    browser::Browser,
+    compile_c,
     http::{self, Response},
     proc_stat, run_memtrace, scratch_dir, secs, MemoryCgroup, Report, StackExt, Tracer, Workload,
 };
 use serde_json::Value;
 
 const TOKEN: &str = "agent-test-token-0123456789abcdef";
+/// An agent that scans every second, flags growth after 2 s and traces
+/// for 3 s.
+const QUICK: [&str; 6] = [
+    "--scan-interval",
+    "1s",
+    "--min-observation",
+    "2s",
+    "--trace-window",
+    "3s",
+];
 /// The leaking workload's rate (KiB/s).
 const LEAK_KIB_PER_SEC: u64 = 1024;
 
@@ -385,6 +398,55 @@ fn http_surface_needs_a_token_off_loopback_and_refuses_paths() {
     assert_eq!(metrics.status, 200);
     promtool_check(&metrics.text());
 
+    // The page's session: given for the token only; a cookie that reads
+    // (what lets reports open as links) but never starts a trace.
+    assert_eq!(
+        http::request(
+            addr,
+            "POST",
+            "/api/session",
+            Some("wrong-token-0123456789abcdef")
+        )
+        .unwrap()
+        .status,
+        401
+    );
+    let r = http::request(addr, "POST", "/api/session", Some(TOKEN)).unwrap();
+    assert_eq!(r.status, 204);
+    let cookie = r.header("set-cookie").unwrap_or("").to_string();
+    assert!(
+        cookie.contains("; HttpOnly; SameSite=Strict; Path=/"),
+        "{cookie}"
+    );
+    let session = cookie.split(';').next().unwrap().to_string();
+    let with_cookie = |method: &str, path: &str, cookie: &str| {
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nCookie: {cookie}\r\n\
+             Content-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        http::send(addr, head.as_bytes()).expect("an answer").status
+    };
+    assert_eq!(with_cookie("GET", "/api/state", &session), 200);
+    assert_eq!(with_cookie("GET", "/reports", &session), 200);
+    assert_eq!(with_cookie("POST", "/trace?pid=1", &session), 401);
+    assert_eq!(with_cookie("GET", "/reports", "memtrace_session=0123"), 401);
+    let signed_in = |cookie: &str| {
+        let head = format!(
+            "GET /api/session HTTP/1.1\r\nHost: {addr}\r\nCookie: {cookie}\r\n\
+             Connection: close\r\n\r\n"
+        );
+        let r = http::send(addr, head.as_bytes()).expect("an answer");
+        serde_json::from_slice::<Value>(&r.body).unwrap()
+    };
+    assert_eq!(
+        signed_in(&session),
+        serde_json::json!({"token": true, "admitted": true})
+    );
+    assert_eq!(
+        signed_in("x=y"),
+        serde_json::json!({"token": true, "admitted": false})
+    );
+
     // Incident ids never become paths, however they are spelled.
     for (path, want) in [
         ("/reports/../x", [400, 404]),
@@ -438,6 +500,10 @@ fn http_surface_needs_a_token_off_loopback_and_refuses_paths() {
         ("/trace?pid=999999999&duration=3s".to_string(), 404),
         (format!("/trace?pid={}&duration=1h", leak.pid()), 400),
         (format!("/trace?pid={}&format=xml", leak.pid()), 400),
+        (
+            format!("/trace?pid={}&keep=true&format=text", leak.pid()),
+            400,
+        ),
         ("/trace?pid=abc".to_string(), 400),
     ] {
         let r = http::request(addr, "POST", &path, Some(TOKEN)).unwrap();
@@ -678,12 +744,15 @@ fn http_limits_bound_slow_large_and_bursty_clients() {
         std::thread::sleep(Duration::from_millis(20));
     }
 
-    // Requests: clients without the token use nothing up; then a burst of
+    // Requests: clients without the token, and the page's files, use
+    // nothing up; then a burst of
     // authorized ones gets its first RATE_BURST (and the refill) served and
     // the rest 429 with Retry-After, while /healthz keeps answering; a
     // second later requests are served again.
     for _ in 0..100 {
         assert_eq!(http::get(addr, "/reports", None).status, 401);
+        // (The page's files, which anyone may load.)
+        assert_eq!(http::get(addr, "/ui/agent.js", None).status, 200);
     }
     let burst = Instant::now();
     let statuses: Vec<Response> = (0..150)
@@ -763,6 +832,7 @@ fn a_process_back_where_the_oom_killer_struck_is_traced() {
     });
 
     let mut first = hoarder_in(&cgroup);
+    let first_pid = first.pid();
     first.signal(libc::SIGUSR1);
     let status = first.wait_exit(secs(60));
     assert_eq!(
@@ -807,6 +877,22 @@ fn a_process_back_where_the_oom_killer_struck_is_traced() {
         .unwrap_or_else(|| panic!("the kill is in the report: {}", report.describe()));
     let held = kill.top_stacks[0].outstanding_bytes;
     assert_within("held at the kill", held, LIMIT, 15.0, &report.describe());
+    // The page's state lists both kills in the cgroup, newest first (the
+    // watch sees the whole node: other tests' kills may be there too).
+    let state = json(&http::get(addr, "/api/state", None));
+    let ours: Vec<&Value> = state["oom_kills"]
+        .as_array()
+        .expect("oom_kills")
+        .iter()
+        .filter(|k| k["cgroup"] == cgroup.path.as_str())
+        .collect();
+    let pids: Vec<u64> = ours.iter().map(|k| k["pid"].as_u64().unwrap()).collect();
+    assert_eq!(pids, [u64::from(pid), u64::from(first_pid)], "{ours:?}");
+    for k in ours {
+        assert_eq!(k["comm"], "oom_hoard", "{k}");
+        let anon = k["anon_rss_bytes"].as_u64().unwrap();
+        assert!(anon > LIMIT / 2 && anon <= LIMIT, "{k}");
+    }
     stop(agent).assert_success();
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -865,9 +951,9 @@ fn ps_line(pid: u32) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// The agent as a user meets it: an index page at `/` listing the
-/// endpoints, the processes it watches (their names escaped) and its
-/// incidents; incident.json on disk saying what `/reports` says of it;
+/// The agent as a user meets it: a page at `/` listing the endpoints, and
+/// the state it draws (`/api/state`) holding the processes it watches and
+/// its incidents; incident.json on disk saying what `/reports` says of it;
 /// `/reports/ID?format=` in every format; a body for a wrong method (with
 /// `Allow`) and for an unknown path; its children named memtrace in `ps`.
 /// Every problem is collected, so one run lists all that is wrong.
@@ -881,20 +967,7 @@ fn index_incident_files_formats_methods_and_child_names() {
     let leak = Workload::spawn_ready(&exe, &["leak", &LEAK_KIB_PER_SEC.to_string()]);
     let reports = dir.join("reports");
     let addr: SocketAddr = format!("127.0.0.1:{}", http::free_port()).parse().unwrap();
-    let mut agent = start_agent(
-        addr,
-        &reports,
-        &[
-            "--scan-interval",
-            "1s",
-            "--min-observation",
-            "2s",
-            "--trace-window",
-            "3s",
-            "--comm",
-            NAME,
-        ],
-    );
+    let mut agent = start_agent(addr, &reports, &[&QUICK[..], &["--comm", NAME]].concat());
     wait_healthy(&mut agent, addr);
     let mut problems: Vec<String> = Vec::new();
     let mut check = |ok: bool, what: String| {
@@ -1008,7 +1081,8 @@ fn index_incident_files_formats_methods_and_child_names() {
         ),
     );
 
-    // The index page.
+    // The page: a shell listing the endpoints, and the state it draws
+    // (names as JSON strings, which the page sets as text).
     let page = http::get(addr, "/", None);
     let html = page.text();
     check(
@@ -1016,22 +1090,25 @@ fn index_incident_files_formats_methods_and_child_names() {
         format!("GET /: {} {:?}", page.status, page.header("content-type")),
     );
     for wanted in [
-        "<a href=\"/metrics\">/metrics</a>".to_string(),
-        "<a href=\"/reports\">/reports</a>".to_string(),
-        "<a href=\"/healthz\">/healthz</a>".to_string(),
-        "/trace?pid=P&amp;duration=30s&amp;format=json".to_string(),
-        format!(
-            "<td class=\"n\">{}</td><td>a&lt;b&gt;&amp;c</td>",
-            leak.pid()
-        ),
-        format!("<a href=\"/reports/{id}?format=html\">{id}</a>"),
-        "append_audit_record".to_string(),
+        "<a href=\"/metrics\">/metrics</a>",
+        "<a href=\"/reports\">/reports</a>",
+        "<a href=\"/healthz\">/healthz</a>",
+        "/trace?pid=P&amp;duration=30s&amp;format=json",
     ] {
-        check(html.contains(&wanted), format!("GET / lacks {wanted:?}"));
+        check(html.contains(wanted), format!("GET / lacks {wanted:?}"));
     }
+    let state = json(&http::get(addr, "/api/state", None));
+    let row = state["processes"]
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["pid"] == leak.pid()));
     check(
-        !html.contains(NAME),
-        format!("GET / shows the name {NAME:?} unescaped"),
+        row.is_some_and(|r| r["comm"] == NAME && r["suspect"] == true),
+        format!("/api/state lists the leak as {row:?}"),
+    );
+    check(
+        state["incidents"][0]["id"] == id.as_str()
+            && state["incidents"][0]["top_function"] == "append_audit_record",
+        format!("/api/state's incidents: {}", state["incidents"]),
     );
 
     // Wrong methods and unknown paths are explained.
@@ -1067,7 +1144,7 @@ fn index_incident_files_formats_methods_and_child_names() {
     let startup = out.stderr.lines().next().unwrap_or("");
     check(
         startup.contains(&format!(
-            "http://{addr}/ (index, metrics, healthz, reports, trace)"
+            "http://{addr}/ (page, metrics, healthz, reports, trace)"
         )),
         format!("startup line: {startup}"),
     );
@@ -1272,4 +1349,244 @@ fn traces_read_go_programs() {
         "the Go map leak at main.remember\n{ctx}"
     );
     stop(agent).assert_success();
+}
+
+/// The text of each cell of the process table's row of `pid`, and its
+/// badge's class (its verdict) and whether it is flagged.
+fn page_row(browser: &mut Browser, pid: u32) -> Value {
+    browser.eval(&format!(
+        "(() => {{ const tr = document.querySelector('#process-table tr[data-pid=\"{pid}\"]'); \
+         if (!tr) return null; const badge = tr.querySelector('.badge'); \
+         return {{ name: tr.querySelector('button.name').textContent, \
+         verdict: badge ? badge.className.replace('badge ', '') : '', \
+         flagged: tr.classList.contains('flagged'), \
+         lines: tr.querySelectorAll('svg.spark polyline').length, \
+         cells: Array.from(tr.cells).map(td => td.innerText.trim()) }}; }})()"
+    ))
+}
+
+/// The agent's page as a user meets it, in a real browser (headless
+/// Chromium over the DevTools protocol), with a token: it asks for the
+/// token once, lists the leaking process flagged with verdict `leak` beside
+/// two stable ones (a name that is HTML shown as text), with sparklines
+/// and a chart on a click; the leak's incident opens its HTML report as a
+/// plain link (the session cookie); "Trace…" run from the keyboard traces
+/// a stable process and shows the incident it made; nothing is logged as an
+/// error, nothing is asked of anything but the agent, and dark follows the
+/// preference. Screenshots: agent.png, agent-trace.png, agent-dark.png.
+#[test]
+fn page_in_a_browser_lists_the_leak_and_traces_on_demand() {
+    const NAME: &str = "a<b>&c";
+    const STEADY: &str = "steady_svc";
+    let dir = scratch_dir("agent-page");
+    let leak_exe = dir.join(NAME);
+    let steady_exe = dir.join(STEADY);
+    std::fs::copy(compile_c("agent_mix"), &leak_exe).unwrap();
+    std::fs::copy(compile_c("agent_mix"), &steady_exe).unwrap();
+    let steady = [
+        Workload::spawn_ready(&steady_exe, &["steady"]),
+        Workload::spawn_ready(&steady_exe, &["steady"]),
+    ];
+    let leak = Workload::spawn_ready(&leak_exe, &["leak", &LEAK_KIB_PER_SEC.to_string()]);
+    let addr: SocketAddr = format!("127.0.0.1:{}", http::free_port()).parse().unwrap();
+    let mut agent = start_agent(
+        addr,
+        &dir.join("reports"),
+        &[
+            &QUICK[..],
+            &["--token", TOKEN, "--comm", NAME, "--comm", STEADY],
+        ]
+        .concat(),
+    );
+    wait_healthy(&mut agent, addr);
+
+    // The page's files need no token and hold no data; its state does.
+    let shell = http::get(addr, "/", None);
+    assert_eq!(shell.status, 200);
+    let csp = shell.header("content-security-policy").unwrap_or("");
+    assert!(
+        csp.contains("script-src 'self'")
+            && csp.contains("connect-src 'self'")
+            && csp.contains("frame-ancestors 'none'")
+            && !csp.contains("unsafe"),
+        "{csp}"
+    );
+    assert!(!shell.text().contains(STEADY), "{}", shell.text());
+    assert_eq!(http::get(addr, "/ui/agent.js", None).status, 200);
+    assert_eq!(http::get(addr, "/api/state", None).status, 401);
+    let r = http::request(addr, "POST", "/api/session", None).unwrap();
+    assert_eq!(r.status, 401, "a session without the token");
+
+    let mut browser = Browser::launch(1400, 1000);
+    let home = format!("http://{addr}/");
+    browser.visit(&home);
+    // Asked for the token once.
+    browser.wait_for("document.getElementById('token') !== null", secs(30));
+    browser.eval("document.getElementById('token').focus()");
+    browser.type_text(TOKEN);
+    browser.press("Enter", 13);
+    browser.wait_for("document.body.dataset.ready === '1'", secs(30));
+
+    // The leak flagged with verdict leak; the two stable processes beside it.
+    let leak_pid = leak.pid();
+    let deadline = Instant::now() + secs(60);
+    loop {
+        let row = page_row(&mut browser, leak_pid);
+        let steady_rows: Vec<Value> = steady
+            .iter()
+            .map(|w| page_row(&mut browser, w.pid()))
+            .collect();
+        let incidents = browser
+            .eval("document.querySelectorAll('#incident-table tbody tr').length")
+            .as_u64()
+            .unwrap_or(0);
+        let done = row["verdict"] == "leak"
+            && row["flagged"] == true
+            && steady_rows
+                .iter()
+                .all(|r| r["verdict"] == "stable" && r["flagged"] == false)
+            && incidents >= 1;
+        if done {
+            assert_eq!(row["name"], NAME, "the name is shown as text: {row}");
+            assert_eq!(row["lines"], 2, "resident and anonymous sparklines: {row}");
+            break;
+        }
+        assert!(agent.is_running(), "agent exited\n{}", agent.snapshot());
+        assert!(
+            Instant::now() < deadline,
+            "the page never showed the leak flagged beside two stable processes and an \
+             incident: leak {row}, stable {steady_rows:?}, {incidents} incidents\n{}",
+            agent.snapshot()
+        );
+        browser.eval("new Promise(r => setTimeout(() => r(true), 500))");
+    }
+    // Flagged first.
+    let first = browser.eval("document.querySelector('#process-table tbody tr').dataset.pid");
+    assert_eq!(first, leak_pid.to_string());
+    // Its chart, from the keyboard (the page keeps the focus on the control
+    // that had it when it redraws; a mouse click could fall between the
+    // press and the release of a redraw).
+    browser.enter_on(&format!("button[data-key=\"open-{leak_pid}\"]"));
+    browser.wait_for(
+        "document.querySelector('#process-chart canvas') !== null",
+        secs(10),
+    );
+    let legend = browser.eval(
+        "Array.from(document.querySelectorAll('#process-chart .u-legend .u-label')).map(e => e.textContent)",
+    );
+    assert_eq!(legend, serde_json::json!(["time", "resident", "anonymous"]));
+    let shots = crate::outputs::html::screenshot_dir();
+    browser.screenshot(&shots.join("agent.png"));
+
+    // The leak's incident, from the incident table.
+    let incident = browser.eval(
+        "Array.from(document.querySelectorAll('#incident-table tbody tr'))\
+         .map(tr => [tr.cells[3].innerText, tr.cells[7].innerText, tr.querySelector('a').getAttribute('href')])",
+    );
+    let leak_incident = incident
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i[0] == NAME)
+        .unwrap_or_else(|| panic!("no incident of the leak: {incident}"))
+        .clone();
+    assert!(
+        leak_incident[1]
+            .as_str()
+            .unwrap()
+            .starts_with("append_audit_record"),
+        "{leak_incident}"
+    );
+    let files = browser
+        .eval("document.querySelector('#incident-table tbody tr td.files').innerText.trim()");
+    assert_eq!(files, "text json svg pprof");
+
+    // "Trace…" a stable process, from the keyboard.
+    let target = steady[0].pid();
+    browser.enter_on(&format!("button[data-key=\"trace-{target}\"]"));
+    browser.wait_for(
+        "document.activeElement && document.activeElement.id === 'trace-start'",
+        secs(10),
+    );
+    let form = browser.eval("document.getElementById('trace-form').innerText");
+    assert!(
+        form.as_str()
+            .unwrap()
+            .starts_with(&format!("Trace pid {target} ({STEADY}) for")),
+        "{form}"
+    );
+    browser.press("Enter", 13);
+    browser.wait_for(
+        "document.getElementById('trace-progress') !== null",
+        secs(10),
+    );
+    browser.wait_for("document.getElementById('trace-done') !== null || document.getElementById('trace-error') !== null", secs(90));
+    let done = browser.eval("document.getElementById('trace-result').innerText");
+    let done = done.as_str().unwrap().to_string();
+    assert!(
+        done.starts_with(&format!("Traced pid {target} ({STEADY}): window ended;")),
+        "{done}"
+    );
+    let link = browser
+        .eval("document.getElementById('trace-report').getAttribute('href')")
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        link.starts_with("/reports/") && link.ends_with("?format=html"),
+        "{link}"
+    );
+    // The page refreshed: the new incident is listed.
+    browser.wait_for(
+        &format!(
+            "Array.from(document.querySelectorAll('#incident-table a')).some(a => a.getAttribute('href') === {})",
+            serde_json::to_string(&link).unwrap()
+        ),
+        secs(10),
+    );
+    browser.screenshot(&shots.join("agent-trace.png"));
+    browser.color_scheme("dark");
+    browser.wait_for(
+        "getComputedStyle(document.body).backgroundColor === 'rgb(21, 23, 26)'",
+        secs(10),
+    );
+    browser.screenshot(&shots.join("agent-dark.png"));
+    browser.color_scheme("light");
+
+    // The reports open as plain links: the session cookie, no token in the URL.
+    let leak_report = leak_incident[2].as_str().unwrap().to_string();
+    for (report, comm, pid) in [(&leak_report, NAME, leak_pid), (&link, STEADY, target)] {
+        browser.navigate(&format!("http://{addr}{report}"));
+        let title = browser.eval("document.title");
+        assert_eq!(title, format!("memtrace: {comm} ({pid})"), "{report}");
+        if comm == NAME {
+            let first = browser.eval("document.querySelector('#stack-table tbody tr').innerText");
+            assert!(
+                first.as_str().unwrap_or("").contains("append_audit_record"),
+                "{report}: {first}"
+            );
+        }
+    }
+
+    let errors = browser.console_errors();
+    assert!(errors.is_empty(), "the pages logged {errors:#?}");
+    let elsewhere: Vec<String> = browser
+        .requests()
+        .into_iter()
+        .filter(|url| !url.starts_with(&home))
+        .collect();
+    assert!(
+        elsewhere.is_empty(),
+        "requests beyond the agent: {elsewhere:?}"
+    );
+    let with_token: Vec<String> = browser
+        .requests()
+        .into_iter()
+        .filter(|url| url.contains(TOKEN))
+        .collect();
+    assert!(with_token.is_empty(), "the token in a URL: {with_token:?}");
+    drop(browser);
+    stop(agent).assert_success();
+    drop(leak);
+    std::fs::remove_dir_all(&dir).unwrap();
 }

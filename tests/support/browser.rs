@@ -20,6 +20,8 @@ const CHROMIUM: &str = "/usr/bin/chromium";
 
 /// How long the browser may take to start, or a command to answer.
 const TIMEOUT: Duration = Duration::from_secs(60);
+/// What memtrace's pages say when drawn.
+const READY: &str = "document.body && document.body.dataset.ready === '1'";
 
 /// A page in a headless browser of its own (own profile, own process).
 pub struct Browser {
@@ -168,12 +170,28 @@ impl Browser {
     /// Opens `file` and waits until the report says it is drawn; returns
     /// the time from the navigation's start to then.
     pub fn open(&mut self, file: &Path) -> Duration {
-        let url = file_url(file);
+        self.navigate(&file_url(file))
+    }
+
+    /// Opens `url` and waits until the page says it is drawn (the report's
+    /// and the agent's pages set `data-ready` on `<body>`); returns the
+    /// time from the navigation's start to then, as the report measures it.
+    pub fn navigate(&mut self, url: &str) -> Duration {
         self.call("Page.navigate", json!({"url": url}));
-        let ready = "document.body && document.body.dataset.ready === '1'";
-        self.wait_for(ready, TIMEOUT);
-        let ms = self.eval("window.memtraceReady").as_f64().unwrap();
+        self.wait_for(READY, TIMEOUT);
+        let ms = self.eval("window.memtraceReady || 0").as_f64().unwrap();
         Duration::from_secs_f64(ms / 1000.0)
+    }
+
+    /// Opens `url` without waiting for anything but its load.
+    pub fn visit(&mut self, url: &str) {
+        self.call("Page.navigate", json!({"url": url}));
+        self.wait_for("document.readyState === 'complete'", TIMEOUT);
+    }
+
+    /// Types `text` into the focused element.
+    pub fn type_text(&mut self, text: &str) {
+        self.call("Input.insertText", json!({"text": text}));
     }
 
     /// The value of a JavaScript expression (awaited if a promise).
@@ -204,14 +222,32 @@ impl Browser {
     }
 
     /// Clicks the middle of the first element matching `selector` with the
-    /// mouse (scrolled into view first).
+    /// mouse (scrolled into view first), once it stays in place for an
+    /// animation frame and nothing covers that point (charts drawn in a
+    /// later frame move what is below them).
     pub fn click(&mut self, selector: &str) {
         let selector_js = serde_json::to_string(selector).unwrap();
-        let rect = self.eval(&format!(
-            "(() => {{ const e = document.querySelector({selector_js}); if (!e) return null; \
-             e.scrollIntoView({{block: 'center'}}); const r = e.getBoundingClientRect(); \
-             return [r.left + Math.min(r.width / 2, 40), r.top + r.height / 2]; }})()"
-        ));
+        let settled = format!(
+            "new Promise(done => {{ const e = document.querySelector({selector_js}); \
+             if (!e) return done(null); e.scrollIntoView({{block: 'center'}}); \
+             const at = () => {{ const r = e.getBoundingClientRect(); \
+             return [r.left + Math.min(r.width / 2, 40), r.top + r.height / 2]; }}; \
+             const before = at(); requestAnimationFrame(() => requestAnimationFrame(() => {{ \
+             const after = at(); const hit = document.elementFromPoint(after[0], after[1]); \
+             const still = before[0] === after[0] && before[1] === after[1] && hit !== null \
+             && (hit === e || e.contains(hit)); done(still ? after : 'moving'); }})); }})"
+        );
+        let deadline = Instant::now() + TIMEOUT;
+        let rect = loop {
+            let rect = self.eval(&settled);
+            if rect != json!("moving") {
+                break rect;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{selector} did not settle within {TIMEOUT:?}"
+            );
+        };
         let (x, y) = match rect.as_array().map(Vec::as_slice) {
             Some([x, y]) => (x.as_f64().unwrap(), y.as_f64().unwrap()),
             _ => panic!("nothing on the page matches {selector}"),
@@ -225,13 +261,28 @@ impl Browser {
     }
 
     /// Presses a key (a DOM key name, e.g. "Enter") on the focused element.
+    /// Enter comes with its text, as a keyboard's does: it activates a
+    /// focused button and submits a form.
     pub fn press(&mut self, key: &str, code: u32) {
-        for kind in ["rawKeyDown", "keyUp"] {
+        let text = if key == "Enter" { "\r" } else { "" };
+        for kind in ["keyDown", "keyUp"] {
             self.call(
                 "Input.dispatchKeyEvent",
-                json!({"type": kind, "key": key, "code": key, "windowsVirtualKeyCode": code}),
+                json!({"type": kind, "key": key, "code": key, "windowsVirtualKeyCode": code,
+                       "text": if kind == "keyDown" { text } else { "" }}),
             );
         }
+    }
+
+    /// Focuses the first element matching `selector` and presses Enter on it.
+    pub fn enter_on(&mut self, selector: &str) {
+        let selector_js = serde_json::to_string(selector).unwrap();
+        let found = self.eval(&format!(
+            "(() => {{ const e = document.querySelector({selector_js}); if (!e) return false; \
+             e.focus(); return document.activeElement === e; }})()"
+        ));
+        assert_eq!(found, json!(true), "nothing focusable matches {selector}");
+        self.press("Enter", 13);
     }
 
     /// Emulates the reader's colour preference (`light` or `dark`).

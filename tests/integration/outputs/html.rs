@@ -25,8 +25,8 @@ use serde_json::Value;
 use super::{read, traced_leak, two_snapshots};
 
 /// Where the screenshots are kept, to be looked at after a run
-/// (target/tmp/screenshots).
-fn screenshot_dir() -> PathBuf {
+/// (target/tmp/screenshots); the agent's page's too.
+pub(crate) fn screenshot_dir() -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots")
 }
 
@@ -156,8 +156,7 @@ fn html_report_of_a_leak_in_a_browser() {
     browser.screenshot(&shots.join("report-stack.png"));
 
     // The keyboard does it too: Enter on the second row opens that stack.
-    browser.eval("document.querySelectorAll('#stack-table tbody tr')[1].focus()");
-    browser.press("Enter", 13);
+    browser.enter_on("#stack-table tbody tr:nth-child(2)");
     let second = report.stacks[1].function().unwrap();
     browser.wait_for(
         &format!(

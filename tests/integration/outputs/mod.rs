@@ -17,7 +17,7 @@
 //! mallocs SIZE bytes COUNT times, never freed.
 
 mod formats;
-mod html;
+pub(crate) mod html;
 mod live;
 mod pprof;
 mod report;

@@ -1,12 +1,16 @@
-//! The agent's HTTP surface (axum): `/` (the index page), `/healthz`,
-//! `/metrics` (Prometheus text), `/reports` (incidents, newest first),
-//! `/reports/{id}[?format=]` (an incident's report in any format),
-//! `/reports/{id}/{file}` (one incident's files, by validated id and a fixed
-//! list of names), and `POST /trace?pid=&duration=&format=` (an on-demand
-//! trace, answered with its report). A wrong method is answered 405 with
-//! `Allow` and a body saying what is allowed; an unknown path, 404 pointing
-//! at `/`. With a token every endpoint but `/healthz` requires
-//! `Authorization: Bearer TOKEN`. This file also owns the server's limits
+//! The agent's HTTP surface (axum): `/` and `/ui/{file}` (the web page,
+//! `page`), `/api/state` (what the page shows) and `POST /api/session`
+//! (its cookie), `/healthz`, `/metrics` (Prometheus text), `/reports`
+//! (incidents, newest first), `/reports/{id}[?format=]` (an incident's
+//! report in any format), `/reports/{id}/{file}` (one incident's files, by
+//! validated id and a fixed list of names), and
+//! `POST /trace?pid=&duration=&format=|keep=true` (an on-demand trace,
+//! answered with its report, or kept as an incident and answered with
+//! it). A wrong method is answered 405 with `Allow` and a body saying what
+//! is allowed; an unknown path, 404 pointing at `/`. With a token every
+//! endpoint but `/healthz` and the page's files (which hold no data)
+//! requires `Authorization: Bearer TOKEN`, or for GET and HEAD the page's
+//! session cookie (`session`). This file also owns the server's limits
 //! (hyper's HTTP/1 connection builder, tower-http's body limit): how long a
 //! request's head may take, how large it and its body may be, how many
 //! connections are open and how many requests are served per second.
@@ -20,7 +24,7 @@ use std::{
 
 use axum::{
     extract::{Path, Query, Request, State},
-    http::{header, HeaderMap, HeaderValue, StatusCode},
+    http::{header, HeaderMap, HeaderValue, Method, StatusCode},
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -40,7 +44,7 @@ use memtrace_report::{
     Weight,
 };
 
-use super::{incidents, traces, Shared};
+use super::{incidents, page, session::Sessions, traces, Shared};
 use crate::config::DEFAULT_TOP;
 
 /// How long /healthz gives the OOM watch to start.
@@ -78,6 +82,9 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
     let bucket = Arc::new(Mutex::new(Bucket::full()));
     let routes = Router::new()
         .route("/", get(index))
+        .route("/ui/{file}", get(ui_file))
+        .route("/api/state", get(state))
+        .route("/api/session", get(signed_in).post(session))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/reports", get(list))
@@ -214,8 +221,9 @@ async fn throttle(
     request: Request,
     next: Next,
 ) -> Response {
-    let exempt = request.uri().path() == "/healthz";
-    if exempt || bucket.lock().expect("bucket lock").take() {
+    // Neither /healthz nor what anyone may ask (the page's fixed files and
+    // whether it is signed in) uses up the rate of those with the token.
+    if open_to_all(&request) || bucket.lock().expect("bucket lock").take() {
         return next.run(request).await;
     }
     (
@@ -256,12 +264,11 @@ async fn not_found() -> Response {
         .into_response()
 }
 
-/// Checks the bearer token (when there is one) on everything but /healthz.
+/// Checks the bearer token (when there is one) on everything but /healthz,
+/// the page's files and whether the page is signed in (`GET
+/// /api/session`); GET and HEAD may show a session cookie instead.
 async fn authorize(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
-    let Some(token) = &shared.token else {
-        return next.run(request).await;
-    };
-    if request.uri().path() == "/healthz" || bearer_matches(request.headers(), token) {
+    if open_to_all(&request) || admitted(&shared, &request) {
         return next.run(request).await;
     }
     let mut response = (StatusCode::UNAUTHORIZED, "a bearer token is required\n").into_response();
@@ -270,6 +277,34 @@ async fn authorize(State(shared): State<Arc<Shared>>, request: Request, next: Ne
         HeaderValue::from_static("Bearer realm=\"memtrace\""),
     );
     response
+}
+
+/// Whether the request needs no token: /healthz, the page's files (which
+/// hold no data) and whether the page is signed in (`GET /api/session`).
+fn open_to_all(request: &Request) -> bool {
+    let path = request.uri().path();
+    let reads = matches!(*request.method(), Method::GET | Method::HEAD);
+    path == "/healthz"
+        || path == "/"
+        || path.starts_with("/ui/")
+        || (path == "/api/session" && reads)
+}
+
+/// Whether the request may go on: there is no token, it carries the token,
+/// or it only reads and shows an open session.
+fn admitted(shared: &Shared, request: &Request) -> bool {
+    let Some(token) = &shared.token else {
+        return true;
+    };
+    let reads = matches!(*request.method(), Method::GET | Method::HEAD);
+    bearer_matches(request.headers(), token)
+        || (reads
+            && request
+                .headers()
+                .get_all(header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .any(|cookies| shared.sessions.admits(cookies)))
 }
 
 /// Whether the request carries `Authorization: Bearer TOKEN` (compared in
@@ -306,20 +341,80 @@ async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
     }
 }
 
-async fn index(State(shared): State<Arc<Shared>>) -> Response {
+/// The page's shell (no data: the same for everyone).
+async fn index() -> Response {
     (
         [
-            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-            // Nothing but the page itself: no scripts, whatever a process
-            // name holds (they are escaped too).
-            (
-                header::CONTENT_SECURITY_POLICY,
-                "default-src 'none'; style-src 'unsafe-inline'",
-            ),
+            (header::CONTENT_TYPE, HTML),
+            (header::CONTENT_SECURITY_POLICY, page::CSP),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         ],
-        shared.index_page(),
+        page::shell(),
     )
         .into_response()
+}
+
+/// The page's scripts and styles (fixed files compiled in).
+async fn ui_file(Path(file): Path<String>) -> Response {
+    match page::asset(&file) {
+        Some((kind, body)) => (
+            [
+                (header::CONTENT_TYPE, kind),
+                (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+                // Revalidated, so an upgraded agent's page is never stale.
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            body,
+        )
+            .into_response(),
+        None => not_found().await,
+    }
+}
+
+/// What the page shows.
+async fn state(State(shared): State<Arc<Shared>>) -> Response {
+    match shared.page_state() {
+        Ok(json) => (
+            [
+                (header::CONTENT_TYPE, JSON),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            json,
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
+/// Whether the page must ask for the token: `{"token": bool, "admitted":
+/// bool}` (asked without one; a 401 would be logged by the browser).
+async fn signed_in(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    Json(serde_json::json!({
+        "token": shared.token.is_some(),
+        "admitted": admitted(&shared, &request),
+    }))
+    .into_response()
+}
+
+/// A session for the page, once it has shown the token (this request got
+/// past `authorize` with it): a cookie that lets incident reports open as
+/// links. Without a token, none is needed.
+async fn session(State(shared): State<Arc<Shared>>) -> Response {
+    if shared.token.is_none() {
+        return StatusCode::NO_CONTENT.into_response();
+    }
+    match shared.sessions.open() {
+        Some(id) => (
+            StatusCode::NO_CONTENT,
+            [(header::SET_COOKIE, Sessions::cookie(&id))],
+        )
+            .into_response(),
+        None => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "no randomness for a session\n",
+        )
+            .into_response(),
+    }
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
@@ -454,6 +549,8 @@ struct TraceQuery {
     pid: u32,
     duration: Option<String>,
     format: Option<String>,
+    /// Keep the trace as an incident and answer with it (JSON).
+    keep: Option<bool>,
 }
 
 /// Runs a trace now and answers with its report.
@@ -477,13 +574,21 @@ async fn trace(State(shared): State<Arc<Shared>>, Query(q): Query<TraceQuery>) -
         Some(f) => f,
         None => return bad_format(),
     };
-    if super::scan::read(q.pid).is_none() {
+    let keep = q.keep.unwrap_or(false);
+    if keep && format != "json" {
+        return (
+            StatusCode::BAD_REQUEST,
+            "keep=true answers with the incident, as JSON: give no format\n",
+        )
+            .into_response();
+    }
+    let Some(process) = super::scan::read(q.pid) else {
         return (
             StatusCode::NOT_FOUND,
             format!("pid {}: no such user process\n", q.pid),
         )
             .into_response();
-    }
+    };
     let Some(slot) = shared.slots.acquire(q.pid, true) else {
         return (
             StatusCode::TOO_MANY_REQUESTS,
@@ -494,6 +599,14 @@ async fn trace(State(shared): State<Arc<Shared>>, Query(q): Query<TraceQuery>) -
     };
     // In a task of its own: a client that hangs up does not cut the trace
     // short or leave its files behind.
+    if keep {
+        let traced = super::trace_kept(shared, slot, q.pid, process.comm, duration);
+        return match tokio::spawn(traced).await {
+            Ok(Ok(incident)) => Json(incident).into_response(),
+            Ok(Err(why)) => (StatusCode::UNPROCESSABLE_ENTITY, format!("{why}\n")).into_response(),
+            Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+        };
+    }
     match tokio::spawn(on_demand(shared, slot, q.pid, duration, format)).await {
         Ok(response) => response,
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
@@ -517,13 +630,13 @@ async fn on_demand(
     let spec = traces::TraceSpec {
         pid,
         duration,
-        interval: (duration / 30).clamp(Duration::from_secs(1), Duration::from_secs(10)),
+        interval: super::on_demand_interval(duration),
         outputs: vec![out.clone()],
         format: Some(format),
         runtime_attach: shared.runtime_attach,
     };
     let failure = traces::run(&shared.exe, &spec, &shared.children, shared.verbose).await;
-    let reason = "on-demand";
+    let reason = super::ON_DEMAND;
     let response = match failure {
         None => match tokio::fs::read(&out).await {
             Ok(bytes) if format == "html" => {

@@ -4,14 +4,16 @@
 //! back where the OOM killer struck (same pod, container or cgroup, same
 //! name), is traced for `--trace-window` by a child memtrace (`traces`),
 //! whose report becomes an incident on disk (`incidents`, with retention).
-//! The OOM watch runs all along. `metrics` and `http` expose it all. This
-//! file owns the loop and the state the HTTP handlers share with it.
+//! The OOM watch runs all along. `metrics`, `http` and its web `page`
+//! (with `session`) expose it all. This file owns the loop and the state
+//! the HTTP handlers share with it.
 
 mod http;
 pub mod incidents;
-mod index;
 mod metrics;
+mod page;
 pub mod scan;
+mod session;
 mod traces;
 
 use std::{
@@ -53,8 +55,12 @@ use traces::Children;
 const OOM_MEMORY: Duration = Duration::from_secs(3600);
 /// OOM kills remembered at once.
 const OOM_KEPT: usize = 100;
+/// OOM kills the page lists.
+const OOM_SHOWN: usize = 20;
 /// The reason of a trace of a process back where an OOM kill struck.
 const OOM_RESTART: &str = "oom-restart";
+/// The reason of traces asked for over HTTP.
+const ON_DEMAND: &str = "on-demand";
 /// How long shutdown waits for running traces to write their reports.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
@@ -95,11 +101,15 @@ impl Slots {
     }
 
     fn pids(&self) -> Vec<u32> {
-        self.active
-            .lock()
-            .expect("slots lock")
-            .keys()
-            .copied()
+        self.running().into_iter().map(|(pid, _)| pid).collect()
+    }
+
+    /// Pids traced now, each with whether its trace is on demand.
+    fn running(&self) -> Vec<(u32, bool)> {
+        let active = self.active.lock().expect("slots lock");
+        active
+            .iter()
+            .map(|(&pid, &on_demand)| (pid, on_demand))
             .collect()
     }
 }
@@ -130,10 +140,14 @@ pub struct Shared {
     stopping: Arc<AtomicBool>,
     /// Outstanding bytes of each live pid's last finished trace window.
     traced: Mutex<HashMap<u32, u64>>,
-    /// The settings, one line (startup and the index page).
+    /// The settings, one line (startup and the page).
     settings: String,
-    /// The processes of the last scan the index shows (those with metrics).
-    shown: Mutex<Vec<index::Row>>,
+    /// The processes of the last scan the page shows (those with metrics).
+    shown: Mutex<page::Shown>,
+    /// Recent OOM kills, newest first (at most [`OOM_SHOWN`]).
+    oom_kills: Mutex<VecDeque<page::Kill>>,
+    /// The page's sessions.
+    sessions: session::Sessions,
 }
 
 impl Shared {
@@ -170,18 +184,37 @@ impl Shared {
             .set(i64::from(self.oom_watch_up.load(Ordering::Relaxed)));
     }
 
-    /// The index page, now.
-    fn index_page(&self) -> String {
+    /// What the page shows, now, as JSON.
+    fn page_state(&self) -> serde_json::Result<Vec<u8>> {
         let shown = self.shown.lock().expect("shown lock").clone();
-        let mut tracing = self.slots.pids();
-        tracing.sort_unstable();
-        index::render(&index::Page {
+        let shown_rows = &shown.rows;
+        let mut running = self.slots.running();
+        running.sort_unstable();
+        let tracing = running
+            .into_iter()
+            .map(|(pid, on_demand)| page::Running {
+                pid,
+                comm: shown_rows
+                    .iter()
+                    .find(|r| r.pid == pid)
+                    .map(|r| r.comm.clone())
+                    .or_else(|| scan::read(pid).map(|r| r.comm))
+                    .unwrap_or_default(),
+                on_demand,
+            })
+            .collect();
+        let oom_kills = self.oom_kills.lock().expect("oom_kills lock");
+        serde_json::to_vec(&page::State {
             node: &self.node,
+            version: env!("CARGO_PKG_VERSION"),
             settings: &self.settings,
             token: self.token.is_some(),
+            scan_interval_secs: self.scan_interval.as_secs_f64(),
+            scanned: shown.at,
             watched: self.metrics.processes.get() as usize,
-            processes: &shown,
-            tracing: &tracing,
+            processes: shown_rows,
+            tracing,
+            oom_kills: oom_kills.iter().cloned().collect(),
             incidents: &self.store.list(),
         })
     }
@@ -276,11 +309,13 @@ async fn agent(args: config::Agent) -> Result<()> {
             args.max_traces,
         ),
         shown: Mutex::default(),
+        oom_kills: Mutex::default(),
+        sessions: session::Sessions::default(),
     });
     shared.metrics.incidents_deleted.inc_by(pruned);
     shared.refresh_store_metrics();
     crate::note(&format!(
-        "agent on node {}: http://{}/ (index, metrics, healthz, reports, trace){}; {}",
+        "agent on node {}: http://{}/ (page, metrics, healthz, reports, trace){}; {}",
         shared.node,
         args.listen,
         if shared.token.is_some() {
@@ -480,10 +515,17 @@ fn publish_processes(shared: &Shared, scanner: &Scanner, suspects: &HashSet<u32>
                 .with_label_values(&labels)
                 .set(held as i64);
         }
-        shown.push(index::Row {
+        let mut series = page::Series::default();
+        for (t, rss, anon) in w.series() {
+            series.t.push(t);
+            series.rss.push(rss);
+            series.anon.push(anon);
+        }
+        shown.push(page::Row {
             pid: w.pid,
             comm: w.comm.clone(),
             container: container.to_string(),
+            pod: pod.to_string(),
             anon_bytes: w.anon_bytes,
             rss_bytes: w.rss_bytes,
             verdict: w
@@ -497,14 +539,37 @@ fn publish_processes(shared: &Shared, scanner: &Scanner, suspects: &HashSet<u32>
                 .map_or(String::new(), |g| g.reason.clone()),
             suspect: suspects.contains(&w.pid),
             traced_bytes: traced.get(&w.pid).copied(),
+            series,
         });
     }
-    *shared.shown.lock().expect("shown lock") = shown;
+    *shared.shown.lock().expect("shown lock") = page::Shown {
+        at: scanner.now(),
+        rows: shown,
+    };
 }
 
 fn on_oom(shared: &Shared, kill: OomKill, ooms: &mut VecDeque<(String, String, Instant)>) {
     shared.metrics.oom_kills.inc();
     crate::note(&format!("agent: {}", oom_line(&kill)));
+    {
+        let mut shown = shared.oom_kills.lock().expect("oom_kills lock");
+        if shown.len() == OOM_SHOWN {
+            shown.pop_back();
+        }
+        let container = kill.container.as_ref();
+        shown.push_front(page::Kill {
+            time: kill.time.clone(),
+            pid: kill.pid,
+            comm: kill.comm.clone(),
+            container: container.map_or("", |c| c.short_id()).to_string(),
+            pod: container
+                .and_then(|c| c.pod_uid.clone())
+                .unwrap_or_default(),
+            cgroup: kill.cgroup.clone().unwrap_or_default(),
+            anon_rss_bytes: kill.anon_rss_bytes,
+            total_vm_bytes: kill.total_vm_bytes,
+        });
+    }
     if let Some(home) = scan::home_of(kill.cgroup.as_deref(), kill.container.as_ref()) {
         if ooms.len() == OOM_KEPT {
             ooms.pop_front();
@@ -513,20 +578,22 @@ fn on_oom(shared: &Shared, kill: OomKill, ooms: &mut VecDeque<(String, String, I
     }
 }
 
-/// Traces a suspect for the window and turns the report into an incident.
+/// Traces a suspect for the window and turns the report into an incident
+/// (returned, or why there is none).
 async fn trace_window(
     shared: Arc<Shared>,
     _slot: Slot,
     s: Suspect,
     window: Duration,
     interval: Duration,
-) {
+) -> Result<Incident, String> {
     let id = shared.store.new_id(s.pid, &s.comm);
     let dir = match shared.store.begin(&id) {
         Ok(dir) => dir,
         Err(e) => {
-            crate::note(&format!("agent: cannot write incident {id}: {e:#}"));
-            return;
+            let why = format!("cannot write incident {id}: {e:#}");
+            crate::note(&format!("agent: {why}"));
+            return Err(why);
         }
     };
     crate::note(&format!(
@@ -566,7 +633,7 @@ async fn trace_window(
             crate::note(&format!("agent: trace of pid {} failed: {why}", s.pid));
             shared.count_trace(s.reason, false);
             shared.store.discard(&id);
-            return;
+            return Err(why);
         }
     };
     shared.count_trace(s.reason, true);
@@ -612,7 +679,7 @@ async fn trace_window(
     if let Err(e) = shared.store.commit(&incident) {
         crate::note(&format!("agent: {e:#}"));
         shared.store.discard(&id);
-        return;
+        return Err(format!("{e:#}"));
     }
     shared.metrics.incidents_written.inc();
     let deleted = shared.store.prune();
@@ -631,4 +698,42 @@ async fn trace_window(
                 incident.top_verdict.as_deref().unwrap_or("?")
             ))
     ));
+    // As listed: with its files and their size.
+    let listed = shared.store.list().into_iter().find(|i| i.id == id);
+    Ok(listed.unwrap_or(incident))
+}
+
+/// An on-demand trace kept as an incident (`POST /trace?keep=true`, the
+/// page's "Trace" action).
+async fn trace_kept(
+    shared: Arc<Shared>,
+    slot: Slot,
+    pid: u32,
+    comm: String,
+    duration: Duration,
+) -> Result<Incident, String> {
+    let cgroup = crate::discover::cgroup::read(pid);
+    let container = cgroup
+        .as_deref()
+        .and_then(crate::discover::cgroup::container_of);
+    let suspect = Suspect {
+        pid,
+        comm,
+        cgroup,
+        container,
+        reason: ON_DEMAND,
+        detail: format!(
+            "asked for: a trace of {}",
+            humantime::format_duration(duration)
+        ),
+        growth_per_hour: None,
+    };
+    let interval = on_demand_interval(duration);
+    trace_window(shared, slot, suspect, duration, interval).await
+}
+
+/// The interval of an on-demand trace: about thirty points, 1 to 10 s
+/// apart.
+fn on_demand_interval(duration: Duration) -> Duration {
+    (duration / 30).clamp(Duration::from_secs(1), Duration::from_secs(10))
 }

@@ -1,50 +1,107 @@
-//! The agent's index page (`GET /`): one plain HTML page that says what the
-//! agent is doing — its settings, the endpoints, the traces running, the
-//! processes it shows (those of the metrics: the largest, every suspect,
-//! every traced one) and the incidents kept, each linked to its files.
-//! Everything that comes from a process (names, cgroups) is escaped.
+//! The agent's web page. `GET /` is a shell holding no data, and
+//! `/ui/FILE` its scripts and styles: uPlot and the helpers and styles the
+//! HTML report shares (`memtrace_report::render::html`), and the page's
+//! own `page/agent.js` and `page/agent.css`. They are served without the
+//! token, so a browser can load them; the page then asks for
+//! `GET /api/state` ([`State`]: the processes shown with their series, the
+//! traces running, recent OOM kills, the incidents) with the bearer token,
+//! asking the user for it once when the agent has one. Names from
+//! processes reach the page as JSON and are set as text, never as markup.
 
-use std::fmt::Write;
+use serde::Serialize;
 
-use memtrace_report::{
-    render::html::escape,
-    units::{bytes, rate_per_hour},
-};
+use memtrace_report::render::html::{self, escape};
 
 use super::incidents::Incident;
 
-/// A process as the index shows it (taken at each scan).
-#[derive(Clone, Debug)]
+/// A process as the page shows it (taken at each scan).
+#[derive(Clone, Debug, Serialize)]
 pub(super) struct Row {
     pub pid: u32,
     pub comm: String,
+    /// Container id (12 characters) and pod UID, or empty.
     pub container: String,
+    pub pod: String,
     pub anon_bytes: u64,
     pub rss_bytes: u64,
     /// `leak`, `growing`, `plateau`, `stable`; empty before a second scan.
     pub verdict: String,
     pub bytes_per_hour: f64,
     pub reason: String,
+    /// Growing past `--alert-growth`: flagged for a trace.
     pub suspect: bool,
     /// What its last trace window's stacks held.
     pub traced_bytes: Option<u64>,
+    pub series: Series,
 }
 
-/// What the page shows.
-pub(super) struct Page<'a> {
+/// The processes of the last scan the page shows.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Shown {
+    /// When that scan was, in seconds since the scanner started.
+    pub at: f64,
+    pub rows: Vec<Row>,
+}
+
+/// A process's scans as columns: seconds since the scanner started,
+/// resident and anonymous bytes.
+#[derive(Clone, Debug, Default, Serialize)]
+pub(super) struct Series {
+    pub t: Vec<f64>,
+    pub rss: Vec<f64>,
+    pub anon: Vec<f64>,
+}
+
+/// A trace running now.
+#[derive(Debug, Serialize)]
+pub(super) struct Running {
+    pub pid: u32,
+    pub comm: String,
+    /// Asked for (`POST /trace`) rather than started on growth.
+    pub on_demand: bool,
+}
+
+/// An OOM kill as the page lists it.
+#[derive(Clone, Debug, Serialize)]
+pub(super) struct Kill {
+    /// RFC 3339.
+    pub time: String,
+    pub pid: u32,
+    pub comm: String,
+    pub container: String,
+    pub pod: String,
+    pub cgroup: String,
+    pub anon_rss_bytes: u64,
+    pub total_vm_bytes: u64,
+}
+
+/// What `GET /api/state` answers.
+#[derive(Serialize)]
+pub(super) struct State<'a> {
     pub node: &'a str,
+    pub version: &'a str,
     /// The agent's settings, one line.
     pub settings: &'a str,
     pub token: bool,
+    pub scan_interval_secs: f64,
+    /// When the last scan was, on the series' clock (seconds).
+    pub scanned: f64,
     pub watched: usize,
     pub processes: &'a [Row],
-    /// Pids being traced now.
-    pub tracing: &'a [u32],
+    pub tracing: Vec<Running>,
+    /// Newest first.
+    pub oom_kills: Vec<Kill>,
     pub incidents: &'a [Incident],
 }
 
-/// The endpoints, as listed on the page: method, path, what it does.
-pub(super) const ENDPOINTS: [(&str, &str, &str); 8] = [
+/// The page's policy, sent as a header: its own files only, no inline
+/// script or style, requests to the agent only, never framed.
+pub(super) const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+     img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; \
+     frame-ancestors 'none'";
+
+/// The endpoints, as the page lists them: method, path, what it does.
+pub(super) const ENDPOINTS: [(&str, &str, &str); 11] = [
     ("GET", "/", "this page"),
     ("GET", "/healthz", "ok while scans happen (no token needed)"),
     ("GET", "/metrics", "Prometheus metrics"),
@@ -64,138 +121,72 @@ pub(super) const ENDPOINTS: [(&str, &str, &str); 8] = [
         "/trace?pid=P&duration=30s&format=json",
         "trace a process now and answer with its report (at most 10m)",
     ),
+    (
+        "POST",
+        "/trace?pid=P&duration=30s&keep=true",
+        "trace a process now, keep the trace as an incident and answer with it (JSON)",
+    ),
+    ("GET", "/api/state", "what this page shows (JSON)"),
+    (
+        "POST",
+        "/api/session",
+        "with the token: a session cookie, so this page's report links open",
+    ),
     ("HEAD", "(any GET above)", "its headers only"),
 ];
 
-const STYLE: &str = "body{font-family:sans-serif;margin:1.5em}\
-table{border-collapse:collapse}td,th{padding:2px 8px;text-align:left;\
-border-bottom:1px solid #ddd}td.n{text-align:right}";
+const AGENT_JS: &str = include_str!("page/agent.js");
+const AGENT_CSS: &str = include_str!("page/agent.css");
 
-/// The page.
-pub(super) fn render(page: &Page) -> String {
-    let mut h = String::new();
-    let node = escape(page.node);
-    // (Writing to a String cannot fail.)
-    let _ = write!(
-        h,
-        "<!doctype html>\n<html><head><meta charset=\"utf-8\">\
-         <title>memtrace agent on {node}</title><style>{STYLE}</style></head><body>\n\
-         <h1>memtrace agent on {node}</h1>\n<p>memtrace {}; {}{}.</p>\n",
-        env!("CARGO_PKG_VERSION"),
-        escape(page.settings),
-        if page.token {
-            "; every endpoint but /healthz needs the bearer token"
-        } else {
-            ""
-        }
-    );
+/// The files under `/ui/`: name → (content type, body).
+pub(super) fn asset(name: &str) -> Option<(&'static str, &'static str)> {
+    const JS: &str = "text/javascript; charset=utf-8";
+    const CSS: &str = "text/css; charset=utf-8";
+    Some(match name {
+        "uPlot.js" => (JS, html::UPLOT_JS),
+        "common.js" => (JS, html::COMMON_JS),
+        "agent.js" => (JS, AGENT_JS),
+        "uPlot.css" => (CSS, html::UPLOT_CSS),
+        "report.css" => (CSS, html::PAGE_CSS),
+        "agent.css" => (CSS, AGENT_CSS),
+        _ => return None,
+    })
+}
 
-    h.push_str("<h2>Endpoints</h2>\n<table>\n");
+/// The shell: the page's files and the endpoints (which hold nothing of
+/// the node's); `agent.js` draws the rest into `<main>`.
+pub(super) fn shell() -> String {
+    let mut endpoints = String::new();
     for (method, path, what) in ENDPOINTS {
         let shown = escape(path);
         let link = match method == "GET" && !path.contains("ID") {
             true => format!("<a href=\"{shown}\">{shown}</a>"),
             false => shown,
         };
-        let _ = writeln!(
-            h,
-            "<tr><td>{method}</td><td>{link}</td><td>{}</td></tr>",
+        endpoints.push_str(&format!(
+            "<tr><td>{method}</td><td><code>{link}</code></td><td>{}</td></tr>\n",
             escape(what)
-        );
+        ));
     }
-    h.push_str("</table>\n");
-
-    let name_of = |pid: u32| {
-        page.processes
-            .iter()
-            .find(|r| r.pid == pid)
-            .map_or(String::new(), |r| format!(" ({})", escape(&r.comm)))
-    };
-    let _ = writeln!(h, "<h2>Traces running: {}</h2>", page.tracing.len());
-    if !page.tracing.is_empty() {
-        h.push_str("<ul>\n");
-        for &pid in page.tracing {
-            let _ = writeln!(h, "<li>pid {pid}{}</li>", name_of(pid));
-        }
-        h.push_str("</ul>\n");
-    }
-
-    let _ = write!(
-        h,
-        "<h2>Processes</h2>\n<p>{} watched; shown: the largest by anonymous memory, every \
-         suspect and every traced one.</p>\n",
-        page.watched
-    );
-    if !page.processes.is_empty() {
-        h.push_str(
-            "<table>\n<tr><th>pid</th><th>name</th><th>container</th><th>anonymous</th>\
-             <th>resident</th><th>growth</th><th>verdict</th><th>why</th><th>traced</th></tr>\n",
-        );
-        for r in page.processes {
-            let growth = match r.verdict.as_str() {
-                "leak" | "growing" => rate_per_hour(r.bytes_per_hour),
-                _ => String::new(),
-            };
-            let traced = match (page.tracing.contains(&r.pid), r.traced_bytes) {
-                (true, _) => "tracing now".to_string(),
-                (false, Some(held)) => format!("held {}", bytes(held)),
-                (false, None) => String::new(),
-            };
-            let verdict = match r.suspect {
-                true => format!("<b>{}</b> (suspect)", escape(&r.verdict)),
-                false => escape(&r.verdict),
-            };
-            let _ = writeln!(
-                h,
-                "<tr><td class=\"n\">{}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td>\
-                 <td class=\"n\">{}</td><td class=\"n\">{}</td><td>{verdict}</td><td>{}</td>\
-                 <td>{traced}</td></tr>",
-                r.pid,
-                escape(&r.comm),
-                escape(&r.container),
-                bytes(r.anon_bytes),
-                bytes(r.rss_bytes),
-                growth,
-                escape(&r.reason),
-            );
-        }
-        h.push_str("</table>\n");
-    }
-
-    let _ = writeln!(h, "<h2>Incidents: {}</h2>", page.incidents.len());
-    if !page.incidents.is_empty() {
-        h.push_str(
-            "<table>\n<tr><th>incident</th><th>started</th><th>pid</th><th>name</th>\
-             <th>reason</th><th>outcome</th><th>held</th><th>top</th><th>files</th></tr>\n",
-        );
-        for i in page.incidents {
-            let id = escape(&i.id);
-            let top = match (&i.top_function, &i.top_verdict) {
-                (Some(f), Some(v)) => format!("{} ({})", escape(f), escape(v)),
-                (Some(f), None) => escape(f),
-                _ => String::new(),
-            };
-            let _ = writeln!(
-                h,
-                "<tr><td><a href=\"/reports/{id}?format=html\">{id}</a></td><td>{}</td>\
-                 <td class=\"n\">{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td>\
-                 <td>{top}</td><td><a href=\"/reports/{id}?format=html\">html</a> \
-                 <a href=\"/reports/{id}?format=text\">text</a> \
-                 <a href=\"/reports/{id}\">json</a> <a href=\"/reports/{id}?format=svg\">svg</a> \
-                 <a href=\"/reports/{id}?format=pprof\">pprof</a> \
-                 <a href=\"/reports/{id}/incident.json\">incident.json</a></td></tr>",
-                escape(&i.started),
-                i.pid,
-                escape(&i.comm),
-                escape(&i.reason),
-                escape(&i.outcome),
-                bytes(i.outstanding_bytes),
-            );
-        }
-        h.push_str("</table>\n");
-    }
-    h.push_str("</body></html>\n");
-    h
+    format!(
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
+         <meta name=\"color-scheme\" content=\"light dark\">\n\
+         <title>memtrace agent</title>\n\
+         <link rel=\"icon\" href=\"data:,\">\n\
+         <link rel=\"stylesheet\" href=\"/ui/uPlot.css\">\n\
+         <link rel=\"stylesheet\" href=\"/ui/report.css\">\n\
+         <link rel=\"stylesheet\" href=\"/ui/agent.css\">\n\
+         <script src=\"/ui/uPlot.js\" defer></script>\n\
+         <script src=\"/ui/common.js\" defer></script>\n\
+         <script src=\"/ui/agent.js\" defer></script>\n\
+         </head>\n<body>\n<main id=\"app\">\n\
+         <noscript><p>This page needs JavaScript; the endpoints below work without it.</p></noscript>\n\
+         </main>\n<footer>\n<details class=\"panel\" id=\"endpoints\"><summary>Endpoints \
+         (memtrace {})</summary>\n<table>\n{endpoints}</table>\n</details>\n</footer>\n\
+         </body>\n</html>\n",
+        env!("CARGO_PKG_VERSION"),
+    )
 }
 
 #[cfg(test)]
@@ -203,39 +194,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_are_escaped() {
-        assert_eq!(
-            escape("<script>\"a\"&'b'\n"),
-            "&lt;script&gt;&quot;a&quot;&amp;&#39;b&#39;\u{fffd}"
-        );
-        let row = Row {
-            pid: 7,
-            comm: "<img src=x>".into(),
-            container: String::new(),
-            anon_bytes: 1 << 20,
-            rss_bytes: 2 << 20,
-            verdict: "leak".into(),
-            bytes_per_hour: 3600.0 * 1024.0,
-            reason: "grew in 4/4 intervals".into(),
-            suspect: true,
-            traced_bytes: None,
-        };
-        let page = render(&Page {
-            node: "n&1",
-            settings: "scanning every 1s",
-            token: false,
-            watched: 1,
-            processes: &[row],
-            tracing: &[7],
-            incidents: &[],
-        });
-        assert!(!page.contains("<img"), "{page}");
-        assert!(page.contains("&lt;img src=x&gt;"), "{page}");
-        assert!(page.contains("memtrace agent on n&amp;1"), "{page}");
+    fn the_shell_holds_no_script_or_style_of_its_own() {
+        let page = shell();
         assert!(
-            page.contains("<li>pid 7 (&lt;img src=x&gt;)</li>"),
+            !page.contains("<script>") && !page.contains("<style"),
             "{page}"
         );
-        assert!(page.contains("+3.5 MiB/h"), "{page}");
+        assert!(page.contains("<a href=\"/metrics\">/metrics</a>"), "{page}");
+        assert!(
+            page.contains("/trace?pid=P&amp;duration=30s&amp;keep=true"),
+            "{page}"
+        );
+        for file in [
+            "uPlot.js",
+            "common.js",
+            "agent.js",
+            "uPlot.css",
+            "report.css",
+            "agent.css",
+        ] {
+            assert!(page.contains(&format!("/ui/{file}\"")), "{file}");
+            assert!(
+                asset(file).is_some_and(|(_, body)| !body.is_empty()),
+                "{file}"
+            );
+        }
+        assert!(asset("../agent.js").is_none());
     }
 }

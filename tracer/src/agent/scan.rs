@@ -20,7 +20,7 @@ use crate::{
 
 /// Points kept per process (a sliding window: 1 h at the default 30 s scan).
 pub const MAX_POINTS: usize = 120;
-/// Processes watched at once (~3 KiB each); more are counted as untracked.
+/// Processes watched at once (~3.5 KiB each); more are counted as untracked.
 pub const MAX_PROCESSES: usize = 16_384;
 
 /// One reading of a process.
@@ -118,10 +118,22 @@ pub struct Watched {
     pub anon_bytes: u64,
     /// (seconds since the agent started, anonymous bytes).
     points: VecDeque<(f64, f64)>,
+    /// Resident bytes at the same scans (for the agent's page; f32 holds
+    /// them to a part in ten million, at half the size).
+    rss_points: VecDeque<f32>,
     pub growth: Option<Growth>,
 }
 
 impl Watched {
+    /// Its series: (seconds since the agent started, resident bytes,
+    /// anonymous bytes), oldest first.
+    pub fn series(&self) -> impl Iterator<Item = (f64, f64, f64)> + '_ {
+        self.points
+            .iter()
+            .zip(&self.rss_points)
+            .map(|(&(t, anon), &rss)| (t, f64::from(rss), anon))
+    }
+
     /// Seconds it has been watched.
     pub fn observed_secs(&self, now: f64) -> f64 {
         now - self.first_seen
@@ -219,6 +231,7 @@ impl Scanner {
                         rss_bytes: 0,
                         anon_bytes: 0,
                         points: VecDeque::new(),
+                        rss_points: VecDeque::new(),
                         growth: None,
                     },
                 );
@@ -234,8 +247,10 @@ impl Scanner {
             w.anon_bytes = r.anon_bytes;
             if w.points.len() == MAX_POINTS {
                 w.points.pop_front();
+                w.rss_points.pop_front();
             }
             w.points.push_back((now, r.anon_bytes as f64));
+            w.rss_points.push_back(r.rss_bytes as f32);
             w.growth = Some(judge(w.points.make_contiguous()));
         }
         let before = self.procs.len();
@@ -341,6 +356,7 @@ mod tests {
                 first_seen: 0.0,
                 rss_bytes: 0,
                 anon_bytes: *values.last().unwrap() as u64,
+                rss_points: points.iter().map(|&(_, v)| v as f32).collect(),
                 points,
                 growth,
             },
