@@ -9,6 +9,10 @@
  *                then each is an mmap inside malloc too);
  *   churn_small  200,000 x malloc(64) + free: the calls whose return probe
  *                the session path skips.
+ *   grow         with the argument `grow` only, then 4096 x malloc(16 KiB),
+ *                kept (64 MiB): jemalloc, tcmalloc and mimalloc map memory
+ *                for them from these small calls (glibc grows its heap by
+ *                brk).
  * Then sleeps 1.5 s and exits. Writes nothing to stdout.
  */
 #include <stdlib.h>
@@ -41,10 +45,26 @@ __attribute__((noinline)) void churn_small(void) {
     }
 }
 
-int main(void) {
+#define GROWN 4096
+#define SMALL (16 * KiB)
+static void *grown[GROWN];
+
+/* GROWN blocks of SMALL bytes, kept, their first byte written. */
+__attribute__((noinline)) void grow(void) {
+    for (int i = 0; i < GROWN; i++) {
+        grown[i] = malloc(SMALL);
+        if (!grown[i])
+            die("malloc");
+        *(char *)grown[i] = 1;
+    }
+}
+
+int main(int argc, char **argv) {
     keep(kept, BIG, 0x55);
     keep(kept_medium, MEDIUM, 0x66);
     churn_small();
+    if (argc > 1 && strcmp(argv[1], "grow") == 0)
+        grow();
     sleep_ms(1500);
     return 0;
 }

@@ -61,6 +61,17 @@ impl AllocFn {
 /// so the record that marks an allocator's mmaps as its own is not needed.
 pub const COOKIE_MAY_SKIP: u64 = 1 << 32;
 
+/// Attach-cookie flag of the uprobe session path: as [`COOKIE_MAY_SKIP`],
+/// for the `malloc` and `calloc` of an allocator in a library of its own
+/// (jemalloc, tcmalloc, mimalloc), but only while the kernel holds that
+/// library's text for the process (`ALLOC_TEXT`, one lookup). These
+/// allocators map memory from small calls too; an mmap made from their
+/// text (the syscall's instruction, or its caller as glibc's `mmap` and
+/// `syscall` wrappers leave it on top of the stack) is then known as
+/// theirs without the call's record. Their `malloc` and `calloc` call no
+/// other probed function.
+pub const COOKIE_SKIP_OWN_TEXT: u64 = 1 << 33;
+
 /// Where an [`AllocFn::NewPool`] cookie says how large a pool is: bits
 /// 40..46 hold log2 of its size (14: pymalloc's 16 KiB pools of 3.10+).
 pub const COOKIE_POOL_SHIFT: u64 = 40;

@@ -20,9 +20,11 @@
 //! delete`) also leaves its block in the thread's INFLIGHT record. With `--sample-bytes`, an unsampled call costs the INFLIGHT
 //! record and the per-CPU countdown at entry, the record again at return,
 //! and its free one live-table lookup; on the session path, an unsampled
-//! glibc malloc or calloc (see `tracer_common::COOKIE_MAY_SKIP`) costs the
-//! INFLIGHT lookup (nesting check), the countdown and a STATS slot at
-//! entry, no return trap, and its free one live-table lookup.
+//! malloc or calloc of glibc (see `tracer_common::COOKIE_MAY_SKIP`) costs
+//! the INFLIGHT lookup (nesting check), the countdown and a STATS slot at
+//! entry, no return trap, and its free one live-table lookup; one of
+//! jemalloc, tcmalloc or mimalloc (`COOKIE_SKIP_OWN_TEXT`) also an
+//! ALLOC_TEXT lookup.
 
 use aya_ebpf::{
     cty::c_void,
@@ -39,7 +41,7 @@ use core::intrinsics::{atomic_xadd, AtomicOrdering};
 use tracer_common::{
     cookie_arg_register, cookie_pool_bits, return_cookie_pid, AllocFn, InFlight, LiveAlloc,
     StackAllocated, StackKey, Stat, COOKIE_ARGS_SHIFT, COOKIE_FREE_OUTER, COOKIE_FREE_SECOND,
-    COOKIE_MAY_SKIP, COOKIE_STEPPED, SKIP_BELOW_BYTES,
+    COOKIE_MAY_SKIP, COOKIE_SKIP_OWN_TEXT, COOKIE_STEPPED, SKIP_BELOW_BYTES,
 };
 
 use crate::{
@@ -48,7 +50,7 @@ use crate::{
     sample::{sample, sample_bytes},
     stack::user_stack_id,
     stats::count,
-    targets::is_self,
+    targets::{has_allocator_text, is_self},
     task_storage::TaskStorage,
 };
 
@@ -320,7 +322,7 @@ fn try_alloc_enter(ctx: &ProbeContext, session: bool) -> bool {
     // With --sample-bytes, only sampled allocations are followed (an
     // overflowing size fails: not sampled). Full tracing samples all.
     let sampled = sample_bytes() == 0 || (!size.overflow && sample(size.bytes));
-    if session && !sampled && skip_return(cookie, func, size) {
+    if session && !sampled && skip_return(cookie, func, size, (tid >> 32) as u32) {
         // No record: nothing at the return would use it (see skip_return).
         count(Stat::ReturnSkipped);
         return false;
@@ -371,20 +373,30 @@ fn try_alloc_enter(ctx: &ProbeContext, session: bool) -> bool {
 ///   put back at the return if the call failed) or be an mmapped chunk it mremaps; never
 ///   posix_memalign, aligned_alloc or memalign (for an alignment glibc
 ///   gives anyway they call malloc); never another allocator's functions
-///   (jemalloc, tcmalloc, mimalloc map their arenas from small calls);
+///   this way (jemalloc, tcmalloc, mimalloc map their arenas from small
+///   calls: see below);
 /// - the request is below [`SKIP_BELOW_BYTES`]: glibc
 ///   mmaps a chunk of its own only from its mmap threshold (128 KiB by
 ///   default); smaller requests are served from the arenas, which grow by
 ///   brk or mprotect, or by PROT_NONE reservations `mapping.rs` ignores.
 ///
+/// Or userspace set [`COOKIE_SKIP_OWN_TEXT`] on this function: the malloc
+/// or calloc of an allocator in a library of its own (jemalloc, tcmalloc,
+/// mimalloc), which call no other probed function either, and whose mmaps
+/// `mapping.rs` tells by where they are made from, while the kernel holds
+/// that library's text for the process (one lookup, here and only here);
+/// below the same size, so that a large unsampled call still maps inside
+/// a record.
+///
 /// Unsampled calls that fail (NULL) are then not counted in
 /// `failed_allocations`.
 #[inline(always)]
-fn skip_return(cookie: u64, func: AllocFn, size: Size) -> bool {
-    cookie & COOKIE_MAY_SKIP != 0
-        && matches!(func, AllocFn::Malloc | AllocFn::Calloc)
+fn skip_return(cookie: u64, func: AllocFn, size: Size, tgid: u32) -> bool {
+    matches!(func, AllocFn::Malloc | AllocFn::Calloc)
         && !size.overflow
         && size.bytes < SKIP_BELOW_BYTES
+        && (cookie & COOKIE_MAY_SKIP != 0
+            || (cookie & COOKIE_SKIP_OWN_TEXT != 0 && has_allocator_text(tgid)))
 }
 
 #[uretprobe]

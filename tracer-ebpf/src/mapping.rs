@@ -26,9 +26,9 @@ use crate::{
     alloc::open_call,
     events::EVENTS,
     pools, python,
-    stack::{copy_user_stack, user_sp_word},
+    stack::{copy_user_stack, user_ip_and_sp_word, user_sp_word},
     stats::count,
-    targets::is_target,
+    targets::{in_allocator_text, is_target},
 };
 
 /// mmap/munmap/mremap arguments between syscall enter and exit, by thread.
@@ -58,11 +58,16 @@ fn remember(kind: EventKind, addr: u64, len: u64, new_len: u64) {
     if !is_target((tid >> 32) as u32) {
         return;
     }
-    // Mappings created inside an allocator call belong to it. Releases
-    // (munmap, MAP_FIXED replacement) always go through: they only ever
-    // release ranges userspace recorded.
+    // Mappings created inside an allocator call belong to it, and so do
+    // those an allocator library of its own makes from its text (at any
+    // time; its unsampled calls may leave no record, see
+    // `tracer_common::COOKIE_SKIP_OWN_TEXT`). Releases (munmap, MAP_FIXED
+    // replacement) always go through: they only ever release ranges
+    // userspace recorded.
     let creates = kind == EventKind::Mmap || kind == EventKind::Mremap;
-    if creates && open_call().is_some() {
+    if creates
+        && (open_call().is_some() || in_allocator_text((tid >> 32) as u32, user_ip_and_sp_word()))
+    {
         count(Stat::NestedMapping);
         return;
     }

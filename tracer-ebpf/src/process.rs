@@ -162,8 +162,9 @@ pub(crate) fn sched_process_exec(_ctx: TracePointContext) -> u32 {
         return 0;
     }
     // The old image's executable mappings are gone (one hash delete per
-    // exec of interest).
+    // exec of interest), its allocator library's text too (another).
     stack::forget_mappings(tgid);
+    targets::forget_allocator_text(tgid);
     let sent = send(ProcessEvent {
         kind: EventKind::Exec as u32,
         tgid,

@@ -684,17 +684,26 @@ pub(crate) fn copy_user_stack<C: EbpfContext>(ctx: &C, frames: &mut [u64; MAX_FR
 /// registers), or 0 if unreadable.
 #[inline(always)]
 pub(crate) fn user_sp_word() -> u64 {
+    user_ip_and_sp_word()[1]
+}
+
+/// The current task's user instruction pointer and the word at its user
+/// stack pointer (in a syscall: where it was made, and the return address
+/// of a wrapper that pushed nothing), 0 where unreadable.
+#[inline(always)]
+pub(crate) fn user_ip_and_sp_word() -> [u64; 2] {
     // SAFETY: helpers validate their arguments; reads may fail and return 0.
     unsafe {
         let task = bpf_get_current_task_btf();
         let regs = bpf_task_pt_regs(task) as *const pt_regs;
         if regs.is_null() {
-            return 0;
+            return [0, 0];
         }
+        let ip: u64 = bpf_probe_read_kernel(&raw const (*regs).rip).unwrap_or(0);
         let sp: u64 = bpf_probe_read_kernel(&raw const (*regs).rsp).unwrap_or(0);
         if sp == 0 {
-            return 0;
+            return [ip, 0];
         }
-        bpf_probe_read_user(sp as *const u64).unwrap_or(0)
+        [ip, bpf_probe_read_user(sp as *const u64).unwrap_or(0)]
     }
 }

@@ -33,8 +33,8 @@ use aya::{
 };
 use tracer_common::{
     config, live_spill_words, return_cookie, AllocFn, OomFields, COOKIE_FREE_OUTER,
-    COOKIE_FREE_SECOND, COOKIE_MAY_SKIP, COOKIE_POOL_SHIFT, COOKIE_STEPPED, EXP_DRAWS,
-    OOM_FIELD_ABSENT,
+    COOKIE_FREE_SECOND, COOKIE_MAY_SKIP, COOKIE_POOL_SHIFT, COOKIE_SKIP_OWN_TEXT, COOKIE_STEPPED,
+    EXP_DRAWS, OOM_FIELD_ABSENT,
 };
 
 use crate::{
@@ -42,8 +42,8 @@ use crate::{
     discover::select::AllocatorFile,
     discover::select::FileId,
     discover::{
-        allocator::{Hook, ProbePoint, When},
-        pymalloc,
+        allocator::{Hook, ProbePoint, Skip, When},
+        pymalloc, target,
     },
 };
 
@@ -168,6 +168,11 @@ pub struct Probes {
     pub single_stepped: BTreeSet<String>,
     /// Processes armed to stop at their end (see [`Probes::hold_exit`]).
     exit_armed: HashSet<u32>,
+    /// Processes with an allocator library of its own hooked: the first
+    /// such library (whose unsampled calls may skip their returns), and
+    /// whether the kernel holds its text (see
+    /// [`Probes::hold_allocator_text`]).
+    own_text: HashMap<u32, (FileId, bool)>,
 }
 
 impl Drop for Probes {
@@ -339,7 +344,56 @@ impl Probes {
             pymalloc_pools: None,
             single_stepped: BTreeSet::new(),
             exit_armed: HashSet::new(),
+            own_text: HashMap::new(),
         })
+    }
+
+    /// The kernel's table of allocator libraries' text, by process.
+    fn allocator_text_map(&mut self) -> Option<BpfHashMap<&mut aya::maps::MapData, u32, [u64; 2]>> {
+        BpfHashMap::try_from(self.bpf.map_mut("ALLOC_TEXT")?).ok()
+    }
+
+    /// Tells the kernel where the text of the allocator library of its own
+    /// (jemalloc, tcmalloc, mimalloc) hooked in process `pid` lies there
+    /// (`ALLOC_TEXT`), unless it holds it already: mmaps made from there
+    /// are the allocator's, so its unsampled calls may skip their returns
+    /// (`COOKIE_SKIP_OWN_TEXT`; until then they do not). Called when the
+    /// library is hooked, and again whenever the process's mappings are
+    /// read (a command's libraries are hooked before its loader maps them;
+    /// an exec makes the kernel forget). Nothing when the library is not
+    /// mapped executable yet, or the kernel's table is full.
+    pub fn hold_allocator_text(&mut self, pid: u32) {
+        let Some(&(id, false)) = self.own_text.get(&pid) else {
+            return;
+        };
+        let Ok(maps) = target::read_maps(pid) else {
+            return;
+        };
+        // /proc/PID/maps shows the device as major:minor in hex.
+        let dev = format!("{:02x}:{:02x}", libc::major(id.0), libc::minor(id.0));
+        let text = maps
+            .iter()
+            .filter(|m| m.executable && m.inode == id.1 && m.dev == dev);
+        let (Some(start), Some(end)) = (
+            text.clone().map(|m| m.start).min(),
+            text.map(|m| m.end).max(),
+        ) else {
+            return;
+        };
+        let Some(mut table) = self.allocator_text_map() else {
+            return;
+        };
+        if table.insert(pid, [start, end], 0).is_ok() {
+            self.own_text.insert(pid, (id, true));
+        }
+    }
+
+    /// `pid` exec'd: the kernel forgot its allocator library's text (the
+    /// library, if the new image maps it, lies elsewhere).
+    pub fn allocator_text_forgotten(&mut self, pid: u32) {
+        if let Some((_, held)) = self.own_text.get_mut(&pid) {
+            *held = false;
+        }
     }
 
     /// An attachment taken out of its program, to be dropped (detached).
@@ -430,6 +484,11 @@ impl Probes {
                 .and_then(|m| BpfHashMap::<_, u32, u8>::try_from(m).ok())
             {
                 let _ = hold.remove(&pid);
+            }
+        }
+        if self.own_text.remove(&pid).is_some_and(|(_, held)| held) {
+            if let Some(mut text) = self.allocator_text_map() {
+                let _ = text.remove(&pid);
             }
         }
         self.attached.retain(|(p, _)| *p != Some(pid));
@@ -605,6 +664,7 @@ impl Probes {
     /// path is touched (it may run through a process that is gone).
     pub fn attach_allocator(&mut self, pid: Option<u32>, file: &AllocatorFile) -> Result<bool> {
         let first = !self.attached.iter().any(|&(_, id)| id == file.id);
+        let (file_id, own_text) = (file.id, file.points.iter().any(|p| p.skip == Skip::OwnText));
         if !self.attached.insert((pid, file.id)) {
             return Ok(false);
         }
@@ -667,6 +727,18 @@ impl Probes {
         // first). On the session path, one link places all of a file's
         // free functions, a second all its allocation functions (a session
         // program's entry and return come and go together).
+        // An allocator in a library of its own skips unsampled returns on
+        // the session path, per process only (the kernel needs where its
+        // text lies: held now if the library is mapped yet, else once it
+        // is, see `hold_allocator_text`), and one such library per process.
+        let text_skips = match pid {
+            Some(pid) if self.multi.is_some() && own_text && !self.own_text.contains_key(&pid) => {
+                self.own_text.insert(pid, (file_id, false));
+                self.hold_allocator_text(pid);
+                true
+            }
+            _ => false,
+        };
         if let Some(multi) = &self.multi {
             // A process whose environment tunes glibc's malloc to map small
             // chunks keeps every return (per process only: with --all the
@@ -677,9 +749,10 @@ impl Probes {
                 let (list, cookie) = match point.hook {
                     Hook::Free | Hook::FreeSecond => (&mut frees, free_cookie(point)),
                     Hook::Alloc(_) => {
-                        let skip = match point.may_skip && !tuned {
-                            true => COOKIE_MAY_SKIP,
-                            false => 0,
+                        let skip = match point.skip {
+                            Skip::Glibc if !tuned => COOKIE_MAY_SKIP,
+                            Skip::OwnText if text_skips => COOKIE_SKIP_OWN_TEXT,
+                            _ => 0,
                         };
                         (&mut allocs, alloc_cookie(point) | skip)
                     }

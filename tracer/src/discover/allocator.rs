@@ -177,21 +177,58 @@ pub struct ProbePoint {
     /// the placement found moved (`tracer_common::COOKIE_ARGS_SHIFT`); 0
     /// when all are where the ABI passes them.
     pub argument_bits: u64,
-    /// On the uprobe session path, an unsampled call may skip its return
-    /// (see `tracer_common::COOKIE_MAY_SKIP`): glibc's malloc and calloc
-    /// only, in the file that implements glibc's malloc.
-    pub may_skip: bool,
+    /// On the uprobe session path, whether an unsampled call may skip its
+    /// return.
+    pub skip: Skip,
     /// The processes it is for.
     pub when: When,
     /// [`AllocFn::NewPool`]: log2 of pymalloc's pool size (else 0).
     pub pool_bits: u32,
 }
 
-/// glibc's allocation functions that call no other probed function (the
-/// ones that can skip their return when unsampled): realloc calls malloc
-/// (and may mremap), and so do posix_memalign, aligned_alloc, memalign,
-/// valloc and pvalloc for an alignment malloc gives anyway.
-const GLIBC_LEAVES: [&str; 2] = ["malloc", "calloc"];
+/// Whether an unsampled call of a function may skip its return (uprobe
+/// session path).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Skip {
+    Never,
+    /// glibc's malloc and calloc, below its mmap threshold
+    /// (`tracer_common::COOKIE_MAY_SKIP`).
+    Glibc,
+    /// The malloc and calloc of an allocator in a library of its own
+    /// (jemalloc, tcmalloc, mimalloc), where the kernel holds the library's
+    /// text for the process (`tracer_common::COOKIE_SKIP_OWN_TEXT`).
+    OwnText,
+}
+
+impl Skip {
+    /// For `--verbose`, after the placement.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Skip::Never => "",
+            Skip::Glibc => " [with sampling, unsampled calls under 124 KiB skip their return]",
+            Skip::OwnText => {
+                " [with sampling, unsampled calls under 124 KiB skip their return; the \
+                 library's mmaps are told by its text]"
+            }
+        }
+    }
+}
+
+/// The allocation functions that call no other probed function, in glibc
+/// and in the allocators in a library of their own (the ones that can skip
+/// their return when unsampled): glibc's realloc calls malloc (and may
+/// mremap), and so do posix_memalign, aligned_alloc, memalign, valloc and
+/// pvalloc for an alignment malloc gives anyway. jemalloc's, tcmalloc's
+/// and mimalloc's malloc and calloc call only their own internals (and
+/// memset), checked on Debian 12's builds.
+const LEAVES: [&str; 2] = ["malloc", "calloc"];
+
+/// Functions only an allocator in a library of its own exports (under any
+/// of [`PREFIXES`] or none): jemalloc's `mallocx`, tcmalloc's `tc_malloc`,
+/// mimalloc's `mi_malloc`. tcmalloc and mimalloc also export
+/// `__libc_malloc` at their `malloc`'s address, which alone would pass
+/// for glibc.
+const OWN_LIBRARY_MARKS: [&str; 3] = ["mallocx", "tc_malloc", "mi_malloc"];
 
 /// Probe points of the allocators implemented in the ELF file at `path`:
 /// for the bare names and each prefix of [`PREFIXES`] and `extra_prefixes`
@@ -232,6 +269,7 @@ pub fn file_probes(path: &Path, extra_prefixes: &[String]) -> Result<FileProbes>
     let mut cxx: BTreeMap<&'static str, u64> = BTreeMap::new();
     let mut python: BTreeMap<&'static str, u64> = BTreeMap::new();
     let mut libc_malloc = None;
+    let mut own_library_mark = false;
     for symbol in file.dynamic_symbols().chain(file.symbols()) {
         if !symbol.is_definition() || symbol.kind() != SymbolKind::Text || symbol.address() == 0 {
             continue;
@@ -241,6 +279,13 @@ pub fn file_probes(path: &Path, extra_prefixes: &[String]) -> Result<FileProbes>
         let name = name.split('@').next().unwrap_or(name);
         if name == "__libc_malloc" {
             libc_malloc.get_or_insert(symbol.address());
+        }
+        if !symbol.is_local()
+            && OWN_LIBRARY_MARKS
+                .iter()
+                .any(|m| PREFIXES.iter().any(|p| name.strip_prefix(p) == Some(m)) || name == *m)
+        {
+            own_library_mark = true;
         }
         if let Some(&(hooked, _)) = HOOKED_PYTHON.iter().find(|(n, _)| *n == name) {
             if !symbol.is_local() {
@@ -270,8 +315,16 @@ pub fn file_probes(path: &Path, extra_prefixes: &[String]) -> Result<FileProbes>
             }
         }
     }
-    // glibc's malloc: its internal name at the address of the bare one.
-    let glibc = libc_malloc.is_some() && libc_malloc == addresses.get(&("", "malloc")).copied();
+    // glibc's malloc: its internal name at the address of the bare one (in
+    // a file that is not another allocator's, which may export that name
+    // too). An allocator's library of its own: not an executable (whose
+    // text is the whole program's).
+    let glibc = libc_malloc.is_some()
+        && libc_malloc == addresses.get(&("", "malloc")).copied()
+        && !own_library_mark;
+    let own_library = own_library_mark
+        && file.kind() == object::ObjectKind::Dynamic
+        && file.section_by_name(".interp").is_none();
     let mut points: Vec<ProbePoint> = Vec::new();
     for &prefix in &prefixes {
         let has = |name: &'static str| addresses.contains_key(&(prefix, name));
@@ -283,13 +336,17 @@ pub fn file_probes(path: &Path, extra_prefixes: &[String]) -> Result<FileProbes>
         }
         for &(name, hook) in HOOKED {
             if let Some(&vaddr) = addresses.get(&(prefix, name)) {
-                let may_skip = glibc && prefix.is_empty() && GLIBC_LEAVES.contains(&name);
+                let skip = match (glibc, own_library, LEAVES.contains(&name)) {
+                    (true, _, true) if prefix.is_empty() => Skip::Glibc,
+                    (false, true, true) => Skip::OwnText,
+                    _ => Skip::Never,
+                };
                 push_point(
                     &mut points,
                     &data,
                     &file,
                     format!("{prefix}{name}"),
-                    (hook, may_skip, When::Always, 0),
+                    (hook, skip, When::Always, 0),
                     vaddr,
                 );
             }
@@ -324,7 +381,7 @@ pub fn file_probes(path: &Path, extra_prefixes: &[String]) -> Result<FileProbes>
                     &data,
                     &file,
                     name.to_string(),
-                    (hook, false, When::Always, 0),
+                    (hook, Skip::Never, When::Always, 0),
                     vaddr,
                 );
             }
@@ -370,7 +427,7 @@ fn python_points(
     if let (Some(malloc), Some(free)) = (at("PyObject_Malloc"), at("PyObject_Free")) {
         if let Some(pools) = pymalloc::inlined_pools(file, data, malloc, free) {
             let hook = Hook::Alloc(AllocFn::NewPool);
-            let point = (hook, false, When::Always, pools.pool_bits);
+            let point = (hook, Skip::Never, When::Always, pools.pool_bits);
             let name = PYMALLOC_NEW_POOL.to_string();
             push_point(points, data, file, name, point, pools.new_pool);
             return;
@@ -390,12 +447,12 @@ fn python_points(
                 (Hook::Free, Some(_)) => When::ReplacedAllocator,
                 _ => When::Always,
             };
-            let point = (hook, false, when, 0);
+            let point = (hook, Skip::Never, when, 0);
             push_point(points, data, file, name.to_string(), point, vaddr);
         }
     }
     if let Some(vaddr) = inner {
-        let point = (Hook::FreeSecond, false, When::DefaultAllocator, 0);
+        let point = (Hook::FreeSecond, Skip::Never, When::DefaultAllocator, 0);
         push_point(points, data, file, PYMALLOC_FREE.to_string(), point, vaddr);
     }
 }
@@ -408,7 +465,7 @@ fn push_point(
     data: &[u8],
     file: &object::File,
     symbol: String,
-    (hook, may_skip, when, pool_bits): (Hook, bool, When, u32),
+    (hook, skip, when, pool_bits): (Hook, Skip, When, u32),
     vaddr: u64,
 ) {
     let Some(file_offset) = file_offset(file, vaddr) else {
@@ -461,7 +518,7 @@ fn push_point(
         placement,
         stepped,
         argument_bits,
-        may_skip,
+        skip,
         when,
         pool_bits,
     });
@@ -580,12 +637,39 @@ mod tests {
         offsets.dedup();
         assert_eq!(offsets.len(), points.len());
         // Only malloc and calloc may skip an unsampled call's return.
-        let skippable: Vec<&str> = points
+        let skippable: Vec<(&str, Skip)> = points
             .iter()
-            .filter(|p| p.may_skip)
-            .map(|p| p.symbol.as_str())
+            .filter(|p| p.skip != Skip::Never)
+            .map(|p| (p.symbol.as_str(), p.skip))
             .collect();
-        assert_eq!(skippable, ["malloc", "calloc"]);
+        assert_eq!(
+            skippable,
+            [("malloc", Skip::Glibc), ("calloc", Skip::Glibc)]
+        );
+    }
+
+    #[test]
+    fn allocators_in_libraries_of_their_own_skip_by_their_text() {
+        // Debian's (installed by `cargo xtask test`): tcmalloc and mimalloc
+        // also export __libc_malloc, yet are not glibc.
+        for lib in [
+            "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2",
+            "/usr/lib/x86_64-linux-gnu/libtcmalloc.so.4",
+            "/usr/lib/x86_64-linux-gnu/libmimalloc.so.2",
+        ] {
+            let points = probe_points(Path::new(lib), &[]).unwrap();
+            let mut skippable: Vec<(&str, Skip)> = points
+                .iter()
+                .filter(|p| p.skip != Skip::Never)
+                .map(|p| (p.symbol.as_str(), p.skip))
+                .collect();
+            skippable.sort();
+            assert_eq!(
+                skippable,
+                [("calloc", Skip::OwnText), ("malloc", Skip::OwnText)],
+                "{lib}"
+            );
+        }
     }
 
     #[test]

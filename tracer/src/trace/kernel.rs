@@ -124,12 +124,13 @@ impl Machinery {
         }
         for p in &file.points {
             crate::note(&format!(
-                "{} in {} (file offset {:#x}): {}{}",
+                "{} in {} (file offset {:#x}): {}{}{}",
                 p.symbol,
                 path.display(),
                 p.file_offset,
                 p.placement,
-                p.when.describe()
+                p.when.describe(),
+                p.skip.describe()
             ));
         }
     }
@@ -244,6 +245,7 @@ impl Kernel for Machinery {
 
     fn refresh_maps(&mut self, pid: u32) {
         self.symbolizer.refresh(pid);
+        self.probes.hold_allocator_text(pid);
         if let Some(u) = &mut self.unwinder {
             u.update(pid);
         }
@@ -254,6 +256,7 @@ impl Kernel for Machinery {
     }
 
     fn release_image(&mut self, pid: u32, exec_ns: u64) {
+        self.probes.allocator_text_forgotten(pid);
         if let Err(e) = drain::release_image(&self.probes.bpf, pid, exec_ns) {
             crate::note(&format!("warning: pid {pid} exec'd: {e:#}"));
         }
