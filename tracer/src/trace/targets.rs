@@ -278,9 +278,10 @@ impl Targets {
 
     /// The name the kernel gave `pid` at its exec (`comm`, NUL padded),
     /// for a target whose /proc entry was gone before it could be read.
+    /// Not for one that has exited: the exec was its pid's next owner's.
     pub(super) fn named(&mut self, pid: u32, comm: &[u8]) {
         let len = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
-        if let Some(t) = self.by_pid.get_mut(&pid).filter(|_| len > 0) {
+        if let Some(t) = self.by_pid.get_mut(&pid).filter(|t| len > 0 && !t.exited) {
             t.info.comm = String::from_utf8_lossy(&comm[..len]).into_owned();
         }
     }
@@ -600,6 +601,8 @@ mod tests {
         let mut targets = given(&mut k, &[10]);
         k.procs.insert(10, (999, "stranger".into()));
         targets.on_exec(&mut k, 10, 5);
+        // (The exec event's name comes next; it is the stranger's.)
+        targets.named(10, b"stranger\0\0");
         assert!(k.took().is_empty());
         let t = &targets.by_pid[&10];
         assert!(t.exited);
