@@ -893,6 +893,21 @@ fn a_process_back_where_the_oom_killer_struck_is_traced() {
         let anon = k["anon_rss_bytes"].as_u64().unwrap();
         assert!(anon > LIMIT / 2 && anon <= LIMIT, "{k}");
     }
+    // And the page shows them (no token here: it asks for none).
+    let mut browser = Browser::launch(1400, 1000);
+    browser.visit(&format!("http://{addr}/"));
+    browser.wait_for("document.body.dataset.ready === '1'", secs(30));
+    let kills = browser.eval("document.getElementById('oom-kills').innerText");
+    let kills = kills.as_str().unwrap_or("");
+    for p in [pid, first_pid] {
+        assert!(
+            kills.contains(&format!("oom_hoard (pid {p}) at ")),
+            "{kills}"
+        );
+    }
+    let errors = browser.console_errors();
+    assert!(errors.is_empty(), "the page logged {errors:#?}");
+    drop(browser);
     stop(agent).assert_success();
     std::fs::remove_dir_all(&dir).unwrap();
 }

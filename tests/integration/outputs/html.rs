@@ -352,6 +352,12 @@ fn diff_page_shows_what_grew() {
         .unwrap_or_else(|| panic!("no leak_fixed among what grew: {grew:?}"));
     assert_eq!(row[0], "+160.0 KiB", "{row:?}");
     assert_eq!(row[1], "80.0 KiB → 240.0 KiB", "{row:?}");
+    // Its frames are all shown (wrapped in the narrow column, not cut).
+    let cut = browser.eval(
+        "Array.from(document.querySelectorAll('#diff-grew td.frames'))\
+         .filter(td => td.scrollWidth > td.clientWidth).length",
+    );
+    assert_eq!(cut, 0, "frames cut short in the grew column");
     for column in ["#diff-new", "#diff-gone"] {
         let present = browser.eval(&format!("!!document.querySelector('{column}')"));
         assert_eq!(present, Value::Bool(true), "{column}");
