@@ -290,11 +290,14 @@ pub enum Subcommands {
     /// Run as a node agent: watch every process's memory cheaply from
     /// /proc, trace the ones that keep growing (and containers that come
     /// back after an OOM kill) for a while, and keep incident reports;
-    /// serve /metrics, /healthz, /reports and on-demand traces over HTTP.
+    /// serve a web page, /metrics, /healthz, /reports and on-demand traces
+    /// over HTTP.
     #[command(after_help = "EXAMPLES:
     sudo memtrace agent                                   defaults: scan every 30s, alert at 50MiB/h
     sudo memtrace agent --reports-dir /tmp/incidents --alert-growth 20MiB/h
     sudo MEMTRACE_TOKEN=$(cat token) memtrace agent --listen 0.0.0.0:9464
+    http://localhost:9464/ in a browser                   the page: processes, OOM kills,
+                                                          incidents, a Trace button
     curl localhost:9464/metrics                           Prometheus metrics
     curl localhost:9464/reports                           incidents, newest first (JSON)
     curl localhost:9464/reports/ID -o report.json         one incident's report (also
@@ -302,13 +305,14 @@ pub enum Subcommands {
     curl -X POST 'localhost:9464/trace?pid=1234&duration=30s'          trace now, JSON report
     curl -X POST 'localhost:9464/trace?pid=1234&duration=1m&format=svg' a flamegraph
 
-Off loopback every endpoint but /healthz needs `Authorization: Bearer TOKEN`.
+Off loopback every endpoint but /healthz and the page's own files needs
+`Authorization: Bearer TOKEN` (the page asks for it once).
 Clients are bounded: 10 s to send a request's head, 16 KiB of head, no body
 over 1 KiB, 64 connections (16 per address), 20 requests per second.
 Each trace runs as a child `memtrace --pid PID` (what an engineer would run by
 hand); an incident is a directory under --reports-dir holding incident.json,
-report.json, flamegraph.svg and profile.pb.gz. NODE_NAME (or the host name)
-names the node in incidents and metrics.")]
+report.json, report.html, flamegraph.svg and profile.pb.gz. NODE_NAME (or the
+host name) names the node in incidents and metrics.")]
     Agent(AgentArgs),
     /// Reads every thread's Python stack of a running CPython process once,
     /// from outside, and prints it as JSON (how the tests check the frame
