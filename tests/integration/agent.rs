@@ -1536,6 +1536,8 @@ fn page_in_a_browser_lists_the_leak_and_traces_on_demand() {
         secs(10),
     );
     browser.wait_for("document.getElementById('trace-done') !== null || document.getElementById('trace-error') !== null", secs(90));
+    let focused = browser.eval("document.activeElement.id");
+    assert_eq!(focused, "trace-report", "the focus goes to the result");
     let done = browser.eval("document.getElementById('trace-result').innerText");
     let done = done.as_str().unwrap().to_string();
     assert!(
@@ -1568,7 +1570,12 @@ fn page_in_a_browser_lists_the_leak_and_traces_on_demand() {
     browser.screenshot(&shots.join("agent-dark.png"));
     browser.color_scheme("light");
 
-    // The reports open as plain links: the session cookie, no token in the URL.
+    // The reports open as plain links: the session cookie, no token in the
+    // URL. A page loaded again after its cookie is gone (the agent
+    // restarted, it expired) gets a new one with the token it keeps.
+    browser.call("Network.clearBrowserCookies", serde_json::json!({}));
+    browser.visit(&home);
+    browser.wait_for("document.body.dataset.ready === '1'", secs(30));
     let leak_report = leak_incident[2].as_str().unwrap().to_string();
     for (report, comm, pid) in [(&leak_report, NAME, leak_pid), (&link, STEADY, target)] {
         browser.navigate(&format!("http://{addr}{report}"));

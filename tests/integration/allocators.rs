@@ -51,6 +51,18 @@ const OWN_LIBRARIES: [(&str, &str, &str, &str); 3] = [
     ),
 ];
 
+/// The report's (first) target has `file` among its hooked allocators.
+#[track_caller]
+fn assert_hooked(report: &Report, file: &str, ctx: &str) {
+    assert!(
+        report.targets[0]
+            .allocators
+            .iter()
+            .any(|a| a.contains(file)),
+        "{file} not hooked\n{ctx}"
+    );
+}
+
 /// A Debian library, which must be installed.
 #[track_caller]
 fn library(path: &str, package: &str) -> PathBuf {
@@ -193,13 +205,7 @@ fn each_entry_point_of_each_allocator_counts_once() {
         let exe = compile_c_with("alloc_variants", &[link]);
         let report = run_memtrace_cmd(&["--duration", "30s"], &[exe]);
         let ctx = format!("{file}\n{}", report.describe());
-        assert!(
-            report.targets[0]
-                .allocators
-                .iter()
-                .any(|a| a.contains(file)),
-            "{ctx}"
-        );
+        assert_hooked(&report, file, &ctx);
         let expected: &[(&str, u64, u64)] = &[
             ("leak_calloc", 5 * 100 * 40, 5),
             ("grow_realloc", 64 * KIB, 1),
@@ -567,13 +573,7 @@ fn allocators_in_their_own_library_skip_unsampled_returns() {
         );
         let ctx = format!("{file}\n{}", report.describe());
         report.assert_target("unsampled_big", None);
-        assert!(
-            report.targets[0]
-                .allocators
-                .iter()
-                .any(|a| a.contains(file)),
-            "{ctx}"
-        );
+        assert_hooked(&report, file, &ctx);
         assert!(
             report.stacks.iter().all(|s| s.kind != StackKind::Mmap),
             "an allocator's own mmap was counted as a region\n{ctx}"

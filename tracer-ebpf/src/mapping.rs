@@ -66,7 +66,7 @@ fn remember(kind: EventKind, addr: u64, len: u64, new_len: u64) {
     // userspace recorded.
     let creates = kind == EventKind::Mmap || kind == EventKind::Mremap;
     if creates
-        && (open_call().is_some() || in_allocator_text((tid >> 32) as u32, user_ip_and_sp_word()))
+        && (open_call().is_some() || in_allocator_text((tid >> 32) as u32, user_ip_and_sp_word))
     {
         count(Stat::NestedMapping);
         return;

@@ -42,16 +42,17 @@ pub(crate) fn has_allocator_text(tgid: u32) -> bool {
     ALLOC_TEXT.get_ptr(tgid).is_some()
 }
 
-/// Whether any of `addresses` lies in `tgid`'s allocator library's text.
-/// One hash lookup, on targets' mmaps outside an open allocator call.
+/// Whether any of the `addresses` (read only if `tgid` has an entry) lies
+/// in `tgid`'s allocator library's text. One hash lookup, on targets'
+/// mmaps outside an open allocator call.
 #[inline(always)]
-pub(crate) fn in_allocator_text(tgid: u32, addresses: [u64; 2]) -> bool {
+pub(crate) fn in_allocator_text(tgid: u32, addresses: impl FnOnce() -> [u64; 2]) -> bool {
     let Some(text) = ALLOC_TEXT.get_ptr(tgid) else {
         return false;
     };
     // SAFETY: a valid map value pointer, read once.
     let [start, end] = unsafe { *text };
-    addresses.iter().any(|a| (start..end).contains(a))
+    addresses().iter().any(|a| (start..end).contains(a))
 }
 
 /// `tgid`'s image was replaced: its allocator library's text is not known

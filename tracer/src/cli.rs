@@ -305,8 +305,8 @@ pub enum Subcommands {
     curl -X POST 'localhost:9464/trace?pid=1234&duration=30s'          trace now, JSON report
     curl -X POST 'localhost:9464/trace?pid=1234&duration=1m&format=svg' a flamegraph
 
-Off loopback every endpoint but /healthz and the page's own files needs
-`Authorization: Bearer TOKEN` (the page asks for it once).
+With a token (required off loopback) every endpoint but /healthz and the page's
+own files needs `Authorization: Bearer TOKEN` (the page asks for it once).
 Clients are bounded: 10 s to send a request's head, 16 KiB of head, no body
 over 1 KiB, 64 connections (16 per address), 20 requests per second.
 Each trace runs as a child `memtrace --pid PID` (what an engineer would run by

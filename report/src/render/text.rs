@@ -433,6 +433,12 @@ fn overhead(w: &mut String, o: &Overhead) {
 fn memory(w: &mut String, pid: u32, m: &MemoryReport) {
     let Some(last) = m.samples.last() else { return };
     let explained = match m.explained_share {
+        // Traced memory can grow faster than what is resident (blocks not
+        // touched yet, a short window's noisy fit): all of it is explained.
+        Some(share) if share > 1.0 => format!(
+            "; traced stacks account for all of the anonymous growth (they grew {share:.1}x as \
+             fast)"
+        ),
         Some(share) => format!(
             "; traced stacks explain {:.0}% of the anonymous growth",
             share * 100.0
@@ -905,6 +911,16 @@ mod tests {
             lines[3],
             "    ALERT: pid 7's RSS grows +100.0 MiB/h, above the 50.0 MiB/h threshold \
              (--rss-alert)",
+            "{text}"
+        );
+        // Traced memory that grew faster than the anonymous memory explains
+        // all of it, not 1280 % of it.
+        r.targets[0].memory.as_mut().unwrap().explained_share = Some(12.8);
+        let text = render(&r, 10);
+        assert!(
+            text.lines().nth(2).unwrap().ends_with(
+                "traced stacks account for all of the anonymous growth (they grew 12.8x as fast)"
+            ),
             "{text}"
         );
         assert!(

@@ -148,6 +148,8 @@ fn page(title: &str, embedded: &Embedded) -> Result<Vec<u8>> {
     ));
     out.push_str("<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n");
     out.push_str("<meta name=\"color-scheme\" content=\"light dark\">\n");
+    // No icon to fetch (served by the agent, a browser would ask for one).
+    out.push_str("<link rel=\"icon\" href=\"data:,\">\n");
     out.push_str(&format!("<title>{}</title>\n", escape(title)));
     out.push_str("<style>\n");
     out.push_str(UPLOT_CSS);
@@ -254,8 +256,12 @@ mod tests {
     fn the_page_fetches_nothing() {
         let page = String::from_utf8(render(&two_stacks()).unwrap()).unwrap();
         assert!(page.contains("default-src 'none'"));
-        for outside in ["src=\"http", "href=\"http", "<link", "@import", "src=\"//"] {
+        for outside in ["src=\"http", "href=\"http", "@import", "src=\"//"] {
             assert!(!page.contains(outside), "{outside}");
         }
+        // Its one link, the icon, is inline (else a browser asks the
+        // server for /favicon.ico).
+        assert_eq!(page.matches("<link").count(), 1);
+        assert!(page.contains("<link rel=\"icon\" href=\"data:,\">"));
     }
 }

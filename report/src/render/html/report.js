@@ -215,9 +215,11 @@
         {},
         `RSS ${perHour(memory.rss_growth_bytes_per_hour / 3600)}, anonymous ${perHour(memory.anon_growth_bytes_per_hour / 3600)}, ` +
           `traced ${perHour(memory.traced_growth_bytes_per_hour / 3600)}`,
-        memory.explained_share !== null && memory.explained_share !== undefined
-          ? `; the traced stacks explain ${Math.round(memory.explained_share * 100)} % of the growth`
-          : "",
+        memory.explained_share === null || memory.explained_share === undefined
+          ? ""
+          : memory.explained_share > 1
+          ? `; the traced stacks account for all of the growth (they grew ${memory.explained_share.toFixed(1)}× as fast)`
+          : `; the traced stacks explain ${Math.round(memory.explained_share * 100)} % of the growth`,
         memory.alert ? el("b", { class: "warn" }, " — over the RSS alert threshold") : ""
       )
     );

@@ -80,7 +80,19 @@
 
   /** Draws the page, after asking for the token if the agent wants one not yet shown. */
   async function start() {
-    if (!token) {
+    if (token) {
+      // The session cookie (what opens the report links) may be gone: the
+      // agent restarted, or it expired. A new one, with the token.
+      try {
+        await api("POST", "/api/session");
+      } catch (e) {
+        if (e instanceof NeedToken) {
+          sessionStorage.removeItem(TOKEN_KEY);
+          token = null;
+          return askForToken("That token is no longer accepted.");
+        }
+      }
+    } else {
       try {
         const session = await (await api("GET", "/api/session")).json();
         if (session.token && !session.admitted) return askForToken(null);
@@ -314,7 +326,7 @@
       "section",
       { class: "panel", id: "trace-panel", "aria-live": "polite" },
       el("h2", {}, "Trace a process"),
-      el("div", { id: "trace-body" }),
+      el("div", { id: "trace-body", tabindex: "-1" }),
       el("div", { id: "trace-result" })
     );
   }
@@ -377,6 +389,8 @@
     result.replaceChildren();
     const ticker = setInterval(drawTracePanel, 500);
     drawTracePanel();
+    // The form is gone: the focus goes to what replaced it.
+    document.getElementById("trace-body").focus();
     let answer;
     try {
       const response = await api("POST", `/trace?pid=${running.pid}&duration=${duration}&keep=true`);
@@ -387,12 +401,14 @@
         running = null;
         return askForToken("Tracing needs the token.");
       }
-      answer = el("p", { class: "warn", id: "trace-error" }, `The trace of pid ${running.pid} failed: ${e.message}`);
+      answer = el("p", { class: "warn", id: "trace-error", tabindex: "-1" }, `The trace of pid ${running.pid} failed: ${e.message}`);
     }
     clearInterval(ticker);
     running = null;
     result.replaceChildren(answer);
     drawTracePanel();
+    // The result, for the keyboard: its report link, or the error.
+    (document.getElementById("trace-report") || answer).focus();
     await refresh();
   }
 
