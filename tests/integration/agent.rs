@@ -1020,7 +1020,8 @@ fn index_incident_files_formats_methods_and_child_names() {
     let answer = on_demand.join().unwrap().expect("an answer to POST /trace");
     check(
         answer.status == 200
-            && answer.text().starts_with("memtrace report:")
+            // (OOM kills on the node, other tests', may come first.)
+            && answer.text().contains("memtrace report:")
             && answer
                 .text()
                 .contains(&format!("pid {} ({NAME})", steady.pid())),
@@ -1391,7 +1392,8 @@ fn page_row(browser: &mut Browser, pid: u32) -> Value {
 /// preference. Screenshots: agent.png, agent-trace.png, agent-dark.png.
 #[test]
 fn page_in_a_browser_lists_the_leak_and_traces_on_demand() {
-    const NAME: &str = "a<b>&c";
+    // (Not the index test's name: each test's agent watches its own.)
+    const NAME: &str = "p<q>&r";
     const STEADY: &str = "steady_svc";
     let dir = scratch_dir("agent-page");
     let leak_exe = dir.join(NAME);

@@ -186,7 +186,10 @@ impl Shared {
 
     /// What the page shows, now, as JSON.
     fn page_state(&self) -> serde_json::Result<Vec<u8>> {
-        let shown = self.shown.lock().expect("shown lock").clone();
+        let incidents = self.store.list();
+        // Written while held (no await here): the rows and their series are
+        // not copied.
+        let shown = self.shown.lock().expect("shown lock");
         let shown_rows = &shown.rows;
         let mut running = self.slots.running();
         running.sort_unstable();
@@ -214,8 +217,8 @@ impl Shared {
             watched: self.metrics.processes.get() as usize,
             processes: shown_rows,
             tracing,
-            oom_kills: oom_kills.iter().cloned().collect(),
-            incidents: &self.store.list(),
+            oom_kills: &oom_kills,
+            incidents: &incidents,
         })
     }
 

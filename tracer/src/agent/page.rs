@@ -90,7 +90,7 @@ pub(super) struct State<'a> {
     pub processes: &'a [Row],
     pub tracing: Vec<Running>,
     /// Newest first.
-    pub oom_kills: Vec<Kill>,
+    pub oom_kills: &'a std::collections::VecDeque<Kill>,
     pub incidents: &'a [Incident],
 }
 

@@ -219,8 +219,9 @@ impl Skip {
 /// their return when unsampled): glibc's realloc calls malloc (and may
 /// mremap), and so do posix_memalign, aligned_alloc, memalign, valloc and
 /// pvalloc for an alignment malloc gives anyway. jemalloc's, tcmalloc's
-/// and mimalloc's malloc and calloc call only their own internals (and
-/// memset), checked on Debian 12's builds.
+/// and mimalloc's malloc and calloc call only their own internals and
+/// functions memtrace does not probe (memset, __errno_location, tcmalloc's
+/// tc_nallocx), checked on Debian 12's builds.
 const LEAVES: [&str; 2] = ["malloc", "calloc"];
 
 /// Functions only an allocator in a library of its own exports (under any

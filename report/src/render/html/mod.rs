@@ -253,6 +253,14 @@ mod tests {
     }
 
     #[test]
+    fn text_is_escaped_for_element_content_and_attributes() {
+        assert_eq!(
+            escape("<script>\"a\"&'b'\n"),
+            "&lt;script&gt;&quot;a&quot;&amp;&#39;b&#39;\u{fffd}"
+        );
+    }
+
+    #[test]
     fn the_page_fetches_nothing() {
         let page = String::from_utf8(render(&two_stacks()).unwrap()).unwrap();
         assert!(page.contains("default-src 'none'"));
