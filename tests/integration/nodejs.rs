@@ -211,12 +211,11 @@ fn server_that_keeps_nothing_shows_no_leak() {
     let top = args.iter().position(|a| *a == "--top").unwrap();
     args.drain(top..top + 2);
     let report = trace_loaded_with(&server, &args);
-    let sampled = report
-        .totals
-        .by_kind
-        .get(&StackKind::JsHeap)
-        .map_or(0, |k| k.allocations);
-    assert!(sampled > 0, "no js-heap sample\n{}", report.describe());
+    // The heap must have been read, over and over (not a vacuous pass).
+    // Whether any sample is live at a read is not asserted: a server that
+    // keeps nothing holds one only when a read falls before a collection
+    // (9 to 12 in 8 s here; one CI run saw none).
+    assert_left_as_found(&server, &report);
     let js = js_stacks(&report);
     let growing: Vec<String> = js
         .iter()
@@ -224,7 +223,6 @@ fn server_that_keeps_nothing_shows_no_leak() {
         .map(|s| s.summary())
         .collect();
     assert!(growing.is_empty(), "{}", growing.join("\n"));
-    assert_left_as_found(&server, &report);
 }
 
 /// What memtrace reports for the leaking handler against V8's own figure:
