@@ -227,36 +227,76 @@ fn each_entry_point_of_each_allocator_counts_once() {
 
 /// A probe the kernel single-steps is counted and named, and said on
 /// stderr when it runs over 1,000 times a second (stepped_calls.c: 20,000
-/// calls of glibc's reallocarray, whose entry has no emulated instruction
-/// within reach).
+/// calls of an allocator function that starts with `sub rsp`).
 #[test]
 fn single_stepped_probes_are_counted_and_named() {
     let exe = compile_c("stepped_calls");
-    let out = run_memtrace(&json_cmd_args(&[] as &[&str], &[&exe]), secs(60));
+    let args = json_cmd_args(
+        &["--symbol-prefix", "stepalloc_"],
+        &[exe.as_os_str(), "stepped".as_ref()],
+    );
+    let out = run_memtrace(&args, secs(60));
     out.assert_success();
     let report = out.report();
     let ctx = report.describe();
     assert_eq!(report.counters.stepped_probe_runs, 20_000, "{ctx}");
     let stepped = &report.probes.as_ref().expect("probes").single_stepped;
-    assert!(
-        stepped.len() == 1
-            && stepped[0].starts_with("reallocarray in ")
-            && stepped[0].contains("libc.so.6"),
-        "{stepped:?}"
+    assert_eq!(
+        stepped,
+        &[format!("stepalloc_malloc in {}", exe.display())],
+        "{ctx}"
     );
     assert!(
         out.stderr.lines().any(|l| l.starts_with(
             "memtrace: warning: 20000 probe runs on instructions the kernel single-steps"
-        ) && l.contains("reallocarray")),
+        ) && l.contains("stepalloc_malloc")),
         "{}",
         out.describe()
     );
-    // Where no probe is single-stepped, none is named and nothing is said.
-    let exe = compile_c("alloc_variants");
-    let out = run_memtrace(&json_cmd_args(&[] as &[&str], &[&exe]), secs(60));
+    assert_eq!(
+        (
+            report.totals.outstanding_bytes,
+            report.counters.failed_allocations
+        ),
+        (0, 0),
+        "{ctx}"
+    );
+}
+
+/// glibc's reallocarray, whose entry the kernel would single-step, is
+/// probed on its overflow path only; its other calls are realloc's, seen
+/// once each (stepped_calls.c: 20,000 calls, then one that overflows).
+/// Nothing is single-stepped, nothing said.
+#[test]
+fn reallocarray_is_seen_through_realloc_and_its_failure_path() {
+    let exe = compile_c("stepped_calls");
+    let args = json_cmd_args(&["--verbose"], &[exe.as_os_str(), "reallocarray".as_ref()]);
+    let out = run_memtrace(&args, secs(60));
+    out.assert_success();
     let report = out.report();
-    assert_eq!(report.counters.stepped_probe_runs, 0);
-    assert!(!out.stderr.contains("single-steps"), "{}", out.describe());
+    let ctx = format!("{}\n{}", report.describe(), out.stderr);
+    assert_eq!(report.counters.stepped_probe_runs, 0, "{ctx}");
+    let probes = report.probes.as_ref().expect("probes");
+    assert!(probes.single_stepped.is_empty(), "{ctx}");
+    assert!(!out.stderr.contains("single-steps"), "{ctx}");
+    // (The program allocates nothing else; a stack holding nothing is
+    // not listed.)
+    let t = &report.totals;
+    assert_eq!(
+        (t.allocations, t.frees, t.outstanding_bytes, t.stacks),
+        (20_000, 20_000, 0, 1),
+        "grow_array: every call once, from one stack\n{ctx}"
+    );
+    assert_eq!(report.counters.failed_allocations, 1, "{ctx}");
+    assert!(
+        out.stderr
+            .lines()
+            .any(|l| l.starts_with("memtrace: reallocarray in ")
+                && l.contains("libc.so.6")
+                && l.contains("not probed at its entry: it calls realloc")),
+        "{ctx}"
+    );
+    report.assert_no_losses();
 }
 
 #[test]

@@ -204,6 +204,30 @@ pub(crate) fn alloc_enter(ctx: ProbeContext) -> u32 {
     0
 }
 
+/// The failure path of an allocation function whose other calls go on to
+/// another hooked function (glibc's `reallocarray`: its overflow path;
+/// the calls that pass go on to `realloc`, whose probes see them): each
+/// run is a failed call. One task-storage lookup (~25 ns), and only on a
+/// failure: a call nested in an open allocator call is that call's to
+/// account (as for nested entries).
+#[uprobe]
+pub(crate) fn failed_call(ctx: ProbeContext) -> u32 {
+    if empty() || is_self((bpf_get_current_pid_tgid() >> 32) as u32) {
+        return 0;
+    }
+    // SAFETY: ctx.regs is the probe's register set.
+    let sp = unsafe { (*ctx.regs).rsp };
+    // SAFETY: the thread's own record.
+    let nested = open_call().is_some_and(|open| unsafe {
+        sp <= (*open).entry_sp && bpf_ktime_get_ns().wrapping_sub((*open).entry_ns) < STALE_AFTER_NS
+    });
+    count(match nested {
+        true => Stat::NestedCall,
+        false => Stat::FailedAlloc,
+    });
+    0
+}
+
 /// Entry and return of every allocation function in one uprobe session
 /// program (`BPF_TRACE_UPROBE_SESSION`, kernels 6.13+). The kernel runs it
 /// at the entry and, only if that run returned 0, again at the return.

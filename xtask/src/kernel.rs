@@ -47,6 +47,7 @@ const SUBSET: &[&str] = &[
     "semantics::",
     "allocators::each_entry_point_of_each_allocator_counts_once",
     "allocators::single_stepped_probes_are_counted_and_named",
+    "allocators::reallocarray_is_seen_through_realloc_and_its_failure_path",
     // The mapping tracepoints.
     "mappings::",
     // Modes and their errors; `--all`, and processes selected by name and

@@ -307,7 +307,10 @@ impl Probes {
         let mut path = ProbePath::Classic("not tracing allocations".to_string());
         if !settings.oom_only {
             let entry_stop = settings.unwind_tables.then_some("entry_stop");
-            for name in ["free_enter", "exit_stop"].into_iter().chain(entry_stop) {
+            for name in ["free_enter", "failed_call", "exit_stop"]
+                .into_iter()
+                .chain(entry_stop)
+            {
                 uprobe(&mut bpf, name)?
                     .load()
                     .with_context(|| format!("loading eBPF program {name} (verifier)"))?;
@@ -747,6 +750,8 @@ impl Probes {
             let (mut frees, mut allocs) = ((Vec::new(), Vec::new()), (Vec::new(), Vec::new()));
             for &point in &points {
                 let (list, cookie) = match point.hook {
+                    // (Classic uprobes on both paths, below.)
+                    Hook::FailurePath => continue,
                     Hook::Free | Hook::FreeSecond => (&mut frees, free_cookie(point)),
                     Hook::Alloc(_) => {
                         let skip = match point.skip {
@@ -790,6 +795,18 @@ impl Probes {
                 .attach(location, file, scope)
                 .with_context(|| what(point))?;
             links.push(Attached::Uprobe("free_enter", id));
+        }
+        // Failure paths run once per failed call: a classic uprobe, on
+        // either path.
+        for &point in points.iter().filter(|p| p.hook == Hook::FailurePath) {
+            let location = UProbeAttachPoint {
+                location: UProbeAttachLocation::AbsoluteOffset(point.entry_offset),
+                cookie: None,
+            };
+            let id = uprobe(&mut self.bpf, "failed_call")?
+                .attach(location, file, scope)
+                .with_context(|| what(point))?;
+            links.push(Attached::Uprobe("failed_call", id));
         }
         for &point in points.iter().filter(|_| self.multi.is_none()) {
             let Hook::Alloc(_) = point.hook else {
@@ -982,7 +999,7 @@ fn alloc_cookie(point: &ProbePoint) -> u64 {
             AllocFn::NewPool as u64 | u64::from(point.pool_bits) << COOKIE_POOL_SHIFT
         }
         Hook::Alloc(func) => func as u64,
-        Hook::Free | Hook::FreeSecond => 0,
+        Hook::Free | Hook::FreeSecond | Hook::FailurePath => 0,
     };
     func | point.argument_bits | stepped(point)
 }

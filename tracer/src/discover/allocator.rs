@@ -26,6 +26,10 @@ pub enum Hook {
     /// A free whose block is its second argument: an allocator's own
     /// `free(ctx, p)` (CPython's pymalloc, see `pymalloc`).
     FreeSecond,
+    /// The failure path of an allocation function whose other calls go on
+    /// to a hooked one (see `wrapper::checked_call`): each run is a failed
+    /// call.
+    FailurePath,
 }
 
 /// Which processes a probe point is for: CPython's frees are probed in
@@ -327,6 +331,8 @@ pub fn file_probes(path: &Path, extra_prefixes: &[String]) -> Result<FileProbes>
         && file.kind() == object::ObjectKind::Dynamic
         && file.section_by_name(".interp").is_none();
     let mut points: Vec<ProbePoint> = Vec::new();
+    let mut wrappers = Vec::new();
+    let callees = wrapper::Callees::of(&file);
     for &prefix in &prefixes {
         let has = |name: &'static str| addresses.contains_key(&(prefix, name));
         // A built-in prefix also needs calloc or realloc: two functions
@@ -342,38 +348,50 @@ pub fn file_probes(path: &Path, extra_prefixes: &[String]) -> Result<FileProbes>
                     (false, true, true) => Skip::OwnText,
                     _ => Skip::Never,
                 };
-                push_point(
+                let symbol = format!("{prefix}{name}");
+                let pushed = push_point(
                     &mut points,
                     &data,
                     &file,
-                    format!("{prefix}{name}"),
+                    symbol.clone(),
                     (hook, skip, When::Always, 0),
                     vaddr,
                 );
+                // A probe the kernel would single-step, on a function that
+                // checks its arguments and hands the call on: on its
+                // failure paths instead.
+                if !(pushed && is_alloc(hook) && points.last().is_some_and(|p| p.stepped)) {
+                    continue;
+                }
+                let Some(checked) =
+                    wrapper::checked_call(&data, &file, &callees, vaddr, same_kind(hook))
+                else {
+                    continue;
+                };
+                points.pop();
+                for &at in &checked.failures {
+                    if let Some(point) = failure_point(&file, &symbol, vaddr, at, &checked.call) {
+                        points.push(point);
+                    }
+                }
+                wrappers.push((symbol, checked.call));
             }
         }
     }
     // C++'s operators, where an allocator that replaces them defines them:
     // a file with operator new and operator delete, not libstdc++ (its
     // wrappers around malloc and free).
-    let mut wrappers = Vec::new();
     if cxx.contains_key("_Znwm") && cxx.contains_key("_ZdlPv") && !is_libstdcxx(path) {
-        let callees = wrapper::Callees::of(&file);
         for &(name, hook) in HOOKED_CXX {
             if let Some(&vaddr) = cxx.get(name) {
-                let same_kind = |callee: &str| {
-                    let bare = PREFIXES
-                        .iter()
-                        .find_map(|p| callee.strip_prefix(p))
-                        .unwrap_or(callee);
-                    HOOKED
-                        .iter()
-                        .chain(HOOKED_CXX)
-                        .any(|&(n, h)| (n == bare || n == callee) && is_alloc(h) == is_alloc(hook))
-                };
-                if let Some(call) =
-                    wrapper::wrapped_call(&data, &file, &callees, vaddr, !is_alloc(hook), same_kind)
-                {
+                if let Some(call) = wrapper::wrapped_call(
+                    &data,
+                    &file,
+                    &callees,
+                    vaddr,
+                    !is_alloc(hook),
+                    same_kind(hook),
+                ) {
                     wrappers.push((name.to_string(), call));
                     continue;
                 }
@@ -399,6 +417,50 @@ pub fn file_probes(path: &Path, extra_prefixes: &[String]) -> Result<FileProbes>
 
 fn is_alloc(hook: Hook) -> bool {
     matches!(hook, Hook::Alloc(_))
+}
+
+/// Whether a callee, by name (bare or under one of [`PREFIXES`]), is a
+/// hooked function of the same kind as `hook` (allocating or freeing).
+fn same_kind(hook: Hook) -> impl Fn(&str) -> bool {
+    move |callee: &str| {
+        let bare = PREFIXES
+            .iter()
+            .find_map(|p| callee.strip_prefix(p))
+            .unwrap_or(callee);
+        HOOKED
+            .iter()
+            .chain(HOOKED_CXX)
+            .any(|&(n, h)| (n == bare || n == callee) && is_alloc(h) == is_alloc(hook))
+    }
+}
+
+/// The probe on the failure path at `at` bytes into function `symbol`
+/// (at `vaddr`), whose other calls go on to `call`. Not flagged as
+/// single-stepped even where it is: it runs once per failed call only.
+fn failure_point(
+    file: &object::File,
+    symbol: &str,
+    vaddr: u64,
+    at: u64,
+    call: &Wrapped,
+) -> Option<ProbePoint> {
+    let offset = file_offset(file, vaddr + at)?;
+    Some(ProbePoint {
+        symbol: symbol.to_string(),
+        hook: Hook::FailurePath,
+        file_offset: offset,
+        entry_offset: offset,
+        placement: format!(
+            "+{at}: its failure path (each run is a failed call; the calls that pass its \
+             checks go on to {} at +{}, whose probes see them)",
+            call.callee, call.at
+        ),
+        stepped: false,
+        argument_bits: 0,
+        skip: Skip::Never,
+        when: When::Always,
+        pool_bits: 0,
+    })
 }
 
 /// Whether `path` is GNU libstdc++ (`libstdc++.so.6...`), whose `operator
@@ -468,12 +530,12 @@ fn push_point(
     symbol: String,
     (hook, skip, when, pool_bits): (Hook, Skip, When, u32),
     vaddr: u64,
-) {
+) -> bool {
     let Some(file_offset) = file_offset(file, vaddr) else {
-        return;
+        return false;
     };
     if points.iter().any(|p| p.file_offset == file_offset) {
-        return; // alias of a function already probed
+        return false; // alias of a function already probed
     }
     let start = file_offset as usize;
     let code = data
@@ -523,13 +585,14 @@ fn push_point(
         when,
         pool_bits,
     });
+    true
 }
 
 /// The registers a hooked function's probes read its arguments from.
 fn argument_registers(hook: Hook) -> &'static [Register] {
     match hook {
         // The pool size is the cookie's; only the return value is read.
-        Hook::Alloc(AllocFn::NewPool) => &[],
+        Hook::Alloc(AllocFn::NewPool) | Hook::FailurePath => &[],
         Hook::Free | Hook::Alloc(AllocFn::Malloc) => &[Register::RDI],
         Hook::FreeSecond => &[Register::RSI],
         Hook::Alloc(AllocFn::Calloc | AllocFn::Realloc | AllocFn::AlignedAlloc) => {
@@ -646,6 +709,31 @@ mod tests {
         assert_eq!(
             skippable,
             [("malloc", Skip::Glibc), ("calloc", Skip::Glibc)]
+        );
+        // No probe the kernel single-steps: reallocarray (`mov rax,rsi;
+        // mul rdx; mov rsi,rax; jo +0x10; jmp realloc@plt`) is probed on
+        // its overflow path only, its other calls seen by realloc's.
+        let stepped: Vec<&str> = points
+            .iter()
+            .filter(|p| p.stepped)
+            .map(|p| p.symbol.as_str())
+            .collect();
+        assert!(stepped.is_empty(), "{stepped:?}");
+        let failure: Vec<&ProbePoint> = points
+            .iter()
+            .filter(|p| p.hook == Hook::FailurePath)
+            .collect();
+        assert!(
+            matches!(failure.as_slice(), [p] if p.symbol == "reallocarray"),
+            "{failure:?}"
+        );
+        let wrapped = file_probes(system_libc(), &[]).unwrap().wrappers;
+        let checked = wrapped.iter().find(|(name, _)| name == "reallocarray");
+        let (_, call) = checked.expect("reallocarray among the wrappers");
+        assert_eq!((call.callee.as_str(), call.at), ("realloc", 11));
+        assert!(
+            failure[0].placement.starts_with("+16: its failure path"),
+            "{failure:?}"
         );
     }
 

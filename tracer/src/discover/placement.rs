@@ -151,7 +151,7 @@ fn emulated(instr: &Instruction) -> bool {
 }
 
 /// The full registers the instruction may write.
-fn written(info: &mut InstructionInfoFactory, instr: &Instruction) -> Vec<Register> {
+pub(super) fn written(info: &mut InstructionInfoFactory, instr: &Instruction) -> Vec<Register> {
     info.info(instr)
         .used_registers()
         .iter()

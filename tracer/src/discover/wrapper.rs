@@ -13,10 +13,19 @@
 //! one the file defines, or one it imports through its PLT or GOT. Every
 //! call of the wrapper then calls the hooked function before anything
 //! else can happen.
+//!
+//! An allocation function whose probe the kernel would single-step may be
+//! a checked wrapper ([`checked_call`]): glibc's `reallocarray` checks that
+//! `nmemb * size` does not overflow, then jumps to `realloc`. Its probe
+//! goes on the failure path instead, which sees only the calls that fail
+//! there.
 
 use std::collections::HashMap;
 
-use iced_x86::{Code, Decoder, DecoderOptions, FlowControl, Instruction, OpKind};
+use iced_x86::{
+    Code, Decoder, DecoderOptions, FlowControl, Instruction, InstructionInfoFactory, OpKind,
+    Register,
+};
 use object::{Object, ObjectSymbol, ObjectSymbolTable, RelocationTarget};
 
 use super::allocator::file_offset;
@@ -101,27 +110,137 @@ pub fn wrapped_call(
             {
                 continue
             }
-            FlowControl::Call | FlowControl::UnconditionalBranch => {
-                let target = instr.near_branch_target();
-                let name = callees.by_address.get(&target).or_else(|| {
-                    plt_slot(data, file, target).and_then(|s| callees.by_address.get(&s))
-                })?;
-                return hooked(name).then(|| Wrapped {
-                    callee: name.clone(),
-                    at: instr.ip() - vaddr,
-                });
-            }
-            FlowControl::IndirectCall | FlowControl::IndirectBranch => {
-                let name = got_slot(&instr).and_then(|s| callees.by_address.get(&s))?;
-                return hooked(name).then(|| Wrapped {
-                    callee: name.clone(),
-                    at: instr.ip() - vaddr,
-                });
-            }
-            _ => return None,
+            _ => return hooked_callee(data, file, callees, vaddr, &instr, &hooked),
         }
     }
     None
+}
+
+/// The hooked function that the call or jump `instr` goes to, directly,
+/// through a PLT stub or through a GOT slot; None for any other
+/// instruction or callee.
+fn hooked_callee(
+    data: &[u8],
+    file: &object::File,
+    callees: &Callees,
+    vaddr: u64,
+    instr: &Instruction,
+    hooked: &impl Fn(&str) -> bool,
+) -> Option<Wrapped> {
+    let name = match instr.flow_control() {
+        FlowControl::Call | FlowControl::UnconditionalBranch => {
+            let target = instr.near_branch_target();
+            callees
+                .by_address
+                .get(&target)
+                .or_else(|| plt_slot(data, file, target).and_then(|s| callees.by_address.get(&s)))?
+        }
+        FlowControl::IndirectCall | FlowControl::IndirectBranch => {
+            got_slot(instr).and_then(|s| callees.by_address.get(&s))?
+        }
+        _ => return None,
+    };
+    hooked(name).then(|| Wrapped {
+        callee: name.clone(),
+        at: instr.ip() - vaddr,
+    })
+}
+
+/// An allocation function that checks its arguments, then hands the call
+/// on: the hooked function it reaches, and where its failure paths start
+/// (bytes from its start).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Checked {
+    pub call: Wrapped,
+    pub failures: Vec<u64>,
+}
+
+/// How far along a failure path to look for its return.
+const MAX_FAILURE_INSTRUCTIONS: usize = 8;
+
+/// The allocation function at `vaddr` as a [`Checked`] wrapper: from its
+/// first instruction, straight-line code reaches a call or jump to a
+/// function `hooked` accepts, and each conditional branch passed on the
+/// way goes to a failure path: straight-line code, calling nothing, to a
+/// return of NULL. glibc's `reallocarray` is one: `jo` to its ENOMEM path
+/// when `nmemb * size` overflows, else `jmp realloc`. The callee's probe
+/// sees every call that passes the checks, once; a probe on each failure
+/// path sees the others (and none on the entry, which the kernel would
+/// single-step: `mul` writes rdx first).
+pub fn checked_call(
+    data: &[u8],
+    file: &object::File,
+    callees: &Callees,
+    vaddr: u64,
+    hooked: impl Fn(&str) -> bool,
+) -> Option<Checked> {
+    let code = code_at(data, file, vaddr)?;
+    let mut decoder = Decoder::with_ip(64, code, vaddr, DecoderOptions::NONE);
+    let mut failures = Vec::new();
+    for _ in 0..MAX_INSTRUCTIONS {
+        if !decoder.can_decode() {
+            return None;
+        }
+        let instr = decoder.decode();
+        match instr.flow_control() {
+            FlowControl::Next => continue,
+            FlowControl::ConditionalBranch => {
+                let target = instr.near_branch_target();
+                if !fails_at(code_at(data, file, target)?) {
+                    return None;
+                }
+                failures.push(target - vaddr);
+            }
+            _ => {
+                let call = hooked_callee(data, file, callees, vaddr, &instr, &hooked)?;
+                return Some(Checked { call, failures });
+            }
+        }
+    }
+    None
+}
+
+/// Whether `code` is a failure path: straight-line code that leaves the
+/// stack pointer alone and calls nothing, to a return with rax zeroed
+/// (`xor eax,eax` or `mov eax,0` the last write to it).
+fn fails_at(code: &[u8]) -> bool {
+    let mut decoder = Decoder::with_ip(64, code, 0, DecoderOptions::NONE);
+    let mut info = InstructionInfoFactory::new();
+    let mut zeroed = false;
+    for _ in 0..MAX_FAILURE_INSTRUCTIONS {
+        if !decoder.can_decode() {
+            return false;
+        }
+        let instr = decoder.decode();
+        match instr.flow_control() {
+            FlowControl::Return => return zeroed,
+            FlowControl::Next => {}
+            _ => return false,
+        }
+        let written = super::placement::written(&mut info, &instr);
+        if written.contains(&Register::RSP) {
+            return false;
+        }
+        if written.contains(&Register::RAX) {
+            zeroed = zeroes_rax(&instr);
+        }
+    }
+    false
+}
+
+/// `xor eax,eax` (or rax), or `mov eax,0`.
+fn zeroes_rax(instr: &Instruction) -> bool {
+    let eax = |i: u32| {
+        instr.op_kind(i) == OpKind::Register
+            && matches!(instr.op_register(i), Register::EAX | Register::RAX)
+    };
+    match instr.code() {
+        Code::Xor_r32_rm32 | Code::Xor_rm32_r32 | Code::Xor_r64_rm64 | Code::Xor_rm64_r64 => {
+            eax(0) && eax(1) && instr.op0_register() == instr.op1_register()
+        }
+        Code::Mov_r32_imm32 | Code::Mov_rm32_imm32 => eax(0) && instr.immediate32() == 0,
+        _ => false,
+    }
 }
 
 /// Whether the instruction at `vaddr` is a return.
@@ -159,4 +278,32 @@ fn got_slot(instr: &Instruction) -> Option<u64> {
         && instr.op0_kind() == OpKind::Memory
         && instr.is_ip_rel_memory_operand();
     through_memory.then(|| instr.ip_rel_memory_address())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_path_returns_null_and_calls_nothing() {
+        // glibc 2.36 reallocarray's: mov rax,[rip+..]; mov dword fs:[rax],0Ch
+        // (errno = ENOMEM); xor eax,eax; ret.
+        let glibc = [
+            0x48, 0x8b, 0x05, 0xe9, 0x85, 0x13, 0x00, 0x64, 0xc7, 0x00, 0x0c, 0x00, 0x00, 0x00,
+            0x31, 0xc0, 0xc3,
+        ];
+        assert!(fails_at(&glibc));
+        // mov eax,0; ret.
+        assert!(fails_at(&[0xb8, 0x00, 0x00, 0x00, 0x00, 0xc3]));
+        // mov eax,1; ret: not NULL.
+        assert!(!fails_at(&[0xb8, 0x01, 0x00, 0x00, 0x00, 0xc3]));
+        // xor eax,eax; mov rax,rdi; ret: zeroed, then overwritten.
+        assert!(!fails_at(&[0x31, 0xc0, 0x48, 0x89, 0xf8, 0xc3]));
+        // xor eax,eax; call +0; ret: calls something.
+        assert!(!fails_at(&[0x31, 0xc0, 0xe8, 0x00, 0x00, 0x00, 0x00, 0xc3]));
+        // xor eax,eax; pop rbx; ret: moves the stack pointer.
+        assert!(!fails_at(&[0x31, 0xc0, 0x5b, 0xc3]));
+        // xor eax,eax; jmp: no return in straight line.
+        assert!(!fails_at(&[0x31, 0xc0, 0xeb, 0x00]));
+    }
 }

@@ -21,6 +21,7 @@ use crate::{
         unwind::Unwinder,
     },
     discover::{
+        allocator::Hook,
         launch,
         select::{self, AllocatorFile, AllocatorFiles, Process},
         target::{self, TargetInfo},
@@ -114,9 +115,17 @@ impl Machinery {
             return;
         }
         for (operator, call) in &file.wrappers {
+            let checked = file
+                .points
+                .iter()
+                .any(|p| p.hook == Hook::FailurePath && p.symbol == *operator);
+            let which = match checked {
+                true => "the calls that pass its checks (its failure path is probed, below)",
+                false => "each of its calls",
+            };
             crate::note(&format!(
-                "{operator} in {}: not probed: it calls {} first (at +{}), whose probe sees each \
-                 of its calls",
+                "{operator} in {}: not probed at its entry: it calls {} (at +{}), whose probe \
+                 sees {which}",
                 path.display(),
                 call.callee,
                 call.at
