@@ -366,10 +366,17 @@ impl Probes {
     /// an exec makes the kernel forget). Nothing when the library is not
     /// mapped executable yet, or the kernel's table is full.
     pub fn hold_allocator_text(&mut self, pid: u32) {
-        let Some(&(id, false)) = self.own_text.get(&pid) else {
+        if !matches!(self.own_text.get(&pid), Some((_, false))) {
             return;
-        };
-        let Ok(maps) = target::read_maps(pid) else {
+        }
+        if let Ok(maps) = target::read_maps(pid) {
+            self.hold_allocator_text_in(pid, &maps);
+        }
+    }
+
+    /// [`Probes::hold_allocator_text`] with `pid`'s mappings just read.
+    pub fn hold_allocator_text_in(&mut self, pid: u32, maps: &[target::Mapping]) {
+        let Some(&(id, false)) = self.own_text.get(&pid) else {
             return;
         };
         // /proc/PID/maps shows the device as major:minor in hex.

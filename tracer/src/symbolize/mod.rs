@@ -121,9 +121,13 @@ impl Symbolizer {
     /// unloaded) are kept unless something new overlaps them, so older
     /// stacks still resolve. A process that is gone keeps its last snapshot.
     pub fn refresh(&mut self, pid: u32) {
-        let Ok(fresh) = target::read_maps(pid) else {
-            return;
-        };
+        if let Ok(fresh) = target::read_maps(pid) {
+            self.refresh_from(pid, fresh);
+        }
+    }
+
+    /// [`Symbolizer::refresh`] with the mappings just read.
+    pub fn refresh_from(&mut self, pid: u32, fresh: Vec<Mapping>) {
         // /proc/PID/maps is sorted by address; the overlap test is a binary
         // search, so a process with 100k mappings stays cheap.
         let old = self.maps.remove(&pid).unwrap_or_default();

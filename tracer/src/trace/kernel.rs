@@ -253,10 +253,13 @@ impl Kernel for Machinery {
     }
 
     fn refresh_maps(&mut self, pid: u32) {
-        self.symbolizer.refresh(pid);
-        self.probes.hold_allocator_text(pid);
-        if let Some(u) = &mut self.unwinder {
-            u.update(pid);
+        // Read once for all three (a process may map 100,000 regions).
+        if let Ok(maps) = target::read_maps(pid) {
+            self.probes.hold_allocator_text_in(pid, &maps);
+            if let Some(u) = &mut self.unwinder {
+                u.update_from(pid, &maps);
+            }
+            self.symbolizer.refresh_from(pid, maps);
         }
         self.python.consider(pid, &mut self.probes, self.verbose);
         self.golang.consider(pid);

@@ -239,9 +239,13 @@ impl Unwinder {
     /// the tables of files it maps for the first time. Cheap when nothing
     /// changed since the last call. Unreadable maps leave it as it was.
     pub fn update(&mut self, pid: u32) {
-        let Ok(maps) = target::read_maps(pid) else {
-            return;
-        };
+        if let Ok(maps) = target::read_maps(pid) {
+            self.update_from(pid, &maps);
+        }
+    }
+
+    /// [`Unwinder::update`] with the mappings just read.
+    pub fn update_from(&mut self, pid: u32, maps: &[target::Mapping]) {
         let mut keys = Vec::new();
         let mut mappings = Vec::new();
         for m in maps.iter().filter(|m| m.executable && m.is_file()) {
