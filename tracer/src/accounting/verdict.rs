@@ -138,8 +138,6 @@ pub fn analyse_noisy(
         false => ups(trend),
     };
     let clear = slope * trend_span > SIGNIFICANCE * scatter && rising_steps >= steps - steps / 8;
-    let significant =
-        net > band && slope > 0.0 && (short || clear || mann_kendall_z(trend) > Z_CRITICAL);
 
     // Samples scattered by sampling alone spread over twice their noise.
     let scatter_of_sampling = 2.0 * noise_bytes;
@@ -161,6 +159,22 @@ pub fn analyse_noisy(
         let tail_rate = (last.1 - tail_start.1) / tail_secs.max(1e-9);
         points[tail..].windows(2).all(|w| w[1].1 >= w[0].1) && tail_rate >= fill_rate / 4.0
     };
+    // A clean rise that holds: from the active window's start to the flat
+    // tail the series rises at every step but one in eight, by more than
+    // the band (a cache that filled and is full, too briefly yet for a
+    // plateau). Rising that cleanly, it grew, however few the points.
+    let held_rise = tail > start + 1 && {
+        let fill = &points[start..=tail];
+        let fill_steps = fill.len() - 1;
+        let rising = match noise_bytes > 0.0 {
+            true => fill.windows(2).filter(|w| w[1].1 >= w[0].1).count(),
+            false => ups(fill),
+        };
+        rising >= fill_steps - fill_steps / 8 && fill[fill_steps].1 - fill[0].1 > band
+    };
+    let significant = net > band
+        && slope > 0.0
+        && (short || clear || held_rise || mann_kendall_z(trend) > Z_CRITICAL);
     if tail_level - first.1 > band && tail_steps >= 2 && tail_secs >= SUSTAINED * span && !filling {
         a.verdict = Verdict::Plateau;
         // Its growth now is that of the flat part, not of the fill.
@@ -557,6 +571,26 @@ mod tests {
         // Early in the run, while it is still filling, it is growth.
         let a = verdict(&series(1.0, &values[..5]), Some(4.0));
         assert_eq!(a.verdict, Verdict::Leak, "{a:?}");
+    }
+
+    #[test]
+    fn a_rise_that_holds_too_briefly_for_a_plateau_is_growing() {
+        // A cache filling over 5 s, then full for 2 s of a 7 s run: short
+        // of a plateau's third, and too few points for the Mann-Kendall
+        // test. It grew: not `stable`.
+        let values = [
+            0.0, 49_152.0, 98_304.0, 147_456.0, 196_608.0, 245_760.0, 245_760.0, 245_760.0,
+        ];
+        let a = verdict(&series(1.0, &values), Some(5.0));
+        assert_eq!(a.verdict, Verdict::Growing, "{a:?}");
+        assert!(a.reason.contains("slowing or uneven"), "{}", a.reason);
+        // A third of the run flat: a plateau.
+        let mut longer = values.to_vec();
+        longer.push(245_760.0);
+        let a = verdict(&series(1.0, &longer), Some(6.0));
+        assert_eq!(a.verdict, Verdict::Plateau, "{a:?}");
+        // (Noise that happens to end high is no such rise: the churn
+        // tests below still pass.)
     }
 
     #[test]
