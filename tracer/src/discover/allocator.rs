@@ -444,12 +444,12 @@ fn failure_point(
     at: u64,
     call: &Wrapped,
 ) -> Option<ProbePoint> {
-    let offset = file_offset(file, vaddr + at)?;
+    let function = file_offset(file, vaddr)?;
     Some(ProbePoint {
         symbol: symbol.to_string(),
         hook: Hook::FailurePath,
-        file_offset: offset,
-        entry_offset: offset,
+        file_offset: function,
+        entry_offset: file_offset(file, vaddr + at)?,
         placement: format!(
             "+{at}: its failure path (each run is a failed call; the calls that pass its \
              checks go on to {} at +{}, whose probes see them)",
@@ -731,6 +731,12 @@ mod tests {
         let checked = wrapped.iter().find(|(name, _)| name == "reallocarray");
         let (_, call) = checked.expect("reallocarray among the wrappers");
         assert_eq!((call.callee.as_str(), call.at), ("realloc", 11));
+        // (As for every point: the function's offset, and the probe's.)
+        assert_eq!(
+            failure[0].entry_offset,
+            failure[0].file_offset + 16,
+            "{failure:?}"
+        );
         assert!(
             failure[0].placement.starts_with("+16: its failure path"),
             "{failure:?}"
