@@ -1,7 +1,7 @@
 /*
  * agent_mix.c - processes for the node agent to tell apart.
  *
- * Usage: agent_mix leak KIB_PER_SEC | plateau MIB | step MIB | steady
+ * Usage: agent_mix leak KIB_PER_SEC | plateau MIB | step MIB | steady | idle
  *   leak:    append_audit_record() mallocs KIB_PER_SEC/20 KiB every 50 ms,
  *            touches it and keeps it: anonymous memory grows for ever.
  *   plateau: fill_cache() fills MIB MiB in 256 KiB blocks over about a
@@ -11,6 +11,8 @@
  *            (one step up between two scans), prints "filled" and only
  *            churns small blocks: one interval of growth, then flat.
  *   steady:  holds a 4 MiB table and churns 64 KiB blocks every 10 ms.
+ *   idle:    sleeps, allocating nothing: its anonymous memory (~100 KiB)
+ *            stays exactly as it is.
  * Prints "ready" once set up (plateau: once its cache is full), then runs
  * until killed.
  */
@@ -101,6 +103,12 @@ int main(int argc, char **argv) {
             churn_block(64 * 1024);
             sleep_ms(10);
         }
+    }
+    if (strcmp(argv[1], "idle") == 0) {
+        printf("ready\n");
+        fflush(stdout);
+        for (;;)
+            sleep_ms(1000);
     }
     return 2;
 }

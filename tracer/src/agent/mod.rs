@@ -409,7 +409,8 @@ fn scan_once(
     let started = Instant::now();
     let mut skip: HashSet<u32> = shared.child_pids().into_iter().collect();
     skip.insert(std::process::id());
-    let result = scanner.scan(&skip);
+    let traced: HashSet<u32> = shared.slots.pids().into_iter().collect();
+    let result = scanner.scan(&skip, &traced);
     let m = &shared.metrics;
     m.scans.inc();
     m.scan_seconds.set(started.elapsed().as_secs_f64());

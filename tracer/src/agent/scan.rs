@@ -4,7 +4,8 @@
 //! and its growth judged by the statistics of the stack verdicts
 //! ([`verdict::analyse_points`]: robust Theil–Sen trend, significance,
 //! plateau rule). Bounded: at most [`MAX_PROCESSES`] processes of
-//! [`MAX_POINTS`] points each.
+//! [`MAX_POINTS`] points each. A process the agent has traced is read from
+//! `smaps` too, to leave out the text pages its probes copied.
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
@@ -66,6 +67,38 @@ pub fn parse_stat(stat: &str) -> Option<(String, u64)> {
     Some((comm, start))
 }
 
+/// Bytes of `pid`'s executable file mappings that are private copies
+/// (`Anonymous:` in /proc/PID/smaps): the text pages that uprobes'
+/// breakpoints copied (glibc's allocator functions span three), which the
+/// kernel counts as anonymous memory while the probes are in place. Left
+/// out of a traced process's anonymous memory, they would read as growth
+/// when a trace starts. Measured rather than predicted, so it is exact
+/// whenever the trace attaches or detaches. (A copy made otherwise, a
+/// debugger's breakpoint, is left out too; it does not come and go with
+/// the agent's traces, which always leave it out from the first one on.)
+fn copied_text_bytes(pid: u32) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/smaps")).map_or(0, |s| parse_copied_text(&s))
+}
+
+/// See [`copied_text_bytes`].
+fn parse_copied_text(smaps: &str) -> u64 {
+    let (mut text, mut total) = (false, 0u64);
+    for line in smaps.lines() {
+        let mut fields = line.split_whitespace();
+        let Some(first) = fields.next() else { continue };
+        if !first.ends_with(':') {
+            // A mapping: start-end perms offset dev inode [path].
+            let perms = fields.next().unwrap_or("");
+            let inode = fields.nth(2).unwrap_or("0");
+            text = perms.contains('x') && inode != "0";
+        } else if text && first == "Anonymous:" {
+            let kib: u64 = fields.next().and_then(|k| k.parse().ok()).unwrap_or(0);
+            total = total.saturating_add(kib.saturating_mul(1024));
+        }
+    }
+    total
+}
+
 /// Resident and anonymous bytes from /proc/PID/statm (`size resident
 /// shared ...`, in pages; shared counts file and shmem pages, so resident −
 /// shared is the anonymous part). None when nothing is resident (a kernel
@@ -115,7 +148,12 @@ pub struct Watched {
     /// Seconds since the agent started, when first seen.
     pub first_seen: f64,
     pub rss_bytes: u64,
+    /// Without the text pages probes copied, once it has been traced.
     pub anon_bytes: u64,
+    /// Traced by the agent at some scan: from then on the text pages its
+    /// probes copied are left out of its anonymous memory
+    /// ([`copied_text_bytes`]).
+    probed: bool,
     /// (seconds since the agent started, anonymous bytes).
     points: VecDeque<(f64, f64)>,
     /// Resident bytes at the same scans (for the agent's page; f32 holds
@@ -195,7 +233,8 @@ impl Scanner {
 
     /// Reads every process but `skip` (the agent and its traces), adds a
     /// point to each series, judges each, and forgets processes gone.
-    pub fn scan(&mut self, skip: &HashSet<u32>) -> ScanResult {
+    /// `traced`: the processes the agent's traces hold probes in now.
+    pub fn scan(&mut self, skip: &HashSet<u32>, traced: &HashSet<u32>) -> ScanResult {
         let now = self.now();
         let mut result = ScanResult::default();
         let mut seen = HashSet::new();
@@ -230,6 +269,7 @@ impl Scanner {
                         first_seen: now,
                         rss_bytes: 0,
                         anon_bytes: 0,
+                        probed: false,
                         points: VecDeque::new(),
                         rss_points: VecDeque::new(),
                         growth: None,
@@ -243,13 +283,17 @@ impl Scanner {
                 result.renamed.push(pid);
                 w.comm = r.comm;
             }
+            w.probed |= traced.contains(&pid);
             w.rss_bytes = r.rss_bytes;
-            w.anon_bytes = r.anon_bytes;
+            w.anon_bytes = match w.probed {
+                true => r.anon_bytes.saturating_sub(copied_text_bytes(pid)),
+                false => r.anon_bytes,
+            };
             if w.points.len() == MAX_POINTS {
                 w.points.pop_front();
                 w.rss_points.pop_front();
             }
-            w.points.push_back((now, r.anon_bytes as f64));
+            w.points.push_back((now, w.anon_bytes as f64));
             w.rss_points.push_back(r.rss_bytes as f32);
             w.growth = Some(judge(w.points.make_contiguous()));
         }
@@ -328,6 +372,26 @@ mod tests {
     }
 
     #[test]
+    fn copied_text_is_what_executable_file_mappings_hold_anonymously() {
+        let smaps = "\
+55d0c7a00000-55d0c7a02000 r--p 00000000 fe:01 1234 /usr/bin/idle
+Anonymous:             0 kB
+7f1c2a028000-7f1c2a17d000 r-xp 00028000 fe:01 5678 /usr/lib/x86_64-linux-gnu/libc.so.6
+Size:               1364 kB
+Anonymous:            12 kB
+VmFlags: rd ex mr mw me sd
+7f1c2a200000-7f1c2a221000 rw-p 00000000 00:00 0 [heap]
+Anonymous:           132 kB
+7f1c2b000000-7f1c2b100000 rwxp 00000000 00:00 0
+Anonymous:            64 kB
+";
+        // libc's text only: not the heap, nor anonymous executable memory
+        // (a JIT's code).
+        assert_eq!(parse_copied_text(smaps), 12 * 1024);
+        assert_eq!(parse_copied_text(""), 0);
+    }
+
+    #[test]
     fn reads_itself() {
         let me = read(std::process::id()).expect("own /proc entry");
         assert!(me.rss_bytes >= me.anon_bytes && me.anon_bytes > 0);
@@ -356,6 +420,7 @@ mod tests {
                 first_seen: 0.0,
                 rss_bytes: 0,
                 anon_bytes: *values.last().unwrap() as u64,
+                probed: false,
                 rss_points: points.iter().map(|&(_, v)| v as f32).collect(),
                 points,
                 growth,
