@@ -96,6 +96,21 @@ pub fn wrapped_call(
     may_return_early: bool,
     hooked: impl Fn(&str) -> bool,
 ) -> Option<Wrapped> {
+    let passes = |target| may_return_early && returns_at(data, file, target);
+    reached_call(data, file, callees, vaddr, passes, hooked)
+}
+
+/// The hooked function (`hooked` accepts its name) that straight-line code
+/// from `vaddr` reaches first, passing only the conditional branches whose
+/// targets `passes` accepts.
+fn reached_call(
+    data: &[u8],
+    file: &object::File,
+    callees: &Callees,
+    vaddr: u64,
+    mut passes: impl FnMut(u64) -> bool,
+    hooked: impl Fn(&str) -> bool,
+) -> Option<Wrapped> {
     let code = code_at(data, file, vaddr)?;
     let mut decoder = Decoder::with_ip(64, code, vaddr, DecoderOptions::NONE);
     for _ in 0..MAX_INSTRUCTIONS {
@@ -105,11 +120,7 @@ pub fn wrapped_call(
         let instr = decoder.decode();
         match instr.flow_control() {
             FlowControl::Next => continue,
-            FlowControl::ConditionalBranch
-                if may_return_early && returns_at(data, file, instr.near_branch_target()) =>
-            {
-                continue
-            }
+            FlowControl::ConditionalBranch if passes(instr.near_branch_target()) => continue,
             _ => return hooked_callee(data, file, callees, vaddr, &instr, &hooked),
         }
     }
@@ -174,30 +185,16 @@ pub fn checked_call(
     vaddr: u64,
     hooked: impl Fn(&str) -> bool,
 ) -> Option<Checked> {
-    let code = code_at(data, file, vaddr)?;
-    let mut decoder = Decoder::with_ip(64, code, vaddr, DecoderOptions::NONE);
     let mut failures = Vec::new();
-    for _ in 0..MAX_INSTRUCTIONS {
-        if !decoder.can_decode() {
-            return None;
+    let passes = |target: u64| {
+        let fails = code_at(data, file, target).is_some_and(fails_at);
+        if fails {
+            failures.push(target - vaddr);
         }
-        let instr = decoder.decode();
-        match instr.flow_control() {
-            FlowControl::Next => continue,
-            FlowControl::ConditionalBranch => {
-                let target = instr.near_branch_target();
-                if !fails_at(code_at(data, file, target)?) {
-                    return None;
-                }
-                failures.push(target - vaddr);
-            }
-            _ => {
-                let call = hooked_callee(data, file, callees, vaddr, &instr, &hooked)?;
-                return Some(Checked { call, failures });
-            }
-        }
-    }
-    None
+        fails
+    };
+    let call = reached_call(data, file, callees, vaddr, passes, hooked)?;
+    Some(Checked { call, failures })
 }
 
 /// Whether `code` is a failure path: straight-line code that leaves the
