@@ -309,6 +309,26 @@ pub struct ProbesReport {
     /// /usr/lib/libfoo.so`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub single_stepped: Vec<String>,
+    /// Where each hooked function's probe went (what `--verbose` says),
+    /// by file and function.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub placements: Vec<ProbePlacement>,
+}
+
+/// Where a hooked function's probe went.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ProbePlacement {
+    /// The file, as memtrace opened it.
+    pub file: String,
+    pub function: String,
+    /// The function's offset in the file; absent for a wrapper left
+    /// unprobed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_offset: Option<u64>,
+    /// Where the probe is and why (`+3: je 0C8h (emulated by the kernel),
+    /// after test rdi,rdi`), or why there is none (`not probed at its
+    /// entry: it calls realloc (at +11), …`).
+    pub placement: String,
 }
 
 /// How the heap stacks were walked (`--unwind`) and where walks fell short.

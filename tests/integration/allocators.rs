@@ -296,6 +296,20 @@ fn reallocarray_is_seen_through_realloc_and_its_failure_path() {
                 && l.contains("not probed at its entry: it calls realloc")),
         "{ctx}"
     );
+    // The report's probes say the same: no probe at its entry, one on its
+    // failure path.
+    let placed: Vec<(Option<u64>, &str)> = probes
+        .placements
+        .iter()
+        .filter(|p| p.function == "reallocarray" && p.file.ends_with("libc.so.6"))
+        .map(|p| (p.file_offset, p.placement.as_str()))
+        .collect();
+    assert!(
+        matches!(placed.as_slice(), [(None, wrapper), (Some(_), failure)]
+            if wrapper.starts_with("not probed at its entry: it calls realloc (at +11)")
+                && failure.starts_with("+16: its failure path")),
+        "{placed:?}"
+    );
     report.assert_no_losses();
 }
 

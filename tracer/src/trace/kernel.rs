@@ -5,9 +5,13 @@
 //! process. The lifecycle decides; this carries it out. Tests put a fake in
 //! its place.
 
-use std::{collections::HashSet, path::PathBuf};
+use std::{
+    collections::{BTreeSet, HashSet},
+    path::PathBuf,
+};
 
 use anyhow::Result;
+use memtrace_report::ProbePlacement;
 
 use super::{
     golang::GoTargets, java::JavaTargets, nodejs::NodeTargets, python::PythonTargets,
@@ -106,14 +110,21 @@ pub(super) struct Machinery {
     /// Room in the kernel's stack table.
     pub(super) recycler: Recycler,
     pub(super) verbose: bool,
+    /// Where each hooked function's probe went, as `--verbose` says it (the
+    /// report's `probes`). At most [`MAX_PLACEMENTS`].
+    pub(super) placements: BTreeSet<ProbePlacement>,
 }
 
+/// Placements the report keeps (a node traced with `--all` may hook a
+/// libc of each container image: ~10 functions each).
+const MAX_PLACEMENTS: usize = 4096;
+
 impl Machinery {
-    /// With --verbose: where each function's probes went (see `placement`).
-    pub(super) fn describe_probes(&self, path: &std::path::Path, file: &AllocatorFile) {
-        if !self.verbose {
-            return;
-        }
+    /// Notes where each function's probes went in a file just hooked (see
+    /// `placement`) for the report, and says so with --verbose.
+    pub(super) fn describe_probes(&mut self, path: &std::path::Path, file: &AllocatorFile) {
+        let file_name = path.display().to_string();
+        let mut placements = Vec::new();
         for (operator, call) in &file.wrappers {
             let checked = file
                 .points
@@ -123,24 +134,37 @@ impl Machinery {
                 true => "the calls that pass its checks (its failure path is probed, below)",
                 false => "each of its calls",
             };
-            crate::note(&format!(
-                "{operator} in {}: not probed at its entry: it calls {} (at +{}), whose probe \
-                 sees {which}",
-                path.display(),
-                call.callee,
-                call.at
-            ));
+            placements.push(ProbePlacement {
+                function: operator.clone(),
+                file: file_name.clone(),
+                file_offset: None,
+                placement: format!(
+                    "not probed at its entry: it calls {} (at +{}), whose probe sees {which}",
+                    call.callee, call.at
+                ),
+            });
         }
         for p in &file.points {
-            crate::note(&format!(
-                "{} in {} (file offset {:#x}): {}{}{}",
-                p.symbol,
-                path.display(),
-                p.file_offset,
-                p.placement,
-                p.when.describe(),
-                p.skip.describe()
-            ));
+            placements.push(ProbePlacement {
+                function: p.symbol.clone(),
+                file: file_name.clone(),
+                file_offset: Some(p.file_offset),
+                placement: format!("{}{}{}", p.placement, p.when.describe(), p.skip.describe()),
+            });
+        }
+        for p in placements {
+            if self.verbose {
+                let offset = p
+                    .file_offset
+                    .map_or(String::new(), |o| format!(" (file offset {o:#x})"));
+                crate::note(&format!(
+                    "{} in {}{offset}: {}",
+                    p.function, p.file, p.placement
+                ));
+            }
+            if self.placements.len() < MAX_PLACEMENTS {
+                self.placements.insert(p);
+            }
         }
     }
 }

@@ -209,6 +209,7 @@ pub async fn run(cfg: config::Trace, child: Option<HeldChild>) -> Result<()> {
         ),
         recycler: recycle::Recycler::new(cfg.attach.max_stacks),
         verbose: cfg.verbose,
+        placements: Default::default(),
     };
     let mut life = Targets {
         watcher: match &mode {

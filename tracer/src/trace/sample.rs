@@ -314,6 +314,7 @@ impl Tracing {
                 detail: self.m.probes.path.describe(),
                 pymalloc_pool_bytes: self.m.probes.pymalloc_pools,
                 single_stepped: self.m.probes.single_stepped.iter().cloned().collect(),
+                placements: self.m.placements.iter().cloned().collect(),
             }),
             unwind: (self.mode != Mode::OomOnly).then(|| {
                 (
